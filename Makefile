@@ -1,0 +1,113 @@
+# BetCity data tier: build, test and run.
+#
+#   make run      install what is missing, build, start the local stack
+#   make test     install what is missing, build, run every test
+#   make SANITIZE=address,undefined test   the same under ASan/UBSan
+#
+# Each top-level module folder builds one static library; tools and tests link
+# only the libraries they use.
+
+CC ?= cc
+SANITIZE ?=
+BUILD ?= build$(if $(SANITIZE),-san)
+STACK_DIR ?= $(CURDIR)/.stack
+
+PKGS := mariadb yaml-0.1 libxxhash
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) cmocka 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -MMD -MP -I. $(PKG_CFLAGS)
+LDFLAGS += -pthread
+ifneq ($(SANITIZE),)
+CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+MODULES := shardmap router
+lib_srcs = $(wildcard $(1)/*.c)
+lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_srcs,$(1)))
+
+SHARDMAP_LIB := $(BUILD)/libshardmap.a
+ROUTER_LIB := $(BUILD)/librouter.a
+
+TOOLS := $(BUILD)/shardctl
+UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf
+INTEGRATION_TESTS := $(BUILD)/test_router_int $(BUILD)/test_shardctl_int
+
+.PHONY: all deps run stop status test unit integration format format-check \
+        bench clean valgrind
+
+all: $(SHARDMAP_LIB) $(ROUTER_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(SHARDMAP_LIB): $(call lib_objs,shardmap)
+$(ROUTER_LIB): $(call lib_objs,router)
+$(BUILD)/lib%.a:
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tools/shardctl_schema.o: etc/schema/global.sql etc/schema/shard.sql
+$(BUILD)/shardctl: $(BUILD)/tools/shardctl.o $(BUILD)/tools/shardctl_schema.o \
+                   $(ROUTER_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+$(BUILD)/test_shardmap_conf: $(BUILD)/tests/unit/test_shardmap_conf.o $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+$(BUILD)/test_%_int: $(BUILD)/tests/integration/test_%_int.o \
+                     $(BUILD)/tests/integration/itest.o $(ROUTER_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+
+# Installs the Debian packages the build, the stack and the tests need.
+deps:
+	@tools/install-deps
+
+run: deps
+	$(MAKE) all
+	tools/devstack start --dir $(STACK_DIR)
+	$(BUILD)/shardctl -c $(STACK_DIR)/cluster.yaml init
+	$(BUILD)/shardctl -c $(STACK_DIR)/cluster.yaml status
+	@echo "stack up in $(STACK_DIR); stop it with: make stop"
+
+stop:
+	tools/devstack stop --dir $(STACK_DIR)
+
+status:
+	tools/devstack status --dir $(STACK_DIR)
+
+test: deps
+	$(MAKE) all
+	$(MAKE) format-check
+	$(MAKE) unit
+	$(MAKE) integration
+
+unit: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do (cd tests/unit && ../../$$t); done
+
+# The integration tests start their own stack on free ports in a scratch
+# directory and always stop it, also when a test fails.
+integration: $(INTEGRATION_TESTS) $(TOOLS)
+	BUILD=$(BUILD) tests/integration/run $(INTEGRATION_TESTS)
+
+valgrind: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do (cd tests/unit && valgrind -q \
+	  --error-exitcode=1 --leak-check=full ../../$$t); done
+
+FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null || \
+                find . -path ./build\* -prune -o -name '*.[ch]' -print)
+format:
+	clang-format -i $(FORMAT_SRCS)
+format-check:
+	clang-format --dry-run -Werror $(FORMAT_SRCS)
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

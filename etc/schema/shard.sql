@@ -1,0 +1,56 @@
+-- One logical shard. `{schema}` is replaced by <prefix>_NNNN.
+-- Applied by `shardctl init` on the shard's host; every statement is idempotent.
+-- Users, their bets and their ledger live together in the user's shard, so a
+-- bet is a single-shard transaction.
+CREATE DATABASE IF NOT EXISTS `{schema}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+
+-- Sequence for ids made on this shard (router_next_id): it moves with the
+-- shard, so ids stay unique wherever the shard lives.
+CREATE SEQUENCE IF NOT EXISTS `{schema}`.id_seq START WITH 1 INCREMENT BY 1 CACHE 1000;
+
+-- Per-shard state row, checked inside write transactions (fencing during a move).
+CREATE TABLE IF NOT EXISTS `{schema}`.shard_state (
+    id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+    shard INT UNSIGNED NOT NULL,
+    fenced TINYINT UNSIGNED NOT NULL DEFAULT 0
+) ENGINE=InnoDB;
+
+CREATE TABLE IF NOT EXISTS `{schema}`.users (
+    id BIGINT NOT NULL PRIMARY KEY,
+    email VARCHAR(254) NOT NULL,
+    password_hash VARCHAR(128) NOT NULL,
+    display_name VARCHAR(100) NOT NULL,
+    company_id BIGINT NOT NULL,
+    team_id BIGINT NULL,
+    role VARCHAR(16) NOT NULL DEFAULT 'member',
+    balance BIGINT NOT NULL,
+    points BIGINT NOT NULL DEFAULT 0,
+    created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    UNIQUE KEY email (email),
+    KEY company_points (company_id, points)
+) ENGINE=InnoDB;
+
+CREATE TABLE IF NOT EXISTS `{schema}`.bets (
+    id BIGINT NOT NULL PRIMARY KEY,
+    user_id BIGINT NOT NULL,
+    match_id BIGINT NOT NULL,
+    pick ENUM('home','draw','away') NOT NULL,
+    stake BIGINT NOT NULL,
+    odds INT UNSIGNED NOT NULL,
+    status ENUM('open','won','lost','void') NOT NULL DEFAULT 'open',
+    payout BIGINT NULL,
+    placed_at DATETIME(3) NOT NULL,
+    settled_at DATETIME(3) NULL,
+    KEY user_bets (user_id, id),
+    KEY match_open (match_id, status)
+) ENGINE=InnoDB;
+
+CREATE TABLE IF NOT EXISTS `{schema}`.ledger (
+    id BIGINT NOT NULL PRIMARY KEY,
+    user_id BIGINT NOT NULL,
+    delta BIGINT NOT NULL,
+    reason VARCHAR(16) NOT NULL,
+    bet_id BIGINT NULL,
+    created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    KEY user_ledger (user_id, id)
+) ENGINE=InnoDB;

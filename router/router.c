@@ -1,0 +1,306 @@
+/*
+ * router.c: routing single-shard statements and transactions, ids, and
+ * scatter-gather over every shard.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "router/router_int.h"
+
+struct router_txn {
+    struct router *router; /* ref */
+    struct router_conn *conn;
+    uint32_t shard;
+    int broken;
+};
+
+int router_create(const struct shardmap_conf *conf, struct router **out)
+{
+    struct router *r = calloc(1, sizeof(*r));
+    int rc;
+
+    if (r == NULL)
+        return -ENOMEM;
+    snprintf(r->prefix, sizeof(r->prefix), "%s", conf->schema_prefix);
+    r->nshard = conf->nshard;
+    r->connect_timeout_ms = conf->connect_timeout_ms ? conf->connect_timeout_ms : 500;
+    r->query_timeout_ms = conf->query_timeout_ms ? conf->query_timeout_ms : 800;
+    r->map_poll_ms = conf->map_poll_ms >= 1000 ? conf->map_poll_ms : 1000;
+    pthread_mutex_init(&r->pools_lock, NULL);
+    pthread_mutex_init(&r->map_lock, NULL);
+    pthread_mutex_init(&r->poll_lock, NULL);
+    pthread_cond_init(&r->poll_cond, NULL);
+    for (uint32_t i = 0; i < conf->nhost; i++) {
+        const struct shardmap_host_conf *h = &conf->hosts[i];
+        r->pools[i] =
+            router__pool_create(h->name, h->addr, h->port, h->user, h->password,
+                                conf->pool_size ? conf->pool_size : 8);
+        if (r->pools[i] == NULL) {
+            rc = -ENOMEM;
+            goto error;
+        }
+        atomic_store(&r->npool, i + 1);
+    }
+    r->global = router__pool_find(r, conf->global_host[0] ? conf->global_host
+                                                          : conf->hosts[0].name);
+    if (r->global == NULL) {
+        rc = BC_EHOST;
+        goto error;
+    }
+    snprintf(r->default_user, sizeof(r->default_user), "%s", r->global->user);
+    snprintf(r->default_password, sizeof(r->default_password), "%s",
+             r->global->password);
+    /* No map yet, or the global host down: the poller keeps trying. */
+    (void)router_reload_map(r);
+    rc = router__map_start(r);
+    if (rc < 0)
+        goto error;
+    *out = r;
+    return 0;
+error:
+    for (unsigned i = 0; i < atomic_load(&r->npool); i++)
+        router__pool_destroy(r->pools[i]);
+    free(r);
+    return rc;
+}
+
+void router_destroy(struct router *r)
+{
+    if (r == NULL)
+        return;
+    router__map_stop(r);
+    for (unsigned i = 0; i < atomic_load(&r->npool); i++)
+        router__pool_destroy(r->pools[i]);
+    pthread_mutex_destroy(&r->pools_lock);
+    pthread_mutex_destroy(&r->map_lock);
+    pthread_mutex_destroy(&r->poll_lock);
+    pthread_cond_destroy(&r->poll_cond);
+    free(r);
+}
+
+uint32_t router_nshard(struct router *r)
+{
+    return r->nshard;
+}
+
+uint32_t router_shard_of_key(struct router *r, const void *key, size_t len)
+{
+    return shardmap_shard_of_key(key, len, r->nshard);
+}
+
+void router_schema(struct router *r, uint32_t shard, char *buf, size_t size)
+{
+    if (shard == ROUTER_GLOBAL)
+        snprintf(buf, size, "%s_global", r->prefix);
+    else
+        snprintf(buf, size, "%s_%04u", r->prefix, shard);
+}
+
+/* A statement that changes nothing may be re-sent on a fresh connection. */
+static int is_read_only(const char *sql)
+{
+    while (isspace((unsigned char)*sql) || *sql == '(')
+        sql++;
+    return strncasecmp(sql, "SELECT", 6) == 0 ||
+           strncasecmp(sql, "START TRANSACTION", 17) == 0;
+}
+
+/*
+ * Runs sql on pool. An idle connection may have died with its server since
+ * it was last used; a read that fails that way is retried once on a new one.
+ */
+static int pool_query(struct router *r, struct router_pool *pool, const char *sql,
+                      size_t len, struct router_rows *rows, struct router_conn **keep)
+{
+    struct router_conn *conn;
+    int rc, broken, reused;
+
+    for (int attempt = 0;; attempt++) {
+        rc = router__conn_get(r, pool, &conn);
+        if (rc < 0)
+            return rc;
+        reused = conn->reused;
+        rc = router__conn_query(r, conn, sql, len, rows, &broken);
+        if (rc < 0 && rows != NULL)
+            router_rows_free(rows);
+        if (rc == BC_EDOWN && broken && reused && attempt == 0 && is_read_only(sql)) {
+            router__conn_put(conn, 1);
+            continue;
+        }
+        if (keep != NULL && rc == 0) {
+            *keep = conn;
+            return 0;
+        }
+        router__conn_put(conn, broken);
+        return rc;
+    }
+}
+
+static int vformat(struct router *r, uint32_t shard, struct router_sql *sql,
+                   const char *fmt, va_list ap)
+{
+    char schema[SHARDMAP_PREFIX_MAX + 16];
+
+    router_schema(r, shard, schema, sizeof(schema));
+    return router__sql_vformat(sql, NULL, schema, shard, fmt, ap);
+}
+
+static int exec_once(struct router *r, uint32_t shard, struct router_rows *rows,
+                     const char *fmt, va_list ap)
+{
+    struct router_sql sql = {0};
+    struct router_pool *pool;
+    int rc = 0;
+
+    pool = router__pool_of_shard(r, shard, &rc);
+    if (pool == NULL)
+        return rc;
+    rc = vformat(r, shard, &sql, fmt, ap);
+    if (rc == 0)
+        rc = pool_query(r, pool, sql.buf, sql.len, rows, NULL);
+    router__sql_deinit(&sql);
+    return rc;
+}
+
+int router_exec(struct router *r, uint32_t shard, struct router_rows *rows,
+                const char *fmt, ...)
+{
+    va_list ap, again;
+    int rc;
+
+    va_start(ap, fmt);
+    va_copy(again, ap);
+    rc = exec_once(r, shard, rows, fmt, ap);
+    if (rc == BC_EMOVED && shard != ROUTER_GLOBAL) {
+        /* The schema is gone from that host: follow the map and retry once. */
+        if (router_reload_map(r) == 0)
+            rc = exec_once(r, shard, rows, fmt, again);
+    }
+    va_end(again);
+    va_end(ap);
+    return rc;
+}
+
+int router_host_exec(struct router *r, const char *host, struct router_rows *rows,
+                     const char *sql)
+{
+    struct router_pool *pool = router__pool_find(r, host);
+
+    if (pool == NULL) {
+        router__set_error("unknown host %s", host);
+        return BC_EHOST;
+    }
+    return pool_query(r, pool, sql, strlen(sql), rows, NULL);
+}
+
+int router_txn_begin(struct router *r, uint32_t shard, struct router_txn **out)
+{
+    static const char begin[] = "START TRANSACTION";
+    struct router_txn *txn;
+    struct router_pool *pool;
+    int rc = 0;
+
+    pool = router__pool_of_shard(r, shard, &rc);
+    if (pool == NULL)
+        return rc;
+    txn = calloc(1, sizeof(*txn));
+    if (txn == NULL)
+        return -ENOMEM;
+    txn->router = r;
+    txn->shard = shard;
+    rc = pool_query(r, pool, begin, sizeof(begin) - 1, NULL, &txn->conn);
+    if (rc < 0) {
+        free(txn);
+        return rc;
+    }
+    *out = txn;
+    return 0;
+}
+
+int router_txn_exec(struct router_txn *txn, struct router_rows *rows, const char *fmt,
+                    ...)
+{
+    struct router_sql sql = {0};
+    va_list ap;
+    int rc, broken = 0;
+
+    if (txn->broken)
+        return BC_EDOWN;
+    va_start(ap, fmt);
+    rc = vformat(txn->router, txn->shard, &sql, fmt, ap);
+    va_end(ap);
+    if (rc == 0) {
+        rc =
+            router__conn_query(txn->router, txn->conn, sql.buf, sql.len, rows, &broken);
+        if (rc < 0 && rows != NULL)
+            router_rows_free(rows);
+    }
+    txn->broken |= broken;
+    router__sql_deinit(&sql);
+    return rc;
+}
+
+static void txn_end(struct router_txn *txn, const char *sql)
+{
+    int broken = txn->broken;
+
+    if (!broken)
+        router__conn_query(txn->router, txn->conn, sql, strlen(sql), NULL, &broken);
+    router__conn_put(txn->conn, broken);
+    free(txn);
+}
+
+int router_txn_commit(struct router_txn *txn)
+{
+    int rc, broken = 0;
+
+    if (txn->broken) {
+        txn_end(txn, "ROLLBACK");
+        return BC_EDOWN;
+    }
+    rc = router__conn_query(txn->router, txn->conn, "COMMIT", 6, NULL, &broken);
+    txn->broken |= broken;
+    if (rc < 0) {
+        txn_end(txn, "ROLLBACK");
+        return rc;
+    }
+    router__conn_put(txn->conn, 0);
+    free(txn);
+    return 0;
+}
+
+void router_txn_rollback(struct router_txn *txn)
+{
+    if (txn != NULL)
+        txn_end(txn, "ROLLBACK");
+}
+
+int router_next_id(struct router *r, struct router_txn *txn, uint32_t shard,
+                   uint64_t *id)
+{
+    static const char sql[] =
+        "SELECT NEXTVAL(%S.id_seq), CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS UNSIGNED)";
+    struct router_rows rows = {0};
+    struct shardmap_id parts;
+    uint64_t now_ms;
+    int rc;
+
+    rc = txn ? router_txn_exec(txn, &rows, sql) : router_exec(r, shard, &rows, sql);
+    if (rc < 0)
+        return rc;
+    if (rows.nrow != 1 || router_cell(&rows, 0, 0) == NULL) {
+        router_rows_free(&rows);
+        return BC_EQUERY;
+    }
+    now_ms = strtoull(router_cell(&rows, 0, 1), NULL, 10);
+    parts.seq = (uint32_t)(strtoull(router_cell(&rows, 0, 0), NULL, 10) &
+                           ((1u << SHARDMAP_ID_SEQ_BITS) - 1));
+    parts.shard = shard;
+    parts.ms = now_ms > SHARDMAP_ID_EPOCH_MS ? now_ms - SHARDMAP_ID_EPOCH_MS : 0;
+    router_rows_free(&rows);
+    return shardmap_id_pack(&parts, id);
+}

@@ -1,0 +1,180 @@
+/*
+ * router.h: every query of BetCity goes through here to the MariaDB host that
+ * holds its logical shard (or the global schema).
+ *
+ *  - one bounded connection pool per host, with connect and per-statement
+ *    deadlines enforced by the non-blocking MariaDB Connector/C API, so a dead
+ *    or hung (SIGSTOPped) host fails a request within its deadline and never
+ *    holds up requests for other hosts; a failing host is marked down for a
+ *    second (requests fail fast meanwhile) and reconnected after;
+ *  - routing by id, by key and by shard; single-shard transactions pinned to
+ *    one connection; statements schema-qualified per shard;
+ *  - scatter-gather: one statement per host covering all of that host's
+ *    shards, hosts in parallel, results merged (top-K merge included);
+ *  - the authoritative shard map lives in <prefix>_global; a background thread
+ *    polls its version and swaps maps without blocking readers.
+ *
+ * SQL is never built from raw client input: statements are formats in which
+ * values are escaped by the connection (see router_exec()).
+ *
+ * Thread safety: every function may be called from any thread, except
+ * router_destroy(). A router_txn belongs to one thread at a time.
+ */
+#ifndef ROUTER_H
+#define ROUTER_H
+
+#include <stdint.h>
+
+#include "shardmap/shardmap.h"
+
+/* Pseudo-shard that addresses the unsharded <prefix>_global schema. */
+#define ROUTER_GLOBAL UINT32_MAX
+
+struct router;     /* opaque */
+struct router_txn; /* opaque */
+
+/* Rows of one result; cells are NUL-terminated, NULL for SQL NULL. */
+struct router_rows {
+    uint32_t nrow;
+    uint32_t ncol;
+    char **cell;        /* owned: nrow * ncol, row-major */
+    unsigned long *len; /* owned: byte length of each cell */
+    uint64_t affected;  /* affected rows (summed over a scatter) */
+    uint64_t insert_id; /* last insert id of a single statement */
+};
+
+static inline const char *router_cell(const struct router_rows *rows, uint32_t row,
+                                      uint32_t col)
+{
+    return rows->cell[(uint64_t)row * rows->ncol + col];
+}
+void router_rows_free(struct router_rows *rows);
+
+/*
+ * Creates a router for the cluster: copies what it needs from conf, opens no
+ * connection yet (pools fill on demand), loads the shard map from the global
+ * schema and starts the map poller. If the global schema holds no map yet
+ * (before `shardctl init`), the router starts with none and routed calls fail
+ * with BC_ENOTFOUND until one appears. Returns 0 or a negative status.
+ */
+int router_create(const struct shardmap_conf *conf, struct router **out);
+void router_destroy(struct router *router);
+
+/*
+ * The current shard map: valid until router_destroy() (retired maps are kept,
+ * so a reader never sees one freed under it). NULL before any map exists.
+ */
+const struct shardmap *router_map(struct router *router);
+/* Reloads the map now if its version changed; 0 or a negative status. */
+int router_reload_map(struct router *router);
+/* Asks the poller to reload at once (a shard answered that it moved). */
+void router_map_stale(struct router *router);
+/* Turns the background poller off (tests of stale servers) or back on. */
+void router_set_polling(struct router *router, int on);
+
+/* Logical shard of a key / of an id. */
+uint32_t router_shard_of_key(struct router *router, const void *key, size_t len);
+static inline uint32_t router_shard_of_id(uint64_t id)
+{
+    return shardmap_id_shard(id);
+}
+uint32_t router_nshard(struct router *router);
+/* Schema name of a shard ("bc_0007") or of ROUTER_GLOBAL ("bc_global"). */
+void router_schema(struct router *router, uint32_t shard, char *buf, size_t size);
+
+/*
+ * Statement formats. Conversions:
+ *   %S  the shard's schema, back-quoted (takes no argument)
+ *   %N  the shard's number (no argument)
+ *   %s  const char *: an escaped, quoted string literal; NULL gives NULL
+ *   %b  const char *, size_t: escaped binary literal of that many bytes
+ *   %d  int64_t        %u  uint64_t
+ *   %%  a percent sign
+ * Anything else is -EINVAL. Values are escaped by the target connection.
+ */
+
+/*
+ * Runs one statement on the host of `shard` (or ROUTER_GLOBAL) in autocommit
+ * mode. rows may be NULL when no result is wanted; otherwise the caller frees
+ * it with router_rows_free(). Errors: BC_EDOWN (host down or unreachable),
+ * BC_ETIMEOUT, BC_EQUERY (the server refused the statement; the message is
+ * in router_last_error()), BC_EDUPKEY, BC_ESHARD, BC_ENOTFOUND (no map).
+ * A statement whose schema is missing (the shard moved away) triggers a map
+ * reload and is retried once on the new host.
+ */
+int router_exec(struct router *router, uint32_t shard, struct router_rows *rows,
+                const char *fmt, ...);
+
+/* Single-shard transactions: one pooled connection from begin to the end. */
+int router_txn_begin(struct router *router, uint32_t shard, struct router_txn **txn);
+int router_txn_exec(struct router_txn *txn, struct router_rows *rows, const char *fmt,
+                    ...);
+/* Commits and frees txn; on failure the transaction is rolled back. */
+int router_txn_commit(struct router_txn *txn);
+/* Rolls back and frees txn; NULL is a no-op. */
+void router_txn_rollback(struct router_txn *txn);
+
+/*
+ * A new id for a row of `shard` (see shardmap_id): the milliseconds and the
+ * sequence both come from the shard's own database (NOW(3) and the shard's
+ * SEQUENCE id_seq), so every API server gets distinct ids without talking
+ * to the others; two ids collide only with more than 1,024 ids of one shard
+ * in one millisecond of its host's clock. txn may be NULL.
+ */
+int router_next_id(struct router *router, struct router_txn *txn, uint32_t shard,
+                   uint64_t *id);
+
+/*
+ * Scatter-gather over every shard: `fmt` is one SELECT shape (use %S and %N);
+ * each host gets one statement, the UNION ALL of it over its shards, and the
+ * hosts run in parallel. Rows of all hosts are appended into rows. If any
+ * host fails, the call fails with its status (after all hosts answered).
+ */
+int router_scatter(struct router *router, struct router_rows *rows, const char *fmt,
+                   ...);
+
+/*
+ * Row comparison for top-K merges: negative when a ranks before b.
+ */
+typedef int (*router_row_cmp)(const char *const *a, const char *const *b, void *arg);
+
+/*
+ * Top-K scatter: like router_scatter(), but each host returns only its best
+ * k rows (`order_sql` is its ORDER BY clause, a constant of the caller, e.g.
+ * "points DESC, id ASC"), and the host lists are k-way merged with cmp, which
+ * must agree with order_sql. rows gets at most k rows, best first.
+ */
+int router_scatter_topk(struct router *router, struct router_rows *rows, uint32_t k,
+                        const char *order_sql, router_row_cmp cmp, void *cmp_arg,
+                        const char *fmt, ...);
+
+/*
+ * Runs `fmt` (any statement; use %S, %N) once per shard, as one
+ * multi-statement batch per host, hosts in parallel; rows->affected gets the
+ * sum of affected rows when rows is not NULL.
+ */
+int router_scatter_exec(struct router *router, struct router_rows *rows,
+                        const char *fmt, ...);
+
+/* Runs raw SQL (no formatting) on a named host with no schema selected; for
+ * shardctl's DDL and checks. */
+int router_host_exec(struct router *router, const char *host, struct router_rows *rows,
+                     const char *sql);
+
+/* Message of the last error on this thread (server message, or status text). */
+const char *router_last_error(void);
+
+struct router_host_stats {
+    char name[SHARDMAP_NAME_MAX];
+    int up;        /* 0 while marked down */
+    uint32_t open; /* open connections */
+    uint32_t idle;
+    uint64_t queries;
+    uint64_t errors;
+    uint64_t timeouts;
+};
+/* Fills up to max entries; returns the number of hosts. */
+uint32_t router_stats(struct router *router, struct router_host_stats *out,
+                      uint32_t max);
+
+#endif

@@ -1,0 +1,110 @@
+/*
+ * router_int.h: what the router's own files share. Not part of the interface.
+ */
+#ifndef ROUTER_INT_H
+#define ROUTER_INT_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+
+#include <mysql.h>
+
+#include "router/router.h"
+
+/* How long a host that failed stays marked down before it is tried again. */
+#define ROUTER_DOWN_MS 1000
+
+struct router_pool;
+
+/* One connection; owned by its pool while idle, by a caller while checked out. */
+struct router_conn {
+    MYSQL mysql;
+    struct router_pool *pool; /* ref */
+    struct router_conn *next; /* idle list */
+    int reused;               /* came from the idle list */
+};
+
+struct router_pool {
+    char name[SHARDMAP_NAME_MAX];
+    char addr[256];
+    uint16_t port;
+    char user[64];
+    char password[128];
+
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    struct router_conn *idle; /* guarded by lock */
+    uint32_t nidle, nopen, max;
+    int64_t down_until_ms; /* guarded by lock; 0 = up */
+
+    atomic_uint_fast64_t queries, errors, timeouts;
+};
+
+/* A map as the router holds it: the value plus the pool of each node. */
+struct router_map {
+    struct shardmap *map;         /* owned */
+    struct router_pool **pool_of; /* owned array, refs to pools */
+    struct router_map *retired;   /* older maps, freed at destroy */
+};
+
+struct router {
+    char prefix[SHARDMAP_PREFIX_MAX];
+    uint32_t nshard;
+    uint32_t connect_timeout_ms;
+    uint32_t query_timeout_ms;
+    uint32_t map_poll_ms;
+
+    struct router_pool *pools[SHARDMAP_MAX_HOSTS]; /* append-only */
+    atomic_uint npool;
+    pthread_mutex_t pools_lock; /* serializes appends */
+    struct router_pool *global; /* ref: holds <prefix>_global */
+    char default_user[64];      /* for hosts only the global schema knows */
+    char default_password[128];
+
+    _Atomic(struct router_map *) current;
+    pthread_mutex_t map_lock; /* serializes reloads and the retired list */
+
+    pthread_t poller;
+    pthread_mutex_t poll_lock;
+    pthread_cond_t poll_cond;
+    int poll_stop, poll_now, poll_on; /* guarded by poll_lock */
+};
+
+int64_t router__now_ms(void);
+void router__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* router_conn.c */
+struct router_pool *router__pool_create(const char *name, const char *addr,
+                                        uint16_t port, const char *user,
+                                        const char *password, uint32_t max);
+void router__pool_destroy(struct router_pool *pool);
+int router__conn_get(struct router *r, struct router_pool *pool,
+                     struct router_conn **conn);
+/* Returns a connection; broken ones (after an error) are closed. */
+void router__conn_put(struct router_conn *conn, int broken);
+/*
+ * Runs sql (possibly several statements) within the query deadline; rows may
+ * be NULL. On error, *broken says whether the connection is unusable.
+ */
+int router__conn_query(struct router *r, struct router_conn *conn, const char *sql,
+                       size_t len, struct router_rows *rows, int *broken);
+struct router_pool *router__pool_find(struct router *r, const char *name);
+
+/* router_sql.c */
+struct router_sql {
+    char *buf;
+    size_t len, cap;
+};
+int router__sql_vformat(struct router_sql *sql, MYSQL *mysql, const char *schema,
+                        uint32_t shard, const char *fmt, va_list ap);
+int router__sql_append(struct router_sql *sql, const char *s, size_t n);
+void router__sql_deinit(struct router_sql *sql);
+int router__rows_append(struct router_rows *dst, struct router_rows *src);
+
+/* router_map.c */
+int router__map_start(struct router *r);
+void router__map_stop(struct router *r);
+struct router_pool *router__pool_of_shard(struct router *r, uint32_t shard, int *err);
+
+#endif

@@ -1,0 +1,263 @@
+/*
+ * router_scatter.c: one statement shape over every shard.
+ *
+ * The cost that matters is round trips, not shards: each host gets ONE
+ * statement that covers all of its shards (a UNION ALL of the shape over its
+ * schemas, or a multi-statement batch for writes), and the hosts run in
+ * parallel, one thread each. The call returns when every host answered or
+ * hit its deadline, so a dead host costs at most one timeout.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "router/router_int.h"
+
+enum scatter_kind { SCATTER_UNION, SCATTER_TOPK, SCATTER_BATCH };
+
+struct scatter_host {
+    struct router *router;    /* ref */
+    struct router_pool *pool; /* ref */
+    struct router_sql sql;
+    struct router_rows rows;
+    uint32_t nparts; /* shards in the statement */
+    int rc;
+    char error[256];
+    pthread_t thread;
+    int started;
+};
+
+static void *scatter_main(void *arg)
+{
+    struct scatter_host *h = arg;
+    struct router_conn *conn;
+    int broken = 0;
+
+    h->rc = router__conn_get(h->router, h->pool, &conn);
+    if (h->rc == 0) {
+        h->rc = router__conn_query(h->router, conn, h->sql.buf, h->sql.len, &h->rows,
+                                   &broken);
+        router__conn_put(conn, broken);
+    }
+    if (h->rc < 0)
+        snprintf(h->error, sizeof(h->error), "%s", router_last_error());
+    return NULL;
+}
+
+/* Appends the shape for one shard to the host's statement. */
+static int add_part(struct router *r, struct router_sql *sql, enum scatter_kind kind,
+                    uint32_t shard, int first, const char *fmt, va_list ap)
+{
+    char schema[SHARDMAP_PREFIX_MAX + 16];
+    va_list copy;
+    int rc;
+
+    if (!first &&
+        (rc = router__sql_append(sql, kind == SCATTER_BATCH ? ";\n" : "\nUNION ALL ",
+                                 kind == SCATTER_BATCH ? 2 : 11)) < 0)
+        return rc;
+    if (kind != SCATTER_BATCH && (rc = router__sql_append(sql, "(", 1)) < 0)
+        return rc;
+    router_schema(r, shard, schema, sizeof(schema));
+    va_copy(copy, ap);
+    rc = router__sql_vformat(sql, NULL, schema, shard, fmt, copy);
+    va_end(copy);
+    if (rc == 0 && kind != SCATTER_BATCH)
+        rc = router__sql_append(sql, ")", 1);
+    return rc;
+}
+
+/*
+ * Builds each host's statement, runs them in parallel and leaves the results
+ * in *out (*nout hosts, to be freed with scatter_free() whatever the status).
+ */
+static int scatter_run(struct router *r, enum scatter_kind kind, uint32_t k,
+                       const char *order_sql, struct scatter_host **out, uint32_t *nout,
+                       const char *fmt, va_list ap)
+{
+    struct router_map *m = atomic_load(&r->current);
+    struct scatter_host *hosts;
+    uint32_t nnode;
+    int rc = 0;
+
+    *out = NULL;
+    *nout = 0;
+    if (m == NULL) {
+        router__set_error("no shard map yet (run shardctl init)");
+        return BC_ENOTFOUND;
+    }
+    nnode = m->map->nnode;
+    hosts = calloc(nnode, sizeof(*hosts));
+    if (hosts == NULL)
+        return -ENOMEM;
+    *out = hosts;
+    *nout = nnode;
+    for (uint32_t n = 0; n < nnode; n++) {
+        hosts[n].router = r;
+        hosts[n].pool = m->pool_of[n];
+    }
+    for (uint32_t s = 0; s < r->nshard && rc == 0; s++) {
+        struct scatter_host *h = &hosts[m->map->node_of[s]];
+        if (h->nparts == 0 && kind == SCATTER_TOPK)
+            rc = router__sql_append(&h->sql, "SELECT * FROM (", 15);
+        if (rc == 0)
+            rc = add_part(r, &h->sql, kind, s, h->nparts == 0, fmt, ap);
+        h->nparts++;
+    }
+    for (uint32_t n = 0; n < nnode && rc == 0 && kind == SCATTER_TOPK; n++) {
+        char tail[64];
+        int len = snprintf(tail, sizeof(tail), " LIMIT %u", k);
+        if (hosts[n].nparts == 0)
+            continue;
+        rc = router__sql_append(&hosts[n].sql, ") t ORDER BY ", 13);
+        if (rc == 0)
+            rc = router__sql_append(&hosts[n].sql, order_sql, strlen(order_sql));
+        if (rc == 0)
+            rc = router__sql_append(&hosts[n].sql, tail, (size_t)len);
+    }
+    if (rc < 0)
+        return rc;
+    for (uint32_t n = 0; n < nnode; n++) {
+        if (hosts[n].nparts == 0)
+            continue;
+        if (pthread_create(&hosts[n].thread, NULL, scatter_main, &hosts[n]) == 0)
+            hosts[n].started = 1;
+        else
+            scatter_main(&hosts[n]); /* no thread to be had: run it here */
+    }
+    for (uint32_t n = 0; n < nnode; n++)
+        if (hosts[n].started)
+            pthread_join(hosts[n].thread, NULL);
+    return 0;
+}
+
+static void scatter_free(struct scatter_host *hosts, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        router__sql_deinit(&hosts[i].sql);
+        router_rows_free(&hosts[i].rows);
+    }
+    free(hosts);
+}
+
+/* First failure of any host, with its message made the thread's error. */
+static int scatter_status(struct scatter_host *hosts, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (hosts[i].rc < 0) {
+            router__set_error("%s", hosts[i].error);
+            return hosts[i].rc;
+        }
+    return 0;
+}
+
+static int scatter_gather(struct router *r, enum scatter_kind kind,
+                          struct router_rows *rows, const char *fmt, va_list ap)
+{
+    struct scatter_host *hosts;
+    uint32_t n;
+    int rc;
+
+    rc = scatter_run(r, kind, 0, NULL, &hosts, &n, fmt, ap);
+    if (rc == 0)
+        rc = scatter_status(hosts, n);
+    for (uint32_t i = 0; i < n && rc == 0 && rows != NULL; i++)
+        rc = router__rows_append(rows, &hosts[i].rows);
+    if (rc < 0 && rows != NULL)
+        router_rows_free(rows);
+    scatter_free(hosts, n);
+    return rc;
+}
+
+int router_scatter(struct router *r, struct router_rows *rows, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = scatter_gather(r, SCATTER_UNION, rows, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int router_scatter_exec(struct router *r, struct router_rows *rows, const char *fmt,
+                        ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = scatter_gather(r, SCATTER_BATCH, rows, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* k-way merge of the hosts' sorted lists into rows, best first, at most k. */
+static int merge_topk(struct scatter_host *hosts, uint32_t n, uint32_t k,
+                      router_row_cmp cmp, void *arg, struct router_rows *rows)
+{
+    uint32_t pos[SHARDMAP_MAX_HOSTS] = {0}, ncol = 0, total = 0;
+
+    for (uint32_t i = 0; i < n; i++) {
+        if (hosts[i].rows.nrow > 0)
+            ncol = hosts[i].rows.ncol;
+        total += hosts[i].rows.nrow;
+    }
+    if (total > k)
+        total = k;
+    rows->ncol = ncol;
+    rows->nrow = 0;
+    if (total == 0)
+        return 0;
+    rows->cell = calloc((size_t)total * ncol, sizeof(*rows->cell));
+    rows->len = calloc((size_t)total * ncol, sizeof(*rows->len));
+    if (rows->cell == NULL || rows->len == NULL)
+        return -ENOMEM;
+    while (rows->nrow < total) {
+        int best = -1;
+        for (uint32_t i = 0; i < n; i++) {
+            struct router_rows *hr = &hosts[i].rows;
+            if (pos[i] >= hr->nrow)
+                continue;
+            if (best < 0 || cmp((const char *const *)&hr->cell[(size_t)pos[i] * ncol],
+                                (const char *const *)&hosts[best]
+                                    .rows.cell[(size_t)pos[best] * ncol],
+                                arg) < 0)
+                best = (int)i;
+        }
+        struct router_rows *src = &hosts[best].rows;
+        size_t from = (size_t)pos[best]++ * ncol, to = (size_t)rows->nrow++ * ncol;
+        for (uint32_t c = 0; c < ncol; c++) {
+            /* Move the cell: the host's copy is no longer its owner. */
+            rows->cell[to + c] = src->cell[from + c];
+            rows->len[to + c] = src->len[from + c];
+            src->cell[from + c] = NULL;
+        }
+    }
+    return 0;
+}
+
+int router_scatter_topk(struct router *r, struct router_rows *rows, uint32_t k,
+                        const char *order_sql, router_row_cmp cmp, void *cmp_arg,
+                        const char *fmt, ...)
+{
+    struct scatter_host *hosts;
+    va_list ap;
+    uint32_t n;
+    int rc;
+
+    if (k == 0)
+        return -EINVAL;
+    va_start(ap, fmt);
+    rc = scatter_run(r, SCATTER_TOPK, k, order_sql, &hosts, &n, fmt, ap);
+    va_end(ap);
+    if (rc == 0)
+        rc = scatter_status(hosts, n);
+    if (rc == 0)
+        rc = merge_topk(hosts, n, k, cmp, cmp_arg, rows);
+    if (rc < 0)
+        router_rows_free(rows);
+    scatter_free(hosts, n);
+    return rc;
+}

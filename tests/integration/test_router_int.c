@@ -1,0 +1,497 @@
+/*
+ * test_router_int.c: the router against the real MariaDB hosts of the test
+ * stack: writes and reads on every shard, ids, scatter-gather (union, top-K,
+ * batch), a SIGSTOPped host, and following a map change made in the database.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "router/router.h"
+#include "tests/integration/itest.h"
+
+#define NSHARD 64
+
+struct fixture {
+    struct shardmap_conf conf;
+    struct router *router;
+};
+
+static char out[8192];
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    /* The shard layout comes from the tool, as in production (idempotent). */
+    assert_int_equal(itest_shardctl(out, sizeof(out), "init"), 0);
+    itest_conf(&f->conf);
+    assert_int_equal(router_create(&f->conf, &f->router), 0);
+    assert_non_null(router_map(f->router));
+    /* Start from empty shards, so the suite can run again on one stack. */
+    assert_int_equal(router_scatter_exec(f->router, NULL, "DELETE FROM %S.users"), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    router_destroy(f->router);
+    shardmap_conf_deinit(&f->conf);
+    free(f);
+    return 0;
+}
+
+static int64_t count_users(struct router *r, uint32_t shard)
+{
+    struct router_rows rows = {0};
+    int64_t n;
+
+    assert_int_equal(router_exec(r, shard, &rows, "SELECT COUNT(*) FROM %S.users"), 0);
+    n = strtoll(router_cell(&rows, 0, 0), NULL, 10);
+    router_rows_free(&rows);
+    return n;
+}
+
+static void insert_user(struct router *r, uint64_t id, const char *email,
+                        int64_t points)
+{
+    struct router_rows rows = {0};
+    int rc = router_exec(
+        r, router_shard_of_id(id), &rows,
+        "INSERT INTO %S.users (id, email, password_hash, display_name, "
+        "company_id, balance, points) VALUES (%u, %s, 'x', %s, 1, 1000, %d)",
+        id, email, email, points);
+    if (rc != 0)
+        fail_msg("insert %s: %s", email, router_last_error());
+    assert_int_equal(rows.affected, 1);
+    router_rows_free(&rows);
+}
+
+static void test_write_and_read_every_shard(void **state)
+{
+    struct fixture *f = *state;
+
+    for (uint32_t s = 0; s < NSHARD; s++) {
+        struct router_rows rows = {0};
+        char email[64];
+        uint64_t id;
+
+        assert_int_equal(router_next_id(f->router, NULL, s, &id), 0);
+        assert_int_equal(router_shard_of_id(id), s);
+        snprintf(email, sizeof(email), "shard%u-'quote\"@example.com", s);
+        insert_user(f->router, id, email, (int64_t)s * 7 % 23);
+        /* Read back by id: the id alone routes to the row. */
+        assert_int_equal(router_exec(f->router, router_shard_of_id(id), &rows,
+                                     "SELECT email, points FROM %S.users WHERE id = %u",
+                                     id),
+                         0);
+        assert_int_equal(rows.nrow, 1);
+        assert_string_equal(router_cell(&rows, 0, 0), email);
+        router_rows_free(&rows);
+    }
+}
+
+static void test_rows_land_on_the_mapped_host(void **state)
+{
+    struct fixture *f = *state;
+    const struct shardmap *map = router_map(f->router);
+    char sql[256];
+
+    /* Ask each MariaDB host directly: its shards hold one row each. */
+    for (uint32_t s = 0; s < NSHARD; s++) {
+        const char *host = map->nodes[map->node_of[s]].name;
+        MYSQL *m = itest_mysql(&f->conf, host);
+        snprintf(sql, sizeof(sql),
+                 "SELECT COUNT(*) FROM %s_%04u.users WHERE email LIKE 'shard%u-%%'",
+                 f->conf.schema_prefix, s, s);
+        assert_int_equal(itest_scalar(m, sql), 1);
+        mysql_close(m);
+    }
+}
+
+static void test_email_routes_to_one_shard(void **state)
+{
+    struct fixture *f = *state;
+    char canon[256];
+    struct router_rows rows = {0};
+    uint32_t shard;
+    uint64_t id;
+    int len = shardmap_canonical_email("  Carol@Example.COM ", canon, sizeof(canon));
+
+    assert_true(len > 0);
+    shard = router_shard_of_key(f->router, canon, (size_t)len);
+    assert_int_equal(router_next_id(f->router, NULL, shard, &id), 0);
+    insert_user(f->router, id, canon, 0);
+    assert_int_equal(router_exec(f->router, shard, &rows,
+                                 "SELECT id FROM %S.users WHERE email = %s", canon),
+                     0);
+    assert_int_equal(rows.nrow, 1);
+    assert_int_equal(strtoull(router_cell(&rows, 0, 0), NULL, 10), id);
+    router_rows_free(&rows);
+    /* The duplicate e-mail is a clear status, not a generic failure. */
+    assert_int_equal(router_next_id(f->router, NULL, shard, &id), 0);
+    assert_int_equal(router_exec(f->router, shard, NULL,
+                                 "INSERT INTO %S.users (id, email, password_hash, "
+                                 "display_name, company_id, balance) VALUES "
+                                 "(%u, %s, 'x', 'c', 1, 1000)",
+                                 id, canon),
+                     BC_EDUPKEY);
+}
+
+static void test_transaction_commits_and_rolls_back(void **state)
+{
+    struct fixture *f = *state;
+    struct router_txn *txn;
+    uint64_t id1, id2;
+    int64_t before = count_users(f->router, 5);
+
+    assert_int_equal(router_txn_begin(f->router, 5, &txn), 0);
+    assert_int_equal(router_next_id(f->router, txn, 5, &id1), 0);
+    assert_int_equal(router_txn_exec(txn, NULL,
+                                     "INSERT INTO %S.users (id, email, password_hash, "
+                                     "display_name, company_id, balance) VALUES "
+                                     "(%u, 'txn1@x', 'x', 't', 1, 1000)",
+                                     id1),
+                     0);
+    router_txn_rollback(txn);
+    assert_int_equal(count_users(f->router, 5), before);
+
+    assert_int_equal(router_txn_begin(f->router, 5, &txn), 0);
+    assert_int_equal(router_next_id(f->router, txn, 5, &id2), 0);
+    assert_int_equal(router_txn_exec(txn, NULL,
+                                     "INSERT INTO %S.users (id, email, password_hash, "
+                                     "display_name, company_id, balance) VALUES "
+                                     "(%u, 'txn2@x', 'x', 't', 1, 1000)",
+                                     id2),
+                     0);
+    assert_int_equal(router_txn_commit(txn), 0);
+    assert_int_equal(count_users(f->router, 5), before + 1);
+    assert_true(id2 > id1);
+}
+
+struct id_worker {
+    struct router *router;
+    uint64_t ids[300];
+};
+
+static void *id_main(void *arg)
+{
+    struct id_worker *w = arg;
+
+    for (int i = 0; i < 300; i++)
+        if (router_next_id(w->router, NULL, 9, &w->ids[i]) != 0)
+            w->ids[i] = 0;
+    return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_ids_unique_across_routers(void **state)
+{
+    struct fixture *f = *state;
+    struct router *second;
+    struct id_worker w[4];
+    pthread_t t[4];
+    uint64_t all[1200];
+
+    /* Two routers stand for two API servers sharing nothing but the database. */
+    assert_int_equal(router_create(&f->conf, &second), 0);
+    for (int i = 0; i < 4; i++) {
+        w[i].router = i % 2 ? second : f->router;
+        assert_int_equal(pthread_create(&t[i], NULL, id_main, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        memcpy(all + i * 300, w[i].ids, sizeof(w[i].ids));
+    }
+    qsort(all, 1200, sizeof(all[0]), cmp_u64);
+    assert_true(all[0] != 0);
+    for (int i = 1; i < 1200; i++) {
+        if (all[i] == all[i - 1])
+            fail_msg("duplicate id %" PRIu64, all[i]);
+        assert_int_equal(router_shard_of_id(all[i]), 9);
+    }
+    router_destroy(second);
+}
+
+static void test_scatter_returns_the_union(void **state)
+{
+    struct fixture *f = *state;
+    struct router_rows rows = {0};
+    struct router_host_stats before[8], after[8];
+    int64_t total = 0, direct = 0;
+    uint32_t nh;
+    uint8_t seen[NSHARD] = {0};
+
+    for (uint32_t s = 0; s < NSHARD; s++)
+        direct += count_users(f->router, s);
+    nh = router_stats(f->router, before, 8);
+    assert_int_equal(
+        router_scatter(f->router, &rows, "SELECT %N AS shard, COUNT(*) FROM %S.users"),
+        0);
+    router_stats(f->router, after, 8);
+    assert_int_equal(rows.nrow, NSHARD);
+    for (uint32_t i = 0; i < rows.nrow; i++) {
+        uint32_t s = (uint32_t)strtoul(router_cell(&rows, i, 0), NULL, 10);
+        assert_true(s < NSHARD);
+        assert_int_equal(seen[s], 0);
+        seen[s] = 1;
+        total += strtoll(router_cell(&rows, i, 1), NULL, 10);
+    }
+    assert_int_equal(total, direct);
+    /* One round trip per host, not per shard. */
+    for (uint32_t i = 0; i < nh; i++)
+        assert_int_equal(after[i].queries - before[i].queries, 1);
+    router_rows_free(&rows);
+}
+
+static int by_points_then_id(const char *const *a, const char *const *b, void *arg)
+{
+    long long pa = strtoll(a[1], NULL, 10), pb = strtoll(b[1], NULL, 10);
+    unsigned long long ia = strtoull(a[0], NULL, 10), ib = strtoull(b[0], NULL, 10);
+    (void)arg;
+    if (pa != pb)
+        return pa > pb ? -1 : 1;
+    return ia < ib ? -1 : ia > ib;
+}
+
+static int cmp_rows(const void *a, const void *b)
+{
+    return by_points_then_id((const char *const *)a, (const char *const *)b, NULL);
+}
+
+static void test_scatter_topk_merges(void **state)
+{
+    struct fixture *f = *state;
+    struct router_rows top = {0}, all = {0};
+
+    assert_int_equal(router_scatter_topk(f->router, &top, 10, "points DESC, id ASC",
+                                         by_points_then_id, NULL,
+                                         "SELECT id, points FROM %S.users ORDER BY "
+                                         "points DESC, id ASC LIMIT 10"),
+                     0);
+    assert_int_equal(router_scatter(f->router, &all, "SELECT id, points FROM %S.users"),
+                     0);
+    assert_true(all.nrow > 10);
+    assert_int_equal(top.nrow, 10);
+    /* The merge equals sorting everything and cutting at 10. */
+    qsort(all.cell, all.nrow, 2 * sizeof(char *), cmp_rows);
+    for (uint32_t i = 0; i < 10; i++) {
+        assert_string_equal(router_cell(&top, i, 0), router_cell(&all, i, 0));
+        assert_string_equal(router_cell(&top, i, 1), router_cell(&all, i, 1));
+    }
+    router_rows_free(&top);
+    router_rows_free(&all);
+}
+
+static void test_scatter_exec_batches_per_host(void **state)
+{
+    struct fixture *f = *state;
+    struct router_rows rows = {0}, sum = {0};
+    struct router_host_stats before[8], after[8];
+    uint32_t nh = router_stats(f->router, before, 8);
+    int64_t users = 0;
+
+    for (uint32_t s = 0; s < NSHARD; s++)
+        users += count_users(f->router, s);
+    nh = router_stats(f->router, before, 8);
+    assert_int_equal(router_scatter_exec(f->router, &rows,
+                                         "UPDATE %S.users SET points = points + 1"),
+                     0);
+    router_stats(f->router, after, 8);
+    assert_int_equal(rows.affected, users);
+    for (uint32_t i = 0; i < nh; i++)
+        assert_int_equal(after[i].queries - before[i].queries, 1);
+    assert_int_equal(router_scatter(f->router, &sum,
+                                    "SELECT COUNT(*) FROM %S.users "
+                                    "WHERE points = 0"),
+                     0);
+    for (uint32_t i = 0; i < sum.nrow; i++)
+        assert_string_equal(router_cell(&sum, i, 0), "0");
+    router_rows_free(&sum);
+}
+
+struct hammer {
+    struct router *router;
+    uint32_t shard;
+    volatile int stop;
+    int failures, max_ms;
+};
+
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+
+    while (!h->stop) {
+        int64_t t0 = itest_now_ms();
+        int rc =
+            router_exec(h->router, h->shard, NULL, "SELECT 1 FROM %S.users LIMIT 1");
+        int ms = (int)(itest_now_ms() - t0);
+        if (rc != 0)
+            h->failures++;
+        if (ms > h->max_ms)
+            h->max_ms = ms;
+    }
+    return NULL;
+}
+
+static void test_stopped_host_fails_fast_others_serve(void **state)
+{
+    struct fixture *f = *state;
+    const struct shardmap *map = router_map(f->router);
+    int victim = shardmap_node_index(map, "db2"), pid = itest_pid("db2");
+    uint32_t dead_shard = UINT32_MAX, live_shard = UINT32_MAX;
+    struct hammer h = {.router = f->router};
+    pthread_t t;
+
+    for (uint32_t s = 0; s < NSHARD; s++) {
+        if (map->node_of[s] == victim && dead_shard == UINT32_MAX)
+            dead_shard = s;
+        if (map->node_of[s] != victim && live_shard == UINT32_MAX)
+            live_shard = s;
+    }
+    h.shard = dead_shard;
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    assert_int_equal(pthread_create(&t, NULL, hammer_main, &h), 0);
+
+    /* Every shard of the stopped host fails within 1 s, with a clear status. */
+    for (uint32_t s = 0; s < NSHARD; s++) {
+        int64_t t0 = itest_now_ms();
+        int rc = router_exec(f->router, s, NULL, "SELECT COUNT(*) FROM %S.users");
+        int64_t ms = itest_now_ms() - t0;
+        if (map->node_of[s] == victim) {
+            if (rc != BC_ETIMEOUT && rc != BC_EDOWN)
+                fail_msg("shard %u on stopped host: rc %d (%s)", s, rc,
+                         bc_strerror(rc));
+        } else {
+            /* Others are not held up by the requests stuck on the stopped host. */
+            if (rc != 0)
+                fail_msg("shard %u on a live host: %s", s, router_last_error());
+            if (ms > 200)
+                fail_msg("shard %u on a live host took %" PRId64 " ms", s, ms);
+        }
+        assert_true(ms < 1000);
+    }
+    usleep(1500 * 1000);
+    h.stop = 1;
+    pthread_join(t, NULL);
+    assert_true(h.failures > 0);
+    assert_true(h.max_ms < 1000);
+    /* A scatter fails as a whole (with the host named), and fast. */
+    int64_t t0 = itest_now_ms();
+    assert_int_not_equal(
+        router_scatter(f->router, NULL, "SELECT 1 FROM %S.users LIMIT 1"), 0);
+    assert_true(itest_now_ms() - t0 < 1000);
+    assert_non_null(strstr(router_last_error(), "db2"));
+
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    /* It heals by itself: within a few seconds the shard answers again. */
+    int64_t deadline = itest_now_ms() + 5000;
+    int rc;
+    do {
+        rc = router_exec(f->router, dead_shard, NULL, "SELECT COUNT(*) FROM %S.users");
+        if (rc != 0)
+            usleep(100 * 1000);
+    } while (rc != 0 && itest_now_ms() < deadline);
+    assert_int_equal(rc, 0);
+    assert_int_equal(router_exec(f->router, live_shard, NULL, "SELECT 1"), 0);
+}
+
+static void set_shard_host(MYSQL *g, const char *prefix, uint32_t shard,
+                           const char *host)
+{
+    char sql[512];
+
+    snprintf(sql, sizeof(sql),
+             "UPDATE %s_global.shard_map SET host = '%s', version = version + 1 "
+             "WHERE shard = %u",
+             prefix, host, shard);
+    assert_int_equal(mysql_query(g, "START TRANSACTION"), 0);
+    assert_int_equal(mysql_query(g, sql), 0);
+    snprintf(sql, sizeof(sql), "UPDATE %s_global.map_version SET version = version + 1",
+             prefix);
+    assert_int_equal(mysql_query(g, sql), 0);
+    assert_int_equal(mysql_query(g, "COMMIT"), 0);
+}
+
+static void test_router_follows_map_change(void **state)
+{
+    struct fixture *f = *state;
+    const struct shardmap *map = router_map(f->router);
+    uint64_t v0 = map->version;
+    char orig[SHARDMAP_NAME_MAX], other[SHARDMAP_NAME_MAX];
+    MYSQL *g = itest_mysql(&f->conf, f->conf.global_host);
+    int64_t t0;
+
+    snprintf(orig, sizeof(orig), "%s", map->nodes[map->node_of[3]].name);
+    snprintf(other, sizeof(other), "%s",
+             map->nodes[(map->node_of[3] + 1) % map->nnode].name);
+    set_shard_host(g, f->conf.schema_prefix, 3, other);
+    /* The poller picks it up within its period (1 s) plus a query. */
+    t0 = itest_now_ms();
+    while (router_map(f->router)->version == v0 && itest_now_ms() - t0 < 3000)
+        usleep(20 * 1000);
+    map = router_map(f->router);
+    assert_int_equal(map->version, v0 + 1);
+    assert_string_equal(map->nodes[map->node_of[3]].name, other);
+    assert_true(itest_now_ms() - t0 <= 2000);
+    /* The schema is not on the new host: the router says so clearly. */
+    assert_int_equal(router_exec(f->router, 3, NULL, "SELECT 1 FROM %S.users"),
+                     BC_EMOVED);
+
+    set_shard_host(g, f->conf.schema_prefix, 3, orig);
+    router_map_stale(f->router);
+    t0 = itest_now_ms();
+    while (router_map(f->router)->version == v0 + 1 && itest_now_ms() - t0 < 3000)
+        usleep(5 * 1000);
+    map = router_map(f->router);
+    assert_string_equal(map->nodes[map->node_of[3]].name, orig);
+    assert_int_equal(router_exec(f->router, 3, NULL, "SELECT 1 FROM %S.users"), 0);
+    mysql_close(g);
+}
+
+static void test_bad_format_is_an_error(void **state)
+{
+    struct fixture *f = *state;
+    (void)state;
+    assert_int_equal(router_exec(f->router, 0, NULL, "SELECT %q"), -EINVAL);
+    assert_int_equal(router_exec(f->router, NSHARD, NULL, "SELECT 1"), BC_ESHARD);
+    assert_int_equal(router_exec(f->router, 0, NULL, "SELEC nonsense"), BC_EQUERY);
+    assert_non_null(strstr(router_last_error(), "SQL syntax"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_write_and_read_every_shard),
+        cmocka_unit_test(test_rows_land_on_the_mapped_host),
+        cmocka_unit_test(test_email_routes_to_one_shard),
+        cmocka_unit_test(test_transaction_commits_and_rolls_back),
+        cmocka_unit_test(test_ids_unique_across_routers),
+        cmocka_unit_test(test_scatter_returns_the_union),
+        cmocka_unit_test(test_scatter_topk_merges),
+        cmocka_unit_test(test_scatter_exec_batches_per_host),
+        cmocka_unit_test(test_bad_format_is_an_error),
+        cmocka_unit_test(test_stopped_host_fails_fast_others_serve),
+        cmocka_unit_test(test_router_follows_map_change),
+    };
+    return cmocka_run_group_tests_name("router_integration", tests, setup, teardown);
+}

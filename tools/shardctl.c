@@ -1,0 +1,450 @@
+/*
+ * shardctl: the operator's tool for the shard layout.
+ *
+ *   shardctl -c cluster.yaml init
+ *   shardctl -c cluster.yaml status [--json]
+ *   shardctl -c cluster.yaml plan --add-host NAME=HOST:PORT [--weight W] [-o FILE]
+ *   shardctl -c cluster.yaml plan --remove-host NAME [-o FILE]
+ *
+ * Exit codes: 0 success, 1 error, 2 usage, 3 some host down (status).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "router/router.h"
+#include "shardmap/shardmap.h"
+#include "tools/shardctl.h"
+
+/* DDL on a cold host may take seconds; status and plan keep short deadlines. */
+#define INIT_QUERY_TIMEOUT_MS 120000
+
+static void usage(FILE *out)
+{
+    fprintf(
+        out,
+        "usage: shardctl [-c CLUSTER.yaml] COMMAND [options]\n"
+        "\n"
+        "commands:\n"
+        "  init                      create the global schema and every shard schema\n"
+        "                            on its host (idempotent)\n"
+        "  status [--json]           hosts: up/down, shards, schemas, rows; map "
+        "version\n"
+        "  plan --add-host NAME=HOST:PORT [--weight W] [-o FILE]\n"
+        "  plan --remove-host NAME [-o FILE]\n"
+        "                            print the moves and write them as a plan file\n"
+        "                            (default shardplan.yaml)\n"
+        "\n"
+        "-c defaults to $BC_CLUSTER, then .stack/cluster.yaml\n");
+}
+
+/* Replaces every {schema} in tmpl; returns a malloc'd string or NULL. */
+static char *render(const char *tmpl, const char *schema)
+{
+    size_t n = strlen(tmpl), sl = strlen(schema), cap = n + 1, len = 0;
+    char *out;
+
+    for (const char *p = strstr(tmpl, "{schema}"); p; p = strstr(p + 8, "{schema}"))
+        cap += sl;
+    out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    for (const char *p = tmpl; *p;) {
+        if (strncmp(p, "{schema}", 8) == 0) {
+            memcpy(out + len, schema, sl);
+            len += sl;
+            p += 8;
+        } else {
+            out[len++] = *p++;
+        }
+    }
+    out[len] = '\0';
+    return out;
+}
+
+static int host_sql(struct router *r, const char *host, const char *tmpl,
+                    const char *schema)
+{
+    char *sql = render(tmpl, schema);
+    int rc;
+
+    if (sql == NULL)
+        return -ENOMEM;
+    rc = router_host_exec(r, host, NULL, sql);
+    if (rc < 0)
+        fprintf(stderr, "shardctl: %s on %s: %s\n", schema, host, router_last_error());
+    free(sql);
+    return rc;
+}
+
+/* Writes the initial map, hosts and meta rows in one transaction. */
+static int init_map(struct router *r, const struct shardmap_conf *conf)
+{
+    struct shardmap_node nodes[SHARDMAP_MAX_HOSTS];
+    struct shardmap *map;
+    struct router_txn *txn = NULL;
+    int rc;
+
+    for (uint32_t i = 0; i < conf->nhost; i++) {
+        snprintf(nodes[i].name, sizeof(nodes[i].name), "%s", conf->hosts[i].name);
+        nodes[i].weight = conf->hosts[i].weight;
+    }
+    map = shardmap_create(conf->nshard, nodes, conf->nhost, 1);
+    if (map == NULL)
+        return -ENOMEM;
+    if ((rc = shardmap_place(map)) < 0)
+        goto out;
+    if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &txn)) < 0)
+        goto out;
+    rc = router_txn_exec(txn, NULL,
+                         "INSERT INTO %S.cluster_meta (name, value) VALUES "
+                         "('shards', %u), ('prefix', %s), ('cluster', %s)",
+                         (uint64_t)conf->nshard, conf->schema_prefix, conf->name);
+    for (uint32_t i = 0; i < conf->nhost && rc == 0; i++)
+        rc = router_txn_exec(txn, NULL,
+                             "INSERT INTO %S.hosts (name, ord, addr, port, weight) "
+                             "VALUES (%s, %u, %s, %u, %u)",
+                             conf->hosts[i].name, (uint64_t)i, conf->hosts[i].addr,
+                             (uint64_t)conf->hosts[i].port,
+                             (uint64_t)conf->hosts[i].weight);
+    for (uint32_t s = 0; s < conf->nshard && rc == 0; s++)
+        rc = router_txn_exec(txn, NULL,
+                             "INSERT INTO %S.shard_map (shard, host, state, version) "
+                             "VALUES (%u, %s, 0, 1)",
+                             (uint64_t)s, map->nodes[map->node_of[s]].name);
+    if (rc == 0)
+        rc = router_txn_exec(txn, NULL,
+                             "INSERT INTO %S.map_version (id, version) VALUES (1, 1)");
+    if (rc == 0) {
+        rc = router_txn_commit(txn);
+        txn = NULL;
+    }
+    if (rc < 0)
+        fprintf(stderr, "shardctl: writing the shard map: %s\n", router_last_error());
+out:
+    router_txn_rollback(txn);
+    shardmap_destroy(map);
+    return rc;
+}
+
+static int cmd_init(struct shardmap_conf *conf)
+{
+    char schema[SHARDMAP_PREFIX_MAX + 16];
+    struct router_rows rows = {0};
+    const struct shardmap *map;
+    struct router *r;
+    int rc;
+
+    conf->query_timeout_ms = INIT_QUERY_TIMEOUT_MS;
+    if ((rc = router_create(conf, &r)) < 0) {
+        fprintf(stderr, "shardctl: %s\n", bc_strerror(rc));
+        return 1;
+    }
+    router_schema(r, ROUTER_GLOBAL, schema, sizeof(schema));
+    if ((rc = host_sql(r, conf->global_host, shardctl_global_sql, schema)) < 0)
+        goto out;
+    rc =
+        router_exec(r, ROUTER_GLOBAL, &rows,
+                    "SELECT (SELECT value FROM %S.cluster_meta WHERE name = 'shards'), "
+                    "(SELECT COUNT(*) FROM %S.shard_map)");
+    if (rc < 0) {
+        fprintf(stderr, "shardctl: reading %s: %s\n", schema, router_last_error());
+        goto out;
+    }
+    if (router_cell(&rows, 0, 0) != NULL &&
+        strtoul(router_cell(&rows, 0, 0), NULL, 10) != conf->nshard) {
+        fprintf(stderr,
+                "shardctl: refusing: the cluster in %s on %s has %s shards, "
+                "the config says %u; the shard count is fixed at creation\n",
+                schema, conf->global_host, router_cell(&rows, 0, 0), conf->nshard);
+        rc = BC_EMISMATCH;
+        goto out;
+    }
+    if (strcmp(router_cell(&rows, 0, 1), "0") == 0) {
+        if ((rc = init_map(r, conf)) < 0)
+            goto out;
+        printf("created shard map version 1: %u shards over %u hosts\n", conf->nshard,
+               conf->nhost);
+    } else {
+        printf("shard map exists: keeping it\n");
+    }
+    if ((rc = router_reload_map(r)) < 0 || (map = router_map(r)) == NULL) {
+        fprintf(stderr, "shardctl: loading the shard map: %s\n", router_last_error());
+        rc = rc < 0 ? rc : BC_ENOTFOUND;
+        goto out;
+    }
+    for (uint32_t s = 0; s < map->nshard; s++) {
+        char *sql, state[160];
+        const char *host = map->nodes[map->node_of[s]].name;
+        router_schema(r, s, schema, sizeof(schema));
+        sql = render(shardctl_shard_sql, schema);
+        if (sql == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        rc = router_host_exec(r, host, NULL, sql);
+        free(sql);
+        if (rc == 0) {
+            snprintf(state, sizeof(state),
+                     "INSERT IGNORE INTO `%s`.shard_state (id, shard, fenced) "
+                     "VALUES (1, %u, 0)",
+                     schema, s);
+            rc = router_host_exec(r, host, NULL, state);
+        }
+        if (rc < 0) {
+            fprintf(stderr, "shardctl: creating %s on %s: %s\n", schema, host,
+                    router_last_error());
+            goto out;
+        }
+    }
+    printf("%u shard schemas ready\n", map->nshard);
+out:
+    router_rows_free(&rows);
+    router_destroy(r);
+    return rc < 0 ? 1 : 0;
+}
+
+static const struct shardmap_host_conf *conf_host(const struct shardmap_conf *conf,
+                                                  const char *name)
+{
+    int i = shardmap_conf_host(conf, name);
+
+    return i < 0 ? NULL : &conf->hosts[i];
+}
+
+static int cmd_status(struct shardmap_conf *conf, int json)
+{
+    const struct shardmap *map;
+    uint32_t counts[SHARDMAP_MAX_HOSTS];
+    char sql[512];
+    struct router *r;
+    int rc, down = 0;
+
+    if ((rc = router_create(conf, &r)) < 0) {
+        fprintf(stderr, "shardctl: %s\n", bc_strerror(rc));
+        return 1;
+    }
+    map = router_map(r);
+    if (map == NULL) {
+        fprintf(stderr, "shardctl: no shard map in %s_global on %s: %s\n",
+                conf->schema_prefix, conf->global_host,
+                router_last_error()[0] ? router_last_error() : "run shardctl init");
+        router_destroy(r);
+        return 1;
+    }
+    shardmap_count(map, counts);
+    /* The prefix is [a-z0-9_] (checked when the config was loaded). */
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(DISTINCT TABLE_SCHEMA), COALESCE(SUM(TABLE_ROWS), 0) "
+             "FROM information_schema.TABLES WHERE TABLE_SCHEMA LIKE '%s\\_____' "
+             "AND TABLE_NAME = 'users'",
+             conf->schema_prefix);
+    if (json)
+        printf("{\"map_version\":%" PRIu64
+               ",\"shards\":%u,\"prefix\":\"%s\",\"hosts\":[",
+               map->version, map->nshard, conf->schema_prefix);
+    else
+        printf("%-12s %-22s %-5s %7s %8s %12s\n", "HOST", "ADDRESS", "STATE", "SHARDS",
+               "SCHEMAS", "ROWS(est)");
+    for (uint32_t i = 0; i < map->nnode; i++) {
+        const struct shardmap_host_conf *h = conf_host(conf, map->nodes[i].name);
+        struct router_rows rows = {0};
+        char addr[300];
+        int up =
+            router_host_exec(r, map->nodes[i].name, &rows, sql) == 0 && rows.nrow == 1;
+        const char *schemas = up ? router_cell(&rows, 0, 0) : "-";
+        const char *nrows = up ? router_cell(&rows, 0, 1) : "-";
+
+        snprintf(addr, sizeof(addr), "%s:%u", h ? h->addr : "?", h ? h->port : 0);
+        down += !up;
+        if (json)
+            printf("%s{\"name\":\"%s\",\"addr\":\"%s\",\"up\":%s,\"shards\":%u,"
+                   "\"schemas\":%s,\"rows\":%s}",
+                   i ? "," : "", map->nodes[i].name, addr, up ? "true" : "false",
+                   counts[i], up ? schemas : "null", up ? nrows : "null");
+        else
+            printf("%-12s %-22s %-5s %7u %8s %12s\n", map->nodes[i].name, addr,
+                   up ? "up" : "DOWN", counts[i], schemas, nrows);
+        router_rows_free(&rows);
+    }
+    if (json)
+        printf("]}\n");
+    else
+        printf("map version %" PRIu64 ", %u shards, prefix %s, global schema on %s\n",
+               map->version, map->nshard, conf->schema_prefix, conf->global_host);
+    router_destroy(r);
+    return down ? 3 : 0;
+}
+
+/* Parses NAME=HOST:PORT. */
+static int parse_new_host(const char *arg, struct shardmap_host_conf *h)
+{
+    const char *eq = strchr(arg, '='), *colon = strrchr(arg, ':');
+    char *end;
+    unsigned long port;
+
+    if (eq == NULL || colon == NULL || colon < eq || eq == arg ||
+        (size_t)(eq - arg) >= sizeof(h->name) ||
+        (size_t)(colon - eq - 1) >= sizeof(h->addr) || colon == eq + 1)
+        return -EINVAL;
+    port = strtoul(colon + 1, &end, 10);
+    if (*end != '\0' || port == 0 || port > 65535)
+        return -EINVAL;
+    memset(h, 0, sizeof(*h));
+    memcpy(h->name, arg, (size_t)(eq - arg));
+    memcpy(h->addr, eq + 1, (size_t)(colon - eq - 1));
+    h->port = (uint16_t)port;
+    for (const char *p = h->name; *p; p++)
+        if (!(*p == '-' || *p == '_' || (*p >= '0' && *p <= '9') ||
+              (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
+            return -EINVAL;
+    return 0;
+}
+
+static int cmd_plan(struct shardmap_conf *conf, const char *add, const char *remove,
+                    uint32_t weight, const char *out)
+{
+    struct shardmap_plan plan;
+    struct shardmap_host_conf nh;
+    const struct shardmap *map;
+    struct router *r;
+    int rc;
+
+    if ((add == NULL) == (remove == NULL)) {
+        fprintf(stderr,
+                "shardctl plan: give exactly one of --add-host, --remove-host\n");
+        return 2;
+    }
+    if (add != NULL && parse_new_host(add, &nh) < 0) {
+        fprintf(stderr, "shardctl plan: --add-host wants NAME=HOST:PORT, got '%s'\n",
+                add);
+        return 2;
+    }
+    if ((rc = router_create(conf, &r)) < 0) {
+        fprintf(stderr, "shardctl: %s\n", bc_strerror(rc));
+        return 1;
+    }
+    map = router_map(r);
+    if (map == NULL) {
+        fprintf(stderr, "shardctl: no shard map: %s\n", router_last_error());
+        router_destroy(r);
+        return 1;
+    }
+    if (add != NULL) {
+        struct shardmap_node node = {.weight = weight};
+        snprintf(node.name, sizeof(node.name), "%s", nh.name);
+        rc = shardmap_plan_add(map, &node, &plan);
+        if (rc == 0) {
+            plan.has_new_host = 1;
+            nh.weight = weight;
+            plan.new_host = nh;
+        }
+    } else {
+        rc = shardmap_plan_remove(map, remove, &plan);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "shardctl plan: %s\n",
+                rc == BC_EEXISTS ? "that host already holds shards"
+                : rc == BC_EHOST ? "no such host in the shard map"
+                : rc == -EINVAL
+                    ? "the plan would leave no host, or the weight is out of 1..1000"
+                    : bc_strerror(rc));
+        router_destroy(r);
+        return 1;
+    }
+    for (uint32_t i = 0; i < plan.nmove; i++)
+        printf("move shard %u: %s -> %s\n", plan.moves[i].shard,
+               plan.target->nodes[plan.moves[i].from].name,
+               plan.target->nodes[plan.moves[i].to].name);
+    printf("%u of %u shards move; map version %" PRIu64 " -> %" PRIu64 "\n", plan.nmove,
+           map->nshard, plan.base_version, plan.target->version);
+    rc = shardmap_plan_save(out, &plan);
+    if (rc < 0)
+        fprintf(stderr, "shardctl: writing %s: %s\n", out, bc_strerror(rc));
+    else
+        printf("plan written to %s\n", out);
+    shardmap_plan_deinit(&plan);
+    router_destroy(r);
+    return rc < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"json", no_argument, NULL, 'j'},
+        {"add-host", required_argument, NULL, 'a'},
+        {"remove-host", required_argument, NULL, 'r'},
+        {"weight", required_argument, NULL, 'w'},
+        {"output", required_argument, NULL, 'o'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = getenv("BC_CLUSTER"), *add = NULL, *remove = NULL;
+    const char *out = "shardplan.yaml";
+    struct shardmap_conf conf;
+    unsigned long weight = 1;
+    char *err = NULL, *end;
+    int c, json = 0, rc;
+
+    while ((c = getopt_long(argc, argv, "c:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'a':
+            add = optarg;
+            break;
+        case 'r':
+            remove = optarg;
+            break;
+        case 'w':
+            weight = strtoul(optarg, &end, 10);
+            if (*end != '\0' || weight == 0 || weight > 1000) {
+                fprintf(stderr, "shardctl: --weight wants 1..1000\n");
+                return 2;
+            }
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        return 2;
+    }
+    if (path == NULL)
+        path = ".stack/cluster.yaml";
+    rc = shardmap_conf_load(path, &conf, &err);
+    if (rc < 0) {
+        fprintf(stderr, "shardctl: %s\n", err ? err : bc_strerror(rc));
+        free(err);
+        return 1;
+    }
+    if (strcmp(argv[optind], "init") == 0)
+        rc = cmd_init(&conf);
+    else if (strcmp(argv[optind], "status") == 0)
+        rc = cmd_status(&conf, json);
+    else if (strcmp(argv[optind], "plan") == 0)
+        rc = cmd_plan(&conf, add, remove, (uint32_t)weight, out);
+    else {
+        fprintf(stderr, "shardctl: unknown command '%s'\n", argv[optind]);
+        usage(stderr);
+        rc = 2;
+    }
+    shardmap_conf_deinit(&conf);
+    return rc;
+}
