@@ -35,7 +35,7 @@ ROUTER_LIB := $(BUILD)/librouter.a
 
 TOOLS := $(BUILD)/shardctl
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf
-INTEGRATION_TESTS := $(BUILD)/test_router_int $(BUILD)/test_shardctl_int
+INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int
 
 .PHONY: all deps run stop status test unit integration format format-check \
         bench clean valgrind
@@ -71,6 +71,7 @@ deps:
 
 run: deps
 	$(MAKE) all
+	@mkdir -p $(STACK_DIR)
 	tools/devstack start --dir $(STACK_DIR)
 	$(BUILD)/shardctl -c $(STACK_DIR)/cluster.yaml init
 	$(BUILD)/shardctl -c $(STACK_DIR)/cluster.yaml status
@@ -86,7 +87,10 @@ test: deps
 	$(MAKE) all
 	$(MAKE) format-check
 	$(MAKE) unit
+	$(MAKE) valgrind
 	$(MAKE) integration
+	$(MAKE) SANITIZE=address,undefined all
+	$(MAKE) SANITIZE=address,undefined unit integration
 
 unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do (cd tests/unit && ../../$$t); done

@@ -203,7 +203,7 @@ int shardmap_plan_remove(const struct shardmap *map, const char *name,
                          struct shardmap_plan *plan);
 void shardmap_plan_deinit(struct shardmap_plan *plan);
 
-/* Plan files: YAML, see docs/shardmap.md. Errors as shardmap_conf_load(). */
+/* Plan files: YAML, see docs/config.md. Errors as shardmap_conf_load(). */
 int shardmap_plan_save(const char *path, const struct shardmap_plan *plan);
 int shardmap_plan_load(const char *path, struct shardmap_plan *plan, char **err);
 

@@ -219,6 +219,7 @@ static void test_plan_add_deterministic(void **state)
     assert_int_equal(shardmap_plan_add(map, &node, &b), 0);
     assert_int_equal(a.nmove, b.nmove);
     assert_memory_equal(a.moves, b.moves, a.nmove * sizeof(*a.moves));
+    shardmap_plan_deinit(&b);
     assert_int_equal(shardmap_plan_add(map, &map->nodes[0], &b), BC_EEXISTS);
     shardmap_plan_deinit(&a);
     shardmap_destroy(map);

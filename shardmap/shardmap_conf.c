@@ -1,0 +1,385 @@
+/*
+ * shardmap_conf.c: the cluster config file (cluster.yaml): the cluster's
+ * name, schema prefix and shard count, the MySQL hosts, the memcached
+ * servers and the router's pool and timeouts. docs/config.md has every key,
+ * its type, default and range.
+ *
+ * Loading checks every value and collects every error before failing; the
+ * YAML layer is shared with the shard map and plan files (shardmap_yaml.c).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shardmap.h"
+#include "shardmap_yaml_int.h"
+
+/* An integer key of the router: section: its range and default. */
+struct router_key {
+    const char *name;
+    uint32_t min;
+    uint32_t max;
+    uint32_t def;
+    size_t offset; /* of the field in struct shardmap_conf */
+};
+
+static const struct router_key router_keys[] = {
+    {"pool_size", 1, 1024, 8, offsetof(struct shardmap_conf, pool_size)},
+    {"connect_timeout_ms", 10, 60000, 500,
+     offsetof(struct shardmap_conf, connect_timeout_ms)},
+    {"query_timeout_ms", 10, 600000, 800,
+     offsetof(struct shardmap_conf, query_timeout_ms)},
+    {"map_poll_ms", 1000, 600000, 1000, offsetof(struct shardmap_conf, map_poll_ms)},
+};
+#define NROUTER_KEY (sizeof(router_keys) / sizeof(router_keys[0]))
+
+static uint32_t *router_field(struct shardmap_conf *conf, size_t i)
+{
+    return (uint32_t *)((char *)conf + router_keys[i].offset);
+}
+
+static uint32_t router_value(const struct shardmap_conf *conf, size_t i)
+{
+    return *(const uint32_t *)((const char *)conf + router_keys[i].offset);
+}
+
+static int valid_prefix(const char *s)
+{
+    size_t n;
+
+    for (n = 0; s[n] != '\0'; n++) {
+        if (!(s[n] >= 'a' && s[n] <= 'z') && !isdigit((unsigned char)s[n]) &&
+            s[n] != '_') {
+            return 0;
+        }
+    }
+    return n >= 1 && n < SHARDMAP_PREFIX_MAX;
+}
+
+static void read_cluster(struct shardmap__yaml *y, yaml_node_t *node, int line,
+                         struct shardmap_conf *conf, yaml_node_t **global_host)
+{
+    static const char ctx[] = "cluster";
+    struct shardmap__key keys[] = {{"name", 1, NULL, 0},
+                                   {"schema_prefix", 1, NULL, 0},
+                                   {"shards", 1, NULL, 0},
+                                   {"global_host", 0, NULL, 0}};
+
+    if (shardmap__yaml_fields(y, node, line, ctx, keys, 4) != 0) {
+        return;
+    }
+    if (keys[0].value) {
+        shardmap__yaml_name(y, keys[0].value, ctx, "name", conf->name);
+    }
+    if (keys[1].value) {
+        const char *s = shardmap__yaml_text(y, keys[1].value, ctx, "schema_prefix");
+
+        if (s != NULL && !valid_prefix(s)) {
+            shardmap__yaml_error(y, shardmap__yaml_line(keys[1].value), ctx,
+                                 "schema_prefix",
+                                 "'%.40s' is not a valid prefix: 1..%d characters of "
+                                 "a-z 0-9 _",
+                                 s, SHARDMAP_PREFIX_MAX - 1);
+        } else if (s != NULL) {
+            memcpy(conf->schema_prefix, s, strlen(s) + 1);
+        }
+    }
+    if (keys[2].value) {
+        shardmap__yaml_nshard(y, keys[2].value, ctx, "shards", &conf->nshard);
+    }
+    /* Checked against the hosts once they are read. */
+    *global_host = keys[3].value;
+}
+
+/* Reads one host; returns the line of its name, 0 when it has none. */
+static int read_host(struct shardmap__yaml *y, yaml_node_t *node, const char *ctx,
+                     struct shardmap_host_conf *h)
+{
+    struct shardmap__key keys[] = {{"name", 1, NULL, 0},     {"addr", 1, NULL, 0},
+                                   {"port", 1, NULL, 0},     {"user", 1, NULL, 0},
+                                   {"password", 0, NULL, 0}, {"weight", 0, NULL, 0}};
+    uint64_t v;
+
+    h->weight = 1;
+    if (shardmap__yaml_fields(y, node, shardmap__yaml_line(node), ctx, keys, 6) != 0) {
+        return 0;
+    }
+    if (keys[0].value) {
+        shardmap__yaml_name(y, keys[0].value, ctx, "name", h->name);
+    }
+    if (keys[1].value) {
+        shardmap__yaml_str(y, keys[1].value, ctx, "addr", h->addr, sizeof(h->addr), 0);
+    }
+    if (keys[2].value &&
+        shardmap__yaml_uint(y, keys[2].value, ctx, "port", 1, 65535, &v) == 0) {
+        h->port = (uint16_t)v;
+    }
+    if (keys[3].value) {
+        shardmap__yaml_str(y, keys[3].value, ctx, "user", h->user, sizeof(h->user), 0);
+    }
+    if (keys[4].value) {
+        shardmap__yaml_str(y, keys[4].value, ctx, "password", h->password,
+                           sizeof(h->password), 1);
+    }
+    if (keys[5].value &&
+        shardmap__yaml_uint(y, keys[5].value, ctx, "weight", 1, 1000, &v) == 0) {
+        h->weight = (uint32_t)v;
+    }
+    return keys[0].value ? shardmap__yaml_line(keys[0].value) : 0;
+}
+
+static void read_hosts(struct shardmap__yaml *y, yaml_node_t *node, int line,
+                       struct shardmap_conf *conf)
+{
+    char ctx[32];
+    uint32_t i, j;
+    int name_line;
+    size_t n;
+
+    if (shardmap__yaml_seq(y, node, line, NULL, "hosts") != 0) {
+        return;
+    }
+    n = shardmap__yaml_len(node);
+    if (n < 1 || n > SHARDMAP_MAX_HOSTS) {
+        shardmap__yaml_error(y, line, NULL, "hosts", "has %zu entries, must have 1..%u",
+                             n, SHARDMAP_MAX_HOSTS);
+        return;
+    }
+    conf->hosts = calloc(n, sizeof(*conf->hosts));
+    if (conf->hosts == NULL) {
+        y->nomem = 1;
+        return;
+    }
+    conf->nhost = (uint32_t)n;
+    for (i = 0; i < conf->nhost; i++) {
+        yaml_node_t *item = shardmap__yaml_item(y, node, i);
+
+        snprintf(ctx, sizeof(ctx), "hosts[%u]", i);
+        name_line = read_host(y, item, ctx, &conf->hosts[i]);
+        if (conf->hosts[i].name[0] == '\0') {
+            continue;
+        }
+        for (j = 0; j < i; j++) {
+            if (strcmp(conf->hosts[j].name, conf->hosts[i].name) == 0) {
+                shardmap__yaml_error(y, name_line, ctx, "name",
+                                     "duplicate host name '%s' (also hosts[%u])",
+                                     conf->hosts[i].name, j);
+                break;
+            }
+        }
+    }
+}
+
+static void read_memcached(struct shardmap__yaml *y, yaml_node_t *node, int line,
+                           struct shardmap_conf *conf)
+{
+    char ctx[32];
+    uint64_t v;
+    uint32_t i;
+    size_t n;
+
+    if (shardmap__yaml_seq(y, node, line, NULL, "memcached") != 0) {
+        return;
+    }
+    n = shardmap__yaml_len(node);
+    if (n > 1024) {
+        shardmap__yaml_error(y, line, NULL, "memcached",
+                             "has %zu entries, at most 1024 allowed", n);
+        return;
+    }
+    conf->memcached = calloc(n ? n : 1, sizeof(*conf->memcached));
+    if (conf->memcached == NULL) {
+        y->nomem = 1;
+        return;
+    }
+    conf->nmemcached = (uint32_t)n;
+    for (i = 0; i < n; i++) {
+        yaml_node_t *item = shardmap__yaml_item(y, node, i);
+        struct shardmap__key keys[] = {{"addr", 1, NULL, 0}, {"port", 1, NULL, 0}};
+        struct shardmap_endpoint *e = &conf->memcached[i];
+
+        snprintf(ctx, sizeof(ctx), "memcached[%u]", i);
+        if (shardmap__yaml_fields(y, item, shardmap__yaml_line(item), ctx, keys, 2) !=
+            0) {
+            continue;
+        }
+        if (keys[0].value) {
+            shardmap__yaml_str(y, keys[0].value, ctx, "addr", e->addr, sizeof(e->addr),
+                               0);
+        }
+        if (keys[1].value &&
+            shardmap__yaml_uint(y, keys[1].value, ctx, "port", 1, 65535, &v) == 0) {
+            e->port = (uint16_t)v;
+        }
+    }
+}
+
+static void read_router(struct shardmap__yaml *y, yaml_node_t *node, int line,
+                        struct shardmap_conf *conf)
+{
+    struct shardmap__key keys[NROUTER_KEY];
+    uint64_t v;
+    size_t i;
+
+    for (i = 0; i < NROUTER_KEY; i++) {
+        keys[i].name = router_keys[i].name;
+        keys[i].required = 0;
+    }
+    if (node == NULL ||
+        shardmap__yaml_fields(y, node, line, "router", keys, NROUTER_KEY) != 0) {
+        return;
+    }
+    for (i = 0; i < NROUTER_KEY; i++) {
+        if (keys[i].value &&
+            shardmap__yaml_uint(y, keys[i].value, "router", keys[i].name,
+                                router_keys[i].min, router_keys[i].max, &v) == 0) {
+            *router_field(conf, i) = (uint32_t)v;
+        }
+    }
+}
+
+int shardmap_conf_load(const char *path, struct shardmap_conf *conf, char **err)
+{
+    struct shardmap__key keys[] = {{"cluster", 1, NULL, 0},
+                                   {"hosts", 1, NULL, 0},
+                                   {"memcached", 0, NULL, 0},
+                                   {"router", 0, NULL, 0}};
+    struct shardmap__yaml y;
+    yaml_node_t *root, *global_host = NULL;
+    size_t i;
+    int rc;
+
+    memset(conf, 0, sizeof(*conf));
+    for (i = 0; i < NROUTER_KEY; i++) {
+        *router_field(conf, i) = router_keys[i].def;
+    }
+    rc = shardmap__yaml_open(&y, path);
+    if (rc != 0) {
+        goto out;
+    }
+    root = shardmap__yaml_root(&y);
+    if (root == NULL) {
+        shardmap__yaml_error(&y, 1, NULL, NULL,
+                             "the file is empty, expected 'cluster:'");
+        goto out;
+    }
+    if (shardmap__yaml_fields(&y, root, shardmap__yaml_line(root), NULL, keys, 4) !=
+        0) {
+        goto out;
+    }
+    if (keys[0].value) {
+        read_cluster(&y, keys[0].value, keys[0].line, conf, &global_host);
+    }
+    if (keys[1].value) {
+        read_hosts(&y, keys[1].value, keys[1].line, conf);
+    }
+    if (shardmap__yaml_opt(keys[2].value)) {
+        read_memcached(&y, keys[2].value, keys[2].line, conf);
+    }
+    read_router(&y, shardmap__yaml_opt(keys[3].value), keys[3].line, conf);
+    if (global_host != NULL) {
+        if (shardmap__yaml_name(&y, global_host, "cluster", "global_host",
+                                conf->global_host) == 0 &&
+            conf->nhost > 0 && shardmap_conf_host(conf, conf->global_host) < 0) {
+            shardmap__yaml_error(&y, shardmap__yaml_line(global_host), "cluster",
+                                 "global_host", "'%s' is not one of the hosts",
+                                 conf->global_host);
+        }
+    } else if (conf->nhost > 0) {
+        memcpy(conf->global_host, conf->hosts[0].name, sizeof(conf->global_host));
+    }
+out:
+    rc = shardmap__yaml_close(&y, rc, err);
+    if (rc != 0) {
+        shardmap_conf_deinit(conf);
+    }
+    return rc;
+}
+
+int shardmap_conf_save(const char *path, const struct shardmap_conf *conf)
+{
+    struct shardmap__out o;
+    uint32_t i;
+
+    /* 0600: the file holds the hosts' passwords. */
+    shardmap__out_open(&o, path, 0600);
+    shardmap__out_map(&o, 0);
+
+    shardmap__out_str(&o, "cluster");
+    shardmap__out_map(&o, 0);
+    shardmap__out_str(&o, "name");
+    shardmap__out_str(&o, conf->name);
+    shardmap__out_str(&o, "schema_prefix");
+    shardmap__out_str(&o, conf->schema_prefix);
+    shardmap__out_str(&o, "shards");
+    shardmap__out_uint(&o, conf->nshard);
+    shardmap__out_str(&o, "global_host");
+    shardmap__out_str(&o, conf->global_host);
+    shardmap__out_end_map(&o);
+
+    shardmap__out_str(&o, "hosts");
+    shardmap__out_seq(&o, 0);
+    for (i = 0; i < conf->nhost; i++) {
+        const struct shardmap_host_conf *h = &conf->hosts[i];
+
+        shardmap__out_map(&o, 0);
+        shardmap__out_str(&o, "name");
+        shardmap__out_str(&o, h->name);
+        shardmap__out_str(&o, "addr");
+        shardmap__out_str(&o, h->addr);
+        shardmap__out_str(&o, "port");
+        shardmap__out_uint(&o, h->port);
+        shardmap__out_str(&o, "user");
+        shardmap__out_str(&o, h->user);
+        shardmap__out_str(&o, "password");
+        shardmap__out_quoted(&o, h->password);
+        shardmap__out_str(&o, "weight");
+        shardmap__out_uint(&o, h->weight);
+        shardmap__out_end_map(&o);
+    }
+    shardmap__out_end_seq(&o);
+
+    shardmap__out_str(&o, "memcached");
+    shardmap__out_seq(&o, 0);
+    for (i = 0; i < conf->nmemcached; i++) {
+        shardmap__out_map(&o, 0);
+        shardmap__out_str(&o, "addr");
+        shardmap__out_str(&o, conf->memcached[i].addr);
+        shardmap__out_str(&o, "port");
+        shardmap__out_uint(&o, conf->memcached[i].port);
+        shardmap__out_end_map(&o);
+    }
+    shardmap__out_end_seq(&o);
+
+    shardmap__out_str(&o, "router");
+    shardmap__out_map(&o, 0);
+    for (i = 0; i < NROUTER_KEY; i++) {
+        shardmap__out_str(&o, router_keys[i].name);
+        shardmap__out_uint(&o, router_value(conf, i));
+    }
+    shardmap__out_end_map(&o);
+
+    shardmap__out_end_map(&o);
+    return shardmap__out_close(&o, path);
+}
+
+void shardmap_conf_deinit(struct shardmap_conf *conf)
+{
+    free(conf->hosts);
+    free(conf->memcached);
+    memset(conf, 0, sizeof(*conf));
+}
+
+int shardmap_conf_host(const struct shardmap_conf *conf, const char *name)
+{
+    uint32_t i;
+
+    for (i = 0; i < conf->nhost; i++) {
+        if (strcmp(conf->hosts[i].name, name) == 0) {
+            return (int)i;
+        }
+    }
+    return BC_EHOST;
+}
