@@ -13,8 +13,11 @@ BUILD ?= build$(if $(SANITIZE),-san)
 STACK_DIR ?= $(CURDIR)/.stack
 
 PKGS := mariadb yaml-0.1 libxxhash
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) cmocka 2>/dev/null)
+API_PKGS := jansson libmicrohttpd libsodium
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(API_PKGS) cmocka 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+API_LIBS := $(shell pkg-config --libs $(API_PKGS) 2>/dev/null) -lm
+CURL_LIBS := $(shell pkg-config --libs libcurl jansson 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
@@ -32,15 +35,16 @@ lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_srcs,$(1)))
 
 SHARDMAP_LIB := $(BUILD)/libshardmap.a
 ROUTER_LIB := $(BUILD)/librouter.a
+API_LIB := $(BUILD)/libapi.a
 
-TOOLS := $(BUILD)/shardctl
+TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int
 
 .PHONY: all deps run stop status test unit integration format format-check \
         bench clean valgrind
 
-all: $(SHARDMAP_LIB) $(ROUTER_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
+all: $(SHARDMAP_LIB) $(ROUTER_LIB) $(API_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -48,6 +52,7 @@ $(BUILD)/%.o: %.c
 
 $(SHARDMAP_LIB): $(call lib_objs,shardmap)
 $(ROUTER_LIB): $(call lib_objs,router)
+$(API_LIB): $(filter-out $(BUILD)/api/main.o,$(call lib_objs,api))
 $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
@@ -56,6 +61,13 @@ $(BUILD)/tools/shardctl_schema.o: etc/schema/global.sql etc/schema/shard.sql
 $(BUILD)/shardctl: $(BUILD)/tools/shardctl.o $(BUILD)/tools/shardctl_schema.o \
                    $(ROUTER_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/betcity-api: $(BUILD)/api/main.o $(API_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
+$(BUILD)/bcadmin: $(BUILD)/tools/bcadmin.o $(API_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
+$(BUILD)/loadgen: $(BUILD)/tools/loadgen.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(CURL_LIBS) -lm
 
 $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)

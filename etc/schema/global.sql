@@ -31,3 +31,75 @@ CREATE TABLE IF NOT EXISTS `{schema}`.map_version (
     id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
     version BIGINT UNSIGNED NOT NULL
 ) ENGINE=InnoDB;
+
+-- ---- the game's unsharded data ------------------------------------------
+
+CREATE TABLE IF NOT EXISTS `{schema}`.companies (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    name VARCHAR(100) NOT NULL,
+    slug VARCHAR(64) NOT NULL,
+    color_primary CHAR(7) NOT NULL DEFAULT '#1d4ed8',
+    color_secondary CHAR(7) NOT NULL DEFAULT '#f59e0b',
+    join_code CHAR(10) NOT NULL,
+    platform TINYINT NOT NULL DEFAULT 0,
+    created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    UNIQUE KEY slug (slug)
+) ENGINE=InnoDB;
+
+CREATE TABLE IF NOT EXISTS `{schema}`.teams (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    company_id BIGINT NOT NULL,
+    name VARCHAR(100) NOT NULL,
+    created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    KEY company (company_id, id)
+) ENGINE=InnoDB;
+
+CREATE TABLE IF NOT EXISTS `{schema}`.logos (
+    company_id BIGINT NOT NULL PRIMARY KEY,
+    content_type VARCHAR(32) NOT NULL,
+    etag CHAR(16) NOT NULL,
+    data MEDIUMBLOB NOT NULL
+) ENGINE=InnoDB;
+
+-- Odds are integer hundredths; odds_version grows by one per change.
+CREATE TABLE IF NOT EXISTS `{schema}`.matches (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    home VARCHAR(64) NOT NULL,
+    away VARCHAR(64) NOT NULL,
+    stage VARCHAR(64) NOT NULL,
+    kickoff DATETIME(3) NOT NULL,
+    status ENUM('scheduled','finished','cancelled') NOT NULL DEFAULT 'scheduled',
+    odds_home INT UNSIGNED NOT NULL,
+    odds_draw INT UNSIGNED NOT NULL,
+    odds_away INT UNSIGNED NOT NULL,
+    odds_version INT UNSIGNED NOT NULL DEFAULT 1,
+    home_goals TINYINT UNSIGNED NULL,
+    away_goals TINYINT UNSIGNED NULL,
+    KEY kickoff (kickoff, id),
+    KEY status_kickoff (status, kickoff, id)
+) ENGINE=InnoDB;
+
+-- One row per posted result; progress is derived from the shards' own
+-- settled_matches rows, so a crashed settlement resumes exactly where it was.
+CREATE TABLE IF NOT EXISTS `{schema}`.settlements (
+    match_id BIGINT NOT NULL PRIMARY KEY,
+    result ENUM('home','draw','away','cancelled') NOT NULL,
+    state ENUM('running','done') NOT NULL DEFAULT 'running',
+    shards_total INT UNSIGNED NOT NULL,
+    shards_done INT UNSIGNED NOT NULL DEFAULT 0,
+    bets_settled BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    started_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    finished_at DATETIME(3) NULL
+) ENGINE=InnoDB;
+
+-- Standings as readers get them (JSON), recomputed after each settlement.
+-- kind: users (scope 0 = global, else company id), teams (company id),
+-- companies (scope 0).
+CREATE TABLE IF NOT EXISTS `{schema}`.standings (
+    kind VARCHAR(16) NOT NULL,
+    scope BIGINT NOT NULL,
+    generation BIGINT UNSIGNED NOT NULL,
+    computed_at DATETIME(3) NOT NULL,
+    body MEDIUMTEXT NOT NULL,
+    PRIMARY KEY (kind, scope)
+) ENGINE=InnoDB;

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS `{schema}`.users (
     team_id BIGINT NULL,
     role VARCHAR(16) NOT NULL DEFAULT 'member',
     balance BIGINT NOT NULL,
+    initial_balance BIGINT NOT NULL,
     points BIGINT NOT NULL DEFAULT 0,
     created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
     UNIQUE KEY email (email),
@@ -45,12 +46,40 @@ CREATE TABLE IF NOT EXISTS `{schema}`.bets (
     KEY match_open (match_id, status)
 ) ENGINE=InnoDB;
 
+-- Ledger ids are local to the shard (never referenced from elsewhere).
 CREATE TABLE IF NOT EXISTS `{schema}`.ledger (
-    id BIGINT NOT NULL PRIMARY KEY,
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
     user_id BIGINT NOT NULL,
     delta BIGINT NOT NULL,
     reason VARCHAR(16) NOT NULL,
     bet_id BIGINT NULL,
     created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
     KEY user_ledger (user_id, id)
+) ENGINE=InnoDB;
+
+CREATE TABLE IF NOT EXISTS `{schema}`.avatars (
+    user_id BIGINT NOT NULL PRIMARY KEY,
+    content_type VARCHAR(32) NOT NULL,
+    etag CHAR(16) NOT NULL,
+    data MEDIUMBLOB NOT NULL
+) ENGINE=InnoDB;
+
+-- Idempotency-Key of POST /v1/bets: the request's hash and the bet it made.
+CREATE TABLE IF NOT EXISTS `{schema}`.idempotency (
+    user_id BIGINT NOT NULL,
+    idem_key VARCHAR(64) NOT NULL,
+    request_hash CHAR(32) NOT NULL,
+    bet_id BIGINT NOT NULL,
+    created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    PRIMARY KEY (user_id, idem_key)
+) ENGINE=InnoDB;
+
+-- A match settled on this shard: inserted first in the shard's settlement
+-- transaction, so it is settled exactly once, and read (with a share lock)
+-- by bets, so no bet slips in after its match was settled here.
+CREATE TABLE IF NOT EXISTS `{schema}`.settled_matches (
+    match_id BIGINT NOT NULL PRIMARY KEY,
+    result ENUM('home','draw','away','cancelled') NOT NULL,
+    bets_settled INT UNSIGNED NOT NULL,
+    settled_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
 ) ENGINE=InnoDB;

@@ -70,11 +70,12 @@ static void insert_user(struct router *r, uint64_t id, const char *email,
                         int64_t points)
 {
     struct router_rows rows = {0};
-    int rc = router_exec(
-        r, router_shard_of_id(id), &rows,
-        "INSERT INTO %S.users (id, email, password_hash, display_name, "
-        "company_id, balance, points) VALUES (%u, %s, 'x', %s, 1, 1000, %d)",
-        id, email, email, points);
+    int rc =
+        router_exec(r, router_shard_of_id(id), &rows,
+                    "INSERT INTO %S.users (id, email, password_hash, display_name, "
+                    "company_id, balance, initial_balance, points) VALUES (%u, %s, "
+                    "'x', %s, 1, 1000, 1000, %d)",
+                    id, email, email, points);
     if (rc != 0)
         fail_msg("insert %s: %s", email, router_last_error());
     assert_int_equal(rows.affected, 1);
@@ -144,12 +145,13 @@ static void test_email_routes_to_one_shard(void **state)
     router_rows_free(&rows);
     /* The duplicate e-mail is a clear status, not a generic failure. */
     assert_int_equal(router_next_id(f->router, NULL, shard, &id), 0);
-    assert_int_equal(router_exec(f->router, shard, NULL,
-                                 "INSERT INTO %S.users (id, email, password_hash, "
-                                 "display_name, company_id, balance) VALUES "
-                                 "(%u, %s, 'x', 'c', 1, 1000)",
-                                 id, canon),
-                     BC_EDUPKEY);
+    assert_int_equal(
+        router_exec(f->router, shard, NULL,
+                    "INSERT INTO %S.users (id, email, password_hash, "
+                    "display_name, company_id, balance, initial_balance) VALUES "
+                    "(%u, %s, 'x', 'c', 1, 1000, 1000)",
+                    id, canon),
+        BC_EDUPKEY);
 }
 
 static void test_transaction_commits_and_rolls_back(void **state)
@@ -161,23 +163,25 @@ static void test_transaction_commits_and_rolls_back(void **state)
 
     assert_int_equal(router_txn_begin(f->router, 5, &txn), 0);
     assert_int_equal(router_next_id(f->router, txn, 5, &id1), 0);
-    assert_int_equal(router_txn_exec(txn, NULL,
-                                     "INSERT INTO %S.users (id, email, password_hash, "
-                                     "display_name, company_id, balance) VALUES "
-                                     "(%u, 'txn1@x', 'x', 't', 1, 1000)",
-                                     id1),
-                     0);
+    assert_int_equal(
+        router_txn_exec(txn, NULL,
+                        "INSERT INTO %S.users (id, email, password_hash, "
+                        "display_name, company_id, balance, initial_balance) VALUES "
+                        "(%u, 'txn1@x', 'x', 't', 1, 1000, 1000)",
+                        id1),
+        0);
     router_txn_rollback(txn);
     assert_int_equal(count_users(f->router, 5), before);
 
     assert_int_equal(router_txn_begin(f->router, 5, &txn), 0);
     assert_int_equal(router_next_id(f->router, txn, 5, &id2), 0);
-    assert_int_equal(router_txn_exec(txn, NULL,
-                                     "INSERT INTO %S.users (id, email, password_hash, "
-                                     "display_name, company_id, balance) VALUES "
-                                     "(%u, 'txn2@x', 'x', 't', 1, 1000)",
-                                     id2),
-                     0);
+    assert_int_equal(
+        router_txn_exec(txn, NULL,
+                        "INSERT INTO %S.users (id, email, password_hash, "
+                        "display_name, company_id, balance, initial_balance) VALUES "
+                        "(%u, 'txn2@x', 'x', 't', 1, 1000, 1000)",
+                        id2),
+        0);
     assert_int_equal(router_txn_commit(txn), 0);
     assert_int_equal(count_users(f->router, 5), before + 1);
     assert_true(id2 > id1);

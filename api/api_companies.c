@@ -1,0 +1,329 @@
+/*
+ * api_companies.c: companies, their branding and logo, and teams. All of it
+ * lives in the global schema; team member counts are one scatter-gather.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "api/api_int.h"
+
+#define COMPANY_COLS                                                                   \
+    "c.id, c.name, c.slug, c.color_primary, c.color_secondary, c.join_code, "          \
+    "EXISTS(SELECT 1 FROM %S.logos l WHERE l.company_id = c.id)"
+
+static json_t *company_json(struct router_rows *rows, uint32_t r, int with_code)
+{
+    char url[64];
+    json_t *c;
+
+    snprintf(url, sizeof(url), "/v1/companies/%s/logo", router_cell(rows, r, 0));
+    c = json_pack(
+        "{s:o,s:s,s:s,s:{s:s,s:s},s:o}", "id",
+        api_id_json(strtoull(router_cell(rows, r, 0), NULL, 10)), "name",
+        router_cell(rows, r, 1), "slug", router_cell(rows, r, 2), "colors", "primary",
+        router_cell(rows, r, 3), "secondary", router_cell(rows, r, 4), "logo_url",
+        strcmp(router_cell(rows, r, 6), "1") == 0 ? json_string(url) : json_null());
+    if (c != NULL && with_code)
+        json_object_set_new(c, "join_code", json_string(router_cell(rows, r, 5)));
+    return c;
+}
+
+static int valid_color(const char *s)
+{
+    if (s == NULL || strlen(s) != 7 || s[0] != '#')
+        return 0;
+    for (int i = 1; i < 7; i++)
+        if (!isxdigit((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+static int valid_slug(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 2 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) ||
+              s[i] == '-'))
+            return 0;
+    return 1;
+}
+
+static int valid_name(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > max || isspace((unsigned char)s[0]) ||
+        isspace((unsigned char)s[n - 1]))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (iscntrl((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+/* Checks the optional colors object; 0 ok, -1 after replying. */
+static int colors_check(struct api_req *req, json_t *colors, const char **primary,
+                        const char **secondary)
+{
+    const char *key;
+    json_t *v;
+
+    *primary = *secondary = NULL;
+    if (colors == NULL)
+        return 0;
+    json_object_foreach(colors, key, v)
+    {
+        if (strcmp(key, "primary") != 0 && strcmp(key, "secondary") != 0) {
+            api_error(req, 400, "unknown_field", "unknown field 'colors.%.32s'", key);
+            return -1;
+        }
+        if (!json_is_string(v)) {
+            api_error(req, 400, "invalid_field", "field 'colors.%s' must be a string",
+                      key);
+            return -1;
+        }
+        if (!valid_color(json_string_value(v))) {
+            api_error(req, 422, "invalid_color", "colors.%s must be #rrggbb", key);
+            return -1;
+        }
+        if (strcmp(key, "primary") == 0)
+            *primary = json_string_value(v);
+        else
+            *secondary = json_string_value(v);
+    }
+    return 0;
+}
+
+static void company_reply(struct api_req *req, int status, uint64_t id, int with_code)
+{
+    struct router_rows rows = {0};
+    int rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
+                         "SELECT " COMPANY_COLS " FROM %S.companies c WHERE c.id = %u "
+                         "AND c.platform = 0",
+                         id);
+
+    if (rc < 0)
+        api_db_error(req, rc);
+    else if (rows.nrow == 0)
+        api_error(req, 404, "not_found", "no such company");
+    else
+        api_reply_json(req, status, company_json(&rows, 0, with_code));
+    router_rows_free(&rows);
+}
+
+void api_h_company_create(struct api_req *req)
+{
+    static const struct api_field spec[] = {{"name", API_T_STR, 1, 0},
+                                            {"slug", API_T_STR, 1, 0},
+                                            {"colors", API_T_OBJ, 0, 0},
+                                            {NULL, 0, 0, 0}};
+    struct router_rows rows = {0};
+    const char *primary, *secondary;
+    unsigned char rnd[10];
+    char code[11];
+    json_t *body;
+    int rc;
+
+    if (api_check_platform_admin(req) < 0)
+        return;
+    if ((body = api_body(req, spec)) == NULL)
+        return;
+    if (!valid_name(api_str(body, "name", ""), 100)) {
+        api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
+        goto out;
+    }
+    if (!valid_slug(api_str(body, "slug", ""))) {
+        api_error(req, 422, "invalid_slug", "slug must be 2 to 64 of a-z, 0-9 and -");
+        goto out;
+    }
+    if (colors_check(req, json_object_get(body, "colors"), &primary, &secondary) < 0)
+        goto out;
+    randombytes_buf(rnd, sizeof(rnd));
+    for (int i = 0; i < 10; i++)
+        code[i] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"[rnd[i] % 32];
+    code[10] = '\0';
+    rc = router_exec(
+        req->router, ROUTER_GLOBAL, &rows,
+        "INSERT INTO %S.companies (name, slug, color_primary, color_secondary, "
+        "join_code) VALUES (%s, %s, COALESCE(%s, '#1d4ed8'), COALESCE(%s, "
+        "'#f59e0b'), %s)",
+        api_str(body, "name", ""), api_str(body, "slug", ""), primary, secondary, code);
+    if (rc == BC_EDUPKEY)
+        api_error(req, 409, "slug_taken", "a company with this slug exists");
+    else if (rc < 0)
+        api_db_error(req, rc);
+    else
+        company_reply(req, 201, rows.insert_id, 1);
+out:
+    router_rows_free(&rows);
+    json_decref(body);
+}
+
+void api_h_company_get(struct api_req *req)
+{
+    uint64_t id = req->param[0];
+    int role;
+
+    if (api_check_company_member(req, id) < 0)
+        return;
+    if (api_caller_role(req, &role) < 0)
+        return;
+    company_reply(req, 200, id, role != API_ROLE_MEMBER);
+}
+
+void api_h_company_patch(struct api_req *req)
+{
+    static const struct api_field spec[] = {
+        {"name", API_T_STR, 0, 0}, {"colors", API_T_OBJ, 0, 0}, {NULL, 0, 0, 0}};
+    const char *primary, *secondary, *name;
+    uint64_t id = req->param[0];
+    json_t *body;
+    int rc;
+
+    if (api_check_company_admin(req, id) < 0)
+        return;
+    if ((body = api_body(req, spec)) == NULL)
+        return;
+    name = api_str(body, "name", NULL);
+    if (name != NULL && !valid_name(name, 100)) {
+        api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
+        goto out;
+    }
+    if (colors_check(req, json_object_get(body, "colors"), &primary, &secondary) < 0)
+        goto out;
+    rc = router_exec(
+        req->router, ROUTER_GLOBAL, NULL,
+        "UPDATE %S.companies SET name = COALESCE(%s, name), color_primary = "
+        "COALESCE(%s, color_primary), color_secondary = COALESCE(%s, "
+        "color_secondary) WHERE id = %u AND platform = 0",
+        name, primary, secondary, id);
+    if (rc < 0)
+        api_db_error(req, rc);
+    else
+        company_reply(req, 200, id, 1);
+out:
+    json_decref(body);
+}
+
+void api_h_company_logo_put(struct api_req *req)
+{
+    const char *type;
+    char etag[17];
+    int rc;
+
+    if (api_check_company_admin(req, req->param[0]) < 0)
+        return;
+    if ((type = api_image_type(req)) == NULL)
+        return;
+    api_image_etag(req->body, req->body_len, etag);
+    rc = router_exec(
+        req->router, ROUTER_GLOBAL, NULL,
+        "INSERT INTO %S.logos (company_id, content_type, etag, data) SELECT id, "
+        "%s, %s, %b FROM %S.companies WHERE id = %u ON DUPLICATE KEY UPDATE "
+        "content_type = VALUES(content_type), etag = VALUES(etag), data = "
+        "VALUES(data)",
+        type, etag, req->body, req->body_len, req->param[0]);
+    if (rc < 0)
+        api_db_error(req, rc);
+    else
+        api_reply_raw(req, 204, NULL, NULL, 0);
+}
+
+void api_h_company_logo_get(struct api_req *req)
+{
+    struct router_rows rows = {0};
+    int rc = router_exec(
+        req->router, ROUTER_GLOBAL, &rows,
+        "SELECT content_type, etag, data FROM %S.logos WHERE company_id = %u",
+        req->param[0]);
+
+    if (rc < 0)
+        api_db_error(req, rc);
+    else
+        api_image_reply(req, &rows);
+    router_rows_free(&rows);
+}
+
+void api_h_team_create(struct api_req *req)
+{
+    static const struct api_field spec[] = {{"name", API_T_STR, 1, 0}, {NULL, 0, 0, 0}};
+    struct router_rows rows = {0};
+    uint64_t company = req->param[0];
+    json_t *body;
+    int rc;
+
+    if (api_check_company_admin(req, company) < 0)
+        return;
+    if ((body = api_body(req, spec)) == NULL)
+        return;
+    if (!valid_name(api_str(body, "name", ""), 100)) {
+        api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
+        goto out;
+    }
+    rc = router_exec(
+        req->router, ROUTER_GLOBAL, &rows,
+        "INSERT INTO %S.teams (company_id, name) SELECT id, %s FROM %S.companies "
+        "WHERE id = %u AND platform = 0",
+        api_str(body, "name", ""), company);
+    if (rc < 0)
+        api_db_error(req, rc);
+    else if (rows.affected == 0)
+        api_error(req, 404, "not_found", "no such company");
+    else
+        api_reply_json(req, 201,
+                       json_pack("{s:o,s:o,s:s,s:i}", "id", api_id_json(rows.insert_id),
+                                 "company_id", api_id_json(company), "name",
+                                 api_str(body, "name", ""), "members", 0));
+out:
+    router_rows_free(&rows);
+    json_decref(body);
+}
+
+void api_h_team_list(struct api_req *req)
+{
+    struct router_rows teams = {0}, counts = {0};
+    uint64_t company = req->param[0];
+    json_t *items;
+    int rc;
+
+    if (api_check_company_member(req, company) < 0)
+        return;
+    rc = router_exec(req->router, ROUTER_GLOBAL, &teams,
+                     "SELECT id, name FROM %S.teams WHERE company_id = %u ORDER BY id",
+                     company);
+    if (rc == 0)
+        rc = router_scatter(
+            req->router, &counts,
+            "SELECT team_id, COUNT(*) FROM %S.users WHERE company_id = %u AND "
+            "team_id IS NOT NULL GROUP BY team_id",
+            company);
+    if (rc < 0) {
+        api_db_error(req, rc);
+        goto out;
+    }
+    items = json_array();
+    for (uint32_t i = 0; i < teams.nrow; i++) {
+        int64_t members = 0;
+        for (uint32_t j = 0; j < counts.nrow; j++)
+            if (strcmp(router_cell(&counts, j, 0), router_cell(&teams, i, 0)) == 0)
+                members += strtoll(router_cell(&counts, j, 1), NULL, 10);
+        json_array_append_new(
+            items,
+            json_pack("{s:o,s:o,s:s,s:I}", "id",
+                      api_id_json(strtoull(router_cell(&teams, i, 0), NULL, 10)),
+                      "company_id", api_id_json(company), "name",
+                      router_cell(&teams, i, 1), "members", (json_int_t)members));
+    }
+    api_reply_json(req, 200, json_pack("{s:o,s:n}", "items", items, "next_cursor"));
+out:
+    router_rows_free(&teams);
+    router_rows_free(&counts);
+}

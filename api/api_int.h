@@ -1,0 +1,213 @@
+/*
+ * api_int.h: what the API server's own files share. Not an interface.
+ */
+#ifndef API_INT_H
+#define API_INT_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "api/api.h"
+
+#define API_JSON_MAX (64 * 1024)
+#define API_IMAGE_MAX (256 * 1024)
+#define API_MAX_PARAMS 2
+
+enum api_role {
+    API_ROLE_MEMBER = 0,
+    API_ROLE_COMPANY_ADMIN = 1,
+    API_ROLE_PLATFORM_ADMIN = 2
+};
+
+struct api_auth {
+    int ok;
+    uint64_t user_id;
+    uint64_t company_id;
+    int role; /* enum api_role, as signed into the token */
+};
+
+struct api_header {
+    const char *name; /* static strings */
+    char value[128];
+};
+
+struct api_server;
+
+/* One request, from its first byte to its response. */
+struct api_req {
+    struct api_server *srv;      /* ref */
+    struct router *router;       /* ref */
+    struct MHD_Connection *conn; /* ref */
+    const char *method;          /* ref in MHD */
+    const char *url;             /* ref in MHD */
+    int route;                   /* index in the route table, -1 none */
+    uint64_t param[API_MAX_PARAMS];
+    char *body; /* owned, NUL-terminated */
+    size_t body_len, body_cap, body_max;
+    int body_too_large;
+    struct api_auth auth;
+    int64_t start_us;
+
+    /* response */
+    int status;
+    char *resp; /* owned */
+    size_t resp_len;
+    const char *resp_type; /* static */
+    struct api_header headers[4];
+    int nheaders;
+};
+
+typedef void (*api_handler)(struct api_req *req);
+
+struct api_route {
+    const char *method;
+    const char *pattern; /* segments; "{}" matches an id */
+    api_handler handler;
+    int auth;         /* 1: needs a valid token */
+    int body;         /* 0 none, 1 JSON, 2 image */
+    const char *name; /* metrics label */
+};
+
+extern const struct api_route api_routes[];
+extern const int api_nroutes;
+
+/* ---- responses (api_json.c) ---- */
+void api_reply_json(struct api_req *req, int status, json_t *body); /* steals body */
+void api_reply_raw(struct api_req *req, int status, const char *type, const void *data,
+                   size_t len);
+void api_error(struct api_req *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Maps a router status: unavailable -> 503, the rest -> 500 (logged). */
+void api_db_error(struct api_req *req, int rc);
+void api_add_header(struct api_req *req, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- request bodies (api_json.c) ---- */
+enum api_type {
+    API_T_STR,
+    API_T_INT,
+    API_T_BOOL,
+    API_T_NUM,
+    API_T_OBJ,
+    API_T_ID,
+    API_T_ANY
+};
+struct api_field {
+    const char *name;
+    enum api_type type;
+    int required;
+    int nullable;
+};
+/*
+ * Parses the body as a JSON object and checks it against spec (no unknown
+ * fields, required present, types right). Returns the object (caller
+ * decrefs) or NULL after replying with the 400.
+ */
+json_t *api_body(struct api_req *req, const struct api_field *spec);
+/* Field getters for checked objects; absent (or null) fields give dflt. */
+const char *api_str(json_t *obj, const char *name, const char *dflt);
+int64_t api_int(json_t *obj, const char *name, int64_t dflt);
+uint64_t api_id(json_t *obj, const char *name, uint64_t dflt);
+int api_has(json_t *obj, const char *name);
+/* Decimal odds (number, <= 2 decimals, 1.01..1000) -> hundredths; -1 if bad. */
+int64_t api_odds_parse(json_t *v);
+json_t *api_odds_json(int64_t hundredths);
+json_t *api_id_json(uint64_t id);
+json_t *api_str_or_null(const char *s);
+/* "2026-06-11 19:00:00.000" (MariaDB) -> "2026-06-11T19:00:00Z" */
+json_t *api_time_json(const char *db);
+/* RFC 3339 -> "YYYY-MM-DD HH:MM:SS.mmm" for MariaDB (UTC); -1 if bad. */
+int api_time_parse(const char *in, char *out, size_t size, int64_t *epoch_ms);
+/* Query parameters. */
+const char *api_query(struct api_req *req, const char *name);
+/* ?limit= (default 50, 1..500); -1 after replying 400. */
+int api_limit(struct api_req *req);
+/* ?cursor=: 0 when absent; -1 after replying 400. */
+int api_cursor(struct api_req *req, uint64_t *cursor);
+json_t *api_cursor_json(uint64_t last_id, int more);
+int api_parse_id(const char *s, uint64_t *id);
+
+/* ---- auth (api_auth.c) ---- */
+int api_token_make(struct api_server *srv, uint64_t user_id, uint64_t company_id,
+                   int role, char *out, size_t size);
+int api_token_check(struct api_server *srv, const char *token, struct api_auth *auth);
+const char *api_role_name(int role);
+int api_role_parse(const char *name);
+
+/* ---- server (api_http.c) ---- */
+const struct api_conf *api_server_conf(struct api_server *srv);
+void api_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* api_settle.c: waits (up to 30 s) for settlements in flight to stop. */
+void api_settle_stop(void);
+/* api_standings.c: recomputes every standings list from the shards. */
+int api_standings_recompute(struct router *router);
+
+/* ---- metrics (api_metrics.c) ---- */
+struct api_metrics;
+struct api_metrics *api_metrics_create(void);
+void api_metrics_destroy(struct api_metrics *m);
+void api_metrics_observe(struct api_metrics *m, int route, int status, int64_t us);
+void api_metrics_count(struct api_metrics *m, const char *what);
+struct api_metrics *api_server_metrics(struct api_server *srv);
+
+/* ---- handlers ---- */
+void api_h_healthz(struct api_req *req);
+void api_h_readyz(struct api_req *req);
+void api_h_metrics(struct api_req *req);
+void api_h_signup(struct api_req *req);
+void api_h_login(struct api_req *req);
+void api_h_me(struct api_req *req);
+void api_h_me_patch(struct api_req *req);
+void api_h_me_avatar_put(struct api_req *req);
+void api_h_user_get(struct api_req *req);
+void api_h_user_avatar_get(struct api_req *req);
+void api_h_company_create(struct api_req *req);
+void api_h_company_get(struct api_req *req);
+void api_h_company_patch(struct api_req *req);
+void api_h_company_logo_put(struct api_req *req);
+void api_h_company_logo_get(struct api_req *req);
+void api_h_team_create(struct api_req *req);
+void api_h_team_list(struct api_req *req);
+void api_h_admin_add(struct api_req *req);
+void api_h_match_create(struct api_req *req);
+void api_h_match_list(struct api_req *req);
+void api_h_match_get(struct api_req *req);
+void api_h_odds_get(struct api_req *req);
+void api_h_odds_put(struct api_req *req);
+void api_h_result_post(struct api_req *req);
+void api_h_settlement_get(struct api_req *req);
+void api_h_bet_create(struct api_req *req);
+void api_h_my_bets(struct api_req *req);
+void api_h_bet_get(struct api_req *req);
+void api_h_standings_users(struct api_req *req);
+void api_h_standings_teams(struct api_req *req);
+void api_h_standings_companies(struct api_req *req);
+
+/* ---- shared lookups (api_users.c) ---- */
+struct api_user {
+    uint64_t id, company_id, team_id; /* team_id 0 = none */
+    char email[256];
+    char display_name[128];
+    char role[24];
+    int64_t balance, points;
+    int has_avatar;
+};
+/* Loads a user by id from its shard: 0, BC_ENOTFOUND, or a router status. */
+int api_user_load(struct router *router, uint64_t id, struct api_user *user);
+json_t *api_user_json(const struct api_user *u);
+/* The caller's effective role (re-read: promotions apply without new login). */
+int api_caller_role(struct api_req *req, int *role);
+/* Company of the caller or platform admin; 0 ok, else replied 404/403/503. */
+int api_check_company_member(struct api_req *req, uint64_t company_id);
+int api_check_company_admin(struct api_req *req, uint64_t company_id);
+int api_check_platform_admin(struct api_req *req);
+/* Image upload checks shared by avatars and logos; NULL after replying. */
+const char *api_image_type(struct api_req *req);
+void api_image_etag(const void *data, size_t len, char out[17]);
+void api_image_reply(struct api_req *req, struct router_rows *rows);
+
+#endif

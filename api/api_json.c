@@ -1,0 +1,373 @@
+/*
+ * api_json.c: JSON responses, errors, and strict checking of request bodies
+ * and parameters. Every client mistake becomes a 4xx that names what was
+ * wrong; a 500 is only ever the server's own fault.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/api_int.h"
+
+void api_reply_raw(struct api_req *req, int status, const char *type, const void *data,
+                   size_t len)
+{
+    free(req->resp);
+    req->resp = NULL;
+    req->resp_len = 0;
+    if (len > 0) {
+        req->resp = malloc(len);
+        if (req->resp == NULL) {
+            req->status = 503;
+            return;
+        }
+        memcpy(req->resp, data, len);
+        req->resp_len = len;
+    }
+    req->status = status;
+    req->resp_type = type;
+}
+
+void api_reply_json(struct api_req *req, int status, json_t *body)
+{
+    char *text;
+
+    if (body == NULL) {
+        api_reply_raw(
+            req, 503, "application/json",
+            "{\"error\":{\"code\":\"unavailable\",\"message\":\"out of memory\"}}", 59);
+        return;
+    }
+    /* Odds and averages are two-decimal numbers: 10 digits print them exactly. */
+    text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    json_decref(body);
+    free(req->resp);
+    req->resp = text;
+    req->resp_len = text ? strlen(text) : 0;
+    req->status = text ? status : 503;
+    req->resp_type = "application/json";
+}
+
+void api_add_header(struct api_req *req, const char *name, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (req->nheaders == (int)(sizeof(req->headers) / sizeof(req->headers[0])))
+        return;
+    req->headers[req->nheaders].name = name;
+    va_start(ap, fmt);
+    vsnprintf(req->headers[req->nheaders].value, sizeof(req->headers[0].value), fmt,
+              ap);
+    va_end(ap);
+    req->nheaders++;
+}
+
+void api_error(struct api_req *req, int status, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    api_reply_json(req, status,
+                   json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg));
+}
+
+void api_db_error(struct api_req *req, int rc)
+{
+    switch (rc) {
+    case BC_EDOWN:
+    case BC_ETIMEOUT:
+    case BC_EPOOL:
+    case BC_EMOVED:
+    case BC_ENOTFOUND:
+    case -ENOMEM:
+        api_add_header(req, "Retry-After", "1");
+        api_error(req, 503, "unavailable",
+                  "a database host is unavailable; retry shortly");
+        break;
+    default:
+        api_log("error: %s %s: %s: %s", req->method, req->url, bc_strerror(rc),
+                router_last_error());
+        api_error(req, 500, "internal", "internal error");
+    }
+}
+
+static const char *type_name(enum api_type t)
+{
+    switch (t) {
+    case API_T_STR:
+        return "a string";
+    case API_T_INT:
+        return "an integer";
+    case API_T_BOOL:
+        return "a boolean";
+    case API_T_NUM:
+        return "a number";
+    case API_T_OBJ:
+        return "an object";
+    case API_T_ID:
+        return "an id (a string of digits)";
+    default:
+        return "a value";
+    }
+}
+
+static int type_ok(json_t *v, enum api_type t)
+{
+    uint64_t id;
+
+    switch (t) {
+    case API_T_STR:
+        return json_is_string(v);
+    case API_T_INT:
+        return json_is_integer(v);
+    case API_T_BOOL:
+        return json_is_boolean(v);
+    case API_T_NUM:
+        return json_is_number(v);
+    case API_T_OBJ:
+        return json_is_object(v);
+    case API_T_ID:
+        return json_is_string(v) && api_parse_id(json_string_value(v), &id) == 0;
+    default:
+        return 1;
+    }
+}
+
+json_t *api_body(struct api_req *req, const struct api_field *spec)
+{
+    json_error_t jerr;
+    json_t *obj;
+    const char *key;
+    json_t *v;
+
+    if (req->body == NULL || req->body_len == 0) {
+        api_error(req, 400, "malformed_json", "a JSON object body is required");
+        return NULL;
+    }
+    obj = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (obj == NULL) {
+        api_error(req, 400, "malformed_json", "malformed JSON at line %d column %d: %s",
+                  jerr.line, jerr.column, jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        api_error(req, 400, "malformed_json", "the body must be a JSON object");
+        return NULL;
+    }
+    json_object_foreach(obj, key, v)
+    {
+        const struct api_field *f = spec;
+        while (f->name != NULL && strcmp(f->name, key) != 0)
+            f++;
+        if (f->name == NULL) {
+            api_error(req, 400, "unknown_field", "unknown field '%.64s'", key);
+            json_decref(obj);
+            return NULL;
+        }
+        if (!(json_is_null(v) && f->nullable) && !type_ok(v, f->type)) {
+            api_error(req, 400, "invalid_field", "field '%s' must be %s%s", f->name,
+                      type_name(f->type), f->nullable ? " or null" : "");
+            json_decref(obj);
+            return NULL;
+        }
+    }
+    for (const struct api_field *f = spec; f->name != NULL; f++)
+        if (f->required && json_object_get(obj, f->name) == NULL) {
+            api_error(req, 400, "invalid_field", "field '%s' is required (%s)", f->name,
+                      type_name(f->type));
+            json_decref(obj);
+            return NULL;
+        }
+    return obj;
+}
+
+const char *api_str(json_t *obj, const char *name, const char *dflt)
+{
+    json_t *v = json_object_get(obj, name);
+
+    return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+int64_t api_int(json_t *obj, const char *name, int64_t dflt)
+{
+    json_t *v = json_object_get(obj, name);
+
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : dflt;
+}
+
+uint64_t api_id(json_t *obj, const char *name, uint64_t dflt)
+{
+    json_t *v = json_object_get(obj, name);
+    uint64_t id;
+
+    if (json_is_string(v) && api_parse_id(json_string_value(v), &id) == 0)
+        return id;
+    return dflt;
+}
+
+int api_has(json_t *obj, const char *name)
+{
+    return json_object_get(obj, name) != NULL;
+}
+
+int64_t api_odds_parse(json_t *v)
+{
+    double x, scaled;
+
+    if (json_is_integer(v))
+        x = (double)json_integer_value(v);
+    else if (json_is_real(v))
+        x = json_real_value(v);
+    else
+        return -1;
+    if (!isfinite(x) || x < 1.005 || x > 1000.005)
+        return -1;
+    scaled = x * 100.0;
+    /* At most two decimals: x*100 must be an integer up to rounding noise. */
+    if (fabs(scaled - round(scaled)) > 1e-6)
+        return -1;
+    if (round(scaled) < 101)
+        return -1;
+    return (int64_t)round(scaled);
+}
+
+json_t *api_odds_json(int64_t hundredths)
+{
+    return json_real((double)hundredths / 100.0);
+}
+
+json_t *api_id_json(uint64_t id)
+{
+    char buf[24];
+
+    snprintf(buf, sizeof(buf), "%" PRIu64, id);
+    return json_string(buf);
+}
+
+json_t *api_str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+json_t *api_time_json(const char *db)
+{
+    char buf[32];
+
+    if (db == NULL || strlen(db) < 19)
+        return json_null();
+    snprintf(buf, sizeof(buf), "%.10sT%.8sZ", db, db + 11);
+    return json_string(buf);
+}
+
+int api_time_parse(const char *in, char *out, size_t size, int64_t *epoch_ms)
+{
+    struct tm tm = {0};
+    int ms = 0, n = 0;
+    const char *p;
+    char frac[8] = {0};
+    time_t t;
+
+    if (in == NULL || strlen(in) < 20)
+        return -1;
+    if (sscanf(in, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+        n != 19)
+        return -1;
+    p = in + 19;
+    if (*p == '.') {
+        int digits = 0;
+        p++;
+        while (isdigit((unsigned char)*p)) {
+            if (digits < 3)
+                frac[digits] = *p;
+            digits++;
+            p++;
+        }
+        if (digits == 0)
+            return -1;
+        while (strlen(frac) < 3)
+            frac[strlen(frac)] = '0';
+        ms = atoi(frac);
+    }
+    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
+        return -1;
+    if (tm.tm_year < 2000 || tm.tm_year > 2100 || tm.tm_mon < 1 || tm.tm_mon > 12 ||
+        tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
+        tm.tm_sec > 59)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    {
+        struct tm check = tm;
+        t = timegm(&check);
+        if (check.tm_mday != tm.tm_mday) /* 31 February */
+            return -1;
+    }
+    if (epoch_ms != NULL)
+        *epoch_ms = (int64_t)t * 1000 + ms;
+    snprintf(out, size, "%04d-%02d-%02d %02d:%02d:%02d.%03d", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    return 0;
+}
+
+const char *api_query(struct api_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+int api_limit(struct api_req *req)
+{
+    const char *s = api_query(req, "limit");
+    char *end;
+    long v;
+
+    if (s == NULL)
+        return 50;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || errno != 0 || v < 1 || v > 500) {
+        api_error(req, 400, "invalid_parameter",
+                  "limit must be an integer from 1 to 500");
+        return -1;
+    }
+    return (int)v;
+}
+
+/* Cursors are the last id seen, hex with a version letter: opaque to clients. */
+int api_cursor(struct api_req *req, uint64_t *cursor)
+{
+    const char *s = api_query(req, "cursor");
+    char *end;
+
+    *cursor = 0;
+    if (s == NULL || *s == '\0')
+        return 0;
+    if (s[0] != 'c' || s[1] == '\0' || strlen(s) > 17)
+        goto bad;
+    *cursor = strtoull(s + 1, &end, 16);
+    if (*end != '\0' || *cursor == 0)
+        goto bad;
+    return 0;
+bad:
+    api_error(req, 400, "invalid_parameter", "cursor is not one this server gave out");
+    return -1;
+}
+
+json_t *api_cursor_json(uint64_t last_id, int more)
+{
+    char buf[24];
+
+    if (!more)
+        return json_null();
+    snprintf(buf, sizeof(buf), "c%" PRIx64, last_id);
+    return json_string(buf);
+}

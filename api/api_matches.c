@@ -1,0 +1,280 @@
+/*
+ * api_matches.c: matches and their odds (global schema), results and the
+ * settlement's progress.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_int.h"
+
+#define MATCH_COLS                                                                     \
+    "id, home, away, stage, kickoff, status, odds_home, odds_draw, odds_away, "        \
+    "odds_version, home_goals, away_goals"
+
+static json_t *match_json(struct router_rows *rows, uint32_t r)
+{
+    json_t *m = json_pack(
+        "{s:o,s:s,s:s,s:s,s:o,s:s,s:{s:o,s:o,s:o,s:I}}", "id",
+        api_id_json(strtoull(router_cell(rows, r, 0), NULL, 10)), "home",
+        router_cell(rows, r, 1), "away", router_cell(rows, r, 2), "stage",
+        router_cell(rows, r, 3), "kickoff", api_time_json(router_cell(rows, r, 4)),
+        "status", router_cell(rows, r, 5), "odds", "home",
+        api_odds_json(strtoll(router_cell(rows, r, 6), NULL, 10)), "draw",
+        api_odds_json(strtoll(router_cell(rows, r, 7), NULL, 10)), "away",
+        api_odds_json(strtoll(router_cell(rows, r, 8), NULL, 10)), "version",
+        (json_int_t)strtoll(router_cell(rows, r, 9), NULL, 10));
+
+    if (m == NULL)
+        return NULL;
+    if (router_cell(rows, r, 10) != NULL)
+        json_object_set_new(m, "score",
+                            json_pack("{s:i,s:i}", "home",
+                                      atoi(router_cell(rows, r, 10)), "away",
+                                      atoi(router_cell(rows, r, 11))));
+    else
+        json_object_set_new(m, "score", json_null());
+    return m;
+}
+
+static json_t *odds_json(struct router_rows *rows, uint32_t r)
+{
+    return json_pack("{s:o,s:o,s:o,s:o,s:I}", "match_id",
+                     api_id_json(strtoull(router_cell(rows, r, 0), NULL, 10)), "home",
+                     api_odds_json(strtoll(router_cell(rows, r, 6), NULL, 10)), "draw",
+                     api_odds_json(strtoll(router_cell(rows, r, 7), NULL, 10)), "away",
+                     api_odds_json(strtoll(router_cell(rows, r, 8), NULL, 10)),
+                     "version", (json_int_t)strtoll(router_cell(rows, r, 9), NULL, 10));
+}
+
+/* Loads one match; 0, BC_ENOTFOUND or a router status. */
+static int match_load(struct router *router, uint64_t id, struct router_rows *rows)
+{
+    int rc = router_exec(router, ROUTER_GLOBAL, rows,
+                         "SELECT " MATCH_COLS " FROM %S.matches WHERE id = %u", id);
+
+    if (rc == 0 && rows->nrow == 0)
+        rc = BC_ENOTFOUND;
+    return rc;
+}
+
+static int valid_text(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > max || isspace((unsigned char)s[0]) ||
+        isspace((unsigned char)s[n - 1]))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (iscntrl((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+/* Reads {home, draw, away} odds; 0 or -1 after replying. */
+static int odds_read(struct api_req *req, json_t *odds, int64_t out[3])
+{
+    static const char *const names[3] = {"home", "draw", "away"};
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(odds, key, v)
+    {
+        if (strcmp(key, "home") != 0 && strcmp(key, "draw") != 0 &&
+            strcmp(key, "away") != 0) {
+            api_error(req, 400, "unknown_field", "unknown odds field '%.32s'", key);
+            return -1;
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        v = json_object_get(odds, names[i]);
+        if (v == NULL) {
+            api_error(req, 400, "invalid_field", "odds '%s' is required (a number)",
+                      names[i]);
+            return -1;
+        }
+        out[i] = api_odds_parse(v);
+        if (out[i] < 0) {
+            api_error(req, 422, "invalid_odds",
+                      "odds '%s' must be a number from 1.01 to 1000 with at most two "
+                      "decimals",
+                      names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void match_reply(struct api_req *req, int status, uint64_t id)
+{
+    struct router_rows rows = {0};
+    int rc = match_load(req->router, id, &rows);
+
+    if (rc == BC_ENOTFOUND)
+        api_error(req, 404, "not_found", "no such match");
+    else if (rc < 0)
+        api_db_error(req, rc);
+    else
+        api_reply_json(req, status, match_json(&rows, 0));
+    router_rows_free(&rows);
+}
+
+void api_h_match_create(struct api_req *req)
+{
+    static const struct api_field spec[] = {
+        {"home", API_T_STR, 1, 0},  {"away", API_T_STR, 1, 0},
+        {"stage", API_T_STR, 1, 0}, {"kickoff", API_T_STR, 1, 0},
+        {"odds", API_T_OBJ, 1, 0},  {NULL, 0, 0, 0}};
+    struct router_rows rows = {0};
+    char kickoff[32];
+    int64_t odds[3];
+    json_t *body;
+    int rc;
+
+    if (api_check_platform_admin(req) < 0)
+        return;
+    if ((body = api_body(req, spec)) == NULL)
+        return;
+    if (!valid_text(api_str(body, "home", ""), 64) ||
+        !valid_text(api_str(body, "away", ""), 64) ||
+        strcmp(api_str(body, "home", ""), api_str(body, "away", "")) == 0) {
+        api_error(req, 422, "invalid_teams",
+                  "home and away must be two different names of 1 to 64 characters");
+        goto out;
+    }
+    if (!valid_text(api_str(body, "stage", ""), 64)) {
+        api_error(req, 422, "invalid_name", "stage must have 1 to 64 characters");
+        goto out;
+    }
+    if (api_time_parse(api_str(body, "kickoff", ""), kickoff, sizeof(kickoff), NULL) <
+        0) {
+        api_error(req, 422, "invalid_kickoff", "kickoff must be an RFC 3339 UTC time");
+        goto out;
+    }
+    if (odds_read(req, json_object_get(body, "odds"), odds) < 0)
+        goto out;
+    rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
+                     "INSERT INTO %S.matches (home, away, stage, kickoff, odds_home, "
+                     "odds_draw, odds_away) VALUES (%s, %s, %s, %s, %d, %d, %d)",
+                     api_str(body, "home", ""), api_str(body, "away", ""),
+                     api_str(body, "stage", ""), kickoff, odds[0], odds[1], odds[2]);
+    if (rc < 0)
+        api_db_error(req, rc);
+    else
+        match_reply(req, 201, rows.insert_id);
+out:
+    router_rows_free(&rows);
+    json_decref(body);
+}
+
+void api_h_match_list(struct api_req *req)
+{
+    const char *status = api_query(req, "status"), *from = api_query(req, "from");
+    const char *to = api_query(req, "to");
+    char tfrom[32] = "1970-01-01 00:00:00.000", tto[32] = "2999-01-01 00:00:00.000";
+    struct router_rows rows = {0};
+    uint64_t cursor;
+    int limit, rc;
+    json_t *items;
+
+    if ((limit = api_limit(req)) < 0 || api_cursor(req, &cursor) < 0)
+        return;
+    if (status != NULL && strcmp(status, "scheduled") != 0 &&
+        strcmp(status, "finished") != 0 && strcmp(status, "cancelled") != 0) {
+        api_error(req, 400, "invalid_parameter",
+                  "status must be scheduled, finished or cancelled");
+        return;
+    }
+    if ((from != NULL && api_time_parse(from, tfrom, sizeof(tfrom), NULL) < 0) ||
+        (to != NULL && api_time_parse(to, tto, sizeof(tto), NULL) < 0)) {
+        api_error(req, 400, "invalid_parameter",
+                  "from and to must be RFC 3339 UTC times");
+        return;
+    }
+    rc = router_exec(
+        req->router, ROUTER_GLOBAL, &rows,
+        "SELECT " MATCH_COLS " FROM %S.matches m WHERE (%s IS NULL OR status = %s) "
+        "AND kickoff >= %s AND kickoff < %s AND (%u = 0 OR (kickoff, id) > "
+        "(SELECT kickoff, id FROM %S.matches WHERE id = %u)) ORDER BY kickoff, id "
+        "LIMIT %d",
+        status, status, tfrom, tto, cursor, cursor, (int64_t)limit + 1);
+    if (rc < 0) {
+        api_db_error(req, rc);
+        return;
+    }
+    items = json_array();
+    for (uint32_t i = 0; i < rows.nrow && i < (uint32_t)limit; i++)
+        json_array_append_new(items, match_json(&rows, i));
+    api_reply_json(
+        req, 200,
+        json_pack(
+            "{s:o,s:o}", "items", items, "next_cursor",
+            api_cursor_json(rows.nrow > (uint32_t)limit
+                                ? strtoull(router_cell(&rows, limit - 1, 0), NULL, 10)
+                                : 0,
+                            rows.nrow > (uint32_t)limit)));
+    router_rows_free(&rows);
+}
+
+void api_h_match_get(struct api_req *req)
+{
+    match_reply(req, 200, req->param[0]);
+}
+
+void api_h_odds_get(struct api_req *req)
+{
+    struct router_rows rows = {0};
+    int rc = match_load(req->router, req->param[0], &rows);
+
+    if (rc == BC_ENOTFOUND)
+        api_error(req, 404, "not_found", "no such match");
+    else if (rc < 0)
+        api_db_error(req, rc);
+    else
+        api_reply_json(req, 200, odds_json(&rows, 0));
+    router_rows_free(&rows);
+}
+
+void api_h_odds_put(struct api_req *req)
+{
+    static const struct api_field spec[] = {{"home", API_T_ANY, 1, 0},
+                                            {"draw", API_T_ANY, 1, 0},
+                                            {"away", API_T_ANY, 1, 0},
+                                            {NULL, 0, 0, 0}};
+    struct router_rows rows = {0};
+    int64_t odds[3];
+    json_t *body;
+    int rc;
+
+    if (api_check_platform_admin(req) < 0)
+        return;
+    if ((body = api_body(req, spec)) == NULL)
+        return;
+    if (odds_read(req, body, odds) < 0)
+        goto out;
+    rc = router_exec(
+        req->router, ROUTER_GLOBAL, &rows,
+        "UPDATE %S.matches SET odds_home = %d, odds_draw = %d, odds_away = %d, "
+        "odds_version = odds_version + 1 WHERE id = %u AND status = 'scheduled'",
+        odds[0], odds[1], odds[2], req->param[0]);
+    if (rc < 0) {
+        api_db_error(req, rc);
+        goto out;
+    }
+    router_rows_free(&rows);
+    rc = match_load(req->router, req->param[0], &rows);
+    if (rc == BC_ENOTFOUND)
+        api_error(req, 404, "not_found", "no such match");
+    else if (rc < 0)
+        api_db_error(req, rc);
+    else if (strcmp(router_cell(&rows, 0, 5), "scheduled") != 0)
+        api_error(req, 409, "match_not_scheduled",
+                  "odds change only while the match is scheduled");
+    else
+        api_reply_json(req, 200, odds_json(&rows, 0));
+out:
+    router_rows_free(&rows);
+    json_decref(body);
+}

@@ -1,0 +1,184 @@
+/*
+ * api_metrics.c: Prometheus metrics: requests by route and status, latency
+ * histograms by route, and the router's per-host counters and pool use.
+ * Counters are relaxed atomics: one increment per request, no lock.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_int.h"
+
+static const int statuses[] = {200, 201, 202, 204, 304, 400, 401, 403, 404,
+                               405, 409, 413, 415, 422, 429, 500, 503, 0};
+#define NSTATUS ((int)(sizeof(statuses) / sizeof(statuses[0])))
+static const double bounds_ms[] = {1,   2.5, 5,   10,   25,   50,
+                                   100, 250, 500, 1000, 2500, 5000};
+#define NBUCKET ((int)(sizeof(bounds_ms) / sizeof(bounds_ms[0])))
+#define NROUTE_MAX 64 /* routes, plus one for "unmatched" */
+
+struct route_stats {
+    atomic_uint_fast64_t by_status[NSTATUS];
+    atomic_uint_fast64_t bucket[NBUCKET + 1];
+    atomic_uint_fast64_t sum_us;
+};
+
+struct api_metrics {
+    struct route_stats route[NROUTE_MAX + 1];
+};
+
+struct api_metrics *api_metrics_create(void)
+{
+    return calloc(1, sizeof(struct api_metrics));
+}
+
+void api_metrics_destroy(struct api_metrics *m)
+{
+    free(m);
+}
+
+void api_metrics_observe(struct api_metrics *m, int route, int status, int64_t us)
+{
+    struct route_stats *r =
+        &m->route[route >= 0 && route < NROUTE_MAX ? route : NROUTE_MAX];
+    int s = 0, b = 0;
+
+    while (s < NSTATUS - 1 && statuses[s] != status)
+        s++;
+    while (b < NBUCKET && (double)us / 1000.0 > bounds_ms[b])
+        b++;
+    atomic_fetch_add_explicit(&r->by_status[s], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->sum_us, (uint64_t)us, memory_order_relaxed);
+}
+
+static const char *route_label(int r)
+{
+    return r < api_nroutes ? api_routes[r].name : "unmatched";
+}
+
+void api_h_metrics(struct api_req *req)
+{
+    struct api_metrics *m = api_server_metrics(req->srv);
+    struct router_host_stats hosts[SHARDMAP_MAX_HOSTS];
+    uint32_t nhost = router_stats(req->router, hosts, SHARDMAP_MAX_HOSTS);
+    const char *name = api_server_conf(req->srv)->name;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    if (f == NULL) {
+        api_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    fprintf(f, "# HELP betcity_http_requests_total HTTP requests by route and status.\n"
+               "# TYPE betcity_http_requests_total counter\n");
+    for (int r = 0; r <= api_nroutes; r++)
+        for (int s = 0; s < NSTATUS; s++) {
+            uint64_t v =
+                atomic_load(&m->route[r < api_nroutes ? r : NROUTE_MAX].by_status[s]);
+            char code[8] = "other";
+            if (statuses[s] != 0)
+                snprintf(code, sizeof(code), "%d", statuses[s]);
+            if (v > 0)
+                fprintf(f,
+                        "betcity_http_requests_total{instance=\"%s\",route=\"%s\","
+                        "status=\"%s\"} %" PRIu64 "\n",
+                        name, route_label(r), code, v);
+        }
+    fprintf(f,
+            "# HELP betcity_http_request_duration_seconds Request latency by route.\n"
+            "# TYPE betcity_http_request_duration_seconds histogram\n");
+    for (int r = 0; r <= api_nroutes; r++) {
+        struct route_stats *st = &m->route[r < api_nroutes ? r : NROUTE_MAX];
+        uint64_t cum = 0;
+        for (int b = 0; b <= NBUCKET; b++)
+            cum += atomic_load(&st->bucket[b]);
+        if (cum == 0)
+            continue;
+        cum = 0;
+        for (int b = 0; b <= NBUCKET; b++) {
+            cum += atomic_load(&st->bucket[b]);
+            if (b < NBUCKET)
+                fprintf(f,
+                        "betcity_http_request_duration_seconds_bucket{instance=\"%s\","
+                        "route="
+                        "\"%s\",le=\"%g\"} %" PRIu64 "\n",
+                        name, route_label(r), bounds_ms[b] / 1000.0, cum);
+            else
+                fprintf(f,
+                        "betcity_http_request_duration_seconds_bucket{instance=\"%s\","
+                        "route="
+                        "\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+                        name, route_label(r), cum);
+        }
+        fprintf(
+            f,
+            "betcity_http_request_duration_seconds_sum{instance=\"%s\",route=\"%s\"} "
+            "%.6f\n"
+            "betcity_http_request_duration_seconds_count{instance=\"%s\",route=\"%s\"} "
+            "%" PRIu64 "\n",
+            name, route_label(r), (double)atomic_load(&st->sum_us) / 1e6, name,
+            route_label(r), cum);
+    }
+    fprintf(f,
+            "# HELP betcity_db_queries_total Statements sent to each database host.\n"
+            "# TYPE betcity_db_queries_total counter\n");
+    for (uint32_t i = 0; i < nhost; i++)
+        fprintf(f,
+                "betcity_db_queries_total{instance=\"%s\",host=\"%s\"} %" PRIu64 "\n",
+                name, hosts[i].name, hosts[i].queries);
+    fprintf(f,
+            "# HELP betcity_db_errors_total Failed statements and connects per host.\n"
+            "# TYPE betcity_db_errors_total counter\n");
+    for (uint32_t i = 0; i < nhost; i++)
+        fprintf(f, "betcity_db_errors_total{instance=\"%s\",host=\"%s\"} %" PRIu64 "\n",
+                name, hosts[i].name, hosts[i].errors);
+    fprintf(
+        f,
+        "# HELP betcity_db_timeouts_total Statements or connects past their deadline.\n"
+        "# TYPE betcity_db_timeouts_total counter\n");
+    for (uint32_t i = 0; i < nhost; i++)
+        fprintf(f,
+                "betcity_db_timeouts_total{instance=\"%s\",host=\"%s\"} %" PRIu64 "\n",
+                name, hosts[i].name, hosts[i].timeouts);
+    fprintf(f, "# HELP betcity_db_pool_connections Connections per host (open, idle).\n"
+               "# TYPE betcity_db_pool_connections gauge\n");
+    for (uint32_t i = 0; i < nhost; i++)
+        fprintf(f,
+                "betcity_db_pool_connections{instance=\"%s\",host=\"%s\",state="
+                "\"open\"} %u\n"
+                "betcity_db_pool_connections{instance=\"%s\",host=\"%s\",state="
+                "\"idle\"} %u\n",
+                name, hosts[i].name, hosts[i].open, name, hosts[i].name, hosts[i].idle);
+    fprintf(f, "# HELP betcity_db_host_up 1 while the host is not marked down.\n"
+               "# TYPE betcity_db_host_up gauge\n");
+    for (uint32_t i = 0; i < nhost; i++)
+        fprintf(f, "betcity_db_host_up{instance=\"%s\",host=\"%s\"} %d\n", name,
+                hosts[i].name, hosts[i].up);
+    fclose(f);
+    api_reply_raw(req, 200, "text/plain; version=0.0.4", buf, len);
+    free(buf);
+}
+
+void api_h_healthz(struct api_req *req)
+{
+    api_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+void api_h_readyz(struct api_req *req)
+{
+    const char *reason = NULL;
+
+    if (router_map(req->router) == NULL)
+        reason = "no shard map loaded";
+    else if (router_exec(req->router, ROUTER_GLOBAL, NULL, "SELECT 1") < 0)
+        reason = "the global database is unreachable";
+    if (reason != NULL) {
+        api_reply_json(req, 503,
+                       json_pack("{s:s,s:s}", "status", "not_ready", "reason", reason));
+        return;
+    }
+    api_reply_json(req, 200, json_pack("{s:s}", "status", "ready"));
+}

@@ -1,0 +1,323 @@
+/*
+ * api_standings.c: rankings, recomputed after each settlement and stored
+ * where readers fetch them with one primary-key read.
+ *
+ * A recomputation is three scatter-gathers (one statement per host each):
+ * member counts and point sums per (company, team); the global top 500 users
+ * (top-K merge); and each company's top 500 users (a window function per
+ * shard). The results are written as JSON rows of the global standings
+ * table, all under one new generation, in one transaction.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_int.h"
+
+#define TOP 500
+
+struct group {
+    uint64_t id;         /* team or company id */
+    uint64_t company_id; /* for teams */
+    const char *name;    /* ref in rows */
+    int64_t members, points;
+    int64_t avg_h; /* average in hundredths, rounded half away from zero */
+};
+
+static int64_t avg_hundredths(int64_t points, int64_t members)
+{
+    if (members == 0)
+        return 0;
+    return (int64_t)llround((double)points * 100.0 / (double)members);
+}
+
+static int group_cmp(const void *a, const void *b)
+{
+    const struct group *x = a, *y = b;
+
+    if (x->avg_h != y->avg_h)
+        return x->avg_h > y->avg_h ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int by_points(const char *const *a, const char *const *b, void *arg)
+{
+    long long pa = strtoll(a[4], NULL, 10), pb = strtoll(b[4], NULL, 10);
+    unsigned long long ia = strtoull(a[0], NULL, 10), ib = strtoull(b[0], NULL, 10);
+    (void)arg;
+    if (pa != pb)
+        return pa > pb ? -1 : 1;
+    return ia < ib ? -1 : ia > ib;
+}
+
+static int rows_by_company_points(const void *a, const void *b)
+{
+    const char *const *x = a, *const *y = b;
+    unsigned long long ca = strtoull(x[5], NULL, 10), cb = strtoull(y[5], NULL, 10);
+
+    if (ca != cb)
+        return ca < cb ? -1 : 1;
+    return by_points(x, y, NULL);
+}
+
+static const char *company_name(struct router_rows *companies, const char *id)
+{
+    for (uint32_t i = 0; i < companies->nrow; i++)
+        if (strcmp(router_cell(companies, i, 0), id) == 0)
+            return router_cell(companies, i, 1);
+    return NULL;
+}
+
+static json_t *user_item(struct router_rows *companies, char **row, int rank)
+{
+    const char *cname = company_name(companies, row[2]);
+
+    return json_pack("{s:i,s:o,s:s,s:o,s:s,s:o,s:I}", "rank", rank, "user_id",
+                     api_id_json(strtoull(row[0], NULL, 10)), "display_name", row[1],
+                     "company_id", api_id_json(strtoull(row[2], NULL, 10)),
+                     "company_name", cname ? cname : "", "team_id",
+                     row[3] ? api_id_json(strtoull(row[3], NULL, 10)) : json_null(),
+                     "points", (json_int_t)strtoll(row[4], NULL, 10));
+}
+
+static json_t *group_items(struct group *g, size_t n, const char *idkey)
+{
+    json_t *items = json_array();
+
+    qsort(g, n, sizeof(*g), group_cmp);
+    for (size_t i = 0; i < n && i < TOP; i++)
+        json_array_append_new(items,
+                              json_pack("{s:i,s:o,s:s,s:I,s:I,s:o}", "rank", (int)i + 1,
+                                        idkey, api_id_json(g[i].id), "name", g[i].name,
+                                        "members", (json_int_t)g[i].members, "points",
+                                        (json_int_t)g[i].points, "average",
+                                        json_real((double)g[i].avg_h / 100.0)));
+    return items;
+}
+
+static int store(struct router_txn *txn, const char *kind, uint64_t scope, uint64_t gen,
+                 json_t *items)
+{
+    char *text = json_dumps(items, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    int rc;
+
+    json_decref(items);
+    if (text == NULL)
+        return -ENOMEM;
+    rc = router_txn_exec(
+        txn, NULL,
+        "REPLACE INTO %S.standings (kind, scope, generation, computed_at, "
+        "body) VALUES (%s, %u, %u, UTC_TIMESTAMP(3), %s)",
+        kind, scope, gen, text);
+    free(text);
+    return rc;
+}
+
+int api_standings_recompute(struct router *r)
+{
+    struct router_rows companies = {0}, teams = {0}, sums = {0}, top = {0}, per = {0},
+                       gen = {0};
+    struct router_txn *txn = NULL;
+    struct group *cg = NULL, *tg = NULL;
+    uint64_t generation;
+    int rc;
+
+    rc =
+        router_exec(r, ROUTER_GLOBAL, &companies,
+                    "SELECT id, name FROM %S.companies WHERE platform = 0 ORDER BY id");
+    if (rc == 0)
+        rc = router_exec(r, ROUTER_GLOBAL, &teams,
+                         "SELECT id, company_id, name FROM %S.teams ORDER BY id");
+    if (rc == 0)
+        rc = router_scatter(
+            r, &sums,
+            "SELECT company_id, COALESCE(team_id, 0), COUNT(*), SUM(points) "
+            "FROM %S.users WHERE role <> 'platform_admin' GROUP BY "
+            "company_id, team_id");
+    if (rc == 0)
+        rc = router_scatter_topk(
+            r, &top, TOP, "points DESC, id ASC", by_points, NULL,
+            "SELECT id, display_name, company_id, team_id, points FROM "
+            "%S.users WHERE role <> 'platform_admin' ORDER BY points "
+            "DESC, id ASC LIMIT 500");
+    if (rc == 0)
+        rc = router_scatter(
+            r, &per,
+            "SELECT id, display_name, company_id, team_id, points, "
+            "company_id FROM (SELECT id, display_name, company_id, team_id, "
+            "points, ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY "
+            "points DESC, id) AS rn FROM %S.users WHERE role <> "
+            "'platform_admin') t WHERE rn <= 500");
+    if (rc == 0)
+        rc = router_exec(r, ROUTER_GLOBAL, &gen,
+                         "SELECT COALESCE(MAX(generation), 0) + 1 FROM %S.standings");
+    if (rc < 0)
+        goto out;
+    generation = strtoull(router_cell(&gen, 0, 0), NULL, 10);
+
+    cg = calloc(companies.nrow + 1, sizeof(*cg));
+    tg = calloc(teams.nrow + 1, sizeof(*tg));
+    if (cg == NULL || tg == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < companies.nrow; i++) {
+        cg[i].id = strtoull(router_cell(&companies, i, 0), NULL, 10);
+        cg[i].name = router_cell(&companies, i, 1);
+    }
+    for (uint32_t i = 0; i < teams.nrow; i++) {
+        tg[i].id = strtoull(router_cell(&teams, i, 0), NULL, 10);
+        tg[i].company_id = strtoull(router_cell(&teams, i, 1), NULL, 10);
+        tg[i].name = router_cell(&teams, i, 2);
+    }
+    for (uint32_t i = 0; i < sums.nrow; i++) {
+        uint64_t c = strtoull(router_cell(&sums, i, 0), NULL, 10);
+        uint64_t t = strtoull(router_cell(&sums, i, 1), NULL, 10);
+        int64_t n = strtoll(router_cell(&sums, i, 2), NULL, 10);
+        int64_t p = strtoll(router_cell(&sums, i, 3), NULL, 10);
+        for (uint32_t k = 0; k < companies.nrow; k++)
+            if (cg[k].id == c) {
+                cg[k].members += n;
+                cg[k].points += p;
+            }
+        for (uint32_t k = 0; t != 0 && k < teams.nrow; k++)
+            if (tg[k].id == t) {
+                tg[k].members += n;
+                tg[k].points += p;
+            }
+    }
+    for (uint32_t k = 0; k < companies.nrow; k++)
+        cg[k].avg_h = avg_hundredths(cg[k].points, cg[k].members);
+    for (uint32_t k = 0; k < teams.nrow; k++)
+        tg[k].avg_h = avg_hundredths(tg[k].points, tg[k].members);
+
+    if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &txn)) < 0)
+        goto out;
+    {
+        json_t *items = json_array();
+        for (uint32_t i = 0; i < top.nrow; i++)
+            json_array_append_new(
+                items, user_item(&companies, &top.cell[(size_t)i * 5], (int)i + 1));
+        rc = store(txn, "users", 0, generation, items);
+    }
+    /* Per company: sort the gathered rows by company, then rank. */
+    qsort(per.cell, per.nrow, 6 * sizeof(char *), rows_by_company_points);
+    for (uint32_t k = 0; k < companies.nrow && rc == 0; k++) {
+        json_t *items = json_array();
+        int rank = 0;
+        for (uint32_t i = 0; i < per.nrow && rank < TOP; i++) {
+            char **row = &per.cell[(size_t)i * 6];
+            if (strtoull(row[2], NULL, 10) == cg[k].id)
+                json_array_append_new(items, user_item(&companies, row, ++rank));
+        }
+        rc = store(txn, "users", cg[k].id, generation, items);
+    }
+    for (uint32_t k = 0; k < companies.nrow && rc == 0; k++) {
+        struct group *g = calloc(teams.nrow + 1, sizeof(*g));
+        size_t n = 0;
+        if (g == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        for (uint32_t t = 0; t < teams.nrow; t++)
+            if (tg[t].company_id == cg[k].id)
+                g[n++] = tg[t];
+        rc = store(txn, "teams", cg[k].id, generation, group_items(g, n, "team_id"));
+        free(g);
+    }
+    if (rc == 0)
+        rc = store(txn, "companies", 0, generation,
+                   group_items(cg, companies.nrow, "company_id"));
+    if (rc == 0) {
+        rc = router_txn_commit(txn);
+        txn = NULL;
+    }
+out:
+    if (rc < 0)
+        api_log("standings: recomputation failed: %s", router_last_error());
+    router_txn_rollback(txn);
+    free(cg);
+    free(tg);
+    router_rows_free(&companies);
+    router_rows_free(&teams);
+    router_rows_free(&sums);
+    router_rows_free(&top);
+    router_rows_free(&per);
+    router_rows_free(&gen);
+    return rc;
+}
+
+static void standings_reply(struct api_req *req, const char *kind, uint64_t scope)
+{
+    struct router_rows rows = {0};
+    json_t *items;
+    int rc;
+
+    rc = router_exec(
+        req->router, ROUTER_GLOBAL, &rows,
+        "SELECT generation, computed_at, body FROM %S.standings WHERE kind = %s "
+        "AND scope = %u",
+        kind, scope);
+    if (rc < 0) {
+        api_db_error(req, rc);
+        return;
+    }
+    if (rows.nrow == 0) {
+        api_reply_json(
+            req, 200,
+            json_pack("{s:[],s:i,s:n}", "items", "generation", 0, "computed_at"));
+    } else {
+        items = json_loads(router_cell(&rows, 0, 2), 0, NULL);
+        api_reply_json(
+            req, 200,
+            json_pack("{s:o,s:I,s:o}", "items", items ? items : json_array(),
+                      "generation",
+                      (json_int_t)strtoll(router_cell(&rows, 0, 0), NULL, 10),
+                      "computed_at", api_time_json(router_cell(&rows, 0, 1))));
+    }
+    router_rows_free(&rows);
+}
+
+/* ?company=ID, checked for membership; 0 absent, -1 after replying. */
+static int company_param(struct api_req *req, uint64_t *company, int required)
+{
+    const char *s = api_query(req, "company");
+
+    *company = 0;
+    if (s == NULL) {
+        if (required)
+            api_error(req, 400, "invalid_parameter", "company=ID is required");
+        return required ? -1 : 0;
+    }
+    if (api_parse_id(s, company) < 0) {
+        api_error(req, 404, "not_found", "no such company");
+        return -1;
+    }
+    return api_check_company_member(req, *company);
+}
+
+void api_h_standings_users(struct api_req *req)
+{
+    uint64_t company;
+
+    if (company_param(req, &company, 0) < 0)
+        return;
+    standings_reply(req, "users", company);
+}
+
+void api_h_standings_teams(struct api_req *req)
+{
+    uint64_t company;
+
+    if (company_param(req, &company, 1) < 0)
+        return;
+    standings_reply(req, "teams", company);
+}
+
+void api_h_standings_companies(struct api_req *req)
+{
+    standings_reply(req, "companies", 0);
+}

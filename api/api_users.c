@@ -1,0 +1,618 @@
+/*
+ * api_users.c: signup, login, the caller's profile and avatar, public
+ * profiles, and the access checks the other handlers share.
+ *
+ * A user lives in the shard of his canonical e-mail, and his id carries
+ * that shard: lookups by id or by e-mail reach exactly one shard.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "api/api_int.h"
+
+#define USER_COLS                                                                      \
+    "u.id, u.email, u.display_name, u.company_id, u.team_id, u.role, u.balance, "      \
+    "u.points, EXISTS(SELECT 1 FROM %S.avatars a WHERE a.user_id = u.id)"
+
+static void user_from_row(struct router_rows *rows, uint32_t r, struct api_user *u)
+{
+    memset(u, 0, sizeof(*u));
+    u->id = strtoull(router_cell(rows, r, 0), NULL, 10);
+    snprintf(u->email, sizeof(u->email), "%s", router_cell(rows, r, 1));
+    snprintf(u->display_name, sizeof(u->display_name), "%s", router_cell(rows, r, 2));
+    u->company_id = strtoull(router_cell(rows, r, 3), NULL, 10);
+    u->team_id =
+        router_cell(rows, r, 4) ? strtoull(router_cell(rows, r, 4), NULL, 10) : 0;
+    snprintf(u->role, sizeof(u->role), "%s", router_cell(rows, r, 5));
+    u->balance = strtoll(router_cell(rows, r, 6), NULL, 10);
+    u->points = strtoll(router_cell(rows, r, 7), NULL, 10);
+    u->has_avatar = strcmp(router_cell(rows, r, 8), "1") == 0;
+}
+
+int api_user_load(struct router *router, uint64_t id, struct api_user *user)
+{
+    struct router_rows rows = {0};
+    int rc;
+
+    rc = router_exec(router, router_shard_of_id(id), &rows,
+                     "SELECT " USER_COLS " FROM %S.users u WHERE u.id = %u", id);
+    if (rc < 0)
+        return rc;
+    if (rows.nrow == 0)
+        rc = BC_ENOTFOUND;
+    else
+        user_from_row(&rows, 0, user);
+    router_rows_free(&rows);
+    return rc;
+}
+
+json_t *api_user_json(const struct api_user *u)
+{
+    return json_pack("{s:o,s:s,s:s,s:o,s:o,s:s,s:I,s:I}", "id", api_id_json(u->id),
+                     "email", u->email, "display_name", u->display_name, "company_id",
+                     api_id_json(u->company_id), "team_id",
+                     u->team_id ? api_id_json(u->team_id) : json_null(), "role",
+                     u->role, "balance", (json_int_t)u->balance, "points",
+                     (json_int_t)u->points);
+}
+
+static json_t *profile_json(const struct api_user *u)
+{
+    char url[64];
+
+    snprintf(url, sizeof(url), "/v1/users/%" PRIu64 "/avatar", u->id);
+    return json_pack("{s:o,s:s,s:o,s:I,s:o}", "id", api_id_json(u->id), "display_name",
+                     u->display_name, "team_id",
+                     u->team_id ? api_id_json(u->team_id) : json_null(), "points",
+                     (json_int_t)u->points, "avatar_url",
+                     u->has_avatar ? json_string(url) : json_null());
+}
+
+int api_caller_role(struct api_req *req, int *role)
+{
+    struct api_user u;
+    int rc = api_user_load(req->router, req->auth.user_id, &u);
+
+    if (rc == BC_ENOTFOUND) {
+        api_error(req, 401, "unauthorized", "the token's user no longer exists");
+        return -1;
+    }
+    if (rc < 0) {
+        api_db_error(req, rc);
+        return -1;
+    }
+    *role = api_role_parse(u.role);
+    return 0;
+}
+
+int api_check_platform_admin(struct api_req *req)
+{
+    int role;
+
+    if (api_caller_role(req, &role) < 0)
+        return -1;
+    if (role != API_ROLE_PLATFORM_ADMIN) {
+        api_error(req, 403, "forbidden", "only the platform admin may do this");
+        return -1;
+    }
+    return 0;
+}
+
+int api_check_company_member(struct api_req *req, uint64_t company_id)
+{
+    int role;
+
+    if (req->auth.company_id == company_id)
+        return 0;
+    if (api_caller_role(req, &role) < 0)
+        return -1;
+    if (role == API_ROLE_PLATFORM_ADMIN)
+        return 0;
+    api_error(req, 404, "not_found", "no such company");
+    return -1;
+}
+
+int api_check_company_admin(struct api_req *req, uint64_t company_id)
+{
+    int role;
+
+    if (api_caller_role(req, &role) < 0)
+        return -1;
+    if (role == API_ROLE_PLATFORM_ADMIN)
+        return 0;
+    if (req->auth.company_id != company_id) {
+        api_error(req, 404, "not_found", "no such company");
+        return -1;
+    }
+    if (role != API_ROLE_COMPANY_ADMIN) {
+        api_error(req, 403, "forbidden", "only an admin of this company may do this");
+        return -1;
+    }
+    return 0;
+}
+
+/* Canonical, plausible e-mail: one '@' with text on both sides, no spaces. */
+static int email_canon(const char *in, char *out, size_t size)
+{
+    const char *at;
+    int n = shardmap_canonical_email(in, out, size);
+
+    if (n <= 0 || n > 254)
+        return -1;
+    at = strchr(out, '@');
+    if (at == NULL || at == out || at[1] == '\0' || strchr(at + 1, '@') != NULL)
+        return -1;
+    for (const char *p = out; *p; p++)
+        if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
+            return -1;
+    return n;
+}
+
+/* Trims display names; 1..100 bytes of text, no control characters. */
+static int name_clean(const char *in, char *out, size_t size, size_t max)
+{
+    size_t start = 0, len = strlen(in);
+
+    while (start < len && isspace((unsigned char)in[start]))
+        start++;
+    while (len > start && isspace((unsigned char)in[len - 1]))
+        len--;
+    if (len == start || len - start > max || len - start >= size)
+        return -1;
+    for (size_t i = start; i < len; i++)
+        if (iscntrl((unsigned char)in[i]))
+            return -1;
+    memcpy(out, in + start, len - start);
+    out[len - start] = '\0';
+    return 0;
+}
+
+/* 0: the team belongs to company; 1: it does not (replied 422); -1: replied. */
+static int team_check(struct api_req *req, uint64_t team_id, uint64_t company_id)
+{
+    struct router_rows rows = {0};
+    int rc, ok;
+
+    rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
+                     "SELECT company_id FROM %S.teams WHERE id = %u", team_id);
+    if (rc < 0) {
+        api_db_error(req, rc);
+        return -1;
+    }
+    ok = rows.nrow == 1 && strtoull(router_cell(&rows, 0, 0), NULL, 10) == company_id;
+    router_rows_free(&rows);
+    if (!ok) {
+        api_error(req, 422, "invalid_team",
+                  "team %" PRIu64 " is not a team of your company", team_id);
+        return 1;
+    }
+    return 0;
+}
+
+static void auth_reply(struct api_req *req, int status, const struct api_user *u)
+{
+    char token[256];
+
+    if (api_token_make(req->srv, u->id, u->company_id, api_role_parse(u->role), token,
+                       sizeof(token)) < 0) {
+        api_error(req, 500, "internal", "cannot make a token");
+        return;
+    }
+    api_reply_json(req, status,
+                   json_pack("{s:s,s:o}", "token", token, "user", api_user_json(u)));
+}
+
+/* Inserts a user in the shard of its e-mail; fills u->id. */
+static int user_insert(struct router *router, struct api_user *u, const char *hash)
+{
+    uint32_t shard = router_shard_of_key(router, u->email, strlen(u->email));
+    int rc = router_next_id(router, NULL, shard, &u->id);
+
+    if (rc < 0)
+        return rc;
+    return router_exec(
+        router, shard, NULL,
+        "INSERT INTO %S.users (id, email, password_hash, display_name, "
+        "company_id, team_id, role, balance, initial_balance) VALUES (%u, %s, "
+        "%s, %s, %u, NULLIF(%u, 0), %s, %d, %d)",
+        u->id, u->email, hash, u->display_name, u->company_id, u->team_id, u->role,
+        u->balance, u->balance);
+}
+
+void api_h_signup(struct api_req *req)
+{
+    static const struct api_field spec[] = {{"company", API_T_STR, 1, 0},
+                                            {"join_code", API_T_STR, 1, 0},
+                                            {"email", API_T_STR, 1, 0},
+                                            {"password", API_T_STR, 1, 0},
+                                            {"display_name", API_T_STR, 1, 0},
+                                            {"team_id", API_T_ID, 0, 1},
+                                            {NULL, 0, 0, 0}};
+    struct router_rows rows = {0};
+    struct api_user u = {0};
+    char hash[crypto_pwhash_STRBYTES];
+    const char *code, *password;
+    json_t *body = api_body(req, spec);
+    int rc, ok;
+
+    if (body == NULL)
+        return;
+    if (email_canon(api_str(body, "email", ""), u.email, sizeof(u.email)) < 0) {
+        api_error(req, 422, "invalid_email", "email must look like name@domain");
+        goto out;
+    }
+    password = api_str(body, "password", "");
+    if (strlen(password) < 8 || strlen(password) > 256) {
+        api_error(req, 422, "weak_password", "password must have 8 to 256 characters");
+        goto out;
+    }
+    if (name_clean(api_str(body, "display_name", ""), u.display_name,
+                   sizeof(u.display_name), 100) < 0) {
+        api_error(req, 422, "invalid_display_name",
+                  "display_name must have 1 to 100 characters");
+        goto out;
+    }
+    rc = router_exec(
+        req->router, ROUTER_GLOBAL, &rows,
+        "SELECT id, join_code FROM %S.companies WHERE slug = %s AND platform = 0",
+        api_str(body, "company", ""));
+    if (rc < 0) {
+        api_db_error(req, rc);
+        goto out;
+    }
+    code = api_str(body, "join_code", "");
+    ok = rows.nrow == 1 && strlen(code) == strlen(router_cell(&rows, 0, 1)) &&
+         sodium_memcmp(code, router_cell(&rows, 0, 1), strlen(code)) == 0;
+    if (!ok) {
+        api_error(req, 422, "invalid_join_code", "unknown company or wrong join code");
+        goto out;
+    }
+    u.company_id = strtoull(router_cell(&rows, 0, 0), NULL, 10);
+    u.team_id = api_id(body, "team_id", 0);
+    if (u.team_id != 0 && team_check(req, u.team_id, u.company_id) != 0)
+        goto out;
+    snprintf(u.role, sizeof(u.role), "member");
+    u.balance = api_server_conf(req->srv)->initial_balance;
+    if (api_password_hash(password, hash, sizeof(hash)) < 0) {
+        api_error(req, 503, "unavailable", "cannot hash the password now");
+        goto out;
+    }
+    rc = user_insert(req->router, &u, hash);
+    if (rc == BC_EDUPKEY)
+        api_error(req, 409, "email_taken", "an account with this email exists");
+    else if (rc < 0)
+        api_db_error(req, rc);
+    else
+        auth_reply(req, 201, &u);
+out:
+    router_rows_free(&rows);
+    json_decref(body);
+}
+
+static char dummy_hash[crypto_pwhash_STRBYTES];
+static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+
+static void dummy_init(void)
+{
+    unsigned char pw[16];
+    char hex[33];
+
+    randombytes_buf(pw, sizeof(pw));
+    sodium_bin2hex(hex, sizeof(hex), pw, sizeof(pw));
+    if (api_password_hash(hex, dummy_hash, sizeof(dummy_hash)) < 0)
+        dummy_hash[0] = '\0';
+}
+
+void api_h_login(struct api_req *req)
+{
+    static const struct api_field spec[] = {
+        {"email", API_T_STR, 1, 0}, {"password", API_T_STR, 1, 0}, {NULL, 0, 0, 0}};
+    struct router_rows rows = {0};
+    struct api_user u;
+    char email[256];
+    json_t *body = api_body(req, spec);
+    uint32_t shard;
+    int rc;
+
+    if (body == NULL)
+        return;
+    pthread_once(&dummy_once, dummy_init);
+    if (email_canon(api_str(body, "email", ""), email, sizeof(email)) < 0) {
+        api_password_verify(dummy_hash, "x"); /* same time as a real miss */
+        api_error(req, 401, "bad_credentials", "wrong email or password");
+        goto out;
+    }
+    shard = router_shard_of_key(req->router, email, strlen(email));
+    rc = router_exec(req->router, shard, &rows,
+                     "SELECT " USER_COLS
+                     ", u.password_hash FROM %S.users u WHERE u.email = %s",
+                     email);
+    if (rc < 0) {
+        api_db_error(req, rc);
+        goto out;
+    }
+    if (rows.nrow == 0) {
+        api_password_verify(dummy_hash, api_str(body, "password", ""));
+        api_error(req, 401, "bad_credentials", "wrong email or password");
+        goto out;
+    }
+    if (api_password_verify(router_cell(&rows, 0, 9), api_str(body, "password", "")) <
+        0) {
+        api_error(req, 401, "bad_credentials", "wrong email or password");
+        goto out;
+    }
+    user_from_row(&rows, 0, &u);
+    auth_reply(req, 200, &u);
+out:
+    router_rows_free(&rows);
+    json_decref(body);
+}
+
+void api_h_me(struct api_req *req)
+{
+    struct api_user u;
+    int rc = api_user_load(req->router, req->auth.user_id, &u);
+
+    if (rc == BC_ENOTFOUND)
+        api_error(req, 401, "unauthorized", "the token's user no longer exists");
+    else if (rc < 0)
+        api_db_error(req, rc);
+    else
+        api_reply_json(req, 200, api_user_json(&u));
+}
+
+void api_h_me_patch(struct api_req *req)
+{
+    static const struct api_field spec[] = {{"display_name", API_T_STR, 0, 0},
+                                            {"team_id", API_T_ID, 0, 1},
+                                            {NULL, 0, 0, 0}};
+    char name[128] = "";
+    json_t *body = api_body(req, spec);
+    uint64_t team = 0;
+    int rc;
+
+    if (body == NULL)
+        return;
+    if (api_has(body, "display_name") &&
+        name_clean(api_str(body, "display_name", ""), name, sizeof(name), 100) < 0) {
+        api_error(req, 422, "invalid_display_name",
+                  "display_name must have 1 to 100 characters");
+        goto out;
+    }
+    team = api_id(body, "team_id", 0);
+    if (team != 0 && team_check(req, team, req->auth.company_id) != 0)
+        goto out;
+    rc = router_exec(req->router, router_shard_of_id(req->auth.user_id), NULL,
+                     "UPDATE %S.users SET display_name = IF(%d, %s, display_name), "
+                     "team_id = IF(%d, NULLIF(%u, 0), team_id) WHERE id = %u",
+                     (int64_t)api_has(body, "display_name"), name,
+                     (int64_t)api_has(body, "team_id"), team, req->auth.user_id);
+    if (rc < 0) {
+        api_db_error(req, rc);
+        goto out;
+    }
+    api_h_me(req);
+out:
+    json_decref(body);
+}
+
+const char *api_image_type(struct api_req *req)
+{
+    const char *ct =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
+    const unsigned char *b = (const unsigned char *)req->body;
+    const char *type = NULL;
+    size_t n = req->body_len;
+
+    if (req->body_too_large) {
+        api_error(req, 413, "body_too_large", "images are at most %d bytes",
+                  API_IMAGE_MAX);
+        return NULL;
+    }
+    if (ct != NULL && strncmp(ct, "image/png", 9) == 0)
+        type = "image/png";
+    else if (ct != NULL && strncmp(ct, "image/jpeg", 10) == 0)
+        type = "image/jpeg";
+    else if (ct != NULL && strncmp(ct, "image/webp", 10) == 0)
+        type = "image/webp";
+    if (type == NULL) {
+        api_error(req, 415, "unsupported_media_type",
+                  "send image/png, image/jpeg or image/webp");
+        return NULL;
+    }
+    if ((strcmp(type, "image/png") == 0 && n >= 8 &&
+         memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) ||
+        (strcmp(type, "image/jpeg") == 0 && n >= 3 &&
+         memcmp(b, "\xff\xd8\xff", 3) == 0) ||
+        (strcmp(type, "image/webp") == 0 && n >= 12 && memcmp(b, "RIFF", 4) == 0 &&
+         memcmp(b + 8, "WEBP", 4) == 0))
+        return type;
+    api_error(req, 422, "invalid_image", "the body is not a %s image", type + 6);
+    return NULL;
+}
+
+void api_image_etag(const void *data, size_t len, char out[17])
+{
+    unsigned char h[8];
+
+    crypto_generichash(h, sizeof(h), data, len, NULL, 0);
+    sodium_bin2hex(out, 17, h, sizeof(h));
+}
+
+void api_image_reply(struct api_req *req, struct router_rows *rows)
+{
+    const char *inm =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "If-None-Match");
+    char etag[24];
+
+    if (rows->nrow == 0) {
+        api_error(req, 404, "not_found", "no image");
+        return;
+    }
+    snprintf(etag, sizeof(etag), "\"%s\"", router_cell(rows, 0, 1));
+    api_add_header(req, "ETag", "%s", etag);
+    api_add_header(req, "Cache-Control", "public, max-age=60");
+    if (inm != NULL && (strstr(inm, etag) != NULL || strcmp(inm, "*") == 0)) {
+        api_reply_raw(req, 304, NULL, NULL, 0);
+        return;
+    }
+    api_reply_raw(req, 200,
+                  strcmp(router_cell(rows, 0, 0), "image/png") == 0    ? "image/png"
+                  : strcmp(router_cell(rows, 0, 0), "image/jpeg") == 0 ? "image/jpeg"
+                                                                       : "image/webp",
+                  router_cell(rows, 0, 2), rows->len[2]);
+}
+
+void api_h_me_avatar_put(struct api_req *req)
+{
+    const char *type = api_image_type(req);
+    char etag[17];
+    int rc;
+
+    if (type == NULL)
+        return;
+    api_image_etag(req->body, req->body_len, etag);
+    rc = router_exec(
+        req->router, router_shard_of_id(req->auth.user_id), NULL,
+        "INSERT INTO %S.avatars (user_id, content_type, etag, data) VALUES "
+        "(%u, %s, %s, %b) ON DUPLICATE KEY UPDATE content_type = VALUES(content_type), "
+        "etag = VALUES(etag), data = VALUES(data)",
+        req->auth.user_id, type, etag, req->body, req->body_len);
+    if (rc < 0)
+        api_db_error(req, rc);
+    else
+        api_reply_raw(req, 204, NULL, NULL, 0);
+}
+
+void api_h_user_avatar_get(struct api_req *req)
+{
+    struct router_rows rows = {0};
+    int rc = router_exec(
+        req->router, router_shard_of_id(req->param[0]), &rows,
+        "SELECT content_type, etag, data FROM %S.avatars WHERE user_id = %u",
+        req->param[0]);
+
+    if (rc < 0)
+        api_db_error(req, rc);
+    else
+        api_image_reply(req, &rows);
+    router_rows_free(&rows);
+}
+
+void api_h_user_get(struct api_req *req)
+{
+    struct api_user u;
+    int rc = api_user_load(req->router, req->param[0], &u);
+
+    if (rc == BC_ENOTFOUND || (rc == BC_ESHARD)) {
+        api_error(req, 404, "not_found", "no such user");
+        return;
+    }
+    if (rc < 0) {
+        api_db_error(req, rc);
+        return;
+    }
+    if (u.company_id != req->auth.company_id) {
+        int role;
+        if (api_caller_role(req, &role) < 0)
+            return;
+        if (role != API_ROLE_PLATFORM_ADMIN) {
+            api_error(req, 404, "not_found", "no such user");
+            return;
+        }
+    }
+    api_reply_json(req, 200, profile_json(&u));
+}
+
+void api_h_admin_add(struct api_req *req)
+{
+    static const struct api_field spec[] = {{"user_id", API_T_ID, 1, 0},
+                                            {NULL, 0, 0, 0}};
+    uint64_t company = req->param[0];
+    json_t *body;
+    struct api_user u;
+    int rc;
+
+    if (api_check_company_admin(req, company) < 0)
+        return;
+    body = api_body(req, spec);
+    if (body == NULL)
+        return;
+    rc = api_user_load(req->router, api_id(body, "user_id", 0), &u);
+    if (rc == BC_ENOTFOUND || rc == BC_ESHARD || (rc == 0 && u.company_id != company)) {
+        api_error(req, 422, "invalid_user",
+                  "that user is not a member of this company");
+        goto out;
+    }
+    if (rc == 0 && strcmp(u.role, "platform_admin") != 0)
+        rc = router_exec(req->router, router_shard_of_id(u.id), NULL,
+                         "UPDATE %S.users SET role = 'company_admin' WHERE id = %u",
+                         u.id);
+    if (rc < 0) {
+        api_db_error(req, rc);
+        goto out;
+    }
+    if (strcmp(u.role, "platform_admin") != 0)
+        snprintf(u.role, sizeof(u.role), "company_admin");
+    json_t *p = profile_json(&u);
+    json_object_set_new(p, "role", json_string(u.role));
+    api_reply_json(req, 200, p);
+out:
+    json_decref(body);
+}
+
+int api_create_platform_admin(struct router *router, const char *email,
+                              const char *password, const char *display_name,
+                              int64_t initial_balance, uint64_t *user_id)
+{
+    struct router_rows rows = {0};
+    struct api_user u = {0};
+    char hash[crypto_pwhash_STRBYTES], code[11];
+    unsigned char rnd[10];
+    int rc;
+
+    if (email_canon(email, u.email, sizeof(u.email)) < 0 || strlen(password) < 8)
+        return -EINVAL;
+    randombytes_buf(rnd, sizeof(rnd));
+    for (int i = 0; i < 10; i++)
+        code[i] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"[rnd[i] % 32];
+    code[10] = '\0';
+    rc =
+        router_exec(router, ROUTER_GLOBAL, NULL,
+                    "INSERT IGNORE INTO %S.companies (name, slug, join_code, platform) "
+                    "VALUES ('BetCity', 'betcity-platform', %s, 1)",
+                    code);
+    if (rc == 0)
+        rc = router_exec(router, ROUTER_GLOBAL, &rows,
+                         "SELECT id FROM %S.companies WHERE slug = 'betcity-platform'");
+    if (rc < 0 || rows.nrow != 1)
+        goto out;
+    u.company_id = strtoull(router_cell(&rows, 0, 0), NULL, 10);
+    router_rows_free(&rows);
+    rc = router_exec(router, router_shard_of_key(router, u.email, strlen(u.email)),
+                     &rows, "SELECT id FROM %S.users WHERE email = %s", u.email);
+    if (rc < 0)
+        goto out;
+    if (rows.nrow == 1) {
+        *user_id = strtoull(router_cell(&rows, 0, 0), NULL, 10);
+        rc = BC_EEXISTS;
+        goto out;
+    }
+    snprintf(u.display_name, sizeof(u.display_name), "%s", display_name);
+    snprintf(u.role, sizeof(u.role), "platform_admin");
+    u.balance = initial_balance;
+    if ((rc = api_password_hash(password, hash, sizeof(hash))) < 0)
+        goto out;
+    rc = user_insert(router, &u, hash);
+    *user_id = u.id;
+out:
+    router_rows_free(&rows);
+    return rc;
+}

@@ -1,0 +1,172 @@
+/*
+ * betcity-api: the HTTP API server.
+ *
+ *   betcity-api -c cluster.yaml --listen 127.0.0.1:8081 --secret-file api.secret
+ *               [--name api1] [--threads 16] [--no-map-poll] [--quiet]
+ *   betcity-api --routes
+ *
+ * Stops cleanly on SIGINT or SIGTERM.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "api/api_int.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: betcity-api -c CLUSTER.yaml --listen ADDR:PORT --secret-file FILE\n"
+            "                   [--name NAME] [--threads N] [--no-map-poll] [--quiet]\n"
+            "       betcity-api --routes\n");
+}
+
+/* Reads 64 hex characters (32 bytes) from path. */
+static int read_secret(const char *path, uint8_t *key)
+{
+    char hex[130];
+    size_t n, bin;
+    FILE *f = fopen(path, "r");
+
+    if (f == NULL) {
+        fprintf(stderr, "betcity-api: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    n = fread(hex, 1, sizeof(hex) - 1, f);
+    fclose(f);
+    hex[n] = '\0';
+    while (n > 0 && (hex[n - 1] == '\n' || hex[n - 1] == '\r' || hex[n - 1] == ' '))
+        hex[--n] = '\0';
+    if (n != 64 || sodium_hex2bin(key, 32, hex, n, NULL, &bin, NULL) != 0 ||
+        bin != 32) {
+        fprintf(stderr, "betcity-api: %s: want 64 hex characters (a 32-byte key)\n",
+                path);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"listen", required_argument, NULL, 'l'},
+                                         {"secret-file", required_argument, NULL, 's'},
+                                         {"name", required_argument, NULL, 'n'},
+                                         {"threads", required_argument, NULL, 't'},
+                                         {"no-map-poll", no_argument, NULL, 'P'},
+                                         {"routes", no_argument, NULL, 'r'},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *cluster = NULL, *listen = NULL, *secret = NULL;
+    struct shardmap_conf conf;
+    struct api_conf api;
+    struct router *router = NULL;
+    struct api_server *srv = NULL;
+    char *err = NULL, *colon, *end;
+    int c, poll = 1, quiet = 0, rc, sig;
+    unsigned long v;
+    sigset_t set;
+
+    api_conf_init(&api);
+    while ((c = getopt_long(argc, argv, "c:l:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            cluster = optarg;
+            break;
+        case 'l':
+            listen = optarg;
+            break;
+        case 's':
+            secret = optarg;
+            break;
+        case 'n':
+            snprintf(api.name, sizeof(api.name), "%s", optarg);
+            break;
+        case 't':
+            v = strtoul(optarg, &end, 10);
+            if (*end != '\0' || v < 1 || v > 256) {
+                fprintf(stderr, "betcity-api: --threads wants 1..256\n");
+                return 2;
+            }
+            api.threads = (uint32_t)v;
+            break;
+        case 'P':
+            poll = 0;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'r':
+            api_print_routes(stdout);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (cluster == NULL || listen == NULL || secret == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    colon = strrchr(listen, ':');
+    v = colon ? strtoul(colon + 1, &end, 10) : 0;
+    if (colon == NULL || *end != '\0' || v == 0 || v > 65535 ||
+        (size_t)(colon - listen) >= sizeof(api.listen_addr)) {
+        fprintf(stderr, "betcity-api: --listen wants ADDR:PORT, got '%s'\n", listen);
+        return 2;
+    }
+    memcpy(api.listen_addr, listen, (size_t)(colon - listen));
+    api.listen_addr[colon - listen] = '\0';
+    api.port = (uint16_t)v;
+    if (sodium_init() < 0 || read_secret(secret, api.secret) < 0)
+        return 1;
+    if (shardmap_conf_load(cluster, &conf, &err) < 0) {
+        fprintf(stderr, "betcity-api: %s\n",
+                err ? err : "cannot load the cluster config");
+        free(err);
+        return 1;
+    }
+    /* Every worker thread may hold one connection to a host at a time. */
+    if (conf.pool_size < api.threads)
+        conf.pool_size = api.threads;
+    api.access_log = quiet ? NULL : stderr;
+
+    /* Signals go to sigwait() below, not to the server's threads. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    rc = router_create(&conf, &router);
+    if (rc < 0) {
+        fprintf(stderr, "betcity-api: router: %s\n", bc_strerror(rc));
+        goto out;
+    }
+    router_set_polling(router, poll);
+    rc = api_server_create(&api, router, &srv);
+    if (rc < 0) {
+        fprintf(stderr, "betcity-api: cannot listen on %s: %s\n", listen,
+                bc_strerror(rc));
+        goto out;
+    }
+    api_log("%s: listening on %s (%u threads, map %s)", api.name, listen, api.threads,
+            router_map(router) ? "loaded" : "not yet loaded");
+    sigwait(&set, &sig);
+    api_log("%s: %s: stopping", api.name, strsignal(sig));
+out:
+    api_server_destroy(srv);
+    api_settle_stop();
+    router_destroy(router);
+    shardmap_conf_deinit(&conf);
+    return rc < 0 ? 1 : 0;
+}
