@@ -42,7 +42,7 @@ UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int
 
 .PHONY: all deps run stop status test unit integration format format-check \
-        bench clean valgrind
+        bench clean valgrind openapi
 
 all: $(SHARDMAP_LIB) $(ROUTER_LIB) $(API_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
 
@@ -98,6 +98,7 @@ status:
 test: deps
 	$(MAKE) all
 	$(MAKE) format-check
+	$(MAKE) openapi
 	$(MAKE) unit
 	$(MAKE) valgrind
 	$(MAKE) integration
@@ -111,6 +112,11 @@ unit: $(UNIT_TESTS)
 # directory and always stop it, also when a test fails.
 integration: $(INTEGRATION_TESTS) $(TOOLS)
 	BUILD=$(BUILD) tests/integration/run $(INTEGRATION_TESTS)
+
+# A real OpenAPI linter (Redocly) on docs/openapi.yaml, and the server's own
+# route list against the spec's paths.
+openapi: $(BUILD)/betcity-api
+	BETCITY_API=$(BUILD)/betcity-api tests/openapi/lint
 
 valgrind: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do (cd tests/unit && valgrind -q \
