@@ -38,7 +38,7 @@ ROUTER_LIB := $(BUILD)/librouter.a
 API_LIB := $(BUILD)/libapi.a
 
 TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen
-UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf
+UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int
 
 .PHONY: all deps run stop status test unit integration format format-check \
@@ -73,6 +73,8 @@ $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_shardmap_conf: $(BUILD)/tests/unit/test_shardmap_conf.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+$(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_%_int: $(BUILD)/tests/integration/test_%_int.o \
                      $(BUILD)/tests/integration/itest.o $(ROUTER_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
@@ -81,13 +83,12 @@ $(BUILD)/test_%_int: $(BUILD)/tests/integration/test_%_int.o \
 deps:
 	@tools/install-deps
 
+# The whole local stack in the foreground: 3 MariaDB, 2 memcached, 2 API
+# servers behind HAProxy on http://127.0.0.1:8080, seeded with a demo
+# tournament. Ctrl-C stops everything.
 run: deps
 	$(MAKE) all
-	@mkdir -p $(STACK_DIR)
-	tools/devstack start --dir $(STACK_DIR)
-	$(BUILD)/shardctl -c $(STACK_DIR)/cluster.yaml init
-	$(BUILD)/shardctl -c $(STACK_DIR)/cluster.yaml status
-	@echo "stack up in $(STACK_DIR); stop it with: make stop"
+	BUILD=$(BUILD) BC_HTTP_PORT=$${BC_HTTP_PORT:-8080} tools/devstack run --dir $(STACK_DIR)
 
 stop:
 	tools/devstack stop --dir $(STACK_DIR)
