@@ -66,8 +66,9 @@ $(BUILD)/betcity-api: $(BUILD)/api/main.o $(API_LIB) $(ROUTER_LIB) $(SHARDMAP_LI
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
 $(BUILD)/bcadmin: $(BUILD)/tools/bcadmin.o $(API_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
-$(BUILD)/loadgen: $(BUILD)/tools/loadgen.o
-	$(CC) $(LDFLAGS) -o $@ $^ $(CURL_LIBS) -lm
+LOADGEN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/loadgen*.c))
+$(BUILD)/loadgen: $(LOADGEN_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CURL_LIBS)
 
 $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
