@@ -110,10 +110,11 @@ test: deps
 unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do (cd tests/unit && ../../$$t); done
 
-# The integration tests start their own stack on free ports in a scratch
-# directory and always stop it, also when a test fails.
+# The integration tests (C, cmocka) and the end-to-end HTTP suite (Python,
+# standard library) run against one stack that tests/integration/run starts on
+# free ports in a scratch directory and always stops, also when a test fails.
 integration: $(INTEGRATION_TESTS) $(TOOLS)
-	BUILD=$(BUILD) tests/integration/run $(INTEGRATION_TESTS)
+	BUILD=$(BUILD) tests/integration/run $(INTEGRATION_TESTS) tests/e2e/run
 
 # A real OpenAPI linter (Redocly) on docs/openapi.yaml, and the server's own
 # route list against the spec's paths.

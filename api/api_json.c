@@ -82,6 +82,10 @@ void api_error(struct api_req *req, int status, const char *code, const char *fm
 void api_db_error(struct api_req *req, int rc)
 {
     switch (rc) {
+    case BC_ESHARD:
+        /* An id whose shard bits name no shard of this cluster: it cannot exist. */
+        api_error(req, 404, "not_found", "no such resource");
+        break;
     case BC_EDOWN:
     case BC_ETIMEOUT:
     case BC_EPOOL:
@@ -153,6 +157,13 @@ json_t *api_body(struct api_req *req, const struct api_field *spec)
         return NULL;
     }
     obj = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (obj == NULL && strstr(jerr.text, "too big integer") != NULL)
+        /*
+         * Well-formed JSON with an integer beyond 64 bits: read numbers as
+         * reals, so the field checks answer with the field's own 4xx.
+         */
+        obj = json_loadb(req->body, req->body_len,
+                         JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
     if (obj == NULL) {
         api_error(req, 400, "malformed_json", "malformed JSON at line %d column %d: %s",
                   jerr.line, jerr.column, jerr.text);

@@ -22,6 +22,8 @@
 #include "tests/integration/itest.h"
 
 #define NSHARD 64
+/* The suite's users belong to a company no other test uses. */
+#define TEST_COMPANY ((uint64_t)999999)
 
 struct fixture {
     struct shardmap_conf conf;
@@ -39,8 +41,11 @@ static int setup(void **state)
     itest_conf(&f->conf);
     assert_int_equal(router_create(&f->conf, &f->router), 0);
     assert_non_null(router_map(f->router));
-    /* Start from empty shards, so the suite can run again on one stack. */
-    assert_int_equal(router_scatter_exec(f->router, NULL, "DELETE FROM %S.users"), 0);
+    /* Only this suite's rows (company TEST_COMPANY), so it can run again. */
+    assert_int_equal(router_scatter_exec(f->router, NULL,
+                                         "DELETE FROM %S.users WHERE company_id = %u",
+                                         TEST_COMPANY),
+                     0);
     *state = f;
     return 0;
 }
@@ -49,6 +54,8 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
 
+    router_scatter_exec(f->router, NULL, "DELETE FROM %S.users WHERE company_id = %u",
+                        TEST_COMPANY);
     router_destroy(f->router);
     shardmap_conf_deinit(&f->conf);
     free(f);
@@ -60,7 +67,10 @@ static int64_t count_users(struct router *r, uint32_t shard)
     struct router_rows rows = {0};
     int64_t n;
 
-    assert_int_equal(router_exec(r, shard, &rows, "SELECT COUNT(*) FROM %S.users"), 0);
+    assert_int_equal(router_exec(r, shard, &rows,
+                                 "SELECT COUNT(*) FROM %S.users WHERE company_id = %u",
+                                 TEST_COMPANY),
+                     0);
     n = strtoll(router_cell(&rows, 0, 0), NULL, 10);
     router_rows_free(&rows);
     return n;
@@ -74,8 +84,8 @@ static void insert_user(struct router *r, uint64_t id, const char *email,
         router_exec(r, router_shard_of_id(id), &rows,
                     "INSERT INTO %S.users (id, email, password_hash, display_name, "
                     "company_id, balance, initial_balance, points) VALUES (%u, %s, "
-                    "'x', %s, 1, 1000, 1000, %d)",
-                    id, email, email, points);
+                    "'x', %s, %u, 1000, 1000, %d)",
+                    id, email, email, TEST_COMPANY, points);
     if (rc != 0)
         fail_msg("insert %s: %s", email, router_last_error());
     assert_int_equal(rows.affected, 1);
@@ -149,7 +159,7 @@ static void test_email_routes_to_one_shard(void **state)
         router_exec(f->router, shard, NULL,
                     "INSERT INTO %S.users (id, email, password_hash, "
                     "display_name, company_id, balance, initial_balance) VALUES "
-                    "(%u, %s, 'x', 'c', 1, 1000, 1000)",
+                    "(%u, %s, 'x', 'c', 999999, 1000, 1000)",
                     id, canon),
         BC_EDUPKEY);
 }
@@ -167,7 +177,7 @@ static void test_transaction_commits_and_rolls_back(void **state)
         router_txn_exec(txn, NULL,
                         "INSERT INTO %S.users (id, email, password_hash, "
                         "display_name, company_id, balance, initial_balance) VALUES "
-                        "(%u, 'txn1@x', 'x', 't', 1, 1000, 1000)",
+                        "(%u, 'txn1@x', 'x', 't', 999999, 1000, 1000)",
                         id1),
         0);
     router_txn_rollback(txn);
@@ -179,7 +189,7 @@ static void test_transaction_commits_and_rolls_back(void **state)
         router_txn_exec(txn, NULL,
                         "INSERT INTO %S.users (id, email, password_hash, "
                         "display_name, company_id, balance, initial_balance) VALUES "
-                        "(%u, 'txn2@x', 'x', 't', 1, 1000, 1000)",
+                        "(%u, 'txn2@x', 'x', 't', 999999, 1000, 1000)",
                         id2),
         0);
     assert_int_equal(router_txn_commit(txn), 0);
@@ -248,9 +258,11 @@ static void test_scatter_returns_the_union(void **state)
     for (uint32_t s = 0; s < NSHARD; s++)
         direct += count_users(f->router, s);
     nh = router_stats(f->router, before, 8);
-    assert_int_equal(
-        router_scatter(f->router, &rows, "SELECT %N AS shard, COUNT(*) FROM %S.users"),
-        0);
+    assert_int_equal(router_scatter(f->router, &rows,
+                                    "SELECT %N AS shard, COUNT(*) FROM %S.users "
+                                    "WHERE company_id = %u",
+                                    TEST_COMPANY),
+                     0);
     router_stats(f->router, after, 8);
     assert_int_equal(rows.nrow, NSHARD);
     for (uint32_t i = 0; i < rows.nrow; i++) {
@@ -289,11 +301,16 @@ static void test_scatter_topk_merges(void **state)
 
     assert_int_equal(router_scatter_topk(f->router, &top, 10, "points DESC, id ASC",
                                          by_points_then_id, NULL,
-                                         "SELECT id, points FROM %S.users ORDER BY "
-                                         "points DESC, id ASC LIMIT 10"),
+                                         "SELECT id, points FROM %S.users WHERE "
+                                         "company_id = %u ORDER BY points DESC, id "
+                                         "ASC LIMIT 10",
+                                         TEST_COMPANY),
                      0);
-    assert_int_equal(router_scatter(f->router, &all, "SELECT id, points FROM %S.users"),
-                     0);
+    assert_int_equal(
+        router_scatter(f->router, &all,
+                       "SELECT id, points FROM %S.users WHERE company_id = %u",
+                       TEST_COMPANY),
+        0);
     assert_true(all.nrow > 10);
     assert_int_equal(top.nrow, 10);
     /* The merge equals sorting everything and cutting at 10. */
@@ -318,7 +335,9 @@ static void test_scatter_exec_batches_per_host(void **state)
         users += count_users(f->router, s);
     nh = router_stats(f->router, before, 8);
     assert_int_equal(router_scatter_exec(f->router, &rows,
-                                         "UPDATE %S.users SET points = points + 1"),
+                                         "UPDATE %S.users SET points = points + 1 "
+                                         "WHERE company_id = %u",
+                                         TEST_COMPANY),
                      0);
     router_stats(f->router, after, 8);
     assert_int_equal(rows.affected, users);
@@ -326,7 +345,8 @@ static void test_scatter_exec_batches_per_host(void **state)
         assert_int_equal(after[i].queries - before[i].queries, 1);
     assert_int_equal(router_scatter(f->router, &sum,
                                     "SELECT COUNT(*) FROM %S.users "
-                                    "WHERE points = 0"),
+                                    "WHERE points = 0 AND company_id = %u",
+                                    TEST_COMPANY),
                      0);
     for (uint32_t i = 0; i < sum.nrow; i++)
         assert_string_equal(router_cell(&sum, i, 0), "0");

@@ -1,0 +1,283 @@
+"""POST /v1/bets (rules, Idempotency-Key, kick-off), GET /v1/me/bets, GET /v1/bets/{id},
+and 200 concurrent bets by one user."""
+
+import concurrent.futures
+import threading
+import time
+import unittest
+
+import stack
+from checks import assert_check_ledger, assert_ledger_ok, db_user
+from fixtures import (ID_RE, NO_ID, TIME_RE, admin, api, hundredths, new_company, new_match, new_users, place_bet,
+                      settle, signup, uniq, wait_past_kickoff)
+
+BET_KEYS = {"id", "match_id", "pick", "stake", "odds", "status", "payout", "placed_at", "settled_at"}
+
+
+class TestBets(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.co = new_company()
+        cls.u, cls.v = new_users(cls.co, 2)
+        cls.m = new_match(odds=(1.95, 3.3, 4.2))
+
+    def bet(self, user, body, **kw):
+        return user.client.post("/v1/bets", body, **kw)
+
+    def test_place_bet(self):
+        u = signup(self.co)
+        r = self.bet(u, {"match_id": self.m["id"], "pick": "draw", "stake": 37})
+        b = r.expect_json(201)
+        self.assertEqual(set(b), BET_KEYS, r.describe())
+        self.assertRegex(b["id"], ID_RE)
+        self.assertEqual((b["match_id"], b["pick"], b["stake"], b["status"]), (self.m["id"], "draw", 37, "open"))
+        self.assertEqual(hundredths(b["odds"]), 330, "the pick's odds are locked into the bet")
+        self.assertIsNone(b["payout"])
+        self.assertIsNone(b["settled_at"])
+        self.assertRegex(b["placed_at"], TIME_RE)
+        self.assertEqual(u.balance(), u.initial_balance - 37, "the stake is debited at once")
+        self.assertEqual(u.client.get("/v1/bets/%s" % b["id"]).expect_json(200), b)
+        self.assertEqual(stack.shard_of(b["id"]), stack.shard_of(u.id), "a bet lives in its user's shard")
+        assert_ledger_ok(self, u)
+
+    def test_rule_errors(self):
+        u = signup(self.co)
+        mid = self.m["id"]
+        for pick in ("win", "HOME", "", "1"):
+            self.bet(u, {"match_id": mid, "pick": pick, "stake": 1}).expect(422, "invalid_pick", msg=repr(pick))
+        for stake in (0, -5, 1.5, -0.5):
+            self.bet(u, {"match_id": mid, "pick": "home", "stake": stake}).expect(422, "invalid_stake", msg=repr(stake))
+        self.bet(u, {"match_id": mid, "pick": "home", "stake": "10"}).expect(
+            (400, 422), ("invalid_field", "invalid_stake"))
+        self.bet(u, {"match_id": mid, "pick": "home", "stake": u.initial_balance + 1}).expect(
+            422, "insufficient_balance")
+        self.bet(u, {"match_id": NO_ID, "pick": "home", "stake": 1}).expect(404, "not_found")
+        r = self.bet(u, {"match_id": int(mid), "pick": "home", "stake": 1}).expect(400, "invalid_field")
+        self.assertIn("match_id", r.error_message or "")
+        r = self.bet(u, {"match_id": mid, "stake": 1}).expect(400, "invalid_field")
+        self.assertIn("pick", r.error_message or "")
+        r = self.bet(u, {"match_id": mid, "pick": "home", "stake": 1, "odds": 100}).expect(400, "unknown_field")
+        self.assertIn("odds", r.error_message or "")
+        api().post("/v1/bets", {"match_id": mid, "pick": "home", "stake": 1}).expect(401, "unauthorized")
+        self.assertEqual(u.balance(), u.initial_balance, "refused bets debit nothing")
+        self.assertEqual(u.client.get("/v1/me/bets").expect_json(200)["items"], [])
+
+    def test_huge_stake_is_well_formed_json(self):
+        # 10^30 and 2^63 are well-formed JSON integers: a rule error, not malformed_json
+        u = signup(self.co)
+        for stake in (2 ** 63, 10 ** 30):
+            self.bet(u, {"match_id": self.m["id"], "pick": "home", "stake": stake}).expect(
+                422, ("invalid_stake", "insufficient_balance"), msg=repr(stake))
+        self.assertEqual(u.balance(), u.initial_balance)
+
+    def test_whole_balance_then_nothing(self):
+        u = signup(self.co)
+        place_bet(u, self.m, "away", u.initial_balance)
+        self.assertEqual(u.balance(), 0)
+        self.bet(u, {"match_id": self.m["id"], "pick": "away", "stake": 1}).expect(422, "insufficient_balance")
+        assert_ledger_ok(self, u)
+
+    def test_get_bet_only_owner(self):
+        b = place_bet(self.u, self.m, "home", 5)
+        self.v.client.get("/v1/bets/%s" % b["id"]).expect(404, "not_found")
+        admin().get("/v1/bets/%s" % b["id"]).expect(404, "not_found")
+        other = signup(new_company())
+        other.client.get("/v1/bets/%s" % b["id"]).expect(404, "not_found")
+        api().get("/v1/bets/%s" % b["id"]).expect(401, "unauthorized")
+        self.u.client.get("/v1/bets/" + NO_ID).expect(404, "not_found")
+        self.u.client.get("/v1/bets/%d" % (int(b["id"]) + 1)).expect(404, "not_found")
+
+    def test_list_newest_first_filter_and_pages(self):
+        u = signup(self.co)
+        m2 = new_match(kickoff_in=2)
+        bets = [place_bet(u, self.m, "home", 1), place_bet(u, m2, "away", 2),
+                place_bet(u, self.m, "draw", 3), place_bet(u, m2, "home", 4)]
+        j = u.client.get("/v1/me/bets").expect_json(200)
+        self.assertEqual([b["id"] for b in j["items"]], [b["id"] for b in reversed(bets)], "newest first")
+        self.assertIsNone(j["next_cursor"])
+        self.assertEqual(j["items"][0], bets[-1])
+        seen, cursor, pages = [], None, 0
+        while True:
+            j = u.client.get("/v1/me/bets", query={"limit": 3, "cursor": cursor}).expect_json(200)
+            pages += 1
+            self.assertLessEqual(len(j["items"]), 3)
+            seen += [b["id"] for b in j["items"]]
+            cursor = j["next_cursor"]
+            if cursor is None:
+                break
+            self.assertLess(pages, 4)
+        self.assertEqual(seen, [b["id"] for b in reversed(bets)])
+        # settle m2 with a home win: bet 4 won, bet 2 lost
+        wait_past_kickoff(m2)
+        settle(m2, {"home_goals": 2, "away_goals": 0})
+        ids = lambda st: [b["id"] for b in u.client.get("/v1/me/bets", query={"status": st}).expect_json(200)["items"]]
+        self.assertEqual(ids("open"), [bets[2]["id"], bets[0]["id"]])
+        self.assertEqual(ids("won"), [bets[3]["id"]])
+        self.assertEqual(ids("lost"), [bets[1]["id"]])
+        self.assertEqual(ids("void"), [])
+        u.client.get("/v1/me/bets", query={"status": "bogus"}).expect(400, "invalid_parameter")
+        u.client.get("/v1/me/bets", query={"limit": 501}).expect(400, "invalid_parameter")
+        u.client.get("/v1/me/bets", query={"cursor": "%%%"}).expect(400, "invalid_parameter")
+
+    def test_bet_on_finished_or_cancelled_match_closed(self):
+        u = signup(self.co)
+        mc = new_match()
+        admin().post("/v1/matches/%s/result" % mc["id"], {"cancelled": True}).expect(202)
+        self.bet(u, {"match_id": mc["id"], "pick": "home", "stake": 1}).expect(422, "betting_closed")
+        self.assertEqual(u.balance(), u.initial_balance)
+
+
+class TestBettingClosesAtKickoff(unittest.TestCase):
+    def test_betting_closed_after_kickoff(self):
+        co = new_company()
+        u = signup(co)
+        m = new_match(kickoff_in=2)
+        place_bet(u, m, "home", 10)
+        wait_past_kickoff(m, margin=0.2)
+        r = u.client.post("/v1/bets", {"match_id": m["id"], "pick": "home", "stake": 10})
+        r.expect(422, "betting_closed")
+        self.assertEqual(u.balance(), u.initial_balance - 10)
+        # also on the other server, directly (each keeps its own cache of the match)
+        from client import Client
+        for url in stack.get().api_urls:
+            Client(url, u.client.token).post("/v1/bets", {"match_id": m["id"], "pick": "draw", "stake": 1}).expect(
+                422, "betting_closed", msg=url)
+        self.assertEqual(u.balance(), u.initial_balance - 10)
+
+
+class TestIdempotency(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.co = new_company()
+        cls.m = new_match()
+
+    def test_retry_same_key_same_body_debits_once(self):
+        u = signup(self.co)
+        key = uniq("idem")
+        body = {"match_id": self.m["id"], "pick": "home", "stake": 40}
+        b1 = place_bet(u, self.m, "home", 40, key=key)
+        for _ in range(3):
+            r = u.client.post("/v1/bets", body, headers={"Idempotency-Key": key})
+            b = r.expect_json(200)
+            self.assertEqual(b["id"], b1["id"], r.describe())
+            self.assertEqual(b, b1)
+        self.assertEqual(u.balance(), u.initial_balance - 40, "debited once")
+        self.assertEqual(len(u.client.get("/v1/me/bets").expect_json(200)["items"]), 1)
+        assert_ledger_ok(self, u)
+        # a new key is a new bet
+        b2 = place_bet(u, self.m, "home", 40, key=uniq("idem"))
+        self.assertNotEqual(b2["id"], b1["id"])
+        self.assertEqual(u.balance(), u.initial_balance - 80)
+
+    def test_same_key_other_body_422(self):
+        u = signup(self.co)
+        key = uniq("idem")
+        place_bet(u, self.m, "home", 40, key=key)
+        for body in ({"match_id": self.m["id"], "pick": "away", "stake": 40},
+                     {"match_id": self.m["id"], "pick": "home", "stake": 41}):
+            u.client.post("/v1/bets", body, headers={"Idempotency-Key": key}).expect(422, "idempotency_key_reused")
+        self.assertEqual(u.balance(), u.initial_balance - 40)
+
+    def test_invalid_keys(self):
+        u = signup(self.co)
+        body = {"match_id": self.m["id"], "pick": "home", "stake": 1}
+        for key in ("k" * 65, "", "caf\u00e9", "tab\there"):
+            u.client.post("/v1/bets", body, headers={"Idempotency-Key": key}).expect(
+                422, "invalid_idempotency_key", msg=repr(key))
+        self.assertEqual(u.balance(), u.initial_balance, "no bet for an invalid key")
+        b = u.client.post("/v1/bets", body, headers={"Idempotency-Key": "K" * 64}).expect_json(201)
+        r = u.client.post("/v1/bets", body, headers={"Idempotency-Key": "K" * 64}).expect_json(200)
+        self.assertEqual(r["id"], b["id"], "a 64-char key is valid")
+
+    def test_key_is_per_user(self):
+        a, b = new_users(self.co, 2)
+        key = uniq("shared")
+        ba = place_bet(a, self.m, "draw", 7, key=key)
+        r = b.client.post("/v1/bets", {"match_id": self.m["id"], "pick": "draw", "stake": 7},
+                          headers={"Idempotency-Key": key})
+        bb = r.expect_json(201, msg="another user's key is not a retry of his bet")
+        self.assertNotEqual(bb["id"], ba["id"])
+        self.assertEqual(b.balance(), b.initial_balance - 7)
+
+    def test_concurrent_retries_debit_once(self):
+        u = signup(self.co)
+        key = uniq("race")
+        body = {"match_id": self.m["id"], "pick": "away", "stake": 25}
+        n = 20
+        barrier = threading.Barrier(n)
+
+        def go(_):
+            barrier.wait(timeout=30)
+            return u.client.post("/v1/bets", body, headers={"Idempotency-Key": key})
+
+        with concurrent.futures.ThreadPoolExecutor(n) as ex:
+            rs = list(ex.map(go, range(n)))
+        bad = [r.describe() for r in rs if r.status not in (200, 201)]
+        if bad:
+            self.fail("concurrent retries must get 201 or 200:\n" + "\n".join(bad[:10]))
+        self.assertEqual(sum(r.status == 201 for r in rs), 1, [r.status for r in rs])
+        self.assertEqual(len({r.json["id"] for r in rs}), 1, "all retries return the same bet")
+        self.assertEqual(u.balance(), u.initial_balance - 25, "debited once")
+        assert_ledger_ok(self, u)
+
+
+class TestConcurrentBets(unittest.TestCase):
+    def test_200_concurrent_bets_balance_covers_10(self):
+        co = new_company()
+        u = signup(co)
+        m = new_match(kickoff_in=3600)
+        bal = u.initial_balance
+        self.assertGreaterEqual(bal, 10)
+        stake = bal // 10
+        accepted_max = bal // stake
+        n = 200
+        barrier = threading.Barrier(n + 1)
+        stop = threading.Event()
+        seen_balances = []
+
+        def sampler():
+            barrier.wait(timeout=60)
+            while not stop.is_set():
+                r = u.client.get("/v1/me")
+                if r.status == 200:
+                    seen_balances.append(r.json["balance"])
+                time.sleep(0.01)
+
+        def go(_):
+            barrier.wait(timeout=60)
+            return u.client.post("/v1/bets", {"match_id": m["id"], "pick": "home", "stake": stake})
+
+        t0 = time.time()
+        st = threading.Thread(target=sampler)
+        st.start()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(n) as ex:
+                rs = list(ex.map(go, range(n)))
+        finally:
+            stop.set()
+            st.join()
+        took = time.time() - t0
+        created = [r for r in rs if r.status == 201]
+        refused = [r for r in rs if r.status == 422 and r.error_code == "insufficient_balance"]
+        other = [r.describe(300) for r in rs if r not in created and r not in refused]
+        if other:
+            self.fail("answers other than 201 and 422 insufficient_balance (%d of %d, %.1f s):\n%s"
+                      % (len(other), n, took, "\n".join(other[:10])))
+        self.assertEqual(len(created), accepted_max, "accepted bets (balance %d, stake %d)" % (bal, stake))
+        self.assertEqual(len(refused), n - accepted_max)
+        final = u.balance()
+        self.assertEqual(final, bal - accepted_max * stake)
+        self.assertTrue(all(b >= 0 for b in seen_balances), "a balance went below zero: %s" % min(seen_balances))
+        bal_db, _ = db_user(u.id)
+        self.assertGreaterEqual(bal_db, 0)
+        self.assertEqual(bal_db, final)
+        rows = stack.get().sql_shard(stack.shard_of(u.id),
+                                     "SELECT COUNT(*), COALESCE(SUM(stake), 0) FROM {s}.bets WHERE user_id = %d"
+                                     % int(u.id))
+        self.assertEqual((int(rows[0][0]), int(rows[0][1])), (accepted_max, accepted_max * stake), "bet rows")
+        assert_ledger_ok(self, u)
+        assert_check_ledger(self)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,164 @@
+"""Settlement of home, draw, away and cancelled matches: payouts, void refunds,
+points, balances, ledger; re-posting the same result (no-op) or another one (409)."""
+
+import unittest
+
+from checks import (assert_bets_settled_once, assert_check_ledger, assert_ledger_ok, db_user,
+                    expected_settlement, outcome)
+from fixtures import (TIME_RE, admin, hundredths, new_company, new_match, new_users, parallel, place_bet,
+                      wait_past_kickoff, wait_settled)
+
+ODDS = (2.35, 3.10, 2.95)
+RESULTS = {
+    "home": {"home_goals": 2, "away_goals": 1},
+    "draw": {"home_goals": 1, "away_goals": 1},
+    "away": {"home_goals": 0, "away_goals": 3},
+    "cancelled": {"cancelled": True},
+}
+# (user index, pick, stake): stakes chosen so that floor() matters
+PLAN = [(0, "home", 33), (1, "draw", 47), (2, "away", 59), (3, "home", 101), (3, "draw", 10), (0, "away", 1)]
+
+
+class TestSettlement(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.co = new_company()
+        cls.users = new_users(cls.co, 4)
+        cls.matches = {k: new_match(kickoff_in=4, odds=ODDS) for k in RESULTS}
+        cls.bets = {k: [] for k in RESULTS}  # kind -> [(user, bet)]
+        for kind, m in cls.matches.items():
+            for ui, pick, stake in PLAN:
+                cls.bets[kind].append((cls.users[ui], place_bet(cls.users[ui], m, pick, stake)))
+        # odds changed after the bets: settlement must use the locked odds
+        admin().put("/v1/matches/%s/odds" % cls.matches["home"]["id"],
+                    {"home": 1.5, "draw": 4.0, "away": 6.0}).expect(200)
+        wait_past_kickoff(*cls.matches.values())
+        cls.posted = {}
+        for kind, m in cls.matches.items():
+            r = admin().post("/v1/matches/%s/result" % m["id"], RESULTS[kind])
+            cls.posted[kind] = r.expect_json(202, msg="result of the %s match" % kind)
+        cls.settlements = {k: wait_settled(m) for k, m in cls.matches.items()}
+
+    def check_kind(self, kind):
+        result = RESULTS[kind]
+        for user, bet in self.bets[kind]:
+            self.assertEqual(hundredths(bet["odds"]), hundredths(ODDS[("home", "draw", "away").index(bet["pick"])]))
+            st, pay = expected_settlement(bet, result)
+            g = user.client.get("/v1/bets/%s" % bet["id"]).expect_json(200)
+            self.assertEqual((g["status"], g["payout"]), (st, pay),
+                             "%s match, bet %s %d @%s: %s" % (kind, bet["pick"], bet["stake"], bet["odds"], g))
+            self.assertEqual(g["odds"], bet["odds"], "locked odds unchanged")
+            self.assertRegex(g["settled_at"] or "", TIME_RE)
+            self.assertEqual(g["placed_at"], bet["placed_at"])
+        assert_bets_settled_once(self, [b for _, b in self.bets[kind]], result)
+
+    def test_home_win(self):
+        self.check_kind("home")
+        # hand-computed: 33 @2.35 -> 77, 101 @2.35 -> 237
+        pays = sorted(expected_settlement(b, RESULTS["home"])[1] for _, b in self.bets["home"])
+        self.assertEqual(pays, [0, 0, 0, 0, 77, 237])
+
+    def test_draw(self):
+        self.check_kind("draw")
+        pays = sorted(expected_settlement(b, RESULTS["draw"])[1] for _, b in self.bets["draw"])
+        self.assertEqual(pays, [0, 0, 0, 0, 31, 145])
+
+    def test_away_win(self):
+        self.check_kind("away")
+        pays = sorted(expected_settlement(b, RESULTS["away"])[1] for _, b in self.bets["away"])
+        self.assertEqual(pays, [0, 0, 0, 0, 2, 174])
+
+    def test_cancelled_refunds(self):
+        self.check_kind("cancelled")
+        for _, b in self.bets["cancelled"]:
+            self.assertEqual(expected_settlement(b, RESULTS["cancelled"]), ("void", b["stake"]))
+
+    def test_settlement_objects(self):
+        for kind, m in self.matches.items():
+            p = self.posted[kind]
+            self.assertEqual(p.get("match_id"), m["id"], p)
+            self.assertEqual(p.get("result"), outcome(RESULTS[kind]), p)
+            self.assertIn(p.get("state"), ("running", "done"), p)
+            s = self.settlements[kind]
+            self.assertEqual(set(s), {"match_id", "result", "state", "shards_total", "shards_done", "bets_settled"}, s)
+            self.assertEqual((s["match_id"], s["result"], s["state"]), (m["id"], outcome(RESULTS[kind]), "done"))
+            self.assertEqual(s["shards_done"], s["shards_total"], s)
+            self.assertGreaterEqual(s["shards_total"], 1)
+            self.assertEqual(s["bets_settled"], len(PLAN), "bets_settled of the %s match: %s" % (kind, s))
+
+    def test_match_objects_after_result(self):
+        u = self.users[0]
+        for kind, m in self.matches.items():
+            g = u.client.get("/v1/matches/%s" % m["id"]).expect_json(200)
+            if kind == "cancelled":
+                self.assertEqual((g["status"], g["score"]), ("cancelled", None), g)
+            else:
+                r = RESULTS[kind]
+                self.assertEqual(g["status"], "finished", g)
+                self.assertEqual(g["score"], {"home": r["home_goals"], "away": r["away_goals"]}, g)
+
+    def test_balances_points_ledger(self):
+        expect = {u.id: [u.initial_balance, 0] for u in self.users}
+        for kind in RESULTS:
+            for user, bet in self.bets[kind]:
+                _, pay = expected_settlement(bet, RESULTS[kind])
+                expect[user.id][0] += pay - bet["stake"]
+                expect[user.id][1] += pay - bet["stake"]
+        for u in self.users:
+            me = u.me()
+            self.assertEqual((me["balance"], me["points"]), tuple(expect[u.id]), "user %s /v1/me" % u.id)
+            self.assertEqual(db_user(u.id), tuple(expect[u.id]), "user %s row" % u.id)
+            p = self.users[0].client.get("/v1/users/%s" % u.id).expect_json(200)
+            self.assertEqual(p["points"], expect[u.id][1], "public profile points of %s" % u.id)
+            assert_ledger_ok(self, u)
+        assert_check_ledger(self)
+
+    def test_repost_same_result_is_noop(self):
+        before = parallel(lambda u: u.me(), self.users)
+        for kind, m in self.matches.items():
+            r = admin().post("/v1/matches/%s/result" % m["id"], RESULTS[kind])
+            j = r.expect_json(202, msg="same result again")
+            self.assertEqual(j.get("result"), outcome(RESULTS[kind]))
+            s = wait_settled(m)
+            self.assertEqual(s["bets_settled"], len(PLAN), s)
+        self.assertEqual(parallel(lambda u: u.me(), self.users), before, "balances/points changed by a re-post")
+        for kind in RESULTS:
+            assert_bets_settled_once(self, [b for _, b in self.bets[kind]], RESULTS[kind])
+
+    def test_different_result_conflict(self):
+        before = parallel(lambda u: u.me(), self.users)
+        a = admin()
+        a.post("/v1/matches/%s/result" % self.matches["home"]["id"], {"home_goals": 0, "away_goals": 1}).expect(
+            409, "result_conflict")
+        a.post("/v1/matches/%s/result" % self.matches["home"]["id"], {"cancelled": True}).expect(409, "result_conflict")
+        a.post("/v1/matches/%s/result" % self.matches["draw"]["id"], {"home_goals": 2, "away_goals": 0}).expect(
+            409, "result_conflict")
+        a.post("/v1/matches/%s/result" % self.matches["cancelled"]["id"], {"home_goals": 1, "away_goals": 0}).expect(
+            409, "result_conflict")
+        self.assertEqual(parallel(lambda u: u.me(), self.users), before)
+        s = a.get("/v1/matches/%s/settlement" % self.matches["home"]["id"]).expect_json(200)
+        self.assertEqual(s["result"], "home")
+
+    def test_no_bets_or_odds_after_result(self):
+        u = self.users[0]
+        for kind, m in self.matches.items():
+            u.client.post("/v1/bets", {"match_id": m["id"], "pick": "home", "stake": 1}).expect(
+                422, "betting_closed", msg=kind)
+            admin().put("/v1/matches/%s/odds" % m["id"], {"home": 2, "draw": 2, "away": 2}).expect(
+                409, "match_not_scheduled", msg=kind)
+
+    def test_bets_listed_by_status(self):
+        u = self.users[3]
+        want = {"open": set(), "won": set(), "lost": set(), "void": set()}
+        for kind in RESULTS:
+            for uu, b in self.bets[kind]:
+                if uu is u:
+                    want[expected_settlement(b, RESULTS[kind])[0]].add(b["id"])
+        for status, ids in want.items():
+            got = u.client.get("/v1/me/bets", query={"status": status}).expect_json(200)["items"]
+            self.assertEqual({b["id"] for b in got}, ids, status)
+            self.assertTrue(all(b["status"] == status for b in got), got)
+
+
+if __name__ == "__main__":
+    unittest.main()
