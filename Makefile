@@ -13,7 +13,7 @@ BUILD ?= build$(if $(SANITIZE),-san)
 STACK_DIR ?= $(CURDIR)/.stack
 
 PKGS := mariadb yaml-0.1 libxxhash
-API_PKGS := jansson libmicrohttpd libsodium
+API_PKGS := jansson libmicrohttpd libsodium libmemcached
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(API_PKGS) cmocka 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 API_LIBS := $(shell pkg-config --libs $(API_PKGS) 2>/dev/null) -lm
@@ -36,15 +36,17 @@ lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_srcs,$(1)))
 SHARDMAP_LIB := $(BUILD)/libshardmap.a
 ROUTER_LIB := $(BUILD)/librouter.a
 API_LIB := $(BUILD)/libapi.a
+CACHE_LIB := $(BUILD)/libcache.a
 
 TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api
-INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int
+INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
+                     $(BUILD)/test_cache_int
 
 .PHONY: all deps run stop status test unit integration format format-check \
         bench clean valgrind openapi
 
-all: $(SHARDMAP_LIB) $(ROUTER_LIB) $(API_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
+all: $(SHARDMAP_LIB) $(ROUTER_LIB) $(CACHE_LIB) $(API_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -52,6 +54,7 @@ $(BUILD)/%.o: %.c
 
 $(SHARDMAP_LIB): $(call lib_objs,shardmap)
 $(ROUTER_LIB): $(call lib_objs,router)
+$(CACHE_LIB): $(call lib_objs,cache)
 $(API_LIB): $(filter-out $(BUILD)/api/main.o,$(call lib_objs,api))
 $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)
@@ -62,9 +65,9 @@ $(BUILD)/shardctl: $(BUILD)/tools/shardctl.o $(BUILD)/tools/shardctl_schema.o \
                    $(ROUTER_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/betcity-api: $(BUILD)/api/main.o $(API_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)
+$(BUILD)/betcity-api: $(BUILD)/api/main.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
-$(BUILD)/bcadmin: $(BUILD)/tools/bcadmin.o $(API_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)
+$(BUILD)/bcadmin: $(BUILD)/tools/bcadmin.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
 LOADGEN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/loadgen*.c))
 $(BUILD)/loadgen: $(LOADGEN_OBJS)
@@ -74,7 +77,10 @@ $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_shardmap_conf: $(BUILD)/tests/unit/test_shardmap_conf.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
-$(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)
+$(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
+$(BUILD)/test_cache_int: $(BUILD)/tests/integration/test_cache_int.o \
+                        $(BUILD)/tests/integration/itest.o $(CACHE_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_%_int: $(BUILD)/tests/integration/test_%_int.o \
                      $(BUILD)/tests/integration/itest.o $(ROUTER_LIB) $(SHARDMAP_LIB)

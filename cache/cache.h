@@ -1,0 +1,83 @@
+/*
+ * cache.h: memcached read-through cache for BetCity's hot reads.
+ *
+ * Rules (../shared/spec/architecture.md, Cache), all from systems that run
+ * memcached at scale:
+ *  - write the database, commit, then cache_delete(): never set on a write;
+ *  - a miss is filled by one caller, under a lease: the filler `add`s a lease
+ *    marker into the key, loads the database, and stores its value with
+ *    `cas` against that marker, so an invalidation in between (which deletes
+ *    the marker) makes the fill fail: a slow reader cannot put old data back;
+ *  - other readers of a key under lease wait briefly, then read the database
+ *    themselves without filling: a herd on one cold key costs one query;
+ *  - a cache error or timeout is a miss with no fill; a server that fails is
+ *    skipped for a second (circuit breaker, so a dead server costs no timeout
+ *    per request), and its keys are never rehashed onto the others; when it
+ *    comes back it is flushed first, since deletes missed it meanwhile;
+ *  - servers are spread by ketama consistent hashing;
+ *  - hot keys may also sit in a per-process near-cache for at most
+ *    CACHE_NEAR_MS, which keeps "no server shows data older than 1 s after a
+ *    write returned".
+ *
+ * Keys are namespaced and versioned by the caller ("bc:v1:odds:42").
+ * Thread safety: every function may be called from any thread (one libmemcached
+ * client per thread).
+ */
+#ifndef CACHE_H
+#define CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shardmap/shardmap.h"
+
+#define CACHE_NEAR_MS 900
+#define CACHE_KEY_MAX 200
+
+struct cache; /* opaque */
+
+/*
+ * Loads the value of a key from the database. Returns 0 and a malloc'd
+ * *value of *len bytes (the cache owns it after), or a negative status,
+ * which cache_get() returns as is.
+ */
+typedef int (*cache_fill_fn)(void *arg, char **value, size_t *len);
+
+/*
+ * Creates a cache over conf->memcached (may be empty: every get is a fill).
+ * connect/poll timeouts in ms (0: defaults 50 and 100).
+ */
+int cache_create(const struct shardmap_conf *conf, uint32_t timeout_ms,
+                 struct cache **out);
+void cache_destroy(struct cache *cache);
+
+/*
+ * Read-through get. near: also use the per-process near-cache. ttl_s: how
+ * long memcached keeps a fill. On success *value is malloc'd (caller frees).
+ */
+int cache_get(struct cache *cache, const char *key, int near, uint32_t ttl_s,
+              cache_fill_fn fill, void *arg, char **value, size_t *len);
+
+/* Deletes a key after the write that changed it committed (and its near copy). */
+void cache_delete(struct cache *cache, const char *key);
+
+/*
+ * A group's generation (for group invalidation: keys embed it). Read through
+ * the cache like any key; cache_bump() increments it after a group change.
+ */
+uint64_t cache_generation(struct cache *cache, const char *group);
+void cache_bump(struct cache *cache, const char *group);
+
+struct cache_server_stats {
+    char name[64]; /* host:port */
+    int up;        /* breaker closed */
+    uint64_t hits, misses, fills, lease_waits, lease_timeouts, fill_races, errors;
+};
+struct cache_stats {
+    uint64_t near_hits;
+    uint32_t nserver;
+    struct cache_server_stats server[16];
+};
+void cache_stats(struct cache *cache, struct cache_stats *stats);
+
+#endif

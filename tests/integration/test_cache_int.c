@@ -1,0 +1,321 @@
+/*
+ * test_cache_int.c: the read-through cache against the stack's real
+ * memcached servers: fills, the lease against a racing invalidation, a herd
+ * on one cold key, a stopped server (breaker), and libmemcached's own memcat
+ * finding what the cache stored.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <libmemcached/memcached.h>
+
+#include "cache/cache.h"
+#include "tests/integration/itest.h"
+
+struct fixture {
+    struct shardmap_conf conf;
+    struct cache *cache;
+    char prefix[64];
+};
+
+struct filler {
+    const char *value;
+    useconds_t delay_us;
+    atomic_int calls;
+};
+
+static int fill(void *arg, char **value, size_t *len)
+{
+    struct filler *f = arg;
+
+    atomic_fetch_add(&f->calls, 1);
+    if (f->delay_us)
+        usleep(f->delay_us);
+    *value = strdup(f->value);
+    *len = strlen(f->value);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    itest_conf(&f->conf);
+    assert_true(f->conf.nmemcached >= 2);
+    assert_int_equal(cache_create(&f->conf, 100, &f->cache), 0);
+    snprintf(f->prefix, sizeof(f->prefix), "bc:test:%d:%" PRId64, (int)getpid(),
+             itest_now_ms());
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    cache_destroy(f->cache);
+    shardmap_conf_deinit(&f->conf);
+    free(f);
+    return 0;
+}
+
+static char *get(struct cache *c, const char *key, struct filler *fl)
+{
+    char *v = NULL;
+    size_t len;
+
+    assert_int_equal(cache_get(c, key, 0, 60, fill, fl, &v, &len), 0);
+    assert_int_equal(len, strlen(v));
+    return v;
+}
+
+static void test_read_through_fills_once(void **state)
+{
+    struct fixture *f = *state;
+    struct filler fl = {.value = "{\"odds\":215}"};
+    char key[128], *v;
+
+    snprintf(key, sizeof(key), "%s:once", f->prefix);
+    v = get(f->cache, key, &fl);
+    assert_string_equal(v, "{\"odds\":215}");
+    free(v);
+    v = get(f->cache, key, &fl);
+    assert_string_equal(v, "{\"odds\":215}");
+    free(v);
+    assert_int_equal(atomic_load(&fl.calls), 1);
+    /* After a delete the next read fills again. */
+    cache_delete(f->cache, key);
+    free(get(f->cache, key, &fl));
+    assert_int_equal(atomic_load(&fl.calls), 2);
+}
+
+struct slow_reader {
+    struct cache *cache;
+    const char *key;
+    struct filler fl;
+    char *got;
+};
+
+static void *slow_main(void *arg)
+{
+    struct slow_reader *r = arg;
+    size_t len;
+
+    if (cache_get(r->cache, r->key, 0, 60, fill, &r->fl, &r->got, &len) != 0)
+        r->got = NULL;
+    return NULL;
+}
+
+static void test_slow_fill_racing_invalidation_never_wins(void **state)
+{
+    struct fixture *f = *state;
+    struct slow_reader r = {.cache = f->cache,
+                            .fl = {.value = "old", .delay_us = 300000}};
+    struct filler fresh = {.value = "new"};
+    struct cache_stats before, after;
+    char key[128], *v;
+    pthread_t t;
+    uint64_t races_before = 0, races_after = 0;
+
+    snprintf(key, sizeof(key), "%s:race", f->prefix);
+    r.key = key;
+    cache_stats(f->cache, &before);
+    assert_int_equal(pthread_create(&t, NULL, slow_main, &r), 0);
+    usleep(100000); /* the reader holds the lease and is loading "old" */
+    /* A writer commits "new" and invalidates. */
+    cache_delete(f->cache, key);
+    pthread_join(t, NULL);
+    assert_non_null(r.got);
+    assert_string_equal(r.got, "old"); /* its own read was concurrent: fine */
+    free(r.got);
+    /* But "old" was not stored: the next reader loads "new". */
+    v = get(f->cache, key, &fresh);
+    assert_string_equal(v, "new");
+    free(v);
+    assert_int_equal(atomic_load(&fresh.calls), 1);
+    cache_stats(f->cache, &after);
+    for (uint32_t i = 0; i < after.nserver; i++) {
+        races_before += before.server[i].fill_races;
+        races_after += after.server[i].fill_races;
+    }
+    assert_int_equal(races_after - races_before, 1);
+}
+
+struct herd {
+    struct cache *cache;
+    const char *key;
+    struct filler *fl;
+    int ok;
+};
+
+static void *herd_main(void *arg)
+{
+    struct herd *h = arg;
+    char *v = NULL;
+    size_t len;
+
+    h->ok = cache_get(h->cache, h->key, 0, 60, fill, h->fl, &v, &len) == 0 &&
+            strcmp(v, "standings") == 0;
+    free(v);
+    return NULL;
+}
+
+static void test_herd_on_cold_key_costs_one_fill(void **state)
+{
+    enum { N = 500 };
+    struct fixture *f = *state;
+    struct filler fl = {.value = "standings", .delay_us = 100000};
+    static struct herd h[N];
+    static pthread_t t[N];
+    char key[128];
+    int ok = 0;
+
+    snprintf(key, sizeof(key), "%s:herd", f->prefix);
+    for (int i = 0; i < N; i++) {
+        h[i] = (struct herd){.cache = f->cache, .key = key, .fl = &fl};
+        assert_int_equal(pthread_create(&t[i], NULL, herd_main, &h[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        ok += h[i].ok;
+    }
+    assert_int_equal(ok, N);
+    assert_int_equal(atomic_load(&fl.calls), 1);
+}
+
+/* Runs memccat on servers for key; 1 if it printed want. */
+static int memccat_has(const char *servers, const char *key, const char *want)
+{
+    char cmd[1024], out[256];
+    FILE *p;
+    size_t n;
+
+    snprintf(cmd, sizeof(cmd), "memccat --servers=%s '%s' 2>/dev/null", servers, key);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    pclose(p);
+    return strncmp(out, want, strlen(want)) == 0;
+}
+
+/*
+ * memccat (libmemcached-tools 1.1) takes servers and a hash but has no
+ * distribution option (it always places keys modulo the server count). So it
+ * is pointed at each server alone: every key the cache stored is found by
+ * memccat on exactly the server that libmemcached's ketama placement names,
+ * and on no other; and some keys are not where modulo placement would look,
+ * which shows the cache really uses ketama.
+ */
+static void test_memcat_finds_what_the_cache_stored(void **state)
+{
+    struct fixture *f = *state;
+    struct filler fl = {.value = "memcat-sees-this"};
+    char all[700] = "", one[2][300], key[128];
+    memcached_st *ketama = memcached_create(NULL);
+    int not_modulo = 0;
+
+    assert_non_null(ketama);
+    memcached_behavior_set(ketama, MEMCACHED_BEHAVIOR_KETAMA, 1);
+    for (uint32_t i = 0; i < 2; i++) {
+        snprintf(one[i], sizeof(one[i]), "%s:%u", f->conf.memcached[i].addr,
+                 f->conf.memcached[i].port);
+        snprintf(all + strlen(all), sizeof(all) - strlen(all), "%s%s", i ? "," : "",
+                 one[i]);
+        memcached_server_add(ketama, f->conf.memcached[i].addr,
+                             f->conf.memcached[i].port);
+    }
+    for (int k = 0; k < 16; k++) {
+        memcached_return_t rc;
+        const memcached_instance_st *owner;
+        uint32_t at;
+
+        snprintf(key, sizeof(key), "bc:test:memcat:%d", k);
+        cache_delete(f->cache, key);
+        free(get(f->cache, key, &fl));
+        owner = memcached_server_by_key(ketama, key, strlen(key), &rc);
+        assert_non_null(owner);
+        at = memcached_server_port(owner) == f->conf.memcached[0].port ? 0 : 1;
+        if (!memccat_has(one[at], key, fl.value))
+            fail_msg("memccat does not find %s on %s", key, one[at]);
+        if (memccat_has(one[1 - at], key, fl.value))
+            fail_msg("%s is also on %s", key, one[1 - at]);
+        not_modulo += !memccat_has(all, key, fl.value);
+    }
+    memcached_free(ketama);
+    assert_true(not_modulo > 0);
+}
+
+static void test_stopped_server_costs_no_timeout_per_request(void **state)
+{
+    struct fixture *f = *state;
+    struct filler fl = {.value = "from-db"};
+    int pid = itest_pid("mc1");
+    char key[128], *v;
+    int64_t t0, first, worst = 0;
+    int k;
+
+    /* Find a key of mc1 (the first server): cache it, check it is a hit. */
+    for (k = 0; k < 64; k++) {
+        struct cache_stats st;
+        snprintf(key, sizeof(key), "%s:mc1:%d", f->prefix, k);
+        free(get(f->cache, key, &fl));
+        cache_stats(f->cache, &st);
+        uint64_t fills = st.server[0].fills;
+        cache_delete(f->cache, key);
+        free(get(f->cache, key, &fl));
+        cache_stats(f->cache, &st);
+        if (st.server[0].fills > fills)
+            break;
+    }
+    assert_true(k < 64);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    t0 = itest_now_ms();
+    v = get(f->cache, key, &fl);
+    first = itest_now_ms() - t0;
+    assert_string_equal(v, "from-db");
+    free(v);
+    /* The first request pays one poll timeout; the breaker spares the rest. */
+    assert_true(first < 500);
+    for (int i = 0; i < 50; i++) {
+        t0 = itest_now_ms();
+        free(get(f->cache, key, &fl));
+        if (itest_now_ms() - t0 > worst)
+            worst = itest_now_ms() - t0;
+    }
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    printf("stopped memcached: first request %" PRId64 " ms, then at most %" PRId64
+           " ms\n",
+           first, worst);
+    assert_true(worst < 20);
+    /* Back: after the breaker's second it is flushed and hits resume. */
+    usleep(1100000);
+    int calls = atomic_load(&fl.calls);
+    free(get(f->cache, key, &fl));
+    free(get(f->cache, key, &fl));
+    assert_int_equal(atomic_load(&fl.calls), calls + 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_read_through_fills_once),
+        cmocka_unit_test(test_slow_fill_racing_invalidation_never_wins),
+        cmocka_unit_test(test_herd_on_cold_key_costs_one_fill),
+        cmocka_unit_test(test_memcat_finds_what_the_cache_stored),
+        cmocka_unit_test(test_stopped_server_costs_no_timeout_per_request),
+    };
+    return cmocka_run_group_tests_name("cache_integration", tests, setup, teardown);
+}
