@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cache/cache.h"
 #include "router/router.h"
 
 struct api_conf {
@@ -25,6 +26,7 @@ struct api_conf {
     int64_t initial_balance;  /* economy.initial_balance (1000) */
     uint32_t max_connections; /* (4096) */
     FILE *access_log;         /* ref: one line per request; NULL for none */
+    struct cache *cache;      /* ref: memcached read-through for hot reads */
 };
 
 struct api_server; /* opaque */

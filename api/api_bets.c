@@ -95,7 +95,7 @@ void api_h_bet_create(struct api_req *req)
                                             {"stake", API_T_ANY, 1, 0},
                                             {NULL, 0, 0, 0}};
     static const char *const picks[3] = {"home", "draw", "away"};
-    struct router_rows match = {0}, idem = {0}, rows = {0};
+    struct router_rows idem = {0}, rows = {0};
     struct router_txn *txn = NULL;
     const char *key, *pick;
     uint64_t match_id, user = req->auth.user_id, bet_id;
@@ -104,8 +104,8 @@ void api_h_bet_create(struct api_req *req)
     char hash[33], hin[96], placed[64];
     struct timespec now;
     struct tm tm;
-    int64_t stake, odds = 0;
-    json_t *body, *v;
+    int64_t stake, odds = 0, kickoff_ms;
+    json_t *body, *v, *m = NULL;
     int rc, p;
 
     if ((body = api_body(req, spec)) == NULL)
@@ -127,27 +127,31 @@ void api_h_bet_create(struct api_req *req)
                   "stake must be a whole number of Betcoins, at least 1");
         goto out;
     }
-    rc = router_exec(req->router, ROUTER_GLOBAL, &match,
-                     "SELECT status, odds_home, odds_draw, odds_away, kickoff > "
-                     "UTC_TIMESTAMP(3) FROM %S.matches WHERE id = %u",
-                     match_id);
-    if (rc < 0)
-        goto dberr;
-    if (match.nrow == 0) {
+    /* The match comes from the cache: at a kick-off peak bets load the shards. */
+    rc = api_match_cached(req, match_id, &m);
+    if (rc == BC_ENOTFOUND) {
         api_error(req, 404, "not_found", "no such match");
         goto out;
     }
-    if (strcmp(router_cell(&match, 0, 0), "scheduled") != 0 ||
-        strcmp(router_cell(&match, 0, 4), "1") != 0) {
+    if (rc < 0)
+        goto dberr;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (strcmp(api_str(m, "status", ""), "scheduled") != 0 ||
+        api_time_parse(api_str(m, "kickoff", ""), placed, sizeof(placed), &kickoff_ms) <
+            0 ||
+        (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 >= kickoff_ms) {
         api_error(req, 422, "betting_closed", "betting on this match is closed");
         goto out;
     }
-    odds = strtoll(router_cell(&match, 0, 1 + p), NULL, 10);
+    odds = api_odds_parse(json_object_get(json_object_get(m, "odds"), pick));
+    if (odds < 0) {
+        rc = BC_EQUERY;
+        goto dberr;
+    }
 
     snprintf(hin, sizeof(hin), "%" PRIu64 "|%s|%" PRId64, match_id, pick, stake);
     crypto_generichash(h, sizeof(h), (const unsigned char *)hin, strlen(hin), NULL, 0);
     sodium_bin2hex(hash, sizeof(hash), h, sizeof(h));
-    clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     snprintf(placed, sizeof(placed), "%04d-%02d-%02d %02d:%02d:%02d.%03ld",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
@@ -240,7 +244,7 @@ dberr:
     api_db_error(req, rc < 0 ? rc : BC_EQUERY);
 out:
     router_txn_rollback(txn);
-    router_rows_free(&match);
+    json_decref(m);
     router_rows_free(&idem);
     router_rows_free(&rows);
     json_decref(body);

@@ -237,6 +237,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             return MHD_NO;
         req->srv = srv;
         req->router = srv->router;
+        req->cache = srv->conf.cache;
         req->conn = conn;
         req->method = method;
         req->url = url;

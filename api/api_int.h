@@ -41,6 +41,7 @@ struct api_server;
 struct api_req {
     struct api_server *srv;      /* ref */
     struct router *router;       /* ref */
+    struct cache *cache;         /* ref, may be NULL */
     struct MHD_Connection *conn; /* ref */
     const char *method;          /* ref in MHD */
     const char *url;             /* ref in MHD */
@@ -186,6 +187,20 @@ void api_h_bet_get(struct api_req *req);
 void api_h_standings_users(struct api_req *req);
 void api_h_standings_teams(struct api_req *req);
 void api_h_standings_companies(struct api_req *req);
+
+/* ---- cached reads (api_cached.c) ---- */
+/*
+ * The match as the API shows it (JSON object, caller decrefs), read through
+ * memcached and the near-cache: 0, BC_ENOTFOUND or a router status.
+ */
+int api_match_cached(struct api_req *req, uint64_t id, json_t **match);
+/* After a committed change of a match: its key, and the match lists. */
+void api_match_changed(struct api_req *req, uint64_t id);
+/* Read-through of any JSON text the fill function makes. */
+typedef int (*api_fill_fn)(struct api_req *req, uint64_t id, char **text);
+int api_cached_text(struct api_req *req, const char *key, int near, uint32_t ttl_s,
+                    api_fill_fn fill, uint64_t id, char **text);
+json_t *api_match_row_json(struct router_rows *rows, uint32_t r);
 
 /* ---- shared lookups (api_users.c) ---- */
 struct api_user {

@@ -14,7 +14,7 @@
     "id, home, away, stage, kickoff, status, odds_home, odds_draw, odds_away, "        \
     "odds_version, home_goals, away_goals"
 
-static json_t *match_json(struct router_rows *rows, uint32_t r)
+json_t *api_match_row_json(struct router_rows *rows, uint32_t r)
 {
     json_t *m = json_pack(
         "{s:o,s:s,s:s,s:s,s:o,s:s,s:{s:o,s:o,s:o,s:I}}", "id",
@@ -117,7 +117,7 @@ static void match_reply(struct api_req *req, int status, uint64_t id)
     else if (rc < 0)
         api_db_error(req, rc);
     else
-        api_reply_json(req, status, match_json(&rows, 0));
+        api_reply_json(req, status, api_match_row_json(&rows, 0));
     router_rows_free(&rows);
 }
 
@@ -160,10 +160,13 @@ void api_h_match_create(struct api_req *req)
                      "odds_draw, odds_away) VALUES (%s, %s, %s, %s, %d, %d, %d)",
                      api_str(body, "home", ""), api_str(body, "away", ""),
                      api_str(body, "stage", ""), kickoff, odds[0], odds[1], odds[2]);
-    if (rc < 0)
+    if (rc < 0) {
         api_db_error(req, rc);
-    else
+    } else {
+        if (req->cache != NULL)
+            cache_bump(req->cache, "matches");
         match_reply(req, 201, rows.insert_id);
+    }
 out:
     router_rows_free(&rows);
     json_decref(body);
@@ -206,7 +209,7 @@ void api_h_match_list(struct api_req *req)
     }
     items = json_array();
     for (uint32_t i = 0; i < rows.nrow && i < (uint32_t)limit; i++)
-        json_array_append_new(items, match_json(&rows, i));
+        json_array_append_new(items, api_match_row_json(&rows, i));
     api_reply_json(
         req, 200,
         json_pack(
@@ -218,23 +221,38 @@ void api_h_match_list(struct api_req *req)
     router_rows_free(&rows);
 }
 
-void api_h_match_get(struct api_req *req)
+/* Replies with the cached match, or with what the read failed with. */
+static json_t *match_or_reply(struct api_req *req, uint64_t id)
 {
-    match_reply(req, 200, req->param[0]);
-}
-
-void api_h_odds_get(struct api_req *req)
-{
-    struct router_rows rows = {0};
-    int rc = match_load(req->router, req->param[0], &rows);
+    json_t *m = NULL;
+    int rc = api_match_cached(req, id, &m);
 
     if (rc == BC_ENOTFOUND)
         api_error(req, 404, "not_found", "no such match");
     else if (rc < 0)
         api_db_error(req, rc);
-    else
-        api_reply_json(req, 200, odds_json(&rows, 0));
-    router_rows_free(&rows);
+    return rc < 0 ? NULL : m;
+}
+
+void api_h_match_get(struct api_req *req)
+{
+    json_t *m = match_or_reply(req, req->param[0]);
+
+    if (m != NULL)
+        api_reply_json(req, 200, m);
+}
+
+void api_h_odds_get(struct api_req *req)
+{
+    json_t *m = match_or_reply(req, req->param[0]), *odds;
+
+    if (m == NULL)
+        return;
+    odds = json_deep_copy(json_object_get(m, "odds"));
+    if (odds != NULL)
+        json_object_set(odds, "match_id", json_object_get(m, "id"));
+    json_decref(m);
+    api_reply_json(req, 200, odds);
 }
 
 void api_h_odds_put(struct api_req *req)
@@ -264,6 +282,7 @@ void api_h_odds_put(struct api_req *req)
         goto out;
     }
     router_rows_free(&rows);
+    api_match_changed(req, req->param[0]);
     rc = match_load(req->router, req->param[0], &rows);
     if (rc == BC_ENOTFOUND)
         api_error(req, 404, "not_found", "no such match");

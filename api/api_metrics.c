@@ -157,6 +157,41 @@ void api_h_metrics(struct api_req *req)
     for (uint32_t i = 0; i < nhost; i++)
         fprintf(f, "betcity_db_host_up{instance=\"%s\",host=\"%s\"} %d\n", name,
                 hosts[i].name, hosts[i].up);
+    if (req->cache != NULL) {
+        struct cache_stats cs;
+        static const char *const names[] = {
+            "hits",           "misses",     "fills", "lease_waits",
+            "lease_timeouts", "fill_races", "errors"};
+        cache_stats(req->cache, &cs);
+        fprintf(
+            f, "# HELP betcity_cache_ops_total Cache outcomes per memcached server "
+               "(lease_timeouts: readers that gave up waiting and read the database; "
+               "fill_races: fills refused because the key was invalidated meanwhile).\n"
+               "# TYPE betcity_cache_ops_total counter\n");
+        for (uint32_t i = 0; i < cs.nserver; i++) {
+            const struct cache_server_stats *s = &cs.server[i];
+            const uint64_t v[] = {s->hits,        s->misses,         s->fills,
+                                  s->lease_waits, s->lease_timeouts, s->fill_races,
+                                  s->errors};
+            for (size_t k = 0; k < sizeof(v) / sizeof(v[0]); k++)
+                fprintf(
+                    f,
+                    "betcity_cache_ops_total{instance=\"%s\",server=\"%s\",op=\"%s\"} "
+                    "%" PRIu64 "\n",
+                    name, s->name, names[k], v[k]);
+        }
+        fprintf(f,
+                "# HELP betcity_cache_server_up 0 while the breaker skips the server.\n"
+                "# TYPE betcity_cache_server_up gauge\n");
+        for (uint32_t i = 0; i < cs.nserver; i++)
+            fprintf(f, "betcity_cache_server_up{instance=\"%s\",server=\"%s\"} %d\n",
+                    name, cs.server[i].name, cs.server[i].up);
+        fprintf(f,
+                "# HELP betcity_cache_near_hits_total Reads served by the in-process "
+                "near-cache.\n# TYPE betcity_cache_near_hits_total counter\n"
+                "betcity_cache_near_hits_total{instance=\"%s\"} %" PRIu64 "\n",
+                name, cs.near_hits);
+    }
     fclose(f);
     api_reply_raw(req, 200, "text/plain; version=0.0.4", buf, len);
     free(buf);

@@ -34,6 +34,7 @@ static uint64_t running[MAX_RUNNING];
 
 struct settle_job {
     struct router *router; /* ref */
+    struct cache *cache;   /* ref, may be NULL */
     uint64_t match_id;
 };
 
@@ -123,7 +124,7 @@ static int settle_count(struct router *r, uint64_t match, int *done)
         shards, bets, (int64_t)*done, (int64_t)*done, match);
 }
 
-static void settle_run(struct router *r, uint64_t match)
+static void settle_run(struct router *r, struct cache *cache, uint64_t match)
 {
     struct router_rows rows = {0};
     char result[16];
@@ -167,7 +168,9 @@ static void settle_run(struct router *r, uint64_t match)
                 router_last_error());
     if (done && !atomic_load(&stopping)) {
         api_log("settlement %" PRIu64 ": done; recomputing standings", match);
-        api_standings_recompute(r);
+        /* Standings and profiles (points) change: one generation bump. */
+        if (api_standings_recompute(r) == 0 && cache != NULL)
+            cache_bump(cache, "standings");
     }
 }
 
@@ -175,7 +178,7 @@ static void *settle_main(void *arg)
 {
     struct settle_job *job = arg;
 
-    settle_run(job->router, job->match_id);
+    settle_run(job->router, job->cache, job->match_id);
     atomic_fetch_sub(&nrunning, 1);
     pthread_mutex_lock(&running_lock);
     for (int i = 0; i < MAX_RUNNING; i++)
@@ -187,7 +190,7 @@ static void *settle_main(void *arg)
 }
 
 /* Runs the settlement in the background unless this server runs it already. */
-static void settle_start(struct router *r, uint64_t match)
+static void settle_start(struct router *r, struct cache *cache, uint64_t match)
 {
     struct settle_job *job;
     pthread_t t;
@@ -212,6 +215,7 @@ static void settle_start(struct router *r, uint64_t match)
     job = malloc(sizeof(*job));
     if (job != NULL) {
         job->router = r;
+        job->cache = cache;
         job->match_id = match;
         atomic_fetch_add(&nrunning, 1);
         if (pthread_create(&t, NULL, settle_main, job) == 0) {
@@ -330,6 +334,7 @@ void api_h_result_post(struct api_req *req)
         txn = NULL;
         if (rc < 0)
             goto dberr;
+        api_match_changed(req, match);
         api_log("match %" PRIu64 ": result %s posted; settling", match, result);
     } else {
         int same = cancelled ? strcmp(router_cell(&m, 0, 0), "cancelled") == 0
@@ -353,7 +358,7 @@ void api_h_result_post(struct api_req *req)
             goto out;
         }
     }
-    settle_start(req->router, match);
+    settle_start(req->router, req->cache, match);
     settlement_reply(req, 202, match);
     goto out;
 dberr:

@@ -250,10 +250,12 @@ out:
     return rc;
 }
 
-static void standings_reply(struct api_req *req, const char *kind, uint64_t scope)
+/* The stored list as its response body; id = scope, kind from the key. */
+static int standings_fill(struct api_req *req, const char *kind, uint64_t scope,
+                          char **text)
 {
     struct router_rows rows = {0};
-    json_t *items;
+    json_t *body, *items;
     int rc;
 
     rc = router_exec(
@@ -261,24 +263,57 @@ static void standings_reply(struct api_req *req, const char *kind, uint64_t scop
         "SELECT generation, computed_at, body FROM %S.standings WHERE kind = %s "
         "AND scope = %u",
         kind, scope);
-    if (rc < 0) {
-        api_db_error(req, rc);
-        return;
-    }
+    if (rc < 0)
+        return rc;
     if (rows.nrow == 0) {
-        api_reply_json(
-            req, 200,
-            json_pack("{s:[],s:i,s:n}", "items", "generation", 0, "computed_at"));
+        body = json_pack("{s:[],s:i,s:n}", "items", "generation", 0, "computed_at");
     } else {
         items = json_loads(router_cell(&rows, 0, 2), 0, NULL);
-        api_reply_json(
-            req, 200,
-            json_pack("{s:o,s:I,s:o}", "items", items ? items : json_array(),
-                      "generation",
-                      (json_int_t)strtoll(router_cell(&rows, 0, 0), NULL, 10),
-                      "computed_at", api_time_json(router_cell(&rows, 0, 1))));
+        body = json_pack("{s:o,s:I,s:o}", "items", items ? items : json_array(),
+                         "generation",
+                         (json_int_t)strtoll(router_cell(&rows, 0, 0), NULL, 10),
+                         "computed_at", api_time_json(router_cell(&rows, 0, 1)));
     }
     router_rows_free(&rows);
+    *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(body);
+    return *text ? 0 : -ENOMEM;
+}
+
+static int fill_users(struct api_req *req, uint64_t scope, char **text)
+{
+    return standings_fill(req, "users", scope, text);
+}
+
+static int fill_teams(struct api_req *req, uint64_t scope, char **text)
+{
+    return standings_fill(req, "teams", scope, text);
+}
+
+static int fill_companies(struct api_req *req, uint64_t scope, char **text)
+{
+    return standings_fill(req, "companies", scope, text);
+}
+
+/*
+ * Standings through the cache, keyed by the "standings" generation that each
+ * recomputation bumps: a cold key costs one read however many readers wait.
+ */
+static void standings_reply(struct api_req *req, const char *kind, uint64_t scope,
+                            api_fill_fn fill)
+{
+    char key[128], *text = NULL;
+    uint64_t gen = req->cache ? cache_generation(req->cache, "standings") : 0;
+    int rc;
+
+    snprintf(key, sizeof(key), "bc:v1:standings:%s:%" PRIu64 ":g%" PRIu64, kind, scope,
+             gen);
+    rc = api_cached_text(req, key, 1, 3600, fill, scope, &text);
+    if (rc < 0)
+        api_db_error(req, rc);
+    else
+        api_reply_raw(req, 200, "application/json", text, strlen(text));
+    free(text);
 }
 
 /* ?company=ID, checked for membership; 0 absent, -1 after replying. */
@@ -305,7 +340,7 @@ void api_h_standings_users(struct api_req *req)
 
     if (company_param(req, &company, 0) < 0)
         return;
-    standings_reply(req, "users", company);
+    standings_reply(req, "users", company, fill_users);
 }
 
 void api_h_standings_teams(struct api_req *req)
@@ -314,10 +349,10 @@ void api_h_standings_teams(struct api_req *req)
 
     if (company_param(req, &company, 1) < 0)
         return;
-    standings_reply(req, "teams", company);
+    standings_reply(req, "teams", company, fill_teams);
 }
 
 void api_h_standings_companies(struct api_req *req)
 {
-    standings_reply(req, "companies", 0);
+    standings_reply(req, "companies", 0, fill_companies);
 }

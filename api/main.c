@@ -67,6 +67,7 @@ int main(int argc, char **argv)
     struct shardmap_conf conf;
     struct api_conf api;
     struct router *router = NULL;
+    struct cache *cache = NULL;
     struct api_server *srv = NULL;
     char *err = NULL, *colon, *end;
     int c, poll = 1, quiet = 0, rc, sig;
@@ -153,6 +154,12 @@ int main(int argc, char **argv)
         goto out;
     }
     router_set_polling(router, poll);
+    rc = cache_create(&conf, 100, &cache);
+    if (rc < 0) {
+        fprintf(stderr, "betcity-api: cache: %s\n", bc_strerror(rc));
+        goto out;
+    }
+    api.cache = cache;
     rc = api_server_create(&api, router, &srv);
     if (rc < 0) {
         fprintf(stderr, "betcity-api: cannot listen on %s: %s\n", listen,
@@ -166,6 +173,7 @@ int main(int argc, char **argv)
 out:
     api_server_destroy(srv);
     api_settle_stop();
+    cache_destroy(cache);
     router_destroy(router);
     shardmap_conf_deinit(&conf);
     return rc < 0 ? 1 : 0;

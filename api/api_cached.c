@@ -1,0 +1,94 @@
+/*
+ * api_cached.c: the API's hot reads through the cache (cache/cache.h).
+ *
+ * Keys (all versioned "bc:v1:"):
+ *   match:<id>                       the match with its odds (near-cached)
+ *   matches:g<gen>:<query>           a page of the match list ("matches" group)
+ *   standings:<kind>:<scope>:g<gen>  a standings list ("standings" group)
+ *   profile:<id>:g<gen>              a public profile (points change only at a
+ *                                    settlement, which bumps "standings")
+ *   company:<id>                     a company's branding
+ * Writers delete what they changed after their commit, or bump the group.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_int.h"
+
+struct fill_ctx {
+    struct api_req *req;
+    api_fill_fn fill;
+    uint64_t id;
+};
+
+static int fill_adapter(void *arg, char **value, size_t *len)
+{
+    struct fill_ctx *f = arg;
+    int rc = f->fill(f->req, f->id, value);
+
+    if (rc == 0)
+        *len = strlen(*value);
+    return rc;
+}
+
+int api_cached_text(struct api_req *req, const char *key, int near, uint32_t ttl_s,
+                    api_fill_fn fill, uint64_t id, char **text)
+{
+    struct fill_ctx f = {.req = req, .fill = fill, .id = id};
+    size_t len;
+
+    if (req->cache == NULL)
+        return fill(req, id, text);
+    return cache_get(req->cache, key, near, ttl_s, fill_adapter, &f, text, &len);
+}
+
+static int match_fill(struct api_req *req, uint64_t id, char **text)
+{
+    struct router_rows rows = {0};
+    int rc =
+        router_exec(req->router, ROUTER_GLOBAL, &rows,
+                    "SELECT id, home, away, stage, kickoff, status, odds_home, "
+                    "odds_draw, odds_away, odds_version, home_goals, away_goals FROM "
+                    "%S.matches WHERE id = %u",
+                    id);
+
+    if (rc == 0 && rows.nrow == 0)
+        rc = BC_ENOTFOUND;
+    if (rc == 0) {
+        json_t *m = api_match_row_json(&rows, 0);
+        *text = m ? json_dumps(m, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+        json_decref(m);
+        if (*text == NULL)
+            rc = -ENOMEM;
+    }
+    router_rows_free(&rows);
+    return rc;
+}
+
+int api_match_cached(struct api_req *req, uint64_t id, json_t **match)
+{
+    char key[64], *text = NULL;
+    int rc;
+
+    snprintf(key, sizeof(key), "bc:v1:match:%" PRIu64, id);
+    rc = api_cached_text(req, key, 1, 300, match_fill, id, &text);
+    if (rc < 0)
+        return rc;
+    *match = json_loads(text, 0, NULL);
+    free(text);
+    return *match ? 0 : -ENOMEM;
+}
+
+void api_match_changed(struct api_req *req, uint64_t id)
+{
+    char key[64];
+
+    if (req->cache == NULL)
+        return;
+    snprintf(key, sizeof(key), "bc:v1:match:%" PRIu64, id);
+    cache_delete(req->cache, key);
+    cache_bump(req->cache, "matches");
+}
