@@ -73,6 +73,14 @@ LOADGEN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/loadgen*.c))
 $(BUILD)/loadgen: $(LOADGEN_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CURL_LIBS)
 
+$(BUILD)/rawdb: $(BUILD)/tools/bench/rawdb.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# wrk against one API server beside the same SQL run straight on the databases
+# (tools/bench/run, docs/benchmarks.md); starts and stops its own stack.
+bench: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/rawdb
+	BUILD=$(BUILD) tools/bench/run
+
 $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_shardmap_conf: $(BUILD)/tests/unit/test_shardmap_conf.o $(SHARDMAP_LIB)
