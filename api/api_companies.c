@@ -3,6 +3,7 @@
  * lives in the global schema; team member counts are one scatter-gather.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +103,16 @@ static int colors_check(struct api_req *req, json_t *colors, const char **primar
     return 0;
 }
 
+static void company_changed(struct api_req *req, uint64_t id)
+{
+    char key[64];
+
+    if (req->cache == NULL)
+        return;
+    snprintf(key, sizeof(key), "bc:v1:company:%" PRIu64, id);
+    cache_delete(req->cache, key);
+}
+
 static void company_reply(struct api_req *req, int status, uint64_t id, int with_code)
 {
     struct router_rows rows = {0};
@@ -167,16 +178,54 @@ out:
     json_decref(body);
 }
 
+/* The company with its join code, as cached branding. */
+static int company_fill(struct api_req *req, uint64_t id, char **text)
+{
+    struct router_rows rows = {0};
+    int rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
+                         "SELECT " COMPANY_COLS " FROM %S.companies c WHERE c.id = %u "
+                         "AND c.platform = 0",
+                         id);
+
+    if (rc == 0 && rows.nrow == 0)
+        rc = BC_ENOTFOUND;
+    if (rc == 0) {
+        json_t *c = company_json(&rows, 0, 1);
+        *text = c ? json_dumps(c, JSON_COMPACT) : NULL;
+        json_decref(c);
+        rc = *text ? 0 : -ENOMEM;
+    }
+    router_rows_free(&rows);
+    return rc;
+}
+
 void api_h_company_get(struct api_req *req)
 {
     uint64_t id = req->param[0];
-    int role;
+    char key[64], *text = NULL;
+    json_t *c;
+    int role, rc;
 
     if (api_check_company_member(req, id) < 0)
         return;
     if (api_caller_role(req, &role) < 0)
         return;
-    company_reply(req, 200, id, role != API_ROLE_MEMBER);
+    snprintf(key, sizeof(key), "bc:v1:company:%" PRIu64, id);
+    rc = api_cached_text(req, key, 0, 300, company_fill, id, &text);
+    if (rc == BC_ENOTFOUND) {
+        api_error(req, 404, "not_found", "no such company");
+        return;
+    }
+    if (rc < 0) {
+        api_db_error(req, rc);
+        return;
+    }
+    c = json_loads(text, 0, NULL);
+    free(text);
+    /* The join code is for the company's admins (and the platform's) only. */
+    if (c != NULL && role == API_ROLE_MEMBER)
+        json_object_del(c, "join_code");
+    api_reply_json(req, 200, c);
 }
 
 void api_h_company_patch(struct api_req *req)
@@ -205,10 +254,12 @@ void api_h_company_patch(struct api_req *req)
         "COALESCE(%s, color_primary), color_secondary = COALESCE(%s, "
         "color_secondary) WHERE id = %u AND platform = 0",
         name, primary, secondary, id);
-    if (rc < 0)
+    if (rc < 0) {
         api_db_error(req, rc);
-    else
+    } else {
+        company_changed(req, id);
         company_reply(req, 200, id, 1);
+    }
 out:
     json_decref(body);
 }
@@ -231,10 +282,12 @@ void api_h_company_logo_put(struct api_req *req)
         "content_type = VALUES(content_type), etag = VALUES(etag), data = "
         "VALUES(data)",
         type, etag, req->body, req->body_len, req->param[0]);
-    if (rc < 0)
+    if (rc < 0) {
         api_db_error(req, rc);
-    else
-        api_reply_raw(req, 204, NULL, NULL, 0);
+        return;
+    }
+    company_changed(req, req->param[0]);
+    api_reply_raw(req, 204, NULL, NULL, 0);
 }
 
 void api_h_company_logo_get(struct api_req *req)

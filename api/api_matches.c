@@ -3,6 +3,7 @@
  * settlement's progress.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,53 +173,94 @@ out:
     json_decref(body);
 }
 
-void api_h_match_list(struct api_req *req)
-{
-    const char *status = api_query(req, "status"), *from = api_query(req, "from");
-    const char *to = api_query(req, "to");
-    char tfrom[32] = "1970-01-01 00:00:00.000", tto[32] = "2999-01-01 00:00:00.000";
-    struct router_rows rows = {0};
+/* A list query, validated and in canonical form (it is also the cache key). */
+struct list_query {
+    const char *status; /* NULL: any */
+    char from[32], to[32];
     uint64_t cursor;
-    int limit, rc;
-    json_t *items;
+    int limit;
+};
 
-    if ((limit = api_limit(req)) < 0 || api_cursor(req, &cursor) < 0)
-        return;
-    if (status != NULL && strcmp(status, "scheduled") != 0 &&
-        strcmp(status, "finished") != 0 && strcmp(status, "cancelled") != 0) {
+/* Reads and checks the list's parameters; -1 after replying 400. */
+static int list_query(struct api_req *req, struct list_query *q)
+{
+    const char *from = api_query(req, "from"), *to = api_query(req, "to");
+
+    q->status = api_query(req, "status");
+    snprintf(q->from, sizeof(q->from), "1970-01-01 00:00:00.000");
+    snprintf(q->to, sizeof(q->to), "2999-01-01 00:00:00.000");
+    if ((q->limit = api_limit(req)) < 0 || api_cursor(req, &q->cursor) < 0)
+        return -1;
+    if (q->status != NULL && strcmp(q->status, "scheduled") != 0 &&
+        strcmp(q->status, "finished") != 0 && strcmp(q->status, "cancelled") != 0) {
         api_error(req, 400, "invalid_parameter",
                   "status must be scheduled, finished or cancelled");
-        return;
+        return -1;
     }
-    if ((from != NULL && api_time_parse(from, tfrom, sizeof(tfrom), NULL) < 0) ||
-        (to != NULL && api_time_parse(to, tto, sizeof(tto), NULL) < 0)) {
+    if ((from != NULL && api_time_parse(from, q->from, sizeof(q->from), NULL) < 0) ||
+        (to != NULL && api_time_parse(to, q->to, sizeof(q->to), NULL) < 0)) {
         api_error(req, 400, "invalid_parameter",
                   "from and to must be RFC 3339 UTC times");
-        return;
+        return -1;
     }
+    return 0;
+}
+
+static int list_fill(struct api_req *req, uint64_t unused, char **text)
+{
+    struct router_rows rows = {0};
+    struct list_query q;
+    json_t *items, *body;
+    int rc;
+    (void)unused;
+
+    if (list_query(req, &q) < 0) /* checked before: cannot fail here */
+        return BC_EQUERY;
     rc = router_exec(
         req->router, ROUTER_GLOBAL, &rows,
         "SELECT " MATCH_COLS " FROM %S.matches m WHERE (%s IS NULL OR status = %s) "
         "AND kickoff >= %s AND kickoff < %s AND (%u = 0 OR (kickoff, id) > "
         "(SELECT kickoff, id FROM %S.matches WHERE id = %u)) ORDER BY kickoff, id "
         "LIMIT %d",
-        status, status, tfrom, tto, cursor, cursor, (int64_t)limit + 1);
-    if (rc < 0) {
-        api_db_error(req, rc);
-        return;
-    }
+        q.status, q.status, q.from, q.to, q.cursor, q.cursor, (int64_t)q.limit + 1);
+    if (rc < 0)
+        return rc;
     items = json_array();
-    for (uint32_t i = 0; i < rows.nrow && i < (uint32_t)limit; i++)
+    for (uint32_t i = 0; i < rows.nrow && i < (uint32_t)q.limit; i++)
         json_array_append_new(items, api_match_row_json(&rows, i));
-    api_reply_json(
-        req, 200,
-        json_pack(
-            "{s:o,s:o}", "items", items, "next_cursor",
-            api_cursor_json(rows.nrow > (uint32_t)limit
-                                ? strtoull(router_cell(&rows, limit - 1, 0), NULL, 10)
-                                : 0,
-                            rows.nrow > (uint32_t)limit)));
+    body = json_pack(
+        "{s:o,s:o}", "items", items, "next_cursor",
+        api_cursor_json(rows.nrow > (uint32_t)q.limit
+                            ? strtoull(router_cell(&rows, q.limit - 1, 0), NULL, 10)
+                            : 0,
+                        rows.nrow > (uint32_t)q.limit));
     router_rows_free(&rows);
+    *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(body);
+    return *text ? 0 : -ENOMEM;
+}
+
+/* Match lists through the cache, keyed by the "matches" generation. */
+void api_h_match_list(struct api_req *req)
+{
+    struct list_query q;
+    char key[CACHE_KEY_MAX + 1], *text = NULL;
+    uint64_t gen;
+    int rc;
+
+    if (list_query(req, &q) < 0)
+        return;
+    gen = req->cache ? cache_generation(req->cache, "matches") : 0;
+    snprintf(key, sizeof(key),
+             "bc:v1:matches:g%" PRIu64 ":%s:%.10s_%.12s:%.10s_%.12s:%" PRIx64 ":%d",
+             gen, q.status ? q.status : "-", q.from, q.from + 11, q.to, q.to + 11,
+             q.cursor, q.limit);
+    rc = api_cached_text(req, key, 0, 60, list_fill, 0, &text);
+    if (rc < 0)
+        api_db_error(req, rc);
+    else
+        api_reply_raw(req, 200, "application/json", text, strlen(text));
+    free(text);
 }
 
 /* Replies with the cached match, or with what the read failed with. */

@@ -21,6 +21,8 @@
     "u.id, u.email, u.display_name, u.company_id, u.team_id, u.role, u.balance, "      \
     "u.points, EXISTS(SELECT 1 FROM %S.avatars a WHERE a.user_id = u.id)"
 
+static void profile_changed(struct api_req *req, uint64_t id);
+
 static void user_from_row(struct router_rows *rows, uint32_t r, struct api_user *u)
 {
     memset(u, 0, sizeof(*u));
@@ -398,6 +400,7 @@ void api_h_me_patch(struct api_req *req)
         api_db_error(req, rc);
         goto out;
     }
+    profile_changed(req, req->auth.user_id);
     api_h_me(req);
 out:
     json_decref(body);
@@ -485,10 +488,12 @@ void api_h_me_avatar_put(struct api_req *req)
         "(%u, %s, %s, %b) ON DUPLICATE KEY UPDATE content_type = VALUES(content_type), "
         "etag = VALUES(etag), data = VALUES(data)",
         req->auth.user_id, type, etag, req->body, req->body_len);
-    if (rc < 0)
+    if (rc < 0) {
         api_db_error(req, rc);
-    else
-        api_reply_raw(req, 204, NULL, NULL, 0);
+        return;
+    }
+    profile_changed(req, req->auth.user_id);
+    api_reply_raw(req, 204, NULL, NULL, 0);
 }
 
 void api_h_user_avatar_get(struct api_req *req)
@@ -506,12 +511,51 @@ void api_h_user_avatar_get(struct api_req *req)
     router_rows_free(&rows);
 }
 
-void api_h_user_get(struct api_req *req)
+static void profile_key(struct api_req *req, uint64_t id, char *key, size_t size)
+{
+    /* Points change only at settlements, which bump the "standings" generation. */
+    uint64_t gen = req->cache ? cache_generation(req->cache, "standings") : 0;
+
+    snprintf(key, size, "bc:v1:profile:%" PRIu64 ":g%" PRIu64, id, gen);
+}
+
+/* After a committed change of a user's public profile. */
+static void profile_changed(struct api_req *req, uint64_t id)
+{
+    char key[96];
+
+    if (req->cache == NULL)
+        return;
+    profile_key(req, id, key, sizeof(key));
+    cache_delete(req->cache, key);
+}
+
+/* {"company_id": ..., "profile": {...}}: the profile and what access needs. */
+static int profile_fill(struct api_req *req, uint64_t id, char **text)
 {
     struct api_user u;
-    int rc = api_user_load(req->router, req->param[0], &u);
+    json_t *v;
+    int rc = api_user_load(req->router, id, &u);
 
-    if (rc == BC_ENOTFOUND || (rc == BC_ESHARD)) {
+    if (rc < 0)
+        return rc;
+    v = json_pack("{s:o,s:o}", "company_id", api_id_json(u.company_id), "profile",
+                  profile_json(&u));
+    *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    return *text ? 0 : -ENOMEM;
+}
+
+void api_h_user_get(struct api_req *req)
+{
+    char key[96], *text = NULL;
+    json_t *v = NULL;
+    uint64_t company;
+    int rc;
+
+    profile_key(req, req->param[0], key, sizeof(key));
+    rc = api_cached_text(req, key, 0, 300, profile_fill, req->param[0], &text);
+    if (rc == BC_ENOTFOUND || rc == BC_ESHARD) {
         api_error(req, 404, "not_found", "no such user");
         return;
     }
@@ -519,16 +563,25 @@ void api_h_user_get(struct api_req *req)
         api_db_error(req, rc);
         return;
     }
-    if (u.company_id != req->auth.company_id) {
+    v = json_loads(text, 0, NULL);
+    free(text);
+    if (v == NULL) {
+        api_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    company = api_id(v, "company_id", 0);
+    if (company != req->auth.company_id) {
         int role;
         if (api_caller_role(req, &role) < 0)
-            return;
+            goto out;
         if (role != API_ROLE_PLATFORM_ADMIN) {
             api_error(req, 404, "not_found", "no such user");
-            return;
+            goto out;
         }
     }
-    api_reply_json(req, 200, profile_json(&u));
+    api_reply_json(req, 200, json_incref(json_object_get(v, "profile")));
+out:
+    json_decref(v);
 }
 
 void api_h_admin_add(struct api_req *req)
