@@ -78,8 +78,10 @@ $(BUILD)/rawdb: $(BUILD)/tools/bench/rawdb.o
 
 # wrk against one API server beside the same SQL run straight on the databases
 # (tools/bench/run, docs/benchmarks.md); starts and stops its own stack.
-bench: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/rawdb
+bench: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/rawdb \
+       $(BUILD)/loadgen
 	BUILD=$(BUILD) tools/bench/run
+	BUILD=$(BUILD) tools/bench/cache
 
 $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)

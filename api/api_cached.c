@@ -3,6 +3,7 @@
  *
  * Keys (all versioned "bc:v1:"):
  *   match:<id>                       the match with its odds (near-cached)
+ *   odds:<id>                        the odds response body (near-cached)
  *   matches:g<gen>:<query>           a page of the match list ("matches" group)
  *   standings:<kind>:<scope>:g<gen>  a standings list ("standings" group)
  *   profile:<id>:g<gen>              a public profile (points change only at a
@@ -82,6 +83,36 @@ int api_match_cached(struct api_req *req, uint64_t id, json_t **match)
     return *match ? 0 : -ENOMEM;
 }
 
+/* The odds response body, made from the cached match. */
+static int odds_fill(struct api_req *req, uint64_t id, char **text)
+{
+    json_t *m = NULL, *odds;
+    int rc = api_match_cached(req, id, &m);
+
+    if (rc < 0)
+        return rc;
+    odds = json_deep_copy(json_object_get(m, "odds"));
+    json_decref(m);
+    if (odds == NULL)
+        return -ENOMEM;
+    json_object_set_new(odds, "match_id", api_id_json(id));
+    *text = json_dumps(odds, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    json_decref(odds);
+    return *text ? 0 : -ENOMEM;
+}
+
+/*
+ * The hottest read: the odds body itself is a (near-)cached key, so a hit is
+ * a copy of ready bytes, with no JSON parsed or printed.
+ */
+int api_odds_cached(struct api_req *req, uint64_t id, char **text)
+{
+    char key[64];
+
+    snprintf(key, sizeof(key), "bc:v1:odds:%" PRIu64, id);
+    return api_cached_text(req, key, 1, 300, odds_fill, id, text);
+}
+
 void api_match_changed(struct api_req *req, uint64_t id)
 {
     char key[64];
@@ -89,6 +120,8 @@ void api_match_changed(struct api_req *req, uint64_t id)
     if (req->cache == NULL)
         return;
     snprintf(key, sizeof(key), "bc:v1:match:%" PRIu64, id);
+    cache_delete(req->cache, key);
+    snprintf(key, sizeof(key), "bc:v1:odds:%" PRIu64, id);
     cache_delete(req->cache, key);
     cache_bump(req->cache, "matches");
 }

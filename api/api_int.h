@@ -194,7 +194,9 @@ void api_h_standings_companies(struct api_req *req);
  * memcached and the near-cache: 0, BC_ENOTFOUND or a router status.
  */
 int api_match_cached(struct api_req *req, uint64_t id, json_t **match);
-/* After a committed change of a match: its key, and the match lists. */
+/* The odds response body of a match (malloc'd text), through the cache. */
+int api_odds_cached(struct api_req *req, uint64_t id, char **text);
+/* After a committed change of a match: its keys, and the match lists. */
 void api_match_changed(struct api_req *req, uint64_t id);
 /* Read-through of any JSON text the fill function makes. */
 typedef int (*api_fill_fn)(struct api_req *req, uint64_t id, char **text);

@@ -286,15 +286,16 @@ void api_h_match_get(struct api_req *req)
 
 void api_h_odds_get(struct api_req *req)
 {
-    json_t *m = match_or_reply(req, req->param[0]), *odds;
+    char *text = NULL;
+    int rc = api_odds_cached(req, req->param[0], &text);
 
-    if (m == NULL)
-        return;
-    odds = json_deep_copy(json_object_get(m, "odds"));
-    if (odds != NULL)
-        json_object_set(odds, "match_id", json_object_get(m, "id"));
-    json_decref(m);
-    api_reply_json(req, 200, odds);
+    if (rc == BC_ENOTFOUND)
+        api_error(req, 404, "not_found", "no such match");
+    else if (rc < 0)
+        api_db_error(req, rc);
+    else
+        api_reply_raw(req, 200, "application/json", text, strlen(text));
+    free(text);
 }
 
 void api_h_odds_put(struct api_req *req)

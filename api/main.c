@@ -9,14 +9,33 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
 #include "api/api_int.h"
+
+static atomic_int log_stop;
+
+/*
+ * The access log is fully buffered (one write per 64 KiB, not per request)
+ * and flushed four times a second, so log lines are at most 250 ms late.
+ */
+static void *log_flusher(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&log_stop)) {
+        usleep(250000);
+        fflush(stderr);
+    }
+    return NULL;
+}
 
 static void usage(FILE *out)
 {
@@ -140,6 +159,10 @@ int main(int argc, char **argv)
     if (conf.pool_size < api.threads)
         conf.pool_size = api.threads;
     api.access_log = quiet ? NULL : stderr;
+    static char logbuf[1 << 16];
+    pthread_t flusher;
+    int have_flusher = 0;
+    setvbuf(stderr, logbuf, _IOFBF, sizeof(logbuf));
 
     /* Signals go to sigwait() below, not to the server's threads. */
     signal(SIGPIPE, SIG_IGN);
@@ -147,6 +170,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    have_flusher = pthread_create(&flusher, NULL, log_flusher, NULL) == 0;
 
     rc = router_create(&conf, &router);
     if (rc < 0) {
@@ -176,5 +200,9 @@ out:
     cache_destroy(cache);
     router_destroy(router);
     shardmap_conf_deinit(&conf);
+    atomic_store(&log_stop, 1);
+    if (have_flusher)
+        pthread_join(flusher, NULL);
+    fflush(stderr);
     return rc < 0 ? 1 : 0;
 }

@@ -22,6 +22,7 @@
 #define LEASE_WAIT_MS 300
 #define BREAKER_MS 1000
 #define NEAR_SLOTS 1024
+#define NEAR_LOCKS 64
 #define LEASE_PREFIX "\001LEASE:"
 
 struct server {
@@ -46,7 +47,7 @@ struct cache {
     pthread_key_t client;
     struct server server[MAX_SERVERS];
     uint32_t nserver;
-    pthread_mutex_t near_lock;
+    pthread_mutex_t near_lock[NEAR_LOCKS]; /* striped: slot % NEAR_LOCKS */
     struct near_entry near[NEAR_SLOTS];
     atomic_uint_fast64_t near_hits;
 };
@@ -89,7 +90,8 @@ int cache_create(const struct shardmap_conf *conf, uint32_t timeout_ms,
         free(c);
         return -EIO;
     }
-    pthread_mutex_init(&c->near_lock, NULL);
+    for (int i = 0; i < NEAR_LOCKS; i++)
+        pthread_mutex_init(&c->near_lock[i], NULL);
     pthread_key_create(&c->client, client_free);
     if (timeout_ms == 0)
         timeout_ms = 100;
@@ -145,7 +147,8 @@ void cache_destroy(struct cache *c)
         free(c->near[i].key);
         free(c->near[i].value);
     }
-    pthread_mutex_destroy(&c->near_lock);
+    for (int i = 0; i < NEAR_LOCKS; i++)
+        pthread_mutex_destroy(&c->near_lock[i]);
     free(c);
 }
 
@@ -237,10 +240,12 @@ static uint32_t near_slot(const char *key)
 
 static int near_get(struct cache *c, const char *key, char **value, size_t *len)
 {
-    struct near_entry *e = &c->near[near_slot(key)];
+    uint32_t slot = near_slot(key);
+    struct near_entry *e = &c->near[slot];
+    pthread_mutex_t *lock = &c->near_lock[slot % NEAR_LOCKS];
     int found = 0;
 
-    pthread_mutex_lock(&c->near_lock);
+    pthread_mutex_lock(lock);
     if (e->key != NULL && strcmp(e->key, key) == 0 && e->expires_ms > now_ms()) {
         *value = malloc(e->len + 1);
         if (*value != NULL) {
@@ -250,14 +255,16 @@ static int near_get(struct cache *c, const char *key, char **value, size_t *len)
             found = 1;
         }
     }
-    pthread_mutex_unlock(&c->near_lock);
+    pthread_mutex_unlock(lock);
     return found;
 }
 
 static void near_put(struct cache *c, const char *key, const char *value, size_t len,
                      int64_t expires_ms)
 {
-    struct near_entry *e = &c->near[near_slot(key)];
+    uint32_t slot = near_slot(key);
+    struct near_entry *e = &c->near[slot];
+    pthread_mutex_t *lock = &c->near_lock[slot % NEAR_LOCKS];
     char *k = strdup(key), *v = malloc(len + 1);
 
     if (k == NULL || v == NULL) {
@@ -267,24 +274,25 @@ static void near_put(struct cache *c, const char *key, const char *value, size_t
     }
     memcpy(v, value, len);
     v[len] = '\0';
-    pthread_mutex_lock(&c->near_lock);
+    pthread_mutex_lock(lock);
     free(e->key);
     free(e->value);
     e->key = k;
     e->value = v;
     e->len = len;
     e->expires_ms = expires_ms;
-    pthread_mutex_unlock(&c->near_lock);
+    pthread_mutex_unlock(lock);
 }
 
 static void near_drop(struct cache *c, const char *key)
 {
-    struct near_entry *e = &c->near[near_slot(key)];
+    uint32_t slot = near_slot(key);
+    struct near_entry *e = &c->near[slot];
 
-    pthread_mutex_lock(&c->near_lock);
+    pthread_mutex_lock(&c->near_lock[slot % NEAR_LOCKS]);
     if (e->key != NULL && strcmp(e->key, key) == 0)
         e->expires_ms = 0;
-    pthread_mutex_unlock(&c->near_lock);
+    pthread_mutex_unlock(&c->near_lock[slot % NEAR_LOCKS]);
 }
 
 /* ---- read-through ----------------------------------------------------- */
