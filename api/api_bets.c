@@ -128,7 +128,7 @@ void api_h_bet_create(struct api_req *req)
         goto out;
     }
     /* The match comes from the cache: at a kick-off peak bets load the shards. */
-    rc = api_match_cached(req, match_id, &m);
+    rc = api_match_cached(req, match_id, 1, &m);
     if (rc == BC_ENOTFOUND) {
         api_error(req, 404, "not_found", "no such match");
         goto out;

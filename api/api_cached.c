@@ -69,13 +69,13 @@ static int match_fill(struct api_req *req, uint64_t id, char **text)
     return rc;
 }
 
-int api_match_cached(struct api_req *req, uint64_t id, json_t **match)
+int api_match_cached(struct api_req *req, uint64_t id, int near, json_t **match)
 {
     char key[64], *text = NULL;
     int rc;
 
     snprintf(key, sizeof(key), "bc:v1:match:%" PRIu64, id);
-    rc = api_cached_text(req, key, 1, 300, match_fill, id, &text);
+    rc = api_cached_text(req, key, near, 300, match_fill, id, &text);
     if (rc < 0)
         return rc;
     *match = json_loads(text, 0, NULL);
@@ -83,11 +83,15 @@ int api_match_cached(struct api_req *req, uint64_t id, json_t **match)
     return *match ? 0 : -ENOMEM;
 }
 
-/* The odds response body, made from the cached match. */
+/*
+ * The odds body, made from the match in memcached (or the database), never
+ * from this process's near-cache: a near copy may predate an invalidation
+ * that this fill's lease came after, and memcached would then keep old odds.
+ */
 static int odds_fill(struct api_req *req, uint64_t id, char **text)
 {
     json_t *m = NULL, *odds;
-    int rc = api_match_cached(req, id, &m);
+    int rc = api_match_cached(req, id, 0, &m);
 
     if (rc < 0)
         return rc;

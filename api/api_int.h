@@ -191,9 +191,10 @@ void api_h_standings_companies(struct api_req *req);
 /* ---- cached reads (api_cached.c) ---- */
 /*
  * The match as the API shows it (JSON object, caller decrefs), read through
- * memcached and the near-cache: 0, BC_ENOTFOUND or a router status.
+ * memcached and, if near, the near-cache: 0, BC_ENOTFOUND or a router
+ * status. A fill of another key must not use near (it could store old data).
  */
-int api_match_cached(struct api_req *req, uint64_t id, json_t **match);
+int api_match_cached(struct api_req *req, uint64_t id, int near, json_t **match);
 /* The odds response body of a match (malloc'd text), through the cache. */
 int api_odds_cached(struct api_req *req, uint64_t id, char **text);
 /* After a committed change of a match: its keys, and the match lists. */

@@ -267,7 +267,7 @@ void api_h_match_list(struct api_req *req)
 static json_t *match_or_reply(struct api_req *req, uint64_t id)
 {
     json_t *m = NULL;
-    int rc = api_match_cached(req, id, &m);
+    int rc = api_match_cached(req, id, 1, &m);
 
     if (rc == BC_ENOTFOUND)
         api_error(req, 404, "not_found", "no such match");

@@ -31,6 +31,7 @@ struct server {
     uint16_t port;
     atomic_int_fast64_t down_until_ms; /* breaker open until then */
     atomic_int flush_needed;           /* it missed deletes while down */
+    atomic_uint epoch;                 /* bumped when it comes back */
     atomic_uint_fast64_t hits, misses, fills, lease_waits, lease_timeouts, fill_races,
         errors;
 };
@@ -60,22 +61,54 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A thread's client, and the epoch of each server it last connected in. */
+struct tclient {
+    memcached_st *m;
+    uint32_t epoch[MAX_SERVERS];
+};
+
 static void client_free(void *p)
 {
-    memcached_free(p);
+    struct tclient *t = p;
+
+    memcached_free(t->m);
+    free(t);
 }
 
-/* This thread's client, cloned from the master on first use. */
+/*
+ * This thread's client, cloned from the master on first use. When a server
+ * came back (its epoch moved), the thread's old connections are dropped
+ * first: they died with the server and would each fail once, and each
+ * failure would open the breaker again.
+ */
 static memcached_st *client(struct cache *c)
 {
-    memcached_st *m = pthread_getspecific(c->client);
+    struct tclient *t = pthread_getspecific(c->client);
+    int stale = 0;
 
-    if (m == NULL && c->master != NULL) {
-        m = memcached_clone(NULL, c->master);
-        if (m != NULL)
-            pthread_setspecific(c->client, m);
+    if (t == NULL && c->master != NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL)
+            return NULL;
+        t->m = memcached_clone(NULL, c->master);
+        if (t->m == NULL) {
+            free(t);
+            return NULL;
+        }
+        for (uint32_t i = 0; i < c->nserver; i++)
+            t->epoch[i] = atomic_load(&c->server[i].epoch);
+        pthread_setspecific(c->client, t);
     }
-    return m;
+    if (t == NULL)
+        return NULL;
+    for (uint32_t i = 0; i < c->nserver; i++) {
+        uint32_t e = atomic_load(&c->server[i].epoch);
+        stale |= t->epoch[i] != e;
+        t->epoch[i] = e;
+    }
+    if (stale)
+        memcached_quit(t->m);
+    return t->m;
 }
 
 int cache_create(const struct shardmap_conf *conf, uint32_t timeout_ms,
@@ -110,7 +143,8 @@ int cache_create(const struct shardmap_conf *conf, uint32_t timeout_ms,
         memcached_behavior_set(m, MEMCACHED_BEHAVIOR_SND_TIMEOUT, timeout_ms * 1000);
         /* A dead server's keys must not move to the others (stale reads). */
         memcached_behavior_set(m, MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS, 0);
-        memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 1);
+        /* The breaker below decides when a server is tried again. */
+        memcached_behavior_set(m, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 0);
         for (uint32_t i = 0; i < conf->nmemcached && i < MAX_SERVERS; i++) {
             struct server *s = &c->server[i];
             snprintf(s->addr, sizeof(s->addr), "%s", conf->memcached[i].addr);
@@ -134,12 +168,13 @@ nomem:
 
 void cache_destroy(struct cache *c)
 {
-    memcached_st *m;
+    struct tclient *t;
 
     if (c == NULL)
         return;
-    m = pthread_getspecific(c->client);
-    memcached_free(m);
+    t = pthread_getspecific(c->client);
+    if (t != NULL)
+        client_free(t);
     pthread_setspecific(c->client, NULL);
     pthread_key_delete(c->client);
     memcached_free(c->master);
@@ -215,6 +250,7 @@ static int server_usable(struct server *s)
             return 0;
         }
         atomic_store(&s->flush_needed, 0);
+        atomic_fetch_add(&s->epoch, 1);
         atomic_store(&s->down_until_ms, 0);
     }
     return 1;
@@ -359,6 +395,7 @@ int cache_get(struct cache *c, const char *key, int near, uint32_t ttl_s,
     }
     if (s == NULL || strlen(key) > CACHE_KEY_MAX || !server_usable(s))
         return fill(arg, value, len); /* no cache: a miss with no fill */
+    m = client(c);                    /* fresh connections if it just came back */
     for (;;) {
         memcached_return_t rc;
         uint32_t flags;
@@ -424,6 +461,7 @@ void cache_delete(struct cache *c, const char *key)
         return;
     if (!server_usable(s))
         return; /* it will be flushed before it is used again */
+    m = client(c);
     rc = memcached_delete(m, key, strlen(key), 0);
     if (is_failure(rc))
         server_failed(s);
@@ -472,6 +510,7 @@ void cache_bump(struct cache *c, const char *group)
     s = server_of(c, m, key);
     if (s == NULL || !server_usable(s))
         return;
+    m = client(c);
     rc = memcached_increment(m, key, strlen(key), 1, &out);
     if (rc == MEMCACHED_NOTFOUND)
         return; /* readers start a new one from the clock */
