@@ -57,19 +57,6 @@ static int valid_slug(const char *s)
     return 1;
 }
 
-static int valid_name(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-
-    if (n == 0 || n > max || isspace((unsigned char)s[0]) ||
-        isspace((unsigned char)s[n - 1]))
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (iscntrl((unsigned char)s[i]))
-            return 0;
-    return 1;
-}
-
 /* Checks the optional colors object; 0 ok, -1 after replying. */
 static int colors_check(struct api_req *req, json_t *colors, const char **primary,
                         const char **secondary)
@@ -147,7 +134,7 @@ void api_h_company_create(struct api_req *req)
         return;
     if ((body = api_body(req, spec)) == NULL)
         return;
-    if (!valid_name(api_str(body, "name", ""), 100)) {
+    if (!api_valid_text(api_str(body, "name", ""), 100)) {
         api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
         goto out;
     }
@@ -242,7 +229,7 @@ void api_h_company_patch(struct api_req *req)
     if ((body = api_body(req, spec)) == NULL)
         return;
     name = api_str(body, "name", NULL);
-    if (name != NULL && !valid_name(name, 100)) {
+    if (name != NULL && !api_valid_text(name, 100)) {
         api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
         goto out;
     }
@@ -317,7 +304,7 @@ void api_h_team_create(struct api_req *req)
         return;
     if ((body = api_body(req, spec)) == NULL)
         return;
-    if (!valid_name(api_str(body, "name", ""), 100)) {
+    if (!api_valid_text(api_str(body, "name", ""), 100)) {
         api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
         goto out;
     }

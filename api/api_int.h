@@ -109,6 +109,8 @@ struct api_field {
  * decrefs) or NULL after replying with the 400.
  */
 json_t *api_body(struct api_req *req, const struct api_field *spec);
+/* Names and labels: 1..max bytes, no control characters, no outer spaces. */
+int api_valid_text(const char *s, size_t max);
 /* Field getters for checked objects; absent (or null) fields give dflt. */
 const char *api_str(json_t *obj, const char *name, const char *dflt);
 int64_t api_int(json_t *obj, const char *name, int64_t dflt);

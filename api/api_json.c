@@ -201,6 +201,19 @@ json_t *api_body(struct api_req *req, const struct api_field *spec)
     return obj;
 }
 
+int api_valid_text(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > max || isspace((unsigned char)s[0]) ||
+        isspace((unsigned char)s[n - 1]))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (iscntrl((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
 const char *api_str(json_t *obj, const char *name, const char *dflt)
 {
     json_t *v = json_object_get(obj, name);

@@ -61,19 +61,6 @@ static int match_load(struct router *router, uint64_t id, struct router_rows *ro
     return rc;
 }
 
-static int valid_text(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-
-    if (n == 0 || n > max || isspace((unsigned char)s[0]) ||
-        isspace((unsigned char)s[n - 1]))
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (iscntrl((unsigned char)s[i]))
-            return 0;
-    return 1;
-}
-
 /* Reads {home, draw, away} odds; 0 or -1 after replying. */
 static int odds_read(struct api_req *req, json_t *odds, int64_t out[3])
 {
@@ -138,14 +125,14 @@ void api_h_match_create(struct api_req *req)
         return;
     if ((body = api_body(req, spec)) == NULL)
         return;
-    if (!valid_text(api_str(body, "home", ""), 64) ||
-        !valid_text(api_str(body, "away", ""), 64) ||
+    if (!api_valid_text(api_str(body, "home", ""), 64) ||
+        !api_valid_text(api_str(body, "away", ""), 64) ||
         strcmp(api_str(body, "home", ""), api_str(body, "away", "")) == 0) {
         api_error(req, 422, "invalid_teams",
                   "home and away must be two different names of 1 to 64 characters");
         goto out;
     }
-    if (!valid_text(api_str(body, "stage", ""), 64)) {
+    if (!api_valid_text(api_str(body, "stage", ""), 64)) {
         api_error(req, 422, "invalid_name", "stage must have 1 to 64 characters");
         goto out;
     }
