@@ -149,3 +149,15 @@ int api_token_check(struct api_server *srv, const char *token, struct api_auth *
     auth->role = role;
     return 0;
 }
+
+void api_join_code(char out[11])
+{
+    /* 32 symbols without 0/O and 1/I: 50 bits, read aloud without mistakes. */
+    static const char symbols[] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    unsigned char rnd[10];
+
+    randombytes_buf(rnd, sizeof(rnd));
+    for (int i = 0; i < 10; i++)
+        out[i] = symbols[rnd[i] % 32];
+    out[10] = '\0';
+}

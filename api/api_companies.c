@@ -125,7 +125,6 @@ void api_h_company_create(struct api_req *req)
                                             {NULL, 0, 0, 0}};
     struct router_rows rows = {0};
     const char *primary, *secondary;
-    unsigned char rnd[10];
     char code[11];
     json_t *body;
     int rc;
@@ -144,10 +143,7 @@ void api_h_company_create(struct api_req *req)
     }
     if (colors_check(req, json_object_get(body, "colors"), &primary, &secondary) < 0)
         goto out;
-    randombytes_buf(rnd, sizeof(rnd));
-    for (int i = 0; i < 10; i++)
-        code[i] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"[rnd[i] % 32];
-    code[10] = '\0';
+    api_join_code(code);
     rc = router_exec(
         req->router, ROUTER_GLOBAL, &rows,
         "INSERT INTO %S.companies (name, slug, color_primary, color_secondary, "

@@ -139,6 +139,8 @@ int api_token_make(struct api_server *srv, uint64_t user_id, uint64_t company_id
                    int role, char *out, size_t size);
 int api_token_check(struct api_server *srv, const char *token, struct api_auth *auth);
 const char *api_role_name(int role);
+/* A company's random join code: 10 characters of [A-Z2-9] and a NUL. */
+void api_join_code(char out[11]);
 int api_role_parse(const char *name);
 
 /* ---- server (api_http.c) ---- */

@@ -628,15 +628,11 @@ int api_create_platform_admin(struct router *router, const char *email,
     struct router_rows rows = {0};
     struct api_user u = {0};
     char hash[crypto_pwhash_STRBYTES], code[11];
-    unsigned char rnd[10];
     int rc;
 
     if (email_canon(email, u.email, sizeof(u.email)) < 0 || strlen(password) < 8)
         return -EINVAL;
-    randombytes_buf(rnd, sizeof(rnd));
-    for (int i = 0; i < 10; i++)
-        code[i] = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"[rnd[i] % 32];
-    code[10] = '\0';
+    api_join_code(code);
     rc =
         router_exec(router, ROUTER_GLOBAL, NULL,
                     "INSERT IGNORE INTO %S.companies (name, slug, join_code, platform) "
