@@ -38,7 +38,8 @@ ROUTER_LIB := $(BUILD)/librouter.a
 API_LIB := $(BUILD)/libapi.a
 CACHE_LIB := $(BUILD)/libcache.a
 
-TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen
+TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen \
+         $(BUILD)/fillshard
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_cache_int
@@ -60,9 +61,10 @@ $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/tools/shardctl_schema.o: etc/schema/global.sql etc/schema/shard.sql
-$(BUILD)/shardctl: $(BUILD)/tools/shardctl.o $(BUILD)/tools/shardctl_schema.o \
-                   $(ROUTER_LIB) $(SHARDMAP_LIB)
+$(BUILD)/tools/shardctl_schema.o: etc/schema/global.sql etc/schema/shard.sql \
+                                  etc/schema/shard_fence.sql
+SHARDCTL_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/shardctl*.c))
+$(BUILD)/shardctl: $(SHARDCTL_OBJS) $(ROUTER_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/betcity-api: $(BUILD)/api/main.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)

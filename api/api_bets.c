@@ -106,6 +106,8 @@ void api_h_bet_create(struct api_req *req)
     struct tm tm;
     int64_t stake, odds = 0, kickoff_ms;
     json_t *body, *v, *m = NULL;
+    int64_t move_deadline = 0;
+    uint64_t seen = 0;
     int rc, p;
 
     if ((body = api_body(req, spec)) == NULL)
@@ -157,6 +159,8 @@ void api_h_bet_create(struct api_req *req)
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
              tm.tm_sec, now.tv_nsec / 1000000);
 
+again:
+    seen = router_map_version(req->router);
     if ((rc = router_next_id(req->router, NULL, shard, &bet_id)) < 0)
         goto dberr;
     if ((rc = router_txn_begin(req->router, shard, &txn)) < 0)
@@ -241,6 +245,15 @@ void api_h_bet_create(struct api_req *req)
                              "placed_at", api_time_json(placed), "settled_at"));
     goto out;
 dberr:
+    if (rc == BC_EMOVED && seen != 0 &&
+        router_await_move(req->router, seen, &move_deadline) == 0) {
+        /* The user's shard is being moved: the whole transaction again. */
+        router_txn_rollback(txn);
+        txn = NULL;
+        router_rows_free(&idem);
+        router_rows_free(&rows);
+        goto again;
+    }
     api_db_error(req, rc < 0 ? rc : BC_EQUERY);
 out:
     router_txn_rollback(txn);

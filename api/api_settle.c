@@ -39,8 +39,8 @@ struct settle_job {
 };
 
 /* Settles one shard; 0 done now or before, else a router status. */
-static int settle_shard(struct router *r, uint32_t shard, uint64_t match,
-                        const char *result, uint64_t *nbets)
+static int settle_shard_once(struct router *r, uint32_t shard, uint64_t match,
+                             const char *result, uint64_t *nbets)
 {
     struct router_txn *txn;
     struct router_rows rows = {0};
@@ -95,6 +95,21 @@ static int settle_shard(struct router *r, uint32_t shard, uint64_t match,
     }
     router_rows_free(&rows);
     return router_txn_commit(txn);
+}
+
+/* settle_shard_once(), again on the shard's new host when a move fenced it. */
+static int settle_shard(struct router *r, uint32_t shard, uint64_t match,
+                        const char *result, uint64_t *nbets)
+{
+    int64_t deadline = 0;
+    uint64_t seen;
+    int rc;
+
+    do {
+        seen = router_map_version(r);
+        rc = settle_shard_once(r, shard, match, result, nbets);
+    } while (rc == BC_EMOVED && router_await_move(r, seen, &deadline) == 0);
+    return rc;
 }
 
 /* Recounts progress from the shards' guard rows; sets *done when complete. */

@@ -30,6 +30,7 @@ int router_create(const struct shardmap_conf *conf, struct router **out)
     r->connect_timeout_ms = conf->connect_timeout_ms ? conf->connect_timeout_ms : 500;
     r->query_timeout_ms = conf->query_timeout_ms ? conf->query_timeout_ms : 800;
     r->map_poll_ms = conf->map_poll_ms >= 1000 ? conf->map_poll_ms : 1000;
+    r->move_wait_ms = conf->move_wait_ms ? conf->move_wait_ms : 3000;
     pthread_mutex_init(&r->pools_lock, NULL);
     pthread_mutex_init(&r->map_lock, NULL);
     pthread_mutex_init(&r->poll_lock, NULL);
@@ -172,15 +173,24 @@ int router_exec(struct router *r, uint32_t shard, struct router_rows *rows,
     va_list ap, again;
     int rc;
 
+    int64_t deadline = 0;
+    uint64_t seen;
+
     va_start(ap, fmt);
-    va_copy(again, ap);
-    rc = exec_once(r, shard, rows, fmt, ap);
-    if (rc == BC_EMOVED && shard != ROUTER_GLOBAL) {
-        /* The schema is gone from that host: follow the map and retry once. */
-        if (router_reload_map(r) == 0)
-            rc = exec_once(r, shard, rows, fmt, again);
+    for (;;) {
+        seen = router_map_version(r);
+        va_copy(again, ap);
+        rc = exec_once(r, shard, rows, fmt, again);
+        va_end(again);
+        /*
+         * The schema is gone from that host, or its copy is fenced by a move:
+         * follow the map, waiting out a cut-over, and send the statement
+         * again (it failed whole, so it is safe to repeat).
+         */
+        if (rc != BC_EMOVED || shard == ROUTER_GLOBAL ||
+            router_await_move(r, seen, &deadline) < 0)
+            break;
     }
-    va_end(again);
     va_end(ap);
     return rc;
 }

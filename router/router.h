@@ -72,6 +72,19 @@ void router_map_stale(struct router *router);
 /* Turns the background poller off (tests of stale servers) or back on. */
 void router_set_polling(struct router *router, int on);
 
+/* Version of the map in use; 0 before the first load. */
+uint64_t router_map_version(struct router *router);
+/*
+ * After a shard answered BC_EMOVED (its schema is gone from the host, or a
+ * move fenced its copy): reloads the map, waiting out a cut-over until the
+ * map's version differs from seen (the version the failed attempt used).
+ * *deadline_ms is 0 on the first call of a request and is then set to now +
+ * router.move_wait_ms, so one request waits at most that long in all.
+ * Returns 0 when the caller should retry, BC_EMOVED when the time is up.
+ * router_exec() does this itself; transactions call it and start again.
+ */
+int router_await_move(struct router *router, uint64_t seen, int64_t *deadline_ms);
+
 /* Logical shard of a key / of an id. */
 uint32_t router_shard_of_key(struct router *router, const void *key, size_t len);
 static inline uint32_t router_shard_of_id(uint64_t id)

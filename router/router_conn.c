@@ -362,6 +362,10 @@ static int query_error(struct router_conn *conn, int *broken)
      */
     if (no == ER_BAD_DB_ERROR || no == ER_NO_SUCH_TABLE)
         return BC_EMOVED;
+    /* A fenced copy (etc/schema/shard_fence.sql): a move's cut-over began. */
+    if (no == ER_SIGNAL_EXCEPTION &&
+        strstr(mysql_error(&conn->mysql), "bc: shard moved"))
+        return BC_EMOVED;
     return BC_EQUERY;
 }
 

@@ -54,6 +54,7 @@ struct router {
     uint32_t connect_timeout_ms;
     uint32_t query_timeout_ms;
     uint32_t map_poll_ms;
+    uint32_t move_wait_ms;
 
     struct router_pool *pools[SHARDMAP_MAX_HOSTS]; /* append-only */
     atomic_uint npool;

@@ -140,6 +140,35 @@ out:
     return rc;
 }
 
+uint64_t router_map_version(struct router *r)
+{
+    struct router_map *m = atomic_load(&r->current);
+
+    return m ? m->map->version : 0;
+}
+
+int router_await_move(struct router *r, uint64_t seen, int64_t *deadline_ms)
+{
+    int64_t now = router__now_ms();
+
+    if (*deadline_ms == 0)
+        *deadline_ms = now + r->move_wait_ms;
+    for (;;) {
+        /* A cut-over takes milliseconds: look again every few of them. */
+        if (router_reload_map(r) == 0 && router_map_version(r) != seen)
+            return 0;
+        now = router__now_ms();
+        if (now >= *deadline_ms)
+            break;
+        struct timespec ts = {
+            0, (long)(now + 5 > *deadline_ms ? *deadline_ms - now : 5) * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    router__set_error("shard moved and the map did not follow within %u ms",
+                      r->move_wait_ms);
+    return BC_EMOVED;
+}
+
 const struct shardmap *router_map(struct router *r)
 {
     struct router_map *m = atomic_load(&r->current);

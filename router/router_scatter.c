@@ -172,11 +172,19 @@ static int scatter_gather(struct router *r, enum scatter_kind kind,
 
 int router_scatter(struct router *r, struct router_rows *rows, const char *fmt, ...)
 {
-    va_list ap;
+    int64_t deadline = 0;
+    va_list ap, again;
+    uint64_t seen;
     int rc;
 
+    /* A read: when a shard moved under it, it is safe to ask every host again. */
     va_start(ap, fmt);
-    rc = scatter_gather(r, SCATTER_UNION, rows, fmt, ap);
+    do {
+        seen = router_map_version(r);
+        va_copy(again, ap);
+        rc = scatter_gather(r, SCATTER_UNION, rows, fmt, again);
+        va_end(again);
+    } while (rc == BC_EMOVED && router_await_move(r, seen, &deadline) == 0);
     va_end(ap);
     return rc;
 }
@@ -243,21 +251,28 @@ int router_scatter_topk(struct router *r, struct router_rows *rows, uint32_t k,
                         const char *fmt, ...)
 {
     struct scatter_host *hosts;
-    va_list ap;
+    int64_t deadline = 0;
+    va_list ap, again;
+    uint64_t seen;
     uint32_t n;
     int rc;
 
     if (k == 0)
         return -EINVAL;
     va_start(ap, fmt);
-    rc = scatter_run(r, SCATTER_TOPK, k, order_sql, &hosts, &n, fmt, ap);
+    do {
+        seen = router_map_version(r);
+        va_copy(again, ap);
+        rc = scatter_run(r, SCATTER_TOPK, k, order_sql, &hosts, &n, fmt, again);
+        va_end(again);
+        if (rc == 0)
+            rc = scatter_status(hosts, n);
+        if (rc == 0)
+            rc = merge_topk(hosts, n, k, cmp, cmp_arg, rows);
+        if (rc < 0)
+            router_rows_free(rows);
+        scatter_free(hosts, n);
+    } while (rc == BC_EMOVED && router_await_move(r, seen, &deadline) == 0);
     va_end(ap);
-    if (rc == 0)
-        rc = scatter_status(hosts, n);
-    if (rc == 0)
-        rc = merge_topk(hosts, n, k, cmp, cmp_arg, rows);
-    if (rc < 0)
-        router_rows_free(rows);
-    scatter_free(hosts, n);
     return rc;
 }

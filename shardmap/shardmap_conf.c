@@ -32,6 +32,7 @@ static const struct router_key router_keys[] = {
     {"query_timeout_ms", 10, 600000, 800,
      offsetof(struct shardmap_conf, query_timeout_ms)},
     {"map_poll_ms", 1000, 600000, 1000, offsetof(struct shardmap_conf, map_poll_ms)},
+    {"move_wait_ms", 100, 60000, 3000, offsetof(struct shardmap_conf, move_wait_ms)},
 };
 #define NROUTER_KEY (sizeof(router_keys) / sizeof(router_keys[0]))
 

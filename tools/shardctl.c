@@ -5,8 +5,14 @@
  *   shardctl -c cluster.yaml status [--json]
  *   shardctl -c cluster.yaml plan --add-host NAME=HOST:PORT [--weight W] [-o FILE]
  *   shardctl -c cluster.yaml plan --remove-host NAME [-o FILE]
+ *   shardctl -c cluster.yaml move SHARD TO-HOST [--keep-source] [--grace S] ...
+ *   shardctl -c cluster.yaml move SHARD --resume | --abort
+ *   shardctl -c cluster.yaml verify SHARD [--against HOST]
+ *   shardctl -c cluster.yaml rebalance PLAN [--parallel N] [--keep-source]
+ *   shardctl -c cluster.yaml moves
  *
- * Exit codes: 0 success, 1 error, 2 usage, 3 some host down (status).
+ * Exit codes: 0 success, 1 error, 2 usage, 3 some host down, 4 verify found
+ * differences, 5 refused (another move of the shard).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -14,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "router/router.h"
 #include "shardmap/shardmap.h"
@@ -37,12 +44,28 @@ static void usage(FILE *out)
         "  plan --remove-host NAME [-o FILE]\n"
         "                            print the moves and write them as a plan file\n"
         "                            (default shardplan.yaml)\n"
+        "  move SHARD TO-HOST [--keep-source] [--grace S] [--postpone-cutover FILE]\n"
+        "                [--no-verify]\n"
+        "                            copy the shard to TO-HOST while it serves, cut\n"
+        "                            over, verify, drop the source after S seconds\n"
+        "                            (default 5); a re-run resumes an interrupted "
+        "move\n"
+        "  move SHARD --resume       finish the shard's interrupted move\n"
+        "  move SHARD --abort        roll back the shard's unfinished move (before\n"
+        "                            the map flip)\n"
+        "  verify SHARD [--against HOST]\n"
+        "                            compare two copies of the shard, chunk by chunk\n"
+        "  rebalance PLAN [--parallel N] [--keep-source] [--grace S]\n"
+        "                            run a plan's moves, N at a time (default 1)\n"
+        "  moves [--json]            the move records, newest first\n"
         "\n"
+        "--json prints one JSON event per line (move, verify, rebalance).\n"
+        "Exit: 0 ok, 1 error, 2 usage, 3 host down, 4 differences, 5 refused.\n"
         "-c defaults to $BC_CLUSTER, then .stack/cluster.yaml\n");
 }
 
 /* Replaces every {schema} in tmpl; returns a malloc'd string or NULL. */
-static char *render(const char *tmpl, const char *schema)
+char *shardctl_render(const char *tmpl, const char *schema)
 {
     size_t n = strlen(tmpl), sl = strlen(schema), cap = n + 1, len = 0;
     char *out;
@@ -68,7 +91,7 @@ static char *render(const char *tmpl, const char *schema)
 static int host_sql(struct router *r, const char *host, const char *tmpl,
                     const char *schema)
 {
-    char *sql = render(tmpl, schema);
+    char *sql = shardctl_render(tmpl, schema);
     int rc;
 
     if (sql == NULL)
@@ -180,7 +203,7 @@ static int cmd_init(struct shardmap_conf *conf)
         char *sql, state[160];
         const char *host = map->nodes[map->node_of[s]].name;
         router_schema(r, s, schema, sizeof(schema));
-        sql = render(shardctl_shard_sql, schema);
+        sql = shardctl_render(shardctl_shard_sql, schema);
         if (sql == NULL) {
             rc = -ENOMEM;
             goto out;
@@ -193,6 +216,14 @@ static int cmd_init(struct shardmap_conf *conf)
                      "VALUES (1, %u, 0)",
                      schema, s);
             rc = router_host_exec(r, host, NULL, state);
+        }
+        if (rc == 0) {
+            if ((sql = shardctl_render(shardctl_fence_sql, schema)) == NULL) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            rc = router_host_exec(r, host, NULL, sql);
+            free(sql);
         }
         if (rc < 0) {
             fprintf(stderr, "shardctl: creating %s on %s: %s\n", schema, host,
@@ -371,6 +402,38 @@ static int cmd_plan(struct shardmap_conf *conf, const char *add, const char *rem
     return rc < 0 ? 1 : 0;
 }
 
+/* A shard number, or UINT32_MAX (out of range for every cluster). */
+static uint32_t shard_arg(const char *s)
+{
+    char *end;
+    unsigned long n = strtoul(s, &end, 10);
+
+    return *s == '\0' || *end != '\0' || n > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)n;
+}
+
+/* Checks the operands of a command; prints what is wrong. */
+static int command_args_ok(const char *cmd, int nargs, const struct sc_move_opts *o)
+{
+    const char *want = NULL;
+
+    if (strcmp(cmd, "move") == 0) {
+        if (o->abort || o->resume) {
+            if (nargs != 1 || (o->abort && o->resume))
+                want = "move SHARD --resume | --abort";
+        } else if (nargs != 2) {
+            want = "move SHARD TO-HOST";
+        }
+    } else if (strcmp(cmd, "verify") == 0 || strcmp(cmd, "rebalance") == 0) {
+        if (nargs != 1)
+            want = strcmp(cmd, "verify") == 0 ? "verify SHARD" : "rebalance PLAN";
+    } else if (nargs != 0) {
+        want = "no operands";
+    }
+    if (want != NULL)
+        fprintf(stderr, "shardctl %s: usage: %s\n", cmd, want);
+    return want == NULL;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -380,13 +443,23 @@ int main(int argc, char **argv)
         {"remove-host", required_argument, NULL, 'r'},
         {"weight", required_argument, NULL, 'w'},
         {"output", required_argument, NULL, 'o'},
+        {"keep-source", no_argument, NULL, 'k'},
+        {"grace", required_argument, NULL, 'g'},
+        {"postpone-cutover", required_argument, NULL, 'P'},
+        {"no-verify", no_argument, NULL, 'V'},
+        {"abort", no_argument, NULL, 'A'},
+        {"resume", no_argument, NULL, 'R'},
+        {"parallel", required_argument, NULL, 'n'},
+        {"against", required_argument, NULL, 'G'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *path = getenv("BC_CLUSTER"), *add = NULL, *remove = NULL;
-    const char *out = "shardplan.yaml";
+    const char *out = "shardplan.yaml", *against = NULL;
+    struct sc_move_opts mopts = {.grace_s = 5, .parallel = 1};
+    struct sc_out so = {.lock = PTHREAD_MUTEX_INITIALIZER};
     struct shardmap_conf conf;
-    unsigned long weight = 1;
+    unsigned long weight = 1, num;
     char *err = NULL, *end;
     int c, json = 0, rc;
 
@@ -414,6 +487,39 @@ int main(int argc, char **argv)
         case 'o':
             out = optarg;
             break;
+        case 'k':
+            mopts.keep_source = 1;
+            break;
+        case 'g':
+        case 'n':
+            num = strtoul(optarg, &end, 10);
+            if (*end != '\0' || *optarg == '\0' || (c == 'g' && num > 86400) ||
+                (c == 'n' && (num < 1 || num > 16))) {
+                fprintf(stderr, "shardctl: --%s wants %s\n",
+                        c == 'g' ? "grace" : "parallel",
+                        c == 'g' ? "seconds, 0..86400" : "1..16");
+                return 2;
+            }
+            if (c == 'g')
+                mopts.grace_s = (unsigned)num;
+            else
+                mopts.parallel = (unsigned)num;
+            break;
+        case 'P':
+            mopts.postpone_cutover = optarg;
+            break;
+        case 'V':
+            mopts.no_verify = 1;
+            break;
+        case 'A':
+            mopts.abort = 1;
+            break;
+        case 'R':
+            mopts.resume = 1;
+            break;
+        case 'G':
+            against = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -422,7 +528,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc - 1) {
+    if (optind >= argc) {
         usage(stderr);
         return 2;
     }
@@ -434,7 +540,20 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
-    if (strcmp(argv[optind], "init") == 0)
+    so.json = json;
+    so.tty = isatty(STDERR_FILENO);
+    if (!command_args_ok(argv[optind], argc - optind - 1, &mopts))
+        rc = 2;
+    else if (strcmp(argv[optind], "move") == 0)
+        rc = shardctl_move(&conf, &so, shard_arg(argv[optind + 1]),
+                           optind + 2 < argc ? argv[optind + 2] : NULL, &mopts);
+    else if (strcmp(argv[optind], "verify") == 0)
+        rc = shardctl_verify(&conf, &so, shard_arg(argv[optind + 1]), against);
+    else if (strcmp(argv[optind], "rebalance") == 0)
+        rc = shardctl_rebalance(&conf, &so, argv[optind + 1], &mopts);
+    else if (strcmp(argv[optind], "moves") == 0)
+        rc = shardctl_moves(&conf, &so);
+    else if (strcmp(argv[optind], "init") == 0)
         rc = cmd_init(&conf);
     else if (strcmp(argv[optind], "status") == 0)
         rc = cmd_status(&conf, json);

@@ -14,4 +14,8 @@ __asm__(".section .rodata\n"
         "shardctl_shard_sql:\n"
         ".incbin \"etc/schema/shard.sql\"\n"
         ".byte 0\n"
+        ".global shardctl_fence_sql\n"
+        "shardctl_fence_sql:\n"
+        ".incbin \"etc/schema/shard_fence.sql\"\n"
+        ".byte 0\n"
         ".previous\n");

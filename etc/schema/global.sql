@@ -103,3 +103,31 @@ CREATE TABLE IF NOT EXISTS `{schema}`.standings (
     body MEDIUMTEXT NOT NULL,
     PRIMARY KEY (kind, scope)
 ) ENGINE=InnoDB;
+
+-- ---- resharding ------------------------------------------------------------
+
+-- One row per `shardctl move`: its phase is recorded before each step, so a
+-- re-run after a crash knows where to resume (docs/operations.md). The
+-- generated `active` column makes a second unfinished move of a shard a
+-- duplicate key: two moves of one shard at once are refused by the database.
+CREATE TABLE IF NOT EXISTS `{schema}`.moves (
+    id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    shard INT UNSIGNED NOT NULL,
+    src_host VARCHAR(64) NOT NULL,
+    dst_host VARCHAR(64) NOT NULL,
+    phase VARCHAR(16) NOT NULL,
+    keep_source TINYINT UNSIGNED NOT NULL DEFAULT 0,
+    binlog_file VARCHAR(255) NULL,  -- source binlog position of the snapshot
+    binlog_pos BIGINT UNSIGNED NULL,
+    snapshot_gtid VARCHAR(255) NULL, -- the same position as a GTID list (for people)
+    rows_copied BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    pause_ms INT UNSIGNED NULL,     -- the cut-over: fence to map flip
+    verify_diffs INT UNSIGNED NULL,
+    started_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+    finished_at DATETIME(3) NULL,
+    note VARCHAR(255) NULL,
+    active INT UNSIGNED AS (IF(phase IN ('done', 'aborted'), NULL, shard)) PERSISTENT,
+    UNIQUE KEY active (active),
+    KEY shard (shard, id)
+) ENGINE=InnoDB;

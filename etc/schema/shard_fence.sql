@@ -1,0 +1,57 @@
+-- Fencing of one logical shard's copy. `{schema}` is replaced by <prefix>_NNNN.
+-- Applied by `shardctl init`, and by `shardctl move` on the target after the
+-- rows are copied (so the copy itself does not pay for the triggers).
+--
+-- Every row written to a table of the shard first reads shard_state.fenced
+-- with a share lock. `shardctl move` sets fenced = 1 on the source copy at the
+-- start of the cut-over (not binlogged, so the target never sees it): the
+-- update waits for every transaction that already wrote to the shard, and
+-- from then on no write can commit on the source, whatever shard map the
+-- writer has. The writer gets SQLSTATE 45000 "bc: shard moved"; the router
+-- then follows the map to the shard's new host and retries.
+-- Replicated row events do not fire triggers, so the target's catch-up is not
+-- affected. Every statement is idempotent.
+CREATE PROCEDURE IF NOT EXISTS `{schema}`.fence_check()
+    READS SQL DATA
+BEGIN
+    IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+    END IF;
+END;
+
+CREATE TRIGGER IF NOT EXISTS `{schema}`.users_fence_i BEFORE INSERT ON `{schema}`.users
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.users_fence_u BEFORE UPDATE ON `{schema}`.users
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.users_fence_d BEFORE DELETE ON `{schema}`.users
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.bets_fence_i BEFORE INSERT ON `{schema}`.bets
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.bets_fence_u BEFORE UPDATE ON `{schema}`.bets
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.bets_fence_d BEFORE DELETE ON `{schema}`.bets
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.ledger_fence_i BEFORE INSERT ON `{schema}`.ledger
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.ledger_fence_u BEFORE UPDATE ON `{schema}`.ledger
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.ledger_fence_d BEFORE DELETE ON `{schema}`.ledger
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.avatars_fence_i BEFORE INSERT ON `{schema}`.avatars
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.avatars_fence_u BEFORE UPDATE ON `{schema}`.avatars
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.avatars_fence_d BEFORE DELETE ON `{schema}`.avatars
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.idempotency_fence_i BEFORE INSERT ON `{schema}`.idempotency
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.idempotency_fence_u BEFORE UPDATE ON `{schema}`.idempotency
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.idempotency_fence_d BEFORE DELETE ON `{schema}`.idempotency
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.settled_matches_fence_i BEFORE INSERT ON `{schema}`.settled_matches
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.settled_matches_fence_u BEFORE UPDATE ON `{schema}`.settled_matches
+    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE TRIGGER IF NOT EXISTS `{schema}`.settled_matches_fence_d BEFORE DELETE ON `{schema}`.settled_matches
+    FOR EACH ROW CALL `{schema}`.fence_check();
