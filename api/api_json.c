@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,17 @@ void api_error(struct api_req *req, int status, const char *code, const char *fm
                    json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg));
 }
 
+/* Why a request got 503, at most one line a second (a host down fails many). */
+static void unavailable_log(struct api_req *req, int rc)
+{
+    static _Atomic int64_t last_s;
+    int64_t now = (int64_t)time(NULL), seen = atomic_load(&last_s);
+
+    if (seen != now && atomic_compare_exchange_strong(&last_s, &seen, now))
+        api_log("unavailable: %s %s: %s: %s", req->method, req->url, bc_strerror(rc),
+                router_last_error());
+}
+
 void api_db_error(struct api_req *req, int rc)
 {
     switch (rc) {
@@ -92,6 +104,7 @@ void api_db_error(struct api_req *req, int rc)
     case BC_EMOVED:
     case BC_ENOTFOUND:
     case -ENOMEM:
+        unavailable_log(req, rc);
         api_add_header(req, "Retry-After", "1");
         api_error(req, 503, "unavailable",
                   "a database host is unavailable; retry shortly");

@@ -930,7 +930,15 @@ struct rebalance {
     struct shardmap_plan *plan;
     struct move **moves;
     int *rc;
-    atomic_uint next, done, failed;
+    /*
+     * MariaDB takes one replication connection per source host on a target:
+     * moves running at once never share a (from, to) pair.
+     */
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    uint8_t *started;   /* per move */
+    uint8_t *pair_busy; /* [from * nnode + to] */
+    atomic_uint done, failed;
     int64_t t0;
 };
 
@@ -949,12 +957,42 @@ static void rebalance_report(struct rebalance *rb)
            atomic_load(&rb->failed), (double)(sc_now_ms() - rb->t0) / 1000.0);
 }
 
+/* The next move whose host pair is free, or -1 when none is left to start. */
+static int rebalance_next(struct rebalance *rb)
+{
+    uint32_t nnode = rb->plan->target->nnode;
+    int left;
+
+    pthread_mutex_lock(&rb->lock);
+    for (;;) {
+        left = 0;
+        for (uint32_t i = 0; i < rb->plan->nmove; i++) {
+            const struct shardmap_move *mv = &rb->plan->moves[i];
+            if (rb->started[i])
+                continue;
+            left = 1;
+            if (!rb->pair_busy[mv->from * nnode + mv->to]) {
+                rb->started[i] = 1;
+                rb->pair_busy[mv->from * nnode + mv->to] = 1;
+                pthread_mutex_unlock(&rb->lock);
+                return (int)i;
+            }
+        }
+        if (!left)
+            break;
+        pthread_cond_wait(&rb->freed, &rb->lock);
+    }
+    pthread_mutex_unlock(&rb->lock);
+    return -1;
+}
+
 static void *rebalance_main(void *arg)
 {
     struct rebalance *rb = arg;
-    unsigned i;
+    uint32_t nnode = rb->plan->target->nnode;
+    int i;
 
-    while ((i = atomic_fetch_add(&rb->next, 1)) < rb->plan->nmove) {
+    while ((i = rebalance_next(rb)) >= 0) {
         const struct shardmap_move *mv = &rb->plan->moves[i];
         struct move *m = rb->moves[i];
         move_init(m, rb->conf, rb->out, &rb->opts, mv->shard);
@@ -965,6 +1003,10 @@ static void *rebalance_main(void *arg)
                 sc_error(rb->out, "shard %u: %s", mv->shard, m->err);
             atomic_fetch_add(&rb->failed, 1);
         }
+        pthread_mutex_lock(&rb->lock);
+        rb->pair_busy[mv->from * nnode + mv->to] = 0;
+        pthread_cond_broadcast(&rb->freed);
+        pthread_mutex_unlock(&rb->lock);
         atomic_fetch_add(&rb->done, 1);
         rebalance_report(rb);
     }
@@ -1029,10 +1071,15 @@ int shardctl_rebalance(const struct shardmap_conf *conf, struct sc_out *out,
     move_deinit(&g);
     rb.moves = calloc(plan.nmove ? plan.nmove : 1, sizeof(*rb.moves));
     rb.rc = calloc(plan.nmove ? plan.nmove : 1, sizeof(*rb.rc));
+    rb.started = calloc(plan.nmove ? plan.nmove : 1, 1);
+    rb.pair_busy = calloc((size_t)plan.target->nnode * plan.target->nnode, 1);
+    pthread_mutex_init(&rb.lock, NULL);
+    pthread_cond_init(&rb.freed, NULL);
     for (uint32_t i = 0; rb.moves && i < plan.nmove; i++)
         if ((rb.moves[i] = calloc(1, sizeof(struct move))) == NULL)
             rc = SC_ERROR;
-    if (rb.moves == NULL || rb.rc == NULL || rc != SC_OK) {
+    if (rb.moves == NULL || rb.rc == NULL || rb.started == NULL ||
+        rb.pair_busy == NULL || rc != SC_OK) {
         sc_error(out, "out of memory");
         rc = SC_ERROR;
         goto out;
@@ -1085,6 +1132,10 @@ out:
         free(rb.moves[i]);
     free(rb.moves);
     free(rb.rc);
+    free(rb.started);
+    free(rb.pair_busy);
+    pthread_mutex_destroy(&rb.lock);
+    pthread_cond_destroy(&rb.freed);
     shardmap_plan_deinit(&plan);
     return rc;
 }
@@ -1164,7 +1215,7 @@ static int snapshot(struct move *m, struct sc_conn *c, const struct sc_host *h)
  */
 static int verify_in_flight(struct move *m, struct sc_conn *a, struct sc_conn *b)
 {
-    char file[256] = "", pos[32] = "", efile[520], waited[32];
+    char file[256] = "", pos[32] = "", efile[520], waited[512];
     MYSQL_RES *res;
     MYSQL_ROW row;
     int r;
@@ -1196,12 +1247,43 @@ static int verify_in_flight(struct move *m, struct sc_conn *a, struct sc_conn *b
         fail(m, "%s", m->dst.err);
         goto restart;
     }
-    r = sc_value(&m->dst, waited, sizeof(waited),
-                 "SELECT MASTER_POS_WAIT('%s', %s, 120, '%s')", efile, pos, m->chan);
-    if (r <= 0 || strcmp(waited, "-1") == 0) {
-        fail(m, "the target did not reach the source snapshot: %s",
-             r < 0 ? m->dst.err : "timeout or replication stopped");
-        goto restart;
+    /* MASTER_POS_WAIT answers NULL once UNTIL stopped the applier: poll. */
+    for (int64_t until = sc_now_ms() + 120000;; sleep_ms(20)) {
+        char sfile[256] = "";
+        uint64_t spos;
+        int running;
+        res = sc_query(&m->dst, "SHOW SLAVE '%s' STATUS", m->chan);
+        if (res == NULL || (row = mysql_fetch_row(res)) == NULL) {
+            if (res != NULL)
+                mysql_free_result(res);
+            fail(m, "replication status: %s", m->dst.err);
+            goto restart;
+        }
+        snprintf(sfile, sizeof(sfile), "%s",
+                 sc_col(res, row, "Relay_Master_Log_File")
+                     ? sc_col(res, row, "Relay_Master_Log_File")
+                     : "");
+        spos = strtoull(sc_col(res, row, "Exec_Master_Log_Pos")
+                            ? sc_col(res, row, "Exec_Master_Log_Pos")
+                            : "0",
+                        NULL, 10);
+        running = sc_col(res, row, "Slave_SQL_Running") != NULL &&
+                  strcmp(sc_col(res, row, "Slave_SQL_Running"), "Yes") == 0;
+        snprintf(waited, sizeof(waited), "%s",
+                 sc_col(res, row, "Last_SQL_Error") ? sc_col(res, row, "Last_SQL_Error")
+                                                    : "");
+        mysql_free_result(res);
+        r = strcmp(sfile, file);
+        if (!running && (r > 0 || (r == 0 && spos >= strtoull(pos, NULL, 10))))
+            break;
+        if (!running && waited[0] != '\0') {
+            fail(m, "replication stopped on the target: %s", waited);
+            goto restart;
+        }
+        if (sc_now_ms() > until) {
+            fail(m, "%s", "the target did not reach the source snapshot in 120 s");
+            goto restart;
+        }
     }
     if (snapshot(m, b, &m->to) < 0)
         goto restart;
