@@ -72,11 +72,14 @@ $(BUILD)/betcity-api: $(BUILD)/api/main.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) 
 $(BUILD)/bcadmin: $(BUILD)/tools/bcadmin.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
 LOADGEN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/loadgen*.c))
-$(BUILD)/loadgen: $(LOADGEN_OBJS)
-	$(CC) $(LDFLAGS) -o $@ $^ $(CURL_LIBS)
+$(BUILD)/loadgen: $(LOADGEN_OBJS) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CURL_LIBS) $(PKG_LIBS)
 
 $(BUILD)/rawdb: $(BUILD)/tools/bench/rawdb.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+$(BUILD)/fillshard: $(BUILD)/tools/bench/fillshard.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) \
+                    $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
 
 # wrk against one API server beside the same SQL run straight on the databases
 # (tools/bench/run, docs/benchmarks.md); starts and stops its own stack.

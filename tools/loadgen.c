@@ -4,6 +4,7 @@
  *
  *   loadgen --url http://127.0.0.1:8080 --users 200 --duration 30 [--rate 500]
  *           [--mix odds=80,bet=20] [--acked bets.txt] [--json] ...
+ *           [--shard-users 7:50 --watch-shard 7 [--shards 64]]
  *
  * Phase 1 signs every virtual user up (or logs it in) and keeps its token.
  * Phase 2 runs the operation mix for --duration seconds: open loop at --rate
@@ -15,7 +16,10 @@
  * meant to send it, so a server stall shows as latency and not as a silently
  * lower rate (no coordinated omission). Bets carry an Idempotency-Key; a
  * transport error is retried with the same key and body, so a retry never
- * places a second bet. Only loopback URLs are accepted: loadgen is a tool for
+ * places a second bet. --watch-shard splits the bets by the logical shard of
+ * their user (the shard an id carries), to see what a shard move costs the
+ * clients of that shard; --shard-users makes sure enough users live there.
+ * Only loopback URLs are accepted: loadgen is a tool for
  * the local stack, never for someone else's server (project policy).
  *
  * Exit codes: 0 it ran (request errors are in the report), 1 it could not
@@ -36,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shardmap/shardmap.h"
 #include "tools/loadgen.h"
 
 #define MAX_MATCHES 4096
@@ -90,9 +95,10 @@ static int parse_auth(const struct worker *w, struct vuser *u)
         json_string_value(json_object_get(json_object_get(j, "user"), "id"));
     int rc = -1;
 
-    if (tok != NULL && id != NULL && strlen(id) < sizeof(u->id) &&
+    if (tok != NULL && valid_id(id) && strlen(id) < sizeof(u->id) &&
         strlen(tok) < MAX_TOKEN && (u->token = strdup(tok)) != NULL) {
         strcpy(u->id, id);
+        u->shard = shardmap_id_shard(strtoull(id, NULL, 10));
         rc = 0;
     }
     json_decref(j);
@@ -118,9 +124,9 @@ static int user_start(struct worker *w, size_t n)
     char *body = NULL;
     int rc = 0;
 
-    snprintf(email, sizeof(email), "%s-%zu@loadgen.test", o->prefix, n + 1);
+    snprintf(email, sizeof(email), "%s-%" PRIu64 "@loadgen.test", o->prefix, u->num);
     if (o->mode != MODE_LOGIN) {
-        snprintf(name, sizeof(name), "%s %zu", o->prefix, n + 1);
+        snprintf(name, sizeof(name), "%s %" PRIu64, o->prefix, u->num);
         body = dump_json(json_pack("{s:s,s:s,s:s,s:s,s:s}", "company", o->company,
                                    "join_code", o->join_code, "email", email,
                                    "password", o->password, "display_name", name));
@@ -169,11 +175,74 @@ static void *phase1_main(void *arg)
     return NULL;
 }
 
+/* The shard the API puts user <prefix>-<num>@loadgen.test on: the key hash of
+ * its canonical e-mail (lower case already: the prefix is [a-z0-9._-]). */
+static uint32_t user_shard(const struct opts *o, uint64_t num)
+{
+    char email[128];
+    int len =
+        snprintf(email, sizeof(email), "%s-%" PRIu64 "@loadgen.test", o->prefix, num);
+
+    return shardmap_shard_of_key(email, (size_t)len, (uint32_t)o->nshard);
+}
+
+/* The users' e-mail numbers: 1..N, except that with --shard-users N:K, when
+ * fewer than K of those hash to shard N, the last others give way to the next
+ * numbers above N that do. Deterministic, so --login finds the same users. */
+static void pick_users(struct run *r)
+{
+    const struct opts *o = &r->o;
+    size_t have = 0, n = r->nusers;
+    uint64_t i = r->nusers;
+
+    for (size_t k = 0; k < r->nusers; k++)
+        r->users[k].num = k + 1;
+    if (o->shard_users_k == 0)
+        return;
+    for (size_t k = 0; k < r->nusers; k++)
+        have += user_shard(o, r->users[k].num) == (uint32_t)o->shard_users;
+    while (have < (size_t)o->shard_users_k) {
+        if (user_shard(o, ++i) != (uint32_t)o->shard_users)
+            continue;
+        while (user_shard(o, r->users[n - 1].num) == (uint32_t)o->shard_users)
+            n--; /* have < K <= N: one of the others is left */
+        r->users[--n].num = i;
+        have++;
+    }
+}
+
+/* Users whose id says another shard than loadgen computed: --shards is not
+ * the cluster's shard count (or the e-mail was canonicalised otherwise). */
+static void check_user_shards(const struct run *r)
+{
+    const struct opts *o = &r->o;
+    size_t bad = 0, first = 0;
+
+    for (size_t k = 0; k < r->nready; k++) {
+        const struct vuser *u = &r->users[r->ready[k]];
+
+        if (u->shard != user_shard(o, u->num) && bad++ == 0)
+            first = r->ready[k];
+    }
+    if (bad > 0)
+        fprintf(stderr,
+                "loadgen: warning: %zu users are not on the shard their e-mail hashes "
+                "to with --shards %ld (%s-%" PRIu64 "@loadgen.test is on shard %u): "
+                "is --shards the cluster's shard count?\n",
+                bad, o->nshard, o->prefix, r->users[first].num, r->users[first].shard);
+}
+
 /* ---- phase 2: the mix ---- */
+
+static enum group group_of(const struct run *r, const struct vuser *u)
+{
+    return u->shard == (uint32_t)r->o.watch_shard ? GROUP_WATCHED : GROUP_OTHERS;
+}
 
 static void ack(struct worker *w, const struct vuser *u, const char *bet_id)
 {
     struct run *r = w->run;
+    enum group g = group_of(r, u);
     uint64_t now;
 
     pthread_mutex_lock(&r->acked_lock);
@@ -181,14 +250,18 @@ static void ack(struct worker *w, const struct vuser *u, const char *bet_id)
     if (now - r->last_ack_ns > r->pause_max_ns)
         r->pause_max_ns = now - r->last_ack_ns;
     r->last_ack_ns = now;
+    if (now - r->grp_last_ns[g] > r->grp_gap_max_ns[g])
+        r->grp_gap_max_ns[g] = now - r->grp_last_ns[g];
+    r->grp_last_ns[g] = now;
     if (r->acked != NULL)
         fprintf(r->acked, "%s %s %ld\n", bet_id, u->id, r->o.stake);
     pthread_mutex_unlock(&r->acked_lock);
     atomic_fetch_add_explicit(&r->prog_acked, 1, memory_order_relaxed);
 }
 
-/* Places one bet; returns the final status or -CURLcode. */
-static int do_bet(struct worker *w, const struct vuser *u, uint64_t t0)
+/* Places one bet; returns the final status or -CURLcode, and sets *acked
+ * when the bet is placed and acknowledged with its id. */
+static int do_bet(struct worker *w, const struct vuser *u, uint64_t t0, int *acked)
 {
     static const char *const picks[3] = {"home", "draw", "away"};
     struct run *r = w->run;
@@ -211,6 +284,7 @@ static int do_bet(struct worker *w, const struct vuser *u, uint64_t t0)
             uint64_t us = (loadgen_now_ns() - t0) / 1000;
 
             ack(w, u, id);
+            *acked = 1;
             w->st.acked++;
             w->st.acked_after_retry += nretry > 0;
             if (us > w->st.ok_max_us)
@@ -232,7 +306,8 @@ static void do_op(struct worker *w, enum op op, const struct vuser *u, uint64_t 
 {
     struct run *r = w->run;
     char path[96];
-    int rc;
+    int rc, acked = 0;
+    uint64_t us;
 
     w->cur_op = op;
     switch (op) {
@@ -242,7 +317,7 @@ static void do_op(struct worker *w, enum op op, const struct vuser *u, uint64_t 
         rc = loadgen_http(w, path, NULL, u->token, NULL);
         break;
     case OP_BET:
-        rc = do_bet(w, u, t0);
+        rc = do_bet(w, u, t0, &acked);
         break;
     case OP_ME:
         rc = loadgen_http(w, "/v1/me", NULL, u->token, NULL);
@@ -252,9 +327,18 @@ static void do_op(struct worker *w, enum op op, const struct vuser *u, uint64_t 
                           NULL);
         break;
     }
-    loadgen_hist_add(&w->st.lat[op], (loadgen_now_ns() - t0) / 1000);
+    us = (loadgen_now_ns() - t0) / 1000;
+    loadgen_hist_add(&w->st.lat[op], us);
     w->st.count[op]++;
     w->st.ok[op] += rc >= 200 && rc < 300;
+    if (op == OP_BET && r->o.watch_shard >= 0) {
+        struct group_stats *g = &w->st.grp[group_of(r, u)];
+
+        loadgen_hist_add(&g->lat, us);
+        g->count++;
+        g->acked += acked;
+        g->errors += !acked && rc != 422;
+    }
 }
 
 static enum op pick_op(struct worker *w)
@@ -424,10 +508,6 @@ static int run_threads(struct run *r, unsigned n, void *(*fn)(void *), int phase
                     (uint64_t)atomic_load(&r->prog_acked));
             req0 = req;
             err0 = err;
-            pthread_mutex_lock(&r->acked_lock);
-            if (r->acked != NULL)
-                fflush(r->acked);
-            pthread_mutex_unlock(&r->acked_lock);
         }
         nanosleep(&tick, NULL);
     }
@@ -486,6 +566,8 @@ static int phase1(struct run *r)
     }
     fprintf(stderr, "loadgen: %zu/%zu users ready (%u signed up, %u logged in)\n",
             r->nready, r->nusers, signed_up, logged_in);
+    if (r->o.shard_users_k > 0)
+        check_user_shards(r);
     if (r->nready < r->nusers)
         fprintf(stderr, "loadgen: %s%zu users failed; first: %s\n",
                 r->nready ? "" : "no user could start: ", r->nusers - r->nready, why);
@@ -501,6 +583,8 @@ static void phase2(struct run *r)
     r->stop_ns = r->end_ns;
     r->hard_ns = r->end_ns + ((uint64_t)r->o.timeout_ms + GRACE_MS) * NS_PER_MS;
     r->last_ack_ns = r->start_ns;
+    for (unsigned g = 0; g < NGROUP; g++)
+        r->grp_last_ns[g] = r->start_ns;
     atomic_store(&g_loading, 1);
     run_threads(r, nt, phase2_main, 1);
     atomic_store(&g_loading, 0);
@@ -510,6 +594,11 @@ static void phase2(struct run *r)
     /* A stall at the very end counts as a write pause too. */
     if (r->stop_ns > r->last_ack_ns && r->stop_ns - r->last_ack_ns > r->pause_max_ns)
         r->pause_max_ns = r->stop_ns - r->last_ack_ns;
+    for (unsigned g = 0; g < NGROUP; g++) {
+        if (r->stop_ns > r->grp_last_ns[g] &&
+            r->stop_ns - r->grp_last_ns[g] > r->grp_gap_max_ns[g])
+            r->grp_gap_max_ns[g] = r->stop_ns - r->grp_last_ns[g];
+    }
 }
 
 static int report(struct run *r)
@@ -535,6 +624,10 @@ static int report(struct run *r)
     rep.nmatch = r->nmatch;
     rep.threads = r->nready < r->nworker ? (unsigned)r->nready : r->nworker;
     rep.pause_max_ms = (double)r->pause_max_ns / 1e6;
+    for (size_t k = 0; r->o.watch_shard >= 0 && k < r->nready; k++)
+        rep.grp_users[group_of(r, &r->users[r->ready[k]])]++;
+    for (unsigned g = 0; g < NGROUP; g++)
+        rep.grp_gap_max_ms[g] = (double)r->grp_gap_max_ns[g] / 1e6;
     rep.interrupted = atomic_load(&g_sigint) > 0;
     rc = loadgen_report(&rep);
 out:
@@ -579,11 +672,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "loadgen: --acked %s: %s\n", r.o.acked, strerror(errno));
         goto out;
     }
+    /* Line by line: whatever stops loadgen (a second Ctrl-C, SIGKILL after a
+     * SIGTERM), every acknowledged bet up to then is in the file, whole. */
+    if (r.acked != NULL)
+        setvbuf(r.acked, NULL, _IOLBF, 0);
     r.users = calloc(r.nusers, sizeof(*r.users));
     r.ready = calloc(r.nusers, sizeof(*r.ready));
     r.w = calloc(r.nworker, sizeof(*r.w));
     if (r.users == NULL || r.ready == NULL || r.w == NULL)
         goto oom;
+    pick_users(&r);
     for (unsigned i = 0; i < r.nworker; i++) {
         if ((r.w[i] = loadgen_worker_create(&r, i, rng_next(&seed))) == NULL)
             goto oom;

@@ -29,6 +29,9 @@ extern const char *const loadgen_op_names[NOP];
 
 enum mode { MODE_AUTO, MODE_SIGNUP, MODE_LOGIN };
 
+/* Bets split by the logical shard of their user (--watch-shard). */
+enum group { GROUP_WATCHED, GROUP_OTHERS, NGROUP };
+
 struct opts {
     char *base; /* normalised URL without trailing '/', malloc'd */
     long users, duration, rate, threads, timeout_ms, stake;
@@ -37,6 +40,9 @@ struct opts {
     const char *match_arg; /* ref in argv: validated "ID,ID,..." or NULL */
     int json;
     enum mode mode;
+    long watch_shard;                /* --watch-shard, -1 without */
+    long shard_users, shard_users_k; /* --shard-users N:K; K = 0 without */
+    long nshard;                     /* --shards, the cluster's shard count (64) */
 };
 
 struct hist {
@@ -47,6 +53,14 @@ struct hist {
 struct code_count {
     char code[48];
     uint64_t n;
+};
+
+/* Bets of one group: every outcome counts in lat and count; acked ones also
+ * in acked; errors are transport errors, HTTP errors other than 422 (the game
+ * saying no) and acks without a bet id. */
+struct group_stats {
+    struct hist lat;
+    uint64_t count, acked, errors;
 };
 
 /* Counters of one worker in phase 2, merged by the main thread after join. */
@@ -61,11 +75,14 @@ struct stats {
     struct code_count rej[MAX_CODES]; /* 422 answers to bets, by code */
     unsigned nrej;
     uint64_t rej_other;
+    struct group_stats grp[NGROUP]; /* only with --watch-shard */
 };
 
 struct vuser {
     char *token; /* NULL until phase 1 got one */
     char id[24];
+    uint64_t num;   /* its e-mail is <prefix>-<num>@loadgen.test */
+    uint32_t shard; /* logical shard, carried by its id (set with the token) */
 };
 
 struct run;
@@ -97,9 +114,12 @@ struct run {
     size_t nmatch, nsec;           /* nsec: entries of each stats.err_sec */
     struct worker **w;             /* [nworker] */
     unsigned nworker;
-    FILE *acked; /* NULL without --acked; under acked_lock */
+    FILE *acked; /* NULL without --acked; line buffered; under acked_lock */
     pthread_mutex_t acked_lock;
     uint64_t last_ack_ns, pause_max_ns; /* under acked_lock */
+    /* Per group with --watch-shard, under acked_lock: the last ack and the
+     * longest time without one. */
+    uint64_t grp_last_ns[NGROUP], grp_gap_max_ns[NGROUP];
     uint64_t start_ns, end_ns;          /* phase 2 schedule, set before it starts */
     uint64_t stop_ns, hard_ns, done_ns; /* main thread only */
     char key_prefix[24]; /* random per run: Idempotency-Keys never repeat */
@@ -168,6 +188,8 @@ struct report {
     unsigned threads;
     double pause_max_ms;
     int interrupted;
+    size_t grp_users[NGROUP]; /* ready users per group, with --watch-shard */
+    double grp_gap_max_ms[NGROUP];
 };
 
 /* Prints the final report on stdout: one JSON object with o->json, else a

@@ -10,7 +10,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "shardmap/shardmap.h"
 #include "tools/loadgen.h"
+
+#define MAX_SHARD_USERS 100000 /* each costs about --shards e-mail hashes */
 
 const char *const loadgen_op_names[NOP] = {"odds", "bet", "me", "matches"};
 
@@ -38,6 +41,18 @@ static void usage(FILE *out)
         "  --stake N            stake of every bet (default 1)\n"
         "  --acked FILE         write \"<bet_id> <user_id> <stake>\" per acknowledged "
         "bet\n"
+        "                       (line by line; never a bet whose answer was lost)\n"
+        "  --watch-shard N      bets of users on logical shard N apart from the "
+        "others:\n"
+        "                       count, errors, p50/p99/max ms, and the longest gap "
+        "between\n"
+        "                       two acknowledged bets of that shard (max_gap_ms)\n"
+        "  --shard-users N:K    K of the --users live on shard N: their e-mails are "
+        "the\n"
+        "                       first P-<i>@loadgen.test that hash there (as the API "
+        "does)\n"
+        "  --shards COUNT       the cluster's shard count, for --shard-users (default "
+        "64)\n"
         "  --json               final report as one JSON object on stdout\n"
         "  --threads N          worker threads, one connection each (default 8)\n"
         "  --timeout-ms MS      per request (default 5000)\n"
@@ -128,6 +143,25 @@ static int check_matches(const char *s)
     }
 }
 
+/* "N:K": K users on shard N; checked against --shards and --users later. */
+static int parse_shard_users(const char *spec, struct opts *o)
+{
+    char shard[16];
+    const char *colon = strchr(spec, ':');
+    size_t n = colon ? (size_t)(colon - spec) : 0;
+    long max = SHARDMAP_MAX_SHARDS - 1;
+
+    if (colon == NULL || n == 0 || n >= sizeof(shard)) {
+        fprintf(stderr, "loadgen: --shard-users wants SHARD:COUNT, not '%s'\n", spec);
+        return -1;
+    }
+    memcpy(shard, spec, n);
+    shard[n] = '\0';
+    if (num("--shard-users shard", shard, 0, max, &o->shard_users) < 0)
+        return -1;
+    return num("--shard-users count", colon + 1, 1, MAX_SHARD_USERS, &o->shard_users_k);
+}
+
 /* Sets o->base to the normalised URL when it is http(s) on a loopback host. */
 static int check_url(const char *url, struct opts *o)
 {
@@ -201,6 +235,9 @@ int loadgen_opts_parse(int argc, char **argv, struct opts *o)
         {"timeout-ms", required_argument, NULL, 'T'},
         {"signup", no_argument, NULL, 'S'},
         {"login", no_argument, NULL, 'L'},
+        {"watch-shard", required_argument, NULL, 'W'},
+        {"shard-users", required_argument, NULL, 'U'},
+        {"shards", required_argument, NULL, 'N'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -216,6 +253,8 @@ int loadgen_opts_parse(int argc, char **argv, struct opts *o)
     o->mix[OP_ODDS] = 80;
     o->mix[OP_BET] = 20;
     o->mix_total = 100;
+    o->watch_shard = -1;
+    o->nshard = 64;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
         switch (c) {
@@ -273,6 +312,21 @@ int loadgen_opts_parse(int argc, char **argv, struct opts *o)
         case 'L':
             login = 1;
             break;
+        case 'W':
+            bad |= num("--watch-shard", optarg, 0, SHARDMAP_MAX_SHARDS - 1,
+                       &o->watch_shard);
+            break;
+        case 'U':
+            bad |= parse_shard_users(optarg, o);
+            break;
+        case 'N':
+            bad |= num("--shards", optarg, SHARDMAP_MIN_SHARDS, SHARDMAP_MAX_SHARDS,
+                       &o->nshard);
+            if (!shardmap_valid_nshard((uint32_t)o->nshard)) {
+                fprintf(stderr, "loadgen: --shards must be a power of two\n");
+                bad = -1;
+            }
+            break;
         case 'h':
             usage(stdout);
             return 1;
@@ -316,6 +370,18 @@ int loadgen_opts_parse(int argc, char **argv, struct opts *o)
         o->prefix[strspn(o->prefix, "abcdefghijklmnopqrstuvwxyz0123456789._-")] !=
             '\0') {
         fprintf(stderr, "loadgen: --email-prefix: 1..64 of [a-z0-9._-]\n");
+        bad = -1;
+    }
+    if (o->shard_users_k > 0 && o->shard_users >= o->nshard) {
+        fprintf(stderr,
+                "loadgen: --shard-users %ld: the cluster has %ld shards (--shards)\n",
+                o->shard_users, o->nshard);
+        bad = -1;
+    }
+    if (o->shard_users_k > 0 && users != NULL && o->shard_users_k > o->users) {
+        fprintf(stderr,
+                "loadgen: --shard-users: %ld users on the shard, but --users %ld\n",
+                o->shard_users_k, o->users);
         bad = -1;
     }
     if (bad) {

@@ -76,18 +76,26 @@ void loadgen_count_reject(struct stats *s, const char *code)
     s->rej[s->nrej++].n = 1;
 }
 
+static void hist_merge(struct hist *d, const struct hist *s)
+{
+    for (unsigned i = 0; i < HIST_NBUCKET; i++)
+        d->b[i] += s->b[i];
+    d->n += s->n;
+    d->max_us = s->max_us > d->max_us ? s->max_us : d->max_us;
+}
+
 void loadgen_stats_merge(struct stats *dst, const struct stats *src, size_t nsec)
 {
     for (unsigned op = 0; op < NOP; op++) {
-        struct hist *d = &dst->lat[op];
-        const struct hist *s = &src->lat[op];
-
-        for (unsigned i = 0; i < HIST_NBUCKET; i++)
-            d->b[i] += s->b[i];
-        d->n += s->n;
-        d->max_us = s->max_us > d->max_us ? s->max_us : d->max_us;
+        hist_merge(&dst->lat[op], &src->lat[op]);
         dst->count[op] += src->count[op];
         dst->ok[op] += src->ok[op];
+    }
+    for (unsigned g = 0; g < NGROUP; g++) {
+        hist_merge(&dst->grp[g].lat, &src->grp[g].lat);
+        dst->grp[g].count += src->grp[g].count;
+        dst->grp[g].acked += src->grp[g].acked;
+        dst->grp[g].errors += src->grp[g].errors;
     }
     dst->requests += src->requests;
     for (unsigned i = 0; i < NSTATUS; i++)
@@ -137,6 +145,19 @@ static const char *transport_name(unsigned code)
 static double ms3(double ms) /* three decimals are plenty; ms >= 0 */
 {
     return (double)(uint64_t)(ms * 1000.0 + 0.5) / 1000.0;
+}
+
+/* The bets of one --watch-shard group. */
+static json_t *group_json(const struct report *rep, enum group g)
+{
+    const struct group_stats *gs = &rep->st->grp[g];
+
+    return json_pack(
+        "{sIsIsIsIsfsfsfsf}", "users", (json_int_t)rep->grp_users[g], "count",
+        (json_int_t)gs->count, "acked", (json_int_t)gs->acked, "errors",
+        (json_int_t)gs->errors, "p50_ms", ms3(hist_pct_ms(&gs->lat, 500)), "p99_ms",
+        ms3(hist_pct_ms(&gs->lat, 990)), "max_ms", ms3((double)gs->lat.max_us / 1000.0),
+        "max_gap_ms", ms3(rep->grp_gap_max_ms[g]));
 }
 
 /* Every aggregate, as the JSON report; the table is printed from it too. */
@@ -222,6 +243,11 @@ static json_t *build(const struct report *rep)
     json_object_set_new(j, "errors_per_second", eps);
     json_object_set_new(j, "bets_acked", json_integer((json_int_t)st->acked));
     json_object_set_new(j, "bets", bets);
+    if (o->watch_shard >= 0)
+        json_object_set_new(j, "watch",
+                            json_pack("{sIsoso}", "shard", (json_int_t)o->watch_shard,
+                                      "watched", group_json(rep, GROUP_WATCHED),
+                                      "others", group_json(rep, GROUP_OTHERS)));
     return j;
 }
 
@@ -238,6 +264,35 @@ static void print_counts(const char *title, json_t *obj)
         printf(" %s=%" JSON_INTEGER_FORMAT, k, json_integer_value(v));
     }
     printf("\n");
+}
+
+static void print_watch(json_t *watch)
+{
+    static const char *const names[NGROUP] = {"watched", "others"};
+    char label[32];
+
+    printf("%-16s %6s %8s %8s %8s %9s %9s %9s %10s\n", "bets by shard", "users",
+           "count", "acked", "errors", "p50 ms", "p99 ms", "max ms", "max gap ms");
+    for (unsigned g = 0; g < NGROUP; g++) {
+        json_t *v = json_object_get(watch, names[g]);
+
+        if (g == GROUP_WATCHED)
+            snprintf(label, sizeof(label), "  shard %" JSON_INTEGER_FORMAT,
+                     json_integer_value(json_object_get(watch, "shard")));
+        else
+            snprintf(label, sizeof(label), "  other shards");
+        printf("%-16s %6" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT
+               " %8" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT
+               " %9.2f %9.2f %9.2f %10.1f\n",
+               label, json_integer_value(json_object_get(v, "users")),
+               json_integer_value(json_object_get(v, "count")),
+               json_integer_value(json_object_get(v, "acked")),
+               json_integer_value(json_object_get(v, "errors")),
+               json_real_value(json_object_get(v, "p50_ms")),
+               json_real_value(json_object_get(v, "p99_ms")),
+               json_real_value(json_object_get(v, "max_ms")),
+               json_real_value(json_object_get(v, "max_gap_ms")));
+    }
 }
 
 static void print_table(const struct report *rep, json_t *j)
@@ -291,6 +346,8 @@ static void print_table(const struct report *rep, json_t *j)
                json_real_value(json_object_get(bets, "ok_max_ms")));
         print_counts("bets rejected:", json_object_get(bets, "rejected"));
     }
+    if (json_object_get(j, "watch") != NULL)
+        print_watch(json_object_get(j, "watch"));
 }
 
 int loadgen_report(const struct report *rep)
