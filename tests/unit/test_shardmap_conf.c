@@ -190,6 +190,7 @@ static void assert_confs_equal(const struct shardmap_conf *a,
     assert_int_equal(a->connect_timeout_ms, b->connect_timeout_ms);
     assert_int_equal(a->query_timeout_ms, b->query_timeout_ms);
     assert_int_equal(a->map_poll_ms, b->map_poll_ms);
+    assert_int_equal(a->move_wait_ms, b->move_wait_ms);
 }
 
 static void assert_plans_equal(const struct shardmap_plan *a,
@@ -407,6 +408,7 @@ static void test_conf_defaults(void **state)
     assert_int_equal(conf.connect_timeout_ms, 500);
     assert_int_equal(conf.query_timeout_ms, 800);
     assert_int_equal(conf.map_poll_ms, 1000);
+    assert_int_equal(conf.move_wait_ms, 3000);
     shardmap_conf_deinit(&conf);
 }
 
@@ -447,6 +449,7 @@ static void test_conf_round_trip_keeps_odd_passwords(void **state)
     in.connect_timeout_ms = 10;
     in.query_timeout_ms = 600000;
     in.map_poll_ms = 600000;
+    in.move_wait_ms = 60000;
     for (size_t i = 0; i < n; i++) {
         snprintf(hosts[i].name, sizeof(hosts[i].name), "%s", i == 1 ? "true" : "db");
         if (i > 1) {
@@ -642,7 +645,8 @@ static void test_conf_router_ranges(void **state)
                          "  connect_timeout_ms: 9\n"
                          "  query_timeout_ms: 600001\n"
                          "  map_poll_ms: 999\n"
-                         "  poll_ms: 1000\n",
+                         "  poll_ms: 1000\n"
+                         "  move_wait_ms: 99\n",
                          path);
 
     (void)state;
@@ -652,7 +656,8 @@ static void test_conf_router_ranges(void **state)
                "router.query_timeout_ms: 600001 is out of range 10..600000");
     expect_err(err, path, 11, "router.map_poll_ms: 999 is out of range 1000..600000");
     expect_err(err, path, 12, "router: unknown key 'poll_ms'");
-    assert_int_equal(count_lines(err), 5);
+    expect_err(err, path, 13, "router.move_wait_ms: 99 is out of range 100..60000");
+    assert_int_equal(count_lines(err), 6);
     free(err);
 }
 
