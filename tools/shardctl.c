@@ -301,11 +301,33 @@ static int cmd_status(struct shardmap_conf *conf, int json)
                    up ? "up" : "DOWN", counts[i], schemas, nrows);
         router_rows_free(&rows);
     }
-    if (json)
+    /* Unfinished moves (none in clusters made before moves existed). */
+    struct router_rows moves = {0};
+    if (router_exec(r, ROUTER_GLOBAL, &moves,
+                    "SELECT id, shard, src_host, dst_host, phase FROM %S.moves WHERE "
+                    "active IS NOT NULL ORDER BY shard") < 0)
+        moves.nrow = 0;
+    if (json) {
+        printf("],\"moves\":[");
+        for (uint32_t i = 0; i < moves.nrow; i++)
+            printf("%s{\"move\":%s,\"shard\":%s,\"from\":\"%s\",\"to\":\"%s\","
+                   "\"phase\":\"%s\"}",
+                   i ? "," : "", router_cell(&moves, i, 0), router_cell(&moves, i, 1),
+                   router_cell(&moves, i, 2), router_cell(&moves, i, 3),
+                   router_cell(&moves, i, 4));
         printf("]}\n");
-    else
+    } else {
         printf("map version %" PRIu64 ", %u shards, prefix %s, global schema on %s\n",
                map->version, map->nshard, conf->schema_prefix, conf->global_host);
+        for (uint32_t i = 0; i < moves.nrow; i++)
+            printf("unfinished move #%s: shard %s %s -> %s, phase %s (re-run "
+                   "shardctl move %s %s to finish it, or --abort)\n",
+                   router_cell(&moves, i, 0), router_cell(&moves, i, 1),
+                   router_cell(&moves, i, 2), router_cell(&moves, i, 3),
+                   router_cell(&moves, i, 4), router_cell(&moves, i, 1),
+                   router_cell(&moves, i, 3));
+    }
+    router_rows_free(&moves);
     router_destroy(r);
     return down ? 3 : 0;
 }
