@@ -84,9 +84,10 @@ $(BUILD)/fillshard: $(BUILD)/tools/bench/fillshard.o $(API_LIB) $(CACHE_LIB) $(R
 # wrk against one API server beside the same SQL run straight on the databases
 # (tools/bench/run, docs/benchmarks.md); starts and stops its own stack.
 bench: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/rawdb \
-       $(BUILD)/loadgen
+       $(BUILD)/loadgen $(BUILD)/fillshard
 	BUILD=$(BUILD) tools/bench/run
 	BUILD=$(BUILD) tools/bench/cache
+	BUILD=$(BUILD) tools/bench/reshard
 
 $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
@@ -134,8 +135,10 @@ unit: $(UNIT_TESTS)
 # The integration tests (C, cmocka) and the end-to-end HTTP suite (Python,
 # standard library) run against one stack that tests/integration/run starts on
 # free ports in a scratch directory and always stops, also when a test fails.
+# tests/reshard/run goes last: it adds a host and moves shards around.
 integration: $(INTEGRATION_TESTS) $(TOOLS)
-	BUILD=$(BUILD) tests/integration/run $(INTEGRATION_TESTS) tests/e2e/run
+	BUILD=$(BUILD) tests/integration/run $(INTEGRATION_TESTS) tests/e2e/run \
+	    tests/reshard/run
 
 # A real OpenAPI linter (Redocly) on docs/openapi.yaml, and the server's own
 # route list against the spec's paths.

@@ -131,8 +131,9 @@ struct sc_verify_result {
     uint32_t tables, chunks, diffs;
     uint64_t rows;
 };
-int sc_verify_compare(struct sc_out *out, uint32_t shard, struct sc_conn *src,
-                      struct sc_conn *dst, const char *schema,
+/* at: when the snapshots were taken ("catchup", "fence", "copies"), for the event. */
+int sc_verify_compare(struct sc_out *out, uint32_t shard, const char *at,
+                      struct sc_conn *src, struct sc_conn *dst, const char *schema,
                       struct sc_verify_result *res, char *err, size_t errsize);
 
 #endif

@@ -64,8 +64,12 @@ struct move {
     int64_t started_ms, pause_ms;
     struct sc_verify_result verify;
     int verify_failed;
+    int prechecked;    /* compared in catch-up by this run */
+    int64_t pre_diffs; /* the recorded comparison in catch-up; -1: none */
     char err[1024];
 };
+
+static int verify_in_flight(struct move *m, struct sc_conn *a, struct sc_conn *b);
 
 void sc_hold(struct sc_out *o, uint32_t shard, const char *point)
 {
@@ -407,14 +411,13 @@ static int postponed(struct move *m)
            stat(m->opts->postpone_cutover, &st) == 0;
 }
 
-/* catchup: wait until the target is close behind (and not postponed). */
-static int step_catchup(struct move *m)
+/* Waits until the target is close behind and the cut-over not postponed. */
+static int wait_caught_up(struct move *m)
 {
     struct lag lag;
     int64_t last_event = 0;
     int said = 0;
 
-    sc_hold(m->out, m->shard, "catchup");
     for (;;) {
         if (replication_lag(m, &lag) < 0)
             return -1;
@@ -436,6 +439,56 @@ static int step_catchup(struct move *m)
                        m->shard, m->opts->postpone_cutover);
         }
         sleep_ms(100);
+    }
+    return 0;
+}
+
+/*
+ * The copies compared while clients write, at one binlog position (before
+ * the cut-over, so differences leave the shard where it is).
+ */
+static int precheck(struct move *m)
+{
+    struct sc_conn a = {0}, b = {0};
+    struct sc_verify_result res;
+    int rc = -1;
+
+    if (verify_in_flight(m, &a, &b) == 0 &&
+        sc_verify_compare(m->out, m->shard, "catchup", &a, &b, m->schema, &res, m->err,
+                          sizeof(m->err)) == 0) {
+        if (res.diffs > 0)
+            snprintf(
+                m->err, sizeof(m->err),
+                "%u differences between the copies in catch-up: not cutting over; "
+                "the shard stays on %s (shardctl move %u --abort, then look into it)",
+                res.diffs, m->from.name, m->shard);
+        else if (sc_exec(&m->g,
+                         "UPDATE `%s`.moves SET verify_diffs = 0 WHERE id = %" PRIu64,
+                         m->gschema, m->id) < 0)
+            fail(m, "recording the move: %s", m->g.err);
+        else
+            rc = 0;
+    }
+    sc_close(&a);
+    sc_close(&b);
+    if (rc == 0) {
+        m->prechecked = 1;
+        m->pre_diffs = 0;
+    }
+    return rc;
+}
+
+/* catchup: wait until the target is close behind (and not postponed). */
+static int step_catchup(struct move *m)
+{
+    sc_hold(m->out, m->shard, "catchup");
+    for (;;) {
+        if (wait_caught_up(m) < 0)
+            return -1;
+        if (m->opts->no_verify || m->prechecked)
+            break;
+        if (precheck(m) < 0)
+            return -1;
     }
     return set_phase(m, "cutover", NULL);
 }
@@ -610,7 +663,7 @@ static int step_verify(struct move *m)
     drop_channel(m);
     sc_hold(m->out, m->shard, "switched");
     if (m->have_snap) {
-        if (sc_verify_compare(m->out, m->shard, &m->src, &m->snap, m->schema,
+        if (sc_verify_compare(m->out, m->shard, "fence", &m->src, &m->snap, m->schema,
                               &m->verify, m->err, sizeof(m->err)) < 0)
             return -1;
         sc_close(&m->snap);
@@ -627,13 +680,27 @@ static int step_verify(struct move *m)
         snprintf(extra, sizeof(extra), ", verify_diffs = %u", m->verify.diffs);
         return set_phase(m, "verified", extra);
     }
-    if (!m->opts->no_verify)
-        sc_say(
-            m->out,
-            "shard %u: not verified: the tool restarted after the map flip, and the "
-            "target has taken writes since (shardctl verify %u --against %s compares "
-            "the copies)",
-            m->shard, m->shard, m->from.name);
+    /*
+     * Restarted after the flip: the snapshot at the fence died with the
+     * killed run, and the target has taken writes since. What stands is the
+     * comparison recorded in catch-up; the rest went through replication up
+     * to the fenced source's last position (MASTER_POS_WAIT).
+     */
+    if (m->pre_diffs >= 0) {
+        sc_event(m->out, "verify",
+                 "\"shard\":%u,\"at\":\"catchup\",\"recorded\":true,"
+                 "\"differences\":%" PRId64,
+                 m->shard, m->pre_diffs);
+        sc_say(m->out,
+               "shard %u: verified in catch-up (%" PRId64
+               " differences, recorded); the "
+               "check at the fence was lost with the interrupted run",
+               m->shard, m->pre_diffs);
+    } else {
+        sc_event(m->out, "verify", "\"shard\":%u,\"skipped\":true", m->shard);
+        sc_say(m->out, "shard %u: not verified (--no-verify, or interrupted before)",
+               m->shard);
+    }
     return set_phase(m, "verified", NULL);
 }
 
@@ -757,7 +824,8 @@ static int load_move(struct move *m, char *src, char *dst, size_t size)
     res = sc_query(&m->g,
                    "SELECT id, src_host, dst_host, phase, keep_source, "
                    "COALESCE(binlog_file, ''), COALESCE(binlog_pos, 0), "
-                   "COALESCE(pause_ms, 0) FROM `%s`.moves WHERE active = %u",
+                   "COALESCE(pause_ms, 0), COALESCE(verify_diffs, -1) FROM `%s`.moves "
+                   "WHERE active = %u",
                    m->gschema, m->shard);
     if (res == NULL) {
         fail(m, "%s", m->g.err);
@@ -772,6 +840,7 @@ static int load_move(struct move *m, char *src, char *dst, size_t size)
         snprintf(m->binlog_file, sizeof(m->binlog_file), "%s", row[5]);
         m->binlog_pos = strtoull(row[6], NULL, 10);
         m->pause_ms = strtoll(row[7], NULL, 10);
+        m->pre_diffs = strtoll(row[8], NULL, 10);
         found = 1;
     }
     mysql_free_result(res);
@@ -789,6 +858,7 @@ static void move_init(struct move *m, const struct shardmap_conf *conf,
     m->shard = shard;
     m->keep_source = opts->keep_source;
     m->started_ms = sc_now_ms();
+    m->pre_diffs = -1;
     snprintf(m->schema, sizeof(m->schema), "%s_%04u", conf->schema_prefix, shard);
     snprintf(m->gschema, sizeof(m->gschema), "%s_global", conf->schema_prefix);
     snprintf(m->chan, sizeof(m->chan), "%s_move_%04u", conf->schema_prefix, shard);
@@ -1273,9 +1343,18 @@ static int verify_in_flight(struct move *m, struct sc_conn *a, struct sc_conn *b
                  sc_col(res, row, "Last_SQL_Error") ? sc_col(res, row, "Last_SQL_Error")
                                                     : "");
         mysql_free_result(res);
+        /*
+         * The applier checks UNTIL before each event: once it stands at the
+         * position it executes nothing more, stopped or idle. It was stopped
+         * before the snapshot, so it cannot be past it.
+         */
         r = strcmp(sfile, file);
-        if (!running && (r > 0 || (r == 0 && spos >= strtoull(pos, NULL, 10))))
+        if (r == 0 && spos == strtoull(pos, NULL, 10))
             break;
+        if (r > 0 || (r == 0 && spos > strtoull(pos, NULL, 10))) {
+            fail(m, "%s", "the target's applier went past the source snapshot");
+            goto restart;
+        }
         if (!running && waited[0] != '\0') {
             fail(m, "replication stopped on the target: %s", waited);
             goto restart;
@@ -1384,8 +1463,8 @@ int shardctl_verify(const struct shardmap_conf *conf, struct sc_out *out,
         if (snapshot(m, &a, &m->from) < 0 || snapshot(m, &b, &m->to) < 0)
             goto out;
     }
-    if (sc_verify_compare(out, shard, &a, &b, m->schema, &res, m->err, sizeof(m->err)) <
-        0)
+    if (sc_verify_compare(out, shard, found ? "catchup" : "copies", &a, &b, m->schema,
+                          &res, m->err, sizeof(m->err)) < 0)
         goto out;
     sc_say(out, "shard %u: %s: %u tables, %" PRIu64 " rows, %u chunks, %u differences",
            shard, res.diffs ? "DIFFERENT" : "equal", res.tables, res.rows, res.chunks,

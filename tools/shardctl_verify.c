@@ -302,8 +302,8 @@ out:
     return rc;
 }
 
-int sc_verify_compare(struct sc_out *out, uint32_t shard, struct sc_conn *src,
-                      struct sc_conn *dst, const char *schema,
+int sc_verify_compare(struct sc_out *out, uint32_t shard, const char *at,
+                      struct sc_conn *src, struct sc_conn *dst, const char *schema,
                       struct sc_verify_result *res, char *err, size_t errsize)
 {
     struct verify v = {out, shard, src, dst, schema, res, err, errsize, 0};
@@ -351,9 +351,9 @@ int sc_verify_compare(struct sc_out *out, uint32_t shard, struct sc_conn *src,
                 shard, res->tables, res->rows, res->chunks, res->diffs,
                 (double)(sc_now_ms() - t0) / 1000.0);
     sc_event(out, "verify",
-             "\"shard\":%u,\"tables\":%u,\"chunks\":%u,\"rows\":%" PRIu64
+             "\"shard\":%u,\"at\":\"%s\",\"tables\":%u,\"chunks\":%u,\"rows\":%" PRIu64
              ",\"differences\":%u,\"seconds\":%.1f",
-             shard, res->tables, res->chunks, res->rows, res->diffs,
+             shard, at, res->tables, res->chunks, res->rows, res->diffs,
              (double)(sc_now_ms() - t0) / 1000.0);
     return 0;
 }
