@@ -120,8 +120,10 @@ static int resolve_host(struct move *m, const char *name, struct sc_host *h)
     snprintf(h->addr, sizeof(h->addr), "%s", addr);
     h->port = (uint16_t)strtoul(port, NULL, 10);
     i = shardmap_conf_host(m->conf, name);
+    if (i < 0) /* not in the config: the global host's account, as the router does */
+        i = shardmap_conf_host(m->conf, m->conf->global_host);
     if (i < 0)
-        i = 0; /* a host added by a plan: the cluster's usual account */
+        i = 0;
     snprintf(h->user, sizeof(h->user), "%s", m->conf->hosts[i].user);
     snprintf(h->password, sizeof(h->password), "%s", m->conf->hosts[i].password);
     return 0;
