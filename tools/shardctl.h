@@ -70,7 +70,8 @@ int64_t sc_now_ms(void);
 
 struct sc_out {
     int json;
-    int tty; /* stderr is a terminal: progress bars redraw in place */
+    int tty;         /* stderr is a terminal: progress bars redraw in place */
+    int no_progress; /* rebalance: its overall bar instead of each move's */
     pthread_mutex_t lock;
 };
 /* Prints {"event":"NAME",<fields>} on stdout when json; fields is JSON text. */

@@ -217,7 +217,7 @@ void sc_progress(struct sc_out *o, int final, const char *fmt, ...)
     static int64_t last_ms;
     va_list ap;
 
-    if (o->json)
+    if (o->json || o->no_progress)
         return;
     pthread_mutex_lock(&o->lock);
     if (o->tty || final || sc_now_ms() - last_ms >= 2000) {

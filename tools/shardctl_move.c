@@ -1117,6 +1117,40 @@ static int add_plan_host(struct move *g, const struct shardmap_plan *plan)
     return 0;
 }
 
+/*
+ * After a remove-host plan: a host the plan leaves empty, and that holds no
+ * shard now, leaves the map (a new version). Never the global host.
+ */
+static int drop_drained_hosts(struct move *g, const struct shardmap_plan *plan)
+{
+    uint32_t counts[SHARDMAP_MAX_HOSTS];
+
+    shardmap_count(plan->target, counts);
+    for (uint32_t i = 0; i < plan->target->nnode; i++) {
+        const char *name = plan->target->nodes[i].name;
+        if (counts[i] != 0 || strcmp(name, g->conf->global_host) == 0)
+            continue;
+        if (sc_exec(&g->g,
+                    "DELETE FROM `%s`.hosts WHERE name = '%s' AND NOT EXISTS (SELECT 1 "
+                    "FROM `%s`.shard_map WHERE host = '%s')",
+                    g->gschema, name, g->gschema, name) < 0) {
+            fail(g, "removing the drained host: %s", g->g.err);
+            return -1;
+        }
+        if (mysql_affected_rows(g->g.m) == 0)
+            continue;
+        if (sc_exec(&g->g,
+                    "UPDATE `%s`.map_version SET version = version + 1 WHERE id = 1",
+                    g->gschema) < 0) {
+            fail(g, "bumping the map version: %s", g->g.err);
+            return -1;
+        }
+        sc_say(g->out, "host %s holds no shard any more: removed from the map", name);
+        sc_event(g->out, "host_removed", "\"host\":\"%s\"", name);
+    }
+    return 0;
+}
+
 int shardctl_rebalance(const struct shardmap_conf *conf, struct sc_out *out,
                        const char *plan_path, const struct sc_move_opts *opts)
 {
@@ -1159,6 +1193,7 @@ int shardctl_rebalance(const struct shardmap_conf *conf, struct sc_out *out,
     if (nthread > 16)
         nthread = 16;
     sc_say(out, "rebalance: %u moves, %u at a time", plan.nmove, nthread);
+    out->no_progress = 1;
     rb.t0 = sc_now_ms();
     rb.opts.abort = rb.opts.resume = 0;
     for (unsigned i = 0; i < nthread; i++)
@@ -1192,6 +1227,14 @@ int shardctl_rebalance(const struct shardmap_conf *conf, struct sc_out *out,
         if (rb.rc[i] != SC_OK)
             rc = rc == SC_OK || rc == SC_DIFFER ? rb.rc[i] : rc;
         move_deinit(m);
+    }
+    if (rc == SC_OK) {
+        move_init(&g, conf, out, opts, 0);
+        if (connect_global(&g) < 0 || drop_drained_hosts(&g, &plan) < 0) {
+            sc_error(out, "%s", g.err);
+            rc = SC_ERROR;
+        }
+        move_deinit(&g);
     }
     sc_event(out, "rebalance_done", "\"moves\":%u,\"failed\":%u,\"seconds\":%.1f",
              plan.nmove, atomic_load(&rb.failed),

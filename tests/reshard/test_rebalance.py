@@ -8,7 +8,8 @@ shards, no other shard changed host); each shard's bets grew by exactly the
 bets acknowledged on it (so nothing was lost or doubled, and shards nobody
 wrote are unchanged); every acknowledged bet is a row where the map says; the
 moved shards' schemas are gone from their old hosts; the ledger holds;
-loadgen saw no error."""
+loadgen saw no error. Then the host is drained again (`plan --remove-host`):
+its shards go back, it leaves the map, and no bet is lost."""
 
 import json
 import os
@@ -60,8 +61,6 @@ class TestAddHostAndRebalance(unittest.TestCase):
 
     def test_rebalance_onto_a_new_host_under_load(self):
         s = h.stack.get()
-        # Its output to files: the new mariadbd inherits add-host's stdout (fd 3), so
-        # a pipe would never see its end.
         r = h.run([s.devstack, "add-host", NEW_HOST, "--dir", s.dir], timeout=180, via_files=True)
         self.assertEqual(r.rc, 0, "devstack add-host %s:\n%s" % (NEW_HOST, r.describe()))
         m = re.search(r"^%s=([0-9.]+:\d+)\s*$" % NEW_HOST, r.out, re.M)
@@ -158,6 +157,48 @@ class TestAddHostAndRebalance(unittest.TestCase):
                                         json.dumps(h.watch_section(report))))
         if problems:
             self.fail("rebalance onto %s:\n  %s\n%s" % (NEW_HOST, "\n  ".join(problems), rb.describe()))
+
+    def test_remove_the_new_host_again(self):
+        """Runs after the rebalance onto the new host (test names sort)."""
+        before_map = h.shard_map()
+        on_new = sorted(sh for sh, host in before_map.items() if host == NEW_HOST)
+        if not on_new:
+            self.skipTest("%s holds no shard (the rebalance test failed or did not run)" % NEW_HOST)
+        before = h.bets_per_shard()
+        plan = os.path.join(h.scratch_dir(), "drain.yaml")
+        r = h.shardctl("plan", "--remove-host", NEW_HOST, "-o", plan)
+        self.assertEqual(r.rc, 0, "shardctl plan --remove-host:\n" + r.describe())
+        moves, _ = parse_plan(plan)
+        self.assertEqual(sorted(sh for sh, fr, _ in moves if fr == NEW_HOST), on_new,
+                         "a remove-host plan moves exactly the host's shards")
+        r = h.shardctl("rebalance", plan, "--json", "--parallel", "3", "--grace", "0", timeout=420)
+        self.assertEqual(r.rc, 0, "shardctl rebalance (drain):\n" + r.describe())
+        problems = h.verify_events_clean(r.events)
+        after_map = h.shard_map()
+        if any(host == NEW_HOST for host in after_map.values()):
+            problems.append("shards still on %s: %s" % (NEW_HOST, sorted(
+                sh for sh, host in after_map.items() if host == NEW_HOST)))
+        if h.sql("db1", "SELECT name FROM `%s`.hosts WHERE name = '%s'" % (h.global_schema(), NEW_HOST)):
+            problems.append("%s is still in the hosts table" % NEW_HOST)
+        if not any(e.get("host") == NEW_HOST for e in r.of("host_removed")):
+            problems.append("no host_removed event for %s" % NEW_HOST)
+        left = h.sql(NEW_HOST, "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE "
+                               "'%s\\_____'" % h.global_schema().rsplit("_", 1)[0])
+        if left:
+            problems.append("shard schemas left on %s: %s" % (NEW_HOST, left))
+        after = h.bets_per_shard()
+        if after != before:
+            problems.append("bets per shard changed by the drain: %s" % sorted(
+                (sh, before.get(sh), after.get(sh)) for sh in set(before) | set(after)
+                if before.get(sh) != after.get(sh)))
+        st = h.shardctl("status", "--json")
+        if st.rc != 0 or NEW_HOST in st.out:
+            problems.append("shardctl status after the drain (exit %d) still lists %s" % (st.rc, NEW_HOST))
+        rc, out = h.check_ledger()
+        if rc != 0:
+            problems.append("check-ledger exit %d:\n%s" % (rc, h.tail(out)))
+        if problems:
+            self.fail("draining %s:\n  %s\n%s" % (NEW_HOST, "\n  ".join(problems), r.describe()))
 
 
 if __name__ == "__main__":
