@@ -9,7 +9,8 @@ verify event has no differences; loadgen saw no error, on the watched shard
 or elsewhere. An API server started before the move with --no-map-poll (it
 never reloads its map on its own) places a bet for a user of S after the
 move: 201, the bet is on the new host, and the kept source copy has not
-changed since the map flipped (it is fenced)."""
+changed since the map flipped (it is fenced). Then `shardctl move S FROM`
+rolls it back over the kept copy, with every bet."""
 
 import json
 import time
@@ -154,6 +155,17 @@ class TestMoveUnderLoad(unittest.TestCase):
         if problems:
             self.fail("after moving shard %d from %s to %s under load:\n  %s\n%s\nstale server log:\n%s"
                       % (S, src, dst, "\n  ".join(problems), mv.describe(), stale.log_tail()))
+
+        # Rolling back: the same move the other way. The fenced copy kept on
+        # the source is out of date; it is replaced, and every bet comes along.
+        back = h.shardctl("move", S, src, "--json", "--grace", "0", timeout=300)
+        self.assertEqual(back.rc, 0, "moving shard %d back to %s:\n%s" % (S, src, back.describe()))
+        self.assertEqual(h.shard_row(S), (src, 0), "map after moving shard %d back" % S)
+        self.assertEqual(h.count(src, S), total_after, "bets of shard %d after moving it back to %s" % (S, src))
+        self.assertFalse(h.schema_exists(dst, S), "%s left on %s after moving back" % (h.schema(S), dst))
+        self.assertEqual(h.verify_events_clean(back.events), [])
+        rc, out = h.check_ledger()
+        self.assertEqual(rc, 0, "check-ledger after moving back:\n" + h.tail(out))
 
 
 if __name__ == "__main__":
