@@ -566,7 +566,13 @@ int main(int argc, char **argv)
     so.tty = isatty(STDERR_FILENO);
     if (!command_args_ok(argv[optind], argc - optind - 1, &mopts))
         rc = 2;
-    else if (strcmp(argv[optind], "move") == 0)
+    else if ((strcmp(argv[optind], "move") == 0 ||
+              strcmp(argv[optind], "verify") == 0) &&
+             shard_arg(argv[optind + 1]) == UINT32_MAX) {
+        fprintf(stderr, "shardctl %s: '%s' is not a shard number\n", argv[optind],
+                argv[optind + 1]);
+        rc = 2;
+    } else if (strcmp(argv[optind], "move") == 0)
         rc = shardctl_move(&conf, &so, shard_arg(argv[optind + 1]),
                            optind + 2 < argc ? argv[optind + 2] : NULL, &mopts);
     else if (strcmp(argv[optind], "verify") == 0)

@@ -885,7 +885,7 @@ static int move_start(struct move *m, const char *to)
     int found;
 
     if (m->shard >= m->conf->nshard) {
-        snprintf(m->err, sizeof(m->err), "shard %u out of range (0..%u)", m->shard,
+        snprintf(m->err, sizeof(m->err), "out of range: shard %u of 0..%u", m->shard,
                  m->conf->nshard - 1);
         return SC_USAGE;
     }
@@ -1435,7 +1435,7 @@ int shardctl_verify(const struct shardmap_conf *conf, struct sc_out *out,
         return SC_ERROR;
     move_init(m, conf, out, &opts, shard);
     if (shard >= conf->nshard) {
-        snprintf(m->err, sizeof(m->err), "shard %u out of range (0..%u)", shard,
+        snprintf(m->err, sizeof(m->err), "out of range: shard %u of 0..%u", shard,
                  conf->nshard - 1);
         rc = SC_USAGE;
         goto out;
@@ -1487,11 +1487,10 @@ int shardctl_verify(const struct shardmap_conf *conf, struct sc_out *out,
                          "= 'done' AND keep_source = 1 ORDER BY id DESC LIMIT 1",
                          m->gschema, shard);
             if (f <= 0) {
-                snprintf(
-                    m->err, sizeof(m->err),
-                    "shard %u has one copy (on %s): give --against HOST to compare "
-                    "it with another copy",
-                    shard, dst);
+                snprintf(m->err, sizeof(m->err),
+                         "it has one copy (on %s): give --against HOST to compare it "
+                         "with another copy",
+                         dst);
                 rc = SC_USAGE;
                 goto out;
             }
