@@ -507,12 +507,17 @@ static int unfence(struct move *m)
  */
 static int cutover_once(struct move *m, int attempt)
 {
-    char file[256], pos[32], waited[32], mfile[520], extra[200];
+    char file[256], pos[32], waited[32], mfile[520];
     MYSQL_RES *res;
     MYSQL_ROW row;
-    int64_t t0 = sc_now_ms(), t1;
+    int64_t t0, t_fenced, t_drained, t_switched;
     int r;
 
+    /* Connected before the pause: the snapshot for the verification. */
+    if (!m->opts->no_verify && m->snap.m == NULL &&
+        sc_connect(&m->snap, &m->to, LONG_TIMEOUT_S) < 0)
+        sc_close(&m->snap);
+    t0 = sc_now_ms();
     /*
      * The fence waits for the share locks of every transaction that wrote
      * to the shard; from its commit on, no write commits on the source.
@@ -527,6 +532,7 @@ static int cutover_once(struct move *m, int attempt)
         fail(m, "fencing the source: %s", m->src.err);
         return -1;
     }
+    t_fenced = sc_now_ms();
     sc_hold(m->out, m->shard, "fenced");
     res = sc_query(&m->src, "SHOW MASTER STATUS");
     if (res == NULL || (row = mysql_fetch_row(res)) == NULL) {
@@ -564,6 +570,7 @@ static int cutover_once(struct move *m, int attempt)
         }
         return 0;
     }
+    t_drained = sc_now_ms();
     if (sc_exec(&m->dst, "STOP SLAVE '%s'", m->chan) < 0 || copy_sequence(m) < 0 ||
         sc_exec(&m->dst, "UPDATE `%s`.shard_state SET fenced = 0 WHERE id = 1",
                 m->schema) < 0) {
@@ -571,19 +578,17 @@ static int cutover_once(struct move *m, int attempt)
             fail(m, "stopping replication: %s", m->dst.err);
         goto unfence;
     }
-    if (!m->opts->no_verify) {
-        /* The target exactly as of the fence, for the verification. */
-        if (sc_connect(&m->snap, &m->to, LONG_TIMEOUT_S) == 0 &&
-            sc_exec(&m->snap,
+    /* The target exactly as of the fence, for the verification. */
+    if (m->snap.m != NULL) {
+        if (sc_exec(&m->snap,
                     "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
                     "START TRANSACTION WITH CONSISTENT SNAPSHOT") == 0)
             m->have_snap = 1;
         else
             sc_close(&m->snap);
     }
+    t_switched = sc_now_ms();
     /* The flip: the map and the move's phase in one transaction. */
-    t1 = sc_now_ms();
-    snprintf(extra, sizeof(extra), ", pause_ms = %" PRId64, t1 - t0);
     if (sc_exec(&m->g,
                 "START TRANSACTION; "
                 "UPDATE `%s`.shard_map SET host = '%s', state = 0, version = "
@@ -601,8 +606,12 @@ static int cutover_once(struct move *m, int attempt)
     }
     m->pause_ms = sc_now_ms() - t0;
     snprintf(m->phase, sizeof(m->phase), "switched");
-    sc_event(m->out, "cutover", "\"shard\":%u,\"pause_ms\":%" PRId64 ",\"attempt\":%d",
-             m->shard, m->pause_ms, attempt);
+    sc_event(m->out, "cutover",
+             "\"shard\":%u,\"pause_ms\":%" PRId64
+             ",\"attempt\":%d,\"fence_ms\":%" PRId64 ",\"drain_ms\":%" PRId64
+             ",\"switch_ms\":%" PRId64 ",\"flip_ms\":%" PRId64,
+             m->shard, m->pause_ms, attempt, t_fenced - t0, t_drained - t_fenced,
+             t_switched - t_drained, m->pause_ms - (t_switched - t0));
     sc_event(m->out, "phase",
              "\"move\":%" PRIu64 ",\"shard\":%u,\"from\":\"%s\",\"to\":\"%s\","
              "\"phase\":\"switched\"",
