@@ -109,7 +109,10 @@ int shardctl_moves(const struct shardmap_conf *conf, struct sc_out *out);
 int shardctl_verify(const struct shardmap_conf *conf, struct sc_out *out,
                     uint32_t shard, const char *against);
 
-/* Test and drill hook: when $BC_SHARDCTL_HOLD names point, stop there until killed. */
+/*
+ * Test and drill hook: when $BC_SHARDCTL_HOLD names point, stop there until
+ * SIGUSR1 (then go on) or until killed.
+ */
 void sc_hold(struct sc_out *o, uint32_t shard, const char *point);
 
 /* shardctl_copy.c: the consistent snapshot copy of one shard schema. */

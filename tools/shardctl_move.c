@@ -28,6 +28,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,10 +78,18 @@ void sc_hold(struct sc_out *o, uint32_t shard, const char *point)
 
     if (hold == NULL || strcmp(hold, point) != 0)
         return;
+    sigset_t usr1;
+    int sig = 0;
+
+    /* main() blocked SIGUSR1 in every thread when the hook is set. */
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
     sc_event(o, "hold", "\"shard\":%u,\"at\":\"%s\"", shard, point);
-    sc_say(o, "shard %u: holding at %s (BC_SHARDCTL_HOLD) until killed", shard, point);
-    for (;;)
-        pause();
+    sc_say(o, "shard %u: holding at %s (BC_SHARDCTL_HOLD) until SIGUSR1 or killed",
+           shard, point);
+    while (sigwait(&usr1, &sig) != 0 || sig != SIGUSR1)
+        ;
+    sc_event(o, "resume", "\"shard\":%u,\"at\":\"%s\"", shard, point);
 }
 
 static void sleep_ms(unsigned ms)

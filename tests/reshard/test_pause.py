@@ -1,0 +1,100 @@
+"""Writes to a shard whose move is cutting over wait, and are retried by the
+server, not failed; the wait is bounded.
+
+A move is held right after it fenced the source (BC_SHARDCTL_HOLD=fenced).
+(1) A bet on the shard sent then does not fail: it is still waiting 0.8 s
+later; the tool is let go (SIGUSR1), the cut-over finishes, and the bet
+answers 201, once, on the new host. (2) Held there again (moving back): a bet
+waits about router.move_wait_ms (3 s) and then answers 503 with Retry-After,
+and nothing was written on either host; the re-run of the move finishes it.
+Meanwhile a bet on another shard is not slowed."""
+
+import signal
+import threading
+import time
+import unittest
+
+import harness as h
+
+MOVE_WAIT_MS = 3000  # router.move_wait_ms, the default
+
+
+class TestWritesWaitOutTheCutover(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        s = h.stack.get()
+        s.require_dir()
+        s.require_api()
+        cls.co = h.new_company()
+        cls.match = h.new_match()
+        cls.shard, cls.other = h.pick_shards(2)
+        for sh in (cls.shard, cls.other):
+            h.fillshard(sh, 5, 5, match=cls.match["id"], company=cls.co["id"])
+
+    def post_bet(self, client, key):
+        t0 = time.time()
+        r = client.post("/v1/bets", {"match_id": str(self.match["id"]), "pick": "draw", "stake": 1},
+                        headers={"Idempotency-Key": key})
+        return r, time.time() - t0
+
+    def test_a_write_waits_for_the_cutover(self):
+        S, O = self.shard, self.other
+        self.addCleanup(h.settle, S)
+        src = h.shard_map()[S]
+        dst = h.other_host(src, sorted(set(h.shard_map().values())))
+        uid, cid = h.users_of(S, self.co["id"], 1)[0]
+        c = h.member_client(uid, cid)
+        ouid, ocid = h.users_of(O, self.co["id"], 1)[0]
+        oc = h.member_client(ouid, ocid)
+        before = h.count(src, S)
+
+        mv = h.move_proc(S, dst, "--grace", "0", hold="fenced")
+        h.wait_hold(mv, "fenced", 120)
+        got = {}
+        t = threading.Thread(target=lambda: got.update(zip(("r", "s"), self.post_bet(c, "pause-1"))))
+        t.start()
+        time.sleep(0.8)
+        self.assertTrue(t.is_alive(), "a bet on shard %d answered while its source was fenced and the map not "
+                                      "flipped: %s" % (S, got.get("r") and got["r"].describe()))
+        r_other, s_other = self.post_bet(oc, "pause-other-1")
+        self.assertEqual(r_other.status, 201, "a bet on another shard during the cut-over:\n" + r_other.describe())
+        self.assertLess(s_other, 1.0, "a bet on another shard took %.2f s during shard %d's cut-over" % (s_other, S))
+        mv.p.send_signal(signal.SIGUSR1)  # let the cut-over go on
+        t.join(10)
+        self.assertFalse(t.is_alive(), "the waiting bet never answered")
+        rc = mv.wait(120)
+        self.assertEqual(rc, 0, "the move after SIGUSR1:\n" + mv.describe())
+        r, secs = got["r"], got["s"]
+        self.assertEqual(r.status, 201, "the bet sent during the cut-over:\n" + r.describe())
+        self.assertTrue(0.8 <= secs < MOVE_WAIT_MS / 1000.0,
+                        "the bet sent during the cut-over took %.2f s; want it to wait (>= 0.8 s) and then "
+                        "succeed within move_wait_ms" % secs)
+        bid = int(r.json["id"])
+        self.assertEqual(h.shard_row(S), (dst, 0))
+        self.assertEqual(h.ids_present(dst, S, [bid]), {bid}, "the waiting bet is not on the new host %s" % dst)
+        self.assertEqual(h.count(dst, S), before + 1, "bets of shard %d after the move" % S)
+        h.log("a bet sent while shard %d was fenced waited %.2f s and succeeded on %s" % (S, secs, dst))
+
+        # Held again (moving back): the wait is bounded.
+        mv = h.move_proc(S, src, "--grace", "0", hold="fenced")
+        h.wait_hold(mv, "fenced", 120)
+        r, stuck = self.post_bet(c, "pause-2")
+        self.assertEqual(r.status, 503, "a bet while the cut-over is stuck:\n" + r.describe())
+        self.assertTrue(r.header("Retry-After"), "503 without Retry-After:\n" + r.describe())
+        self.assertTrue(MOVE_WAIT_MS / 1000.0 - 0.2 <= stuck < MOVE_WAIT_MS / 1000.0 + 2.0,
+                        "the stuck bet answered after %.2f s; want about move_wait_ms (%d ms)" % (stuck, MOVE_WAIT_MS))
+        mv.kill9()
+        self.assertEqual(h.count(dst, S), before + 1, "the refused bet was written on %s" % dst)
+        rerun = h.shardctl("move", S, src, "--json", "--grace", "0", timeout=180)
+        self.assertEqual(rerun.rc, 0, "re-running the held move:\n" + rerun.describe())
+        self.assertEqual(h.shard_row(S), (src, 0))
+        self.assertEqual(h.count(src, S), before + 1, "bets of shard %d after moving back" % S)
+        r, secs = self.post_bet(c, "pause-3")
+        self.assertEqual(r.status, 201, "a bet after the move back:\n" + r.describe())
+        rc, out = h.check_ledger()
+        self.assertEqual(rc, 0, "check-ledger:\n" + h.tail(out))
+        h.log("a bet while the cut-over was stuck answered 503 after %.2f s" % stuck)
+
+
+if __name__ == "__main__":
+    unittest.main()
