@@ -357,10 +357,11 @@ static int query_error(struct router_conn *conn, int *broken)
         return BC_EDUPKEY;
     /*
      * A schema-qualified statement on a host without that schema fails with
-     * "unknown database" or "no such table": the shard is not (or no
-     * longer) here, and the caller should follow the map.
+     * "unknown database", "no such table" or (NEXTVAL) "unknown sequence":
+     * the shard is not (or no longer) here, and the caller should follow
+     * the map.
      */
-    if (no == ER_BAD_DB_ERROR || no == ER_NO_SUCH_TABLE)
+    if (no == ER_BAD_DB_ERROR || no == ER_NO_SUCH_TABLE || no == ER_UNKNOWN_SEQUENCES)
         return BC_EMOVED;
     /* A fenced copy (etc/schema/shard_fence.sql): a move's cut-over began. */
     if (no == ER_SIGNAL_EXCEPTION &&

@@ -7,13 +7,16 @@ later; the tool is let go (SIGUSR1), the cut-over finishes, and the bet
 answers 201, once, on the new host. (2) Held there again (moving back): a bet
 waits about router.move_wait_ms (3 s) and then answers 503 with Retry-After,
 and nothing was written on either host; the re-run of the move finishes it.
-Meanwhile a bet on another shard is not slowed."""
+Meanwhile a bet on another shard is not slowed. (3) A match settled while a
+shard's move is held after its fence: the settlement of that shard waits,
+goes to the new host once the tool goes on, and the match settles whole."""
 
 import signal
 import threading
 import time
 import unittest
 
+import fixtures
 import harness as h
 
 MOVE_WAIT_MS = 3000  # router.move_wait_ms, the default
@@ -94,6 +97,37 @@ class TestWritesWaitOutTheCutover(unittest.TestCase):
         rc, out = h.check_ledger()
         self.assertEqual(rc, 0, "check-ledger:\n" + h.tail(out))
         h.log("a bet while the cut-over was stuck answered 503 after %.2f s" % stuck)
+
+    def test_b_settlement_waits_for_the_cutover(self):
+        S, O = self.shard, self.other
+        self.addCleanup(h.settle, S)
+        match = h.new_match(kickoff_in=5)
+        bets = []
+        for sh in (S, O):
+            uid, cid = h.users_of(sh, self.co["id"], 1)[0]
+            cl = h.member_client(uid, cid)
+            for pick in ("home", "away"):
+                bets.append((sh, h.bet(cl, match["id"], stake=10, pick=pick)))
+        fixtures.wait_past_kickoff(match)
+        src = h.shard_map()[S]
+        dst = h.other_host(src, sorted(set(h.shard_map().values())))
+        mv = h.move_proc(S, dst, "--grace", "0", hold="fenced")
+        h.wait_hold(mv, "fenced", 120)
+        r = fixtures.admin().post("/v1/matches/%s/result" % match["id"], {"home_goals": 2, "away_goals": 0})
+        self.assertEqual(r.status, 202, "posting the result while shard %d is fenced:\n%s" % (S, r.describe()))
+        time.sleep(1.0)
+        mv.p.send_signal(signal.SIGUSR1)
+        self.assertEqual(mv.wait(120), 0, "the move after SIGUSR1:\n" + mv.describe())
+        st = fixtures.wait_settled(match, timeout=60)
+        self.assertEqual((st["shards_done"], st["shards_total"]), (st["shards_total"], len(h.shard_map())), st)
+        for sh, bid in bets:
+            host = h.shard_map()[sh]
+            rows = h.sql(host, "SELECT status, payout FROM `%s`.bets WHERE id = %d" % (h.schema(sh), bid))
+            self.assertEqual(len(rows), 1, "bet %d of shard %d on %s" % (bid, sh, host))
+            self.assertIn(rows[0][0], ("won", "lost"), "bet %d of shard %d after the settlement: %s" % (bid, sh, rows))
+        rc, out = h.check_ledger()
+        self.assertEqual(rc, 0, "check-ledger after the settlement:\n" + h.tail(out))
+        h.log("match %s settled while shard %d was fenced: %s" % (match["id"], S, st))
 
 
 if __name__ == "__main__":
