@@ -46,17 +46,19 @@ static void usage(FILE *out)
         "                            print the moves and write them as a plan file\n"
         "                            (default shardplan.yaml)\n"
         "  move SHARD TO-HOST [--keep-source] [--grace S] [--postpone-cutover FILE]\n"
-        "                [--no-verify]\n"
+        "                [--no-verify] [--copy-rate ROWS]\n"
         "                            copy the shard to TO-HOST while it serves, cut\n"
         "                            over, verify, drop the source after S seconds\n"
         "                            (default 5); a re-run resumes an interrupted "
         "move\n"
+        "                            --copy-rate caps the copy at ROWS rows/s\n"
         "  move SHARD --resume       finish the shard's interrupted move\n"
         "  move SHARD --abort        roll back the shard's unfinished move (before\n"
         "                            the map flip)\n"
         "  verify SHARD [--against HOST]\n"
         "                            compare two copies of the shard, chunk by chunk\n"
-        "  rebalance PLAN [--parallel N] [--keep-source] [--grace S]\n"
+        "  rebalance PLAN [--parallel N] [--keep-source] [--grace S] [--copy-rate "
+        "ROWS]\n"
         "                            run a plan's moves, N at a time (default 1)\n"
         "  moves [--json]            the move records, newest first\n"
         "\n"
@@ -474,6 +476,7 @@ int main(int argc, char **argv)
         {"resume", no_argument, NULL, 'R'},
         {"parallel", required_argument, NULL, 'n'},
         {"against", required_argument, NULL, 'G'},
+        {"copy-rate", required_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -542,6 +545,14 @@ int main(int argc, char **argv)
             break;
         case 'G':
             against = optarg;
+            break;
+        case 'C':
+            num = strtoul(optarg, &end, 10);
+            if (*end != '\0' || *optarg == '\0' || num < 100 || num > 100000000) {
+                fprintf(stderr, "shardctl: --copy-rate wants rows/s, 100..100000000\n");
+                return 2;
+            }
+            mopts.copy_rate = num;
             break;
         case 'h':
             usage(stdout);

@@ -99,6 +99,7 @@ struct sc_move_opts {
     unsigned grace_s;             /* before the source copy is dropped */
     const char *postpone_cutover; /* while this file exists, stay in catch-up */
     unsigned parallel;            /* rebalance: moves at a time */
+    uint64_t copy_rate;           /* rows/s cap of the copy, 0: none */
 };
 
 int shardctl_move(const struct shardmap_conf *conf, struct sc_out *out, uint32_t shard,
@@ -125,6 +126,7 @@ struct sc_copy {
     char gtid[256];
     uint64_t rows, total;
     int64_t ms;
+    uint64_t max_rate; /* rows/s, 0: as fast as it goes */
 };
 /* Copies every base table of schema from src (in one snapshot) to dst. */
 int sc_copy_shard(struct sc_copy *cp, const struct sc_host *src, struct sc_conn *dst,

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tools/shardctl.h"
 
@@ -98,6 +99,21 @@ static void report(struct sc_copy *cp, const char *table, int final)
              cp->shard, table, cp->rows, cp->total, rate, eta);
 }
 
+/* Keeps the copy at or under --copy-rate, a batch at a time. */
+static void throttle(const struct sc_copy *cp)
+{
+    int64_t due, now;
+
+    if (cp->max_rate == 0)
+        return;
+    due = cp->ms + (int64_t)(cp->rows * 1000 / cp->max_rate);
+    now = sc_now_ms();
+    if (due > now) {
+        struct timespec ts = {(due - now) / 1000, (long)((due - now) % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int copy_table(struct sc_copy *cp, struct sc_conn *src, struct sc_conn *dst,
                       const char *table, int *first_batch, char *err, size_t errsize)
 {
@@ -145,7 +161,10 @@ static int copy_table(struct sc_copy *cp, struct sc_conn *src, struct sc_conn *d
         if (buf_add(&b, ")", 1) < 0)
             goto nomem;
         nrow++;
-        if (b.len >= BATCH_BYTES) {
+        /* Capped: batches of about 100 ms of rows, so the rate stays smooth. */
+        if (b.len >= BATCH_BYTES ||
+            (cp->max_rate > 0 &&
+             nrow >= (cp->max_rate >= 1000 ? cp->max_rate / 10 : 100))) {
             if (sc_exec(dst, "%s", b.p) < 0) {
                 snprintf(err, errsize, "writing %s.%s: %s", cp->schema, table,
                          dst->err);
@@ -154,6 +173,7 @@ static int copy_table(struct sc_copy *cp, struct sc_conn *src, struct sc_conn *d
             cp->rows += nrow;
             b.len = 0;
             nrow = 0;
+            throttle(cp);
             report(cp, table, 0);
             if (*first_batch) {
                 *first_batch = 0;
@@ -172,6 +192,7 @@ static int copy_table(struct sc_copy *cp, struct sc_conn *src, struct sc_conn *d
             goto out;
         }
         cp->rows += nrow;
+        throttle(cp);
         report(cp, table, 0);
         if (*first_batch) {
             *first_batch = 0;

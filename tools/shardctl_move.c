@@ -267,7 +267,10 @@ static int step_prepare(struct move *m)
 /* copy: a fresh schema on the target, filled from one snapshot. */
 static int step_copy(struct move *m)
 {
-    struct sc_copy cp = {.out = m->out, .shard = m->shard, .schema = m->schema};
+    struct sc_copy cp = {.out = m->out,
+                         .shard = m->shard,
+                         .schema = m->schema,
+                         .max_rate = m->opts->copy_rate};
     char host[SHARDMAP_NAME_MAX], extra[1400], file[520], gtid[520];
     char *sql;
     int rc;

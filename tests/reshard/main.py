@@ -25,7 +25,7 @@ from client import Client, RequestFailed  # noqa: E402
 
 # Order: the moves of one shard first; adding a host and rebalancing last,
 # since it moves a quarter of the shards (those the other tests used too).
-MODULES = ["test_cli", "test_pause", "test_move_load", "test_kill", "test_verify", "test_rebalance"]
+MODULES = ["test_cli", "test_throttle", "test_pause", "test_move_load", "test_kill", "test_verify", "test_rebalance"]
 
 
 class Result(unittest.TextTestResult):
