@@ -128,7 +128,10 @@ struct sc_copy {
     int64_t ms;
     uint64_t max_rate; /* rows/s, 0: as fast as it goes */
 };
-/* Copies every base table of schema from src (in one snapshot) to dst. */
+/*
+ * Copies every base table of schema but shard_state (each copy's own fencing
+ * row) from src, in one snapshot, to dst.
+ */
 int sc_copy_shard(struct sc_copy *cp, const struct sc_host *src, struct sc_conn *dst,
                   char *err, size_t errsize);
 

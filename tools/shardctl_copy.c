@@ -249,8 +249,8 @@ int sc_copy_shard(struct sc_copy *cp, const struct sc_host *srch, struct sc_conn
         cp->gtid[0] = '\0';
     res = sc_query(&src,
                    "SELECT TABLE_NAME FROM information_schema.TABLES WHERE "
-                   "TABLE_SCHEMA = '%s' AND TABLE_TYPE = 'BASE TABLE' ORDER BY "
-                   "TABLE_NAME",
+                   "TABLE_SCHEMA = '%s' AND TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME "
+                   "<> 'shard_state' ORDER BY TABLE_NAME",
                    cp->schema);
     if (res == NULL)
         goto dberr;

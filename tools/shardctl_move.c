@@ -272,7 +272,7 @@ static int step_copy(struct move *m)
                          .schema = m->schema,
                          .max_rate = m->opts->copy_rate};
     char host[SHARDMAP_NAME_MAX], extra[1400], file[520], gtid[520];
-    char *sql;
+    char *sql, *fence;
     int rc;
 
     if (map_host(m, host, sizeof(host)) < 0)
@@ -286,17 +286,29 @@ static int step_copy(struct move *m)
         fail(m, "%s", m->dst.err);
         return -1;
     }
+    /* The tables, then at once the fence, up (fenced) before any row. */
     sql = shardctl_render(shardctl_shard_sql, m->schema);
-    if (sql == NULL)
-        return -1;
-    rc = sc_exec(&m->dst, "%s", sql);
+    fence = shardctl_render(shardctl_fence_sql, m->schema);
+    rc = sql == NULL || fence == NULL
+             ? -1
+             : sc_exec(&m->dst,
+                       "%s\nINSERT INTO `%s`.shard_state (id, shard, fenced) VALUES "
+                       "(1, %u, 1);\n%s",
+                       sql, m->schema, m->shard, fence);
     free(sql);
+    free(fence);
     if (rc < 0) {
-        fail(m, "creating the schema: %s", m->dst.err);
+        fail(m, "creating the schema: %s",
+             m->dst.err[0] ? m->dst.err : "out of memory");
         return -1;
     }
-    if (sc_copy_shard(&cp, &m->from, &m->dst, m->err, sizeof(m->err)) < 0)
+    if (sc_exec(&m->dst, "SET @bc_move_copy = 1") < 0 ||
+        sc_copy_shard(&cp, &m->from, &m->dst, m->err, sizeof(m->err)) < 0 ||
+        sc_exec(&m->dst, "SET @bc_move_copy = NULL") < 0) {
+        if (m->err[0] == '\0')
+            fail(m, "%s", m->dst.err);
         return -1;
+    }
     if (copy_sequence(m) < 0)
         return -1;
     snprintf(m->binlog_file, sizeof(m->binlog_file), "%s", cp.binlog_file);
@@ -317,6 +329,17 @@ static int step_replicate(struct move *m)
     MYSQL_RES *res;
     int rc;
 
+    /*
+     * The target copy is fenced until the cut-over unfences it: a server
+     * with a map old enough to point here (the host once held the shard)
+     * must not write into a copy that is not the shard yet. Replicated row
+     * events do not fire the triggers, so replication is not fenced.
+     */
+    if (sc_exec(&m->dst, "UPDATE `%s`.shard_state SET fenced = 1 WHERE id = 1",
+                m->schema) < 0) {
+        fail(m, "fencing the target copy: %s", m->dst.err);
+        return -1;
+    }
     sql = shardctl_render(shardctl_fence_sql, m->schema);
     if (sql == NULL)
         return -1;

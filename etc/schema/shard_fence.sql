@@ -10,12 +10,16 @@
 -- writer has. The writer gets SQLSTATE 45000 "bc: shard moved"; the router
 -- then follows the map to the shard's new host and retries.
 -- Replicated row events do not fire triggers, so the target's catch-up is not
--- affected. Every statement is idempotent.
-CREATE PROCEDURE IF NOT EXISTS `{schema}`.fence_check()
+-- affected. A move's target copy is fenced from its creation to the cut-over
+-- (no server may write into a copy that is not the shard yet); the move's own
+-- copy session sets @bc_move_copy to fill it. Every statement is idempotent.
+CREATE OR REPLACE PROCEDURE `{schema}`.fence_check()
     READS SQL DATA
 BEGIN
-    IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
-        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+    IF @bc_move_copy IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
     END IF;
 END;
 

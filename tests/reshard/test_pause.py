@@ -9,7 +9,11 @@ waits about router.move_wait_ms (3 s) and then answers 503 with Retry-After,
 and nothing was written on either host; the re-run of the move finishes it.
 Meanwhile a bet on another shard is not slowed. (3) A match settled while a
 shard's move is held after its fence: the settlement of that shard waits,
-goes to the new host once the tool goes on, and the match settles whole."""
+goes to the new host once the tool goes on, and the match settles whole.
+(4) A server with a map from before a move writes to a shard while the next
+move rebuilds a copy on that server's (old) host: the copy under construction
+refuses the write, the server follows the map, and the bet lands once, on the
+shard's real host."""
 
 import signal
 import threading
@@ -128,6 +132,36 @@ class TestWritesWaitOutTheCutover(unittest.TestCase):
         rc, out = h.check_ledger()
         self.assertEqual(rc, 0, "check-ledger after the settlement:\n" + h.tail(out))
         h.log("match %s settled while shard %d was fenced: %s" % (match["id"], S, st))
+
+    def test_c_a_stale_writer_never_writes_into_a_copy_being_built(self):
+        S = self.shard
+        self.addCleanup(h.settle, S)
+        a = h.shard_map()[S]
+        b = h.other_host(a, sorted(set(h.shard_map().values())))
+        stale = h.StaleApi("rsstale-copy")  # its map: S on a
+        self.addCleanup(stale.stop)
+        uid, cid = h.users_of(S, self.co["id"], 1)[0]
+        c = h.member_client(uid, cid, stale.url)
+        r = h.shardctl("move", S, b, "--json", "--grace", "0", timeout=180)  # a's copy dropped
+        self.assertEqual(r.rc, 0, "move %d to %s:\n%s" % (S, b, r.describe()))
+        mv = h.move_proc(S, a, "--grace", "0", hold="catchup")  # a copy being built on a again
+        h.wait_hold(mv, "catchup", 120)
+        on_b = h.count(b, S)
+        r, secs = self.post_bet(c, "stale-copy-1")
+        self.assertEqual(r.status, 201, "a bet through the stale server:\n" + r.describe())
+        bid = int(r.json["id"])
+        self.assertEqual(h.ids_present(b, S, [bid]), {bid},
+                         "the bet is not on %s, the shard's host (it went into the copy being built on %s?)"
+                         % (b, a))
+        self.assertEqual(h.count(b, S), on_b + 1)
+        mv.p.send_signal(signal.SIGUSR1)
+        self.assertEqual(mv.wait(180), 0, "the move back after SIGUSR1:\n" + mv.describe())
+        self.assertEqual(h.verify_events_clean(mv.events), [])
+        self.assertEqual(h.shard_row(S), (a, 0))
+        self.assertEqual(h.ids_present(a, S, [bid]), {bid}, "the bet did not come along to %s" % a)
+        self.assertEqual(h.count(a, S), on_b + 1, "bets of shard %d on %s after moving back" % (S, a))
+        stale.stop()
+        h.log("a stale server's bet during a rebuild of a copy on its old host went to %s in %.2f s" % (b, secs))
 
 
 if __name__ == "__main__":
