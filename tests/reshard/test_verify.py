@@ -64,7 +64,12 @@ class TestVerifyFindsADifference(unittest.TestCase):
                           % (h.schema(S), h.schema(S), int(self.co["id"])))
         self.assertEqual(len(fill_bets), 1, "no filled bet in the target copy on %s" % dst)
         bid, stake = int(fill_bets[0][0]), int(fill_bets[0][1])
-        h.sql(dst, "SET SESSION sql_log_bin = 0; UPDATE `%s`.bets SET stake = %d WHERE id = %d"
+        # The target copy is fenced until the cut-over: a plain write is refused...
+        rc, err = h.sql_error(dst, "UPDATE `%s`.bets SET stake = %d WHERE id = %d" % (h.schema(S), stake + 7, bid))
+        self.assertTrue(rc != 0 and "shard moved" in err,
+                        "a write into the copy being built on %s was not refused: exit %d %s" % (dst, rc, err))
+        # ... so pass like the move's copy session does.
+        h.sql(dst, "SET SESSION sql_log_bin = 0; SET @bc_move_copy = 1; UPDATE `%s`.bets SET stake = %d WHERE id = %d"
               % (h.schema(S), stake + 7, bid))
         self.assertEqual(h.sql(dst, "SELECT stake FROM `%s`.bets WHERE id = %d" % (h.schema(S), bid)),
                          [[str(stake + 7)]])
