@@ -580,19 +580,24 @@ static int cutover_once(struct move *m, int attempt)
     snprintf(pos, sizeof(pos), "%s", row[1]);
     mysql_free_result(res);
     sc_escape(&m->dst, mfile, file);
-    r = sc_value(&m->dst, waited, sizeof(waited),
-                 "SELECT MASTER_POS_WAIT('%s', %s, %d, '%s')", mfile, pos, POS_WAIT_S,
-                 m->chan);
-    if (r < 0) {
-        fail(m, "waiting for the target: %s", m->dst.err);
-        goto unfence;
-    }
-    if (r == 0) {
+    /* NULL: the applier is not running; started again (no error) once. */
+    for (int tries = 0;; tries++) {
         struct lag lag;
+        r = sc_value(&m->dst, waited, sizeof(waited),
+                     "SELECT MASTER_POS_WAIT('%s', %s, %d, '%s')", mfile, pos,
+                     POS_WAIT_S, m->chan);
+        if (r < 0) {
+            fail(m, "waiting for the target: %s", m->dst.err);
+            goto unfence;
+        }
+        if (r == 1)
+            break;
         if (replication_lag(m, &lag) < 0)
             goto unfence;
-        fail(m, "%s", "replication is not running on the target");
-        goto unfence;
+        if (tries == 1) {
+            fail(m, "%s", "replication is not running on the target");
+            goto unfence;
+        }
     }
     if (strcmp(waited, "-1") == 0) {
         sc_say(m->out,
@@ -1367,6 +1372,17 @@ static int snapshot(struct move *m, struct sc_conn *c, const struct sc_host *h)
 }
 
 /*
+ * The applier again, without the UNTIL condition: an applier that idles at
+ * its UNTIL position still runs, and START SLAVE on a running thread would
+ * leave the condition set (it would stop at the next event).
+ */
+static int restart_applier(struct move *m)
+{
+    sc_exec(&m->dst, "STOP SLAVE '%s' SQL_THREAD", m->chan);
+    return sc_exec(&m->dst, "START SLAVE '%s' SQL_THREAD", m->chan);
+}
+
+/*
  * A move in catch-up: the target's applier is stopped, the source snapshot
  * taken, the applier run UNTIL exactly the snapshot's binlog position, and
  * the target snapshot taken there; then replication goes on. Both sides then
@@ -1455,13 +1471,13 @@ static int verify_in_flight(struct move *m, struct sc_conn *a, struct sc_conn *b
     }
     if (snapshot(m, b, &m->to) < 0)
         goto restart;
-    if (sc_exec(&m->dst, "START SLAVE '%s' SQL_THREAD", m->chan) < 0) {
+    if (restart_applier(m) < 0) {
         fail(m, "restarting replication: %s", m->dst.err);
         return -1;
     }
     return 0;
 restart:
-    sc_exec(&m->dst, "START SLAVE '%s' SQL_THREAD", m->chan);
+    restart_applier(m);
     return -1;
 }
 
