@@ -20,6 +20,7 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # no __pycache__ in the tree
 
 import harness  # noqa: E402
+import runner  # noqa: E402  (tests/e2e/runner.py)
 import stack  # noqa: E402  (tests/e2e/stack.py, on the path through harness)
 from client import Client, RequestFailed  # noqa: E402
 
@@ -28,59 +29,12 @@ from client import Client, RequestFailed  # noqa: E402
 MODULES = ["test_cli", "test_throttle", "test_pause", "test_move_load", "test_kill", "test_verify", "test_rebalance"]
 
 
-class Result(unittest.TextTestResult):
-    """Records which tests passed or were skipped, and prints each test's time."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.passed_ids = set()
-        self.skipped_ids = set()
-        self.class_skips = set()
-        self.class_errors = []
-        self._t0 = {}
-
-    def startTest(self, test):
-        self._t0[test.id()] = time.time()
-        super().startTest(test)
+class Result(runner.Result):
+    """runner.Result that also stops what a test left running."""
 
     def stopTest(self, test):
         super().stopTest(test)
         harness.stop_all()
-
-    def _status(self, test, status):
-        if test.id() in self._t0:
-            status += " (%.1fs)" % (time.time() - self._t0[test.id()])
-        self._write_status(test, status)
-
-    def addSuccess(self, test):
-        unittest.TestResult.addSuccess(self, test)
-        self.passed_ids.add(test.id())
-        self._status(test, "ok")
-
-    def addFailure(self, test, err):
-        unittest.TestResult.addFailure(self, test, err)
-        self._status(test, "FAIL")
-
-    def addError(self, test, err):
-        unittest.TestResult.addError(self, test, err)
-        if not hasattr(test, "_testMethodName"):  # setUpClass, tearDownClass, module level
-            self.class_errors.append(test.description)
-        self._status(test, "ERROR")
-
-    def addSkip(self, test, reason):
-        if hasattr(test, "_testMethodName"):
-            self.skipped_ids.add(test.id())
-        else:
-            self.class_skips.add(test.description)
-        super().addSkip(test, reason)
-
-
-def iter_tests(suite):
-    for t in suite:
-        if isinstance(t, unittest.TestSuite):
-            yield from iter_tests(t)
-        else:
-            yield t
 
 
 def preflight():
@@ -112,14 +66,7 @@ def preflight():
 
 def main(argv):
     patterns = [a for a in argv if not a.startswith("-")]
-    loader = unittest.TestLoader()
-    suite = unittest.TestSuite()
-    for name in MODULES:
-        mod = __import__(name)
-        for t in iter_tests(loader.loadTestsFromModule(mod)):
-            if not patterns or any(p in t.id() for p in patterns):
-                suite.addTest(t)
-    tests = list(iter_tests(suite))
+    suite, tests = runner.load(MODULES, patterns)
     print("reshard: %d tests" % len(tests))
     atexit.register(harness.stop_all)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -127,26 +74,14 @@ def main(argv):
         print("reshard: 0 passed, %d failed" % len(tests))
         return 1
     t0 = time.time()
-    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=Result, buffer=False)
+    test_runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=Result, buffer=False)
     try:
-        result = runner.run(suite)
+        result = test_runner.run(suite)
     finally:
         harness.stop_all()
     took = time.time() - t0
 
-    passed = skipped = failed = 0
-    for t in tests:
-        tid = t.id()
-        cls = "%s.%s" % (type(t).__module__, type(t).__name__)
-        if tid in result.passed_ids:
-            passed += 1
-        elif tid in result.skipped_ids or any(d.endswith("(%s)" % cls) for d in result.class_skips):
-            skipped += 1
-        else:
-            failed += 1
-    for d in result.class_errors:
-        if d.startswith("tearDown"):
-            failed += 1
+    passed, failed, skipped = runner.tally(tests, result)
     print("reshard: run time %.1f s" % took)
     line = "reshard: %d passed, %d failed" % (passed, failed)
     if skipped:
