@@ -21,27 +21,26 @@
 #define BET_COLS                                                                       \
     "id, match_id, pick, stake, odds, status, payout, placed_at, settled_at"
 
-static json_t *bet_json(struct router_rows *rows, uint32_t r)
+static json_t *bet_json(struct sql_rows *rows, uint32_t r)
 {
     return json_pack("{s:o,s:o,s:s,s:I,s:o,s:s,s:o,s:o,s:o}", "id",
-                     api_id_json(strtoull(router_cell(rows, r, 0), NULL, 10)),
-                     "match_id",
-                     api_id_json(strtoull(router_cell(rows, r, 1), NULL, 10)), "pick",
-                     router_cell(rows, r, 2), "stake",
-                     (json_int_t)strtoll(router_cell(rows, r, 3), NULL, 10), "odds",
-                     api_odds_json(strtoll(router_cell(rows, r, 4), NULL, 10)),
-                     "status", router_cell(rows, r, 5), "payout",
-                     router_cell(rows, r, 6)
-                         ? json_integer(strtoll(router_cell(rows, r, 6), NULL, 10))
+                     api_id_json(strtoull(sql_cell(rows, r, 0), NULL, 10)), "match_id",
+                     api_id_json(strtoull(sql_cell(rows, r, 1), NULL, 10)), "pick",
+                     sql_cell(rows, r, 2), "stake",
+                     (json_int_t)strtoll(sql_cell(rows, r, 3), NULL, 10), "odds",
+                     api_odds_json(strtoll(sql_cell(rows, r, 4), NULL, 10)), "status",
+                     sql_cell(rows, r, 5), "payout",
+                     sql_cell(rows, r, 6)
+                         ? json_integer(strtoll(sql_cell(rows, r, 6), NULL, 10))
                          : json_null(),
-                     "placed_at", api_time_json(router_cell(rows, r, 7)), "settled_at",
-                     api_time_json(router_cell(rows, r, 8)));
+                     "placed_at", api_time_json(sql_cell(rows, r, 7)), "settled_at",
+                     api_time_json(sql_cell(rows, r, 8)));
 }
 
 /* Replies with one bet of the caller (status), or 404. */
 static void bet_reply(struct api_req *req, int status, uint64_t bet_id)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc =
         router_exec(req->router, router_shard_of_id(bet_id), &rows,
                     "SELECT " BET_COLS " FROM %S.bets WHERE id = %u AND user_id = %u",
@@ -53,7 +52,7 @@ static void bet_reply(struct api_req *req, int status, uint64_t bet_id)
         api_db_error(req, rc);
     else
         api_reply_json(req, status, bet_json(&rows, 0));
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
 }
 
 /* The Idempotency-Key header: NULL if absent; "" after replying 422. */
@@ -78,14 +77,14 @@ static const char *idem_key(struct api_req *req)
 }
 
 /* Answers a repeated key: the same request gets its bet, another one 422. */
-static void idem_replay(struct api_req *req, struct router_rows *idem, const char *hash)
+static void idem_replay(struct api_req *req, struct sql_rows *idem, const char *hash)
 {
-    if (strcmp(router_cell(idem, 0, 0), hash) != 0) {
+    if (strcmp(sql_cell(idem, 0, 0), hash) != 0) {
         api_error(req, 422, "idempotency_key_reused",
                   "this Idempotency-Key was used for another request");
         return;
     }
-    bet_reply(req, 200, strtoull(router_cell(idem, 0, 1), NULL, 10));
+    bet_reply(req, 200, strtoull(sql_cell(idem, 0, 1), NULL, 10));
 }
 
 void api_h_bet_create(struct api_req *req)
@@ -95,7 +94,7 @@ void api_h_bet_create(struct api_req *req)
                                             {"stake", API_T_ANY, 1, 0},
                                             {NULL, 0, 0, 0}};
     static const char *const picks[3] = {"home", "draw", "away"};
-    struct router_rows idem = {0}, rows = {0};
+    struct sql_rows idem = {0}, rows = {0};
     struct router_txn *txn = NULL;
     const char *key, *pick;
     uint64_t match_id, user = req->auth.user_id, bet_id;
@@ -186,11 +185,11 @@ again:
                          match_id);
     if (rc < 0)
         goto dberr;
-    if (strcmp(router_cell(&rows, 0, 0), "0") != 0) {
+    if (strcmp(sql_cell(&rows, 0, 0), "0") != 0) {
         api_error(req, 422, "betting_closed", "betting on this match is closed");
         goto out;
     }
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     rc = router_txn_exec(txn, &rows,
                          "UPDATE %S.users SET balance = balance - %d WHERE id = %u AND "
                          "balance >= %d",
@@ -220,7 +219,7 @@ again:
         /* The same key won a race in another request: answer as it did. */
         router_txn_rollback(txn);
         txn = NULL;
-        router_rows_free(&idem);
+        sql_rows_free(&idem);
         rc = router_exec(
             req->router, shard, &idem,
             "SELECT request_hash, bet_id FROM %S.idempotency WHERE user_id = %u "
@@ -250,16 +249,16 @@ dberr:
         /* The user's shard is being moved: the whole transaction again. */
         router_txn_rollback(txn);
         txn = NULL;
-        router_rows_free(&idem);
-        router_rows_free(&rows);
+        sql_rows_free(&idem);
+        sql_rows_free(&rows);
         goto again;
     }
     api_db_error(req, rc < 0 ? rc : BC_EQUERY);
 out:
     router_txn_rollback(txn);
     json_decref(m);
-    router_rows_free(&idem);
-    router_rows_free(&rows);
+    sql_rows_free(&idem);
+    sql_rows_free(&rows);
     json_decref(body);
 }
 
@@ -271,7 +270,7 @@ void api_h_bet_get(struct api_req *req)
 void api_h_my_bets(struct api_req *req)
 {
     const char *status = api_query(req, "status");
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     uint64_t cursor;
     json_t *items;
     int limit, rc;
@@ -296,13 +295,12 @@ void api_h_my_bets(struct api_req *req)
     items = json_array();
     for (uint32_t i = 0; i < rows.nrow && i < (uint32_t)limit; i++)
         json_array_append_new(items, bet_json(&rows, i));
-    api_reply_json(
-        req, 200,
-        json_pack(
-            "{s:o,s:o}", "items", items, "next_cursor",
-            api_cursor_json(rows.nrow > (uint32_t)limit
-                                ? strtoull(router_cell(&rows, limit - 1, 0), NULL, 10)
-                                : 0,
-                            rows.nrow > (uint32_t)limit)));
-    router_rows_free(&rows);
+    api_reply_json(req, 200,
+                   json_pack("{s:o,s:o}", "items", items, "next_cursor",
+                             api_cursor_json(
+                                 rows.nrow > (uint32_t)limit
+                                     ? strtoull(sql_cell(&rows, limit - 1, 0), NULL, 10)
+                                     : 0,
+                                 rows.nrow > (uint32_t)limit)));
+    sql_rows_free(&rows);
 }

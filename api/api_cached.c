@@ -48,7 +48,7 @@ int api_cached_text(struct api_req *req, const char *key, int near, uint32_t ttl
 
 static int match_fill(struct api_req *req, uint64_t id, char **text)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc =
         router_exec(req->router, ROUTER_GLOBAL, &rows,
                     "SELECT id, home, away, stage, kickoff, status, odds_home, "
@@ -65,7 +65,7 @@ static int match_fill(struct api_req *req, uint64_t id, char **text)
         if (*text == NULL)
             rc = -ENOMEM;
     }
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     return rc;
 }
 

@@ -17,20 +17,20 @@
     "c.id, c.name, c.slug, c.color_primary, c.color_secondary, c.join_code, "          \
     "EXISTS(SELECT 1 FROM %S.logos l WHERE l.company_id = c.id)"
 
-static json_t *company_json(struct router_rows *rows, uint32_t r, int with_code)
+static json_t *company_json(struct sql_rows *rows, uint32_t r, int with_code)
 {
     char url[64];
     json_t *c;
 
-    snprintf(url, sizeof(url), "/v1/companies/%s/logo", router_cell(rows, r, 0));
+    snprintf(url, sizeof(url), "/v1/companies/%s/logo", sql_cell(rows, r, 0));
     c = json_pack(
         "{s:o,s:s,s:s,s:{s:s,s:s},s:o}", "id",
-        api_id_json(strtoull(router_cell(rows, r, 0), NULL, 10)), "name",
-        router_cell(rows, r, 1), "slug", router_cell(rows, r, 2), "colors", "primary",
-        router_cell(rows, r, 3), "secondary", router_cell(rows, r, 4), "logo_url",
-        strcmp(router_cell(rows, r, 6), "1") == 0 ? json_string(url) : json_null());
+        api_id_json(strtoull(sql_cell(rows, r, 0), NULL, 10)), "name",
+        sql_cell(rows, r, 1), "slug", sql_cell(rows, r, 2), "colors", "primary",
+        sql_cell(rows, r, 3), "secondary", sql_cell(rows, r, 4), "logo_url",
+        strcmp(sql_cell(rows, r, 6), "1") == 0 ? json_string(url) : json_null());
     if (c != NULL && with_code)
-        json_object_set_new(c, "join_code", json_string(router_cell(rows, r, 5)));
+        json_object_set_new(c, "join_code", json_string(sql_cell(rows, r, 5)));
     return c;
 }
 
@@ -102,7 +102,7 @@ static void company_changed(struct api_req *req, uint64_t id)
 
 static void company_reply(struct api_req *req, int status, uint64_t id, int with_code)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
                          "SELECT " COMPANY_COLS " FROM %S.companies c WHERE c.id = %u "
                          "AND c.platform = 0",
@@ -114,7 +114,7 @@ static void company_reply(struct api_req *req, int status, uint64_t id, int with
         api_error(req, 404, "not_found", "no such company");
     else
         api_reply_json(req, status, company_json(&rows, 0, with_code));
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
 }
 
 void api_h_company_create(struct api_req *req)
@@ -123,7 +123,7 @@ void api_h_company_create(struct api_req *req)
                                             {"slug", API_T_STR, 1, 0},
                                             {"colors", API_T_OBJ, 0, 0},
                                             {NULL, 0, 0, 0}};
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     const char *primary, *secondary;
     char code[11];
     json_t *body;
@@ -157,14 +157,14 @@ void api_h_company_create(struct api_req *req)
     else
         company_reply(req, 201, rows.insert_id, 1);
 out:
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     json_decref(body);
 }
 
 /* The company with its join code, as cached branding. */
 static int company_fill(struct api_req *req, uint64_t id, char **text)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
                          "SELECT " COMPANY_COLS " FROM %S.companies c WHERE c.id = %u "
                          "AND c.platform = 0",
@@ -178,7 +178,7 @@ static int company_fill(struct api_req *req, uint64_t id, char **text)
         json_decref(c);
         rc = *text ? 0 : -ENOMEM;
     }
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     return rc;
 }
 
@@ -275,7 +275,7 @@ void api_h_company_logo_put(struct api_req *req)
 
 void api_h_company_logo_get(struct api_req *req)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc = router_exec(
         req->router, ROUTER_GLOBAL, &rows,
         "SELECT content_type, etag, data FROM %S.logos WHERE company_id = %u",
@@ -285,13 +285,13 @@ void api_h_company_logo_get(struct api_req *req)
         api_db_error(req, rc);
     else
         api_image_reply(req, &rows);
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
 }
 
 void api_h_team_create(struct api_req *req)
 {
     static const struct api_field spec[] = {{"name", API_T_STR, 1, 0}, {NULL, 0, 0, 0}};
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     uint64_t company = req->param[0];
     json_t *body;
     int rc;
@@ -319,13 +319,13 @@ void api_h_team_create(struct api_req *req)
                                  "company_id", api_id_json(company), "name",
                                  api_str(body, "name", ""), "members", 0));
 out:
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     json_decref(body);
 }
 
 void api_h_team_list(struct api_req *req)
 {
-    struct router_rows teams = {0}, counts = {0};
+    struct sql_rows teams = {0}, counts = {0};
     uint64_t company = req->param[0];
     json_t *items;
     int rc;
@@ -349,17 +349,16 @@ void api_h_team_list(struct api_req *req)
     for (uint32_t i = 0; i < teams.nrow; i++) {
         int64_t members = 0;
         for (uint32_t j = 0; j < counts.nrow; j++)
-            if (strcmp(router_cell(&counts, j, 0), router_cell(&teams, i, 0)) == 0)
-                members += strtoll(router_cell(&counts, j, 1), NULL, 10);
+            if (strcmp(sql_cell(&counts, j, 0), sql_cell(&teams, i, 0)) == 0)
+                members += strtoll(sql_cell(&counts, j, 1), NULL, 10);
         json_array_append_new(
-            items,
-            json_pack("{s:o,s:o,s:s,s:I}", "id",
-                      api_id_json(strtoull(router_cell(&teams, i, 0), NULL, 10)),
-                      "company_id", api_id_json(company), "name",
-                      router_cell(&teams, i, 1), "members", (json_int_t)members));
+            items, json_pack("{s:o,s:o,s:s,s:I}", "id",
+                             api_id_json(strtoull(sql_cell(&teams, i, 0), NULL, 10)),
+                             "company_id", api_id_json(company), "name",
+                             sql_cell(&teams, i, 1), "members", (json_int_t)members));
     }
     api_reply_json(req, 200, json_pack("{s:o,s:n}", "items", items, "next_cursor"));
 out:
-    router_rows_free(&teams);
-    router_rows_free(&counts);
+    sql_rows_free(&teams);
+    sql_rows_free(&counts);
 }

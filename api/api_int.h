@@ -207,7 +207,7 @@ void api_match_changed(struct api_req *req, uint64_t id);
 typedef int (*api_fill_fn)(struct api_req *req, uint64_t id, char **text);
 int api_cached_text(struct api_req *req, const char *key, int near, uint32_t ttl_s,
                     api_fill_fn fill, uint64_t id, char **text);
-json_t *api_match_row_json(struct router_rows *rows, uint32_t r);
+json_t *api_match_row_json(struct sql_rows *rows, uint32_t r);
 
 /* ---- shared lookups (api_users.c) ---- */
 struct api_user {
@@ -230,6 +230,6 @@ int api_check_platform_admin(struct api_req *req);
 /* Image upload checks shared by avatars and logos; NULL after replying. */
 const char *api_image_type(struct api_req *req);
 void api_image_etag(const void *data, size_t len, char out[17]);
-void api_image_reply(struct api_req *req, struct router_rows *rows);
+void api_image_reply(struct api_req *req, struct sql_rows *rows);
 
 #endif

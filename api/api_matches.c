@@ -15,43 +15,42 @@
     "id, home, away, stage, kickoff, status, odds_home, odds_draw, odds_away, "        \
     "odds_version, home_goals, away_goals"
 
-json_t *api_match_row_json(struct router_rows *rows, uint32_t r)
+json_t *api_match_row_json(struct sql_rows *rows, uint32_t r)
 {
-    json_t *m = json_pack(
-        "{s:o,s:s,s:s,s:s,s:o,s:s,s:{s:o,s:o,s:o,s:I}}", "id",
-        api_id_json(strtoull(router_cell(rows, r, 0), NULL, 10)), "home",
-        router_cell(rows, r, 1), "away", router_cell(rows, r, 2), "stage",
-        router_cell(rows, r, 3), "kickoff", api_time_json(router_cell(rows, r, 4)),
-        "status", router_cell(rows, r, 5), "odds", "home",
-        api_odds_json(strtoll(router_cell(rows, r, 6), NULL, 10)), "draw",
-        api_odds_json(strtoll(router_cell(rows, r, 7), NULL, 10)), "away",
-        api_odds_json(strtoll(router_cell(rows, r, 8), NULL, 10)), "version",
-        (json_int_t)strtoll(router_cell(rows, r, 9), NULL, 10));
+    json_t *m =
+        json_pack("{s:o,s:s,s:s,s:s,s:o,s:s,s:{s:o,s:o,s:o,s:I}}", "id",
+                  api_id_json(strtoull(sql_cell(rows, r, 0), NULL, 10)), "home",
+                  sql_cell(rows, r, 1), "away", sql_cell(rows, r, 2), "stage",
+                  sql_cell(rows, r, 3), "kickoff", api_time_json(sql_cell(rows, r, 4)),
+                  "status", sql_cell(rows, r, 5), "odds", "home",
+                  api_odds_json(strtoll(sql_cell(rows, r, 6), NULL, 10)), "draw",
+                  api_odds_json(strtoll(sql_cell(rows, r, 7), NULL, 10)), "away",
+                  api_odds_json(strtoll(sql_cell(rows, r, 8), NULL, 10)), "version",
+                  (json_int_t)strtoll(sql_cell(rows, r, 9), NULL, 10));
 
     if (m == NULL)
         return NULL;
-    if (router_cell(rows, r, 10) != NULL)
+    if (sql_cell(rows, r, 10) != NULL)
         json_object_set_new(m, "score",
-                            json_pack("{s:i,s:i}", "home",
-                                      atoi(router_cell(rows, r, 10)), "away",
-                                      atoi(router_cell(rows, r, 11))));
+                            json_pack("{s:i,s:i}", "home", atoi(sql_cell(rows, r, 10)),
+                                      "away", atoi(sql_cell(rows, r, 11))));
     else
         json_object_set_new(m, "score", json_null());
     return m;
 }
 
-static json_t *odds_json(struct router_rows *rows, uint32_t r)
+static json_t *odds_json(struct sql_rows *rows, uint32_t r)
 {
     return json_pack("{s:o,s:o,s:o,s:o,s:I}", "match_id",
-                     api_id_json(strtoull(router_cell(rows, r, 0), NULL, 10)), "home",
-                     api_odds_json(strtoll(router_cell(rows, r, 6), NULL, 10)), "draw",
-                     api_odds_json(strtoll(router_cell(rows, r, 7), NULL, 10)), "away",
-                     api_odds_json(strtoll(router_cell(rows, r, 8), NULL, 10)),
-                     "version", (json_int_t)strtoll(router_cell(rows, r, 9), NULL, 10));
+                     api_id_json(strtoull(sql_cell(rows, r, 0), NULL, 10)), "home",
+                     api_odds_json(strtoll(sql_cell(rows, r, 6), NULL, 10)), "draw",
+                     api_odds_json(strtoll(sql_cell(rows, r, 7), NULL, 10)), "away",
+                     api_odds_json(strtoll(sql_cell(rows, r, 8), NULL, 10)), "version",
+                     (json_int_t)strtoll(sql_cell(rows, r, 9), NULL, 10));
 }
 
 /* Loads one match; 0, BC_ENOTFOUND or a router status. */
-static int match_load(struct router *router, uint64_t id, struct router_rows *rows)
+static int match_load(struct router *router, uint64_t id, struct sql_rows *rows)
 {
     int rc = router_exec(router, ROUTER_GLOBAL, rows,
                          "SELECT " MATCH_COLS " FROM %S.matches WHERE id = %u", id);
@@ -97,7 +96,7 @@ static int odds_read(struct api_req *req, json_t *odds, int64_t out[3])
 
 static void match_reply(struct api_req *req, int status, uint64_t id)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc = match_load(req->router, id, &rows);
 
     if (rc == BC_ENOTFOUND)
@@ -106,7 +105,7 @@ static void match_reply(struct api_req *req, int status, uint64_t id)
         api_db_error(req, rc);
     else
         api_reply_json(req, status, api_match_row_json(&rows, 0));
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
 }
 
 void api_h_match_create(struct api_req *req)
@@ -115,7 +114,7 @@ void api_h_match_create(struct api_req *req)
         {"home", API_T_STR, 1, 0},  {"away", API_T_STR, 1, 0},
         {"stage", API_T_STR, 1, 0}, {"kickoff", API_T_STR, 1, 0},
         {"odds", API_T_OBJ, 1, 0},  {NULL, 0, 0, 0}};
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     char kickoff[32];
     int64_t odds[3];
     json_t *body;
@@ -156,7 +155,7 @@ void api_h_match_create(struct api_req *req)
         match_reply(req, 201, rows.insert_id);
     }
 out:
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     json_decref(body);
 }
 
@@ -195,7 +194,7 @@ static int list_query(struct api_req *req, struct list_query *q)
 
 static int list_fill(struct api_req *req, uint64_t unused, char **text)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     struct list_query q;
     json_t *items, *body;
     int rc;
@@ -218,10 +217,10 @@ static int list_fill(struct api_req *req, uint64_t unused, char **text)
     body = json_pack(
         "{s:o,s:o}", "items", items, "next_cursor",
         api_cursor_json(rows.nrow > (uint32_t)q.limit
-                            ? strtoull(router_cell(&rows, q.limit - 1, 0), NULL, 10)
+                            ? strtoull(sql_cell(&rows, q.limit - 1, 0), NULL, 10)
                             : 0,
                         rows.nrow > (uint32_t)q.limit));
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(body);
     return *text ? 0 : -ENOMEM;
@@ -291,7 +290,7 @@ void api_h_odds_put(struct api_req *req)
                                             {"draw", API_T_ANY, 1, 0},
                                             {"away", API_T_ANY, 1, 0},
                                             {NULL, 0, 0, 0}};
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int64_t odds[3];
     json_t *body;
     int rc;
@@ -311,19 +310,19 @@ void api_h_odds_put(struct api_req *req)
         api_db_error(req, rc);
         goto out;
     }
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     api_match_changed(req, req->param[0]);
     rc = match_load(req->router, req->param[0], &rows);
     if (rc == BC_ENOTFOUND)
         api_error(req, 404, "not_found", "no such match");
     else if (rc < 0)
         api_db_error(req, rc);
-    else if (strcmp(router_cell(&rows, 0, 5), "scheduled") != 0)
+    else if (strcmp(sql_cell(&rows, 0, 5), "scheduled") != 0)
         api_error(req, 409, "match_not_scheduled",
                   "odds change only while the match is scheduled");
     else
         api_reply_json(req, 200, odds_json(&rows, 0));
 out:
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     json_decref(body);
 }

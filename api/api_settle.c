@@ -43,7 +43,7 @@ static int settle_shard_once(struct router *r, uint32_t shard, uint64_t match,
                              const char *result, uint64_t *nbets)
 {
     struct router_txn *txn;
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc;
 
     *nbets = 0;
@@ -93,7 +93,7 @@ static int settle_shard_once(struct router *r, uint32_t shard, uint64_t match,
         router_txn_rollback(txn);
         return rc;
     }
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     return router_txn_commit(txn);
 }
 
@@ -115,7 +115,7 @@ static int settle_shard(struct router *r, uint32_t shard, uint64_t match,
 /* Recounts progress from the shards' guard rows; sets *done when complete. */
 static int settle_count(struct router *r, uint64_t match, int *done)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     uint64_t shards = 0, bets = 0;
     int rc;
 
@@ -126,10 +126,10 @@ static int settle_count(struct router *r, uint64_t match, int *done)
     if (rc < 0)
         return rc;
     for (uint32_t i = 0; i < rows.nrow; i++) {
-        shards += strtoull(router_cell(&rows, i, 0), NULL, 10);
-        bets += strtoull(router_cell(&rows, i, 1), NULL, 10);
+        shards += strtoull(sql_cell(&rows, i, 0), NULL, 10);
+        bets += strtoull(sql_cell(&rows, i, 1), NULL, 10);
     }
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     *done = shards == router_nshard(r);
     return router_exec(
         r, ROUTER_GLOBAL, NULL,
@@ -141,7 +141,7 @@ static int settle_count(struct router *r, uint64_t match, int *done)
 
 static void settle_run(struct router *r, struct cache *cache, uint64_t match)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     char result[16];
     int rc, done = 0;
 
@@ -150,11 +150,11 @@ static void settle_run(struct router *r, struct cache *cache, uint64_t match)
     if (rc < 0 || rows.nrow == 0) {
         api_log("settlement %" PRIu64 ": cannot read it: %s", match,
                 router_last_error());
-        router_rows_free(&rows);
+        sql_rows_free(&rows);
         return;
     }
-    snprintf(result, sizeof(result), "%s", router_cell(&rows, 0, 0));
-    router_rows_free(&rows);
+    snprintf(result, sizeof(result), "%s", sql_cell(&rows, 0, 0));
+    sql_rows_free(&rows);
     for (uint32_t s = 0; s < router_nshard(r) && !atomic_load(&stopping); s++) {
         uint64_t n = 0;
         /* A host may be briefly down: a few tries, then leave it for a re-post. */
@@ -245,20 +245,20 @@ static void settle_start(struct router *r, struct cache *cache, uint64_t match)
     pthread_mutex_unlock(&running_lock);
 }
 
-static json_t *settlement_json(struct router_rows *rows)
+static json_t *settlement_json(struct sql_rows *rows)
 {
     return json_pack(
         "{s:o,s:s,s:s,s:I,s:I,s:I}", "match_id",
-        api_id_json(strtoull(router_cell(rows, 0, 0), NULL, 10)), "result",
-        router_cell(rows, 0, 1), "state", router_cell(rows, 0, 2), "shards_total",
-        (json_int_t)strtoll(router_cell(rows, 0, 3), NULL, 10), "shards_done",
-        (json_int_t)strtoll(router_cell(rows, 0, 4), NULL, 10), "bets_settled",
-        (json_int_t)strtoll(router_cell(rows, 0, 5), NULL, 10));
+        api_id_json(strtoull(sql_cell(rows, 0, 0), NULL, 10)), "result",
+        sql_cell(rows, 0, 1), "state", sql_cell(rows, 0, 2), "shards_total",
+        (json_int_t)strtoll(sql_cell(rows, 0, 3), NULL, 10), "shards_done",
+        (json_int_t)strtoll(sql_cell(rows, 0, 4), NULL, 10), "bets_settled",
+        (json_int_t)strtoll(sql_cell(rows, 0, 5), NULL, 10));
 }
 
 static void settlement_reply(struct api_req *req, int status, uint64_t match)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
                          "SELECT match_id, result, state, shards_total, shards_done, "
                          "bets_settled FROM %S.settlements WHERE match_id = %u",
@@ -270,7 +270,7 @@ static void settlement_reply(struct api_req *req, int status, uint64_t match)
         api_error(req, 404, "not_found", "no result posted for this match");
     else
         api_reply_json(req, status, settlement_json(&rows));
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
 }
 
 void api_h_settlement_get(struct api_req *req)
@@ -286,7 +286,7 @@ void api_h_result_post(struct api_req *req)
                                             {"away_goals", API_T_INT, 0, 0},
                                             {"cancelled", API_T_BOOL, 0, 0},
                                             {NULL, 0, 0, 0}};
-    struct router_rows m = {0}, s = {0};
+    struct sql_rows m = {0}, s = {0};
     struct router_txn *txn = NULL;
     uint64_t match = req->param[0];
     int64_t hg, ag;
@@ -325,8 +325,8 @@ void api_h_result_post(struct api_req *req)
         api_error(req, 404, "not_found", "no such match");
         goto out;
     }
-    if (strcmp(router_cell(&m, 0, 0), "scheduled") == 0) {
-        if (!cancelled && strcmp(router_cell(&m, 0, 3), "1") != 0) {
+    if (strcmp(sql_cell(&m, 0, 0), "scheduled") == 0) {
+        if (!cancelled && strcmp(sql_cell(&m, 0, 3), "1") != 0) {
             api_error(req, 422, "betting_open",
                       "a score can be posted only after kickoff");
             goto out;
@@ -352,11 +352,11 @@ void api_h_result_post(struct api_req *req)
         api_match_changed(req, match);
         api_log("match %" PRIu64 ": result %s posted; settling", match, result);
     } else {
-        int same = cancelled ? strcmp(router_cell(&m, 0, 0), "cancelled") == 0
-                             : strcmp(router_cell(&m, 0, 0), "finished") == 0 &&
-                                   router_cell(&m, 0, 1) != NULL &&
-                                   atoi(router_cell(&m, 0, 1)) == hg &&
-                                   atoi(router_cell(&m, 0, 2)) == ag;
+        int same = cancelled ? strcmp(sql_cell(&m, 0, 0), "cancelled") == 0
+                             : strcmp(sql_cell(&m, 0, 0), "finished") == 0 &&
+                                   sql_cell(&m, 0, 1) != NULL &&
+                                   atoi(sql_cell(&m, 0, 1)) == hg &&
+                                   atoi(sql_cell(&m, 0, 2)) == ag;
         router_txn_rollback(txn);
         txn = NULL;
         if (!same) {
@@ -368,7 +368,7 @@ void api_h_result_post(struct api_req *req)
                          "SELECT state FROM %S.settlements WHERE match_id = %u", match);
         if (rc < 0)
             goto dberr;
-        if (s.nrow == 1 && strcmp(router_cell(&s, 0, 0), "done") == 0) {
+        if (s.nrow == 1 && strcmp(sql_cell(&s, 0, 0), "done") == 0) {
             settlement_reply(req, 202, match);
             goto out;
         }
@@ -380,8 +380,8 @@ dberr:
     api_db_error(req, rc);
 out:
     router_txn_rollback(txn);
-    router_rows_free(&m);
-    router_rows_free(&s);
+    sql_rows_free(&m);
+    sql_rows_free(&s);
     json_decref(body);
 }
 

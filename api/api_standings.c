@@ -63,15 +63,15 @@ static int rows_by_company_points(const void *a, const void *b)
     return by_points(x, y, NULL);
 }
 
-static const char *company_name(struct router_rows *companies, const char *id)
+static const char *company_name(struct sql_rows *companies, const char *id)
 {
     for (uint32_t i = 0; i < companies->nrow; i++)
-        if (strcmp(router_cell(companies, i, 0), id) == 0)
-            return router_cell(companies, i, 1);
+        if (strcmp(sql_cell(companies, i, 0), id) == 0)
+            return sql_cell(companies, i, 1);
     return NULL;
 }
 
-static json_t *user_item(struct router_rows *companies, char **row, int rank)
+static json_t *user_item(struct sql_rows *companies, char **row, int rank)
 {
     const char *cname = company_name(companies, row[2]);
 
@@ -118,8 +118,8 @@ static int store(struct router_txn *txn, const char *kind, uint64_t scope, uint6
 
 int api_standings_recompute(struct router *r)
 {
-    struct router_rows companies = {0}, teams = {0}, sums = {0}, top = {0}, per = {0},
-                       gen = {0};
+    struct sql_rows companies = {0}, teams = {0}, sums = {0}, top = {0}, per = {0},
+                    gen = {0};
     struct router_txn *txn = NULL;
     struct group *cg = NULL, *tg = NULL;
     uint64_t generation;
@@ -156,7 +156,7 @@ int api_standings_recompute(struct router *r)
                          "SELECT COALESCE(MAX(generation), 0) + 1 FROM %S.standings");
     if (rc < 0)
         goto out;
-    generation = strtoull(router_cell(&gen, 0, 0), NULL, 10);
+    generation = strtoull(sql_cell(&gen, 0, 0), NULL, 10);
 
     cg = calloc(companies.nrow + 1, sizeof(*cg));
     tg = calloc(teams.nrow + 1, sizeof(*tg));
@@ -165,19 +165,19 @@ int api_standings_recompute(struct router *r)
         goto out;
     }
     for (uint32_t i = 0; i < companies.nrow; i++) {
-        cg[i].id = strtoull(router_cell(&companies, i, 0), NULL, 10);
-        cg[i].name = router_cell(&companies, i, 1);
+        cg[i].id = strtoull(sql_cell(&companies, i, 0), NULL, 10);
+        cg[i].name = sql_cell(&companies, i, 1);
     }
     for (uint32_t i = 0; i < teams.nrow; i++) {
-        tg[i].id = strtoull(router_cell(&teams, i, 0), NULL, 10);
-        tg[i].company_id = strtoull(router_cell(&teams, i, 1), NULL, 10);
-        tg[i].name = router_cell(&teams, i, 2);
+        tg[i].id = strtoull(sql_cell(&teams, i, 0), NULL, 10);
+        tg[i].company_id = strtoull(sql_cell(&teams, i, 1), NULL, 10);
+        tg[i].name = sql_cell(&teams, i, 2);
     }
     for (uint32_t i = 0; i < sums.nrow; i++) {
-        uint64_t c = strtoull(router_cell(&sums, i, 0), NULL, 10);
-        uint64_t t = strtoull(router_cell(&sums, i, 1), NULL, 10);
-        int64_t n = strtoll(router_cell(&sums, i, 2), NULL, 10);
-        int64_t p = strtoll(router_cell(&sums, i, 3), NULL, 10);
+        uint64_t c = strtoull(sql_cell(&sums, i, 0), NULL, 10);
+        uint64_t t = strtoull(sql_cell(&sums, i, 1), NULL, 10);
+        int64_t n = strtoll(sql_cell(&sums, i, 2), NULL, 10);
+        int64_t p = strtoll(sql_cell(&sums, i, 3), NULL, 10);
         for (uint32_t k = 0; k < companies.nrow; k++)
             if (cg[k].id == c) {
                 cg[k].members += n;
@@ -241,12 +241,12 @@ out:
     router_txn_rollback(txn);
     free(cg);
     free(tg);
-    router_rows_free(&companies);
-    router_rows_free(&teams);
-    router_rows_free(&sums);
-    router_rows_free(&top);
-    router_rows_free(&per);
-    router_rows_free(&gen);
+    sql_rows_free(&companies);
+    sql_rows_free(&teams);
+    sql_rows_free(&sums);
+    sql_rows_free(&top);
+    sql_rows_free(&per);
+    sql_rows_free(&gen);
     return rc;
 }
 
@@ -254,7 +254,7 @@ out:
 static int standings_fill(struct api_req *req, const char *kind, uint64_t scope,
                           char **text)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     json_t *body, *items;
     int rc;
 
@@ -268,13 +268,13 @@ static int standings_fill(struct api_req *req, const char *kind, uint64_t scope,
     if (rows.nrow == 0) {
         body = json_pack("{s:[],s:i,s:n}", "items", "generation", 0, "computed_at");
     } else {
-        items = json_loads(router_cell(&rows, 0, 2), 0, NULL);
+        items = json_loads(sql_cell(&rows, 0, 2), 0, NULL);
         body = json_pack("{s:o,s:I,s:o}", "items", items ? items : json_array(),
                          "generation",
-                         (json_int_t)strtoll(router_cell(&rows, 0, 0), NULL, 10),
-                         "computed_at", api_time_json(router_cell(&rows, 0, 1)));
+                         (json_int_t)strtoll(sql_cell(&rows, 0, 0), NULL, 10),
+                         "computed_at", api_time_json(sql_cell(&rows, 0, 1)));
     }
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(body);
     return *text ? 0 : -ENOMEM;

@@ -23,24 +23,23 @@
 
 static void profile_changed(struct api_req *req, uint64_t id);
 
-static void user_from_row(struct router_rows *rows, uint32_t r, struct api_user *u)
+static void user_from_row(struct sql_rows *rows, uint32_t r, struct api_user *u)
 {
     memset(u, 0, sizeof(*u));
-    u->id = strtoull(router_cell(rows, r, 0), NULL, 10);
-    snprintf(u->email, sizeof(u->email), "%s", router_cell(rows, r, 1));
-    snprintf(u->display_name, sizeof(u->display_name), "%s", router_cell(rows, r, 2));
-    u->company_id = strtoull(router_cell(rows, r, 3), NULL, 10);
-    u->team_id =
-        router_cell(rows, r, 4) ? strtoull(router_cell(rows, r, 4), NULL, 10) : 0;
-    snprintf(u->role, sizeof(u->role), "%s", router_cell(rows, r, 5));
-    u->balance = strtoll(router_cell(rows, r, 6), NULL, 10);
-    u->points = strtoll(router_cell(rows, r, 7), NULL, 10);
-    u->has_avatar = strcmp(router_cell(rows, r, 8), "1") == 0;
+    u->id = strtoull(sql_cell(rows, r, 0), NULL, 10);
+    snprintf(u->email, sizeof(u->email), "%s", sql_cell(rows, r, 1));
+    snprintf(u->display_name, sizeof(u->display_name), "%s", sql_cell(rows, r, 2));
+    u->company_id = strtoull(sql_cell(rows, r, 3), NULL, 10);
+    u->team_id = sql_cell(rows, r, 4) ? strtoull(sql_cell(rows, r, 4), NULL, 10) : 0;
+    snprintf(u->role, sizeof(u->role), "%s", sql_cell(rows, r, 5));
+    u->balance = strtoll(sql_cell(rows, r, 6), NULL, 10);
+    u->points = strtoll(sql_cell(rows, r, 7), NULL, 10);
+    u->has_avatar = strcmp(sql_cell(rows, r, 8), "1") == 0;
 }
 
 int api_user_load(struct router *router, uint64_t id, struct api_user *user)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc;
 
     rc = router_exec(router, router_shard_of_id(id), &rows,
@@ -51,7 +50,7 @@ int api_user_load(struct router *router, uint64_t id, struct api_user *user)
         rc = BC_ENOTFOUND;
     else
         user_from_row(&rows, 0, user);
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     return rc;
 }
 
@@ -179,7 +178,7 @@ static int name_clean(const char *in, char *out, size_t size, size_t max)
 /* 0: the team belongs to company; 1: it does not (replied 422); -1: replied. */
 static int team_check(struct api_req *req, uint64_t team_id, uint64_t company_id)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc, ok;
 
     rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
@@ -188,8 +187,8 @@ static int team_check(struct api_req *req, uint64_t team_id, uint64_t company_id
         api_db_error(req, rc);
         return -1;
     }
-    ok = rows.nrow == 1 && strtoull(router_cell(&rows, 0, 0), NULL, 10) == company_id;
-    router_rows_free(&rows);
+    ok = rows.nrow == 1 && strtoull(sql_cell(&rows, 0, 0), NULL, 10) == company_id;
+    sql_rows_free(&rows);
     if (!ok) {
         api_error(req, 422, "invalid_team",
                   "team %" PRIu64 " is not a team of your company", team_id);
@@ -237,7 +236,7 @@ void api_h_signup(struct api_req *req)
                                             {"display_name", API_T_STR, 1, 0},
                                             {"team_id", API_T_ID, 0, 1},
                                             {NULL, 0, 0, 0}};
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     struct api_user u = {0};
     char hash[crypto_pwhash_STRBYTES];
     const char *code, *password;
@@ -270,13 +269,13 @@ void api_h_signup(struct api_req *req)
         goto out;
     }
     code = api_str(body, "join_code", "");
-    ok = rows.nrow == 1 && strlen(code) == strlen(router_cell(&rows, 0, 1)) &&
-         sodium_memcmp(code, router_cell(&rows, 0, 1), strlen(code)) == 0;
+    ok = rows.nrow == 1 && strlen(code) == strlen(sql_cell(&rows, 0, 1)) &&
+         sodium_memcmp(code, sql_cell(&rows, 0, 1), strlen(code)) == 0;
     if (!ok) {
         api_error(req, 422, "invalid_join_code", "unknown company or wrong join code");
         goto out;
     }
-    u.company_id = strtoull(router_cell(&rows, 0, 0), NULL, 10);
+    u.company_id = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
     u.team_id = api_id(body, "team_id", 0);
     if (u.team_id != 0 && team_check(req, u.team_id, u.company_id) != 0)
         goto out;
@@ -294,7 +293,7 @@ void api_h_signup(struct api_req *req)
     else
         auth_reply(req, 201, &u);
 out:
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     json_decref(body);
 }
 
@@ -316,7 +315,7 @@ void api_h_login(struct api_req *req)
 {
     static const struct api_field spec[] = {
         {"email", API_T_STR, 1, 0}, {"password", API_T_STR, 1, 0}, {NULL, 0, 0, 0}};
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     struct api_user u;
     char email[256];
     json_t *body = api_body(req, spec);
@@ -345,15 +344,14 @@ void api_h_login(struct api_req *req)
         api_error(req, 401, "bad_credentials", "wrong email or password");
         goto out;
     }
-    if (api_password_verify(router_cell(&rows, 0, 9), api_str(body, "password", "")) <
-        0) {
+    if (api_password_verify(sql_cell(&rows, 0, 9), api_str(body, "password", "")) < 0) {
         api_error(req, 401, "bad_credentials", "wrong email or password");
         goto out;
     }
     user_from_row(&rows, 0, &u);
     auth_reply(req, 200, &u);
 out:
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     json_decref(body);
 }
 
@@ -449,7 +447,7 @@ void api_image_etag(const void *data, size_t len, char out[17])
     sodium_bin2hex(out, 17, h, sizeof(h));
 }
 
-void api_image_reply(struct api_req *req, struct router_rows *rows)
+void api_image_reply(struct api_req *req, struct sql_rows *rows)
 {
     const char *inm =
         MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "If-None-Match");
@@ -459,7 +457,7 @@ void api_image_reply(struct api_req *req, struct router_rows *rows)
         api_error(req, 404, "not_found", "no image");
         return;
     }
-    snprintf(etag, sizeof(etag), "\"%s\"", router_cell(rows, 0, 1));
+    snprintf(etag, sizeof(etag), "\"%s\"", sql_cell(rows, 0, 1));
     api_add_header(req, "ETag", "%s", etag);
     api_add_header(req, "Cache-Control", "public, max-age=60");
     if (inm != NULL && (strstr(inm, etag) != NULL || strcmp(inm, "*") == 0)) {
@@ -467,10 +465,10 @@ void api_image_reply(struct api_req *req, struct router_rows *rows)
         return;
     }
     api_reply_raw(req, 200,
-                  strcmp(router_cell(rows, 0, 0), "image/png") == 0    ? "image/png"
-                  : strcmp(router_cell(rows, 0, 0), "image/jpeg") == 0 ? "image/jpeg"
-                                                                       : "image/webp",
-                  router_cell(rows, 0, 2), rows->len[2]);
+                  strcmp(sql_cell(rows, 0, 0), "image/png") == 0    ? "image/png"
+                  : strcmp(sql_cell(rows, 0, 0), "image/jpeg") == 0 ? "image/jpeg"
+                                                                    : "image/webp",
+                  sql_cell(rows, 0, 2), rows->len[2]);
 }
 
 void api_h_me_avatar_put(struct api_req *req)
@@ -498,7 +496,7 @@ void api_h_me_avatar_put(struct api_req *req)
 
 void api_h_user_avatar_get(struct api_req *req)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc = router_exec(
         req->router, router_shard_of_id(req->param[0]), &rows,
         "SELECT content_type, etag, data FROM %S.avatars WHERE user_id = %u",
@@ -508,7 +506,7 @@ void api_h_user_avatar_get(struct api_req *req)
         api_db_error(req, rc);
     else
         api_image_reply(req, &rows);
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
 }
 
 static void profile_key(struct api_req *req, uint64_t id, char *key, size_t size)
@@ -625,7 +623,7 @@ int api_create_platform_admin(struct router *router, const char *email,
                               const char *password, const char *display_name,
                               int64_t initial_balance, uint64_t *user_id)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     struct api_user u = {0};
     char hash[crypto_pwhash_STRBYTES], code[11];
     int rc;
@@ -643,14 +641,14 @@ int api_create_platform_admin(struct router *router, const char *email,
                          "SELECT id FROM %S.companies WHERE slug = 'betcity-platform'");
     if (rc < 0 || rows.nrow != 1)
         goto out;
-    u.company_id = strtoull(router_cell(&rows, 0, 0), NULL, 10);
-    router_rows_free(&rows);
+    u.company_id = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
+    sql_rows_free(&rows);
     rc = router_exec(router, router_shard_of_key(router, u.email, strlen(u.email)),
                      &rows, "SELECT id FROM %S.users WHERE email = %s", u.email);
     if (rc < 0)
         goto out;
     if (rows.nrow == 1) {
-        *user_id = strtoull(router_cell(&rows, 0, 0), NULL, 10);
+        *user_id = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
         rc = BC_EEXISTS;
         goto out;
     }
@@ -662,6 +660,6 @@ int api_create_platform_admin(struct router *router, const char *email,
     rc = user_insert(router, &u, hash);
     *user_id = u.id;
 out:
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     return rc;
 }

@@ -115,7 +115,7 @@ static int is_read_only(const char *sql)
  * it was last used; a read that fails that way is retried once on a new one.
  */
 static int pool_query(struct router *r, struct router_pool *pool, const char *sql,
-                      size_t len, struct router_rows *rows, struct router_conn **keep)
+                      size_t len, struct sql_rows *rows, struct router_conn **keep)
 {
     struct router_conn *conn;
     int rc, broken, reused;
@@ -127,7 +127,7 @@ static int pool_query(struct router *r, struct router_pool *pool, const char *sq
         reused = conn->reused;
         rc = router__conn_query(r, conn, sql, len, rows, &broken);
         if (rc < 0 && rows != NULL)
-            router_rows_free(rows);
+            sql_rows_free(rows);
         if (rc == BC_EDOWN && broken && reused && attempt == 0 && is_read_only(sql)) {
             router__conn_put(conn, 1);
             continue;
@@ -150,7 +150,7 @@ static int vformat(struct router *r, uint32_t shard, struct router_sql *sql,
     return router__sql_vformat(sql, NULL, schema, shard, fmt, ap);
 }
 
-static int exec_once(struct router *r, uint32_t shard, struct router_rows *rows,
+static int exec_once(struct router *r, uint32_t shard, struct sql_rows *rows,
                      const char *fmt, va_list ap)
 {
     struct router_sql sql = {0};
@@ -167,7 +167,7 @@ static int exec_once(struct router *r, uint32_t shard, struct router_rows *rows,
     return rc;
 }
 
-int router_exec(struct router *r, uint32_t shard, struct router_rows *rows,
+int router_exec(struct router *r, uint32_t shard, struct sql_rows *rows,
                 const char *fmt, ...)
 {
     va_list ap, again;
@@ -195,7 +195,7 @@ int router_exec(struct router *r, uint32_t shard, struct router_rows *rows,
     return rc;
 }
 
-int router_host_exec(struct router *r, const char *host, struct router_rows *rows,
+int router_host_exec(struct router *r, const char *host, struct sql_rows *rows,
                      const char *sql)
 {
     struct router_pool *pool = router__pool_find(r, host);
@@ -231,8 +231,7 @@ int router_txn_begin(struct router *r, uint32_t shard, struct router_txn **out)
     return 0;
 }
 
-int router_txn_exec(struct router_txn *txn, struct router_rows *rows, const char *fmt,
-                    ...)
+int router_txn_exec(struct router_txn *txn, struct sql_rows *rows, const char *fmt, ...)
 {
     struct router_sql sql = {0};
     va_list ap;
@@ -247,7 +246,7 @@ int router_txn_exec(struct router_txn *txn, struct router_rows *rows, const char
         rc =
             router__conn_query(txn->router, txn->conn, sql.buf, sql.len, rows, &broken);
         if (rc < 0 && rows != NULL)
-            router_rows_free(rows);
+            sql_rows_free(rows);
     }
     txn->broken |= broken;
     router__sql_deinit(&sql);
@@ -294,7 +293,7 @@ int router_next_id(struct router *r, struct router_txn *txn, uint32_t shard,
 {
     static const char sql[] =
         "SELECT NEXTVAL(%S.id_seq), CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS UNSIGNED)";
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     struct shardmap_id parts;
     uint64_t now_ms;
     int rc;
@@ -302,15 +301,15 @@ int router_next_id(struct router *r, struct router_txn *txn, uint32_t shard,
     rc = txn ? router_txn_exec(txn, &rows, sql) : router_exec(r, shard, &rows, sql);
     if (rc < 0)
         return rc;
-    if (rows.nrow != 1 || router_cell(&rows, 0, 0) == NULL) {
-        router_rows_free(&rows);
+    if (rows.nrow != 1 || sql_cell(&rows, 0, 0) == NULL) {
+        sql_rows_free(&rows);
         return BC_EQUERY;
     }
-    now_ms = strtoull(router_cell(&rows, 0, 1), NULL, 10);
-    parts.seq = (uint32_t)(strtoull(router_cell(&rows, 0, 0), NULL, 10) &
+    now_ms = strtoull(sql_cell(&rows, 0, 1), NULL, 10);
+    parts.seq = (uint32_t)(strtoull(sql_cell(&rows, 0, 0), NULL, 10) &
                            ((1u << SHARDMAP_ID_SEQ_BITS) - 1));
     parts.shard = shard;
     parts.ms = now_ms > SHARDMAP_ID_EPOCH_MS ? now_ms - SHARDMAP_ID_EPOCH_MS : 0;
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     return shardmap_id_pack(&parts, id);
 }

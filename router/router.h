@@ -26,29 +26,13 @@
 #include <stdint.h>
 
 #include "shardmap/shardmap.h"
+#include "sql/sql.h"
 
 /* Pseudo-shard that addresses the unsharded <prefix>_global schema. */
 #define ROUTER_GLOBAL UINT32_MAX
 
 struct router;     /* opaque */
 struct router_txn; /* opaque */
-
-/* Rows of one result; cells are NUL-terminated, NULL for SQL NULL. */
-struct router_rows {
-    uint32_t nrow;
-    uint32_t ncol;
-    char **cell;        /* owned: nrow * ncol, row-major */
-    unsigned long *len; /* owned: byte length of each cell */
-    uint64_t affected;  /* affected rows (summed over a scatter) */
-    uint64_t insert_id; /* last insert id of a single statement */
-};
-
-static inline const char *router_cell(const struct router_rows *rows, uint32_t row,
-                                      uint32_t col)
-{
-    return rows->cell[(uint64_t)row * rows->ncol + col];
-}
-void router_rows_free(struct router_rows *rows);
 
 /*
  * Creates a router for the cluster: copies what it needs from conf, opens no
@@ -109,18 +93,18 @@ void router_schema(struct router *router, uint32_t shard, char *buf, size_t size
 /*
  * Runs one statement on the host of `shard` (or ROUTER_GLOBAL) in autocommit
  * mode. rows may be NULL when no result is wanted; otherwise the caller frees
- * it with router_rows_free(). Errors: BC_EDOWN (host down or unreachable),
+ * it with sql_rows_free(). Errors: BC_EDOWN (host down or unreachable),
  * BC_ETIMEOUT, BC_EQUERY (the server refused the statement; the message is
  * in router_last_error()), BC_EDUPKEY, BC_ESHARD, BC_ENOTFOUND (no map).
  * A statement whose schema is missing (the shard moved away) triggers a map
  * reload and is retried once on the new host.
  */
-int router_exec(struct router *router, uint32_t shard, struct router_rows *rows,
+int router_exec(struct router *router, uint32_t shard, struct sql_rows *rows,
                 const char *fmt, ...);
 
 /* Single-shard transactions: one pooled connection from begin to the end. */
 int router_txn_begin(struct router *router, uint32_t shard, struct router_txn **txn);
-int router_txn_exec(struct router_txn *txn, struct router_rows *rows, const char *fmt,
+int router_txn_exec(struct router_txn *txn, struct sql_rows *rows, const char *fmt,
                     ...);
 /* Commits and frees txn; on failure the transaction is rolled back. */
 int router_txn_commit(struct router_txn *txn);
@@ -143,8 +127,7 @@ int router_next_id(struct router *router, struct router_txn *txn, uint32_t shard
  * hosts run in parallel. Rows of all hosts are appended into rows. If any
  * host fails, the call fails with its status (after all hosts answered).
  */
-int router_scatter(struct router *router, struct router_rows *rows, const char *fmt,
-                   ...);
+int router_scatter(struct router *router, struct sql_rows *rows, const char *fmt, ...);
 
 /*
  * Row comparison for top-K merges: negative when a ranks before b.
@@ -157,7 +140,7 @@ typedef int (*router_row_cmp)(const char *const *a, const char *const *b, void *
  * "points DESC, id ASC"), and the host lists are k-way merged with cmp, which
  * must agree with order_sql. rows gets at most k rows, best first.
  */
-int router_scatter_topk(struct router *router, struct router_rows *rows, uint32_t k,
+int router_scatter_topk(struct router *router, struct sql_rows *rows, uint32_t k,
                         const char *order_sql, router_row_cmp cmp, void *cmp_arg,
                         const char *fmt, ...);
 
@@ -166,12 +149,12 @@ int router_scatter_topk(struct router *router, struct router_rows *rows, uint32_
  * multi-statement batch per host, hosts in parallel; rows->affected gets the
  * sum of affected rows when rows is not NULL.
  */
-int router_scatter_exec(struct router *router, struct router_rows *rows,
-                        const char *fmt, ...);
+int router_scatter_exec(struct router *router, struct sql_rows *rows, const char *fmt,
+                        ...);
 
 /* Runs raw SQL (no formatting) on a named host with no schema selected; for
  * shardctl's DDL and checks. */
-int router_host_exec(struct router *router, const char *host, struct router_rows *rows,
+int router_host_exec(struct router *router, const char *host, struct sql_rows *rows,
                      const char *sql);
 
 /* Message of the last error on this thread (server message, or status text). */

@@ -288,7 +288,7 @@ void router__conn_put(struct router_conn *conn, int broken)
 }
 
 /* Copies a MYSQL_RES into rows (appending). */
-static int rows_take(struct router_rows *rows, MYSQL_RES *res)
+static int rows_take(struct sql_rows *rows, MYSQL_RES *res)
 {
     uint32_t ncol = mysql_num_fields(res), nrow = (uint32_t)mysql_num_rows(res);
     uint64_t base, total;
@@ -329,17 +329,6 @@ static int rows_take(struct router_rows *rows, MYSQL_RES *res)
     return 0;
 }
 
-void router_rows_free(struct router_rows *rows)
-{
-    if (rows == NULL)
-        return;
-    for (uint64_t i = 0; i < (uint64_t)rows->nrow * rows->ncol; i++)
-        free(rows->cell[i]);
-    free(rows->cell);
-    free(rows->len);
-    memset(rows, 0, sizeof(*rows));
-}
-
 /* Maps a server or client error of conn to a status; sets the message. */
 static int query_error(struct router_conn *conn, int *broken)
 {
@@ -371,7 +360,7 @@ static int query_error(struct router_conn *conn, int *broken)
 }
 
 static int conn_run(struct router *r, struct router_conn *conn, const char *sql,
-                    size_t len, struct router_rows *rows, int *err)
+                    size_t len, struct sql_rows *rows, int *err)
 {
     MYSQL *m = &conn->mysql;
     int64_t deadline = router__now_ms() + r->query_timeout_ms;
@@ -406,7 +395,7 @@ static int conn_run(struct router *r, struct router_conn *conn, const char *sql,
 }
 
 int router__conn_query(struct router *r, struct router_conn *conn, const char *sql,
-                       size_t len, struct router_rows *rows, int *broken)
+                       size_t len, struct sql_rows *rows, int *broken)
 {
     int err;
 

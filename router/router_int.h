@@ -89,7 +89,7 @@ void router__conn_put(struct router_conn *conn, int broken);
  * be NULL. On error, *broken says whether the connection is unusable.
  */
 int router__conn_query(struct router *r, struct router_conn *conn, const char *sql,
-                       size_t len, struct router_rows *rows, int *broken);
+                       size_t len, struct sql_rows *rows, int *broken);
 struct router_pool *router__pool_find(struct router *r, const char *name);
 
 /* router_sql.c */
@@ -101,7 +101,6 @@ int router__sql_vformat(struct router_sql *sql, MYSQL *mysql, const char *schema
                         uint32_t shard, const char *fmt, va_list ap);
 int router__sql_append(struct router_sql *sql, const char *s, size_t n);
 void router__sql_deinit(struct router_sql *sql);
-int router__rows_append(struct router_rows *dst, struct router_rows *src);
 
 /* router_map.c */
 int router__map_start(struct router *r);

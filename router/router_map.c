@@ -46,8 +46,8 @@ static void map_free(struct router_map *m)
 }
 
 /* Builds a router_map from the hosts and shard_map rows. */
-static int map_build(struct router *r, struct router_rows *hosts,
-                     struct router_rows *shards, struct router_map **out)
+static int map_build(struct router *r, struct sql_rows *hosts, struct sql_rows *shards,
+                     struct router_map **out)
 {
     struct shardmap_node nodes[SHARDMAP_MAX_HOSTS];
     struct router_map *m;
@@ -60,10 +60,10 @@ static int map_build(struct router *r, struct router_rows *hosts,
         return BC_EMISMATCH;
     }
     for (uint32_t i = 0; i < hosts->nrow; i++) {
-        snprintf(nodes[i].name, sizeof(nodes[i].name), "%s", router_cell(hosts, i, 0));
-        nodes[i].weight = (uint32_t)strtoul(router_cell(hosts, i, 3), NULL, 10);
+        snprintf(nodes[i].name, sizeof(nodes[i].name), "%s", sql_cell(hosts, i, 0));
+        nodes[i].weight = (uint32_t)strtoul(sql_cell(hosts, i, 3), NULL, 10);
     }
-    version = strtoull(router_cell(shards, 0, 3), NULL, 10);
+    version = strtoull(sql_cell(shards, 0, 3), NULL, 10);
     m = calloc(1, sizeof(*m));
     if (m == NULL)
         return -ENOMEM;
@@ -72,22 +72,22 @@ static int map_build(struct router *r, struct router_rows *hosts,
     if (m->map == NULL || m->pool_of == NULL)
         goto nomem;
     for (uint32_t i = 0; i < hosts->nrow; i++) {
-        m->pool_of[i] = pool_for(r, router_cell(hosts, i, 0), router_cell(hosts, i, 1),
-                                 (uint16_t)strtoul(router_cell(hosts, i, 2), NULL, 10));
+        m->pool_of[i] = pool_for(r, sql_cell(hosts, i, 0), sql_cell(hosts, i, 1),
+                                 (uint16_t)strtoul(sql_cell(hosts, i, 2), NULL, 10));
         if (m->pool_of[i] == NULL)
             goto nomem;
     }
     for (uint32_t i = 0; i < shards->nrow; i++) {
-        uint32_t shard = (uint32_t)strtoul(router_cell(shards, i, 0), NULL, 10);
-        int node = shardmap_node_index(m->map, router_cell(shards, i, 1));
+        uint32_t shard = (uint32_t)strtoul(sql_cell(shards, i, 0), NULL, 10);
+        int node = shardmap_node_index(m->map, sql_cell(shards, i, 1));
         if (shard != i || node < 0) {
             router__set_error("global shard map: bad row for shard %u (host %s)", i,
-                              router_cell(shards, i, 1));
+                              sql_cell(shards, i, 1));
             map_free(m);
             return BC_EMISMATCH;
         }
         m->map->node_of[i] = (uint16_t)node;
-        m->map->state[i] = (uint8_t)strtoul(router_cell(shards, i, 2), NULL, 10);
+        m->map->state[i] = (uint8_t)strtoul(sql_cell(shards, i, 2), NULL, 10);
     }
     *out = m;
     return 0;
@@ -98,7 +98,7 @@ nomem:
 
 int router_reload_map(struct router *r)
 {
-    struct router_rows hosts = {0}, shards = {0}, ver = {0};
+    struct sql_rows hosts = {0}, shards = {0}, ver = {0};
     struct router_map *m = NULL, *cur;
     int rc;
 
@@ -111,7 +111,7 @@ int router_reload_map(struct router *r)
         goto out;
     }
     cur = atomic_load(&r->current);
-    if (cur != NULL && cur->map->version == strtoull(router_cell(&ver, 0, 0), NULL, 10))
+    if (cur != NULL && cur->map->version == strtoull(sql_cell(&ver, 0, 0), NULL, 10))
         goto out;
     rc = router_exec(r, ROUTER_GLOBAL, &hosts,
                      "SELECT name, addr, port, weight FROM %S.hosts ORDER BY ord");
@@ -134,9 +134,9 @@ int router_reload_map(struct router *r)
     atomic_store(&r->current, m);
 out:
     pthread_mutex_unlock(&r->map_lock);
-    router_rows_free(&ver);
-    router_rows_free(&hosts);
-    router_rows_free(&shards);
+    sql_rows_free(&ver);
+    sql_rows_free(&hosts);
+    sql_rows_free(&shards);
     return rc;
 }
 

@@ -20,7 +20,7 @@ struct scatter_host {
     struct router *router;    /* ref */
     struct router_pool *pool; /* ref */
     struct router_sql sql;
-    struct router_rows rows;
+    struct sql_rows rows;
     uint32_t nparts; /* shards in the statement */
     int rc;
     char error[256];
@@ -136,7 +136,7 @@ static void scatter_free(struct scatter_host *hosts, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
         router__sql_deinit(&hosts[i].sql);
-        router_rows_free(&hosts[i].rows);
+        sql_rows_free(&hosts[i].rows);
     }
     free(hosts);
 }
@@ -153,7 +153,7 @@ static int scatter_status(struct scatter_host *hosts, uint32_t n)
 }
 
 static int scatter_gather(struct router *r, enum scatter_kind kind,
-                          struct router_rows *rows, const char *fmt, va_list ap)
+                          struct sql_rows *rows, const char *fmt, va_list ap)
 {
     struct scatter_host *hosts;
     uint32_t n;
@@ -163,14 +163,14 @@ static int scatter_gather(struct router *r, enum scatter_kind kind,
     if (rc == 0)
         rc = scatter_status(hosts, n);
     for (uint32_t i = 0; i < n && rc == 0 && rows != NULL; i++)
-        rc = router__rows_append(rows, &hosts[i].rows);
+        rc = sql_rows_append(rows, &hosts[i].rows);
     if (rc < 0 && rows != NULL)
-        router_rows_free(rows);
+        sql_rows_free(rows);
     scatter_free(hosts, n);
     return rc;
 }
 
-int router_scatter(struct router *r, struct router_rows *rows, const char *fmt, ...)
+int router_scatter(struct router *r, struct sql_rows *rows, const char *fmt, ...)
 {
     int64_t deadline = 0;
     va_list ap, again;
@@ -189,8 +189,7 @@ int router_scatter(struct router *r, struct router_rows *rows, const char *fmt, 
     return rc;
 }
 
-int router_scatter_exec(struct router *r, struct router_rows *rows, const char *fmt,
-                        ...)
+int router_scatter_exec(struct router *r, struct sql_rows *rows, const char *fmt, ...)
 {
     va_list ap;
     int rc;
@@ -203,7 +202,7 @@ int router_scatter_exec(struct router *r, struct router_rows *rows, const char *
 
 /* k-way merge of the hosts' sorted lists into rows, best first, at most k. */
 static int merge_topk(struct scatter_host *hosts, uint32_t n, uint32_t k,
-                      router_row_cmp cmp, void *arg, struct router_rows *rows)
+                      router_row_cmp cmp, void *arg, struct sql_rows *rows)
 {
     uint32_t pos[SHARDMAP_MAX_HOSTS] = {0}, ncol = 0, total = 0;
 
@@ -225,7 +224,7 @@ static int merge_topk(struct scatter_host *hosts, uint32_t n, uint32_t k,
     while (rows->nrow < total) {
         int best = -1;
         for (uint32_t i = 0; i < n; i++) {
-            struct router_rows *hr = &hosts[i].rows;
+            struct sql_rows *hr = &hosts[i].rows;
             if (pos[i] >= hr->nrow)
                 continue;
             if (best < 0 || cmp((const char *const *)&hr->cell[(size_t)pos[i] * ncol],
@@ -234,7 +233,7 @@ static int merge_topk(struct scatter_host *hosts, uint32_t n, uint32_t k,
                                 arg) < 0)
                 best = (int)i;
         }
-        struct router_rows *src = &hosts[best].rows;
+        struct sql_rows *src = &hosts[best].rows;
         size_t from = (size_t)pos[best]++ * ncol, to = (size_t)rows->nrow++ * ncol;
         for (uint32_t c = 0; c < ncol; c++) {
             /* Move the cell: the host's copy is no longer its owner. */
@@ -246,7 +245,7 @@ static int merge_topk(struct scatter_host *hosts, uint32_t n, uint32_t k,
     return 0;
 }
 
-int router_scatter_topk(struct router *r, struct router_rows *rows, uint32_t k,
+int router_scatter_topk(struct router *r, struct sql_rows *rows, uint32_t k,
                         const char *order_sql, router_row_cmp cmp, void *cmp_arg,
                         const char *fmt, ...)
 {
@@ -270,7 +269,7 @@ int router_scatter_topk(struct router *r, struct router_rows *rows, uint32_t k,
         if (rc == 0)
             rc = merge_topk(hosts, n, k, cmp, cmp_arg, rows);
         if (rc < 0)
-            router_rows_free(rows);
+            sql_rows_free(rows);
         scatter_free(hosts, n);
     } while (rc == BC_EMOVED && router_await_move(r, seen, &deadline) == 0);
     va_end(ap);

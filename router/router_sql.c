@@ -122,36 +122,3 @@ void router__sql_deinit(struct router_sql *sql)
     free(sql->buf);
     memset(sql, 0, sizeof(*sql));
 }
-
-int router__rows_append(struct router_rows *dst, struct router_rows *src)
-{
-    uint64_t a = (uint64_t)dst->nrow * dst->ncol, b = (uint64_t)src->nrow * src->ncol;
-    char **cell;
-    unsigned long *len;
-
-    dst->affected += src->affected;
-    if (b == 0) {
-        if (dst->nrow == 0)
-            dst->ncol = src->ncol;
-        router_rows_free(src);
-        return 0;
-    }
-    if (dst->nrow != 0 && dst->ncol != src->ncol)
-        return -EINVAL;
-    cell = realloc(dst->cell, (a + b) * sizeof(*cell));
-    if (cell == NULL)
-        return -ENOMEM;
-    dst->cell = cell;
-    len = realloc(dst->len, (a + b) * sizeof(*len));
-    if (len == NULL)
-        return -ENOMEM;
-    dst->len = len;
-    memcpy(cell + a, src->cell, b * sizeof(*cell));
-    memcpy(len + a, src->len, b * sizeof(*len));
-    dst->ncol = src->ncol;
-    dst->nrow += src->nrow;
-    free(src->cell);
-    free(src->len);
-    memset(src, 0, sizeof(*src));
-    return 0;
-}

@@ -27,7 +27,7 @@ static void usage(FILE *out)
 
 static int check_ledger(struct router *r)
 {
-    struct router_rows bad = {0}, users = {0};
+    struct sql_rows bad = {0}, users = {0};
     uint64_t total = 0;
     int rc;
 
@@ -44,17 +44,17 @@ static int check_ledger(struct router *r)
         goto out;
     }
     for (uint32_t i = 0; i < users.nrow; i++)
-        total += strtoull(router_cell(&users, i, 0), NULL, 10);
+        total += strtoull(sql_cell(&users, i, 0), NULL, 10);
     for (uint32_t i = 0; i < bad.nrow && i < 20; i++)
         printf("VIOLATION shard %s user %s: balance %s, initial + ledger %s\n",
-               router_cell(&bad, i, 0), router_cell(&bad, i, 1),
-               router_cell(&bad, i, 2), router_cell(&bad, i, 3));
+               sql_cell(&bad, i, 0), sql_cell(&bad, i, 1), sql_cell(&bad, i, 2),
+               sql_cell(&bad, i, 3));
     printf("ledger: %" PRIu64 " users on %u shards checked, %u violations\n", total,
            router_nshard(r), bad.nrow);
     rc = bad.nrow == 0 ? 0 : 1;
 out:
-    router_rows_free(&users);
-    router_rows_free(&bad);
+    sql_rows_free(&users);
+    sql_rows_free(&bad);
     return rc < 0 ? 1 : rc;
 }
 

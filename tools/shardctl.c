@@ -159,7 +159,7 @@ out:
 static int cmd_init(struct shardmap_conf *conf)
 {
     char schema[SHARDMAP_PREFIX_MAX + 16];
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     const struct shardmap *map;
     struct router *r;
     int rc;
@@ -180,16 +180,16 @@ static int cmd_init(struct shardmap_conf *conf)
         fprintf(stderr, "shardctl: reading %s: %s\n", schema, router_last_error());
         goto out;
     }
-    if (router_cell(&rows, 0, 0) != NULL &&
-        strtoul(router_cell(&rows, 0, 0), NULL, 10) != conf->nshard) {
+    if (sql_cell(&rows, 0, 0) != NULL &&
+        strtoul(sql_cell(&rows, 0, 0), NULL, 10) != conf->nshard) {
         fprintf(stderr,
                 "shardctl: refusing: the cluster in %s on %s has %s shards, "
                 "the config says %u; the shard count is fixed at creation\n",
-                schema, conf->global_host, router_cell(&rows, 0, 0), conf->nshard);
+                schema, conf->global_host, sql_cell(&rows, 0, 0), conf->nshard);
         rc = BC_EMISMATCH;
         goto out;
     }
-    if (strcmp(router_cell(&rows, 0, 1), "0") == 0) {
+    if (strcmp(sql_cell(&rows, 0, 1), "0") == 0) {
         if ((rc = init_map(r, conf)) < 0)
             goto out;
         printf("created shard map version 1: %u shards over %u hosts\n", conf->nshard,
@@ -236,7 +236,7 @@ static int cmd_init(struct shardmap_conf *conf)
     }
     printf("%u shard schemas ready\n", map->nshard);
 out:
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     router_destroy(r);
     return rc < 0 ? 1 : 0;
 }
@@ -285,12 +285,12 @@ static int cmd_status(struct shardmap_conf *conf, int json)
                "SCHEMAS", "ROWS(est)");
     for (uint32_t i = 0; i < map->nnode; i++) {
         const struct shardmap_host_conf *h = conf_host(conf, map->nodes[i].name);
-        struct router_rows rows = {0};
+        struct sql_rows rows = {0};
         char addr[300];
         int up =
             router_host_exec(r, map->nodes[i].name, &rows, sql) == 0 && rows.nrow == 1;
-        const char *schemas = up ? router_cell(&rows, 0, 0) : "-";
-        const char *nrows = up ? router_cell(&rows, 0, 1) : "-";
+        const char *schemas = up ? sql_cell(&rows, 0, 0) : "-";
+        const char *nrows = up ? sql_cell(&rows, 0, 1) : "-";
 
         snprintf(addr, sizeof(addr), "%s:%u", h ? h->addr : "?", h ? h->port : 0);
         down += !up;
@@ -302,10 +302,10 @@ static int cmd_status(struct shardmap_conf *conf, int json)
         else
             printf("%-12s %-22s %-5s %7u %8s %12s\n", map->nodes[i].name, addr,
                    up ? "up" : "DOWN", counts[i], schemas, nrows);
-        router_rows_free(&rows);
+        sql_rows_free(&rows);
     }
     /* Unfinished moves (none in clusters made before moves existed). */
-    struct router_rows moves = {0};
+    struct sql_rows moves = {0};
     if (router_exec(r, ROUTER_GLOBAL, &moves,
                     "SELECT id, shard, src_host, dst_host, phase FROM %S.moves WHERE "
                     "active IS NOT NULL ORDER BY shard") < 0)
@@ -315,9 +315,9 @@ static int cmd_status(struct shardmap_conf *conf, int json)
         for (uint32_t i = 0; i < moves.nrow; i++)
             printf("%s{\"move\":%s,\"shard\":%s,\"from\":\"%s\",\"to\":\"%s\","
                    "\"phase\":\"%s\"}",
-                   i ? "," : "", router_cell(&moves, i, 0), router_cell(&moves, i, 1),
-                   router_cell(&moves, i, 2), router_cell(&moves, i, 3),
-                   router_cell(&moves, i, 4));
+                   i ? "," : "", sql_cell(&moves, i, 0), sql_cell(&moves, i, 1),
+                   sql_cell(&moves, i, 2), sql_cell(&moves, i, 3),
+                   sql_cell(&moves, i, 4));
         printf("]}\n");
     } else {
         printf("map version %" PRIu64 ", %u shards, prefix %s, global schema on %s\n",
@@ -325,12 +325,12 @@ static int cmd_status(struct shardmap_conf *conf, int json)
         for (uint32_t i = 0; i < moves.nrow; i++)
             printf("unfinished move #%s: shard %s %s -> %s, phase %s (re-run "
                    "shardctl move %s %s to finish it, or --abort)\n",
-                   router_cell(&moves, i, 0), router_cell(&moves, i, 1),
-                   router_cell(&moves, i, 2), router_cell(&moves, i, 3),
-                   router_cell(&moves, i, 4), router_cell(&moves, i, 1),
-                   router_cell(&moves, i, 3));
+                   sql_cell(&moves, i, 0), sql_cell(&moves, i, 1),
+                   sql_cell(&moves, i, 2), sql_cell(&moves, i, 3),
+                   sql_cell(&moves, i, 4), sql_cell(&moves, i, 1),
+                   sql_cell(&moves, i, 3));
     }
-    router_rows_free(&moves);
+    sql_rows_free(&moves);
     router_destroy(r);
     return down ? 3 : 0;
 }

@@ -64,22 +64,22 @@ static int teardown(void **state)
 
 static int64_t count_users(struct router *r, uint32_t shard)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int64_t n;
 
     assert_int_equal(router_exec(r, shard, &rows,
                                  "SELECT COUNT(*) FROM %S.users WHERE company_id = %u",
                                  TEST_COMPANY),
                      0);
-    n = strtoll(router_cell(&rows, 0, 0), NULL, 10);
-    router_rows_free(&rows);
+    n = strtoll(sql_cell(&rows, 0, 0), NULL, 10);
+    sql_rows_free(&rows);
     return n;
 }
 
 static void insert_user(struct router *r, uint64_t id, const char *email,
                         int64_t points)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc =
         router_exec(r, router_shard_of_id(id), &rows,
                     "INSERT INTO %S.users (id, email, password_hash, display_name, "
@@ -89,7 +89,7 @@ static void insert_user(struct router *r, uint64_t id, const char *email,
     if (rc != 0)
         fail_msg("insert %s: %s", email, router_last_error());
     assert_int_equal(rows.affected, 1);
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
 }
 
 static void test_write_and_read_every_shard(void **state)
@@ -97,7 +97,7 @@ static void test_write_and_read_every_shard(void **state)
     struct fixture *f = *state;
 
     for (uint32_t s = 0; s < NSHARD; s++) {
-        struct router_rows rows = {0};
+        struct sql_rows rows = {0};
         char email[64];
         uint64_t id;
 
@@ -111,8 +111,8 @@ static void test_write_and_read_every_shard(void **state)
                                      id),
                          0);
         assert_int_equal(rows.nrow, 1);
-        assert_string_equal(router_cell(&rows, 0, 0), email);
-        router_rows_free(&rows);
+        assert_string_equal(sql_cell(&rows, 0, 0), email);
+        sql_rows_free(&rows);
     }
 }
 
@@ -138,7 +138,7 @@ static void test_email_routes_to_one_shard(void **state)
 {
     struct fixture *f = *state;
     char canon[256];
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     uint32_t shard;
     uint64_t id;
     int len = shardmap_canonical_email("  Carol@Example.COM ", canon, sizeof(canon));
@@ -151,8 +151,8 @@ static void test_email_routes_to_one_shard(void **state)
                                  "SELECT id FROM %S.users WHERE email = %s", canon),
                      0);
     assert_int_equal(rows.nrow, 1);
-    assert_int_equal(strtoull(router_cell(&rows, 0, 0), NULL, 10), id);
-    router_rows_free(&rows);
+    assert_int_equal(strtoull(sql_cell(&rows, 0, 0), NULL, 10), id);
+    sql_rows_free(&rows);
     /* The duplicate e-mail is a clear status, not a generic failure. */
     assert_int_equal(router_next_id(f->router, NULL, shard, &id), 0);
     assert_int_equal(
@@ -249,7 +249,7 @@ static void test_ids_unique_across_routers(void **state)
 static void test_scatter_returns_the_union(void **state)
 {
     struct fixture *f = *state;
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     struct router_host_stats before[8], after[8];
     int64_t total = 0, direct = 0;
     uint32_t nh;
@@ -266,17 +266,17 @@ static void test_scatter_returns_the_union(void **state)
     router_stats(f->router, after, 8);
     assert_int_equal(rows.nrow, NSHARD);
     for (uint32_t i = 0; i < rows.nrow; i++) {
-        uint32_t s = (uint32_t)strtoul(router_cell(&rows, i, 0), NULL, 10);
+        uint32_t s = (uint32_t)strtoul(sql_cell(&rows, i, 0), NULL, 10);
         assert_true(s < NSHARD);
         assert_int_equal(seen[s], 0);
         seen[s] = 1;
-        total += strtoll(router_cell(&rows, i, 1), NULL, 10);
+        total += strtoll(sql_cell(&rows, i, 1), NULL, 10);
     }
     assert_int_equal(total, direct);
     /* One round trip per host, not per shard. */
     for (uint32_t i = 0; i < nh; i++)
         assert_int_equal(after[i].queries - before[i].queries, 1);
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
 }
 
 static int by_points_then_id(const char *const *a, const char *const *b, void *arg)
@@ -297,7 +297,7 @@ static int cmp_rows(const void *a, const void *b)
 static void test_scatter_topk_merges(void **state)
 {
     struct fixture *f = *state;
-    struct router_rows top = {0}, all = {0};
+    struct sql_rows top = {0}, all = {0};
 
     assert_int_equal(router_scatter_topk(f->router, &top, 10, "points DESC, id ASC",
                                          by_points_then_id, NULL,
@@ -316,17 +316,17 @@ static void test_scatter_topk_merges(void **state)
     /* The merge equals sorting everything and cutting at 10. */
     qsort(all.cell, all.nrow, 2 * sizeof(char *), cmp_rows);
     for (uint32_t i = 0; i < 10; i++) {
-        assert_string_equal(router_cell(&top, i, 0), router_cell(&all, i, 0));
-        assert_string_equal(router_cell(&top, i, 1), router_cell(&all, i, 1));
+        assert_string_equal(sql_cell(&top, i, 0), sql_cell(&all, i, 0));
+        assert_string_equal(sql_cell(&top, i, 1), sql_cell(&all, i, 1));
     }
-    router_rows_free(&top);
-    router_rows_free(&all);
+    sql_rows_free(&top);
+    sql_rows_free(&all);
 }
 
 static void test_scatter_exec_batches_per_host(void **state)
 {
     struct fixture *f = *state;
-    struct router_rows rows = {0}, sum = {0};
+    struct sql_rows rows = {0}, sum = {0};
     struct router_host_stats before[8], after[8];
     uint32_t nh = router_stats(f->router, before, 8);
     int64_t users = 0;
@@ -349,8 +349,8 @@ static void test_scatter_exec_batches_per_host(void **state)
                                     TEST_COMPANY),
                      0);
     for (uint32_t i = 0; i < sum.nrow; i++)
-        assert_string_equal(router_cell(&sum, i, 0), "0");
-    router_rows_free(&sum);
+        assert_string_equal(sql_cell(&sum, i, 0), "0");
+    sql_rows_free(&sum);
 }
 
 struct hammer {

@@ -207,7 +207,7 @@ static int idgen_init(struct fill *f, uint64_t n)
     struct router *r = f->r;
     struct idgen *g = &f->ids;
     uint32_t shard = f->shard;
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     struct shardmap_id lo = {0}, hi = {0};
     uint64_t now_ms, nms = n / (1u << SHARDMAP_ID_SEQ_BITS) + ID_SPARE_MS, lo_id, hi_id;
     int rc;
@@ -218,8 +218,8 @@ static int idgen_init(struct fill *f, uint64_t n)
                      "SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS UNSIGNED)");
     if (rc < 0)
         return rc;
-    now_ms = strtoull(router_cell(&rows, 0, 0), NULL, 10);
-    router_rows_free(&rows);
+    now_ms = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
+    sql_rows_free(&rows);
     if (now_ms < SHARDMAP_ID_EPOCH_MS + ID_WINDOW_AGO_MS + nms)
         return fail(f, -ERANGE, "the host's clock is before the id epoch");
     g->ms_end = now_ms - SHARDMAP_ID_EPOCH_MS - ID_WINDOW_AGO_MS;
@@ -238,13 +238,13 @@ static int idgen_init(struct fill *f, uint64_t n)
     if (rc < 0)
         return rc;
     if (rows.nrow > 0 && (g->taken = calloc(rows.nrow, sizeof(uint64_t))) == NULL) {
-        router_rows_free(&rows);
+        sql_rows_free(&rows);
         return -ENOMEM;
     }
     for (uint32_t i = 0; i < rows.nrow; i++)
-        g->taken[i] = strtoull(router_cell(&rows, i, 0), NULL, 10);
+        g->taken[i] = strtoull(sql_cell(&rows, i, 0), NULL, 10);
     g->ntaken = rows.nrow;
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     return 0;
 }
 
@@ -253,7 +253,7 @@ static int idgen_init(struct fill *f, uint64_t n)
 static int find_company(struct fill *f, uint64_t want)
 {
     struct router *r = f->r;
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc;
 
     if (want != 0)
@@ -269,8 +269,8 @@ static int find_company(struct fill *f, uint64_t want)
                        : "no company yet (bcadmin create-admin makes the platform "
                          "company)");
     if (rc == 0)
-        f->company = strtoull(router_cell(&rows, 0, 0), NULL, 10);
-    router_rows_free(&rows);
+        f->company = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
+    sql_rows_free(&rows);
     return rc;
 }
 
@@ -281,7 +281,7 @@ static int find_match(struct fill *f, uint64_t want)
     struct router *r = f->r;
     struct fill_match *m = &f->match;
     uint32_t shard = f->shard;
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     int rc;
 
     if (want != 0)
@@ -296,32 +296,32 @@ static int find_match(struct fill *f, uint64_t want)
                          "LIMIT 1");
     if (rc < 0)
         goto out;
-    if (rows.nrow == 0 || strcmp(router_cell(&rows, 0, 1), "scheduled") != 0) {
+    if (rows.nrow == 0 || strcmp(sql_cell(&rows, 0, 1), "scheduled") != 0) {
         rc = fail(f, BC_ENOTFOUND, "%s",
                   rows.nrow == 0 ? "no such match (create matches, or give --match)"
                                  : "the match is not scheduled: its bets cannot be "
                                    "open");
         goto out;
     }
-    m->id = strtoull(router_cell(&rows, 0, 0), NULL, 10);
+    m->id = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
     for (int i = 0; i < 3; i++)
-        m->odds[i] = strtoll(router_cell(&rows, 0, 2 + i), NULL, 10);
-    router_rows_free(&rows);
+        m->odds[i] = strtoll(sql_cell(&rows, 0, 2 + i), NULL, 10);
+    sql_rows_free(&rows);
     rc = router_exec(r, shard, &rows,
                      "SELECT COUNT(*) FROM %S.settled_matches WHERE match_id = %u",
                      m->id);
-    if (rc == 0 && strcmp(router_cell(&rows, 0, 0), "0") != 0)
+    if (rc == 0 && strcmp(sql_cell(&rows, 0, 0), "0") != 0)
         rc = fail(f, BC_EEXISTS, "match %" PRIu64 " is settled on shard %u", m->id,
                   shard);
 out:
-    router_rows_free(&rows);
+    sql_rows_free(&rows);
     return rc;
 }
 
 /* The numbers of nuser new e-mails on the shard, after the largest there. */
 static int pick_emails(struct fill *f)
 {
-    struct router_rows rows = {0};
+    struct sql_rows rows = {0};
     char email[96];
     uint64_t num;
     int rc, n;
@@ -334,8 +334,8 @@ static int pick_emails(struct fill *f)
                      email);
     if (rc < 0)
         return rc;
-    num = strtoull(router_cell(&rows, 0, 0), NULL, 10);
-    router_rows_free(&rows);
+    num = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
+    sql_rows_free(&rows);
     for (uint64_t k = 0; k < f->nuser;) {
         n = snprintf(email, sizeof(email), "fill-%u-%" PRIu64 "@fill.invalid", f->shard,
                      ++num);
