@@ -1,0 +1,195 @@
+/*
+ * catalog.h: the cluster's metadata in <prefix>_global, behind one module.
+ *
+ * The catalog alone reads and writes the global schema's cluster tables:
+ * cluster_meta, hosts, shard_map, map_version, moves, and the settlements
+ * (background jobs). The router loads the map through it, the move engine
+ * records its phases and flips the map through it, shardctl creates the
+ * cluster through it, and the API keeps its settlement jobs in it. Nobody
+ * else writes those tables with SQL of their own (Vitess keeps the same
+ * data behind its topo package, with typed records and versions).
+ *
+ * The catalog runs its statements through an sql_executor: a connection of
+ * its own (tools, the move engine: see catalog_lock_shard) or the router's
+ * pool of the global host. Changes of the map are single transactions that
+ * also bump map_version, so every reader sees a map and its version
+ * together.
+ *
+ * Thread safety: as the executor's; struct catalog itself is immutable
+ * after catalog_init().
+ */
+#ifndef CATALOG_H
+#define CATALOG_H
+
+#include <stdint.h>
+
+#include "shardmap/shardmap.h"
+#include "sql/sql.h"
+
+struct catalog {
+    char schema[SHARDMAP_PREFIX_MAX + 16]; /* read-only: "<prefix>_global" */
+    uint32_t nshard;                       /* read-only: from the config */
+    struct sql_executor exec;              /* read-only */
+};
+
+/* Embeds a catalog of the cluster of conf over exec (copied). */
+void catalog_init(struct catalog *cat, const struct shardmap_conf *conf,
+                  const struct sql_executor *exec);
+void catalog_deinit(struct catalog *cat);
+
+/*
+ * Creates the global schema and its tables if missing (etc/schema/global.sql,
+ * idempotent; older clusters get new tables). Needs an executor that allows
+ * several statements.
+ */
+int catalog_install(struct catalog *cat);
+
+/* ---- hosts and the map --------------------------------------------------------- */
+
+struct catalog_host {
+    char name[SHARDMAP_NAME_MAX];
+    char addr[256];
+    uint16_t port;
+    uint32_t weight;
+};
+
+/* A map as stored: the hosts in order, and the map over them. */
+struct catalog_map {
+    uint32_t nhost;
+    struct catalog_host host[SHARDMAP_MAX_HOSTS];
+    struct shardmap *map; /* owned: nodes = hosts, node_of, state, version */
+};
+void catalog_map_deinit(struct catalog_map *m);
+
+/* The map's version; BC_ENOTFOUND before the cluster was created. */
+int catalog_map_version(struct catalog *cat, uint64_t *version);
+/*
+ * Loads the whole map (hosts, every shard's host and state, version) from
+ * one snapshot. BC_ENOTFOUND before the cluster was created, BC_EMISMATCH
+ * when the stored map does not fit the config (shard count) or is broken.
+ */
+int catalog_map_load(struct catalog *cat, struct catalog_map *out);
+/*
+ * Writes a new cluster in one transaction: cluster_meta (shard count,
+ * prefix, name), the config's hosts in order, the placement of map, and
+ * version 1. BC_EEXISTS when a map exists already. catalog_cluster_shards()
+ * tells beforehand whether one exists and with how many shards.
+ */
+int catalog_map_create(struct catalog *cat, const struct shardmap_conf *conf,
+                       const struct shardmap *map);
+/* Shard count recorded at creation; 0 when there is no cluster yet. */
+int catalog_cluster_shards(struct catalog *cat, uint32_t *nshard);
+
+/* The host that holds shard now (name). BC_ESHARD, BC_ENOTFOUND. */
+int catalog_shard_host(struct catalog *cat, uint32_t shard,
+                       char host[SHARDMAP_NAME_MAX]);
+/* Sets a shard's state (no version change: the state is for people). */
+int catalog_shard_set_state(struct catalog *cat, uint32_t shard,
+                            enum shardmap_state state);
+
+/* A host of the map; BC_EHOST when the map has no such host. */
+int catalog_host_get(struct catalog *cat, const char *name, struct catalog_host *out);
+/*
+ * Adds a host at the end of the order (a new map version). *added is 0 when
+ * a host of that name was there already (nothing changed).
+ */
+int catalog_host_add(struct catalog *cat, const struct shardmap_host_conf *h,
+                     int *added);
+/*
+ * Removes a host that holds no shard (a new map version); *removed is 0 when
+ * it still holds shards or was not there. Never call it for the global host.
+ */
+int catalog_host_remove_empty(struct catalog *cat, const char *name, int *removed);
+
+/*
+ * A plan made from map version base_version may run only while the map is
+ * still that version: BC_EMISMATCH otherwise, with a message naming both
+ * versions (sql_last_error()).
+ */
+int catalog_check_plan(struct catalog *cat, const struct shardmap_plan *plan);
+
+/* ---- moves --------------------------------------------------------------------- */
+
+/* A row of the moves table. Phases are the move engine's names. */
+struct catalog_move {
+    uint64_t id;
+    uint32_t shard;
+    char src[SHARDMAP_NAME_MAX];
+    char dst[SHARDMAP_NAME_MAX];
+    char phase[16];
+    int keep_source;
+    char binlog_file[256]; /* the snapshot's source binlog position */
+    uint64_t binlog_pos;
+    char snapshot_gtid[256];
+    uint64_t rows_copied;
+    int64_t pause_ms;     /* -1: not cut over yet */
+    int64_t verify_diffs; /* -1: not compared yet */
+    char started_at[32];
+    char finished_at[32]; /* "" while unfinished */
+};
+
+/*
+ * Records a new move (phase as given, usually "prepare") and marks the shard
+ * moving; sets mv->id. BC_EEXISTS when the shard has an unfinished move (a
+ * unique key in the table: two tools cannot both create one).
+ */
+int catalog_move_create(struct catalog *cat, struct catalog_move *mv);
+/* The shard's unfinished move: 1 found (into out), 0 none, or a status. */
+int catalog_move_active(struct catalog *cat, uint32_t shard, struct catalog_move *out);
+
+/* Which fields catalog_move_save() writes besides the phase. */
+enum {
+    CATALOG_MOVE_COPY = 1 << 0,     /* binlog_file, binlog_pos, gtid, rows */
+    CATALOG_MOVE_VERIFY = 1 << 1,   /* verify_diffs */
+    CATALOG_MOVE_FINISHED = 1 << 2, /* finished_at = now */
+};
+/* Writes mv->phase (and the fields named) of move mv->id. */
+int catalog_move_save(struct catalog *cat, const struct catalog_move *mv,
+                      unsigned fields);
+/*
+ * The cut-over's flip, in one transaction: the shard's map row points to
+ * mv->dst with state active, the map version goes up by one, and the move
+ * records phase "switched" and mv->pause_ms.
+ */
+int catalog_move_flip(struct catalog *cat, const struct catalog_move *mv);
+/* The newest moves first, at most max; *out is malloc'd (free it). */
+int catalog_moves_list(struct catalog *cat, uint32_t max, struct catalog_move **out,
+                       uint32_t *n);
+/*
+ * The source host of the shard's newest finished move that kept its source
+ * copy: 1 found, 0 none, or a status.
+ */
+int catalog_move_kept_source(struct catalog *cat, uint32_t shard,
+                             char host[SHARDMAP_NAME_MAX]);
+/*
+ * Takes the shard's move lock (GET_LOCK) for the session: *got is 0 when
+ * another session holds it. The server releases it when the session ends, so
+ * the executor must be one connection of the caller's own.
+ */
+int catalog_lock_shard(struct catalog *cat, uint32_t shard, int *got);
+
+/* ---- settlements (background jobs) --------------------------------------------- */
+
+struct catalog_settlement {
+    uint64_t match_id;
+    char result[16]; /* home, draw, away, cancelled */
+    char state[16];  /* running, done */
+    uint32_t shards_total;
+    uint32_t shards_done;
+    uint64_t bets_settled;
+};
+/*
+ * Records a new job (state running). Run it over a transaction's executor
+ * (router_txn_executor()) to record it with the match's result atomically.
+ * BC_EDUPKEY when the match has one.
+ */
+int catalog_settlement_create(struct catalog *cat, uint64_t match_id,
+                              const char *result, uint32_t shards_total);
+/* 1 found (into out), 0 none, or a status. */
+int catalog_settlement_get(struct catalog *cat, uint64_t match_id,
+                           struct catalog_settlement *out);
+/* Progress as counted from the shards' guard rows; done sets state and time. */
+int catalog_settlement_progress(struct catalog *cat, uint64_t match_id,
+                                uint32_t shards_done, uint64_t bets_settled, int done);
+
+#endif
