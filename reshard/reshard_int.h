@@ -1,0 +1,60 @@
+/*
+ * reshard_int.h: what the move engine's own files share. Not an interface.
+ */
+#ifndef RESHARD_INT_H
+#define RESHARD_INT_H
+
+#include "reshard/reshard.h"
+#include "sql/sql.h"
+
+/* Sends ev to opts->on_event (if any), filling shard/move/from/to if unset. */
+void reshard__emit(const struct reshard_opts *opts, const struct reshard_event *ev);
+/* A NOTE event with a formatted sentence. */
+void reshard__note(const struct reshard_opts *opts, uint32_t shard, const char *fmt,
+                   ...) __attribute__((format(printf, 3, 4)));
+/* Calls opts->hook at a point, if any. */
+void reshard__hook(const struct reshard_opts *opts, uint32_t shard,
+                   enum reshard_point at);
+
+/* ---- reshard_copy.c: the consistent snapshot copy of one shard schema ------- */
+
+struct reshard__copy {
+    /* in */
+    const struct reshard_opts *opts; /* events, hook, copy_rate */
+    uint32_t shard;
+    const char *schema; /* "<prefix>_0007": checked with sql_ident_ok */
+    /* out */
+    struct sql_binlog_pos pos; /* the snapshot's source binlog position */
+    char gtid[256];            /* the same position as a GTID list */
+    uint64_t rows, total;
+};
+/*
+ * Copies every base table of cp->schema but shard_state (each copy's own
+ * fencing row) from one consistent snapshot of src (a connection of its own,
+ * opened here) into dst, where the schema's tables exist and are empty.
+ * Emits COPY events (at most every batch; the last one final) and calls the
+ * hook at RESHARD_AT_COPY after the first batch. Keeps at or under
+ * opts->copy_rate rows/s. 0 or a negative status (message in
+ * sql_last_error()).
+ */
+int reshard__copy_shard(struct reshard__copy *cp, const struct sql_endpoint *src,
+                        struct sql_conn *dst);
+
+/* ---- reshard_compare.c: two snapshots of one shard, chunk by chunk ---------- */
+
+/*
+ * src and dst each hold a snapshot (a transaction WITH CONSISTENT SNAPSHOT)
+ * of the same logical moment. Compares every table but shard_state in chunks
+ * of about 2,000 rows by the first primary key column (count and XOR of
+ * 64-bit row hashes); a differing chunk is listed row by row as DIFFERENCE
+ * events (the first 50; all are counted). Emits VERIFY_PROGRESS events and,
+ * at the end, one VERIFY event with `at`. 0 or a negative status.
+ */
+int reshard__compare(const struct reshard_opts *opts, uint32_t shard, const char *at,
+                     struct sql_conn *src, struct sql_conn *dst, const char *schema,
+                     struct reshard_compare *res);
+
+/* Opens a connection holding a consistent snapshot (REPEATABLE READ). */
+int reshard__snapshot(const struct sql_endpoint *ep, struct sql_conn **out);
+
+#endif
