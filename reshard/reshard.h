@@ -67,10 +67,10 @@ enum reshard_event_kind {
     RESHARD_EV_DIFFERENCE, /* one row that differs between the copies */
     RESHARD_EV_VERIFY,     /* a comparison finished (or was skipped) */
     RESHARD_EV_VERIFY_PROGRESS,
-    RESHARD_EV_DONE,         /* the move finished */
-    RESHARD_EV_NOTE,         /* a sentence for people (text) */
-    RESHARD_EV_ERROR,        /* the move failed (text) */
-    RESHARD_EV_REBALANCE,    /* a plan's move finished (counts) */
+    RESHARD_EV_DONE,      /* the move finished */
+    RESHARD_EV_NOTE,      /* a sentence for people (text) */
+    RESHARD_EV_ERROR,     /* the move failed (text) */
+    RESHARD_EV_REBALANCE, /* a plan's move finished (counts) */
     RESHARD_EV_REBALANCE_DONE,
     RESHARD_EV_HOST_ADDED,   /* host */
     RESHARD_EV_HOST_REMOVED, /* host */
@@ -79,12 +79,12 @@ enum reshard_event_kind {
 struct reshard_event {
     enum reshard_event_kind kind;
     uint32_t shard;
-    uint64_t move;       /* the move's id, 0 when not known */
-    const char *from;    /* host names, may be "" */
+    uint64_t move;    /* the move's id, 0 when not known */
+    const char *from; /* host names, may be "" */
     const char *to;
-    const char *text;    /* NOTE, ERROR; HOST_*: the host */
+    const char *text;         /* NOTE, ERROR; HOST_*: the host */
     enum reshard_phase phase; /* PHASE */
-    int final;           /* COPY, VERIFY_PROGRESS: the last report */
+    int final;                /* COPY, VERIFY_PROGRESS: the last report */
     struct {
         const char *table; /* COPY: being copied; DIFFERENCE: the row's */
         uint64_t rows, total;
@@ -136,11 +136,11 @@ int reshard_point_parse(const char *name, enum reshard_point *out);
 typedef void (*reshard_hook_fn)(void *arg, uint32_t shard, enum reshard_point at);
 
 struct reshard_opts {
-    int keep_source;      /* leave the fenced source copy in place */
-    int no_verify;        /* skip both comparisons */
-    unsigned grace_s;     /* before the source copy is dropped (5) */
-    uint64_t copy_rate;   /* rows/s cap of the copy, 0: none */
-    unsigned parallel;    /* rebalance: moves at a time, 1..16 */
+    int keep_source;    /* leave the fenced source copy in place */
+    int no_verify;      /* skip both comparisons */
+    unsigned grace_s;   /* before the source copy is dropped (5) */
+    uint64_t copy_rate; /* rows/s cap of the copy, 0: none */
+    unsigned parallel;  /* rebalance: moves at a time, 1..16 */
     /* While it returns 1, a caught-up move waits before its cut-over. */
     int (*postpone)(void *arg);
     void *postpone_arg;
@@ -260,9 +260,8 @@ struct reshard_move; /* opaque */
  * record. Returns 0 (*out set), RESHARD_NOTHING (no move: *out NULL) or a
  * negative status. The backend is borrowed.
  */
-int reshard_move_create(const struct reshard_backend *b, uint32_t shard,
-                        const char *to, const struct reshard_opts *opts,
-                        struct reshard_move **out);
+int reshard_move_create(const struct reshard_backend *b, uint32_t shard, const char *to,
+                        const struct reshard_opts *opts, struct reshard_move **out);
 /*
  * Runs one step from the recorded phase; returns 1 while steps remain, 0 once
  * the move is done (or is left at verified/cleanup when cleanup is deferred),
@@ -298,8 +297,7 @@ int reshard_rebalance(const struct reshard_backend *b, const struct shardmap_pla
  * kept). 0 equal, RESHARD_DIFFER, or a negative status (-EINVAL: nothing to
  * compare it with).
  */
-int reshard_verify(const struct reshard_backend *b, uint32_t shard,
-                   const char *against, const struct reshard_opts *opts,
-                   struct reshard_compare *res);
+int reshard_verify(const struct reshard_backend *b, uint32_t shard, const char *against,
+                   const struct reshard_opts *opts, struct reshard_compare *res);
 
 #endif

@@ -7,8 +7,28 @@
 #include "reshard/reshard.h"
 #include "sql/sql.h"
 
+/* A move in progress (reshard_move.c; reshard_rebalance.c steers it too). */
+struct reshard_move {
+    const struct reshard_backend_ops *ops; /* ref in the backend */
+    void *ctx;                             /* owned: the backend's move context */
+    struct reshard_opts opts;
+    uint32_t shard;
+    struct catalog_move rec; /* the record, as last saved */
+    enum reshard_phase phase;
+    int resumed;        /* the record was there before this run */
+    int defer_cleanup;  /* stop at verified (a rebalance's one grace period) */
+    int keep_source;    /* the record's, or set when the copies differ */
+    int prechecked;     /* compared in catch-up by this run */
+    int cleanup_hooked; /* the cleanup hook ran in this run */
+    int verify_failed;  /* the comparison at the fence found differences */
+    int64_t started_ms;
+};
+
 /* Sends ev to opts->on_event (if any), filling shard/move/from/to if unset. */
 void reshard__emit(const struct reshard_opts *opts, const struct reshard_event *ev);
+/* An ERROR event with a formatted sentence; returns status. */
+int reshard__fail(const struct reshard_opts *opts, uint32_t shard, int status,
+                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* A NOTE event with a formatted sentence. */
 void reshard__note(const struct reshard_opts *opts, uint32_t shard, const char *fmt,
                    ...) __attribute__((format(printf, 3, 4)));
