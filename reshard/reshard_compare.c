@@ -445,7 +445,7 @@ out:
     return rc;
 }
 
-/* A VERIFY_PROGRESS event (final: with the time taken) or the VERIFY one. */
+/* A VERIFY_PROGRESS event (final: the last one) or the VERIFY one. */
 static void progress(const struct compare *v, enum reshard_event_kind kind, int final)
 {
     struct reshard_event ev = {.kind = kind, .shard = v->shard};
@@ -522,7 +522,7 @@ int reshard__compare(const struct reshard_opts *opts, uint32_t shard, const char
         progress(&v, RESHARD_EV_VERIFY_PROGRESS, 0);
     }
     progress(&v, RESHARD_EV_VERIFY_PROGRESS, 1);
-    progress(&v, RESHARD_EV_VERIFY, 1);
+    progress(&v, RESHARD_EV_VERIFY, 0);
     rc = 0;
 out:
     sql_rows_free(&tables);
