@@ -22,7 +22,10 @@
     X(BC_EMISMATCH, -10009, "cluster does not match configuration")                    \
     X(BC_ENOTFOUND, -10010, "not found")                                               \
     X(BC_EPOOL, -10011, "connection pool exhausted")                                   \
-    X(BC_EDUPKEY, -10012, "duplicate key")
+    X(BC_EDUPKEY, -10012, "duplicate key")                                             \
+    X(BC_ENOSCHEMA, -10013, "schema or table missing")                                 \
+    X(BC_EFENCED, -10014, "shard copy fenced")                                         \
+    X(BC_ELOCKWAIT, -10015, "lock wait timed out")
 
 enum bc_err {
 #define BC_ERR_ENUM(name, code, msg) name = code,
