@@ -113,6 +113,13 @@ struct shardmap_conf {
 int shardmap_conf_load(const char *path, struct shardmap_conf *conf, char **err);
 int shardmap_conf_save(const char *path, const struct shardmap_conf *conf);
 void shardmap_conf_deinit(struct shardmap_conf *conf);
+/*
+ * Gives each router: key of conf that is 0 (unset) its default, and raises
+ * one under its minimum to the minimum; the one table of defaults and ranges
+ * is the loader's. shardmap_conf_load() does this; so does a user of a conf
+ * built in code (router_create() on its own copy).
+ */
+void shardmap_conf_defaults(struct shardmap_conf *conf);
 /* Index of the named host in conf->hosts, or BC_EHOST. */
 int shardmap_conf_host(const struct shardmap_conf *conf, const char *name);
 

@@ -46,6 +46,21 @@ static uint32_t router_value(const struct shardmap_conf *conf, size_t i)
     return *(const uint32_t *)((const char *)conf + router_keys[i].offset);
 }
 
+void shardmap_conf_defaults(struct shardmap_conf *conf)
+{
+    size_t i;
+
+    for (i = 0; i < NROUTER_KEY; i++) {
+        uint32_t *v = router_field(conf, i);
+
+        if (*v == 0) {
+            *v = router_keys[i].def;
+        } else if (*v < router_keys[i].min) {
+            *v = router_keys[i].min;
+        }
+    }
+}
+
 static int valid_prefix(const char *s)
 {
     size_t n;
@@ -249,13 +264,9 @@ int shardmap_conf_load(const char *path, struct shardmap_conf *conf, char **err)
                                    {"router", 0, NULL, 0}};
     struct shardmap__yaml y;
     yaml_node_t *root, *global_host = NULL;
-    size_t i;
     int rc;
 
     memset(conf, 0, sizeof(*conf));
-    for (i = 0; i < NROUTER_KEY; i++) {
-        *router_field(conf, i) = router_keys[i].def;
-    }
     rc = shardmap__yaml_open(&y, path);
     if (rc != 0) {
         goto out;
@@ -280,6 +291,8 @@ int shardmap_conf_load(const char *path, struct shardmap_conf *conf, char **err)
         read_memcached(&y, keys[2].value, keys[2].line, conf);
     }
     read_router(&y, shardmap__yaml_opt(keys[3].value), keys[3].line, conf);
+    /* Keys the file left out are 0 here (a key given is at least its min). */
+    shardmap_conf_defaults(conf);
     if (global_host != NULL) {
         if (shardmap__yaml_name(&y, global_host, "cluster", "global_host",
                                 conf->global_host) == 0 &&
