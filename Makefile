@@ -41,7 +41,8 @@ CACHE_LIB := $(BUILD)/libcache.a
 
 TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen \
          $(BUILD)/fillshard
-UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api
+UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api \
+              $(BUILD)/test_sql
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_cache_int
 
@@ -94,6 +95,8 @@ bench: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/rawdb \
 $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_shardmap_conf: $(BUILD)/tests/unit/test_shardmap_conf.o $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+$(BUILD)/test_sql: $(BUILD)/tests/unit/test_sql.o $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
