@@ -18,43 +18,69 @@ struct router_txn {
     int broken;
 };
 
+/* A copy of conf the router owns: the hosts (not the memcached servers). */
+static int conf_copy(struct shardmap_conf *dst, const struct shardmap_conf *src)
+{
+    *dst = *src;
+    dst->memcached = NULL;
+    dst->nmemcached = 0;
+    dst->hosts = calloc(src->nhost ? src->nhost : 1, sizeof(*dst->hosts));
+    if (dst->hosts == NULL)
+        return -ENOMEM;
+    memcpy(dst->hosts, src->hosts, src->nhost * sizeof(*dst->hosts));
+    if (dst->global_host[0] == '\0' && dst->nhost > 0)
+        memcpy(dst->global_host, dst->hosts[0].name, sizeof(dst->global_host));
+    /* Timeouts and sizes a conf built in code left at 0. */
+    shardmap_conf_defaults(dst);
+    return 0;
+}
+
 int router_create(const struct shardmap_conf *conf, struct router **out)
 {
     struct router *r = calloc(1, sizeof(*r));
+    struct sql_endpoint ep;
     int rc;
 
     if (r == NULL)
         return -ENOMEM;
+    if (conf_copy(&r->conf, conf) < 0) {
+        free(r);
+        return -ENOMEM;
+    }
+    conf = &r->conf;
     snprintf(r->prefix, sizeof(r->prefix), "%s", conf->schema_prefix);
     r->nshard = conf->nshard;
-    r->connect_timeout_ms = conf->connect_timeout_ms ? conf->connect_timeout_ms : 500;
-    r->query_timeout_ms = conf->query_timeout_ms ? conf->query_timeout_ms : 800;
-    r->map_poll_ms = conf->map_poll_ms >= 1000 ? conf->map_poll_ms : 1000;
-    r->move_wait_ms = conf->move_wait_ms ? conf->move_wait_ms : 3000;
+    r->connect_timeout_ms = conf->connect_timeout_ms;
+    r->query_timeout_ms = conf->query_timeout_ms;
+    r->map_poll_ms = conf->map_poll_ms;
+    r->move_wait_ms = conf->move_wait_ms;
     pthread_mutex_init(&r->pools_lock, NULL);
     pthread_mutex_init(&r->map_lock, NULL);
     pthread_mutex_init(&r->poll_lock, NULL);
     pthread_cond_init(&r->poll_cond, NULL);
     for (uint32_t i = 0; i < conf->nhost; i++) {
-        const struct shardmap_host_conf *h = &conf->hosts[i];
-        r->pools[i] =
-            router__pool_create(h->name, h->addr, h->port, h->user, h->password,
-                                conf->pool_size ? conf->pool_size : 8);
+        rc = sql_endpoint_of(conf, conf->hosts[i].name, NULL, 0, &ep);
+        if (rc < 0)
+            goto error;
+        r->pools[i] = router__pool_create(ep.name, ep.addr, ep.port, ep.user,
+                                          ep.password, conf->pool_size);
         if (r->pools[i] == NULL) {
             rc = -ENOMEM;
             goto error;
         }
         atomic_store(&r->npool, i + 1);
     }
-    r->global = router__pool_find(r, conf->global_host[0] ? conf->global_host
-                                                          : conf->hosts[0].name);
+    r->global = router__pool_find(r, conf->global_host);
     if (r->global == NULL) {
+        router__set_error("global host '%s' is not one of the hosts",
+                          conf->global_host);
         rc = BC_EHOST;
         goto error;
     }
-    snprintf(r->default_user, sizeof(r->default_user), "%s", r->global->user);
+    /* The account of hosts only the map knows (the host-account rule). */
+    snprintf(r->default_user, sizeof(r->default_user), "%s", r->global->ep.user);
     snprintf(r->default_password, sizeof(r->default_password), "%s",
-             r->global->password);
+             r->global->ep.password);
     /* No map yet, or the global host down: the poller keeps trying. */
     (void)router_reload_map(r);
     rc = router__map_start(r);
@@ -65,6 +91,11 @@ int router_create(const struct shardmap_conf *conf, struct router **out)
 error:
     for (unsigned i = 0; i < atomic_load(&r->npool); i++)
         router__pool_destroy(r->pools[i]);
+    pthread_mutex_destroy(&r->pools_lock);
+    pthread_mutex_destroy(&r->map_lock);
+    pthread_mutex_destroy(&r->poll_lock);
+    pthread_cond_destroy(&r->poll_cond);
+    shardmap_conf_deinit(&r->conf);
     free(r);
     return rc;
 }
@@ -80,6 +111,7 @@ void router_destroy(struct router *r)
     pthread_mutex_destroy(&r->map_lock);
     pthread_mutex_destroy(&r->poll_lock);
     pthread_cond_destroy(&r->poll_cond);
+    shardmap_conf_deinit(&r->conf);
     free(r);
 }
 
@@ -126,8 +158,6 @@ static int pool_query(struct router *r, struct router_pool *pool, const char *sq
             return rc;
         reused = conn->reused;
         rc = router__conn_query(r, conn, sql, len, rows, &broken);
-        if (rc < 0 && rows != NULL)
-            sql_rows_free(rows);
         if (rc == BC_EDOWN && broken && reused && attempt == 0 && is_read_only(sql)) {
             router__conn_put(conn, 1);
             continue;
@@ -141,30 +171,30 @@ static int pool_query(struct router *r, struct router_pool *pool, const char *sq
     }
 }
 
-static int vformat(struct router *r, uint32_t shard, struct router_sql *sql,
-                   const char *fmt, va_list ap)
+int router__vformat(struct router *r, uint32_t shard, struct sql_buf *b,
+                    const char *fmt, va_list ap)
 {
     char schema[SHARDMAP_PREFIX_MAX + 16];
 
     router_schema(r, shard, schema, sizeof(schema));
-    return router__sql_vformat(sql, NULL, schema, shard, fmt, ap);
+    return sql_vformat(b, schema, shard == ROUTER_GLOBAL ? 0 : shard, fmt, ap);
 }
 
 static int exec_once(struct router *r, uint32_t shard, struct sql_rows *rows,
                      const char *fmt, va_list ap)
 {
-    struct router_sql sql = {0};
+    struct sql_buf b = {0};
     struct router_pool *pool;
     int rc = 0;
 
     pool = router__pool_of_shard(r, shard, &rc);
     if (pool == NULL)
         return rc;
-    rc = vformat(r, shard, &sql, fmt, ap);
+    rc = router__vformat(r, shard, &b, fmt, ap);
     if (rc == 0)
-        rc = pool_query(r, pool, sql.buf, sql.len, rows, NULL);
-    router__sql_deinit(&sql);
-    return rc;
+        rc = pool_query(r, pool, b.buf, b.len, rows, NULL);
+    sql_buf_deinit(&b);
+    return router__moved(rc);
 }
 
 int router_exec(struct router *r, uint32_t shard, struct sql_rows *rows,
@@ -204,7 +234,21 @@ int router_host_exec(struct router *r, const char *host, struct sql_rows *rows,
         router__set_error("unknown host %s", host);
         return BC_EHOST;
     }
+    /* No schema of a shard is implied: the SQL layer's statuses as they are. */
     return pool_query(r, pool, sql, strlen(sql), rows, NULL);
+}
+
+static int global_run(void *arg, const char *sql, size_t len, struct sql_rows *rows)
+{
+    struct router *r = arg;
+
+    return pool_query(r, r->global, sql, len, rows, NULL);
+}
+
+void router_global_executor(struct router *r, struct sql_executor *out)
+{
+    out->run = global_run;
+    out->arg = r;
 }
 
 int router_txn_begin(struct router *r, uint32_t shard, struct router_txn **out)
@@ -225,32 +269,51 @@ int router_txn_begin(struct router *r, uint32_t shard, struct router_txn **out)
     rc = pool_query(r, pool, begin, sizeof(begin) - 1, NULL, &txn->conn);
     if (rc < 0) {
         free(txn);
-        return rc;
+        return router__moved(rc);
     }
     *out = txn;
     return 0;
 }
 
-int router_txn_exec(struct router_txn *txn, struct sql_rows *rows, const char *fmt, ...)
+/* Runs text in the transaction; the SQL layer's statuses. */
+static int txn_run(void *arg, const char *sql, size_t len, struct sql_rows *rows)
 {
-    struct router_sql sql = {0};
-    va_list ap;
+    struct router_txn *txn = arg;
     int rc, broken = 0;
 
-    if (txn->broken)
-        return BC_EDOWN;
-    va_start(ap, fmt);
-    rc = vformat(txn->router, txn->shard, &sql, fmt, ap);
-    va_end(ap);
-    if (rc == 0) {
-        rc =
-            router__conn_query(txn->router, txn->conn, sql.buf, sql.len, rows, &broken);
-        if (rc < 0 && rows != NULL)
+    if (txn->broken) {
+        router__set_error("host %s: the transaction's connection is lost",
+                          txn->conn->pool->name);
+        if (rows != NULL)
             sql_rows_free(rows);
+        return BC_EDOWN;
     }
+    rc = router__conn_query(txn->router, txn->conn, sql, len, rows, &broken);
     txn->broken |= broken;
-    router__sql_deinit(&sql);
     return rc;
+}
+
+void router_txn_executor(struct router_txn *txn, struct sql_executor *out)
+{
+    out->run = txn_run;
+    out->arg = txn;
+}
+
+int router_txn_exec(struct router_txn *txn, struct sql_rows *rows, const char *fmt, ...)
+{
+    struct sql_buf b = {0};
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = router__vformat(txn->router, txn->shard, &b, fmt, ap);
+    va_end(ap);
+    if (rc == 0)
+        rc = txn_run(txn, b.buf, b.len, rows);
+    else if (rows != NULL)
+        sql_rows_free(rows);
+    sql_buf_deinit(&b);
+    return router__moved(rc);
 }
 
 static void txn_end(struct router_txn *txn, const char *sql)
@@ -275,7 +338,7 @@ int router_txn_commit(struct router_txn *txn)
     txn->broken |= broken;
     if (rc < 0) {
         txn_end(txn, "ROLLBACK");
-        return rc;
+        return router__moved(rc);
     }
     router__conn_put(txn->conn, 0);
     free(txn);

@@ -15,7 +15,7 @@
  *    polls its version and swaps maps without blocking readers.
  *
  * SQL is never built from raw client input: statements are formats in which
- * values are escaped by the connection (see router_exec()).
+ * values are escaped and identifiers checked (sql_format(), sql/sql.h).
  *
  * Thread safety: every function may be called from any thread, except
  * router_destroy(). A router_txn belongs to one thread at a time.
@@ -80,14 +80,9 @@ uint32_t router_nshard(struct router *router);
 void router_schema(struct router *router, uint32_t shard, char *buf, size_t size);
 
 /*
- * Statement formats. Conversions:
- *   %S  the shard's schema, back-quoted (takes no argument)
- *   %N  the shard's number (no argument)
- *   %s  const char *: an escaped, quoted string literal; NULL gives NULL
- *   %b  const char *, size_t: escaped binary literal of that many bytes
- *   %d  int64_t        %u  uint64_t
- *   %%  a percent sign
- * Anything else is -EINVAL. Values are escaped by the target connection.
+ * Statement formats are sql_format()'s (sql/sql.h): %S is the shard's schema,
+ * back-quoted, %N its number (0 for ROUTER_GLOBAL); %s %b %x %I %d %u %R %%
+ * as documented there. A bad format or identifier is -EINVAL.
  */
 
 /*
@@ -95,9 +90,11 @@ void router_schema(struct router *router, uint32_t shard, char *buf, size_t size
  * mode. rows may be NULL when no result is wanted; otherwise the caller frees
  * it with sql_rows_free(). Errors: BC_EDOWN (host down or unreachable),
  * BC_ETIMEOUT, BC_EQUERY (the server refused the statement; the message is
- * in router_last_error()), BC_EDUPKEY, BC_ESHARD, BC_ENOTFOUND (no map).
- * A statement whose schema is missing (the shard moved away) triggers a map
- * reload and is retried once on the new host.
+ * in router_last_error()), BC_EDUPKEY, BC_ELOCKWAIT, BC_ESHARD, BC_ENOTFOUND
+ * (no map), BC_EMOVED. A statement whose schema is missing (the shard moved
+ * away) or whose copy is fenced follows the map (router_await_move()) and is
+ * sent again; BC_EMOVED when the map did not follow in time. Transactions,
+ * ids and scatters answer BC_EMOVED in both cases too.
  */
 int router_exec(struct router *router, uint32_t shard, struct sql_rows *rows,
                 const char *fmt, ...);
@@ -153,9 +150,27 @@ int router_scatter_exec(struct router *router, struct sql_rows *rows, const char
                         ...);
 
 /* Runs raw SQL (no formatting) on a named host with no schema selected; for
- * shardctl's DDL and checks. */
+ * shardctl's DDL and checks. Statuses as sql_query() (BC_ENOSCHEMA, not
+ * BC_EMOVED), or BC_EHOST. */
 int router_host_exec(struct router *router, const char *host, struct sql_rows *rows,
                      const char *sql);
+
+/*
+ * Executors (sql/sql.h) over the router. The transaction's runs SQL text on
+ * its connection, inside it; valid until the transaction ends. The global
+ * one runs SQL text on a pooled connection of the global host, with the
+ * router's deadlines, mark-down and retry of a read on a stale idle
+ * connection; consecutive texts may run on different connections. Both
+ * answer the SQL layer's statuses (BC_ENOSCHEMA, BC_EFENCED as they are).
+ */
+void router_txn_executor(struct router_txn *txn, struct sql_executor *out);
+void router_global_executor(struct router *router, struct sql_executor *out);
+
+/*
+ * The endpoint (address and account) of a host the router has a pool for:
+ * the config's hosts and those the map added. BC_EHOST for any other.
+ */
+int router_endpoint(struct router *router, const char *host, struct sql_endpoint *out);
 
 /* Message of the last error on this thread (server message, or status text). */
 const char *router_last_error(void);

@@ -19,7 +19,7 @@ enum scatter_kind { SCATTER_UNION, SCATTER_TOPK, SCATTER_BATCH };
 struct scatter_host {
     struct router *router;    /* ref */
     struct router_pool *pool; /* ref */
-    struct router_sql sql;
+    struct sql_buf sql;
     struct sql_rows rows;
     uint32_t nparts; /* shards in the statement */
     int rc;
@@ -46,25 +46,22 @@ static void *scatter_main(void *arg)
 }
 
 /* Appends the shape for one shard to the host's statement. */
-static int add_part(struct router *r, struct router_sql *sql, enum scatter_kind kind,
+static int add_part(struct router *r, struct sql_buf *sql, enum scatter_kind kind,
                     uint32_t shard, int first, const char *fmt, va_list ap)
 {
-    char schema[SHARDMAP_PREFIX_MAX + 16];
     va_list copy;
     int rc;
 
-    if (!first &&
-        (rc = router__sql_append(sql, kind == SCATTER_BATCH ? ";\n" : "\nUNION ALL ",
-                                 kind == SCATTER_BATCH ? 2 : 11)) < 0)
+    if (!first && (rc = sql_buf_add(sql, kind == SCATTER_BATCH ? ";\n" : "\nUNION ALL ",
+                                    kind == SCATTER_BATCH ? 2 : 11)) < 0)
         return rc;
-    if (kind != SCATTER_BATCH && (rc = router__sql_append(sql, "(", 1)) < 0)
+    if (kind != SCATTER_BATCH && (rc = sql_buf_add(sql, "(", 1)) < 0)
         return rc;
-    router_schema(r, shard, schema, sizeof(schema));
     va_copy(copy, ap);
-    rc = router__sql_vformat(sql, NULL, schema, shard, fmt, copy);
+    rc = router__vformat(r, shard, sql, fmt, copy);
     va_end(copy);
     if (rc == 0 && kind != SCATTER_BATCH)
-        rc = router__sql_append(sql, ")", 1);
+        rc = sql_buf_add(sql, ")", 1);
     return rc;
 }
 
@@ -100,7 +97,7 @@ static int scatter_run(struct router *r, enum scatter_kind kind, uint32_t k,
     for (uint32_t s = 0; s < r->nshard && rc == 0; s++) {
         struct scatter_host *h = &hosts[m->map->node_of[s]];
         if (h->nparts == 0 && kind == SCATTER_TOPK)
-            rc = router__sql_append(&h->sql, "SELECT * FROM (", 15);
+            rc = sql_buf_add(&h->sql, "SELECT * FROM (", 15);
         if (rc == 0)
             rc = add_part(r, &h->sql, kind, s, h->nparts == 0, fmt, ap);
         h->nparts++;
@@ -110,11 +107,11 @@ static int scatter_run(struct router *r, enum scatter_kind kind, uint32_t k,
         int len = snprintf(tail, sizeof(tail), " LIMIT %u", k);
         if (hosts[n].nparts == 0)
             continue;
-        rc = router__sql_append(&hosts[n].sql, ") t ORDER BY ", 13);
+        rc = sql_buf_add(&hosts[n].sql, ") t ORDER BY ", 13);
         if (rc == 0)
-            rc = router__sql_append(&hosts[n].sql, order_sql, strlen(order_sql));
+            rc = sql_buf_add(&hosts[n].sql, order_sql, strlen(order_sql));
         if (rc == 0)
-            rc = router__sql_append(&hosts[n].sql, tail, (size_t)len);
+            rc = sql_buf_add(&hosts[n].sql, tail, (size_t)len);
     }
     if (rc < 0)
         return rc;
@@ -135,19 +132,22 @@ static int scatter_run(struct router *r, enum scatter_kind kind, uint32_t k,
 static void scatter_free(struct scatter_host *hosts, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
-        router__sql_deinit(&hosts[i].sql);
+        sql_buf_deinit(&hosts[i].sql);
         sql_rows_free(&hosts[i].rows);
     }
     free(hosts);
 }
 
-/* First failure of any host, with its message made the thread's error. */
+/*
+ * First failure of any host, with its message made the thread's error; a
+ * missing schema or a fenced copy is a moved shard (router__moved()).
+ */
 static int scatter_status(struct scatter_host *hosts, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++)
         if (hosts[i].rc < 0) {
             router__set_error("%s", hosts[i].error);
-            return hosts[i].rc;
+            return router__moved(hosts[i].rc);
         }
     return 0;
 }
