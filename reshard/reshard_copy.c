@@ -275,7 +275,7 @@ static int list_tables(struct reshard__copy *cp, const struct sql_endpoint *ep,
         return context_error(rc, "listing the tables of %s", cp->schema);
     if (out->nrow == 0) {
         sql_set_error("%s has no schema %s", ep->name, cp->schema);
-        return BC_ENOTFOUND;
+        return BC_ENOSCHEMA;
     }
     for (uint32_t i = 0; i < out->nrow; i++) {
         const char *t = sql_cell(out, i, 0);
