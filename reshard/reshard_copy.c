@@ -328,7 +328,12 @@ int reshard__copy_shard(struct reshard__copy *cp, const struct sql_endpoint *src
         }
         cp->total += rc == 1 ? strtoull(num, NULL, 10) : 0;
     }
-    /* Rows are read as fast as the target takes them, or the hook lets us. */
+    /*
+     * Rows are read only as fast as the target takes them, the rate cap
+     * allows and the hook lets us (it may hold the copy as long as it likes).
+     * A server that waits on a streamed result longer than its
+     * net_write_timeout (60 s by default) drops the connection mid-table.
+     */
     rc = sql_exec(s, NULL, "SET SESSION net_write_timeout = %u",
                   (uint64_t)STREAM_WAIT_S);
     if (rc < 0)
