@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "catalog/catalog.h"
+#include "sql/sql.h"
 #include "shardmap/shardmap.h"
 
 enum reshard_phase {
@@ -76,9 +77,12 @@ enum reshard_event_kind {
     RESHARD_EV_HOST_REMOVED, /* host */
 };
 
+/* The shard of an event about the whole cluster (a rebalance's). */
+#define RESHARD_NO_SHARD UINT32_MAX
+
 struct reshard_event {
     enum reshard_event_kind kind;
-    uint32_t shard;
+    uint32_t shard;   /* RESHARD_NO_SHARD: about no one shard */
     uint64_t move;    /* the move's id, 0 when not known */
     const char *from; /* host names, may be "" */
     const char *to;
@@ -235,6 +239,15 @@ struct reshard_backend {
 int reshard_backend_db_create(const struct shardmap_conf *conf,
                               struct reshard_backend *out);
 void reshard_backend_db_destroy(struct reshard_backend *b);
+
+/*
+ * Creates shard's schema on the connection's host if missing (the tables of
+ * etc/schema/shard.sql), its state row (fenced or not; an existing row is
+ * kept) and the fencing triggers of etc/schema/shard_fence.sql. Idempotent.
+ * The connection must allow several statements.
+ */
+int reshard_shard_install(struct sql_conn *c, const char *schema, uint32_t shard,
+                          int fenced);
 
 /* ---- moves -------------------------------------------------------------------- */
 

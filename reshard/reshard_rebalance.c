@@ -46,7 +46,8 @@ static int64_t now_ms(void)
 
 static void report(struct rebalance *rb, enum reshard_event_kind kind)
 {
-    struct reshard_event ev = {.kind = kind, .from = "", .to = ""};
+    struct reshard_event ev = {
+        .kind = kind, .shard = RESHARD_NO_SHARD, .from = "", .to = ""};
 
     ev.rebalance.done = atomic_load(&rb->done);
     ev.rebalance.total = rb->plan->nmove;
@@ -117,18 +118,20 @@ static void *worker(void *arg)
 static int add_new_host(struct rebalance *rb)
 {
     const struct shardmap_host_conf *h = &rb->plan->new_host;
-    struct reshard_event ev = {.kind = RESHARD_EV_HOST_ADDED, .from = "", .to = ""};
+    struct reshard_event ev = {
+        .kind = RESHARD_EV_HOST_ADDED, .shard = RESHARD_NO_SHARD, .from = "", .to = ""};
     int added = 0, rc;
 
     if (!rb->plan->has_new_host)
         return 0;
     if ((rc = rb->b->ops->add_host(rb->b->be, h, &added)) < 0)
-        return reshard__fail(&rb->opts, 0, rc, "adding the host: %s", sql_last_error());
+        return reshard__fail(&rb->opts, RESHARD_NO_SHARD, rc, "adding the host: %s",
+                             sql_last_error());
     if (added) {
         ev.text = h->name;
         reshard__emit(&rb->opts, &ev);
-        reshard__note(&rb->opts, 0, "host %s (%s:%u) added to the map", h->name,
-                      h->addr, h->port);
+        reshard__note(&rb->opts, RESHARD_NO_SHARD, "host %s (%s:%u) added to the map",
+                      h->name, h->addr, h->port);
     }
     return 0;
 }
@@ -148,13 +151,13 @@ static int remove_drained(struct rebalance *rb)
             continue;
         rc = rb->b->ops->remove_host(rb->b->be, t->nodes[i].name, &removed);
         if (rc < 0)
-            return reshard__fail(&rb->opts, 0, rc, "removing the drained host: %s",
-                                 sql_last_error());
+            return reshard__fail(&rb->opts, RESHARD_NO_SHARD, rc,
+                                 "removing the drained host: %s", sql_last_error());
         if (!removed)
             continue;
         ev.text = t->nodes[i].name;
         reshard__emit(&rb->opts, &ev);
-        reshard__note(&rb->opts, 0,
+        reshard__note(&rb->opts, RESHARD_NO_SHARD,
                       "host %s holds no shard any more: removed from the map",
                       t->nodes[i].name);
     }
@@ -189,7 +192,7 @@ int reshard_rebalance(const struct reshard_backend *b, const struct shardmap_pla
     int rc;
 
     if ((rc = b->ops->check_plan(b->be, plan)) < 0)
-        return reshard__fail(opts, 0, rc, "%s", sql_last_error());
+        return reshard__fail(opts, RESHARD_NO_SHARD, rc, "%s", sql_last_error());
     if ((rc = add_new_host(&rb)) < 0)
         return rc;
     rb.moves = calloc(n, sizeof(*rb.moves));
@@ -200,12 +203,13 @@ int reshard_rebalance(const struct reshard_backend *b, const struct shardmap_pla
     pthread_cond_init(&rb.freed, NULL);
     if (rb.moves == NULL || rb.rc == NULL || rb.started == NULL ||
         rb.pair_busy == NULL) {
-        rc = reshard__fail(opts, 0, -ENOMEM, "out of memory");
+        rc = reshard__fail(opts, RESHARD_NO_SHARD, -ENOMEM, "out of memory");
         goto out;
     }
     if (nthread > MAX_THREADS)
         nthread = MAX_THREADS;
-    reshard__note(opts, 0, "rebalance: %u moves, %u at a time", plan->nmove, nthread);
+    reshard__note(opts, RESHARD_NO_SHARD, "rebalance: %u moves, %u at a time",
+                  plan->nmove, nthread);
     rb.t0 = now_ms();
     for (unsigned i = 0; i < nthread; i++)
         if (pthread_create(&threads[i], NULL, worker, &rb) == 0)
@@ -217,8 +221,8 @@ int reshard_rebalance(const struct reshard_backend *b, const struct shardmap_pla
     /* One grace period for all the moves, then the sources go. */
     if (!opts->keep_source && opts->grace_s > 0 &&
         atomic_load(&rb.failed) < plan->nmove) {
-        reshard__note(opts, 0, "rebalance: dropping the source copies in %u s",
-                      opts->grace_s);
+        reshard__note(opts, RESHARD_NO_SHARD,
+                      "rebalance: dropping the source copies in %u s", opts->grace_s);
         struct timespec ts = {opts->grace_s, 0};
         nanosleep(&ts, NULL);
     }
@@ -226,7 +230,7 @@ int reshard_rebalance(const struct reshard_backend *b, const struct shardmap_pla
     if (rc == RESHARD_OK)
         rc = remove_drained(&rb);
     report(&rb, RESHARD_EV_REBALANCE_DONE);
-    reshard__note(opts, 0, "rebalance: %u of %u moves done in %.0f s",
+    reshard__note(opts, RESHARD_NO_SHARD, "rebalance: %u of %u moves done in %.0f s",
                   plan->nmove - atomic_load(&rb.failed), plan->nmove,
                   (double)(now_ms() - rb.t0) / 1000.0);
 out:

@@ -1,0 +1,693 @@
+/*
+ * reshard_db.c: the real backend of the move engine: the catalog in
+ * <prefix>_global, and the shard's source and target MariaDB servers.
+ *
+ * Each move has a context with three connections of its own: the global
+ * host's (the shard's session lock and the move's records, through the
+ * catalog), the source's and the target's (long deadlines: a copy or a
+ * comparison may take minutes). Nothing a move writes on the shard hosts
+ * goes to their binlogs (sql_log_bin = 0): a replica of those hosts must
+ * not replay a move's DDL, and the target's copy is filled by the move
+ * itself. See docs/operations.md.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "reshard/reshard_int.h"
+
+#define CONNECT_MS 5000
+#define GLOBAL_QUERY_MS 60000
+#define HOST_QUERY_MS 3600000 /* a copy's statements, comparisons */
+#define FENCE_WAIT_S 2        /* for transactions in flight on the source */
+#define POS_WAIT_S 5          /* for the target to apply the last writes */
+#define UNTIL_WAIT_MS 120000  /* for the applier to reach a snapshot */
+
+struct db_backend {
+    const struct shardmap_conf *conf; /* ref */
+};
+
+struct db_ctx {
+    struct db_backend *be;
+    const struct reshard_opts *opts; /* ref */
+    uint32_t shard;
+    char schema[SHARDMAP_PREFIX_MAX + 16];
+    char chan[SHARDMAP_PREFIX_MAX + 16]; /* the target's replication connection */
+    struct sql_conn *g;                  /* the global host: lock and records */
+    struct catalog cat;
+    struct sql_endpoint from, to;
+    struct sql_conn *src, *dst;
+    struct sql_conn *snap; /* the target as of the fence, for the comparison */
+};
+
+static const char *db_last_error(void *ctx)
+{
+    (void)ctx;
+    return sql_last_error();
+}
+
+static int open_conn(const struct sql_endpoint *ep, uint32_t query_ms,
+                     struct sql_conn **out)
+{
+    struct sql_conn_opts o = {.connect_timeout_ms = CONNECT_MS,
+                              .query_timeout_ms = query_ms,
+                              .multi_statements = 1};
+
+    return sql_conn_open(ep, &o, out);
+}
+
+/* A connection to the global host with a catalog over it. */
+static int open_global(const struct shardmap_conf *conf, struct sql_conn **g,
+                       struct catalog *cat)
+{
+    struct sql_endpoint ep;
+    struct sql_executor ex;
+    int rc;
+
+    if ((rc = sql_endpoint_of(conf, conf->global_host, NULL, 0, &ep)) < 0)
+        return rc;
+    if ((rc = open_conn(&ep, GLOBAL_QUERY_MS, g)) < 0)
+        return rc;
+    sql_conn_executor(*g, &ex);
+    catalog_init(cat, conf, &ex);
+    /* Clusters made before moves existed get the table here (idempotent). */
+    if ((rc = catalog_install(cat)) < 0) {
+        catalog_deinit(cat);
+        sql_conn_close(*g);
+        *g = NULL;
+    }
+    return rc;
+}
+
+static int db_begin(void *bep, uint32_t shard, const struct reshard_opts *opts,
+                    void **out)
+{
+    struct db_backend *be = bep;
+    const struct shardmap_conf *conf = be->conf;
+    struct db_ctx *c;
+    int rc;
+
+    if (shard >= conf->nshard) {
+        sql_set_error("out of range: shard %u of 0..%u", shard, conf->nshard - 1);
+        return BC_ESHARD;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return -ENOMEM;
+    c->be = be;
+    c->opts = opts;
+    c->shard = shard;
+    snprintf(c->schema, sizeof(c->schema), "%s_%04u", conf->schema_prefix, shard);
+    snprintf(c->chan, sizeof(c->chan), "%s_move_%04u", conf->schema_prefix, shard);
+    if ((rc = open_global(conf, &c->g, &c->cat)) < 0) {
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+static void db_end(void *ctx)
+{
+    struct db_ctx *c = ctx;
+
+    if (c == NULL)
+        return;
+    sql_conn_close(c->snap);
+    sql_conn_close(c->src);
+    sql_conn_close(c->dst);
+    catalog_deinit(&c->cat);
+    sql_conn_close(c->g);
+    free(c);
+}
+
+/* ---- catalog --------------------------------------------------------------------- */
+
+static int db_lock(void *ctx, int *got)
+{
+    struct db_ctx *c = ctx;
+
+    return catalog_lock_shard(&c->cat, c->shard, got);
+}
+
+static int db_load(void *ctx, struct catalog_move *mv)
+{
+    struct db_ctx *c = ctx;
+
+    return catalog_move_active(&c->cat, c->shard, mv);
+}
+
+static int db_shard_host(void *ctx, char host[SHARDMAP_NAME_MAX])
+{
+    struct db_ctx *c = ctx;
+
+    return catalog_shard_host(&c->cat, c->shard, host);
+}
+
+static int db_create(void *ctx, struct catalog_move *mv)
+{
+    struct db_ctx *c = ctx;
+
+    return catalog_move_create(&c->cat, mv);
+}
+
+static int db_save(void *ctx, const struct catalog_move *mv, unsigned fields)
+{
+    struct db_ctx *c = ctx;
+
+    return catalog_move_save(&c->cat, mv, fields);
+}
+
+static int db_set_state(void *ctx, enum shardmap_state state)
+{
+    struct db_ctx *c = ctx;
+
+    return catalog_shard_set_state(&c->cat, c->shard, state);
+}
+
+static int db_flip(void *ctx, const struct catalog_move *mv)
+{
+    struct db_ctx *c = ctx;
+
+    return catalog_move_flip(&c->cat, mv);
+}
+
+static int db_kept_source(void *ctx, char host[SHARDMAP_NAME_MAX])
+{
+    struct db_ctx *c = ctx;
+
+    return catalog_move_kept_source(&c->cat, c->shard, host);
+}
+
+/* ---- hosts ------------------------------------------------------------------------
+ */
+
+/* Address from the catalog's hosts, the account by the config's rule. */
+static int resolve(struct db_ctx *c, const char *name, struct sql_endpoint *ep)
+{
+    struct catalog_host h;
+    int rc = catalog_host_get(&c->cat, name, &h);
+
+    if (rc == BC_EHOST || rc == BC_ENOTFOUND) {
+        sql_set_error("no host %s in the shard map", name);
+        return BC_EHOST;
+    }
+    if (rc < 0)
+        return rc;
+    return sql_endpoint_of(c->be->conf, name, h.addr, h.port, ep);
+}
+
+static int db_attach(void *ctx, const struct catalog_move *mv)
+{
+    struct db_ctx *c = ctx;
+    int rc;
+
+    if ((rc = resolve(c, mv->src, &c->from)) < 0 ||
+        (rc = resolve(c, mv->dst, &c->to)) < 0)
+        return rc;
+    if ((rc = open_conn(&c->from, HOST_QUERY_MS, &c->src)) < 0 ||
+        (rc = open_conn(&c->to, HOST_QUERY_MS, &c->dst)) < 0)
+        return rc == BC_ETIMEOUT ? BC_EDOWN : rc;
+    /* Nothing a move writes goes to a binlog: see the top of this file. */
+    if ((rc = sql_exec(c->src, NULL, "SET SESSION sql_log_bin = 0")) < 0 ||
+        (rc = sql_exec(c->dst, NULL, "SET SESSION sql_log_bin = 0")) < 0)
+        return rc;
+    return 0;
+}
+
+static int schema_exists(struct sql_conn *conn, const char *schema)
+{
+    char n[16];
+    int rc = sql_value(conn, n, sizeof(n),
+                       "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE "
+                       "SCHEMA_NAME = %s",
+                       schema);
+
+    return rc < 0 ? rc : strcmp(n, "0") != 0;
+}
+
+static int db_target_live(void *ctx)
+{
+    struct db_ctx *c = ctx;
+    char fenced[8];
+    int rc = schema_exists(c->dst, c->schema);
+
+    if (rc <= 0)
+        return rc;
+    rc = sql_value(c->dst, fenced, sizeof(fenced),
+                   "SELECT fenced FROM %I.shard_state WHERE id = 1", c->schema);
+    if (rc < 0 && rc != BC_ENOSCHEMA)
+        return rc;
+    if (rc == 1 && strcmp(fenced, "1") == 0) {
+        reshard__note(c->opts, c->shard,
+                      "shard %u: dropping the retired copy of %s on %s", c->shard,
+                      c->schema, c->to.name);
+        return 0;
+    }
+    return 1;
+}
+
+static int db_drop_channel(void *ctx)
+{
+    struct db_ctx *c = ctx;
+
+    if (sql_exec(c->dst, NULL, "STOP SLAVE %s", c->chan) == 0)
+        sql_exec(c->dst, NULL, "RESET SLAVE %s ALL", c->chan);
+    return 0;
+}
+
+/* Copies the shard's sequence position: ids made on the target stay unique. */
+static int copy_sequence(struct db_ctx *c)
+{
+    char next[32];
+    int rc = sql_value(c->src, next, sizeof(next),
+                       "SELECT next_not_cached_value FROM %I.id_seq", c->schema);
+
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        rc = sql_exec(c->dst, NULL, "DO SETVAL(%I.id_seq, %u)", c->schema,
+                      (uint64_t)strtoull(next, NULL, 10));
+    return rc < 0 ? rc : 0;
+}
+
+static int db_copy(void *ctx, struct catalog_move *mv)
+{
+    struct db_ctx *c = ctx;
+    struct reshard__copy cp = {.opts = c->opts, .shard = c->shard, .schema = c->schema};
+    int rc;
+
+    db_drop_channel(c);
+    if ((rc = sql_exec(c->dst, NULL, "DROP DATABASE IF EXISTS %I", c->schema)) < 0)
+        return rc;
+    /* The tables, then at once the fence, up (fenced) before any row. */
+    if ((rc = reshard_shard_install(c->dst, c->schema, c->shard, 1)) < 0)
+        return rc;
+    if ((rc = sql_exec(c->dst, NULL, "SET @bc_move_copy = 1")) < 0 ||
+        (rc = reshard__copy_shard(&cp, &c->from, c->dst)) < 0 ||
+        (rc = sql_exec(c->dst, NULL, "SET @bc_move_copy = NULL")) < 0)
+        return rc;
+    if ((rc = copy_sequence(c)) < 0)
+        return rc;
+    snprintf(mv->binlog_file, sizeof(mv->binlog_file), "%s", cp.pos.file);
+    mv->binlog_pos = cp.pos.pos;
+    snprintf(mv->snapshot_gtid, sizeof(mv->snapshot_gtid), "%s", cp.gtid);
+    mv->rows_copied = cp.rows;
+    return 0;
+}
+
+static int db_replicate(void *ctx, const struct catalog_move *mv)
+{
+    struct db_ctx *c = ctx;
+    struct sql_replica_status st;
+    int rc;
+
+    /*
+     * The target copy is fenced until the cut-over unfences it: a server
+     * with a map old enough to point here (the host once held the shard)
+     * must not write into a copy that is not the shard yet. Replicated row
+     * events do not fire the triggers, so replication is not fenced.
+     */
+    if ((rc = reshard_shard_install(c->dst, c->schema, c->shard, 1)) < 0 ||
+        (rc =
+             sql_exec(c->dst, NULL, "UPDATE %I.shard_state SET fenced = 1 WHERE id = 1",
+                      c->schema)) < 0)
+        return rc;
+    /* A run that died right after CHANGE MASTER left the connection: keep it. */
+    rc = sql_replica_status(c->dst, c->chan, &st);
+    if (rc == BC_ENOTFOUND) {
+        rc = sql_exec(
+            c->dst, NULL,
+            "CHANGE MASTER %s TO MASTER_HOST = %s, MASTER_PORT = %u, "
+            "MASTER_USER = %s, MASTER_PASSWORD = %s, MASTER_LOG_FILE = %s, "
+            "MASTER_LOG_POS = %u, MASTER_USE_GTID = no, MASTER_CONNECT_RETRY = 1",
+            c->chan, c->from.addr, (uint64_t)c->from.port, c->from.user,
+            c->from.password, mv->binlog_file, mv->binlog_pos);
+        /* The connection's name is an identifier here (checked). */
+        if (rc == 0)
+            rc = sql_exec(c->dst, NULL, "SET GLOBAL %R.replicate_do_db = %s",
+                          sql_ident_ok(c->chan) ? c->chan : "invalid name", c->schema);
+    }
+    if (rc < 0)
+        return rc;
+    return sql_exec(c->dst, NULL, "START SLAVE %s", c->chan);
+}
+
+static int db_start_replication(void *ctx)
+{
+    struct db_ctx *c = ctx;
+
+    return sql_exec(c->dst, NULL, "START SLAVE %s", c->chan);
+}
+
+static int db_lag(void *ctx, struct reshard_lag *lag)
+{
+    struct db_ctx *c = ctx;
+    struct sql_replica_status st;
+    struct sql_binlog_pos m;
+    int rc = sql_replica_status(c->dst, c->chan, &st);
+
+    if (rc == BC_ENOTFOUND)
+        sql_set_error("the target has no replication connection for the move");
+    if (rc < 0)
+        return rc;
+    if (st.last_sql_error[0] != '\0') {
+        sql_set_error("replication on %s stopped: %s", c->to.name, st.last_sql_error);
+        return BC_EQUERY;
+    }
+    if (!st.sql_running)
+        sql_exec(c->dst, NULL, "START SLAVE %s", c->chan);
+    if (st.last_io_error[0] != '\0')
+        reshard__note(c->opts, c->shard, "shard %u: replication I/O: %s (retrying)",
+                      c->shard, st.last_io_error);
+    if ((rc = sql_master_pos(c->src, &m)) < 0)
+        return rc;
+    lag->behind_s = st.behind_s;
+    lag->bytes = strcmp(m.file, st.exec.file) == 0
+                     ? (int64_t)(m.pos > st.exec.pos ? m.pos - st.exec.pos : 0)
+                     : -1;
+    return 0;
+}
+
+/*
+ * The applier again, without the UNTIL condition: an applier that idles at
+ * its UNTIL position still runs, and START SLAVE on a running thread would
+ * leave the condition set (it would stop at the next event).
+ */
+static int restart_applier(struct db_ctx *c)
+{
+    sql_exec(c->dst, NULL, "STOP SLAVE %s SQL_THREAD", c->chan);
+    return sql_exec(c->dst, NULL, "START SLAVE %s SQL_THREAD", c->chan);
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+
+    nanosleep(&ts, NULL);
+}
+
+/* Waits until the stopped-at-UNTIL applier stands exactly at pos. */
+static int wait_until(struct db_ctx *c, const struct sql_binlog_pos *pos)
+{
+    for (int64_t until = sql_now_ms() + UNTIL_WAIT_MS;; sleep_ms(20)) {
+        struct sql_replica_status st;
+        int rc = sql_replica_status(c->dst, c->chan, &st), r;
+
+        if (rc < 0)
+            return rc;
+        /*
+         * The applier checks UNTIL before each event: once it stands at the
+         * position it executes nothing more, stopped or idle. It was stopped
+         * before the snapshot, so it cannot be past it.
+         */
+        r = strcmp(st.exec.file, pos->file);
+        if (r == 0 && st.exec.pos == pos->pos)
+            return 0;
+        if (r > 0 || (r == 0 && st.exec.pos > pos->pos)) {
+            sql_set_error("the target's applier went past the source snapshot");
+            return BC_EQUERY;
+        }
+        if (!st.sql_running && st.last_sql_error[0] != '\0') {
+            sql_set_error("replication stopped on the target: %s", st.last_sql_error);
+            return BC_EQUERY;
+        }
+        if (sql_now_ms() > until) {
+            sql_set_error("the target did not reach the source snapshot in %d s",
+                          UNTIL_WAIT_MS / 1000);
+            return BC_ETIMEOUT;
+        }
+    }
+}
+
+/*
+ * A move in catch-up: the target's applier is stopped, the source snapshot
+ * taken, the applier run UNTIL exactly the snapshot's binlog position, and
+ * the target snapshot taken there; then replication goes on. Both sides then
+ * show the same moment, while clients keep writing.
+ */
+static int db_compare_in_flight(void *ctx, struct reshard_compare *res)
+{
+    struct db_ctx *c = ctx;
+    struct sql_conn *a = NULL, *b = NULL;
+    struct sql_binlog_pos pos;
+    int rc;
+
+    if ((rc = sql_exec(c->dst, NULL, "STOP SLAVE %s SQL_THREAD", c->chan)) < 0)
+        return rc;
+    if ((rc = reshard__snapshot(&c->from, &a)) < 0 ||
+        (rc = sql_snapshot_pos(a, &pos)) < 0)
+        goto out;
+    rc = sql_exec(
+        c->dst, NULL,
+        "START SLAVE %s SQL_THREAD UNTIL MASTER_LOG_FILE = %s, MASTER_LOG_POS = %u",
+        c->chan, pos.file, pos.pos);
+    if (rc < 0 || (rc = wait_until(c, &pos)) < 0 ||
+        (rc = reshard__snapshot(&c->to, &b)) < 0)
+        goto out;
+    if ((rc = restart_applier(c)) < 0)
+        goto out;
+    rc = reshard__compare(c->opts, c->shard, "catchup", a, b, c->schema, res);
+out:
+    if (rc < 0) {
+        /* Keep the move's message; the applier must run again either way. */
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s", sql_last_error());
+        restart_applier(c);
+        sql_set_error("%s", msg);
+    }
+    sql_conn_close(a);
+    sql_conn_close(b);
+    return rc;
+}
+
+static int db_fence(void *ctx)
+{
+    struct db_ctx *c = ctx;
+
+    /* Connected before the pause: the snapshot for the comparison. */
+    if (!c->opts->no_verify && c->snap == NULL &&
+        open_conn(&c->to, HOST_QUERY_MS, &c->snap) < 0)
+        c->snap = NULL;
+    /*
+     * The fence waits for the share locks of every transaction that wrote
+     * to the shard; from its commit on, no write commits on the source.
+     */
+    return sql_exec(
+        c->src, NULL,
+        "SET SESSION innodb_lock_wait_timeout = %d; UPDATE %I.shard_state SET "
+        "fenced = 1 WHERE id = 1",
+        (int64_t)FENCE_WAIT_S, c->schema);
+}
+
+static int db_drain(void *ctx)
+{
+    struct db_ctx *c = ctx;
+    struct sql_binlog_pos pos;
+    char waited[32];
+    int rc;
+
+    if ((rc = sql_master_pos(c->src, &pos)) < 0)
+        return rc;
+    /* NULL: the applier is not running; started again (no error) once. */
+    for (int tries = 0;; tries++) {
+        struct reshard_lag lag;
+        rc = sql_value(c->dst, waited, sizeof(waited),
+                       "SELECT MASTER_POS_WAIT(%s, %u, %d, %s)", pos.file, pos.pos,
+                       (int64_t)POS_WAIT_S, c->chan);
+        if (rc < 0)
+            return rc;
+        if (rc == 1)
+            break;
+        if ((rc = db_lag(c, &lag)) < 0)
+            return rc;
+        if (tries == 1) {
+            sql_set_error("replication is not running on the target");
+            return BC_EQUERY;
+        }
+    }
+    return strcmp(waited, "-1") == 0 ? BC_ETIMEOUT : 0;
+}
+
+static int db_switch_target(void *ctx)
+{
+    struct db_ctx *c = ctx;
+    int rc;
+
+    if ((rc = sql_exec(c->dst, NULL, "STOP SLAVE %s", c->chan)) < 0 ||
+        (rc = copy_sequence(c)) < 0 ||
+        (rc =
+             sql_exec(c->dst, NULL, "UPDATE %I.shard_state SET fenced = 0 WHERE id = 1",
+                      c->schema)) < 0)
+        return rc;
+    /* The target exactly as of the fence, for the comparison. */
+    if (c->snap != NULL &&
+        sql_exec(c->snap, NULL,
+                 "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ; "
+                 "START TRANSACTION WITH CONSISTENT SNAPSHOT") < 0) {
+        sql_conn_close(c->snap);
+        c->snap = NULL;
+    }
+    return 0;
+}
+
+static int db_unfence_source(void *ctx)
+{
+    struct db_ctx *c = ctx;
+
+    return sql_exec(c->src, NULL, "UPDATE %I.shard_state SET fenced = 0 WHERE id = 1",
+                    c->schema);
+}
+
+static int db_compare_at_fence(void *ctx, struct reshard_compare *res)
+{
+    struct db_ctx *c = ctx;
+    int rc;
+
+    if (c->snap == NULL)
+        return BC_ENOTFOUND;
+    rc = reshard__compare(c->opts, c->shard, "fence", c->src, c->snap, c->schema, res);
+    sql_conn_close(c->snap);
+    c->snap = NULL;
+    return rc;
+}
+
+static int db_compare_copies(void *ctx, struct reshard_compare *res)
+{
+    struct db_ctx *c = ctx;
+    struct sql_conn *a = NULL, *b = NULL;
+    int rc;
+
+    if ((rc = reshard__snapshot(&c->from, &a)) == 0 &&
+        (rc = reshard__snapshot(&c->to, &b)) == 0)
+        rc = reshard__compare(c->opts, c->shard, "copies", a, b, c->schema, res);
+    sql_conn_close(a);
+    sql_conn_close(b);
+    return rc;
+}
+
+static int db_drop_source(void *ctx)
+{
+    struct db_ctx *c = ctx;
+
+    return sql_exec(c->src, NULL, "DROP DATABASE IF EXISTS %I", c->schema);
+}
+
+static int db_drop_target(void *ctx)
+{
+    struct db_ctx *c = ctx;
+
+    return sql_exec(c->dst, NULL, "DROP DATABASE IF EXISTS %I", c->schema);
+}
+
+/* ---- the cluster -------------------------------------------------------------------
+ */
+
+typedef int (*cluster_fn)(struct catalog *cat, const void *arg, int *out);
+
+/* Runs fn on a catalog over a short connection of its own. */
+static int with_catalog(struct db_backend *be, cluster_fn fn, const void *arg, int *out)
+{
+    struct sql_conn *g = NULL;
+    struct catalog cat;
+    int rc = open_global(be->conf, &g, &cat);
+
+    if (rc < 0)
+        return rc;
+    rc = fn(&cat, arg, out);
+    catalog_deinit(&cat);
+    sql_conn_close(g);
+    return rc;
+}
+
+static int plan_fn(struct catalog *cat, const void *arg, int *out)
+{
+    (void)out;
+    return catalog_check_plan(cat, arg);
+}
+
+static int add_fn(struct catalog *cat, const void *arg, int *out)
+{
+    return catalog_host_add(cat, arg, out);
+}
+
+static int remove_fn(struct catalog *cat, const void *arg, int *out)
+{
+    return catalog_host_remove_empty(cat, arg, out);
+}
+
+static int db_check_plan(void *be, const struct shardmap_plan *plan)
+{
+    return with_catalog(be, plan_fn, plan, NULL);
+}
+
+static int db_add_host(void *be, const struct shardmap_host_conf *h, int *added)
+{
+    return with_catalog(be, add_fn, h, added);
+}
+
+static int db_remove_host(void *bep, const char *name, int *removed)
+{
+    struct db_backend *be = bep;
+
+    *removed = 0;
+    /* The global host holds the catalog itself: it never leaves the map. */
+    if (strcmp(name, be->conf->global_host) == 0)
+        return 0;
+    return with_catalog(be, remove_fn, name, removed);
+}
+
+static const struct reshard_backend_ops db_ops = {
+    .begin = db_begin,
+    .end = db_end,
+    .last_error = db_last_error,
+    .lock = db_lock,
+    .load = db_load,
+    .shard_host = db_shard_host,
+    .create = db_create,
+    .save = db_save,
+    .set_state = db_set_state,
+    .flip = db_flip,
+    .kept_source = db_kept_source,
+    .attach = db_attach,
+    .target_live = db_target_live,
+    .copy = db_copy,
+    .replicate = db_replicate,
+    .start_replication = db_start_replication,
+    .lag = db_lag,
+    .compare_in_flight = db_compare_in_flight,
+    .fence = db_fence,
+    .drain = db_drain,
+    .switch_target = db_switch_target,
+    .unfence_source = db_unfence_source,
+    .compare_at_fence = db_compare_at_fence,
+    .compare_copies = db_compare_copies,
+    .drop_channel = db_drop_channel,
+    .drop_source = db_drop_source,
+    .drop_target = db_drop_target,
+    .check_plan = db_check_plan,
+    .add_host = db_add_host,
+    .remove_host = db_remove_host,
+};
+
+int reshard_backend_db_create(const struct shardmap_conf *conf,
+                              struct reshard_backend *out)
+{
+    struct db_backend *be = calloc(1, sizeof(*be));
+
+    if (be == NULL)
+        return -ENOMEM;
+    be->conf = conf;
+    out->ops = &db_ops;
+    out->be = be;
+    return 0;
+}
+
+void reshard_backend_db_destroy(struct reshard_backend *b)
+{
+    free(b->be);
+    b->be = NULL;
+}
