@@ -8,6 +8,7 @@
  * transaction; the shard's settled_matches row is read inside it with a
  * share lock, so a bet cannot slip in after its match was settled there.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,15 +56,19 @@ static void bet_reply(struct api_req *req, int status, uint64_t bet_id)
     sql_rows_free(&rows);
 }
 
-/* The Idempotency-Key header: NULL if absent; "" after replying 422. */
-static const char *idem_key(struct api_req *req)
+/*
+ * The Idempotency-Key header into *key (NULL if absent): 0, or -EINVAL
+ * after replying 422.
+ */
+static int idem_key(struct api_req *req, const char **key)
 {
     const char *k =
         MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Idempotency-Key");
     size_t n;
 
+    *key = k;
     if (k == NULL)
-        return NULL;
+        return 0;
     n = strlen(k);
     for (size_t i = 0; i < n; i++)
         if (k[i] < 0x20 || k[i] > 0x7e)
@@ -71,9 +76,9 @@ static const char *idem_key(struct api_req *req)
     if (n < 1 || n > 64) {
         api_error(req, 422, "invalid_idempotency_key",
                   "Idempotency-Key must be 1 to 64 printable ASCII characters");
-        return "";
+        return -EINVAL;
     }
-    return k;
+    return 0;
 }
 
 /* Answers a repeated key: the same request gets its bet, another one 422. */
@@ -111,7 +116,7 @@ void api_h_bet_create(struct api_req *req)
 
     if ((body = api_body(req, spec)) == NULL)
         return;
-    if ((key = idem_key(req)) != NULL && *key == '\0')
+    if (idem_key(req, &key) < 0)
         goto out;
     match_id = api_id(body, "match_id", 0);
     pick = api_str(body, "pick", "");
@@ -144,8 +149,8 @@ void api_h_bet_create(struct api_req *req)
         api_error(req, 422, "betting_closed", "betting on this match is closed");
         goto out;
     }
-    odds = api_odds_parse(json_object_get(json_object_get(m, "odds"), pick));
-    if (odds < 0) {
+    /* Odds the server itself stored: unreadable ones are its own fault (500). */
+    if (api_odds_parse(json_object_get(json_object_get(m, "odds"), pick), &odds) < 0) {
         rc = BC_EQUERY;
         goto dberr;
     }
@@ -275,7 +280,7 @@ void api_h_my_bets(struct api_req *req)
     json_t *items;
     int limit, rc;
 
-    if ((limit = api_limit(req)) < 0 || api_cursor(req, &cursor) < 0)
+    if (api_limit(req, &limit) < 0 || api_cursor(req, &cursor) < 0)
         return;
     if (status != NULL && strcmp(status, "open") != 0 && strcmp(status, "won") != 0 &&
         strcmp(status, "lost") != 0 && strcmp(status, "void") != 0) {

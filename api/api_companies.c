@@ -57,7 +57,7 @@ static int valid_slug(const char *s)
     return 1;
 }
 
-/* Checks the optional colors object; 0 ok, -1 after replying. */
+/* Checks the optional colors object: 0, or -EINVAL after replying 400/422. */
 static int colors_check(struct api_req *req, json_t *colors, const char **primary,
                         const char **secondary)
 {
@@ -71,16 +71,16 @@ static int colors_check(struct api_req *req, json_t *colors, const char **primar
     {
         if (strcmp(key, "primary") != 0 && strcmp(key, "secondary") != 0) {
             api_error(req, 400, "unknown_field", "unknown field 'colors.%.32s'", key);
-            return -1;
+            return -EINVAL;
         }
         if (!json_is_string(v)) {
             api_error(req, 400, "invalid_field", "field 'colors.%s' must be a string",
                       key);
-            return -1;
+            return -EINVAL;
         }
         if (!valid_color(json_string_value(v))) {
             api_error(req, 422, "invalid_color", "colors.%s must be #rrggbb", key);
-            return -1;
+            return -EINVAL;
         }
         if (strcmp(key, "primary") == 0)
             *primary = json_string_value(v);

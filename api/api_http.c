@@ -93,14 +93,14 @@ int api_parse_id(const char *s, uint64_t *id)
     size_t n = strlen(s);
 
     if (n == 0 || n > 19)
-        return -1;
+        return -EINVAL;
     for (size_t i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9')
-            return -1;
+            return -EINVAL;
         v = v * 10 + (uint64_t)(s[i] - '0');
     }
     if (v == 0 || v > (uint64_t)INT64_MAX)
-        return -1;
+        return -EINVAL;
     *id = v;
     return 0;
 }

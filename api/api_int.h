@@ -116,22 +116,23 @@ const char *api_str(json_t *obj, const char *name, const char *dflt);
 int64_t api_int(json_t *obj, const char *name, int64_t dflt);
 uint64_t api_id(json_t *obj, const char *name, uint64_t dflt);
 int api_has(json_t *obj, const char *name);
-/* Decimal odds (number, <= 2 decimals, 1.01..1000) -> hundredths; -1 if bad. */
-int64_t api_odds_parse(json_t *v);
+/* Decimal odds (number, <= 2 decimals, 1.01..1000) -> hundredths; 0 or -EINVAL. */
+int api_odds_parse(json_t *v, int64_t *hundredths);
 json_t *api_odds_json(int64_t hundredths);
 json_t *api_id_json(uint64_t id);
 json_t *api_str_or_null(const char *s);
 /* "2026-06-11 19:00:00.000" (MariaDB) -> "2026-06-11T19:00:00Z" */
 json_t *api_time_json(const char *db);
-/* RFC 3339 -> "YYYY-MM-DD HH:MM:SS.mmm" for MariaDB (UTC); -1 if bad. */
+/* RFC 3339 -> "YYYY-MM-DD HH:MM:SS.mmm" for MariaDB (UTC); 0 or -EINVAL. */
 int api_time_parse(const char *in, char *out, size_t size, int64_t *epoch_ms);
 /* Query parameters. */
 const char *api_query(struct api_req *req, const char *name);
-/* ?limit= (default 50, 1..500); -1 after replying 400. */
-int api_limit(struct api_req *req);
-/* ?cursor=: 0 when absent; -1 after replying 400. */
+/* ?limit= (default 50, 1..500): 0, or -EINVAL after replying 400. */
+int api_limit(struct api_req *req, int *limit);
+/* ?cursor= (0 when absent): 0, or -EINVAL after replying 400. */
 int api_cursor(struct api_req *req, uint64_t *cursor);
 json_t *api_cursor_json(uint64_t last_id, int more);
+/* An id: 1..INT64_MAX in decimal digits only. 0 or -EINVAL. */
 int api_parse_id(const char *s, uint64_t *id);
 
 /* ---- auth (api_auth.c) ---- */
@@ -156,7 +157,6 @@ struct api_metrics;
 struct api_metrics *api_metrics_create(void);
 void api_metrics_destroy(struct api_metrics *m);
 void api_metrics_observe(struct api_metrics *m, int route, int status, int64_t us);
-void api_metrics_count(struct api_metrics *m, const char *what);
 struct api_metrics *api_server_metrics(struct api_server *srv);
 
 /* ---- handlers ---- */
@@ -221,9 +221,16 @@ struct api_user {
 /* Loads a user by id from its shard: 0, BC_ENOTFOUND, or a router status. */
 int api_user_load(struct router *router, uint64_t id, struct api_user *user);
 json_t *api_user_json(const struct api_user *u);
-/* The caller's effective role (re-read: promotions apply without new login). */
+/*
+ * The caller's effective role (re-read: promotions apply without new login).
+ * 0, or after replying (401 if the user is gone, 503/500) BC_ENOTFOUND or a
+ * router status.
+ */
 int api_caller_role(struct api_req *req, int *role);
-/* Company of the caller or platform admin; 0 ok, else replied 404/403/503. */
+/*
+ * Company of the caller or platform admin: 0, or after replying BC_ENOTFOUND
+ * (404), -EACCES (403) or what api_caller_role() failed with.
+ */
 int api_check_company_member(struct api_req *req, uint64_t company_id);
 int api_check_company_admin(struct api_req *req, uint64_t company_id);
 int api_check_platform_admin(struct api_req *req);

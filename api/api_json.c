@@ -256,7 +256,7 @@ int api_has(json_t *obj, const char *name)
     return json_object_get(obj, name) != NULL;
 }
 
-int64_t api_odds_parse(json_t *v)
+int api_odds_parse(json_t *v, int64_t *hundredths)
 {
     double x, scaled;
 
@@ -265,16 +265,17 @@ int64_t api_odds_parse(json_t *v)
     else if (json_is_real(v))
         x = json_real_value(v);
     else
-        return -1;
+        return -EINVAL;
     if (!isfinite(x) || x < 1.005 || x > 1000.005)
-        return -1;
+        return -EINVAL;
     scaled = x * 100.0;
     /* At most two decimals: x*100 must be an integer up to rounding noise. */
     if (fabs(scaled - round(scaled)) > 1e-6)
-        return -1;
+        return -EINVAL;
     if (round(scaled) < 101)
-        return -1;
-    return (int64_t)round(scaled);
+        return -EINVAL;
+    *hundredths = (int64_t)round(scaled);
+    return 0;
 }
 
 json_t *api_odds_json(int64_t hundredths)
@@ -314,11 +315,11 @@ int api_time_parse(const char *in, char *out, size_t size, int64_t *epoch_ms)
     time_t t;
 
     if (in == NULL || strlen(in) < 20)
-        return -1;
+        return -EINVAL;
     if (sscanf(in, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
                &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
         n != 19)
-        return -1;
+        return -EINVAL;
     p = in + 19;
     if (*p == '.') {
         int digits = 0;
@@ -330,24 +331,24 @@ int api_time_parse(const char *in, char *out, size_t size, int64_t *epoch_ms)
             p++;
         }
         if (digits == 0)
-            return -1;
+            return -EINVAL;
         while (strlen(frac) < 3)
             frac[strlen(frac)] = '0';
         ms = atoi(frac);
     }
     if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
-        return -1;
+        return -EINVAL;
     if (tm.tm_year < 2000 || tm.tm_year > 2100 || tm.tm_mon < 1 || tm.tm_mon > 12 ||
         tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
         tm.tm_sec > 59)
-        return -1;
+        return -EINVAL;
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     {
         struct tm check = tm;
         t = timegm(&check);
         if (check.tm_mday != tm.tm_mday) /* 31 February */
-            return -1;
+            return -EINVAL;
     }
     if (epoch_ms != NULL)
         *epoch_ms = (int64_t)t * 1000 + ms;
@@ -361,22 +362,24 @@ const char *api_query(struct api_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
-int api_limit(struct api_req *req)
+int api_limit(struct api_req *req, int *limit)
 {
     const char *s = api_query(req, "limit");
     char *end;
     long v;
 
+    *limit = 50;
     if (s == NULL)
-        return 50;
+        return 0;
     errno = 0;
     v = strtol(s, &end, 10);
     if (*s == '\0' || *end != '\0' || errno != 0 || v < 1 || v > 500) {
         api_error(req, 400, "invalid_parameter",
                   "limit must be an integer from 1 to 500");
-        return -1;
+        return -EINVAL;
     }
-    return (int)v;
+    *limit = (int)v;
+    return 0;
 }
 
 /* Cursors are the last id seen, hex with a version letter: opaque to clients. */
@@ -396,7 +399,7 @@ int api_cursor(struct api_req *req, uint64_t *cursor)
     return 0;
 bad:
     api_error(req, 400, "invalid_parameter", "cursor is not one this server gave out");
-    return -1;
+    return -EINVAL;
 }
 
 json_t *api_cursor_json(uint64_t last_id, int more)

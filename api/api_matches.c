@@ -60,7 +60,7 @@ static int match_load(struct router *router, uint64_t id, struct sql_rows *rows)
     return rc;
 }
 
-/* Reads {home, draw, away} odds; 0 or -1 after replying. */
+/* Reads {home, draw, away} odds: 0, or -EINVAL after replying 400/422. */
 static int odds_read(struct api_req *req, json_t *odds, int64_t out[3])
 {
     static const char *const names[3] = {"home", "draw", "away"};
@@ -72,7 +72,7 @@ static int odds_read(struct api_req *req, json_t *odds, int64_t out[3])
         if (strcmp(key, "home") != 0 && strcmp(key, "draw") != 0 &&
             strcmp(key, "away") != 0) {
             api_error(req, 400, "unknown_field", "unknown odds field '%.32s'", key);
-            return -1;
+            return -EINVAL;
         }
     }
     for (int i = 0; i < 3; i++) {
@@ -80,15 +80,14 @@ static int odds_read(struct api_req *req, json_t *odds, int64_t out[3])
         if (v == NULL) {
             api_error(req, 400, "invalid_field", "odds '%s' is required (a number)",
                       names[i]);
-            return -1;
+            return -EINVAL;
         }
-        out[i] = api_odds_parse(v);
-        if (out[i] < 0) {
+        if (api_odds_parse(v, &out[i]) < 0) {
             api_error(req, 422, "invalid_odds",
                       "odds '%s' must be a number from 1.01 to 1000 with at most two "
                       "decimals",
                       names[i]);
-            return -1;
+            return -EINVAL;
         }
     }
     return 0;
@@ -167,7 +166,7 @@ struct list_query {
     int limit;
 };
 
-/* Reads and checks the list's parameters; -1 after replying 400. */
+/* Reads and checks the list's parameters: 0, or -EINVAL after replying 400. */
 static int list_query(struct api_req *req, struct list_query *q)
 {
     const char *from = api_query(req, "from"), *to = api_query(req, "to");
@@ -175,19 +174,19 @@ static int list_query(struct api_req *req, struct list_query *q)
     q->status = api_query(req, "status");
     snprintf(q->from, sizeof(q->from), "1970-01-01 00:00:00.000");
     snprintf(q->to, sizeof(q->to), "2999-01-01 00:00:00.000");
-    if ((q->limit = api_limit(req)) < 0 || api_cursor(req, &q->cursor) < 0)
-        return -1;
+    if (api_limit(req, &q->limit) < 0 || api_cursor(req, &q->cursor) < 0)
+        return -EINVAL;
     if (q->status != NULL && strcmp(q->status, "scheduled") != 0 &&
         strcmp(q->status, "finished") != 0 && strcmp(q->status, "cancelled") != 0) {
         api_error(req, 400, "invalid_parameter",
                   "status must be scheduled, finished or cancelled");
-        return -1;
+        return -EINVAL;
     }
     if ((from != NULL && api_time_parse(from, q->from, sizeof(q->from), NULL) < 0) ||
         (to != NULL && api_time_parse(to, q->to, sizeof(q->to), NULL) < 0)) {
         api_error(req, 400, "invalid_parameter",
                   "from and to must be RFC 3339 UTC times");
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }

@@ -316,20 +316,25 @@ static void standings_reply(struct api_req *req, const char *kind, uint64_t scop
     free(text);
 }
 
-/* ?company=ID, checked for membership; 0 absent, -1 after replying. */
+/*
+ * ?company=ID (0 when absent and not required), checked for membership: 0,
+ * or after replying -EINVAL (400), BC_ENOTFOUND (404), or what the access
+ * check failed with.
+ */
 static int company_param(struct api_req *req, uint64_t *company, int required)
 {
     const char *s = api_query(req, "company");
 
     *company = 0;
     if (s == NULL) {
-        if (required)
-            api_error(req, 400, "invalid_parameter", "company=ID is required");
-        return required ? -1 : 0;
+        if (!required)
+            return 0;
+        api_error(req, 400, "invalid_parameter", "company=ID is required");
+        return -EINVAL;
     }
     if (api_parse_id(s, company) < 0) {
         api_error(req, 404, "not_found", "no such company");
-        return -1;
+        return BC_ENOTFOUND;
     }
     return api_check_company_member(req, *company);
 }

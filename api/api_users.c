@@ -83,11 +83,11 @@ int api_caller_role(struct api_req *req, int *role)
 
     if (rc == BC_ENOTFOUND) {
         api_error(req, 401, "unauthorized", "the token's user no longer exists");
-        return -1;
+        return rc;
     }
     if (rc < 0) {
         api_db_error(req, rc);
-        return -1;
+        return rc;
     }
     *role = api_role_parse(u.role);
     return 0;
@@ -95,46 +95,46 @@ int api_caller_role(struct api_req *req, int *role)
 
 int api_check_platform_admin(struct api_req *req)
 {
-    int role;
+    int role, rc;
 
-    if (api_caller_role(req, &role) < 0)
-        return -1;
+    if ((rc = api_caller_role(req, &role)) < 0)
+        return rc;
     if (role != API_ROLE_PLATFORM_ADMIN) {
         api_error(req, 403, "forbidden", "only the platform admin may do this");
-        return -1;
+        return -EACCES;
     }
     return 0;
 }
 
 int api_check_company_member(struct api_req *req, uint64_t company_id)
 {
-    int role;
+    int role, rc;
 
     if (req->auth.company_id == company_id)
         return 0;
-    if (api_caller_role(req, &role) < 0)
-        return -1;
+    if ((rc = api_caller_role(req, &role)) < 0)
+        return rc;
     if (role == API_ROLE_PLATFORM_ADMIN)
         return 0;
     api_error(req, 404, "not_found", "no such company");
-    return -1;
+    return BC_ENOTFOUND;
 }
 
 int api_check_company_admin(struct api_req *req, uint64_t company_id)
 {
-    int role;
+    int role, rc;
 
-    if (api_caller_role(req, &role) < 0)
-        return -1;
+    if ((rc = api_caller_role(req, &role)) < 0)
+        return rc;
     if (role == API_ROLE_PLATFORM_ADMIN)
         return 0;
     if (req->auth.company_id != company_id) {
         api_error(req, 404, "not_found", "no such company");
-        return -1;
+        return BC_ENOTFOUND;
     }
     if (role != API_ROLE_COMPANY_ADMIN) {
         api_error(req, 403, "forbidden", "only an admin of this company may do this");
-        return -1;
+        return -EACCES;
     }
     return 0;
 }
@@ -146,17 +146,17 @@ static int email_canon(const char *in, char *out, size_t size)
     int n = shardmap_canonical_email(in, out, size);
 
     if (n <= 0 || n > 254)
-        return -1;
+        return -EINVAL;
     at = strchr(out, '@');
     if (at == NULL || at == out || at[1] == '\0' || strchr(at + 1, '@') != NULL)
-        return -1;
+        return -EINVAL;
     for (const char *p = out; *p; p++)
         if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
-            return -1;
-    return n;
+            return -EINVAL;
+    return 0;
 }
 
-/* Trims display names; 1..100 bytes of text, no control characters. */
+/* Trims display names; 1..max bytes of text, no control characters. */
 static int name_clean(const char *in, char *out, size_t size, size_t max)
 {
     size_t start = 0, len = strlen(in);
@@ -166,16 +166,19 @@ static int name_clean(const char *in, char *out, size_t size, size_t max)
     while (len > start && isspace((unsigned char)in[len - 1]))
         len--;
     if (len == start || len - start > max || len - start >= size)
-        return -1;
+        return -EINVAL;
     for (size_t i = start; i < len; i++)
         if (iscntrl((unsigned char)in[i]))
-            return -1;
+            return -EINVAL;
     memcpy(out, in + start, len - start);
     out[len - start] = '\0';
     return 0;
 }
 
-/* 0: the team belongs to company; 1: it does not (replied 422); -1: replied. */
+/*
+ * 0 when the team belongs to the company; after replying, -EINVAL when it
+ * does not (422) or the router's status.
+ */
 static int team_check(struct api_req *req, uint64_t team_id, uint64_t company_id)
 {
     struct sql_rows rows = {0};
@@ -185,14 +188,14 @@ static int team_check(struct api_req *req, uint64_t team_id, uint64_t company_id
                      "SELECT company_id FROM %S.teams WHERE id = %u", team_id);
     if (rc < 0) {
         api_db_error(req, rc);
-        return -1;
+        return rc;
     }
     ok = rows.nrow == 1 && strtoull(sql_cell(&rows, 0, 0), NULL, 10) == company_id;
     sql_rows_free(&rows);
     if (!ok) {
         api_error(req, 422, "invalid_team",
                   "team %" PRIu64 " is not a team of your company", team_id);
-        return 1;
+        return -EINVAL;
     }
     return 0;
 }
@@ -277,7 +280,7 @@ void api_h_signup(struct api_req *req)
     }
     u.company_id = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
     u.team_id = api_id(body, "team_id", 0);
-    if (u.team_id != 0 && team_check(req, u.team_id, u.company_id) != 0)
+    if (u.team_id != 0 && team_check(req, u.team_id, u.company_id) < 0)
         goto out;
     snprintf(u.role, sizeof(u.role), "member");
     u.balance = api_server_conf(req->srv)->initial_balance;
@@ -387,7 +390,7 @@ void api_h_me_patch(struct api_req *req)
         goto out;
     }
     team = api_id(body, "team_id", 0);
-    if (team != 0 && team_check(req, team, req->auth.company_id) != 0)
+    if (team != 0 && team_check(req, team, req->auth.company_id) < 0)
         goto out;
     rc = router_exec(req->router, router_shard_of_id(req->auth.user_id), NULL,
                      "UPDATE %S.users SET display_name = IF(%d, %s, display_name), "
@@ -639,7 +642,9 @@ int api_create_platform_admin(struct router *router, const char *email,
     if (rc == 0)
         rc = router_exec(router, ROUTER_GLOBAL, &rows,
                          "SELECT id FROM %S.companies WHERE slug = 'betcity-platform'");
-    if (rc < 0 || rows.nrow != 1)
+    if (rc == 0 && rows.nrow != 1)
+        rc = BC_ENOTFOUND; /* the row just inserted (or there) is gone */
+    if (rc < 0)
         goto out;
     u.company_id = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
     sql_rows_free(&rows);

@@ -45,16 +45,18 @@ static void usage(FILE *out)
             "       betcity-api --routes\n");
 }
 
-/* Reads 64 hex characters (32 bytes) from path. */
+/* Reads 64 hex characters (32 bytes) from path: 0, -errno or -EINVAL. */
 static int read_secret(const char *path, uint8_t *key)
 {
     char hex[130];
     size_t n, bin;
     FILE *f = fopen(path, "r");
+    int rc;
 
     if (f == NULL) {
-        fprintf(stderr, "betcity-api: %s: %s\n", path, strerror(errno));
-        return -1;
+        rc = -errno;
+        fprintf(stderr, "betcity-api: %s: %s\n", path, strerror(-rc));
+        return rc;
     }
     n = fread(hex, 1, sizeof(hex) - 1, f);
     fclose(f);
@@ -65,7 +67,7 @@ static int read_secret(const char *path, uint8_t *key)
         bin != 32) {
         fprintf(stderr, "betcity-api: %s: want 64 hex characters (a 32-byte key)\n",
                 path);
-        return -1;
+        return -EINVAL;
     }
     return 0;
 }

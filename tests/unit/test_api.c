@@ -3,6 +3,7 @@
  * parsing, ids, tokens (forged, tampered, expired) and password hashes.
  * The server is created without a router: no request reaches it.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,10 +29,14 @@ static void test_odds_parse(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *v = json_loads(cases[i].json, JSON_DECODE_ANY, NULL);
+        int64_t got = -1;
+        int rc;
         assert_non_null(v);
-        if (api_odds_parse(v) != cases[i].want)
-            fail_msg("odds %s: got %lld want %lld", cases[i].json,
-                     (long long)api_odds_parse(v), (long long)cases[i].want);
+        rc = api_odds_parse(v, &got);
+        if (rc != (cases[i].want < 0 ? -EINVAL : 0) ||
+            (rc == 0 && got != cases[i].want))
+            fail_msg("odds %s: got %d, %lld want %lld", cases[i].json, rc,
+                     (long long)got, (long long)cases[i].want);
         json_decref(v);
     }
 }
@@ -60,14 +65,14 @@ static void test_time_parse(void **state)
     assert_int_equal(
         api_time_parse("2026-06-11T19:00:00+00:00", out, sizeof(out), NULL), 0);
     assert_int_equal(
-        api_time_parse("2026-06-11T19:00:00+02:00", out, sizeof(out), NULL), -1);
+        api_time_parse("2026-06-11T19:00:00+02:00", out, sizeof(out), NULL), -EINVAL);
     assert_int_equal(api_time_parse("2026-02-31T19:00:00Z", out, sizeof(out), NULL),
-                     -1);
+                     -EINVAL);
     assert_int_equal(api_time_parse("2026-06-11 19:00:00Z", out, sizeof(out), NULL),
-                     -1);
-    assert_int_equal(api_time_parse("yesterday", out, sizeof(out), NULL), -1);
+                     -EINVAL);
+    assert_int_equal(api_time_parse("yesterday", out, sizeof(out), NULL), -EINVAL);
     assert_int_equal(api_time_parse("2026-06-11T25:00:00Z", out, sizeof(out), NULL),
-                     -1);
+                     -EINVAL);
 }
 
 static void test_parse_id(void **state)
@@ -77,11 +82,11 @@ static void test_parse_id(void **state)
     assert_int_equal(api_parse_id("235539314929360897", &id), 0);
     assert_int_equal(id, 235539314929360897ULL);
     assert_int_equal(api_parse_id("9223372036854775807", &id), 0);
-    assert_int_equal(api_parse_id("9223372036854775808", &id), -1);
-    assert_int_equal(api_parse_id("0", &id), -1);
-    assert_int_equal(api_parse_id("12a", &id), -1);
-    assert_int_equal(api_parse_id("", &id), -1);
-    assert_int_equal(api_parse_id("12345678901234567890", &id), -1);
+    assert_int_equal(api_parse_id("9223372036854775808", &id), -EINVAL);
+    assert_int_equal(api_parse_id("0", &id), -EINVAL);
+    assert_int_equal(api_parse_id("12a", &id), -EINVAL);
+    assert_int_equal(api_parse_id("", &id), -EINVAL);
+    assert_int_equal(api_parse_id("12345678901234567890", &id), -EINVAL);
 }
 
 static struct api_server *server(uint32_t ttl, uint8_t key_byte)
