@@ -35,6 +35,7 @@ lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_srcs,$(1)))
 
 SHARDMAP_LIB := $(BUILD)/libshardmap.a
 ROUTER_LIB := $(BUILD)/librouter.a
+CATALOG_LIB := $(BUILD)/libcatalog.a
 SQL_LIB := $(BUILD)/libsql.a
 API_LIB := $(BUILD)/libapi.a
 CACHE_LIB := $(BUILD)/libcache.a
@@ -49,7 +50,7 @@ INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
 .PHONY: all deps run stop status test unit integration format format-check \
         bench clean valgrind openapi
 
-all: $(SHARDMAP_LIB) $(SQL_LIB) $(ROUTER_LIB) $(CACHE_LIB) $(API_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
+all: $(SHARDMAP_LIB) $(SQL_LIB) $(CATALOG_LIB) $(ROUTER_LIB) $(CACHE_LIB) $(API_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -57,6 +58,7 @@ $(BUILD)/%.o: %.c
 
 $(SHARDMAP_LIB): $(call lib_objs,shardmap)
 $(ROUTER_LIB): $(call lib_objs,router)
+$(CATALOG_LIB): $(call lib_objs,catalog)
 $(SQL_LIB): $(call lib_objs,sql)
 $(CACHE_LIB): $(call lib_objs,cache)
 $(API_LIB): $(filter-out $(BUILD)/api/main.o,$(call lib_objs,api))
@@ -64,15 +66,17 @@ $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+# The schema SQL is built into the objects (.incbin): they depend on it.
+$(BUILD)/catalog/catalog.o: etc/schema/global.sql
 $(BUILD)/tools/shardctl_schema.o: etc/schema/global.sql etc/schema/shard.sql \
                                   etc/schema/shard_fence.sql
 SHARDCTL_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/shardctl*.c))
-$(BUILD)/shardctl: $(SHARDCTL_OBJS) $(ROUTER_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+$(BUILD)/shardctl: $(SHARDCTL_OBJS) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/betcity-api: $(BUILD)/api/main.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+$(BUILD)/betcity-api: $(BUILD)/api/main.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
-$(BUILD)/bcadmin: $(BUILD)/tools/bcadmin.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+$(BUILD)/bcadmin: $(BUILD)/tools/bcadmin.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
 LOADGEN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/loadgen*.c))
 $(BUILD)/loadgen: $(LOADGEN_OBJS) $(SHARDMAP_LIB)
@@ -80,7 +84,7 @@ $(BUILD)/loadgen: $(LOADGEN_OBJS) $(SHARDMAP_LIB)
 
 $(BUILD)/rawdb: $(BUILD)/tools/bench/rawdb.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
-$(BUILD)/fillshard: $(BUILD)/tools/bench/fillshard.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(SQL_LIB) \
+$(BUILD)/fillshard: $(BUILD)/tools/bench/fillshard.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) \
                     $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
 
@@ -98,13 +102,13 @@ $(BUILD)/test_shardmap_conf: $(BUILD)/tests/unit/test_shardmap_conf.o $(SHARDMAP
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_sql: $(BUILD)/tests/unit/test_sql.o $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
-$(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+$(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_cache_int: $(BUILD)/tests/integration/test_cache_int.o \
                         $(BUILD)/tests/integration/itest.o $(CACHE_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_%_int: $(BUILD)/tests/integration/test_%_int.o \
-                     $(BUILD)/tests/integration/itest.o $(ROUTER_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+                     $(BUILD)/tests/integration/itest.o $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
 # Installs the Debian packages the build, the stack and the tests need.

@@ -27,6 +27,7 @@ struct api_server {
     struct router *router; /* ref */
     struct MHD_Daemon *daemon;
     struct api_metrics *metrics;
+    struct api_jobs *jobs; /* settlements in flight, joined by destroy */
 };
 
 static int64_t now_us(void)
@@ -63,6 +64,16 @@ const struct api_conf *api_server_conf(struct api_server *srv)
 struct api_metrics *api_server_metrics(struct api_server *srv)
 {
     return srv->metrics;
+}
+
+struct router *api_server_router(struct api_server *srv)
+{
+    return srv->router;
+}
+
+struct api_jobs *api_server_jobs(struct api_server *srv)
+{
+    return srv->jobs;
 }
 
 /* Splits path into up to 8 segments in place; returns the count or -1. */
@@ -318,6 +329,7 @@ int api_server_create(const struct api_conf *conf, struct router *router,
 {
     struct api_server *srv;
     struct sockaddr_in addr = {.sin_family = AF_INET};
+    int rc;
 
     if (sodium_init() < 0)
         return -EIO;
@@ -329,11 +341,12 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         return -ENOMEM;
     srv->conf = *conf;
     srv->router = router;
+    rc = -ENOMEM;
     srv->metrics = api_metrics_create();
-    if (srv->metrics == NULL) {
-        free(srv);
-        return -ENOMEM;
-    }
+    if (srv->metrics == NULL)
+        goto error;
+    if ((rc = api_jobs_create(&srv->jobs)) < 0)
+        goto error;
     srv->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
             MHD_USE_ERROR_LOG,
@@ -346,19 +359,29 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
     if (srv->daemon == NULL) {
-        api_metrics_destroy(srv->metrics);
-        free(srv);
-        return -EADDRINUSE;
+        rc = -EADDRINUSE;
+        goto error;
     }
     *out = srv;
     return 0;
+error:
+    api_jobs_destroy(srv->jobs);
+    api_metrics_destroy(srv->metrics);
+    free(srv);
+    return rc;
 }
 
 void api_server_destroy(struct api_server *srv)
 {
     if (srv == NULL)
         return;
+    /*
+     * Requests first (a request in flight may still start a settlement),
+     * then the settlements: asked to stop between shards and joined, however
+     * long the shard in hand takes, so none outlives the router it borrows.
+     */
     MHD_stop_daemon(srv->daemon);
+    api_jobs_destroy(srv->jobs);
     api_metrics_destroy(srv->metrics);
     free(srv);
 }

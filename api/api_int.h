@@ -146,9 +146,40 @@ int api_role_parse(const char *name);
 
 /* ---- server (api_http.c) ---- */
 const struct api_conf *api_server_conf(struct api_server *srv);
+struct router *api_server_router(struct api_server *srv);
+/* The server's background jobs (settlements): destroying the server joins them. */
+struct api_jobs *api_server_jobs(struct api_server *srv);
 void api_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* api_settle.c: waits (up to 30 s) for settlements in flight to stop. */
-void api_settle_stop(void);
+
+/* ---- background jobs (api_jobs.c) ---- */
+/*
+ * Threads that belong to an object (the server): started through it, at most
+ * one running per key (a match id), and joined when it is destroyed. A job
+ * stops early when asked: it polls api_job_stopping() between steps and
+ * sleeps only through api_job_sleep(), which the stop request cuts short.
+ */
+struct api_jobs; /* opaque */
+struct api_job;  /* opaque: one running job, handed to its function */
+typedef void (*api_job_fn)(struct api_job *job, uint64_t key, void *arg);
+/* 0 or -errno. */
+int api_jobs_create(struct api_jobs **out);
+/* Asks every job to stop, joins them all (as long as their current step
+ * takes), then frees jobs. Accepts NULL. No job may be started meanwhile. */
+void api_jobs_destroy(struct api_jobs *jobs);
+/*
+ * Runs fn(job, key, arg) on a thread of its own; arg is borrowed and must
+ * outlive the job (the server does). Returns 0; BC_EEXISTS if a job with this
+ * key is running; -EAGAIN if too many are; -ECANCELED while stopping; or
+ * -errno from pthread_create. Reaps finished jobs; takes the jobs' lock.
+ */
+int api_jobs_start(struct api_jobs *jobs, uint64_t key, api_job_fn fn, void *arg);
+/* Whether a job with this key is running (for tests and logs). */
+int api_jobs_running(struct api_jobs *jobs, uint64_t key);
+/* Whether the job's owner asked it to stop. */
+int api_job_stopping(struct api_job *job);
+/* Sleeps up to ms milliseconds; returns at once when the job is asked to stop. */
+void api_job_sleep(struct api_job *job, uint32_t ms);
+
 /* api_standings.c: recomputes every standings list from the shards. */
 int api_standings_recompute(struct router *router);
 

@@ -13,30 +13,116 @@
  * Progress (shards_done, bets_settled) is counted from the shards' guard
  * rows, so it is right after any crash too. When every shard is done the
  * standings are recomputed.
+ *
+ * The shards are settled by a job of the server that took the result
+ * (api_jobs.c): one per match and server, asked to stop between shards and
+ * joined when the server is destroyed. A shard it did not reach is settled
+ * when the result is posted again, on any server.
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "api/api_int.h"
 
-#define MAX_RUNNING 64
+/*
+ * ---- the settlements table (global schema) ----
+ * All of its SQL is in these functions; each returns 0 or a router status.
+ * A missing row is not an error here (the router's BC_ENOTFOUND means "no
+ * shard map", a 503): readers say so in what they fill in.
+ */
 
-static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
-static atomic_int nrunning, stopping;
-static uint64_t running[MAX_RUNNING];
+/* Records the result to settle, in the caller's transaction on the matches. */
+static int settlement_insert(struct router_txn *txn, uint64_t match, const char *result,
+                             uint32_t nshard)
+{
+    return router_txn_exec(
+        txn, NULL,
+        "INSERT INTO %S.settlements (match_id, result, shards_total) "
+        "VALUES (%u, %s, %u)",
+        match, result, (uint64_t)nshard);
+}
 
-struct settle_job {
-    struct router *router; /* ref */
-    struct cache *cache;   /* ref, may be NULL */
-    uint64_t match_id;
-};
+/* The first cell of rows into out ("" without a row); frees rows. */
+static int first_cell(int rc, struct sql_rows *rows, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (rc == 0 && rows->nrow == 1)
+        snprintf(out, size, "%s", sql_cell(rows, 0, 0));
+    sql_rows_free(rows);
+    return rc;
+}
+
+/* The result being settled: "home", "draw", "away" or "cancelled". */
+static int settlement_result(struct router *r, uint64_t match, char *out, size_t size)
+{
+    struct sql_rows rows = {0};
+    int rc =
+        router_exec(r, ROUTER_GLOBAL, &rows,
+                    "SELECT result FROM %S.settlements WHERE match_id = %u", match);
+
+    return first_cell(rc, &rows, out, size);
+}
+
+/* "running" or "done". */
+static int settlement_state(struct router *r, uint64_t match, char *out, size_t size)
+{
+    struct sql_rows rows = {0};
+    int rc = router_exec(r, ROUTER_GLOBAL, &rows,
+                         "SELECT state FROM %S.settlements WHERE match_id = %u", match);
+
+    return first_cell(rc, &rows, out, size);
+}
+
+/* One more shard settled, with nbets bets: a running tally for the curious. */
+static int settlement_progress_add(struct router *r, uint64_t match, uint64_t nbets)
+{
+    return router_exec(r, ROUTER_GLOBAL, NULL,
+                       "UPDATE %S.settlements SET shards_done = LEAST(shards_total, "
+                       "shards_done + 1), bets_settled = bets_settled + %u WHERE "
+                       "match_id = %u AND state = 'running'",
+                       nbets, match);
+}
+
+/* The progress recounted from the shards' guard rows; done finishes it. */
+static int settlement_progress_set(struct router *r, uint64_t match, uint64_t shards,
+                                   uint64_t bets, int done)
+{
+    return router_exec(
+        r, ROUTER_GLOBAL, NULL,
+        "UPDATE %S.settlements SET shards_done = %u, bets_settled = %u, state = "
+        "IF(%d, 'done', 'running'), finished_at = IF(%d, NOW(3), NULL) WHERE "
+        "match_id = %u",
+        shards, bets, (int64_t)done, (int64_t)done, match);
+}
+
+/* The settlement as the API shows it (caller decrefs); NULL without one. */
+static int settlement_load(struct router *r, uint64_t match, json_t **out)
+{
+    struct sql_rows rows = {0};
+    int rc = router_exec(r, ROUTER_GLOBAL, &rows,
+                         "SELECT match_id, result, state, shards_total, shards_done, "
+                         "bets_settled FROM %S.settlements WHERE match_id = %u",
+                         match);
+
+    *out = NULL;
+    if (rc == 0 && rows.nrow == 1)
+        *out = json_pack(
+            "{s:o,s:s,s:s,s:I,s:I,s:I}", "match_id",
+            api_id_json(strtoull(sql_cell(&rows, 0, 0), NULL, 10)), "result",
+            sql_cell(&rows, 0, 1), "state", sql_cell(&rows, 0, 2), "shards_total",
+            (json_int_t)strtoll(sql_cell(&rows, 0, 3), NULL, 10), "shards_done",
+            (json_int_t)strtoll(sql_cell(&rows, 0, 4), NULL, 10), "bets_settled",
+            (json_int_t)strtoll(sql_cell(&rows, 0, 5), NULL, 10));
+    if (rc == 0 && rows.nrow == 1 && *out == NULL)
+        rc = -ENOMEM;
+    sql_rows_free(&rows);
+    return rc;
+}
+
+/* ---- settling the shards ---- */
 
 /* Settles one shard; 0 done now or before, else a router status. */
 static int settle_shard_once(struct router *r, uint32_t shard, uint64_t match,
@@ -131,38 +217,35 @@ static int settle_count(struct router *r, uint64_t match, int *done)
     }
     sql_rows_free(&rows);
     *done = shards == router_nshard(r);
-    return router_exec(
-        r, ROUTER_GLOBAL, NULL,
-        "UPDATE %S.settlements SET shards_done = %u, bets_settled = %u, state = "
-        "IF(%d, 'done', 'running'), finished_at = IF(%d, NOW(3), NULL) WHERE "
-        "match_id = %u",
-        shards, bets, (int64_t)*done, (int64_t)*done, match);
+    return settlement_progress_set(r, match, shards, bets, *done);
 }
 
-static void settle_run(struct router *r, struct cache *cache, uint64_t match)
+/*
+ * A settlement job of the server (api_jobs.c): settles the shards in turn,
+ * stopping between two when the server is destroyed; a shard left undone
+ * waits for the result to be posted again.
+ */
+static void settle_main(struct api_job *job, uint64_t match, void *arg)
 {
-    struct sql_rows rows = {0};
+    struct api_server *srv = arg;
+    struct router *r = api_server_router(srv);
+    struct cache *cache = api_server_conf(srv)->cache;
     char result[16];
     int rc, done = 0;
 
-    rc = router_exec(r, ROUTER_GLOBAL, &rows,
-                     "SELECT result FROM %S.settlements WHERE match_id = %u", match);
-    if (rc < 0 || rows.nrow == 0) {
+    if (settlement_result(r, match, result, sizeof(result)) < 0 || result[0] == '\0') {
         api_log("settlement %" PRIu64 ": cannot read it: %s", match,
                 router_last_error());
-        sql_rows_free(&rows);
         return;
     }
-    snprintf(result, sizeof(result), "%s", sql_cell(&rows, 0, 0));
-    sql_rows_free(&rows);
-    for (uint32_t s = 0; s < router_nshard(r) && !atomic_load(&stopping); s++) {
+    for (uint32_t s = 0; s < router_nshard(r) && !api_job_stopping(job); s++) {
         uint64_t n = 0;
         /* A host may be briefly down: a few tries, then leave it for a re-post. */
         for (int attempt = 0; attempt < 5; attempt++) {
             rc = settle_shard(r, s, match, result, &n);
-            if (rc == 0)
+            if (rc == 0 || api_job_stopping(job))
                 break;
-            usleep(200000u << attempt);
+            api_job_sleep(job, 200u << attempt);
         }
         if (rc < 0) {
             api_log("settlement %" PRIu64
@@ -171,17 +254,12 @@ static void settle_run(struct router *r, struct cache *cache, uint64_t match)
             break;
         }
         if (n > 0 || s % 16 == 15)
-            router_exec(r, ROUTER_GLOBAL, NULL,
-                        "UPDATE %S.settlements SET shards_done = LEAST(shards_total, "
-                        "shards_done + 1), bets_settled = bets_settled + %u WHERE "
-                        "match_id = %u "
-                        "AND state = 'running'",
-                        n, match);
+            settlement_progress_add(r, match, n);
     }
     if (settle_count(r, match, &done) < 0)
         api_log("settlement %" PRIu64 ": cannot count progress: %s", match,
                 router_last_error());
-    if (done && !atomic_load(&stopping)) {
+    if (done && !api_job_stopping(job)) {
         api_log("settlement %" PRIu64 ": done; recomputing standings", match);
         /* Standings and profiles (points) change: one generation bump. */
         if (api_standings_recompute(r) == 0 && cache != NULL)
@@ -189,88 +267,29 @@ static void settle_run(struct router *r, struct cache *cache, uint64_t match)
     }
 }
 
-static void *settle_main(void *arg)
-{
-    struct settle_job *job = arg;
-
-    settle_run(job->router, job->cache, job->match_id);
-    atomic_fetch_sub(&nrunning, 1);
-    pthread_mutex_lock(&running_lock);
-    for (int i = 0; i < MAX_RUNNING; i++)
-        if (running[i] == job->match_id)
-            running[i] = 0;
-    pthread_mutex_unlock(&running_lock);
-    free(job);
-    return NULL;
-}
-
 /* Runs the settlement in the background unless this server runs it already. */
-static void settle_start(struct router *r, struct cache *cache, uint64_t match)
+static void settle_start(struct api_req *req, uint64_t match)
 {
-    struct settle_job *job;
-    pthread_t t;
-    int slot = -1;
+    int rc = api_jobs_start(api_server_jobs(req->srv), match, settle_main, req->srv);
 
-    pthread_mutex_lock(&running_lock);
-    for (int i = 0; i < MAX_RUNNING; i++) {
-        if (running[i] == match) {
-            pthread_mutex_unlock(&running_lock);
-            return;
-        }
-        if (running[i] == 0 && slot < 0)
-            slot = i;
-    }
-    if (slot >= 0)
-        running[slot] = match;
-    pthread_mutex_unlock(&running_lock);
-    if (slot < 0) {
+    if (rc == -EAGAIN)
         api_log("settlement %" PRIu64 ": too many running; re-post later", match);
-        return;
-    }
-    job = malloc(sizeof(*job));
-    if (job != NULL) {
-        job->router = r;
-        job->cache = cache;
-        job->match_id = match;
-        atomic_fetch_add(&nrunning, 1);
-        if (pthread_create(&t, NULL, settle_main, job) == 0) {
-            pthread_detach(t);
-            return;
-        }
-        atomic_fetch_sub(&nrunning, 1);
-        free(job);
-    }
-    pthread_mutex_lock(&running_lock);
-    running[slot] = 0;
-    pthread_mutex_unlock(&running_lock);
-}
-
-static json_t *settlement_json(struct sql_rows *rows)
-{
-    return json_pack(
-        "{s:o,s:s,s:s,s:I,s:I,s:I}", "match_id",
-        api_id_json(strtoull(sql_cell(rows, 0, 0), NULL, 10)), "result",
-        sql_cell(rows, 0, 1), "state", sql_cell(rows, 0, 2), "shards_total",
-        (json_int_t)strtoll(sql_cell(rows, 0, 3), NULL, 10), "shards_done",
-        (json_int_t)strtoll(sql_cell(rows, 0, 4), NULL, 10), "bets_settled",
-        (json_int_t)strtoll(sql_cell(rows, 0, 5), NULL, 10));
+    else if (rc < 0 && rc != BC_EEXISTS)
+        api_log("settlement %" PRIu64 ": cannot start: %s; re-post later", match,
+                bc_strerror(rc));
 }
 
 static void settlement_reply(struct api_req *req, int status, uint64_t match)
 {
-    struct sql_rows rows = {0};
-    int rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
-                         "SELECT match_id, result, state, shards_total, shards_done, "
-                         "bets_settled FROM %S.settlements WHERE match_id = %u",
-                         match);
+    json_t *body;
+    int rc = settlement_load(req->router, match, &body);
 
     if (rc < 0)
         api_db_error(req, rc);
-    else if (rows.nrow == 0)
+    else if (body == NULL)
         api_error(req, 404, "not_found", "no result posted for this match");
     else
-        api_reply_json(req, status, settlement_json(&rows));
-    sql_rows_free(&rows);
+        api_reply_json(req, status, body);
 }
 
 void api_h_settlement_get(struct api_req *req)
@@ -286,10 +305,11 @@ void api_h_result_post(struct api_req *req)
                                             {"away_goals", API_T_INT, 0, 0},
                                             {"cancelled", API_T_BOOL, 0, 0},
                                             {NULL, 0, 0, 0}};
-    struct sql_rows m = {0}, s = {0};
+    struct sql_rows m = {0};
     struct router_txn *txn = NULL;
     uint64_t match = req->param[0];
     int64_t hg, ag;
+    char state[16];
     int cancelled, rc;
     const char *result;
     json_t *body;
@@ -338,11 +358,7 @@ void api_h_result_post(struct api_req *req)
             cancelled ? "cancelled" : "finished", (int64_t)cancelled, hg,
             (int64_t)cancelled, ag, match);
         if (rc == 0)
-            rc = router_txn_exec(
-                txn, NULL,
-                "INSERT INTO %S.settlements (match_id, result, shards_total) "
-                "VALUES (%u, %s, %u)",
-                match, result, (uint64_t)router_nshard(req->router));
+            rc = settlement_insert(txn, match, result, router_nshard(req->router));
         if (rc < 0)
             goto dberr;
         rc = router_txn_commit(txn);
@@ -364,16 +380,15 @@ void api_h_result_post(struct api_req *req)
                       "another result was posted for this match");
             goto out;
         }
-        rc = router_exec(req->router, ROUTER_GLOBAL, &s,
-                         "SELECT state FROM %S.settlements WHERE match_id = %u", match);
-        if (rc < 0)
+        /* The same result again: resume a settlement that did not finish. */
+        if ((rc = settlement_state(req->router, match, state, sizeof(state))) < 0)
             goto dberr;
-        if (s.nrow == 1 && strcmp(sql_cell(&s, 0, 0), "done") == 0) {
+        if (strcmp(state, "done") == 0) {
             settlement_reply(req, 202, match);
             goto out;
         }
     }
-    settle_start(req->router, req->cache, match);
+    settle_start(req, match);
     settlement_reply(req, 202, match);
     goto out;
 dberr:
@@ -381,14 +396,5 @@ dberr:
 out:
     router_txn_rollback(txn);
     sql_rows_free(&m);
-    sql_rows_free(&s);
     json_decref(body);
-}
-
-void api_settle_stop(void)
-{
-    /* Shards not settled yet stay for a re-post; wait for the shard in hand. */
-    atomic_store(&stopping, 1);
-    for (int i = 0; i < 3000 && atomic_load(&nrunning) > 0; i++)
-        usleep(10000);
 }

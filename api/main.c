@@ -197,8 +197,8 @@ int main(int argc, char **argv)
     sigwait(&set, &sig);
     api_log("%s: %s: stopping", api.name, strsignal(sig));
 out:
+    /* Joins the server's settlements: none outlives the router below. */
     api_server_destroy(srv);
-    api_settle_stop();
     cache_destroy(cache);
     router_destroy(router);
     shardmap_conf_deinit(&conf);

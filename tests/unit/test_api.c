@@ -1,14 +1,18 @@
 /*
- * test_api.c: unit tests of the API server's pure parts: odds and time
- * parsing, ids, tokens (forged, tampered, expired) and password hashes.
- * The server is created without a router: no request reaches it.
+ * test_api.c: unit tests of the API server's parts that need no database:
+ * odds and time parsing, ids, tokens (forged, tampered, expired), password
+ * hashes, and the server's ownership of its background jobs.
+ * Servers are created without a router: no request reaches them.
  */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -155,6 +159,108 @@ static void test_password_hash(void **state)
     assert_int_not_equal(api_password_verify(hash, "correct horsf"), 0);
 }
 
+/* ---- background jobs belong to their server ---- */
+
+struct probe {
+    atomic_int started, finished;
+};
+
+/* Runs until its server asks it to stop, then takes a while to finish. */
+static void blocking_job(struct api_job *job, uint64_t key, void *arg)
+{
+    struct probe *p = arg;
+    (void)key;
+
+    atomic_fetch_add(&p->started, 1);
+    while (!api_job_stopping(job))
+        api_job_sleep(job, 60000);
+    usleep(50000); /* the shard in hand: destroy must wait for it */
+    atomic_fetch_add(&p->finished, 1);
+}
+
+static void quick_job(struct api_job *job, uint64_t key, void *arg)
+{
+    struct probe *p = arg;
+    (void)job;
+    (void)key;
+
+    atomic_fetch_add(&p->finished, 1);
+}
+
+static void wait_for(atomic_int *v, int want)
+{
+    for (int i = 0; i < 5000 && atomic_load(v) < want; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(v), want);
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/*
+ * Regression: settlements were detached threads with file-static state, so
+ * the first server to stop stopped every server's settlements, and a stopped
+ * server's thread could outlive it (and the router).
+ */
+static void test_server_destroy_joins_its_jobs_only(void **state)
+{
+    struct api_server *a = server(3600, 1), *b = server(3600, 2);
+    struct probe pa = {0}, pb = {0};
+    struct timespec t0;
+    (void)state;
+
+    /* One job per key and server: the same match runs on both servers. */
+    assert_int_equal(api_jobs_start(api_server_jobs(a), 7, blocking_job, &pa), 0);
+    assert_int_equal(api_jobs_start(api_server_jobs(b), 7, blocking_job, &pb), 0);
+    assert_int_equal(api_jobs_start(api_server_jobs(a), 7, blocking_job, &pa),
+                     BC_EEXISTS);
+    wait_for(&pa.started, 1);
+    wait_for(&pb.started, 1);
+    assert_true(api_jobs_running(api_server_jobs(a), 7));
+    assert_false(api_jobs_running(api_server_jobs(a), 8));
+
+    /* Destroy wakes the sleeping job and waits for it to finish. */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    api_server_destroy(a);
+    assert_int_equal(atomic_load(&pa.finished), 1);
+    assert_true(seconds_since(&t0) < 10);
+
+    /* The other server's job was not asked to stop. */
+    usleep(100000);
+    assert_int_equal(atomic_load(&pb.finished), 0);
+    assert_true(api_jobs_running(api_server_jobs(b), 7));
+    api_server_destroy(b);
+    assert_int_equal(atomic_load(&pb.finished), 1);
+}
+
+static void test_jobs_finished_are_reaped_and_bounded(void **state)
+{
+    struct api_server *srv = server(3600, 1);
+    struct api_jobs *jobs = api_server_jobs(srv);
+    struct probe p = {0}, q = {0};
+    (void)state;
+
+    /* A finished job frees its key and its slot for the next start. */
+    for (int i = 1; i <= 200; i++) {
+        assert_int_equal(api_jobs_start(jobs, 3, quick_job, &p), 0);
+        wait_for(&p.finished, i);
+        while (api_jobs_running(jobs, 3))
+            usleep(100);
+    }
+    /* At most 64 at once; the next one is refused, not queued. */
+    for (uint64_t k = 1; k <= 64; k++)
+        assert_int_equal(api_jobs_start(jobs, k, blocking_job, &q), 0);
+    assert_int_equal(api_jobs_start(jobs, 65, blocking_job, &q), -EAGAIN);
+    wait_for(&q.started, 64);
+    api_server_destroy(srv);
+    assert_int_equal(atomic_load(&q.finished), 64);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,6 +271,8 @@ int main(void)
         cmocka_unit_test(test_token_roundtrip_and_tamper),
         cmocka_unit_test(test_token_expired),
         cmocka_unit_test(test_password_hash),
+        cmocka_unit_test(test_server_destroy_joins_its_jobs_only),
+        cmocka_unit_test(test_jobs_finished_are_reaped_and_bounded),
     };
     return cmocka_run_group_tests_name("api", tests, NULL, NULL);
 }

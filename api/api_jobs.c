@@ -1,0 +1,171 @@
+/*
+ * api_jobs.c: the API server's background work (settlements), owned by the
+ * server that started it.
+ *
+ * Each job is a thread in a slot of its owner, never detached: a finished
+ * job's thread is joined by the next start (which reuses its slot) or by
+ * api_jobs_destroy(), which first asks every running job to stop and then
+ * joins it. So when the server is gone no job of it runs any more, and
+ * the router it borrowed can be freed; two servers in one process each own
+ * their jobs and stop only their own.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "api/api_int.h"
+
+#define JOBS_MAX 64 /* settlements run at once; a re-post resumes any other */
+
+enum job_state { JOB_FREE, JOB_RUNNING, JOB_DONE };
+
+struct api_job {
+    struct api_jobs *owner; /* ref */
+    pthread_t thread;
+    enum job_state state; /* under owner->lock */
+    uint64_t key;         /* set before the thread starts, then read-only */
+    api_job_fn fn;
+    void *arg; /* ref */
+};
+
+struct api_jobs {
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* broadcast on stop: sleeping jobs wake at once */
+    atomic_int stopping; /* written under lock, read by jobs between steps */
+    struct api_job job[JOBS_MAX];
+};
+
+int api_jobs_create(struct api_jobs **out)
+{
+    struct api_jobs *jobs = calloc(1, sizeof(*jobs));
+    pthread_condattr_t attr;
+    int rc;
+
+    if (jobs == NULL)
+        return -ENOMEM;
+    /* Sleeps are timed on the monotonic clock: a clock step cannot stretch them. */
+    if ((rc = pthread_condattr_init(&attr)) != 0)
+        goto error;
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(&jobs->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    if (rc != 0)
+        goto error;
+    if ((rc = pthread_mutex_init(&jobs->lock, NULL)) != 0) {
+        pthread_cond_destroy(&jobs->wake);
+        goto error;
+    }
+    *out = jobs;
+    return 0;
+error:
+    free(jobs);
+    return -rc;
+}
+
+void api_jobs_destroy(struct api_jobs *jobs)
+{
+    pthread_t threads[JOBS_MAX];
+    int n = 0;
+
+    if (jobs == NULL)
+        return;
+    pthread_mutex_lock(&jobs->lock);
+    atomic_store(&jobs->stopping, 1);
+    pthread_cond_broadcast(&jobs->wake);
+    for (int i = 0; i < JOBS_MAX; i++)
+        if (jobs->job[i].state != JOB_FREE)
+            threads[n++] = jobs->job[i].thread;
+    pthread_mutex_unlock(&jobs->lock);
+    /* Outside the lock: a job takes it to say it is done. */
+    for (int i = 0; i < n; i++)
+        pthread_join(threads[i], NULL);
+    pthread_cond_destroy(&jobs->wake);
+    pthread_mutex_destroy(&jobs->lock);
+    free(jobs);
+}
+
+static void *job_main(void *p)
+{
+    struct api_job *job = p;
+
+    job->fn(job, job->key, job->arg);
+    pthread_mutex_lock(&job->owner->lock);
+    job->state = JOB_DONE;
+    pthread_mutex_unlock(&job->owner->lock);
+    return NULL;
+}
+
+int api_jobs_start(struct api_jobs *jobs, uint64_t key, api_job_fn fn, void *arg)
+{
+    struct api_job *slot = NULL;
+    int rc = 0;
+
+    pthread_mutex_lock(&jobs->lock);
+    if (atomic_load(&jobs->stopping))
+        rc = -ECANCELED;
+    for (int i = 0; i < JOBS_MAX && rc == 0; i++) {
+        struct api_job *j = &jobs->job[i];
+        /* A done job has left the lock and is returning: this join is short. */
+        if (j->state == JOB_DONE) {
+            pthread_join(j->thread, NULL);
+            j->state = JOB_FREE;
+        }
+        if (j->state == JOB_RUNNING && j->key == key)
+            rc = BC_EEXISTS;
+        else if (j->state == JOB_FREE && slot == NULL)
+            slot = j;
+    }
+    if (rc == 0 && slot == NULL)
+        rc = -EAGAIN;
+    if (rc == 0) {
+        slot->owner = jobs;
+        slot->state = JOB_RUNNING;
+        slot->key = key;
+        slot->fn = fn;
+        slot->arg = arg;
+        rc = -pthread_create(&slot->thread, NULL, job_main, slot);
+        if (rc < 0)
+            slot->state = JOB_FREE;
+    }
+    pthread_mutex_unlock(&jobs->lock);
+    return rc;
+}
+
+int api_jobs_running(struct api_jobs *jobs, uint64_t key)
+{
+    int running = 0;
+
+    pthread_mutex_lock(&jobs->lock);
+    for (int i = 0; i < JOBS_MAX; i++)
+        if (jobs->job[i].state == JOB_RUNNING && jobs->job[i].key == key)
+            running = 1;
+    pthread_mutex_unlock(&jobs->lock);
+    return running;
+}
+
+int api_job_stopping(struct api_job *job)
+{
+    return atomic_load(&job->owner->stopping);
+}
+
+void api_job_sleep(struct api_job *job, uint32_t ms)
+{
+    struct api_jobs *jobs = job->owner;
+    struct timespec until;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&jobs->lock);
+    /* stopping is set under the lock before the broadcast: no wake-up is lost. */
+    while (!atomic_load(&jobs->stopping) &&
+           pthread_cond_timedwait(&jobs->wake, &jobs->lock, &until) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&jobs->lock);
+}
