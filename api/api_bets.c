@@ -109,15 +109,13 @@ void api_h_bet_create(struct api_req *req)
     struct timespec now;
     struct tm tm;
     int64_t stake, odds = 0, kickoff_ms;
-    json_t *body, *v, *m = NULL;
+    json_t *body = req->json, *v, *m = NULL;
     int64_t move_deadline = 0;
     uint64_t seen = 0;
     int rc, p;
 
-    if ((body = api_body(req, spec)) == NULL)
+    if (api_body_check(req, spec) < 0 || idem_key(req, &key) < 0)
         return;
-    if (idem_key(req, &key) < 0)
-        goto out;
     match_id = api_id(body, "match_id", 0);
     pick = api_str(body, "pick", "");
     for (p = 0; p < 3 && strcmp(pick, picks[p]) != 0; p++)
@@ -264,7 +262,6 @@ out:
     json_decref(m);
     sql_rows_free(&idem);
     sql_rows_free(&rows);
-    json_decref(body);
 }
 
 void api_h_bet_get(struct api_req *req)

@@ -126,23 +126,21 @@ void api_h_company_create(struct api_req *req)
     struct sql_rows rows = {0};
     const char *primary, *secondary;
     char code[11];
-    json_t *body;
+    json_t *body = req->json;
     int rc;
 
-    if (api_check_platform_admin(req) < 0)
-        return;
-    if ((body = api_body(req, spec)) == NULL)
+    if (api_body_check(req, spec) < 0)
         return;
     if (!api_valid_text(api_str(body, "name", ""), 100)) {
         api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
-        goto out;
+        return;
     }
     if (!valid_slug(api_str(body, "slug", ""))) {
         api_error(req, 422, "invalid_slug", "slug must be 2 to 64 of a-z, 0-9 and -");
-        goto out;
+        return;
     }
     if (colors_check(req, json_object_get(body, "colors"), &primary, &secondary) < 0)
-        goto out;
+        return;
     api_join_code(code);
     rc = router_exec(
         req->router, ROUTER_GLOBAL, &rows,
@@ -156,9 +154,7 @@ void api_h_company_create(struct api_req *req)
         api_db_error(req, rc);
     else
         company_reply(req, 201, rows.insert_id, 1);
-out:
     sql_rows_free(&rows);
-    json_decref(body);
 }
 
 /* The company with its join code, as cached branding. */
@@ -189,8 +185,7 @@ void api_h_company_get(struct api_req *req)
     json_t *c;
     int role, rc;
 
-    if (api_check_company_member(req, id) < 0)
-        return;
+    /* The dispatcher checked membership; the role decides on the join code. */
     if (api_caller_role(req, &role) < 0)
         return;
     snprintf(key, sizeof(key), "bc:v1:company:%" PRIu64, id);
@@ -217,20 +212,18 @@ void api_h_company_patch(struct api_req *req)
         {"name", API_T_STR, 0, 0}, {"colors", API_T_OBJ, 0, 0}, {NULL, 0, 0, 0}};
     const char *primary, *secondary, *name;
     uint64_t id = req->param[0];
-    json_t *body;
+    json_t *body = req->json;
     int rc;
 
-    if (api_check_company_admin(req, id) < 0)
-        return;
-    if ((body = api_body(req, spec)) == NULL)
+    if (api_body_check(req, spec) < 0)
         return;
     name = api_str(body, "name", NULL);
     if (name != NULL && !api_valid_text(name, 100)) {
         api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
-        goto out;
+        return;
     }
     if (colors_check(req, json_object_get(body, "colors"), &primary, &secondary) < 0)
-        goto out;
+        return;
     rc = router_exec(
         req->router, ROUTER_GLOBAL, NULL,
         "UPDATE %S.companies SET name = COALESCE(%s, name), color_primary = "
@@ -239,24 +232,17 @@ void api_h_company_patch(struct api_req *req)
         name, primary, secondary, id);
     if (rc < 0) {
         api_db_error(req, rc);
-    } else {
-        company_changed(req, id);
-        company_reply(req, 200, id, 1);
+        return;
     }
-out:
-    json_decref(body);
+    company_changed(req, id);
+    company_reply(req, 200, id, 1);
 }
 
 void api_h_company_logo_put(struct api_req *req)
 {
-    const char *type;
     char etag[17];
     int rc;
 
-    if (api_check_company_admin(req, req->param[0]) < 0)
-        return;
-    if ((type = api_image_type(req)) == NULL)
-        return;
     api_image_etag(req->body, req->body_len, etag);
     rc = router_exec(
         req->router, ROUTER_GLOBAL, NULL,
@@ -264,7 +250,7 @@ void api_h_company_logo_put(struct api_req *req)
         "%s, %s, %b FROM %S.companies WHERE id = %u ON DUPLICATE KEY UPDATE "
         "content_type = VALUES(content_type), etag = VALUES(etag), data = "
         "VALUES(data)",
-        type, etag, req->body, req->body_len, req->param[0]);
+        req->image_type, etag, req->body, req->body_len, req->param[0]);
     if (rc < 0) {
         api_db_error(req, rc);
         return;
@@ -293,16 +279,14 @@ void api_h_team_create(struct api_req *req)
     static const struct api_field spec[] = {{"name", API_T_STR, 1, 0}, {NULL, 0, 0, 0}};
     struct sql_rows rows = {0};
     uint64_t company = req->param[0];
-    json_t *body;
+    json_t *body = req->json;
     int rc;
 
-    if (api_check_company_admin(req, company) < 0)
-        return;
-    if ((body = api_body(req, spec)) == NULL)
+    if (api_body_check(req, spec) < 0)
         return;
     if (!api_valid_text(api_str(body, "name", ""), 100)) {
         api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
-        goto out;
+        return;
     }
     rc = router_exec(
         req->router, ROUTER_GLOBAL, &rows,
@@ -318,9 +302,7 @@ void api_h_team_create(struct api_req *req)
                        json_pack("{s:o,s:o,s:s,s:i}", "id", api_id_json(rows.insert_id),
                                  "company_id", api_id_json(company), "name",
                                  api_str(body, "name", ""), "members", 0));
-out:
     sql_rows_free(&rows);
-    json_decref(body);
 }
 
 void api_h_team_list(struct api_req *req)
@@ -330,8 +312,6 @@ void api_h_team_list(struct api_req *req)
     json_t *items;
     int rc;
 
-    if (api_check_company_member(req, company) < 0)
-        return;
     rc = router_exec(req->router, ROUTER_GLOBAL, &teams,
                      "SELECT id, name FROM %S.teams WHERE company_id = %u ORDER BY id",
                      company);

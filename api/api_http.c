@@ -1,6 +1,7 @@
 /*
- * api_http.c: libmicrohttpd glue: routing, body limits, auth, dispatch,
- * access log and metrics.
+ * api_http.c: the server object and its libmicrohttpd glue: body limits,
+ * dispatch (what the route table declares is answered here, before the
+ * handler), access log and metrics.
  *
  * libmicrohttpd runs a pool of worker threads, each an epoll loop over its
  * connections; a handler runs on its worker and may block on the router
@@ -76,93 +77,6 @@ struct api_jobs *api_server_jobs(struct api_server *srv)
     return srv->jobs;
 }
 
-/* Splits path into up to 8 segments in place; returns the count or -1. */
-static int split_path(char *path, char **seg)
-{
-    int n = 0;
-
-    if (*path != '/')
-        return -1;
-    for (char *p = path + 1; *p != '\0';) {
-        char *slash = strchr(p, '/');
-        if (n == 8)
-            return -1;
-        seg[n++] = p;
-        if (slash == NULL)
-            break;
-        *slash = '\0';
-        p = slash + 1;
-        if (*p == '\0')
-            return -1; /* trailing slash: no such path */
-    }
-    return n;
-}
-
-int api_parse_id(const char *s, uint64_t *id)
-{
-    uint64_t v = 0;
-    size_t n = strlen(s);
-
-    if (n == 0 || n > 19)
-        return -EINVAL;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -EINVAL;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    if (v == 0 || v > (uint64_t)INT64_MAX)
-        return -EINVAL;
-    *id = v;
-    return 0;
-}
-
-/*
- * Finds the route of method + url. Returns its index; -1 no such path;
- * -2 the path exists with other methods (allow gets them).
- */
-static int route_find(const char *method, const char *url, uint64_t *param, char *allow,
-                      size_t allow_size)
-{
-    char path[512], pat[128], *seg[8], *pseg[8];
-    int nseg, found_path = 0;
-
-    if (strlen(url) >= sizeof(path))
-        return -1;
-    snprintf(path, sizeof(path), "%s", url);
-    nseg = split_path(path, seg);
-    if (nseg < 0)
-        return -1;
-    allow[0] = '\0';
-    for (int r = 0; r < api_nroutes; r++) {
-        int npseg, np = 0, match = 1;
-        uint64_t ids[API_MAX_PARAMS];
-
-        snprintf(pat, sizeof(pat), "%s", api_routes[r].pattern);
-        npseg = split_path(pat, pseg);
-        if (npseg != nseg)
-            continue;
-        for (int i = 0; i < nseg && match; i++) {
-            if (strcmp(pseg[i], "{}") == 0)
-                match = api_parse_id(seg[i], &ids[np++]) == 0;
-            else
-                match = strcmp(pseg[i], seg[i]) == 0;
-        }
-        if (!match)
-            continue;
-        if (strcmp(api_routes[r].method, method) == 0) {
-            memcpy(param, ids, sizeof(ids));
-            return r;
-        }
-        found_path = 1;
-        if (strlen(allow) + 10 < allow_size) {
-            if (allow[0] != '\0')
-                strcat(allow, ", ");
-            strcat(allow, api_routes[r].method);
-        }
-    }
-    return found_path ? -2 : -1;
-}
-
 static int is_json_type(const char *ct)
 {
     size_t n = strlen("application/json");
@@ -171,24 +85,42 @@ static int is_json_type(const char *ct)
            (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
-static void dispatch(struct api_req *req, const char *allow)
+/* The bearer token of the Authorization header into req->auth; 0 or negative. */
+static int auth_check(struct api_req *req)
+{
+    const char *authz =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Authorization");
+
+    if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)
+        return -EACCES;
+    return api_token_check(req->srv, authz + 7, &req->auth);
+}
+
+/*
+ * Answers what the route declares, in the order clients have always seen:
+ * no route (404, 405), the body's media type (415) and size (413), the token
+ * (401), the caller's access (401/403/404), the body's syntax (400 or, for
+ * images, 415/422); then the handler answers the rest.
+ */
+static void dispatch(struct api_req *req)
 {
     const struct api_route *route;
-    const char *ct, *authz;
+    const char *ct;
 
-    if (req->route == -1) {
-        api_error(req, 404, "not_found", "no such resource");
+    if (req->found == -EOPNOTSUPP) {
+        api_add_header(req, "Allow", "%s", req->allow);
+        api_error(req, 405, "method_not_allowed",
+                  "method %s not allowed here (allowed: %s)", req->method, req->allow);
         return;
     }
-    if (req->route == -2) {
-        api_add_header(req, "Allow", "%s", allow);
-        api_error(req, 405, "method_not_allowed",
-                  "method %s not allowed here (allowed: %s)", req->method, allow);
+    if (req->found < 0) {
+        api_error(req, 404, "not_found", "no such resource");
         return;
     }
     route = &api_routes[req->route];
     ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
-    if (route->body == 1 && !is_json_type(ct) && (ct != NULL || req->body_len > 0)) {
+    if (route->body == API_BODY_JSON && !is_json_type(ct) &&
+        (ct != NULL || req->body_len > 0)) {
         api_error(req, 415, "unsupported_media_type",
                   "send the body as Content-Type: application/json");
         return;
@@ -198,16 +130,17 @@ static void dispatch(struct api_req *req, const char *allow)
                   req->body_max);
         return;
     }
-    if (route->auth) {
-        authz =
-            MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Authorization");
-        if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0 ||
-            api_token_check(req->srv, authz + 7, &req->auth) < 0) {
-            api_add_header(req, "WWW-Authenticate", "Bearer");
-            api_error(req, 401, "unauthorized", "a valid bearer token is required");
-            return;
-        }
+    if (route->auth && auth_check(req) < 0) {
+        api_add_header(req, "WWW-Authenticate", "Bearer");
+        api_error(req, 401, "unauthorized", "a valid bearer token is required");
+        return;
     }
+    if (api_check_access(req, route->access, req->param[0]) < 0)
+        return;
+    if (route->body == API_BODY_JSON && api_body_parse(req) < 0)
+        return;
+    if (route->body == API_BODY_IMAGE && api_body_image(req) < 0)
+        return;
     route->handler(req);
     if (req->status == 0)
         api_error(req, 500, "internal", "the handler gave no answer");
@@ -239,7 +172,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 {
     struct api_server *srv = cls;
     struct api_req *req = *ctx;
-    char allow[128];
+    struct api_match m;
     (void)version;
 
     if (req == NULL) {
@@ -253,10 +186,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         req->method = method;
         req->url = url;
         req->start_us = now_us();
-        req->route = route_find(method, url, req->param, allow, sizeof(allow));
-        req->body_max = req->route >= 0 && api_routes[req->route].body == 2
-                            ? API_IMAGE_MAX
-                            : API_JSON_MAX;
+        /* Found once, at the headers: the route sets the body's limit. */
+        req->found = api_route_find(method, url, &m);
+        req->route = m.route;
+        memcpy(req->param, m.param, sizeof(req->param));
+        memcpy(req->allow, m.allow, sizeof(req->allow));
+        req->body_max = req->found == 0 ? api_routes[m.route].body_max : API_JSON_MAX;
         *ctx = req;
         return MHD_YES;
     }
@@ -284,9 +219,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         *upload_size = 0;
         return MHD_YES;
     }
-    if (req->route < 0)
-        route_find(method, url, req->param, allow, sizeof(allow));
-    dispatch(req, allow);
+    dispatch(req);
     return queue_response(req);
 }
 
@@ -308,6 +241,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
     free(req->body);
     free(req->resp);
+    json_decref(req->json);
     free(req);
     *ctx = NULL;
 }
@@ -384,21 +318,4 @@ void api_server_destroy(struct api_server *srv)
     api_jobs_destroy(srv->jobs);
     api_metrics_destroy(srv->metrics);
     free(srv);
-}
-
-void api_print_routes(FILE *out)
-{
-    for (int r = 0; r < api_nroutes; r++) {
-        const char *p = api_routes[r].pattern;
-        fprintf(out, "%s ", api_routes[r].method);
-        for (int n = 0; *p; p++) {
-            if (p[0] == '{' && p[1] == '}') {
-                fputs(n++ == 0 ? "{id}" : "{id2}", out);
-                p++;
-            } else {
-                fputc(*p, out);
-            }
-        }
-        fputc('\n', out);
-    }
 }

@@ -15,12 +15,31 @@
 
 #define API_JSON_MAX (64 * 1024)
 #define API_IMAGE_MAX (256 * 1024)
-#define API_MAX_PARAMS 2
+#define API_MAX_PARAMS 2 /* the most ids a route's path has */
+#define API_ROUTE_SEGS 4 /* the most segments a route's path has */
 
+/* A user's role, as stored in his row and signed into his tokens. */
 enum api_role {
     API_ROLE_MEMBER = 0,
     API_ROLE_COMPANY_ADMIN = 1,
     API_ROLE_PLATFORM_ADMIN = 2
+};
+
+/*
+ * What a route asks of its caller beyond a valid token. The company of the
+ * two company checks is the path's first id (/v1/companies/{id}/...).
+ */
+enum api_access {
+    API_ACCESS_ANY = 0,        /* anyone (with a token if the route needs one) */
+    API_ACCESS_COMPANY_MEMBER, /* a member of the company, or the platform admin */
+    API_ACCESS_COMPANY_ADMIN,  /* an admin of the company, or the platform admin */
+    API_ACCESS_PLATFORM_ADMIN  /* the platform admin only */
+};
+
+enum api_body_kind {
+    API_BODY_NONE = 0, /* a body is read (up to the limit) and ignored */
+    API_BODY_JSON,     /* parsed into req->json before the handler runs */
+    API_BODY_IMAGE     /* PNG, JPEG or WebP, checked; its type in req->image_type */
 };
 
 struct api_auth {
@@ -45,12 +64,17 @@ struct api_req {
     struct MHD_Connection *conn; /* ref */
     const char *method;          /* ref in MHD */
     const char *url;             /* ref in MHD */
+    int found;                   /* api_route_find()'s status for method and url */
     int route;                   /* index in the route table, -1 none */
     uint64_t param[API_MAX_PARAMS];
-    char *body; /* owned, NUL-terminated */
+    char allow[64]; /* found == -EOPNOTSUPP: the path's methods */
+    char *body;     /* owned, NUL-terminated */
     size_t body_len, body_cap, body_max;
     int body_too_large;
+    json_t *json;           /* owned: a JSON route's body, an object */
+    const char *image_type; /* static: an image route's checked type */
     struct api_auth auth;
+    int role, role_known; /* the caller's role as api_caller_role() read it */
     int64_t start_us;
 
     /* response */
@@ -64,17 +88,42 @@ struct api_req {
 
 typedef void (*api_handler)(struct api_req *req);
 
+/*
+ * One endpoint. The dispatcher answers everything the route declares
+ * (404/405, 415, 413, 401, the access check, the body's parsing) before the
+ * handler runs, in that order; the handler sees a caller that may call it.
+ */
 struct api_route {
     const char *method;
-    const char *pattern; /* segments; "{}" matches an id */
+    /* The path's segments, NULL-terminated; api_seg_id matches an id. */
+    const char *seg[API_ROUTE_SEGS + 1];
     api_handler handler;
-    int auth;         /* 1: needs a valid token */
-    int body;         /* 0 none, 1 JSON, 2 image */
+    int auth;               /* 1: needs a valid bearer token */
+    enum api_access access; /* checked after the token */
+    enum api_body_kind body;
+    size_t body_max;  /* bytes; a larger body is answered 413 */
     const char *name; /* metrics label */
 };
 
 extern const struct api_route api_routes[];
 extern const int api_nroutes;
+/* The id segment of route paths: compared by address, printed "{id}". */
+extern const char api_seg_id[];
+
+/* A request's route: what api_route_find() fills in. */
+struct api_match {
+    int route; /* index in api_routes, -1 none */
+    uint64_t param[API_MAX_PARAMS];
+    char allow[64]; /* on -EOPNOTSUPP: the path's methods, "GET, PATCH" */
+};
+/*
+ * Finds the route of method and path (a URL path without its query), one
+ * segment at a time against the table's constant segments: no allocation,
+ * no copy. Returns 0 (m->route and m->param set); BC_ENOTFOUND when no route
+ * has this path (ids must be 1..INT64_MAX); -EOPNOTSUPP when the path exists
+ * with other methods only (m->allow lists them in table order).
+ */
+int api_route_find(const char *method, const char *path, struct api_match *m);
 
 /* ---- responses (api_json.c) ---- */
 void api_reply_json(struct api_req *req, int status, json_t *body); /* steals body */
@@ -104,11 +153,21 @@ struct api_field {
     int nullable;
 };
 /*
- * Parses the body as a JSON object and checks it against spec (no unknown
- * fields, required present, types right). Returns the object (caller
- * decrefs) or NULL after replying with the 400.
+ * The dispatcher's part of a JSON route: parses the body into req->json (a
+ * JSON object, owned by req). 0, or -EINVAL after replying 400.
  */
-json_t *api_body(struct api_req *req, const struct api_field *spec);
+int api_body_parse(struct api_req *req);
+/*
+ * The handler's part: checks req->json against spec (no unknown fields,
+ * types right, required present). 0, or -EINVAL after replying 400.
+ */
+int api_body_check(struct api_req *req, const struct api_field *spec);
+/*
+ * The dispatcher's part of an image route: the Content-Type is PNG, JPEG or
+ * WebP and the bytes start like one; sets req->image_type. 0, or -EINVAL
+ * after replying 415 or 422.
+ */
+int api_body_image(struct api_req *req);
 /* Names and labels: 1..max bytes, no control characters, no outer spaces. */
 int api_valid_text(const char *s, size_t max);
 /* Field getters for checked objects; absent (or null) fields give dflt. */
@@ -134,6 +193,7 @@ int api_cursor(struct api_req *req, uint64_t *cursor);
 json_t *api_cursor_json(uint64_t last_id, int more);
 /* An id: 1..INT64_MAX in decimal digits only. 0 or -EINVAL. */
 int api_parse_id(const char *s, uint64_t *id);
+int api_parse_id_n(const char *s, size_t n, uint64_t *id); /* s need not end */
 
 /* ---- auth (api_auth.c) ---- */
 int api_token_make(struct api_server *srv, uint64_t user_id, uint64_t company_id,
@@ -163,8 +223,11 @@ struct api_job;  /* opaque: one running job, handed to its function */
 typedef void (*api_job_fn)(struct api_job *job, uint64_t key, void *arg);
 /* 0 or -errno. */
 int api_jobs_create(struct api_jobs **out);
-/* Asks every job to stop, joins them all (as long as their current step
- * takes), then frees jobs. Accepts NULL. No job may be started meanwhile. */
+/*
+ * Asks every job to stop, joins them all (as long as their current step
+ * takes), then frees jobs. Accepts NULL. Starts racing it get -ECANCELED;
+ * none may come after it (the server stops taking requests first).
+ */
 void api_jobs_destroy(struct api_jobs *jobs);
 /*
  * Runs fn(job, key, arg) on a thread of its own; arg is borrowed and must
@@ -253,20 +316,20 @@ struct api_user {
 int api_user_load(struct router *router, uint64_t id, struct api_user *user);
 json_t *api_user_json(const struct api_user *u);
 /*
- * The caller's effective role (re-read: promotions apply without new login).
- * 0, or after replying (401 if the user is gone, 503/500) BC_ENOTFOUND or a
- * router status.
+ * The caller's effective role, read from his row once per request (so a
+ * promotion applies without a new login). 0, or after replying (401 if the
+ * user is gone, 503/500) BC_ENOTFOUND or a router status.
  */
 int api_caller_role(struct api_req *req, int *role);
 /*
- * Company of the caller or platform admin: 0, or after replying BC_ENOTFOUND
- * (404), -EACCES (403) or what api_caller_role() failed with.
+ * The one access check: the dispatcher runs it with the route's access and
+ * the path's company; handlers whose company comes from elsewhere (a query
+ * parameter) call it themselves. 0, or after replying: BC_ENOTFOUND (404 "no
+ * such company": a company not the caller's is not shown to exist), -EACCES
+ * (403), or what api_caller_role() failed with. Reads the caller's row only
+ * when the answer depends on his role.
  */
-int api_check_company_member(struct api_req *req, uint64_t company_id);
-int api_check_company_admin(struct api_req *req, uint64_t company_id);
-int api_check_platform_admin(struct api_req *req);
-/* Image upload checks shared by avatars and logos; NULL after replying. */
-const char *api_image_type(struct api_req *req);
+int api_check_access(struct api_req *req, enum api_access access, uint64_t company_id);
 void api_image_etag(const void *data, size_t len, char out[17]);
 void api_image_reply(struct api_req *req, struct sql_rows *rows);
 

@@ -158,16 +158,14 @@ static int type_ok(json_t *v, enum api_type t)
     }
 }
 
-json_t *api_body(struct api_req *req, const struct api_field *spec)
+int api_body_parse(struct api_req *req)
 {
     json_error_t jerr;
     json_t *obj;
-    const char *key;
-    json_t *v;
 
     if (req->body == NULL || req->body_len == 0) {
         api_error(req, 400, "malformed_json", "a JSON object body is required");
-        return NULL;
+        return -EINVAL;
     }
     obj = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (obj == NULL && strstr(jerr.text, "too big integer") != NULL)
@@ -180,38 +178,80 @@ json_t *api_body(struct api_req *req, const struct api_field *spec)
     if (obj == NULL) {
         api_error(req, 400, "malformed_json", "malformed JSON at line %d column %d: %s",
                   jerr.line, jerr.column, jerr.text);
-        return NULL;
+        return -EINVAL;
     }
     if (!json_is_object(obj)) {
         json_decref(obj);
         api_error(req, 400, "malformed_json", "the body must be a JSON object");
-        return NULL;
+        return -EINVAL;
     }
-    json_object_foreach(obj, key, v)
+    req->json = obj;
+    return 0;
+}
+
+int api_body_check(struct api_req *req, const struct api_field *spec)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(req->json, key, v)
     {
         const struct api_field *f = spec;
         while (f->name != NULL && strcmp(f->name, key) != 0)
             f++;
         if (f->name == NULL) {
             api_error(req, 400, "unknown_field", "unknown field '%.64s'", key);
-            json_decref(obj);
-            return NULL;
+            return -EINVAL;
         }
         if (!(json_is_null(v) && f->nullable) && !type_ok(v, f->type)) {
             api_error(req, 400, "invalid_field", "field '%s' must be %s%s", f->name,
                       type_name(f->type), f->nullable ? " or null" : "");
-            json_decref(obj);
-            return NULL;
+            return -EINVAL;
         }
     }
     for (const struct api_field *f = spec; f->name != NULL; f++)
-        if (f->required && json_object_get(obj, f->name) == NULL) {
+        if (f->required && json_object_get(req->json, f->name) == NULL) {
             api_error(req, 400, "invalid_field", "field '%s' is required (%s)", f->name,
                       type_name(f->type));
-            json_decref(obj);
-            return NULL;
+            return -EINVAL;
         }
-    return obj;
+    return 0;
+}
+
+/* Whether the bytes start as an image of this type does. */
+static int image_magic_ok(const char *type, const unsigned char *b, size_t n)
+{
+    if (strcmp(type, "image/png") == 0)
+        return n >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0;
+    if (strcmp(type, "image/jpeg") == 0)
+        return n >= 3 && memcmp(b, "\xff\xd8\xff", 3) == 0;
+    return n >= 12 && memcmp(b, "RIFF", 4) == 0 && memcmp(b + 8, "WEBP", 4) == 0;
+}
+
+int api_body_image(struct api_req *req)
+{
+    const char *ct =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
+    const char *type = NULL;
+
+    /* (A body over the limit was answered 413 before the access check.) */
+    if (ct != NULL && strncmp(ct, "image/png", 9) == 0)
+        type = "image/png";
+    else if (ct != NULL && strncmp(ct, "image/jpeg", 10) == 0)
+        type = "image/jpeg";
+    else if (ct != NULL && strncmp(ct, "image/webp", 10) == 0)
+        type = "image/webp";
+    if (type == NULL) {
+        api_error(req, 415, "unsupported_media_type",
+                  "send image/png, image/jpeg or image/webp");
+        return -EINVAL;
+    }
+    if (!image_magic_ok(type, (const unsigned char *)req->body, req->body_len)) {
+        api_error(req, 422, "invalid_image", "the body is not a %s image", type + 6);
+        return -EINVAL;
+    }
+    req->image_type = type;
+    return 0;
 }
 
 int api_valid_text(const char *s, size_t max)
@@ -410,4 +450,27 @@ json_t *api_cursor_json(uint64_t last_id, int more)
         return json_null();
     snprintf(buf, sizeof(buf), "c%" PRIx64, last_id);
     return json_string(buf);
+}
+
+int api_parse_id_n(const char *s, size_t n, uint64_t *id)
+{
+    uint64_t v = 0;
+
+    /* 19 digits cannot overflow 64 bits; INT64_MAX has 19. */
+    if (n == 0 || n > 19)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -EINVAL;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (v == 0 || v > (uint64_t)INT64_MAX)
+        return -EINVAL;
+    *id = v;
+    return 0;
+}
+
+int api_parse_id(const char *s, uint64_t *id)
+{
+    return api_parse_id_n(s, strlen(s), id);
 }

@@ -116,31 +116,29 @@ void api_h_match_create(struct api_req *req)
     struct sql_rows rows = {0};
     char kickoff[32];
     int64_t odds[3];
-    json_t *body;
+    json_t *body = req->json;
     int rc;
 
-    if (api_check_platform_admin(req) < 0)
-        return;
-    if ((body = api_body(req, spec)) == NULL)
+    if (api_body_check(req, spec) < 0)
         return;
     if (!api_valid_text(api_str(body, "home", ""), 64) ||
         !api_valid_text(api_str(body, "away", ""), 64) ||
         strcmp(api_str(body, "home", ""), api_str(body, "away", "")) == 0) {
         api_error(req, 422, "invalid_teams",
                   "home and away must be two different names of 1 to 64 characters");
-        goto out;
+        return;
     }
     if (!api_valid_text(api_str(body, "stage", ""), 64)) {
         api_error(req, 422, "invalid_name", "stage must have 1 to 64 characters");
-        goto out;
+        return;
     }
     if (api_time_parse(api_str(body, "kickoff", ""), kickoff, sizeof(kickoff), NULL) <
         0) {
         api_error(req, 422, "invalid_kickoff", "kickoff must be an RFC 3339 UTC time");
-        goto out;
+        return;
     }
     if (odds_read(req, json_object_get(body, "odds"), odds) < 0)
-        goto out;
+        return;
     rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
                      "INSERT INTO %S.matches (home, away, stage, kickoff, odds_home, "
                      "odds_draw, odds_away) VALUES (%s, %s, %s, %s, %d, %d, %d)",
@@ -153,9 +151,7 @@ void api_h_match_create(struct api_req *req)
             cache_bump(req->cache, "matches");
         match_reply(req, 201, rows.insert_id);
     }
-out:
     sql_rows_free(&rows);
-    json_decref(body);
 }
 
 /* A list query, validated and in canonical form (it is also the cache key). */
@@ -291,15 +287,10 @@ void api_h_odds_put(struct api_req *req)
                                             {NULL, 0, 0, 0}};
     struct sql_rows rows = {0};
     int64_t odds[3];
-    json_t *body;
     int rc;
 
-    if (api_check_platform_admin(req) < 0)
+    if (api_body_check(req, spec) < 0 || odds_read(req, req->json, odds) < 0)
         return;
-    if ((body = api_body(req, spec)) == NULL)
-        return;
-    if (odds_read(req, body, odds) < 0)
-        goto out;
     rc = router_exec(
         req->router, ROUTER_GLOBAL, &rows,
         "UPDATE %S.matches SET odds_home = %d, odds_draw = %d, odds_away = %d, "
@@ -323,5 +314,4 @@ void api_h_odds_put(struct api_req *req)
         api_reply_json(req, 200, odds_json(&rows, 0));
 out:
     sql_rows_free(&rows);
-    json_decref(body);
 }

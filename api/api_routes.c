@@ -1,41 +1,284 @@
 /*
- * api_routes.c: the route table: every endpoint of docs/api.md, its handler,
- * whether it needs a token, and what body it takes (0 none, 1 JSON, 2 image).
+ * api_routes.c: the route table and its matcher.
+ *
+ * Every endpoint of docs/api.md declares here what the dispatcher answers
+ * for it before its handler runs: whether it needs a token, who may call it,
+ * and what body it takes up to how many bytes. Paths are written already
+ * split into segments, so matching a request compares the URL's segments
+ * with constant strings in place: nothing is formatted, split or copied per
+ * request. `betcity-api --routes` prints this table, which tests/openapi
+ * compares with docs/openapi.yaml.
  */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "api/api_int.h"
 
+const char api_seg_id[] = "{id}";
+
+/* Short names, for one route per line. */
+#define ID api_seg_id
+#define OPEN 0  /* no token */
+#define TOKEN 1 /* a valid bearer token */
+#define ANYONE API_ACCESS_ANY
+#define CO_MEMBER API_ACCESS_COMPANY_MEMBER /* of the path's company */
+#define CO_ADMIN API_ACCESS_COMPANY_ADMIN   /* of the path's company */
+#define PLATFORM API_ACCESS_PLATFORM_ADMIN
+/* A stray body on a route that takes none is read up to the JSON limit. */
+#define NO_BODY API_BODY_NONE, API_JSON_MAX
+#define JSON_BODY API_BODY_JSON, API_JSON_MAX
+#define IMAGE_BODY API_BODY_IMAGE, API_IMAGE_MAX
+
+/* method, path, handler, token, access, body and its limit, metrics label */
 const struct api_route api_routes[] = {
-    {"GET", "/healthz", api_h_healthz, 0, 0, "healthz"},
-    {"GET", "/readyz", api_h_readyz, 0, 0, "readyz"},
-    {"GET", "/metrics", api_h_metrics, 0, 0, "metrics"},
-    {"POST", "/v1/auth/signup", api_h_signup, 0, 1, "signup"},
-    {"POST", "/v1/auth/login", api_h_login, 0, 1, "login"},
-    {"GET", "/v1/me", api_h_me, 1, 0, "me"},
-    {"PATCH", "/v1/me", api_h_me_patch, 1, 1, "me_patch"},
-    {"PUT", "/v1/me/avatar", api_h_me_avatar_put, 1, 2, "avatar_put"},
-    {"GET", "/v1/me/bets", api_h_my_bets, 1, 0, "my_bets"},
-    {"GET", "/v1/users/{}", api_h_user_get, 1, 0, "user"},
-    {"GET", "/v1/users/{}/avatar", api_h_user_avatar_get, 0, 0, "avatar"},
-    {"POST", "/v1/companies", api_h_company_create, 1, 1, "company_create"},
-    {"GET", "/v1/companies/{}", api_h_company_get, 1, 0, "company"},
-    {"PATCH", "/v1/companies/{}", api_h_company_patch, 1, 1, "company_patch"},
-    {"PUT", "/v1/companies/{}/logo", api_h_company_logo_put, 1, 2, "logo_put"},
-    {"GET", "/v1/companies/{}/logo", api_h_company_logo_get, 0, 0, "logo"},
-    {"POST", "/v1/companies/{}/teams", api_h_team_create, 1, 1, "team_create"},
-    {"GET", "/v1/companies/{}/teams", api_h_team_list, 1, 0, "teams"},
-    {"POST", "/v1/companies/{}/admins", api_h_admin_add, 1, 1, "admin_add"},
-    {"POST", "/v1/matches", api_h_match_create, 1, 1, "match_create"},
-    {"GET", "/v1/matches", api_h_match_list, 1, 0, "matches"},
-    {"GET", "/v1/matches/{}", api_h_match_get, 1, 0, "match"},
-    {"GET", "/v1/matches/{}/odds", api_h_odds_get, 1, 0, "odds"},
-    {"PUT", "/v1/matches/{}/odds", api_h_odds_put, 1, 1, "odds_put"},
-    {"POST", "/v1/matches/{}/result", api_h_result_post, 1, 1, "result"},
-    {"GET", "/v1/matches/{}/settlement", api_h_settlement_get, 1, 0, "settlement"},
-    {"POST", "/v1/bets", api_h_bet_create, 1, 1, "bet_create"},
-    {"GET", "/v1/bets/{}", api_h_bet_get, 1, 0, "bet"},
-    {"GET", "/v1/standings/users", api_h_standings_users, 1, 0, "standings_users"},
-    {"GET", "/v1/standings/teams", api_h_standings_teams, 1, 0, "standings_teams"},
-    {"GET", "/v1/standings/companies", api_h_standings_companies, 1, 0,
+    {"GET", {"healthz"}, api_h_healthz, OPEN, ANYONE, NO_BODY, "healthz"},
+    {"GET", {"readyz"}, api_h_readyz, OPEN, ANYONE, NO_BODY, "readyz"},
+    {"GET", {"metrics"}, api_h_metrics, OPEN, ANYONE, NO_BODY, "metrics"},
+    {"POST", {"v1", "auth", "signup"}, api_h_signup, OPEN, ANYONE, JSON_BODY, "signup"},
+    {"POST", {"v1", "auth", "login"}, api_h_login, OPEN, ANYONE, JSON_BODY, "login"},
+    {"GET", {"v1", "me"}, api_h_me, TOKEN, ANYONE, NO_BODY, "me"},
+    {"PATCH", {"v1", "me"}, api_h_me_patch, TOKEN, ANYONE, JSON_BODY, "me_patch"},
+    {"PUT",
+     {"v1", "me", "avatar"},
+     api_h_me_avatar_put,
+     TOKEN,
+     ANYONE,
+     IMAGE_BODY,
+     "avatar_put"},
+    {"GET", {"v1", "me", "bets"}, api_h_my_bets, TOKEN, ANYONE, NO_BODY, "my_bets"},
+    /* A profile's access depends on its user's company: the handler checks it. */
+    {"GET", {"v1", "users", ID}, api_h_user_get, TOKEN, ANYONE, NO_BODY, "user"},
+    {"GET",
+     {"v1", "users", ID, "avatar"},
+     api_h_user_avatar_get,
+     OPEN,
+     ANYONE,
+     NO_BODY,
+     "avatar"},
+    {"POST",
+     {"v1", "companies"},
+     api_h_company_create,
+     TOKEN,
+     PLATFORM,
+     JSON_BODY,
+     "company_create"},
+    {"GET",
+     {"v1", "companies", ID},
+     api_h_company_get,
+     TOKEN,
+     CO_MEMBER,
+     NO_BODY,
+     "company"},
+    {"PATCH",
+     {"v1", "companies", ID},
+     api_h_company_patch,
+     TOKEN,
+     CO_ADMIN,
+     JSON_BODY,
+     "company_patch"},
+    {"PUT",
+     {"v1", "companies", ID, "logo"},
+     api_h_company_logo_put,
+     TOKEN,
+     CO_ADMIN,
+     IMAGE_BODY,
+     "logo_put"},
+    {"GET",
+     {"v1", "companies", ID, "logo"},
+     api_h_company_logo_get,
+     OPEN,
+     ANYONE,
+     NO_BODY,
+     "logo"},
+    {"POST",
+     {"v1", "companies", ID, "teams"},
+     api_h_team_create,
+     TOKEN,
+     CO_ADMIN,
+     JSON_BODY,
+     "team_create"},
+    {"GET",
+     {"v1", "companies", ID, "teams"},
+     api_h_team_list,
+     TOKEN,
+     CO_MEMBER,
+     NO_BODY,
+     "teams"},
+    {"POST",
+     {"v1", "companies", ID, "admins"},
+     api_h_admin_add,
+     TOKEN,
+     CO_ADMIN,
+     JSON_BODY,
+     "admin_add"},
+    {"POST",
+     {"v1", "matches"},
+     api_h_match_create,
+     TOKEN,
+     PLATFORM,
+     JSON_BODY,
+     "match_create"},
+    {"GET", {"v1", "matches"}, api_h_match_list, TOKEN, ANYONE, NO_BODY, "matches"},
+    {"GET", {"v1", "matches", ID}, api_h_match_get, TOKEN, ANYONE, NO_BODY, "match"},
+    {"GET",
+     {"v1", "matches", ID, "odds"},
+     api_h_odds_get,
+     TOKEN,
+     ANYONE,
+     NO_BODY,
+     "odds"},
+    {"PUT",
+     {"v1", "matches", ID, "odds"},
+     api_h_odds_put,
+     TOKEN,
+     PLATFORM,
+     JSON_BODY,
+     "odds_put"},
+    {"POST",
+     {"v1", "matches", ID, "result"},
+     api_h_result_post,
+     TOKEN,
+     PLATFORM,
+     JSON_BODY,
+     "result"},
+    {"GET",
+     {"v1", "matches", ID, "settlement"},
+     api_h_settlement_get,
+     TOKEN,
+     PLATFORM,
+     NO_BODY,
+     "settlement"},
+    {"POST", {"v1", "bets"}, api_h_bet_create, TOKEN, ANYONE, JSON_BODY, "bet_create"},
+    {"GET", {"v1", "bets", ID}, api_h_bet_get, TOKEN, ANYONE, NO_BODY, "bet"},
+    /* ?company= is checked by the handlers (through api_check_access). */
+    {"GET",
+     {"v1", "standings", "users"},
+     api_h_standings_users,
+     TOKEN,
+     ANYONE,
+     NO_BODY,
+     "standings_users"},
+    {"GET",
+     {"v1", "standings", "teams"},
+     api_h_standings_teams,
+     TOKEN,
+     ANYONE,
+     NO_BODY,
+     "standings_teams"},
+    {"GET",
+     {"v1", "standings", "companies"},
+     api_h_standings_companies,
+     TOKEN,
+     ANYONE,
+     NO_BODY,
      "standings_companies"},
 };
 const int api_nroutes = (int)(sizeof(api_routes) / sizeof(api_routes[0]));
+
+#undef ID
+#undef OPEN
+#undef TOKEN
+#undef ANYONE
+#undef CO_MEMBER
+#undef CO_ADMIN
+#undef PLATFORM
+#undef NO_BODY
+#undef JSON_BODY
+#undef IMAGE_BODY
+
+/* One segment of the request's path, in place in the URL. */
+struct seg {
+    const char *p;
+    size_t n;
+};
+
+/*
+ * Cuts "/a/b/c" into its segments (empty ones included); returns their
+ * count, or -EINVAL for what no route has: no leading slash, a trailing
+ * slash, more segments than any route.
+ */
+static int path_split(const char *path, struct seg seg[API_ROUTE_SEGS])
+{
+    int n = 0;
+
+    if (path[0] != '/')
+        return -EINVAL;
+    if (path[1] == '\0')
+        return 0;
+    for (const char *p = path + 1;;) {
+        const char *slash = strchr(p, '/');
+        if (n == API_ROUTE_SEGS)
+            return -EINVAL;
+        seg[n].p = p;
+        seg[n].n = slash != NULL ? (size_t)(slash - p) : strlen(p);
+        n++;
+        if (slash == NULL)
+            return n;
+        p = slash + 1;
+        if (*p == '\0')
+            return -EINVAL;
+    }
+}
+
+/* Whether route r has exactly these segments; its ids go to param. */
+static int route_matches(const struct api_route *r, const struct seg *seg, int nseg,
+                         uint64_t param[API_MAX_PARAMS])
+{
+    int i, np = 0;
+
+    for (i = 0; i < nseg; i++) {
+        const char *want = r->seg[i];
+        if (want == NULL)
+            return 0;
+        if (want == api_seg_id) {
+            if (np == API_MAX_PARAMS ||
+                api_parse_id_n(seg[i].p, seg[i].n, &param[np]) < 0)
+                return 0;
+            np++;
+        } else if (strncmp(want, seg[i].p, seg[i].n) != 0 || want[seg[i].n] != '\0') {
+            return 0;
+        }
+    }
+    return r->seg[i] == NULL;
+}
+
+int api_route_find(const char *method, const char *path, struct api_match *m)
+{
+    struct seg seg[API_ROUTE_SEGS];
+    uint64_t param[API_MAX_PARAMS] = {0};
+    int nseg = path_split(path, seg), found_path = 0;
+    size_t len = 0;
+
+    memset(m, 0, sizeof(*m));
+    m->route = -1;
+    if (nseg < 0)
+        return BC_ENOTFOUND;
+    for (int r = 0; r < api_nroutes; r++) {
+        if (!route_matches(&api_routes[r], seg, nseg, param))
+            continue;
+        if (strcmp(api_routes[r].method, method) == 0) {
+            m->route = r;
+            memcpy(m->param, param, sizeof(param));
+            m->allow[0] = '\0';
+            return 0;
+        }
+        /* The Allow header of the 405: the path's methods in table order. */
+        found_path = 1;
+        if (len + strlen(api_routes[r].method) + 3 < sizeof(m->allow))
+            len += (size_t)snprintf(m->allow + len, sizeof(m->allow) - len, "%s%s",
+                                    len > 0 ? ", " : "", api_routes[r].method);
+    }
+    return found_path ? -EOPNOTSUPP : BC_ENOTFOUND;
+}
+
+void api_print_routes(FILE *out)
+{
+    for (int r = 0; r < api_nroutes; r++) {
+        int nid = 0;
+        fprintf(out, "%s ", api_routes[r].method);
+        for (const char *const *s = api_routes[r].seg; *s != NULL; s++)
+            fprintf(out, "/%s", *s != api_seg_id ? *s : nid++ == 0 ? "{id}" : "{id2}");
+        fputc('\n', out);
+    }
+}

@@ -294,8 +294,6 @@ static void settlement_reply(struct api_req *req, int status, uint64_t match)
 
 void api_h_settlement_get(struct api_req *req)
 {
-    if (api_check_platform_admin(req) < 0)
-        return;
     settlement_reply(req, 200, req->param[0]);
 }
 
@@ -312,11 +310,9 @@ void api_h_result_post(struct api_req *req)
     char state[16];
     int cancelled, rc;
     const char *result;
-    json_t *body;
+    json_t *body = req->json;
 
-    if (api_check_platform_admin(req) < 0)
-        return;
-    if ((body = api_body(req, spec)) == NULL)
+    if (api_body_check(req, spec) < 0)
         return;
     cancelled = json_is_true(json_object_get(body, "cancelled"));
     hg = api_int(body, "home_goals", -1);
@@ -396,5 +392,4 @@ dberr:
 out:
     router_txn_rollback(txn);
     sql_rows_free(&m);
-    json_decref(body);
 }

@@ -336,7 +336,7 @@ static int company_param(struct api_req *req, uint64_t *company, int required)
         api_error(req, 404, "not_found", "no such company");
         return BC_ENOTFOUND;
     }
-    return api_check_company_member(req, *company);
+    return api_check_access(req, API_ACCESS_COMPANY_MEMBER, *company);
 }
 
 void api_h_standings_users(struct api_req *req)

@@ -79,60 +79,47 @@ static json_t *profile_json(const struct api_user *u)
 int api_caller_role(struct api_req *req, int *role)
 {
     struct api_user u;
-    int rc = api_user_load(req->router, req->auth.user_id, &u);
+    int rc;
 
-    if (rc == BC_ENOTFOUND) {
-        api_error(req, 401, "unauthorized", "the token's user no longer exists");
-        return rc;
+    if (!req->role_known) {
+        rc = api_user_load(req->router, req->auth.user_id, &u);
+        if (rc == BC_ENOTFOUND) {
+            api_error(req, 401, "unauthorized", "the token's user no longer exists");
+            return rc;
+        }
+        if (rc < 0) {
+            api_db_error(req, rc);
+            return rc;
+        }
+        req->role = api_role_parse(u.role);
+        req->role_known = 1;
     }
-    if (rc < 0) {
-        api_db_error(req, rc);
-        return rc;
-    }
-    *role = api_role_parse(u.role);
+    *role = req->role;
     return 0;
 }
 
-int api_check_platform_admin(struct api_req *req)
+int api_check_access(struct api_req *req, enum api_access access, uint64_t company_id)
 {
     int role, rc;
 
+    if (access == API_ACCESS_ANY)
+        return 0;
+    /* A member needs no read to see his own company. */
+    if (access == API_ACCESS_COMPANY_MEMBER && req->auth.company_id == company_id)
+        return 0;
     if ((rc = api_caller_role(req, &role)) < 0)
         return rc;
-    if (role != API_ROLE_PLATFORM_ADMIN) {
+    if (role == API_ROLE_PLATFORM_ADMIN)
+        return 0;
+    if (access == API_ACCESS_PLATFORM_ADMIN) {
         api_error(req, 403, "forbidden", "only the platform admin may do this");
         return -EACCES;
     }
-    return 0;
-}
-
-int api_check_company_member(struct api_req *req, uint64_t company_id)
-{
-    int role, rc;
-
-    if (req->auth.company_id == company_id)
-        return 0;
-    if ((rc = api_caller_role(req, &role)) < 0)
-        return rc;
-    if (role == API_ROLE_PLATFORM_ADMIN)
-        return 0;
-    api_error(req, 404, "not_found", "no such company");
-    return BC_ENOTFOUND;
-}
-
-int api_check_company_admin(struct api_req *req, uint64_t company_id)
-{
-    int role, rc;
-
-    if ((rc = api_caller_role(req, &role)) < 0)
-        return rc;
-    if (role == API_ROLE_PLATFORM_ADMIN)
-        return 0;
     if (req->auth.company_id != company_id) {
         api_error(req, 404, "not_found", "no such company");
         return BC_ENOTFOUND;
     }
-    if (role != API_ROLE_COMPANY_ADMIN) {
+    if (access == API_ACCESS_COMPANY_ADMIN && role != API_ROLE_COMPANY_ADMIN) {
         api_error(req, 403, "forbidden", "only an admin of this company may do this");
         return -EACCES;
     }
@@ -243,10 +230,10 @@ void api_h_signup(struct api_req *req)
     struct api_user u = {0};
     char hash[crypto_pwhash_STRBYTES];
     const char *code, *password;
-    json_t *body = api_body(req, spec);
+    json_t *body = req->json;
     int rc, ok;
 
-    if (body == NULL)
+    if (api_body_check(req, spec) < 0)
         return;
     if (email_canon(api_str(body, "email", ""), u.email, sizeof(u.email)) < 0) {
         api_error(req, 422, "invalid_email", "email must look like name@domain");
@@ -297,7 +284,6 @@ void api_h_signup(struct api_req *req)
         auth_reply(req, 201, &u);
 out:
     sql_rows_free(&rows);
-    json_decref(body);
 }
 
 static char dummy_hash[crypto_pwhash_STRBYTES];
@@ -321,11 +307,11 @@ void api_h_login(struct api_req *req)
     struct sql_rows rows = {0};
     struct api_user u;
     char email[256];
-    json_t *body = api_body(req, spec);
+    json_t *body = req->json;
     uint32_t shard;
     int rc;
 
-    if (body == NULL)
+    if (api_body_check(req, spec) < 0)
         return;
     pthread_once(&dummy_once, dummy_init);
     if (email_canon(api_str(body, "email", ""), email, sizeof(email)) < 0) {
@@ -355,7 +341,6 @@ void api_h_login(struct api_req *req)
     auth_reply(req, 200, &u);
 out:
     sql_rows_free(&rows);
-    json_decref(body);
 }
 
 void api_h_me(struct api_req *req)
@@ -377,21 +362,21 @@ void api_h_me_patch(struct api_req *req)
                                             {"team_id", API_T_ID, 0, 1},
                                             {NULL, 0, 0, 0}};
     char name[128] = "";
-    json_t *body = api_body(req, spec);
+    json_t *body = req->json;
     uint64_t team = 0;
     int rc;
 
-    if (body == NULL)
+    if (api_body_check(req, spec) < 0)
         return;
     if (api_has(body, "display_name") &&
         name_clean(api_str(body, "display_name", ""), name, sizeof(name), 100) < 0) {
         api_error(req, 422, "invalid_display_name",
                   "display_name must have 1 to 100 characters");
-        goto out;
+        return;
     }
     team = api_id(body, "team_id", 0);
     if (team != 0 && team_check(req, team, req->auth.company_id) < 0)
-        goto out;
+        return;
     rc = router_exec(req->router, router_shard_of_id(req->auth.user_id), NULL,
                      "UPDATE %S.users SET display_name = IF(%d, %s, display_name), "
                      "team_id = IF(%d, NULLIF(%u, 0), team_id) WHERE id = %u",
@@ -399,47 +384,10 @@ void api_h_me_patch(struct api_req *req)
                      (int64_t)api_has(body, "team_id"), team, req->auth.user_id);
     if (rc < 0) {
         api_db_error(req, rc);
-        goto out;
+        return;
     }
     profile_changed(req, req->auth.user_id);
     api_h_me(req);
-out:
-    json_decref(body);
-}
-
-const char *api_image_type(struct api_req *req)
-{
-    const char *ct =
-        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
-    const unsigned char *b = (const unsigned char *)req->body;
-    const char *type = NULL;
-    size_t n = req->body_len;
-
-    if (req->body_too_large) {
-        api_error(req, 413, "body_too_large", "images are at most %d bytes",
-                  API_IMAGE_MAX);
-        return NULL;
-    }
-    if (ct != NULL && strncmp(ct, "image/png", 9) == 0)
-        type = "image/png";
-    else if (ct != NULL && strncmp(ct, "image/jpeg", 10) == 0)
-        type = "image/jpeg";
-    else if (ct != NULL && strncmp(ct, "image/webp", 10) == 0)
-        type = "image/webp";
-    if (type == NULL) {
-        api_error(req, 415, "unsupported_media_type",
-                  "send image/png, image/jpeg or image/webp");
-        return NULL;
-    }
-    if ((strcmp(type, "image/png") == 0 && n >= 8 &&
-         memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) ||
-        (strcmp(type, "image/jpeg") == 0 && n >= 3 &&
-         memcmp(b, "\xff\xd8\xff", 3) == 0) ||
-        (strcmp(type, "image/webp") == 0 && n >= 12 && memcmp(b, "RIFF", 4) == 0 &&
-         memcmp(b + 8, "WEBP", 4) == 0))
-        return type;
-    api_error(req, 422, "invalid_image", "the body is not a %s image", type + 6);
-    return NULL;
 }
 
 void api_image_etag(const void *data, size_t len, char out[17])
@@ -476,19 +424,16 @@ void api_image_reply(struct api_req *req, struct sql_rows *rows)
 
 void api_h_me_avatar_put(struct api_req *req)
 {
-    const char *type = api_image_type(req);
     char etag[17];
     int rc;
 
-    if (type == NULL)
-        return;
     api_image_etag(req->body, req->body_len, etag);
     rc = router_exec(
         req->router, router_shard_of_id(req->auth.user_id), NULL,
         "INSERT INTO %S.avatars (user_id, content_type, etag, data) VALUES "
         "(%u, %s, %s, %b) ON DUPLICATE KEY UPDATE content_type = VALUES(content_type), "
         "etag = VALUES(etag), data = VALUES(data)",
-        req->auth.user_id, type, etag, req->body, req->body_len);
+        req->auth.user_id, req->image_type, etag, req->body, req->body_len);
     if (rc < 0) {
         api_db_error(req, rc);
         return;
@@ -571,6 +516,7 @@ void api_h_user_get(struct api_req *req)
         return;
     }
     company = api_id(v, "company_id", 0);
+    /* Another company's user is not shown to exist (but to the platform admin). */
     if (company != req->auth.company_id) {
         int role;
         if (api_caller_role(req, &role) < 0)
@@ -590,20 +536,17 @@ void api_h_admin_add(struct api_req *req)
     static const struct api_field spec[] = {{"user_id", API_T_ID, 1, 0},
                                             {NULL, 0, 0, 0}};
     uint64_t company = req->param[0];
-    json_t *body;
+    json_t *body = req->json, *p;
     struct api_user u;
     int rc;
 
-    if (api_check_company_admin(req, company) < 0)
-        return;
-    body = api_body(req, spec);
-    if (body == NULL)
+    if (api_body_check(req, spec) < 0)
         return;
     rc = api_user_load(req->router, api_id(body, "user_id", 0), &u);
     if (rc == BC_ENOTFOUND || rc == BC_ESHARD || (rc == 0 && u.company_id != company)) {
         api_error(req, 422, "invalid_user",
                   "that user is not a member of this company");
-        goto out;
+        return;
     }
     if (rc == 0 && strcmp(u.role, "platform_admin") != 0)
         rc = router_exec(req->router, router_shard_of_id(u.id), NULL,
@@ -611,15 +554,13 @@ void api_h_admin_add(struct api_req *req)
                          u.id);
     if (rc < 0) {
         api_db_error(req, rc);
-        goto out;
+        return;
     }
     if (strcmp(u.role, "platform_admin") != 0)
         snprintf(u.role, sizeof(u.role), "company_admin");
-    json_t *p = profile_json(&u);
+    p = profile_json(&u);
     json_object_set_new(p, "role", json_string(u.role));
     api_reply_json(req, 200, p);
-out:
-    json_decref(body);
 }
 
 int api_create_platform_admin(struct router *router, const char *email,
