@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 
+#include "catalog/catalog.h"
 #include "router/router.h"
 
 /* How long a host that failed stays marked down before it is tried again. */
@@ -66,6 +67,8 @@ struct router {
     pthread_mutex_t poll_lock;
     pthread_cond_t poll_cond;
     int poll_stop, poll_now, poll_on; /* guarded by poll_lock */
+
+    struct catalog catalog; /* over the global host's pool (router_catalog()) */
 };
 
 /* The SQL layer's clock and thread error message, under the router's old names. */
