@@ -33,6 +33,7 @@
 
 struct router;     /* opaque */
 struct router_txn; /* opaque */
+struct catalog;    /* catalog/catalog.h */
 
 /*
  * Creates a router for the cluster: copies what it needs from conf, opens no
@@ -171,6 +172,13 @@ void router_global_executor(struct router *router, struct sql_executor *out);
  * the config's hosts and those the map added. BC_EHOST for any other.
  */
 int router_endpoint(struct router *router, const char *host, struct sql_endpoint *out);
+
+/*
+ * The cluster's catalog over the router's pool of the global host, valid
+ * until router_destroy(). Its statements run on any pooled connection: no
+ * catalog_lock_shard() through it (the lock belongs to one session).
+ */
+struct catalog *router_catalog(struct router *router);
 
 /* Message of the last error on this thread (server message, or status text). */
 const char *router_last_error(void);

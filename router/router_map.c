@@ -7,6 +7,9 @@
  * when an operator moves a shard, and keeping them makes every pointer a
  * reader got from router_map() valid for the router's life without
  * reference counts on the hot path.
+ *
+ * The map is read through the catalog (catalog_map_load()): hosts,
+ * placement, states and version from one snapshot.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,19 +19,25 @@
 
 #include "router/router_int.h"
 
-/* Finds the pool of a host, or adds one (credentials from the config). */
+/*
+ * Finds the pool of a host, or adds one at the address the catalog gave,
+ * with the account of the host-account rule (sql_endpoint_of()): the
+ * config's for a host it lists, else the global host's.
+ */
 static struct router_pool *pool_for(struct router *r, const char *name,
                                     const char *addr, uint16_t port)
 {
     struct router_pool *pool;
+    struct sql_endpoint ep;
     unsigned n;
 
     pthread_mutex_lock(&r->pools_lock);
     pool = router__pool_find(r, name);
     n = atomic_load(&r->npool);
-    if (pool == NULL && n < SHARDMAP_MAX_HOSTS) {
-        pool = router__pool_create(name, addr, port, r->default_user,
-                                   r->default_password, r->global->max);
+    if (pool == NULL && n < SHARDMAP_MAX_HOSTS &&
+        sql_endpoint_of(&r->conf, name, addr, port, &ep) == 0) {
+        pool = router__pool_create(ep.name, ep.addr, ep.port, ep.user, ep.password,
+                                   r->global->max);
         if (pool != NULL) {
             r->pools[n] = pool;
             atomic_store(&r->npool, n + 1);
@@ -45,98 +54,87 @@ static void map_free(struct router_map *m)
     free(m);
 }
 
-/* Builds a router_map from the hosts and shard_map rows. */
-static int map_build(struct router *r, struct sql_rows *hosts, struct sql_rows *shards,
-                     struct router_map **out)
+/*
+ * The catalog is set up by the first reload, which router_create() does
+ * before any other thread can see the router; map_lock held.
+ */
+static void catalog_ready(struct router *r)
 {
-    struct shardmap_node nodes[SHARDMAP_MAX_HOSTS];
-    struct router_map *m;
-    uint64_t version;
+    struct sql_executor exec;
 
-    if (hosts->nrow == 0 || hosts->nrow > SHARDMAP_MAX_HOSTS ||
-        shards->nrow != r->nshard) {
-        router__set_error("global shard map is incomplete: %u hosts, %u of %u shards",
-                          hosts->nrow, shards->nrow, r->nshard);
-        return BC_EMISMATCH;
-    }
-    for (uint32_t i = 0; i < hosts->nrow; i++) {
-        snprintf(nodes[i].name, sizeof(nodes[i].name), "%s", sql_cell(hosts, i, 0));
-        nodes[i].weight = (uint32_t)strtoul(sql_cell(hosts, i, 3), NULL, 10);
-    }
-    version = strtoull(sql_cell(shards, 0, 3), NULL, 10);
-    m = calloc(1, sizeof(*m));
+    if (r->catalog.schema[0] != '\0')
+        return;
+    router_global_executor(r, &exec);
+    catalog_init(&r->catalog, &r->conf, &exec);
+}
+
+struct catalog *router_catalog(struct router *r)
+{
+    return &r->catalog;
+}
+
+/* A router_map over the catalog's map: takes cm->map, adds the pools. */
+static int map_build(struct router *r, struct catalog_map *cm, struct router_map **out)
+{
+    struct router_map *m = calloc(1, sizeof(*m));
+
     if (m == NULL)
         return -ENOMEM;
-    m->map = shardmap_create(r->nshard, nodes, hosts->nrow, version);
-    m->pool_of = calloc(hosts->nrow, sizeof(*m->pool_of));
-    if (m->map == NULL || m->pool_of == NULL)
-        goto nomem;
-    for (uint32_t i = 0; i < hosts->nrow; i++) {
-        m->pool_of[i] = pool_for(r, sql_cell(hosts, i, 0), sql_cell(hosts, i, 1),
-                                 (uint16_t)strtoul(sql_cell(hosts, i, 2), NULL, 10));
-        if (m->pool_of[i] == NULL)
-            goto nomem;
+    m->pool_of = calloc(cm->nhost, sizeof(*m->pool_of));
+    if (m->pool_of == NULL) {
+        free(m);
+        return -ENOMEM;
     }
-    for (uint32_t i = 0; i < shards->nrow; i++) {
-        uint32_t shard = (uint32_t)strtoul(sql_cell(shards, i, 0), NULL, 10);
-        int node = shardmap_node_index(m->map, sql_cell(shards, i, 1));
-        if (shard != i || node < 0) {
-            router__set_error("global shard map: bad row for shard %u (host %s)", i,
-                              sql_cell(shards, i, 1));
+    m->map = cm->map;
+    cm->map = NULL;
+    for (uint32_t i = 0; i < cm->nhost; i++) {
+        m->pool_of[i] =
+            pool_for(r, cm->host[i].name, cm->host[i].addr, cm->host[i].port);
+        if (m->pool_of[i] == NULL) {
             map_free(m);
-            return BC_EMISMATCH;
+            return -ENOMEM;
         }
-        m->map->node_of[i] = (uint16_t)node;
-        m->map->state[i] = (uint8_t)strtoul(sql_cell(shards, i, 2), NULL, 10);
     }
     *out = m;
     return 0;
-nomem:
-    map_free(m);
-    return -ENOMEM;
 }
 
 int router_reload_map(struct router *r)
 {
-    struct sql_rows hosts = {0}, shards = {0}, ver = {0};
+    struct catalog_map *cm = NULL;
     struct router_map *m = NULL, *cur;
+    uint64_t version;
     int rc;
 
     pthread_mutex_lock(&r->map_lock);
-    rc = router_exec(r, ROUTER_GLOBAL, &ver, "SELECT version FROM %S.map_version");
+    catalog_ready(r);
+    rc = catalog_map_version(&r->catalog, &version);
     if (rc < 0)
         goto out;
-    if (ver.nrow == 0) {
-        rc = BC_ENOTFOUND;
-        goto out;
-    }
     cur = atomic_load(&r->current);
-    if (cur != NULL && cur->map->version == strtoull(sql_cell(&ver, 0, 0), NULL, 10))
+    if (cur != NULL && cur->map->version == version)
         goto out;
-    rc = router_exec(r, ROUTER_GLOBAL, &hosts,
-                     "SELECT name, addr, port, weight FROM %S.hosts ORDER BY ord");
-    if (rc < 0)
-        goto out;
-    /* One statement, so the rows and the version come from one snapshot. */
-    rc = router_exec(r, ROUTER_GLOBAL, &shards,
-                     "SELECT m.shard, m.host, m.state, v.version FROM %S.shard_map m "
-                     "JOIN %S.map_version v ORDER BY m.shard");
-    if (rc < 0)
-        goto out;
-    if (shards.nrow == 0) {
-        rc = BC_ENOTFOUND;
+    /* ~80 KiB: not on the stack of a request's thread. */
+    cm = calloc(1, sizeof(*cm));
+    if (cm == NULL) {
+        rc = -ENOMEM;
         goto out;
     }
-    rc = map_build(r, &hosts, &shards, &m);
+    rc = catalog_map_load(&r->catalog, cm);
+    if (rc < 0)
+        goto out;
+    rc = map_build(r, cm, &m);
     if (rc < 0)
         goto out;
     m->retired = cur;
     atomic_store(&r->current, m);
 out:
     pthread_mutex_unlock(&r->map_lock);
-    sql_rows_free(&ver);
-    sql_rows_free(&hosts);
-    sql_rows_free(&shards);
+    if (rc < 0)
+        router__set_error("%s", sql_last_error());
+    if (cm != NULL)
+        catalog_map_deinit(cm);
+    free(cm);
     return rc;
 }
 
