@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "catalog/catalog.h"
 #include "router/router.h"
 #include "shardmap/shardmap.h"
 #include "tools/shardctl.h"
@@ -91,27 +92,11 @@ char *shardctl_render(const char *tmpl, const char *schema)
     return out;
 }
 
-static int host_sql(struct router *r, const char *host, const char *tmpl,
-                    const char *schema)
-{
-    char *sql = shardctl_render(tmpl, schema);
-    int rc;
-
-    if (sql == NULL)
-        return -ENOMEM;
-    rc = router_host_exec(r, host, NULL, sql);
-    if (rc < 0)
-        fprintf(stderr, "shardctl: %s on %s: %s\n", schema, host, router_last_error());
-    free(sql);
-    return rc;
-}
-
-/* Writes the initial map, hosts and meta rows in one transaction. */
-static int init_map(struct router *r, const struct shardmap_conf *conf)
+/* Places the config's hosts and writes them as map version 1 (one transaction). */
+static int init_map(struct catalog *cat, const struct shardmap_conf *conf)
 {
     struct shardmap_node nodes[SHARDMAP_MAX_HOSTS];
     struct shardmap *map;
-    struct router_txn *txn = NULL;
     int rc;
 
     for (uint32_t i = 0; i < conf->nhost; i++) {
@@ -121,37 +106,9 @@ static int init_map(struct router *r, const struct shardmap_conf *conf)
     map = shardmap_create(conf->nshard, nodes, conf->nhost, 1);
     if (map == NULL)
         return -ENOMEM;
-    if ((rc = shardmap_place(map)) < 0)
-        goto out;
-    if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &txn)) < 0)
-        goto out;
-    rc = router_txn_exec(txn, NULL,
-                         "INSERT INTO %S.cluster_meta (name, value) VALUES "
-                         "('shards', %u), ('prefix', %s), ('cluster', %s)",
-                         (uint64_t)conf->nshard, conf->schema_prefix, conf->name);
-    for (uint32_t i = 0; i < conf->nhost && rc == 0; i++)
-        rc = router_txn_exec(txn, NULL,
-                             "INSERT INTO %S.hosts (name, ord, addr, port, weight) "
-                             "VALUES (%s, %u, %s, %u, %u)",
-                             conf->hosts[i].name, (uint64_t)i, conf->hosts[i].addr,
-                             (uint64_t)conf->hosts[i].port,
-                             (uint64_t)conf->hosts[i].weight);
-    for (uint32_t s = 0; s < conf->nshard && rc == 0; s++)
-        rc = router_txn_exec(txn, NULL,
-                             "INSERT INTO %S.shard_map (shard, host, state, version) "
-                             "VALUES (%u, %s, 0, 1)",
-                             (uint64_t)s, map->nodes[map->node_of[s]].name);
+    rc = shardmap_place(map);
     if (rc == 0)
-        rc = router_txn_exec(txn, NULL,
-                             "INSERT INTO %S.map_version (id, version) VALUES (1, 1)");
-    if (rc == 0) {
-        rc = router_txn_commit(txn);
-        txn = NULL;
-    }
-    if (rc < 0)
-        fprintf(stderr, "shardctl: writing the shard map: %s\n", router_last_error());
-out:
-    router_txn_rollback(txn);
+        rc = catalog_map_create(cat, conf, map);
     shardmap_destroy(map);
     return rc;
 }
@@ -159,9 +116,10 @@ out:
 static int cmd_init(struct shardmap_conf *conf)
 {
     char schema[SHARDMAP_PREFIX_MAX + 16];
-    struct sql_rows rows = {0};
     const struct shardmap *map;
+    struct catalog *cat;
     struct router *r;
+    uint32_t nshard;
     int rc;
 
     conf->query_timeout_ms = INIT_QUERY_TIMEOUT_MS;
@@ -169,33 +127,33 @@ static int cmd_init(struct shardmap_conf *conf)
         fprintf(stderr, "shardctl: %s\n", bc_strerror(rc));
         return 1;
     }
-    router_schema(r, ROUTER_GLOBAL, schema, sizeof(schema));
-    if ((rc = host_sql(r, conf->global_host, shardctl_global_sql, schema)) < 0)
-        goto out;
-    rc =
-        router_exec(r, ROUTER_GLOBAL, &rows,
-                    "SELECT (SELECT value FROM %S.cluster_meta WHERE name = 'shards'), "
-                    "(SELECT COUNT(*) FROM %S.shard_map)");
-    if (rc < 0) {
-        fprintf(stderr, "shardctl: reading %s: %s\n", schema, router_last_error());
+    cat = router_catalog(r);
+    if ((rc = catalog_install(cat)) < 0) {
+        fprintf(stderr, "shardctl: %s on %s: %s\n", cat->schema, conf->global_host,
+                sql_last_error());
         goto out;
     }
-    if (sql_cell(&rows, 0, 0) != NULL &&
-        strtoul(sql_cell(&rows, 0, 0), NULL, 10) != conf->nshard) {
+    if ((rc = catalog_cluster_shards(cat, &nshard)) < 0) {
+        fprintf(stderr, "shardctl: reading %s: %s\n", cat->schema, sql_last_error());
+        goto out;
+    }
+    if (nshard != 0 && nshard != conf->nshard) {
         fprintf(stderr,
-                "shardctl: refusing: the cluster in %s on %s has %s shards, "
+                "shardctl: refusing: the cluster in %s on %s has %u shards, "
                 "the config says %u; the shard count is fixed at creation\n",
-                schema, conf->global_host, sql_cell(&rows, 0, 0), conf->nshard);
+                cat->schema, conf->global_host, nshard, conf->nshard);
         rc = BC_EMISMATCH;
         goto out;
     }
-    if (strcmp(sql_cell(&rows, 0, 1), "0") == 0) {
-        if ((rc = init_map(r, conf)) < 0)
-            goto out;
+    rc = nshard == 0 ? init_map(cat, conf) : BC_EEXISTS;
+    if (rc == 0) {
         printf("created shard map version 1: %u shards over %u hosts\n", conf->nshard,
                conf->nhost);
-    } else {
+    } else if (rc == BC_EEXISTS) {
         printf("shard map exists: keeping it\n");
+    } else {
+        fprintf(stderr, "shardctl: writing the shard map: %s\n", sql_last_error());
+        goto out;
     }
     if ((rc = router_reload_map(r)) < 0 || (map = router_map(r)) == NULL) {
         fprintf(stderr, "shardctl: loading the shard map: %s\n", router_last_error());
@@ -236,39 +194,57 @@ static int cmd_init(struct shardmap_conf *conf)
     }
     printf("%u shard schemas ready\n", map->nshard);
 out:
-    sql_rows_free(&rows);
     router_destroy(r);
     return rc < 0 ? 1 : 0;
 }
 
-static const struct shardmap_host_conf *conf_host(const struct shardmap_conf *conf,
-                                                  const char *name)
+/* Unfinished moves first by shard, as status lists them. */
+static int move_cmp(const void *a, const void *b)
 {
-    int i = shardmap_conf_host(conf, name);
+    const struct catalog_move *x = a, *y = b;
 
-    return i < 0 ? NULL : &conf->hosts[i];
+    return x->shard < y->shard ? -1 : x->shard > y->shard;
+}
+
+/* The unfinished moves (none in clusters made before moves existed). */
+static uint32_t unfinished_moves(struct catalog *cat, struct catalog_move **out)
+{
+    uint32_t n = 0, k = 0;
+
+    if (catalog_moves_list(cat, UINT32_MAX, out, &n) < 0)
+        return 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp((*out)[i].phase, "done") != 0 &&
+            strcmp((*out)[i].phase, "aborted") != 0)
+            (*out)[k++] = (*out)[i];
+    qsort(*out, k, sizeof(**out), move_cmp);
+    return k;
 }
 
 static int cmd_status(struct shardmap_conf *conf, int json)
 {
+    struct catalog_map *cm = calloc(1, sizeof(*cm));
+    struct catalog_move *moves = NULL;
     const struct shardmap *map;
-    uint32_t counts[SHARDMAP_MAX_HOSTS];
+    uint32_t counts[SHARDMAP_MAX_HOSTS], nmove;
     char sql[512];
     struct router *r;
     int rc, down = 0;
 
-    if ((rc = router_create(conf, &r)) < 0) {
-        fprintf(stderr, "shardctl: %s\n", bc_strerror(rc));
+    if (cm == NULL || (rc = router_create(conf, &r)) < 0) {
+        fprintf(stderr, "shardctl: %s\n", bc_strerror(cm == NULL ? -ENOMEM : rc));
+        free(cm);
         return 1;
     }
-    map = router_map(r);
-    if (map == NULL) {
+    if (catalog_map_load(router_catalog(r), cm) < 0) {
         fprintf(stderr, "shardctl: no shard map in %s_global on %s: %s\n",
                 conf->schema_prefix, conf->global_host,
-                router_last_error()[0] ? router_last_error() : "run shardctl init");
+                sql_last_error()[0] ? sql_last_error() : "run shardctl init");
         router_destroy(r);
+        free(cm);
         return 1;
     }
+    map = cm->map;
     shardmap_count(map, counts);
     /* The prefix is [a-z0-9_] (checked when the config was loaded). */
     snprintf(sql, sizeof(sql),
@@ -284,53 +260,46 @@ static int cmd_status(struct shardmap_conf *conf, int json)
         printf("%-12s %-22s %-5s %7s %8s %12s\n", "HOST", "ADDRESS", "STATE", "SHARDS",
                "SCHEMAS", "ROWS(est)");
     for (uint32_t i = 0; i < map->nnode; i++) {
-        const struct shardmap_host_conf *h = conf_host(conf, map->nodes[i].name);
+        const struct catalog_host *h = &cm->host[i];
         struct sql_rows rows = {0};
         char addr[300];
-        int up =
-            router_host_exec(r, map->nodes[i].name, &rows, sql) == 0 && rows.nrow == 1;
+        int up = router_host_exec(r, h->name, &rows, sql) == 0 && rows.nrow == 1;
         const char *schemas = up ? sql_cell(&rows, 0, 0) : "-";
         const char *nrows = up ? sql_cell(&rows, 0, 1) : "-";
 
-        snprintf(addr, sizeof(addr), "%s:%u", h ? h->addr : "?", h ? h->port : 0);
+        snprintf(addr, sizeof(addr), "%s:%u", h->addr, h->port);
         down += !up;
         if (json)
             printf("%s{\"name\":\"%s\",\"addr\":\"%s\",\"up\":%s,\"shards\":%u,"
                    "\"schemas\":%s,\"rows\":%s}",
-                   i ? "," : "", map->nodes[i].name, addr, up ? "true" : "false",
-                   counts[i], up ? schemas : "null", up ? nrows : "null");
+                   i ? "," : "", h->name, addr, up ? "true" : "false", counts[i],
+                   up ? schemas : "null", up ? nrows : "null");
         else
-            printf("%-12s %-22s %-5s %7u %8s %12s\n", map->nodes[i].name, addr,
-                   up ? "up" : "DOWN", counts[i], schemas, nrows);
+            printf("%-12s %-22s %-5s %7u %8s %12s\n", h->name, addr, up ? "up" : "DOWN",
+                   counts[i], schemas, nrows);
         sql_rows_free(&rows);
     }
-    /* Unfinished moves (none in clusters made before moves existed). */
-    struct sql_rows moves = {0};
-    if (router_exec(r, ROUTER_GLOBAL, &moves,
-                    "SELECT id, shard, src_host, dst_host, phase FROM %S.moves WHERE "
-                    "active IS NOT NULL ORDER BY shard") < 0)
-        moves.nrow = 0;
+    nmove = unfinished_moves(router_catalog(r), &moves);
     if (json) {
         printf("],\"moves\":[");
-        for (uint32_t i = 0; i < moves.nrow; i++)
-            printf("%s{\"move\":%s,\"shard\":%s,\"from\":\"%s\",\"to\":\"%s\","
+        for (uint32_t i = 0; i < nmove; i++)
+            printf("%s{\"move\":%" PRIu64 ",\"shard\":%u,\"from\":\"%s\",\"to\":\"%s\","
                    "\"phase\":\"%s\"}",
-                   i ? "," : "", sql_cell(&moves, i, 0), sql_cell(&moves, i, 1),
-                   sql_cell(&moves, i, 2), sql_cell(&moves, i, 3),
-                   sql_cell(&moves, i, 4));
+                   i ? "," : "", moves[i].id, moves[i].shard, moves[i].src,
+                   moves[i].dst, moves[i].phase);
         printf("]}\n");
     } else {
         printf("map version %" PRIu64 ", %u shards, prefix %s, global schema on %s\n",
                map->version, map->nshard, conf->schema_prefix, conf->global_host);
-        for (uint32_t i = 0; i < moves.nrow; i++)
-            printf("unfinished move #%s: shard %s %s -> %s, phase %s (re-run "
-                   "shardctl move %s %s to finish it, or --abort)\n",
-                   sql_cell(&moves, i, 0), sql_cell(&moves, i, 1),
-                   sql_cell(&moves, i, 2), sql_cell(&moves, i, 3),
-                   sql_cell(&moves, i, 4), sql_cell(&moves, i, 1),
-                   sql_cell(&moves, i, 3));
+        for (uint32_t i = 0; i < nmove; i++)
+            printf("unfinished move #%" PRIu64 ": shard %u %s -> %s, phase %s (re-run "
+                   "shardctl move %u %s to finish it, or --abort)\n",
+                   moves[i].id, moves[i].shard, moves[i].src, moves[i].dst,
+                   moves[i].phase, moves[i].shard, moves[i].dst);
     }
-    sql_rows_free(&moves);
+    free(moves);
+    catalog_map_deinit(cm);
+    free(cm);
     router_destroy(r);
     return down ? 3 : 0;
 }
