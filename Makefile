@@ -45,7 +45,7 @@ TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadge
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api \
               $(BUILD)/test_sql
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
-                     $(BUILD)/test_cache_int
+                     $(BUILD)/test_cache_int $(BUILD)/test_catalog_int
 
 .PHONY: all deps run stop status test unit integration format format-check \
         bench clean valgrind openapi
@@ -107,6 +107,10 @@ $(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(CACHE_LIB) $(ROUT
 $(BUILD)/test_cache_int: $(BUILD)/tests/integration/test_cache_int.o \
                         $(BUILD)/tests/integration/itest.o $(CACHE_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
+$(BUILD)/test_catalog_int: $(BUILD)/tests/integration/test_catalog_int.o \
+                          $(BUILD)/tests/integration/itest.o $(CATALOG_LIB) $(SQL_LIB) \
+                          $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_%_int: $(BUILD)/tests/integration/test_%_int.o \
                      $(BUILD)/tests/integration/itest.o $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
