@@ -1,15 +1,12 @@
 /*
- * shardctl_schema.c: the schema SQL of etc/schema, built into shardctl so the
- * tool applies exactly the schema of its own version wherever it runs.
+ * shardctl_schema.c: the shard schema SQL of etc/schema, built into shardctl so
+ * the tool applies exactly the schema of its own version wherever it runs.
+ * The global schema's SQL belongs to the catalog (catalog_install()).
  */
 #include "tools/shardctl.h"
 
 /* .incbin paths are relative to the repository root, where make runs. */
 __asm__(".section .rodata\n"
-        ".global shardctl_global_sql\n"
-        "shardctl_global_sql:\n"
-        ".incbin \"etc/schema/global.sql\"\n"
-        ".byte 0\n"
         ".global shardctl_shard_sql\n"
         "shardctl_shard_sql:\n"
         ".incbin \"etc/schema/shard.sql\"\n"
