@@ -36,6 +36,7 @@ lib_objs = $(patsubst %.c,$(BUILD)/%.o,$(call lib_srcs,$(1)))
 SHARDMAP_LIB := $(BUILD)/libshardmap.a
 ROUTER_LIB := $(BUILD)/librouter.a
 CATALOG_LIB := $(BUILD)/libcatalog.a
+RESHARD_LIB := $(BUILD)/libreshard.a
 SQL_LIB := $(BUILD)/libsql.a
 API_LIB := $(BUILD)/libapi.a
 CACHE_LIB := $(BUILD)/libcache.a
@@ -43,14 +44,14 @@ CACHE_LIB := $(BUILD)/libcache.a
 TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen \
          $(BUILD)/fillshard
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api \
-              $(BUILD)/test_sql
+              $(BUILD)/test_reshard $(BUILD)/test_sql
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_cache_int $(BUILD)/test_catalog_int
 
 .PHONY: all deps run stop status test unit integration format format-check \
         bench clean valgrind openapi
 
-all: $(SHARDMAP_LIB) $(SQL_LIB) $(CATALOG_LIB) $(ROUTER_LIB) $(CACHE_LIB) $(API_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
+all: $(SHARDMAP_LIB) $(SQL_LIB) $(CATALOG_LIB) $(RESHARD_LIB) $(ROUTER_LIB) $(CACHE_LIB) $(API_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -59,6 +60,7 @@ $(BUILD)/%.o: %.c
 $(SHARDMAP_LIB): $(call lib_objs,shardmap)
 $(ROUTER_LIB): $(call lib_objs,router)
 $(CATALOG_LIB): $(call lib_objs,catalog)
+$(RESHARD_LIB): $(call lib_objs,reshard)
 $(SQL_LIB): $(call lib_objs,sql)
 $(CACHE_LIB): $(call lib_objs,cache)
 $(API_LIB): $(filter-out $(BUILD)/api/main.o,$(call lib_objs,api))
@@ -68,9 +70,10 @@ $(BUILD)/lib%.a:
 
 # The schema SQL is built into the objects (.incbin): they depend on it.
 $(BUILD)/catalog/catalog.o: etc/schema/global.sql
+$(BUILD)/reshard/reshard_schema.o: etc/schema/shard.sql etc/schema/shard_fence.sql
 $(BUILD)/tools/shardctl_schema.o: etc/schema/shard.sql etc/schema/shard_fence.sql
 SHARDCTL_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/shardctl*.c))
-$(BUILD)/shardctl: $(SHARDCTL_OBJS) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+$(BUILD)/shardctl: $(SHARDCTL_OBJS) $(RESHARD_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/betcity-api: $(BUILD)/api/main.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
@@ -100,6 +103,9 @@ $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 $(BUILD)/test_shardmap_conf: $(BUILD)/tests/unit/test_shardmap_conf.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_sql: $(BUILD)/tests/unit/test_sql.o $(SQL_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+$(BUILD)/test_reshard: $(BUILD)/tests/unit/test_reshard.o $(RESHARD_LIB) $(CATALOG_LIB) \
+                       $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)

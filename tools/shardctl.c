@@ -545,13 +545,7 @@ int main(int argc, char **argv)
     }
     so.json = json;
     so.tty = isatty(STDERR_FILENO);
-    if (getenv("BC_SHARDCTL_HOLD") != NULL) {
-        /* The hold hook waits for SIGUSR1 (sc_hold): no thread may die of it. */
-        sigset_t usr1;
-        sigemptyset(&usr1);
-        sigaddset(&usr1, SIGUSR1);
-        pthread_sigmask(SIG_BLOCK, &usr1, NULL);
-    }
+    shardctl_reshard_signals();
     if (!command_args_ok(argv[optind], argc - optind - 1, &mopts))
         rc = 2;
     else if ((strcmp(argv[optind], "move") == 0 ||
