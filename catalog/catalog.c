@@ -175,19 +175,57 @@ int catalog_cluster_shards(struct catalog *cat, uint32_t *nshard)
     return rc;
 }
 
+/*
+ * Where shard s may be while its plan is partly run: on its planned host,
+ * or, when the plan moves it, still on the move's source. Anywhere else
+ * means the map changed beyond the plan.
+ */
+static int on_path(const struct shardmap_plan *plan, uint32_t s, const char *host)
+{
+    const struct shardmap *t = plan->target;
+
+    if (strcmp(host, t->nodes[t->node_of[s]].name) == 0)
+        return 1;
+    for (uint32_t i = 0; i < plan->nmove; i++)
+        if (plan->moves[i].shard == s)
+            return strcmp(host, t->nodes[plan->moves[i].from].name) == 0;
+    return 0;
+}
+
 int catalog_check_plan(struct catalog *cat, const struct shardmap_plan *plan)
 {
+    struct catalog_map *cur;
     uint64_t version;
     int rc = catalog_map_version(cat, &version);
 
-    if (rc < 0)
+    if (rc < 0 || version == plan->base_version)
         return rc;
-    if (version != plan->base_version) {
+    /*
+     * A newer map is still this plan's when it differs from the plan's base
+     * only by the plan's own steps (its host added, some of its moves done):
+     * a rebalance that stopped half-way is run again with the same plan.
+     */
+    if ((cur = calloc(1, sizeof(*cur))) == NULL)
+        return -ENOMEM;
+    if ((rc = catalog_map_load(cat, cur)) < 0) {
+        free(cur);
+        return rc;
+    }
+    if (cur->map->nshard != plan->target->nshard)
+        rc = BC_EMISMATCH;
+    for (uint32_t i = 0; rc == 0 && i < cur->nhost; i++)
+        if (shardmap_node_index(plan->target, cur->host[i].name) < 0)
+            rc = BC_EMISMATCH;
+    for (uint32_t s = 0; rc == 0 && s < cur->map->nshard; s++)
+        if (!on_path(plan, s, cur->map->nodes[cur->map->node_of[s]].name))
+            rc = BC_EMISMATCH;
+    catalog_map_deinit(cur);
+    free(cur);
+    if (rc == BC_EMISMATCH)
         sql_set_error("the plan was made from map version %" PRIu64
                       " but the map is now version %" PRIu64
-                      "; make a new plan with shardctl plan",
+                      " and has changed beyond the plan's own moves; make a new plan "
+                      "with shardctl plan",
                       plan->base_version, version);
-        return BC_EMISMATCH;
-    }
-    return 0;
+    return rc;
 }

@@ -102,8 +102,10 @@ int catalog_host_add(struct catalog *cat, const struct shardmap_host_conf *h,
 int catalog_host_remove_empty(struct catalog *cat, const char *name, int *removed);
 
 /*
- * A plan made from map version base_version may run only while the map is
- * still that version: BC_EMISMATCH otherwise, with a message naming both
+ * A plan made from map version base_version may run while the map is still
+ * that version, or differs from it only by the plan's own steps (its new
+ * host added, some of its moves done: a rebalance run again after it
+ * stopped half-way). BC_EMISMATCH otherwise, with a message naming both
  * versions (sql_last_error()).
  */
 int catalog_check_plan(struct catalog *cat, const struct shardmap_plan *plan);
@@ -188,6 +190,9 @@ int catalog_settlement_create(struct catalog *cat, uint64_t match_id,
 /* 1 found (into out), 0 none, or a status. */
 int catalog_settlement_get(struct catalog *cat, uint64_t match_id,
                            struct catalog_settlement *out);
+/* A running tally while it runs: shards more done, with bets more settled. */
+int catalog_settlement_advance(struct catalog *cat, uint64_t match_id, uint32_t shards,
+                               uint64_t bets);
 /* Progress as counted from the shards' guard rows; done sets state and time. */
 int catalog_settlement_progress(struct catalog *cat, uint64_t match_id,
                                 uint32_t shards_done, uint64_t bets_settled, int done);

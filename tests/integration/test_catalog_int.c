@@ -501,22 +501,78 @@ static void test_lock_shard_is_per_session(void **state)
     sql_conn_close(b);
 }
 
+/* Moves shard to host in the catalog, as a finished move would. */
+static void flip(struct fixture *f, uint32_t shard, const char *from, const char *to)
+{
+    struct catalog_move mv = {.shard = shard, .pause_ms = 1, .verify_diffs = -1};
+
+    snprintf(mv.src, sizeof(mv.src), "%s", from);
+    snprintf(mv.dst, sizeof(mv.dst), "%s", to);
+    snprintf(mv.phase, sizeof(mv.phase), "prepare");
+    assert_int_equal(catalog_move_create(&f->cat, &mv), 0);
+    assert_int_equal(catalog_move_flip(&f->cat, &mv), 0);
+    snprintf(mv.phase, sizeof(mv.phase), "done");
+    assert_int_equal(catalog_move_save(&f->cat, &mv, CATALOG_MOVE_FINISHED), 0);
+}
+
+/*
+ * A plan runs against the map it was made from, or against that map with
+ * some of the plan's own steps done (a rebalance run again after it stopped);
+ * any other change of the map makes it stale.
+ */
 static void test_check_plan_refuses_a_stale_plan(void **state)
 {
     struct fixture *f = *state;
-    struct shardmap_plan plan = {0};
+    struct catalog_map *m = load(f);
+    struct shardmap_node extra = {.name = "dbplan", .weight = 1};
+    struct shardmap_host_conf h = {
+        .name = "dbplan", .addr = "127.0.0.1", .port = 9, .weight = 1};
+    struct shardmap_plan plan;
     uint64_t v = version_of(f);
+    uint32_t moved, other = UINT32_MAX;
+    int added = 0;
     char want[64];
 
-    plan.base_version = v;
+    assert_int_equal(m->map->version, v);
+    assert_int_equal(shardmap_plan_add(m->map, &extra, &plan), 0);
+    assert_true(plan.nmove > 0);
+    assert_int_equal(plan.base_version, v);
     assert_int_equal(catalog_check_plan(&f->cat, &plan), 0);
-    plan.base_version = v - 1;
+
+    /* Half-way: the plan's host added, its first move done. */
+    assert_int_equal(catalog_host_add(&f->cat, &h, &added), 0);
+    assert_int_equal(added, 1);
+    moved = plan.moves[0].shard;
+    flip(f, moved, plan.target->nodes[plan.moves[0].from].name, "dbplan");
+    assert_true(version_of(f) > v);
+    assert_int_equal(catalog_check_plan(&f->cat, &plan), 0);
+
+    /* A change the plan did not make: a shard it leaves alone moved. */
+    for (uint32_t s = 0; s < NSHARD && other == UINT32_MAX; s++) {
+        int in_plan = 0;
+        for (uint32_t i = 0; i < plan.nmove; i++)
+            in_plan |= plan.moves[i].shard == s;
+        if (!in_plan)
+            other = s;
+    }
+    assert_true(other != UINT32_MAX);
+    flip(f, other, m->map->nodes[m->map->node_of[other]].name,
+         other_host(m->map, other));
     assert_int_equal(catalog_check_plan(&f->cat, &plan), BC_EMISMATCH);
     printf("stale plan: %s\n", sql_last_error());
-    snprintf(want, sizeof(want), "version %" PRIu64 " ", v - 1);
+    snprintf(want, sizeof(want), "version %" PRIu64 " ", v);
     assert_non_null(strstr(sql_last_error(), want));
-    snprintf(want, sizeof(want), "version %" PRIu64 ";", v);
+    snprintf(want, sizeof(want), "version %" PRIu64 " ", version_of(f));
     assert_non_null(strstr(sql_last_error(), want));
+
+    /* Put the map back as it was for the tests after this one. */
+    flip(f, other, other_host(m->map, other),
+         m->map->nodes[m->map->node_of[other]].name);
+    flip(f, moved, "dbplan", plan.target->nodes[plan.moves[0].from].name);
+    assert_int_equal(catalog_host_remove_empty(&f->cat, "dbplan", &added), 0);
+    assert_int_equal(added, 1);
+    shardmap_plan_deinit(&plan);
+    unload(m);
 }
 
 static void test_settlement_create_get_progress(void **state)

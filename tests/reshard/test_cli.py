@@ -1,6 +1,8 @@
 """shardctl's move, verify and rebalance refuse bad operands with a clear
 message and exit 2 (usage) or 1 (error), and change nothing."""
 
+import os
+import re
 import unittest
 
 import harness as h
@@ -33,6 +35,30 @@ class TestCommandLine(unittest.TestCase):
         self.assertEqual(h.shard_map(), before, "a refused command changed the map")
         self.assertEqual(h.sql("db1", "SELECT COUNT(*) FROM `%s`.moves WHERE shard = 1" % h.global_schema()),
                          [["0"]], "a refused command left a move record")
+
+    def test_stale_plan_is_refused(self):
+        """A plan made from an older map runs only while the map differs from
+        it by the plan's own steps: after another change it is refused, naming
+        both versions, and nothing changes."""
+        path = os.path.join(h.scratch_dir(), "stale-plan.yaml")
+        r = h.shardctl("plan", "--add-host", "dbstale=127.0.0.1:9", "-o", path)
+        self.assertEqual(r.rc, 0, r.describe())
+        planned = {int(m) for m in re.findall(r"move shard (\d+):", r.out)}
+        base = int(re.search(r"map version (\d+) ->", r.out).group(1))
+        before = h.shard_map()
+        shard = next(s for s in sorted(before) if s not in planned)
+        home = before[shard]
+        there = h.other_host(home, among=sorted(set(before.values())))
+        self.assertEqual(h.shardctl("move", shard, there, "--grace", 0).rc, 0)
+        try:
+            now = int(h.sql("db1", "SELECT version FROM `%s`.map_version" % h.global_schema())[0][0])
+            self.expect(["rebalance", path], 1,
+                        "made from map version %d but the map is now version %d" % (base, now))
+            self.assertEqual(h.sql("db1", "SELECT COUNT(*) FROM `%s`.hosts WHERE name = 'dbstale'"
+                                   % h.global_schema()), [["0"]], "a stale plan added its host")
+        finally:
+            self.assertEqual(h.shardctl("move", shard, home, "--grace", 0).rc, 0)
+        self.assertEqual(h.shard_map(), before)
 
 
 if __name__ == "__main__":
