@@ -26,100 +26,51 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "catalog/catalog.h"
 
 /*
- * ---- the settlements table (global schema) ----
- * All of its SQL is in these functions; each returns 0 or a router status.
- * A missing row is not an error here (the router's BC_ENOTFOUND means "no
- * shard map", a 503): readers say so in what they fill in.
+ * ---- the settlement job's record ----
+ * The settlements table is the catalog's (catalog/catalog.h): the job's
+ * result, state and progress go through it. Each returns 0 or a status.
  */
 
 /* Records the result to settle, in the caller's transaction on the matches. */
-static int settlement_insert(struct router_txn *txn, uint64_t match, const char *result,
-                             uint32_t nshard)
+static int settlement_insert(struct router *r, struct router_txn *txn, uint64_t match,
+                             const char *result)
 {
-    return router_txn_exec(
-        txn, NULL,
-        "INSERT INTO %S.settlements (match_id, result, shards_total) "
-        "VALUES (%u, %s, %u)",
-        match, result, (uint64_t)nshard);
+    /* The router's catalog, its statements sent inside txn instead. */
+    struct catalog cat = *router_catalog(r);
+
+    router_txn_executor(txn, &cat.exec);
+    return catalog_settlement_create(&cat, match, result, router_nshard(r));
 }
 
-/* The first cell of rows into out ("" without a row); frees rows. */
-static int first_cell(int rc, struct sql_rows *rows, char *out, size_t size)
+/* The job of match into st; BC_ENOTFOUND without one. */
+static int settlement_get(struct router *r, uint64_t match,
+                          struct catalog_settlement *st)
 {
-    out[0] = '\0';
-    if (rc == 0 && rows->nrow == 1)
-        snprintf(out, size, "%s", sql_cell(rows, 0, 0));
-    sql_rows_free(rows);
-    return rc;
-}
+    int rc = catalog_settlement_get(router_catalog(r), match, st);
 
-/* The result being settled: "home", "draw", "away" or "cancelled". */
-static int settlement_result(struct router *r, uint64_t match, char *out, size_t size)
-{
-    struct sql_rows rows = {0};
-    int rc =
-        router_exec(r, ROUTER_GLOBAL, &rows,
-                    "SELECT result FROM %S.settlements WHERE match_id = %u", match);
-
-    return first_cell(rc, &rows, out, size);
-}
-
-/* "running" or "done". */
-static int settlement_state(struct router *r, uint64_t match, char *out, size_t size)
-{
-    struct sql_rows rows = {0};
-    int rc = router_exec(r, ROUTER_GLOBAL, &rows,
-                         "SELECT state FROM %S.settlements WHERE match_id = %u", match);
-
-    return first_cell(rc, &rows, out, size);
-}
-
-/* One more shard settled, with nbets bets: a running tally for the curious. */
-static int settlement_progress_add(struct router *r, uint64_t match, uint64_t nbets)
-{
-    return router_exec(r, ROUTER_GLOBAL, NULL,
-                       "UPDATE %S.settlements SET shards_done = LEAST(shards_total, "
-                       "shards_done + 1), bets_settled = bets_settled + %u WHERE "
-                       "match_id = %u AND state = 'running'",
-                       nbets, match);
-}
-
-/* The progress recounted from the shards' guard rows; done finishes it. */
-static int settlement_progress_set(struct router *r, uint64_t match, uint64_t shards,
-                                   uint64_t bets, int done)
-{
-    return router_exec(
-        r, ROUTER_GLOBAL, NULL,
-        "UPDATE %S.settlements SET shards_done = %u, bets_settled = %u, state = "
-        "IF(%d, 'done', 'running'), finished_at = IF(%d, NOW(3), NULL) WHERE "
-        "match_id = %u",
-        shards, bets, (int64_t)done, (int64_t)done, match);
+    return rc == 0 ? BC_ENOTFOUND : rc < 0 ? rc : 0;
 }
 
 /* The settlement as the API shows it (caller decrefs); NULL without one. */
 static int settlement_load(struct router *r, uint64_t match, json_t **out)
 {
-    struct sql_rows rows = {0};
-    int rc = router_exec(r, ROUTER_GLOBAL, &rows,
-                         "SELECT match_id, result, state, shards_total, shards_done, "
-                         "bets_settled FROM %S.settlements WHERE match_id = %u",
-                         match);
+    struct catalog_settlement st;
+    int rc = settlement_get(r, match, &st);
 
     *out = NULL;
-    if (rc == 0 && rows.nrow == 1)
-        *out = json_pack(
-            "{s:o,s:s,s:s,s:I,s:I,s:I}", "match_id",
-            api_id_json(strtoull(sql_cell(&rows, 0, 0), NULL, 10)), "result",
-            sql_cell(&rows, 0, 1), "state", sql_cell(&rows, 0, 2), "shards_total",
-            (json_int_t)strtoll(sql_cell(&rows, 0, 3), NULL, 10), "shards_done",
-            (json_int_t)strtoll(sql_cell(&rows, 0, 4), NULL, 10), "bets_settled",
-            (json_int_t)strtoll(sql_cell(&rows, 0, 5), NULL, 10));
-    if (rc == 0 && rows.nrow == 1 && *out == NULL)
-        rc = -ENOMEM;
-    sql_rows_free(&rows);
-    return rc;
+    if (rc == BC_ENOTFOUND)
+        return 0;
+    if (rc < 0)
+        return rc;
+    *out = json_pack("{s:o,s:s,s:s,s:I,s:I,s:I}", "match_id", api_id_json(match),
+                     "result", st.result, "state", st.state, "shards_total",
+                     (json_int_t)st.shards_total, "shards_done",
+                     (json_int_t)st.shards_done, "bets_settled",
+                     (json_int_t)st.bets_settled);
+    return *out == NULL ? -ENOMEM : 0;
 }
 
 /* ---- settling the shards ---- */
@@ -217,7 +168,8 @@ static int settle_count(struct router *r, uint64_t match, int *done)
     }
     sql_rows_free(&rows);
     *done = shards == router_nshard(r);
-    return settlement_progress_set(r, match, shards, bets, *done);
+    return catalog_settlement_progress(router_catalog(r), match, (uint32_t)shards, bets,
+                                       *done);
 }
 
 /*
@@ -230,10 +182,11 @@ static void settle_main(struct api_job *job, uint64_t match, void *arg)
     struct api_server *srv = arg;
     struct router *r = api_server_router(srv);
     struct cache *cache = api_server_conf(srv)->cache;
-    char result[16];
+    struct catalog_settlement st;
+    const char *result = st.result;
     int rc, done = 0;
 
-    if (settlement_result(r, match, result, sizeof(result)) < 0 || result[0] == '\0') {
+    if (settlement_get(r, match, &st) < 0) {
         api_log("settlement %" PRIu64 ": cannot read it: %s", match,
                 router_last_error());
         return;
@@ -254,7 +207,7 @@ static void settle_main(struct api_job *job, uint64_t match, void *arg)
             break;
         }
         if (n > 0 || s % 16 == 15)
-            settlement_progress_add(r, match, n);
+            catalog_settlement_advance(router_catalog(r), match, 1, n);
     }
     if (settle_count(r, match, &done) < 0)
         api_log("settlement %" PRIu64 ": cannot count progress: %s", match,
@@ -307,7 +260,7 @@ void api_h_result_post(struct api_req *req)
     struct router_txn *txn = NULL;
     uint64_t match = req->param[0];
     int64_t hg, ag;
-    char state[16];
+    struct catalog_settlement st;
     int cancelled, rc;
     const char *result;
     json_t *body = req->json;
@@ -354,7 +307,7 @@ void api_h_result_post(struct api_req *req)
             cancelled ? "cancelled" : "finished", (int64_t)cancelled, hg,
             (int64_t)cancelled, ag, match);
         if (rc == 0)
-            rc = settlement_insert(txn, match, result, router_nshard(req->router));
+            rc = settlement_insert(req->router, txn, match, result);
         if (rc < 0)
             goto dberr;
         rc = router_txn_commit(txn);
@@ -377,9 +330,9 @@ void api_h_result_post(struct api_req *req)
             goto out;
         }
         /* The same result again: resume a settlement that did not finish. */
-        if ((rc = settlement_state(req->router, match, state, sizeof(state))) < 0)
+        if ((rc = settlement_get(req->router, match, &st)) < 0 && rc != BC_ENOTFOUND)
             goto dberr;
-        if (strcmp(state, "done") == 0) {
+        if (rc == 0 && strcmp(st.state, "done") == 0) {
             settlement_reply(req, 202, match);
             goto out;
         }

@@ -54,3 +54,13 @@ int catalog_settlement_progress(struct catalog *cat, uint64_t match_id,
         (uint64_t)shards_done, bets_settled, (int64_t)(done != 0), (int64_t)(done != 0),
         match_id);
 }
+
+int catalog_settlement_advance(struct catalog *cat, uint64_t match_id, uint32_t shards,
+                               uint64_t bets)
+{
+    return catalog__run(cat, NULL,
+                        "UPDATE %S.settlements SET shards_done = LEAST(shards_total, "
+                        "shards_done + %u), bets_settled = bets_settled + %u WHERE "
+                        "match_id = %u AND state = 'running'",
+                        (uint64_t)shards, bets, match_id);
+}
