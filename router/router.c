@@ -77,10 +77,6 @@ int router_create(const struct shardmap_conf *conf, struct router **out)
         rc = BC_EHOST;
         goto error;
     }
-    /* The account of hosts only the map knows (the host-account rule). */
-    snprintf(r->default_user, sizeof(r->default_user), "%s", r->global->ep.user);
-    snprintf(r->default_password, sizeof(r->default_password), "%s",
-             r->global->ep.password);
     /* No map yet, or the global host down: the poller keeps trying. */
     (void)router_reload_map(r);
     rc = router__map_start(r);
@@ -133,13 +129,19 @@ void router_schema(struct router *r, uint32_t shard, char *buf, size_t size)
         snprintf(buf, size, "%s_%04u", r->prefix, shard);
 }
 
-/* A statement that changes nothing may be re-sent on a fresh connection. */
+/*
+ * A single statement that changes nothing may be re-sent on a fresh
+ * connection. A text of several statements never is: it may be a write
+ * transaction ("START TRANSACTION; UPDATE ...; COMMIT").
+ */
 static int is_read_only(const char *sql)
 {
+    if (strchr(sql, ';') != NULL)
+        return 0;
     while (isspace((unsigned char)*sql) || *sql == '(')
         sql++;
     return strncasecmp(sql, "SELECT", 6) == 0 ||
-           strncasecmp(sql, "START TRANSACTION", 17) == 0;
+           strcasecmp(sql, "START TRANSACTION") == 0;
 }
 
 /*
@@ -166,6 +168,12 @@ static int pool_query(struct router *r, struct router_pool *pool, const char *sq
             *keep = conn;
             return 0;
         }
+        /*
+         * A text of several statements that failed part-way may have left a
+         * transaction open on the connection: it goes, not back to the pool.
+         */
+        if (rc < 0 && keep == NULL && strchr(sql, ';') != NULL)
+            broken = 1;
         router__conn_put(conn, broken);
         return rc;
     }

@@ -57,8 +57,6 @@ struct router {
     atomic_uint npool;
     pthread_mutex_t pools_lock; /* serializes appends */
     struct router_pool *global; /* ref: holds <prefix>_global */
-    char default_user[64];      /* for hosts only the global schema knows */
-    char default_password[128];
 
     _Atomic(struct router_map *) current;
     pthread_mutex_t map_lock; /* serializes reloads and the retired list */
