@@ -71,7 +71,6 @@ $(BUILD)/lib%.a:
 # The schema SQL is built into the objects (.incbin): they depend on it.
 $(BUILD)/catalog/catalog.o: etc/schema/global.sql
 $(BUILD)/reshard/reshard_schema.o: etc/schema/shard.sql etc/schema/shard_fence.sql
-$(BUILD)/tools/shardctl_schema.o: etc/schema/shard.sql etc/schema/shard_fence.sql
 SHARDCTL_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/shardctl*.c))
 $(BUILD)/shardctl: $(SHARDCTL_OBJS) $(RESHARD_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)

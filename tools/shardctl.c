@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "catalog/catalog.h"
+#include "reshard/reshard.h"
 #include "router/router.h"
 #include "shardmap/shardmap.h"
 #include "tools/shardctl.h"
@@ -66,30 +67,6 @@ static void usage(FILE *out)
         "--json prints one JSON event per line (move, verify, rebalance).\n"
         "Exit: 0 ok, 1 error, 2 usage, 3 host down, 4 differences, 5 refused.\n"
         "-c defaults to $BC_CLUSTER, then .stack/cluster.yaml\n");
-}
-
-/* Replaces every {schema} in tmpl; returns a malloc'd string or NULL. */
-char *shardctl_render(const char *tmpl, const char *schema)
-{
-    size_t n = strlen(tmpl), sl = strlen(schema), cap = n + 1, len = 0;
-    char *out;
-
-    for (const char *p = strstr(tmpl, "{schema}"); p; p = strstr(p + 8, "{schema}"))
-        cap += sl;
-    out = malloc(cap);
-    if (out == NULL)
-        return NULL;
-    for (const char *p = tmpl; *p;) {
-        if (strncmp(p, "{schema}", 8) == 0) {
-            memcpy(out + len, schema, sl);
-            len += sl;
-            p += 8;
-        } else {
-            out[len++] = *p++;
-        }
-    }
-    out[len] = '\0';
-    return out;
 }
 
 /* Places the config's hosts and writes them as map version 1 (one transaction). */
@@ -160,38 +137,32 @@ static int cmd_init(struct shardmap_conf *conf)
         rc = rc < 0 ? rc : BC_ENOTFOUND;
         goto out;
     }
-    for (uint32_t s = 0; s < map->nshard; s++) {
-        char *sql, state[160];
-        const char *host = map->nodes[map->node_of[s]].name;
-        router_schema(r, s, schema, sizeof(schema));
-        sql = shardctl_render(shardctl_shard_sql, schema);
-        if (sql == NULL) {
-            rc = -ENOMEM;
-            goto out;
+    /* One connection per host, with DDL's long deadline, for its schemas. */
+    for (uint32_t i = 0; i < map->nnode && rc == 0; i++) {
+        struct sql_conn_opts co = {.connect_timeout_ms = conf->connect_timeout_ms,
+                                   .query_timeout_ms = INIT_QUERY_TIMEOUT_MS,
+                                   .multi_statements = 1};
+        const char *host = map->nodes[i].name;
+        struct sql_endpoint ep;
+        struct sql_conn *c = NULL;
+
+        if ((rc = router_endpoint(r, host, &ep)) < 0 ||
+            (rc = sql_conn_open(&ep, &co, &c)) < 0) {
+            fprintf(stderr, "shardctl: %s: %s\n", host, sql_last_error());
+            break;
         }
-        rc = router_host_exec(r, host, NULL, sql);
-        free(sql);
-        if (rc == 0) {
-            snprintf(state, sizeof(state),
-                     "INSERT IGNORE INTO `%s`.shard_state (id, shard, fenced) "
-                     "VALUES (1, %u, 0)",
-                     schema, s);
-            rc = router_host_exec(r, host, NULL, state);
+        for (uint32_t s = 0; s < map->nshard && rc == 0; s++) {
+            if (map->node_of[s] != i)
+                continue;
+            router_schema(r, s, schema, sizeof(schema));
+            if ((rc = reshard_shard_install(c, schema, s, 0)) < 0)
+                fprintf(stderr, "shardctl: creating %s on %s: %s\n", schema, host,
+                        sql_last_error());
         }
-        if (rc == 0) {
-            if ((sql = shardctl_render(shardctl_fence_sql, schema)) == NULL) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            rc = router_host_exec(r, host, NULL, sql);
-            free(sql);
-        }
-        if (rc < 0) {
-            fprintf(stderr, "shardctl: creating %s on %s: %s\n", schema, host,
-                    router_last_error());
-            goto out;
-        }
+        sql_conn_close(c);
     }
+    if (rc < 0)
+        goto out;
     printf("%u shard schemas ready\n", map->nshard);
 out:
     router_destroy(r);

@@ -9,10 +9,6 @@
 
 #include "shardmap/shardmap.h"
 
-/* etc/schema/shard.sql and shard_fence.sql, NUL-terminated (shardctl_schema.c). */
-extern const char shardctl_shard_sql[];
-extern const char shardctl_fence_sql[];
-
 /*
  * Exit codes of every command, the one table (docs/operations.md repeats it):
  *   0 success (also: nothing to do)
@@ -31,9 +27,6 @@ enum {
     SC_DIFFER = 4,
     SC_REFUSED = 5,
 };
-
-/* Replaces every {schema} in tmpl; returns a malloc'd string or NULL. */
-char *shardctl_render(const char *tmpl, const char *schema);
 
 /* How the move engine's events are shown (shardctl_reshard.c). */
 struct sc_out {
