@@ -53,22 +53,6 @@ struct compare {
     int64_t start_ms;
 };
 
-/* Puts what we were doing in front of the last error's message; returns rc. */
-static int context_error(int rc, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int context_error(int rc, const char *fmt, ...)
-{
-    char what[512], msg[1024];
-    va_list ap;
-
-    snprintf(msg, sizeof(msg), "%s", sql_last_error());
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
-    sql_set_error("%s: %s", what, msg);
-    return rc;
-}
-
 int reshard__snapshot(const struct sql_endpoint *ep, struct sql_conn **out)
 {
     struct sql_conn_opts o = {.connect_timeout_ms = SNAPSHOT_CONNECT_MS,
@@ -113,7 +97,8 @@ static int load_table(struct compare *v, struct table *t)
                   "TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
                   v->schema, t->name);
     if (rc < 0) {
-        rc = context_error(rc, "reading the columns of %s.%s", v->schema, t->name);
+        rc = reshard__context_error(rc, "reading the columns of %s.%s", v->schema,
+                                    t->name);
         goto out;
     }
     for (uint32_t i = 0; i < r.nrow; i++) {
@@ -152,7 +137,8 @@ static int load_table(struct compare *v, struct table *t)
                  "s.INDEX_NAME = 'PRIMARY' ORDER BY s.SEQ_IN_INDEX",
                  v->schema, t->name);
     if (rc < 0) {
-        rc = context_error(rc, "reading the primary key of %s.%s", v->schema, t->name);
+        rc = reshard__context_error(rc, "reading the primary key of %s.%s", v->schema,
+                                    t->name);
         goto out;
     }
     if (r.nrow == 0) {
@@ -261,7 +247,8 @@ static int fetch_rows(struct compare *v, struct sql_conn *c, const struct table 
     }
     rc = run(c, &q, rows);
     if (rc < 0)
-        return context_error(rc, "listing the rows of %s.%s", v->schema, t->name);
+        return reshard__context_error(rc, "listing the rows of %s.%s", v->schema,
+                                      t->name);
     *out = calloc(rows->nrow ? rows->nrow : 1, sizeof(**out));
     if (*out == NULL)
         return -ENOMEM;
@@ -346,7 +333,8 @@ static int chunk_sum(struct compare *v, struct sql_conn *c, const struct table *
     }
     rc = run(c, &q, &r);
     if (rc < 0)
-        return context_error(rc, "summing a chunk of %s.%s", v->schema, t->name);
+        return reshard__context_error(rc, "summing a chunk of %s.%s", v->schema,
+                                      t->name);
     if (r.nrow != 1 || r.ncol != 2) {
         sql_rows_free(&r);
         sql_set_error("summing a chunk of %s.%s on %s: no row", v->schema, t->name,
@@ -384,7 +372,8 @@ static int next_bound(struct compare *v, const struct table *t, const struct bou
     }
     rc = run(v->src, &q, &r);
     if (rc < 0)
-        return context_error(rc, "reading the next chunk of %s.%s", v->schema, t->name);
+        return reshard__context_error(rc, "reading the next chunk of %s.%s", v->schema,
+                                      t->name);
     if (r.nrow == 0 || r.ncol == 0 || sql_cell(&r, 0, 0) == NULL) {
         sql_rows_free(&r);
         return 0;
@@ -472,7 +461,7 @@ static int list_tables(struct compare *v, struct sql_rows *out)
                   "TABLE_NAME <> 'shard_state' ORDER BY TABLE_NAME",
                   v->schema);
     if (rc < 0)
-        return context_error(rc, "listing the tables of %s", v->schema);
+        return reshard__context_error(rc, "listing the tables of %s", v->schema);
     for (uint32_t i = 0; i < out->nrow; i++) {
         const char *t = sql_cell(out, i, 0);
         if (t == NULL || !sql_ident_ok(t)) {

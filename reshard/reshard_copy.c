@@ -41,25 +41,6 @@ struct copy_run {
     int64_t start_ms;
 };
 
-/*
- * Puts what we were doing in front of the message of the last error, and
- * returns rc.
- */
-static int context_error(int rc, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int context_error(int rc, const char *fmt, ...)
-{
-    char what[512], msg[1024];
-    va_list ap;
-
-    snprintf(msg, sizeof(msg), "%s", sql_last_error());
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
-    sql_set_error("%s: %s", what, msg);
-    return rc;
-}
-
 static void buf_clear(struct sql_buf *b)
 {
     b->len = 0;
@@ -152,7 +133,7 @@ static int flush(struct copy_run *run)
         return 0;
     rc = sql_query(run->dst, run->batch.buf, run->batch.len, NULL);
     if (rc < 0)
-        return context_error(rc, "writing %s.%s", run->cp->schema, run->table);
+        return reshard__context_error(rc, "writing %s.%s", run->cp->schema, run->table);
     run->cp->rows += run->nrow;
     buf_clear(&run->batch);
     run->nrow = 0;
@@ -207,7 +188,7 @@ static int on_row(void *arg, const struct sql_stream_row *row)
         rc = sql_format(&run->batch, NULL, 0, ")");
     if (rc < 0) {
         run->failed = 1;
-        return context_error(rc, "copying %s.%s", run->cp->schema, run->table);
+        return reshard__context_error(rc, "copying %s.%s", run->cp->schema, run->table);
     }
     run->nrow++;
     if (run->batch.len >= BATCH_BYTES ||
@@ -230,7 +211,7 @@ static int copy_table(struct copy_run *run, struct sql_conn *src, const char *ta
     buf_clear(&run->batch);
     rc = sql_stream(src, on_row, run, "SELECT * FROM %I.%I", run->cp->schema, table);
     if (rc < 0 && !run->failed)
-        return context_error(rc, "reading %s.%s", run->cp->schema, table);
+        return reshard__context_error(rc, "reading %s.%s", run->cp->schema, table);
     if (rc < 0)
         return rc;
     return flush(run);
@@ -272,7 +253,7 @@ static int list_tables(struct reshard__copy *cp, const struct sql_endpoint *ep,
                   "TABLE_NAME <> 'shard_state' ORDER BY TABLE_NAME",
                   cp->schema);
     if (rc < 0)
-        return context_error(rc, "listing the tables of %s", cp->schema);
+        return reshard__context_error(rc, "listing the tables of %s", cp->schema);
     if (out->nrow == 0) {
         sql_set_error("%s has no schema %s", ep->name, cp->schema);
         return BC_ENOSCHEMA;
@@ -323,7 +304,7 @@ int reshard__copy_shard(struct reshard__copy *cp, const struct sql_endpoint *src
         rc =
             sql_value(s, num, sizeof(num), "SELECT COUNT(*) FROM %I.%I", cp->schema, t);
         if (rc < 0) {
-            rc = context_error(rc, "counting %s.%s", cp->schema, t);
+            rc = reshard__context_error(rc, "counting %s.%s", cp->schema, t);
             goto out;
         }
         cp->total += rc == 1 ? strtoull(num, NULL, 10) : 0;

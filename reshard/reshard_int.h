@@ -29,6 +29,12 @@ void reshard__emit(const struct reshard_opts *opts, const struct reshard_event *
 /* An ERROR event with a formatted sentence; returns status. */
 int reshard__fail(const struct reshard_opts *opts, uint32_t shard, int status,
                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/*
+ * Puts what the caller was doing in front of the message of the last error
+ * (sql_last_error()), and returns rc.
+ */
+int reshard__context_error(int rc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* A NOTE event with a formatted sentence. */
 void reshard__note(const struct reshard_opts *opts, uint32_t shard, const char *fmt,
                    ...) __attribute__((format(printf, 3, 4)));

@@ -113,6 +113,19 @@ int reshard__fail(const struct reshard_opts *opts, uint32_t shard, int status,
     return status;
 }
 
+int reshard__context_error(int rc, const char *fmt, ...)
+{
+    char what[512], msg[1024];
+    va_list ap;
+
+    snprintf(msg, sizeof(msg), "%s", sql_last_error());
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    sql_set_error("%s: %s", what, msg);
+    return rc;
+}
+
 void reshard__hook(const struct reshard_opts *opts, uint32_t shard,
                    enum reshard_point at)
 {
