@@ -100,6 +100,17 @@ void router_schema(struct router *router, uint32_t shard, char *buf, size_t size
 int router_exec(struct router *router, uint32_t shard, struct sql_rows *rows,
                 const char *fmt, ...);
 
+/*
+ * Background work (settlement batches, standings recomputation, jobs): a
+ * thread that calls router_background(1) sends its statements (router_exec,
+ * transactions, scatters) over each host's background pool instead of the
+ * request pool, with router.batch_timeout_ms (30000) per statement instead
+ * of query_timeout_ms. A slow background statement is never a host failure:
+ * only failed connections mark a host down. router_background(0) goes back.
+ * The setting is the calling thread's own.
+ */
+void router_background(int on);
+
 /* Single-shard transactions: one pooled connection from begin to the end. */
 int router_txn_begin(struct router *router, uint32_t shard, struct router_txn **txn);
 int router_txn_exec(struct router_txn *txn, struct sql_rows *rows, const char *fmt,
