@@ -83,3 +83,23 @@ CREATE TABLE IF NOT EXISTS `{schema}`.settled_matches (
     bets_settled INT UNSIGNED NOT NULL,
     settled_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
 ) ENGINE=InnoDB;
+
+-- Standings aggregates of this shard's users (platform admins excluded):
+-- members and point sums per company and per team, so a recomputation
+-- reads one row per company and team instead of every user. Kept in the
+-- same transaction as what changes them: a settlement batch
+-- (api_standings_batch), a signup, a team change. `bcadmin
+-- rebuild-standings` makes them again from users (a cluster upgraded from
+-- before they existed); `bcadmin check-standings` compares them.
+CREATE TABLE IF NOT EXISTS `{schema}`.agg_company (
+    company_id BIGINT NOT NULL PRIMARY KEY,
+    members BIGINT NOT NULL DEFAULT 0,
+    points BIGINT NOT NULL DEFAULT 0
+) ENGINE=InnoDB;
+
+CREATE TABLE IF NOT EXISTS `{schema}`.agg_team (
+    team_id BIGINT NOT NULL PRIMARY KEY,
+    company_id BIGINT NOT NULL,
+    members BIGINT NOT NULL DEFAULT 0,
+    points BIGINT NOT NULL DEFAULT 0
+) ENGINE=InnoDB;
