@@ -245,6 +245,17 @@ void api_job_sleep(struct api_job *job, uint32_t ms);
 
 /* api_standings.c: recomputes every standings list from the shards. */
 int api_standings_recompute(struct router *router);
+/*
+ * api_standings_agg.c: called inside a settlement batch transaction on one
+ * shard, after the batch's bets were locked and BEFORE their status changes
+ * (they are still status 'open', match_id = match, id in [lo_id, hi_id]);
+ * updates the shard's standings aggregates by the points this batch gives
+ * (points of a bet = payout - stake: cancelled 0, won FLOOR(stake * odds /
+ * 100) - stake, lost -stake). Locks the batch's users' rows, then the
+ * aggregate rows in id order. Three statements; returns 0 or a router status.
+ */
+int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
+                        uint64_t lo_id, uint64_t hi_id);
 
 /* ---- metrics (api_metrics.c) ---- */
 struct api_metrics;
