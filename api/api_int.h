@@ -256,6 +256,14 @@ int api_standings_recompute(struct router *router);
  */
 int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
                         uint64_t lo_id, uint64_t hi_id);
+/*
+ * A ranked user's membership changes, in txn on his shard, after his row was
+ * written or locked (FOR UPDATE): with join he becomes a member of company,
+ * and he moves from team from_team to to_team (0: none) with his points.
+ * At most two statements; 0 or a router status.
+ */
+int api_standings_member(struct router_txn *txn, uint64_t company, int join,
+                         uint64_t from_team, uint64_t to_team, int64_t points);
 
 /* ---- metrics (api_metrics.c) ---- */
 struct api_metrics;

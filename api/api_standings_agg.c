@@ -74,3 +74,36 @@ int api_standings_batch(struct router_txn *txn, uint64_t match, const char *resu
             result, result, match, lo_id, hi_id);
     return rc;
 }
+
+int api_standings_member(struct router_txn *txn, uint64_t company, int join,
+                         uint64_t from_team, uint64_t to_team, int64_t points)
+{
+    uint64_t lo = from_team < to_team ? from_team : to_team;
+    uint64_t hi = from_team < to_team ? to_team : from_team;
+    int64_t lo_sign = lo == from_team ? -1 : 1, hi_sign = -lo_sign;
+    int rc = 0;
+
+    if (join)
+        rc = router_txn_exec(
+            txn, NULL,
+            "INSERT INTO %S.agg_company (company_id, members, points) VALUES (%u, 1, "
+            "%d) ON DUPLICATE KEY UPDATE members = members + 1, points = points + "
+            "VALUES(points)",
+            company, points);
+    if (rc < 0 || from_team == to_team)
+        return rc;
+    /* Both teams in one statement, the lower id first (the batches' order). */
+    if (lo == 0)
+        return router_txn_exec(
+            txn, NULL,
+            "INSERT INTO %S.agg_team (team_id, company_id, members, points) VALUES "
+            "(%u, %u, %d, %d) ON DUPLICATE KEY UPDATE members = members + "
+            "VALUES(members), points = points + VALUES(points)",
+            hi, company, hi_sign, hi_sign * points);
+    return router_txn_exec(
+        txn, NULL,
+        "INSERT INTO %S.agg_team (team_id, company_id, members, points) VALUES "
+        "(%u, %u, %d, %d), (%u, %u, %d, %d) ON DUPLICATE KEY UPDATE members = "
+        "members + VALUES(members), points = points + VALUES(points)",
+        lo, company, lo_sign, lo_sign * points, hi, company, hi_sign, hi_sign * points);
+}

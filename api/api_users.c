@@ -200,21 +200,41 @@ static void auth_reply(struct api_req *req, int status, const struct api_user *u
                    json_pack("{s:s,s:o}", "token", token, "user", api_user_json(u)));
 }
 
-/* Inserts a user in the shard of its e-mail; fills u->id. */
+/*
+ * Inserts a user in the shard of its e-mail and fills u->id; a ranked user
+ * (not a platform admin) joins his company's and team's standings
+ * aggregates in the same transaction.
+ */
 static int user_insert(struct router *router, struct api_user *u, const char *hash)
 {
     uint32_t shard = router_shard_of_key(router, u->email, strlen(u->email));
-    int rc = router_next_id(router, NULL, shard, &u->id);
+    struct router_txn *txn;
+    int64_t deadline = 0;
+    uint64_t seen;
+    int rc;
 
-    if (rc < 0)
-        return rc;
-    return router_exec(
-        router, shard, NULL,
-        "INSERT INTO %S.users (id, email, password_hash, display_name, "
-        "company_id, team_id, role, balance, initial_balance) VALUES (%u, %s, "
-        "%s, %s, %u, NULLIF(%u, 0), %s, %d, %d)",
-        u->id, u->email, hash, u->display_name, u->company_id, u->team_id, u->role,
-        u->balance, u->balance);
+    do {
+        seen = router_map_version(router);
+        if ((rc = router_txn_begin(router, shard, &txn)) < 0)
+            continue;
+        rc = router_next_id(router, txn, shard, &u->id);
+        if (rc == 0)
+            rc = router_txn_exec(
+                txn, NULL,
+                "INSERT INTO %S.users (id, email, password_hash, display_name, "
+                "company_id, team_id, role, balance, initial_balance) VALUES (%u, "
+                "%s, %s, %s, %u, NULLIF(%u, 0), %s, %d, %d)",
+                u->id, u->email, hash, u->display_name, u->company_id, u->team_id,
+                u->role, u->balance, u->balance);
+        if (rc == 0 && strcmp(u->role, "platform_admin") != 0)
+            rc = api_standings_member(txn, u->company_id, 1, 0, u->team_id, 0);
+        if (rc == 0) {
+            rc = router_txn_commit(txn);
+        } else {
+            router_txn_rollback(txn);
+        }
+    } while (rc == BC_EMOVED && router_await_move(router, seen, &deadline) == 0);
+    return rc;
 }
 
 void api_h_signup(struct api_req *req)
@@ -356,6 +376,54 @@ void api_h_me(struct api_req *req)
         api_reply_json(req, 200, api_user_json(&u));
 }
 
+/*
+ * Sets the user's display name (set_name) and team (set_team; 0 none). A
+ * change of team moves the user's members count and points from one team's
+ * standings aggregate to the other's, in the same transaction, his row
+ * locked first. 0, BC_ENOTFOUND (no such user) or a router status.
+ */
+static int profile_update(struct router *router, uint64_t id, int set_name,
+                          const char *name, int set_team, uint64_t team)
+{
+    struct sql_rows rows = {0};
+    struct router_txn *txn;
+    int64_t deadline = 0;
+    uint64_t seen, company, old;
+    int rc;
+
+    do {
+        seen = router_map_version(router);
+        if ((rc = router_txn_begin(router, router_shard_of_id(id), &txn)) < 0)
+            continue;
+        rc = router_txn_exec(txn, &rows,
+                             "SELECT company_id, COALESCE(team_id, 0), points, role "
+                             "FROM %S.users WHERE id = %u FOR UPDATE",
+                             id);
+        if (rc == 0 && rows.nrow == 0)
+            rc = BC_ENOTFOUND;
+        if (rc == 0)
+            rc = router_txn_exec(
+                txn, NULL,
+                "UPDATE %S.users SET display_name = IF(%d, %s, display_name), "
+                "team_id = IF(%d, NULLIF(%u, 0), team_id) WHERE id = %u",
+                (int64_t)set_name, name, (int64_t)set_team, team, id);
+        if (rc == 0 && set_team &&
+            strcmp(sql_cell(&rows, 0, 3), "platform_admin") != 0) {
+            company = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
+            old = strtoull(sql_cell(&rows, 0, 1), NULL, 10);
+            rc = api_standings_member(txn, company, 0, old, team,
+                                      strtoll(sql_cell(&rows, 0, 2), NULL, 10));
+        }
+        sql_rows_free(&rows);
+        if (rc == 0) {
+            rc = router_txn_commit(txn);
+        } else {
+            router_txn_rollback(txn);
+        }
+    } while (rc == BC_EMOVED && router_await_move(router, seen, &deadline) == 0);
+    return rc;
+}
+
 void api_h_me_patch(struct api_req *req)
 {
     static const struct api_field spec[] = {{"display_name", API_T_STR, 0, 0},
@@ -377,17 +445,14 @@ void api_h_me_patch(struct api_req *req)
     team = api_id(body, "team_id", 0);
     if (team != 0 && team_check(req, team, req->auth.company_id) < 0)
         return;
-    rc = router_exec(req->router, router_shard_of_id(req->auth.user_id), NULL,
-                     "UPDATE %S.users SET display_name = IF(%d, %s, display_name), "
-                     "team_id = IF(%d, NULLIF(%u, 0), team_id) WHERE id = %u",
-                     (int64_t)api_has(body, "display_name"), name,
-                     (int64_t)api_has(body, "team_id"), team, req->auth.user_id);
-    if (rc < 0) {
+    rc = profile_update(req->router, req->auth.user_id, api_has(body, "display_name"),
+                        name, api_has(body, "team_id"), team);
+    if (rc < 0 && rc != BC_ENOTFOUND) {
         api_db_error(req, rc);
         return;
     }
     profile_changed(req, req->auth.user_id);
-    api_h_me(req);
+    api_h_me(req); /* 401 when the user is gone */
 }
 
 void api_image_etag(const void *data, size_t len, char out[17])
