@@ -2,11 +2,19 @@
  * api_standings.c: rankings, recomputed after each settlement and stored
  * where readers fetch them with one primary-key read.
  *
- * A recomputation is three scatter-gathers (one statement per host each):
- * member counts and point sums per (company, team); the global top 500 users
- * (top-K merge); and each company's top 500 users (a window function per
- * shard). The results are written as JSON rows of the global standings
- * table, all under one new generation, in one transaction.
+ * A recomputation costs what the companies, the teams and the top K
+ * (500) cost, not what the users do:
+ *  - members and points per company and per team are one scatter-gather of
+ *    the shards' aggregate rows (api_standings_agg.c), summed in memory by
+ *    id (binary search in the id-sorted company and team lists);
+ *  - the global ranking is a top-K scatter: each host returns its best K;
+ *  - each company's ranking is read company by company for the companies
+ *    with more than K members (a top-K scatter each: K rows per host), and
+ *    for the others in runs of consecutive companies (by id) of at most
+ *    CHUNK members together, whose users are all returned: at most K per
+ *    company and host either way, and never more than CHUNK + K rows held.
+ * The results are written as JSON rows of the global standings table, all
+ * under one new generation, in one transaction, one list at a time.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,6 +26,11 @@
 #include "api/api_int.h"
 
 #define TOP 500
+#define CHUNK (4 * TOP) /* members read together for small companies */
+
+/* The columns of a ranked user row, as user_item() reads them. */
+#define USER_ROW "SELECT id, display_name, company_id, team_id, points FROM %S.users "
+enum { U_ID, U_NAME, U_COMPANY, U_TEAM, U_POINTS, U_NCOL };
 
 struct group {
     uint64_t id;         /* team or company id */
@@ -43,10 +56,37 @@ static int group_cmp(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+static int team_company_cmp(const void *a, const void *b)
+{
+    const struct group *x = a, *y = b;
+
+    if (x->company_id != y->company_id)
+        return x->company_id < y->company_id ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The group of id in g (sorted by id), or NULL. */
+static struct group *group_find(struct group *g, size_t n, uint64_t id)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (g[mid].id == id)
+            return &g[mid];
+        if (g[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
 static int by_points(const char *const *a, const char *const *b, void *arg)
 {
-    long long pa = strtoll(a[4], NULL, 10), pb = strtoll(b[4], NULL, 10);
-    unsigned long long ia = strtoull(a[0], NULL, 10), ib = strtoull(b[0], NULL, 10);
+    long long pa = strtoll(a[U_POINTS], NULL, 10), pb = strtoll(b[U_POINTS], NULL, 10);
+    unsigned long long ia = strtoull(a[U_ID], NULL, 10),
+                       ib = strtoull(b[U_ID], NULL, 10);
     (void)arg;
     if (pa != pb)
         return pa > pb ? -1 : 1;
@@ -56,33 +96,35 @@ static int by_points(const char *const *a, const char *const *b, void *arg)
 static int rows_by_company_points(const void *a, const void *b)
 {
     const char *const *x = a, *const *y = b;
-    unsigned long long ca = strtoull(x[5], NULL, 10), cb = strtoull(y[5], NULL, 10);
+    unsigned long long ca = strtoull(x[U_COMPANY], NULL, 10);
+    unsigned long long cb = strtoull(y[U_COMPANY], NULL, 10);
 
     if (ca != cb)
         return ca < cb ? -1 : 1;
     return by_points(x, y, NULL);
 }
 
-static const char *company_name(struct sql_rows *companies, const char *id)
+/* What a recomputation holds: companies and teams, sorted by id. */
+struct standings {
+    struct sql_rows company_rows, team_rows; /* the names point in here */
+    struct group *cg, *tg;
+    uint32_t nc, nt;
+};
+
+static json_t *user_item(const struct standings *st, char **row, int rank)
 {
-    for (uint32_t i = 0; i < companies->nrow; i++)
-        if (strcmp(sql_cell(companies, i, 0), id) == 0)
-            return sql_cell(companies, i, 1);
-    return NULL;
+    uint64_t company = strtoull(row[U_COMPANY], NULL, 10);
+    const struct group *c = group_find(st->cg, st->nc, company);
+
+    return json_pack(
+        "{s:i,s:o,s:s,s:o,s:s,s:o,s:I}", "rank", rank, "user_id",
+        api_id_json(strtoull(row[U_ID], NULL, 10)), "display_name", row[U_NAME],
+        "company_id", api_id_json(company), "company_name", c ? c->name : "", "team_id",
+        row[U_TEAM] ? api_id_json(strtoull(row[U_TEAM], NULL, 10)) : json_null(),
+        "points", (json_int_t)strtoll(row[U_POINTS], NULL, 10));
 }
 
-static json_t *user_item(struct sql_rows *companies, char **row, int rank)
-{
-    const char *cname = company_name(companies, row[2]);
-
-    return json_pack("{s:i,s:o,s:s,s:o,s:s,s:o,s:I}", "rank", rank, "user_id",
-                     api_id_json(strtoull(row[0], NULL, 10)), "display_name", row[1],
-                     "company_id", api_id_json(strtoull(row[2], NULL, 10)),
-                     "company_name", cname ? cname : "", "team_id",
-                     row[3] ? api_id_json(strtoull(row[3], NULL, 10)) : json_null(),
-                     "points", (json_int_t)strtoll(row[4], NULL, 10));
-}
-
+/* Sorts g by average and returns the first TOP as JSON items. */
 static json_t *group_items(struct group *g, size_t n, const char *idkey)
 {
     json_t *items = json_array();
@@ -98,6 +140,7 @@ static json_t *group_items(struct group *g, size_t n, const char *idkey)
     return items;
 }
 
+/* Writes one list (steals items) under generation gen. */
 static int store(struct router_txn *txn, const char *kind, uint64_t scope, uint64_t gen,
                  json_t *items)
 {
@@ -116,41 +159,177 @@ static int store(struct router_txn *txn, const char *kind, uint64_t scope, uint6
     return rc;
 }
 
-int api_standings_recompute(struct router *r)
+static void standings_deinit(struct standings *st)
 {
-    struct sql_rows companies = {0}, teams = {0}, sums = {0}, top = {0}, per = {0},
-                    gen = {0};
-    struct router_txn *txn = NULL;
-    struct group *cg = NULL, *tg = NULL;
-    uint64_t generation;
+    free(st->cg);
+    free(st->tg);
+    sql_rows_free(&st->company_rows);
+    sql_rows_free(&st->team_rows);
+}
+
+/*
+ * Companies and teams with their members and points: the names from the
+ * global schema, the sums from every shard's aggregates. 0 or a status.
+ */
+static int groups_load(struct router *r, struct standings *st)
+{
+    struct sql_rows agg = {0};
     int rc;
 
     rc =
-        router_exec(r, ROUTER_GLOBAL, &companies,
+        router_exec(r, ROUTER_GLOBAL, &st->company_rows,
                     "SELECT id, name FROM %S.companies WHERE platform = 0 ORDER BY id");
     if (rc == 0)
-        rc = router_exec(r, ROUTER_GLOBAL, &teams,
+        rc = router_exec(r, ROUTER_GLOBAL, &st->team_rows,
                          "SELECT id, company_id, name FROM %S.teams ORDER BY id");
     if (rc == 0)
-        rc = router_scatter(
-            r, &sums,
-            "SELECT company_id, COALESCE(team_id, 0), COUNT(*), SUM(points) "
-            "FROM %S.users WHERE role <> 'platform_admin' GROUP BY "
-            "company_id, team_id");
+        rc = router_scatter(r, &agg,
+                            "SELECT 0, company_id, members, points FROM %S.agg_company "
+                            "WHERE members <> 0 OR points <> 0 UNION ALL SELECT 1, "
+                            "team_id, members, points FROM %S.agg_team WHERE members "
+                            "<> 0 OR points <> 0");
+    if (rc < 0)
+        goto out;
+    st->nc = st->company_rows.nrow;
+    st->nt = st->team_rows.nrow;
+    st->cg = calloc(st->nc + 1, sizeof(*st->cg));
+    st->tg = calloc(st->nt + 1, sizeof(*st->tg));
+    if (st->cg == NULL || st->tg == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < st->nc; i++) {
+        st->cg[i].id = strtoull(sql_cell(&st->company_rows, i, 0), NULL, 10);
+        st->cg[i].name = sql_cell(&st->company_rows, i, 1);
+    }
+    for (uint32_t i = 0; i < st->nt; i++) {
+        st->tg[i].id = strtoull(sql_cell(&st->team_rows, i, 0), NULL, 10);
+        st->tg[i].company_id = strtoull(sql_cell(&st->team_rows, i, 1), NULL, 10);
+        st->tg[i].name = sql_cell(&st->team_rows, i, 2);
+    }
+    /* One row per shard and group: summed by id, a binary search each. */
+    for (uint32_t i = 0; i < agg.nrow; i++) {
+        int team = strcmp(sql_cell(&agg, i, 0), "1") == 0;
+        struct group *g =
+            team ? group_find(st->tg, st->nt, strtoull(sql_cell(&agg, i, 1), NULL, 10))
+                 : group_find(st->cg, st->nc, strtoull(sql_cell(&agg, i, 1), NULL, 10));
+        if (g == NULL)
+            continue; /* the platform's company, or a group gone from global */
+        g->members += strtoll(sql_cell(&agg, i, 2), NULL, 10);
+        g->points += strtoll(sql_cell(&agg, i, 3), NULL, 10);
+    }
+    for (uint32_t k = 0; k < st->nc; k++)
+        st->cg[k].avg_h = avg_hundredths(st->cg[k].points, st->cg[k].members);
+    for (uint32_t k = 0; k < st->nt; k++)
+        st->tg[k].avg_h = avg_hundredths(st->tg[k].points, st->tg[k].members);
+out:
+    sql_rows_free(&agg);
+    return rc;
+}
+
+/*
+ * The ranked users of companies cg[a..b) into rows, sorted by company, then
+ * points descending, then id: a top-K scatter for one large company, else
+ * every user of the run (companies in id order, so one index range).
+ */
+static int company_users_load(struct router *r, const struct standings *st, uint32_t a,
+                              uint32_t b, struct sql_rows *rows)
+{
+    int rc;
+
+    if (b - a == 1 && st->cg[a].members > TOP)
+        return router_scatter_topk(
+            r, rows, TOP, "points DESC, id ASC", by_points, NULL,
+            USER_ROW "WHERE company_id = %u AND role <> 'platform_admin' ORDER BY "
+                     "points DESC, id ASC LIMIT 500",
+            st->cg[a].id);
+    rc = router_scatter(r, rows,
+                        USER_ROW "WHERE company_id BETWEEN %u AND %u AND role <> "
+                                 "'platform_admin'",
+                        st->cg[a].id, st->cg[b - 1].id);
+    if (rc == 0 && rows->nrow > 1)
+        qsort(rows->cell, rows->nrow, U_NCOL * sizeof(char *), rows_by_company_points);
+    return rc;
+}
+
+/* Every company's user ranking, a run of companies at a time. */
+static int store_company_users(struct router *r, struct router_txn *txn,
+                               const struct standings *st, uint64_t gen)
+{
+    struct sql_rows rows = {0};
+    int rc = 0;
+
+    for (uint32_t a = 0, b; a < st->nc && rc == 0; a = b) {
+        int64_t sum = st->cg[a].members;
+        uint32_t i = 0;
+        /* The next run: one large company, or small ones up to CHUNK members. */
+        for (b = a + 1; sum <= TOP && b < st->nc; b++) {
+            if (st->cg[b].members > TOP || sum + st->cg[b].members > CHUNK)
+                break;
+            sum += st->cg[b].members;
+        }
+        if ((rc = company_users_load(r, st, a, b, &rows)) < 0)
+            break;
+        for (uint32_t k = a; k < b && rc == 0; k++) {
+            json_t *items = json_array();
+            int rank = 0;
+            /* Rows are by company: skip those of a company not listed. */
+            for (; i < rows.nrow; i++) {
+                char **row = &rows.cell[(size_t)i * U_NCOL];
+                uint64_t c = strtoull(row[U_COMPANY], NULL, 10);
+                if (c > st->cg[k].id)
+                    break;
+                if (c == st->cg[k].id && rank < TOP)
+                    json_array_append_new(items, user_item(st, row, ++rank));
+            }
+            rc = store(txn, "users", st->cg[k].id, gen, items);
+        }
+        sql_rows_free(&rows);
+    }
+    sql_rows_free(&rows);
+    return rc;
+}
+
+/* Every company's team ranking, then the companies' ranking. */
+static int store_groups(struct router_txn *txn, struct standings *st, uint64_t gen)
+{
+    struct group *t = st->tg;
+    size_t nt = st->nt;
+    int rc = 0;
+
+    /* Teams by company (companies are by id): each company's teams follow. */
+    qsort(t, nt, sizeof(*t), team_company_cmp);
+    for (uint32_t k = 0; k < st->nc && rc == 0; k++) {
+        size_t n = 0;
+        while (nt > 0 && t->company_id < st->cg[k].id) {
+            t++;
+            nt--;
+        }
+        while (n < nt && t[n].company_id == st->cg[k].id)
+            n++;
+        rc = store(txn, "teams", st->cg[k].id, gen, group_items(t, n, "team_id"));
+        t += n;
+        nt -= n;
+    }
     if (rc == 0)
-        rc = router_scatter_topk(
-            r, &top, TOP, "points DESC, id ASC", by_points, NULL,
-            "SELECT id, display_name, company_id, team_id, points FROM "
-            "%S.users WHERE role <> 'platform_admin' ORDER BY points "
-            "DESC, id ASC LIMIT 500");
+        rc = store(txn, "companies", 0, gen, group_items(st->cg, st->nc, "company_id"));
+    return rc;
+}
+
+int api_standings_recompute(struct router *r)
+{
+    struct standings st = {0};
+    struct sql_rows top = {0}, gen = {0};
+    struct router_txn *txn = NULL;
+    uint64_t generation;
+    json_t *items;
+    int rc;
+
+    rc = groups_load(r, &st);
     if (rc == 0)
-        rc = router_scatter(
-            r, &per,
-            "SELECT id, display_name, company_id, team_id, points, "
-            "company_id FROM (SELECT id, display_name, company_id, team_id, "
-            "points, ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY "
-            "points DESC, id) AS rn FROM %S.users WHERE role <> "
-            "'platform_admin') t WHERE rn <= 500");
+        rc = router_scatter_topk(r, &top, TOP, "points DESC, id ASC", by_points, NULL,
+                                 USER_ROW "WHERE role <> 'platform_admin' ORDER BY "
+                                          "points DESC, id ASC LIMIT 500");
     if (rc == 0)
         rc = router_exec(r, ROUTER_GLOBAL, &gen,
                          "SELECT COALESCE(MAX(generation), 0) + 1 FROM %S.standings");
@@ -158,79 +337,18 @@ int api_standings_recompute(struct router *r)
         goto out;
     generation = strtoull(sql_cell(&gen, 0, 0), NULL, 10);
 
-    cg = calloc(companies.nrow + 1, sizeof(*cg));
-    tg = calloc(teams.nrow + 1, sizeof(*tg));
-    if (cg == NULL || tg == NULL) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    for (uint32_t i = 0; i < companies.nrow; i++) {
-        cg[i].id = strtoull(sql_cell(&companies, i, 0), NULL, 10);
-        cg[i].name = sql_cell(&companies, i, 1);
-    }
-    for (uint32_t i = 0; i < teams.nrow; i++) {
-        tg[i].id = strtoull(sql_cell(&teams, i, 0), NULL, 10);
-        tg[i].company_id = strtoull(sql_cell(&teams, i, 1), NULL, 10);
-        tg[i].name = sql_cell(&teams, i, 2);
-    }
-    for (uint32_t i = 0; i < sums.nrow; i++) {
-        uint64_t c = strtoull(sql_cell(&sums, i, 0), NULL, 10);
-        uint64_t t = strtoull(sql_cell(&sums, i, 1), NULL, 10);
-        int64_t n = strtoll(sql_cell(&sums, i, 2), NULL, 10);
-        int64_t p = strtoll(sql_cell(&sums, i, 3), NULL, 10);
-        for (uint32_t k = 0; k < companies.nrow; k++)
-            if (cg[k].id == c) {
-                cg[k].members += n;
-                cg[k].points += p;
-            }
-        for (uint32_t k = 0; t != 0 && k < teams.nrow; k++)
-            if (tg[k].id == t) {
-                tg[k].members += n;
-                tg[k].points += p;
-            }
-    }
-    for (uint32_t k = 0; k < companies.nrow; k++)
-        cg[k].avg_h = avg_hundredths(cg[k].points, cg[k].members);
-    for (uint32_t k = 0; k < teams.nrow; k++)
-        tg[k].avg_h = avg_hundredths(tg[k].points, tg[k].members);
-
     if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &txn)) < 0)
         goto out;
-    {
-        json_t *items = json_array();
-        for (uint32_t i = 0; i < top.nrow; i++)
-            json_array_append_new(
-                items, user_item(&companies, &top.cell[(size_t)i * 5], (int)i + 1));
-        rc = store(txn, "users", 0, generation, items);
-    }
-    /* Per company: sort the gathered rows by company, then rank. */
-    qsort(per.cell, per.nrow, 6 * sizeof(char *), rows_by_company_points);
-    for (uint32_t k = 0; k < companies.nrow && rc == 0; k++) {
-        json_t *items = json_array();
-        int rank = 0;
-        for (uint32_t i = 0; i < per.nrow && rank < TOP; i++) {
-            char **row = &per.cell[(size_t)i * 6];
-            if (strtoull(row[2], NULL, 10) == cg[k].id)
-                json_array_append_new(items, user_item(&companies, row, ++rank));
-        }
-        rc = store(txn, "users", cg[k].id, generation, items);
-    }
-    for (uint32_t k = 0; k < companies.nrow && rc == 0; k++) {
-        struct group *g = calloc(teams.nrow + 1, sizeof(*g));
-        size_t n = 0;
-        if (g == NULL) {
-            rc = -ENOMEM;
-            break;
-        }
-        for (uint32_t t = 0; t < teams.nrow; t++)
-            if (tg[t].company_id == cg[k].id)
-                g[n++] = tg[t];
-        rc = store(txn, "teams", cg[k].id, generation, group_items(g, n, "team_id"));
-        free(g);
-    }
+    items = json_array();
+    for (uint32_t i = 0; i < top.nrow; i++)
+        json_array_append_new(
+            items, user_item(&st, &top.cell[(size_t)i * U_NCOL], (int)i + 1));
+    rc = store(txn, "users", 0, generation, items);
     if (rc == 0)
-        rc = store(txn, "companies", 0, generation,
-                   group_items(cg, companies.nrow, "company_id"));
+        rc = store_company_users(r, txn, &st, generation);
+    /* Last: it sorts the companies by average. */
+    if (rc == 0)
+        rc = store_groups(txn, &st, generation);
     if (rc == 0) {
         rc = router_txn_commit(txn);
         txn = NULL;
@@ -239,13 +357,8 @@ out:
     if (rc < 0)
         api_log("standings: recomputation failed: %s", router_last_error());
     router_txn_rollback(txn);
-    free(cg);
-    free(tg);
-    sql_rows_free(&companies);
-    sql_rows_free(&teams);
-    sql_rows_free(&sums);
+    standings_deinit(&st);
     sql_rows_free(&top);
-    sql_rows_free(&per);
     sql_rows_free(&gen);
     return rc;
 }
