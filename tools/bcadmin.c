@@ -3,9 +3,17 @@
  *
  *   bcadmin -c cluster.yaml create-admin --email E --password P [--display-name N]
  *   bcadmin -c cluster.yaml check-ledger
+ *   bcadmin -c cluster.yaml check-standings
+ *   bcadmin -c cluster.yaml rebuild-standings
  *
  * check-ledger verifies, on every shard, that every user's balance equals
  * initial_balance + the sum of his ledger deltas and is not negative.
+ * check-standings verifies, on every shard, that the standings aggregates
+ * (agg_company, agg_team: see api/api_standings_agg.c) equal a full
+ * recomputation from the shard's users, and every user's points the sum of
+ * payout - stake over his settled bets. rebuild-standings makes every
+ * shard's aggregates again from its users (a cluster upgraded from before
+ * the aggregates existed), one transaction per shard.
  * Exit codes: 0 ok, 1 violated or failed, 2 usage.
  */
 #include <errno.h>
@@ -22,7 +30,9 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: bcadmin [-c CLUSTER.yaml] create-admin --email E --password P "
                  "[--display-name N]\n"
-                 "       bcadmin [-c CLUSTER.yaml] check-ledger\n");
+                 "       bcadmin [-c CLUSTER.yaml] check-ledger\n"
+                 "       bcadmin [-c CLUSTER.yaml] check-standings\n"
+                 "       bcadmin [-c CLUSTER.yaml] rebuild-standings\n");
 }
 
 static int check_ledger(struct router *r)
@@ -56,6 +66,174 @@ out:
     sql_rows_free(&users);
     sql_rows_free(&bad);
     return rc < 0 ? 1 : rc;
+}
+
+/*
+ * Each shard's aggregate rows beside the same sums recomputed from its users
+ * (platform admins are not ranked), only the rows that differ: %N, the
+ * group's id, then members and points of the aggregate and of the users, and
+ * for teams the company of each. One statement per host, so each shard is
+ * compared in one consistent read.
+ */
+#define CHECK_COMPANIES                                                                \
+    "SELECT %N, k.id, COALESCE(a.members, 0), COALESCE(a.points, 0), "                 \
+    "COALESCE(u.members, 0), COALESCE(u.points, 0) FROM (SELECT company_id AS id "     \
+    "FROM %S.agg_company UNION SELECT company_id FROM %S.users WHERE role <> "         \
+    "'platform_admin') k LEFT JOIN %S.agg_company a ON a.company_id = k.id LEFT "      \
+    "JOIN (SELECT company_id, COUNT(*) AS members, SUM(points) AS points FROM "        \
+    "%S.users WHERE role <> 'platform_admin' GROUP BY company_id) u ON "               \
+    "u.company_id = k.id WHERE COALESCE(a.members, 0) <> COALESCE(u.members, 0) "      \
+    "OR COALESCE(a.points, 0) <> COALESCE(u.points, 0)"
+#define CHECK_TEAMS                                                                    \
+    "SELECT %N, k.id, COALESCE(a.members, 0), COALESCE(a.points, 0), "                 \
+    "COALESCE(u.members, 0), COALESCE(u.points, 0), a.company_id, u.company_id "       \
+    "FROM (SELECT team_id AS id FROM %S.agg_team UNION SELECT team_id FROM "           \
+    "%S.users WHERE role <> 'platform_admin' AND team_id IS NOT NULL) k LEFT JOIN "    \
+    "%S.agg_team a ON a.team_id = k.id LEFT JOIN (SELECT team_id, COUNT(*) AS "        \
+    "members, SUM(points) AS points, MIN(company_id) AS company_id, "                  \
+    "MAX(company_id) AS company_max FROM %S.users WHERE role <> 'platform_admin' "     \
+    "AND team_id IS NOT NULL GROUP BY team_id) u ON u.team_id = k.id WHERE "           \
+    "COALESCE(a.members, 0) <> COALESCE(u.members, 0) OR COALESCE(a.points, 0) <> "    \
+    "COALESCE(u.points, 0) OR (u.members > 0 AND (a.company_id <> u.company_id OR "    \
+    "u.company_id <> u.company_max))"
+/* Users whose points are not the sum over their settled bets. */
+#define CHECK_POINTS                                                                   \
+    "SELECT %N, u.id, u.points, COALESCE(b.p, 0) FROM %S.users u LEFT JOIN (SELECT "   \
+    "user_id, SUM(payout - stake) AS p FROM %S.bets WHERE status <> 'open' GROUP BY "  \
+    "user_id) b ON b.user_id = u.id WHERE u.points <> COALESCE(b.p, 0)"
+
+#define MAX_SHOWN 20
+
+static int check_standings(struct router *r)
+{
+    struct sql_rows companies = {0}, teams = {0}, points = {0}, counts = {0};
+    uint64_t ngroup[2] = {0, 0};
+    uint32_t shown = 0, ndiff;
+    int rc;
+
+    rc = router_scatter(r, &counts,
+                        "SELECT (SELECT COUNT(*) FROM %S.agg_company), (SELECT "
+                        "COUNT(*) FROM %S.agg_team)");
+    if (rc == 0)
+        rc = router_scatter(r, &companies, CHECK_COMPANIES);
+    if (rc == 0)
+        rc = router_scatter(r, &teams, CHECK_TEAMS);
+    if (rc == 0)
+        rc = router_scatter(r, &points, CHECK_POINTS);
+    if (rc < 0) {
+        fprintf(stderr, "bcadmin: check-standings: %s%s\n", router_last_error(),
+                rc == BC_ENOSCHEMA || rc == BC_EQUERY
+                    ? " (no aggregate tables? run shardctl init, then bcadmin "
+                      "rebuild-standings)"
+                    : "");
+        goto out;
+    }
+    for (uint32_t i = 0; i < counts.nrow; i++) {
+        ngroup[0] += strtoull(sql_cell(&counts, i, 0), NULL, 10);
+        ngroup[1] += strtoull(sql_cell(&counts, i, 1), NULL, 10);
+    }
+    for (uint32_t i = 0; i < companies.nrow && shown < MAX_SHOWN; i++, shown++)
+        printf("DIFF shard %s company %s: aggregate %s members %s points, users %s "
+               "members %s points\n",
+               sql_cell(&companies, i, 0), sql_cell(&companies, i, 1),
+               sql_cell(&companies, i, 2), sql_cell(&companies, i, 3),
+               sql_cell(&companies, i, 4), sql_cell(&companies, i, 5));
+    for (uint32_t i = 0; i < teams.nrow && shown < MAX_SHOWN; i++, shown++) {
+        const char *ac = sql_cell(&teams, i, 6), *uc = sql_cell(&teams, i, 7);
+        printf("DIFF shard %s team %s: aggregate %s members %s points (company %s), "
+               "users %s members %s points (company %s)\n",
+               sql_cell(&teams, i, 0), sql_cell(&teams, i, 1), sql_cell(&teams, i, 2),
+               sql_cell(&teams, i, 3), ac ? ac : "-", sql_cell(&teams, i, 4),
+               sql_cell(&teams, i, 5), uc ? uc : "-");
+    }
+    for (uint32_t i = 0; i < points.nrow && shown < MAX_SHOWN; i++, shown++)
+        printf("DIFF shard %s user %s: points %s, settled bets give %s\n",
+               sql_cell(&points, i, 0), sql_cell(&points, i, 1),
+               sql_cell(&points, i, 2), sql_cell(&points, i, 3));
+    ndiff = companies.nrow + teams.nrow + points.nrow;
+    if (ndiff > shown)
+        printf("... and %u more\n", ndiff - shown);
+    printf("standings: %" PRIu64 " company and %" PRIu64
+           " team aggregate rows on %u shards checked: %u companies, %u teams, %u "
+           "users differ\n",
+           ngroup[0], ngroup[1], router_nshard(r), companies.nrow, teams.nrow,
+           points.nrow);
+    rc = ndiff == 0 ? 0 : 1;
+out:
+    sql_rows_free(&counts);
+    sql_rows_free(&companies);
+    sql_rows_free(&teams);
+    sql_rows_free(&points);
+    return rc < 0 ? 1 : rc;
+}
+
+/*
+ * One shard's aggregates made again from its users, in one transaction that
+ * first takes the fence check (a copy being cut over refuses it) and a
+ * share lock on every user row and gap: signups, settlement batches and
+ * team changes, which lock users before aggregates, wait for it or it for
+ * them, so no change is lost or counted twice.
+ */
+static int rebuild_shard(struct router *r, uint32_t shard, uint64_t *nusers)
+{
+    struct sql_rows rows = {0};
+    struct router_txn *txn;
+    int rc;
+
+    if ((rc = router_txn_begin(r, shard, &txn)) < 0)
+        return rc;
+    rc = router_txn_exec(txn, NULL, "CALL %S.fence_check()");
+    if (rc == 0)
+        rc = router_txn_exec(txn, &rows,
+                             "SELECT COUNT(*) FROM %S.users LOCK IN SHARE MODE");
+    if (rc == 0)
+        rc = router_txn_exec(txn, NULL,
+                             "DELETE FROM %S.agg_company; DELETE FROM %S.agg_team");
+    if (rc == 0)
+        rc = router_txn_exec(
+            txn, NULL,
+            "INSERT INTO %S.agg_company (company_id, members, points) SELECT "
+            "company_id, COUNT(*), SUM(points) FROM %S.users WHERE role <> "
+            "'platform_admin' GROUP BY company_id ORDER BY company_id");
+    if (rc == 0)
+        rc = router_txn_exec(
+            txn, NULL,
+            "INSERT INTO %S.agg_team (team_id, company_id, members, points) SELECT "
+            "team_id, MIN(company_id), COUNT(*), SUM(points) FROM %S.users WHERE "
+            "role <> 'platform_admin' AND team_id IS NOT NULL GROUP BY team_id "
+            "ORDER BY team_id");
+    if (rc < 0) {
+        router_txn_rollback(txn);
+    } else {
+        *nusers = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
+        rc = router_txn_commit(txn);
+    }
+    sql_rows_free(&rows);
+    return rc;
+}
+
+static int rebuild_standings(struct router *r)
+{
+    uint64_t total = 0;
+
+    for (uint32_t s = 0; s < router_nshard(r); s++) {
+        int64_t deadline = 0;
+        uint64_t seen, n = 0;
+        int rc;
+        do {
+            seen = router_map_version(r);
+            rc = rebuild_shard(r, s, &n);
+        } while (rc == BC_EMOVED && router_await_move(r, seen, &deadline) == 0);
+        if (rc < 0) {
+            fprintf(stderr, "bcadmin: rebuild-standings: shard %u: %s\n", s,
+                    router_last_error());
+            return 1;
+        }
+        total += n;
+    }
+    printf("standings: aggregates rebuilt from %" PRIu64 " users on %u shards\n", total,
+           router_nshard(r));
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -115,6 +293,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[optind], "check-ledger") == 0) {
         rc = check_ledger(r);
+    } else if (strcmp(argv[optind], "check-standings") == 0) {
+        rc = check_standings(r);
+    } else if (strcmp(argv[optind], "rebuild-standings") == 0) {
+        rc = rebuild_standings(r);
     } else if (strcmp(argv[optind], "create-admin") == 0) {
         if (email == NULL || password == NULL) {
             usage(stderr);
