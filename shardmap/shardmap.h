@@ -100,6 +100,7 @@ struct shardmap_conf {
     uint32_t pool_size;          /* connections per host (8) */
     uint32_t connect_timeout_ms; /* (500) */
     uint32_t query_timeout_ms;   /* read/write of one statement (800) */
+    uint32_t batch_timeout_ms;   /* one statement of background work (30000) */
     uint32_t map_poll_ms;        /* global map version poll, >= 1000 (1000) */
     uint32_t move_wait_ms; /* how long a write waits out a shard's cut-over (3000) */
 };

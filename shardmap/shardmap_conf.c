@@ -31,6 +31,8 @@ static const struct router_key router_keys[] = {
      offsetof(struct shardmap_conf, connect_timeout_ms)},
     {"query_timeout_ms", 10, 600000, 800,
      offsetof(struct shardmap_conf, query_timeout_ms)},
+    {"batch_timeout_ms", 100, 3600000, 30000,
+     offsetof(struct shardmap_conf, batch_timeout_ms)},
     {"map_poll_ms", 1000, 600000, 1000, offsetof(struct shardmap_conf, map_poll_ms)},
     {"move_wait_ms", 100, 60000, 3000, offsetof(struct shardmap_conf, move_wait_ms)},
 };
@@ -370,8 +372,11 @@ int shardmap_conf_save(const char *path, const struct shardmap_conf *conf)
     shardmap__out_str(&o, "router");
     shardmap__out_map(&o, 0);
     for (i = 0; i < NROUTER_KEY; i++) {
+        /* 0 is a key a conf built in code left unset: its default loads back. */
+        uint32_t v = router_value(conf, i);
+
         shardmap__out_str(&o, router_keys[i].name);
-        shardmap__out_uint(&o, router_value(conf, i));
+        shardmap__out_uint(&o, v != 0 ? v : router_keys[i].def);
     }
     shardmap__out_end_map(&o);
 
