@@ -52,6 +52,7 @@ int router_create(const struct shardmap_conf *conf, struct router **out)
     r->nshard = conf->nshard;
     r->connect_timeout_ms = conf->connect_timeout_ms;
     r->query_timeout_ms = conf->query_timeout_ms;
+    r->batch_timeout_ms = conf->batch_timeout_ms;
     r->map_poll_ms = conf->map_poll_ms;
     r->move_wait_ms = conf->move_wait_ms;
     pthread_mutex_init(&r->pools_lock, NULL);

@@ -2,11 +2,14 @@
  * router.h: every query of BetCity goes through here to the MariaDB host that
  * holds its logical shard (or the global schema).
  *
- *  - one bounded connection pool per host, with connect and per-statement
+ *  - two bounded connection pools per host, one for requests and one for
+ *    background work (router_background()), with connect and per-statement
  *    deadlines enforced by the non-blocking MariaDB Connector/C API, so a dead
  *    or hung (SIGSTOPped) host fails a request within its deadline and never
- *    holds up requests for other hosts; a failing host is marked down for a
- *    second (requests fail fast meanwhile) and reconnected after;
+ *    holds up requests for other hosts; a host whose connections fail, or on
+ *    which several request statements in a row time out, is marked down for
+ *    a second (requests fail fast meanwhile) and reconnected after; one slow
+ *    statement is not a host failure;
  *  - routing by id, by key and by shard; single-shard transactions pinned to
  *    one connection; statements schema-qualified per shard;
  *  - scatter-gather: one statement per host covering all of that host's
@@ -197,8 +200,10 @@ const char *router_last_error(void);
 struct router_host_stats {
     char name[SHARDMAP_NAME_MAX];
     int up;        /* 0 while marked down */
-    uint32_t open; /* open connections */
+    uint32_t open; /* open connections of the request pool */
     uint32_t idle;
+    uint32_t bg_open; /* open connections of the background pool */
+    uint32_t bg_idle;
     uint64_t queries;
     uint64_t errors;
     uint64_t timeouts;

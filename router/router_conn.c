@@ -1,17 +1,25 @@
 /*
- * router_conn.c: per-host connection pools.
+ * router_conn.c: per-host connection pools, and the health of each host.
  *
- * Each pooled connection wraps a struct sql_conn opened with the router's
- * deadlines (connect_timeout_ms, query_timeout_ms: the SQL layer enforces
- * them with Connector/C's non-blocking API), multi-statements on. Pools are
- * bounded; idle connections are kept on a LIFO list.
+ * Each host has two bounded pools ("lanes"): the request pool, whose
+ * connections bound each statement by query_timeout_ms, and the background
+ * pool, for the threads that called router_background(1), bounded by
+ * batch_timeout_ms. Both connect within connect_timeout_ms and keep their
+ * idle connections on a LIFO list; the SQL layer enforces the deadlines with
+ * Connector/C's non-blocking API. Batch work thus never takes a connection
+ * a request needs, and its long statements are not timed as requests.
  *
- * Health: a failed connect or a timeout marks the host down for
- * ROUTER_DOWN_MS and drops its idle connections; meanwhile requests for it
- * fail at once (BC_EDOWN) instead of each waiting out a timeout. The first
- * request after that window tries again, so the host heals by itself. A
- * server's error (a bad statement, a duplicate key) says the host is up and
- * marks nothing.
+ * Health (docs/config.md): a host is marked down for ROUTER_DOWN_MS, its
+ * idle connections dropped, when a connection to it fails (refused,
+ * unreachable, no handshake within the connect deadline, lost mid-
+ * statement), or when ROUTER_SLOW_TIMEOUTS request statements in a row
+ * time out: one slow statement is not a dead host, a host on which every
+ * short statement hangs is. A background statement that times out marks
+ * nothing. Meanwhile requests for a host marked down fail at once (BC_EDOWN)
+ * instead of each waiting out a timeout; the first request after that
+ * window tries again, so the host heals by itself. A server's error (a bad
+ * statement, a duplicate key) says the host is up: it marks nothing and
+ * ends a row of timeouts.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,9 +29,29 @@
 
 #include "router/router_int.h"
 
+/* The calling thread's mode: 1 after router_background(1). */
+static _Thread_local int background_mode;
+
+void router_background(int on)
+{
+    background_mode = on != 0;
+}
+
+int router__background(void)
+{
+    return background_mode;
+}
+
 const char *router_last_error(void)
 {
     return sql_last_error();
+}
+
+static void lane_init(struct router_lane *lane, uint32_t max, int background)
+{
+    lane->max = max;
+    lane->background = background;
+    pthread_cond_init(&lane->freed, NULL);
 }
 
 struct router_pool *router__pool_create(const char *name, const char *addr,
@@ -40,9 +68,9 @@ struct router_pool *router__pool_create(const char *name, const char *addr,
     snprintf(pool->ep.user, sizeof(pool->ep.user), "%s", user);
     snprintf(pool->ep.password, sizeof(pool->ep.password), "%s", password);
     pool->ep.port = port;
-    pool->max = max;
     pthread_mutex_init(&pool->lock, NULL);
-    pthread_cond_init(&pool->freed, NULL);
+    lane_init(&pool->req, max, 0);
+    lane_init(&pool->bg, max < ROUTER_BG_POOL_MAX ? max : ROUTER_BG_POOL_MAX, 1);
     return pool;
 }
 
@@ -52,47 +80,124 @@ static void conn_close(struct router_conn *conn)
     free(conn);
 }
 
-void router__pool_destroy(struct router_pool *pool)
+/* Closes a list of idle connections (taken off their lane before). */
+static void lane_close_idle(struct router_conn *idle)
 {
-    struct router_conn *conn, *next;
+    struct router_conn *next;
 
-    if (pool == NULL)
-        return;
-    for (conn = pool->idle; conn != NULL; conn = next) {
-        next = conn->next;
-        conn_close(conn);
-    }
-    pthread_mutex_destroy(&pool->lock);
-    pthread_cond_destroy(&pool->freed);
-    free(pool);
-}
-
-/* Marks the host down and drops its idle connections. Takes pool->lock. */
-static void pool_mark_down(struct router_pool *pool)
-{
-    struct router_conn *idle, *next;
-
-    pthread_mutex_lock(&pool->lock);
-    pool->down_until_ms = router__now_ms() + ROUTER_DOWN_MS;
-    idle = pool->idle;
-    pool->idle = NULL;
-    pool->nopen -= pool->nidle;
-    pool->nidle = 0;
-    pthread_cond_broadcast(&pool->freed);
-    pthread_mutex_unlock(&pool->lock);
     for (; idle != NULL; idle = next) {
         next = idle->next;
         conn_close(idle);
     }
 }
 
+void router__pool_destroy(struct router_pool *pool)
+{
+    if (pool == NULL)
+        return;
+    lane_close_idle(pool->req.idle);
+    lane_close_idle(pool->bg.idle);
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->req.freed);
+    pthread_cond_destroy(&pool->bg.freed);
+    free(pool);
+}
+
+/* Takes the idle list of lane and wakes its waiters; pool->lock held. */
+static struct router_conn *lane_drop_idle(struct router_lane *lane)
+{
+    struct router_conn *idle = lane->idle;
+
+    lane->idle = NULL;
+    lane->nopen -= lane->nidle;
+    lane->nidle = 0;
+    pthread_cond_broadcast(&lane->freed);
+    return idle;
+}
+
+/* Marks the host down, drops the idle connections of both lanes; takes the lock. */
+static void pool_mark_down(struct router_pool *pool)
+{
+    struct router_conn *req, *bg;
+
+    pthread_mutex_lock(&pool->lock);
+    pool->down_until_ms = router__now_ms() + ROUTER_DOWN_MS;
+    atomic_store(&pool->nslow, 0);
+    req = lane_drop_idle(&pool->req);
+    bg = lane_drop_idle(&pool->bg);
+    pthread_mutex_unlock(&pool->lock);
+    lane_close_idle(req);
+    lane_close_idle(bg);
+}
+
+/* The server answered a statement: a row of timeouts is over. */
+static void pool_answered(struct router_pool *pool)
+{
+    /* Unlocked read first: the common case, no row, costs no lock. */
+    if (atomic_load_explicit(&pool->nslow, memory_order_relaxed) == 0)
+        return;
+    pthread_mutex_lock(&pool->lock);
+    atomic_store(&pool->nslow, 0);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/*
+ * A request statement timed out: the ROUTER_SLOW_TIMEOUTS-th in a row within
+ * the window marks the host down. A row older than the window starts again,
+ * so that rare timeouts of an idle server never add up.
+ */
+static void pool_timed_out(struct router *r, struct router_pool *pool)
+{
+    int64_t now = router__now_ms();
+    int64_t window = (int64_t)r->query_timeout_ms * 4;
+    unsigned n;
+
+    if (window < ROUTER_SLOW_WINDOW_MS)
+        window = ROUTER_SLOW_WINDOW_MS;
+    pthread_mutex_lock(&pool->lock);
+    n = atomic_load(&pool->nslow);
+    if (n == 0 || now - pool->slow_since_ms > window) {
+        n = 0;
+        pool->slow_since_ms = now;
+    }
+    atomic_store(&pool->nslow, ++n);
+    pthread_mutex_unlock(&pool->lock);
+    if (n >= ROUTER_SLOW_TIMEOUTS)
+        pool_mark_down(pool);
+}
+
+/* Waits on lane->freed until deadline; 0, or -ETIMEDOUT when it passed. */
+static int lane_wait(struct router_pool *pool, struct router_lane *lane,
+                     int64_t deadline)
+{
+    int64_t left = deadline - router__now_ms();
+    struct timespec ts;
+
+    if (left <= 0)
+        return -ETIMEDOUT;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (left % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&lane->freed, &pool->lock, &ts);
+    return 0;
+}
+
 int router__conn_get(struct router *r, struct router_pool *pool,
                      struct router_conn **out)
 {
+    struct router_lane *lane = background_mode ? &pool->bg : &pool->req;
     struct sql_conn_opts opts = {.connect_timeout_ms = r->connect_timeout_ms,
-                                 .query_timeout_ms = r->query_timeout_ms,
+                                 .query_timeout_ms = lane->background
+                                                         ? r->batch_timeout_ms
+                                                         : r->query_timeout_ms,
                                  .multi_statements = 1};
-    int64_t deadline = router__now_ms() + r->connect_timeout_ms;
+    /* Batch work is not in a hurry: it queues for a connection longer. */
+    int64_t deadline = router__now_ms() +
+                       (lane->background ? r->batch_timeout_ms : r->connect_timeout_ms);
     struct router_conn *conn;
     int rc;
 
@@ -104,35 +209,25 @@ int router__conn_get(struct router *r, struct router_pool *pool,
                               ROUTER_DOWN_MS);
             return BC_EDOWN;
         }
-        if (pool->idle != NULL) {
-            conn = pool->idle;
-            pool->idle = conn->next;
-            pool->nidle--;
+        if (lane->idle != NULL) {
+            conn = lane->idle;
+            lane->idle = conn->next;
+            lane->nidle--;
             pthread_mutex_unlock(&pool->lock);
             conn->reused = 1;
             *out = conn;
             return 0;
         }
-        if (pool->nopen < pool->max)
+        if (lane->nopen < lane->max)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t left = deadline - router__now_ms();
-        if (left <= 0) {
+        if (lane_wait(pool, lane, deadline) < 0) {
             pthread_mutex_unlock(&pool->lock);
-            router__set_error("host %s: all %u connections busy", pool->name,
-                              pool->max);
+            router__set_error("host %s: all %u %s connections busy", pool->name,
+                              lane->max, lane->background ? "background" : "request");
             return BC_EPOOL;
         }
-        ts.tv_sec += left / 1000;
-        ts.tv_nsec += (left % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&pool->freed, &pool->lock, &ts);
     }
-    pool->nopen++;
+    lane->nopen++;
     pthread_mutex_unlock(&pool->lock);
 
     conn = calloc(1, sizeof(*conn));
@@ -141,6 +236,7 @@ int router__conn_get(struct router *r, struct router_pool *pool,
         goto error;
     }
     conn->pool = pool;
+    conn->lane = lane;
     rc = sql_conn_open(&pool->ep, &opts, &conn->sql);
     if (rc == -ENOMEM) {
         free(conn);
@@ -160,8 +256,8 @@ int router__conn_get(struct router *r, struct router_pool *pool,
     return 0;
 error:
     pthread_mutex_lock(&pool->lock);
-    pool->nopen--;
-    pthread_cond_signal(&pool->freed);
+    lane->nopen--;
+    pthread_cond_signal(&lane->freed);
     pthread_mutex_unlock(&pool->lock);
     return rc;
 }
@@ -169,20 +265,21 @@ error:
 void router__conn_put(struct router_conn *conn, int broken)
 {
     struct router_pool *pool = conn->pool;
+    struct router_lane *lane = conn->lane;
 
     if (broken) {
         conn_close(conn);
         pthread_mutex_lock(&pool->lock);
-        pool->nopen--;
-        pthread_cond_signal(&pool->freed);
+        lane->nopen--;
+        pthread_cond_signal(&lane->freed);
         pthread_mutex_unlock(&pool->lock);
         return;
     }
     pthread_mutex_lock(&pool->lock);
-    conn->next = pool->idle;
-    pool->idle = conn;
-    pool->nidle++;
-    pthread_cond_signal(&pool->freed);
+    conn->next = lane->idle;
+    lane->idle = conn;
+    lane->nidle++;
+    pthread_cond_signal(&lane->freed);
     pthread_mutex_unlock(&pool->lock);
 }
 
@@ -192,22 +289,28 @@ int router__conn_query(struct router *r, struct router_conn *conn, const char *s
     struct router_pool *pool = conn->pool;
     int rc;
 
-    (void)r; /* the deadlines are the connection's, set when it was opened */
+    /* The statement deadline is the connection's, set when it was opened. */
     atomic_fetch_add(&pool->queries, 1);
     rc = sql_query(conn->sql, sql, len, rows);
     *broken = sql_conn_broken(conn->sql);
-    if (rc == 0)
-        return 0;
+    if (rc == 0 || (rc != BC_ETIMEOUT && !*broken)) {
+        pool_answered(pool);
+        if (rc < 0)
+            atomic_fetch_add(&pool->errors, 1); /* the server refused it */
+        return rc;
+    }
+    atomic_fetch_add(&pool->errors, 1);
     if (rc == BC_ETIMEOUT) {
-        atomic_fetch_add(&pool->errors, 1);
         atomic_fetch_add(&pool->timeouts, 1);
+        /* A slow statement is not a host failure; a row of them is. */
+        if (!conn->lane->background)
+            pool_timed_out(r, pool);
+    } else if (!conn->reused) {
+        /*
+         * The connection was lost. A stale idle one says little (the server
+         * may have dropped it); a fresh one lost means the host failed.
+         */
         pool_mark_down(pool);
-    } else if (sql_conn_errno(conn->sql) != 0 || *broken) {
-        /* The server refused, or the connection was lost. */
-        atomic_fetch_add(&pool->errors, 1);
-        /* A stale idle connection says little: the server may have dropped it. */
-        if (*broken && !conn->reused)
-            pool_mark_down(pool);
     }
     return rc;
 }
@@ -232,8 +335,10 @@ uint32_t router_stats(struct router *r, struct router_host_stats *out, uint32_t 
         snprintf(s->name, sizeof(s->name), "%s", p->name);
         pthread_mutex_lock(&p->lock);
         s->up = p->down_until_ms <= router__now_ms();
-        s->open = p->nopen;
-        s->idle = p->nidle;
+        s->open = p->req.nopen;
+        s->idle = p->req.nidle;
+        s->bg_open = p->bg.nopen;
+        s->bg_idle = p->bg.nidle;
         pthread_mutex_unlock(&p->lock);
         s->queries = atomic_load(&p->queries);
         s->errors = atomic_load(&p->errors);

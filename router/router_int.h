@@ -13,26 +13,61 @@
 
 /* How long a host that failed stays marked down before it is tried again. */
 #define ROUTER_DOWN_MS 1000
+/*
+ * Request statements that time out in a row (nothing answered in between)
+ * before the host is marked down, and the window they must fall in: the
+ * longer of ROUTER_SLOW_WINDOW_MS and 4 query timeouts.
+ * One slow statement is not a dead host; several short ones that all hang
+ * are.
+ */
+#define ROUTER_SLOW_TIMEOUTS 3
+#define ROUTER_SLOW_WINDOW_MS 5000
+/*
+ * The background pool of a host holds at most this many connections (and
+ * never more than pool_size): batch statements are long and heavy, and a
+ * few at a time per host and server is what a host can run beside its
+ * requests; more batch work queues for a connection instead of loading
+ * the host.
+ */
+#define ROUTER_BG_POOL_MAX 4
 
 struct router_pool;
+struct router_lane;
 
-/* One connection; owned by its pool while idle, by a caller while checked out. */
+/* One connection; owned by its lane while idle, by a caller while checked out. */
 struct router_conn {
     struct sql_conn *sql;     /* owned */
-    struct router_pool *pool; /* ref */
+    struct router_pool *pool; /* ref: its host */
+    struct router_lane *lane; /* ref: the pool of the host it belongs to */
     struct router_conn *next; /* idle list */
     int reused;               /* came from the idle list */
 };
 
+/*
+ * One bounded set of connections to a host: the request pool or the
+ * background pool. Its fields are guarded by the host's lock.
+ */
+struct router_lane {
+    struct router_conn *idle;
+    uint32_t nidle, nopen, max;
+    int background; /* statements bounded by batch_timeout_ms, never mark down */
+    pthread_cond_t freed;
+};
+
+/*
+ * A host: its endpoint, its two pools and its health. Named a pool for
+ * history; the pools proper are its lanes.
+ */
 struct router_pool {
     char name[SHARDMAP_NAME_MAX]; /* = ep.name */
     struct sql_endpoint ep;
 
     pthread_mutex_t lock;
-    pthread_cond_t freed;
-    struct router_conn *idle; /* guarded by lock */
-    uint32_t nidle, nopen, max;
-    int64_t down_until_ms; /* guarded by lock; 0 = up */
+    struct router_lane req; /* guarded by lock */
+    struct router_lane bg;  /* guarded by lock */
+    int64_t down_until_ms;  /* guarded by lock; 0 = up */
+    int64_t slow_since_ms;  /* guarded by lock: first of the timeouts in a row */
+    atomic_uint nslow;      /* written under lock: request timeouts in a row */
 
     atomic_uint_fast64_t queries, errors, timeouts;
 };
@@ -50,6 +85,7 @@ struct router {
     uint32_t nshard;
     uint32_t connect_timeout_ms;
     uint32_t query_timeout_ms;
+    uint32_t batch_timeout_ms;
     uint32_t map_poll_ms;
     uint32_t move_wait_ms;
 
@@ -74,29 +110,38 @@ struct router {
 #define router__set_error(...) sql_set_error(__VA_ARGS__)
 
 /* router_conn.c */
+/* A host with no connection yet: max for its request pool (pool_size). */
 struct router_pool *router__pool_create(const char *name, const char *addr,
                                         uint16_t port, const char *user,
                                         const char *password, uint32_t max);
 void router__pool_destroy(struct router_pool *pool);
 /*
- * A connection of pool: an idle one, else a new one (sql_conn_open with the
- * router's timeouts, multi-statements on) when the pool is under its bound,
- * else waits up to connect_timeout_ms for one to be put back (BC_EPOOL).
- * BC_EDOWN while the host is marked down or when the connect fails.
+ * A connection to the host of pool, from its background pool when the
+ * calling thread is in background mode (router_background()), else from
+ * its request pool: an idle one, else a new one (sql_conn_open with the
+ * connect deadline and the lane's statement deadline, multi-statements on)
+ * when the lane is under its bound, else waits for one to be put back, up
+ * to connect_timeout_ms (request) or batch_timeout_ms (background), then
+ * BC_EPOOL. BC_EDOWN while the host is marked down or when the connect
+ * fails (which marks it down). Takes the host's lock.
  */
 int router__conn_get(struct router *r, struct router_pool *pool,
                      struct router_conn **conn);
 /* Returns a connection; broken ones (after an error) are closed. */
 void router__conn_put(struct router_conn *conn, int broken);
 /*
- * Runs sql (possibly several statements) within the query deadline; rows may
- * be NULL, and is freed on failure. Statuses as sql_query(): a timeout marks
- * the host down, so does a lost connection that was not a stale idle one.
+ * Runs sql (possibly several statements) within the connection's statement
+ * deadline; rows may be NULL, and is freed on failure. Statuses as
+ * sql_query(). A lost connection that was not a stale idle one marks the
+ * host down; a timeout does so only in the request pool and only as the
+ * ROUTER_SLOW_TIMEOUTS-th in a row; any answer of the server ends a row.
  * On error, *broken says whether the connection is unusable.
  */
 int router__conn_query(struct router *r, struct router_conn *conn, const char *sql,
                        size_t len, struct sql_rows *rows, int *broken);
 struct router_pool *router__pool_find(struct router *r, const char *name);
+/* Whether the calling thread is in background mode (router_background()). */
+int router__background(void);
 
 /* router.c */
 /*

@@ -37,7 +37,7 @@ static struct router_pool *pool_for(struct router *r, const char *name,
     if (pool == NULL && n < SHARDMAP_MAX_HOSTS &&
         sql_endpoint_of(&r->conf, name, addr, port, &ep) == 0) {
         pool = router__pool_create(ep.name, ep.addr, ep.port, ep.user, ep.password,
-                                   r->global->max);
+                                   r->conf.pool_size);
         if (pool != NULL) {
             r->pools[n] = pool;
             atomic_store(&r->npool, n + 1);

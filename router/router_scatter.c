@@ -26,6 +26,7 @@ struct scatter_host {
     char error[256];
     pthread_t thread;
     int started;
+    int background; /* the caller's mode (router_background()) */
 };
 
 static void *scatter_main(void *arg)
@@ -34,6 +35,8 @@ static void *scatter_main(void *arg)
     struct router_conn *conn;
     int broken = 0;
 
+    /* The mode is per thread: a host's thread takes its caller's. */
+    router_background(h->background);
     h->rc = router__conn_get(h->router, h->pool, &conn);
     if (h->rc == 0) {
         h->rc = router__conn_query(h->router, conn, h->sql.buf, h->sql.len, &h->rows,
@@ -93,6 +96,7 @@ static int scatter_run(struct router *r, enum scatter_kind kind, uint32_t k,
     for (uint32_t n = 0; n < nnode; n++) {
         hosts[n].router = r;
         hosts[n].pool = m->pool_of[n];
+        hosts[n].background = router__background();
     }
     for (uint32_t s = 0; s < r->nshard && rc == 0; s++) {
         struct scatter_host *h = &hosts[m->map->node_of[s]];

@@ -1,7 +1,8 @@
 /*
  * test_router_int.c: the router against the real MariaDB hosts of the test
  * stack: writes and reads on every shard, ids, scatter-gather (union, top-K,
- * batch), a SIGSTOPped host, and following a map change made in the database.
+ * batch), background pools and slow statements, a SIGSTOPped host, and
+ * following a map change made in the database.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -439,6 +440,202 @@ static void test_stopped_host_fails_fast_others_serve(void **state)
     assert_int_equal(router_exec(f->router, live_shard, NULL, "SELECT 1"), 0);
 }
 
+/* The stats of the named host. */
+static struct router_host_stats host_stats(struct router *r, const char *name)
+{
+    struct router_host_stats st[SHARDMAP_MAX_HOSTS];
+    uint32_t n = router_stats(r, st, SHARDMAP_MAX_HOSTS);
+
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(st[i].name, name) == 0)
+            return st[i];
+    fail_msg("no stats for host %s", name);
+    return st[0];
+}
+
+/* A router of its own over the stack, with a router: section changed. */
+static struct router *router_with(uint32_t pool_size, uint32_t query_timeout_ms,
+                                  uint32_t batch_timeout_ms)
+{
+    struct shardmap_conf conf;
+    struct router *r;
+
+    itest_conf(&conf);
+    conf.pool_size = pool_size;
+    conf.query_timeout_ms = query_timeout_ms;
+    conf.batch_timeout_ms = batch_timeout_ms;
+    assert_int_equal(router_create(&conf, &r), 0);
+    shardmap_conf_deinit(&conf);
+    assert_non_null(router_map(r));
+    return r;
+}
+
+/* Up to max shards of the named host, in order; returns how many. */
+static uint32_t shards_of(struct router *r, const char *host, uint32_t *found,
+                          uint32_t max)
+{
+    const struct shardmap *map = router_map(r);
+    int node = shardmap_node_index(map, host);
+    uint32_t n = 0;
+
+    assert_true(node >= 0);
+    for (uint32_t s = 0; s < NSHARD && n < max; s++)
+        if (map->node_of[s] == node)
+            found[n++] = s;
+    return n;
+}
+
+struct sleeper {
+    struct router *router;
+    uint32_t shard;
+    volatile int done;
+    int rc;
+    int64_t ms;
+};
+
+/* A batch statement of 3 s, from a thread in background mode. */
+static void *sleeper_main(void *arg)
+{
+    struct sleeper *z = arg;
+    int64_t t0 = itest_now_ms();
+
+    router_background(1);
+    z->rc = router_exec(z->router, z->shard, NULL, "SELECT SLEEP(3)");
+    z->ms = itest_now_ms() - t0;
+    router_background(0);
+    z->done = 1;
+    return NULL;
+}
+
+/*
+ * Batch work never takes a host offline: a 3 s statement on the background
+ * pool of db1 runs to its end (batch_timeout_ms, not the 800 ms of a
+ * request), while requests for db1's shards, on a request pool of a single
+ * connection, go on succeeding and db1 is never reported down.
+ */
+static void test_background_statement_leaves_requests_alone(void **state)
+{
+    struct router *r = router_with(1, 800, 0); /* batch: the 30 s default */
+    struct sleeper z = {.router = r};
+    uint32_t shards[NSHARD], n = shards_of(r, "db1", shards, NSHARD);
+    int ok = 0, down = 0;
+    pthread_t t;
+    (void)state;
+
+    assert_true(n > 0);
+    z.shard = shards[0];
+    assert_int_equal(pthread_create(&t, NULL, sleeper_main, &z), 0);
+    /* The sleeper holds a connection of the background pool. */
+    for (int64_t t0 = itest_now_ms();
+         host_stats(r, "db1").bg_open == 0 && itest_now_ms() - t0 < 1000;)
+        usleep(5 * 1000);
+    assert_int_equal(host_stats(r, "db1").bg_open, 1);
+    for (int i = 0; i < 20; i++) {
+        struct sql_rows rows = {0};
+        int64_t t0 = itest_now_ms();
+        int rc = router_exec(r, shards[i % n], &rows, "SELECT COUNT(*) FROM %S.users");
+        int64_t ms = itest_now_ms() - t0;
+
+        if (rc == 0)
+            ok++;
+        else if (rc == BC_EDOWN)
+            down++;
+        else
+            fail_msg("request %d on shard %u: %s", i, shards[i % n],
+                     router_last_error());
+        if (ms > 200)
+            fail_msg("request %d took %" PRId64 " ms beside the batch", i, ms);
+        sql_rows_free(&rows);
+        struct router_host_stats st = host_stats(r, "db1");
+        assert_int_equal(st.up, 1);
+        assert_true(st.open <= 1);
+        usleep(100 * 1000);
+    }
+    /* All 20 ran while the batch statement was still running. */
+    assert_int_equal(z.done, 0);
+    assert_int_equal(ok, 20);
+    assert_int_equal(down, 0);
+    pthread_join(t, NULL);
+    if (z.rc != 0)
+        fail_msg("the batch statement failed after %" PRId64 " ms: %s", z.ms,
+                 router_last_error());
+    assert_true(z.ms >= 2900);
+    struct router_host_stats st = host_stats(r, "db1");
+    assert_int_equal(st.up, 1);
+    assert_int_equal(st.timeouts, 0);
+    assert_int_equal(st.bg_idle, 1); /* put back, not broken */
+    router_destroy(r);
+}
+
+/* One statement that must time out; returns how long it took. */
+static int64_t expect_timeout(struct router *r, uint32_t shard)
+{
+    int64_t t0 = itest_now_ms();
+    int rc = router_exec(r, shard, NULL, "SELECT SLEEP(1)");
+
+    if (rc != BC_ETIMEOUT)
+        fail_msg("SELECT SLEEP(1) on shard %u: rc %d (%s), want a timeout", shard, rc,
+                 router_last_error());
+    return itest_now_ms() - t0;
+}
+
+/*
+ * A slow statement is not a host failure: one request that times out leaves
+ * its host (db3) up (the next request runs), and a success ends a row of
+ * timeouts; only 3 in a row mark the host down (then requests fail at once,
+ * and it heals after a second). Timeouts in the background pool never mark
+ * it down.
+ */
+static void test_one_request_timeout_is_not_a_host_failure(void **state)
+{
+    struct router *r = router_with(4, 200, 300);
+    uint32_t shard;
+    int64_t t0;
+    (void)state;
+
+    /*
+     * db3: not the global host, and no map poll either, whose statements
+     * would answer between the timeouts and end each row.
+     */
+    router_set_polling(r, 0);
+    assert_int_equal(shards_of(r, "db3", &shard, 1), 1);
+    assert_true(expect_timeout(r, shard) < 700);
+    assert_int_equal(host_stats(r, "db3").up, 1);
+    assert_int_equal(router_exec(r, shard, NULL, "SELECT 1"), 0);
+
+    /* Two in a row, a success, two again: never three in a row. */
+    expect_timeout(r, shard);
+    expect_timeout(r, shard);
+    assert_int_equal(host_stats(r, "db3").up, 1);
+    assert_int_equal(router_exec(r, shard, NULL, "SELECT 1"), 0);
+    expect_timeout(r, shard);
+    expect_timeout(r, shard);
+    assert_int_equal(host_stats(r, "db3").up, 1);
+    assert_int_equal(host_stats(r, "db3").timeouts, 5);
+
+    /* The third in a row: the host is down, its requests fail at once. */
+    expect_timeout(r, shard);
+    assert_int_equal(host_stats(r, "db3").up, 0);
+    t0 = itest_now_ms();
+    assert_int_equal(router_exec(r, shard, NULL, "SELECT 1"), BC_EDOWN);
+    assert_true(itest_now_ms() - t0 < 50);
+    usleep(1100 * 1000);
+    assert_int_equal(router_exec(r, shard, NULL, "SELECT 1"), 0);
+    assert_int_equal(host_stats(r, "db3").up, 1);
+
+    /* Background statements that time out, five in a row: db3 stays up. */
+    router_background(1);
+    for (int i = 0; i < 5; i++) {
+        int64_t ms = expect_timeout(r, shard);
+        assert_true(ms >= 250 && ms < 900);
+        assert_int_equal(host_stats(r, "db3").up, 1);
+    }
+    router_background(0);
+    assert_int_equal(host_stats(r, "db3").timeouts, 11);
+    assert_int_equal(router_exec(r, shard, NULL, "SELECT 1"), 0);
+    router_destroy(r);
+}
+
 static void set_shard_host(MYSQL *g, const char *prefix, uint32_t shard,
                            const char *host)
 {
@@ -514,6 +711,8 @@ int main(void)
         cmocka_unit_test(test_scatter_topk_merges),
         cmocka_unit_test(test_scatter_exec_batches_per_host),
         cmocka_unit_test(test_bad_format_is_an_error),
+        cmocka_unit_test(test_background_statement_leaves_requests_alone),
+        cmocka_unit_test(test_one_request_timeout_is_not_a_host_failure),
         cmocka_unit_test(test_stopped_host_fails_fast_others_serve),
         cmocka_unit_test(test_router_follows_map_change),
     };
