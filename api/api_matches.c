@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/api_int.h"
 
@@ -154,7 +155,17 @@ void api_h_match_create(struct api_req *req)
     sql_rows_free(&rows);
 }
 
-/* A list query, validated and in canonical form (it is also the cache key). */
+/*
+ * A list query, validated and in canonical form (it is also the cache key).
+ * Its window [from, to) is always explicit and at most LIST_RANGE_DAYS long:
+ * a page costs at most a scan of that many days of matches (a cursor that
+ * names no match scans the whole window), and a window that comes from the
+ * clock is whole days, so that the default list has one key per day, not
+ * one per request.
+ */
+#define LIST_RANGE_DAYS 31
+#define LIST_RANGE_MS ((int64_t)LIST_RANGE_DAYS * 86400 * 1000)
+
 struct list_query {
     const char *status; /* NULL: any */
     char from[32], to[32];
@@ -162,14 +173,59 @@ struct list_query {
     int limit;
 };
 
+/* epoch ms -> "YYYY-MM-DD HH:MM:SS.mmm" (UTC), as api_time_parse() writes it. */
+static void db_time(int64_t ms, char *out, size_t size)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    size_t n;
+
+    gmtime_r(&t, &tm);
+    n = strftime(out, size, "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf(out + n, size - n, ".%03d", (int)(ms % 1000));
+}
+
+/*
+ * The window: both bounds given, at most LIST_RANGE_DAYS apart (else 400
+ * range_too_long); one given, the other LIST_RANGE_DAYS away from it; none,
+ * from the start of the current UTC day. 0, or -EINVAL after replying 400.
+ */
+static int list_window(struct api_req *req, struct list_query *q)
+{
+    const char *from = api_query(req, "from"), *to = api_query(req, "to");
+    int64_t from_ms = 0, to_ms = 0;
+
+    if ((from != NULL &&
+         api_time_parse(from, q->from, sizeof(q->from), &from_ms) < 0) ||
+        (to != NULL && api_time_parse(to, q->to, sizeof(q->to), &to_ms) < 0)) {
+        api_error(req, 400, "invalid_parameter",
+                  "from and to must be RFC 3339 UTC times");
+        return -EINVAL;
+    }
+    if (from != NULL && to != NULL && to_ms - from_ms > LIST_RANGE_MS) {
+        api_error(req, 400, "range_too_long",
+                  "from and to are more than %d days apart; ask for at most %d "
+                  "days at a time",
+                  LIST_RANGE_DAYS, LIST_RANGE_DAYS);
+        return -EINVAL;
+    }
+    if (from == NULL && to == NULL) {
+        int64_t now_s = (int64_t)time(NULL);
+        from_ms = (now_s - now_s % 86400) * 1000;
+    }
+    if (from == NULL) {
+        from_ms = to != NULL ? to_ms - LIST_RANGE_MS : from_ms;
+        db_time(from_ms, q->from, sizeof(q->from));
+    }
+    if (to == NULL)
+        db_time(from_ms + LIST_RANGE_MS, q->to, sizeof(q->to));
+    return 0;
+}
+
 /* Reads and checks the list's parameters: 0, or -EINVAL after replying 400. */
 static int list_query(struct api_req *req, struct list_query *q)
 {
-    const char *from = api_query(req, "from"), *to = api_query(req, "to");
-
     q->status = api_query(req, "status");
-    snprintf(q->from, sizeof(q->from), "1970-01-01 00:00:00.000");
-    snprintf(q->to, sizeof(q->to), "2999-01-01 00:00:00.000");
     if (api_limit(req, &q->limit) < 0 || api_cursor(req, &q->cursor) < 0)
         return -EINVAL;
     if (q->status != NULL && strcmp(q->status, "scheduled") != 0 &&
@@ -178,54 +234,61 @@ static int list_query(struct api_req *req, struct list_query *q)
                   "status must be scheduled, finished or cancelled");
         return -EINVAL;
     }
-    if ((from != NULL && api_time_parse(from, q->from, sizeof(q->from), NULL) < 0) ||
-        (to != NULL && api_time_parse(to, q->to, sizeof(q->to), NULL) < 0)) {
-        api_error(req, 400, "invalid_parameter",
-                  "from and to must be RFC 3339 UTC times");
-        return -EINVAL;
-    }
-    return 0;
+    return list_window(req, q);
 }
 
-static int list_fill(struct api_req *req, uint64_t unused, char **text)
+struct list_fill {
+    struct api_req *req;
+    const struct list_query *q; /* the one the key was made of */
+};
+
+/* A page of the list as its response body (cache_fill_fn). */
+static int list_fill(void *arg, char **text, size_t *len)
 {
+    struct api_req *req = ((struct list_fill *)arg)->req;
+    const struct list_query *q = ((struct list_fill *)arg)->q;
     struct sql_rows rows = {0};
-    struct list_query q;
     json_t *items, *body;
     int rc;
-    (void)unused;
 
-    if (list_query(req, &q) < 0) /* checked before: cannot fail here */
-        return BC_EQUERY;
     rc = router_exec(
         req->router, ROUTER_GLOBAL, &rows,
         "SELECT " MATCH_COLS " FROM %S.matches m WHERE (%s IS NULL OR status = %s) "
         "AND kickoff >= %s AND kickoff < %s AND (%u = 0 OR (kickoff, id) > "
         "(SELECT kickoff, id FROM %S.matches WHERE id = %u)) ORDER BY kickoff, id "
         "LIMIT %d",
-        q.status, q.status, q.from, q.to, q.cursor, q.cursor, (int64_t)q.limit + 1);
+        q->status, q->status, q->from, q->to, q->cursor, q->cursor,
+        (int64_t)q->limit + 1);
     if (rc < 0)
         return rc;
     items = json_array();
-    for (uint32_t i = 0; i < rows.nrow && i < (uint32_t)q.limit; i++)
+    for (uint32_t i = 0; i < rows.nrow && i < (uint32_t)q->limit; i++)
         json_array_append_new(items, api_match_row_json(&rows, i));
     body = json_pack(
         "{s:o,s:o}", "items", items, "next_cursor",
-        api_cursor_json(rows.nrow > (uint32_t)q.limit
-                            ? strtoull(sql_cell(&rows, q.limit - 1, 0), NULL, 10)
+        api_cursor_json(rows.nrow > (uint32_t)q->limit
+                            ? strtoull(sql_cell(&rows, q->limit - 1, 0), NULL, 10)
                             : 0,
-                        rows.nrow > (uint32_t)q.limit));
+                        rows.nrow > (uint32_t)q->limit));
     sql_rows_free(&rows);
     *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(body);
-    return *text ? 0 : -ENOMEM;
+    if (*text == NULL)
+        return -ENOMEM;
+    *len = strlen(*text);
+    return 0;
 }
 
-/* Match lists through the cache, keyed by the "matches" generation. */
+/*
+ * Match lists through the cache, keyed by the "matches" generation and the
+ * canonical query, whose window is explicit and bounded (list_window()).
+ */
 void api_h_match_list(struct api_req *req)
 {
     struct list_query q;
+    struct list_fill f = {.req = req, .q = &q};
     char key[CACHE_KEY_MAX + 1], *text = NULL;
+    size_t len;
     uint64_t gen;
     int rc;
 
@@ -236,11 +299,14 @@ void api_h_match_list(struct api_req *req)
              "bc:v1:matches:g%" PRIu64 ":%s:%.10s_%.12s:%.10s_%.12s:%" PRIx64 ":%d",
              gen, q.status ? q.status : "-", q.from, q.from + 11, q.to, q.to + 11,
              q.cursor, q.limit);
-    rc = api_cached_text(req, key, 0, 60, list_fill, 0, &text);
+    if (req->cache != NULL)
+        rc = cache_get(req->cache, key, 0, 60, list_fill, &f, &text, &len);
+    else
+        rc = list_fill(&f, &text, &len);
     if (rc < 0)
         api_db_error(req, rc);
     else
-        api_reply_raw(req, 200, "application/json", text, strlen(text));
+        api_reply_raw(req, 200, "application/json", text, len);
     free(text);
 }
 
