@@ -32,47 +32,46 @@
     "CASE WHEN %s = 'cancelled' THEN 0 WHEN b.pick = %s THEN "                         \
     "FLOOR(b.stake * b.odds / 100) - b.stake ELSE -b.stake END"
 
-/* The batch's bets joined with their (ranked) users; match, lo, hi. */
+/*
+ * The batch's bets joined with their (ranked) users; match, lo, hi. The
+ * bets are read over match_open (only the batch's, already locked) and the
+ * users by primary key from them (STRAIGHT_JOIN): in id order over the
+ * primary keys InnoDB would share-lock every bet and user it scanned,
+ * other matches' and new users' rows too, and wait for their writers.
+ */
 #define BATCH_BETS                                                                     \
-    "FROM %S.bets b JOIN %S.users u ON u.id = b.user_id WHERE b.match_id = %u "        \
-    "AND b.status = 'open' AND b.id BETWEEN %u AND %u AND u.role <> "                  \
-    "'platform_admin'"
+    "FROM %S.bets b FORCE INDEX (match_open) STRAIGHT_JOIN %S.users u ON u.id = "      \
+    "b.user_id WHERE b.match_id = %u AND b.status = 'open' AND b.id BETWEEN %u AND "   \
+    "%u AND u.role <> 'platform_admin'"
 
 int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
                         uint64_t lo_id, uint64_t hi_id)
 {
-    int rc;
-
     /* A cancelled match refunds every stake: nobody's points change. */
     if (strcmp(result, "cancelled") == 0)
         return 0;
     /*
-     * The users first, in id order: a change of team (which locks its user
-     * before moving his points) then waits for this batch, or this batch
-     * for it, and the team read below is the one the user is in.
+     * One round trip. The users first, in id order (the settlement may hold
+     * them already): a change of team, which locks its user before moving
+     * his points, then waits for this batch, or this batch for it, and the
+     * team read next is the one the user is in. Then the aggregate rows, in
+     * id order in each table.
      */
-    rc = router_txn_exec(txn, NULL,
-                         "SELECT id FROM %S.users WHERE id IN (SELECT user_id FROM "
-                         "%S.bets WHERE match_id = %u AND status = 'open' AND id "
-                         "BETWEEN %u AND %u) ORDER BY id FOR UPDATE",
-                         match, lo_id, hi_id);
-    if (rc == 0)
-        rc = router_txn_exec(
-            txn, NULL,
-            "INSERT INTO %S.agg_company (company_id, members, points) SELECT "
-            "u.company_id, 0, SUM(" BET_POINTS ") " BATCH_BETS " GROUP BY u.company_id "
-            "ORDER BY u.company_id ON DUPLICATE KEY UPDATE points = points + "
-            "VALUES(points)",
-            result, result, match, lo_id, hi_id);
-    if (rc == 0)
-        rc = router_txn_exec(
-            txn, NULL,
-            "INSERT INTO %S.agg_team (team_id, company_id, members, points) SELECT "
-            "u.team_id, MIN(u.company_id), 0, SUM(" BET_POINTS ") " BATCH_BETS
-            " AND u.team_id IS NOT NULL GROUP BY u.team_id ORDER BY u.team_id ON "
-            "DUPLICATE KEY UPDATE points = points + VALUES(points)",
-            result, result, match, lo_id, hi_id);
-    return rc;
+    return router_txn_exec(
+        txn, NULL,
+        "SELECT id FROM %S.users WHERE id IN (SELECT user_id FROM %S.bets "
+        "FORCE INDEX (match_open) WHERE match_id = %u AND status = 'open' AND id "
+        "BETWEEN %u AND %u) ORDER BY id FOR UPDATE;\n"
+        "INSERT INTO %S.agg_company (company_id, members, points) SELECT "
+        "u.company_id, 0, SUM(" BET_POINTS ") " BATCH_BETS " GROUP BY u.company_id "
+        "ORDER BY u.company_id ON DUPLICATE KEY UPDATE points = points + "
+        "VALUES(points);\n"
+        "INSERT INTO %S.agg_team (team_id, company_id, members, points) SELECT "
+        "u.team_id, MIN(u.company_id), 0, SUM(" BET_POINTS ") " BATCH_BETS
+        " AND u.team_id IS NOT NULL GROUP BY u.team_id ORDER BY u.team_id ON "
+        "DUPLICATE KEY UPDATE points = points + VALUES(points)",
+        match, lo_id, hi_id, result, result, match, lo_id, hi_id, result, result, match,
+        lo_id, hi_id);
 }
 
 int api_standings_member(struct router_txn *txn, uint64_t company, int join,
