@@ -4,7 +4,12 @@
  * Keys (all versioned "bc:v1:"):
  *   match:<id>                       the match with its odds (near-cached)
  *   odds:<id>                        the odds response body (near-cached)
- *   matches:g<gen>:<query>           a page of the match list ("matches" group)
+ *   matches:g<gen>:<query>           a page of the match list ("matches" group);
+ *                                    the query's window is explicit and at most
+ *                                    31 days (api_matches.c)
+ *   teams:<company>:v                the version of a company's team list: a
+ *                                    random value, deleted by api_teams_changed()
+ *   teams:<company>:v<ver>:<page>    a page of its teams with member counts
  *   standings:<kind>:<scope>:g<gen>  a standings list ("standings" group)
  *   profile:<id>:g<gen>              a public profile (points change only at a
  *                                    settlement, which bumps "standings")

@@ -1,6 +1,7 @@
 /*
  * api_companies.c: companies, their branding and logo, and teams. All of it
- * lives in the global schema; team member counts are one scatter-gather.
+ * lives in the global schema; team member counts are one scatter-gather per
+ * page of teams, read through the cache.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -297,48 +298,149 @@ void api_h_team_create(struct api_req *req)
         api_db_error(req, rc);
     else if (rows.affected == 0)
         api_error(req, 404, "not_found", "no such company");
-    else
+    else {
+        api_teams_changed(req, company);
         api_reply_json(req, 201,
                        json_pack("{s:o,s:o,s:s,s:i}", "id", api_id_json(rows.insert_id),
                                  "company_id", api_id_json(company), "name",
                                  api_str(body, "name", ""), "members", 0));
+    }
     sql_rows_free(&rows);
+}
+
+/*
+ * Team lists are pages of a company's teams by id, each with its member
+ * count, which only the shards know (one scatter per page). Pages are read
+ * through the cache under the company's team list version, a random value
+ * in its own key: api_teams_changed() deletes that key, and the next reader
+ * draws a new version, so every page of the old one is passed by at once.
+ * Neither key is near-cached, so a member who joins a team and lists the
+ * teams sees himself counted whichever server answers; the pages' TTL is a
+ * backstop for a change nobody reported.
+ */
+#define TEAMS_TTL_S 60
+#define TEAMS_VERSION_TTL_S 86400
+
+static void teams_version_key(char *key, size_t size, uint64_t company)
+{
+    snprintf(key, size, "bc:v1:teams:%" PRIu64 ":v", company);
+}
+
+static int teams_version_fill(struct api_req *req, uint64_t company, char **text)
+{
+    uint64_t v;
+    (void)req;
+    (void)company;
+
+    randombytes_buf(&v, sizeof(v));
+    if (asprintf(text, "%016" PRIx64, v) < 0) {
+        *text = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void api_teams_changed(struct api_req *req, uint64_t company_id)
+{
+    char key[64];
+
+    if (req->cache == NULL)
+        return;
+    teams_version_key(key, sizeof(key), company_id);
+    cache_delete(req->cache, key);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * One page of the company's teams after cursor, with their member counts,
+ * as its response body. limit and cursor were checked by the handler.
+ */
+static int teams_fill(struct api_req *req, uint64_t company, char **text)
+{
+    struct sql_rows teams = {0}, counts = {0};
+    uint64_t cursor, *ids = NULL;
+    int64_t *members = NULL;
+    json_t *items, *body;
+    uint32_t n;
+    int limit, rc;
+
+    if (api_limit(req, &limit) < 0 || api_cursor(req, &cursor) < 0)
+        return BC_EQUERY; /* checked before: cannot fail here */
+    rc = router_exec(req->router, ROUTER_GLOBAL, &teams,
+                     "SELECT id, name FROM %S.teams WHERE company_id = %u AND id > %u "
+                     "ORDER BY id LIMIT %d",
+                     company, cursor, (int64_t)limit + 1);
+    if (rc < 0)
+        return rc;
+    n = teams.nrow < (uint32_t)limit ? teams.nrow : (uint32_t)limit;
+    ids = calloc(n + 1, sizeof(*ids));
+    members = calloc(n + 1, sizeof(*members));
+    if (ids == NULL || members == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        ids[i] = strtoull(sql_cell(&teams, i, 0), NULL, 10);
+    /* The page's teams are all of the company's ids in [first, last]. */
+    if (n > 0)
+        rc = router_scatter(req->router, &counts,
+                            "SELECT team_id, COUNT(*) FROM %S.users WHERE company_id = "
+                            "%u AND team_id BETWEEN %u AND %u GROUP BY team_id",
+                            company, ids[0], ids[n - 1]);
+    if (rc < 0)
+        goto out;
+    for (uint32_t j = 0; j < counts.nrow; j++) {
+        uint64_t team = strtoull(sql_cell(&counts, j, 0), NULL, 10);
+        uint64_t *at = bsearch(&team, ids, n, sizeof(*ids), cmp_u64);
+        if (at != NULL)
+            members[at - ids] += strtoll(sql_cell(&counts, j, 1), NULL, 10);
+    }
+    items = json_array();
+    for (uint32_t i = 0; i < n; i++)
+        json_array_append_new(items,
+                              json_pack("{s:o,s:o,s:s,s:I}", "id", api_id_json(ids[i]),
+                                        "company_id", api_id_json(company), "name",
+                                        sql_cell(&teams, i, 1), "members",
+                                        (json_int_t)members[i]));
+    body = json_pack("{s:o,s:o}", "items", items, "next_cursor",
+                     api_cursor_json(n > 0 ? ids[n - 1] : 0, teams.nrow > n));
+    *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    rc = *text ? 0 : -ENOMEM;
+out:
+    free(ids);
+    free(members);
+    sql_rows_free(&teams);
+    sql_rows_free(&counts);
+    return rc;
 }
 
 void api_h_team_list(struct api_req *req)
 {
-    struct sql_rows teams = {0}, counts = {0};
-    uint64_t company = req->param[0];
-    json_t *items;
-    int rc;
+    char key[CACHE_KEY_MAX + 1], *version = NULL, *text = NULL;
+    uint64_t company = req->param[0], cursor;
+    int limit, rc;
 
-    rc = router_exec(req->router, ROUTER_GLOBAL, &teams,
-                     "SELECT id, name FROM %S.teams WHERE company_id = %u ORDER BY id",
-                     company);
-    if (rc == 0)
-        rc = router_scatter(
-            req->router, &counts,
-            "SELECT team_id, COUNT(*) FROM %S.users WHERE company_id = %u AND "
-            "team_id IS NOT NULL GROUP BY team_id",
-            company);
-    if (rc < 0) {
+    if (api_limit(req, &limit) < 0 || api_cursor(req, &cursor) < 0)
+        return;
+    teams_version_key(key, sizeof(key), company);
+    rc = api_cached_text(req, key, 0, TEAMS_VERSION_TTL_S, teams_version_fill, company,
+                         &version);
+    if (rc == 0) {
+        snprintf(key, sizeof(key), "bc:v1:teams:%" PRIu64 ":v%.16s:%" PRIx64 ":%d",
+                 company, version, cursor, limit);
+        rc = api_cached_text(req, key, 0, TEAMS_TTL_S, teams_fill, company, &text);
+    }
+    if (rc < 0)
         api_db_error(req, rc);
-        goto out;
-    }
-    items = json_array();
-    for (uint32_t i = 0; i < teams.nrow; i++) {
-        int64_t members = 0;
-        for (uint32_t j = 0; j < counts.nrow; j++)
-            if (strcmp(sql_cell(&counts, j, 0), sql_cell(&teams, i, 0)) == 0)
-                members += strtoll(sql_cell(&counts, j, 1), NULL, 10);
-        json_array_append_new(
-            items, json_pack("{s:o,s:o,s:s,s:I}", "id",
-                             api_id_json(strtoull(sql_cell(&teams, i, 0), NULL, 10)),
-                             "company_id", api_id_json(company), "name",
-                             sql_cell(&teams, i, 1), "members", (json_int_t)members));
-    }
-    api_reply_json(req, 200, json_pack("{s:o,s:n}", "items", items, "next_cursor"));
-out:
-    sql_rows_free(&teams);
-    sql_rows_free(&counts);
+    else
+        api_reply_raw(req, 200, "application/json", text, strlen(text));
+    free(version);
+    free(text);
 }

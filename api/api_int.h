@@ -316,6 +316,12 @@ int api_match_cached(struct api_req *req, uint64_t id, int near, json_t **match)
 int api_odds_cached(struct api_req *req, uint64_t id, char **text);
 /* After a committed change of a match: its keys, and the match lists. */
 void api_match_changed(struct api_req *req, uint64_t id);
+/*
+ * After a committed change of a company's teams (api_companies.c): a team
+ * created, or a member who joined or left one (signup with a team_id, PATCH
+ * /v1/me team_id). The company's cached team list pages are passed by.
+ */
+void api_teams_changed(struct api_req *req, uint64_t company_id);
 /* Read-through of any JSON text the fill function makes. */
 typedef int (*api_fill_fn)(struct api_req *req, uint64_t id, char **text);
 int api_cached_text(struct api_req *req, const char *key, int near, uint32_t ttl_s,
