@@ -227,6 +227,14 @@ out:
     return rc;
 }
 
+static int groups_have_members(const struct standings *st)
+{
+    for (uint32_t k = 0; k < st->nc; k++)
+        if (st->cg[k].members != 0)
+            return 1;
+    return 0;
+}
+
 /*
  * The ranked users of companies cg[a..b) into rows, sorted by company, then
  * points descending, then id: a top-K scatter for one large company, else
@@ -336,6 +344,9 @@ int api_standings_recompute(struct router *r)
     if (rc < 0)
         goto out;
     generation = strtoull(sql_cell(&gen, 0, 0), NULL, 10);
+    if (top.nrow > 0 && !groups_have_members(&st))
+        api_log("standings: users but no aggregates: a cluster upgraded from before "
+                "them? run bcadmin rebuild-standings");
 
     if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &txn)) < 0)
         goto out;
