@@ -240,8 +240,13 @@ int api_jobs_start(struct api_jobs *jobs, uint64_t key, api_job_fn fn, void *arg
 int api_jobs_running(struct api_jobs *jobs, uint64_t key);
 /* Whether the job's owner asked it to stop. */
 int api_job_stopping(struct api_job *job);
-/* Sleeps up to ms milliseconds; returns at once when the job is asked to stop. */
+/*
+ * Sleeps up to ms milliseconds; returns at once when the job is asked to
+ * stop or the jobs are kicked. Threads a job started may sleep on it too.
+ */
 void api_job_sleep(struct api_job *job, uint32_t ms);
+/* Cuts short every sleep of the jobs' threads (new work to look at). */
+void api_jobs_kick(struct api_jobs *jobs);
 
 /* api_standings.c: recomputes every standings list from the shards. */
 int api_standings_recompute(struct router *router);

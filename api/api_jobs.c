@@ -1,13 +1,14 @@
 /*
- * api_jobs.c: the API server's background work (settlements), owned by the
- * server that started it.
+ * api_jobs.c: the API server's background work (its settler and the
+ * settlements it runs), owned by the server that started it.
  *
  * Each job is a thread in a slot of its owner, never detached: a finished
  * job's thread is joined by the next start (which reuses its slot) or by
  * api_jobs_destroy(), which first asks every running job to stop and then
  * joins it. So when the server is gone no job of it runs any more, and
  * the router it borrowed can be freed; two servers in one process each own
- * their jobs and stop only their own.
+ * their jobs and stop only their own. A job's sleep ends early on a stop
+ * or a kick (work to look at: a result was posted).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -17,7 +18,7 @@
 
 #include "api/api_int.h"
 
-#define JOBS_MAX 64 /* settlements run at once; a re-post resumes any other */
+#define JOBS_MAX 64 /* jobs at once: the settler and the settlements it runs */
 
 enum job_state { JOB_FREE, JOB_RUNNING, JOB_DONE };
 
@@ -32,8 +33,9 @@ struct api_job {
 
 struct api_jobs {
     pthread_mutex_t lock;
-    pthread_cond_t wake; /* broadcast on stop: sleeping jobs wake at once */
+    pthread_cond_t wake; /* broadcast on stop and kick: sleeping jobs wake */
     atomic_int stopping; /* written under lock, read by jobs between steps */
+    uint64_t kicks;      /* under lock: a sleep ends when it changes */
     struct api_job job[JOBS_MAX];
 };
 
@@ -150,10 +152,19 @@ int api_job_stopping(struct api_job *job)
     return atomic_load(&job->owner->stopping);
 }
 
+void api_jobs_kick(struct api_jobs *jobs)
+{
+    pthread_mutex_lock(&jobs->lock);
+    jobs->kicks++;
+    pthread_cond_broadcast(&jobs->wake);
+    pthread_mutex_unlock(&jobs->lock);
+}
+
 void api_job_sleep(struct api_job *job, uint32_t ms)
 {
     struct api_jobs *jobs = job->owner;
     struct timespec until;
+    uint64_t kicks;
 
     clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += ms / 1000;
@@ -163,8 +174,9 @@ void api_job_sleep(struct api_job *job, uint32_t ms)
         until.tv_nsec -= 1000000000;
     }
     pthread_mutex_lock(&jobs->lock);
-    /* stopping is set under the lock before the broadcast: no wake-up is lost. */
-    while (!atomic_load(&jobs->stopping) &&
+    /* Both are set under the lock before the broadcast: no wake-up is lost. */
+    kicks = jobs->kicks;
+    while (!atomic_load(&jobs->stopping) && jobs->kicks == kicks &&
            pthread_cond_timedwait(&jobs->wake, &jobs->lock, &until) != ETIMEDOUT)
         ;
     pthread_mutex_unlock(&jobs->lock);
