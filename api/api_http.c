@@ -28,7 +28,8 @@ struct api_server {
     struct router *router; /* ref */
     struct MHD_Daemon *daemon;
     struct api_metrics *metrics;
-    struct api_jobs *jobs; /* settlements in flight, joined by destroy */
+    struct api_jobs *jobs; /* the settler and its settlements, joined by destroy */
+    struct api_settler *settler; /* NULL without a router */
 };
 
 static int64_t now_us(void)
@@ -75,6 +76,11 @@ struct router *api_server_router(struct api_server *srv)
 struct api_jobs *api_server_jobs(struct api_server *srv)
 {
     return srv->jobs;
+}
+
+struct api_settler *api_server_settler(struct api_server *srv)
+{
+    return srv->settler;
 }
 
 static int is_json_type(const char *ct)
@@ -281,6 +287,9 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         goto error;
     if ((rc = api_jobs_create(&srv->jobs)) < 0)
         goto error;
+    /* Every server settles: it runs the jobs nobody holds, whoever took the result. */
+    if (router != NULL && (rc = api_settler_create(srv, &srv->settler)) < 0)
+        goto error;
     srv->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
             MHD_USE_ERROR_LOG,
@@ -300,6 +309,7 @@ int api_server_create(const struct api_conf *conf, struct router *router,
     return 0;
 error:
     api_jobs_destroy(srv->jobs);
+    api_settler_destroy(srv->settler);
     api_metrics_destroy(srv->metrics);
     free(srv);
     return rc;
@@ -310,12 +320,15 @@ void api_server_destroy(struct api_server *srv)
     if (srv == NULL)
         return;
     /*
-     * Requests first (a request in flight may still start a settlement),
-     * then the settlements: asked to stop between shards and joined, however
-     * long the shard in hand takes, so none outlives the router it borrows.
+     * Requests first (a request in flight may still wake the settler), then
+     * the settler and its settlements: asked to stop between batches and
+     * joined, however long the batch in hand takes, so none outlives the
+     * router it borrows. A stopped settlement releases its lease: another
+     * server goes on at once.
      */
     MHD_stop_daemon(srv->daemon);
     api_jobs_destroy(srv->jobs);
+    api_settler_destroy(srv->settler);
     api_metrics_destroy(srv->metrics);
     free(srv);
 }

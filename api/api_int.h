@@ -248,6 +248,22 @@ void api_job_sleep(struct api_job *job, uint32_t ms);
 /* Cuts short every sleep of the jobs' threads (new work to look at). */
 void api_jobs_kick(struct api_jobs *jobs);
 
+/* ---- settlements (api_settle_job.c) ---- */
+/*
+ * The server's settler: a job of the server (key 0) that claims the
+ * settlement jobs nobody holds, at start, every second and when woken, and
+ * runs each as a job of the server keyed by its match. Created once the
+ * server has its jobs and a router; destroyed after api_jobs_destroy()
+ * joined its threads. 0 or a negative status.
+ */
+struct api_settler; /* opaque */
+int api_settler_create(struct api_server *srv, struct api_settler **out);
+void api_settler_destroy(struct api_settler *settler); /* accepts NULL */
+/* A result was posted: look for the new job now. Accepts NULL. */
+void api_settler_wake(struct api_settler *settler);
+/* The server's settler; NULL for a server without a router. */
+struct api_settler *api_server_settler(struct api_server *srv);
+
 /* api_standings.c: recomputes every standings list from the shards. */
 int api_standings_recompute(struct router *router);
 /*

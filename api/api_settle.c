@@ -1,23 +1,12 @@
 /*
- * api_settle.c: posting a result and settling it on every shard, exactly once.
+ * api_settle.c: posting a result, and the settlement as the API shows it.
  *
- * The result is recorded first (match finished/cancelled and a settlements
- * row, in one global transaction), then every shard settles its part in one
- * transaction of its own, which starts by inserting the shard's
- * settled_matches row. That row is the guard: a shard that committed it is
- * never settled again, so re-running after a crash (a killed server, a dead
- * host) settles each bet exactly once. Bets read the same row with a share
- * lock, so a bet racing the settlement either commits before it (and is
- * settled) or sees the row and is refused.
- *
- * Progress (shards_done, bets_settled) is counted from the shards' guard
- * rows, so it is right after any crash too. When every shard is done the
- * standings are recomputed.
- *
- * The shards are settled by a job of the server that took the result
- * (api_jobs.c): one per match and server, asked to stop between shards and
- * joined when the server is destroyed. A shard it did not reach is settled
- * when the result is posted again, on any server.
+ * The result is recorded in one global transaction: the match finished or
+ * cancelled, and the settlement's job row (the catalog's settlements).
+ * Then the local settler is woken; it, or any server's settler, claims the
+ * job and settles every shard in batches (api_settle_job.c), and a server
+ * that dies meanwhile is replaced when its lease runs out. Posting the same
+ * result again changes nothing: 202 with the job as it is.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -65,171 +54,12 @@ static int settlement_load(struct router *r, uint64_t match, json_t **out)
         return 0;
     if (rc < 0)
         return rc;
-    *out = json_pack("{s:o,s:s,s:s,s:I,s:I,s:I}", "match_id", api_id_json(match),
-                     "result", st.result, "state", st.state, "shards_total",
-                     (json_int_t)st.shards_total, "shards_done",
-                     (json_int_t)st.shards_done, "bets_settled",
-                     (json_int_t)st.bets_settled);
+    *out = json_pack(
+        "{s:o,s:s,s:s,s:I,s:I,s:I,s:I}", "match_id", api_id_json(match), "result",
+        st.result, "state", st.state, "shards_total", (json_int_t)st.shards_total,
+        "shards_done", (json_int_t)st.shards_done, "bets_total",
+        (json_int_t)st.bets_total, "bets_settled", (json_int_t)st.bets_settled);
     return *out == NULL ? -ENOMEM : 0;
-}
-
-/* ---- settling the shards ---- */
-
-/* Settles one shard; 0 done now or before, else a router status. */
-static int settle_shard_once(struct router *r, uint32_t shard, uint64_t match,
-                             const char *result, uint64_t *nbets)
-{
-    struct router_txn *txn;
-    struct sql_rows rows = {0};
-    int rc;
-
-    *nbets = 0;
-    if ((rc = router_txn_begin(r, shard, &txn)) < 0)
-        return rc;
-    rc = router_txn_exec(
-        txn, NULL,
-        "INSERT INTO %S.settled_matches (match_id, result, bets_settled) "
-        "VALUES (%u, %s, 0)",
-        match, result);
-    if (rc == BC_EDUPKEY) {
-        router_txn_rollback(txn);
-        return 0; /* settled before */
-    }
-    if (rc == 0)
-        rc = router_txn_exec(txn, &rows,
-                             "UPDATE %S.bets SET status = CASE WHEN %s = 'cancelled' "
-                             "THEN 'void' WHEN pick = %s "
-                             "THEN 'won' ELSE 'lost' END, payout = CASE WHEN %s = "
-                             "'cancelled' THEN stake WHEN "
-                             "pick = %s THEN FLOOR(stake * odds / 100) ELSE 0 END, "
-                             "settled_at = NOW(3) WHERE "
-                             "match_id = %u AND status = 'open'",
-                             result, result, result, result, match);
-    *nbets = rows.affected;
-    if (rc == 0 && *nbets > 0)
-        rc = router_txn_exec(
-            txn, NULL,
-            "INSERT INTO %S.ledger (user_id, delta, reason, bet_id) SELECT "
-            "user_id, payout, IF(status = 'void', 'refund', 'payout'), id "
-            "FROM %S.bets WHERE match_id = %u AND payout > 0",
-            match);
-    if (rc == 0 && *nbets > 0)
-        rc = router_txn_exec(
-            txn, NULL,
-            "UPDATE %S.users u JOIN (SELECT user_id, SUM(payout) AS p, "
-            "SUM(payout - stake) AS pts FROM %S.bets WHERE match_id = %u "
-            "GROUP BY user_id) b ON u.id = b.user_id SET u.balance = "
-            "u.balance + b.p, u.points = u.points + b.pts",
-            match);
-    if (rc == 0)
-        rc = router_txn_exec(
-            txn, NULL,
-            "UPDATE %S.settled_matches SET bets_settled = %u WHERE match_id = %u",
-            *nbets, match);
-    if (rc < 0) {
-        router_txn_rollback(txn);
-        return rc;
-    }
-    sql_rows_free(&rows);
-    return router_txn_commit(txn);
-}
-
-/* settle_shard_once(), again on the shard's new host when a move fenced it. */
-static int settle_shard(struct router *r, uint32_t shard, uint64_t match,
-                        const char *result, uint64_t *nbets)
-{
-    int64_t deadline = 0;
-    uint64_t seen;
-    int rc;
-
-    do {
-        seen = router_map_version(r);
-        rc = settle_shard_once(r, shard, match, result, nbets);
-    } while (rc == BC_EMOVED && router_await_move(r, seen, &deadline) == 0);
-    return rc;
-}
-
-/* Recounts progress from the shards' guard rows; sets *done when complete. */
-static int settle_count(struct router *r, uint64_t match, int *done)
-{
-    struct sql_rows rows = {0};
-    uint64_t shards = 0, bets = 0;
-    int rc;
-
-    rc = router_scatter(r, &rows,
-                        "SELECT COUNT(*), COALESCE(SUM(bets_settled), 0) FROM "
-                        "%S.settled_matches WHERE match_id = %u",
-                        match);
-    if (rc < 0)
-        return rc;
-    for (uint32_t i = 0; i < rows.nrow; i++) {
-        shards += strtoull(sql_cell(&rows, i, 0), NULL, 10);
-        bets += strtoull(sql_cell(&rows, i, 1), NULL, 10);
-    }
-    sql_rows_free(&rows);
-    *done = shards == router_nshard(r);
-    return catalog_settlement_progress(router_catalog(r), match, (uint32_t)shards, bets,
-                                       *done);
-}
-
-/*
- * A settlement job of the server (api_jobs.c): settles the shards in turn,
- * stopping between two when the server is destroyed; a shard left undone
- * waits for the result to be posted again.
- */
-static void settle_main(struct api_job *job, uint64_t match, void *arg)
-{
-    struct api_server *srv = arg;
-    struct router *r = api_server_router(srv);
-    struct cache *cache = api_server_conf(srv)->cache;
-    struct catalog_settlement st;
-    const char *result = st.result;
-    int rc, done = 0;
-
-    if (settlement_get(r, match, &st) < 0) {
-        api_log("settlement %" PRIu64 ": cannot read it: %s", match,
-                router_last_error());
-        return;
-    }
-    for (uint32_t s = 0; s < router_nshard(r) && !api_job_stopping(job); s++) {
-        uint64_t n = 0;
-        /* A host may be briefly down: a few tries, then leave it for a re-post. */
-        for (int attempt = 0; attempt < 5; attempt++) {
-            rc = settle_shard(r, s, match, result, &n);
-            if (rc == 0 || api_job_stopping(job))
-                break;
-            api_job_sleep(job, 200u << attempt);
-        }
-        if (rc < 0) {
-            api_log("settlement %" PRIu64
-                    ": shard %u failed: %s; re-post the result to resume",
-                    match, s, router_last_error());
-            break;
-        }
-        if (n > 0 || s % 16 == 15)
-            catalog_settlement_advance(router_catalog(r), match, 1, n);
-    }
-    if (settle_count(r, match, &done) < 0)
-        api_log("settlement %" PRIu64 ": cannot count progress: %s", match,
-                router_last_error());
-    if (done && !api_job_stopping(job)) {
-        api_log("settlement %" PRIu64 ": done; recomputing standings", match);
-        /* Standings and profiles (points) change: one generation bump. */
-        if (api_standings_recompute(r) == 0 && cache != NULL)
-            cache_bump(cache, "standings");
-    }
-}
-
-/* Runs the settlement in the background unless this server runs it already. */
-static void settle_start(struct api_req *req, uint64_t match)
-{
-    int rc = api_jobs_start(api_server_jobs(req->srv), match, settle_main, req->srv);
-
-    if (rc == -EAGAIN)
-        api_log("settlement %" PRIu64 ": too many running; re-post later", match);
-    else if (rc < 0 && rc != BC_EEXISTS)
-        api_log("settlement %" PRIu64 ": cannot start: %s; re-post later", match,
-                bc_strerror(rc));
 }
 
 static void settlement_reply(struct api_req *req, int status, uint64_t match)
@@ -329,15 +159,20 @@ void api_h_result_post(struct api_req *req)
                       "another result was posted for this match");
             goto out;
         }
-        /* The same result again: resume a settlement that did not finish. */
-        if ((rc = settlement_get(req->router, match, &st)) < 0 && rc != BC_ENOTFOUND)
-            goto dberr;
-        if (rc == 0 && strcmp(st.state, "done") == 0) {
-            settlement_reply(req, 202, match);
-            goto out;
+        /*
+         * The same result again: the job runs by itself. A match finished
+         * before settlements were jobs may have none: record it now.
+         */
+        if ((rc = settlement_get(req->router, match, &st)) == BC_ENOTFOUND) {
+            rc = catalog_settlement_create(router_catalog(req->router), match, result,
+                                           router_nshard(req->router));
+            if (rc == BC_EDUPKEY)
+                rc = 0;
         }
+        if (rc < 0)
+            goto dberr;
     }
-    settle_start(req, match);
+    api_settler_wake(api_server_settler(req->srv));
     settlement_reply(req, 202, match);
     goto out;
 dberr:

@@ -197,7 +197,7 @@ int main(int argc, char **argv)
     sigwait(&set, &sig);
     api_log("%s: %s: stopping", api.name, strsignal(sig));
 out:
-    /* Joins the server's settlements: none outlives the router below. */
+    /* Joins the server's settler and settlements: none outlives the router below. */
     api_server_destroy(srv);
     cache_destroy(cache);
     router_destroy(router);

@@ -172,29 +172,85 @@ int catalog_lock_shard(struct catalog *cat, uint32_t shard, int *got);
 
 /* ---- settlements (background jobs) --------------------------------------------- */
 
+/*
+ * A settlement is a job with a lease. Any API server may run it, one at a
+ * time: a server claims a job whose lease expired or was never taken (one
+ * conditional UPDATE: of servers racing for it exactly one wins), renews the
+ * lease while it works, and releases it when it stops early or finishes it.
+ * A server that dies stops renewing, and once the lease runs out another one
+ * claims the job and goes on. Lease times are on the global host's clock
+ * (UTC_TIMESTAMP(3)), so the servers' own clocks never matter.
+ *
+ * The counts are progress for people: the shards' own rows (bets and their
+ * settled_matches guard rows) are the truth, recounted by the runner when it
+ * claims a job and when it finishes it.
+ */
+#define CATALOG_LEASE_OWNER_MAX 128
+
 struct catalog_settlement {
     uint64_t match_id;
     char result[16]; /* home, draw, away, cancelled */
     char state[16];  /* running, done */
     uint32_t shards_total;
     uint32_t shards_done;
+    uint64_t bets_total; /* counted when a runner claims it; exact once done */
     uint64_t bets_settled;
+    char lease_owner[CATALOG_LEASE_OWNER_MAX]; /* the last holder; "" none yet */
+    int leased; /* 1 while a lease is held and not expired */
 };
 /*
- * Records a new job (state running). Run it over a transaction's executor
- * (router_txn_executor()) to record it with the match's result atomically.
- * BC_EDUPKEY when the match has one.
+ * Records a new job (state running, no lease). Run it over a transaction's
+ * executor (router_txn_executor()) to record it with the match's result
+ * atomically. BC_EDUPKEY when the match has one.
  */
 int catalog_settlement_create(struct catalog *cat, uint64_t match_id,
                               const char *result, uint32_t shards_total);
 /* 1 found (into out), 0 none, or a status. */
 int catalog_settlement_get(struct catalog *cat, uint64_t match_id,
                            struct catalog_settlement *out);
-/* A running tally while it runs: shards more done, with bets more settled. */
-int catalog_settlement_advance(struct catalog *cat, uint64_t match_id, uint32_t shards,
-                               uint64_t bets);
-/* Progress as counted from the shards' guard rows; done sets state and time. */
+/*
+ * Up to max running jobs that nobody holds (lease expired or never taken),
+ * oldest match first, into ids; *n how many. A job listed may be claimed by
+ * another server before the caller claims it.
+ */
+int catalog_settlement_claimable(struct catalog *cat, uint64_t *ids, uint32_t max,
+                                 uint32_t *n);
+/*
+ * Takes the lease of a running job for lease_ms if nobody holds it (expired
+ * or never taken). One conditional UPDATE: of owners racing for a job, one
+ * gets 1, the others 0. Returns 1 claimed, 0 not (held by another, done, or
+ * no such job), or a status. owner names the process (name and a nonce of
+ * its start): at most CATALOG_LEASE_OWNER_MAX - 1 bytes.
+ */
+int catalog_settlement_claim(struct catalog *cat, uint64_t match_id, const char *owner,
+                             uint32_t lease_ms);
+/*
+ * Extends owner's lease to lease_ms from now, even if it expired meanwhile,
+ * as long as nobody else claimed it. Returns 1 still held, 0 lost (another
+ * owner claimed it, it was released, or it is done), or a status.
+ */
+int catalog_settlement_renew(struct catalog *cat, uint64_t match_id, const char *owner,
+                             uint32_t lease_ms);
+/* Ends owner's lease now (the job is claimable at once); not owner's: no-op. */
+int catalog_settlement_release(struct catalog *cat, uint64_t match_id,
+                               const char *owner);
+/*
+ * Adds shards and bets more done to the counts, while owner holds the job
+ * (a runner that lost it must not count twice what its successor recounted).
+ */
+int catalog_settlement_advance(struct catalog *cat, uint64_t match_id,
+                               const char *owner, uint32_t shards, uint64_t bets);
+/* Sets the counts as recounted from the shards, while owner holds the job. */
 int catalog_settlement_progress(struct catalog *cat, uint64_t match_id,
-                                uint32_t shards_done, uint64_t bets_settled, int done);
+                                const char *owner, uint32_t shards_done,
+                                uint64_t bets_settled, uint64_t bets_total);
+/*
+ * Every shard is settled: state done, finished_at now, the final counts
+ * (bets_total = bets_settled: no bet is left open), the lease ended. Whoever
+ * saw every shard's guard row may call it: being done is a fact of the
+ * shards, not of the lease. A done job stays done (a second call: no-op).
+ */
+int catalog_settlement_finish(struct catalog *cat, uint64_t match_id,
+                              uint32_t shards_done, uint64_t bets_settled);
 
 #endif

@@ -79,18 +79,31 @@ CREATE TABLE IF NOT EXISTS `{schema}`.matches (
     KEY status_kickoff (status, kickoff, id)
 ) ENGINE=InnoDB;
 
--- One row per posted result; progress is derived from the shards' own
--- settled_matches rows, so a crashed settlement resumes exactly where it was.
+-- One settlement job per posted result. Any API server may run it, one at a
+-- time: it claims the job when lease_until is NULL or past (one conditional
+-- UPDATE), renews the lease while it works, and a server that dies stops
+-- renewing, so another one takes the job over (api/api_settle_job.c). The
+-- counts are progress for people; the shards' bets and settled_matches rows
+-- are the truth, recounted when a job is claimed and when it finishes.
+-- lease_owner: "<server name>/<nonce of its process start>", the last holder.
 CREATE TABLE IF NOT EXISTS `{schema}`.settlements (
     match_id BIGINT NOT NULL PRIMARY KEY,
     result ENUM('home','draw','away','cancelled') NOT NULL,
     state ENUM('running','done') NOT NULL DEFAULT 'running',
     shards_total INT UNSIGNED NOT NULL,
     shards_done INT UNSIGNED NOT NULL DEFAULT 0,
+    bets_total BIGINT UNSIGNED NOT NULL DEFAULT 0,
     bets_settled BIGINT UNSIGNED NOT NULL DEFAULT 0,
+    lease_owner VARCHAR(128) NULL,
+    lease_until DATETIME(3) NULL,
     started_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
     finished_at DATETIME(3) NULL
 ) ENGINE=InnoDB;
+-- Clusters made before the leases get their columns (a no-op after that).
+ALTER TABLE `{schema}`.settlements
+    ADD COLUMN IF NOT EXISTS bets_total BIGINT UNSIGNED NOT NULL DEFAULT 0 AFTER shards_done,
+    ADD COLUMN IF NOT EXISTS lease_owner VARCHAR(128) NULL AFTER bets_settled,
+    ADD COLUMN IF NOT EXISTS lease_until DATETIME(3) NULL AFTER lease_owner;
 
 -- Standings as readers get them (JSON), recomputed after each settlement.
 -- kind: users (scope 0 = global, else company id), teams (company id),
