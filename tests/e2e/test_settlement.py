@@ -80,11 +80,13 @@ class TestSettlement(unittest.TestCase):
             self.assertEqual(p.get("result"), outcome(RESULTS[kind]), p)
             self.assertIn(p.get("state"), ("running", "done"), p)
             s = self.settlements[kind]
-            self.assertEqual(set(s), {"match_id", "result", "state", "shards_total", "shards_done", "bets_settled"}, s)
+            self.assertEqual(set(s), {"match_id", "result", "state", "shards_total", "shards_done", "bets_total",
+                                      "bets_settled"}, s)
             self.assertEqual((s["match_id"], s["result"], s["state"]), (m["id"], outcome(RESULTS[kind]), "done"))
             self.assertEqual(s["shards_done"], s["shards_total"], s)
             self.assertGreaterEqual(s["shards_total"], 1)
             self.assertEqual(s["bets_settled"], len(PLAN), "bets_settled of the %s match: %s" % (kind, s))
+            self.assertEqual(s["bets_total"], len(PLAN), "bets_total of the %s match: %s" % (kind, s))
 
     def test_match_objects_after_result(self):
         u = self.users[0]

@@ -1,0 +1,220 @@
+"""A settlement outlives the API server that runs it: the server holding the
+job's lease is killed (SIGKILL) while one of its batch transactions is open,
+and the other server takes the job over by itself when the lease runs out
+(nobody re-posts anything) and finishes it. Every bet is paid exactly once.
+
+Thousands of bets on a few shards of two hosts (tools/bench/fillshard, the
+same rows the API makes), plus a few bets placed through the API, all on one
+match. The result is posted to the first server, which runs the job; the test
+waits until at least one batch has committed and a batch transaction of the
+match is open on a database host (information_schema.INNODB_TRX), then kills
+the lease's holder. Then: another server holds the lease within lease + a few
+seconds, the settlement is done, no bet is open, each bet's status and payout
+follow the rules, the ledger has exactly one credit row per paying bet, points
+are right, bcadmin check-ledger passes, and the progress shows every bet of the
+match settled (bets_settled == bets_total)."""
+
+import os
+import subprocess
+import sys
+import time
+import unittest
+
+import stack
+from checks import assert_check_ledger, expected_settlement
+from client import Client, RequestFailed
+from fixtures import admin, new_company, new_match, new_users, place_bet, wait_past_kickoff, wait_settled
+
+LEASE_S = 5  # SETTLE_LEASE_MS in api/api_settle_job.c
+HOSTS = 2  # hosts whose shards get the bulk bets
+SHARDS_PER_HOST = 2
+FILL_USERS = 2500  # per shard
+FILL_BETS = 15000  # per shard: 8 batches of at most 2,000 (SETTLE_BATCH)
+RESULT = {"home_goals": 2, "away_goals": 0}  # home wins
+PICKS = ("home", "draw", "away")
+
+
+def log(msg):
+    sys.stdout.write("    [takeover] %s\n" % msg)
+    sys.stdout.flush()
+
+
+class TestSettlementTakeover(unittest.TestCase):
+    def setUp(self):
+        self.s = stack.get()
+        self.s.require_dir()
+        if len(self.s.api_urls) < 2:
+            self.skipTest("needs two API servers (BC_API_URLS has %d)" % len(self.s.api_urls))
+        self.fillshard = os.path.join(os.path.dirname(self.s.bcadmin), "fillshard")
+        if not os.access(self.fillshard, os.X_OK):
+            self.skipTest("%s is not built" % self.fillshard)
+        self.gs = self.s.global_schema()
+
+    # ------------------------------------------------------------ helpers
+
+    def fill(self, shard, match, company):
+        p = subprocess.run([self.fillshard, "-c", self.s.cluster, "--shard", str(shard), "--users",
+                            str(FILL_USERS), "--bets", str(FILL_BETS), "--match", str(match), "--company",
+                            str(company)], capture_output=True, text=True, timeout=600)
+        self.assertEqual(p.returncode, 0, "fillshard --shard %d: %s" % (shard, (p.stdout + p.stderr)[-2000:]))
+
+    def job(self, match):
+        """(lease_owner, lease held now, state) of the job's row."""
+        rows = self.s.sql_global("SELECT lease_owner, lease_until > UTC_TIMESTAMP(3), state FROM `%s`.settlements "
+                                 "WHERE match_id = %d" % (self.gs, int(match["id"])))
+        if not rows:
+            return None, False, None
+        return rows[0][0], rows[0][1] == "1", rows[0][2]
+
+    def settled(self, match, shards):
+        rows = self.s.sql_all_shards("SELECT COUNT(*) FROM {s}.bets WHERE match_id = %d AND status <> 'open'"
+                                     % int(match["id"]), shards)
+        return sum(int(r[0]) for r in rows)
+
+    def open_batches(self, hosts):
+        """[(host, rows locked)] of the transactions that lock many rows now (settlement batches)."""
+        out = []
+        for h in hosts:
+            for (n,) in self.s.sql(h, "SELECT trx_rows_locked FROM information_schema.INNODB_TRX "
+                                      "WHERE trx_rows_locked >= 100"):
+                out.append((h, int(n)))
+        return out
+
+    def server_index(self, name):
+        idx = int(name[3:]) - 1 if name.startswith("api") and name[3:].isdigit() else -1
+        self.assertTrue(0 <= idx < len(self.s.api_urls), "lease owner %r is not one of the API servers" % name)
+        return idx
+
+    def pid_of(self, name):
+        p = self.s.devstack_cmd("pid", name)
+        self.assertEqual(p.returncode, 0, "devstack pid %s: %s" % (name, p.stderr))
+        return int(p.stdout.strip())
+
+    def restart(self, name):
+        p = self.s.devstack_cmd("restart-host", name, timeout=180)
+        if p.returncode != 0:
+            log("restart-host %s failed: %s" % (name, (p.stdout + p.stderr)[-2000:]))
+        c = Client(self.s.api_urls[self.server_index(name)])
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if c.get("/readyz", timeout=2).status == 200:
+                    return
+            except RequestFailed:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("%s not ready 60 s after restart-host" % name)
+
+    def sum_shards(self, select_fmt):
+        """Column sums of select_fmt over every shard."""
+        rows = self.s.sql_all_shards(select_fmt)
+        return [sum(int(r[i] or 0) for r in rows) for i in range(len(rows[0]))] if rows else []
+
+    # ------------------------------------------------------------ the test
+
+    def test_runner_killed_mid_batch_another_server_finishes(self):
+        s = self.s
+        co = new_company()
+        users = new_users(co, 6)
+        m = new_match(kickoff_in=4, odds=(1.95, 3.40, 4.10))
+        mid = int(m["id"])
+        api_bets = [(u, place_bet(u, m, PICKS[i % 3], 20 + i)) for i, u in enumerate(users)]
+
+        smap = s.shard_map(refresh=True)
+        hosts = sorted(set(smap.values()))[:HOSTS]
+        shards = [sh for h in hosts for sh in s.shards_on(h)[:SHARDS_PER_HOST]]
+        t0 = time.time()
+        for sh in shards:
+            self.fill(sh, mid, co["id"])
+        total = self.sum_shards("SELECT COUNT(*) FROM {s}.bets WHERE match_id = %d" % mid)[0]
+        log("%d bets on match %d (%d filled on shards %s of %s in %.1f s, %d through the API)"
+            % (total, mid, FILL_BETS * len(shards), shards, hosts, time.time() - t0, len(api_bets)))
+        self.assertEqual(total, FILL_BETS * len(shards) + len(api_bets))
+        wait_past_kickoff(m)
+
+        # The first server takes the result and is woken to run the job.
+        first = Client(s.api_urls[0], admin().token)
+        r = first.post("/v1/matches/%d/result" % mid, RESULT).expect_json(202, msg="post result to api1")
+        t_post = time.time()
+        self.assertEqual(r["state"], "running", r)
+
+        owner = None
+        while owner is None:
+            owner, held, state = self.job(m)
+            self.assertNotEqual(state, "done", "the job was done before the test could kill its runner")
+            self.assertLess(time.time() - t_post, 10, "nobody claimed the job within 10 s")
+            if owner is None:
+                time.sleep(0.02)
+        name = owner.split("/")[0]
+        survivor = s.api_urls[1 - self.server_index(name)] if len(s.api_urls) == 2 else s.api_urls[
+            (self.server_index(name) + 1) % len(s.api_urls)]
+        pid = self.pid_of(name)
+
+        # At least one batch committed, and one open: then kill the lease's holder.
+        done_before = batches = None
+        while True:
+            done_before = self.settled(m, shards)
+            batches = self.open_batches(hosts)
+            if done_before > 0 and batches:
+                break
+            self.assertLess(done_before, total, "the settlement ended before a batch could be caught open: "
+                                                "give it more bets")
+            self.assertLess(time.time() - t_post, 60, "no batch seen within 60 s")
+        try:
+            os.kill(pid, 9)
+            t_kill = time.time()
+            log("killed %s (%s) %.2f s after the post, with %d of %d bets settled and batches open: %s"
+                % (name, owner, t_kill - t_post, done_before, total, batches))
+
+            # The other server takes the lease over once it runs out; nobody re-posts.
+            new_owner = owner
+            while new_owner == owner:
+                new_owner, held, state = self.job(m)
+                if state == "done":
+                    break
+                self.assertLess(time.time() - t_kill, LEASE_S + 5,
+                                "no other server took the job over within lease + 5 s (holder %s)" % new_owner)
+                time.sleep(0.1)
+            t_take = time.time()
+            log("taken over by %s %.2f s after the kill" % (new_owner, t_take - t_kill))
+            self.assertNotEqual(new_owner.split("/")[0], name, "the dead server holds the lease again")
+            st = wait_settled(m, via=Client(survivor, admin().token), timeout=120)
+            log("done %.2f s after the kill: %s" % (time.time() - t_kill, st))
+        finally:
+            self.restart(name)
+
+        # Progress: every bet of the match settled, on every shard.
+        self.assertEqual((st["state"], st["shards_done"]), ("done", st["shards_total"]), st)
+        self.assertEqual(st["bets_total"], total, st)
+        self.assertEqual(st["bets_settled"], total, st)
+        self.assertNotEqual(self.job(m)[0].split("/")[0], name, "finished by the killed server?")
+
+        # Exactly once, on the rows of every shard.
+        open_left, wrong = self.sum_shards(
+            "SELECT COALESCE(SUM(status = 'open'), 0), COALESCE(SUM(status <> 'open' AND (status <> "
+            "IF(pick = 'home', 'won', 'lost') OR payout <> IF(pick = 'home', FLOOR(stake * odds / 100), 0) "
+            "OR settled_at IS NULL)), 0) FROM {s}.bets WHERE match_id = %d" % mid)
+        self.assertEqual(open_left, 0, "bets of the match still open")
+        self.assertEqual(wrong, 0, "bets settled with the wrong status or payout")
+        paying, credits, credited_bets, paid, credited = self.sum_shards(
+            "SELECT (SELECT COUNT(*) FROM {s}.bets WHERE match_id = %d AND payout > 0), "
+            "COUNT(l.id), COUNT(DISTINCT l.bet_id), (SELECT COALESCE(SUM(payout), 0) FROM {s}.bets "
+            "WHERE match_id = %d), COALESCE(SUM(l.delta), 0) FROM {s}.ledger l JOIN {s}.bets b ON "
+            "b.id = l.bet_id WHERE b.match_id = %d AND l.reason IN ('payout', 'refund')" % (mid, mid, mid))
+        log("%d paying bets, %d credit rows for %d bets; %d paid, %d credited"
+            % (paying, credits, credited_bets, paid, credited))
+        self.assertEqual((credits, credited_bets), (paying, paying), "one credit ledger row per paying bet")
+        self.assertEqual(credited, paid, "ledger credits and payouts")
+        wrong_points = self.sum_shards(
+            "SELECT COUNT(*) FROM {s}.users u LEFT JOIN (SELECT user_id, SUM(payout - stake) AS p FROM "
+            "{s}.bets WHERE match_id = %d GROUP BY user_id) b ON b.user_id = u.id WHERE u.company_id = %d "
+            "AND u.points <> COALESCE(b.p, 0)" % (mid, int(co["id"])))[0]
+        self.assertEqual(wrong_points, 0, "users whose points are not the sum of (payout - stake)")
+        for u, b in api_bets:
+            _, pay = expected_settlement(b, RESULT)
+            self.assertEqual(u.balance(), u.initial_balance - b["stake"] + pay, "balance of user %s" % u.id)
+        assert_check_ledger(self)
+
+
+if __name__ == "__main__":
+    unittest.main()
