@@ -69,10 +69,14 @@
 /* How often a settler looks for jobs nobody holds: one tiny SELECT. */
 #define SETTLE_POLL_MS 1000
 /*
- * Jobs one server runs at once: matches that end together (the last group
- * games) settle in parallel; more wait for another server or the next poll.
+ * Jobs one server runs at once. Matches that end together (the last group
+ * games, two at a time) settle in parallel; a third waits for another
+ * server or the next poll. The background pool has ROUTER_BG_POOL_MAX (4)
+ * connections per host, and each run takes one per host for its batches
+ * and one of the global host's for its lease: two runs leave room for the
+ * settler's scan and the standings' scatters.
  */
-#define SETTLE_RUNS_MAX 4
+#define SETTLE_RUNS_MAX 2
 /* A failing shard is tried again after 200 ms (+ up to half), doubling up to 5 s. */
 #define SETTLE_BACKOFF_MIN_MS 200
 #define SETTLE_BACKOFF_MAX_MS 5000
