@@ -42,14 +42,14 @@ API_LIB := $(BUILD)/libapi.a
 CACHE_LIB := $(BUILD)/libcache.a
 
 TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen \
-         $(BUILD)/fillshard
+         $(BUILD)/fillshard $(BUILD)/fillscale
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api \
               $(BUILD)/test_reshard $(BUILD)/test_sql
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_cache_int $(BUILD)/test_catalog_int
 
 .PHONY: all deps run stop status test unit integration format format-check \
-        bench clean valgrind openapi
+        bench bench-scale clean valgrind openapi
 
 all: $(SHARDMAP_LIB) $(SQL_LIB) $(CATALOG_LIB) $(RESHARD_LIB) $(ROUTER_LIB) $(CACHE_LIB) $(API_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
 
@@ -88,6 +88,9 @@ $(BUILD)/rawdb: $(BUILD)/tools/bench/rawdb.o
 $(BUILD)/fillshard: $(BUILD)/tools/bench/fillshard.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) \
                     $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
+$(BUILD)/fillscale: $(BUILD)/tools/bench/fillscale.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) \
+                    $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
 
 # wrk against one API server beside the same SQL run straight on the databases
 # (tools/bench/run, docs/benchmarks.md); starts and stops its own stack.
@@ -96,6 +99,12 @@ bench: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/rawdb \
 	BUILD=$(BUILD) tools/bench/run
 	BUILD=$(BUILD) tools/bench/cache
 	BUILD=$(BUILD) tools/bench/reshard
+
+# 1,000,000 users and 10,000,000 bets on 1024 shards (tools/bench/scale,
+# docs/benchmarks.md "Scale"); starts and stops its own stack. Knobs SCALE_*.
+bench-scale: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/loadgen \
+             $(BUILD)/fillscale
+	BUILD=$(BUILD) tools/bench/scale
 
 $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
