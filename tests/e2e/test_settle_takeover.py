@@ -11,8 +11,8 @@ match is open on a database host (information_schema.INNODB_TRX), then kills
 the lease's holder. Then: another server holds the lease within lease + a few
 seconds, the settlement is done, no bet is open, each bet's status and payout
 follow the rules, the ledger has exactly one credit row per paying bet, points
-are right, bcadmin check-ledger passes, and the progress shows every bet of the
-match settled (bets_settled == bets_total)."""
+are right, bcadmin check-ledger and check-standings pass, and the progress shows
+every bet of the match settled (bets_settled == bets_total)."""
 
 import os
 import subprocess
@@ -57,6 +57,11 @@ class TestSettlementTakeover(unittest.TestCase):
                             str(FILL_USERS), "--bets", str(FILL_BETS), "--match", str(match), "--company",
                             str(company)], capture_output=True, text=True, timeout=600)
         self.assertEqual(p.returncode, 0, "fillshard --shard %d: %s" % (shard, (p.stdout + p.stderr)[-2000:]))
+
+    def bcadmin(self, cmd):
+        p = subprocess.run([self.s.bcadmin, "-c", self.s.cluster, cmd], capture_output=True, text=True,
+                           timeout=300)
+        return p.returncode, (p.stdout + p.stderr).strip()
 
     def job(self, match):
         """(lease_owner, lease held now, state) of the job's row."""
@@ -130,6 +135,10 @@ class TestSettlementTakeover(unittest.TestCase):
         log("%d bets on match %d (%d filled on shards %s of %s in %.1f s, %d through the API)"
             % (total, mid, FILL_BETS * len(shards), shards, hosts, time.time() - t0, len(api_bets)))
         self.assertEqual(total, FILL_BETS * len(shards) + len(api_bets))
+        # fillshard writes users, not the standings aggregates (their members): make them again
+        # from the users, so that the batches' share of them can be checked at the end.
+        rc, out = self.bcadmin("rebuild-standings")
+        self.assertEqual(rc, 0, "bcadmin rebuild-standings: %s" % out[-2000:])
         wait_past_kickoff(m)
 
         # The first server takes the result and is woken to run the job.
@@ -214,6 +223,9 @@ class TestSettlementTakeover(unittest.TestCase):
             _, pay = expected_settlement(b, RESULT)
             self.assertEqual(u.balance(), u.initial_balance - b["stake"] + pay, "balance of user %s" % u.id)
         assert_check_ledger(self)
+        # The standings aggregates got each batch's points once too.
+        rc, out = self.bcadmin("check-standings")
+        self.assertEqual(rc, 0, "bcadmin check-standings after the takeover:\n%s" % out[-3000:])
 
 
 if __name__ == "__main__":
