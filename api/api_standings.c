@@ -183,11 +183,12 @@ static int groups_load(struct router *r, struct standings *st)
         rc = router_exec(r, ROUTER_GLOBAL, &st->team_rows,
                          "SELECT id, company_id, name FROM %S.teams ORDER BY id");
     if (rc == 0)
-        rc = router_scatter(r, &agg,
-                            "SELECT 0, company_id, members, points FROM %S.agg_company "
-                            "WHERE members <> 0 OR points <> 0 UNION ALL SELECT 1, "
-                            "team_id, members, points FROM %S.agg_team WHERE members "
-                            "<> 0 OR points <> 0");
+        rc = router_scatter(
+            r, &agg,
+            "SELECT 0, company_id, members, points FROM %S.standings_company "
+            "WHERE members <> 0 OR points <> 0 UNION ALL SELECT 1, "
+            "team_id, members, points FROM %S.standings_team WHERE members "
+            "<> 0 OR points <> 0");
     if (rc < 0)
         goto out;
     st->nc = st->company_rows.nrow;

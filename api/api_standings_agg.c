@@ -2,11 +2,11 @@
  * api_standings_agg.c: the standings aggregates of each shard, kept in the
  * transactions that change what they sum.
  *
- * Every shard holds agg_company (company_id, members, points) and agg_team
- * (team_id, company_id, members, points) over its own users, platform
- * admins excluded (etc/schema/shard.sql). A recomputation of the standings
- * reads those rows instead of every user, so its cost grows with companies
- * and teams, not with users.
+ * Every shard holds standings_company (company_id, members, points) and
+ * standings_team (team_id, company_id, members, points) over its own users,
+ * platform admins excluded (etc/schema/shard.sql). A recomputation of the
+ * standings reads those rows instead of every user, so its cost grows with
+ * companies and teams, not with users.
  *
  * Whoever changes a user's points or membership changes the aggregates in
  * the same transaction on the same shard, after locking the users' rows:
@@ -62,11 +62,11 @@ int api_standings_batch(struct router_txn *txn, uint64_t match, const char *resu
         "SELECT id FROM %S.users WHERE id IN (SELECT user_id FROM %S.bets "
         "FORCE INDEX (match_open) WHERE match_id = %u AND status = 'open' AND id "
         "BETWEEN %u AND %u) ORDER BY id FOR UPDATE;\n"
-        "INSERT INTO %S.agg_company (company_id, members, points) SELECT "
+        "INSERT INTO %S.standings_company (company_id, members, points) SELECT "
         "u.company_id, 0, SUM(" BET_POINTS ") " BATCH_BETS " GROUP BY u.company_id "
         "ORDER BY u.company_id ON DUPLICATE KEY UPDATE points = points + "
         "VALUES(points);\n"
-        "INSERT INTO %S.agg_team (team_id, company_id, members, points) SELECT "
+        "INSERT INTO %S.standings_team (team_id, company_id, members, points) SELECT "
         "u.team_id, MIN(u.company_id), 0, SUM(" BET_POINTS ") " BATCH_BETS
         " AND u.team_id IS NOT NULL GROUP BY u.team_id ORDER BY u.team_id ON "
         "DUPLICATE KEY UPDATE points = points + VALUES(points)",
@@ -85,9 +85,9 @@ int api_standings_member(struct router_txn *txn, uint64_t company, int join,
     if (join)
         rc = router_txn_exec(
             txn, NULL,
-            "INSERT INTO %S.agg_company (company_id, members, points) VALUES (%u, 1, "
-            "%d) ON DUPLICATE KEY UPDATE members = members + 1, points = points + "
-            "VALUES(points)",
+            "INSERT INTO %S.standings_company (company_id, members, points) VALUES "
+            "(%u, 1, %d) ON DUPLICATE KEY UPDATE members = members + 1, points = "
+            "points + VALUES(points)",
             company, points);
     if (rc < 0 || from_team == to_team)
         return rc;
@@ -95,13 +95,13 @@ int api_standings_member(struct router_txn *txn, uint64_t company, int join,
     if (lo == 0)
         return router_txn_exec(
             txn, NULL,
-            "INSERT INTO %S.agg_team (team_id, company_id, members, points) VALUES "
-            "(%u, %u, %d, %d) ON DUPLICATE KEY UPDATE members = members + "
+            "INSERT INTO %S.standings_team (team_id, company_id, members, points) "
+            "VALUES (%u, %u, %d, %d) ON DUPLICATE KEY UPDATE members = members + "
             "VALUES(members), points = points + VALUES(points)",
             hi, company, hi_sign, hi_sign * points);
     return router_txn_exec(
         txn, NULL,
-        "INSERT INTO %S.agg_team (team_id, company_id, members, points) VALUES "
+        "INSERT INTO %S.standings_team (team_id, company_id, members, points) VALUES "
         "(%u, %u, %d, %d), (%u, %u, %d, %d) ON DUPLICATE KEY UPDATE members = "
         "members + VALUES(members), points = points + VALUES(points)",
         lo, company, lo_sign, lo_sign * points, hi, company, hi_sign, hi_sign * points);

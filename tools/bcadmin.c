@@ -9,11 +9,11 @@
  * check-ledger verifies, on every shard, that every user's balance equals
  * initial_balance + the sum of his ledger deltas and is not negative.
  * check-standings verifies, on every shard, that the standings aggregates
- * (agg_company, agg_team: see api/api_standings_agg.c) equal a full
- * recomputation from the shard's users, and every user's points the sum of
- * payout - stake over his settled bets. rebuild-standings makes every
- * shard's aggregates again from its users (a cluster upgraded from before
- * the aggregates existed), one transaction per shard.
+ * (standings_company, standings_team: see api/api_standings_agg.c) equal a
+ * full recomputation from the shard's users, and every user's points the
+ * sum of payout - stake over his settled bets. rebuild-standings makes
+ * every shard's aggregates again from its users (a cluster upgraded from
+ * before the aggregates existed), one transaction per shard.
  * Exit codes: 0 ok, 1 violated or failed, 2 usage.
  */
 #include <errno.h>
@@ -78,18 +78,18 @@ out:
 #define CHECK_COMPANIES                                                                \
     "SELECT %N, k.id, COALESCE(a.members, 0), COALESCE(a.points, 0), "                 \
     "COALESCE(u.members, 0), COALESCE(u.points, 0) FROM (SELECT company_id AS id "     \
-    "FROM %S.agg_company UNION SELECT company_id FROM %S.users WHERE role <> "         \
-    "'platform_admin') k LEFT JOIN %S.agg_company a ON a.company_id = k.id LEFT "      \
-    "JOIN (SELECT company_id, COUNT(*) AS members, SUM(points) AS points FROM "        \
+    "FROM %S.standings_company UNION SELECT company_id FROM %S.users WHERE role <> "   \
+    "'platform_admin') k LEFT JOIN %S.standings_company a ON a.company_id = k.id "     \
+    "LEFT JOIN (SELECT company_id, COUNT(*) AS members, SUM(points) AS points FROM "   \
     "%S.users WHERE role <> 'platform_admin' GROUP BY company_id) u ON "               \
     "u.company_id = k.id WHERE COALESCE(a.members, 0) <> COALESCE(u.members, 0) "      \
     "OR COALESCE(a.points, 0) <> COALESCE(u.points, 0)"
 #define CHECK_TEAMS                                                                    \
     "SELECT %N, k.id, COALESCE(a.members, 0), COALESCE(a.points, 0), "                 \
     "COALESCE(u.members, 0), COALESCE(u.points, 0), a.company_id, u.company_id "       \
-    "FROM (SELECT team_id AS id FROM %S.agg_team UNION SELECT team_id FROM "           \
+    "FROM (SELECT team_id AS id FROM %S.standings_team UNION SELECT team_id FROM "     \
     "%S.users WHERE role <> 'platform_admin' AND team_id IS NOT NULL) k LEFT JOIN "    \
-    "%S.agg_team a ON a.team_id = k.id LEFT JOIN (SELECT team_id, COUNT(*) AS "        \
+    "%S.standings_team a ON a.team_id = k.id LEFT JOIN (SELECT team_id, COUNT(*) AS "  \
     "members, SUM(points) AS points, MIN(company_id) AS company_id, "                  \
     "MAX(company_id) AS company_max FROM %S.users WHERE role <> 'platform_admin' "     \
     "AND team_id IS NOT NULL GROUP BY team_id) u ON u.team_id = k.id WHERE "           \
@@ -112,8 +112,8 @@ static int check_standings(struct router *r)
     int rc;
 
     rc = router_scatter(r, &counts,
-                        "SELECT (SELECT COUNT(*) FROM %S.agg_company), (SELECT "
-                        "COUNT(*) FROM %S.agg_team)");
+                        "SELECT (SELECT COUNT(*) FROM %S.standings_company), (SELECT "
+                        "COUNT(*) FROM %S.standings_team)");
     if (rc == 0)
         rc = router_scatter(r, &companies, CHECK_COMPANIES);
     if (rc == 0)
@@ -187,21 +187,22 @@ static int rebuild_shard(struct router *r, uint32_t shard, uint64_t *nusers)
         rc = router_txn_exec(txn, &rows,
                              "SELECT COUNT(*) FROM %S.users LOCK IN SHARE MODE");
     if (rc == 0)
-        rc = router_txn_exec(txn, NULL,
-                             "DELETE FROM %S.agg_company; DELETE FROM %S.agg_team");
+        rc = router_txn_exec(
+            txn, NULL,
+            "DELETE FROM %S.standings_company; DELETE FROM %S.standings_team");
     if (rc == 0)
         rc = router_txn_exec(
             txn, NULL,
-            "INSERT INTO %S.agg_company (company_id, members, points) SELECT "
+            "INSERT INTO %S.standings_company (company_id, members, points) SELECT "
             "company_id, COUNT(*), SUM(points) FROM %S.users WHERE role <> "
             "'platform_admin' GROUP BY company_id ORDER BY company_id");
     if (rc == 0)
         rc = router_txn_exec(
             txn, NULL,
-            "INSERT INTO %S.agg_team (team_id, company_id, members, points) SELECT "
-            "team_id, MIN(company_id), COUNT(*), SUM(points) FROM %S.users WHERE "
-            "role <> 'platform_admin' AND team_id IS NOT NULL GROUP BY team_id "
-            "ORDER BY team_id");
+            "INSERT INTO %S.standings_team (team_id, company_id, members, points) "
+            "SELECT team_id, MIN(company_id), COUNT(*), SUM(points) FROM %S.users "
+            "WHERE role <> 'platform_admin' AND team_id IS NOT NULL GROUP BY "
+            "team_id ORDER BY team_id");
     if (rc < 0) {
         router_txn_rollback(txn);
     } else {

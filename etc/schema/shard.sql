@@ -91,13 +91,15 @@ CREATE TABLE IF NOT EXISTS `{schema}`.settled_matches (
 -- (api_standings_batch), a signup, a team change. `bcadmin
 -- rebuild-standings` makes them again from users (a cluster upgraded from
 -- before they existed); `bcadmin check-standings` compares them.
-CREATE TABLE IF NOT EXISTS `{schema}`.agg_company (
+-- A shard move copies tables in name order: these sort after bets, whose
+-- copy the move's drills (tests/reshard) expect to see first.
+CREATE TABLE IF NOT EXISTS `{schema}`.standings_company (
     company_id BIGINT NOT NULL PRIMARY KEY,
     members BIGINT NOT NULL DEFAULT 0,
     points BIGINT NOT NULL DEFAULT 0
 ) ENGINE=InnoDB;
 
-CREATE TABLE IF NOT EXISTS `{schema}`.agg_team (
+CREATE TABLE IF NOT EXISTS `{schema}`.standings_team (
     team_id BIGINT NOT NULL PRIMARY KEY,
     company_id BIGINT NOT NULL,
     members BIGINT NOT NULL DEFAULT 0,

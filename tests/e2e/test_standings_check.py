@@ -1,8 +1,9 @@
 """Standings aggregates (issue 10 part 3): after settlements, signups and team
 changes across shards, `bcadmin check-standings` finds every shard's
-agg_company and agg_team rows equal to a full recomputation from its users
-(exit 0), the served team and company standings equal a recomputation from
-the rows, and one corrupted aggregate row makes the check exit 1."""
+standings_company and standings_team rows equal to a full recomputation from
+its users (exit 0), the served team and company standings equal a
+recomputation from the rows, and one corrupted aggregate row makes the check
+exit 1."""
 
 import subprocess
 import time
@@ -122,17 +123,17 @@ class TestStandingsCheck(unittest.TestCase):
     def test_corrupted_aggregate_is_found(self):
         s = stack.get()
         team = self.teams[self.cos[0]["id"]][0]["id"]
-        found = s.sql_all_shards("SELECT {n}, team_id FROM {s}.agg_team WHERE team_id = %s AND members > 0" % team)
+        found = s.sql_all_shards("SELECT {n}, team_id FROM {s}.standings_team WHERE team_id = %s AND members > 0" % team)
         self.assertTrue(found, "team %s has aggregate rows" % team)
         shard = int(found[0][0])
-        s.sql_shard(shard, "UPDATE {s}.agg_team SET points = points + 3 WHERE team_id = %s" % team)
+        s.sql_shard(shard, "UPDATE {s}.standings_team SET points = points + 3 WHERE team_id = %s" % team)
         try:
             rc, out = check_standings()
-            self.assertEqual(rc, 1, "a corrupted agg_team row:\n" + out)
+            self.assertEqual(rc, 1, "a corrupted standings_team row:\n" + out)
             self.assertIn("DIFF shard %d team %s" % (shard, team), out)
             self.assertIn("1 teams", out)
         finally:
-            s.sql_shard(shard, "UPDATE {s}.agg_team SET points = points - 3 WHERE team_id = %s" % team)
+            s.sql_shard(shard, "UPDATE {s}.standings_team SET points = points - 3 WHERE team_id = %s" % team)
         rc, out = check_standings()
         self.assertEqual(rc, 0, "after the row was put back:\n" + out)
 
