@@ -296,12 +296,15 @@ void api_h_signup(struct api_req *req)
         goto out;
     }
     rc = user_insert(req->router, &u, hash);
-    if (rc == BC_EDUPKEY)
+    if (rc == BC_EDUPKEY) {
         api_error(req, 409, "email_taken", "an account with this email exists");
-    else if (rc < 0)
+    } else if (rc < 0) {
         api_db_error(req, rc);
-    else
+    } else {
+        if (u.team_id != 0)
+            api_teams_changed(req, u.company_id); /* its member count */
         auth_reply(req, 201, &u);
+    }
 out:
     sql_rows_free(&rows);
 }
@@ -452,7 +455,9 @@ void api_h_me_patch(struct api_req *req)
         return;
     }
     profile_changed(req, req->auth.user_id);
-    api_h_me(req); /* 401 when the user is gone */
+    if (api_has(body, "team_id"))
+        api_teams_changed(req, req->auth.company_id); /* member counts */
+    api_h_me(req);                                    /* 401 when the user is gone */
 }
 
 void api_image_etag(const void *data, size_t len, char out[17])
