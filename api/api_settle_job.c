@@ -25,7 +25,10 @@
  * left" and of the insert are held together, so a bet racing the end of
  * the settlement is either settled by it or refused. A shard that fails is
  * retried with backoff while the host's other shards go on; the job is done
- * when every shard has its guard row.
+ * when every shard has its guard row. (Two matches settling on one shard at
+ * once can deadlock where their bets meet in match_open: the next-key lock
+ * of one's first bet covers the gap the other's settled bets go into.
+ * InnoDB rolls one batch back at once; it is tried again like any failure.)
  *
  * Progress: a run recounts the shards (guard rows, bets of the match, bets
  * no longer open) when it claims the job, reports what its batches settled
