@@ -111,6 +111,7 @@ void api_h_bet_create(struct api_req *req)
     int64_t stake, odds = 0, kickoff_ms;
     json_t *body = req->json, *v, *m = NULL;
     int64_t move_deadline = 0;
+    int lock_retries = 0;
     uint64_t seen = 0;
     int rc, p;
 
@@ -250,6 +251,17 @@ dberr:
     if (rc == BC_EMOVED && seen != 0 &&
         router_await_move(req->router, seen, &move_deadline) == 0) {
         /* The user's shard is being moved: the whole transaction again. */
+        router_txn_rollback(txn);
+        txn = NULL;
+        sql_rows_free(&idem);
+        sql_rows_free(&rows);
+        goto again;
+    }
+    if (rc == BC_ELOCKWAIT && lock_retries++ < 3) {
+        /*
+         * A deadlock with a settlement batch on the same shard (InnoDB rolled
+         * this transaction back whole): nothing was written, so run it again.
+         */
         router_txn_rollback(txn);
         txn = NULL;
         sql_rows_free(&idem);

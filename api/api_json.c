@@ -103,6 +103,7 @@ void api_db_error(struct api_req *req, int rc)
     case BC_EPOOL:
     case BC_EMOVED:
     case BC_ENOTFOUND:
+    case BC_ELOCKWAIT: /* a lock wait or deadlock that retries did not get past */
     case -ENOMEM:
         unavailable_log(req, rc);
         api_add_header(req, "Retry-After", "1");
