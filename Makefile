@@ -85,10 +85,10 @@ $(BUILD)/loadgen: $(LOADGEN_OBJS) $(SHARDMAP_LIB)
 
 $(BUILD)/rawdb: $(BUILD)/tools/bench/rawdb.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
-$(BUILD)/fillshard: $(BUILD)/tools/bench/fillshard.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) \
+$(BUILD)/fillshard: $(BUILD)/tools/bench/fillshard.o $(BUILD)/tools/bench/fill_util.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) \
                     $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
-$(BUILD)/fillscale: $(BUILD)/tools/bench/fillscale.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) \
+$(BUILD)/fillscale: $(BUILD)/tools/bench/fillscale.o $(BUILD)/tools/bench/fillscale_plan.o $(BUILD)/tools/bench/fill_util.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) \
                     $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
 

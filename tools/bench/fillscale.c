@@ -61,62 +61,8 @@
 
 #include "api/api.h"
 #include "router/router.h"
-
-#define ROWS_PER_INSERT 2000
-#define ID_WINDOW_AGO_MS 60000 /* fill ids are this much older than now, at least */
-#define ID_SPARE_MS 1000       /* room in the window for ids the API took there */
-#define MAX_STAKE 10
-#define HASH_MAX 256
-#define STRIDE 1000003ULL /* prime: i -> i * STRIDE mod N is a permutation */
-#define NO_TEAM_EVERY 10
-#define MAX_PER_HOST 8
-#define MAX_MATCHES 1024
-#define PROGRESS_S 10
-
-struct scale_company {
-    uint64_t id;
-    uint64_t start, size; /* seats [start, start + size) of the plan */
-    uint64_t *teams;      /* owned */
-    uint32_t nteam;
-};
-
-struct scale_match {
-    uint64_t id;
-    int64_t odds[3]; /* home, draw, away, in hundredths */
-};
-
-/* What every worker reads; fixed before they start. */
-struct scale {
-    struct router *r;           /* owned */
-    const struct shardmap *map; /* ref in r */
-    struct scale_company *companies;
-    uint32_t ncompany;
-    struct scale_match matches[MAX_MATCHES]; /* [0]: every user bets on it */
-    uint32_t nmatch;
-    uint64_t nuser, nbet, from, to; /* the plan's users and bets; the slice */
-    int64_t balance, max_stake;
-    char hash[HASH_MAX];
-    uint32_t *first;    /* nshard + 1: shard s has users by_shard[first[s]..] */
-    uint32_t *by_shard; /* user numbers of the slice, grouped by shard */
-    int binlog, fence_check;
-    atomic_int stop;           /* a worker failed: the others stop */
-    atomic_uint finished;      /* workers that ended */
-    atomic_uint_fast64_t rows; /* for the progress line */
-};
-
-/* A growing statement text. */
-struct sbuf {
-    char *s;
-    size_t len, cap;
-};
-
-/* Ids of one shard in milliseconds [ms, ms_end), skipping those in taken. */
-struct idgen {
-    uint64_t ms, ms_end;
-    uint32_t shard, seq;
-    uint64_t *taken; /* owned, ascending */
-    size_t ntaken, next;
-};
+#include "tools/bench/fill_util.h"
+#include "tools/bench/fillscale.h"
 
 struct fill_bet {
     uint64_t id;
@@ -141,8 +87,6 @@ struct worker {
     int rc;
     char why[512];
 };
-
-static const char *const picks[3] = {"home", "draw", "away"};
 
 static void usage(FILE *out)
 {
@@ -169,52 +113,6 @@ static void usage(FILE *out)
             "  --json           the figures as one JSON object\n");
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static int sb_printf(struct sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    for (;;) {
-        va_start(ap, fmt);
-        n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return -EINVAL;
-        if (b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return 0;
-        }
-        size_t cap =
-            b->cap * 2 > b->len + (size_t)n + 1 ? b->cap * 2 : b->len + (size_t)n + 1;
-        char *s = realloc(b->s, cap);
-
-        if (s == NULL)
-            return -ENOMEM;
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
 static int fail(struct worker *w, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -231,242 +129,7 @@ static int fail(struct worker *w, int rc, const char *fmt, ...)
     return rc;
 }
 
-/* ---- the plan: who is where ---------------------------------------------- */
-
-/* Extra bets of user i (besides his bet on the first match). */
-static uint64_t extra_bets(const struct scale *s, uint64_t i)
-{
-    uint64_t e = s->nbet - s->nuser;
-
-    return (uint64_t)((unsigned __int128)e * (i + 1) / s->nuser -
-                      (unsigned __int128)e * i / s->nuser);
-}
-
-/* Company and team (0: none) of user i. */
-static void seat_of(const struct scale *s, uint64_t i, uint64_t *company,
-                    uint64_t *team)
-{
-    uint64_t pos = (uint64_t)((unsigned __int128)i * STRIDE % s->nuser), r;
-    uint32_t lo = 0, hi = s->ncompany;
-
-    while (hi - lo > 1) { /* the last company whose start <= pos */
-        uint32_t mid = lo + (hi - lo) / 2;
-
-        if (s->companies[mid].start <= pos)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    r = pos - s->companies[lo].start;
-    *company = s->companies[lo].id;
-    *team = s->companies[lo].nteam == 0 || r % NO_TEAM_EVERY == NO_TEAM_EVERY - 1
-                ? 0
-                : s->companies[lo].teams[r % s->companies[lo].nteam];
-}
-
-static int email_of(uint64_t i, char *buf, size_t size)
-{
-    return snprintf(buf, size, "scale-%" PRIu64 "@scale.invalid", i);
-}
-
-/*
- * Reads the plan file: every error is reported (file:line), then -EINVAL.
- * The companies and teams must exist, each team in its company.
- */
-static int plan_load(struct scale *s, const char *path)
-{
-    struct sql_rows co = {0}, te = {0};
-    char line[1 << 16];
-    uint64_t seats = 0;
-    uint32_t cap = 0;
-    int lineno = 0, bad = 0, rc;
-    FILE *f = fopen(path, "r");
-
-    if (f == NULL) {
-        rc = -errno;
-        fprintf(stderr, "fillscale: %s: %s\n", path, strerror(-rc));
-        return rc;
-    }
-    rc = router_exec(s->r, ROUTER_GLOBAL, &co, "SELECT id FROM %S.companies");
-    if (rc == 0)
-        rc = router_exec(s->r, ROUTER_GLOBAL, &te,
-                         "SELECT id, company_id FROM %S.teams");
-    if (rc < 0) {
-        fprintf(stderr, "fillscale: reading the companies: %s\n", router_last_error());
-        goto out;
-    }
-    while (fgets(line, sizeof(line), f) != NULL) {
-        struct scale_company *c;
-        char *p = line, *end, *teams;
-        int found = 0;
-
-        lineno++;
-        p += strspn(p, " \t");
-        if (*p == '#' || *p == '\n' || *p == '\0')
-            continue;
-        if (s->ncompany == cap) {
-            cap = cap ? 2 * cap : 256;
-            c = realloc(s->companies, cap * sizeof(*c));
-            if (c == NULL) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            s->companies = c;
-        }
-        c = &s->companies[s->ncompany];
-        memset(c, 0, sizeof(*c));
-        if (strncmp(p, "company", 7) != 0) {
-            fprintf(stderr, "fillscale: %s:%d: expected 'company ID SIZE [TEAMS]'\n",
-                    path, lineno);
-            bad = 1;
-            continue;
-        }
-        c->id = strtoull(p + 7, &end, 10);
-        c->size = strtoull(end, &teams, 10);
-        if (c->id == 0 || c->size == 0 || teams == end) {
-            fprintf(stderr, "fillscale: %s:%d: a company id and a size > 0 expected\n",
-                    path, lineno);
-            bad = 1;
-            continue;
-        }
-        for (uint32_t r = 0; r < co.nrow && !found; r++)
-            found = strtoull(sql_cell(&co, r, 0), NULL, 10) == c->id;
-        if (!found) {
-            fprintf(stderr, "fillscale: %s:%d: no company %" PRIu64 "\n", path, lineno,
-                    c->id);
-            bad = 1;
-        }
-        teams += strspn(teams, " \t");
-        for (p = teams; *p != '\0' && *p != '\n';) {
-            uint64_t t = strtoull(p, &end, 10), *ts;
-
-            found = 0;
-            for (uint32_t r = 0; r < te.nrow && !found; r++)
-                found = strtoull(sql_cell(&te, r, 0), NULL, 10) == t &&
-                        strtoull(sql_cell(&te, r, 1), NULL, 10) == c->id;
-            if (end == p || !found) {
-                fprintf(stderr,
-                        "fillscale: %s:%d: no team '%.20s' in company %" PRIu64 "\n",
-                        path, lineno, p, c->id);
-                bad = 1;
-                break;
-            }
-            if ((ts = realloc(c->teams, (c->nteam + 1) * sizeof(*ts))) == NULL) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            c->teams = ts;
-            c->teams[c->nteam++] = t;
-            p = end + (*end == ',');
-        }
-        c->start = seats;
-        seats += c->size;
-        s->ncompany++;
-    }
-    if (!bad && seats != s->nuser) {
-        fprintf(stderr,
-                "fillscale: %s: the companies have %" PRIu64
-                " seats, --users is %" PRIu64 "\n",
-                path, seats, s->nuser);
-        bad = 1;
-    }
-    if (!bad && s->nuser % STRIDE == 0) {
-        fprintf(stderr, "fillscale: --users must not be a multiple of %llu\n", STRIDE);
-        bad = 1;
-    }
-    rc = bad ? -EINVAL : 0;
-out:
-    sql_rows_free(&co);
-    sql_rows_free(&te);
-    fclose(f);
-    return rc;
-}
-
-/* The matches' odds; they must be scheduled. */
-static int matches_load(struct scale *s)
-{
-    for (uint32_t m = 0; m < s->nmatch; m++) {
-        struct sql_rows rows = {0};
-        int rc = router_exec(s->r, ROUTER_GLOBAL, &rows,
-                             "SELECT status, odds_home, odds_draw, odds_away FROM "
-                             "%S.matches WHERE id = %u",
-                             s->matches[m].id);
-
-        if (rc < 0) {
-            fprintf(stderr, "fillscale: reading match %" PRIu64 ": %s\n",
-                    s->matches[m].id, router_last_error());
-            return rc;
-        }
-        if (rows.nrow == 0 || strcmp(sql_cell(&rows, 0, 0), "scheduled") != 0) {
-            fprintf(stderr, "fillscale: match %" PRIu64 " %s\n", s->matches[m].id,
-                    rows.nrow ? "is not scheduled: its bets cannot be open"
-                              : "does not exist");
-            sql_rows_free(&rows);
-            return BC_ENOTFOUND;
-        }
-        for (int i = 0; i < 3; i++)
-            s->matches[m].odds[i] = strtoll(sql_cell(&rows, 0, 1 + i), NULL, 10);
-        sql_rows_free(&rows);
-    }
-    return 0;
-}
-
-/* Groups the slice's users by the shard of their e-mail (a counting sort). */
-static int group_users(struct scale *s)
-{
-    uint32_t nshard = s->map->nshard, *shard_of;
-    uint64_t n = s->to - s->from;
-    char email[96];
-
-    s->first = calloc(nshard + 1, sizeof(*s->first));
-    s->by_shard = malloc(n * sizeof(*s->by_shard));
-    shard_of = malloc(n * sizeof(*shard_of));
-    if (s->first == NULL || s->by_shard == NULL || shard_of == NULL) {
-        free(shard_of);
-        return -ENOMEM;
-    }
-    for (uint64_t i = 0; i < n; i++) {
-        int len = email_of(s->from + i, email, sizeof(email));
-
-        shard_of[i] = router_shard_of_key(s->r, email, (size_t)len);
-        s->first[shard_of[i] + 1]++;
-    }
-    for (uint32_t sh = 0; sh < nshard; sh++)
-        s->first[sh + 1] += s->first[sh];
-    for (uint64_t i = 0; i < n; i++) /* first[sh] is the next free place, then */
-        s->by_shard[s->first[shard_of[i]]++] = (uint32_t)(s->from + i);
-    for (uint32_t sh = nshard; sh > 0; sh--)
-        s->first[sh] = s->first[sh - 1];
-    s->first[0] = 0;
-    free(shard_of);
-    return 0;
-}
-
 /* ---- one shard --------------------------------------------------------------- */
-
-static int idgen_next(struct idgen *g, uint64_t *id)
-{
-    struct shardmap_id parts;
-    int rc;
-
-    for (;;) {
-        if (g->seq >= 1u << SHARDMAP_ID_SEQ_BITS) {
-            g->ms++;
-            g->seq = 0;
-        }
-        if (g->ms >= g->ms_end)
-            return -ERANGE;
-        parts.ms = g->ms;
-        parts.shard = g->shard;
-        parts.seq = g->seq++;
-        if ((rc = shardmap_id_pack(&parts, id)) < 0)
-            return rc;
-        while (g->next < g->ntaken && g->taken[g->next] < *id)
-            g->next++;
-        if (g->next == g->ntaken || g->taken[g->next] != *id)
-            return 0;
-    }
-}
 
 /* Sets up the worker's ids for n rows of shard, a minute before the host's
  * clock, with the ids already taken there. */
@@ -475,15 +138,15 @@ static int idgen_init(struct worker *w, const char *schema, uint32_t shard, uint
     struct idgen *g = &w->ids;
     struct sql_rows rows = {0};
     struct shardmap_id lo = {0}, hi = {0};
-    uint64_t nms = n / (1u << SHARDMAP_ID_SEQ_BITS) + ID_SPARE_MS, lo_id, hi_id;
+    uint64_t nms = n / (1u << SHARDMAP_ID_SEQ_BITS) + FILL_ID_SPARE_MS, lo_id, hi_id;
     int rc;
 
     free(g->taken);
     memset(g, 0, sizeof(*g));
     g->shard = shard;
-    if (w->now_ms < SHARDMAP_ID_EPOCH_MS + ID_WINDOW_AGO_MS + nms)
+    if (w->now_ms < SHARDMAP_ID_EPOCH_MS + FILL_ID_WINDOW_AGO_MS + nms)
         return fail(w, -ERANGE, "the host's clock is before the id epoch");
-    g->ms_end = w->now_ms - SHARDMAP_ID_EPOCH_MS - ID_WINDOW_AGO_MS;
+    g->ms_end = w->now_ms - SHARDMAP_ID_EPOCH_MS - FILL_ID_WINDOW_AGO_MS;
     g->ms = g->ms_end - nms;
     lo.ms = g->ms;
     lo.shard = hi.shard = shard;
@@ -538,7 +201,7 @@ static int insert_rows(struct worker *w, const char *schema, const uint32_t *use
                        "initial_balance) VALUES ",
                        schema);
         for (uint32_t k = c; k < end && rc == 0; k++) {
-            seat_of(s, users[k], &company, &team);
+            scale_seat_of(s, users[k], &company, &team);
             rc = sb_printf(&w->sql,
                            "%s(%" PRIu64 ", 'scale-%" PRIu32 "@scale.invalid', '%s', "
                            "'Scale %" PRIu32 "', %" PRIu64 ", NULLIF(%" PRIu64
@@ -563,7 +226,7 @@ static int insert_rows(struct worker *w, const char *schema, const uint32_t *use
                            "%s(%" PRIu64 ", %" PRIu64 ", %" PRIu64 ", '%s', %" PRId64
                            ", %" PRId64 ", NOW(3))",
                            i > c ? "," : "", bets[i].id, uid[bets[i].user],
-                           s->matches[bets[i].match].id, picks[bets[i].pick],
+                           s->matches[bets[i].match].id, fill_picks[bets[i].pick],
                            bets[i].stake, s->matches[bets[i].match].odds[bets[i].pick]);
         if (rc == 0)
             rc = sb_printf(&w->sql,
@@ -598,7 +261,7 @@ static int fill_shard(struct worker *w, uint32_t shard)
         return 0;
     router_schema(s->r, shard, schema, sizeof(schema));
     for (uint32_t k = 0; k < nu; k++)
-        nb += 1 + extra_bets(s, users[k]);
+        nb += 1 + scale_extra_bets(s, users[k]);
     uid = calloc(nu, sizeof(*uid));
     spent = calloc(nu, sizeof(*spent));
     bets = calloc(nb, sizeof(*bets));
@@ -609,15 +272,16 @@ static int fill_shard(struct worker *w, uint32_t shard)
     for (uint32_t k = 0; k < nu && rc == 0; k++)
         rc = idgen_next(&w->ids, &uid[k]);
     for (uint32_t k = 0; k < nu && rc == 0; k++) {
-        uint64_t n = 1 + extra_bets(s, users[k]);
+        uint64_t n = 1 + scale_extra_bets(s, users[k]);
 
         for (uint64_t j = 0; j < n && rc == 0; j++, b++) {
             struct fill_bet *x = &bets[b];
 
             x->user = k;
-            x->match = j == 0 ? 0 : (uint16_t)(1 + rng_next(&w->rng) % (s->nmatch - 1));
-            x->pick = (uint8_t)(rng_next(&w->rng) % 3);
-            x->stake = 1 + (int64_t)(rng_next(&w->rng) % (uint64_t)s->max_stake);
+            x->match =
+                j == 0 ? 0 : (uint16_t)(1 + fill_rng_next(&w->rng) % (s->nmatch - 1));
+            x->pick = (uint8_t)(fill_rng_next(&w->rng) % 3);
+            x->stake = 1 + (int64_t)(fill_rng_next(&w->rng) % (uint64_t)s->max_stake);
             spent[k] += x->stake;
             rc = idgen_next(&w->ids, &x->id);
         }
@@ -679,7 +343,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct scale *s = w->s;
-    double t0 = now_s();
+    double t0 = fill_now_s();
     uint32_t j = 0;
 
     w->rc = worker_open(w);
@@ -694,7 +358,7 @@ static void *worker_main(void *arg)
     }
     if (w->rc < 0)
         atomic_store(&s->stop, 1);
-    w->seconds = now_s() - t0;
+    w->seconds = fill_now_s() - t0;
     sql_conn_close(w->c);
     w->c = NULL;
     atomic_fetch_add(&s->finished, 1);
@@ -702,31 +366,6 @@ static void *worker_main(void *arg)
 }
 
 /* ---- main ------------------------------------------------------------------------ */
-
-/* Only characters that need no quoting in SQL and are no format conversion. */
-static int plain_hash(const char *h)
-{
-    return h[strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                       "0123456789$+/=,-")] == '\0';
-}
-
-static int num_arg(const char *flag, const char *str, uint64_t lo, uint64_t hi,
-                   uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    errno = 0;
-    v = strtoull(str, &end, 10);
-    if (end == str || *end != '\0' || errno != 0 || str[0] == '-' || v < lo || v > hi) {
-        fprintf(stderr,
-                "fillscale: %s wants an integer %" PRIu64 "..%" PRIu64 ", not '%s'\n",
-                flag, lo, hi, str);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
 
 static int match_args(struct scale *s, const char *str)
 {
@@ -798,13 +437,14 @@ static int run_workers(struct scale *s, uint32_t per_host, int json)
     uint32_t nw = s->map->nnode * per_host;
     struct worker *ws = calloc(nw, sizeof(*ws));
     uint64_t total = 0;
-    double t0 = now_s(), last = t0;
+    double t0 = fill_now_s(), last = t0;
     int rc = 0;
 
     if (ws == NULL)
         return -ENOMEM;
     for (uint64_t i = s->from; i < s->to; i++)
-        total += 3 + 2 * extra_bets(s, i); /* the user, his bets, their ledger rows */
+        total +=
+            3 + 2 * scale_extra_bets(s, i); /* the user, his bets, their ledger rows */
     for (uint32_t i = 0; i < nw; i++) {
         ws[i].s = s;
         ws[i].node = i / per_host;
@@ -820,10 +460,10 @@ static int run_workers(struct scale *s, uint32_t per_host, int json)
     }
     while (atomic_load(&s->finished) < nw) {
         usleep(100000);
-        if (now_s() - last >= PROGRESS_S && atomic_load(&s->finished) < nw) {
+        if (fill_now_s() - last >= PROGRESS_S && atomic_load(&s->finished) < nw) {
             uint64_t rows = atomic_load(&s->rows);
 
-            last = now_s();
+            last = fill_now_s();
             fprintf(stderr,
                     "fillscale: %.0f %% (%" PRIu64 " of %" PRIu64
                     " rows, %.0f rows/s)\n",
@@ -842,7 +482,7 @@ static int run_workers(struct scale *s, uint32_t per_host, int json)
         free(ws[i].sql.s);
     }
     if (rc == 0)
-        report(s, ws, nw, now_s() - t0, json);
+        report(s, ws, nw, fill_now_s() - t0, json);
     free(ws);
     return rc;
 }
@@ -883,16 +523,16 @@ int main(int argc, char **argv)
             plan = optarg;
             break;
         case 'u':
-            bad |= num_arg("--users", optarg, 1, 10000000, &s->nuser);
+            bad |= fill_num_arg("fillscale", "--users", optarg, 1, 10000000, &s->nuser);
             break;
         case 'b':
-            bad |= num_arg("--bets", optarg, 1, 1000000000, &s->nbet);
+            bad |= fill_num_arg("fillscale", "--bets", optarg, 1, 1000000000, &s->nbet);
             break;
         case 'f':
-            bad |= num_arg("--from", optarg, 0, 10000000, &from);
+            bad |= fill_num_arg("fillscale", "--from", optarg, 0, 10000000, &from);
             break;
         case 't':
-            bad |= num_arg("--to", optarg, 1, 10000000, &to);
+            bad |= fill_num_arg("fillscale", "--to", optarg, 1, 10000000, &to);
             break;
         case 'm':
             bad |= match_args(s, optarg);
@@ -901,10 +541,12 @@ int main(int argc, char **argv)
             password = optarg;
             break;
         case 'B':
-            bad |= num_arg("--balance", optarg, 1, 1000000000000, &balance);
+            bad |= fill_num_arg("fillscale", "--balance", optarg, 1, 1000000000000,
+                                &balance);
             break;
         case 'k':
-            bad |= num_arg("--per-host", optarg, 1, MAX_PER_HOST, &per_host);
+            bad |= fill_num_arg("fillscale", "--per-host", optarg, 1, MAX_PER_HOST,
+                                &per_host);
             break;
         case 'L':
             s->binlog = 0;
@@ -987,15 +629,15 @@ int main(int argc, char **argv)
         rc = BC_ENOTFOUND;
         goto out;
     }
-    if ((rc = plan_load(s, plan)) < 0 || (rc = matches_load(s)) < 0)
+    if ((rc = scale_plan_load(s, plan)) < 0 || (rc = scale_matches_load(s)) < 0)
         goto out;
     if ((rc = api_password_hash(password, s->hash, sizeof(s->hash))) < 0 ||
-        !plain_hash(s->hash)) {
+        !fill_plain_hash(s->hash)) {
         fprintf(stderr, "fillscale: cannot hash the password\n");
         rc = rc < 0 ? rc : -EINVAL;
         goto out;
     }
-    if ((rc = group_users(s)) < 0) {
+    if ((rc = scale_group_users(s)) < 0) {
         fprintf(stderr, "fillscale: %s\n", bc_strerror(rc));
         goto out;
     }

@@ -47,11 +47,10 @@
 
 #include "api/api.h"
 #include "router/router.h"
+#include "tools/bench/fill_util.h"
 
 #define ROWS_PER_INSERT 1000
 #define USERS_PER_TXN 1000
-#define ID_WINDOW_AGO_MS 60000 /* fill ids are this much older than now, at least */
-#define ID_SPARE_MS 1000       /* room in the window for ids the API took there */
 #define MAX_STAKE 10
 #define HASH_MAX 256
 
@@ -63,21 +62,6 @@ struct fill_user {
 struct fill_match {
     uint64_t id;
     int64_t odds[3]; /* home, draw, away, in hundredths */
-};
-
-/* Ids of shard `shard` in milliseconds [ms, ms_end), skipping those in taken
- * (sorted ascending). */
-struct idgen {
-    uint64_t ms, ms_end;
-    uint32_t shard, seq;
-    uint64_t *taken; /* owned */
-    size_t ntaken, next;
-};
-
-/* A growing statement text. */
-struct sbuf {
-    char *s;
-    size_t len, cap;
 };
 
 struct fill {
@@ -94,8 +78,6 @@ struct fill {
     struct sbuf sql;
     char why[256]; /* what went wrong, when it is more than a status */
 };
-
-static const char *const picks[3] = {"home", "draw", "away"};
 
 static void usage(FILE *out)
 {
@@ -114,14 +96,6 @@ static void usage(FILE *out)
         "  --balance N     initial balance (default 1000, as the API's)\n");
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int fail(struct fill *f, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -138,69 +112,7 @@ static int fail(struct fill *f, int rc, const char *fmt, ...)
     return rc;
 }
 
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static int sb_printf(struct sbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    for (;;) {
-        va_start(ap, fmt);
-        n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return -EINVAL;
-        if (b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return 0;
-        }
-        size_t cap =
-            b->cap * 2 > b->len + (size_t)n + 1 ? b->cap * 2 : b->len + (size_t)n + 1;
-        char *s = realloc(b->s, cap);
-
-        if (s == NULL)
-            return -ENOMEM;
-        b->s = s;
-        b->cap = cap;
-    }
-}
-
-static int idgen_next(struct idgen *g, uint64_t *id)
-{
-    struct shardmap_id parts;
-    int rc;
-
-    for (;;) {
-        if (g->seq >= 1u << SHARDMAP_ID_SEQ_BITS) {
-            g->ms++;
-            g->seq = 0;
-        }
-        if (g->ms >= g->ms_end)
-            return -ERANGE;
-        parts.ms = g->ms;
-        parts.shard = g->shard;
-        parts.seq = g->seq++;
-        if ((rc = shardmap_id_pack(&parts, id)) < 0)
-            return rc;
-        while (g->next < g->ntaken && g->taken[g->next] < *id)
-            g->next++;
-        if (g->next == g->ntaken || g->taken[g->next] != *id)
-            return 0;
-    }
-}
-
-/* Sets up g for n ids of shard, in a window ending ID_WINDOW_AGO_MS before
+/* Sets up g for n ids of shard, in a window ending FILL_ID_WINDOW_AGO_MS before
  * the shard's host clock, with the ids already taken there. */
 static int idgen_init(struct fill *f, uint64_t n)
 {
@@ -209,7 +121,8 @@ static int idgen_init(struct fill *f, uint64_t n)
     uint32_t shard = f->shard;
     struct sql_rows rows = {0};
     struct shardmap_id lo = {0}, hi = {0};
-    uint64_t now_ms, nms = n / (1u << SHARDMAP_ID_SEQ_BITS) + ID_SPARE_MS, lo_id, hi_id;
+    uint64_t now_ms, nms = n / (1u << SHARDMAP_ID_SEQ_BITS) + FILL_ID_SPARE_MS, lo_id,
+                     hi_id;
     int rc;
 
     memset(g, 0, sizeof(*g));
@@ -220,9 +133,9 @@ static int idgen_init(struct fill *f, uint64_t n)
         return rc;
     now_ms = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
     sql_rows_free(&rows);
-    if (now_ms < SHARDMAP_ID_EPOCH_MS + ID_WINDOW_AGO_MS + nms)
+    if (now_ms < SHARDMAP_ID_EPOCH_MS + FILL_ID_WINDOW_AGO_MS + nms)
         return fail(f, -ERANGE, "the host's clock is before the id epoch");
-    g->ms_end = now_ms - SHARDMAP_ID_EPOCH_MS - ID_WINDOW_AGO_MS;
+    g->ms_end = now_ms - SHARDMAP_ID_EPOCH_MS - FILL_ID_WINDOW_AGO_MS;
     g->ms = g->ms_end - nms;
     lo.ms = g->ms;
     lo.shard = hi.shard = shard;
@@ -372,8 +285,8 @@ static int fill_group(struct fill *f, uint64_t k0, uint64_t k1)
         while (first_bet(f, k + 1) <= b0 + i)
             k++;
         bets[i].user = k;
-        bets[i].stake = 1 + (int64_t)(rng_next(&f->rng) % (uint64_t)f->max_stake);
-        bets[i].pick = (int)(rng_next(&f->rng) % 3);
+        bets[i].stake = 1 + (int64_t)(fill_rng_next(&f->rng) % (uint64_t)f->max_stake);
+        bets[i].pick = (int)(fill_rng_next(&f->rng) % 3);
         if ((rc = idgen_next(&f->ids, &bets[i].id)) < 0)
             goto out;
         f->users[k].spent += bets[i].stake;
@@ -407,7 +320,7 @@ static int fill_group(struct fill *f, uint64_t k0, uint64_t k1)
                            "%s(%" PRIu64 ", %" PRIu64 ", %" PRIu64 ", '%s', %" PRId64
                            ", %" PRId64 ", NOW(3))",
                            i > c ? "," : "", bets[i].id, f->users[bets[i].user].id,
-                           f->match.id, picks[bets[i].pick], bets[i].stake,
+                           f->match.id, fill_picks[bets[i].pick], bets[i].stake,
                            f->match.odds[bets[i].pick]);
         if (rc == 0)
             rc = sb_printf(&f->sql, ";\nINSERT INTO %%S.ledger (user_id, delta, "
@@ -428,14 +341,6 @@ out:
     router_txn_rollback(txn);
     free(bets);
     return rc;
-}
-
-/* Only characters that need no quoting in SQL and are no format conversion:
- * the statements are built here, from numbers and this hash. */
-static int plain_hash(const char *h)
-{
-    return h[strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                       "0123456789$+/=,-")] == '\0';
 }
 
 static int fill_run(struct fill *f)
@@ -459,24 +364,6 @@ static int fill_run(struct fill *f)
         if (rc < 0)
             return rc;
     }
-    return 0;
-}
-
-static int num_arg(const char *flag, const char *s, uint64_t lo, uint64_t hi,
-                   uint64_t *out)
-{
-    char *end;
-    unsigned long long v;
-
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (end == s || *end != '\0' || errno != 0 || s[0] == '-' || v < lo || v > hi) {
-        fprintf(stderr,
-                "fillshard: %s wants an integer %" PRIu64 "..%" PRIu64 ", not '%s'\n",
-                flag, lo, hi, s);
-        return -1;
-    }
-    *out = v;
     return 0;
 }
 
@@ -509,25 +396,28 @@ int main(int argc, char **argv)
             path = optarg;
             break;
         case 's':
-            bad |= num_arg("--shard", optarg, 0, SHARDMAP_MAX_SHARDS - 1, &shard);
+            bad |= fill_num_arg("fillshard", "--shard", optarg, 0,
+                                SHARDMAP_MAX_SHARDS - 1, &shard);
             break;
         case 'u':
-            bad |= num_arg("--users", optarg, 1, 10000000, &users);
+            bad |= fill_num_arg("fillshard", "--users", optarg, 1, 10000000, &users);
             break;
         case 'b':
-            bad |= num_arg("--bets", optarg, 0, 1000000000, &bets);
+            bad |= fill_num_arg("fillshard", "--bets", optarg, 0, 1000000000, &bets);
             break;
         case 'm':
-            bad |= num_arg("--match", optarg, 1, INT64_MAX, &match);
+            bad |= fill_num_arg("fillshard", "--match", optarg, 1, INT64_MAX, &match);
             break;
         case 'C':
-            bad |= num_arg("--company", optarg, 1, INT64_MAX, &company);
+            bad |=
+                fill_num_arg("fillshard", "--company", optarg, 1, INT64_MAX, &company);
             break;
         case 'p':
             password = optarg;
             break;
         case 'B':
-            bad |= num_arg("--balance", optarg, 0, 1000000000000, &balance);
+            bad |= fill_num_arg("fillshard", "--balance", optarg, 0, 1000000000000,
+                                &balance);
             break;
         case 'h':
             usage(stdout);
@@ -569,7 +459,7 @@ int main(int argc, char **argv)
         return 1;
     }
     conf.query_timeout_ms = 60000; /* statements of a thousand rows */
-    t0 = now_s();
+    t0 = fill_now_s();
     if ((rc = router_create(&conf, &f.r)) < 0) {
         fprintf(stderr, "fillshard: %s\n", bc_strerror(rc));
         shardmap_conf_deinit(&conf);
@@ -591,15 +481,16 @@ int main(int argc, char **argv)
     else if ((rc = find_company(&f, company)) == 0 &&
              (bets == 0 || (rc = find_match(&f, match)) == 0) &&
              (rc = api_password_hash(password, hash, sizeof(hash))) == 0)
-        rc = plain_hash(hash) ? fill_run(&f)
-                              : fail(&f, -EINVAL, "unexpected password hash format");
+        rc = fill_plain_hash(hash)
+                 ? fill_run(&f)
+                 : fail(&f, -EINVAL, "unexpected password hash format");
     if (rc < 0 && f.why[0] != '\0')
         fprintf(stderr, "fillshard: %s\n", f.why);
     else if (rc < 0)
         fprintf(stderr, "fillshard: shard %u: %s%s%s\n", f.shard, bc_strerror(rc),
                 router_last_error()[0] ? ": " : "", router_last_error());
     if (rc == 0) {
-        double s = now_s() - t0;
+        double s = fill_now_s() - t0;
 
         map = router_map(f.r);
         router_schema(f.r, f.shard, schema, sizeof(schema));
