@@ -388,6 +388,7 @@ int cache_get(struct cache *c, const char *key, int near, uint32_t ttl_s,
     char marker[48];
     uint64_t tok;
     int waited = 0;
+    useconds_t pause_us = 1000;
 
     if (near && near_get(c, key, value, len)) {
         atomic_fetch_add(&c->near_hits, 1);
@@ -423,8 +424,14 @@ int cache_get(struct cache *c, const char *key, int near, uint32_t ttl_s,
                 atomic_fetch_add(&s->lease_timeouts, 1);
                 return fill(arg, value, len);
             }
+            /*
+             * Back off (1, 2, 4, 8 ms, each plus up to as much again): a herd of
+             * waiters polling every 2 ms would load the server it waits on.
+             */
             waited = 1;
-            usleep(2000);
+            usleep(pause_us + randombytes_uniform((uint32_t)pause_us));
+            if (pause_us < 8000)
+                pause_us *= 2;
             continue;
         }
         /* A miss: take the lease. */

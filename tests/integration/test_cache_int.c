@@ -179,6 +179,7 @@ static void test_herd_on_cold_key_costs_one_fill(void **state)
     struct filler fl = {.value = "standings", .delay_us = 100000};
     static struct herd h[N];
     static pthread_t t[N];
+    struct cache_stats st;
     char key[128];
     int ok = 0;
 
@@ -191,6 +192,13 @@ static void test_herd_on_cold_key_costs_one_fill(void **state)
         pthread_join(t[i], NULL);
         ok += h[i].ok;
     }
+    cache_stats(f->cache, &st);
+    for (uint32_t i = 0; i < st.nserver; i++)
+        printf("herd: server %u: misses %" PRIu64 " fills %" PRIu64
+               " lease_waits %" PRIu64 " lease_timeouts %" PRIu64 " errors %" PRIu64
+               "\n",
+               i, st.server[i].misses, st.server[i].fills, st.server[i].lease_waits,
+               st.server[i].lease_timeouts, st.server[i].errors);
     assert_int_equal(ok, N);
     assert_int_equal(atomic_load(&fl.calls), 1);
 }
@@ -332,11 +340,16 @@ static void test_stopped_server_costs_no_timeout_per_request(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_read_through_fills_once),
-        cmocka_unit_test(test_slow_fill_racing_invalidation_never_wins),
-        cmocka_unit_test(test_herd_on_cold_key_costs_one_fill),
-        cmocka_unit_test(test_memcat_finds_what_the_cache_stored),
-        cmocka_unit_test(test_stopped_server_costs_no_timeout_per_request),
+        /* A cache each: one test's open breaker never reaches the next. */
+        cmocka_unit_test_setup_teardown(test_read_through_fills_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_fill_racing_invalidation_never_wins,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_herd_on_cold_key_costs_one_fill, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_memcat_finds_what_the_cache_stored, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_stopped_server_costs_no_timeout_per_request, setup, teardown),
     };
-    return cmocka_run_group_tests_name("cache_integration", tests, setup, teardown);
+    return cmocka_run_group_tests_name("cache_integration", tests, NULL, NULL);
 }
