@@ -27,9 +27,9 @@
 #include "sql/sql.h"
 
 struct catalog {
-    char schema[SHARDMAP_PREFIX_MAX + 16]; /* read-only: "<prefix>_global" */
-    uint32_t nshard;                       /* read-only: from the config */
-    struct sql_executor exec;              /* read-only */
+    char schema[SHARDMAP_SCHEMA_MAX]; /* read-only: "<prefix>_global" */
+    uint32_t nshard;                  /* read-only: from the config */
+    struct sql_executor exec;         /* read-only */
 };
 
 /* Embeds a catalog of the cluster of conf over exec (copied). */

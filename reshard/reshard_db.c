@@ -34,9 +34,9 @@ struct db_ctx {
     struct db_backend *be;
     const struct reshard_opts *opts; /* ref */
     uint32_t shard;
-    char schema[SHARDMAP_PREFIX_MAX + 16];
-    char chan[SHARDMAP_PREFIX_MAX + 16]; /* the target's replication connection */
-    struct sql_conn *g;                  /* the global host: lock and records */
+    char schema[SHARDMAP_SCHEMA_MAX];
+    char chan[SHARDMAP_SCHEMA_MAX]; /* the target's replication connection */
+    struct sql_conn *g;             /* the global host: lock and records */
     struct catalog cat;
     struct sql_endpoint from, to;
     struct sql_conn *src, *dst;

@@ -122,12 +122,20 @@ uint32_t router_shard_of_key(struct router *r, const void *key, size_t len)
     return shardmap_shard_of_key(key, len, r->nshard);
 }
 
-void router_schema(struct router *r, uint32_t shard, char *buf, size_t size)
+int router_schema(struct router *r, uint32_t shard, char *buf, size_t size)
 {
+    int n;
+
     if (shard == ROUTER_GLOBAL)
-        snprintf(buf, size, "%s_global", r->prefix);
+        n = snprintf(buf, size, "%s_global", r->prefix);
     else
-        snprintf(buf, size, "%s_%04u", r->prefix, shard);
+        n = snprintf(buf, size, "%s_%04u", r->prefix, shard);
+    if (n < 0 || (size_t)n >= size) {
+        if (size > 0)
+            buf[0] = '\0';
+        return -ENAMETOOLONG;
+    }
+    return 0;
 }
 
 /*
@@ -183,9 +191,12 @@ static int pool_query(struct router *r, struct router_pool *pool, const char *sq
 int router__vformat(struct router *r, uint32_t shard, struct sql_buf *b,
                     const char *fmt, va_list ap)
 {
-    char schema[SHARDMAP_PREFIX_MAX + 16];
+    char schema[SHARDMAP_SCHEMA_MAX];
 
-    router_schema(r, shard, schema, sizeof(schema));
+    int rc = router_schema(r, shard, schema, sizeof(schema));
+
+    if (rc < 0)
+        return rc;
     return sql_vformat(b, schema, shard == ROUTER_GLOBAL ? 0 : shard, fmt, ap);
 }
 

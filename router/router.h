@@ -80,8 +80,12 @@ static inline uint32_t router_shard_of_id(uint64_t id)
     return shardmap_id_shard(id);
 }
 uint32_t router_nshard(struct router *router);
-/* Schema name of a shard ("bc_0007") or of ROUTER_GLOBAL ("bc_global"). */
-void router_schema(struct router *router, uint32_t shard, char *buf, size_t size);
+/*
+ * Writes the schema name of a shard ("bc_0007") or of ROUTER_GLOBAL
+ * ("bc_global") into buf; returns 0, or -ENAMETOOLONG (buf "") when it does not
+ * fit in size bytes: a name is never truncated. SHARDMAP_SCHEMA_MAX always fits.
+ */
+int router_schema(struct router *router, uint32_t shard, char *buf, size_t size);
 
 /*
  * Statement formats are sql_format()'s (sql/sql.h): %S is the shard's schema,

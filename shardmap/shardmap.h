@@ -24,6 +24,20 @@
 #define SHARDMAP_MAX_HOSTS 256u
 #define SHARDMAP_NAME_MAX 64   /* host names, cluster name: [A-Za-z0-9_-]{1,63} */
 #define SHARDMAP_PREFIX_MAX 32 /* schema prefix: [a-z0-9_]{1,31} */
+/*
+ * Size of a buffer for any name made from the prefix: "<prefix>_global",
+ * "<prefix>_NNNN" (a shard, below SHARDMAP_MAX_SHARDS: four digits) and
+ * "<prefix>_move_NNNN" (a move's lock and replication connection). The longest,
+ * "<31 characters>_move_8191", is 41 characters: within MariaDB's 64 for an
+ * identifier, a lock name and a connection name, so a longer prefix is refused
+ * when the config is read rather than truncated anywhere later.
+ */
+#define SHARDMAP_SCHEMA_MAX 48
+_Static_assert(SHARDMAP_MAX_SHARDS <= 10000u, "shard numbers are printed as %04u");
+_Static_assert(SHARDMAP_PREFIX_MAX - 1 + sizeof("_move_NNNN") <= SHARDMAP_SCHEMA_MAX,
+               "SHARDMAP_SCHEMA_MAX holds <prefix>_move_NNNN");
+_Static_assert(SHARDMAP_SCHEMA_MAX - 1 <= 64,
+               "MariaDB names are at most 64 characters");
 
 /* ---- key -> shard ------------------------------------------------------- */
 

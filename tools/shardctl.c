@@ -92,7 +92,7 @@ static int init_map(struct catalog *cat, const struct shardmap_conf *conf)
 
 static int cmd_init(struct shardmap_conf *conf)
 {
-    char schema[SHARDMAP_PREFIX_MAX + 16];
+    char schema[SHARDMAP_SCHEMA_MAX];
     const struct shardmap *map;
     struct catalog *cat;
     struct router *r;

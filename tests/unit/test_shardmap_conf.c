@@ -715,6 +715,47 @@ static void test_conf_bad_names(void **state)
     free(err);
 }
 
+/*
+ * The longest valid schema_prefix (31 characters) is kept whole, and every
+ * name made from it fits SHARDMAP_SCHEMA_MAX and MariaDB's 64 characters; one
+ * more character is a config error naming the file and line. Guards the review
+ * finding of a long prefix copied through a too-small buffer.
+ */
+static void test_conf_schema_prefix_longest(void **state)
+{
+    static const char longest[] = "p123456789_123456789_123456789_";
+    char text[256], path[64], name[SHARDMAP_SCHEMA_MAX], *err = NULL;
+    struct shardmap_conf conf;
+    int n;
+
+    (void)state;
+    assert_int_equal(strlen(longest), SHARDMAP_PREFIX_MAX - 1);
+    snprintf(text, sizeof(text),
+             "cluster:\n  name: t\n  schema_prefix: %s\n  shards: %u\n"
+             "hosts:\n  - {name: a, addr: h, port: 1, user: u}\n",
+             longest, SHARDMAP_MAX_SHARDS);
+    write_tmp(path, text);
+    assert_int_equal(shardmap_conf_load(path, &conf, &err), 0);
+    unlink(path);
+    assert_null(err);
+    assert_string_equal(conf.schema_prefix, longest);
+    n = snprintf(name, sizeof(name), "%s_move_%04u", conf.schema_prefix,
+                 conf.nshard - 1);
+    assert_true(n > 0 && (size_t)n < sizeof(name) && n <= 64);
+    assert_string_equal(name, "p123456789_123456789_123456789__move_8191");
+    n = snprintf(name, sizeof(name), "%s_global", conf.schema_prefix);
+    assert_true(n > 0 && (size_t)n < sizeof(name));
+    shardmap_conf_deinit(&conf);
+
+    snprintf(text, sizeof(text),
+             "cluster:\n  name: t\n  schema_prefix: %sx\n  shards: 16\n"
+             "hosts:\n  - {name: a, addr: h, port: 1, user: u}\n",
+             longest);
+    expect_only(KIND_CONF, text, 3,
+                "cluster.schema_prefix: 'p123456789_123456789_123456789_x' is not a "
+                "valid prefix: 1..31 characters of a-z 0-9 _");
+}
+
 static void test_conf_hosts_count(void **state)
 {
     (void)state;
@@ -1184,6 +1225,7 @@ int main(void)
         cmocka_unit_test(test_conf_duplicate_host_names),
         cmocka_unit_test(test_conf_global_host_not_a_host),
         cmocka_unit_test(test_conf_bad_names),
+        cmocka_unit_test(test_conf_schema_prefix_longest),
         cmocka_unit_test(test_conf_hosts_count),
         cmocka_unit_test(test_conf_yaml_syntax_error),
         cmocka_unit_test(test_conf_collects_all_errors),

@@ -254,7 +254,7 @@ static int fill_shard(struct worker *w, uint32_t shard)
     uint64_t nb = 0, b = 0, *uid = NULL;
     int64_t *spent = NULL;
     struct fill_bet *bets = NULL;
-    char schema[SHARDMAP_PREFIX_MAX + 16];
+    char schema[SHARDMAP_SCHEMA_MAX];
     int rc = -ENOMEM;
 
     if (nu == 0)

@@ -385,7 +385,7 @@ int main(int argc, char **argv)
     struct shardmap_conf conf;
     struct fill f;
     const struct shardmap *map;
-    char *err = NULL, hash[HASH_MAX], schema[SHARDMAP_PREFIX_MAX + 16];
+    char *err = NULL, hash[HASH_MAX], schema[SHARDMAP_SCHEMA_MAX];
     double t0;
     int c, bad = 0, rc;
 
