@@ -262,23 +262,12 @@ static int rows_take(struct sql_rows *rows, MYSQL_RES *res)
     if (len == NULL)
         return -ENOMEM;
     rows->len = len;
+    /* A row is copied whole or not at all: nothing of it leaks on -ENOMEM. */
     while ((row = mysql_fetch_row(res)) != NULL) {
-        unsigned long *lens = mysql_fetch_lengths(res);
-        for (uint32_t i = 0; i < ncol; i++) {
-            cell[base + i] = NULL;
-            len[base + i] = lens[i];
-        }
-        /* The row counts once its cells are NULL or owned: free sees them all. */
-        rows->nrow++;
-        for (uint32_t i = 0; i < ncol; i++, base++) {
-            if (row[i] == NULL)
-                continue;
-            cell[base] = malloc(lens[i] + 1);
-            if (cell[base] == NULL)
-                return -ENOMEM;
-            memcpy(cell[base], row[i], lens[i]);
-            cell[base][lens[i]] = '\0';
-        }
+        int rc =
+            sql__rows_add_row(rows, (const char *const *)row, mysql_fetch_lengths(res));
+        if (rc < 0)
+            return rc;
     }
     return 0;
 }

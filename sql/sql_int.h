@@ -18,6 +18,15 @@ struct sql_conn {
     int broken;          /* the last failure left the connection unusable */
 };
 
+/*
+ * Appends one row of rows->ncol cells to rows, copying each cell (row[i] of
+ * lens[i] bytes, NULL for SQL NULL). The caller has made room in rows->cell
+ * and rows->len for it. A row is added whole or not at all: on -ENOMEM the
+ * cells already copied are freed and rows is as it was (sql_rows.c).
+ */
+int sql__rows_add_row(struct sql_rows *rows, const char *const *row,
+                      const unsigned long *lens);
+
 /* Initialises Connector/C once per process (sql_format.c). */
 void sql__lib_init(void);
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sql/sql.h"
+#include "sql/sql_int.h"
 
 void sql_rows_free(struct sql_rows *rows)
 {
@@ -49,4 +49,34 @@ int sql_rows_append(struct sql_rows *dst, struct sql_rows *src)
     free(src->len);
     memset(src, 0, sizeof(*src));
     return 0;
+}
+
+int sql__rows_add_row(struct sql_rows *rows, const char *const *row,
+                      const unsigned long *lens)
+{
+    uint64_t base = (uint64_t)rows->nrow * rows->ncol;
+    char **cell = rows->cell + base;
+    uint32_t i;
+
+    for (i = 0; i < rows->ncol; i++) {
+        rows->len[base + i] = lens[i];
+        cell[i] = NULL;
+        if (row[i] == NULL)
+            continue;
+        cell[i] = malloc(lens[i] + 1);
+        if (cell[i] == NULL)
+            goto error;
+        memcpy(cell[i], row[i], lens[i]);
+        cell[i][lens[i]] = '\0';
+    }
+    rows->nrow++;
+    return 0;
+error:
+    /* Not counted yet: sql_rows_free() would not see this row's cells. */
+    while (i-- > 0) {
+        free(cell[i]);
+        cell[i] = NULL;
+    }
+    sql_set_error("out of memory copying a row of %u columns", rows->ncol);
+    return -ENOMEM;
 }
