@@ -191,6 +191,9 @@ int api_limit(struct api_req *req, int *limit);
 /* ?cursor= (0 when absent): 0, or -EINVAL after replying 400. */
 int api_cursor(struct api_req *req, uint64_t *cursor);
 json_t *api_cursor_json(uint64_t last_id, int more);
+/* The checks of api_limit() and api_cursor() on a value: 0 or -EINVAL. */
+int api_parse_limit(const char *s, int *limit);
+int api_parse_cursor(const char *s, uint64_t *cursor);
 /* An id: 1..INT64_MAX in decimal digits only. 0 or -EINVAL. */
 int api_parse_id(const char *s, uint64_t *id);
 int api_parse_id_n(const char *s, size_t n, uint64_t *id); /* s need not end */

@@ -349,6 +349,7 @@ json_t *api_time_json(const char *db)
 
 int api_time_parse(const char *in, char *out, size_t size, int64_t *epoch_ms)
 {
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
     struct tm tm = {0};
     int ms = 0, n = 0;
     const char *p;
@@ -357,6 +358,10 @@ int api_time_parse(const char *in, char *out, size_t size, int64_t *epoch_ms)
 
     if (in == NULL || strlen(in) < 20)
         return -EINVAL;
+    /* sscanf's %d would also take white space and a sign: the shape first. */
+    for (int i = 0; i < 19; i++)
+        if (shape[i] == 'd' ? !isdigit((unsigned char)in[i]) : in[i] != shape[i])
+            return -EINVAL;
     if (sscanf(in, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
                &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
         n != 19)
@@ -403,44 +408,80 @@ const char *api_query(struct api_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+int api_parse_limit(const char *s, int *limit)
+{
+    int v = 0;
+
+    /* Digits only: strtol would also take white space, a sign and "0x". */
+    if (s[0] == '\0' || strlen(s) > 3)
+        return -EINVAL;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return -EINVAL;
+        v = v * 10 + (*s - '0');
+    }
+    if (v < 1 || v > 500)
+        return -EINVAL;
+    *limit = v;
+    return 0;
+}
+
 int api_limit(struct api_req *req, int *limit)
 {
     const char *s = api_query(req, "limit");
-    char *end;
-    long v;
 
     *limit = 50;
     if (s == NULL)
         return 0;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || errno != 0 || v < 1 || v > 500) {
+    if (api_parse_limit(s, limit) < 0) {
         api_error(req, 400, "invalid_parameter",
                   "limit must be an integer from 1 to 500");
         return -EINVAL;
     }
-    *limit = (int)v;
     return 0;
 }
 
-/* Cursors are the last id seen, hex with a version letter: opaque to clients. */
+/*
+ * Cursors are the last id seen, hex with a version letter: opaque to clients.
+ * Exactly what api_cursor_json() writes is taken back: 'c' and 1..16 lower-case
+ * hex digits, not 0 (strtoull would also take white space, a sign and "0x").
+ */
+int api_parse_cursor(const char *s, uint64_t *cursor)
+{
+    uint64_t v = 0;
+    size_t n;
+
+    if (s[0] != 'c')
+        return -EINVAL;
+    for (n = 1; s[n] != '\0'; n++) {
+        if (n > 16)
+            return -EINVAL;
+        if (s[n] >= '0' && s[n] <= '9')
+            v = v << 4 | (uint64_t)(s[n] - '0');
+        else if (s[n] >= 'a' && s[n] <= 'f')
+            v = v << 4 | (uint64_t)(s[n] - 'a' + 10);
+        else
+            return -EINVAL;
+    }
+    if (v == 0)
+        return -EINVAL;
+    *cursor = v;
+    return 0;
+}
+
 int api_cursor(struct api_req *req, uint64_t *cursor)
 {
     const char *s = api_query(req, "cursor");
-    char *end;
 
     *cursor = 0;
     if (s == NULL || *s == '\0')
         return 0;
-    if (s[0] != 'c' || s[1] == '\0' || strlen(s) > 17)
-        goto bad;
-    *cursor = strtoull(s + 1, &end, 16);
-    if (*end != '\0' || *cursor == 0)
-        goto bad;
+    if (api_parse_cursor(s, cursor) < 0) {
+        api_error(req, 400, "invalid_parameter",
+                  "cursor is not one this server gave out");
+        return -EINVAL;
+    }
     return 0;
-bad:
-    api_error(req, 400, "invalid_parameter", "cursor is not one this server gave out");
-    return -EINVAL;
 }
 
 json_t *api_cursor_json(uint64_t last_id, int more)

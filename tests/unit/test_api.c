@@ -96,6 +96,94 @@ static void test_parse_id(void **state)
     assert_int_equal(api_parse_id("12345678901234567890", &id), -EINVAL);
 }
 
+/*
+ * A cursor is exactly what api_cursor_json() writes: 'c' and 1..16 lower-case
+ * hex digits. Guards the review finding of strtoull taking white space, signs
+ * and "0x" in a client's cursor.
+ */
+static void test_cursor_parse_exact(void **state)
+{
+    static const char *const bad[] = {"",
+                                      "c",
+                                      "x1f",
+                                      "C1f",
+                                      "c1F",
+                                      "c 1f",
+                                      "c+1f",
+                                      "c-1",
+                                      "c0x1f",
+                                      "c1f ",
+                                      " c1f",
+                                      "c\t1",
+                                      "c0",
+                                      "c0000",
+                                      "c10000000000000000",
+                                      "c1g",
+                                      "cffffffffffffffff0"};
+    uint64_t v = 7;
+    json_t *j;
+
+    (void)state;
+    assert_int_equal(api_parse_cursor("c1f", &v), 0);
+    assert_int_equal(v, 0x1f);
+    assert_int_equal(api_parse_cursor("cffffffffffffffff", &v), 0);
+    assert_int_equal(v, UINT64_MAX);
+    assert_int_equal(api_parse_cursor("c0001", &v), 0);
+    assert_int_equal(v, 1);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 7;
+        if (api_parse_cursor(bad[i], &v) != -EINVAL || v != 7) {
+            print_error("cursor \"%s\" was accepted\n", bad[i]);
+            fail();
+        }
+    }
+    /* What the server hands out comes back as the same id. */
+    j = api_cursor_json(235539314929360897ULL, 1);
+    assert_int_equal(api_parse_cursor(json_string_value(j), &v), 0);
+    assert_int_equal(v, 235539314929360897ULL);
+    json_decref(j);
+}
+
+/* ?limit= is 1..500 in decimal digits only (strtol took " 5", "+5", "5 "). */
+static void test_limit_parse_exact(void **state)
+{
+    static const char *const bad[] = {"",   "0",  "501",  "1000", " 5",  "+5",
+                                      "-5", "5 ", "0x10", "5a",   "1e2", "0500"};
+    int v = 7;
+
+    (void)state;
+    assert_int_equal(api_parse_limit("1", &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(api_parse_limit("500", &v), 0);
+    assert_int_equal(v, 500);
+    assert_int_equal(api_parse_limit("050", &v), 0);
+    assert_int_equal(v, 50);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 7;
+        if (api_parse_limit(bad[i], &v) != -EINVAL || v != 7) {
+            print_error("limit \"%s\" was accepted\n", bad[i]);
+            fail();
+        }
+    }
+}
+
+/* A time's fields are digits: sscanf's %d took white space and signs. */
+static void test_time_parse_digits_only(void **state)
+{
+    static const char *const bad[] = {"2026-+6-11T19:00:00Z",   "2026- 6-11T19:00:00Z",
+                                      "+026-06-11T19:00:00Z",   "2026-06-11T19:00:+0Z",
+                                      "2026-06-11T 9:00:00.5Z", "2026-06-11t19:00:00Z"};
+    char out[32];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (api_time_parse(bad[i], out, sizeof(out), NULL) != -EINVAL) {
+            print_error("time \"%s\" was accepted\n", bad[i]);
+            fail();
+        }
+    }
+}
+
 static struct api_server *server(uint32_t ttl, uint8_t key_byte)
 {
     struct api_conf conf;
@@ -540,6 +628,9 @@ int main(void)
         cmocka_unit_test(test_odds_print_exact),
         cmocka_unit_test(test_time_parse),
         cmocka_unit_test(test_parse_id),
+        cmocka_unit_test(test_cursor_parse_exact),
+        cmocka_unit_test(test_limit_parse_exact),
+        cmocka_unit_test(test_time_parse_digits_only),
         cmocka_unit_test(test_token_roundtrip_and_tamper),
         cmocka_unit_test(test_token_expired),
         cmocka_unit_test(test_password_hash),
