@@ -154,6 +154,7 @@ test: deps
 	$(MAKE) integration
 	$(MAKE) SANITIZE=address,undefined all
 	$(MAKE) SANITIZE=address,undefined unit integration
+	$(MAKE) fuzz-smoke
 
 unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do (cd tests/unit && ../../$$t); done
@@ -174,6 +175,29 @@ openapi: $(BUILD)/betcity-api
 valgrind: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do (cd tests/unit && valgrind -q \
 	  --error-exitcode=1 --leak-check=full ../../$$t); done
+
+# libFuzzer harnesses (tests/fuzz, docs/fuzzing.md), built with clang under
+# ASan/UBSan into their own directory. `make fuzz` runs each for FUZZ_SECONDS;
+# `make test` replays the kept crashes and runs each for FUZZ_SMOKE_SECONDS.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 15
+FUZZERS := fuzz_request fuzz_parsers fuzz_config fuzz_map fuzz_plan
+.PHONY: fuzz fuzz-build fuzz-smoke fuzzers
+FUZZ_API_OBJS := $(BUILD)/tests/fuzz/fuzz_api_fake.o $(BUILD)/tests/fuzz/fuzz_util.o \
+                 $(API_LIB) $(CACHE_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+fuzzers: $(addprefix $(BUILD)/,$(FUZZERS))
+$(BUILD)/fuzz_request $(BUILD)/fuzz_parsers: $(BUILD)/%: $(BUILD)/tests/fuzz/%.o $(FUZZ_API_OBJS)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(API_LIBS) $(PKG_LIBS)
+$(BUILD)/fuzz_config $(BUILD)/fuzz_map $(BUILD)/fuzz_plan: $(BUILD)/%: $(BUILD)/tests/fuzz/%.o \
+                    $(BUILD)/tests/fuzz/fuzz_util.o $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS)
+fuzz-build:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang SANITIZE=fuzzer-no-link,address,undefined fuzzers
+fuzz: deps fuzz-build
+	tests/fuzz/run $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZERS)
+fuzz-smoke: fuzz-build
+	tests/fuzz/run $(FUZZ_BUILD) $(FUZZ_SMOKE_SECONDS) $(FUZZERS)
 
 FORMAT_SRCS = $(shell git ls-files '*.c' '*.h' 2>/dev/null || \
                 find . -path ./build\* -prune -o -name '*.[ch]' -print)

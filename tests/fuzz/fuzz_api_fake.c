@@ -1,0 +1,275 @@
+/*
+ * fuzz_api_fake.c: what the API harnesses put in place of the network, the
+ * databases and the password hash, so that an input costs microseconds and
+ * needs no server.
+ *
+ *  - MHD_lookup_connection_value(): defined here, it takes the place of
+ *    libmicrohttpd's (the executable's definition wins over the shared
+ *    library's), and answers from the current struct fuzz_conn;
+ *  - the router functions libapi.a calls (router/router.h), linked instead
+ *    of librouter.a: a cluster of 64 shards whose every host is down. Every statement,
+ * transaction, id and scatter fails with BC_EDOWN, as when MariaDB is unreachable, so
+ *    a handler runs its request checks and then answers 503;
+ *  - crypto_pwhash_str() and crypto_pwhash_str_verify() (libsodium's, taken
+ *    the same way) fail at once: argon2id costs 25 ms per call and is not
+ *    our code. A login then answers 401 and a signup 503, as they do when
+ *    the hash fails.
+ */
+#include <ctype.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <microhttpd.h>
+#include <sodium.h>
+
+#include "catalog/catalog.h"
+#include "router/router.h"
+#include "tests/fuzz/fuzz.h"
+
+/* ---- the request's connection ---- */
+
+static struct fuzz_conn *current;
+
+void fuzz_conn_set(struct fuzz_conn *conn)
+{
+    current = conn;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)tolower((unsigned char)c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Decodes %XX and '+' in place, as libmicrohttpd does for query arguments. */
+static void unescape(char *s)
+{
+    char *out = s;
+
+    for (; *s != '\0'; s++) {
+        if (*s == '+') {
+            *out++ = ' ';
+        } else if (*s == '%' && hex_value(s[1]) >= 0 && hex_value(s[2]) >= 0) {
+            *out++ = (char)(hex_value(s[1]) * 16 + hex_value(s[2]));
+            s += 2;
+        } else {
+            *out++ = *s;
+        }
+    }
+    *out = '\0';
+}
+
+void fuzz_conn_query(struct fuzz_conn *conn, char *query)
+{
+    char *next;
+
+    for (char *p = query; p != NULL && conn->narg < FUZZ_MAX_PAIRS; p = next) {
+        char *eq;
+
+        next = strchr(p, '&');
+        if (next != NULL)
+            *next++ = '\0';
+        eq = strchr(p, '=');
+        if (eq != NULL)
+            *eq++ = '\0';
+        unescape(p);
+        if (eq != NULL)
+            unescape(eq);
+        conn->arg[conn->narg].name = p;
+        conn->arg[conn->narg].value = eq;
+        conn->narg++;
+    }
+}
+
+const char *MHD_lookup_connection_value(struct MHD_Connection *connection,
+                                        enum MHD_ValueKind kind, const char *key)
+{
+    struct fuzz_conn *c = current;
+
+    /* Only the harness's requests: nothing else ever connects to its server. */
+    if (c == NULL || (void *)connection != (void *)c || key == NULL)
+        return NULL;
+    if (kind == MHD_HEADER_KIND) {
+        for (int i = 0; i < c->nheader; i++)
+            if (strcasecmp(c->header[i].name, key) == 0)
+                return c->header[i].value;
+    } else if (kind == MHD_GET_ARGUMENT_KIND) {
+        for (int i = 0; i < c->narg; i++)
+            if (strcmp(c->arg[i].name, key) == 0)
+                return c->arg[i].value;
+    }
+    return NULL;
+}
+
+/* ---- password hashes ---- */
+
+int crypto_pwhash_str(char out[crypto_pwhash_STRBYTES], const char *const passwd,
+                      unsigned long long passwdlen, unsigned long long opslimit,
+                      size_t memlimit)
+{
+    (void)passwd;
+    (void)passwdlen;
+    (void)opslimit;
+    (void)memlimit;
+    out[0] = '\0';
+    return -1;
+}
+
+int crypto_pwhash_str_verify(const char str[crypto_pwhash_STRBYTES],
+                             const char *const passwd, unsigned long long passwdlen)
+{
+    (void)str;
+    (void)passwd;
+    (void)passwdlen;
+    return -1;
+}
+
+/* ---- a router whose every host is down ---- */
+
+#define FAKE_NSHARD 64
+
+static int down_run(void *arg, const char *sql, size_t len, struct sql_rows *rows)
+{
+    (void)arg;
+    (void)sql;
+    (void)len;
+    if (rows != NULL)
+        memset(rows, 0, sizeof(*rows));
+    return BC_EDOWN;
+}
+
+static struct catalog down_catalog = {
+    .schema = "bc_global", .nshard = FAKE_NSHARD, .exec = {down_run, NULL}};
+
+const struct shardmap *router_map(struct router *router)
+{
+    (void)router;
+    return NULL;
+}
+
+uint64_t router_map_version(struct router *router)
+{
+    (void)router;
+    return 1;
+}
+
+int router_await_move(struct router *router, uint64_t seen, int64_t *deadline_ms)
+{
+    (void)router;
+    (void)seen;
+    (void)deadline_ms;
+    return BC_EMOVED;
+}
+
+uint32_t router_shard_of_key(struct router *router, const void *key, size_t len)
+{
+    (void)router;
+    return shardmap_shard_of_key(key, len, FAKE_NSHARD);
+}
+
+uint32_t router_nshard(struct router *router)
+{
+    (void)router;
+    return FAKE_NSHARD;
+}
+
+int router_exec(struct router *router, uint32_t shard, struct sql_rows *rows,
+                const char *fmt, ...)
+{
+    (void)router;
+    (void)shard;
+    (void)fmt;
+    return down_run(NULL, NULL, 0, rows);
+}
+
+void router_background(int on)
+{
+    (void)on;
+}
+
+int router_txn_begin(struct router *router, uint32_t shard, struct router_txn **txn)
+{
+    (void)router;
+    (void)shard;
+    *txn = NULL;
+    return BC_EDOWN;
+}
+
+int router_txn_exec(struct router_txn *txn, struct sql_rows *rows, const char *fmt, ...)
+{
+    (void)txn;
+    (void)fmt;
+    return down_run(NULL, NULL, 0, rows);
+}
+
+int router_txn_commit(struct router_txn *txn)
+{
+    (void)txn;
+    return BC_EDOWN;
+}
+
+void router_txn_rollback(struct router_txn *txn)
+{
+    (void)txn;
+}
+
+int router_next_id(struct router *router, struct router_txn *txn, uint32_t shard,
+                   uint64_t *id)
+{
+    (void)router;
+    (void)txn;
+    (void)shard;
+    *id = 0;
+    return BC_EDOWN;
+}
+
+int router_scatter(struct router *router, struct sql_rows *rows, const char *fmt, ...)
+{
+    (void)router;
+    (void)fmt;
+    return down_run(NULL, NULL, 0, rows);
+}
+
+int router_scatter_topk(struct router *router, struct sql_rows *rows, uint32_t k,
+                        const char *order_sql, router_row_cmp cmp, void *cmp_arg,
+                        const char *fmt, ...)
+{
+    (void)router;
+    (void)k;
+    (void)order_sql;
+    (void)cmp;
+    (void)cmp_arg;
+    (void)fmt;
+    return down_run(NULL, NULL, 0, rows);
+}
+
+void router_txn_executor(struct router_txn *txn, struct sql_executor *out)
+{
+    (void)txn;
+    out->run = down_run;
+    out->arg = NULL;
+}
+
+struct catalog *router_catalog(struct router *router)
+{
+    (void)router;
+    return &down_catalog;
+}
+
+const char *router_last_error(void)
+{
+    return "every host is down (fuzz harness)";
+}
+
+uint32_t router_stats(struct router *router, struct router_host_stats *out,
+                      uint32_t max)
+{
+    (void)router;
+    (void)out;
+    (void)max;
+    return 0;
+}

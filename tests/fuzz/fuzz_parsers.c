@@ -1,0 +1,268 @@
+/*
+ * fuzz_parsers.c: libFuzzer harness of the small parsers of client input:
+ * ids in paths and bodies (api_parse_id), shard-carrying ids
+ * (shardmap_id_pack/unpack), list cursors (api_cursor) and limits
+ * (api_limit), bearer tokens (api_token_check), times (api_time_parse),
+ * odds (api_odds_parse) and e-mails (shardmap_canonical_email).
+ *
+ * The input's first byte picks the parser, the rest is its text: '0' ids,
+ * '1' shard ids (8 bytes), '2' cursors, '3' limits, '4' tokens, '5' signed
+ * token payloads, '6' times, '7' odds (JSON), '8' e-mails. Beyond "no
+ * crash, no leak", each parser's answer is checked against what it
+ * promises: what it accepts prints back to what it read, and what it
+ * refuses it answers with a 4xx.
+ *
+ * Tokens: a random token cannot carry a valid MAC, so besides tokens as
+ * they come (which must all be refused), the harness signs the input as a
+ * token's payload with the server's key (base64url(payload) "."
+ * base64url(HMAC-SHA256)), which reaches the payload's parsing.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "api/api_int.h"
+#include "tests/fuzz/fuzz.h"
+
+static struct api_server *srv;
+static uint8_t secret[32];
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    struct api_conf conf;
+    (void)argc;
+    (void)argv;
+
+    api_conf_init(&conf);
+    conf.port = 0; /* any free port: nothing connects */
+    conf.threads = 1;
+    memset(secret, 7, sizeof(secret));
+    memcpy(conf.secret, secret, sizeof(secret));
+    if (api_server_create(&conf, NULL, &srv) < 0)
+        fuzz_fail("api_server_create failed");
+    return 0;
+}
+
+static void parse_id(const char *s, const uint8_t *raw, size_t n)
+{
+    uint64_t id = 0, again = 0;
+    char buf[24];
+
+    if (api_parse_id(s, &id) == 0) {
+        snprintf(buf, sizeof(buf), "%" PRIu64, id);
+        if (id == 0 || id > (uint64_t)INT64_MAX ||
+            strspn(s, "0123456789") != strlen(s) || api_parse_id(buf, &again) != 0 ||
+            again != id)
+            fuzz_fail("id '%s' accepted as %" PRIu64, s, id);
+    }
+    /* The path matcher's form: not NUL-terminated, digits only. */
+    if (api_parse_id_n((const char *)raw, n, &id) == 0 && n > 0 &&
+        memchr(raw, '\0', n) != NULL)
+        fuzz_fail("id with a NUL byte accepted");
+}
+
+static void shard_id(const uint8_t *raw, size_t n)
+{
+    struct shardmap_id parts, back;
+    uint64_t id = 0, again;
+
+    if (n < 8)
+        return;
+    memcpy(&id, raw, sizeof(id));
+    if (shardmap_id_unpack(id, &parts) == 0 &&
+        (shardmap_id_pack(&parts, &again) != 0 || again != id))
+        fuzz_fail("id %" PRIu64 " does not pack back", id);
+    parts.ms = id >> 20;
+    parts.shard = (uint32_t)(id >> 4) & 0x3fff;
+    parts.seq = (uint32_t)id & 0x7ff;
+    /* (All parts 0 pack to id 0, which no id is: the epoch's first ms, past.) */
+    if (shardmap_id_pack(&parts, &again) == 0 && again != 0 &&
+        (shardmap_id_unpack(again, &back) != 0 || back.ms != parts.ms ||
+         back.shard != parts.shard || back.seq != parts.seq ||
+         shardmap_id_shard(again) != parts.shard))
+        fuzz_fail("parts do not unpack back");
+}
+
+/* A request whose only query argument is name=value. */
+static void query_req(struct api_req *req, struct fuzz_conn *conn, const char *name,
+                      const char *value)
+{
+    memset(req, 0, sizeof(*req));
+    memset(conn, 0, sizeof(*conn));
+    conn->arg[0].name = name;
+    conn->arg[0].value = value;
+    conn->narg = 1;
+    req->srv = srv;
+    req->conn = (struct MHD_Connection *)(void *)conn;
+    req->method = "GET";
+    req->url = "/v1/me/bets";
+    fuzz_conn_set(conn);
+}
+
+static void cursor(const char *s)
+{
+    struct fuzz_conn conn;
+    struct api_req req;
+    uint64_t c = 0, again = 0;
+    int rc;
+
+    query_req(&req, &conn, "cursor", s);
+    rc = api_cursor(&req, &c);
+    if (rc == 0 && s[0] != '\0') {
+        /* What it accepts is one it gives out: 'c' and hex digits, not 0. */
+        json_t *out = api_cursor_json(c, 1);
+        if (c == 0 || strspn(s + 1, "0123456789abcdefABCDEF") != strlen(s + 1))
+            fuzz_fail("cursor '%s' accepted as %" PRIu64, s, c);
+        free(req.resp);
+        query_req(&req, &conn, "cursor", json_string_value(out));
+        if (api_cursor(&req, &again) != 0 || again != c)
+            fuzz_fail("cursor %" PRIu64 " does not read back", c);
+        json_decref(out);
+    } else if (rc != 0 && req.status != 400) {
+        fuzz_fail("cursor '%s' refused with %d", s, req.status);
+    }
+    free(req.resp);
+    fuzz_conn_set(NULL);
+}
+
+static void limit(const char *s)
+{
+    struct fuzz_conn conn;
+    struct api_req req;
+    int n = 0, rc;
+
+    query_req(&req, &conn, "limit", s);
+    rc = api_limit(&req, &n);
+    if ((rc == 0 && (n < 1 || n > 500)) || (rc != 0 && req.status != 400))
+        fuzz_fail("limit '%s': %d, %d", s, rc, n);
+    free(req.resp);
+    fuzz_conn_set(NULL);
+}
+
+static void token(const char *s)
+{
+    struct api_auth auth = {0};
+
+    if (api_token_check(srv, s, &auth) == 0)
+        fuzz_fail("a token the server did not make was accepted: '%s'", s);
+}
+
+/* The input signed as a token's payload: reaches the payload's parsing. */
+static void signed_token(const uint8_t *payload, size_t n)
+{
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    char tok[600];
+    struct api_auth auth = {0};
+    size_t len;
+
+    if (n > 200)
+        return;
+    crypto_auth_hmacsha256(mac, payload, n, secret);
+    sodium_bin2base64(tok, sizeof(tok), payload, n,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    len = strlen(tok);
+    tok[len++] = '.';
+    sodium_bin2base64(tok + len, sizeof(tok) - len, mac, sizeof(mac),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    if (api_token_check(srv, tok, &auth) == 0 && !auth.ok)
+        fuzz_fail("token accepted without auth.ok");
+}
+
+static void time_parse(const char *s)
+{
+    char out[32], rfc[40];
+    int64_t ms = 0, again = 0;
+
+    if (api_time_parse(s, out, sizeof(out), &ms) != 0)
+        return;
+    if (strlen(out) != 23)
+        fuzz_fail("time '%s' gives '%s'", s, out);
+    snprintf(rfc, sizeof(rfc), "%.10sT%.12sZ", out, out + 11);
+    if (api_time_parse(rfc, out, sizeof(out), &again) != 0 || again != ms)
+        fuzz_fail("time '%s' does not read back ('%s')", s, rfc);
+}
+
+static void odds(const uint8_t *raw, size_t n)
+{
+    json_t *v = json_loadb((const char *)raw, n, JSON_DECODE_ANY, NULL), *out;
+    int64_t h = 0, again = 0;
+
+    if (v == NULL)
+        return;
+    if (api_odds_parse(v, &h) == 0) {
+        if (h < 101 || h > 100000)
+            fuzz_fail("odds accepted as %" PRId64 " hundredths", h);
+        out = api_odds_json(h);
+        if (api_odds_parse(out, &again) != 0 || again != h)
+            fuzz_fail("odds %" PRId64 " do not read back", h);
+        json_decref(out);
+    }
+    json_decref(v);
+}
+
+static void email(const char *s)
+{
+    char out[256], again[256];
+    int n = shardmap_canonical_email(s, out, sizeof(out));
+
+    if (n < 0)
+        return;
+    if ((size_t)n != strlen(out) || n == 0)
+        fuzz_fail("email '%s': length %d of '%s'", s, n, out);
+    for (int i = 0; i < n; i++)
+        if (out[i] >= 'A' && out[i] <= 'Z')
+            fuzz_fail("email '%s': '%s' is not lower case", s, out);
+    if (shardmap_canonical_email(out, again, sizeof(again)) != n ||
+        strcmp(out, again) != 0)
+        fuzz_fail("email '%s': canonical form '%s' is not stable", s, out);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const uint8_t *raw = data + 1;
+    size_t n = size - 1;
+    char *s;
+
+    if (size < 1)
+        return 0;
+    s = malloc(n + 1);
+    if (s == NULL)
+        return 0;
+    memcpy(s, raw, n);
+    s[n] = '\0';
+    switch ((uint8_t)(data[0] - (uint8_t)'0') % 9) {
+    case 0:
+        parse_id(s, raw, n);
+        break;
+    case 1:
+        shard_id(raw, n);
+        break;
+    case 2:
+        cursor(s);
+        break;
+    case 3:
+        limit(s);
+        break;
+    case 4:
+        token(s);
+        break;
+    case 5:
+        signed_token(raw, n);
+        break;
+    case 6:
+        time_parse(s);
+        break;
+    case 7:
+        odds(raw, n);
+        break;
+    case 8:
+        email(s);
+        break;
+    }
+    free(s);
+    return 0;
+}
