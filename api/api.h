@@ -16,6 +16,42 @@
 #include "cache/cache.h"
 #include "router/router.h"
 
+/* A token bucket's refill rate and size. */
+struct api_rate {
+    double per_s;
+    uint32_t burst;
+};
+
+/* An IPv4 network, both in network byte order. */
+struct api_net {
+    uint32_t addr, mask;
+};
+
+#define API_MAX_NETS 8
+struct api_nets {
+    struct api_net net[API_MAX_NETS];
+    int n;
+};
+
+/*
+ * What the server does against abuse (docs/api.md "Limits"); each field is
+ * a key of api_conf_set(), `betcity-api --set KEY=VALUE`.
+ */
+struct api_limits {
+    struct api_rate login_addr;   /* logins per client address (20/s, 200) */
+    struct api_rate signup_addr;  /* signups per client address (10/s, 200) */
+    struct api_rate account;      /* failed logins and signups per e-mail (0.1/s, 10) */
+    uint32_t table_size;          /* buckets per table, older ones evicted (16384) */
+    uint32_t hash_threads;        /* password-hash threads (2) */
+    uint32_t hash_queue;          /* hashes waiting or running at most (64) */
+    uint32_t conn_per_addr;       /* connections per address, proxies apart (64) */
+    uint32_t header_timeout_ms;   /* connect to complete headers (800) */
+    uint32_t body_timeout_ms;     /* headers to complete body (10000) */
+    uint32_t idle_timeout_ms;     /* a response to the next request's headers (15000) */
+    struct api_nets trusted;      /* proxies whose X-Forwarded-For counts (127.0.0.1) */
+    struct api_nets metrics_from; /* who may GET /metrics directly (127.0.0.0/8) */
+};
+
 struct api_conf {
     char listen_addr[64]; /* "127.0.0.1" */
     uint16_t port;
@@ -27,12 +63,21 @@ struct api_conf {
     uint32_t max_connections; /* (4096) */
     FILE *access_log;         /* ref: one line per request; NULL for none */
     struct cache *cache;      /* ref: memcached read-through for hot reads */
+    struct api_limits limits; /* abuse limits: api_conf_set() keys */
 };
 
 struct api_server; /* opaque */
 
 /* Fills conf with the defaults above (secret zeroed). */
 void api_conf_init(struct api_conf *conf);
+/*
+ * Sets one key of conf->limits from its text ("login_addr_rate", "20"). 0, or
+ * -EINVAL with a message that names the key and what was wrong in err.
+ */
+int api_conf_set(struct api_conf *conf, const char *key, const char *value, char *err,
+                 size_t errsize);
+/* Prints every key of api_conf_set() with its default and meaning. */
+void api_conf_keys(FILE *out);
 
 /*
  * Starts serving on conf->listen_addr:port with the given router (borrowed:

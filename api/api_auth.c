@@ -1,15 +1,12 @@
 /*
- * api_auth.c: stateless tokens and password hashes.
+ * api_auth.c: stateless tokens, roles and join codes.
  *
  * Token: base64url(payload) "." base64url(HMAC-SHA256(secret, payload)),
  * payload "1:<user id>:<company id>:<role>:<expiry, unix seconds>". Any
  * server with the same secret verifies it without a lookup; the MAC is
  * compared in constant time.
  *
- * Passwords: argon2id (libsodium crypto_pwhash_str) with 3 passes over
- * 12 MiB, OWASP's "m=12 MiB, t=3" setting: ~25 ms here. At most
- * HASH_SLOTS hashes run at once per server, which bounds their memory
- * (12 MiB each) and keeps a signup burst from starving other requests.
+ * Password hashes are in api_pwhash.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -23,44 +20,6 @@
 #include <sodium.h>
 
 #include "api/api_int.h"
-
-#define HASH_OPS 3
-#define HASH_MEM (12u * 1024 * 1024)
-#define HASH_SLOTS 2
-
-static sem_t hash_slots;
-static pthread_once_t hash_once = PTHREAD_ONCE_INIT;
-
-static void hash_init(void)
-{
-    sem_init(&hash_slots, 0, HASH_SLOTS);
-    if (sodium_init() < 0)
-        abort(); /* no usable random source: nothing can be secure */
-}
-
-int api_password_hash(const char *password, char *out, size_t size)
-{
-    int rc;
-
-    pthread_once(&hash_once, hash_init);
-    if (size < crypto_pwhash_STRBYTES)
-        return -ENOSPC;
-    sem_wait(&hash_slots);
-    rc = crypto_pwhash_str(out, password, strlen(password), HASH_OPS, HASH_MEM);
-    sem_post(&hash_slots);
-    return rc == 0 ? 0 : -ENOMEM;
-}
-
-int api_password_verify(const char *hash, const char *password)
-{
-    int rc;
-
-    pthread_once(&hash_once, hash_init);
-    sem_wait(&hash_slots);
-    rc = crypto_pwhash_str_verify(hash, password, strlen(password));
-    sem_post(&hash_slots);
-    return rc == 0 ? 0 : -EACCES;
-}
 
 const char *api_role_name(int role)
 {

@@ -5,11 +5,18 @@
  *
  * libmicrohttpd runs a pool of worker threads, each an epoll loop over its
  * connections; a handler runs on its worker and may block on the router
- * (whose deadlines bound that). Bodies are accumulated up to the route's
- * limit; beyond it the rest is read and dropped and the answer is 413.
+ * (whose deadlines bound that), but never on a password hash: a handler
+ * that needs one gets a job of the hash queue (api_req_hash()), its
+ * connection is suspended while the job waits and runs, and resumed to
+ * answer. What the headers decide (404/405, 415, a Content-Length over the
+ * route's limit, a missing or bad token) is answered as soon as the headers
+ * are in, before any body is read. A body without a Content-Length is
+ * accumulated up to the route's limit; beyond it the rest is read and
+ * dropped and the answer is 413.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -28,6 +35,9 @@ struct api_server {
     struct router *router; /* ref */
     struct MHD_Daemon *daemon;
     struct api_metrics *metrics;
+    struct api_pwhash *pwhash; /* the password-hash queue and its threads */
+    struct api_conns *conns;   /* per-address cap, header and body deadlines */
+    struct api_limit *login_addr, *signup_addr, *account; /* token buckets */
     struct api_jobs *jobs; /* the settler and its settlements, joined by destroy */
     struct api_settler *settler; /* NULL without a router */
 };
@@ -83,6 +93,91 @@ struct api_settler *api_server_settler(struct api_server *srv)
     return srv->settler;
 }
 
+struct api_pwhash *api_server_pwhash(struct api_server *srv)
+{
+    return srv->pwhash;
+}
+
+void api_conns_of(struct api_server *srv, uint64_t *open, uint64_t *reaped,
+                  uint64_t *refused)
+{
+    api_conns_stats(srv->conns, open, reaped, refused);
+}
+
+void api_log_escape(const char *in, char *out, size_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+
+    for (const unsigned char *p = (const unsigned char *)in; *p != '\0'; p++) {
+        if (*p > ' ' && *p < 0x7f && *p != '\\') {
+            if (n + 1 >= size)
+                break;
+            out[n++] = (char)*p;
+        } else {
+            if (n + 4 >= size)
+                break;
+            out[n++] = '\\';
+            out[n++] = 'x';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+    }
+    out[n] = '\0';
+}
+
+int api_rate_check(struct api_req *req, const char *which, const char *key)
+{
+    struct api_server *srv = req->srv;
+    struct api_limit *l = strcmp(which, "login_addr") == 0    ? srv->login_addr
+                          : strcmp(which, "signup_addr") == 0 ? srv->signup_addr
+                                                              : srv->account;
+    uint32_t retry_s = 1;
+
+    if (api_limit_take(l, key, now_us(), &retry_s) == 0)
+        return 0;
+    api_add_header(req, "Retry-After", "%u", retry_s);
+    api_error(req, 429, "rate_limited", "too many attempts %s; try again in %u s",
+              l == srv->account ? "for this account" : "from your address", retry_s);
+    return -EAGAIN;
+}
+
+void api_rate_refund(struct api_req *req, const char *key)
+{
+    api_limit_give(req->srv->account, key, now_us());
+}
+
+/* Runs on the hash thread: the job is done, its request may answer. */
+static void hash_done(struct api_pwhash_job *job)
+{
+    struct api_req *req = job->arg;
+
+    MHD_resume_connection(req->conn);
+}
+
+struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api_req *))
+{
+    struct api_pwhash_job *job;
+
+    if (api_pwhash_reserve(req->srv->pwhash) < 0) {
+        api_add_header(req, "Retry-After", "1");
+        api_error(req, 503, "unavailable",
+                  "too many passwords to check now; try again");
+        return NULL;
+    }
+    job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        api_pwhash_unreserve(req->srv->pwhash);
+        api_error(req, 503, "unavailable", "out of memory");
+        return NULL;
+    }
+    job->done = hash_done;
+    job->arg = req;
+    req->job = job;
+    req->then = then;
+    return job;
+}
+
 static int is_json_type(const char *ct)
 {
     size_t n = strlen("application/json");
@@ -100,6 +195,107 @@ static int auth_check(struct api_req *req)
     if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)
         return -EACCES;
     return api_token_check(req->srv, authz + 7, &req->auth);
+}
+
+static void dispatch(struct api_req *req);
+
+struct xff {
+    const char *last; /* the last X-Forwarded-For header's value */
+};
+
+static enum MHD_Result xff_each(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    struct xff *x = cls;
+    (void)kind;
+
+    if (strcasecmp(key, "X-Forwarded-For") == 0 && value != NULL)
+        x->last = value;
+    return MHD_YES;
+}
+
+/*
+ * Who the client is: the TCP peer, or, when the peer is a trusted proxy,
+ * the last hop of X-Forwarded-For (what that proxy saw; the hops before it
+ * are the client's word). An unreadable last hop leaves the peer.
+ */
+static void client_find(struct api_req *req)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    struct xff x = {NULL};
+    struct in_addr a;
+
+    if (info != NULL && info->client_addr->sa_family == AF_INET)
+        req->peer_ip = ((const struct sockaddr_in *)info->client_addr)->sin_addr.s_addr;
+    req->client_ip = req->peer_ip;
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, xff_each, &x);
+    req->forwarded = x.last != NULL;
+    if (x.last != NULL && api_net_match(&req->srv->conf.limits.trusted, req->peer_ip)) {
+        const char *hop = strrchr(x.last, ',');
+        char text[64];
+        size_t n;
+
+        hop = hop != NULL ? hop + 1 : x.last;
+        while (*hop == ' ' || *hop == '\t')
+            hop++;
+        n = strcspn(hop, " \t");
+        if (n < sizeof(text)) {
+            memcpy(text, hop, n);
+            text[n] = '\0';
+            if (inet_pton(AF_INET, text, &a) == 1)
+                req->client_ip = a.s_addr;
+        }
+    }
+    a.s_addr = req->client_ip;
+    inet_ntop(AF_INET, &a, req->client, sizeof(req->client));
+}
+
+/*
+ * What the headers alone decide, answered before any body is read, in the
+ * dispatcher's order: no route (404, 405), the body's media type (415), a
+ * Content-Length over the route's limit (413), the token (401). 1 when it
+ * answered, 0 when the request goes on.
+ */
+static int precheck(struct api_req *req)
+{
+    const struct api_route *route;
+    const char *ct, *cl, *te;
+    unsigned long long len = 0;
+    char *end;
+
+    ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
+    cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Length");
+    te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    if (cl != NULL) {
+        errno = 0;
+        len = strtoull(cl, &end, 10);
+        if (errno != 0 || end == cl)
+            len = ULLONG_MAX;
+    }
+    req->has_body = len > 0 || te != NULL;
+    if (req->found < 0) {
+        dispatch(req);
+        return 1;
+    }
+    route = &api_routes[req->route];
+    if (route->body == API_BODY_JSON && !is_json_type(ct) &&
+        (ct != NULL || len > 0 || te != NULL)) {
+        api_error(req, 415, "unsupported_media_type",
+                  "send the body as Content-Type: application/json");
+        return 1;
+    }
+    if (len > req->body_max) {
+        api_error(req, 413, "body_too_large", "the body is larger than %zu bytes",
+                  req->body_max);
+        return 1;
+    }
+    if (route->auth && auth_check(req) < 0) {
+        api_add_header(req, "WWW-Authenticate", "Bearer");
+        api_error(req, 401, "unauthorized", "a valid bearer token is required");
+        return 1;
+    }
+    return 0;
 }
 
 /*
@@ -148,7 +344,7 @@ static void dispatch(struct api_req *req)
     if (route->body == API_BODY_IMAGE && api_body_image(req) < 0)
         return;
     route->handler(req);
-    if (req->status == 0)
+    if (req->status == 0 && req->job == NULL)
         api_error(req, 500, "internal", "the handler gave no answer");
 }
 
@@ -162,8 +358,11 @@ static enum MHD_Result queue_response(struct api_req *req)
     if (resp == NULL)
         return MHD_NO;
     req->resp = NULL; /* owned by resp now */
+    req->queued = 1;
     if (req->resp_type != NULL)
         MHD_add_response_header(resp, "Content-Type", req->resp_type);
+    /* No type guessing: an uploaded image is shown as its type or not at all. */
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     for (int i = 0; i < req->nheaders; i++)
         MHD_add_response_header(resp, req->headers[i].name, req->headers[i].value);
     ret = MHD_queue_response(req->conn, (unsigned int)req->status, resp);
@@ -199,7 +398,41 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         memcpy(req->allow, m.allow, sizeof(req->allow));
         req->body_max = req->found == 0 ? api_routes[m.route].body_max : API_JSON_MAX;
         *ctx = req;
+        client_find(req);
+        /*
+         * An answer the headers decide goes out at once, and libmicrohttpd
+         * closes the connection without reading the body. Not to a trusted
+         * proxy that is still sending one: closing on unread bytes resets
+         * the connection, and the proxy could lose the answer. The body is
+         * then read and dropped (never buffered), within body_timeout_ms.
+         */
+        if (precheck(req) && !(req->has_body && api_net_match(&srv->conf.limits.trusted,
+                                                              req->peer_ip))) {
+            api_conn_phase(srv->conns, conn, API_CONN_BUSY);
+            return queue_response(req);
+        }
+        api_conn_phase(srv->conns, conn, API_CONN_BODY);
         return MHD_YES;
+    }
+    if (req->queued)
+        return MHD_YES;
+    if (req->job != NULL) {
+        /* Resumed: the hash is done; the handler's second half answers. */
+        req->then(req);
+        free(req->job);
+        req->job = NULL;
+        if (req->status == 0)
+            api_error(req, 500, "internal", "the handler gave no answer");
+        return queue_response(req);
+    }
+    if (req->status != 0) {
+        /* Decided at the headers: the body is dropped, then the answer sent. */
+        if (*upload_size > 0) {
+            *upload_size = 0;
+            return MHD_YES;
+        }
+        api_conn_phase(srv->conns, conn, API_CONN_BUSY);
+        return queue_response(req);
     }
     if (*upload_size > 0) {
         if (!req->body_too_large && req->body_len + *upload_size <= req->body_max) {
@@ -225,7 +458,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         *upload_size = 0;
         return MHD_YES;
     }
+    api_conn_phase(srv->conns, conn, API_CONN_BUSY);
     dispatch(req);
+    if (req->job != NULL && req->status == 0) {
+        /* Suspended first: the hash thread's resume never comes before it. */
+        MHD_suspend_connection(conn);
+        api_pwhash_submit(srv->pwhash, req->job);
+        return MHD_YES;
+    }
+    if (req->job != NULL) { /* the handler answered after all */
+        api_pwhash_unreserve(srv->pwhash);
+        free(req->job);
+        req->job = NULL;
+    }
     return queue_response(req);
 }
 
@@ -234,17 +479,23 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
 {
     struct api_server *srv = cls;
     struct api_req *req = *ctx;
+    char method[64], url[512];
     int64_t us;
-    (void)conn;
 
     if (req == NULL)
         return;
+    api_conn_phase(srv->conns, conn, API_CONN_IDLE);
     us = now_us() - req->start_us;
     api_metrics_observe(srv->metrics, req->route, req->status, us);
-    if (srv->conf.access_log != NULL)
-        fprintf(srv->conf.access_log, "%s %s %s %d %.3fms%s\n", srv->conf.name,
-                req->method, req->url, req->status, (double)us / 1000.0,
+    if (srv->conf.access_log != NULL) {
+        /* The URL is decoded: a %0A in it must not start a line of its own. */
+        api_log_escape(req->method, method, sizeof(method));
+        api_log_escape(req->url, url, sizeof(url));
+        fprintf(srv->conf.access_log, "%s %s %s %s %d %.3fms%s\n", srv->conf.name,
+                req->client, method, url, req->status, (double)us / 1000.0,
                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
+    }
+    free(req->job); /* a suspended request is never completed: no job runs */
     free(req->body);
     free(req->resp);
     json_decref(req->json);
@@ -262,6 +513,7 @@ void api_conf_init(struct api_conf *conf)
     conf->token_ttl_s = 86400;
     conf->initial_balance = 1000;
     conf->max_connections = 4096;
+    api_limits_init(&conf->limits);
 }
 
 int api_server_create(const struct api_conf *conf, struct router *router,
@@ -285,6 +537,18 @@ int api_server_create(const struct api_conf *conf, struct router *router,
     srv->metrics = api_metrics_create();
     if (srv->metrics == NULL)
         goto error;
+    if ((rc = api_limit_create(&conf->limits.login_addr, conf->limits.table_size,
+                               &srv->login_addr)) < 0 ||
+        (rc = api_limit_create(&conf->limits.signup_addr, conf->limits.table_size,
+                               &srv->signup_addr)) < 0 ||
+        (rc = api_limit_create(&conf->limits.account, conf->limits.table_size,
+                               &srv->account)) < 0)
+        goto error;
+    if ((rc = api_pwhash_create(conf->limits.hash_threads, conf->limits.hash_queue,
+                                &srv->pwhash)) < 0)
+        goto error;
+    if ((rc = api_conns_create(&conf->limits, &srv->conns)) < 0)
+        goto error;
     if ((rc = api_jobs_create(&srv->jobs)) < 0)
         goto error;
     /* Every server settles: it runs the jobs nobody holds, whoever took the result. */
@@ -292,8 +556,9 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         goto error;
     srv->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
-            MHD_USE_ERROR_LOG,
-        conf->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, &addr,
+            MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME,
+        conf->port, api_conns_accept, srv->conns, on_request, srv, MHD_OPTION_SOCK_ADDR,
+        &addr, MHD_OPTION_NOTIFY_CONNECTION, api_conns_notify, srv->conns,
         MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned int)(conf->threads > 1 ? conf->threads : 0),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)conf->max_connections,
@@ -310,6 +575,11 @@ int api_server_create(const struct api_conf *conf, struct router *router,
 error:
     api_jobs_destroy(srv->jobs);
     api_settler_destroy(srv->settler);
+    api_conns_destroy(srv->conns);
+    api_pwhash_destroy(srv->pwhash);
+    api_limit_destroy(srv->account);
+    api_limit_destroy(srv->signup_addr);
+    api_limit_destroy(srv->login_addr);
     api_metrics_destroy(srv->metrics);
     free(srv);
     return rc;
@@ -324,11 +594,19 @@ void api_server_destroy(struct api_server *srv)
      * the settler and its settlements: asked to stop between batches and
      * joined, however long the batch in hand takes, so none outlives the
      * router it borrows. A stopped settlement releases its lease: another
-     * server goes on at once.
+     * server goes on at once. The hash queue drains before the daemon stops
+     * (new hashes are refused with 503): libmicrohttpd must not stop with a
+     * connection still suspended.
      */
+    api_pwhash_drain(srv->pwhash);
     MHD_stop_daemon(srv->daemon);
+    api_conns_destroy(srv->conns);
+    api_pwhash_destroy(srv->pwhash);
     api_jobs_destroy(srv->jobs);
     api_settler_destroy(srv->settler);
+    api_limit_destroy(srv->account);
+    api_limit_destroy(srv->signup_addr);
+    api_limit_destroy(srv->login_addr);
     api_metrics_destroy(srv->metrics);
     free(srv);
 }

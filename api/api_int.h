@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -55,6 +56,7 @@ struct api_header {
 };
 
 struct api_server;
+struct api_pwhash_job;
 
 /* One request, from its first byte to its response. */
 struct api_req {
@@ -71,11 +73,21 @@ struct api_req {
     char *body;     /* owned, NUL-terminated */
     size_t body_len, body_cap, body_max;
     int body_too_large;
-    json_t *json;           /* owned: a JSON route's body, an object */
+    int has_body; /* the headers announce one (Content-Length > 0, Transfer-Encoding) */
+    int queued;   /* the response is queued */
+    json_t *json; /* owned: a JSON route's body, an object */
     const char *image_type; /* static: an image route's checked type */
     struct api_auth auth;
     int role, role_known; /* the caller's role as api_caller_role() read it */
     int64_t start_us;
+    /* The client: the TCP peer, or the last X-Forwarded-For hop of a trusted proxy. */
+    char client[16];    /* dotted IPv4 */
+    uint32_t client_ip; /* network order */
+    uint32_t peer_ip;   /* the TCP peer, network order */
+    int forwarded;      /* the request carries X-Forwarded-For */
+    /* A password hash the request waits for (api_req_hash()), owned. */
+    struct api_pwhash_job *job;
+    void (*then)(struct api_req *req); /* runs when the hash is done */
 
     /* response */
     int status;
@@ -207,7 +219,100 @@ const char *api_role_name(int role);
 void api_join_code(char out[11]);
 int api_role_parse(const char *name);
 
+/* ---- abuse limits (api_limit.c) ---- */
+void api_limits_init(struct api_limits *l); /* the defaults of api_conf_init() */
+/* Whether addr (network order) is in one of nets. */
+int api_net_match(const struct api_nets *nets, uint32_t addr);
+/*
+ * A table of token buckets of one rate, size buckets at most (the least
+ * recently used of a key's probe window is evicted). 0 or -ENOMEM.
+ */
+struct api_limit; /* opaque */
+int api_limit_create(const struct api_rate *rate, uint32_t size,
+                     struct api_limit **out);
+void api_limit_destroy(struct api_limit *l); /* accepts NULL */
+/*
+ * Takes a token from key's bucket: 0, or -EAGAIN with *retry_s (1..3600)
+ * when it has none. A rate whose burst is 0 never refuses. Takes the
+ * table's lock for one lookup.
+ */
+int api_limit_take(struct api_limit *l, const char *key, int64_t now_us,
+                   uint32_t *retry_s);
+/* Gives a token back (a login that succeeded costs its account nothing). */
+void api_limit_give(struct api_limit *l, const char *key, int64_t now_us);
+/*
+ * The server's check of one bucket for a request: 0, or -EAGAIN after
+ * replying 429 rate_limited with Retry-After. which is "login_addr",
+ * "signup_addr" or "account"; key the address or e-mail.
+ */
+int api_rate_check(struct api_req *req, const char *which, const char *key);
+/* Gives back the token api_rate_check(req, "account", key) took. */
+void api_rate_refund(struct api_req *req, const char *key);
+
+/* ---- password hashes off the HTTP workers (api_pwhash.c) ---- */
+#define API_PWHASH_STRBYTES 128 /* >= crypto_pwhash_STRBYTES */
+enum api_pwhash_op { API_PWHASH_HASH, API_PWHASH_VERIFY };
+struct api_pwhash; /* opaque: the queue and its threads */
+/*
+ * Starts nthread hash threads over a queue of depth places (waiting or
+ * running), and hashes a random password for api_pwhash_dummy() (~25 ms).
+ * 0 or -errno.
+ */
+int api_pwhash_create(uint32_t nthread, uint32_t depth, struct api_pwhash **out);
+/* Refuses new reservations and waits until every reserved job is done. */
+void api_pwhash_drain(struct api_pwhash *q);
+/* Drains, then joins the threads and frees q. Accepts NULL. */
+void api_pwhash_destroy(struct api_pwhash *q);
+/* A place in the queue: 0, or -EAGAIN when full or draining. Never waits. */
+int api_pwhash_reserve(struct api_pwhash *q);
+void api_pwhash_unreserve(struct api_pwhash *q); /* a place not used */
+/*
+ * Queues job on a reserved place. A hash thread runs it, wipes its
+ * password, and calls job->done(job) on that thread; the job is the
+ * caller's again from then on.
+ */
+void api_pwhash_submit(struct api_pwhash *q, struct api_pwhash_job *job);
+/* The hash of a random password: what unknown e-mails verify against. */
+const char *api_pwhash_dummy(const struct api_pwhash *q);
+void api_pwhash_stats(struct api_pwhash *q, uint64_t *inflight, uint64_t *done,
+                      uint64_t *refused);
+
+/* ---- connections: per-address cap, header and body deadlines (api_conn.c) ---- */
+struct api_conns; /* opaque */
+enum api_conn_phase {
+    API_CONN_BODY, /* headers in: the body is due within body_timeout_ms */
+    API_CONN_BUSY, /* request complete: no deadline while it is handled */
+    API_CONN_IDLE  /* response sent: the next headers are due within idle_timeout_ms */
+};
+/* Starts the reaper thread; lim is copied. 0 or -errno. */
+int api_conns_create(const struct api_limits *lim, struct api_conns **out);
+void api_conns_destroy(struct api_conns *c); /* after MHD_stop_daemon; accepts NULL */
+/* libmicrohttpd's accept policy and connection notification callbacks (cls: c). */
+enum MHD_Result api_conns_accept(void *cls, const struct sockaddr *addr, socklen_t len);
+void api_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                      enum MHD_ConnectionNotificationCode toe);
+/* Sets the connection's deadline for its new phase. Lock-free. */
+void api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
+                    enum api_conn_phase phase);
+void api_conns_stats(struct api_conns *c, uint64_t *open, uint64_t *reaped,
+                     uint64_t *refused);
+
 /* ---- server (api_http.c) ---- */
+/*
+ * Asks for a password hash or verification off the worker: returns the job
+ * to fill (op, hash, password, user), or NULL after replying 503 with
+ * Retry-After when the queue is full. When the handler returns, the
+ * connection is suspended and the job queued; when it is done, then(req)
+ * runs on an HTTP worker with req->job->rc and answers.
+ */
+struct api_pwhash_job *api_req_hash(struct api_req *req,
+                                    void (*then)(struct api_req *));
+struct api_pwhash *api_server_pwhash(struct api_server *srv);
+/* The server's connections: open, closed by a deadline, refused by the cap. */
+void api_conns_of(struct api_server *srv, uint64_t *open, uint64_t *reaped,
+                  uint64_t *refused);
+/* Escapes control characters, non-ASCII bytes, spaces and '\\' as \xHH. */
+void api_log_escape(const char *in, char *out, size_t size);
 const struct api_conf *api_server_conf(struct api_server *srv);
 struct router *api_server_router(struct api_server *srv);
 /* The server's background jobs (settlements): destroying the server joins them. */
@@ -364,6 +469,19 @@ struct api_user {
 /* Loads a user by id from its shard: 0, BC_ENOTFOUND, or a router status. */
 int api_user_load(struct router *router, uint64_t id, struct api_user *user);
 json_t *api_user_json(const struct api_user *u);
+
+/* A hash job of a request (api_req_hash()): what it hashes and what it keeps. */
+struct api_pwhash_job {
+    enum api_pwhash_op op;
+    char hash[API_PWHASH_STRBYTES]; /* VERIFY: the stored hash; HASH: the result */
+    char password[257];             /* wiped once used */
+    int rc;                         /* 0; -EACCES (no match); -ENOMEM */
+    void (*done)(struct api_pwhash_job *job); /* called on the hash thread */
+    void *arg;                                /* of done */
+    struct api_user user;                     /* the handler's, kept across */
+    int have_user;
+    struct api_pwhash_job *next; /* private: the queue's */
+};
 /*
  * The caller's effective role, read from his row once per request (so a
  * promotion applies without a new login). 0, or after replying (401 if the

@@ -66,8 +66,19 @@ void api_h_metrics(struct api_req *req)
     const char *name = api_server_conf(req->srv)->name;
     char *buf = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
+    const struct api_limits *lim = &api_server_conf(req->srv)->limits;
+    uint64_t inflight, done, refused, open, reaped, capped;
+    FILE *f;
 
+    /*
+     * For operators only: asked directly (no proxy's X-Forwarded-For) from
+     * a metrics_from address. Through the public frontend it does not exist.
+     */
+    if (req->forwarded || !api_net_match(&lim->metrics_from, req->peer_ip)) {
+        api_error(req, 404, "not_found", "no such resource");
+        return;
+    }
+    f = open_memstream(&buf, &len);
     if (f == NULL) {
         api_error(req, 503, "unavailable", "out of memory");
         return;
@@ -192,6 +203,30 @@ void api_h_metrics(struct api_req *req)
                 "betcity_cache_near_hits_total{instance=\"%s\"} %" PRIu64 "\n",
                 name, cs.near_hits);
     }
+    api_pwhash_stats(api_server_pwhash(req->srv), &inflight, &done, &refused);
+    api_conns_of(req->srv, &open, &reaped, &capped);
+    fprintf(
+        f,
+        "# HELP betcity_pwhash_queue Password hashes waiting or running.\n"
+        "# TYPE betcity_pwhash_queue gauge\n"
+        "betcity_pwhash_queue{instance=\"%s\"} %" PRIu64 "\n"
+        "# HELP betcity_pwhash_total Password hashes done, and refused (queue full).\n"
+        "# TYPE betcity_pwhash_total counter\n"
+        "betcity_pwhash_total{instance=\"%s\",outcome=\"done\"} %" PRIu64 "\n"
+        "betcity_pwhash_total{instance=\"%s\",outcome=\"refused\"} %" PRIu64 "\n"
+        "# HELP betcity_http_connections Open client connections.\n"
+        "# TYPE betcity_http_connections gauge\n"
+        "betcity_http_connections{instance=\"%s\"} %" PRIu64 "\n"
+        "# HELP betcity_http_connections_closed_total Connections closed past a "
+        "header or body deadline (reaped), refused by the per-address cap "
+        "(capped).\n"
+        "# TYPE betcity_http_connections_closed_total counter\n"
+        "betcity_http_connections_closed_total{instance=\"%s\",why=\"reaped\"} "
+        "%" PRIu64 "\n"
+        "betcity_http_connections_closed_total{instance=\"%s\",why=\"capped\"} "
+        "%" PRIu64 "\n",
+        name, inflight, name, done, name, refused, name, open, name, reaped, name,
+        capped);
     fclose(f);
     api_reply_raw(req, 200, "text/plain; version=0.0.4", buf, len);
     free(buf);

@@ -22,6 +22,8 @@
     "u.points, EXISTS(SELECT 1 FROM %S.avatars a WHERE a.user_id = u.id)"
 
 static void profile_changed(struct api_req *req, uint64_t id);
+static void signup_insert(struct api_req *req);
+static void login_answer(struct api_req *req);
 
 static void user_from_row(struct sql_rows *rows, uint32_t r, struct api_user *u)
 {
@@ -196,6 +198,8 @@ static void auth_reply(struct api_req *req, int status, const struct api_user *u
         api_error(req, 500, "internal", "cannot make a token");
         return;
     }
+    /* A token is a credential: no cache on the way may keep it. */
+    api_add_header(req, "Cache-Control", "no-store");
     api_reply_json(req, status,
                    json_pack("{s:s,s:o}", "token", token, "user", api_user_json(u)));
 }
@@ -248,7 +252,7 @@ void api_h_signup(struct api_req *req)
                                             {NULL, 0, 0, 0}};
     struct sql_rows rows = {0};
     struct api_user u = {0};
-    char hash[crypto_pwhash_STRBYTES];
+    struct api_pwhash_job *job;
     const char *code, *password;
     json_t *body = req->json;
     int rc, ok;
@@ -259,6 +263,9 @@ void api_h_signup(struct api_req *req)
         api_error(req, 422, "invalid_email", "email must look like name@domain");
         goto out;
     }
+    if (api_rate_check(req, "signup_addr", req->client) < 0 ||
+        api_rate_check(req, "account", u.email) < 0)
+        goto out;
     password = api_str(body, "password", "");
     if (strlen(password) < 8 || strlen(password) > 256) {
         api_error(req, 422, "weak_password", "password must have 8 to 256 characters");
@@ -291,79 +298,104 @@ void api_h_signup(struct api_req *req)
         goto out;
     snprintf(u.role, sizeof(u.role), "member");
     u.balance = api_server_conf(req->srv)->initial_balance;
-    if (api_password_hash(password, hash, sizeof(hash)) < 0) {
-        api_error(req, 503, "unavailable", "cannot hash the password now");
+    /* The hash runs on the hash queue; signup_insert() goes on after it. */
+    if ((job = api_req_hash(req, signup_insert)) == NULL)
         goto out;
+    job->op = API_PWHASH_HASH;
+    snprintf(job->password, sizeof(job->password), "%s", password);
+    job->user = u;
+    job->have_user = 1;
+out:
+    sql_rows_free(&rows);
+}
+
+/* Signup's second half, once the password is hashed (on an HTTP worker). */
+static void signup_insert(struct api_req *req)
+{
+    struct api_user *u = &req->job->user;
+    int rc;
+
+    if (req->job->rc < 0) {
+        api_add_header(req, "Retry-After", "1");
+        api_error(req, 503, "unavailable", "cannot hash the password now");
+        return;
     }
-    rc = user_insert(req->router, &u, hash);
+    rc = user_insert(req->router, u, req->job->hash);
     if (rc == BC_EDUPKEY) {
         api_error(req, 409, "email_taken", "an account with this email exists");
     } else if (rc < 0) {
         api_db_error(req, rc);
     } else {
-        if (u.team_id != 0)
-            api_teams_changed(req, u.company_id); /* its member count */
-        auth_reply(req, 201, &u);
+        if (u->team_id != 0)
+            api_teams_changed(req, u->company_id); /* its member count */
+        auth_reply(req, 201, u);
     }
-out:
-    sql_rows_free(&rows);
 }
 
-static char dummy_hash[crypto_pwhash_STRBYTES];
-static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
-
-static void dummy_init(void)
-{
-    unsigned char pw[16];
-    char hex[33];
-
-    randombytes_buf(pw, sizeof(pw));
-    sodium_bin2hex(hex, sizeof(hex), pw, sizeof(pw));
-    if (api_password_hash(hex, dummy_hash, sizeof(dummy_hash)) < 0)
-        dummy_hash[0] = '\0';
-}
-
+/*
+ * Login: the user's row is read on the worker, the password is verified on
+ * the hash queue, login_answer() answers. An unknown or malformed e-mail
+ * costs the same verification (against the queue's dummy hash) and gets the
+ * same answer as a wrong password: neither the time nor the answer tells
+ * whether an account exists.
+ */
 void api_h_login(struct api_req *req)
 {
     static const struct api_field spec[] = {
         {"email", API_T_STR, 1, 0}, {"password", API_T_STR, 1, 0}, {NULL, 0, 0, 0}};
     struct sql_rows rows = {0};
-    struct api_user u;
+    struct api_pwhash_job *job;
     char email[256];
     json_t *body = req->json;
     uint32_t shard;
-    int rc;
+    int rc, valid;
 
     if (api_body_check(req, spec) < 0)
         return;
-    pthread_once(&dummy_once, dummy_init);
-    if (email_canon(api_str(body, "email", ""), email, sizeof(email)) < 0) {
-        api_password_verify(dummy_hash, "x"); /* same time as a real miss */
-        api_error(req, 401, "bad_credentials", "wrong email or password");
-        goto out;
+    if (api_rate_check(req, "login_addr", req->client) < 0)
+        return;
+    valid = email_canon(api_str(body, "email", ""), email, sizeof(email)) == 0;
+    if (valid && api_rate_check(req, "account", email) < 0)
+        return;
+    if (valid) {
+        shard = router_shard_of_key(req->router, email, strlen(email));
+        rc = router_exec(req->router, shard, &rows,
+                         "SELECT " USER_COLS
+                         ", u.password_hash FROM %S.users u WHERE u.email = %s",
+                         email);
+        if (rc < 0) {
+            api_db_error(req, rc);
+            goto out;
+        }
     }
-    shard = router_shard_of_key(req->router, email, strlen(email));
-    rc = router_exec(req->router, shard, &rows,
-                     "SELECT " USER_COLS
-                     ", u.password_hash FROM %S.users u WHERE u.email = %s",
-                     email);
-    if (rc < 0) {
-        api_db_error(req, rc);
+    if ((job = api_req_hash(req, login_answer)) == NULL)
         goto out;
+    job->op = API_PWHASH_VERIFY;
+    snprintf(job->password, sizeof(job->password), "%s", api_str(body, "password", ""));
+    if (rows.nrow == 1) {
+        snprintf(job->hash, sizeof(job->hash), "%s", sql_cell(&rows, 0, 9));
+        user_from_row(&rows, 0, &job->user);
+        job->have_user = 1;
+    } else {
+        snprintf(job->hash, sizeof(job->hash), "%s",
+                 api_pwhash_dummy(api_server_pwhash(req->srv)));
     }
-    if (rows.nrow == 0) {
-        api_password_verify(dummy_hash, api_str(body, "password", ""));
-        api_error(req, 401, "bad_credentials", "wrong email or password");
-        goto out;
-    }
-    if (api_password_verify(sql_cell(&rows, 0, 9), api_str(body, "password", "")) < 0) {
-        api_error(req, 401, "bad_credentials", "wrong email or password");
-        goto out;
-    }
-    user_from_row(&rows, 0, &u);
-    auth_reply(req, 200, &u);
 out:
     sql_rows_free(&rows);
+}
+
+/* Login's second half, once the password is verified (on an HTTP worker). */
+static void login_answer(struct api_req *req)
+{
+    struct api_pwhash_job *job = req->job;
+
+    if (!job->have_user || job->rc < 0) {
+        api_error(req, 401, "bad_credentials", "wrong email or password");
+        return;
+    }
+    /* Only failures count against the account. */
+    api_rate_refund(req, job->user.email);
+    auth_reply(req, 200, &job->user);
 }
 
 void api_h_me(struct api_req *req)

@@ -3,6 +3,7 @@
  *
  *   betcity-api -c cluster.yaml --listen 127.0.0.1:8081 --secret-file api.secret
  *               [--name api1] [--threads 16] [--no-map-poll] [--quiet]
+ *               [--set KEY=VALUE]...   (abuse limits: --help lists the keys)
  *   betcity-api --routes
  *
  * Stops cleanly on SIGINT or SIGTERM.
@@ -42,7 +43,10 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: betcity-api -c CLUSTER.yaml --listen ADDR:PORT --secret-file FILE\n"
             "                   [--name NAME] [--threads N] [--no-map-poll] [--quiet]\n"
-            "       betcity-api --routes\n");
+            "                   [--set KEY=VALUE]...\n"
+            "       betcity-api --routes\n"
+            "keys of --set (docs/api.md \"Limits\"), with their defaults:\n");
+    api_conf_keys(out);
 }
 
 /* Reads 64 hex characters (32 bytes) from path: 0, -errno or -EINVAL. */
@@ -82,6 +86,7 @@ int main(int argc, char **argv)
                                          {"no-map-poll", no_argument, NULL, 'P'},
                                          {"routes", no_argument, NULL, 'r'},
                                          {"quiet", no_argument, NULL, 'q'},
+                                         {"set", required_argument, NULL, 'S'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *cluster = NULL, *listen = NULL, *secret = NULL;
@@ -124,6 +129,22 @@ int main(int argc, char **argv)
         case 'q':
             quiet = 1;
             break;
+        case 'S': {
+            char key[64], msg[256];
+            const char *eq = strchr(optarg, '=');
+            if (eq == NULL || (size_t)(eq - optarg) >= sizeof(key)) {
+                fprintf(stderr, "betcity-api: --set wants KEY=VALUE, got '%s'\n",
+                        optarg);
+                return 2;
+            }
+            memcpy(key, optarg, (size_t)(eq - optarg));
+            key[eq - optarg] = '\0';
+            if (api_conf_set(&api, key, eq + 1, msg, sizeof(msg)) < 0) {
+                fprintf(stderr, "betcity-api: --set %s\n", msg);
+                return 2;
+            }
+            break;
+        }
         case 'r':
             api_print_routes(stdout);
             return 0;

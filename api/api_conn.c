@@ -1,0 +1,220 @@
+/*
+ * api_conn.c: the server's connections as libmicrohttpd hands them over:
+ * a cap per client address, and deadlines on a request's headers and body.
+ *
+ * libmicrohttpd's own timeout is an idle timeout: a client that sends a
+ * byte every few seconds, or garbage without a line end, would hold its
+ * connection as long as it likes. Here every connection has a deadline that
+ * its state sets (connect or last response: complete headers within
+ * header_timeout_ms or idle_timeout_ms; headers in: complete body within
+ * body_timeout_ms; body in: none, the handler's own deadlines bound it). A
+ * reaper thread, every REAP_MS, shuts down the socket of a connection past
+ * its deadline; libmicrohttpd then sees the end of the stream and closes it
+ * as usual. The socket is shut down under the list's lock, and a connection
+ * leaves the list (under that lock) before libmicrohttpd closes its socket,
+ * so the reaper never touches a descriptor that was reused.
+ *
+ * The cap counts the connections of each peer address except trusted
+ * proxies (HAProxy is one address for all its clients: it has limits of its
+ * own); a peer at its cap is refused at accept.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "api/api_int.h"
+
+#define REAP_MS 100
+
+struct api_conn {
+    struct api_conn *prev, *next; /* in the list, under its lock */
+    int fd;
+    uint32_t peer;    /* IPv4, network order */
+    int counted;      /* against the per-address cap */
+    int reaped;       /* its socket was shut down */
+    atomic_llong due; /* monotonic us; 0: no deadline */
+};
+
+struct api_conns {
+    struct api_limits lim;
+    pthread_mutex_t lock;
+    pthread_cond_t stop_cond;
+    struct api_conn head; /* list sentinel */
+    uint32_t n;
+    int stop;
+    pthread_t reaper;
+    atomic_uint_fast64_t nreaped, nrefused;
+};
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void *reaper_main(void *arg)
+{
+    struct api_conns *c = arg;
+    struct timespec until;
+
+    pthread_mutex_lock(&c->lock);
+    while (!c->stop) {
+        int64_t now = mono_us();
+        for (struct api_conn *k = c->head.next; k != &c->head; k = k->next) {
+            long long due = atomic_load(&k->due);
+            if (due != 0 && now > due && !k->reaped) {
+                shutdown(k->fd, SHUT_RDWR);
+                k->reaped = 1;
+                atomic_fetch_add_explicit(&c->nreaped, 1, memory_order_relaxed);
+            }
+        }
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += REAP_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->stop_cond, &c->lock, &until);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+int api_conns_create(const struct api_limits *lim, struct api_conns **out)
+{
+    struct api_conns *c = calloc(1, sizeof(*c));
+    int rc;
+
+    if (c == NULL)
+        return -ENOMEM;
+    c->lim = *lim;
+    c->head.next = c->head.prev = &c->head;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->stop_cond, NULL);
+    if ((rc = -pthread_create(&c->reaper, NULL, reaper_main, c)) < 0) {
+        pthread_cond_destroy(&c->stop_cond);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void api_conns_destroy(struct api_conns *c)
+{
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&c->lock);
+    c->stop = 1;
+    pthread_cond_signal(&c->stop_cond);
+    pthread_mutex_unlock(&c->lock);
+    pthread_join(c->reaper, NULL);
+    pthread_cond_destroy(&c->stop_cond);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+enum MHD_Result api_conns_accept(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+    struct api_conns *c = cls;
+    uint32_t peer, n = 0;
+
+    if (addr->sa_family != AF_INET || len < (socklen_t)sizeof(struct sockaddr_in))
+        return MHD_YES;
+    peer = ((const struct sockaddr_in *)addr)->sin_addr.s_addr;
+    if (api_net_match(&c->lim.trusted, peer))
+        return MHD_YES;
+    /* One pass over at most max_connections entries, at accept only. */
+    pthread_mutex_lock(&c->lock);
+    for (struct api_conn *k = c->head.next; k != &c->head && n < c->lim.conn_per_addr;
+         k = k->next)
+        n += k->counted && k->peer == peer;
+    pthread_mutex_unlock(&c->lock);
+    if (n < c->lim.conn_per_addr)
+        return MHD_YES;
+    atomic_fetch_add_explicit(&c->nrefused, 1, memory_order_relaxed);
+    return MHD_NO;
+}
+
+void api_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                      enum MHD_ConnectionNotificationCode toe)
+{
+    struct api_conns *c = cls;
+    struct api_conn *k = *socket_context;
+    const union MHD_ConnectionInfo *info;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        k = calloc(1, sizeof(*k));
+        if (k == NULL)
+            return; /* untracked: only its idle timeout applies */
+        info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        k->fd = info != NULL ? info->connect_fd : -1;
+        info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (info != NULL && info->client_addr->sa_family == AF_INET) {
+            k->peer = ((const struct sockaddr_in *)info->client_addr)->sin_addr.s_addr;
+            k->counted = !api_net_match(&c->lim.trusted, k->peer);
+        }
+        atomic_store(&k->due, mono_us() + (int64_t)c->lim.header_timeout_ms * 1000);
+        if (k->fd < 0)
+            atomic_store(&k->due, 0);
+        pthread_mutex_lock(&c->lock);
+        k->next = &c->head;
+        k->prev = c->head.prev;
+        k->prev->next = k;
+        c->head.prev = k;
+        c->n++;
+        pthread_mutex_unlock(&c->lock);
+        *socket_context = k;
+        return;
+    }
+    if (k == NULL)
+        return;
+    pthread_mutex_lock(&c->lock);
+    k->prev->next = k->next;
+    k->next->prev = k->prev;
+    c->n--;
+    pthread_mutex_unlock(&c->lock);
+    free(k);
+    *socket_context = NULL;
+}
+
+static struct api_conn *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return info != NULL ? info->socket_context : NULL;
+}
+
+void api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
+                    enum api_conn_phase phase)
+{
+    struct api_conn *k = conn_of(conn);
+    int64_t ms = 0;
+
+    if (k == NULL)
+        return;
+    if (phase == API_CONN_BODY)
+        ms = c->lim.body_timeout_ms;
+    else if (phase == API_CONN_IDLE)
+        ms = c->lim.idle_timeout_ms;
+    atomic_store(&k->due, ms ? mono_us() + ms * 1000 : 0);
+}
+
+void api_conns_stats(struct api_conns *c, uint64_t *open, uint64_t *reaped,
+                     uint64_t *refused)
+{
+    pthread_mutex_lock(&c->lock);
+    *open = c->n;
+    pthread_mutex_unlock(&c->lock);
+    *reaped = atomic_load(&c->nreaped);
+    *refused = atomic_load(&c->nrefused);
+}

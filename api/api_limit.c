@@ -1,0 +1,329 @@
+/*
+ * api_limit.c: token buckets for logins and signups, the networks the
+ * server trusts (proxies, metrics scrapers), and the keys of api_conf_set().
+ *
+ * A table holds a fixed number of buckets, found by a keyed hash of their
+ * key (an address or an e-mail) in a window of PROBE slots. A key not in its
+ * window takes an empty slot or evicts the bucket of the window that was
+ * used longest ago: memory stays bounded whatever the number of keys, and an
+ * evicted key starts again with a full bucket (as it would after resting).
+ * One lock per table: logins and signups are few next to the hash they
+ * cost, and a take holds it for a few hundred nanoseconds.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "api/api_int.h"
+
+#define PROBE 8
+
+struct bucket {
+    uint64_t key; /* keyed hash of the key; 0: empty */
+    double tokens;
+    int64_t at_us; /* when tokens was last brought up to date */
+};
+
+struct api_limit {
+    struct api_rate rate;
+    uint32_t size;
+    unsigned char hash_key[crypto_shorthash_KEYBYTES];
+    pthread_mutex_t lock;
+    struct bucket *slot; /* size of them */
+};
+
+int api_limit_create(const struct api_rate *rate, uint32_t size, struct api_limit **out)
+{
+    struct api_limit *l;
+
+    if (size < PROBE)
+        size = PROBE;
+    l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return -ENOMEM;
+    l->slot = calloc(size, sizeof(*l->slot));
+    if (l->slot == NULL) {
+        free(l);
+        return -ENOMEM;
+    }
+    l->rate = *rate;
+    l->size = size;
+    crypto_shorthash_keygen(l->hash_key);
+    pthread_mutex_init(&l->lock, NULL);
+    *out = l;
+    return 0;
+}
+
+void api_limit_destroy(struct api_limit *l)
+{
+    if (l == NULL)
+        return;
+    pthread_mutex_destroy(&l->lock);
+    free(l->slot);
+    free(l);
+}
+
+static uint64_t key_hash(const struct api_limit *l, const char *key)
+{
+    unsigned char h[crypto_shorthash_BYTES];
+    uint64_t v;
+
+    crypto_shorthash(h, (const unsigned char *)key, strlen(key), l->hash_key);
+    memcpy(&v, h, sizeof(v));
+    return v != 0 ? v : 1;
+}
+
+/* The key's bucket, brought up to now; found or made (evicting). Under lock. */
+static struct bucket *bucket_get(struct api_limit *l, const char *key, int64_t now_us)
+{
+    uint64_t h = key_hash(l, key);
+    struct bucket *victim = NULL, *b;
+
+    for (uint32_t i = 0; i < PROBE; i++) {
+        b = &l->slot[(h + i) % l->size];
+        if (b->key == h) {
+            double dt = (double)(now_us - b->at_us) / 1e6;
+            if (dt > 0)
+                b->tokens = fmin((double)l->rate.burst, b->tokens + dt * l->rate.per_s);
+            b->at_us = now_us;
+            return b;
+        }
+        if (victim == NULL || b->key == 0 ||
+            (victim->key != 0 && b->at_us < victim->at_us))
+            victim = b;
+    }
+    victim->key = h;
+    victim->tokens = (double)l->rate.burst;
+    victim->at_us = now_us;
+    return victim;
+}
+
+int api_limit_take(struct api_limit *l, const char *key, int64_t now_us,
+                   uint32_t *retry_s)
+{
+    struct bucket *b;
+    int rc = 0;
+
+    if (l->rate.burst == 0)
+        return 0; /* limit off */
+    pthread_mutex_lock(&l->lock);
+    b = bucket_get(l, key, now_us);
+    if (b->tokens >= 1.0) {
+        b->tokens -= 1.0;
+    } else {
+        rc = -EAGAIN;
+        /* When the next token is there: whole seconds, at least one. */
+        double wait = l->rate.per_s > 0 ? (1.0 - b->tokens) / l->rate.per_s : 3600;
+        *retry_s = (uint32_t)fmin(3600, fmax(1, ceil(wait)));
+    }
+    pthread_mutex_unlock(&l->lock);
+    return rc;
+}
+
+void api_limit_give(struct api_limit *l, const char *key, int64_t now_us)
+{
+    struct bucket *b;
+
+    if (l->rate.burst == 0)
+        return;
+    pthread_mutex_lock(&l->lock);
+    b = bucket_get(l, key, now_us);
+    b->tokens = fmin((double)l->rate.burst, b->tokens + 1.0);
+    pthread_mutex_unlock(&l->lock);
+}
+
+int api_net_match(const struct api_nets *nets, uint32_t addr)
+{
+    for (int i = 0; i < nets->n; i++)
+        if ((addr & nets->net[i].mask) == nets->net[i].addr)
+            return 1;
+    return 0;
+}
+
+/* "10.0.0.0/8,127.0.0.1" (IPv4 addresses or networks; "" none) into nets. */
+static int nets_parse(const char *key, const char *text, struct api_nets *nets,
+                      char *err, size_t errsize)
+{
+    char buf[512], *save = NULL;
+    int count = 0;
+
+    if (strlen(text) >= sizeof(buf)) {
+        snprintf(err, errsize, "%s: the list is longer than %zu characters", key,
+                 sizeof(buf) - 1);
+        return -EINVAL;
+    }
+    snprintf(buf, sizeof(buf), "%s", text);
+    for (char *tok = strtok_r(buf, ", ", &save); tok != NULL;
+         tok = strtok_r(NULL, ", ", &save)) {
+        char *slash = strchr(tok, '/'), *end;
+        unsigned long bits = 32;
+        struct in_addr a;
+
+        if (slash != NULL) {
+            *slash = '\0';
+            bits = strtoul(slash + 1, &end, 10);
+            if (slash[1] == '\0' || *end != '\0' || bits > 32) {
+                snprintf(err, errsize, "%s: '%s/%s': the prefix length wants 0..32",
+                         key, tok, slash + 1);
+                return -EINVAL;
+            }
+        }
+        if (inet_pton(AF_INET, tok, &a) != 1) {
+            snprintf(err, errsize, "%s: '%s' is not an IPv4 address", key, tok);
+            return -EINVAL;
+        }
+        if (count == API_MAX_NETS) {
+            snprintf(err, errsize, "%s: more than %d networks", key, API_MAX_NETS);
+            return -EINVAL;
+        }
+        nets->net[count].mask = bits == 0 ? 0 : htonl(~0u << (32 - bits));
+        nets->net[count].addr = a.s_addr & nets->net[count].mask;
+        count++;
+    }
+    nets->n = count;
+    return 0;
+}
+
+/* The keys of api_conf_set(): name, kind, field, lowest, highest, meaning. */
+enum key_kind { K_RATE, K_BURST, K_U32, K_NETS };
+#define L(f) offsetof(struct api_limits, f)
+static const struct conf_key {
+    const char *name;
+    enum key_kind kind;
+    size_t off;
+    double lo, hi;
+    const char *help;
+} keys[] = {
+    {"login_addr_rate", K_RATE, L(login_addr), 0, 1e6,
+     "logins per second per client address"},
+    {"login_addr_burst", K_BURST, L(login_addr), 0, 1e6,
+     "logins at once per address (0: off)"},
+    {"signup_addr_rate", K_RATE, L(signup_addr), 0, 1e6,
+     "signups per second per client address"},
+    {"signup_addr_burst", K_BURST, L(signup_addr), 0, 1e6,
+     "signups at once per address (0: off)"},
+    {"account_rate", K_RATE, L(account), 0, 1e6,
+     "failed logins and signups per second per e-mail"},
+    {"account_burst", K_BURST, L(account), 0, 1e6,
+     "of them at once per e-mail (0: off)"},
+    {"limit_table_size", K_U32, L(table_size), 64, 1 << 24, "buckets per table"},
+    {"hash_threads", K_U32, L(hash_threads), 1, 64, "password-hash threads"},
+    {"hash_queue", K_U32, L(hash_queue), 1, 65536, "hashes queued or running, at most"},
+    {"conn_per_addr", K_U32, L(conn_per_addr), 1, 1 << 20,
+     "connections per client address (trusted proxies apart)"},
+    {"header_timeout_ms", K_U32, L(header_timeout_ms), 100, 600000,
+     "from connect to a request's complete headers"},
+    {"body_timeout_ms", K_U32, L(body_timeout_ms), 100, 600000,
+     "from the headers to the complete body"},
+    {"idle_timeout_ms", K_U32, L(idle_timeout_ms), 100, 600000,
+     "from a response to the next request's complete headers"},
+    {"trusted_proxies", K_NETS, L(trusted), 0, 0,
+     "proxies whose X-Forwarded-For names the client (IPv4[/bits],...)"},
+    {"metrics_from", K_NETS, L(metrics_from), 0, 0,
+     "who may GET /metrics, directly (not through a proxy)"},
+};
+#undef L
+
+static void nets_print(FILE *out, const struct api_nets *nets)
+{
+    char text[API_MAX_NETS * 20] = "";
+    size_t len = 0;
+
+    for (int i = 0; i < nets->n; i++) {
+        char a[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &nets->net[i].addr, a, sizeof(a));
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%s/%d", i ? "," : "",
+                                a, __builtin_popcount(nets->net[i].mask));
+    }
+    fprintf(out, "%-14s", text);
+}
+
+void api_conf_keys(FILE *out)
+{
+    struct api_conf conf;
+
+    api_conf_init(&conf);
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        const char *p = (const char *)&conf.limits + keys[i].off;
+        fprintf(out, "  %-18s ", keys[i].name);
+        switch (keys[i].kind) {
+        case K_RATE:
+            fprintf(out, "%-14g", ((const struct api_rate *)p)->per_s);
+            break;
+        case K_BURST:
+            fprintf(out, "%-14u", ((const struct api_rate *)p)->burst);
+            break;
+        case K_U32:
+            fprintf(out, "%-14u", *(const uint32_t *)p);
+            break;
+        case K_NETS:
+            nets_print(out, (const struct api_nets *)p);
+            break;
+        }
+        fprintf(out, " %s\n", keys[i].help);
+    }
+}
+
+int api_conf_set(struct api_conf *conf, const char *key, const char *value, char *err,
+                 size_t errsize)
+{
+    const struct conf_key *k = NULL;
+    char *p, *end;
+    double v;
+
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strcmp(keys[i].name, key) == 0)
+            k = &keys[i];
+    if (k == NULL) {
+        snprintf(err, errsize, "unknown key '%s' (betcity-api --help lists them)", key);
+        return -EINVAL;
+    }
+    p = (char *)&conf->limits + k->off;
+    if (k->kind == K_NETS)
+        return nets_parse(key, value, (struct api_nets *)p, err, errsize);
+    v = strtod(value, &end);
+    if (value[0] == '\0' || *end != '\0' || !(v >= k->lo && v <= k->hi) ||
+        (k->kind != K_RATE && v != floor(v))) {
+        snprintf(err, errsize, "%s: '%s': wants %s %g..%g", key, value,
+                 k->kind == K_RATE ? "a number" : "an integer", k->lo, k->hi);
+        return -EINVAL;
+    }
+    if (k->kind == K_RATE)
+        ((struct api_rate *)p)->per_s = v;
+    else if (k->kind == K_BURST)
+        ((struct api_rate *)p)->burst = (uint32_t)v;
+    else
+        *(uint32_t *)p = (uint32_t)v;
+    return 0;
+}
+
+void api_limits_init(struct api_limits *l)
+{
+    char err[128];
+    int rc;
+
+    memset(l, 0, sizeof(*l));
+    l->login_addr = (struct api_rate){20, 200};
+    l->signup_addr = (struct api_rate){10, 200};
+    l->account = (struct api_rate){0.1, 10};
+    l->table_size = 16384;
+    l->hash_threads = 2;
+    l->hash_queue = 64;
+    l->conn_per_addr = 64;
+    l->header_timeout_ms = 800;
+    l->body_timeout_ms = 10000;
+    l->idle_timeout_ms = 15000;
+    rc = nets_parse("trusted_proxies", "127.0.0.1", &l->trusted, err, sizeof(err));
+    if (rc == 0)
+        rc = nets_parse("metrics_from", "127.0.0.0/8", &l->metrics_from, err,
+                        sizeof(err));
+    if (rc != 0)
+        abort(); /* the defaults above are constant text */
+}

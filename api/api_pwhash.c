@@ -1,0 +1,247 @@
+/*
+ * api_pwhash.c: password hashes (argon2id), and the server's queue that
+ * runs them on threads of their own, off the HTTP workers.
+ *
+ * argon2id (libsodium crypto_pwhash_str) with 3 passes over 12 MiB, OWASP's
+ * "m=12 MiB, t=3" setting: ~25 ms of one core. A login or signup that needs
+ * one reserves a place in the queue (or is answered 503 at once when it is
+ * full), has its connection suspended, and is resumed by the hash thread
+ * when its hash is done: an HTTP worker never waits for a hash, so a flood
+ * of bad logins costs the queue's threads and nothing else. The queue's
+ * depth bounds the waiting (and the memory: 12 MiB per running hash).
+ *
+ * api_password_hash() and api_password_verify() are the same work run on
+ * the caller's thread, for tools (bcadmin) and server start-up; at most
+ * HASH_SLOTS of those run at once per process.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "api/api_int.h"
+
+#define HASH_OPS 3
+#define HASH_MEM (12u * 1024 * 1024)
+#define HASH_SLOTS 2
+
+_Static_assert(API_PWHASH_STRBYTES >= crypto_pwhash_STRBYTES,
+               "a job holds a whole hash string");
+
+static sem_t hash_slots;
+static pthread_once_t hash_once = PTHREAD_ONCE_INIT;
+
+static void hash_init(void)
+{
+    sem_init(&hash_slots, 0, HASH_SLOTS);
+    if (sodium_init() < 0)
+        abort(); /* no usable random source: nothing can be secure */
+}
+
+static int pw_hash(const char *password, char *out)
+{
+    return crypto_pwhash_str(out, password, strlen(password), HASH_OPS, HASH_MEM) == 0
+               ? 0
+               : -ENOMEM;
+}
+
+static int pw_verify(const char *hash, const char *password)
+{
+    return crypto_pwhash_str_verify(hash, password, strlen(password)) == 0 ? 0
+                                                                           : -EACCES;
+}
+
+int api_password_hash(const char *password, char *out, size_t size)
+{
+    int rc;
+
+    pthread_once(&hash_once, hash_init);
+    if (size < crypto_pwhash_STRBYTES)
+        return -ENOSPC;
+    sem_wait(&hash_slots);
+    rc = pw_hash(password, out);
+    sem_post(&hash_slots);
+    return rc;
+}
+
+int api_password_verify(const char *hash, const char *password)
+{
+    int rc;
+
+    pthread_once(&hash_once, hash_init);
+    sem_wait(&hash_slots);
+    rc = pw_verify(hash, password);
+    sem_post(&hash_slots);
+    return rc;
+}
+
+struct api_pwhash {
+    pthread_mutex_t lock;
+    pthread_cond_t work; /* a job queued, or stopping */
+    pthread_cond_t idle; /* inflight fell to 0 */
+    struct api_pwhash_job *head, *tail;
+    uint32_t depth;    /* reservations allowed at once */
+    uint32_t inflight; /* reserved, queued or running */
+    int stopping;      /* drain(): no new reservation */
+    int quit;          /* destroy(): threads leave once the queue is empty */
+    uint32_t nthread;
+    pthread_t *thread;
+    char dummy[API_PWHASH_STRBYTES]; /* hash of a random password */
+    atomic_uint_fast64_t done, refused;
+};
+
+static void *hash_main(void *arg)
+{
+    struct api_pwhash *q = arg;
+    struct api_pwhash_job *job;
+
+    for (;;) {
+        pthread_mutex_lock(&q->lock);
+        while (q->head == NULL && !q->quit)
+            pthread_cond_wait(&q->work, &q->lock);
+        job = q->head;
+        if (job == NULL) {
+            pthread_mutex_unlock(&q->lock);
+            return NULL;
+        }
+        q->head = job->next;
+        if (q->head == NULL)
+            q->tail = NULL;
+        pthread_mutex_unlock(&q->lock);
+
+        if (job->op == API_PWHASH_HASH)
+            job->rc = pw_hash(job->password, job->hash);
+        else
+            job->rc = pw_verify(job->hash, job->password);
+        sodium_memzero(job->password, sizeof(job->password));
+        atomic_fetch_add_explicit(&q->done, 1, memory_order_relaxed);
+        /* The job belongs to its caller again from here on. */
+        job->done(job);
+
+        pthread_mutex_lock(&q->lock);
+        if (--q->inflight == 0)
+            pthread_cond_broadcast(&q->idle);
+        pthread_mutex_unlock(&q->lock);
+    }
+}
+
+int api_pwhash_create(uint32_t nthread, uint32_t depth, struct api_pwhash **out)
+{
+    struct api_pwhash *q;
+    unsigned char pw[16];
+    char hex[33];
+    int rc;
+
+    pthread_once(&hash_once, hash_init);
+    q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return -ENOMEM;
+    q->thread = calloc(nthread, sizeof(*q->thread));
+    if (q->thread == NULL) {
+        free(q);
+        return -ENOMEM;
+    }
+    /* What a login of an unknown e-mail verifies against: the same work. */
+    randombytes_buf(pw, sizeof(pw));
+    sodium_bin2hex(hex, sizeof(hex), pw, sizeof(pw));
+    if ((rc = pw_hash(hex, q->dummy)) < 0) {
+        free(q->thread);
+        free(q);
+        return rc;
+    }
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->work, NULL);
+    pthread_cond_init(&q->idle, NULL);
+    q->depth = depth;
+    for (; q->nthread < nthread; q->nthread++)
+        if ((rc = -pthread_create(&q->thread[q->nthread], NULL, hash_main, q)) < 0) {
+            api_pwhash_destroy(q);
+            return rc;
+        }
+    *out = q;
+    return 0;
+}
+
+void api_pwhash_drain(struct api_pwhash *q)
+{
+    if (q == NULL)
+        return;
+    pthread_mutex_lock(&q->lock);
+    q->stopping = 1;
+    while (q->inflight > 0)
+        pthread_cond_wait(&q->idle, &q->lock);
+    pthread_mutex_unlock(&q->lock);
+}
+
+void api_pwhash_destroy(struct api_pwhash *q)
+{
+    if (q == NULL)
+        return;
+    api_pwhash_drain(q);
+    pthread_mutex_lock(&q->lock);
+    q->quit = 1;
+    pthread_cond_broadcast(&q->work);
+    pthread_mutex_unlock(&q->lock);
+    for (uint32_t i = 0; i < q->nthread; i++)
+        pthread_join(q->thread[i], NULL);
+    pthread_cond_destroy(&q->idle);
+    pthread_cond_destroy(&q->work);
+    pthread_mutex_destroy(&q->lock);
+    free(q->thread);
+    free(q);
+}
+
+int api_pwhash_reserve(struct api_pwhash *q)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&q->lock);
+    if (q->stopping || q->inflight >= q->depth)
+        rc = -EAGAIN;
+    else
+        q->inflight++;
+    pthread_mutex_unlock(&q->lock);
+    if (rc < 0)
+        atomic_fetch_add_explicit(&q->refused, 1, memory_order_relaxed);
+    return rc;
+}
+
+void api_pwhash_unreserve(struct api_pwhash *q)
+{
+    pthread_mutex_lock(&q->lock);
+    if (--q->inflight == 0)
+        pthread_cond_broadcast(&q->idle);
+    pthread_mutex_unlock(&q->lock);
+}
+
+void api_pwhash_submit(struct api_pwhash *q, struct api_pwhash_job *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&q->lock);
+    if (q->tail != NULL)
+        q->tail->next = job;
+    else
+        q->head = job;
+    q->tail = job;
+    pthread_cond_signal(&q->work);
+    pthread_mutex_unlock(&q->lock);
+}
+
+const char *api_pwhash_dummy(const struct api_pwhash *q)
+{
+    return q->dummy;
+}
+
+void api_pwhash_stats(struct api_pwhash *q, uint64_t *inflight, uint64_t *done,
+                      uint64_t *refused)
+{
+    pthread_mutex_lock(&q->lock);
+    *inflight = q->inflight;
+    pthread_mutex_unlock(&q->lock);
+    *done = atomic_load(&q->done);
+    *refused = atomic_load(&q->refused);
+}
