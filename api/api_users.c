@@ -328,6 +328,7 @@ static void signup_insert(struct api_req *req)
     } else {
         if (u->team_id != 0)
             api_teams_changed(req, u->company_id); /* its member count */
+        api_rate_refund(req, u->email); /* only failures count against an e-mail */
         auth_reply(req, 201, u);
     }
 }

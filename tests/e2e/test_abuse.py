@@ -1,0 +1,429 @@
+"""Abuse: login and signup limits (429), the password-hash queue (503), early
+401/413 before a body, malformed HTTP and garbage, trickling headers, the
+per-address connection cap, escaped access log lines, /metrics for operators
+only, nosniff and no-store.
+
+TestLimits starts an API server of its own beside the stack's (same cluster
+config, same token key, same command line as api1 but another port) with tiny
+limits (--set), and stops it at the end. It sends X-Forwarded-For from
+127.0.0.1, the default trusted proxy, to play many client addresses. Raw
+socket tests bind 127.0.0.2 or 127.0.0.3 as their source, so the server sees
+a client that is not a trusted proxy."""
+
+import json
+import os
+import random
+import socket
+import subprocess
+import threading
+import time
+import unittest
+import urllib.parse
+
+import stack
+from client import Client
+from fixtures import PASSWORD, api, new_company, png, signup, uniq
+
+
+def hostport(url):
+    u = urllib.parse.urlsplit(url)
+    return u.hostname, u.port
+
+
+def connect(url, src="127.0.0.2", timeout=5):
+    s = socket.create_connection(hostport(url), timeout=timeout, source_address=(src, 0))
+    return s
+
+
+def read_until_closed(s, limit):
+    """(bytes read, seconds until the server closed); the time is None if it
+    was still open after limit seconds."""
+    t0, out = time.time(), b""
+    s.settimeout(0.05)
+    while time.time() - t0 < limit:
+        try:
+            b = s.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return out, time.time() - t0
+        if not b:
+            return out, time.time() - t0
+        out += b
+    return out, None
+
+
+def status_of(raw):
+    try:
+        return int(raw.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def body_of(raw):
+    return raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in raw else b""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api1_cmdline(s):
+    """api1's argv, read from /proc (so this test follows devstack's options)."""
+    p = s.devstack_cmd("pid", "api1")
+    pid = p.stdout.strip()
+    if p.returncode != 0 or not pid.isdigit():
+        raise unittest.SkipTest("no pid for api1: %s" % (p.stdout + p.stderr))
+    with open("/proc/%s/cmdline" % pid, "rb") as f:
+        return [a.decode() for a in f.read().split(b"\0") if a]
+
+
+class OwnServer:
+    """An API server of this test's own, with the given --set options."""
+
+    def __init__(self, sets):
+        s = stack.get()
+        s.require_dir()
+        argv = api1_cmdline(s)
+        self.port = free_port()
+        out, skip = [], False
+        for a in argv:
+            if skip:
+                skip = False
+                continue
+            if a in ("--listen", "--name"):
+                skip = True
+                continue
+            if a.startswith("--listen=") or a.startswith("--name="):
+                continue
+            out.append(a)
+        out += ["--listen", "127.0.0.1:%d" % self.port, "--name", "abuse"]
+        for k, v in sets.items():
+            out += ["--set", "%s=%s" % (k, v)]
+        self.log = os.path.join(s.dir, "abuse-api.log")
+        self.logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(out, stdout=self.logf, stderr=self.logf, stdin=subprocess.DEVNULL)
+        self.url = "http://127.0.0.1:%d" % self.port
+        deadline = time.time() + 30
+        while True:
+            try:
+                if Client(self.url).get("/readyz", timeout=2).status == 200:
+                    break
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise AssertionError("own API server did not get ready; see %s" % self.log)
+            time.sleep(0.2)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
+
+
+_n = [0]
+_n_lock = threading.Lock()
+
+
+def fresh_addr():
+    """A client address no other test used (10.77.x.y)."""
+    with _n_lock:
+        _n[0] += 1
+        n = _n[0]
+    return "10.77.%d.%d" % (n // 250, n % 250 + 1)
+
+
+class TestLimits(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = OwnServer({"login_addr_burst": 3, "login_addr_rate": 0.01, "signup_addr_burst": 2,
+                             "signup_addr_rate": 0.01, "account_burst": 2, "account_rate": 0.01,
+                             "hash_threads": 1, "hash_queue": 2, "conn_per_addr": 4})
+        cls.c = Client(cls.srv.url)
+        cls.co = new_company()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def login(self, email, password, addr):
+        return self.c.post("/v1/auth/login", {"email": email, "password": password},
+                           headers={"X-Forwarded-For": "203.0.113.9, " + addr})
+
+    def signup(self, email, addr):
+        return self.c.post("/v1/auth/signup", {"company": self.co["slug"], "join_code": self.co["join_code"],
+                                               "email": email, "password": PASSWORD, "display_name": "A"},
+                           headers={"X-Forwarded-For": addr})
+
+    def expect_429(self, r):
+        r.expect(429, "rate_limited")
+        ra = r.header("Retry-After")
+        self.assertTrue(ra and ra.isdigit() and int(ra) >= 1, "429 without Retry-After: " + r.describe())
+
+    def test_login_limit_per_address(self):
+        addr = fresh_addr()
+        for i in range(3):
+            self.login("%s@e2e.example" % uniq("nobody"), "wrong-password", addr).expect(401, "bad_credentials")
+        self.expect_429(self.login("%s@e2e.example" % uniq("nobody"), "wrong-password", addr))
+        # The last X-Forwarded-For hop is the client: another address is not limited.
+        self.login("%s@e2e.example" % uniq("nobody"), "wrong-password", fresh_addr()).expect(401)
+
+    def test_login_limit_per_account(self):
+        email = "%s@e2e.example" % uniq("acct")
+        self.signup(email, fresh_addr()).expect(201)
+        # Logins that succeed cost the account nothing.
+        for _ in range(4):
+            self.login(email, PASSWORD, fresh_addr()).expect(200)
+        for _ in range(2):
+            self.login(email, "wrong-password", fresh_addr()).expect(401, "bad_credentials")
+        # From any address: the account's failures are used up.
+        self.expect_429(self.login(email, "wrong-password", fresh_addr()))
+        self.expect_429(self.login(email.upper(), PASSWORD, fresh_addr()))
+
+    def test_signup_limit_per_address(self):
+        addr = fresh_addr()
+        for _ in range(2):
+            self.signup("%s@e2e.example" % uniq("s"), addr).expect(201)
+        self.expect_429(self.signup("%s@e2e.example" % uniq("s"), addr))
+
+    def test_untrusted_peer_forwarded_for_ignored(self):
+        """A client that is not a trusted proxy cannot pick its address."""
+        host, port = hostport(self.srv.url)
+        codes = []
+        for i in range(5):
+            s = connect(self.srv.url, src="127.0.0.3")
+            body = json.dumps({"email": "%s@e2e.example" % uniq("x"), "password": "wrong-password"}).encode()
+            s.sendall(b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"X-Forwarded-For: 10.1.2.%d\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % (i + 1, len(body)) + body)
+            raw, _ = read_until_closed(s, 5)
+            s.close()
+            codes.append(status_of(raw))
+        self.assertEqual(codes[:3], [401, 401, 401], codes)
+        self.assertEqual(codes[3:], [429, 429], "127.0.0.3's bucket, whatever X-Forwarded-For says: %s" % codes)
+
+    def test_hash_queue_full_503_with_retry_after(self):
+        """One hash thread, two places: a burst of logins gets 503 at once for
+        those that find the queue full, never a wait on an HTTP worker."""
+        results = []
+
+        def one(_):
+            t0 = time.time()
+            r = self.login("%s@e2e.example" % uniq("q"), "wrong-password", fresh_addr())
+            results.append((r, time.time() - t0))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        full = [r for r, _ in results if r.status == 503]
+        self.assertTrue(full, "no 503 from a queue of 2 under 16 parallel logins: %s"
+                        % [r.status for r, _ in results])
+        for r in full:
+            r.expect(503, "unavailable")
+            self.assertEqual(r.header("Retry-After"), "1", r.describe())
+        self.assertEqual({r.status for r, _ in results} - {401, 503}, set())
+        # Meanwhile the workers answer other requests at once.
+        t0 = time.time()
+        self.c.get("/healthz").expect(200)
+        self.assertLess(time.time() - t0, 0.5)
+
+    def test_connection_cap_per_address(self):
+        socks = [connect(self.srv.url, src="127.0.0.4") for _ in range(4)]
+        try:
+            for s in socks:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertEqual(status_of(s.recv(4096)), 200)
+            extra = connect(self.srv.url, src="127.0.0.4")
+            raw, closed = read_until_closed(extra, 2)
+            extra.close()
+            self.assertEqual(raw, b"")
+            self.assertIsNotNone(closed, "a 5th connection from one address was kept (cap 4)")
+            # Another address is not affected.
+            other = connect(self.srv.url, src="127.0.0.5")
+            other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(status_of(other.recv(4096)), 200)
+            other.close()
+        finally:
+            for s in socks:
+                s.close()
+
+
+class TestConnections(unittest.TestCase):
+    """Against the stack: api1 directly (as a client that is no proxy) and HAProxy."""
+
+    def setUp(self):
+        s = stack.get()
+        s.require_api()
+        self.api1 = s.api_urls[0]
+        self.haproxy = s.api_url
+
+    def test_early_401_before_body(self):
+        s = connect(self.api1)
+        t0 = time.time()
+        s.sendall(b"PUT /v1/me/avatar HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  b"Content-Length: 200000\r\n\r\n")
+        raw, closed = read_until_closed(s, 3)
+        s.close()
+        self.assertEqual(status_of(raw), 401, raw[:300])
+        self.assertEqual(json.loads(body_of(raw))["error"]["code"], "unauthorized")
+        self.assertLess(time.time() - t0, 1.0)
+
+    def test_early_413_before_body(self):
+        for url in (self.api1, self.haproxy):
+            s = connect(url)
+            s.sendall(b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 10000000\r\n\r\n")
+            raw, closed = read_until_closed(s, 3)
+            s.close()
+            self.assertEqual(status_of(raw), 413, "%s: %r" % (url, raw[:300]))
+            self.assertEqual(json.loads(body_of(raw))["error"]["code"], "body_too_large", url)
+            self.assertIsNotNone(closed, url)
+
+    def test_malformed_http_answered_or_closed_within_1s(self):
+        for url in (self.api1, self.haproxy):
+            for data in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+                         b"GET /healthz HTTP/9.9\r\n\r\n", b"NOT HTTP AT ALL\r\n\r\n"):
+                s = connect(url)
+                s.sendall(data)
+                raw, closed = read_until_closed(s, 1.0)
+                s.close()
+                if raw:  # answered within 1 s (HAProxy takes HTTP/9.9 for 1.1)
+                    self.assertIsNotNone(status_of(raw), raw[:200])
+                else:
+                    self.assertIsNotNone(closed, "%s neither answered nor closed %r within 1 s" % (url, data))
+
+    def test_garbage_closed_within_1s(self):
+        for url in (self.api1, self.haproxy):
+            for src in ("127.0.0.2", "127.0.0.1"):
+                s = connect(url, src=src)
+                s.sendall(bytes([0, 1, 2, 0xff, 0xfe, 0x80]) * 40)  # no line end
+                raw, closed = read_until_closed(s, 3)
+                s.close()
+                self.assertIsNotNone(closed, "%s kept garbage from %s open 3 s" % (url, src))
+                self.assertLess(closed, 1.0, "%s: garbage from %s closed after %.2f s" % (url, src, closed))
+
+    def test_trickled_headers_closed(self):
+        """A byte every 100 ms keeps an idle timeout away, not the header deadline."""
+        s = connect(self.api1)
+        s.settimeout(1)
+        t0 = time.time()
+        req = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+        closed = None
+        for b in req:
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                closed = time.time() - t0
+                break
+            time.sleep(0.1)
+            try:
+                s.setblocking(False)
+                if s.recv(100) == b"":
+                    closed = time.time() - t0
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = time.time() - t0
+                break
+            finally:
+                s.setblocking(True)
+        s.close()
+        self.assertIsNotNone(closed, "a trickling client held the connection %.1f s" % (time.time() - t0))
+        self.assertLess(closed, 2.0)
+
+    def test_newline_in_path_not_in_log(self):
+        s = stack.get()
+        s.require_dir()
+        log = os.path.join(s.dir, "api1", "api.log")
+        if not os.path.isfile(log):
+            raise unittest.SkipTest("no %s" % log)
+        marker = uniq("forged")
+        size = os.path.getsize(log)
+        Client(self.api1).get("/v1/x%%0A%s%%0D%%09200%%20ok" % marker).expect(404)
+        deadline, text = time.time() + 3, ""
+        while time.time() < deadline:
+            with open(log, "rb") as f:
+                f.seek(size)
+                text = f.read().decode("utf-8", "replace")
+            if marker in text:
+                break
+            time.sleep(0.1)
+        lines = [ln for ln in text.split("\n") if marker in ln]
+        self.assertEqual(len(lines), 1, "the request's line:\n%s" % text[-2000:])
+        self.assertIn("/v1/x\\x0a%s\\x0d\\x09200\\x20ok" % marker, lines[0])
+        self.assertNotIn("\r", lines[0])
+
+    def test_metrics_for_operators_only(self):
+        r = Client(self.haproxy).get("/metrics", token=None)
+        r.expect(404, "not_found")
+        Client(self.haproxy).get("/%6detrics", token=None).expect(404)
+        Client(self.api1).get("/metrics", token=None).expect(200)
+        # Relayed by a proxy (any X-Forwarded-For): refused by the server itself.
+        Client(self.api1).get("/metrics", token=None, headers={"X-Forwarded-For": "127.0.0.1"}).expect(404)
+
+    def test_nosniff_and_no_store(self):
+        co = new_company()
+        email = "%s@e2e.example" % uniq("h")
+        r = api().post("/v1/auth/signup", {"company": co["slug"], "join_code": co["join_code"], "email": email,
+                                           "password": PASSWORD, "display_name": "H"})
+        r.expect(201)
+        self.assertEqual(r.header("Cache-Control"), "no-store", r.describe())
+        r = api().post("/v1/auth/login", {"email": email, "password": PASSWORD})
+        r.expect(200)
+        self.assertEqual(r.header("Cache-Control"), "no-store", r.describe())
+        self.assertEqual(r.header("X-Content-Type-Options"), "nosniff", r.describe())
+        u = signup(co)
+        r = u.client.put("/v1/me/avatar", raw=png(), content_type="image/png")
+        self.assertLess(r.status, 300, r.describe())
+        img = api().get("/v1/users/%s/avatar" % u.id, token=None)
+        img.expect(200)
+        self.assertEqual(img.header("X-Content-Type-Options"), "nosniff", img.describe())
+        for r in (api().get("/healthz"), api().get("/v1/me")):
+            self.assertEqual(r.header("X-Content-Type-Options"), "nosniff", r.describe())
+
+    def test_haproxy_auth_rate_429(self):
+        """More than 1,000 /v1/auth/ requests in 10 s from one address: HAProxy
+        answers 429 in the API's JSON shape (from an address of its own)."""
+        src = "127.0.%d.%d" % (random.randrange(10, 250), random.randrange(1, 250))
+        s = connect(self.haproxy, src=src, timeout=10)
+        req = b"GET /v1/auth/login HTTP/1.1\r\nHost: x\r\n\r\n"
+        got, buf = [], b""
+        try:
+            for i in range(1100):
+                s.sendall(req)
+                while True:
+                    head, sep, rest = buf.partition(b"\r\n\r\n")
+                    if sep:
+                        n = 0
+                        for line in head.split(b"\r\n"):
+                            if line.lower().startswith(b"content-length:"):
+                                n = int(line.split(b":")[1])
+                        if len(rest) >= n:
+                            got.append((status_of(head), head, rest[:n]))
+                            buf = rest[n:]
+                            break
+                    b = s.recv(65536)
+                    if not b:
+                        raise AssertionError("HAProxy closed after %d answers" % len(got))
+                    buf += b
+                if got[-1][0] == 429:
+                    break
+        finally:
+            s.close()
+        self.assertEqual(got[-1][0], 429, "no 429 after %d auth requests" % len(got))
+        self.assertGreaterEqual(len(got), 1000)
+        self.assertIn(b"retry-after", got[-1][1].lower())
+        self.assertEqual(json.loads(got[-1][2])["error"]["code"], "rate_limited")
+        # Other addresses go on.
+        api().get("/v1/auth/login").expect(405)
