@@ -91,9 +91,21 @@ struct shardmap_host_conf {
     char name[SHARDMAP_NAME_MAX]; /* unique logical name, e.g. "db1" */
     char addr[256];               /* host name or IP address */
     uint16_t port;
-    char user[64];
+    char user[64]; /* the API server's account: DML on the schemas only */
     char password[128];
-    uint32_t weight; /* placement weight, 1..1000, default 1 */
+    uint32_t weight;        /* placement weight, 1..1000, default 1 */
+    char ops_user[64];      /* the operator tools' account (default: user) */
+    char ops_password[128]; /* (default: password when ops_user is not given) */
+};
+
+/*
+ * Which of each host's two accounts a program connects with. The file does
+ * not choose it: the program does, once, after loading (the API server keeps
+ * the default; shardctl, bcadmin and the fill tools set SHARDMAP_ACCOUNT_OPS).
+ */
+enum shardmap_account {
+    SHARDMAP_ACCOUNT_API = 0, /* user/password: DML only, one statement a call */
+    SHARDMAP_ACCOUNT_OPS = 1, /* ops_user/ops_password: DDL, replication, batches */
 };
 
 struct shardmap_endpoint {
@@ -117,6 +129,8 @@ struct shardmap_conf {
     uint32_t batch_timeout_ms;   /* one statement of background work (30000) */
     uint32_t map_poll_ms;        /* global map version poll, >= 1000 (1000) */
     uint32_t move_wait_ms; /* how long a write waits out a shard's cut-over (3000) */
+    /* Set by the program, not read from the file (see enum shardmap_account). */
+    enum shardmap_account account;
 };
 
 /*

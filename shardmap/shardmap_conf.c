@@ -1,6 +1,7 @@
 /*
  * shardmap_conf.c: the cluster config file (cluster.yaml): the cluster's
- * name, schema prefix and shard count, the MySQL hosts, the memcached
+ * name, schema prefix and shard count, the MySQL hosts (each with two
+ * accounts: the API server's and the operator tools'), the memcached
  * servers and the router's pool and timeouts. docs/config.md has every key,
  * its type, default and range.
  *
@@ -111,17 +112,54 @@ static void read_cluster(struct shardmap__yaml *y, yaml_node_t *node, int line,
     *global_host = keys[3].value;
 }
 
+/*
+ * The operator tools' account of a host: ops_user and ops_password, or the
+ * API's user and password when the host names no ops_user (a cluster with one
+ * account for everything, as before the accounts were split).
+ */
+static void read_ops_account(struct shardmap__yaml *y, const struct shardmap__key *user,
+                             const struct shardmap__key *password, const char *ctx,
+                             struct shardmap_host_conf *h)
+{
+    if (user->value == NULL) {
+        if (password->value != NULL) {
+            shardmap__yaml_error(y, password->line, ctx, "ops_password",
+                                 "is given without ops_user (the tools would use "
+                                 "user and password)");
+        }
+        memcpy(h->ops_user, h->user, sizeof(h->ops_user));
+        memcpy(h->ops_password, h->password, sizeof(h->ops_password));
+        return;
+    }
+    if (shardmap__yaml_str(y, user->value, ctx, "ops_user", h->ops_user,
+                           sizeof(h->ops_user), 0) != 0) {
+        return;
+    }
+    if (password->value != NULL &&
+        shardmap__yaml_str(y, password->value, ctx, "ops_password", h->ops_password,
+                           sizeof(h->ops_password), 1) != 0) {
+        return;
+    }
+    /* One account cannot have two passwords: a typo, not a choice. */
+    if (h->user[0] != '\0' && strcmp(h->ops_user, h->user) == 0 &&
+        strcmp(h->ops_password, h->password) != 0) {
+        shardmap__yaml_error(y, user->line, ctx, "ops_user",
+                             "'%s' is also user, with another password", h->ops_user);
+    }
+}
+
 /* Reads one host; returns the line of its name, 0 when it has none. */
 static int read_host(struct shardmap__yaml *y, yaml_node_t *node, const char *ctx,
                      struct shardmap_host_conf *h)
 {
-    struct shardmap__key keys[] = {{"name", 1, NULL, 0},     {"addr", 1, NULL, 0},
-                                   {"port", 1, NULL, 0},     {"user", 1, NULL, 0},
-                                   {"password", 0, NULL, 0}, {"weight", 0, NULL, 0}};
+    struct shardmap__key keys[] = {
+        {"name", 1, NULL, 0},     {"addr", 1, NULL, 0},        {"port", 1, NULL, 0},
+        {"user", 1, NULL, 0},     {"password", 0, NULL, 0},    {"weight", 0, NULL, 0},
+        {"ops_user", 0, NULL, 0}, {"ops_password", 0, NULL, 0}};
     uint64_t v;
 
     h->weight = 1;
-    if (shardmap__yaml_fields(y, node, shardmap__yaml_line(node), ctx, keys, 6) != 0) {
+    if (shardmap__yaml_fields(y, node, shardmap__yaml_line(node), ctx, keys, 8) != 0) {
         return 0;
     }
     if (keys[0].value) {
@@ -145,6 +183,7 @@ static int read_host(struct shardmap__yaml *y, yaml_node_t *node, const char *ct
         shardmap__yaml_uint(y, keys[5].value, ctx, "weight", 1, 1000, &v) == 0) {
         h->weight = (uint32_t)v;
     }
+    read_ops_account(y, &keys[6], &keys[7], ctx, h);
     return keys[0].value ? shardmap__yaml_line(keys[0].value) : 0;
 }
 
@@ -351,6 +390,13 @@ int shardmap_conf_save(const char *path, const struct shardmap_conf *conf)
         shardmap__out_str(&o, h->user);
         shardmap__out_str(&o, "password");
         shardmap__out_quoted(&o, h->password);
+        /* A conf built in code may leave it empty: then the file omits it too. */
+        if (h->ops_user[0] != '\0') {
+            shardmap__out_str(&o, "ops_user");
+            shardmap__out_str(&o, h->ops_user);
+            shardmap__out_str(&o, "ops_password");
+            shardmap__out_quoted(&o, h->ops_password);
+        }
         shardmap__out_str(&o, "weight");
         shardmap__out_uint(&o, h->weight);
         shardmap__out_end_map(&o);

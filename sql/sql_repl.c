@@ -164,7 +164,13 @@ int sql_endpoint_of(const struct shardmap_conf *conf, const char *name,
         snprintf(ep->addr, sizeof(ep->addr), "%s", conf->hosts[i].addr);
         ep->port = conf->hosts[i].port;
     }
-    snprintf(ep->user, sizeof(ep->user), "%s", conf->hosts[acct].user);
-    snprintf(ep->password, sizeof(ep->password), "%s", conf->hosts[acct].password);
+    if (conf->account == SHARDMAP_ACCOUNT_OPS) {
+        snprintf(ep->user, sizeof(ep->user), "%s", conf->hosts[acct].ops_user);
+        snprintf(ep->password, sizeof(ep->password), "%s",
+                 conf->hosts[acct].ops_password);
+    } else {
+        snprintf(ep->user, sizeof(ep->user), "%s", conf->hosts[acct].user);
+        snprintf(ep->password, sizeof(ep->password), "%s", conf->hosts[acct].password);
+    }
     return 0;
 }

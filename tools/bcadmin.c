@@ -286,7 +286,8 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
-    conf.query_timeout_ms = 30000; /* scans of whole shards */
+    conf.query_timeout_ms = 30000;       /* scans of whole shards */
+    conf.account = SHARDMAP_ACCOUNT_OPS; /* an operator's tool */
     if ((rc = router_create(&conf, &r)) < 0) {
         fprintf(stderr, "bcadmin: %s\n", bc_strerror(rc));
         shardmap_conf_deinit(&conf);

@@ -514,6 +514,7 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
+    conf.account = SHARDMAP_ACCOUNT_OPS; /* schemas, moves, replication */
     so.json = json;
     so.tty = isatty(STDERR_FILENO);
     shardctl_reshard_signals();

@@ -23,6 +23,8 @@ void itest_conf(struct shardmap_conf *conf)
         fail_msg("BC_CLUSTER is not set: run through tests/integration/run");
     if (shardmap_conf_load(path, conf, &err) != 0)
         fail_msg("%s", err ? err : "cannot load cluster config");
+    /* The tests set up and inspect as an operator does. */
+    conf->account = SHARDMAP_ACCOUNT_OPS;
 }
 
 MYSQL *itest_mysql(const struct shardmap_conf *conf, const char *host)
@@ -35,8 +37,8 @@ MYSQL *itest_mysql(const struct shardmap_conf *conf, const char *host)
     h = &conf->hosts[i];
     m = mysql_init(NULL);
     assert_non_null(m);
-    if (mysql_real_connect(m, h->addr, h->user, h->password, NULL, h->port, NULL, 0) ==
-        NULL)
+    if (mysql_real_connect(m, h->addr, h->ops_user, h->ops_password, NULL, h->port,
+                           NULL, 0) == NULL)
         fail_msg("connect %s: %s", host, mysql_error(m));
     return m;
 }

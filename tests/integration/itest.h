@@ -12,9 +12,15 @@
 
 #include "shardmap/shardmap.h"
 
-/* Loads $BC_CLUSTER into conf; fails the test on error. */
+/*
+ * Loads $BC_CLUSTER into conf, with the operator tools' account chosen
+ * (conf->account); fails the test on error.
+ */
 void itest_conf(struct shardmap_conf *conf);
-/* A plain blocking connection to the named host (to ask MariaDB directly). */
+/*
+ * A plain blocking connection to the named host (to ask MariaDB directly), as
+ * the operator tools' account.
+ */
 MYSQL *itest_mysql(const struct shardmap_conf *conf, const char *host);
 /* Runs a query on m and returns the first cell of the first row as a number. */
 int64_t itest_scalar(MYSQL *m, const char *sql);

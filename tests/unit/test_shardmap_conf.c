@@ -179,6 +179,8 @@ static void assert_confs_equal(const struct shardmap_conf *a,
         assert_int_equal(a->hosts[i].port, b->hosts[i].port);
         assert_string_equal(a->hosts[i].user, b->hosts[i].user);
         assert_string_equal(a->hosts[i].password, b->hosts[i].password);
+        assert_string_equal(a->hosts[i].ops_user, b->hosts[i].ops_user);
+        assert_string_equal(a->hosts[i].ops_password, b->hosts[i].ops_password);
         assert_int_equal(a->hosts[i].weight, b->hosts[i].weight);
     }
     assert_int_equal(a->nmemcached, b->nmemcached);
@@ -459,6 +461,8 @@ static void test_conf_round_trip_keeps_odd_passwords(void **state)
         hosts[i].port = (uint16_t)(3306 + i);
         strcpy(hosts[i].user, "bc user");
         strcpy(hosts[i].password, passwords[i]);
+        strcpy(hosts[i].ops_user, "bc ops");
+        strcpy(hosts[i].ops_password, passwords[n - 1 - i]);
         hosts[i].weight = (uint32_t)(1 + i * 90);
     }
     strcpy(in.global_host, "5");
@@ -475,6 +479,73 @@ static void test_conf_round_trip_keeps_odd_passwords(void **state)
     assert_confs_equal(&in, &out);
     shardmap_conf_deinit(&out);
     unlink(path);
+}
+
+/*
+ * Each host has the API server's account (user, password) and the operator
+ * tools' (ops_user, ops_password); a host without ops_user has one account
+ * for both, as every config had before the accounts were split.
+ */
+static void test_conf_ops_account(void **state)
+{
+    static const char text[] =
+        "cluster: {name: t, schema_prefix: x, shards: 16}\n"
+        "hosts:\n"
+        "  - {name: a, addr: h, port: 1, user: api, password: pa,\n"
+        "     ops_user: ops, ops_password: \"p'o\"}\n"
+        "  - {name: b, addr: h, port: 2, user: api, password: pb, ops_user: ops}\n"
+        "  - {name: c, addr: h, port: 3, user: one, password: pc}\n"
+        "  - {name: d, addr: h, port: 4, user: one, password: pd, ops_user: one,\n"
+        "     ops_password: pd}\n";
+    struct shardmap_conf conf;
+    char path[64], *err = NULL;
+
+    (void)state;
+    write_tmp(path, text);
+    assert_int_equal(shardmap_conf_load(path, &conf, &err), 0);
+    unlink(path);
+    assert_null(err);
+    assert_int_equal(conf.account, SHARDMAP_ACCOUNT_API);
+    assert_string_equal(conf.hosts[0].user, "api");
+    assert_string_equal(conf.hosts[0].password, "pa");
+    assert_string_equal(conf.hosts[0].ops_user, "ops");
+    assert_string_equal(conf.hosts[0].ops_password, "p'o");
+    assert_string_equal(conf.hosts[1].ops_user, "ops");
+    assert_string_equal(conf.hosts[1].ops_password, "");
+    assert_string_equal(conf.hosts[2].ops_user, "one");
+    assert_string_equal(conf.hosts[2].ops_password, "pc");
+    assert_string_equal(conf.hosts[3].ops_user, "one");
+    assert_string_equal(conf.hosts[3].ops_password, "pd");
+    shardmap_conf_deinit(&conf);
+}
+
+static void test_conf_bad_ops_account(void **state)
+{
+    (void)state;
+    expect_only(KIND_CONF,
+                "cluster: {name: t, schema_prefix: x, shards: 16}\n"
+                "hosts:\n"
+                "  - {name: a, addr: h, port: 1, user: u,\n"
+                "     ops_password: secret}\n",
+                4,
+                "hosts[0].ops_password: is given without ops_user (the tools would "
+                "use user and password)");
+    expect_only(KIND_CONF,
+                "cluster: {name: t, schema_prefix: x, shards: 16}\n"
+                "hosts:\n"
+                "  - name: a\n"
+                "    addr: h\n"
+                "    port: 1\n"
+                "    user: bc\n"
+                "    password: one\n"
+                "    ops_user: bc\n"
+                "    ops_password: two\n",
+                8, "hosts[0].ops_user: 'bc' is also user, with another password");
+    expect_only(KIND_CONF,
+                "cluster: {name: t, schema_prefix: x, shards: 16}\n"
+                "hosts:\n"
+                "  - {name: a, addr: h, port: 1, user: u, ops_user: \"\"}\n",
+                3, "hosts[0].ops_user:");
 }
 
 static void test_conf_unknown_key(void **state)
@@ -1215,6 +1286,8 @@ int main(void)
         cmocka_unit_test(test_cluster_example_values),
         cmocka_unit_test(test_conf_defaults),
         cmocka_unit_test(test_conf_round_trip_keeps_odd_passwords),
+        cmocka_unit_test(test_conf_ops_account),
+        cmocka_unit_test(test_conf_bad_ops_account),
         cmocka_unit_test(test_conf_unknown_key),
         cmocka_unit_test(test_conf_missing_required_key),
         cmocka_unit_test(test_conf_string_where_int),

@@ -365,8 +365,8 @@ static void test_rows_add_row_out_of_memory(void **state)
 static void conf_make(struct shardmap_conf *conf, const char *global)
 {
     static struct shardmap_host_conf hosts[2] = {
-        {"db1", "10.0.0.1", 3306, "u1", "p1", 1},
-        {"db2", "10.0.0.2", 3307, "u2", "p2", 1},
+        {"db1", "10.0.0.1", 3306, "u1", "p1", 1, "ops1", "q1"},
+        {"db2", "10.0.0.2", 3307, "u2", "p2", 1, "ops2", "q2"},
     };
 
     memset(conf, 0, sizeof(*conf));
@@ -412,6 +412,31 @@ static void test_endpoint_global_account(void **state)
     conf_make(&conf, "");
     assert_int_equal(sql_endpoint_of(&conf, "db9", "10.0.0.9", 3309, &ep), 0);
     assert_string_equal(ep.user, "u1");
+}
+
+/*
+ * The operator tools connect with each host's ops account, the API server
+ * (the default) with its user: a program picks one and every endpoint,
+ * also of a host only the catalog knows, follows it.
+ */
+static void test_endpoint_account_chosen_by_the_program(void **state)
+{
+    struct shardmap_conf conf;
+    struct sql_endpoint ep;
+
+    (void)state;
+    conf_make(&conf, "db2");
+    assert_int_equal(conf.account, SHARDMAP_ACCOUNT_API);
+    assert_int_equal(sql_endpoint_of(&conf, "db1", NULL, 0, &ep), 0);
+    assert_string_equal(ep.user, "u1");
+    assert_string_equal(ep.password, "p1");
+    conf.account = SHARDMAP_ACCOUNT_OPS;
+    assert_int_equal(sql_endpoint_of(&conf, "db1", NULL, 0, &ep), 0);
+    assert_string_equal(ep.user, "ops1");
+    assert_string_equal(ep.password, "q1");
+    assert_int_equal(sql_endpoint_of(&conf, "db9", "10.0.0.9", 3309, &ep), 0);
+    assert_string_equal(ep.user, "ops2");
+    assert_string_equal(ep.password, "q2");
 }
 
 static void test_endpoint_unknown_host(void **state)
@@ -492,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_rows_add_row_out_of_memory),
         cmocka_unit_test(test_endpoint_own_account),
         cmocka_unit_test(test_endpoint_global_account),
+        cmocka_unit_test(test_endpoint_account_chosen_by_the_program),
         cmocka_unit_test(test_endpoint_unknown_host),
         cmocka_unit_test(test_new_status_codes),
         cmocka_unit_test(test_conn_open_refused),

@@ -620,6 +620,7 @@ int main(int argc, char **argv)
         free(s);
         return 1;
     }
+    conf.account = SHARDMAP_ACCOUNT_OPS; /* creates schemas, fills in batches */
     if ((rc = router_create(&conf, &s->r)) < 0) {
         fprintf(stderr, "fillscale: %s\n", bc_strerror(rc));
         goto out;

@@ -458,7 +458,8 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
-    conf.query_timeout_ms = 60000; /* statements of a thousand rows */
+    conf.query_timeout_ms = 60000;       /* statements of a thousand rows */
+    conf.account = SHARDMAP_ACCOUNT_OPS; /* batches of statements */
     t0 = fill_now_s();
     if ((rc = router_create(&conf, &f.r)) < 0) {
         fprintf(stderr, "fillshard: %s\n", bc_strerror(rc));
