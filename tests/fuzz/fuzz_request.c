@@ -25,8 +25,8 @@
  * gets past its checks answers 503. What must hold for every input: an
  * answer is given, its status is 2xx-4xx or 503 (never 500: with the hosts
  * down no input may reach the server's own faults), an error is the JSON
- * error shape {"error":{"code","message"}} (but /readyz's own), and nothing
- * leaks or overflows
+ * error shape {"error":{"code","message"}} (but /readyz's own), no header
+ * value holds a control character, and nothing leaks or overflows
  * (ASan, UBSan).
  */
 #include <errno.h>
@@ -152,10 +152,17 @@ static int input_parse(const uint8_t *data, size_t size, struct input *in)
     }
     path_unescape(in->path);
     /* Headers up to an empty line; the rest of the input is the body. */
-    while (next != NULL && *next != '\0') {
+    while (next != NULL) {
         char *colon, *value;
         line = next;
         next = line_end(line);
+        if (*line == '\0') {
+            if (next != NULL) {
+                in->body = (const char *)data + (next - in->text);
+                in->body_len = size - (size_t)(next - in->text);
+            }
+            break;
+        }
         colon = strchr(line, ':');
         if (colon == NULL || in->conn.nheader == FUZZ_MAX_PAIRS)
             continue;
@@ -165,13 +172,6 @@ static int input_parse(const uint8_t *data, size_t size, struct input *in)
         in->conn.header[in->conn.nheader].name = line;
         in->conn.header[in->conn.nheader].value = value;
         in->conn.nheader++;
-    }
-    if (next != NULL) {
-        size_t off = (size_t)(next - in->text) + 1; /* past the empty line */
-        if (off <= size) {
-            in->body = (const char *)data + off;
-            in->body_len = size - off;
-        }
     }
     return 0;
 }
@@ -242,6 +242,12 @@ static void check_answer(struct api_req *req)
         return; /* refused by a step the dispatcher answers itself */
     if (req->status < 200 || req->status > 599 || req->status == 500)
         fuzz_fail("%s %s: status %d", req->method, req->url, req->status);
+    /* A header value with a line break would split the response. */
+    for (int i = 0; i < req->nheaders; i++)
+        for (const char *p = req->headers[i].value; *p != '\0'; p++)
+            if ((unsigned char)*p < 0x20 && *p != '\t')
+                fuzz_fail("%s %s: header %s has a control character", req->method,
+                          req->url, req->headers[i].name);
     if (req->resp_type == NULL || strcmp(req->resp_type, "application/json") != 0)
         return;
     v = json_loadb(req->resp, req->resp_len, JSON_DECODE_ANY, NULL);
