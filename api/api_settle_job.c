@@ -231,19 +231,27 @@ static int settle_batch(struct settle_run *run, uint32_t shard, uint64_t *n, int
          * shard.) Then one ledger row per paying bet, one credit per user.
          */
         rc = batch_users(&ids, &users);
+        /* Three statements: the API's account sends one a call. */
+        if (rc == 0)
+            rc = router_txn_exec(txn, NULL,
+                                 "WITH v (id) AS (VALUES %R) SELECT u.id FROM v "
+                                 "STRAIGHT_JOIN %S.users u ON u.id = v.id FOR UPDATE",
+                                 users.buf);
+        if (rc == 0)
+            rc = router_txn_exec(txn, NULL,
+                                 "INSERT INTO %S.ledger (user_id, delta, reason, "
+                                 "bet_id) SELECT user_id, p, %s, id FROM (SELECT "
+                                 "user_id, id, " PAYOUT " AS p FROM " BATCH
+                                 ") t WHERE p > 0 ORDER BY id",
+                                 run->reason, res, res, m, lo, hi);
         if (rc == 0)
             rc = router_txn_exec(
                 txn, NULL,
-                "WITH v (id) AS (VALUES %R) SELECT u.id FROM v STRAIGHT_JOIN %S.users "
-                "u ON u.id = v.id FOR UPDATE;\n"
-                "INSERT INTO %S.ledger (user_id, delta, reason, bet_id) SELECT "
-                "user_id, p, %s, id FROM (SELECT user_id, id, " PAYOUT
-                " AS p FROM " BATCH ") t WHERE p > 0 ORDER BY id;\n"
                 "UPDATE %S.users u JOIN (SELECT user_id, SUM(p) AS p, SUM(p - stake) "
                 "AS pts FROM (SELECT user_id, stake, " PAYOUT " AS p FROM " BATCH
                 ") t GROUP BY user_id) b ON u.id = b.user_id SET u.balance = "
                 "u.balance + b.p, u.points = u.points + b.pts",
-                users.buf, run->reason, res, res, m, lo, hi, res, res, m, lo, hi);
+                res, res, m, lo, hi);
     }
     /* While the bets are still open with ids in [lo, hi]: its contract. */
     if (rc == 0 && ids.nrow > 0)

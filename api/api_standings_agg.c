@@ -47,31 +47,41 @@
 int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
                         uint64_t lo_id, uint64_t hi_id)
 {
+    int rc;
+
     /* A cancelled match refunds every stake: nobody's points change. */
     if (strcmp(result, "cancelled") == 0)
         return 0;
     /*
-     * One round trip. The users first, in id order (the settlement may hold
-     * them already): a change of team, which locks its user before moving
-     * his points, then waits for this batch, or this batch for it, and the
-     * team read next is the one the user is in. Then the aggregate rows, in
-     * id order in each table.
+     * The users first, in id order (the settlement may hold them already): a
+     * change of team, which locks its user before moving his points, then
+     * waits for this batch, or this batch for it, and the team read next is
+     * the one the user is in. Then the aggregate rows, in id order in each
+     * table. Three statements: the API's account sends one a call.
      */
-    return router_txn_exec(
+    rc = router_txn_exec(
         txn, NULL,
         "SELECT id FROM %S.users WHERE id IN (SELECT user_id FROM %S.bets "
         "FORCE INDEX (match_open) WHERE match_id = %u AND status = 'open' AND id "
-        "BETWEEN %u AND %u) ORDER BY id FOR UPDATE;\n"
-        "INSERT INTO %S.standings_company (company_id, members, points) SELECT "
-        "u.company_id, 0, SUM(" BET_POINTS ") " BATCH_BETS " GROUP BY u.company_id "
-        "ORDER BY u.company_id ON DUPLICATE KEY UPDATE points = points + "
-        "VALUES(points);\n"
-        "INSERT INTO %S.standings_team (team_id, company_id, members, points) SELECT "
-        "u.team_id, MIN(u.company_id), 0, SUM(" BET_POINTS ") " BATCH_BETS
-        " AND u.team_id IS NOT NULL GROUP BY u.team_id ORDER BY u.team_id ON "
-        "DUPLICATE KEY UPDATE points = points + VALUES(points)",
-        match, lo_id, hi_id, result, result, match, lo_id, hi_id, result, result, match,
-        lo_id, hi_id);
+        "BETWEEN %u AND %u) ORDER BY id FOR UPDATE",
+        match, lo_id, hi_id);
+    if (rc == 0)
+        rc = router_txn_exec(
+            txn, NULL,
+            "INSERT INTO %S.standings_company (company_id, members, points) SELECT "
+            "u.company_id, 0, SUM(" BET_POINTS ") " BATCH_BETS " GROUP BY u.company_id "
+            "ORDER BY u.company_id ON DUPLICATE KEY UPDATE points = points + "
+            "VALUES(points)",
+            result, result, match, lo_id, hi_id);
+    if (rc == 0)
+        rc = router_txn_exec(
+            txn, NULL,
+            "INSERT INTO %S.standings_team (team_id, company_id, members, points) "
+            "SELECT u.team_id, MIN(u.company_id), 0, SUM(" BET_POINTS ") " BATCH_BETS
+            " AND u.team_id IS NOT NULL GROUP BY u.team_id ORDER BY u.team_id ON "
+            "DUPLICATE KEY UPDATE points = points + VALUES(points)",
+            result, result, match, lo_id, hi_id);
+    return rc;
 }
 
 int api_standings_member(struct router_txn *txn, uint64_t company, int join,

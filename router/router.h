@@ -44,6 +44,9 @@ struct catalog;    /* catalog/catalog.h */
  * schema and starts the map poller. If the global schema holds no map yet
  * (before `shardctl init`), the router starts with none and routed calls fail
  * with BC_ENOTFOUND until one appears. Returns 0 or a negative status.
+ * Its connections use conf->account (sql_endpoint_of()); those of the API's
+ * account (the default) take one statement per call, those of the operator
+ * tools' account also "a; b; c" (router_scatter_exec(), fill batches).
  */
 int router_create(const struct shardmap_conf *conf, struct router **out);
 void router_destroy(struct router *router);
@@ -163,7 +166,9 @@ int router_scatter_topk(struct router *router, struct sql_rows *rows, uint32_t k
 /*
  * Runs `fmt` (any statement; use %S, %N) once per shard, as one
  * multi-statement batch per host, hosts in parallel; rows->affected gets the
- * sum of affected rows when rows is not NULL.
+ * sum of affected rows when rows is not NULL. Only a router of the operator
+ * tools' account (SHARDMAP_ACCOUNT_OPS) may send such batches: on any other
+ * the server refuses a host's batch of more than one shard (BC_EQUERY).
  */
 int router_scatter_exec(struct router *router, struct sql_rows *rows, const char *fmt,
                         ...);

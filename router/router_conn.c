@@ -190,11 +190,12 @@ int router__conn_get(struct router *r, struct router_pool *pool,
                      struct router_conn **out)
 {
     struct router_lane *lane = background_mode ? &pool->bg : &pool->req;
-    struct sql_conn_opts opts = {.connect_timeout_ms = r->connect_timeout_ms,
-                                 .query_timeout_ms = lane->background
-                                                         ? r->batch_timeout_ms
-                                                         : r->query_timeout_ms,
-                                 .multi_statements = 1};
+    struct sql_conn_opts opts = {
+        .connect_timeout_ms = r->connect_timeout_ms,
+        .query_timeout_ms =
+            lane->background ? r->batch_timeout_ms : r->query_timeout_ms,
+        /* The API's account: one statement a call. */
+        .multi_statements = r->conf.account == SHARDMAP_ACCOUNT_OPS};
     /* Batch work is not in a hurry: it queues for a connection longer. */
     int64_t deadline = router__now_ms() +
                        (lane->background ? r->batch_timeout_ms : r->connect_timeout_ms);

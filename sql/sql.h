@@ -85,9 +85,19 @@ int sql_ident_ok(const char *name);
  *       assembled from %I-checked names, a constant clause); never input
  *   %%  a percent sign
  * Anything else is -EINVAL (and so is a bad identifier); the message is in
- * sql_last_error(). Strings are escaped as for a utf8mb4 connection without
- * NO_BACKSLASH_ESCAPES, which every connection of this layer is.
+ * sql_last_error(). Strings are escaped with backslashes as for a utf8mb4
+ * connection in SQL_MODE (no NO_BACKSLASH_ESCAPES, no ANSI_QUOTES), which
+ * every connection of this layer is, whatever the server's global sql_mode.
  */
+/*
+ * The session sql_mode every connection sets as it connects. Strict (a value
+ * that does not fit is an error, never truncated), and without the modes
+ * that change how text is read: NO_BACKSLASH_ESCAPES would make a backslash
+ * in our literals plain text, ANSI_QUOTES and PIPES_AS_CONCAT change what a
+ * quote and || mean.
+ */
+#define SQL_MODE "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+
 int sql_vformat(struct sql_buf *b, const char *schema, uint32_t shard, const char *fmt,
                 va_list ap);
 int sql_format(struct sql_buf *b, const char *schema, uint32_t shard, const char *fmt,
@@ -107,8 +117,9 @@ struct sql_endpoint {
  * The endpoint of host `name`: its address and port are addr/port when addr
  * is not NULL (a host the catalog knows), else the config's. The account is
  * the host's own in the config; a host missing from the config uses the
- * global host's account. BC_EHOST when addr is NULL and the config has no
- * such host.
+ * global host's account. Of the host's two accounts, conf->account chooses:
+ * user/password (the API server's) or ops_user/ops_password (the operator
+ * tools'). BC_EHOST when addr is NULL and the config has no such host.
  */
 int sql_endpoint_of(const struct shardmap_conf *conf, const char *name,
                     const char *addr, uint16_t port, struct sql_endpoint *ep);

@@ -9,10 +9,14 @@
  * missed its deadline is in an unknown state and is marked broken; its
  * owner closes it.
  *
- * Every connection is utf8mb4 (which the formatter's escaping relies on)
- * and reports found rather than changed rows (CLIENT_FOUND_ROWS): an UPDATE
- * that matches a row counts it even when the values were already there,
- * which is what "did the row exist" checks of callers ask.
+ * Every connection is utf8mb4 and runs in the session sql_mode SQL_MODE
+ * (both of which the formatter's escaping relies on, so a server whose
+ * global sql_mode has NO_BACKSLASH_ESCAPES or ANSI_QUOTES reads our
+ * literals as we wrote them), and reports found rather than changed rows
+ * (CLIENT_FOUND_ROWS): an UPDATE that matches a row counts it even when the
+ * values were already there, which is what "did the row exist" checks of
+ * callers ask. Only a connection opened with multi_statements accepts
+ * "a; b" in one call; the server refuses it on every other.
  */
 #include <errno.h>
 #include <poll.h>
@@ -86,6 +90,9 @@ static int conn_connect(struct sql_conn *c)
         flags |= CLIENT_MULTI_STATEMENTS;
     mysql_options(&c->mysql, MYSQL_OPT_CONNECT_TIMEOUT, &secs);
     mysql_options(&c->mysql, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    /* Part of the handshake: no statement runs before the mode is ours. */
+    mysql_options(&c->mysql, MYSQL_INIT_COMMAND,
+                  "SET SESSION sql_mode = '" SQL_MODE "'");
     status = mysql_real_connect_start(&ret, &c->mysql, c->ep.addr, c->ep.user,
                                       c->ep.password, NULL, c->ep.port, NULL, flags);
     SQL_DRIVE(status, &c->mysql, deadline,
