@@ -15,9 +15,12 @@ CREATE TABLE IF NOT EXISTS `{schema}`.shard_state (
     fenced TINYINT UNSIGNED NOT NULL DEFAULT 0
 ) ENGINE=InnoDB;
 
+-- The e-mail is stored in its canonical form (trimmed, ASCII letters lower-
+-- cased: shardmap_canonical_email) and compared byte for byte: "é" and "e",
+-- "É" and "é" are different addresses, as they are on the shard's hash.
 CREATE TABLE IF NOT EXISTS `{schema}`.users (
     id BIGINT NOT NULL PRIMARY KEY,
-    email VARCHAR(254) NOT NULL,
+    email VARCHAR(254) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
     password_hash VARCHAR(128) NOT NULL,
     display_name VARCHAR(100) NOT NULL,
     company_id BIGINT NOT NULL,
@@ -65,14 +68,32 @@ CREATE TABLE IF NOT EXISTS `{schema}`.avatars (
 ) ENGINE=InnoDB;
 
 -- Idempotency-Key of POST /v1/bets: the request's hash and the bet it made.
+-- The key is bytes: "abc", "ABC" and "abc " are three keys.
 CREATE TABLE IF NOT EXISTS `{schema}`.idempotency (
     user_id BIGINT NOT NULL,
-    idem_key VARCHAR(64) NOT NULL,
+    idem_key VARBINARY(64) NOT NULL,
     request_hash CHAR(32) NOT NULL,
     bet_id BIGINT NOT NULL,
     created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
     PRIMARY KEY (user_id, idem_key)
 ) ENGINE=InnoDB;
+
+-- A shard made before the two columns above compared bytes (they had the
+-- schema's utf8mb4_unicode_ci, which folds case and accents) is brought to
+-- them; a shard that has them already is not touched (no table rebuild).
+BEGIN NOT ATOMIC
+    IF EXISTS (SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{schema}'
+               AND TABLE_NAME = 'users' AND COLUMN_NAME = 'email'
+               AND COLLATION_NAME <> 'utf8mb4_bin') THEN
+        ALTER TABLE `{schema}`.users
+            MODIFY email VARCHAR(254) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{schema}'
+               AND TABLE_NAME = 'idempotency' AND COLUMN_NAME = 'idem_key'
+               AND DATA_TYPE <> 'varbinary') THEN
+        ALTER TABLE `{schema}`.idempotency MODIFY idem_key VARBINARY(64) NOT NULL;
+    END IF;
+END;
 
 -- A match settled on this shard: inserted first in the shard's settlement
 -- transaction, so it is settled exactly once, and read (with a share lock)

@@ -71,6 +71,37 @@ class TestSignup(unittest.TestCase):
         other = dict(self.body(company=self.other["slug"], join_code=self.other["join_code"]), email=b["email"])
         api().post("/v1/auth/signup", other).expect(409, "email_taken")
 
+    def test_email_accents_do_not_fold(self):
+        """E-mails are ASCII-case-insensitive (canonical form) and otherwise
+        compared byte for byte: an accent makes another address."""
+        tail = uniq("acc") + "@e2e.example"
+        plain = "e" + tail
+        accented = "\u00e9" + tail
+        upper_accented = "\u00c9" + tail
+        a = api().post("/v1/auth/signup", self.body(email=accented, password="pw-accented")).expect_json(201)
+        self.assertEqual(a["user"]["email"], accented)
+        p = api().post("/v1/auth/signup", self.body(email=plain.upper(), password="pw-plain")).expect_json(201)
+        self.assertEqual(p["user"]["email"], plain, "ASCII letters are lower-cased")
+        self.assertNotEqual(a["user"]["id"], p["user"]["id"], "e and \u00e9 are two accounts")
+        # ASCII case folds, an accent never does; non-ASCII case is kept as it is.
+        api().post("/v1/auth/signup", self.body(email=" \u00e9" + tail.upper() + " ")).expect(409, "email_taken")
+        u = api().post("/v1/auth/signup", self.body(email=upper_accented)).expect_json(201)
+        self.assertNotEqual(u["user"]["id"], a["user"]["id"])
+        j = api().post("/v1/auth/login", {"email": accented, "password": "pw-accented"}).expect_json(200)
+        self.assertEqual(j["user"]["id"], a["user"]["id"])
+        j = api().post("/v1/auth/login", {"email": plain, "password": "pw-plain"}).expect_json(200)
+        self.assertEqual(j["user"]["id"], p["user"]["id"])
+        api().post("/v1/auth/login", {"email": plain, "password": "pw-accented"}).expect(401, "bad_credentials")
+        api().post("/v1/auth/login", {"email": accented, "password": "pw-plain"}).expect(401, "bad_credentials")
+        s = stack.get()
+        if s.dir:
+            # On the accented user's own shard, the plain spelling finds nothing
+            # (a case- and accent-insensitive collation would find his row).
+            rows = s.sql_shard(stack.shard_of(a["user"]["id"]),
+                               "SELECT COUNT(*) FROM {s}.users WHERE id = %s AND email = '%s'"
+                               % (a["user"]["id"], plain))
+            self.assertEqual(rows, [["0"]])
+
     def test_weak_password(self):
         for pw in ("", "1234567", "short"):
             api().post("/v1/auth/signup", self.body(password=pw)).expect(422, "weak_password", msg=repr(pw))

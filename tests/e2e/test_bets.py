@@ -189,6 +189,25 @@ class TestIdempotency(unittest.TestCase):
         r = u.client.post("/v1/bets", body, headers={"Idempotency-Key": "K" * 64}).expect_json(200)
         self.assertEqual(r["id"], b["id"], "a 64-char key is valid")
 
+    def test_keys_compare_bytes(self):
+        """"abc", "ABC" are two keys (no case folding); "\u00e0bc" is not a key at
+        all (printable ASCII only), so it can never fold into "abc"."""
+        u = signup(self.co)
+        key = uniq("abc")
+        body = {"match_id": self.m["id"], "pick": "home", "stake": 5}
+        b1 = place_bet(u, self.m, "home", 5, key=key)
+        r = u.client.post("/v1/bets", body, headers={"Idempotency-Key": key.upper()})
+        b2 = r.expect_json(201, msg="an upper-case key is another key")
+        self.assertNotEqual(b2["id"], b1["id"])
+        u.client.post("/v1/bets", body, headers={"Idempotency-Key": "\u00e0" + key[1:]}).expect(
+            422, "invalid_idempotency_key")
+        # each key still replays its own bet
+        r = u.client.post("/v1/bets", body, headers={"Idempotency-Key": key.upper()})
+        self.assertEqual(r.expect_json(200)["id"], b2["id"])
+        r = u.client.post("/v1/bets", body, headers={"Idempotency-Key": key})
+        self.assertEqual(r.expect_json(200)["id"], b1["id"])
+        self.assertEqual(u.balance(), u.initial_balance - 10, "two bets, two debits")
+
     def test_key_is_per_user(self):
         a, b = new_users(self.co, 2)
         key = uniq("shared")

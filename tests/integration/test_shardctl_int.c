@@ -89,6 +89,94 @@ static void test_init_twice_is_safe(void **state)
     assert_non_null(strstr(out, "64 shard schemas ready"));
 }
 
+static void must_query(MYSQL *m, const char *sql)
+{
+    if (mysql_query(m, sql) != 0) {
+        print_error("%s: %s\n", sql, mysql_error(m));
+        fail();
+    }
+}
+
+/*
+ * A shard made before e-mails and Idempotency-Keys compared bytes (columns of
+ * utf8mb4_unicode_ci, which fold case and accents) is brought to them by
+ * init: afterwards "abc" and "ABC" are two keys, "e" and "é" two addresses.
+ */
+static void test_init_brings_old_shards_to_binary_keys(void **state)
+{
+    struct shardmap_conf conf;
+    MYSQL *m = NULL;
+    char sql[1024], schema[SHARDMAP_SCHEMA_MAX];
+    (void)state;
+
+    itest_conf(&conf);
+    snprintf(schema, sizeof(schema), "%s_0000", conf.schema_prefix);
+    for (uint32_t i = 0; i < conf.nhost && m == NULL; i++) {
+        m = itest_mysql(&conf, conf.hosts[i].name);
+        snprintf(sql, sizeof(sql),
+                 "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE "
+                 "SCHEMA_NAME = '%s'",
+                 schema);
+        if (itest_scalar(m, sql) != 1) {
+            mysql_close(m);
+            m = NULL;
+        }
+    }
+    assert_non_null(m);
+    snprintf(sql, sizeof(sql),
+             "ALTER TABLE %s.idempotency MODIFY idem_key VARCHAR(64) CHARACTER SET "
+             "utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL",
+             schema);
+    must_query(m, sql);
+    snprintf(sql, sizeof(sql),
+             "ALTER TABLE %s.users MODIFY email VARCHAR(254) CHARACTER SET utf8mb4 "
+             "COLLATE utf8mb4_unicode_ci NOT NULL",
+             schema);
+    must_query(m, sql);
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = "
+             "'%s' AND ((TABLE_NAME = 'idempotency' AND COLUMN_NAME = 'idem_key' AND "
+             "DATA_TYPE = 'varbinary') OR (TABLE_NAME = 'users' AND COLUMN_NAME = "
+             "'email' AND COLLATION_NAME = 'utf8mb4_bin'))",
+             schema);
+    assert_int_equal(itest_scalar(m, sql), 0);
+
+    assert_int_equal(itest_shardctl(out, sizeof(out), "init"), 0);
+    assert_int_equal(itest_scalar(m, sql), 2);
+    /* Run again, it changes nothing. */
+    assert_int_equal(itest_shardctl(out, sizeof(out), "init"), 0);
+    assert_int_equal(itest_scalar(m, sql), 2);
+
+    /* The columns compare bytes now. */
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO %s.idempotency (user_id, idem_key, request_hash, bet_id) "
+             "VALUES (-7, 'abc', '', 1), (-7, 'ABC', '', 2), (-7, 'abc ', '', 3)",
+             schema);
+    must_query(m, sql);
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(*) FROM %s.idempotency WHERE user_id = -7 AND idem_key = "
+             "'abc'",
+             schema);
+    assert_int_equal(itest_scalar(m, sql), 1);
+    snprintf(sql, sizeof(sql), "DELETE FROM %s.idempotency WHERE user_id = -7", schema);
+    must_query(m, sql);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO %s.users (id, email, password_hash, display_name, "
+             "company_id, balance, initial_balance) VALUES "
+             "(-7, _utf8mb4'\xc3\xa9@x.test', '', 'e', -7, 0, 0), "
+             "(-8, 'e@x.test', '', 'e', -7, 0, 0)",
+             schema);
+    must_query(m, sql);
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(*) FROM %s.users WHERE email = _utf8mb4'\xc3\xa9@x.test'",
+             schema);
+    assert_int_equal(itest_scalar(m, sql), 1);
+    snprintf(sql, sizeof(sql), "DELETE FROM %s.users WHERE id IN (-7, -8)", schema);
+    must_query(m, sql);
+    mysql_close(m);
+    shardmap_conf_deinit(&conf);
+}
+
 static void test_init_refuses_another_shard_count(void **state)
 {
     char path[] = "/tmp/bc-cluster-XXXXXX", cmd[2048];
@@ -192,6 +280,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_creates_each_schema_on_exactly_its_host),
         cmocka_unit_test(test_init_twice_is_safe),
+        cmocka_unit_test(test_init_brings_old_shards_to_binary_keys),
         cmocka_unit_test(test_init_refuses_another_shard_count),
         cmocka_unit_test(test_status_shows_healthy_hosts),
         cmocka_unit_test(test_plan_add_host_writes_plan),
