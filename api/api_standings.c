@@ -5,7 +5,8 @@
  * A recomputation costs what the companies, the teams and the top K
  * (500) cost, not what the users do:
  *  - members and points per company and per team are one scatter-gather of
- *    the shards' aggregate rows (api_standings_agg.c), summed in memory by
+ *    the shards' aggregate rows (api_standings_agg.c), summed by each host
+ *    (a row per host and group, whatever the shards) and then in memory by
  *    id (binary search in the id-sorted company and team lists);
  *  - the global ranking is a top-K scatter: each host returns its best K;
  *  - each company's ranking is read company by company for the companies
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/api_int.h"
 
@@ -183,12 +185,13 @@ static int groups_load(struct router *r, struct standings *st)
         rc = router_exec(r, ROUTER_GLOBAL, &st->team_rows,
                          "SELECT id, company_id, name FROM %S.teams ORDER BY id");
     if (rc == 0)
-        rc = router_scatter(
-            r, &agg,
-            "SELECT 0, company_id, members, points FROM %S.standings_company "
-            "WHERE members <> 0 OR points <> 0 UNION ALL SELECT 1, "
-            "team_id, members, points FROM %S.standings_team WHERE members "
-            "<> 0 OR points <> 0");
+        /* Summed on each host: a row per host and group, not per shard. */
+        rc = router_scatter_wrap(
+            r, &agg, "SELECT k, id, SUM(m), SUM(p) FROM (", ") t GROUP BY k, id",
+            "SELECT 0 AS k, company_id AS id, members AS m, points AS p FROM "
+            "%S.standings_company WHERE members <> 0 OR points <> 0 UNION ALL "
+            "SELECT 1, team_id, members, points FROM %S.standings_team WHERE "
+            "members <> 0 OR points <> 0");
     if (rc < 0)
         goto out;
     st->nc = st->company_rows.nrow;
@@ -208,7 +211,7 @@ static int groups_load(struct router *r, struct standings *st)
         st->tg[i].company_id = strtoull(sql_cell(&st->team_rows, i, 1), NULL, 10);
         st->tg[i].name = sql_cell(&st->team_rows, i, 2);
     }
-    /* One row per shard and group: summed by id, a binary search each. */
+    /* One row per host and group: summed by id, a binary search each. */
     for (uint32_t i = 0; i < agg.nrow; i++) {
         int team = strcmp(sql_cell(&agg, i, 0), "1") == 0;
         struct group *g =
@@ -325,16 +328,26 @@ static int store_groups(struct router_txn *txn, struct standings *st, uint64_t g
     return rc;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int api_standings_recompute(struct router *r)
 {
     struct standings st = {0};
     struct sql_rows top = {0}, gen = {0};
     struct router_txn *txn = NULL;
     uint64_t generation;
+    int64_t t0 = mono_ms(), t_groups = 0, t_top = 0, t_users = 0;
     json_t *items;
     int rc;
 
     rc = groups_load(r, &st);
+    t_groups = mono_ms();
     if (rc == 0)
         rc = router_scatter_topk(r, &top, TOP, "points DESC, id ASC", by_points, NULL,
                                  USER_ROW "WHERE role <> 'platform_admin' ORDER BY "
@@ -344,6 +357,7 @@ int api_standings_recompute(struct router *r)
                          "SELECT COALESCE(MAX(generation), 0) + 1 FROM %S.standings");
     if (rc < 0)
         goto out;
+    t_top = mono_ms();
     generation = strtoull(sql_cell(&gen, 0, 0), NULL, 10);
     if (top.nrow > 0 && !groups_have_members(&st))
         api_log("standings: users but no aggregates: a cluster upgraded from before "
@@ -358,6 +372,7 @@ int api_standings_recompute(struct router *r)
     rc = store(txn, "users", 0, generation, items);
     if (rc == 0)
         rc = store_company_users(r, txn, &st, generation);
+    t_users = mono_ms();
     /* Last: it sorts the companies by average. */
     if (rc == 0)
         rc = store_groups(txn, &st, generation);
@@ -365,6 +380,13 @@ int api_standings_recompute(struct router *r)
         rc = router_txn_commit(txn);
         txn = NULL;
     }
+    if (rc == 0)
+        api_log("standings: generation %" PRIu64 ": %u companies, %u teams in %" PRId64
+                " ms (sums %" PRId64 " ms, top %" PRId64
+                " ms, company rankings %" PRId64 " ms, teams and companies %" PRId64
+                " ms)",
+                generation, st.nc, st.nt, mono_ms() - t0, t_groups - t0,
+                t_top - t_groups, t_users - t_top, mono_ms() - t_users);
 out:
     if (rc < 0)
         api_log("standings: recomputation failed: %s", router_last_error());

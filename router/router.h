@@ -149,6 +149,16 @@ int router_next_id(struct router *router, struct router_txn *txn, uint32_t shard
 int router_scatter(struct router *router, struct sql_rows *rows, const char *fmt, ...);
 
 /*
+ * Like router_scatter(), but each host's UNION ALL is wrapped in head and
+ * tail (constants of the caller, e.g. "SELECT k, SUM(n) FROM (" and ") t GROUP
+ * BY k"), so that a host reduces its shards' rows before it sends them: the
+ * rows returned grow with the hosts, not the shards. Each shard's part is
+ * parenthesised; name the columns in fmt (AS) for head to use.
+ */
+int router_scatter_wrap(struct router *router, struct sql_rows *rows, const char *head,
+                        const char *tail, const char *fmt, ...);
+
+/*
  * Row comparison for top-K merges: negative when a ranks before b.
  */
 typedef int (*router_row_cmp)(const char *const *a, const char *const *b, void *arg);

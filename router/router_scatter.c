@@ -72,8 +72,8 @@ static int add_part(struct router *r, struct sql_buf *sql, enum scatter_kind kin
  * Builds each host's statement, runs them in parallel and leaves the results
  * in *out (*nout hosts, to be freed with scatter_free() whatever the status).
  */
-static int scatter_run(struct router *r, enum scatter_kind kind, uint32_t k,
-                       const char *order_sql, struct scatter_host **out, uint32_t *nout,
+static int scatter_run(struct router *r, enum scatter_kind kind, const char *head,
+                       const char *tail, struct scatter_host **out, uint32_t *nout,
                        const char *fmt, va_list ap)
 {
     struct router_map *m = atomic_load(&r->current);
@@ -100,23 +100,15 @@ static int scatter_run(struct router *r, enum scatter_kind kind, uint32_t k,
     }
     for (uint32_t s = 0; s < r->nshard && rc == 0; s++) {
         struct scatter_host *h = &hosts[m->map->node_of[s]];
-        if (h->nparts == 0 && kind == SCATTER_TOPK)
-            rc = sql_buf_add(&h->sql, "SELECT * FROM (", 15);
+        if (h->nparts == 0 && head != NULL)
+            rc = sql_buf_add(&h->sql, head, strlen(head));
         if (rc == 0)
             rc = add_part(r, &h->sql, kind, s, h->nparts == 0, fmt, ap);
         h->nparts++;
     }
-    for (uint32_t n = 0; n < nnode && rc == 0 && kind == SCATTER_TOPK; n++) {
-        char tail[64];
-        int len = snprintf(tail, sizeof(tail), " LIMIT %u", k);
-        if (hosts[n].nparts == 0)
-            continue;
-        rc = sql_buf_add(&hosts[n].sql, ") t ORDER BY ", 13);
-        if (rc == 0)
-            rc = sql_buf_add(&hosts[n].sql, order_sql, strlen(order_sql));
-        if (rc == 0)
-            rc = sql_buf_add(&hosts[n].sql, tail, (size_t)len);
-    }
+    for (uint32_t n = 0; n < nnode && rc == 0 && tail != NULL; n++)
+        if (hosts[n].nparts > 0)
+            rc = sql_buf_add(&hosts[n].sql, tail, strlen(tail));
     if (rc < 0)
         return rc;
     for (uint32_t n = 0; n < nnode; n++) {
@@ -156,14 +148,15 @@ static int scatter_status(struct scatter_host *hosts, uint32_t n)
     return 0;
 }
 
-static int scatter_gather(struct router *r, enum scatter_kind kind,
-                          struct sql_rows *rows, const char *fmt, va_list ap)
+static int scatter_gather(struct router *r, enum scatter_kind kind, const char *head,
+                          const char *tail, struct sql_rows *rows, const char *fmt,
+                          va_list ap)
 {
     struct scatter_host *hosts;
     uint32_t n;
     int rc;
 
-    rc = scatter_run(r, kind, 0, NULL, &hosts, &n, fmt, ap);
+    rc = scatter_run(r, kind, head, tail, &hosts, &n, fmt, ap);
     if (rc == 0)
         rc = scatter_status(hosts, n);
     for (uint32_t i = 0; i < n && rc == 0 && rows != NULL; i++)
@@ -174,21 +167,45 @@ static int scatter_gather(struct router *r, enum scatter_kind kind,
     return rc;
 }
 
-int router_scatter(struct router *r, struct sql_rows *rows, const char *fmt, ...)
+/* A read: when a shard moved under it, it is safe to ask every host again. */
+static int scatter_read(struct router *r, const char *head, const char *tail,
+                        struct sql_rows *rows, const char *fmt, va_list ap)
 {
     int64_t deadline = 0;
-    va_list ap, again;
+    va_list again;
     uint64_t seen;
     int rc;
 
-    /* A read: when a shard moved under it, it is safe to ask every host again. */
-    va_start(ap, fmt);
     do {
         seen = router_map_version(r);
         va_copy(again, ap);
-        rc = scatter_gather(r, SCATTER_UNION, rows, fmt, again);
+        rc = scatter_gather(r, SCATTER_UNION, head, tail, rows, fmt, again);
         va_end(again);
     } while (rc == BC_EMOVED && router_await_move(r, seen, &deadline) == 0);
+    return rc;
+}
+
+int router_scatter(struct router *r, struct sql_rows *rows, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = scatter_read(r, NULL, NULL, rows, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int router_scatter_wrap(struct router *r, struct sql_rows *rows, const char *head,
+                        const char *tail, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    if (head == NULL || tail == NULL)
+        return -EINVAL;
+    va_start(ap, fmt);
+    rc = scatter_read(r, head, tail, rows, fmt, ap);
     va_end(ap);
     return rc;
 }
@@ -199,7 +216,7 @@ int router_scatter_exec(struct router *r, struct sql_rows *rows, const char *fmt
     int rc;
 
     va_start(ap, fmt);
-    rc = scatter_gather(r, SCATTER_BATCH, rows, fmt, ap);
+    rc = scatter_gather(r, SCATTER_BATCH, NULL, NULL, rows, fmt, ap);
     va_end(ap);
     return rc;
 }
@@ -254,19 +271,30 @@ int router_scatter_topk(struct router *r, struct sql_rows *rows, uint32_t k,
                         const char *fmt, ...)
 {
     struct scatter_host *hosts;
+    struct sql_buf tail = {0};
     int64_t deadline = 0;
     va_list ap, again;
+    char limit[32];
     uint64_t seen;
     uint32_t n;
     int rc;
 
     if (k == 0)
         return -EINVAL;
+    /* Each host: SELECT * FROM (its union) t ORDER BY order_sql LIMIT k. */
+    snprintf(limit, sizeof(limit), " LIMIT %u", k);
+    if ((rc = sql_buf_add(&tail, ") t ORDER BY ", 13)) < 0 ||
+        (rc = sql_buf_add(&tail, order_sql, strlen(order_sql))) < 0 ||
+        (rc = sql_buf_add(&tail, limit, strlen(limit))) < 0) {
+        sql_buf_deinit(&tail);
+        return rc;
+    }
     va_start(ap, fmt);
     do {
         seen = router_map_version(r);
         va_copy(again, ap);
-        rc = scatter_run(r, SCATTER_TOPK, k, order_sql, &hosts, &n, fmt, again);
+        rc = scatter_run(r, SCATTER_TOPK, "SELECT * FROM (", tail.buf, &hosts, &n, fmt,
+                         again);
         va_end(again);
         if (rc == 0)
             rc = scatter_status(hosts, n);
@@ -277,5 +305,6 @@ int router_scatter_topk(struct router *r, struct sql_rows *rows, uint32_t k,
         scatter_free(hosts, n);
     } while (rc == BC_EMOVED && router_await_move(r, seen, &deadline) == 0);
     va_end(ap);
+    sql_buf_deinit(&tail);
     return rc;
 }

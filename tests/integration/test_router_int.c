@@ -280,6 +280,40 @@ static void test_scatter_returns_the_union(void **state)
     sql_rows_free(&rows);
 }
 
+/* A wrapped scatter: each host sums its shards' rows and sends one per group. */
+static void test_scatter_wrap_reduces_on_each_host(void **state)
+{
+    struct fixture *f = *state;
+    struct sql_rows rows = {0}, all = {0};
+    int64_t want[2] = {0, 0}, got[2] = {0, 0};
+    uint32_t nh = router_stats(f->router, NULL, 0);
+
+    assert_int_equal(router_scatter(f->router, &all,
+                                    "SELECT points MOD 2, points FROM %S.users "
+                                    "WHERE company_id = %u",
+                                    TEST_COMPANY),
+                     0);
+    assert_true(all.nrow > 2 * nh);
+    for (uint32_t i = 0; i < all.nrow; i++)
+        want[strtol(sql_cell(&all, i, 0), NULL, 10) != 0] +=
+            strtoll(sql_cell(&all, i, 1), NULL, 10);
+    assert_int_equal(router_scatter_wrap(f->router, &rows, "SELECT k, SUM(p) FROM (",
+                                         ") t GROUP BY k",
+                                         "SELECT points MOD 2 AS k, points AS p FROM "
+                                         "%S.users WHERE company_id = %u",
+                                         TEST_COMPANY),
+                     0);
+    /* At most one row per host and group, not one per shard or user. */
+    assert_true(rows.nrow <= 2 * nh);
+    for (uint32_t i = 0; i < rows.nrow; i++)
+        got[strtol(sql_cell(&rows, i, 0), NULL, 10) != 0] +=
+            strtoll(sql_cell(&rows, i, 1), NULL, 10);
+    assert_int_equal(got[0], want[0]);
+    assert_int_equal(got[1], want[1]);
+    sql_rows_free(&rows);
+    sql_rows_free(&all);
+}
+
 static int by_points_then_id(const char *const *a, const char *const *b, void *arg)
 {
     long long pa = strtoll(a[1], NULL, 10), pb = strtoll(b[1], NULL, 10);
@@ -708,6 +742,7 @@ int main(void)
         cmocka_unit_test(test_transaction_commits_and_rolls_back),
         cmocka_unit_test(test_ids_unique_across_routers),
         cmocka_unit_test(test_scatter_returns_the_union),
+        cmocka_unit_test(test_scatter_wrap_reduces_on_each_host),
         cmocka_unit_test(test_scatter_topk_merges),
         cmocka_unit_test(test_scatter_exec_batches_per_host),
         cmocka_unit_test(test_bad_format_is_an_error),
