@@ -15,6 +15,7 @@
  * differences, 5 refused (another move of the shard).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <getopt.h>
 #include <signal.h>
 #include <inttypes.h>
@@ -90,9 +91,73 @@ static int init_map(struct catalog *cat, const struct shardmap_conf *conf)
     return rc;
 }
 
+/* One host's shard schemas, on a thread of its own (cmd_init()). */
+struct init_host {
+    const struct shardmap_conf *conf;
+    struct router *router;
+    const struct shardmap *map;
+    uint32_t node;
+    int rc;
+    int started;
+    pthread_t thread;
+};
+
+static void *init_host_main(void *arg)
+{
+    struct init_host *h = arg;
+    struct sql_conn_opts co = {.connect_timeout_ms = h->conf->connect_timeout_ms,
+                               .query_timeout_ms = INIT_QUERY_TIMEOUT_MS,
+                               .multi_statements = 1};
+    const char *host = h->map->nodes[h->node].name;
+    char schema[SHARDMAP_SCHEMA_MAX];
+    struct sql_endpoint ep;
+    struct sql_conn *c = NULL;
+
+    if ((h->rc = router_endpoint(h->router, host, &ep)) < 0 ||
+        (h->rc = sql_conn_open(&ep, &co, &c)) < 0) {
+        fprintf(stderr, "shardctl: %s: %s\n", host, sql_last_error());
+        return NULL;
+    }
+    for (uint32_t s = 0; s < h->map->nshard && h->rc == 0; s++) {
+        if (h->map->node_of[s] != h->node)
+            continue;
+        router_schema(h->router, s, schema, sizeof(schema));
+        if ((h->rc = reshard_shard_install(c, schema, s, 0)) < 0)
+            fprintf(stderr, "shardctl: creating %s on %s: %s\n", schema, host,
+                    sql_last_error());
+    }
+    sql_conn_close(c);
+    return NULL;
+}
+
+/* Every host's shard schemas, the hosts in parallel; 0 or the first failure. */
+static int install_shards(const struct shardmap_conf *conf, struct router *r,
+                          const struct shardmap *map)
+{
+    struct init_host *hosts = calloc(map->nnode, sizeof(*hosts));
+    int rc = 0;
+
+    if (hosts == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < map->nnode; i++) {
+        hosts[i] = (struct init_host){.conf = conf, .router = r, .map = map, .node = i};
+        if (pthread_create(&hosts[i].thread, NULL, init_host_main, &hosts[i]) == 0)
+            hosts[i].started = 1;
+        else
+            init_host_main(&hosts[i]); /* no thread to be had: here */
+    }
+    for (uint32_t i = 0; i < map->nnode; i++) {
+        if (hosts[i].started)
+            pthread_join(hosts[i].thread, NULL);
+        if (rc == 0)
+            rc = hosts[i].rc;
+    }
+    free(hosts);
+    return rc;
+}
+
 static int cmd_init(struct shardmap_conf *conf)
 {
-    char schema[SHARDMAP_SCHEMA_MAX];
     const struct shardmap *map;
     struct catalog *cat;
     struct router *r;
@@ -137,30 +202,8 @@ static int cmd_init(struct shardmap_conf *conf)
         rc = rc < 0 ? rc : BC_ENOTFOUND;
         goto out;
     }
-    /* One connection per host, with DDL's long deadline, for its schemas. */
-    for (uint32_t i = 0; i < map->nnode && rc == 0; i++) {
-        struct sql_conn_opts co = {.connect_timeout_ms = conf->connect_timeout_ms,
-                                   .query_timeout_ms = INIT_QUERY_TIMEOUT_MS,
-                                   .multi_statements = 1};
-        const char *host = map->nodes[i].name;
-        struct sql_endpoint ep;
-        struct sql_conn *c = NULL;
-
-        if ((rc = router_endpoint(r, host, &ep)) < 0 ||
-            (rc = sql_conn_open(&ep, &co, &c)) < 0) {
-            fprintf(stderr, "shardctl: %s: %s\n", host, sql_last_error());
-            break;
-        }
-        for (uint32_t s = 0; s < map->nshard && rc == 0; s++) {
-            if (map->node_of[s] != i)
-                continue;
-            router_schema(r, s, schema, sizeof(schema));
-            if ((rc = reshard_shard_install(c, schema, s, 0)) < 0)
-                fprintf(stderr, "shardctl: creating %s on %s: %s\n", schema, host,
-                        sql_last_error());
-        }
-        sql_conn_close(c);
-    }
+    /* One connection per host, with DDL's long deadline, hosts in parallel. */
+    rc = install_shards(conf, r, map);
     if (rc < 0)
         goto out;
     printf("%u shard schemas ready\n", map->nshard);
