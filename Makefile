@@ -99,6 +99,7 @@ bench: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/rawdb \
 	BUILD=$(BUILD) tools/bench/run
 	BUILD=$(BUILD) tools/bench/cache
 	BUILD=$(BUILD) tools/bench/reshard
+	BUILD=$(BUILD) tools/bench/abuse
 
 # 1,000,000 users and 10,000,000 bets on 1024 shards (tools/bench/scale,
 # docs/benchmarks.md "Scale"); starts and stops its own stack. Knobs SCALE_*.

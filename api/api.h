@@ -44,6 +44,8 @@ struct api_limits {
     uint32_t table_size;          /* buckets per table, older ones evicted (16384) */
     uint32_t hash_threads;        /* password-hash threads (2) */
     uint32_t hash_queue;          /* hashes waiting or running at most (64) */
+    uint32_t hash_per_addr;       /* of them from one client address (2) */
+    uint32_t hash_max_wait_ms;    /* refused when the expected wait is longer (500) */
     uint32_t conn_per_addr;       /* connections per address, proxies apart (64) */
     uint32_t header_timeout_ms;   /* connect to complete headers (800) */
     uint32_t body_timeout_ms;     /* headers to complete body (10000) */

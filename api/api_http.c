@@ -159,7 +159,7 @@ struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api
 {
     struct api_pwhash_job *job;
 
-    if (api_pwhash_reserve(req->srv->pwhash) < 0) {
+    if (api_pwhash_reserve(req->srv->pwhash, req->client_ip) < 0) {
         api_add_header(req, "Retry-After", "1");
         api_error(req, 503, "unavailable",
                   "too many passwords to check now; try again");
@@ -167,7 +167,7 @@ struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api
     }
     job = calloc(1, sizeof(*job));
     if (job == NULL) {
-        api_pwhash_unreserve(req->srv->pwhash);
+        api_pwhash_release(req->srv->pwhash, req->client_ip);
         api_error(req, 503, "unavailable", "out of memory");
         return NULL;
     }
@@ -418,6 +418,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         return MHD_YES;
     if (req->job != NULL) {
         /* Resumed: the hash is done; the handler's second half answers. */
+        api_pwhash_release(srv->pwhash, req->client_ip);
         req->then(req);
         free(req->job);
         req->job = NULL;
@@ -467,7 +468,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         return MHD_YES;
     }
     if (req->job != NULL) { /* the handler answered after all */
-        api_pwhash_unreserve(srv->pwhash);
+        api_pwhash_release(srv->pwhash, req->client_ip);
         free(req->job);
         req->job = NULL;
     }
@@ -545,7 +546,8 @@ int api_server_create(const struct api_conf *conf, struct router *router,
                                &srv->account)) < 0)
         goto error;
     if ((rc = api_pwhash_create(conf->limits.hash_threads, conf->limits.hash_queue,
-                                &srv->pwhash)) < 0)
+                                conf->limits.hash_per_addr,
+                                conf->limits.hash_max_wait_ms, &srv->pwhash)) < 0)
         goto error;
     if ((rc = api_conns_create(&conf->limits, &srv->conns)) < 0)
         goto error;

@@ -255,21 +255,29 @@ enum api_pwhash_op { API_PWHASH_HASH, API_PWHASH_VERIFY };
 struct api_pwhash; /* opaque: the queue and its threads */
 /*
  * Starts nthread hash threads over a queue of depth places (waiting or
- * running), and hashes a random password for api_pwhash_dummy() (~25 ms).
- * 0 or -errno.
+ * running), at most per_addr of them for one client address, refusing a job
+ * whose expected wait (jobs ahead / threads * a job's moving average time)
+ * is over max_wait_ms; hashes a random password for api_pwhash_dummy()
+ * (~25 ms). 0 or -errno.
  */
-int api_pwhash_create(uint32_t nthread, uint32_t depth, struct api_pwhash **out);
+int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t per_addr,
+                      uint32_t max_wait_ms, struct api_pwhash **out);
 /* Refuses new reservations and waits until every reserved job is done. */
 void api_pwhash_drain(struct api_pwhash *q);
 /* Drains, then joins the threads and frees q. Accepts NULL. */
 void api_pwhash_destroy(struct api_pwhash *q);
-/* A place in the queue: 0, or -EAGAIN when full or draining. Never waits. */
-int api_pwhash_reserve(struct api_pwhash *q);
-void api_pwhash_unreserve(struct api_pwhash *q); /* a place not used */
+/*
+ * A place in the queue for a client address (network order): 0, or -EAGAIN
+ * when full, the address has its share, the wait would be too long, or
+ * draining. Never waits; takes the queue's lock.
+ */
+int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr);
+/* Gives the place back once its job is done (or was never submitted). */
+void api_pwhash_release(struct api_pwhash *q, uint32_t addr);
 /*
  * Queues job on a reserved place. A hash thread runs it, wipes its
  * password, and calls job->done(job) on that thread; the job is the
- * caller's again from then on.
+ * caller's again from then on, who releases the place.
  */
 void api_pwhash_submit(struct api_pwhash *q, struct api_pwhash_job *job);
 /* The hash of a random password: what unknown e-mails verify against. */

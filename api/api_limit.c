@@ -216,6 +216,10 @@ static const struct conf_key {
     {"limit_table_size", K_U32, L(table_size), 64, 1 << 24, "buckets per table"},
     {"hash_threads", K_U32, L(hash_threads), 1, 64, "password-hash threads"},
     {"hash_queue", K_U32, L(hash_queue), 1, 65536, "hashes queued or running, at most"},
+    {"hash_per_addr", K_U32, L(hash_per_addr), 1, 65536,
+     "of them for one client address, at most"},
+    {"hash_max_wait_ms", K_U32, L(hash_max_wait_ms), 1, 600000,
+     "a hash is refused (503) when its expected wait is longer"},
     {"conn_per_addr", K_U32, L(conn_per_addr), 1, 1 << 20,
      "connections per client address (trusted proxies apart)"},
     {"header_timeout_ms", K_U32, L(header_timeout_ms), 100, 600000,
@@ -316,6 +320,8 @@ void api_limits_init(struct api_limits *l)
     l->table_size = 16384;
     l->hash_threads = 2;
     l->hash_queue = 64;
+    l->hash_per_addr = 2;
+    l->hash_max_wait_ms = 500;
     l->conn_per_addr = 64;
     l->header_timeout_ms = 800;
     l->body_timeout_ms = 10000;

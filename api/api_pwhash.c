@@ -20,6 +20,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -40,6 +41,14 @@ static void hash_init(void)
     sem_init(&hash_slots, 0, HASH_SLOTS);
     if (sodium_init() < 0)
         abort(); /* no usable random source: nothing can be secure */
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static int pw_hash(const char *password, char *out)
@@ -79,10 +88,21 @@ int api_password_verify(const char *hash, const char *password)
     return rc;
 }
 
+/* Jobs in flight per client address: at most depth keys at once. */
+struct addr_count {
+    uint32_t addr;
+    uint32_t n; /* 0: free */
+};
+
 struct api_pwhash {
     pthread_mutex_t lock;
-    pthread_cond_t work; /* a job queued, or stopping */
-    pthread_cond_t idle; /* inflight fell to 0 */
+    struct addr_count *by_addr; /* 2 * depth slots, open addressing */
+    uint32_t naddr_slot;
+    uint32_t per_addr;    /* jobs in flight per address, at most */
+    uint32_t max_wait_us; /* refuse when the expected wait is longer */
+    double job_us;        /* moving average of one job's run time */
+    pthread_cond_t work;  /* a job queued, or stopping */
+    pthread_cond_t idle;  /* inflight fell to 0 */
     struct api_pwhash_job *head, *tail;
     uint32_t depth;    /* reservations allowed at once */
     uint32_t inflight; /* reserved, queued or running */
@@ -113,23 +133,25 @@ static void *hash_main(void *arg)
             q->tail = NULL;
         pthread_mutex_unlock(&q->lock);
 
+        int64_t t0 = mono_us(), dt;
         if (job->op == API_PWHASH_HASH)
             job->rc = pw_hash(job->password, job->hash);
         else
             job->rc = pw_verify(job->hash, job->password);
+        dt = mono_us() - t0;
         sodium_memzero(job->password, sizeof(job->password));
         atomic_fetch_add_explicit(&q->done, 1, memory_order_relaxed);
         /* The job belongs to its caller again from here on. */
         job->done(job);
 
         pthread_mutex_lock(&q->lock);
-        if (--q->inflight == 0)
-            pthread_cond_broadcast(&q->idle);
+        q->job_us = q->job_us * 0.9 + (double)dt * 0.1;
         pthread_mutex_unlock(&q->lock);
     }
 }
 
-int api_pwhash_create(uint32_t nthread, uint32_t depth, struct api_pwhash **out)
+int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t per_addr,
+                      uint32_t max_wait_ms, struct api_pwhash **out)
 {
     struct api_pwhash *q;
     unsigned char pw[16];
@@ -141,18 +163,27 @@ int api_pwhash_create(uint32_t nthread, uint32_t depth, struct api_pwhash **out)
     if (q == NULL)
         return -ENOMEM;
     q->thread = calloc(nthread, sizeof(*q->thread));
-    if (q->thread == NULL) {
+    q->naddr_slot = 2 * depth;
+    q->by_addr = calloc(q->naddr_slot, sizeof(*q->by_addr));
+    if (q->thread == NULL || q->by_addr == NULL) {
+        free(q->by_addr);
+        free(q->thread);
         free(q);
         return -ENOMEM;
     }
+    q->per_addr = per_addr;
+    q->max_wait_us = max_wait_ms * 1000;
     /* What a login of an unknown e-mail verifies against: the same work. */
     randombytes_buf(pw, sizeof(pw));
     sodium_bin2hex(hex, sizeof(hex), pw, sizeof(pw));
+    int64_t t0 = mono_us();
     if ((rc = pw_hash(hex, q->dummy)) < 0) {
+        free(q->by_addr);
         free(q->thread);
         free(q);
         return rc;
     }
+    q->job_us = (double)(mono_us() - t0);
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->work, NULL);
     pthread_cond_init(&q->idle, NULL);
@@ -191,28 +222,61 @@ void api_pwhash_destroy(struct api_pwhash *q)
     pthread_cond_destroy(&q->idle);
     pthread_cond_destroy(&q->work);
     pthread_mutex_destroy(&q->lock);
+    free(q->by_addr);
     free(q->thread);
     free(q);
 }
 
-int api_pwhash_reserve(struct api_pwhash *q)
+/* The address's counter: found, or a free slot (n == 0). Under lock. */
+static struct addr_count *addr_slot(struct api_pwhash *q, uint32_t addr)
 {
-    int rc = 0;
+    uint32_t h = (addr * 2654435761u) % q->naddr_slot;
+    struct addr_count *free_slot = NULL;
+
+    /* At most depth counters are in use: a free slot is always there. */
+    for (uint32_t i = 0; i < q->naddr_slot; i++) {
+        struct addr_count *c = &q->by_addr[(h + i) % q->naddr_slot];
+        if (c->n > 0 && c->addr == addr)
+            return c;
+        if (c->n == 0 && free_slot == NULL)
+            free_slot = c;
+    }
+    return free_slot;
+}
+
+int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr)
+{
+    struct addr_count *c;
+    int rc = -EAGAIN;
 
     pthread_mutex_lock(&q->lock);
-    if (q->stopping || q->inflight >= q->depth)
-        rc = -EAGAIN;
-    else
+    c = addr_slot(q, addr);
+    /*
+     * Refused at once when the queue is full, when this address has its
+     * share in it already (one address's flood cannot fill it), or when
+     * the wait behind the jobs in it would be longer than max_wait_us.
+     */
+    if (!q->stopping && q->inflight < q->depth && c != NULL && c->n < q->per_addr &&
+        (double)(q->inflight / q->nthread + 1) * q->job_us <= (double)q->max_wait_us) {
+        c->addr = addr;
+        c->n++;
         q->inflight++;
+        rc = 0;
+    }
     pthread_mutex_unlock(&q->lock);
     if (rc < 0)
         atomic_fetch_add_explicit(&q->refused, 1, memory_order_relaxed);
     return rc;
 }
 
-void api_pwhash_unreserve(struct api_pwhash *q)
+void api_pwhash_release(struct api_pwhash *q, uint32_t addr)
 {
+    struct addr_count *c;
+
     pthread_mutex_lock(&q->lock);
+    c = addr_slot(q, addr);
+    if (c != NULL && c->n > 0 && c->addr == addr)
+        c->n--;
     if (--q->inflight == 0)
         pthread_cond_broadcast(&q->idle);
     pthread_mutex_unlock(&q->lock);
