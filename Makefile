@@ -46,7 +46,8 @@ TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadge
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api \
               $(BUILD)/test_reshard $(BUILD)/test_sql
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
-                     $(BUILD)/test_cache_int $(BUILD)/test_catalog_int
+                     $(BUILD)/test_cache_int $(BUILD)/test_catalog_int \
+                     $(BUILD)/test_privilege_int
 
 .PHONY: all deps run stop status test unit integration format format-check \
         bench bench-scale clean valgrind openapi
