@@ -54,11 +54,17 @@ struct api_limits {
     struct api_nets metrics_from; /* who may GET /metrics directly (127.0.0.0/8) */
 };
 
+#define API_MAX_KEYS 8   /* token keys: the signing key and older ones */
+#define API_KEY_ID_LEN 8 /* hex digits of a key id */
+
 struct api_conf {
     char listen_addr[64]; /* "127.0.0.1" */
     uint16_t port;
-    char name[64];            /* instance name in logs and metrics */
-    uint8_t secret[32];       /* token signing key, same on every server */
+    char name[64];      /* instance name in logs and metrics */
+    uint8_t secret[32]; /* token signing key, same on every server */
+    /* Older token keys still accepted (a rotation: docs/operations.md). */
+    uint8_t old_secrets[API_MAX_KEYS - 1][32];
+    uint32_t nold_secret;
     uint32_t threads;         /* HTTP worker threads (16) */
     uint32_t token_ttl_s;     /* (86400) */
     int64_t initial_balance;  /* economy.initial_balance (1000) */
@@ -69,6 +75,17 @@ struct api_conf {
 };
 
 struct api_server; /* opaque */
+
+/*
+ * The token keys of a secret file's text: one key a line, 64 hex characters;
+ * blank lines and lines starting with '#' are skipped. The first key signs
+ * (conf->secret), the others (at most API_MAX_KEYS in all) are accepted too
+ * (conf->old_secrets). 0, or -EINVAL with a message naming path and line in err.
+ */
+int api_secrets_parse(struct api_conf *conf, const char *text, const char *path,
+                      char *err, size_t errsize);
+/* The id a token names its key by: API_KEY_ID_LEN hex digits of a hash of it. */
+void api_key_id(const uint8_t key[32], char out[API_KEY_ID_LEN + 1]);
 
 /* Fills conf with the defaults above (secret zeroed). */
 void api_conf_init(struct api_conf *conf);

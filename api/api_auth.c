@@ -1,10 +1,14 @@
 /*
  * api_auth.c: stateless tokens, roles and join codes.
  *
- * Token: base64url(payload) "." base64url(HMAC-SHA256(secret, payload)),
- * payload "1:<user id>:<company id>:<role>:<expiry, unix seconds>". Any
- * server with the same secret verifies it without a lookup; the MAC is
- * compared in constant time.
+ * Token: base64url(payload) "." base64url(HMAC-SHA256(key, payload)),
+ * payload "2:<key id>:<user id>:<company id>:<role>:<expiry, unix seconds>".
+ * The key id (api_key_id()) names the key that signed it: the server signs
+ * with its current key and accepts the older keys of its secret file too, so
+ * the key can be rotated without logging anyone out (docs/operations.md).
+ * Tokens of the first format, "1:<user id>:…" without a key id, are still
+ * accepted when one of the keys verifies them. Any server with the same keys
+ * verifies a token without a lookup; the MAC is compared in constant time.
  *
  * Password hashes are in api_pwhash.c.
  */
@@ -42,17 +46,89 @@ int api_role_parse(const char *name)
     return API_ROLE_MEMBER;
 }
 
+void api_key_id(const uint8_t key[32], char out[API_KEY_ID_LEN + 1])
+{
+    unsigned char h[crypto_generichash_BYTES_MIN];
+
+    /* A hash, not the key: tokens are seen by clients. */
+    crypto_generichash(h, sizeof(h), key, 32, (const unsigned char *)"betcity-kid", 11);
+    sodium_bin2hex(out, API_KEY_ID_LEN + 1, h, API_KEY_ID_LEN / 2);
+}
+
+int api_secrets_parse(struct api_conf *conf, const char *text, const char *path,
+                      char *err, size_t errsize)
+{
+    uint8_t keys[API_MAX_KEYS][32];
+    unsigned nkey = 0, line = 0, kline[API_MAX_KEYS];
+    char kid[API_MAX_KEYS][API_KEY_ID_LEN + 1];
+
+    for (const char *p = text; *p != '\0';) {
+        const char *eol = strchr(p, '\n'), *a = p, *b;
+        size_t bin;
+
+        if (eol == NULL)
+            eol = p + strlen(p);
+        line++;
+        while (a < eol && (*a == ' ' || *a == '\t'))
+            a++;
+        b = eol;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '\r'))
+            b--;
+        p = *eol != '\0' ? eol + 1 : eol;
+        if (a == b || *a == '#')
+            continue;
+        if (nkey == API_MAX_KEYS) {
+            snprintf(err, errsize, "%s:%u: more than %d keys", path, line,
+                     API_MAX_KEYS);
+            return -EINVAL;
+        }
+        if (b - a != 64 ||
+            sodium_hex2bin(keys[nkey], 32, a, 64, NULL, &bin, NULL) != 0 || bin != 32) {
+            snprintf(err, errsize, "%s:%u: want 64 hex characters (a 32-byte key)",
+                     path, line);
+            return -EINVAL;
+        }
+        api_key_id(keys[nkey], kid[nkey]);
+        for (unsigned i = 0; i < nkey; i++)
+            if (strcmp(kid[i], kid[nkey]) == 0) {
+                snprintf(err, errsize, "%s:%u: the same key as line %u", path, line,
+                         kline[i]);
+                return -EINVAL;
+            }
+        kline[nkey++] = line;
+    }
+    if (nkey == 0) {
+        snprintf(err, errsize, "%s: no key (64 hex characters a line)", path);
+        return -EINVAL;
+    }
+    memcpy(conf->secret, keys[0], 32);
+    memcpy(conf->old_secrets, keys[1], (nkey - 1) * 32u);
+    conf->nold_secret = nkey - 1;
+    sodium_memzero(keys, sizeof(keys));
+    return 0;
+}
+
+/* The i-th key the server accepts: 0 is its signing key, then the older ones. */
+static const uint8_t *accepted_key(const struct api_conf *conf, uint32_t i)
+{
+    if (i == 0)
+        return conf->secret;
+    return i <= conf->nold_secret ? conf->old_secrets[i - 1] : NULL;
+}
+
 int api_token_make(struct api_server *srv, uint64_t user_id, uint64_t company_id,
                    int role, char *out, size_t size)
 {
     const struct api_conf *conf = api_server_conf(srv);
     unsigned char mac[crypto_auth_hmacsha256_BYTES];
-    char payload[128];
+    char payload[128], kid[API_KEY_ID_LEN + 1];
     int n;
     size_t len;
 
-    n = snprintf(payload, sizeof(payload), "1:%" PRIu64 ":%" PRIu64 ":%d:%" PRId64,
-                 user_id, company_id, role, (int64_t)time(NULL) + conf->token_ttl_s);
+    api_key_id(conf->secret, kid);
+    n = snprintf(payload, sizeof(payload), "2:%s:%" PRIu64 ":%" PRIu64 ":%d:%" PRId64,
+                 kid, user_id, company_id, role,
+                 (int64_t)time(NULL) + conf->token_ttl_s);
     crypto_auth_hmacsha256(mac, (const unsigned char *)payload, (unsigned long long)n,
                            conf->secret);
     if (size <
@@ -75,7 +151,7 @@ int api_token_check(struct api_server *srv, const char *token, struct api_auth *
     const struct api_conf *conf = api_server_conf(srv);
     unsigned char payload[128], mac[crypto_auth_hmacsha256_BYTES + 1];
     size_t plen, mlen;
-    const char *dot = strchr(token, '.'), *end;
+    const char *dot = strchr(token, '.'), *end, *fields;
     char text[129];
     uint64_t uid, cid;
     int role, n = 0;
@@ -92,13 +168,40 @@ int api_token_check(struct api_server *srv, const char *token, struct api_auth *
                           sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
         *end != '\0' || mlen != crypto_auth_hmacsha256_BYTES)
         return -EINVAL;
-    if (crypto_auth_hmacsha256_verify(mac, payload, plen, conf->secret) != 0)
-        return -EACCES;
     memcpy(text, payload, plen);
     text[plen] = '\0';
-    if (sscanf(text, "1:%" SCNu64 ":%" SCNu64 ":%d:%" SCNd64 "%n", &uid, &cid, &role,
+    if (strncmp(text, "2:", 2) == 0) {
+        /* The key its id names, and only that one: a token names its key. */
+        char kid[API_KEY_ID_LEN + 1];
+        const uint8_t *key = NULL;
+
+        if (plen < 3 + API_KEY_ID_LEN || text[2 + API_KEY_ID_LEN] != ':')
+            return -EINVAL;
+        for (uint32_t i = 0; key == NULL && accepted_key(conf, i) != NULL; i++) {
+            api_key_id(accepted_key(conf, i), kid);
+            if (memcmp(kid, text + 2, API_KEY_ID_LEN) == 0)
+                key = accepted_key(conf, i);
+        }
+        if (key == NULL || crypto_auth_hmacsha256_verify(mac, payload, plen, key) != 0)
+            return -EACCES;
+        fields = text + 3 + API_KEY_ID_LEN;
+    } else {
+        /* The first format names no key: any accepted key may have signed it. */
+        uint32_t i = 0;
+
+        while (accepted_key(conf, i) != NULL &&
+               crypto_auth_hmacsha256_verify(mac, payload, plen,
+                                             accepted_key(conf, i)) != 0)
+            i++;
+        if (accepted_key(conf, i) == NULL)
+            return -EACCES;
+        if (strncmp(text, "1:", 2) != 0)
+            return -EINVAL;
+        fields = text + 2;
+    }
+    if (sscanf(fields, "%" SCNu64 ":%" SCNu64 ":%d:%" SCNd64 "%n", &uid, &cid, &role,
                &exp, &n) != 4 ||
-        (size_t)n != plen)
+        fields[n] != '\0')
         return -EINVAL;
     if (exp <= (int64_t)time(NULL))
         return -ETIMEDOUT;

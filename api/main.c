@@ -49,11 +49,14 @@ static void usage(FILE *out)
     api_conf_keys(out);
 }
 
-/* Reads 64 hex characters (32 bytes) from path: 0, -errno or -EINVAL. */
-static int read_secret(const char *path, uint8_t *key)
+/*
+ * Reads the token keys of path (api_secrets_parse(): the signing key first,
+ * then older keys still accepted): 0, -errno or -EINVAL.
+ */
+static int read_secret(const char *path, struct api_conf *api)
 {
-    char hex[130];
-    size_t n, bin;
+    char text[4096], err[512];
+    size_t n;
     FILE *f = fopen(path, "r");
     int rc;
 
@@ -62,18 +65,18 @@ static int read_secret(const char *path, uint8_t *key)
         fprintf(stderr, "betcity-api: %s: %s\n", path, strerror(-rc));
         return rc;
     }
-    n = fread(hex, 1, sizeof(hex) - 1, f);
+    n = fread(text, 1, sizeof(text), f);
     fclose(f);
-    hex[n] = '\0';
-    while (n > 0 && (hex[n - 1] == '\n' || hex[n - 1] == '\r' || hex[n - 1] == ' '))
-        hex[--n] = '\0';
-    if (n != 64 || sodium_hex2bin(key, 32, hex, n, NULL, &bin, NULL) != 0 ||
-        bin != 32) {
-        fprintf(stderr, "betcity-api: %s: want 64 hex characters (a 32-byte key)\n",
-                path);
+    if (n == sizeof(text)) {
+        fprintf(stderr, "betcity-api: %s: larger than %zu bytes\n", path, n - 1);
         return -EINVAL;
     }
-    return 0;
+    text[n] = '\0';
+    rc = api_secrets_parse(api, text, path, err, sizeof(err));
+    sodium_memzero(text, sizeof(text));
+    if (rc < 0)
+        fprintf(stderr, "betcity-api: %s\n", err);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -170,7 +173,7 @@ int main(int argc, char **argv)
     memcpy(api.listen_addr, listen, (size_t)(colon - listen));
     api.listen_addr[colon - listen] = '\0';
     api.port = (uint16_t)v;
-    if (sodium_init() < 0 || read_secret(secret, api.secret) < 0)
+    if (sodium_init() < 0 || read_secret(secret, &api) < 0)
         return 1;
     if (shardmap_conf_load(cluster, &conf, &err) < 0) {
         fprintf(stderr, "betcity-api: %s\n",

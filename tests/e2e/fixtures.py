@@ -235,10 +235,20 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode("ascii")
 
 
-def make_token(secret, user_id, company_id, role, expiry):
+def key_id(secret):
+    """The id a token names its key by (docs/api.md "Tokens")."""
+    return hashlib.blake2b(secret, digest_size=16, key=b"betcity-kid").hexdigest()[:8]
+
+
+def make_token(secret, user_id, company_id, role, expiry, version=2, kid=None):
     """A token in the format of docs/api.md "Tokens":
-    base64url(payload) "." base64url(HMAC-SHA256(secret, payload))."""
-    payload = ("1:%s:%s:%d:%d" % (user_id, company_id, role, expiry)).encode("ascii")
+    base64url(payload) "." base64url(HMAC-SHA256(secret, payload)); version 1
+    is the format before key ids (still accepted)."""
+    if version == 1:
+        payload = "1:%s:%s:%d:%d" % (user_id, company_id, role, expiry)
+    else:
+        payload = "2:%s:%s:%s:%d:%d" % (kid or key_id(secret), user_id, company_id, role, expiry)
+    payload = payload.encode("ascii")
     return b64url(payload) + "." + b64url(hmac.new(secret, payload, hashlib.sha256).digest())
 
 

@@ -196,13 +196,15 @@ class Stack:
         return p.returncode, (p.stdout + p.stderr).strip()
 
     def secret(self):
-        """The token key: the 32 bytes of DIR/api.secret (64 hex characters)."""
+        """The token signing key: the 32 bytes of the first key of DIR/api.secret
+        (64 hex characters a line; later lines are older keys still accepted)."""
         self.require_dir()
         path = os.path.join(self.dir, "api.secret")
         try:
             with open(path) as f:
-                return bytes.fromhex(f.read().strip())
-        except (OSError, ValueError) as e:
+                keys = [ln.strip() for ln in f if ln.strip() and not ln.strip().startswith("#")]
+                return bytes.fromhex(keys[0])
+        except (OSError, ValueError, IndexError) as e:
             raise unittest.SkipTest("cannot read the token key %s: %s" % (path, e))
 
 

@@ -4,7 +4,7 @@ import time
 import unittest
 
 import stack
-from fixtures import (ID_RE, PASSWORD, api, b64url, make_token, new_company, new_team,
+from fixtures import (ID_RE, PASSWORD, api, b64url, key_id, make_token, new_company, new_team,
                       signup, tamper, uniq)
 
 USER_KEYS = {"id", "email", "display_name", "company_id", "team_id", "role", "balance", "points"}
@@ -201,7 +201,7 @@ class TestTokens(unittest.TestCase):
         import base64
         raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
         f = raw.split(":")
-        f[3] = "2"
+        f[-2] = "2"
         forged = b64url(":".join(f).encode()) + "." + self.token.split(".")[1]
         self.me(forged).expect(401, "unauthorized")
 
@@ -222,11 +222,31 @@ class TestTokens(unittest.TestCase):
         payload = self.token.split(".")[0]
         raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
         f = raw.split(":")
-        self.assertEqual(len(f), 5, raw)
-        self.assertEqual(f[0], "1")
-        self.assertEqual(f[1], self.u.id)
-        self.assertEqual(f[2], self.co["id"])
-        self.assertAlmostEqual(int(f[4]), time.time() + 86400, delta=120)
+        self.assertEqual(len(f), 6, raw)
+        self.assertEqual(f[0], "2")
+        self.assertRegex(f[1], r"^[0-9a-f]{8}$", "the key id")
+        self.assertEqual(f[2], self.u.id)
+        self.assertEqual(f[3], self.co["id"])
+        self.assertAlmostEqual(int(f[5]), time.time() + 86400, delta=120)
+
+    def test_token_names_its_key(self):
+        """Tokens say which key signed them (docs/operations.md: rotating the key):
+        the server's own key id, a token of the first format (no key id) still
+        accepted, an unknown key id refused even with a good signature."""
+        s = stack.get()
+        secret = s.secret()
+        now = int(time.time())
+        self.assertEqual(self.token_fields()[1], key_id(secret), "the key id of DIR/api.secret")
+        self.me(make_token(secret, self.u.id, self.co["id"], 0, now + 600)).expect(200)
+        self.me(make_token(secret, self.u.id, self.co["id"], 0, now + 600, version=1)).expect(
+            200, msg="the format before key ids")
+        self.me(make_token(secret, self.u.id, self.co["id"], 0, now + 600, kid="0badc0de")).expect(
+            401, "unauthorized", msg="a key id the server does not have")
+
+    def token_fields(self):
+        import base64
+        payload = self.token.split(".")[0]
+        return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode().split(":")
 
 
 if __name__ == "__main__":

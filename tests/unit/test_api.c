@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 
 #include "api/api_int.h"
 
@@ -226,6 +227,175 @@ static void test_token_roundtrip_and_tamper(void **state)
     assert_int_not_equal(api_token_check(srv, ".", &auth), 0);
     api_server_destroy(srv);
     api_server_destroy(other);
+}
+
+static struct api_server *server_keys(uint8_t sign, const uint8_t *old, uint32_t nold)
+{
+    struct api_conf conf;
+    struct api_server *srv;
+
+    api_conf_init(&conf);
+    conf.port = 0;
+    conf.threads = 1;
+    conf.token_ttl_s = 3600;
+    memset(conf.secret, sign, sizeof(conf.secret));
+    for (uint32_t i = 0; i < nold; i++)
+        memset(conf.old_secrets[i], old[i], sizeof(conf.old_secrets[i]));
+    conf.nold_secret = nold;
+    assert_int_equal(api_server_create(&conf, NULL, &srv), 0);
+    return srv;
+}
+
+/* base64url(payload) "." base64url(HMAC-SHA256(key of bytes key_byte, payload)). */
+static void sign_payload(const char *payload, uint8_t key_byte, char *out, size_t size)
+{
+    unsigned char key[32], mac[crypto_auth_hmacsha256_BYTES];
+    size_t len;
+
+    memset(key, key_byte, sizeof(key));
+    crypto_auth_hmacsha256(mac, (const unsigned char *)payload, strlen(payload), key);
+    sodium_bin2base64(out, size, (const unsigned char *)payload, strlen(payload),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    len = strlen(out);
+    out[len++] = '.';
+    sodium_bin2base64(out + len, size - len, mac, sizeof(mac),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+/*
+ * A token names the key that signed it; a server accepts its signing key and
+ * its older keys, refuses any other and a token whose key id was changed.
+ * Guards the review finding of tokens without a key id (no rotation).
+ */
+static void test_token_key_rotation(void **state)
+{
+    static const uint8_t k1_only[] = {1};
+    struct api_server *before = server(3600, 1);           /* signs with k1 */
+    struct api_server *after = server_keys(2, k1_only, 1); /* k2, accepts k1 */
+    struct api_server *stranger = server(3600, 3);         /* k3: unknown to both */
+    struct api_auth auth = {0};
+    char token[256], forged[256], payload[160], kid1[API_KEY_ID_LEN + 1],
+        kid2[API_KEY_ID_LEN + 1];
+    unsigned char raw[160];
+    uint8_t key[32];
+    size_t plen;
+    const char *dot;
+    (void)state;
+
+    memset(key, 1, sizeof(key));
+    api_key_id(key, kid1);
+    memset(key, 2, sizeof(key));
+    api_key_id(key, kid2);
+    assert_string_not_equal(kid1, kid2);
+
+    /* Signed by the old key: accepted by the server that rotated. */
+    assert_int_equal(api_token_make(before, 77, 5, 1, token, sizeof(token)), 0);
+    assert_int_equal(api_token_check(after, token, &auth), 0);
+    assert_int_equal(auth.user_id, 77);
+    assert_int_equal(auth.company_id, 5);
+    assert_int_equal(auth.role, 1);
+
+    /* Signed by the new key: it says so; a server without that key refuses. */
+    assert_int_equal(api_token_make(after, 78, 5, 0, token, sizeof(token)), 0);
+    dot = strchr(token, '.');
+    assert_non_null(dot);
+    assert_int_equal(sodium_base642bin(raw, sizeof(raw) - 1, token,
+                                       (size_t)(dot - token), NULL, &plen, NULL,
+                                       sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+                     0);
+    raw[plen] = '\0';
+    snprintf(payload, sizeof(payload), "2:%s:78:5:0:", kid2);
+    assert_memory_equal(raw, payload, strlen(payload));
+    assert_int_equal(api_token_check(after, token, &auth), 0);
+    assert_int_equal(auth.user_id, 78);
+    assert_int_equal(api_token_check(before, token, &auth), -EACCES);
+
+    /* Signed by an unknown key: refused. */
+    assert_int_equal(api_token_make(stranger, 79, 5, 0, token, sizeof(token)), 0);
+    assert_int_equal(api_token_check(after, token, &auth), -EACCES);
+    assert_int_equal(api_token_check(before, token, &auth), -EACCES);
+
+    /* Tampered: the key id changed to another accepted key's, the MAC kept. */
+    assert_int_equal(api_token_make(after, 80, 5, 0, token, sizeof(token)), 0);
+    dot = strchr(token, '.');
+    assert_int_equal(sodium_base642bin(raw, sizeof(raw) - 1, token,
+                                       (size_t)(dot - token), NULL, &plen, NULL,
+                                       sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+                     0);
+    memcpy(raw + 2, kid1, API_KEY_ID_LEN);
+    sodium_bin2base64(forged, sizeof(forged), raw, plen,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    strcat(forged, dot);
+    assert_int_equal(api_token_check(after, forged, &auth), -EACCES);
+    /* ... or signed by k1 with k2's id: the named key does not verify it. */
+    snprintf(payload, sizeof(payload), "2:%s:81:5:2:%lld", kid2,
+             (long long)time(NULL) + 600);
+    sign_payload(payload, 1, forged, sizeof(forged));
+    assert_int_equal(api_token_check(after, forged, &auth), -EACCES);
+    snprintf(payload, sizeof(payload), "2:%s:81:5:2:%lld", kid1,
+             (long long)time(NULL) + 600);
+    sign_payload(payload, 1, forged, sizeof(forged));
+    assert_int_equal(api_token_check(after, forged, &auth), 0);
+    assert_int_equal(auth.user_id, 81);
+
+    /* The first format (no key id) still passes with any accepted key. */
+    snprintf(payload, sizeof(payload), "1:82:5:0:%lld", (long long)time(NULL) + 600);
+    sign_payload(payload, 1, forged, sizeof(forged));
+    assert_int_equal(api_token_check(after, forged, &auth), 0);
+    assert_int_equal(auth.user_id, 82);
+    sign_payload(payload, 3, forged, sizeof(forged));
+    assert_int_equal(api_token_check(after, forged, &auth), -EACCES);
+    /* An unknown version signed by a good key is still not a token. */
+    snprintf(payload, sizeof(payload), "3:82:5:0:%lld", (long long)time(NULL) + 600);
+    sign_payload(payload, 2, forged, sizeof(forged));
+    assert_int_equal(api_token_check(after, forged, &auth), -EINVAL);
+
+    api_server_destroy(before);
+    api_server_destroy(after);
+    api_server_destroy(stranger);
+}
+
+/* The secret file: the signing key first, then older keys; errors name the line. */
+static void test_secrets_parse(void **state)
+{
+    static const char k1[] =
+        "0101010101010101010101010101010101010101010101010101010101010101";
+    static const char k2[] =
+        "0202020202020202020202020202020202020202020202020202020202020202";
+    struct api_conf conf;
+    char text[1024], err[256];
+    uint8_t want[32];
+    (void)state;
+
+    api_conf_init(&conf);
+    snprintf(text, sizeof(text), "# signing key first\n%s\n\n  %s \r\n", k2, k1);
+    assert_int_equal(api_secrets_parse(&conf, text, "f", err, sizeof(err)), 0);
+    memset(want, 2, sizeof(want));
+    assert_memory_equal(conf.secret, want, 32);
+    assert_int_equal(conf.nold_secret, 1);
+    memset(want, 1, sizeof(want));
+    assert_memory_equal(conf.old_secrets[0], want, 32);
+
+    /* One key, no newline: the file of before. */
+    assert_int_equal(api_secrets_parse(&conf, k1, "f", err, sizeof(err)), 0);
+    assert_int_equal(conf.nold_secret, 0);
+    assert_memory_equal(conf.secret, want, 32);
+
+    snprintf(text, sizeof(text), "%s\n#\n%.63s\n", k1, k2);
+    assert_int_equal(api_secrets_parse(&conf, text, "f", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "f:3: want 64 hex characters (a 32-byte key)");
+    snprintf(text, sizeof(text), "%s\n%s\n", k1, k1);
+    assert_int_equal(api_secrets_parse(&conf, text, "f", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "f:2: the same key as line 1");
+    assert_int_equal(api_secrets_parse(&conf, "# none\n\n", "f", err, sizeof(err)),
+                     -EINVAL);
+    assert_string_equal(err, "f: no key (64 hex characters a line)");
+    text[0] = '\0';
+    for (int i = 0; i <= API_MAX_KEYS; i++)
+        snprintf(text + strlen(text), sizeof(text) - strlen(text), "%062x%02x\n", 0u,
+                 i);
+    assert_int_equal(api_secrets_parse(&conf, text, "f", err, sizeof(err)), -EINVAL);
+    assert_string_equal(err, "f:9: more than 8 keys");
 }
 
 static void test_token_expired(void **state)
@@ -632,6 +802,8 @@ int main(void)
         cmocka_unit_test(test_limit_parse_exact),
         cmocka_unit_test(test_time_parse_digits_only),
         cmocka_unit_test(test_token_roundtrip_and_tamper),
+        cmocka_unit_test(test_token_key_rotation),
+        cmocka_unit_test(test_secrets_parse),
         cmocka_unit_test(test_token_expired),
         cmocka_unit_test(test_password_hash),
         cmocka_unit_test(test_routes_every_route_matches),
