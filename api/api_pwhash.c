@@ -252,12 +252,17 @@ int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr)
     pthread_mutex_lock(&q->lock);
     c = addr_slot(q, addr);
     /*
-     * Refused at once when the queue is full, when this address has its
-     * share in it already (one address's flood cannot fill it), or when
-     * the wait behind the jobs in it would be longer than max_wait_us.
+     * Refused at once when the queue is full, or when the wait behind the
+     * jobs in it would be longer than max_wait_us; and beyond its share
+     * (per_addr) an address gets a place only while that wait is at most
+     * half of max_wait_us: a burst from one address (an office behind one
+     * NAT, a test suite) goes through an idle queue, while one address's
+     * flood never takes more than half of the wait the others may have.
      */
-    if (!q->stopping && q->inflight < q->depth && c != NULL && c->n < q->per_addr &&
-        (double)(q->inflight / q->nthread + 1) * q->job_us <= (double)q->max_wait_us) {
+    double wait_us = (double)(q->inflight / q->nthread + 1) * q->job_us;
+    if (!q->stopping && q->inflight < q->depth && c != NULL &&
+        wait_us <= (double)q->max_wait_us &&
+        (c->n < q->per_addr || wait_us <= (double)q->max_wait_us / 2)) {
         c->addr = addr;
         c->n++;
         q->inflight++;
