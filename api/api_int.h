@@ -388,8 +388,9 @@ int api_standings_recompute(struct router *router);
  * (they are still status 'open', match_id = match, id in [lo_id, hi_id]);
  * updates the shard's standings aggregates by the points this batch gives
  * (points of a bet = payout - stake: cancelled 0, won FLOOR(stake * odds /
- * 100) - stake, lost -stake). Locks the batch's users' rows, then the
- * aggregate rows in id order. Three statements; returns 0 or a router status.
+ * 100) - stake, lost -stake). The caller holds the batch's users' row
+ * locks (taken in id order); this locks the aggregate rows in id order. Two
+ * statements; returns 0 or a router status.
  */
 int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
                         uint64_t lo_id, uint64_t hi_id);

@@ -53,26 +53,19 @@ int api_standings_batch(struct router_txn *txn, uint64_t match, const char *resu
     if (strcmp(result, "cancelled") == 0)
         return 0;
     /*
-     * The users first, in id order (the settlement may hold them already): a
-     * change of team, which locks its user before moving his points, then
-     * waits for this batch, or this batch for it, and the team read next is
-     * the one the user is in. Then the aggregate rows, in id order in each
-     * table. Three statements: the API's account sends one a call.
+     * The caller holds the batch's users' rows (locked in id order, before
+     * this): a change of team, which locks its user before moving his
+     * points, waits for this batch, or this batch for it, and the team read
+     * next is the one the user is in. Then the aggregate rows, in id order
+     * in each table. Two statements: the API's account sends one a call.
      */
     rc = router_txn_exec(
         txn, NULL,
-        "SELECT id FROM %S.users WHERE id IN (SELECT user_id FROM %S.bets "
-        "FORCE INDEX (match_open) WHERE match_id = %u AND status = 'open' AND id "
-        "BETWEEN %u AND %u) ORDER BY id FOR UPDATE",
-        match, lo_id, hi_id);
-    if (rc == 0)
-        rc = router_txn_exec(
-            txn, NULL,
-            "INSERT INTO %S.standings_company (company_id, members, points) SELECT "
-            "u.company_id, 0, SUM(" BET_POINTS ") " BATCH_BETS " GROUP BY u.company_id "
-            "ORDER BY u.company_id ON DUPLICATE KEY UPDATE points = points + "
-            "VALUES(points)",
-            result, result, match, lo_id, hi_id);
+        "INSERT INTO %S.standings_company (company_id, members, points) SELECT "
+        "u.company_id, 0, SUM(" BET_POINTS ") " BATCH_BETS " GROUP BY u.company_id "
+        "ORDER BY u.company_id ON DUPLICATE KEY UPDATE points = points + "
+        "VALUES(points)",
+        result, result, match, lo_id, hi_id);
     if (rc == 0)
         rc = router_txn_exec(
             txn, NULL,
