@@ -3,11 +3,15 @@
  * ids in paths and bodies (api_parse_id), shard-carrying ids
  * (shardmap_id_pack/unpack), list cursors (api_cursor) and limits
  * (api_limit), bearer tokens (api_token_check), times (api_time_parse),
- * odds (api_odds_parse) and e-mails (shardmap_canonical_email).
+ * odds (api_odds_parse), e-mails (shardmap_canonical_email), and the
+ * server's token secret file and abuse limits.
  *
  * The input's first byte picks the parser, the rest is its text: '0' ids,
  * '1' shard ids (8 bytes), '2' cursors, '3' limits, '4' tokens, '5' signed
- * token payloads, '6' times, '7' odds (JSON), '8' e-mails. Beyond "no
+ * token payloads, '6' times, '7' odds (JSON), '8' e-mails, '9' signed
+ * fields of a token naming its key ("2:<key id>:" is put before them),
+ * ':' token secret files (api_secrets_parse), ';' abuse limits
+ * "key=value" (api_conf_set). Beyond "no
  * crash, no leak", each parser's answer is checked against what it
  * promises: what it accepts prints back to what it read, and what it
  * refuses it answers with a 4xx.
@@ -172,6 +176,54 @@ static void signed_token(const uint8_t *payload, size_t n)
         fuzz_fail("token accepted without auth.ok");
 }
 
+/* The input signed as the fields of a token of the current format, "2:<key id>:". */
+static void signed_token_v2(const uint8_t *raw, size_t n)
+{
+    uint8_t payload[256];
+    char kid[API_KEY_ID_LEN + 1];
+
+    if (n > 200)
+        return;
+    api_key_id(secret, kid);
+    payload[0] = '2';
+    payload[1] = ':';
+    memcpy(payload + 2, kid, API_KEY_ID_LEN);
+    payload[2 + API_KEY_ID_LEN] = ':';
+    memcpy(payload + 3 + API_KEY_ID_LEN, raw, n);
+    signed_token(payload, n + 3 + API_KEY_ID_LEN);
+}
+
+/* A token secret file: refused with a message naming it, or keys within bounds. */
+static void secrets(const char *s)
+{
+    struct api_conf conf;
+    char err[256] = "";
+    int rc;
+
+    api_conf_init(&conf);
+    rc = api_secrets_parse(&conf, s, "secret", err, sizeof(err));
+    if (rc != 0 && (rc != -EINVAL || strncmp(err, "secret", 6) != 0))
+        fuzz_fail("secrets refused (%d) without a message naming the file", rc);
+    if (rc == 0 && conf.nold_secret > API_MAX_KEYS - 1)
+        fuzz_fail("secrets: %u old keys", conf.nold_secret);
+}
+
+/* One limit, "key=value" (betcity-api --set): refused with a message. */
+static void limit_set(char *s)
+{
+    struct api_conf conf;
+    char err[256] = "", *eq = strchr(s, '=');
+    int rc;
+
+    if (eq == NULL)
+        return;
+    *eq = '\0';
+    api_conf_init(&conf);
+    rc = api_conf_set(&conf, s, eq + 1, err, sizeof(err));
+    if (rc != 0 && (rc != -EINVAL || err[0] == '\0'))
+        fuzz_fail("limit '%s' refused (%d) without a message", s, rc);
+}
+
 static void time_parse(const char *s)
 {
     char out[32], rfc[40];
@@ -234,7 +286,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(s, raw, n);
     s[n] = '\0';
-    switch ((uint8_t)(data[0] - (uint8_t)'0') % 9) {
+    switch ((uint8_t)(data[0] - (uint8_t)'0') % 12) {
     case 0:
         parse_id(s, raw, n);
         break;
@@ -261,6 +313,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case 8:
         email(s);
+        break;
+    case 9:
+        signed_token_v2(raw, n);
+        break;
+    case 10:
+        secrets(s);
+        break;
+    case 11:
+        limit_set(s);
         break;
     }
     free(s);
