@@ -3,15 +3,16 @@
  * ids in paths and bodies (api_parse_id), shard-carrying ids
  * (shardmap_id_pack/unpack), list cursors (api_cursor) and limits
  * (api_limit), bearer tokens (api_token_check), times (api_time_parse),
- * odds (api_odds_parse), e-mails (shardmap_canonical_email), and the
- * server's token secret file and abuse limits.
+ * odds (api_odds_parse), e-mails (shardmap_canonical_email), the server's
+ * token secret file and abuse limits, and the access log's escaping.
  *
  * The input's first byte picks the parser, the rest is its text: '0' ids,
  * '1' shard ids (8 bytes), '2' cursors, '3' limits, '4' tokens, '5' signed
  * token payloads, '6' times, '7' odds (JSON), '8' e-mails, '9' signed
  * fields of a token naming its key ("2:<key id>:" is put before them),
  * ':' token secret files (api_secrets_parse), ';' abuse limits
- * "key=value" (api_conf_set). Beyond "no
+ * "key=value" (api_conf_set), '<' a URL escaped for the access log
+ * (api_log_escape; the next byte sets the buffer's size). Beyond "no
  * crash, no leak", each parser's answer is checked against what it
  * promises: what it accepts prints back to what it read, and what it
  * refuses it answers with a 4xx.
@@ -224,6 +225,28 @@ static void limit_set(char *s)
         fuzz_fail("limit '%s' refused (%d) without a message", s, rc);
 }
 
+/* The access log's escaping of a URL (api_log_escape) into 1..64 bytes. */
+static void log_escape(const uint8_t *raw, size_t n)
+{
+    size_t size = n > 0 ? (size_t)raw[0] % 64 + 1 : 1;
+    char *in = malloc(n + 1), *out = malloc(size); /* exact: ASan sees an overrun */
+
+    if (in == NULL || out == NULL)
+        goto out;
+    if (n > 1)
+        memcpy(in, raw + 1, n - 1);
+    in[n > 0 ? n - 1 : 0] = '\0';
+    api_log_escape(in, out, size);
+    if (strlen(out) >= size)
+        fuzz_fail("log escape: %zu bytes into %zu", strlen(out), size);
+    for (const char *p = out; *p != '\0'; p++)
+        if (*p <= ' ' || *p >= 0x7f)
+            fuzz_fail("log escape: byte 0x%02x left as it is", (unsigned char)*p);
+out:
+    free(in);
+    free(out);
+}
+
 static void time_parse(const char *s)
 {
     char out[32], rfc[40];
@@ -286,7 +309,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(s, raw, n);
     s[n] = '\0';
-    switch ((uint8_t)(data[0] - (uint8_t)'0') % 12) {
+    switch ((uint8_t)(data[0] - (uint8_t)'0') % 13) {
     case 0:
         parse_id(s, raw, n);
         break;
@@ -322,6 +345,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case 11:
         limit_set(s);
+        break;
+    case 12:
+        log_escape(raw, n);
         break;
     }
     free(s);
