@@ -192,12 +192,15 @@ valgrind: $(UNIT_TESTS)
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 15
-FUZZERS := fuzz_request fuzz_parsers fuzz_config fuzz_map fuzz_plan
+FUZZERS := fuzz_request fuzz_http fuzz_parsers fuzz_config fuzz_map fuzz_plan
 .PHONY: fuzz fuzz-build fuzz-smoke fuzzers
 FUZZ_API_OBJS := $(BUILD)/tests/fuzz/fuzz_api_fake.o $(BUILD)/tests/fuzz/fuzz_util.o \
                  $(API_LIB) $(CACHE_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 fuzzers: $(addprefix $(BUILD)/,$(FUZZERS))
-$(BUILD)/fuzz_request $(BUILD)/fuzz_parsers: $(BUILD)/%: $(BUILD)/tests/fuzz/%.o $(FUZZ_API_OBJS)
+$(BUILD)/fuzz_request $(BUILD)/fuzz_parsers: $(BUILD)/%: $(BUILD)/tests/fuzz/%.o \
+                    $(BUILD)/tests/fuzz/fuzz_conn.o $(FUZZ_API_OBJS)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(API_LIBS) $(PKG_LIBS)
+$(BUILD)/fuzz_http: $(BUILD)/tests/fuzz/fuzz_http.o $(FUZZ_API_OBJS)
 	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(API_LIBS) $(PKG_LIBS)
 $(BUILD)/fuzz_config $(BUILD)/fuzz_map $(BUILD)/fuzz_plan: $(BUILD)/%: $(BUILD)/tests/fuzz/%.o \
                     $(BUILD)/tests/fuzz/fuzz_util.o $(SHARDMAP_LIB)

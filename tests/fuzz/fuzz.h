@@ -3,9 +3,11 @@
  *
  *  - (fuzz_util.c) a file for loaders that take a path: the input is written
  *    to a memfd and read back through /proc/self/fd, so no disk is touched;
- *  - for the API harnesses (fuzz_api_fake.c): a request's headers and query
- *    arguments behind MHD_lookup_connection_value(), a router whose every
- *    host is down, and password hashing that fails at once.
+ *  - for the API harnesses (fuzz_api_fake.c): a router whose every host is
+ *    down, and password hashing that answers at once;
+ *  - for those that call the API without a socket (fuzz_conn.c): a
+ *    request's headers and query arguments behind
+ *    MHD_lookup_connection_value().
  *
  * A harness checks what must hold for every input and calls fuzz_fail()
  * (which aborts, so libFuzzer keeps the input) when it does not.
@@ -36,7 +38,7 @@ struct shardmap;
 void fuzz_map_same(const struct shardmap *a, const struct shardmap *b,
                    const char *what);
 
-/* ---- a request's connection (fuzz_api_fake.c) ---- */
+/* ---- a request's connection (fuzz_conn.c) ---- */
 
 #define FUZZ_MAX_PAIRS 16
 

@@ -1,111 +1,28 @@
 /*
- * fuzz_api_fake.c: what the API harnesses put in place of the network, the
- * databases and the password hash, so that an input costs microseconds and
- * needs no server.
+ * fuzz_api_fake.c: what the API harnesses put in place of the databases and
+ * the password hash, so that an input costs microseconds and needs neither.
  *
- *  - MHD_lookup_connection_value(): defined here, it takes the place of
- *    libmicrohttpd's (the executable's definition wins over the shared
- *    library's), and answers from the current struct fuzz_conn;
  *  - the router functions libapi.a calls (router/router.h), linked instead
- *    of librouter.a: a cluster of 64 shards whose every host is down. A
- *    router function the API comes to call needs its stand-in here (the
- *    harnesses' link says which). Every statement,
- * transaction, id and scatter fails with BC_EDOWN, as when MariaDB is unreachable, so
- *    a handler runs its request checks and then answers 503;
- *  - crypto_pwhash_str() and crypto_pwhash_str_verify() (libsodium's, taken
- *    the same way) answer at once, a fixed hash and "wrong password":
- *    argon2id costs 25 ms per call and is not our code.
+ *    of librouter.a: a cluster of 64 shards whose every host is down. Every
+ *    statement, transaction, id and scatter fails with BC_EDOWN, as when
+ *    MariaDB is unreachable, so a handler runs its request checks and then
+ *    answers 503. A router function the API comes to call needs its
+ *    stand-in here (the harnesses' link says which);
+ *  - crypto_pwhash_str() and crypto_pwhash_str_verify(): defined here, they
+ *    take the place of libsodium's (the executable's definition wins over
+ *    the shared library's) and answer at once, a fixed hash and "wrong
+ *    password": argon2id costs 25 ms per call and is not our code.
  */
-#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#include <microhttpd.h>
 #include <sodium.h>
 
 #include "catalog/catalog.h"
 #include "router/router.h"
 #include "tests/fuzz/fuzz.h"
-
-/* ---- the request's connection ---- */
-
-static struct fuzz_conn *current;
-
-void fuzz_conn_set(struct fuzz_conn *conn)
-{
-    current = conn;
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (char)tolower((unsigned char)c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Decodes %XX and '+' in place, as libmicrohttpd does for query arguments. */
-static void unescape(char *s)
-{
-    char *out = s;
-
-    for (; *s != '\0'; s++) {
-        if (*s == '+') {
-            *out++ = ' ';
-        } else if (*s == '%' && hex_value(s[1]) >= 0 && hex_value(s[2]) >= 0) {
-            *out++ = (char)(hex_value(s[1]) * 16 + hex_value(s[2]));
-            s += 2;
-        } else {
-            *out++ = *s;
-        }
-    }
-    *out = '\0';
-}
-
-void fuzz_conn_query(struct fuzz_conn *conn, char *query)
-{
-    char *next;
-
-    for (char *p = query; p != NULL && conn->narg < FUZZ_MAX_PAIRS; p = next) {
-        char *eq;
-
-        next = strchr(p, '&');
-        if (next != NULL)
-            *next++ = '\0';
-        eq = strchr(p, '=');
-        if (eq != NULL)
-            *eq++ = '\0';
-        unescape(p);
-        if (eq != NULL)
-            unescape(eq);
-        conn->arg[conn->narg].name = p;
-        conn->arg[conn->narg].value = eq;
-        conn->narg++;
-    }
-}
-
-const char *MHD_lookup_connection_value(struct MHD_Connection *connection,
-                                        enum MHD_ValueKind kind, const char *key)
-{
-    struct fuzz_conn *c = current;
-
-    /* Only the harness's requests: nothing else ever connects to its server. */
-    if (c == NULL || (void *)connection != (void *)c || key == NULL)
-        return NULL;
-    if (kind == MHD_HEADER_KIND) {
-        for (int i = 0; i < c->nheader; i++)
-            if (strcasecmp(c->header[i].name, key) == 0)
-                return c->header[i].value;
-    } else if (kind == MHD_GET_ARGUMENT_KIND) {
-        for (int i = 0; i < c->narg; i++)
-            if (strcmp(c->arg[i].name, key) == 0)
-                return c->arg[i].value;
-    }
-    return NULL;
-}
 
 /* ---- password hashes ---- */
 
