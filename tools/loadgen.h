@@ -15,7 +15,8 @@
 #define NS_PER_MS UINT64_C(1000000)
 #define NS_PER_S UINT64_C(1000000000)
 #define MAX_TOKEN 2048
-#define BET_RETRIES 3 /* retries after the first attempt, same key and body */
+#define BET_RETRIES 3   /* retries after the first attempt, same key and body */
+#define BUSY_RETRIES 12 /* retries of a 429/503 where the caller allows it */
 
 /* Latency histogram in microseconds: exact below 64, then 32 sub-buckets per
  * power of two (about 3% resolution), up to 2^42 us. */
@@ -147,9 +148,10 @@ void loadgen_worker_destroy(struct worker *w);
 int loadgen_http(struct worker *w, const char *path, const char *body,
                  const char *token, const char *idem);
 
-/* loadgen_http, retrying transport errors (and 429/503 when busy_too) up to
- * BET_RETRIES times after 100, 200, 400 ms with the very same body and key.
- * *nretry (if not NULL) gets the number of retries made. */
+/* loadgen_http, retrying transport errors up to BET_RETRIES times after 100,
+ * 200, 400 ms with the very same body and key, and (when busy_too) 429/503 up
+ * to BUSY_RETRIES times, 800 ms apart after the third. *nretry (if not NULL)
+ * gets the number of retries made. */
 int loadgen_http_retry(struct worker *w, const char *path, const char *body,
                        const char *token, const char *idem, int busy_too,
                        unsigned *nretry);

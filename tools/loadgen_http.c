@@ -172,11 +172,13 @@ int loadgen_http_retry(struct worker *w, const char *path, const char *body,
 {
     for (unsigned a = 0;; a++) {
         int rc = loadgen_http(w, path, body, token, idem);
-        int again = rc < 0 || (busy_too && (rc == 429 || rc == 503));
+        int busy = busy_too && (rc == 429 || rc == 503);
+        /* A busy server (its hash queue, its limits) is waited out longer. */
+        unsigned limit = busy ? BUSY_RETRIES : BET_RETRIES;
 
-        if (!again || a == BET_RETRIES || atomic_load(&w->run->abort) ||
-            loadgen_sleep_until(loadgen_now_ns() + (100 * NS_PER_MS << a), aborted,
-                                w->run) < 0) {
+        if ((rc >= 0 && !busy) || a >= limit || atomic_load(&w->run->abort) ||
+            loadgen_sleep_until(loadgen_now_ns() + (100 * NS_PER_MS << (a < 3 ? a : 3)),
+                                aborted, w->run) < 0) {
             if (nretry != NULL)
                 *nretry = a;
             return rc;
