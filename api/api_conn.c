@@ -9,7 +9,8 @@
  * header_timeout_ms or idle_timeout_ms; headers in: complete body within
  * body_timeout_ms; body in: none, the handler's own deadlines bound it). A
  * reaper thread, every REAP_MS, shuts down the socket of a connection past
- * its deadline; libmicrohttpd then sees the end of the stream and closes it
+ * its deadline, unless bytes wait in it (sent in time, not read yet by a
+ * busy worker); libmicrohttpd then sees the end of the stream and closes it
  * as usual. The socket is shut down under the list's lock, and a connection
  * leaves the list (under that lock) before libmicrohttpd closes its socket,
  * so the reaper never touches a descriptor that was reused.
@@ -24,6 +25,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -69,11 +71,23 @@ static void *reaper_main(void *arg)
         int64_t now = mono_us();
         for (struct api_conn *k = c->head.next; k != &c->head; k = k->next) {
             long long due = atomic_load(&k->due);
-            if (due != 0 && now > due && !k->reaped) {
-                shutdown(k->fd, SHUT_RDWR);
-                k->reaped = 1;
-                atomic_fetch_add_explicit(&c->nreaped, 1, memory_order_relaxed);
+            int pending = 0;
+            if (due == 0 || now <= due || k->reaped)
+                continue;
+            /*
+             * Bytes waiting in the socket are ours to read: the client sent
+             * them and a busy worker has not got to them yet (a kick-off
+             * burst). The deadline measures the client, not us: look again
+             * at the next round.
+             */
+            if (ioctl(k->fd, FIONREAD, &pending) == 0 && pending > 0) {
+                /* Unless the connection's state just set a new deadline. */
+                atomic_compare_exchange_strong(&k->due, &due, now + REAP_MS * 1000);
+                continue;
             }
+            shutdown(k->fd, SHUT_RDWR);
+            k->reaped = 1;
+            atomic_fetch_add_explicit(&c->nreaped, 1, memory_order_relaxed);
         }
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += REAP_MS * 1000000L;
