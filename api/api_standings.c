@@ -29,6 +29,8 @@
 
 #define TOP 500
 #define CHUNK (4 * TOP) /* members read together for small companies */
+/* Rows a run may return per host: its members (at most CHUNK + TOP). */
+#define RUN_ROWS (CHUNK + TOP)
 
 /* The columns of a ranked user row, as user_item() reads them. */
 #define USER_ROW "SELECT id, display_name, company_id, team_id, points FROM %S.users "
@@ -242,11 +244,15 @@ static int groups_have_members(const struct standings *st)
 /*
  * The ranked users of companies cg[a..b) into rows, sorted by company, then
  * points descending, then id: a top-K scatter for one large company, else
- * every user of the run (companies in id order, so one index range).
+ * every user of the run (companies in id order, so one index range), at most
+ * RUN_ROWS per host. -E2BIG when a host had more: the aggregates' member
+ * counts, which made the run, are short (a cluster filled around the API and
+ * not rebuilt); the caller then reads the run's companies one by one.
  */
 static int company_users_load(struct router *r, const struct standings *st, uint32_t a,
                               uint32_t b, struct sql_rows *rows)
 {
+    char tail[48];
     int rc;
 
     if (b - a == 1 && st->cg[a].members > TOP)
@@ -255,13 +261,37 @@ static int company_users_load(struct router *r, const struct standings *st, uint
             USER_ROW "WHERE company_id = %u AND role <> 'platform_admin' ORDER BY "
                      "points DESC, id ASC LIMIT 500",
             st->cg[a].id);
-    rc = router_scatter(r, rows,
-                        USER_ROW "WHERE company_id BETWEEN %u AND %u AND role <> "
-                                 "'platform_admin'",
-                        st->cg[a].id, st->cg[b - 1].id);
+    snprintf(tail, sizeof(tail), ") t LIMIT %d", RUN_ROWS + 1);
+    rc = router_scatter_wrap(r, rows, "SELECT * FROM (", tail,
+                             USER_ROW "WHERE company_id BETWEEN %u AND %u AND role <> "
+                                      "'platform_admin'",
+                             st->cg[a].id, st->cg[b - 1].id);
+    if (rc == 0 && rows->nrow > RUN_ROWS) {
+        sql_rows_free(rows);
+        return -E2BIG;
+    }
     if (rc == 0 && rows->nrow > 1)
         qsort(rows->cell, rows->nrow, U_NCOL * sizeof(char *), rows_by_company_points);
     return rc;
+}
+
+/* The stored ranking of company cg[k], from rows (by company) at *i. */
+static int store_company(struct router_txn *txn, const struct standings *st, uint32_t k,
+                         const struct sql_rows *rows, uint32_t *i, uint64_t gen)
+{
+    json_t *items = json_array();
+    int rank = 0;
+
+    /* Rows are by company: skip those of a company not listed. */
+    for (; *i < rows->nrow; (*i)++) {
+        char **row = &rows->cell[(size_t)*i * U_NCOL];
+        uint64_t c = strtoull(row[U_COMPANY], NULL, 10);
+        if (c > st->cg[k].id)
+            break;
+        if (c == st->cg[k].id && rank < TOP)
+            json_array_append_new(items, user_item(st, row, ++rank));
+    }
+    return store(txn, "users", st->cg[k].id, gen, items);
 }
 
 /* Every company's user ranking, a run of companies at a time. */
@@ -280,22 +310,28 @@ static int store_company_users(struct router *r, struct router_txn *txn,
                 break;
             sum += st->cg[b].members;
         }
-        if ((rc = company_users_load(r, st, a, b, &rows)) < 0)
-            break;
-        for (uint32_t k = a; k < b && rc == 0; k++) {
-            json_t *items = json_array();
-            int rank = 0;
-            /* Rows are by company: skip those of a company not listed. */
-            for (; i < rows.nrow; i++) {
-                char **row = &rows.cell[(size_t)i * U_NCOL];
-                uint64_t c = strtoull(row[U_COMPANY], NULL, 10);
-                if (c > st->cg[k].id)
-                    break;
-                if (c == st->cg[k].id && rank < TOP)
-                    json_array_append_new(items, user_item(st, row, ++rank));
+        rc = company_users_load(r, st, a, b, &rows);
+        if (rc == -E2BIG) {
+            /* More members than the aggregates say: a top-K read each. */
+            api_log("standings: companies %" PRIu64 "..%" PRIu64 " have more members "
+                    "than their aggregates say; run bcadmin rebuild-standings",
+                    st->cg[a].id, st->cg[b - 1].id);
+            rc = 0;
+            for (uint32_t k = a; k < b && rc == 0; k++) {
+                i = 0;
+                rc = router_scatter_topk(
+                    r, &rows, TOP, "points DESC, id ASC", by_points, NULL,
+                    USER_ROW "WHERE company_id = %u AND role <> 'platform_admin' ORDER "
+                             "BY points DESC, id ASC LIMIT 500",
+                    st->cg[k].id);
+                if (rc == 0)
+                    rc = store_company(txn, st, k, &rows, &i, gen);
+                sql_rows_free(&rows);
             }
-            rc = store(txn, "users", st->cg[k].id, gen, items);
+            continue;
         }
+        for (uint32_t k = a; k < b && rc == 0; k++)
+            rc = store_company(txn, st, k, &rows, &i, gen);
         sql_rows_free(&rows);
     }
     sql_rows_free(&rows);
