@@ -29,8 +29,10 @@
 
 #define TOP 500
 #define CHUNK (4 * TOP) /* members read together for small companies */
-/* Rows a run may return per host: its members (at most CHUNK + TOP). */
+/* Rows a run may return: its members (at most CHUNK, with room to spare). */
 #define RUN_ROWS (CHUNK + TOP)
+/* Large companies ranked by one scatter: at most this many * TOP rows a host. */
+#define LARGE_GROUP 10
 
 /* The columns of a ranked user row, as user_item() reads them. */
 #define USER_ROW "SELECT id, display_name, company_id, team_id, points FROM %S.users "
@@ -242,12 +244,12 @@ static int groups_have_members(const struct standings *st)
 }
 
 /*
- * The ranked users of companies cg[a..b) into rows, sorted by company, then
- * points descending, then id: a top-K scatter for one large company, else
- * every user of the run (companies in id order, so one index range), at most
- * RUN_ROWS per host. -E2BIG when a host had more: the aggregates' member
- * counts, which made the run, are short (a cluster filled around the API and
- * not rebuilt); the caller then reads the run's companies one by one.
+ * The ranked users of the small companies cg[a..b) into rows, sorted by
+ * company, then points descending, then id: every user of the run
+ * (companies in id order, so one index range), at most RUN_ROWS. -E2BIG when a host had
+ * more: the aggregates' member counts, which made the run, are short (a cluster filled
+ * around the API and not rebuilt); the caller then reads the run's companies one by
+ * one.
  */
 static int company_users_load(struct router *r, const struct standings *st, uint32_t a,
                               uint32_t b, struct sql_rows *rows)
@@ -255,12 +257,6 @@ static int company_users_load(struct router *r, const struct standings *st, uint
     char tail[48];
     int rc;
 
-    if (b - a == 1 && st->cg[a].members > TOP)
-        return router_scatter_topk(
-            r, rows, TOP, "points DESC, id ASC", by_points, NULL,
-            USER_ROW "WHERE company_id = %u AND role <> 'platform_admin' ORDER BY "
-                     "points DESC, id ASC LIMIT 500",
-            st->cg[a].id);
     snprintf(tail, sizeof(tail), ") t LIMIT %d", RUN_ROWS + 1);
     rc = router_scatter_wrap(r, rows, "SELECT * FROM (", tail,
                              USER_ROW "WHERE company_id BETWEEN %u AND %u AND role <> "
@@ -294,6 +290,61 @@ static int store_company(struct router_txn *txn, const struct standings *st, uin
     return store(txn, "users", st->cg[k].id, gen, items);
 }
 
+/*
+ * The rankings of the large companies (more than TOP members), LARGE_GROUP
+ * at a time: one scatter each, in which every host ranks its users of the
+ * group's companies (a window per company) and returns its best TOP of
+ * each. A statement per company would cost its parse over every shard of
+ * the host: 100 of them took 10 s at 1,024 shards.
+ */
+static int store_large_companies(struct router *r, struct router_txn *txn,
+                                 const struct standings *st, uint64_t gen)
+{
+    uint32_t group[LARGE_GROUP], n = 0;
+    struct sql_buf ids = {0};
+    int rc = 0;
+
+    for (uint32_t k = 0; k <= st->nc && rc == 0; k++) {
+        struct sql_rows rows = {0};
+        uint32_t i = 0;
+        char num[24];
+
+        if (k < st->nc && st->cg[k].members > TOP) {
+            group[n++] = k;
+            if (n < LARGE_GROUP)
+                continue;
+        } else if (k < st->nc || n == 0) {
+            continue;
+        }
+        /* A full group, or the last one at the end. */
+        ids.len = 0;
+        for (uint32_t g = 0; g < n && rc == 0; g++) {
+            int len = snprintf(num, sizeof(num), "%s%" PRIu64, g ? "," : "",
+                               st->cg[group[g]].id);
+            rc = sql_buf_add(&ids, num, (size_t)len);
+        }
+        if (rc == 0)
+            rc = router_scatter_wrap(
+                r, &rows,
+                "SELECT id, display_name, company_id, team_id, points FROM (SELECT *, "
+                "ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY points DESC, id "
+                "ASC) AS rn FROM (",
+                ") u) t WHERE rn <= 500",
+                USER_ROW "WHERE company_id IN (%R) AND role <> 'platform_admin'",
+                ids.buf);
+        if (rc == 0 && rows.nrow > 1)
+            qsort(rows.cell, rows.nrow, U_NCOL * sizeof(char *),
+                  rows_by_company_points);
+        /* The group is in id order, as the rows are. */
+        for (uint32_t g = 0; g < n && rc == 0; g++)
+            rc = store_company(txn, st, group[g], &rows, &i, gen);
+        sql_rows_free(&rows);
+        n = 0;
+    }
+    sql_buf_deinit(&ids);
+    return rc;
+}
+
 /* Every company's user ranking, a run of companies at a time. */
 static int store_company_users(struct router *r, struct router_txn *txn,
                                const struct standings *st, uint64_t gen)
@@ -301,11 +352,16 @@ static int store_company_users(struct router *r, struct router_txn *txn,
     struct sql_rows rows = {0};
     int rc = 0;
 
+    rc = store_large_companies(r, txn, st, gen);
     for (uint32_t a = 0, b; a < st->nc && rc == 0; a = b) {
         int64_t sum = st->cg[a].members;
         uint32_t i = 0;
-        /* The next run: one large company, or small ones up to CHUNK members. */
-        for (b = a + 1; sum <= TOP && b < st->nc; b++) {
+        /* The next run of small companies, up to CHUNK members. */
+        if (sum > TOP) {
+            b = a + 1; /* large: ranked with its group above */
+            continue;
+        }
+        for (b = a + 1; b < st->nc; b++) {
             if (st->cg[b].members > TOP || sum + st->cg[b].members > CHUNK)
                 break;
             sum += st->cg[b].members;

@@ -7,7 +7,8 @@ bound, and the recomputation reads its companies one by one, top K each,
 instead of holding them all. Its ranking is still exact (the top 500 of
 its users by points, then id), the server says what happened, and
 `bcadmin rebuild-standings` brings the aggregates back (check-standings
-clean)."""
+clean); then the company is ranked as a large one (a windowed scatter for
+the large companies together), exactly the same."""
 
 import glob
 import os
@@ -76,3 +77,21 @@ class TestStandingsWithShortAggregates(unittest.TestCase):
         self.assertEqual(rc, 0, out)
         rc, out = self.bcadmin("check-standings")
         self.assertEqual(rc, 0, out)
+
+        # With its aggregates back the company is a large one (more than 500
+        # members): ranked with the other large companies by one windowed
+        # scatter, exactly the same, and nothing is short any more.
+        sizes = self.log_sizes()
+        m2 = new_match(kickoff_in=2)
+        gen = admin().get("/v1/standings/companies").expect_json(200)["generation"]
+        wait_past_kickoff(m2)
+        settle(m2, {"home_goals": 0, "away_goals": 0}, timeout=120)
+        deadline = time.time() + 60
+        while admin().get("/v1/standings/companies").expect_json(200)["generation"] <= gen:
+            self.assertLess(time.time(), deadline, "standings not recomputed 60 s after the settlement")
+            time.sleep(0.2)
+        self.assertFalse(self.logged_since(sizes, "have more members than their aggregates say"))
+        again = admin().get("/v1/standings/users", query={"company": co["id"]}).expect_json(200)["items"]
+        self.assertEqual([(str(u["user_id"]), int(u["points"])) for u in again],
+                         [(r[0], int(r[1])) for r in rows])
+        self.assertEqual([u["rank"] for u in again], list(range(1, TOP + 1)))
