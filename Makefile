@@ -220,6 +220,6 @@ format-check:
 	clang-format --dry-run -Werror $(FORMAT_SRCS)
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
