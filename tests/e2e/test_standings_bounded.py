@@ -48,6 +48,16 @@ class TestStandingsWithShortAggregates(unittest.TestCase):
                     return True
         return False
 
+    def settle_and_recompute(self, match, result):
+        """Settles match and waits for the standings' next generation."""
+        gen = admin().get("/v1/standings/companies").expect_json(200)["generation"]
+        wait_past_kickoff(match)
+        settle(match, result, timeout=120)
+        deadline = time.time() + 60
+        while admin().get("/v1/standings/companies").expect_json(200)["generation"] <= gen:
+            self.assertLess(time.time(), deadline, "standings not recomputed 60 s after the settlement")
+            time.sleep(0.2)
+
     def test_company_without_aggregates_is_ranked_exactly(self):
         co = new_company()
         m = new_match(kickoff_in=3)
@@ -56,13 +66,7 @@ class TestStandingsWithShortAggregates(unittest.TestCase):
                            capture_output=True, text=True, timeout=600)
         self.assertEqual(p.returncode, 0, "fillshard: %s" % (p.stdout + p.stderr)[-2000:])
         sizes = self.log_sizes()
-        gen = admin().get("/v1/standings/companies").expect_json(200)["generation"]
-        wait_past_kickoff(m)
-        settle(m, {"home_goals": 1, "away_goals": 0}, timeout=120)
-        deadline = time.time() + 60
-        while admin().get("/v1/standings/companies").expect_json(200)["generation"] <= gen:
-            self.assertLess(time.time(), deadline, "standings not recomputed 60 s after the settlement")
-            time.sleep(0.2)
+        self.settle_and_recompute(m, {"home_goals": 1, "away_goals": 0})
         self.assertTrue(self.logged_since(sizes, "have more members than their aggregates say"),
                         "the recomputation did not notice the short aggregates")
 
@@ -82,14 +86,7 @@ class TestStandingsWithShortAggregates(unittest.TestCase):
         # members): ranked with the other large companies by one windowed
         # scatter, exactly the same, and nothing is short any more.
         sizes = self.log_sizes()
-        m2 = new_match(kickoff_in=2)
-        gen = admin().get("/v1/standings/companies").expect_json(200)["generation"]
-        wait_past_kickoff(m2)
-        settle(m2, {"home_goals": 0, "away_goals": 0}, timeout=120)
-        deadline = time.time() + 60
-        while admin().get("/v1/standings/companies").expect_json(200)["generation"] <= gen:
-            self.assertLess(time.time(), deadline, "standings not recomputed 60 s after the settlement")
-            time.sleep(0.2)
+        self.settle_and_recompute(new_match(kickoff_in=2), {"home_goals": 0, "away_goals": 0})
         self.assertFalse(self.logged_since(sizes, "have more members than their aggregates say"))
         again = admin().get("/v1/standings/users", query={"company": co["id"]}).expect_json(200)["items"]
         self.assertEqual([(str(u["user_id"]), int(u["points"])) for u in again],

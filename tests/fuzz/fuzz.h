@@ -33,6 +33,16 @@ const char *fuzz_file(const uint8_t *data, size_t size);
 /* A scratch directory of this process for files a harness saves (mkdtemp). */
 const char *fuzz_dir(void);
 
+/* Every byte of the fuzzed API server's token secret. */
+#define FUZZ_SECRET_BYTE 7
+struct api_server;
+/*
+ * (fuzz_api_fake.c) An API server with no router and no listener in use
+ * (port 0, one thread), its secret FUZZ_SECRET_BYTE repeated; fails the
+ * harness if it cannot be made.
+ */
+struct api_server *fuzz_api_server(void);
+
 struct shardmap;
 /* Fails unless the two maps are the same value (what: for the message). */
 void fuzz_map_same(const struct shardmap *a, const struct shardmap *b,

@@ -20,6 +20,7 @@
 
 #include <sodium.h>
 
+#include "api/api.h"
 #include "catalog/catalog.h"
 #include "router/router.h"
 #include "tests/fuzz/fuzz.h"
@@ -201,4 +202,18 @@ uint32_t router_stats(struct router *router, struct router_host_stats *out,
     (void)out;
     (void)max;
     return 0;
+}
+
+struct api_server *fuzz_api_server(void)
+{
+    struct api_server *srv;
+    struct api_conf conf;
+
+    api_conf_init(&conf);
+    conf.port = 0; /* any free port: nothing connects */
+    conf.threads = 1;
+    memset(conf.secret, FUZZ_SECRET_BYTE, sizeof(conf.secret));
+    if (api_server_create(&conf, NULL, &srv) < 0)
+        fuzz_fail("api_server_create failed");
+    return srv;
 }

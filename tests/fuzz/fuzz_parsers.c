@@ -38,17 +38,11 @@ static uint8_t secret[32];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    struct api_conf conf;
     (void)argc;
     (void)argv;
 
-    api_conf_init(&conf);
-    conf.port = 0; /* any free port: nothing connects */
-    conf.threads = 1;
-    memset(secret, 7, sizeof(secret));
-    memcpy(conf.secret, secret, sizeof(secret));
-    if (api_server_create(&conf, NULL, &srv) < 0)
-        fuzz_fail("api_server_create failed");
+    memset(secret, FUZZ_SECRET_BYTE, sizeof(secret));
+    srv = fuzz_api_server();
     return 0;
 }
 

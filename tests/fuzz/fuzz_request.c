@@ -60,16 +60,10 @@ static struct caller {
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    struct api_conf conf;
     (void)argc;
     (void)argv;
 
-    api_conf_init(&conf);
-    conf.port = 0; /* any free port: nothing connects */
-    conf.threads = 1;
-    memset(conf.secret, 7, sizeof(conf.secret));
-    if (api_server_create(&conf, NULL, &srv) < 0)
-        fuzz_fail("api_server_create failed");
+    srv = fuzz_api_server();
     for (size_t i = 0; i < NCALLER; i++)
         if (api_token_make(srv, callers[i].user, callers[i].company, callers[i].role,
                            callers[i].token, sizeof(callers[i].token)) < 0)
