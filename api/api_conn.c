@@ -39,7 +39,16 @@ struct api_conn {
     uint32_t peer;    /* IPv4, network order */
     int counted;      /* against the per-address cap */
     int reaped;       /* its socket was shut down */
+    int worker;       /* its worker thread's slot, or -1 */
     atomic_llong due; /* monotonic us; 0: no deadline */
+};
+
+#define MAX_WORKERS 256
+
+/* A worker thread of libmicrohttpd (its daemon) and the handlers running on it. */
+struct worker {
+    const void *daemon; /* set once, under the list's lock */
+    atomic_int busy;
 };
 
 struct api_conns {
@@ -51,6 +60,8 @@ struct api_conns {
     int stop;
     pthread_t reaper;
     atomic_uint_fast64_t nreaped, nrefused;
+    struct worker worker[MAX_WORKERS];
+    atomic_uint nworker;
 };
 
 static int64_t mono_us(void)
@@ -75,12 +86,14 @@ static void *reaper_main(void *arg)
             if (due == 0 || now <= due || k->reaped)
                 continue;
             /*
-             * Bytes waiting in the socket are ours to read: the client sent
-             * them and a busy worker has not got to them yet (a kick-off
-             * burst). The deadline measures the client, not us: look again
-             * at the next round.
+             * A handler running on the connection's worker (which then reads
+             * none of its other connections), or bytes waiting in the socket:
+             * the client sent in time and we have not got to it yet (a
+             * kick-off burst). The deadline measures the client, not us:
+             * look again at the next round.
              */
-            if (ioctl(k->fd, FIONREAD, &pending) == 0 && pending > 0) {
+            if ((k->worker >= 0 && atomic_load(&c->worker[k->worker].busy) > 0) ||
+                (ioctl(k->fd, FIONREAD, &pending) == 0 && pending > 0)) {
                 /* Unless the connection's state just set a new deadline. */
                 atomic_compare_exchange_strong(&k->due, &due, now + REAP_MS * 1000);
                 continue;
@@ -158,6 +171,34 @@ enum MHD_Result api_conns_accept(void *cls, const struct sockaddr *addr, socklen
     return MHD_NO;
 }
 
+/* The slot of conn's worker thread (added on first sight), or -1. */
+static int worker_of(struct api_conns *c, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
+    const void *d = info != NULL ? (const void *)info->daemon : NULL;
+    unsigned n = atomic_load(&c->nworker);
+    int slot = -1;
+
+    if (d == NULL)
+        return -1;
+    for (unsigned i = 0; i < n; i++)
+        if (c->worker[i].daemon == d)
+            return (int)i;
+    pthread_mutex_lock(&c->lock);
+    n = atomic_load(&c->nworker);
+    for (unsigned i = 0; i < n && slot < 0; i++)
+        if (c->worker[i].daemon == d)
+            slot = (int)i;
+    if (slot < 0 && n < MAX_WORKERS) {
+        c->worker[n].daemon = d;
+        atomic_store(&c->nworker, n + 1);
+        slot = (int)n;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return slot;
+}
+
 void api_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                       enum MHD_ConnectionNotificationCode toe)
 {
@@ -171,6 +212,7 @@ void api_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_cont
             return; /* untracked: only its idle timeout applies */
         info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         k->fd = info != NULL ? info->connect_fd : -1;
+        k->worker = worker_of(c, conn);
         info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         if (info != NULL && info->client_addr->sa_family == AF_INET) {
             k->peer = ((const struct sockaddr_in *)info->client_addr)->sin_addr.s_addr;
@@ -198,6 +240,14 @@ void api_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_cont
     pthread_mutex_unlock(&c->lock);
     free(k);
     *socket_context = NULL;
+}
+
+void api_conn_handler(struct api_conns *c, struct MHD_Connection *conn, int enter)
+{
+    int w = worker_of(c, conn);
+
+    if (w >= 0)
+        atomic_fetch_add(&c->worker[w].busy, enter ? 1 : -1);
 }
 
 static struct api_conn *conn_of(struct MHD_Connection *conn)

@@ -419,7 +419,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     if (req->job != NULL) {
         /* Resumed: the hash is done; the handler's second half answers. */
         api_pwhash_release(srv->pwhash, req->client_ip);
+        api_conn_handler(srv->conns, conn, 1);
         req->then(req);
+        api_conn_handler(srv->conns, conn, 0);
         free(req->job);
         req->job = NULL;
         if (req->status == 0)
@@ -460,7 +462,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         return MHD_YES;
     }
     api_conn_phase(srv->conns, conn, API_CONN_BUSY);
+    api_conn_handler(srv->conns, conn, 1);
     dispatch(req);
+    api_conn_handler(srv->conns, conn, 0);
     if (req->job != NULL && req->status == 0) {
         /* Suspended first: the hash thread's resume never comes before it. */
         MHD_suspend_connection(conn);

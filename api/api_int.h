@@ -302,6 +302,12 @@ void api_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_cont
 /* Sets the connection's deadline for its new phase. Lock-free. */
 void api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
                     enum api_conn_phase phase);
+/*
+ * A handler starts (enter 1) or ends (0) on conn's worker thread: while one
+ * runs there, the worker's other connections are not read, and their
+ * deadlines wait (the server is slow then, not the client).
+ */
+void api_conn_handler(struct api_conns *c, struct MHD_Connection *conn, int enter);
 void api_conns_stats(struct api_conns *c, uint64_t *open, uint64_t *reaped,
                      uint64_t *refused);
 

@@ -28,6 +28,7 @@ import random
 import re
 import signal
 import sys
+import socket
 import threading
 import time
 import unittest
@@ -320,6 +321,109 @@ class TestBetUsesCachedMatch(CacheTest):
                        headers={"Idempotency-Key": uniq("k")})
             j = r.expect_json(201, msg="bet %d" % i)
             self.assertEqual(hundredths(j["odds"]), 420, j)
+        t1 = time.time()
+        after = metrics(url)
+        d_global = (after.sum("betcity_db_queries_total", host=gh)
+                    - before.sum("betcity_db_queries_total", host=gh))
+        d_shard = (after.sum("betcity_db_queries_total", host=shard_host)
+                   - before.sum("betcity_db_queries_total", host=shard_host))
+        expected_drift = drift * (t1 - t0)
+        per_bet = (d_global - expected_drift) / self.BETS
+        log("bets: %d bets on %s in %.2f s (user's shard %d on %s): global host %s +%d statements "
+            "(idle drift %.2f/s, so %.1f expected without bets) = %.3f per bet; shard host %s +%d = %.1f per bet"
+            % (self.BETS, url, t1 - t0, stack.shard_of(u.id), shard_host, gh, d_global, drift, expected_drift,
+               per_bet, shard_host, d_shard, d_shard / self.BETS))
+        # the counter counts this server's statements: a bet sends several to its shard
+        self.assertGreaterEqual(d_shard, self.BETS, "shard host %s: +%d statements for %d bets"
+                                % (shard_host, d_shard, self.BETS))
+        self.assertLess(per_bet, 0.2, "global host %s: %.3f statements per bet (+%d for %d bets, %.1f of them "
+                        "background): the match is not read from the cache" % (gh, per_bet, d_global, self.BETS,
+                                                                               expected_drift))
+
+
+# ---------------------------------------------------------------- 3. a herd on a cold key
+
+class TestColdStandingsHerd(CacheTest):
+    READERS = 500
+
+    def test_500_readers_of_cold_standings_one_query(self):
+        s = stack.get()
+        s.require_dir()
+        require_two_servers(self, s)
+        url = s.api_urls[0]
+        require_cache(self, url)
+        gh = global_host(s)
+        gen_sql = "SELECT COALESCE(MAX(generation), 0) FROM `%s`.standings" % s.global_schema()
+        gen0 = int(s.sql_global(gen_sql)[0][0])
+        m = new_match(kickoff_in=1.5)
+        wait_past_kickoff(m)
+        # the result through api2: its settlement and recomputation do not touch api1's counters
+        via = admin().at(s.api_urls[1])
+        via.post("/v1/matches/%s/result" % m["id"], {"home_goals": 0, "away_goals": 0}).expect(202, msg="result")
+        wait_settled(m, via=via)
+        deadline = time.time() + 30
+        while True:
+            gen = int(s.sql_global(gen_sql)[0][0])
+            if gen > gen0:
+                break
+            if time.time() > deadline:
+                raise AssertionError("standings not recomputed 30 s after the settlement (generation %d)" % gen)
+            time.sleep(0.1)
+        # The bump follows the commit; copies of the generation in near-caches
+        # expire meanwhile. This wait is also the idle interval of the drift.
+        drift = idle_drift(url, gh, 3.0)
+        token = admin().token
+        n = self.READERS
+        results = [None] * n
+
+        c = Client(url, token)
+        path = c.prefix + "/v1/standings/companies"
+        raw = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n"
+               % (path, c.host, c.port, token)).encode()
+        socks = [None] * n
+
+        def reader(i):
+            t0 = time.time()
+            s = socks[i]
+            try:
+                if isinstance(s, str):
+                    results[i] = (None, s, 0, None)
+                    return
+                resp = http.client.HTTPResponse(s, method="GET")
+                resp.begin()
+                body = resp.read()
+                r = Response("GET", url + "/v1/standings/companies", resp.status, resp.reason, resp.headers, body)
+                results[i] = (r.status, r.body, time.time() - t0, r)
+            except (OSError, http.client.HTTPException) as e:
+                results[i] = (None, "%s: %s" % (type(e).__name__, e), time.time() - t0, None)
+            finally:
+                if not isinstance(s, str):
+                    s.close()
+
+        before = metrics(url)
+        t0 = time.time()
+        # One thread connects and sends all 500 requests, each right after its
+        # connect: they are all in flight together, and none waits for a
+        # Python thread's turn between its connect and its request (the
+        # server closes a connection whose headers have not come 800 ms after
+        # its connect, header_timeout_ms). Then a thread per reader answers.
+        for i in range(n):
+            try:
+                s = socket.create_connection((c.host, c.port), timeout=20)
+                s.sendall(raw)
+                socks[i] = s
+            except OSError as e:
+                socks[i] = "connect: %s: %s" % (type(e).__name__, e)
+        old = threading.stack_size()
+        threading.stack_size(512 * 1024)
+        try:
+            threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(n)]
+            for t in threads:
+                t.start()
+        finally:
+            threading.stack_size(old)
+        for t in threads:
+            t.join(60)
         t1 = time.time()
         after = metrics(url)
         d_global = (after.sum("betcity_db_queries_total", host=gh)
