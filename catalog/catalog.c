@@ -159,6 +159,24 @@ int catalog_map_version(struct catalog *cat, uint64_t *version)
     return rc;
 }
 
+int catalog_map_version_ro(struct catalog *cat, uint64_t *version, int *read_only)
+{
+    struct sql_rows rows = {0};
+    int rc;
+
+    rc = catalog__run(cat, &rows,
+                      "SELECT version, @@global.read_only FROM %S.map_version "
+                      "WHERE id = 1");
+    if (rc == BC_ENOSCHEMA || (rc == 0 && rows.nrow == 0)) {
+        rc = catalog__no_cluster(cat);
+    } else if (rc == 0) {
+        *version = catalog__u64(sql_cell(&rows, 0, 0));
+        *read_only = catalog__u64(sql_cell(&rows, 0, 1)) != 0;
+    }
+    sql_rows_free(&rows);
+    return rc;
+}
+
 int catalog_cluster_shards(struct catalog *cat, uint32_t *nshard)
 {
     struct sql_rows rows = {0};

@@ -64,6 +64,11 @@ void catalog_map_deinit(struct catalog_map *m);
 /* The map's version; BC_ENOTFOUND before the cluster was created. */
 int catalog_map_version(struct catalog *cat, uint64_t *version);
 /*
+ * The same, and whether the server that answered is read-only: a catalog
+ * read from a server that is not the global host's primary may be stale.
+ */
+int catalog_map_version_ro(struct catalog *cat, uint64_t *version, int *read_only);
+/*
  * Loads the whole map (hosts, every shard's host and state, version) from
  * one snapshot. BC_ENOTFOUND before the cluster was created, BC_EMISMATCH
  * when the stored map does not fit the config (shard count) or is broken.
@@ -109,6 +114,49 @@ int catalog_host_remove_empty(struct catalog *cat, const char *name, int *remove
  * versions (sql_last_error()).
  */
 int catalog_check_plan(struct catalog *cat, const struct shardmap_plan *plan);
+
+/* ---- servers: each host's primary and replicas ------------------------------- */
+
+enum catalog_role {
+    CATALOG_ROLE_PRIMARY = 0, /* the writable server of its host */
+    CATALOG_ROLE_REPLICA = 1, /* replicates the primary; serves stale-ok reads */
+    CATALOG_ROLE_FENCED = 2,  /* a primary that lost its role: read-only, rejoins */
+    CATALOG_ROLE_REBUILD = 3, /* holds transactions the primary lacks: rebuild it */
+};
+const char *catalog_role_name(enum catalog_role role);
+
+struct catalog_server {
+    char name[SHARDMAP_NAME_MAX];
+    char host[SHARDMAP_NAME_MAX];
+    char addr[256];
+    uint16_t port;
+    enum catalog_role role;
+    char note[256];
+};
+
+/*
+ * Every server, by host then name, into a malloc'd array (*out, free()).
+ * An older cluster without the table has none (0 servers, status 0).
+ */
+int catalog_servers_load(struct catalog *cat, struct catalog_server **out, uint32_t *n);
+/*
+ * Adds the config's servers the table lacks: each host's own server (named
+ * as the host, at the host's config address) as its primary, each replica
+ * as a replica. Rows present keep their roles. A new map version when any
+ * row was added, so that the routers learn the replicas.
+ */
+int catalog_servers_sync(struct catalog *cat, const struct shardmap_conf *conf);
+/*
+ * Makes server the primary of host in one transaction with a new map
+ * version: hosts.addr/port become the server's, the host's old primary
+ * (any other server with role primary) gets old_role with note.
+ * BC_ENOTFOUND when server is not a server of host.
+ */
+int catalog_promote(struct catalog *cat, const char *host, const char *server,
+                    enum catalog_role old_role, const char *note);
+/* Sets one server's role and note, with a new map version. */
+int catalog_server_set_role(struct catalog *cat, const char *server,
+                            enum catalog_role role, const char *note);
 
 /* ---- moves --------------------------------------------------------------------- */
 

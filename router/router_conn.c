@@ -115,6 +115,43 @@ static struct router_conn *lane_drop_idle(struct router_lane *lane)
     return idle;
 }
 
+void router__pool_retarget(struct router_pool *pool, const char *addr, uint16_t port)
+{
+    struct router_conn *req = NULL, *bg = NULL;
+
+    pthread_mutex_lock(&pool->lock);
+    if (pool->ep.port != port || strcmp(pool->ep.addr, addr) != 0) {
+        snprintf(pool->ep.addr, sizeof(pool->ep.addr), "%s", addr);
+        pool->ep.port = port;
+        pool->epoch++;
+        pool->down_until_ms = 0;
+        atomic_store(&pool->nslow, 0);
+        req = lane_drop_idle(&pool->req);
+        bg = lane_drop_idle(&pool->bg);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    lane_close_idle(req);
+    lane_close_idle(bg);
+}
+
+int router__any_down(struct router *r)
+{
+    unsigned n = atomic_load(&r->npool);
+    int64_t now = router__now_ms();
+    int down = 0;
+
+    for (unsigned i = 0; i < n && !down; i++) {
+        struct router_pool *p = r->pools[i];
+
+        if (p->replica)
+            continue;
+        pthread_mutex_lock(&p->lock);
+        down = p->down_until_ms > now;
+        pthread_mutex_unlock(&p->lock);
+    }
+    return down;
+}
+
 /* Marks the host down, drops the idle connections of both lanes; takes the lock. */
 static void pool_mark_down(struct router_pool *pool)
 {
@@ -200,6 +237,8 @@ int router__conn_get(struct router *r, struct router_pool *pool,
     int64_t deadline = router__now_ms() +
                        (lane->background ? r->batch_timeout_ms : r->connect_timeout_ms);
     struct router_conn *conn;
+    struct sql_endpoint ep;
+    uint64_t epoch;
     int rc;
 
     pthread_mutex_lock(&pool->lock);
@@ -229,6 +268,8 @@ int router__conn_get(struct router *r, struct router_pool *pool,
         }
     }
     lane->nopen++;
+    ep = pool->ep;
+    epoch = pool->epoch;
     pthread_mutex_unlock(&pool->lock);
 
     conn = calloc(1, sizeof(*conn));
@@ -238,7 +279,8 @@ int router__conn_get(struct router *r, struct router_pool *pool,
     }
     conn->pool = pool;
     conn->lane = lane;
-    rc = sql_conn_open(&pool->ep, &opts, &conn->sql);
+    conn->epoch = epoch;
+    rc = sql_conn_open(&ep, &opts, &conn->sql);
     if (rc == -ENOMEM) {
         free(conn);
         goto error;
@@ -268,15 +310,15 @@ void router__conn_put(struct router_conn *conn, int broken)
     struct router_pool *pool = conn->pool;
     struct router_lane *lane = conn->lane;
 
-    if (broken) {
-        conn_close(conn);
-        pthread_mutex_lock(&pool->lock);
+    pthread_mutex_lock(&pool->lock);
+    /* A connection to the host's old primary goes with its address. */
+    if (broken || conn->epoch != pool->epoch) {
         lane->nopen--;
         pthread_cond_signal(&lane->freed);
         pthread_mutex_unlock(&pool->lock);
+        conn_close(conn);
         return;
     }
-    pthread_mutex_lock(&pool->lock);
     conn->next = lane->idle;
     lane->idle = conn;
     lane->nidle++;
@@ -356,6 +398,8 @@ int router_endpoint(struct router *r, const char *host, struct sql_endpoint *out
         router__set_error("unknown host %s (the router has no pool for it)", host);
         return BC_EHOST;
     }
+    pthread_mutex_lock(&pool->lock);
     *out = pool->ep;
+    pthread_mutex_unlock(&pool->lock);
     return 0;
 }

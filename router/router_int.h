@@ -30,6 +30,12 @@
  * the host.
  */
 #define ROUTER_BG_POOL_MAX 4
+/* Pools: one per host and one per replica server the router reads from. */
+#define ROUTER_MAX_POOLS (2 * SHARDMAP_MAX_HOSTS)
+/* How long a replica's measured lag is trusted before it is measured again. */
+#define ROUTER_LAG_TTL_MS 200
+/* The map is polled this often while a host is marked down (a failover). */
+#define ROUTER_DOWN_POLL_MS 100
 
 struct router_pool;
 struct router_lane;
@@ -40,6 +46,7 @@ struct router_conn {
     struct router_pool *pool; /* ref: its host */
     struct router_lane *lane; /* ref: the pool of the host it belongs to */
     struct router_conn *next; /* idle list */
+    uint64_t epoch;           /* the pool's epoch when it was opened */
     int reused;               /* came from the idle list */
 };
 
@@ -59,8 +66,18 @@ struct router_lane {
  * history; the pools proper are its lanes.
  */
 struct router_pool {
-    char name[SHARDMAP_NAME_MAX]; /* = ep.name */
-    struct sql_endpoint ep;
+    char name[SHARDMAP_NAME_MAX]; /* = ep.name: a host, or a replica server */
+    struct sql_endpoint ep;       /* guarded by lock: a failover changes addr/port */
+    uint64_t epoch;               /* guarded by lock: + 1 per address change */
+    /*
+     * A replica's pool: its lag as last measured (ms; -1 unknown or
+     * unusable) and when (sql_now_ms); a reader that finds it older than
+     * ROUTER_LAG_TTL_MS measures again (one at a time: lag_busy).
+     */
+    int replica;
+    atomic_int lag_ms;
+    atomic_int_fast64_t lag_at_ms;
+    atomic_int lag_busy;
 
     pthread_mutex_t lock;
     struct router_lane req; /* guarded by lock */
@@ -74,9 +91,10 @@ struct router_pool {
 
 /* A map as the router holds it: the value plus the pool of each node. */
 struct router_map {
-    struct shardmap *map;         /* owned */
-    struct router_pool **pool_of; /* owned array, refs to pools */
-    struct router_map *retired;   /* older maps, freed at destroy */
+    struct shardmap *map;            /* owned */
+    struct router_pool **pool_of;    /* owned array, refs to pools */
+    struct router_pool **replica_of; /* owned array: a replica of each host, or NULL */
+    struct router_map *retired;      /* older maps, freed at destroy */
 };
 
 struct router {
@@ -89,10 +107,11 @@ struct router {
     uint32_t map_poll_ms;
     uint32_t move_wait_ms;
 
-    struct router_pool *pools[SHARDMAP_MAX_HOSTS]; /* append-only */
+    struct router_pool *pools[ROUTER_MAX_POOLS]; /* append-only: hosts, replicas */
     atomic_uint npool;
     pthread_mutex_t pools_lock; /* serializes appends */
     struct router_pool *global; /* ref: holds <prefix>_global */
+    int64_t discovered_ms;      /* map_lock: last global_discover() */
 
     _Atomic(struct router_map *) current;
     pthread_mutex_t map_lock; /* serializes reloads and the retired list */
@@ -115,6 +134,14 @@ struct router_pool *router__pool_create(const char *name, const char *addr,
                                         uint16_t port, const char *user,
                                         const char *password, uint32_t max);
 void router__pool_destroy(struct router_pool *pool);
+/*
+ * Points the pool at a new address (its host's primary moved): the epoch
+ * goes up, idle connections are closed, and connections in use are closed
+ * when they come back. The down mark is cleared. No-op when unchanged.
+ */
+void router__pool_retarget(struct router_pool *pool, const char *addr, uint16_t port);
+/* Whether any host is marked down now. */
+int router__any_down(struct router *r);
 /*
  * A connection to the host of pool, from its background pool when the
  * calling thread is in background mode (router_background()), else from
@@ -151,12 +178,14 @@ int router__background(void);
 int router__vformat(struct router *r, uint32_t shard, struct sql_buf *b,
                     const char *fmt, va_list ap);
 /*
- * Where the router answers its callers: a schema missing on the host or a
- * fenced copy both mean the shard moved (BC_EMOVED), which callers follow.
+ * Where the router answers its callers: a schema missing on the host, a
+ * fenced copy, or a read-only server (the host's primary is being switched)
+ * all mean the shard's place changed (BC_EMOVED), which callers follow.
  */
 static inline int router__moved(int rc)
 {
-    return rc == BC_ENOSCHEMA || rc == BC_EFENCED ? BC_EMOVED : rc;
+    return rc == BC_ENOSCHEMA || rc == BC_EFENCED || rc == BC_EREADONLY ? BC_EMOVED
+                                                                        : rc;
 }
 
 /* router_map.c */

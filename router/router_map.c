@@ -24,8 +24,13 @@
  * with the account of the host-account rule (sql_endpoint_of()): the
  * config's for a host it lists, else the global host's.
  */
+/*
+ * name is the pool's: a host's (its primary), or a replica server's, which
+ * connects with the account of its host. A host's pool found at another
+ * address follows it: the host's primary changed (a failover).
+ */
 static struct router_pool *pool_for(struct router *r, const char *name,
-                                    const char *addr, uint16_t port)
+                                    const char *host, const char *addr, uint16_t port)
 {
     struct router_pool *pool;
     struct sql_endpoint ep;
@@ -34,16 +39,20 @@ static struct router_pool *pool_for(struct router *r, const char *name,
     pthread_mutex_lock(&r->pools_lock);
     pool = router__pool_find(r, name);
     n = atomic_load(&r->npool);
-    if (pool == NULL && n < SHARDMAP_MAX_HOSTS &&
-        sql_endpoint_of(&r->conf, name, addr, port, &ep) == 0) {
-        pool = router__pool_create(ep.name, ep.addr, ep.port, ep.user, ep.password,
+    if (pool == NULL && n < ROUTER_MAX_POOLS &&
+        sql_endpoint_of(&r->conf, host, addr, port, &ep) == 0) {
+        pool = router__pool_create(name, ep.addr, ep.port, ep.user, ep.password,
                                    r->conf.pool_size);
         if (pool != NULL) {
+            pool->replica = strcmp(name, host) != 0;
+            atomic_store(&pool->lag_ms, -1);
             r->pools[n] = pool;
             atomic_store(&r->npool, n + 1);
         }
     }
     pthread_mutex_unlock(&r->pools_lock);
+    if (pool != NULL)
+        router__pool_retarget(pool, addr, port);
     return pool;
 }
 
@@ -51,6 +60,7 @@ static void map_free(struct router_map *m)
 {
     shardmap_destroy(m->map);
     free(m->pool_of);
+    free(m->replica_of);
     free(m);
 }
 
@@ -73,30 +83,84 @@ struct catalog *router_catalog(struct router *r)
     return &r->catalog;
 }
 
-/* A router_map over the catalog's map: takes cm->map, adds the pools. */
-static int map_build(struct router *r, struct catalog_map *cm, struct router_map **out)
+/*
+ * A router_map over the catalog's map: takes cm->map, adds the pools of the
+ * hosts (their primaries) and of one replica of each host that has one.
+ */
+static int map_build(struct router *r, struct catalog_map *cm,
+                     const struct catalog_server *srv, uint32_t nsrv,
+                     struct router_map **out)
 {
     struct router_map *m = calloc(1, sizeof(*m));
 
     if (m == NULL)
         return -ENOMEM;
     m->pool_of = calloc(cm->nhost, sizeof(*m->pool_of));
-    if (m->pool_of == NULL) {
+    m->replica_of = calloc(cm->nhost, sizeof(*m->replica_of));
+    if (m->pool_of == NULL || m->replica_of == NULL) {
+        free(m->pool_of);
+        free(m->replica_of);
         free(m);
         return -ENOMEM;
     }
     m->map = cm->map;
     cm->map = NULL;
     for (uint32_t i = 0; i < cm->nhost; i++) {
-        m->pool_of[i] =
-            pool_for(r, cm->host[i].name, cm->host[i].addr, cm->host[i].port);
+        const struct catalog_host *h = &cm->host[i];
+
+        m->pool_of[i] = pool_for(r, h->name, h->name, h->addr, h->port);
         if (m->pool_of[i] == NULL) {
             map_free(m);
             return -ENOMEM;
         }
+        for (uint32_t k = 0; k < nsrv && m->replica_of[i] == NULL; k++) {
+            if (srv[k].role == CATALOG_ROLE_REPLICA &&
+                strcmp(srv[k].host, h->name) == 0 && strcmp(srv[k].name, h->name) != 0)
+                m->replica_of[i] =
+                    pool_for(r, srv[k].name, h->name, srv[k].addr, srv[k].port);
+        }
     }
     *out = m;
     return 0;
+}
+
+/*
+ * The global host's primary did not answer: it may have failed over. Asks
+ * the global host's servers the config lists (its first primary and its
+ * replicas) which one is writable now, and points the global pool there.
+ * At most once per ROUTER_DOWN_POLL_MS.
+ */
+static void global_discover(struct router *r)
+{
+    static const struct sql_conn_opts opts = {.connect_timeout_ms = 300,
+                                              .query_timeout_ms = 300};
+    int i = shardmap_conf_host(&r->conf, r->conf.global_host);
+    int64_t now = router__now_ms();
+
+    if (i < 0 || now - r->discovered_ms < ROUTER_DOWN_POLL_MS)
+        return;
+    r->discovered_ms = now;
+    const struct shardmap_host_conf *h = &r->conf.hosts[i];
+    for (uint32_t k = 0; k <= h->nreplica; k++) {
+        const char *addr = k == 0 ? h->addr : h->replicas[k - 1].addr;
+        uint16_t port = k == 0 ? h->port : h->replicas[k - 1].port;
+        struct sql_endpoint ep;
+        struct sql_conn *c = NULL;
+        char ro[8];
+
+        if (k == 0 && h->nreplica == 0)
+            return; /* nowhere else to look */
+        if (sql_endpoint_of(&r->conf, h->name, addr, port, &ep) != 0 ||
+            sql_conn_open(&ep, &opts, &c) != 0)
+            continue;
+        int found = sql_value(c, ro, sizeof(ro), "SELECT @@global.read_only") == 1 &&
+                    strcmp(ro, "0") == 0;
+        sql_conn_close(c);
+        if (found) {
+            router__pool_retarget(r->global, addr, port);
+            return;
+        }
+    }
 }
 
 int router_reload_map(struct router *r)
@@ -106,9 +170,19 @@ int router_reload_map(struct router *r)
     uint64_t version;
     int rc;
 
+    struct catalog_server *srv = NULL;
+    uint32_t nsrv = 0;
+    int read_only = 0;
+
     pthread_mutex_lock(&r->map_lock);
     catalog_ready(r);
-    rc = catalog_map_version(&r->catalog, &version);
+    rc = catalog_map_version_ro(&r->catalog, &version, &read_only);
+    if (rc == BC_EDOWN || rc == BC_ETIMEOUT || rc == BC_EPOOL ||
+        (rc == 0 && read_only)) {
+        /* Dead, or read-only (a fenced old primary or a switchover): look around. */
+        global_discover(r);
+        rc = catalog_map_version_ro(&r->catalog, &version, &read_only);
+    }
     if (rc < 0)
         goto out;
     cur = atomic_load(&r->current);
@@ -123,7 +197,10 @@ int router_reload_map(struct router *r)
     rc = catalog_map_load(&r->catalog, cm);
     if (rc < 0)
         goto out;
-    rc = map_build(r, cm, &m);
+    rc = catalog_servers_load(&r->catalog, &srv, &nsrv);
+    if (rc < 0)
+        goto out;
+    rc = map_build(r, cm, srv, nsrv, &m);
     if (rc < 0)
         goto out;
     m->retired = cur;
@@ -135,6 +212,7 @@ out:
     if (cm != NULL)
         catalog_map_deinit(cm);
     free(cm);
+    free(srv);
     return rc;
 }
 
@@ -200,10 +278,12 @@ static void *poll_main(void *arg)
 
     pthread_mutex_lock(&r->poll_lock);
     while (!r->poll_stop) {
+        /* A host marked down may be failing over: look for its new primary soon. */
+        uint32_t ms = router__any_down(r) ? ROUTER_DOWN_POLL_MS : r->map_poll_ms;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += r->map_poll_ms / 1000;
-        ts.tv_nsec += (long)(r->map_poll_ms % 1000) * 1000000;
+        ts.tv_sec += ms / 1000;
+        ts.tv_nsec += (long)(ms % 1000) * 1000000;
         if (ts.tv_nsec >= 1000000000) {
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000;

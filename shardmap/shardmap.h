@@ -87,6 +87,16 @@ static inline uint32_t shardmap_id_shard(uint64_t id)
 
 /* ---- cluster configuration (cluster.yaml) -------------------------------- */
 
+/* Replicas one host may list (each a server replicating its primary). */
+#define SHARDMAP_MAX_REPLICAS 4u
+
+/* A replica server of a host: same accounts as the host. */
+struct shardmap_replica_conf {
+    char name[SHARDMAP_NAME_MAX]; /* server name, unique among hosts and replicas */
+    char addr[256];
+    uint16_t port;
+};
+
 struct shardmap_host_conf {
     char name[SHARDMAP_NAME_MAX]; /* unique logical name, e.g. "db1" */
     char addr[256];               /* host name or IP address */
@@ -96,6 +106,13 @@ struct shardmap_host_conf {
     uint32_t weight;        /* placement weight, 1..1000, default 1 */
     char ops_user[64];      /* the operator tools' account (default: user) */
     char ops_password[128]; /* (default: password when ops_user is not given) */
+    /*
+     * The host is a replication group: addr/port above is its first
+     * primary (a server named like the host); these replicate from it. The
+     * catalog's servers table knows which server is the primary now.
+     */
+    struct shardmap_replica_conf replicas[SHARDMAP_MAX_REPLICAS];
+    uint32_t nreplica;
 };
 
 /*
@@ -129,6 +146,11 @@ struct shardmap_conf {
     uint32_t batch_timeout_ms;   /* one statement of background work (30000) */
     uint32_t map_poll_ms;        /* global map version poll, >= 1000 (1000) */
     uint32_t move_wait_ms; /* how long a write waits out a shard's cut-over (3000) */
+    /* replication: section */
+    uint32_t max_lag_ms; /* replicas serve stale-ok reads under this lag (1000) */
+    uint32_t probe_ms;   /* guard: probe period of every server (250) */
+    uint32_t
+        down_after_ms; /* guard: a primary unanswered this long fails over (1000) */
     /* Set by the program, not read from the file (see enum shardmap_account). */
     enum shardmap_account account;
 };

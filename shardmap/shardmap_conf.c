@@ -17,8 +17,9 @@
 #include "shardmap.h"
 #include "shardmap_yaml_int.h"
 
-/* An integer key of the router: section: its range and default. */
+/* An integer key of the router: or replication: section: its range and default. */
 struct router_key {
+    const char *section;
     const char *name;
     uint32_t min;
     uint32_t max;
@@ -27,15 +28,23 @@ struct router_key {
 };
 
 static const struct router_key router_keys[] = {
-    {"pool_size", 1, 1024, 8, offsetof(struct shardmap_conf, pool_size)},
-    {"connect_timeout_ms", 10, 60000, 500,
+    {"router", "pool_size", 1, 1024, 8, offsetof(struct shardmap_conf, pool_size)},
+    {"router", "connect_timeout_ms", 10, 60000, 500,
      offsetof(struct shardmap_conf, connect_timeout_ms)},
-    {"query_timeout_ms", 10, 600000, 800,
+    {"router", "query_timeout_ms", 10, 600000, 800,
      offsetof(struct shardmap_conf, query_timeout_ms)},
-    {"batch_timeout_ms", 100, 3600000, 30000,
+    {"router", "batch_timeout_ms", 100, 3600000, 30000,
      offsetof(struct shardmap_conf, batch_timeout_ms)},
-    {"map_poll_ms", 1000, 600000, 1000, offsetof(struct shardmap_conf, map_poll_ms)},
-    {"move_wait_ms", 100, 60000, 3000, offsetof(struct shardmap_conf, move_wait_ms)},
+    {"router", "map_poll_ms", 1000, 600000, 1000,
+     offsetof(struct shardmap_conf, map_poll_ms)},
+    {"router", "move_wait_ms", 100, 60000, 3000,
+     offsetof(struct shardmap_conf, move_wait_ms)},
+    {"replication", "max_lag_ms", 100, 3600000, 1000,
+     offsetof(struct shardmap_conf, max_lag_ms)},
+    {"replication", "probe_ms", 50, 10000, 250,
+     offsetof(struct shardmap_conf, probe_ms)},
+    {"replication", "down_after_ms", 200, 600000, 1000,
+     offsetof(struct shardmap_conf, down_after_ms)},
 };
 #define NROUTER_KEY (sizeof(router_keys) / sizeof(router_keys[0]))
 
@@ -148,18 +157,63 @@ static void read_ops_account(struct shardmap__yaml *y, const struct shardmap__ke
     }
 }
 
+/* A host's replicas: a sequence of {name, addr, port}. */
+static void read_replicas(struct shardmap__yaml *y, yaml_node_t *node, int line,
+                          const char *hctx, struct shardmap_host_conf *h)
+{
+    char ctx[64];
+    uint64_t v;
+    size_t n;
+
+    if (shardmap__yaml_seq(y, node, line, hctx, "replicas") != 0) {
+        return;
+    }
+    n = shardmap__yaml_len(node);
+    if (n > SHARDMAP_MAX_REPLICAS) {
+        shardmap__yaml_error(y, line, hctx, "replicas", "has %zu entries, at most %u",
+                             n, SHARDMAP_MAX_REPLICAS);
+        return;
+    }
+    h->nreplica = (uint32_t)n;
+    for (uint32_t i = 0; i < h->nreplica; i++) {
+        yaml_node_t *item = shardmap__yaml_item(y, node, i);
+        struct shardmap__key keys[] = {
+            {"name", 1, NULL, 0}, {"addr", 1, NULL, 0}, {"port", 1, NULL, 0}};
+        struct shardmap_replica_conf *r = &h->replicas[i];
+
+        snprintf(ctx, sizeof(ctx), "%s.replicas[%u]", hctx, i);
+        if (shardmap__yaml_fields(y, item, shardmap__yaml_line(item), ctx, keys, 3) !=
+            0) {
+            continue;
+        }
+        if (keys[0].value) {
+            shardmap__yaml_name(y, keys[0].value, ctx, "name", r->name);
+        }
+        if (keys[1].value) {
+            shardmap__yaml_str(y, keys[1].value, ctx, "addr", r->addr, sizeof(r->addr),
+                               0);
+        }
+        if (keys[2].value &&
+            shardmap__yaml_uint(y, keys[2].value, ctx, "port", 1, 65535, &v) == 0) {
+            r->port = (uint16_t)v;
+        }
+    }
+}
+
 /* Reads one host; returns the line of its name, 0 when it has none. */
 static int read_host(struct shardmap__yaml *y, yaml_node_t *node, const char *ctx,
                      struct shardmap_host_conf *h)
 {
     struct shardmap__key keys[] = {
-        {"name", 1, NULL, 0},     {"addr", 1, NULL, 0},        {"port", 1, NULL, 0},
-        {"user", 1, NULL, 0},     {"password", 0, NULL, 0},    {"weight", 0, NULL, 0},
-        {"ops_user", 0, NULL, 0}, {"ops_password", 0, NULL, 0}};
+        {"name", 1, NULL, 0},     {"addr", 1, NULL, 0},
+        {"port", 1, NULL, 0},     {"user", 1, NULL, 0},
+        {"password", 0, NULL, 0}, {"weight", 0, NULL, 0},
+        {"ops_user", 0, NULL, 0}, {"ops_password", 0, NULL, 0},
+        {"replicas", 0, NULL, 0}};
     uint64_t v;
 
     h->weight = 1;
-    if (shardmap__yaml_fields(y, node, shardmap__yaml_line(node), ctx, keys, 8) != 0) {
+    if (shardmap__yaml_fields(y, node, shardmap__yaml_line(node), ctx, keys, 9) != 0) {
         return 0;
     }
     if (keys[0].value) {
@@ -184,7 +238,43 @@ static int read_host(struct shardmap__yaml *y, yaml_node_t *node, const char *ct
         h->weight = (uint32_t)v;
     }
     read_ops_account(y, &keys[6], &keys[7], ctx, h);
+    if (shardmap__yaml_opt(keys[8].value)) {
+        read_replicas(y, keys[8].value, keys[8].line, ctx, h);
+    }
     return keys[0].value ? shardmap__yaml_line(keys[0].value) : 0;
+}
+
+/*
+ * Server names are one namespace: a replica may not take the name of a host
+ * (the host's first primary carries it) or of another replica.
+ */
+static void check_server_names(struct shardmap__yaml *y,
+                               const struct shardmap_conf *conf, int line)
+{
+    for (uint32_t i = 0; i < conf->nhost; i++) {
+        for (uint32_t k = 0; k < conf->hosts[i].nreplica; k++) {
+            const char *name = conf->hosts[i].replicas[k].name;
+
+            if (name[0] == '\0') {
+                continue;
+            }
+            for (uint32_t j = 0; j < conf->nhost; j++) {
+                int dup = strcmp(conf->hosts[j].name, name) == 0;
+
+                for (uint32_t l = 0; !dup && l < conf->hosts[j].nreplica; l++) {
+                    dup = (j < i || (j == i && l < k)) &&
+                          strcmp(conf->hosts[j].replicas[l].name, name) == 0;
+                }
+                if (dup) {
+                    shardmap__yaml_error(y, line, NULL, "hosts",
+                                         "server name '%s' is used twice (hosts[%u] "
+                                         "and hosts[%u].replicas[%u])",
+                                         name, j, i, k);
+                    break;
+                }
+            }
+        }
+    }
 }
 
 static void read_hosts(struct shardmap__yaml *y, yaml_node_t *node, int line,
@@ -227,6 +317,7 @@ static void read_hosts(struct shardmap__yaml *y, yaml_node_t *node, int line,
             }
         }
     }
+    check_server_names(y, conf, line);
 }
 
 static void read_memcached(struct shardmap__yaml *y, yaml_node_t *node, int line,
@@ -273,26 +364,29 @@ static void read_memcached(struct shardmap__yaml *y, yaml_node_t *node, int line
     }
 }
 
-static void read_router(struct shardmap__yaml *y, yaml_node_t *node, int line,
-                        struct shardmap_conf *conf)
+/* The integer keys of one section (router: or replication:). */
+static void read_section(struct shardmap__yaml *y, yaml_node_t *node, int line,
+                         const char *section, struct shardmap_conf *conf)
 {
     struct shardmap__key keys[NROUTER_KEY];
+    size_t idx[NROUTER_KEY], n = 0, i;
     uint64_t v;
-    size_t i;
 
     for (i = 0; i < NROUTER_KEY; i++) {
-        keys[i].name = router_keys[i].name;
-        keys[i].required = 0;
+        if (strcmp(router_keys[i].section, section) == 0) {
+            keys[n] = (struct shardmap__key){router_keys[i].name, 0, NULL, 0};
+            idx[n++] = i;
+        }
     }
-    if (node == NULL ||
-        shardmap__yaml_fields(y, node, line, "router", keys, NROUTER_KEY) != 0) {
+    if (node == NULL || shardmap__yaml_fields(y, node, line, section, keys, n) != 0) {
         return;
     }
-    for (i = 0; i < NROUTER_KEY; i++) {
-        if (keys[i].value &&
-            shardmap__yaml_uint(y, keys[i].value, "router", keys[i].name,
-                                router_keys[i].min, router_keys[i].max, &v) == 0) {
-            *router_field(conf, i) = (uint32_t)v;
+    for (i = 0; i < n; i++) {
+        const struct router_key *k = &router_keys[idx[i]];
+
+        if (keys[i].value && shardmap__yaml_uint(y, keys[i].value, section, k->name,
+                                                 k->min, k->max, &v) == 0) {
+            *router_field(conf, idx[i]) = (uint32_t)v;
         }
     }
 }
@@ -302,7 +396,8 @@ int shardmap_conf_load(const char *path, struct shardmap_conf *conf, char **err)
     struct shardmap__key keys[] = {{"cluster", 1, NULL, 0},
                                    {"hosts", 1, NULL, 0},
                                    {"memcached", 0, NULL, 0},
-                                   {"router", 0, NULL, 0}};
+                                   {"router", 0, NULL, 0},
+                                   {"replication", 0, NULL, 0}};
     struct shardmap__yaml y;
     yaml_node_t *root, *global_host = NULL;
     int rc;
@@ -318,7 +413,7 @@ int shardmap_conf_load(const char *path, struct shardmap_conf *conf, char **err)
                              "the file is empty, expected 'cluster:'");
         goto out;
     }
-    if (shardmap__yaml_fields(&y, root, shardmap__yaml_line(root), NULL, keys, 4) !=
+    if (shardmap__yaml_fields(&y, root, shardmap__yaml_line(root), NULL, keys, 5) !=
         0) {
         goto out;
     }
@@ -331,7 +426,9 @@ int shardmap_conf_load(const char *path, struct shardmap_conf *conf, char **err)
     if (shardmap__yaml_opt(keys[2].value)) {
         read_memcached(&y, keys[2].value, keys[2].line, conf);
     }
-    read_router(&y, shardmap__yaml_opt(keys[3].value), keys[3].line, conf);
+    read_section(&y, shardmap__yaml_opt(keys[3].value), keys[3].line, "router", conf);
+    read_section(&y, shardmap__yaml_opt(keys[4].value), keys[4].line, "replication",
+                 conf);
     /* Keys the file left out are 0 here (a key given is at least its min). */
     shardmap_conf_defaults(conf);
     if (global_host != NULL) {
@@ -399,6 +496,21 @@ int shardmap_conf_save(const char *path, const struct shardmap_conf *conf)
         }
         shardmap__out_str(&o, "weight");
         shardmap__out_uint(&o, h->weight);
+        if (h->nreplica > 0) {
+            shardmap__out_str(&o, "replicas");
+            shardmap__out_seq(&o, 0);
+            for (uint32_t k = 0; k < h->nreplica; k++) {
+                shardmap__out_map(&o, 0);
+                shardmap__out_str(&o, "name");
+                shardmap__out_str(&o, h->replicas[k].name);
+                shardmap__out_str(&o, "addr");
+                shardmap__out_str(&o, h->replicas[k].addr);
+                shardmap__out_str(&o, "port");
+                shardmap__out_uint(&o, h->replicas[k].port);
+                shardmap__out_end_map(&o);
+            }
+            shardmap__out_end_seq(&o);
+        }
         shardmap__out_end_map(&o);
     }
     shardmap__out_end_seq(&o);
@@ -415,16 +527,22 @@ int shardmap_conf_save(const char *path, const struct shardmap_conf *conf)
     }
     shardmap__out_end_seq(&o);
 
-    shardmap__out_str(&o, "router");
-    shardmap__out_map(&o, 0);
-    for (i = 0; i < NROUTER_KEY; i++) {
-        /* 0 is a key a conf built in code left unset: its default loads back. */
-        uint32_t v = router_value(conf, i);
+    for (const char *const *sec = (const char *const[]){"router", "replication", NULL};
+         *sec != NULL; sec++) {
+        shardmap__out_str(&o, *sec);
+        shardmap__out_map(&o, 0);
+        for (i = 0; i < NROUTER_KEY; i++) {
+            /* 0 is a key a conf built in code left unset: its default loads back. */
+            uint32_t v = router_value(conf, i);
 
-        shardmap__out_str(&o, router_keys[i].name);
-        shardmap__out_uint(&o, v != 0 ? v : router_keys[i].def);
+            if (strcmp(router_keys[i].section, *sec) != 0) {
+                continue;
+            }
+            shardmap__out_str(&o, router_keys[i].name);
+            shardmap__out_uint(&o, v != 0 ? v : router_keys[i].def);
+        }
+        shardmap__out_end_map(&o);
     }
-    shardmap__out_end_map(&o);
 
     shardmap__out_end_map(&o);
     return shardmap__out_close(&o, path);

@@ -161,6 +161,7 @@ int sql_conn_broken(const struct sql_conn *c);
  *   BC_ENOSCHEMA  unknown database, table or sequence
  *   BC_EFENCED    the shard copy is fenced ("bc: shard moved" from a trigger)
  *   BC_ELOCKWAIT  lock wait timeout or deadlock
+ *   BC_EREADONLY  the server is read-only (not its host's primary now)
  *   BC_EQUERY     any other server error
  * The message, "host NAME: server text (errno)", is in sql_last_error().
  */
@@ -230,6 +231,11 @@ struct sql_replica_status {
     int io_running;             /* Slave_IO_Running = Yes */
     int sql_running;            /* Slave_SQL_Running = Yes */
     long behind_s;              /* Seconds_Behind_Master; -1 when NULL */
+    char master_host[256];      /* Master_Host */
+    uint16_t master_port;       /* Master_Port */
+    char gtid_io_pos[512];      /* Gtid_IO_Pos: the GTIDs received so far */
+    unsigned last_io_errno;     /* Last_IO_Errno */
+    unsigned last_sql_errno;    /* Last_SQL_Errno */
     char last_io_error[512];
     char last_sql_error[512];
 };

@@ -238,6 +238,12 @@ int sql__conn_error(struct sql_conn *c)
     case ER_LOCK_WAIT_TIMEOUT:
     case ER_LOCK_DEADLOCK:
         return BC_ELOCKWAIT;
+    /*
+     * --read-only: a server that is not its host's primary (a replica, an
+     * old primary fenced by a failover, a primary in a switchover).
+     */
+    case ER_OPTION_PREVENTS_STATEMENT:
+        return BC_EREADONLY;
     default:
         return BC_EQUERY;
     }

@@ -101,6 +101,16 @@ static int replica_row(void *arg, const struct sql_stream_row *row)
             st->sql_running = v != NULL && strcasecmp(v, "Yes") == 0;
         else if (strcasecmp(name, "Seconds_Behind_Master") == 0)
             st->behind_s = v != NULL ? strtol(v, NULL, 10) : -1;
+        else if (strcasecmp(name, "Master_Host") == 0)
+            snprintf(st->master_host, sizeof(st->master_host), "%s", v ? v : "");
+        else if (strcasecmp(name, "Master_Port") == 0)
+            st->master_port = (uint16_t)(v ? strtoul(v, NULL, 10) : 0);
+        else if (strcasecmp(name, "Gtid_IO_Pos") == 0)
+            snprintf(st->gtid_io_pos, sizeof(st->gtid_io_pos), "%s", v ? v : "");
+        else if (strcasecmp(name, "Last_IO_Errno") == 0)
+            st->last_io_errno = (unsigned)(v ? strtoul(v, NULL, 10) : 0);
+        else if (strcasecmp(name, "Last_SQL_Errno") == 0)
+            st->last_sql_errno = (unsigned)(v ? strtoul(v, NULL, 10) : 0);
         else if (strcasecmp(name, "Last_IO_Error") == 0)
             snprintf(st->last_io_error, sizeof(st->last_io_error), "%s", v ? v : "");
         else if (strcasecmp(name, "Last_SQL_Error") == 0)

@@ -10,6 +10,8 @@
  *   shardctl -c cluster.yaml verify SHARD [--against HOST]
  *   shardctl -c cluster.yaml rebalance PLAN [--parallel N] [--keep-source]
  *   shardctl -c cluster.yaml moves
+ *   shardctl -c cluster.yaml guard [--once] [--require-replica]
+ *   shardctl -c cluster.yaml switchover HOST
  *
  * Exit codes: 0 success, 1 error, 2 usage, 3 some host down, 4 verify found
  * differences, 5 refused (another move of the shard).
@@ -29,6 +31,7 @@
 #include "router/router.h"
 #include "shardmap/shardmap.h"
 #include "tools/shardctl.h"
+#include "tools/shardctl_guard.h"
 
 /* DDL on a cold host may take seconds; status and plan keep short deadlines. */
 #define INIT_QUERY_TIMEOUT_MS 120000
@@ -64,6 +67,11 @@ static void usage(FILE *out)
         "ROWS]\n"
         "                            run a plan's moves, N at a time (default 1)\n"
         "  moves [--json]            the move records, newest first\n"
+        "  guard [--once] [--require-replica]\n"
+        "                            the replication supervisor: primaries writable,\n"
+        "                            replicas replicating, heartbeats, failover of a\n"
+        "                            dead primary, fencing; --once: set up and exit\n"
+        "  switchover HOST           make HOST's replica its primary (planned)\n"
         "\n"
         "--json prints one JSON event per line (move, verify, rebalance).\n"
         "Exit: 0 ok, 1 error, 2 usage, 3 host down, 4 differences, 5 refused.\n"
@@ -195,6 +203,11 @@ static int cmd_init(struct shardmap_conf *conf)
         printf("shard map exists: keeping it\n");
     } else {
         fprintf(stderr, "shardctl: writing the shard map: %s\n", sql_last_error());
+        goto out;
+    }
+    /* Each host's servers (its primary, its replicas) as the config lists them. */
+    if ((rc = catalog_servers_sync(cat, conf)) < 0) {
+        fprintf(stderr, "shardctl: recording the servers: %s\n", sql_last_error());
         goto out;
     }
     if ((rc = router_reload_map(r)) < 0 || (map = router_map(r)) == NULL) {
@@ -431,9 +444,12 @@ static int command_args_ok(const char *cmd, int nargs, const struct sc_move_opts
         } else if (nargs != 2) {
             want = "move SHARD TO-HOST";
         }
-    } else if (strcmp(cmd, "verify") == 0 || strcmp(cmd, "rebalance") == 0) {
+    } else if (strcmp(cmd, "verify") == 0 || strcmp(cmd, "rebalance") == 0 ||
+               strcmp(cmd, "switchover") == 0) {
         if (nargs != 1)
-            want = strcmp(cmd, "verify") == 0 ? "verify SHARD" : "rebalance PLAN";
+            want = strcmp(cmd, "verify") == 0       ? "verify SHARD"
+                   : strcmp(cmd, "switchover") == 0 ? "switchover HOST"
+                                                    : "rebalance PLAN";
     } else if (nargs != 0) {
         want = "no operands";
     }
@@ -460,6 +476,8 @@ int main(int argc, char **argv)
         {"parallel", required_argument, NULL, 'n'},
         {"against", required_argument, NULL, 'G'},
         {"copy-rate", required_argument, NULL, 'C'},
+        {"once", no_argument, NULL, 'O'},
+        {"require-replica", no_argument, NULL, 'Q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -469,6 +487,7 @@ int main(int argc, char **argv)
     struct sc_out so = {.lock = PTHREAD_MUTEX_INITIALIZER};
     struct shardmap_conf conf;
     unsigned long weight = 1, num;
+    int once = 0, require_replica = 0;
     char *err = NULL, *end;
     int c, json = 0, rc;
 
@@ -537,6 +556,12 @@ int main(int argc, char **argv)
             }
             mopts.copy_rate = num;
             break;
+        case 'O':
+            once = 1;
+            break;
+        case 'Q':
+            require_replica = 1;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -578,6 +603,10 @@ int main(int argc, char **argv)
         rc = shardctl_rebalance(&conf, &so, argv[optind + 1], &mopts);
     else if (strcmp(argv[optind], "moves") == 0)
         rc = shardctl_moves(&conf, &so);
+    else if (strcmp(argv[optind], "guard") == 0)
+        rc = shardctl_guard(&conf, once, require_replica);
+    else if (strcmp(argv[optind], "switchover") == 0)
+        rc = shardctl_switchover(&conf, argv[optind + 1]);
     else if (strcmp(argv[optind], "init") == 0)
         rc = cmd_init(&conf);
     else if (strcmp(argv[optind], "status") == 0)

@@ -17,6 +17,25 @@ CREATE TABLE IF NOT EXISTS `{schema}`.hosts (
     weight INT UNSIGNED NOT NULL DEFAULT 1
 ) ENGINE=InnoDB;
 
+-- The servers of each host: a host is a replication group of one primary
+-- and its replicas. hosts.addr/port always names the group's primary; a
+-- failover or switchover changes both tables and map_version in one
+-- transaction (catalog_promote). fenced: an old primary that lost its role,
+-- kept read-only until it rejoins as a replica; rebuild: one that holds
+-- transactions the new primary never got, to be rebuilt from a backup.
+-- note: why the row is as it is (for `shardctl status`).
+CREATE TABLE IF NOT EXISTS `{schema}`.servers (
+    name VARCHAR(64) NOT NULL PRIMARY KEY,
+    host VARCHAR(64) NOT NULL,
+    addr VARCHAR(255) NOT NULL,
+    port SMALLINT UNSIGNED NOT NULL,
+    role ENUM('primary','replica','fenced','rebuild') NOT NULL,
+    note VARCHAR(255) NOT NULL DEFAULT '',
+    updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+        ON UPDATE CURRENT_TIMESTAMP(3),
+    KEY host (host)
+) ENGINE=InnoDB;
+
 -- The authoritative shard map: one row per logical shard.
 -- state: 0 active, 1 moving, 2 fenced (cut-over in progress).
 CREATE TABLE IF NOT EXISTS `{schema}`.shard_map (

@@ -750,6 +750,73 @@ static void test_conf_duplicate_host_names(void **state)
                 8, "hosts[2].name: duplicate host name 'db1' (also hosts[0])");
 }
 
+/* Replicas: loaded, saved and loaded back; the replication: section's keys. */
+static void test_conf_replicas(void **state)
+{
+    static const char text[] =
+        "cluster: {name: t, schema_prefix: x, shards: 16}\n"
+        "hosts:\n"
+        "  - name: a\n"
+        "    addr: h\n"
+        "    port: 1\n"
+        "    user: api\n"
+        "    replicas:\n"
+        "      - {name: a2, addr: r, port: 11}\n"
+        "      - {name: a3, addr: s, port: 12}\n"
+        "  - {name: b, addr: h, port: 2, user: api, replicas: []}\n"
+        "replication: {max_lag_ms: 500, probe_ms: 100}\n";
+    struct shardmap_conf conf, back;
+    char path[64], *err = NULL;
+
+    (void)state;
+    write_tmp(path, text);
+    assert_int_equal(shardmap_conf_load(path, &conf, &err), 0);
+    unlink(path);
+    assert_int_equal(conf.hosts[0].nreplica, 2);
+    assert_string_equal(conf.hosts[0].replicas[1].name, "a3");
+    assert_string_equal(conf.hosts[0].replicas[1].addr, "s");
+    assert_int_equal(conf.hosts[0].replicas[1].port, 12);
+    assert_int_equal(conf.hosts[1].nreplica, 0);
+    assert_int_equal(conf.max_lag_ms, 500);
+    assert_int_equal(conf.probe_ms, 100);
+    assert_int_equal(conf.down_after_ms, 1000); /* the default */
+    assert_int_equal(shardmap_conf_save(path, &conf), 0);
+    assert_int_equal(shardmap_conf_load(path, &back, &err), 0);
+    unlink(path);
+    assert_int_equal(back.hosts[0].nreplica, 2);
+    assert_string_equal(back.hosts[0].replicas[0].name, "a2");
+    assert_int_equal(back.hosts[0].replicas[0].port, 11);
+    assert_int_equal(back.max_lag_ms, 500);
+    shardmap_conf_deinit(&back);
+    shardmap_conf_deinit(&conf);
+}
+
+static void test_conf_bad_replicas(void **state)
+{
+    (void)state;
+    expect_only(KIND_CONF,
+                "cluster: {name: t, schema_prefix: x, shards: 16}\n"
+                "hosts:\n"
+                "  - {name: a, addr: h, port: 1, user: u,\n"
+                "     replicas: [{name: b, addr: h, port: 3}]}\n"
+                "  - {name: b, addr: h, port: 2, user: u}\n",
+                2,
+                "hosts: server name 'b' is used twice (hosts[1] and "
+                "hosts[0].replicas[0])");
+    expect_only(KIND_CONF,
+                "cluster: {name: t, schema_prefix: x, shards: 16}\n"
+                "hosts:\n"
+                "  - {name: a, addr: h, port: 1, user: u,\n"
+                "     replicas: [{name: r, addr: h, port: 70000}]}\n",
+                4, "hosts[0].replicas[0].port: 70000 is out of range 1..65535");
+    expect_only(KIND_CONF,
+                "cluster: {name: t, schema_prefix: x, shards: 16}\n"
+                "hosts:\n"
+                "  - {name: a, addr: h, port: 1, user: u}\n"
+                "replication: {max_lag_ms: 5}\n",
+                4, "replication.max_lag_ms: 5 is out of range 100..3600000");
+}
+
 static void test_conf_global_host_not_a_host(void **state)
 {
     (void)state;
@@ -1296,6 +1363,8 @@ int main(void)
         cmocka_unit_test(test_conf_weight_zero),
         cmocka_unit_test(test_conf_router_ranges),
         cmocka_unit_test(test_conf_duplicate_host_names),
+        cmocka_unit_test(test_conf_replicas),
+        cmocka_unit_test(test_conf_bad_replicas),
         cmocka_unit_test(test_conf_global_host_not_a_host),
         cmocka_unit_test(test_conf_bad_names),
         cmocka_unit_test(test_conf_schema_prefix_longest),

@@ -365,8 +365,22 @@ static void test_rows_add_row_out_of_memory(void **state)
 static void conf_make(struct shardmap_conf *conf, const char *global)
 {
     static struct shardmap_host_conf hosts[2] = {
-        {"db1", "10.0.0.1", 3306, "u1", "p1", 1, "ops1", "q1"},
-        {"db2", "10.0.0.2", 3307, "u2", "p2", 1, "ops2", "q2"},
+        {.name = "db1",
+         .addr = "10.0.0.1",
+         .port = 3306,
+         .user = "u1",
+         .password = "p1",
+         .weight = 1,
+         .ops_user = "ops1",
+         .ops_password = "q1"},
+        {.name = "db2",
+         .addr = "10.0.0.2",
+         .port = 3307,
+         .user = "u2",
+         .password = "p2",
+         .weight = 1,
+         .ops_user = "ops2",
+         .ops_password = "q2"},
     };
 
     memset(conf, 0, sizeof(*conf));
@@ -461,6 +475,8 @@ static void test_new_status_codes(void **state)
     assert_string_equal(bc_errname(BC_ENOSCHEMA), "BC_ENOSCHEMA");
     assert_string_equal(bc_strerror(BC_EFENCED), "shard copy fenced");
     assert_string_equal(bc_strerror(BC_ELOCKWAIT), "lock wait timed out");
+    assert_int_equal(BC_EREADONLY, -10016);
+    assert_string_equal(bc_errname(BC_EREADONLY), "BC_EREADONLY");
 }
 
 /* ---- connections ---------------------------------------------------------------- */

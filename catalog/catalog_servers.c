@@ -1,0 +1,171 @@
+/*
+ * catalog_servers.c: the servers of each host (replication group) and the
+ * flips of its primary.
+ *
+ * The shard map names hosts; a host's row in hosts carries the address of
+ * its primary. A flip (the guard's failover, a switchover) changes that
+ * address, the servers' roles and map_version in one transaction, so that
+ * every router that sees the new version also sees the new primary, and
+ * none sees one without the other.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "catalog/catalog_int.h"
+
+static const char *const role_names[] = {"primary", "replica", "fenced", "rebuild"};
+
+const char *catalog_role_name(enum catalog_role role)
+{
+    return (unsigned)role < sizeof(role_names) / sizeof(role_names[0])
+               ? role_names[role]
+               : "?";
+}
+
+static enum catalog_role role_of(const char *s)
+{
+    for (unsigned i = 0; i < sizeof(role_names) / sizeof(role_names[0]); i++) {
+        if (s != NULL && strcmp(s, role_names[i]) == 0)
+            return (enum catalog_role)i;
+    }
+    return CATALOG_ROLE_FENCED; /* unknown: never route to it */
+}
+
+int catalog_servers_load(struct catalog *cat, struct catalog_server **out, uint32_t *n)
+{
+    struct sql_rows rows = {0};
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    rc = catalog__run(cat, &rows,
+                      "SELECT name, host, addr, port, role, note FROM %S.servers "
+                      "ORDER BY host, name");
+    if (rc == BC_ENOSCHEMA)
+        return 0;
+    if (rc < 0)
+        return rc;
+    if (rows.nrow > 0) {
+        *out = calloc(rows.nrow, sizeof(**out));
+        if (*out == NULL) {
+            sql_rows_free(&rows);
+            return -ENOMEM;
+        }
+    }
+    for (uint32_t i = 0; i < rows.nrow; i++) {
+        struct catalog_server *s = &(*out)[i];
+
+        catalog__str(s->name, sizeof(s->name), sql_cell(&rows, i, 0));
+        catalog__str(s->host, sizeof(s->host), sql_cell(&rows, i, 1));
+        catalog__str(s->addr, sizeof(s->addr), sql_cell(&rows, i, 2));
+        s->port = (uint16_t)catalog__u64(sql_cell(&rows, i, 3));
+        s->role = role_of(sql_cell(&rows, i, 4));
+        catalog__str(s->note, sizeof(s->note), sql_cell(&rows, i, 5));
+    }
+    *n = rows.nrow;
+    sql_rows_free(&rows);
+    return 0;
+}
+
+/* One server row for INSERT IGNORE: (name, host, addr, port, role). */
+static int add_row(struct catalog *cat, struct sql_buf *b, int first, const char *name,
+                   const char *host, const char *addr, uint16_t port,
+                   enum catalog_role role)
+{
+    return catalog__add(cat, b, "%R(%s, %s, %s, %u, %s)", first ? "" : ", ", name, host,
+                        addr, (uint64_t)port, catalog_role_name(role));
+}
+
+int catalog_servers_sync(struct catalog *cat, const struct shardmap_conf *conf)
+{
+    struct sql_rows rows = {0};
+    struct sql_buf b = {0};
+    int rc, first = 1;
+
+    rc = catalog__add(cat, &b,
+                      "START TRANSACTION; "
+                      "INSERT IGNORE INTO %S.servers (name, host, addr, port, "
+                      "role) VALUES ");
+    for (uint32_t i = 0; rc == 0 && i < conf->nhost; i++) {
+        const struct shardmap_host_conf *h = &conf->hosts[i];
+
+        rc = add_row(cat, &b, first, h->name, h->name, h->addr, h->port,
+                     CATALOG_ROLE_PRIMARY);
+        first = 0;
+        for (uint32_t k = 0; rc == 0 && k < h->nreplica; k++) {
+            rc = add_row(cat, &b, 0, h->replicas[k].name, h->name, h->replicas[k].addr,
+                         h->replicas[k].port, CATALOG_ROLE_REPLICA);
+        }
+    }
+    if (rc == 0)
+        rc = catalog__add(cat, &b,
+                          "; SET @bc_added = ROW_COUNT(); "
+                          "UPDATE %S.map_version SET version = version + 1 "
+                          "WHERE id = 1 AND @bc_added > 0; "
+                          "SELECT @bc_added");
+    if (rc < 0 || first) {
+        sql_buf_deinit(&b);
+        return rc;
+    }
+    rc = catalog__commit(cat, &b, &rows);
+    sql_rows_free(&rows);
+    return rc;
+}
+
+int catalog_promote(struct catalog *cat, const char *host, const char *server,
+                    enum catalog_role old_role, const char *note)
+{
+    struct sql_rows rows = {0};
+    struct sql_buf b = {0};
+    int rc;
+
+    /*
+     * ROW_COUNT() of the hosts UPDATE is 0 when the server is not one of
+     * host's (or is its primary already at the same address): then the
+     * rest changes nothing and the transaction is rolled back.
+     */
+    rc = catalog__add(
+        cat, &b,
+        "START TRANSACTION; "
+        "UPDATE %S.hosts h JOIN %S.servers s ON s.name = %s AND s.host = "
+        "h.name SET h.addr = s.addr, h.port = s.port WHERE h.name = %s; "
+        "SELECT COUNT(*) FROM %S.servers WHERE name = %s AND host = %s; "
+        "UPDATE %S.servers SET role = %s, note = %s "
+        "WHERE host = %s AND role = 'primary' AND name <> %s; "
+        "UPDATE %S.servers SET role = 'primary', note = '' WHERE name = %s "
+        "AND host = %s; "
+        "UPDATE %S.map_version SET version = version + 1 WHERE id = 1",
+        server, host, server, host, catalog_role_name(old_role), note, host, server,
+        server, host);
+    if (rc < 0) {
+        sql_buf_deinit(&b);
+        return rc;
+    }
+    rc = catalog__commit(cat, &b, &rows);
+    if (rc == 0 && (rows.nrow != 1 || catalog__u64(sql_cell(&rows, 0, 0)) != 1)) {
+        /* Committed nothing harmful (only the version moved), but say so. */
+        sql_set_error("%s is not a server of host %s", server, host);
+        rc = BC_ENOTFOUND;
+    }
+    sql_rows_free(&rows);
+    return rc;
+}
+
+int catalog_server_set_role(struct catalog *cat, const char *server,
+                            enum catalog_role role, const char *note)
+{
+    struct sql_buf b = {0};
+    int rc;
+
+    rc = catalog__add(cat, &b,
+                      "START TRANSACTION; "
+                      "UPDATE %S.servers SET role = %s, note = %s WHERE name = %s; "
+                      "UPDATE %S.map_version SET version = version + 1 WHERE id = 1",
+                      catalog_role_name(role), note, server);
+    if (rc < 0) {
+        sql_buf_deinit(&b);
+        return rc;
+    }
+    return catalog__commit(cat, &b, NULL);
+}

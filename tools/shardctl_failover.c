@@ -1,0 +1,379 @@
+/*
+ * shardctl_failover.c: what the guard does each round (probe, heartbeat,
+ * failover, fencing, rejoin) and the planned switchover of a host.
+ *
+ * Failover of host H whose primary P has not answered for down_after_ms:
+ *   1. each live replica applies what it received (MASTER_GTID_WAIT on its
+ *      Gtid_IO_Pos, bounded); the one with the highest sequence number in
+ *      H's GTID domain is promoted: STOP SLAVE, RESET SLAVE ALL, writable;
+ *   2. the catalog flips (catalog_promote: hosts.addr, roles, map version
+ *      + 1), so every router follows; P becomes "fenced";
+ *   3. other replicas follow the new primary.
+ * Semi-sync AFTER_SYNC means every write a client was told succeeded is on
+ * a replica before the answer, so step 1 loses nothing acknowledged. P
+ * cannot acknowledge a write after the flip: its replica no longer
+ * acknowledges, and semi-sync never falls back to asynchronous by itself.
+ * When P answers again it is made read-only at once, then either rejoins
+ * as a replica of the new primary, or, when it holds transactions the new
+ * primary lacks (written but never acknowledged), is marked for rebuild.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tools/shardctl_guard.h"
+
+int guard_lock(struct guard *g, uint32_t wait_s)
+{
+    struct guard_server *p = &g->global->srv[g->global->primary];
+    char got[8];
+    int rc;
+
+    if (guard_connect(g, g->global, p) < 0)
+        return BC_EDOWN;
+    rc = sql_value(p->c, got, sizeof(got), "SELECT GET_LOCK(%s, %u)", g->global_schema,
+                   (uint64_t)wait_s);
+    if (rc < 0) {
+        guard_drop(p);
+        return rc;
+    }
+    if (rc == 1 && strcmp(got, "1") == 0) {
+        g->locked = p;
+        return 1;
+    }
+    return 0;
+}
+
+void guard_unlock(struct guard *g)
+{
+    if (g->locked != NULL && g->locked->c != NULL)
+        (void)guard_exec(g->locked, NULL, "DO RELEASE_LOCK(%s)", g->global_schema);
+    g->locked = NULL;
+}
+
+/* Replicas of gr that answer, replicate from p and receive its binlog. */
+static int live_replicas(struct guard_group *gr, struct guard_server *p)
+{
+    int n = 0;
+
+    for (uint32_t k = 0; k < gr->nsrv; k++) {
+        struct guard_server *s = &gr->srv[k];
+
+        n += s != p && s->c != NULL && s->role == CATALOG_ROLE_REPLICA &&
+             guard_replicates_from(s, p) && s->repl.io_running && s->repl.sql_running;
+    }
+    return n;
+}
+
+/* Flips the catalog to gr's server s; the old primary gets old_role. */
+static int flip(struct guard *g, struct guard_group *gr, struct guard_server *s,
+                enum catalog_role old_role, const char *note)
+{
+    struct catalog cat;
+    int rc;
+
+    rc = guard_catalog(g, &cat);
+    if (rc == 0)
+        rc = catalog_promote(&cat, gr->host, s->name, old_role, note);
+    if (rc == 0)
+        rc = catalog_map_version(&cat, &g->version);
+    return rc;
+}
+
+static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered_ms)
+{
+    struct guard_server *old = &gr->srv[gr->primary], *best = NULL;
+    uint64_t best_seq = 0;
+    int64_t t0 = sql_now_ms();
+    char note[256];
+    int rc;
+
+    for (uint32_t k = 0; k < gr->nsrv; k++) {
+        struct guard_server *s = &gr->srv[k];
+
+        if (s == old || s->role != CATALOG_ROLE_REPLICA || guard_probe(g, gr, s) < 0)
+            continue;
+        /* Apply what arrived before judging how far it got (bounded: 2 s). */
+        if (s->replicating && s->repl.gtid_io_pos[0] != '\0')
+            (void)guard_exec(s, NULL, "DO MASTER_GTID_WAIT(%s, 2)",
+                             s->repl.gtid_io_pos);
+        if (guard_probe(g, gr, s) < 0)
+            continue;
+        uint64_t seq = guard_gtid_seq(s->current_pos, gr->domain);
+        if (best == NULL || seq > best_seq) {
+            best = s;
+            best_seq = seq;
+        }
+    }
+    if (best == NULL) {
+        if (gr->down_since_ms != -1)
+            guard_log("%s: primary %s unanswered for %" PRId64
+                      " ms and no replica to promote: waiting",
+                      gr->host, old->name, unanswered_ms);
+        gr->down_since_ms = -1; /* said once */
+        return;
+    }
+    rc =
+        guard_exec(best, NULL, "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0");
+    if (rc < 0) {
+        guard_log("%s: cannot promote %s: %s", gr->host, best->name, sql_last_error());
+        return;
+    }
+    best->replicating = 0;
+    best->read_only = 0;
+    old->role = CATALOG_ROLE_FENCED;
+    best->role = CATALOG_ROLE_PRIMARY;
+    gr->primary = (uint32_t)(best - gr->srv);
+    guard_drop(old);
+    snprintf(note, sizeof(note), "failed over to %s: unanswered for %" PRId64 " ms",
+             best->name, unanswered_ms);
+    snprintf(old->note, sizeof(old->note), "%s", note);
+    rc = flip(g, gr, best, CATALOG_ROLE_FENCED, note);
+    if (rc < 0) {
+        /* The new primary is writable but unknown to routers: retried next round. */
+        gr->flip_pending = 1;
+        guard_log("%s: promoted %s but cannot record it in the catalog (retrying): %s",
+                  gr->host, best->name, sql_last_error());
+    } else {
+        gr->flip_pending = 0;
+    }
+    for (uint32_t k = 0; k < gr->nsrv; k++) {
+        struct guard_server *s = &gr->srv[k];
+        if (s != best && s != old && s->role == CATALOG_ROLE_REPLICA && s->c != NULL)
+            (void)guard_replicate(g, gr, s, best);
+    }
+    guard_semi_sync(g, gr, best, live_replicas(gr, best));
+    (void)guard_heartbeat(g, best);
+    gr->down_since_ms = 0;
+    guard_log("%s: FAILOVER: %s (%s:%u) is the primary, %s fenced; primary unanswered "
+              "%" PRId64 " ms, promoted in %" PRId64 " ms, map version %" PRIu64,
+              gr->host, best->name, best->addr, best->port, old->name, unanswered_ms,
+              sql_now_ms() - t0, g->version);
+}
+
+/*
+ * An old primary that answers again: read-only at once, then a replica of
+ * the primary, or marked for rebuild when it has transactions of the
+ * group's domain that the primary lacks.
+ */
+static void fence_or_rejoin(struct guard *g, struct guard_group *gr,
+                            struct guard_server *s, struct guard_server *p)
+{
+    struct catalog cat;
+    char note[256];
+
+    if (!s->read_only) {
+        if (guard_exec(s, NULL, "SET GLOBAL read_only = 1") < 0)
+            return;
+        s->read_only = 1;
+        guard_log("%s: %s answers again: made read-only (fenced)", gr->host, s->name);
+    }
+    if (s->role == CATALOG_ROLE_REBUILD || p->c == NULL)
+        return;
+    uint64_t mine = guard_gtid_seq(s->binlog_pos, gr->domain);
+    uint64_t theirs = guard_gtid_seq(p->current_pos, gr->domain);
+    if (mine > theirs) {
+        snprintf(note, sizeof(note),
+                 "holds transactions %s lacks (domain %u: %" PRIu64 " > %" PRIu64
+                 "): rebuild it from a backup of %s",
+                 p->name, gr->domain, mine, theirs, p->name);
+        if (guard_catalog(g, &cat) == 0 &&
+            catalog_server_set_role(&cat, s->name, CATALOG_ROLE_REBUILD, note) == 0) {
+            s->role = CATALOG_ROLE_REBUILD;
+            guard_log("%s: %s %s", gr->host, s->name, note);
+        }
+        return;
+    }
+    if (guard_replicate(g, gr, s, p) < 0)
+        return;
+    if (guard_catalog(g, &cat) == 0 &&
+        catalog_server_set_role(&cat, s->name, CATALOG_ROLE_REPLICA, "rejoined") == 0) {
+        s->role = CATALOG_ROLE_REPLICA;
+        guard_log("%s: %s rejoined as a replica of %s", gr->host, s->name, p->name);
+    }
+}
+
+static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
+{
+    struct guard_server *p = &gr->srv[gr->primary];
+    int64_t now = sql_now_ms();
+
+    if (guard_probe(g, gr, p) == 0) {
+        gr->down_since_ms = 0;
+        (void)guard_heartbeat(g, p);
+    } else if (may_correct) {
+        if (gr->down_since_ms == 0)
+            gr->down_since_ms = p->ok_ms > 0 ? p->ok_ms : now;
+        int64_t since = gr->down_since_ms == -1 ? 0 : gr->down_since_ms;
+        if (gr->down_since_ms == -1 || now - since >= g->conf->down_after_ms)
+            failover(g, gr, gr->down_since_ms == -1 ? -1 : now - since);
+        return;
+    }
+    for (uint32_t k = 0; k < gr->nsrv; k++) {
+        struct guard_server *s = &gr->srv[k];
+
+        if (s == p || guard_probe(g, gr, s) < 0 || !may_correct || p->c == NULL)
+            continue;
+        if (s->role == CATALOG_ROLE_FENCED || s->role == CATALOG_ROLE_REBUILD)
+            fence_or_rejoin(g, gr, s, p);
+        else if (s->role == CATALOG_ROLE_REPLICA && !guard_replicates_from(s, p))
+            (void)guard_replicate(g, gr, s, p);
+        else if (s->role == CATALOG_ROLE_REPLICA &&
+                 (s->repl.last_io_errno != 0 || s->repl.last_sql_errno != 0) &&
+                 s->repl.last_io_errno != gr->reported_errno[k]) {
+            gr->reported_errno[k] = s->repl.last_io_errno;
+            guard_log("%s: replica %s: %s%s", gr->host, s->name, s->repl.last_io_error,
+                      s->repl.last_sql_error);
+        }
+    }
+    if (may_correct && p->c != NULL)
+        guard_semi_sync(g, gr, p, live_replicas(gr, p));
+}
+
+void guard_tick(struct guard *g)
+{
+    struct catalog cat;
+    uint64_t version = 0;
+    int locked;
+
+    /* A switchover (or another tool) changed the roles: take them. */
+    if (guard_catalog(g, &cat) == 0 && catalog_map_version(&cat, &version) == 0 &&
+        version != g->version) {
+        g->version = version;
+        (void)guard_load_roles(g);
+    }
+    locked = guard_lock(g, 0);
+    for (uint32_t i = 0; i < g->ngroup; i++) {
+        struct guard_group *gr = &g->group[i];
+
+        /*
+         * The global group is corrected even without the lock when its
+         * primary is the one that is gone (the lock lived there).
+         */
+        tick_group(g, gr, locked == 1 || (gr == g->global && locked < 0));
+        if (gr->flip_pending && locked == 1) {
+            struct guard_server *p = &gr->srv[gr->primary];
+            if (flip(g, gr, p, CATALOG_ROLE_FENCED, "failed over") == 0) {
+                gr->flip_pending = 0;
+                guard_log("%s: catalog now names %s the primary, map version %" PRIu64,
+                          gr->host, p->name, g->version);
+            }
+        }
+    }
+    if (locked == 1)
+        guard_unlock(g);
+}
+
+/* ---- switchover ------------------------------------------------------------------ */
+
+int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
+{
+    struct guard_server *p, *r = NULL;
+    struct guard_group *gr = NULL;
+    struct sql_rows rows = {0};
+    struct guard g;
+    int64_t t0, paused;
+    char pos[512], got[32];
+    int rc, code = 1;
+
+    if (guard_init(&g, conf, 0) < 0)
+        return 1;
+    snprintf(g.global_schema, sizeof(g.global_schema), "%s_global",
+             conf->schema_prefix);
+    snprintf(g.heartbeat_schema, sizeof(g.heartbeat_schema), "%s_heartbeat",
+             conf->schema_prefix);
+    for (uint32_t i = 0; i < g.ngroup; i++)
+        if (strcmp(g.group[i].host, host) == 0)
+            gr = &g.group[i];
+    if (gr == NULL) {
+        fprintf(stderr, "shardctl switchover: no host '%s' in the config\n", host);
+        guard_deinit(&g);
+        return 2;
+    }
+    if (guard_load_roles(&g) < 0 || guard_lock(&g, 10) != 1) {
+        fprintf(stderr, "shardctl switchover: cannot read or lock the catalog: %s\n",
+                sql_last_error());
+        guard_deinit(&g);
+        return 3;
+    }
+    p = &gr->srv[gr->primary];
+    if (guard_probe(&g, gr, p) < 0) {
+        fprintf(stderr, "shardctl switchover: primary %s does not answer: %s\n",
+                p->name, sql_last_error());
+        code = 3;
+        goto out;
+    }
+    for (uint32_t k = 0; k < gr->nsrv && r == NULL; k++) {
+        struct guard_server *s = &gr->srv[k];
+        if (s != p && s->role == CATALOG_ROLE_REPLICA && guard_probe(&g, gr, s) == 0 &&
+            guard_replicates_from(s, p) && s->repl.io_running && s->repl.sql_running)
+            r = s;
+    }
+    if (r == NULL) {
+        fprintf(stderr,
+                "shardctl switchover: %s has no replica that replicates from %s and "
+                "runs\n",
+                host, p->name);
+        code = 5;
+        goto out;
+    }
+    /* Writes stop here: the API's get "read-only" and wait for the new map. */
+    t0 = sql_now_ms();
+    rc = guard_exec(p, NULL, "SET GLOBAL read_only = 1");
+    if (rc == 0)
+        rc = sql_value(p->c, pos, sizeof(pos), "SELECT @@global.gtid_binlog_pos");
+    if (rc < 0) {
+        fprintf(stderr, "shardctl switchover: %s: %s\n", p->name, sql_last_error());
+        goto undo;
+    }
+    rc = sql_value(r->c, got, sizeof(got), "SELECT MASTER_GTID_WAIT(%s, 2)", pos);
+    if (rc != 1 || strcmp(got, "0") != 0) {
+        fprintf(stderr,
+                "shardctl switchover: %s did not catch up with %s (%s) in 2 s\n",
+                r->name, p->name, pos);
+        goto undo;
+    }
+    rc = guard_exec(r, NULL, "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0");
+    if (rc < 0) {
+        fprintf(stderr, "shardctl switchover: cannot promote %s: %s\n", r->name,
+                sql_last_error());
+        (void)guard_replicate(&g, gr, r, p);
+        goto undo;
+    }
+    r->role = CATALOG_ROLE_PRIMARY;
+    p->role = CATALOG_ROLE_REPLICA;
+    gr->primary = (uint32_t)(r - gr->srv);
+    rc = flip(&g, gr, r, CATALOG_ROLE_REPLICA, "switched over");
+    paused = sql_now_ms() - t0;
+    if (rc < 0) {
+        fprintf(stderr,
+                "shardctl switchover: %s is writable but the catalog could not be "
+                "changed: %s; the guard retries, or run the switchover again\n",
+                r->name, sql_last_error());
+        goto out;
+    }
+    (void)guard_replicate(&g, gr, p, r);
+    for (uint32_t k = 0; k < gr->nsrv; k++) {
+        struct guard_server *s = &gr->srv[k];
+        if (s != p && s != r && s->role == CATALOG_ROLE_REPLICA &&
+            guard_probe(&g, gr, s) == 0)
+            (void)guard_replicate(&g, gr, s, r);
+    }
+    printf("switchover %s: %s (%s:%u) is the primary, %s its replica; writes paused "
+           "%" PRId64 " ms; map version %" PRIu64 "\n",
+           host, r->name, r->addr, r->port, p->name, paused, g.version);
+    code = 0;
+    goto out;
+undo:
+    (void)guard_exec(p, NULL, "SET GLOBAL read_only = 0");
+    fprintf(stderr, "shardctl switchover: nothing changed; %s is still the primary\n",
+            p->name);
+out:
+    sql_rows_free(&rows);
+    guard_unlock(&g);
+    guard_deinit(&g);
+    return code;
+}

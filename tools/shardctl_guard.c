@@ -1,0 +1,489 @@
+/*
+ * shardctl_guard.c: the replication supervisor (`shardctl guard`) and the
+ * planned switch of a host's primary (`shardctl switchover HOST`).
+ *
+ * Every host is a replication group: one primary, its replicas (GTID,
+ * semi-synchronous AFTER_SYNC, never falling back to asynchronous by
+ * itself). The guard:
+ *   - makes the catalog's topology true: the primary writable, every other
+ *     server read-only, each replica replicating from its primary;
+ *   - writes a heartbeat row on each primary every probe_ms
+ *     (<prefix>_heartbeat.heartbeat), from which routers measure lag;
+ *   - promotes the most advanced replica of a primary that has not
+ *     answered for down_after_ms, flips the catalog (map version + 1) and
+ *     fences the old primary: read-only when it comes back, then rejoined
+ *     as a replica of the new primary, or marked for rebuild when it holds
+ *     transactions the new primary lacks;
+ *   - runs a primary left without any replica with semi-sync waiting off,
+ *     on purpose and said in its log and in the catalog's note, unless
+ *     --require-replica (then its writes wait, and fail, until a replica is
+ *     back); turns it on again when a replica has caught up.
+ * One guard runs per cluster.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "catalog/catalog.h"
+#include "tools/shardctl_guard.h"
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+void guard_log(const char *fmt, ...)
+{
+    char when[32];
+    struct timespec ts;
+    struct tm tm;
+    va_list ap;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    printf("%s.%03ldZ guard: ", when, ts.tv_nsec / 1000000);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+}
+
+/* ---- the groups as the config and the catalog describe them ------------------- */
+
+int guard_init(struct guard *g, const struct shardmap_conf *conf, int require_replica)
+{
+    memset(g, 0, sizeof(*g));
+    g->conf = conf;
+    g->require_replica = require_replica;
+    g->ngroup = conf->nhost;
+    g->group = calloc(conf->nhost, sizeof(*g->group));
+    if (g->group == NULL)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < conf->nhost; i++) {
+        const struct shardmap_host_conf *h = &conf->hosts[i];
+        struct guard_group *gr = &g->group[i];
+
+        snprintf(gr->host, sizeof(gr->host), "%s", h->name);
+        gr->nsrv = 1 + h->nreplica;
+        for (uint32_t k = 0; k < gr->nsrv; k++) {
+            struct guard_server *s = &gr->srv[k];
+
+            snprintf(s->name, sizeof(s->name), "%s",
+                     k == 0 ? h->name : h->replicas[k - 1].name);
+            snprintf(s->addr, sizeof(s->addr), "%s",
+                     k == 0 ? h->addr : h->replicas[k - 1].addr);
+            s->port = k == 0 ? h->port : h->replicas[k - 1].port;
+            s->role = k == 0 ? CATALOG_ROLE_PRIMARY : CATALOG_ROLE_REPLICA;
+        }
+        gr->primary = 0;
+        if (strcmp(h->name, conf->global_host) == 0)
+            g->global = gr;
+    }
+    return 0;
+}
+
+void guard_deinit(struct guard *g)
+{
+    for (uint32_t i = 0; i < g->ngroup; i++)
+        for (uint32_t k = 0; k < g->group[i].nsrv; k++)
+            sql_conn_close(g->group[i].srv[k].c);
+    free(g->group);
+    memset(g, 0, sizeof(*g));
+}
+
+/* An open connection to s (the operator account, several statements a call). */
+int guard_connect(struct guard *g, struct guard_group *gr, struct guard_server *s)
+{
+    struct sql_conn_opts opts = {
+        .connect_timeout_ms = 500, .query_timeout_ms = 2000, .multi_statements = 1};
+    struct sql_endpoint ep;
+    int rc;
+
+    if (s->c != NULL)
+        return 0;
+    rc = sql_endpoint_of(g->conf, gr->host, s->addr, s->port, &ep);
+    if (rc < 0)
+        return rc;
+    snprintf(ep.name, sizeof(ep.name), "%s", s->name);
+    if (g->conf->probe_ms < 500)
+        opts.connect_timeout_ms = g->conf->probe_ms < 100 ? 100 : g->conf->probe_ms;
+    return sql_conn_open(&ep, &opts, &s->c);
+}
+
+void guard_drop(struct guard_server *s)
+{
+    sql_conn_close(s->c);
+    s->c = NULL;
+}
+
+/* Runs a statement on s; a failure that broke the connection drops it. */
+int guard_exec(struct guard_server *s, struct sql_rows *rows, const char *fmt, ...)
+{
+    struct sql_buf b = {0};
+    va_list ap;
+    int rc;
+
+    if (s->c == NULL) {
+        sql_set_error("server %s: not connected", s->name);
+        return BC_EDOWN;
+    }
+    va_start(ap, fmt);
+    rc = sql_vformat(&b, NULL, 0, fmt, ap);
+    va_end(ap);
+    if (rc == 0)
+        rc = sql_query(s->c, b.buf, b.len, rows);
+    sql_buf_deinit(&b);
+    if (rc < 0 && sql_conn_broken(s->c))
+        guard_drop(s);
+    return rc;
+}
+
+/*
+ * The sequence number of domain in a GTID list ("1-1-42,2-2-7"); 0 when
+ * the list has none.
+ */
+uint64_t guard_gtid_seq(const char *list, uint32_t domain)
+{
+    const char *p = list;
+
+    while (p != NULL && *p != '\0') {
+        char *end;
+        unsigned long d = strtoul(p, &end, 10);
+        if (*end == '-') {
+            const char *q = strchr(end + 1, '-');
+            if (q != NULL && d == domain)
+                return strtoull(q + 1, NULL, 10);
+        }
+        p = strchr(p, ',');
+        if (p != NULL)
+            p++;
+    }
+    return 0;
+}
+
+/*
+ * Probes s: read_only, GTID positions, replication. Sets s->ok_ms on
+ * success. Returns 0 or a status (the server did not answer).
+ */
+int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s)
+{
+    struct sql_rows rows = {0};
+    int rc;
+
+    rc = guard_connect(g, gr, s);
+    if (rc == 0)
+        rc = guard_exec(s, &rows,
+                        "SELECT @@global.read_only, @@global.gtid_binlog_pos, "
+                        "@@global.gtid_current_pos, @@global.gtid_domain_id, "
+                        "@@global.rpl_semi_sync_master_enabled, "
+                        "@@global.rpl_semi_sync_master_clients");
+    if (rc < 0) {
+        guard_drop(s);
+        return rc;
+    }
+    s->read_only = strcmp(sql_cell(&rows, 0, 0), "0") != 0;
+    snprintf(s->binlog_pos, sizeof(s->binlog_pos), "%s",
+             sql_cell(&rows, 0, 1) ? sql_cell(&rows, 0, 1) : "");
+    snprintf(s->current_pos, sizeof(s->current_pos), "%s",
+             sql_cell(&rows, 0, 2) ? sql_cell(&rows, 0, 2) : "");
+    gr->domain = (uint32_t)strtoul(sql_cell(&rows, 0, 3), NULL, 10);
+    s->semi_sync = strcmp(sql_cell(&rows, 0, 4), "0") != 0;
+    s->semi_clients = (uint32_t)strtoul(sql_cell(&rows, 0, 5), NULL, 10);
+    sql_rows_free(&rows);
+    rc = sql_replica_status(s->c, "", &s->repl);
+    s->replicating = rc == 0;
+    if (rc < 0 && rc != BC_ENOTFOUND) {
+        guard_drop(s);
+        return rc;
+    }
+    s->ok_ms = sql_now_ms();
+    return 0;
+}
+
+/* ---- roles -------------------------------------------------------------------- */
+
+/* The server of gr named name, or NULL. */
+struct guard_server *guard_server(struct guard_group *gr, const char *name)
+{
+    for (uint32_t k = 0; k < gr->nsrv; k++)
+        if (strcmp(gr->srv[k].name, name) == 0)
+            return &gr->srv[k];
+    return NULL;
+}
+
+/* A catalog over the global group's primary connection. */
+int guard_catalog(struct guard *g, struct catalog *cat)
+{
+    struct guard_server *p = &g->global->srv[g->global->primary];
+    struct sql_executor exec;
+
+    if (guard_connect(g, g->global, p) < 0)
+        return BC_EDOWN;
+    sql_conn_executor(p->c, &exec);
+    catalog_init(cat, g->conf, &exec);
+    return 0;
+}
+
+/*
+ * Finds the global group's primary before the catalog can be read: the
+ * writable server if there is one, else the one whose catalog has the
+ * highest map version (a flip bumps it), else the config's.
+ */
+static void find_global_primary(struct guard *g)
+{
+    struct guard_group *gr = g->global;
+    uint64_t best = 0;
+
+    for (uint32_t k = 0; k < gr->nsrv; k++) {
+        struct guard_server *s = &gr->srv[k];
+        struct sql_rows rows = {0};
+
+        if (guard_probe(g, gr, s) < 0)
+            continue;
+        if (!s->read_only) {
+            gr->primary = k;
+            return;
+        }
+        if (guard_exec(s, &rows, "SELECT version FROM %I.map_version WHERE id = 1",
+                       g->global_schema) == 0 &&
+            rows.nrow == 1) {
+            uint64_t v = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
+            if (v > best) {
+                best = v;
+                gr->primary = k;
+            }
+        }
+        sql_rows_free(&rows);
+    }
+}
+
+int guard_load_roles(struct guard *g)
+{
+    struct catalog_server *srv = NULL;
+    struct catalog cat;
+    uint32_t n = 0;
+    int rc;
+
+    rc = guard_catalog(g, &cat);
+    if (rc == 0)
+        rc = catalog_map_version(&cat, &g->version);
+    if (rc == BC_ENOTFOUND) {
+        g->version = 0; /* no cluster yet: the config's roles */
+        return 0;
+    }
+    if (rc == 0)
+        rc = catalog_servers_load(&cat, &srv, &n);
+    if (rc < 0)
+        return rc;
+    for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t j = 0; j < g->ngroup; j++) {
+            struct guard_group *gr = &g->group[j];
+            struct guard_server *s;
+
+            if (strcmp(gr->host, srv[i].host) != 0 ||
+                (s = guard_server(gr, srv[i].name)) == NULL)
+                continue;
+            s->role = srv[i].role;
+            snprintf(s->note, sizeof(s->note), "%s", srv[i].note);
+            if (s->role == CATALOG_ROLE_PRIMARY)
+                gr->primary = (uint32_t)(s - gr->srv);
+        }
+    }
+    free(srv);
+    return 0;
+}
+
+/* Points replica s at the primary p of its group (GTID, from where s is). */
+int guard_replicate(struct guard *g, struct guard_group *gr, struct guard_server *s,
+                    struct guard_server *p)
+{
+    struct sql_endpoint ep;
+    int rc;
+
+    rc = sql_endpoint_of(g->conf, gr->host, p->addr, p->port, &ep);
+    if (rc < 0)
+        return rc;
+    /* current_pos: an old primary resumes from what it wrote itself. */
+    rc = guard_exec(
+        s, NULL,
+        "STOP SLAVE; SET GLOBAL read_only = 1; "
+        "CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %u, "
+        "MASTER_USER = %s, MASTER_PASSWORD = %s, MASTER_USE_GTID = "
+        "current_pos, MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1; "
+        "START SLAVE",
+        p->addr, (uint64_t)p->port, ep.user, ep.password);
+    if (rc == 0)
+        guard_log("%s: %s replicates from %s (%s:%u)", gr->host, s->name, p->name,
+                  p->addr, p->port);
+    return rc;
+}
+
+/* Whether replica s is set to replicate from p. */
+int guard_replicates_from(const struct guard_server *s, const struct guard_server *p)
+{
+    return s->replicating && s->repl.master_port == p->port &&
+           strcmp(s->repl.master_host, p->addr) == 0;
+}
+
+/* Semi-sync waiting on primary p: on when it has a replica or must wait for one. */
+void guard_semi_sync(struct guard *g, struct guard_group *gr, struct guard_server *p,
+                     int live_replicas)
+{
+    int want = live_replicas > 0 || g->require_replica;
+
+    if (p->c == NULL || p->semi_sync == want)
+        return;
+    if (guard_exec(p, NULL, "SET GLOBAL rpl_semi_sync_master_enabled = %u",
+                   (uint64_t)want) == 0) {
+        p->semi_sync = want;
+        guard_log("%s: %s: semi-sync waiting %s%s", gr->host, p->name,
+                  want ? "on" : "OFF",
+                  want ? ""
+                       : " (no replica left: writes are acknowledged by the "
+                         "primary alone until one is back)");
+    }
+}
+
+/*
+ * The heartbeat, written only while p is writable: the guard's account may
+ * write to a read-only server, and a write on a primary being switched
+ * over would be a transaction its successor never gets. SET GLOBAL
+ * read_only waits for a statement under way, so the check and the write
+ * are one.
+ */
+int guard_heartbeat(struct guard *g, struct guard_server *p)
+{
+    return guard_exec(p, NULL,
+                      "REPLACE INTO %I.heartbeat (id, ts_ms, server) "
+                      "SELECT 1, CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED), %s "
+                      "FROM DUAL WHERE @@global.read_only = 0",
+                      g->heartbeat_schema, p->name);
+}
+
+/*
+ * Makes group gr as the roles say: the primary writable with a heartbeat
+ * table, the replicas read-only and replicating from it.
+ */
+int guard_converge(struct guard *g, struct guard_group *gr)
+{
+    struct guard_server *p = &gr->srv[gr->primary];
+    int live = 0, rc;
+
+    if (p->c == NULL && guard_probe(g, gr, p) < 0)
+        return BC_EDOWN;
+    if (p->replicating) {
+        rc = guard_exec(p, NULL, "STOP SLAVE; RESET SLAVE ALL");
+        if (rc < 0)
+            return rc;
+        p->replicating = 0;
+    }
+    for (uint32_t k = 0; k < gr->nsrv; k++) {
+        struct guard_server *s = &gr->srv[k];
+
+        if (k == gr->primary || s->role != CATALOG_ROLE_REPLICA)
+            continue;
+        if (s->c == NULL && guard_probe(g, gr, s) < 0)
+            continue;
+        if (!guard_replicates_from(s, p) && guard_replicate(g, gr, s, p) < 0) {
+            guard_log("%s: %s: cannot set up replication: %s", gr->host, s->name,
+                      sql_last_error());
+            continue;
+        }
+        live++;
+    }
+    guard_semi_sync(g, gr, p, live);
+    if (p->read_only) {
+        rc = guard_exec(p, NULL, "SET GLOBAL read_only = 0");
+        if (rc < 0)
+            return rc;
+        p->read_only = 0;
+        guard_log("%s: %s (%s:%u) is the primary: writable", gr->host, p->name, p->addr,
+                  p->port);
+    }
+    rc = guard_exec(p, NULL,
+                    "CREATE DATABASE IF NOT EXISTS %I; "
+                    "CREATE TABLE IF NOT EXISTS %I.heartbeat (id TINYINT UNSIGNED NOT "
+                    "NULL PRIMARY KEY, ts_ms BIGINT NOT NULL, server VARCHAR(64) NOT "
+                    "NULL) ENGINE=InnoDB",
+                    g->heartbeat_schema, g->heartbeat_schema);
+    if (rc == 0)
+        rc = guard_heartbeat(g, p);
+    return rc;
+}
+
+int guard_setup(struct guard *g)
+{
+    int rc, failed = 0;
+
+    snprintf(g->global_schema, sizeof(g->global_schema), "%s_global",
+             g->conf->schema_prefix);
+    snprintf(g->heartbeat_schema, sizeof(g->heartbeat_schema), "%s_heartbeat",
+             g->conf->schema_prefix);
+    find_global_primary(g);
+    rc = guard_load_roles(g);
+    if (rc < 0) {
+        guard_log("cannot read the roles from the catalog: %s", sql_last_error());
+        return rc;
+    }
+    for (uint32_t i = 0; i < g->ngroup; i++) {
+        rc = guard_converge(g, &g->group[i]);
+        if (rc < 0) {
+            guard_log("%s: %s", g->group[i].host, sql_last_error());
+            failed = 1;
+        }
+    }
+    if (g->version > 0) {
+        struct catalog cat;
+        if (guard_catalog(g, &cat) == 0 && catalog_servers_sync(&cat, g->conf) < 0)
+            guard_log("cannot record the servers in the catalog: %s", sql_last_error());
+    }
+    return failed ? BC_EDOWN : 0;
+}
+
+/* ---- the command ----------------------------------------------------------------- */
+
+int shardctl_guard(const struct shardmap_conf *conf, int once, int require_replica)
+{
+    struct sigaction sa = {0};
+    struct guard g;
+    int rc;
+
+    if (guard_init(&g, conf, require_replica) < 0) {
+        fprintf(stderr, "shardctl guard: out of memory\n");
+        return 1;
+    }
+    rc = guard_setup(&g);
+    if (once) {
+        guard_deinit(&g);
+        return rc < 0 ? 3 : 0;
+    }
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    guard_log("watching %u hosts: probe every %u ms, failover after %u ms%s", g.ngroup,
+              conf->probe_ms, conf->down_after_ms,
+              require_replica ? ", never without a replica" : "");
+    while (!stop_flag) {
+        int64_t t0 = sql_now_ms();
+
+        guard_tick(&g);
+        int64_t left = (int64_t)conf->probe_ms - (sql_now_ms() - t0);
+        if (left > 0) {
+            struct timespec ts = {left / 1000, (long)(left % 1000) * 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    guard_log("stopped");
+    guard_deinit(&g);
+    return 0;
+}

@@ -1,0 +1,90 @@
+/*
+ * shardctl_guard.h: what the guard's files share (shardctl_guard.c: the
+ * topology and the loop; shardctl_failover.c: failover, fencing, rejoin and
+ * switchover).
+ */
+#ifndef SHARDCTL_GUARD_H
+#define SHARDCTL_GUARD_H
+
+#include <stdint.h>
+
+#include "catalog/catalog.h"
+#include "shardmap/shardmap.h"
+#include "sql/sql.h"
+
+/* One server of a host, as the guard last saw it. */
+struct guard_server {
+    char name[SHARDMAP_NAME_MAX];
+    char addr[256];
+    uint16_t port;
+    enum catalog_role role;
+    char note[256];
+    struct sql_conn *c; /* NULL while not connected */
+    int64_t ok_ms;      /* last answered probe (sql_now_ms), 0 never */
+    int read_only;
+    int semi_sync;         /* rpl_semi_sync_master_enabled */
+    uint32_t semi_clients; /* replicas acknowledging */
+    int replicating;       /* has a default replication connection */
+    struct sql_replica_status repl;
+    char binlog_pos[512];  /* @@gtid_binlog_pos */
+    char current_pos[512]; /* @@gtid_current_pos */
+};
+
+/* A host: a replication group. */
+struct guard_group {
+    char host[SHARDMAP_NAME_MAX];
+    struct guard_server srv[1 + SHARDMAP_MAX_REPLICAS];
+    uint32_t nsrv;
+    uint32_t primary;      /* index into srv */
+    uint32_t domain;       /* gtid_domain_id of the group */
+    int64_t down_since_ms; /* primary unanswered since, 0 when it answers, -1 told */
+    int flip_pending;      /* promoted, but the catalog does not say so yet */
+    unsigned reported_errno[1 + SHARDMAP_MAX_REPLICAS]; /* replication errors logged */
+};
+
+struct guard {
+    const struct shardmap_conf *conf;
+    int require_replica;
+    struct guard_group *group;
+    uint32_t ngroup;
+    struct guard_group *global; /* holds <prefix>_global */
+    uint64_t version;           /* map version last read */
+    char global_schema[SHARDMAP_SCHEMA_MAX];
+    char heartbeat_schema[SHARDMAP_SCHEMA_MAX];
+    struct guard_server *locked; /* where guard_lock() took the lock */
+};
+
+void guard_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int guard_init(struct guard *g, const struct shardmap_conf *conf, int require_replica);
+void guard_deinit(struct guard *g);
+int guard_connect(struct guard *g, struct guard_group *gr, struct guard_server *s);
+void guard_drop(struct guard_server *s);
+int guard_exec(struct guard_server *s, struct sql_rows *rows, const char *fmt, ...);
+int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s);
+uint64_t guard_gtid_seq(const char *list, uint32_t domain);
+struct guard_server *guard_server(struct guard_group *gr, const char *name);
+int guard_catalog(struct guard *g, struct catalog *cat);
+int guard_load_roles(struct guard *g);
+int guard_replicate(struct guard *g, struct guard_group *gr, struct guard_server *s,
+                    struct guard_server *p);
+int guard_replicates_from(const struct guard_server *s, const struct guard_server *p);
+void guard_semi_sync(struct guard *g, struct guard_group *gr, struct guard_server *p,
+                     int live_replicas);
+/*
+ * The topology lock (GET_LOCK on the global primary): the guard corrects
+ * nothing while a switchover holds it. 1 taken, 0 busy, or a status.
+ */
+int guard_lock(struct guard *g, uint32_t wait_s);
+void guard_unlock(struct guard *g);
+int guard_heartbeat(struct guard *g, struct guard_server *p);
+int guard_converge(struct guard *g, struct guard_group *gr);
+int guard_setup(struct guard *g);
+
+/* One round: probes, heartbeats, failovers, fencing and rejoins. */
+void guard_tick(struct guard *g);
+
+/* The commands; exit codes as shardctl.h's table. */
+int shardctl_guard(const struct shardmap_conf *conf, int once, int require_replica);
+int shardctl_switchover(const struct shardmap_conf *conf, const char *host);
+
+#endif
