@@ -72,6 +72,11 @@ struct api_conf {
     FILE *access_log;         /* ref: one line per request; NULL for none */
     struct cache *cache;      /* ref: memcached read-through for hot reads */
     struct api_limits limits; /* abuse limits: api_conf_set() keys */
+    /*
+     * Read-your-writes: after a user's write, that user's reads skip the
+     * replicas for this long (s; 0: 2). More than the replicas' lag bound.
+     */
+    uint32_t rw_window_s;
 };
 
 struct api_server; /* opaque */

@@ -45,10 +45,15 @@ int api_cached_text(struct api_req *req, const char *key, int near, uint32_t ttl
 {
     struct fill_ctx f = {.req = req, .fill = fill, .id = id};
     size_t len;
+    int rc, stale;
 
     if (req->cache == NULL)
         return fill(req, id, text);
-    return cache_get(req->cache, key, near, ttl_s, fill_adapter, &f, text, &len);
+    /* What the cache keeps comes from the primary (router_stale_reads()). */
+    stale = router_stale_reads(0);
+    rc = cache_get(req->cache, key, near, ttl_s, fill_adapter, &f, text, &len);
+    (void)router_stale_reads(stale);
+    return rc;
 }
 
 static int match_fill(struct api_req *req, uint64_t id, char **text)

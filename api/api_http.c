@@ -298,6 +298,44 @@ static int precheck(struct api_req *req)
     return 0;
 }
 
+/* The read-your-writes flag of a user (cache_mark). */
+static void rw_key(char *key, size_t size, uint64_t user)
+{
+    snprintf(key, size, "bc:v1:rw:%" PRIu64, user);
+}
+
+/*
+ * Whether a replica may answer the request's reads: its route allows it,
+ * and the caller did not write within rw_window_s (memcached's flag says
+ * not; no cache, or one that cannot tell, means the primary).
+ */
+static int stale_ok(struct api_req *req, const struct api_route *route)
+{
+    char key[64];
+
+    if (!route->stale)
+        return 0;
+    if (!route->auth || req->auth.user_id == 0)
+        return 1;
+    if (req->cache == NULL)
+        return 0;
+    rw_key(key, sizeof(key), req->auth.user_id);
+    return cache_marked(req->cache, key) == 0;
+}
+
+/* After a write of a signed-in user: that user reads the primary for a while. */
+static void wrote(struct api_req *req, const struct api_route *route)
+{
+    char key[64];
+
+    if (!route->auth || req->auth.user_id == 0 || req->cache == NULL ||
+        strcmp(route->method, "GET") == 0)
+        return;
+    rw_key(key, sizeof(key), req->auth.user_id);
+    (void)cache_mark(req->cache, key,
+                     req->srv->conf.rw_window_s ? req->srv->conf.rw_window_s : 2);
+}
+
 /*
  * Answers what the route declares, in the order clients have always seen:
  * no route (404, 405), the body's media type (415) and size (413), the token
@@ -343,7 +381,11 @@ static void dispatch(struct api_req *req)
         return;
     if (route->body == API_BODY_IMAGE && api_body_image(req) < 0)
         return;
+    (void)router_stale_reads(stale_ok(req, route));
     route->handler(req);
+    (void)router_stale_reads(0);
+    /* Before the answer leaves: the user's next read cannot come earlier. */
+    wrote(req, route);
     if (req->status == 0 && req->job == NULL)
         api_error(req, 500, "internal", "the handler gave no answer");
 }

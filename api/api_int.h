@@ -115,6 +115,11 @@ struct api_route {
     enum api_body_kind body;
     size_t body_max;  /* bytes; a larger body is answered 413 */
     const char *name; /* metrics label */
+    /*
+     * 1: a read that may be slightly stale; a replica answers it unless
+     * the caller wrote in the last seconds (read-your-writes).
+     */
+    int stale;
 };
 
 extern const struct api_route api_routes[];

@@ -299,9 +299,12 @@ void api_h_match_list(struct api_req *req)
              "bc:v1:matches:g%" PRIu64 ":%s:%.10s_%.12s:%.10s_%.12s:%" PRIx64 ":%d",
              gen, q.status ? q.status : "-", q.from, q.from + 11, q.to, q.to + 11,
              q.cursor, q.limit);
-    if (req->cache != NULL)
+    if (req->cache != NULL) {
+        /* What the cache keeps comes from the primary (router_stale_reads()). */
+        int stale = router_stale_reads(0);
         rc = cache_get(req->cache, key, 0, 60, list_fill, &f, &text, &len);
-    else
+        (void)router_stale_reads(stale);
+    } else
         rc = list_fill(&f, &text, &len);
     if (rc < 0)
         api_db_error(req, rc);

@@ -525,6 +525,46 @@ void cache_bump(struct cache *c, const char *group)
         server_failed(s);
 }
 
+int cache_mark(struct cache *c, const char *key, uint32_t ttl_s)
+{
+    memcached_st *m = client(c);
+    struct server *s = server_of(c, m, key);
+    memcached_return_t rc;
+
+    if (s == NULL || !server_usable(s))
+        return -EIO;
+    m = client(c);
+    rc = memcached_set(m, key, strlen(key), "1", 1, (time_t)ttl_s, 0);
+    if (rc == MEMCACHED_SUCCESS)
+        return 0;
+    if (is_failure(rc))
+        server_failed(s);
+    return -EIO;
+}
+
+int cache_marked(struct cache *c, const char *key)
+{
+    memcached_st *m = client(c);
+    struct server *s = server_of(c, m, key);
+    memcached_return_t rc;
+    uint32_t flags;
+    size_t len;
+    char *v;
+
+    if (s == NULL || !server_usable(s))
+        return -EIO;
+    m = client(c);
+    v = memcached_get(m, key, strlen(key), &len, &flags, &rc);
+    free(v);
+    if (rc == MEMCACHED_SUCCESS)
+        return 1;
+    if (rc == MEMCACHED_NOTFOUND)
+        return 0;
+    if (is_failure(rc))
+        server_failed(s);
+    return -EIO;
+}
+
 void cache_stats(struct cache *c, struct cache_stats *st)
 {
     memset(st, 0, sizeof(*st));

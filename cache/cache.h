@@ -80,4 +80,14 @@ struct cache_stats {
 };
 void cache_stats(struct cache *cache, struct cache_stats *stats);
 
+/*
+ * Flags: short-lived keys that say something happened recently (a user
+ * wrote: read-your-writes), not cached data. cache_mark sets key for ttl_s
+ * seconds (memcached's clock: the flag lives ttl_s - 1 to ttl_s seconds);
+ * 0, or -EIO when no server took it. cache_marked: 1 set, 0 not set, -EIO
+ * when it cannot tell (no servers, a server down): callers assume set.
+ */
+int cache_mark(struct cache *cache, const char *key, uint32_t ttl_s);
+int cache_marked(struct cache *cache, const char *key);
+
 #endif

@@ -55,6 +55,12 @@ int router_create(const struct shardmap_conf *conf, struct router **out)
     r->batch_timeout_ms = conf->batch_timeout_ms;
     r->map_poll_ms = conf->map_poll_ms;
     r->move_wait_ms = conf->move_wait_ms;
+    r->max_lag_ms = conf->max_lag_ms;
+    /* The prefix is [a-z0-9_]: it goes into the text as it is. */
+    snprintf(r->heartbeat_sql, sizeof(r->heartbeat_sql),
+             "SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) - ts_ms "
+             "FROM `%s_heartbeat`.heartbeat WHERE id = 1",
+             r->prefix);
     pthread_mutex_init(&r->pools_lock, NULL);
     pthread_mutex_init(&r->map_lock, NULL);
     pthread_mutex_init(&r->poll_lock, NULL);
@@ -200,18 +206,44 @@ int router__vformat(struct router *r, uint32_t shard, struct sql_buf *b,
     return sql_vformat(b, schema, shard == ROUTER_GLOBAL ? 0 : shard, fmt, ap);
 }
 
+static _Thread_local int stale_mode;
+
+int router_stale_reads(int on)
+{
+    int was = stale_mode;
+
+    stale_mode = on != 0;
+    return was;
+}
+
+/* One SELECT statement: what a replica may answer. */
+static int is_select(const char *sql)
+{
+    return strchr(sql, ';') == NULL && strncasecmp(sql, "SELECT", 6) == 0 &&
+           strcasestr(sql, "FOR UPDATE") == NULL;
+}
+
 static int exec_once(struct router *r, uint32_t shard, struct sql_rows *rows,
                      const char *fmt, va_list ap)
 {
     struct sql_buf b = {0};
-    struct router_pool *pool;
+    struct router_pool *pool, *replica;
     int rc = 0;
 
     pool = router__pool_of_shard(r, shard, &rc);
     if (pool == NULL)
         return rc;
     rc = router__vformat(r, shard, &b, fmt, ap);
-    if (rc == 0)
+    if (rc == 0 && stale_mode && !router__background() && is_select(b.buf) &&
+        (replica = router__fresh_replica(r, shard)) != NULL) {
+        rc = pool_query(r, replica, b.buf, b.len, rows, NULL);
+        /* A replica that fails the read: the primary answers it. */
+        if (rc == BC_EDOWN || rc == BC_ETIMEOUT || rc == BC_EPOOL ||
+            rc == BC_ENOSCHEMA) {
+            atomic_store(&replica->lag_ms, -1);
+            rc = pool_query(r, pool, b.buf, b.len, rows, NULL);
+        }
+    } else if (rc == 0)
         rc = pool_query(r, pool, b.buf, b.len, rows, NULL);
     sql_buf_deinit(&b);
     return router__moved(rc);

@@ -121,6 +121,20 @@ int router_exec(struct router *router, uint32_t shard, struct sql_rows *rows,
  */
 void router_background(int on);
 
+/*
+ * Reads that may be slightly stale (standings, public profiles, lists,
+ * bet history): after router_stale_reads(1), a single SELECT of the
+ * calling thread through router_exec() may be served by a replica of its
+ * host, while that replica's lag (now minus the heartbeat the guard writes
+ * on the primary, measured at most every 200 ms) is at most
+ * replication.max_lag_ms. A lagging, unreachable or missing replica sends
+ * the read to the primary. The setting is the calling thread's own;
+ * router_stale_reads(0) goes back. Returns the setting it replaced.
+ * A read that fills a shared cache must not be stale (the cache would keep
+ * it after the write's invalidation): turn it off around cache fills.
+ */
+int router_stale_reads(int on);
+
 /* Single-shard transactions: one pooled connection from begin to the end. */
 int router_txn_begin(struct router *router, uint32_t shard, struct router_txn **txn);
 int router_txn_exec(struct router_txn *txn, struct sql_rows *rows, const char *fmt,

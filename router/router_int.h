@@ -94,7 +94,8 @@ struct router_map {
     struct shardmap *map;            /* owned */
     struct router_pool **pool_of;    /* owned array, refs to pools */
     struct router_pool **replica_of; /* owned array: a replica of each host, or NULL */
-    struct router_map *retired;      /* older maps, freed at destroy */
+    int global_node;            /* index of the global host, -1 if not in the map */
+    struct router_map *retired; /* older maps, freed at destroy */
 };
 
 struct router {
@@ -106,6 +107,8 @@ struct router {
     uint32_t batch_timeout_ms;
     uint32_t map_poll_ms;
     uint32_t move_wait_ms;
+    uint32_t max_lag_ms;
+    char heartbeat_sql[160]; /* measures a replica's lag */
 
     struct router_pool *pools[ROUTER_MAX_POOLS]; /* append-only: hosts, replicas */
     atomic_uint npool;
@@ -192,5 +195,10 @@ static inline int router__moved(int rc)
 int router__map_start(struct router *r);
 void router__map_stop(struct router *r);
 struct router_pool *router__pool_of_shard(struct router *r, uint32_t shard, int *err);
+/*
+ * A replica of the shard's host (ROUTER_GLOBAL: of the global host) whose
+ * lag is within max_lag_ms, or NULL. May measure the lag (one statement).
+ */
+struct router_pool *router__fresh_replica(struct router *r, uint32_t shard);
 
 #endif

@@ -105,9 +105,12 @@ static int map_build(struct router *r, struct catalog_map *cm,
     }
     m->map = cm->map;
     cm->map = NULL;
+    m->global_node = -1;
     for (uint32_t i = 0; i < cm->nhost; i++) {
         const struct catalog_host *h = &cm->host[i];
 
+        if (strcmp(h->name, r->conf.global_host) == 0)
+            m->global_node = (int)i;
         m->pool_of[i] = pool_for(r, h->name, h->name, h->addr, h->port);
         if (m->pool_of[i] == NULL) {
             map_free(m);
@@ -270,6 +273,50 @@ struct router_pool *router__pool_of_shard(struct router *r, uint32_t shard, int 
         return NULL;
     }
     return m->pool_of[m->map->node_of[shard]];
+}
+
+/* Measures a replica's lag from the guard's heartbeat row. */
+static void measure_lag(struct router *r, struct router_pool *p)
+{
+    struct router_conn *conn;
+    struct sql_rows rows = {0};
+    int lag = -1, broken = 1;
+
+    if (router__conn_get(r, p, &conn) == 0) {
+        if (router__conn_query(r, conn, r->heartbeat_sql, strlen(r->heartbeat_sql),
+                               &rows, &broken) == 0 &&
+            rows.nrow == 1 && sql_cell(&rows, 0, 0) != NULL) {
+            long v = strtol(sql_cell(&rows, 0, 0), NULL, 10);
+            lag = v < 0 ? 0 : v > INT32_MAX ? INT32_MAX : (int)v;
+        }
+        router__conn_put(conn, broken);
+    }
+    sql_rows_free(&rows);
+    atomic_store(&p->lag_ms, lag);
+}
+
+struct router_pool *router__fresh_replica(struct router *r, uint32_t shard)
+{
+    struct router_map *m = atomic_load(&r->current);
+    struct router_pool *p;
+    int node, busy = 0;
+
+    if (m == NULL)
+        return NULL;
+    node = shard == ROUTER_GLOBAL ? m->global_node
+           : shard < r->nshard    ? m->map->node_of[shard]
+                                  : -1;
+    if (node < 0 || (p = m->replica_of[node]) == NULL)
+        return NULL;
+    int64_t now = router__now_ms();
+    if (now - atomic_load(&p->lag_at_ms) > ROUTER_LAG_TTL_MS &&
+        atomic_compare_exchange_strong(&p->lag_busy, &busy, 1)) {
+        atomic_store(&p->lag_at_ms, now);
+        measure_lag(r, p);
+        atomic_store(&p->lag_busy, 0);
+    }
+    int lag = atomic_load(&p->lag_ms);
+    return lag >= 0 && (uint32_t)lag <= r->max_lag_ms ? p : NULL;
 }
 
 static void *poll_main(void *arg)
