@@ -307,8 +307,13 @@ static int cmd_status(struct shardmap_conf *conf, int json)
         sql_rows_free(&rows);
     }
     nmove = unfinished_moves(router_catalog(r), &moves);
+    if (json)
+        printf("]");
+    else
+        printf("\n");
+    down += shardctl_servers_status(conf, router_catalog(r), json);
     if (json) {
-        printf("],\"moves\":[");
+        printf(",\"moves\":[");
         for (uint32_t i = 0; i < nmove; i++)
             printf("%s{\"move\":%" PRIu64 ",\"shard\":%u,\"from\":\"%s\",\"to\":\"%s\","
                    "\"phase\":\"%s\"}",

@@ -86,5 +86,13 @@ void guard_tick(struct guard *g);
 /* The commands; exit codes as shardctl.h's table. */
 int shardctl_guard(const struct shardmap_conf *conf, int once, int require_replica);
 int shardctl_switchover(const struct shardmap_conf *conf, const char *host);
+/*
+ * The servers table of `shardctl status` (text, or a ",\"servers\":[...]"
+ * member of its JSON object): role, up, writable, replication, lag, note.
+ * Returns 1 when a primary is down or read-only or a replica does not
+ * replicate, else 0.
+ */
+int shardctl_servers_status(const struct shardmap_conf *conf, struct catalog *cat,
+                            int json);
 
 #endif
