@@ -120,22 +120,21 @@ int catalog_promote(struct catalog *cat, const char *host, const char *server,
     struct sql_buf b = {0};
     int rc;
 
-    /*
-     * ROW_COUNT() of the hosts UPDATE is 0 when the server is not one of
-     * host's (or is its primary already at the same address): then the
-     * rest changes nothing and the transaction is rolled back.
-     */
+    /* Nothing changes unless server is one of host's (@bc_ok). */
     rc = catalog__add(
         cat, &b,
         "START TRANSACTION; "
+        "SELECT COUNT(*) INTO @bc_ok FROM %S.servers WHERE name = %s AND "
+        "host = %s; "
         "UPDATE %S.hosts h JOIN %S.servers s ON s.name = %s AND s.host = "
         "h.name SET h.addr = s.addr, h.port = s.port WHERE h.name = %s; "
-        "SELECT COUNT(*) FROM %S.servers WHERE name = %s AND host = %s; "
-        "UPDATE %S.servers SET role = %s, note = %s "
-        "WHERE host = %s AND role = 'primary' AND name <> %s; "
+        "UPDATE %S.servers SET role = %s, note = %s WHERE host = %s AND "
+        "role = 'primary' AND name <> %s AND @bc_ok = 1; "
         "UPDATE %S.servers SET role = 'primary', note = '' WHERE name = %s "
         "AND host = %s; "
-        "UPDATE %S.map_version SET version = version + 1 WHERE id = 1",
+        "UPDATE %S.map_version SET version = version + 1 WHERE id = 1 AND "
+        "@bc_ok = 1; "
+        "SELECT @bc_ok",
         server, host, server, host, catalog_role_name(old_role), note, host, server,
         server, host);
     if (rc < 0) {
@@ -144,7 +143,6 @@ int catalog_promote(struct catalog *cat, const char *host, const char *server,
     }
     rc = catalog__commit(cat, &b, &rows);
     if (rc == 0 && (rows.nrow != 1 || catalog__u64(sql_cell(&rows, 0, 0)) != 1)) {
-        /* Committed nothing harmful (only the version moved), but say so. */
         sql_set_error("%s is not a server of host %s", server, host);
         rc = BC_ENOTFOUND;
     }

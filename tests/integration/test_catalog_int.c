@@ -812,6 +812,88 @@ static void test_settlement_expired_lease_is_taken_over(void **state)
 }
 
 /* A cluster made before the leases: install adds their columns, rows stay. */
+static const struct catalog_server *find_server(const struct catalog_server *srv,
+                                                uint32_t n, const char *name)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(srv[i].name, name) == 0)
+            return &srv[i];
+    fail_msg("no server %s in the catalog", name);
+    return NULL;
+}
+
+/* The servers of each host, and the flips of a host's primary. */
+static void test_servers_sync_promote_and_roles(void **state)
+{
+    struct fixture *f = *state;
+    struct shardmap_host_conf *h0 = &f->conf.hosts[0];
+    struct catalog_server *srv = NULL;
+    struct catalog_host got;
+    uint32_t n = 0;
+    uint64_t v0 = version_of(f), v;
+    int ro = -1;
+
+    h0->nreplica = 1;
+    snprintf(h0->replicas[0].name, sizeof(h0->replicas[0].name), "r1");
+    snprintf(h0->replicas[0].addr, sizeof(h0->replicas[0].addr), "127.0.0.7");
+    h0->replicas[0].port = 4001;
+    assert_int_equal(catalog_servers_sync(&f->cat, &f->conf), 0);
+    assert_int_equal(version_of(f), v0 + 1);
+    /* Again: nothing to add, no new version. */
+    assert_int_equal(catalog_servers_sync(&f->cat, &f->conf), 0);
+    assert_int_equal(version_of(f), v0 + 1);
+
+    assert_int_equal(catalog_servers_load(&f->cat, &srv, &n), 0);
+    assert_int_equal(n, f->conf.nhost + 1);
+    assert_int_equal(find_server(srv, n, h0->name)->role, CATALOG_ROLE_PRIMARY);
+    assert_int_equal(find_server(srv, n, "r1")->role, CATALOG_ROLE_REPLICA);
+    assert_string_equal(find_server(srv, n, "r1")->host, h0->name);
+    assert_int_equal(find_server(srv, n, "r1")->port, 4001);
+    free(srv);
+
+    /* A server of another host (or none) is refused, and nothing changes. */
+    assert_int_equal(
+        catalog_promote(&f->cat, f->conf.hosts[1].name, "r1", CATALOG_ROLE_FENCED, "x"),
+        BC_ENOTFOUND);
+    assert_int_equal(version_of(f), v0 + 1);
+    assert_int_equal(catalog_host_get(&f->cat, f->conf.hosts[1].name, &got), 0);
+    assert_int_equal(got.port, f->conf.hosts[1].port);
+    assert_int_equal(catalog_servers_load(&f->cat, &srv, &n), 0);
+    assert_int_equal(find_server(srv, n, f->conf.hosts[1].name)->role,
+                     CATALOG_ROLE_PRIMARY);
+    free(srv);
+
+    /* A failover: the host's address, both roles and the version at once. */
+    assert_int_equal(
+        catalog_promote(&f->cat, h0->name, "r1", CATALOG_ROLE_FENCED, "failed over"),
+        0);
+    assert_int_equal(version_of(f), v0 + 2);
+    assert_int_equal(catalog_host_get(&f->cat, h0->name, &got), 0);
+    assert_string_equal(got.addr, "127.0.0.7");
+    assert_int_equal(got.port, 4001);
+    assert_int_equal(catalog_servers_load(&f->cat, &srv, &n), 0);
+    assert_int_equal(find_server(srv, n, "r1")->role, CATALOG_ROLE_PRIMARY);
+    assert_int_equal(find_server(srv, n, h0->name)->role, CATALOG_ROLE_FENCED);
+    assert_string_equal(find_server(srv, n, h0->name)->note, "failed over");
+    free(srv);
+
+    /* The old primary rejoins as a replica. */
+    assert_int_equal(
+        catalog_server_set_role(&f->cat, h0->name, CATALOG_ROLE_REPLICA, "rejoined"),
+        0);
+    assert_int_equal(version_of(f), v0 + 3);
+    assert_int_equal(catalog_servers_load(&f->cat, &srv, &n), 0);
+    assert_int_equal(find_server(srv, n, h0->name)->role, CATALOG_ROLE_REPLICA);
+    free(srv);
+    assert_string_equal(catalog_role_name(CATALOG_ROLE_REBUILD), "rebuild");
+
+    /* The test stack's global host is writable. */
+    assert_int_equal(catalog_map_version_ro(&f->cat, &v, &ro), 0);
+    assert_int_equal(v, v0 + 3);
+    assert_int_equal(ro, 0);
+    h0->nreplica = 0;
+}
+
 static void test_install_upgrades_old_settlements(void **state)
 {
     struct fixture *f = *state;
@@ -862,6 +944,7 @@ int main(void)
         cmocka_unit_test(test_settlement_claim_has_one_winner),
         cmocka_unit_test(test_settlement_renew_and_release_by_the_owner),
         cmocka_unit_test(test_settlement_expired_lease_is_taken_over),
+        cmocka_unit_test(test_servers_sync_promote_and_roles),
         cmocka_unit_test(test_install_upgrades_old_settlements),
     };
     return cmocka_run_group_tests_name("catalog_integration", tests, setup, teardown);
