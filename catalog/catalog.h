@@ -154,6 +154,8 @@ int catalog_servers_sync(struct catalog *cat, const struct shardmap_conf *conf);
  */
 int catalog_promote(struct catalog *cat, const char *host, const char *server,
                     enum catalog_role old_role, const char *note);
+/* Sets one server's note only (for people; no new map version). */
+int catalog_server_set_note(struct catalog *cat, const char *server, const char *note);
 /* Sets one server's role and note, with a new map version. */
 int catalog_server_set_role(struct catalog *cat, const char *server,
                             enum catalog_role role, const char *note);

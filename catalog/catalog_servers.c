@@ -167,3 +167,9 @@ int catalog_server_set_role(struct catalog *cat, const char *server,
     }
     return catalog__commit(cat, &b, NULL);
 }
+
+int catalog_server_set_note(struct catalog *cat, const char *server, const char *note)
+{
+    return catalog__run(cat, NULL, "UPDATE %S.servers SET note = %s WHERE name = %s",
+                        note, server);
+}

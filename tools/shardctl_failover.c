@@ -145,6 +145,7 @@ static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered
         if (s != best && s != old && s->role == CATALOG_ROLE_REPLICA && s->c != NULL)
             (void)guard_replicate(g, gr, s, best);
     }
+    best->semi_sync = -1; /* set it either way, and say so */
     guard_semi_sync(g, gr, best, live_replicas(gr, best));
     (void)guard_heartbeat(g, best);
     gr->down_since_ms = 0;
@@ -217,17 +218,31 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
 
         if (s == p || guard_probe(g, gr, s) < 0 || !may_correct || p->c == NULL)
             continue;
-        if (s->role == CATALOG_ROLE_FENCED || s->role == CATALOG_ROLE_REBUILD)
+        if (s->role == CATALOG_ROLE_FENCED || s->role == CATALOG_ROLE_REBUILD) {
             fence_or_rejoin(g, gr, s, p);
-        else if (s->role == CATALOG_ROLE_REPLICA && !guard_replicates_from(s, p))
-            (void)guard_replicate(g, gr, s, p);
-        else if (s->role == CATALOG_ROLE_REPLICA &&
-                 (s->repl.last_io_errno != 0 || s->repl.last_sql_errno != 0) &&
-                 s->repl.last_io_errno != gr->reported_errno[k]) {
-            gr->reported_errno[k] = s->repl.last_io_errno;
-            guard_log("%s: replica %s: %s%s", gr->host, s->name, s->repl.last_io_error,
-                      s->repl.last_sql_error);
+            continue;
         }
+        /*
+         * A writable server the catalog calls a replica: a switchover under
+         * way (promoted, not yet recorded), or roles read before a flip.
+         * Never demote it on that word: the next round reads the catalog again.
+         */
+        if (!s->read_only || p->read_only)
+            continue;
+        if (s->role != CATALOG_ROLE_REPLICA)
+            continue;
+        if (!guard_replicates_from(s, p)) {
+            (void)guard_replicate(g, gr, s, p);
+            continue;
+        }
+        guard_replica_settle(s);
+        /* Replication errors, each said once (the operator fixes or rebuilds). */
+        unsigned err =
+            s->repl.last_io_errno ? s->repl.last_io_errno : s->repl.last_sql_errno;
+        if (err != 0 && err != gr->reported_errno[k])
+            guard_log("%s: replica %s does not replicate: %s%s", gr->host, s->name,
+                      s->repl.last_io_error, s->repl.last_sql_error);
+        gr->reported_errno[k] = err;
     }
     if (may_correct && p->c != NULL)
         guard_semi_sync(g, gr, p, live_replicas(gr, p));
@@ -239,13 +254,27 @@ void guard_tick(struct guard *g)
     uint64_t version = 0;
     int locked;
 
+    struct guard_server *gp = &g->global->srv[g->global->primary];
+    int authoritative;
+
+    /*
+     * The roles come from the catalog on the global group's writable
+     * server. Its primary as last known is gone or read-only (a switchover,
+     * or a failover of it): look for the writable one first.
+     */
+    if (guard_probe(g, g->global, gp) < 0 || gp->read_only) {
+        guard_find_global_primary(g);
+        gp = &g->global->srv[g->global->primary];
+    }
+    authoritative = gp->c != NULL && !gp->read_only;
     /* A switchover (or another tool) changed the roles: take them. */
     if (guard_catalog(g, &cat) == 0 && catalog_map_version(&cat, &version) == 0 &&
         version != g->version) {
         g->version = version;
         (void)guard_load_roles(g);
     }
-    locked = guard_lock(g, 0);
+    /* Roles read from a read-only copy may be stale: correct nothing with them. */
+    locked = authoritative ? guard_lock(g, 0) : -1;
     for (uint32_t i = 0; i < g->ngroup; i++) {
         struct guard_group *gr = &g->group[i];
 

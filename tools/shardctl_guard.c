@@ -186,8 +186,7 @@ int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s)
         rc = guard_exec(s, &rows,
                         "SELECT @@global.read_only, @@global.gtid_binlog_pos, "
                         "@@global.gtid_current_pos, @@global.gtid_domain_id, "
-                        "@@global.rpl_semi_sync_master_enabled, "
-                        "@@global.rpl_semi_sync_master_clients");
+                        "@@global.rpl_semi_sync_master_enabled");
     if (rc < 0) {
         guard_drop(s);
         return rc;
@@ -199,7 +198,6 @@ int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s)
              sql_cell(&rows, 0, 2) ? sql_cell(&rows, 0, 2) : "");
     gr->domain = (uint32_t)strtoul(sql_cell(&rows, 0, 3), NULL, 10);
     s->semi_sync = strcmp(sql_cell(&rows, 0, 4), "0") != 0;
-    s->semi_clients = (uint32_t)strtoul(sql_cell(&rows, 0, 5), NULL, 10);
     sql_rows_free(&rows);
     rc = sql_replica_status(s->c, "", &s->repl);
     s->replicating = rc == 0;
@@ -240,7 +238,7 @@ int guard_catalog(struct guard *g, struct catalog *cat)
  * writable server if there is one, else the one whose catalog has the
  * highest map version (a flip bumps it), else the config's.
  */
-static void find_global_primary(struct guard *g)
+void guard_find_global_primary(struct guard *g)
 {
     struct guard_group *gr = g->global;
     uint64_t best = 0;
@@ -329,6 +327,22 @@ int guard_replicate(struct guard *g, struct guard_group *gr, struct guard_server
     return rc;
 }
 
+/*
+ * A replica is read-only and does not wait for acknowledgements itself (its
+ * applier would wait for replicas it does not have).
+ */
+void guard_replica_settle(struct guard_server *s)
+{
+    if ((s->semi_sync || !s->read_only) &&
+        guard_exec(
+            s, NULL,
+            "SET GLOBAL read_only = 1; SET GLOBAL rpl_semi_sync_master_enabled = 0") ==
+            0) {
+        s->semi_sync = 0;
+        s->read_only = 1;
+    }
+}
+
 /* Whether replica s is set to replicate from p. */
 int guard_replicates_from(const struct guard_server *s, const struct guard_server *p)
 {
@@ -341,18 +355,23 @@ void guard_semi_sync(struct guard *g, struct guard_group *gr, struct guard_serve
                      int live_replicas)
 {
     int want = live_replicas > 0 || g->require_replica;
+    const char *note = want ? "" : "unreplicated: semi-sync waiting off (no replica)";
+    struct catalog cat;
 
     if (p->c == NULL || p->semi_sync == want)
         return;
     if (guard_exec(p, NULL, "SET GLOBAL rpl_semi_sync_master_enabled = %u",
-                   (uint64_t)want) == 0) {
-        p->semi_sync = want;
-        guard_log("%s: %s: semi-sync waiting %s%s", gr->host, p->name,
-                  want ? "on" : "OFF",
-                  want ? ""
-                       : " (no replica left: writes are acknowledged by the "
-                         "primary alone until one is back)");
-    }
+                   (uint64_t)want) < 0)
+        return;
+    p->semi_sync = want;
+    guard_log("%s: %s: semi-sync waiting %s%s", gr->host, p->name, want ? "on" : "OFF",
+              want ? ""
+                   : " (no replica left: writes are acknowledged by the primary "
+                     "alone until one is back)");
+    /* Said where operators look: shardctl status shows the note. */
+    if (g->version > 0 && strcmp(p->note, note) != 0 && guard_catalog(g, &cat) == 0 &&
+        catalog_server_set_note(&cat, p->name, note) == 0)
+        snprintf(p->note, sizeof(p->note), "%s", note);
 }
 
 /*
@@ -380,7 +399,7 @@ int guard_converge(struct guard *g, struct guard_group *gr)
     struct guard_server *p = &gr->srv[gr->primary];
     int live = 0, rc;
 
-    if (p->c == NULL && guard_probe(g, gr, p) < 0)
+    if (guard_probe(g, gr, p) < 0)
         return BC_EDOWN;
     if (p->replicating) {
         rc = guard_exec(p, NULL, "STOP SLAVE; RESET SLAVE ALL");
@@ -393,13 +412,17 @@ int guard_converge(struct guard *g, struct guard_group *gr)
 
         if (k == gr->primary || s->role != CATALOG_ROLE_REPLICA)
             continue;
-        if (s->c == NULL && guard_probe(g, gr, s) < 0)
+        if (guard_probe(g, gr, s) < 0) {
+            guard_log("%s: replica %s does not answer: %s", gr->host, s->name,
+                      sql_last_error());
             continue;
+        }
         if (!guard_replicates_from(s, p) && guard_replicate(g, gr, s, p) < 0) {
             guard_log("%s: %s: cannot set up replication: %s", gr->host, s->name,
                       sql_last_error());
             continue;
         }
+        guard_replica_settle(s);
         live++;
     }
     guard_semi_sync(g, gr, p, live);
@@ -430,7 +453,7 @@ int guard_setup(struct guard *g)
              g->conf->schema_prefix);
     snprintf(g->heartbeat_schema, sizeof(g->heartbeat_schema), "%s_heartbeat",
              g->conf->schema_prefix);
-    find_global_primary(g);
+    guard_find_global_primary(g);
     rc = guard_load_roles(g);
     if (rc < 0) {
         guard_log("cannot read the roles from the catalog: %s", sql_last_error());

@@ -64,9 +64,16 @@ int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s)
 uint64_t guard_gtid_seq(const char *list, uint32_t domain);
 struct guard_server *guard_server(struct guard_group *gr, const char *name);
 int guard_catalog(struct guard *g, struct catalog *cat);
+/*
+ * Finds the global group's primary before the catalog can be read: the
+ * writable server if there is one, else the one whose catalog has the
+ * highest map version, else the config's.
+ */
+void guard_find_global_primary(struct guard *g);
 int guard_load_roles(struct guard *g);
 int guard_replicate(struct guard *g, struct guard_group *gr, struct guard_server *s,
                     struct guard_server *p);
+void guard_replica_settle(struct guard_server *s);
 int guard_replicates_from(const struct guard_server *s, const struct guard_server *p);
 void guard_semi_sync(struct guard *g, struct guard_group *gr, struct guard_server *p,
                      int live_replicas);
