@@ -5,10 +5,15 @@
  * Each move has a context with three connections of its own: the global
  * host's (the shard's session lock and the move's records, through the
  * catalog), the source's and the target's (long deadlines: a copy or a
- * comparison may take minutes). Nothing a move writes on the shard hosts
- * goes to their binlogs (sql_log_bin = 0): a replica of those hosts must
- * not replay a move's DDL, and the target's copy is filled by the move
- * itself. See docs/operations.md.
+ * comparison may take minutes). What a move writes on the source (the
+ * fence triggers) stays out of its binlog (sql_log_bin = 0): the target's
+ * replication connection reads that binlog, and must not fence the copy.
+ * Hosts with replicas (cluster.yaml replicas:) log the rest, so that their
+ * replicas follow the move: the target's copy (schema, rows, and what its
+ * replication connection applies, with log_slave_updates) reaches the
+ * target's replicas, semi-synchronously, before the cut-over; the source's
+ * DROP reaches the source's. Without replicas nothing is logged, as before.
+ * See docs/operations.md.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -200,6 +205,14 @@ static int resolve(struct db_ctx *c, const char *name, struct sql_endpoint *ep)
     return sql_endpoint_of(c->be->conf, name, h.addr, h.port, ep);
 }
 
+/* Whether the config lists replicas of host name. */
+static int has_replicas(const struct shardmap_conf *conf, const char *name)
+{
+    int i = shardmap_conf_host(conf, name);
+
+    return i >= 0 && conf->hosts[i].nreplica > 0;
+}
+
 static int db_attach(void *ctx, const struct catalog_move *mv)
 {
     struct db_ctx *c = ctx;
@@ -211,9 +224,10 @@ static int db_attach(void *ctx, const struct catalog_move *mv)
     if ((rc = open_conn(&c->from, HOST_QUERY_MS, &c->src)) < 0 ||
         (rc = open_conn(&c->to, HOST_QUERY_MS, &c->dst)) < 0)
         return rc == BC_ETIMEOUT ? BC_EDOWN : rc;
-    /* Nothing a move writes goes to a binlog: see the top of this file. */
+    /* What goes to a binlog: see the top of this file. */
     if ((rc = sql_exec(c->src, NULL, "SET SESSION sql_log_bin = 0")) < 0 ||
-        (rc = sql_exec(c->dst, NULL, "SET SESSION sql_log_bin = 0")) < 0)
+        (rc = sql_exec(c->dst, NULL, "SET SESSION sql_log_bin = %u",
+                       (uint64_t)has_replicas(c->be->conf, mv->dst))) < 0)
         return rc;
     return 0;
 }
@@ -572,8 +586,16 @@ static int db_compare_copies(void *ctx, struct reshard_compare *res)
 static int db_drop_source(void *ctx)
 {
     struct db_ctx *c = ctx;
+    int rc;
 
-    return sql_exec(c->src, NULL, "DROP DATABASE IF EXISTS %I", c->schema);
+    /* Logged where replicas must drop it too (the move's connection is gone). */
+    if (!has_replicas(c->be->conf, c->from.name))
+        return sql_exec(c->src, NULL, "DROP DATABASE IF EXISTS %I", c->schema);
+    rc = sql_exec(c->src, NULL, "SET SESSION sql_log_bin = 1");
+    if (rc == 0)
+        rc = sql_exec(c->src, NULL, "DROP DATABASE IF EXISTS %I", c->schema);
+    (void)sql_exec(c->src, NULL, "SET SESSION sql_log_bin = 0");
+    return rc;
 }
 
 static int db_drop_target(void *ctx)
