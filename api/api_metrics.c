@@ -61,8 +61,8 @@ static const char *route_label(int r)
 void api_h_metrics(struct api_req *req)
 {
     struct api_metrics *m = api_server_metrics(req->srv);
-    struct router_host_stats hosts[SHARDMAP_MAX_HOSTS];
-    uint32_t nhost = router_stats(req->router, hosts, SHARDMAP_MAX_HOSTS);
+    struct router_host_stats *hosts;
+    uint32_t nhost;
     const char *name = api_server_conf(req->srv)->name;
     char *buf = NULL;
     size_t len = 0;
@@ -78,11 +78,15 @@ void api_h_metrics(struct api_req *req)
         api_error(req, 404, "not_found", "no such resource");
         return;
     }
-    f = open_memstream(&buf, &len);
+    /* Hosts and replicas: ~90 KiB at most, not on a worker's stack. */
+    hosts = calloc(2 * SHARDMAP_MAX_HOSTS, sizeof(*hosts));
+    f = hosts ? open_memstream(&buf, &len) : NULL;
     if (f == NULL) {
+        free(hosts);
         api_error(req, 503, "unavailable", "out of memory");
         return;
     }
+    nhost = router_stats(req->router, hosts, 2 * SHARDMAP_MAX_HOSTS);
     fprintf(f, "# HELP betcity_http_requests_total HTTP requests by route and status.\n"
                "# TYPE betcity_http_requests_total counter\n");
     for (int r = 0; r <= api_nroutes; r++)
@@ -137,37 +141,67 @@ void api_h_metrics(struct api_req *req)
             "# HELP betcity_db_queries_total Statements sent to each database host.\n"
             "# TYPE betcity_db_queries_total counter\n");
     for (uint32_t i = 0; i < nhost; i++)
-        fprintf(f,
-                "betcity_db_queries_total{instance=\"%s\",host=\"%s\"} %" PRIu64 "\n",
-                name, hosts[i].name, hosts[i].queries);
+        if (!hosts[i].replica)
+            fprintf(f,
+                    "betcity_db_queries_total{instance=\"%s\",host=\"%s\"} %" PRIu64
+                    "\n",
+                    name, hosts[i].name, hosts[i].queries);
     fprintf(f,
             "# HELP betcity_db_errors_total Failed statements and connects per host.\n"
             "# TYPE betcity_db_errors_total counter\n");
     for (uint32_t i = 0; i < nhost; i++)
-        fprintf(f, "betcity_db_errors_total{instance=\"%s\",host=\"%s\"} %" PRIu64 "\n",
+        if (!hosts[i].replica)
+            fprintf(
+                f, "betcity_db_errors_total{instance=\"%s\",host=\"%s\"} %" PRIu64 "\n",
                 name, hosts[i].name, hosts[i].errors);
     fprintf(
         f,
         "# HELP betcity_db_timeouts_total Statements or connects past their deadline.\n"
         "# TYPE betcity_db_timeouts_total counter\n");
     for (uint32_t i = 0; i < nhost; i++)
-        fprintf(f,
-                "betcity_db_timeouts_total{instance=\"%s\",host=\"%s\"} %" PRIu64 "\n",
-                name, hosts[i].name, hosts[i].timeouts);
+        if (!hosts[i].replica)
+            fprintf(f,
+                    "betcity_db_timeouts_total{instance=\"%s\",host=\"%s\"} %" PRIu64
+                    "\n",
+                    name, hosts[i].name, hosts[i].timeouts);
     fprintf(f, "# HELP betcity_db_pool_connections Connections per host (open, idle).\n"
                "# TYPE betcity_db_pool_connections gauge\n");
     for (uint32_t i = 0; i < nhost; i++)
-        fprintf(f,
-                "betcity_db_pool_connections{instance=\"%s\",host=\"%s\",state="
-                "\"open\"} %u\n"
-                "betcity_db_pool_connections{instance=\"%s\",host=\"%s\",state="
-                "\"idle\"} %u\n",
-                name, hosts[i].name, hosts[i].open, name, hosts[i].name, hosts[i].idle);
+        if (!hosts[i].replica)
+            fprintf(f,
+                    "betcity_db_pool_connections{instance=\"%s\",host=\"%s\",state="
+                    "\"open\"} %u\n"
+                    "betcity_db_pool_connections{instance=\"%s\",host=\"%s\",state="
+                    "\"idle\"} %u\n",
+                    name, hosts[i].name, hosts[i].open, name, hosts[i].name,
+                    hosts[i].idle);
     fprintf(f, "# HELP betcity_db_host_up 1 while the host is not marked down.\n"
                "# TYPE betcity_db_host_up gauge\n");
     for (uint32_t i = 0; i < nhost; i++)
-        fprintf(f, "betcity_db_host_up{instance=\"%s\",host=\"%s\"} %d\n", name,
-                hosts[i].name, hosts[i].up);
+        if (!hosts[i].replica)
+            fprintf(f, "betcity_db_host_up{instance=\"%s\",host=\"%s\"} %d\n", name,
+                    hosts[i].name, hosts[i].up);
+    fprintf(
+        f, "# HELP betcity_db_replica_queries_total Reads a replica answered (stale-ok "
+           "reads within the lag bound).\n"
+           "# TYPE betcity_db_replica_queries_total counter\n");
+    for (uint32_t i = 0; i < nhost; i++)
+        if (hosts[i].replica)
+            fprintf(f,
+                    "betcity_db_replica_queries_total{instance=\"%s\",host=\"%s\","
+                    "server=\"%s\"} %" PRIu64 "\n",
+                    name, hosts[i].host, hosts[i].name, hosts[i].queries);
+    fprintf(
+        f, "# HELP betcity_db_replica_lag_ms A replica's lag as last measured from the "
+           "heartbeat (-1: unknown or unreachable).\n"
+           "# TYPE betcity_db_replica_lag_ms gauge\n");
+    for (uint32_t i = 0; i < nhost; i++)
+        if (hosts[i].replica)
+            fprintf(
+                f,
+                "betcity_db_replica_lag_ms{instance=\"%s\",host=\"%s\",server=\"%s\"} "
+                "%d\n",
+                name, hosts[i].host, hosts[i].name, hosts[i].lag_ms);
     if (req->cache != NULL) {
         struct cache_stats cs;
         static const char *const names[] = {
@@ -228,6 +262,7 @@ void api_h_metrics(struct api_req *req)
         name, inflight, name, done, name, refused, name, open, name, reaped, name,
         capped);
     fclose(f);
+    free(hosts);
     api_reply_raw(req, 200, "text/plain; version=0.0.4", buf, len);
     free(buf);
 }

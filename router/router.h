@@ -231,9 +231,12 @@ struct catalog *router_catalog(struct router *router);
 const char *router_last_error(void);
 
 struct router_host_stats {
-    char name[SHARDMAP_NAME_MAX];
-    int up;        /* 0 while marked down */
-    uint32_t open; /* open connections of the request pool */
+    char name[SHARDMAP_NAME_MAX]; /* the host, or the replica server */
+    char host[SHARDMAP_NAME_MAX]; /* the host it serves */
+    int replica;                  /* a pool of a replica (stale-ok reads) */
+    int lag_ms;                   /* a replica's last measured lag; -1 unknown */
+    int up;                       /* 0 while marked down */
+    uint32_t open;                /* open connections of the request pool */
     uint32_t idle;
     uint32_t bg_open; /* open connections of the background pool */
     uint32_t bg_idle;
@@ -241,7 +244,8 @@ struct router_host_stats {
     uint64_t errors;
     uint64_t timeouts;
 };
-/* Fills up to max entries; returns the number of hosts. */
+/* Fills up to max entries (hosts, then replicas as the router met them); returns the
+ * number of pools. */
 uint32_t router_stats(struct router *router, struct router_host_stats *out,
                       uint32_t max);
 

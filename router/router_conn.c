@@ -63,6 +63,7 @@ struct router_pool *router__pool_create(const char *name, const char *addr,
     if (pool == NULL)
         return NULL;
     snprintf(pool->name, sizeof(pool->name), "%s", name);
+    snprintf(pool->host, sizeof(pool->host), "%s", name);
     snprintf(pool->ep.name, sizeof(pool->ep.name), "%s", name);
     snprintf(pool->ep.addr, sizeof(pool->ep.addr), "%s", addr);
     snprintf(pool->ep.user, sizeof(pool->ep.user), "%s", user);
@@ -358,14 +359,28 @@ int router__conn_query(struct router *r, struct router_conn *conn, const char *s
     return rc;
 }
 
-struct router_pool *router__pool_find(struct router *r, const char *name)
+/*
+ * A server named like its host (its first primary) that is a replica now
+ * has two pools of one name: the host's and its own as a replica.
+ */
+static struct router_pool *find(struct router *r, const char *name, int replica)
 {
     unsigned n = atomic_load(&r->npool);
 
     for (unsigned i = 0; i < n; i++)
-        if (strcmp(r->pools[i]->name, name) == 0)
+        if (r->pools[i]->replica == replica && strcmp(r->pools[i]->name, name) == 0)
             return r->pools[i];
     return NULL;
+}
+
+struct router_pool *router__pool_find(struct router *r, const char *name)
+{
+    return find(r, name, 0);
+}
+
+struct router_pool *router__replica_find(struct router *r, const char *server)
+{
+    return find(r, server, 1);
 }
 
 uint32_t router_stats(struct router *r, struct router_host_stats *out, uint32_t max)
@@ -376,6 +391,9 @@ uint32_t router_stats(struct router *r, struct router_host_stats *out, uint32_t 
         struct router_pool *p = r->pools[i];
         struct router_host_stats *s = &out[i];
         snprintf(s->name, sizeof(s->name), "%s", p->name);
+        snprintf(s->host, sizeof(s->host), "%s", p->host);
+        s->replica = p->replica;
+        s->lag_ms = p->replica ? atomic_load(&p->lag_ms) : -1;
         pthread_mutex_lock(&p->lock);
         s->up = p->down_until_ms <= router__now_ms();
         s->open = p->req.nopen;

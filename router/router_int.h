@@ -67,6 +67,7 @@ struct router_lane {
  */
 struct router_pool {
     char name[SHARDMAP_NAME_MAX]; /* = ep.name: a host, or a replica server */
+    char host[SHARDMAP_NAME_MAX]; /* the host it serves (= name for a host's pool) */
     struct sql_endpoint ep;       /* guarded by lock: a failover changes addr/port */
     uint64_t epoch;               /* guarded by lock: + 1 per address change */
     /*
@@ -169,7 +170,10 @@ void router__conn_put(struct router_conn *conn, int broken);
  */
 int router__conn_query(struct router *r, struct router_conn *conn, const char *sql,
                        size_t len, struct sql_rows *rows, int *broken);
+/* The pool of a host (its primary), or NULL. */
 struct router_pool *router__pool_find(struct router *r, const char *name);
+/* The pool of a replica server, or NULL. */
+struct router_pool *router__replica_find(struct router *r, const char *server);
 /* Whether the calling thread is in background mode (router_background()). */
 int router__background(void);
 

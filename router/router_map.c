@@ -25,26 +25,28 @@
  * config's for a host it lists, else the global host's.
  */
 /*
- * name is the pool's: a host's (its primary), or a replica server's, which
- * connects with the account of its host. A host's pool found at another
+ * name is the pool's: a host's (its primary), or (replica) a replica
+ * server's, which connects with the account of its host. A host's pool found at another
  * address follows it: the host's primary changed (a failover).
  */
 static struct router_pool *pool_for(struct router *r, const char *name,
-                                    const char *host, const char *addr, uint16_t port)
+                                    const char *host, int replica, const char *addr,
+                                    uint16_t port)
 {
     struct router_pool *pool;
     struct sql_endpoint ep;
     unsigned n;
 
     pthread_mutex_lock(&r->pools_lock);
-    pool = router__pool_find(r, name);
+    pool = replica ? router__replica_find(r, name) : router__pool_find(r, name);
     n = atomic_load(&r->npool);
     if (pool == NULL && n < ROUTER_MAX_POOLS &&
         sql_endpoint_of(&r->conf, host, addr, port, &ep) == 0) {
         pool = router__pool_create(name, ep.addr, ep.port, ep.user, ep.password,
                                    r->conf.pool_size);
         if (pool != NULL) {
-            pool->replica = strcmp(name, host) != 0;
+            pool->replica = replica;
+            snprintf(pool->host, sizeof(pool->host), "%s", host);
             atomic_store(&pool->lag_ms, -1);
             r->pools[n] = pool;
             atomic_store(&r->npool, n + 1);
@@ -111,16 +113,16 @@ static int map_build(struct router *r, struct catalog_map *cm,
 
         if (strcmp(h->name, r->conf.global_host) == 0)
             m->global_node = (int)i;
-        m->pool_of[i] = pool_for(r, h->name, h->name, h->addr, h->port);
+        m->pool_of[i] = pool_for(r, h->name, h->name, 0, h->addr, h->port);
         if (m->pool_of[i] == NULL) {
             map_free(m);
             return -ENOMEM;
         }
         for (uint32_t k = 0; k < nsrv && m->replica_of[i] == NULL; k++) {
             if (srv[k].role == CATALOG_ROLE_REPLICA &&
-                strcmp(srv[k].host, h->name) == 0 && strcmp(srv[k].name, h->name) != 0)
+                strcmp(srv[k].host, h->name) == 0)
                 m->replica_of[i] =
-                    pool_for(r, srv[k].name, h->name, srv[k].addr, srv[k].port);
+                    pool_for(r, srv[k].name, h->name, 1, srv[k].addr, srv[k].port);
         }
     }
     *out = m;
