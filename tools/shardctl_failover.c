@@ -146,7 +146,7 @@ static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered
             (void)guard_replicate(g, gr, s, best);
     }
     best->semi_sync = -1; /* set it either way, and say so */
-    guard_semi_sync(g, gr, best, live_replicas(gr, best));
+    guard_semi_sync(g, gr, best, live_replicas(gr, best), GUARD_SEMI_PROMOTED);
     (void)guard_heartbeat(g, best);
     gr->down_since_ms = 0;
     guard_log("%s: FAILOVER: %s (%s:%u) is the primary, %s fenced; primary unanswered "
@@ -245,7 +245,7 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
         gr->reported_errno[k] = err;
     }
     if (may_correct && p->c != NULL)
-        guard_semi_sync(g, gr, p, live_replicas(gr, p));
+        guard_semi_sync(g, gr, p, live_replicas(gr, p), GUARD_SEMI_ROUND);
 }
 
 void guard_tick(struct guard *g)

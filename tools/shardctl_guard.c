@@ -350,11 +350,25 @@ int guard_replicates_from(const struct guard_server *s, const struct guard_serve
            strcmp(s->repl.master_host, p->addr) == 0;
 }
 
-/* Semi-sync waiting on primary p: on when it has a replica or must wait for one. */
+/*
+ * Semi-sync waiting on primary p. On whenever a replica replicates from it.
+ * Off only when promote says so: a replica promoted with no replica left
+ * (unless --require-replica), the one case where writes are acknowledged by
+ * one server, on purpose and said. A primary that merely loses its replicas
+ * keeps waiting: its writes fail (503) rather than exist on one server.
+ */
 void guard_semi_sync(struct guard *g, struct guard_group *gr, struct guard_server *p,
-                     int live_replicas)
+                     int live_replicas, enum guard_semi why)
 {
-    int want = live_replicas > 0 || g->require_replica;
+    /* Off only after a promotion, or at start for a primary left that way. */
+    int keep_off =
+        why == GUARD_SEMI_PROMOTED ||
+        (why == GUARD_SEMI_START && strncmp(p->note, "unreplicated", 12) == 0);
+    int want = live_replicas > 0 || g->require_replica || !keep_off;
+
+    /* A round: only ever turned on (a replica caught up), never off. */
+    if (why == GUARD_SEMI_ROUND && live_replicas == 0)
+        return;
     const char *note = want ? "" : "unreplicated: semi-sync waiting off (no replica)";
     struct catalog cat;
 
@@ -425,7 +439,7 @@ int guard_converge(struct guard *g, struct guard_group *gr)
         guard_replica_settle(s);
         live++;
     }
-    guard_semi_sync(g, gr, p, live);
+    guard_semi_sync(g, gr, p, live, GUARD_SEMI_START);
     if (p->read_only) {
         rc = guard_exec(p, NULL, "SET GLOBAL read_only = 0");
         if (rc < 0)

@@ -75,8 +75,14 @@ int guard_replicate(struct guard *g, struct guard_group *gr, struct guard_server
                     struct guard_server *p);
 void guard_replica_settle(struct guard_server *s);
 int guard_replicates_from(const struct guard_server *s, const struct guard_server *p);
+/* Why semi-sync waiting is looked at (guard_semi_sync()). */
+enum guard_semi {
+    GUARD_SEMI_START,    /* guard start: on, unless the catalog says unreplicated */
+    GUARD_SEMI_ROUND,    /* each round: on when a replica replicates, never off */
+    GUARD_SEMI_PROMOTED, /* a promotion: off when no replica is left */
+};
 void guard_semi_sync(struct guard *g, struct guard_group *gr, struct guard_server *p,
-                     int live_replicas);
+                     int live_replicas, enum guard_semi why);
 /*
  * The topology lock (GET_LOCK on the global primary): the guard corrects
  * nothing while a switchover holds it. 1 taken, 0 busy, or a status.
