@@ -322,6 +322,9 @@ static void do_op(struct worker *w, enum op op, const struct vuser *u, uint64_t 
     case OP_ME:
         rc = loadgen_http(w, "/v1/me", NULL, u->token, NULL);
         break;
+    case OP_HISTORY:
+        rc = loadgen_http(w, "/v1/me/bets?limit=20", NULL, u->token, NULL);
+        break;
     default:
         rc = loadgen_http(w, "/v1/matches?status=scheduled&limit=50", NULL, u->token,
                           NULL);

@@ -25,7 +25,7 @@
 #define NSTATUS 600 /* status index; 0 holds statuses >= 600 */
 #define MAX_CODES 16
 
-enum op { OP_ODDS, OP_BET, OP_ME, OP_MATCHES, NOP };
+enum op { OP_ODDS, OP_BET, OP_ME, OP_MATCHES, OP_HISTORY, NOP };
 extern const char *const loadgen_op_names[NOP];
 
 enum mode { MODE_AUTO, MODE_SIGNUP, MODE_LOGIN };

@@ -15,7 +15,7 @@
 
 #define MAX_SHARD_USERS 100000 /* each costs about --shards e-mail hashes */
 
-const char *const loadgen_op_names[NOP] = {"odds", "bet", "me", "matches"};
+const char *const loadgen_op_names[NOP] = {"odds", "bet", "me", "matches", "history"};
 
 static void usage(FILE *out)
 {
@@ -29,7 +29,8 @@ static void usage(FILE *out)
         "  --duration S         seconds of load after sign-up (1..86400)\n"
         "  --rate R             requests/s in total, open loop; 0 = closed loop,\n"
         "                       as fast as the workers go (default 0)\n"
-        "  --mix SPEC           weights of odds,bet,me,matches (default "
+        "  --mix SPEC           weights of odds,bet,me,matches,history (history:\n"
+        "                       GET /v1/me/bets; default "
         "odds=80,bet=20)\n"
         "  --company SLUG --join-code CODE   company to sign the users up with\n"
         "  --password PW        password of every user (default loadgen-pass)\n"
@@ -107,7 +108,8 @@ static int parse_mix(const char *spec, struct opts *o)
             ;
         if (i == NOP) {
             fprintf(stderr,
-                    "loadgen: --mix: unknown operation '%s' (odds, bet, me, matches)\n",
+                    "loadgen: --mix: unknown operation '%s' (odds, bet, me, matches, "
+                    "history)\n",
                     tok);
             rc = -1;
         } else if (eq != NULL && num("--mix weight", eq + 1, 0, 1000000, &w) < 0) {
