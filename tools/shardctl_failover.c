@@ -204,7 +204,6 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
 
     if (guard_probe(g, gr, p) == 0) {
         gr->down_since_ms = 0;
-        (void)guard_heartbeat(g, p);
     } else if (may_correct) {
         if (gr->down_since_ms == 0)
             gr->down_since_ms = p->ok_ms > 0 ? p->ok_ms : now;
@@ -244,8 +243,16 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
                       s->repl.last_io_error, s->repl.last_sql_error);
         gr->reported_errno[k] = err;
     }
+    int live = live_replicas(gr, p);
     if (may_correct && p->c != NULL)
-        guard_semi_sync(g, gr, p, live_replicas(gr, p), GUARD_SEMI_ROUND);
+        guard_semi_sync(g, gr, p, live, GUARD_SEMI_ROUND);
+    /*
+     * The heartbeat is a write: on a primary whose replicas do not
+     * acknowledge it would wait (and hold up the round); there is no lag to
+     * measure then anyway.
+     */
+    if (p->c != NULL && (live > 0 || !p->semi_sync))
+        (void)guard_heartbeat(g, p);
 }
 
 void guard_tick(struct guard *g)
