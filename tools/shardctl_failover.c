@@ -24,6 +24,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <mysqld_error.h>
+
 #include "tools/shardctl_guard.h"
 
 int guard_lock(struct guard *g, uint32_t wait_s)
@@ -155,6 +157,23 @@ static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered
               sql_now_ms() - t0, g->version);
 }
 
+/* Marks s for rebuild (read-only, replication stopped), with why. */
+static void mark_rebuild(struct guard *g, struct guard_group *gr,
+                         struct guard_server *s, const char *why)
+{
+    struct catalog cat;
+    char note[256];
+
+    snprintf(note, sizeof(note), "rebuild it from a backup of the primary: %.200s",
+             why);
+    (void)guard_exec(s, NULL, "STOP SLAVE; SET GLOBAL read_only = 1");
+    if (guard_catalog(g, &cat) == 0 &&
+        catalog_server_set_role(&cat, s->name, CATALOG_ROLE_REBUILD, note) == 0) {
+        s->role = CATALOG_ROLE_REBUILD;
+        guard_log("%s: %s %s", gr->host, s->name, note);
+    }
+}
+
 /*
  * An old primary that answers again: read-only at once, then a replica of
  * the primary, or marked for rebuild when it has transactions of the
@@ -176,16 +195,17 @@ static void fence_or_rejoin(struct guard *g, struct guard_group *gr,
         return;
     uint64_t mine = guard_gtid_seq(s->binlog_pos, gr->domain);
     uint64_t theirs = guard_gtid_seq(p->current_pos, gr->domain);
+    /*
+     * Past the primary's sequence in the group's domain: certainly
+     * diverged. Not past it may still be diverged (another GTID at the
+     * same number); replication then fails with 1236 and the round marks
+     * it for rebuild.
+     */
     if (mine > theirs) {
         snprintf(note, sizeof(note),
-                 "holds transactions %s lacks (domain %u: %" PRIu64 " > %" PRIu64
-                 "): rebuild it from a backup of %s",
-                 p->name, gr->domain, mine, theirs, p->name);
-        if (guard_catalog(g, &cat) == 0 &&
-            catalog_server_set_role(&cat, s->name, CATALOG_ROLE_REBUILD, note) == 0) {
-            s->role = CATALOG_ROLE_REBUILD;
-            guard_log("%s: %s %s", gr->host, s->name, note);
-        }
+                 "holds transactions %s lacks (domain %u: %" PRIu64 " > %" PRIu64 ")",
+                 p->name, gr->domain, mine, theirs);
+        mark_rebuild(g, gr, s, note);
         return;
     }
     if (guard_replicate(g, gr, s, p) < 0)
@@ -235,6 +255,15 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
             continue;
         }
         guard_replica_settle(s);
+        /*
+         * The primary's binlog lacks what the replica asks for: it holds
+         * transactions the primary never had (an old primary that wrote past
+         * the point its successor was promoted at). Only a rebuild helps.
+         */
+        if (s->repl.last_io_errno == ER_MASTER_FATAL_ERROR_READING_BINLOG) {
+            mark_rebuild(g, gr, s, s->repl.last_io_error);
+            continue;
+        }
         /* Replication errors, each said once (the operator fixes or rebuilds). */
         unsigned err =
             s->repl.last_io_errno ? s->repl.last_io_errno : s->repl.last_sql_errno;
@@ -270,7 +299,7 @@ void guard_tick(struct guard *g)
      * or a failover of it): look for the writable one first.
      */
     if (guard_probe(g, g->global, gp) < 0 || gp->read_only) {
-        guard_find_global_primary(g);
+        guard_find_global_primary(g, 0);
         gp = &g->global->srv[g->global->primary];
     }
     authoritative = gp->c != NULL && !gp->read_only;

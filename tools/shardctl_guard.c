@@ -238,7 +238,7 @@ int guard_catalog(struct guard *g, struct catalog *cat)
  * writable server if there is one, else the one whose catalog has the
  * highest map version (a flip bumps it), else the config's.
  */
-void guard_find_global_primary(struct guard *g)
+void guard_find_global_primary(struct guard *g, int at_start)
 {
     struct guard_group *gr = g->global;
     uint64_t best = 0;
@@ -253,6 +253,12 @@ void guard_find_global_primary(struct guard *g)
             gr->primary = k;
             return;
         }
+        /*
+         * Later, no writable server means the primary is gone or being
+         * switched: the catalog's word stands (a failover decides).
+         */
+        if (!at_start)
+            continue;
         if (guard_exec(s, &rows, "SELECT version FROM %I.map_version WHERE id = 1",
                        g->global_schema) == 0 &&
             rows.nrow == 1) {
@@ -467,7 +473,7 @@ int guard_setup(struct guard *g)
              g->conf->schema_prefix);
     snprintf(g->heartbeat_schema, sizeof(g->heartbeat_schema), "%s_heartbeat",
              g->conf->schema_prefix);
-    guard_find_global_primary(g);
+    guard_find_global_primary(g, 1);
     rc = guard_load_roles(g);
     if (rc < 0) {
         guard_log("cannot read the roles from the catalog: %s", sql_last_error());

@@ -66,10 +66,11 @@ struct guard_server *guard_server(struct guard_group *gr, const char *name);
 int guard_catalog(struct guard *g, struct catalog *cat);
 /*
  * Finds the global group's primary before the catalog can be read: the
- * writable server if there is one, else the one whose catalog has the
- * highest map version, else the config's.
+ * writable server if there is one; else, at_start, the one whose catalog
+ * has the highest map version, else the config's; else (a round) the one
+ * it knew.
  */
-void guard_find_global_primary(struct guard *g);
+void guard_find_global_primary(struct guard *g, int at_start);
 int guard_load_roles(struct guard *g);
 int guard_replicate(struct guard *g, struct guard_group *gr, struct guard_server *s,
                     struct guard_server *p);
