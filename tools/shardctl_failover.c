@@ -401,7 +401,14 @@ int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
                 r->name, p->name, pos);
         goto undo;
     }
-    rc = guard_exec(r, NULL, "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0");
+    /*
+     * Semi-sync waiting on before it takes writes: the old primary becomes
+     * its replica within milliseconds, and nothing is acknowledged alone.
+     */
+    rc = guard_exec(
+        r, NULL,
+        "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL rpl_semi_sync_master_enabled = "
+        "1; SET GLOBAL read_only = 0");
     if (rc < 0) {
         fprintf(stderr, "shardctl switchover: cannot promote %s: %s\n", r->name,
                 sql_last_error());
