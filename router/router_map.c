@@ -130,10 +130,13 @@ static int map_build(struct router *r, struct catalog_map *cm,
 }
 
 /*
- * The global host's primary did not answer: it may have failed over. Asks
- * the global host's servers the config lists (its first primary and its
- * replicas) which one is writable now, and points the global pool there.
- * At most once per ROUTER_DOWN_POLL_MS.
+ * The global host's primary did not answer, or answered read-only: it may
+ * have failed over or been switched. Asks the global host's servers the
+ * config lists (its first primary and its replicas) which are writable, and
+ * points the global pool at the one whose catalog has the highest map
+ * version (an old primary back from a partition may still be writable for a
+ * moment, with the catalog as it was before the flip). At most once per
+ * ROUTER_DOWN_POLL_MS.
  */
 static void global_discover(struct router *r)
 {
@@ -141,31 +144,42 @@ static void global_discover(struct router *r)
                                               .query_timeout_ms = 300};
     int i = shardmap_conf_host(&r->conf, r->conf.global_host);
     int64_t now = router__now_ms();
+    const char *best_addr = NULL;
+    uint16_t best_port = 0;
+    uint64_t best = 0;
+    char sql[160];
 
     if (i < 0 || now - r->discovered_ms < ROUTER_DOWN_POLL_MS)
         return;
     r->discovered_ms = now;
     const struct shardmap_host_conf *h = &r->conf.hosts[i];
+    if (h->nreplica == 0)
+        return; /* nowhere else to look */
+    /* The prefix is [a-z0-9_]: it goes into the text as it is. */
+    snprintf(sql, sizeof(sql),
+             "SELECT version FROM `%s_global`.map_version WHERE id = 1 AND "
+             "@@global.read_only = 0",
+             r->prefix);
     for (uint32_t k = 0; k <= h->nreplica; k++) {
         const char *addr = k == 0 ? h->addr : h->replicas[k - 1].addr;
         uint16_t port = k == 0 ? h->port : h->replicas[k - 1].port;
         struct sql_endpoint ep;
         struct sql_conn *c = NULL;
-        char ro[8];
+        char v[32];
 
-        if (k == 0 && h->nreplica == 0)
-            return; /* nowhere else to look */
         if (sql_endpoint_of(&r->conf, h->name, addr, port, &ep) != 0 ||
             sql_conn_open(&ep, &opts, &c) != 0)
             continue;
-        int found = sql_value(c, ro, sizeof(ro), "SELECT @@global.read_only") == 1 &&
-                    strcmp(ro, "0") == 0;
-        sql_conn_close(c);
-        if (found) {
-            router__pool_retarget(r->global, addr, port);
-            return;
+        if (sql_value(c, v, sizeof(v), "%R", sql) == 1 &&
+            strtoull(v, NULL, 10) > best) {
+            best = strtoull(v, NULL, 10);
+            best_addr = addr;
+            best_port = port;
         }
+        sql_conn_close(c);
     }
+    if (best_addr != NULL)
+        router__pool_retarget(r->global, best_addr, best_port);
 }
 
 int router_reload_map(struct router *r)
