@@ -186,10 +186,31 @@ static void fence_or_rejoin(struct guard *g, struct guard_group *gr,
     char note[256];
 
     if (!s->read_only) {
+        /*
+         * Back from a partition, still writable. Its clients' sessions go
+         * first: a commit stuck waiting for an acknowledgement that will
+         * never come would hold up SET GLOBAL read_only forever. Killed, such
+         * a commit stays in its binlog, never acknowledged: the check below
+         * then finds it, and the server is rebuilt.
+         */
+        struct sql_rows rows = {0};
+        if (guard_exec(s, &rows,
+                       "SELECT id FROM information_schema.PROCESSLIST WHERE id <> "
+                       "CONNECTION_ID() AND command NOT IN ('Daemon', 'Binlog Dump', "
+                       "'Binlog Dump GTID') AND user NOT IN ('system user', "
+                       "'event_scheduler')") == 0)
+            for (uint32_t i = 0; i < rows.nrow; i++)
+                (void)guard_exec(s, NULL, "KILL %u",
+                                 (uint64_t)strtoull(sql_cell(&rows, i, 0), NULL, 10));
+        sql_rows_free(&rows);
         if (guard_exec(s, NULL, "SET GLOBAL read_only = 1") < 0)
             return;
         s->read_only = 1;
-        guard_log("%s: %s answers again: made read-only (fenced)", gr->host, s->name);
+        guard_log("%s: %s answers again: its sessions killed, made read-only (fenced)",
+                  gr->host, s->name);
+        /* Its GTID position as it is now, with what the kills committed. */
+        if (guard_probe(g, gr, s) < 0)
+            return;
     }
     if (s->role == CATALOG_ROLE_REBUILD || p->c == NULL)
         return;
