@@ -118,12 +118,18 @@ static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered
         gr->down_since_ms = -1; /* said once */
         return;
     }
-    rc =
-        guard_exec(best, NULL, "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0");
+    /*
+     * Writable before replication is torn down: STOP SLAVE waits for the
+     * I/O thread, which may be stuck connecting to the lost primary (a
+     * partition) for up to slave_net_timeout. The applier stops first, so
+     * nothing more arrives in the data; the rest comes after the flip.
+     */
+    rc = guard_exec(best, NULL, "STOP SLAVE SQL_THREAD; SET GLOBAL read_only = 0");
     if (rc < 0) {
         guard_log("%s: cannot promote %s: %s", gr->host, best->name, sql_last_error());
         return;
     }
+    int64_t t_promoted = sql_now_ms();
     best->replicating = 0;
     best->read_only = 0;
     old->role = CATALOG_ROLE_FENCED;
@@ -142,6 +148,11 @@ static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered
     } else {
         gr->flip_pending = 0;
     }
+    int64_t t_flipped = sql_now_ms();
+    if (guard_exec(best, NULL, "STOP SLAVE; RESET SLAVE ALL") < 0)
+        guard_log(
+            "%s: %s: cannot reset its replication (retried at the next start): %s",
+            gr->host, best->name, sql_last_error());
     for (uint32_t k = 0; k < gr->nsrv; k++) {
         struct guard_server *s = &gr->srv[k];
         if (s != best && s != old && s->role == CATALOG_ROLE_REPLICA && s->c != NULL)
@@ -152,9 +163,10 @@ static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered
     (void)guard_heartbeat(g, best);
     gr->down_since_ms = 0;
     guard_log("%s: FAILOVER: %s (%s:%u) is the primary, %s fenced; primary unanswered "
-              "%" PRId64 " ms, promoted in %" PRId64 " ms, map version %" PRIu64,
+              "%" PRId64 " ms, promoted in %" PRId64 " ms (writable after %" PRId64
+              " ms, catalog flipped after %" PRId64 " ms), map version %" PRIu64,
               gr->host, best->name, best->addr, best->port, old->name, unanswered_ms,
-              sql_now_ms() - t0, g->version);
+              sql_now_ms() - t0, t_promoted - t0, t_flipped - t0, g->version);
 }
 
 /* Marks s for rebuild (read-only, replication stopped), with why. */

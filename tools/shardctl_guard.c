@@ -179,18 +179,38 @@ uint64_t guard_gtid_seq(const char *list, uint32_t domain)
 int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s)
 {
     struct sql_rows rows = {0};
+    /*
+     * A probe is short: a server that answers nothing (cut off, hung) is
+     * known within half of down_after_ms, not after the 2 s the guard gives
+     * its other statements (a replica applying, CHANGE MASTER).
+     */
+    uint32_t probe_ms = g->conf->down_after_ms / 2;
     int rc;
 
+    if (probe_ms < 200)
+        probe_ms = 200;
+    if (probe_ms > 2000)
+        probe_ms = 2000;
     rc = guard_connect(g, gr, s);
-    if (rc == 0)
+    if (rc == 0) {
+        sql_conn_set_timeout(s->c, probe_ms);
         rc = guard_exec(s, &rows,
                         "SELECT @@global.read_only, @@global.gtid_binlog_pos, "
                         "@@global.gtid_current_pos, @@global.gtid_domain_id, "
                         "@@global.rpl_semi_sync_master_enabled");
+    }
+    if (rc == 0) {
+        rc = sql_replica_status(s->c, "", &s->repl);
+        s->replicating = rc == 0;
+        if (rc == BC_ENOTFOUND)
+            rc = 0; /* not a replica */
+    }
     if (rc < 0) {
+        sql_rows_free(&rows);
         guard_drop(s);
         return rc;
     }
+    sql_conn_set_timeout(s->c, 2000);
     s->read_only = strcmp(sql_cell(&rows, 0, 0), "0") != 0;
     snprintf(s->binlog_pos, sizeof(s->binlog_pos), "%s",
              sql_cell(&rows, 0, 1) ? sql_cell(&rows, 0, 1) : "");
@@ -199,12 +219,6 @@ int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s)
     gr->domain = (uint32_t)strtoul(sql_cell(&rows, 0, 3), NULL, 10);
     s->semi_sync = strcmp(sql_cell(&rows, 0, 4), "0") != 0;
     sql_rows_free(&rows);
-    rc = sql_replica_status(s->c, "", &s->repl);
-    s->replicating = rc == 0;
-    if (rc < 0 && rc != BC_ENOTFOUND) {
-        guard_drop(s);
-        return rc;
-    }
     s->ok_ms = sql_now_ms();
     return 0;
 }
@@ -322,6 +336,9 @@ int guard_replicate(struct guard *g, struct guard_group *gr, struct guard_server
     rc = guard_exec(
         s, NULL,
         "STOP SLAVE; SET GLOBAL read_only = 1; "
+        "SET GLOBAL rpl_semi_sync_master_enabled = 0; "
+        /* A lost primary is noticed, and STOP SLAVE returns, within 4 s. */
+        "SET GLOBAL slave_net_timeout = 4; "
         "CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %u, "
         "MASTER_USER = %s, MASTER_PASSWORD = %s, MASTER_USE_GTID = "
         "current_pos, MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1; "
