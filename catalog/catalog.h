@@ -142,8 +142,8 @@ int catalog_servers_load(struct catalog *cat, struct catalog_server **out, uint3
 /*
  * Adds the config's servers the table lacks: each host's own server (named
  * as the host, at the host's config address) as its primary, each replica
- * as a replica. Rows present keep their roles. A new map version when any
- * row was added, so that the routers learn the replicas.
+ * as a replica. Rows present keep their roles. A new map version when a
+ * replica was added, so that the routers learn it.
  */
 int catalog_servers_sync(struct catalog *cat, const struct shardmap_conf *conf);
 /*

@@ -81,8 +81,12 @@ int catalog_servers_sync(struct catalog *cat, const struct shardmap_conf *conf)
 {
     struct sql_rows rows = {0};
     struct sql_buf b = {0};
-    int rc, first = 1;
+    int rc, first = 1, nrep = 0;
 
+    /*
+     * Primaries and replicas apart: only new replicas change what routers
+     * do (their reads), so only they make a new map version.
+     */
     rc = catalog__add(cat, &b,
                       "START TRANSACTION; "
                       "INSERT IGNORE INTO %S.servers (name, host, addr, port, "
@@ -93,18 +97,30 @@ int catalog_servers_sync(struct catalog *cat, const struct shardmap_conf *conf)
         rc = add_row(cat, &b, first, h->name, h->name, h->addr, h->port,
                      CATALOG_ROLE_PRIMARY);
         first = 0;
-        for (uint32_t k = 0; rc == 0 && k < h->nreplica; k++) {
-            rc = add_row(cat, &b, 0, h->replicas[k].name, h->name, h->replicas[k].addr,
-                         h->replicas[k].port, CATALOG_ROLE_REPLICA);
-        }
+        nrep += (int)h->nreplica;
     }
-    if (rc == 0)
+    if (rc == 0 && nrep > 0) {
+        first = 1;
         rc = catalog__add(cat, &b,
-                          "; SET @bc_added = ROW_COUNT(); "
-                          "UPDATE %S.map_version SET version = version + 1 "
-                          "WHERE id = 1 AND @bc_added > 0; "
-                          "SELECT @bc_added");
-    if (rc < 0 || first) {
+                          "; INSERT IGNORE INTO %S.servers (name, host, addr, "
+                          "port, role) VALUES ");
+        for (uint32_t i = 0; rc == 0 && i < conf->nhost; i++) {
+            const struct shardmap_host_conf *h = &conf->hosts[i];
+
+            for (uint32_t k = 0; rc == 0 && k < h->nreplica; k++) {
+                rc = add_row(cat, &b, first, h->replicas[k].name, h->name,
+                             h->replicas[k].addr, h->replicas[k].port,
+                             CATALOG_ROLE_REPLICA);
+                first = 0;
+            }
+        }
+        if (rc == 0)
+            rc = catalog__add(cat, &b,
+                              "; SET @bc_added = ROW_COUNT(); "
+                              "UPDATE %S.map_version SET version = version + 1 "
+                              "WHERE id = 1 AND @bc_added > 0");
+    }
+    if (rc < 0 || conf->nhost == 0) {
         sql_buf_deinit(&b);
         return rc;
     }

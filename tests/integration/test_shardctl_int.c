@@ -206,7 +206,16 @@ static void test_status_shows_healthy_hosts(void **state)
         up++;
         p++;
     }
-    assert_int_equal(up, 3);
+    /* The hosts, then their servers (a stack without replicas: the primaries). */
+    assert_int_equal(up, 6);
+    assert_non_null(strstr(out, "SERVER "));
+    for (int i = 1; i <= 3; i++) {
+        char line[64];
+        snprintf(line, sizeof(line), "\ndb%d ", i);
+        p = strstr(strstr(out, "SERVER "), line);
+        assert_non_null(p);
+        assert_non_null(strstr(p, " primary "));
+    }
 
     assert_int_equal(itest_shardctl(out, sizeof(out), "status --json"), 0);
     p = out;
@@ -215,7 +224,8 @@ static void test_status_shows_healthy_hosts(void **state)
         up++;
         p++;
     }
-    assert_int_equal(up, 3);
+    assert_int_equal(up, 6); /* 3 hosts, 3 servers */
+    assert_non_null(strstr(out, "\"role\":\"primary\",\"up\":true,\"writable\":true"));
     assert_non_null(strstr(out, "\"map_version\":1"));
 }
 
