@@ -92,16 +92,100 @@ def hosts():
                    and os.path.isfile(os.path.join(d, x, "client.cnf"))), key=lambda x: int(x[2:]))
 
 
-def cnf(host):
-    path = os.path.join(stack.get().dir, host, "client.cnf")
+def server_cnf(server):
+    """DIR/<server>/client.cnf of one MariaDB server of the stack (db2, db2b, …)."""
+    path = os.path.join(stack.get().dir, server, "client.cnf")
     if not os.path.isfile(path):
-        raise AssertionError("no %s: host %r is not a host of the stack directory" % (path, host))
+        raise AssertionError("no %s: %r is not a server of the stack directory" % (path, server))
     return path
 
 
+def cnf(host):
+    """client.cnf of the server that is host's primary now (primary_of)."""
+    return server_cnf(primary_of(host))
+
+
 def sql(host, query, timeout=120):
-    """Rows (lists of strings, None for NULL) of a query on one host (devstack name)."""
+    """Rows (lists of strings, None for NULL) of a query on one host's primary
+    (devstack name of the host; in a stack with replicas, the server the
+    catalog names its primary now)."""
     return stack.get().sql_cnf(cnf(host), query, timeout)
+
+
+def sql_server(server, query, timeout=120):
+    """Rows of a query on one server (db2b, or db2 itself), whatever its role."""
+    return stack.get().sql_cnf(server_cnf(server), query, timeout)
+
+
+# ---------------------------------------------------------------- replicas
+# In a stack with replicas (devstack BC_REPLICAS=1) a host of the map is a
+# replication group: its own server (named like the host) and its replica
+# DIR/<host>b. Which of them is the primary is the catalog's servers table,
+# read on the global group's writable server; without replicas a host is its
+# one server and nothing is read.
+
+def servers_of(host):
+    """The stack's servers of host's group: [host, host + "b", …]."""
+    d = stack.get().dir
+    reps = sorted(x for x in os.listdir(d) if len(x) == len(host) + 1 and x.startswith(host)
+                  and x[-1].isalpha() and os.path.isfile(os.path.join(d, x, "client.cnf")))
+    return [host] + reps
+
+
+def global_host():
+    """cluster.global_host of the stack's cluster.yaml (db1)."""
+    with open(stack.get().cluster) as f:
+        for line in f:
+            parts = line.split(":", 1)
+            if parts[0].strip() == "global_host" and len(parts) == 2:
+                return parts[1].strip().strip("\"'")
+    return "db1"
+
+
+def _sql_quick(server, query):
+    """Rows of a query on one server that fails fast (2 s to connect, 10 s in
+    all) when it is down or hung; None instead of an exception."""
+    try:
+        p = subprocess.run(["mariadb", "--defaults-file=" + server_cnf(server), "--connect-timeout=2",
+                            "-N", "-B", "-e", query], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return None
+    if p.returncode != 0:
+        return None
+    return [line.split("\t") for line in p.stdout.split("\n") if line]
+
+
+def catalog_servers(timeout=15):
+    """{server: (host, role, note)} of the catalog's servers table, read on the
+    global group's writable server; waits up to timeout for one (a failover
+    of the global host under way)."""
+    deadline = time.time() + timeout
+    while True:
+        for srv in servers_of(global_host()):
+            rows = _sql_quick(srv, "SELECT name, host, role, note FROM `%s`.servers WHERE @@global.read_only = 0 "
+                              "UNION ALL SELECT '', '', '', '' FROM DUAL WHERE @@global.read_only = 0"
+                              % global_schema())
+            if rows:
+                return {r[0]: (r[1], r[2], r[3]) for r in rows if r[0]}
+        if time.time() > deadline:
+            raise AssertionError("no writable server of the global host among %s for %d s"
+                                 % (servers_of(global_host()), timeout))
+        time.sleep(0.2)
+
+
+def primary_of(host, timeout=15):
+    """The server the catalog names host's primary now (host itself in a stack
+    without replicas)."""
+    if len(servers_of(host)) == 1:
+        return host
+    deadline = time.time() + timeout
+    while True:
+        prim = [s for s, (h, role, _) in catalog_servers(timeout).items() if h == host and role == "primary"]
+        if len(prim) == 1:
+            return prim[0]
+        if time.time() > deadline:
+            raise AssertionError("the catalog names %d primaries of %s: %s" % (len(prim), host, prim))
+        time.sleep(0.2)
 
 
 def sql_error(host, query, timeout=60):
