@@ -56,7 +56,7 @@ INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_cache_int $(BUILD)/test_catalog_int \
                      $(BUILD)/test_privilege_int
 
-.PHONY: all deps run stop status test unit integration format format-check \
+.PHONY: all deps run stop status test unit integration failover format format-check \
         bench bench-scale clean valgrind openapi
 
 all: $(SHARDMAP_LIB) $(SQL_LIB) $(CATALOG_LIB) $(RESHARD_LIB) $(ROUTER_LIB) $(CACHE_LIB) $(API_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
@@ -162,8 +162,9 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) valgrind
 	$(MAKE) integration
+	$(MAKE) failover
 	$(MAKE) SANITIZE=address,undefined all
-	$(MAKE) SANITIZE=address,undefined unit integration
+	$(MAKE) SANITIZE=address,undefined unit integration failover
 	$(MAKE) fuzz-smoke
 
 unit: $(UNIT_TESTS)
@@ -176,6 +177,12 @@ unit: $(UNIT_TESTS)
 integration: $(INTEGRATION_TESTS) $(TOOLS)
 	BUILD=$(BUILD) tests/integration/run $(INTEGRATION_TESTS) tests/e2e/run \
 	    tests/reshard/run
+
+# Replicas, failover and switchover (tests/failover/run): on a stack of its own
+# made with BC_REPLICAS=1 (a replica of each host and `shardctl guard`), which
+# tests/integration/run starts and always stops like the one above.
+failover: $(TOOLS)
+	BUILD=$(BUILD) tests/failover/run
 
 # A real OpenAPI linter (Redocly) on docs/openapi.yaml, and the server's own
 # route list against the spec's paths.

@@ -1,0 +1,146 @@
+"""A shard move on the stack with replicas, under bet load (as
+tests/reshard/test_move_load.py, smaller): `shardctl move S TO-HOST` while
+loadgen bets, some of its users on S.
+
+Nothing is lost: the move exits 0, the map names the target, every
+acknowledged bet is a row on the target's primary listed once, the loadgen
+users' bets on S are exactly the acknowledged ones, the ledger holds and
+loadgen saw no error. On the replicas: the target host's replica has the
+shard's schema (the same tables, triggers and routines as the target's
+primary) and the same rows (CHECKSUM TABLE of every table), and the source
+host's replica no longer has the schema, nor does the source's primary.
+"""
+
+import time
+import unittest
+
+import fo
+from fo import h
+
+FILL_USERS = 2000
+FILL_BETS = 10000
+LOAD_USERS = 24
+WATCHED_USERS = 8
+LOAD_RATE = 120
+REPLICA_WAIT_S = 15  # for the replicas to apply the copy and the drop
+
+
+def schema_shape(server, shard):
+    """Tables (with types), triggers and routines of the shard's schema on a server."""
+    s = h.schema(shard)
+    q = ("SELECT CONCAT('table ', table_name, ' ', table_type) FROM information_schema.tables WHERE table_schema = '%s' "
+         "UNION ALL SELECT CONCAT('trigger ', trigger_name) FROM information_schema.triggers "
+         "WHERE trigger_schema = '%s' UNION ALL SELECT CONCAT('routine ', routine_name) "
+         "FROM information_schema.routines WHERE routine_schema = '%s'" % (s, s, s))
+    return sorted(r[0] for r in h.sql_server(server, q))
+
+
+def checksums(server, shard):
+    """{table: CHECKSUM TABLE} of the shard's base tables on a server."""
+    s = h.schema(shard)
+    tables = [r[0] for r in h.sql_server(server, "SELECT table_name FROM information_schema.tables WHERE "
+                                                 "table_schema = '%s' AND table_type = 'BASE TABLE'" % s)]
+    if not tables:
+        return {}
+    rows = h.sql_server(server, "CHECKSUM TABLE %s" % ", ".join("`%s`.`%s`" % (s, t) for t in sorted(tables)))
+    return {r[0].split(".", 1)[1]: r[1] for r in rows}
+
+
+def has_schema(server, shard):
+    return bool(h.sql_server(server, "SELECT 1 FROM information_schema.schemata WHERE schema_name = '%s'"
+                             % h.schema(shard)))
+
+
+class TestMoveOnReplicas(unittest.TestCase):
+    def test_move_under_load_reaches_the_replicas(self):
+        fo.wait_settled(30)
+        m = h.shard_map()
+        ghost = h.global_host()
+        src = sorted(set(m.values()) - {ghost})[0]
+        dst = h.other_host(src, sorted(set(m.values())))
+        S = h.pick_shards(1, on_host=src)[0]
+        self.addCleanup(fo.recover)
+        self.addCleanup(h.settle, S)  # first (cleanups run last in, first out)
+        src_rep, dst_rep = fo.replica_of(src), fo.replica_of(dst)
+        co_fill, co_load, match = h.new_company(), h.new_company(), h.new_match()
+        h.fillshard(S, FILL_USERS, FILL_BETS, match=match["id"], company=co_fill["id"])
+        total_before = h.count(src, S)
+
+        lg = h.Loadgen(co_load, match["id"], LOAD_USERS, rate=LOAD_RATE, mix="bet=70,me=30",
+                       watch_shard=S, shard_users=(S, WATCHED_USERS))
+        lg.wait_loading()
+        time.sleep(2)
+        mv = h.move_proc(S, dst, "--grace", "1")
+        rc = mv.wait(180)
+        self.assertEqual(rc, 0, "shardctl move %d %s:\n%s" % (S, dst, mv.describe()))
+        time.sleep(2)  # load on the new host
+        report = lg.stop()
+
+        problems = []
+
+        def check(ok, msg):
+            if not ok:
+                problems.append(msg)
+
+        if h.shard_row(S) != (dst, 0):
+            # Where each server of the global host says the shard is: the
+            # move may have recorded its flip on another one than the primary.
+            where = {srv: h.sql_server(srv, "SELECT host, state FROM `%s`.shard_map WHERE shard = %d"
+                                       % (h.global_schema(), S)) for srv in h.servers_of(ghost)}
+            self.fail("shard %d: `shardctl move %d %s` exited 0 but the catalog on the global primary %s maps it to "
+                      "%s; shard_map on each server of %s: %s; schema %s on %s's primary: %s, on %s's: %s\n%s\n"
+                      "servers:\n%s" % (S, S, dst, h.primary_of(ghost), h.shard_row(S), ghost, where, h.schema(S),
+                                        src, has_schema(h.primary_of(src), S), dst,
+                                        has_schema(h.primary_of(dst), S), mv.describe(), fo.describe_status_safe()))
+        acked = [b for b, _, _ in lg.acked()]
+        watched = [b for b in acked if h.stack.shard_of(b) == S]
+        check(len(watched) > 0, "no acknowledged bet on shard %d" % S)
+        problems += h.check_acked(acked)
+        where = "user_id IN (SELECT id FROM `%s`.users WHERE company_id = %d)" % (h.schema(S), int(co_load["id"]))
+        n_load = h.count(dst, S, "bets", where)
+        unknown = int((report.get("bets") or {}).get("unknown") or 0)
+        check(len(watched) <= n_load <= len(watched) + unknown,
+              "bets of loadgen's users in shard %d on %s: %d rows, %d acknowledged, %d unknown"
+              % (S, dst, n_load, len(watched), unknown))
+        check(h.count(dst, S) == total_before + n_load,
+              "bets of shard %d on %s: %d, want %d before the move + %d of loadgen"
+              % (S, dst, h.count(dst, S), total_before, n_load))
+        rc, out = h.check_ledger()
+        check(rc == 0, "bcadmin check-ledger after the move: exit %d\n%s" % (rc, h.tail(out)))
+        n_err, what = h.loadgen_errors(report)
+        check(n_err == 0, "loadgen errors: %s" % what)
+
+        # The replicas: the target's has the shard as its primary has it,
+        # the source's has it no more.
+        dst_prim = h.primary_of(dst)
+        want_shape, want_sums = schema_shape(dst_prim, S), checksums(dst_prim, S)
+        deadline = time.time() + REPLICA_WAIT_S
+        while True:
+            shape, sums = schema_shape(dst_rep, S), checksums(dst_rep, S)
+            gone = not has_schema(src_rep, S) and not has_schema(h.primary_of(src), S)
+            if (shape, sums) == (want_shape, want_sums) and gone:
+                break
+            if time.time() > deadline:
+                check(shape == want_shape, "schema %s on %s's replica %s: %s\nwant (as on %s): %s"
+                      % (h.schema(S), dst, dst_rep, shape, dst_prim, want_shape))
+                check(sums == want_sums, "rows of %s on %s's replica %s: checksums %s, want (as on %s) %s"
+                      % (h.schema(S), dst, dst_rep, sums, dst_prim, want_sums))
+                check(gone, "%s still on %s's replica %s (%s) or primary (%s) %d s after the move"
+                      % (h.schema(S), src, src_rep, has_schema(src_rep, S), has_schema(h.primary_of(src), S),
+                         REPLICA_WAIT_S))
+                break
+            time.sleep(0.5)
+        check(want_sums.get("bets") not in (None, "0"), "no bets rows on %s: %s" % (dst_prim, want_sums))
+        done = mv.of("done")
+        fo.log("move of shard %d %s -> %s under load: %.1f s, pause_ms %s; %d bets acked (%d on shard %d); "
+               "replica %s has %d tables, %d bets" % (S, src, dst, done[0].get("seconds", -1) if done else -1,
+                                                    done[0].get("pause_ms") if done else None, len(acked),
+                                                    len(watched), S, dst_rep, len(want_sums), h.count(dst, S)))
+        if problems:
+            self.fail("shard %d moved from %s to %s under load:\n  %s\n%s\nservers:\n%s"
+                      % (S, src, dst, "\n  ".join(problems), mv.describe(), fo.describe_status(fo.status())))
+        fo.wait_settled(30)
+
+
+if __name__ == "__main__":
+    unittest.main()
