@@ -154,6 +154,16 @@ int catalog_servers_sync(struct catalog *cat, const struct shardmap_conf *conf);
  */
 int catalog_promote(struct catalog *cat, const char *host, const char *server,
                     enum catalog_role old_role, const char *note);
+/*
+ * Where the global schema is written now: of the global host's servers the
+ * config lists (its first primary and its replicas), the writable one whose
+ * catalog has the highest map version (after a failover or a switchover the
+ * config's address is a replica; an old primary back from a partition may
+ * be writable for a moment with an older catalog). A host without replicas:
+ * its config endpoint, unchecked. BC_EDOWN when no server qualifies. The
+ * account is conf->account's.
+ */
+int catalog_global_endpoint(const struct shardmap_conf *conf, struct sql_endpoint *ep);
 /* Sets one server's note only (for people; no new map version). */
 int catalog_server_set_note(struct catalog *cat, const char *server, const char *note);
 /* Sets one server's role and note, with a new map version. */

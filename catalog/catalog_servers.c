@@ -9,6 +9,7 @@
  * none sees one without the other.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -188,4 +189,52 @@ int catalog_server_set_note(struct catalog *cat, const char *server, const char 
 {
     return catalog__run(cat, NULL, "UPDATE %S.servers SET note = %s WHERE name = %s",
                         note, server);
+}
+
+int catalog_global_endpoint(const struct shardmap_conf *conf, struct sql_endpoint *ep)
+{
+    static const struct sql_conn_opts opts = {.connect_timeout_ms = 500,
+                                              .query_timeout_ms = 1000};
+    int i = shardmap_conf_host(conf, conf->global_host);
+    uint64_t best = 0;
+    int found = 0;
+    char sql[160];
+
+    if (i < 0) {
+        sql_set_error("global host '%s' is not one of the hosts", conf->global_host);
+        return BC_EHOST;
+    }
+    const struct shardmap_host_conf *h = &conf->hosts[i];
+    if (h->nreplica == 0)
+        return sql_endpoint_of(conf, h->name, NULL, 0, ep);
+    /* The prefix is [a-z0-9_] (checked when the config was loaded). */
+    snprintf(sql, sizeof(sql),
+             "SELECT version FROM `%s_global`.map_version WHERE id = 1 AND "
+             "@@global.read_only = 0",
+             conf->schema_prefix);
+    for (uint32_t k = 0; k <= h->nreplica; k++) {
+        const char *addr = k == 0 ? h->addr : h->replicas[k - 1].addr;
+        uint16_t port = k == 0 ? h->port : h->replicas[k - 1].port;
+        struct sql_endpoint cand;
+        struct sql_conn *c = NULL;
+        char v[32];
+
+        if (sql_endpoint_of(conf, h->name, addr, port, &cand) != 0 ||
+            sql_conn_open(&cand, &opts, &c) != 0)
+            continue;
+        if (sql_value(c, v, sizeof(v), "%R", sql) == 1 &&
+            (!found || strtoull(v, NULL, 10) > best)) {
+            best = strtoull(v, NULL, 10);
+            *ep = cand;
+            found = 1;
+        }
+        sql_conn_close(c);
+    }
+    if (!found) {
+        sql_set_error("no writable server of the global host %s answers (its primary "
+                      "is down or being switched; see shardctl status)",
+                      h->name);
+        return BC_EDOWN;
+    }
+    return 0;
 }

@@ -72,7 +72,8 @@ static int open_global(const struct shardmap_conf *conf, struct sql_conn **g,
     struct sql_executor ex;
     int rc;
 
-    if ((rc = sql_endpoint_of(conf, conf->global_host, NULL, 0, &ep)) < 0)
+    /* The global host's writable server: after a failover not the config's. */
+    if ((rc = catalog_global_endpoint(conf, &ep)) < 0)
         return rc;
     if ((rc = open_conn(&ep, GLOBAL_QUERY_MS, g)) < 0)
         return rc;

@@ -140,46 +140,14 @@ static int map_build(struct router *r, struct catalog_map *cm,
  */
 static void global_discover(struct router *r)
 {
-    static const struct sql_conn_opts opts = {.connect_timeout_ms = 300,
-                                              .query_timeout_ms = 300};
-    int i = shardmap_conf_host(&r->conf, r->conf.global_host);
     int64_t now = router__now_ms();
-    const char *best_addr = NULL;
-    uint16_t best_port = 0;
-    uint64_t best = 0;
-    char sql[160];
+    struct sql_endpoint ep;
 
-    if (i < 0 || now - r->discovered_ms < ROUTER_DOWN_POLL_MS)
+    if (now - r->discovered_ms < ROUTER_DOWN_POLL_MS)
         return;
     r->discovered_ms = now;
-    const struct shardmap_host_conf *h = &r->conf.hosts[i];
-    if (h->nreplica == 0)
-        return; /* nowhere else to look */
-    /* The prefix is [a-z0-9_]: it goes into the text as it is. */
-    snprintf(sql, sizeof(sql),
-             "SELECT version FROM `%s_global`.map_version WHERE id = 1 AND "
-             "@@global.read_only = 0",
-             r->prefix);
-    for (uint32_t k = 0; k <= h->nreplica; k++) {
-        const char *addr = k == 0 ? h->addr : h->replicas[k - 1].addr;
-        uint16_t port = k == 0 ? h->port : h->replicas[k - 1].port;
-        struct sql_endpoint ep;
-        struct sql_conn *c = NULL;
-        char v[32];
-
-        if (sql_endpoint_of(&r->conf, h->name, addr, port, &ep) != 0 ||
-            sql_conn_open(&ep, &opts, &c) != 0)
-            continue;
-        if (sql_value(c, v, sizeof(v), "%R", sql) == 1 &&
-            strtoull(v, NULL, 10) > best) {
-            best = strtoull(v, NULL, 10);
-            best_addr = addr;
-            best_port = port;
-        }
-        sql_conn_close(c);
-    }
-    if (best_addr != NULL)
-        router__pool_retarget(r->global, best_addr, best_port);
+    if (catalog_global_endpoint(&r->conf, &ep) == 0)
+        router__pool_retarget(r->global, ep.addr, ep.port);
 }
 
 int router_reload_map(struct router *r)

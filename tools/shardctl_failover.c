@@ -375,7 +375,7 @@ int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
     struct guard g;
     int64_t t0, paused;
     char pos[512], got[32];
-    int rc, code = 1;
+    int rc, code = 1, p_semi = 1;
 
     if (guard_init(&g, conf, 0) < 0)
         return 1;
@@ -419,6 +419,7 @@ int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
         goto out;
     }
     /* Writes stop here: the API's get "read-only" and wait for the new map. */
+    p_semi = p->semi_sync;
     t0 = sql_now_ms();
     rc = guard_exec(p, NULL, "SET GLOBAL read_only = 1");
     if (rc == 0)
@@ -435,32 +436,44 @@ int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
         goto undo;
     }
     /*
-     * Semi-sync waiting on before it takes writes: the old primary becomes
-     * its replica within milliseconds, and nothing is acknowledged alone.
+     * The replica stops replicating (still read-only), the old primary
+     * becomes its replica, and only then does it take writes, with semi-sync
+     * waiting on: from its first write on (the flip itself, on the global
+     * host) there is a replica to acknowledge, and nothing is acknowledged
+     * by one server.
      */
-    rc = guard_exec(
-        r, NULL,
-        "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL rpl_semi_sync_master_enabled = "
-        "1; SET GLOBAL read_only = 0");
+    rc = guard_exec(r, NULL, "STOP SLAVE; RESET SLAVE ALL");
     if (rc < 0) {
         fprintf(stderr, "shardctl switchover: cannot promote %s: %s\n", r->name,
                 sql_last_error());
         (void)guard_replicate(&g, gr, r, p);
         goto undo;
     }
-    r->role = CATALOG_ROLE_PRIMARY;
-    p->role = CATALOG_ROLE_REPLICA;
-    gr->primary = (uint32_t)(r - gr->srv);
-    rc = flip(&g, gr, r, CATALOG_ROLE_REPLICA, "switched over");
+    rc = guard_replicate(&g, gr, p, r);
+    if (rc == 0)
+        rc = guard_exec(r, NULL,
+                        "SET GLOBAL rpl_semi_sync_master_enabled = 1; SET GLOBAL "
+                        "read_only = 0");
+    if (rc == 0) {
+        r->role = CATALOG_ROLE_PRIMARY;
+        p->role = CATALOG_ROLE_REPLICA;
+        gr->primary = (uint32_t)(r - gr->srv);
+        rc = flip(&g, gr, r, CATALOG_ROLE_REPLICA, "switched over");
+    }
     paused = sql_now_ms() - t0;
     if (rc < 0) {
-        fprintf(stderr,
-                "shardctl switchover: %s is writable but the catalog could not be "
-                "changed: %s; the guard retries, or run the switchover again\n",
-                r->name, sql_last_error());
-        goto out;
+        fprintf(stderr, "shardctl switchover: %s\n", sql_last_error());
+        /* Back as it was: nobody routed to r without the flip. */
+        r->role = CATALOG_ROLE_REPLICA;
+        p->role = CATALOG_ROLE_PRIMARY;
+        gr->primary = (uint32_t)(p - gr->srv);
+        (void)guard_exec(r, NULL,
+                         "SET GLOBAL read_only = 1; SET GLOBAL "
+                         "rpl_semi_sync_master_enabled = 0");
+        (void)guard_exec(p, NULL, "STOP SLAVE; RESET SLAVE ALL");
+        (void)guard_replicate(&g, gr, r, p);
+        goto undo;
     }
-    (void)guard_replicate(&g, gr, p, r);
     for (uint32_t k = 0; k < gr->nsrv; k++) {
         struct guard_server *s = &gr->srv[k];
         if (s != p && s != r && s->role == CATALOG_ROLE_REPLICA &&
@@ -473,7 +486,10 @@ int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
     code = 0;
     goto out;
 undo:
-    (void)guard_exec(p, NULL, "SET GLOBAL read_only = 0");
+    (void)guard_exec(
+        p, NULL,
+        "SET GLOBAL rpl_semi_sync_master_enabled = %u; SET GLOBAL read_only = 0",
+        (uint64_t)(p_semi != 0));
     fprintf(stderr, "shardctl switchover: nothing changed; %s is still the primary\n",
             p->name);
 out:

@@ -456,7 +456,7 @@ int shardctl_moves(const struct shardmap_conf *conf, struct sc_out *out)
     uint32_t n = 0;
     int rc;
 
-    if ((rc = sql_endpoint_of(conf, conf->global_host, NULL, 0, &ep)) < 0 ||
+    if ((rc = catalog_global_endpoint(conf, &ep)) < 0 ||
         (rc = sql_conn_open(&ep, &co, &g)) < 0) {
         fprintf(stderr, "shardctl: %s\n", sql_last_error());
         return rc == BC_EDOWN || rc == BC_ETIMEOUT ? SC_DOWN : SC_ERROR;
