@@ -332,18 +332,31 @@ int guard_replicate(struct guard *g, struct guard_group *gr, struct guard_server
     rc = sql_endpoint_of(g->conf, gr->host, p->addr, p->port, &ep);
     if (rc < 0)
         return rc;
-    /* current_pos: an old primary resumes from what it wrote itself. */
-    rc = guard_exec(
-        s, NULL,
-        "STOP SLAVE; SET GLOBAL read_only = 1; "
-        "SET GLOBAL rpl_semi_sync_master_enabled = 0; "
-        /* A lost primary is noticed, and STOP SLAVE returns, within 4 s. */
-        "SET GLOBAL slave_net_timeout = 4; "
-        "CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %u, "
-        "MASTER_USER = %s, MASTER_PASSWORD = %s, MASTER_USE_GTID = "
-        "current_pos, MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1; "
-        "START SLAVE",
-        p->addr, (uint64_t)p->port, ep.user, ep.password);
+    rc = guard_exec(s, NULL,
+                    "STOP SLAVE; SET GLOBAL read_only = 1; "
+                    "SET GLOBAL rpl_semi_sync_master_enabled = 0; "
+                    /* A lost primary is noticed, and STOP SLAVE returns, within 4 s. */
+                    "SET GLOBAL slave_net_timeout = 4");
+    if (rc < 0)
+        return rc;
+    /*
+     * From where its binlog ends: an old primary resumes from what it wrote
+     * itself, a replica from what it applied (it logs that too). Not
+     * current_pos: a move's replication connection on this server may have
+     * moved its slave position in another host's domain past what the new
+     * primary logged (the events it filtered out), and the primary would
+     * refuse that position (error 1236). Setting it needs every
+     * replication connection stopped: with a move's running, current_pos.
+     */
+    const char *use = "slave_pos";
+    if (guard_exec(s, NULL, "SET GLOBAL gtid_slave_pos = @@global.gtid_binlog_pos") < 0)
+        use = "current_pos";
+    rc =
+        guard_exec(s, NULL,
+                   "CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %u, "
+                   "MASTER_USER = %s, MASTER_PASSWORD = %s, MASTER_USE_GTID = %R, "
+                   "MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1; START SLAVE",
+                   p->addr, (uint64_t)p->port, ep.user, ep.password, use);
     if (rc == 0)
         guard_log("%s: %s replicates from %s (%s:%u)", gr->host, s->name, p->name,
                   p->addr, p->port);

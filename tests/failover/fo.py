@@ -121,6 +121,16 @@ def wait_settled(timeout=30):
         time.sleep(0.3)
 
 
+def netns():
+    """Whether the stack runs its MariaDB servers in network namespaces of
+    their own (BC_NETNS=1 when it was made: partitions are possible)."""
+    try:
+        with open(os.path.join(stack.get().dir, "stack.env")) as f:
+            return any(line.strip() == "NETNS=1" for line in f)
+    except OSError:
+        return False
+
+
 def replica_of(host):
     """The server the catalog names a replica of host (the first one)."""
     reps = sorted(s for s, (hh, role, _) in h.catalog_servers().items() if hh == host and role == "replica")
