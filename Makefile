@@ -101,19 +101,22 @@ $(BUILD)/fillscale: $(BUILD)/tools/bench/fillscale.o $(BUILD)/tools/bench/fillsc
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS)
 
 # wrk against one API server beside the same SQL run straight on the databases
-# (tools/bench/run, docs/benchmarks.md); starts and stops its own stack.
+# (tools/bench/run, docs/benchmarks.md); starts and stops its own stack. The
+# first four on stacks without replicas (their figures compare with the
+# earlier runs'); tools/bench/failover measures what replicas cost and buy.
 bench: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/rawdb \
        $(BUILD)/loadgen $(BUILD)/fillshard
-	BUILD=$(BUILD) tools/bench/run
-	BUILD=$(BUILD) tools/bench/cache
-	BUILD=$(BUILD) tools/bench/reshard
-	BUILD=$(BUILD) tools/bench/abuse
+	BUILD=$(BUILD) BC_REPLICAS=0 tools/bench/run
+	BUILD=$(BUILD) BC_REPLICAS=0 tools/bench/cache
+	BUILD=$(BUILD) BC_REPLICAS=0 tools/bench/reshard
+	BUILD=$(BUILD) BC_REPLICAS=0 tools/bench/abuse
+	BUILD=$(BUILD) tools/bench/failover
 
 # 1,000,000 users and 10,000,000 bets on 1024 shards (tools/bench/scale,
 # docs/benchmarks.md "Scale"); starts and stops its own stack. Knobs SCALE_*.
 bench-scale: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/loadgen \
              $(BUILD)/fillscale
-	BUILD=$(BUILD) tools/bench/scale
+	BUILD=$(BUILD) BC_REPLICAS=0 tools/bench/scale
 
 $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
