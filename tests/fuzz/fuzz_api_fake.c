@@ -106,6 +106,15 @@ int router_exec(struct router *router, uint32_t shard, struct sql_rows *rows,
     return down_run(NULL, NULL, 0, rows);
 }
 
+int router_stale_reads(int on)
+{
+    static _Thread_local int mode;
+    int was = mode;
+
+    mode = on;
+    return was;
+}
+
 void router_background(int on)
 {
     (void)on;

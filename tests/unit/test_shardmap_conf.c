@@ -372,7 +372,14 @@ static void test_cluster_example_values(void **state)
         assert_int_equal(conf.hosts[i].port, 3306 + i);
         assert_int_equal(conf.hosts[i].weight, 1);
         assert_int_equal(shardmap_conf_host(&conf, name), (int)i);
+        /* Each host's replica, db<i>b on port 3309 + i. */
+        snprintf(name, sizeof(name), "db%ub", i + 1);
+        assert_int_equal(conf.hosts[i].nreplica, 1);
+        assert_string_equal(conf.hosts[i].replicas[0].name, name);
+        assert_int_equal(conf.hosts[i].replicas[0].port, 3309 + i);
     }
+    assert_int_equal(conf.max_lag_ms, 1000);
+    assert_int_equal(conf.down_after_ms, 1000);
     assert_int_equal(shardmap_conf_host(&conf, "db4"), BC_EHOST);
     assert_int_equal(conf.nmemcached, 2);
     assert_int_equal(conf.pool_size, 8);
