@@ -116,23 +116,44 @@ static struct router_conn *lane_drop_idle(struct router_lane *lane)
     return idle;
 }
 
-void router__pool_retarget(struct router_pool *pool, const char *addr, uint16_t port)
+/*
+ * Sets the host's down mark (0: up), ends a row of timeouts and closes the
+ * idle connections of both lanes; takes the lock.
+ */
+static void pool_flush(struct router_pool *pool, int64_t down_until_ms)
 {
-    struct router_conn *req = NULL, *bg = NULL;
+    struct router_conn *req, *bg;
 
     pthread_mutex_lock(&pool->lock);
-    if (pool->ep.port != port || strcmp(pool->ep.addr, addr) != 0) {
-        snprintf(pool->ep.addr, sizeof(pool->ep.addr), "%s", addr);
-        pool->ep.port = port;
-        pool->epoch++;
-        pool->down_until_ms = 0;
-        atomic_store(&pool->nslow, 0);
-        req = lane_drop_idle(&pool->req);
-        bg = lane_drop_idle(&pool->bg);
-    }
+    pool->down_until_ms = down_until_ms;
+    atomic_store(&pool->nslow, 0);
+    req = lane_drop_idle(&pool->req);
+    bg = lane_drop_idle(&pool->bg);
     pthread_mutex_unlock(&pool->lock);
     lane_close_idle(req);
     lane_close_idle(bg);
+}
+
+/* Marks the host down, drops the idle connections of both lanes. */
+static void pool_mark_down(struct router_pool *pool)
+{
+    pool_flush(pool, router__now_ms() + ROUTER_DOWN_MS);
+}
+
+void router__pool_retarget(struct router_pool *pool, const char *addr, uint16_t port)
+{
+    int moved;
+
+    pthread_mutex_lock(&pool->lock);
+    moved = pool->ep.port != port || strcmp(pool->ep.addr, addr) != 0;
+    if (moved) {
+        snprintf(pool->ep.addr, sizeof(pool->ep.addr), "%s", addr);
+        pool->ep.port = port;
+        pool->epoch++; /* connections of the old address close as they come back */
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (moved)
+        pool_flush(pool, 0);
 }
 
 int router__any_down(struct router *r)
@@ -151,21 +172,6 @@ int router__any_down(struct router *r)
         pthread_mutex_unlock(&p->lock);
     }
     return down;
-}
-
-/* Marks the host down, drops the idle connections of both lanes; takes the lock. */
-static void pool_mark_down(struct router_pool *pool)
-{
-    struct router_conn *req, *bg;
-
-    pthread_mutex_lock(&pool->lock);
-    pool->down_until_ms = router__now_ms() + ROUTER_DOWN_MS;
-    atomic_store(&pool->nslow, 0);
-    req = lane_drop_idle(&pool->req);
-    bg = lane_drop_idle(&pool->bg);
-    pthread_mutex_unlock(&pool->lock);
-    lane_close_idle(req);
-    lane_close_idle(bg);
 }
 
 /* The server answered a statement: a row of timeouts is over. */

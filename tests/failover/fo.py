@@ -400,3 +400,29 @@ class AckedWatch:
 
     def after(self, t, pred=lambda b: True):
         return [b for when, b in self.seen if when > t and pred(b)]
+
+
+# ---------------------------------------------------------------- after a failover
+
+def failover_problems(roles, old, new, watch, report, t_event, shard, what, recover_s):
+    """What is wrong after host's primary old was lost at t_event (killed or
+    cut off) and new promoted: the catalog's roles (new 'primary', old
+    'fenced'); the watched shard's first acknowledged bet later than
+    down_after_ms / 2 after the event (earlier ones went to the old primary)
+    and loadgen's longest gap between two of them, each within recover_s.
+    Returns (problems, seconds to the first bet back or None, time of it or
+    None, loadgen's watched section)."""
+    problems = []
+    if not (roles.get(new, ("", ""))[1] == "primary" and roles.get(old, ("", ""))[1] == "fenced"):
+        problems.append("catalog roles after the failover: %s is %s, %s is %s; want primary and fenced"
+                        % (new, roles.get(new), old, roles.get(old)))
+    t_back = watch.first_after(t_event + DOWN_AFTER_MS / 2000.0, lambda b: h.stack.shard_of(b) == shard)
+    recover = None if t_back is None else t_back - t_event
+    if recover is None or recover > recover_s:
+        problems.append("shard %d's first acknowledged bet after the %s came %s s after it, want <= %.1f"
+                        % (shard, what, "never" if recover is None else "%.2f" % recover, recover_s))
+    ws = (h.watch_section(report) or {}).get("watched") or {}
+    if (ws.get("max_gap_ms") or 1e9) > recover_s * 1000:
+        problems.append("longest gap between two acknowledged bets of shard %d: %s ms, want <= %d: %s"
+                        % (shard, ws.get("max_gap_ms"), recover_s * 1000, json.dumps(ws)))
+    return problems, recover, t_back, ws

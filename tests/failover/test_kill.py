@@ -19,7 +19,6 @@ The stack is left settled (every host a writable primary and a healthy
 replica); the old primary stays a replica (no switch back).
 """
 
-import json
 import time
 import unittest
 
@@ -102,23 +101,10 @@ def kill_primary_under_load(tc, host, global_check=False):
         if not ok:
             problems.append(msg)
 
-    check(roles.get(new, ("", ""))[1] == "primary" and roles.get(old, ("", ""))[1] == "fenced",
-          "catalog roles after the failover: %s is %s, %s is %s; want primary and fenced"
-          % (new, roles.get(new), old, roles.get(old)))
-
     on_shard = lambda b: h.stack.shard_of(b) == shard  # noqa: E731
-    # Before down_after_ms nothing can be acknowledged on the dead primary's
-    # shards: a bet seen after half of it went to the new primary.
-    t_back = watch.first_after(t_kill + fo.DOWN_AFTER_MS / 2000.0, on_shard)
-    recover = None if t_back is None else t_back - t_kill
-    check(recover is not None and recover <= RECOVER_S,
-          "shard %d's first acknowledged bet after the kill came %s s after it, want <= %.1f"
-          % (shard, "never" if recover is None else "%.2f" % recover, RECOVER_S))
-    w = h.watch_section(report) or {}
-    ws = w.get("watched") or {}
-    check((ws.get("max_gap_ms") or 1e9) <= RECOVER_S * 1000,
-          "longest gap between two acknowledged bets of shard %d: %s ms, want <= %d: %s"
-          % (shard, ws.get("max_gap_ms"), RECOVER_S * 1000, json.dumps(w)))
+    more, recover, t_back, ws = fo.failover_problems(roles, old, new, watch, report, t_kill, shard, "kill",
+                                                     RECOVER_S)
+    problems += more
 
     acked = [b for b, _, _ in lg.acked()]
     watched = [b for b in acked if on_shard(b)]
