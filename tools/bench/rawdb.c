@@ -3,23 +3,36 @@
  * straight from C with no HTTP server in between, to measure the database's
  * own limit on this machine (the baseline of `make bench`).
  *
- *   rawdb select|bet --targets FILE [-c CONNS] [-d SECONDS] [--json]
+ *   rawdb select|bet|bet-min|bet-min-1rt --targets FILE [-c CONNS] [-d SECONDS]
+ *         [--json]
  *
- * select  the statement GET /v1/me runs (api_user_load in api/api_users.c):
- *         one user row by primary key in its shard schema.
- * bet     what POST /v1/bets (api_h_bet_create in api/api_bets.c, without an
- *         Idempotency-Key) sends, statement for statement (the match comes
- *         from the cache, so it is read once per thread): NEXTVAL for the bet id
- * (router_next_id, in autocommit); START TRANSACTION; the settled_matches share-lock
- *         check; the conditional balance UPDATE; the bet and ledger INSERTs
- *         as one multi-statement round trip; COMMIT. Stake 1, the pick
- *         rotates over home/draw/away.
+ * select       the statement GET /v1/me runs (api_user_load in api/api_users.c):
+ *              one user row by primary key in its shard schema.
+ * bet          what POST /v1/bets (api_h_bet_create in api/api_bets.c, without
+ *              an Idempotency-Key) sends, statement for statement: NEXTVAL for
+ *              the bet id (router_next_id, in autocommit); START TRANSACTION;
+ *              the settled_matches share-lock check; the conditional balance
+ *              UPDATE; the bet INSERT; the ledger INSERT; COMMIT. 7 round trips.
+ *              This measures the API's design against itself.
+ * bet-min      the least a correct bet needs, statement by statement: START
+ *              TRANSACTION; the conditional balance UPDATE; the bet INSERT,
+ *              whose id is made inside it from the shard's sequence and clock
+ *              (the layout of router_next_id) and kept in a session variable;
+ *              the ledger INSERT with that id; COMMIT. 5 round trips, no
+ *              idempotency, no settled check, no separate id round trip.
+ * bet-min-1rt  the same five statements as one multi-statement text, every
+ *              result read: 1 round trip. The INSERTs are guarded by
+ *              ROW_COUNT() = 1, so a bet the balance does not cover writes
+ *              nothing (the client learns it only after the COMMIT).
+ * In every bet mode the match comes from the API's cache, so it is read once
+ * per thread; stake 1; the pick rotates over home/draw/away. Every bet row
+ * and ledger row is as the API writes it: `bcadmin check-ledger` holds after.
  *
  * Each of CONNS threads (default 64) opens one connection to one database
  * host with the blocking libmariadb API (utf8mb4, multi-statements, found
  * rows: the router's options) and loops over the bench users of that host;
  * thread t takes the host of user t mod N, so the hosts get the same share
- * of the load as when a client rotates over all N users. In bet mode a
+ * of the load as when a client rotates over all N users. In the bet modes a
  * thread whose host is not the global host also has a second connection,
  * to the global host, for the match SELECT (the server's pools do the same).
  *
@@ -27,7 +40,7 @@
  *   user NAME
  *   password PASSWORD
  *   global ADDR PORT SCHEMA          host and schema of the global data
- *   match ID                         bet mode: a scheduled match, kickoff ahead
+ *   match ID                         bet modes: a scheduled match, kickoff ahead
  *   target ADDR PORT SCHEMA USER_ID  one line per bench user (its shard)
  *
  * Prints one line: ops, ops/s, p50 and p99 latency of one operation (ms),
@@ -52,7 +65,12 @@
 #define MAX_TARGETS 4096
 #define MAX_THREADS 1024
 
-enum mode { MODE_SELECT, MODE_BET };
+enum mode { MODE_SELECT, MODE_BET, MODE_BET_MIN, MODE_BET_MIN_1RT };
+
+/* The command-line names, by mode. */
+static const char *const mode_names[] = {"select", "bet", "bet-min", "bet-min-1rt"};
+
+static const char *const picks[3] = {"home", "draw", "away"};
 
 struct target {
     char addr[128];
@@ -93,8 +111,8 @@ struct worker {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: rawdb select|bet --targets FILE [-c CONNS] [-d SECONDS] "
-                 "[--json]\n");
+    fprintf(out, "usage: rawdb select|bet|bet-min|bet-min-1rt --targets FILE "
+                 "[-c CONNS] [-d SECONDS] [--json]\n");
 }
 
 static double now_s(void)
@@ -176,9 +194,9 @@ static int load_targets(struct bench *b, const char *path)
         }
     }
     fclose(f);
-    if (b->ntarget == 0 || (b->mode == MODE_BET && (!have_global || !b->match_id))) {
+    if (b->ntarget == 0 || (b->mode != MODE_SELECT && (!have_global || !b->match_id))) {
         fprintf(stderr, "rawdb: %s: needs target lines%s\n", path,
-                b->mode == MODE_BET ? ", a global line and a match line" : "");
+                b->mode != MODE_SELECT ? ", a global line and a match line" : "");
         return -1;
     }
     return 0;
@@ -209,12 +227,14 @@ static MYSQL *db_connect(struct worker *w, const struct target *host)
 /*
  * Sends one statement (or a multi-statement batch) and reads every result,
  * as the router does. The first result set goes to *res if res is not NULL
- * (the caller frees it); *affected gets the first statement's affected rows.
+ * (the caller frees it); affected[i] gets the affected rows of statement i,
+ * for the first naffected statements (the others are read and dropped).
  */
 static int db_query(struct worker *w, MYSQL *m, const char *sql, MYSQL_RES **res,
-                    uint64_t *affected)
+                    uint64_t *affected, unsigned naffected)
 {
-    int first = 1, rc;
+    unsigned i = 0;
+    int rc;
 
     if (res != NULL)
         *res = NULL;
@@ -225,13 +245,13 @@ static int db_query(struct worker *w, MYSQL *m, const char *sql, MYSQL_RES **res
 
         if (r == NULL && mysql_field_count(m) != 0)
             goto fail;
-        if (first && affected != NULL)
-            *affected = mysql_affected_rows(m);
-        if (first && res != NULL)
+        if (i < naffected)
+            affected[i] = mysql_affected_rows(m);
+        if (i == 0 && res != NULL)
             *res = r;
         else if (r != NULL)
             mysql_free_result(r);
-        first = 0;
+        i++;
     } while ((rc = mysql_next_result(m)) == 0);
     if (rc > 0)
         goto fail;
@@ -259,7 +279,7 @@ static int op_select(struct worker *w, MYSQL *m, const struct target *t)
              "u.balance, u.points, EXISTS(SELECT 1 FROM `%s`.avatars a WHERE "
              "a.user_id = u.id) FROM `%s`.users u WHERE u.id = %" PRIu64,
              t->schema, t->schema, t->user_id);
-    if (db_query(w, m, sql, &res, NULL) < 0)
+    if (db_query(w, m, sql, &res, NULL, 0) < 0)
         return -1;
     while ((row = mysql_fetch_row(res)) != NULL)
         found++;
@@ -284,37 +304,31 @@ static int first_cell(MYSQL_RES *res, unsigned col, char *out, size_t size)
     return 0;
 }
 
-/* POST /v1/bets: the statements of api_h_bet_create, in its order. */
-static int op_bet(struct worker *w, MYSQL *shard, MYSQL *global, const struct target *t,
-                  unsigned seq)
+/*
+ * The match of the bets, as the API's cache holds it: the API reads it through
+ * memcached and its near-cache, so a bet sends nothing to the global schema;
+ * here it is read once per thread, on its first bet.
+ */
+static int bet_match(struct worker *w, MYSQL *global)
 {
-    static const char *const picks[3] = {"home", "draw", "away"};
     const struct bench *b = w->b;
-    unsigned p = seq % 3;
-    char sql[1024], placed[64], count[32];
+    char sql[512];
     MYSQL_RES *res;
     MYSQL_ROW row;
-    uint64_t affected = 0, bet_id, ms, nextval;
-    unsigned long long odds;
-    struct timespec now;
-    struct tm tm;
     int ok;
 
-    /*
-     * The match: the API reads it through memcached and its near-cache, so
-     * a bet sends nothing to the global schema; here it is read once.
-     */
     if (w->have_match)
-        goto have_match;
+        return 0;
     snprintf(sql, sizeof(sql),
              "SELECT status, odds_home, odds_draw, odds_away, kickoff > "
              "UTC_TIMESTAMP(3) FROM `%s`.matches WHERE id = %" PRIu64,
              b->global.schema, b->match_id);
-    if (db_query(w, global, sql, &res, NULL) < 0)
+    if (db_query(w, global, sql, &res, NULL, 0) < 0)
         return -1;
     row = mysql_fetch_row(res);
     ok = row != NULL && row[0] != NULL && strcmp(row[0], "scheduled") == 0 &&
-         row[4] != NULL && strcmp(row[4], "1") == 0 && row[1 + p] != NULL;
+         row[4] != NULL && strcmp(row[4], "1") == 0 && row[1] != NULL &&
+         row[2] != NULL && row[3] != NULL;
     for (int i = 0; ok && i < 3; i++)
         w->match_odds[i] = strtoull(row[1 + i], NULL, 10);
     mysql_free_result(res);
@@ -325,20 +339,51 @@ static int op_bet(struct worker *w, MYSQL *shard, MYSQL *global, const struct ta
         return -1;
     }
     w->have_match = 1;
-have_match:
-    odds = w->match_odds[p];
+    return 0;
+}
+
+/* The bet's placed_at, from this machine's clock as the API takes it. */
+static void placed_now(char *out, size_t size)
+{
+    struct timespec now;
+    struct tm tm;
+
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
-    snprintf(placed, sizeof(placed), "%04d-%02d-%02d %02d:%02d:%02d.%03ld",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-             tm.tm_sec, now.tv_nsec / 1000000);
+    snprintf(out, size, "%04d-%02d-%02d %02d:%02d:%02d.%03ld", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             now.tv_nsec / 1000000);
+}
+
+/* The shard a user id carries (shardmap_id_shard without linking shardmap). */
+static unsigned id_shard(uint64_t id)
+{
+    return (unsigned)((id >> SHARDMAP_ID_SEQ_BITS) &
+                      ((1u << SHARDMAP_ID_SHARD_BITS) - 1));
+}
+
+/* POST /v1/bets: the statements of api_h_bet_create, in its order. */
+static int op_bet(struct worker *w, MYSQL *shard, MYSQL *global, const struct target *t,
+                  unsigned seq)
+{
+    const struct bench *b = w->b;
+    unsigned p = seq % 3;
+    char sql[1024], placed[64], count[32];
+    MYSQL_RES *res;
+    MYSQL_ROW row;
+    uint64_t affected = 0, bet_id, ms, nextval;
+    int ok;
+
+    if (bet_match(w, global) < 0)
+        return -1;
+    placed_now(placed, sizeof(placed));
 
     /* router_next_id, in autocommit on the shard's host. */
     snprintf(sql, sizeof(sql),
              "SELECT NEXTVAL(`%s`.id_seq), CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS "
              "UNSIGNED)",
              t->schema);
-    if (db_query(w, shard, sql, &res, NULL) < 0)
+    if (db_query(w, shard, sql, &res, NULL, 0) < 0)
         return -1;
     row = mysql_fetch_row(res);
     ok = row != NULL && row[0] != NULL && row[1] != NULL;
@@ -349,18 +394,16 @@ have_match:
         return -1;
     ms = ms > SHARDMAP_ID_EPOCH_MS ? ms - SHARDMAP_ID_EPOCH_MS : 0;
     bet_id = (ms << (SHARDMAP_ID_SHARD_BITS + SHARDMAP_ID_SEQ_BITS)) |
-             ((uint64_t)((t->user_id >> SHARDMAP_ID_SEQ_BITS) &
-                         ((1u << SHARDMAP_ID_SHARD_BITS) - 1))
-              << SHARDMAP_ID_SEQ_BITS) |
+             ((uint64_t)id_shard(t->user_id) << SHARDMAP_ID_SEQ_BITS) |
              (nextval & ((1u << SHARDMAP_ID_SEQ_BITS) - 1));
 
-    if (db_query(w, shard, "START TRANSACTION", NULL, NULL) < 0)
+    if (db_query(w, shard, "START TRANSACTION", NULL, NULL, 0) < 0)
         return -1;
     snprintf(sql, sizeof(sql),
              "SELECT COUNT(*) FROM `%s`.settled_matches WHERE match_id = %" PRIu64
              " LOCK IN SHARE MODE",
              t->schema, b->match_id);
-    if (db_query(w, shard, sql, &res, NULL) < 0)
+    if (db_query(w, shard, sql, &res, NULL, 0) < 0)
         goto rollback;
     ok = first_cell(res, 0, count, sizeof(count)) == 0 && strcmp(count, "0") == 0;
     mysql_free_result(res);
@@ -374,7 +417,7 @@ have_match:
              "UPDATE `%s`.users SET balance = balance - 1 WHERE id = %" PRIu64
              " AND balance >= 1",
              t->schema, t->user_id);
-    if (db_query(w, shard, sql, NULL, &affected) < 0)
+    if (db_query(w, shard, sql, NULL, &affected, 1) < 0)
         goto rollback;
     if (affected == 0) {
         if (w->error[0] == '\0')
@@ -382,21 +425,106 @@ have_match:
                      t->user_id);
         goto rollback;
     }
+    /* The bet, then its ledger row: one statement a call, as the API sends them. */
     snprintf(sql, sizeof(sql),
              "INSERT INTO `%s`.bets (id, user_id, match_id, pick, stake, odds, "
              "placed_at) VALUES (%" PRIu64 ", %" PRIu64 ", %" PRIu64
-             ", '%s', 1, %llu, '%s');\n"
+             ", '%s', 1, %llu, '%s')",
+             t->schema, bet_id, t->user_id, b->match_id, picks[p], w->match_odds[p],
+             placed);
+    if (db_query(w, shard, sql, NULL, NULL, 0) < 0)
+        goto rollback;
+    snprintf(sql, sizeof(sql),
              "INSERT INTO `%s`.ledger (user_id, delta, reason, bet_id) VALUES "
              "(%" PRIu64 ", -1, 'bet', %" PRIu64 ")",
-             t->schema, bet_id, t->user_id, b->match_id, picks[p], odds, placed,
              t->schema, t->user_id, bet_id);
-    if (db_query(w, shard, sql, NULL, NULL) < 0)
+    if (db_query(w, shard, sql, NULL, NULL, 0) < 0)
         goto rollback;
-    if (db_query(w, shard, "COMMIT", NULL, NULL) < 0)
+    if (db_query(w, shard, "COMMIT", NULL, NULL, 0) < 0)
         goto rollback;
     return 0;
 rollback:
-    (void)db_query(w, shard, "ROLLBACK", NULL, NULL);
+    (void)db_query(w, shard, "ROLLBACK", NULL, NULL, 0);
+    return -1;
+}
+
+/*
+ * The minimal bet transaction: START TRANSACTION; the conditional debit; the
+ * bet; its ledger row; COMMIT. The bet id is made inside the bet's INSERT
+ * with router_next_id's layout (the server's clock in ms since the id epoch,
+ * the shard, the low bits of the shard's sequence) and kept in @bet_id for
+ * the ledger row, so it costs no round trip of its own.
+ *
+ * one_rt 0: one statement a round trip (5), checking the debit before the
+ * INSERTs as the API does. one_rt 1: the five statements in one text (1
+ * round trip, every result read); there the client cannot stop between
+ * them, so each INSERT only writes if the statement before it wrote one row
+ * (ROW_COUNT() = 1): a bet the balance does not cover commits nothing.
+ */
+static int op_bet_min(struct worker *w, MYSQL *shard, MYSQL *global,
+                      const struct target *t, unsigned seq, int one_rt)
+{
+    const struct bench *b = w->b;
+    unsigned p = seq % 3;
+    char sql[2048], debit[256], bet[768], ledger[256], id_expr[256], placed[64];
+    uint64_t affected[5] = {0};
+
+    if (bet_match(w, global) < 0)
+        return -1;
+    placed_now(placed, sizeof(placed));
+    snprintf(id_expr, sizeof(id_expr),
+             "@bet_id := (((CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS UNSIGNED) - %llu) "
+             "<< %d) | (%u << %d) | (NEXTVAL(`%s`.id_seq) & %u))",
+             SHARDMAP_ID_EPOCH_MS, SHARDMAP_ID_SHARD_BITS + SHARDMAP_ID_SEQ_BITS,
+             id_shard(t->user_id), SHARDMAP_ID_SEQ_BITS, t->schema,
+             (1u << SHARDMAP_ID_SEQ_BITS) - 1);
+    snprintf(debit, sizeof(debit),
+             "UPDATE `%s`.users SET balance = balance - 1 WHERE id = %" PRIu64
+             " AND balance >= 1",
+             t->schema, t->user_id);
+    snprintf(bet, sizeof(bet),
+             "INSERT INTO `%s`.bets (id, user_id, match_id, pick, stake, odds, "
+             "placed_at) %s%s, %" PRIu64 ", %" PRIu64 ", '%s', 1, %llu, '%s'%s",
+             t->schema, one_rt ? "SELECT " : "VALUES (", id_expr, t->user_id,
+             b->match_id, picks[p], w->match_odds[p], placed,
+             one_rt ? " FROM DUAL WHERE ROW_COUNT() = 1" : ")");
+    snprintf(ledger, sizeof(ledger),
+             "INSERT INTO `%s`.ledger (user_id, delta, reason, bet_id) %s%" PRIu64
+             ", -1, 'bet', @bet_id%s",
+             t->schema, one_rt ? "SELECT " : "VALUES (", t->user_id,
+             one_rt ? " FROM DUAL WHERE ROW_COUNT() = 1" : ")");
+
+    if (one_rt) {
+        snprintf(sql, sizeof(sql), "START TRANSACTION;\n%s;\n%s;\n%s;\nCOMMIT", debit,
+                 bet, ledger);
+        if (db_query(w, shard, sql, NULL, affected, 5) < 0)
+            goto rollback; /* a statement failed: the rest did not run */
+        if (affected[1] == 1 && affected[2] == 1 && affected[3] == 1)
+            return 0;
+        if (w->error[0] == '\0')
+            snprintf(w->error, sizeof(w->error),
+                     "user %" PRIu64 ": rows debited/bet/ledger %" PRIu64 "/%" PRIu64
+                     "/%" PRIu64 " (no balance left?)",
+                     t->user_id, affected[1], affected[2], affected[3]);
+        return -1; /* committed, but wrote nothing */
+    }
+    if (db_query(w, shard, "START TRANSACTION", NULL, NULL, 0) < 0)
+        return -1;
+    if (db_query(w, shard, debit, NULL, affected, 1) < 0)
+        goto rollback;
+    if (affected[0] == 0) {
+        if (w->error[0] == '\0')
+            snprintf(w->error, sizeof(w->error), "user %" PRIu64 ": no balance left",
+                     t->user_id);
+        goto rollback;
+    }
+    if (db_query(w, shard, bet, NULL, NULL, 0) < 0 ||
+        db_query(w, shard, ledger, NULL, NULL, 0) < 0 ||
+        db_query(w, shard, "COMMIT", NULL, NULL, 0) < 0)
+        goto rollback;
+    return 0;
+rollback:
+    (void)db_query(w, shard, "ROLLBACK", NULL, NULL, 0);
     return -1;
 }
 
@@ -425,16 +553,28 @@ static void *worker_main(void *arg)
 
     mysql_thread_init();
     shard = db_connect(w, home);
-    if (shard != NULL && b->mode == MODE_BET)
+    if (shard != NULL && b->mode != MODE_SELECT)
         global = same_host(home, &b->global) ? shard : db_connect(w, &b->global);
-    if (shard == NULL || (b->mode == MODE_BET && global == NULL))
+    if (shard == NULL || (b->mode != MODE_SELECT && global == NULL))
         w->failed = 1;
     pthread_barrier_wait(&b->start); /* everyone connected (or failed) */
     while (!w->failed && !atomic_load_explicit(&b->stop, memory_order_relaxed)) {
         const struct target *t = &b->targets[w->users[i % w->nuser]];
         double t0 = now_s();
-        int rc = b->mode == MODE_SELECT ? op_select(w, shard, t)
-                                        : op_bet(w, shard, global, t, i / w->nuser);
+        unsigned seq = i / w->nuser;
+        int rc;
+
+        switch (b->mode) {
+        case MODE_SELECT:
+            rc = op_select(w, shard, t);
+            break;
+        case MODE_BET:
+            rc = op_bet(w, shard, global, t, seq);
+            break;
+        default:
+            rc = op_bet_min(w, shard, global, t, seq, b->mode == MODE_BET_MIN_1RT);
+            break;
+        }
 
         if (rc < 0) {
             w->errors++;
@@ -445,10 +585,10 @@ static void *worker_main(void *arg)
                 mysql_close(shard);
                 global = NULL;
                 shard = db_connect(w, home);
-                if (shard != NULL && b->mode == MODE_BET)
+                if (shard != NULL && b->mode != MODE_SELECT)
                     global =
                         same_host(home, &b->global) ? shard : db_connect(w, &b->global);
-                if (shard == NULL || (b->mode == MODE_BET && global == NULL))
+                if (shard == NULL || (b->mode != MODE_SELECT && global == NULL))
                     w->failed = 1;
             }
         } else if (record(w, (now_s() - t0) * 1e6) < 0) {
@@ -540,14 +680,14 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (strcmp(argv[optind], "select") == 0) {
-        b.mode = MODE_SELECT;
-    } else if (strcmp(argv[optind], "bet") == 0) {
-        b.mode = MODE_BET;
-    } else {
+    for (c = 0; c < (int)(sizeof(mode_names) / sizeof(mode_names[0])); c++)
+        if (strcmp(argv[optind], mode_names[c]) == 0)
+            break;
+    if (c == (int)(sizeof(mode_names) / sizeof(mode_names[0]))) {
         usage(stderr);
         return 2;
     }
+    b.mode = (enum mode)c;
     if (load_targets(&b, targets) < 0)
         return 2;
     if (mysql_library_init(0, NULL, NULL) != 0) {
@@ -617,11 +757,12 @@ int main(int argc, char **argv)
         printf("{\"mode\":\"%s\",\"conns\":%u,\"seconds\":%.2f,\"ops\":%zu,"
                "\"ops_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"errors\":%" PRIu64
                ",\"failed_threads\":%u}\n",
-               argv[optind], b.conns, elapsed, nall, rate, p50, p99, errors, failed);
+               mode_names[b.mode], b.conns, elapsed, nall, rate, p50, p99, errors,
+               failed);
     } else {
         printf("rawdb %s: %u conns, %.1f s: %zu ops, %.1f ops/s, p50 %.2f ms, "
                "p99 %.2f ms, %" PRIu64 " errors\n",
-               argv[optind], b.conns, elapsed, nall, rate, p50, p99, errors);
+               mode_names[b.mode], b.conns, elapsed, nall, rate, p50, p99, errors);
     }
     if (first_error[0] != '\0')
         fprintf(stderr, "rawdb: first error: %s\n", first_error);
