@@ -119,6 +119,17 @@ void api_print_routes(FILE *out);
 int api_password_hash(const char *password, char *out, size_t size);
 int api_password_verify(const char *hash, const char *password);
 
+/* How long an Idempotency-Key answers a repeated bet (s): 24 hours. */
+#define API_IDEM_KEEP_S 86400
+/*
+ * Deletes the Idempotency-Key records older than keep_s from every shard
+ * (api_purge.c; each server does it every 10 minutes). *deleted gets the
+ * rows deleted, *failed the shards that failed (the first is logged).
+ * 0, or the first failed shard's status.
+ */
+int api_idem_purge(struct router *router, uint32_t keep_s, uint64_t *deleted,
+                   uint32_t *failed);
+
 /* Creates the platform admin (and its platform company) if missing. */
 int api_create_platform_admin(struct router *router, const char *email,
                               const char *password, const char *display_name,

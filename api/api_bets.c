@@ -22,20 +22,22 @@
 #define BET_COLS                                                                       \
     "id, match_id, pick, stake, odds, status, payout, placed_at, settled_at"
 
-static json_t *bet_json(struct sql_rows *rows, uint32_t r)
+/* The bet in columns c.. of row r (BET_COLS). */
+static json_t *bet_json(struct sql_rows *rows, uint32_t r, uint32_t c)
 {
     return json_pack("{s:o,s:o,s:s,s:I,s:o,s:s,s:o,s:o,s:o}", "id",
-                     api_id_json(strtoull(sql_cell(rows, r, 0), NULL, 10)), "match_id",
-                     api_id_json(strtoull(sql_cell(rows, r, 1), NULL, 10)), "pick",
-                     sql_cell(rows, r, 2), "stake",
-                     (json_int_t)strtoll(sql_cell(rows, r, 3), NULL, 10), "odds",
-                     api_odds_json(strtoll(sql_cell(rows, r, 4), NULL, 10)), "status",
-                     sql_cell(rows, r, 5), "payout",
-                     sql_cell(rows, r, 6)
-                         ? json_integer(strtoll(sql_cell(rows, r, 6), NULL, 10))
+                     api_id_json(strtoull(sql_cell(rows, r, c + 0), NULL, 10)),
+                     "match_id",
+                     api_id_json(strtoull(sql_cell(rows, r, c + 1), NULL, 10)), "pick",
+                     sql_cell(rows, r, c + 2), "stake",
+                     (json_int_t)strtoll(sql_cell(rows, r, c + 3), NULL, 10), "odds",
+                     api_odds_json(strtoll(sql_cell(rows, r, c + 4), NULL, 10)),
+                     "status", sql_cell(rows, r, c + 5), "payout",
+                     sql_cell(rows, r, c + 6)
+                         ? json_integer(strtoll(sql_cell(rows, r, c + 6), NULL, 10))
                          : json_null(),
-                     "placed_at", api_time_json(sql_cell(rows, r, 7)), "settled_at",
-                     api_time_json(sql_cell(rows, r, 8)));
+                     "placed_at", api_time_json(sql_cell(rows, r, c + 7)), "settled_at",
+                     api_time_json(sql_cell(rows, r, c + 8)));
 }
 
 /* Replies with one bet of the caller (status), or 404. */
@@ -52,7 +54,7 @@ static void bet_reply(struct api_req *req, int status, uint64_t bet_id)
     else if (rc < 0)
         api_db_error(req, rc);
     else
-        api_reply_json(req, status, bet_json(&rows, 0));
+        api_reply_json(req, status, bet_json(&rows, 0, 0));
     sql_rows_free(&rows);
 }
 
@@ -92,6 +94,22 @@ static void idem_replay(struct api_req *req, struct sql_rows *idem, const char *
     bet_reply(req, 200, strtoull(sql_cell(idem, 0, 1), NULL, 10));
 }
 
+/*
+ * The bet's transaction in one round trip: the shard's place_bet procedure
+ * (etc/schema/shard.sql) checks the key, the settlement and the balance and
+ * writes the bet, its ledger row and the key's record, or rolls back. Its
+ * answer row: outcome, a replay's request hash, then the bet (BET_COLS).
+ */
+static int bet_place(struct api_req *req, uint32_t shard, uint64_t match_id,
+                     const char *pick, int64_t stake, int64_t odds, const char *placed,
+                     const char *key, const char *hash, struct sql_rows *rows)
+{
+    return router_exec(req->router, shard, rows,
+                       "CALL %S.place_bet(%u, %N, %u, %u, %s, %d, %d, %s, %s, %s)",
+                       (uint64_t)SHARDMAP_ID_EPOCH_MS, req->auth.user_id, match_id,
+                       pick, stake, odds, placed, key, key != NULL ? hash : NULL);
+}
+
 void api_h_bet_create(struct api_req *req)
 {
     static const struct api_field spec[] = {{"match_id", API_T_ID, 1, 0},
@@ -100,9 +118,8 @@ void api_h_bet_create(struct api_req *req)
                                             {NULL, 0, 0, 0}};
     static const char *const picks[3] = {"home", "draw", "away"};
     struct sql_rows idem = {0}, rows = {0};
-    struct router_txn *txn = NULL;
-    const char *key, *pick;
-    uint64_t match_id, user = req->auth.user_id, bet_id;
+    const char *key, *pick, *outcome;
+    uint64_t match_id, user = req->auth.user_id;
     uint32_t shard = router_shard_of_id(user);
     unsigned char h[16];
     char hash[33], hin[96], placed[64];
@@ -110,9 +127,7 @@ void api_h_bet_create(struct api_req *req)
     struct tm tm;
     int64_t stake, odds = 0, kickoff_ms;
     json_t *body = req->json, *v, *m = NULL;
-    int64_t move_deadline = 0;
     int lock_retries = 0;
-    uint64_t seen = 0;
     int rc, p;
 
     if (api_body_check(req, spec) < 0 || idem_key(req, &key) < 0)
@@ -162,73 +177,18 @@ void api_h_bet_create(struct api_req *req)
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
              tm.tm_sec, now.tv_nsec / 1000000);
 
-again:
-    seen = router_map_version(req->router);
-    if ((rc = router_next_id(req->router, NULL, shard, &bet_id)) < 0)
-        goto dberr;
-    if ((rc = router_txn_begin(req->router, shard, &txn)) < 0)
-        goto dberr;
-    if (key != NULL) {
-        rc = router_txn_exec(
-            txn, &idem,
-            "SELECT request_hash, bet_id FROM %S.idempotency WHERE user_id = "
-            "%u AND idem_key = %s",
-            user, key);
-        if (rc < 0)
-            goto dberr;
-        if (idem.nrow == 1) {
-            router_txn_rollback(txn);
-            txn = NULL;
-            idem_replay(req, &idem, hash);
-            goto out;
-        }
-    }
-    rc = router_txn_exec(txn, &rows,
-                         "SELECT COUNT(*) FROM %S.settled_matches WHERE match_id = %u "
-                         "LOCK IN SHARE MODE",
-                         match_id);
-    if (rc < 0)
-        goto dberr;
-    if (strcmp(sql_cell(&rows, 0, 0), "0") != 0) {
-        api_error(req, 422, "betting_closed", "betting on this match is closed");
-        goto out;
-    }
-    sql_rows_free(&rows);
-    rc = router_txn_exec(txn, &rows,
-                         "UPDATE %S.users SET balance = balance - %d WHERE id = %u AND "
-                         "balance >= %d",
-                         stake, user, stake);
-    if (rc < 0)
-        goto dberr;
-    if (rows.affected == 0) {
-        api_error(req, 422, "insufficient_balance",
-                  "the stake is more than your balance");
-        goto out;
-    }
     /*
-     * The bet, then its ledger row: two statements, as the API's account
-     * sends one a call (no multi-statement text on its connections).
+     * A moved shard is followed by router_exec (the call failed whole). A
+     * deadlock with a settlement batch on the same shard rolled the
+     * transaction back whole too: it runs again.
      */
-    rc = router_txn_exec(txn, NULL,
-                         "INSERT INTO %S.bets (id, user_id, match_id, pick, stake, "
-                         "odds, placed_at) VALUES (%u, %u, %u, %s, %d, %d, %s)",
-                         bet_id, user, match_id, pick, stake, odds, placed);
-    if (rc == 0)
-        rc = router_txn_exec(txn, NULL,
-                             "INSERT INTO %S.ledger (user_id, delta, reason, bet_id) "
-                             "VALUES (%u, %d, 'bet', %u)",
-                             user, -stake, bet_id);
-    if (rc == 0 && key != NULL)
-        rc = router_txn_exec(
-            txn, NULL,
-            "INSERT INTO %S.idempotency (user_id, idem_key, request_hash, "
-            "bet_id) VALUES (%u, %s, %s, %u)",
-            user, key, hash, bet_id);
+    do {
+        sql_rows_free(&rows);
+        rc = bet_place(req, shard, match_id, pick, stake, odds, placed, key, hash,
+                       &rows);
+    } while (rc == BC_ELOCKWAIT && lock_retries++ < 3);
     if (rc == BC_EDUPKEY && key != NULL) {
         /* The same key won a race in another request: answer as it did. */
-        router_txn_rollback(txn);
-        txn = NULL;
-        sql_rows_free(&idem);
         rc = router_exec(
             req->router, shard, &idem,
             "SELECT request_hash, bet_id FROM %S.idempotency WHERE user_id = %u "
@@ -241,41 +201,30 @@ again:
     }
     if (rc < 0)
         goto dberr;
-    rc = router_txn_commit(txn);
-    txn = NULL;
-    if (rc < 0)
+    outcome = rows.nrow == 1 && rows.ncol >= 1 ? sql_cell(&rows, 0, 0) : NULL;
+    if (outcome != NULL && strcmp(outcome, "closed") == 0) {
+        api_error(req, 422, "betting_closed", "betting on this match is closed");
+    } else if (outcome != NULL && strcmp(outcome, "balance") == 0) {
+        api_error(req, 422, "insufficient_balance",
+                  "the stake is more than your balance");
+    } else if (outcome != NULL && rows.ncol == 11 && strcmp(outcome, "replay") == 0) {
+        if (strcmp(sql_cell(&rows, 0, 1), hash) != 0)
+            api_error(req, 422, "idempotency_key_reused",
+                      "this Idempotency-Key was used for another request");
+        else
+            api_reply_json(req, 200, bet_json(&rows, 0, 2));
+    } else if (outcome != NULL && rows.ncol == 11 && strcmp(outcome, "placed") == 0) {
+        api_reply_json(req, 201, bet_json(&rows, 0, 2));
+    } else {
+        api_log("bet of user %" PRIu64 ": place_bet answered %u rows of %u columns",
+                user, rows.nrow, rows.ncol);
+        rc = BC_EQUERY;
         goto dberr;
-    api_reply_json(req, 201,
-                   json_pack("{s:o,s:o,s:s,s:I,s:o,s:s,s:n,s:o,s:n}", "id",
-                             api_id_json(bet_id), "match_id", api_id_json(match_id),
-                             "pick", pick, "stake", (json_int_t)stake, "odds",
-                             api_odds_json(odds), "status", "open", "payout",
-                             "placed_at", api_time_json(placed), "settled_at"));
+    }
     goto out;
 dberr:
-    if (rc == BC_EMOVED && seen != 0 &&
-        router_await_move(req->router, seen, &move_deadline) == 0) {
-        /* The user's shard is being moved: the whole transaction again. */
-        router_txn_rollback(txn);
-        txn = NULL;
-        sql_rows_free(&idem);
-        sql_rows_free(&rows);
-        goto again;
-    }
-    if (rc == BC_ELOCKWAIT && lock_retries++ < 3) {
-        /*
-         * A deadlock with a settlement batch on the same shard (InnoDB rolled
-         * this transaction back whole): nothing was written, so run it again.
-         */
-        router_txn_rollback(txn);
-        txn = NULL;
-        sql_rows_free(&idem);
-        sql_rows_free(&rows);
-        goto again;
-    }
     api_db_error(req, rc < 0 ? rc : BC_EQUERY);
 out:
-    router_txn_rollback(txn);
     json_decref(m);
     sql_rows_free(&idem);
     sql_rows_free(&rows);
@@ -313,7 +262,7 @@ void api_h_my_bets(struct api_req *req)
     }
     items = json_array();
     for (uint32_t i = 0; i < rows.nrow && i < (uint32_t)limit; i++)
-        json_array_append_new(items, bet_json(&rows, i));
+        json_array_append_new(items, bet_json(&rows, i, 0));
     api_reply_json(req, 200,
                    json_pack("{s:o,s:o}", "items", items, "next_cursor",
                              api_cursor_json(

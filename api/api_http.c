@@ -602,6 +602,8 @@ int api_server_create(const struct api_conf *conf, struct router *router,
     /* Every server settles: it runs the jobs nobody holds, whoever took the result. */
     if (router != NULL && (rc = api_settler_create(srv, &srv->settler)) < 0)
         goto error;
+    if (router != NULL && (rc = api_purge_start(srv->jobs, router)) < 0)
+        goto error;
     srv->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
             MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME,

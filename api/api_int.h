@@ -375,6 +375,12 @@ void api_job_sleep(struct api_job *job, uint32_t ms);
 /* Cuts short every sleep of the jobs' threads (new work to look at). */
 void api_jobs_kick(struct api_jobs *jobs);
 
+/*
+ * The server's purge of old Idempotency-Key records (api_purge.c): a job of
+ * the server, at start and every 10 minutes. 0 or a negative status.
+ */
+int api_purge_start(struct api_jobs *jobs, struct router *router);
+
 /* ---- settlements (api_settle_job.c) ---- */
 /*
  * The server's settler: a job of the server (key 0) that claims the

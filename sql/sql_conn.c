@@ -225,11 +225,13 @@ int sql__conn_error(struct sql_conn *c)
         return BC_EDUPKEY;
     /*
      * A schema-qualified statement on a host without that schema fails with
-     * "unknown database", "no such table" or (NEXTVAL) "unknown sequence".
+     * "unknown database", "no such table", (NEXTVAL) "unknown sequence" or
+     * (CALL) "procedure does not exist".
      */
     case ER_BAD_DB_ERROR:
     case ER_NO_SUCH_TABLE:
     case ER_UNKNOWN_SEQUENCES:
+    case ER_SP_DOES_NOT_EXIST:
         return BC_ENOSCHEMA;
     case ER_SIGNAL_EXCEPTION:
         /* A fenced copy (etc/schema/shard_fence.sql): a move's cut-over began. */

@@ -5,6 +5,7 @@
  *   bcadmin -c cluster.yaml check-ledger
  *   bcadmin -c cluster.yaml check-standings
  *   bcadmin -c cluster.yaml rebuild-standings
+ *   bcadmin -c cluster.yaml purge-idempotency [--older-than SECONDS]
  *
  * check-ledger verifies, on every shard, that every user's balance equals
  * initial_balance + the sum of his ledger deltas and is not negative.
@@ -14,6 +15,8 @@
  * sum of payout - stake over his settled bets. rebuild-standings makes
  * every shard's aggregates again from its users (a cluster upgraded from
  * before the aggregates existed), one transaction per shard.
+ * purge-idempotency deletes the Idempotency-Key records older than 24 hours
+ * (or SECONDS) from every shard, as each API server does every 10 minutes.
  * Exit codes: 0 ok, 1 violated or failed, 2 usage.
  */
 #include <errno.h>
@@ -32,7 +35,9 @@ static void usage(FILE *out)
                  "[--display-name N]\n"
                  "       bcadmin [-c CLUSTER.yaml] check-ledger\n"
                  "       bcadmin [-c CLUSTER.yaml] check-standings\n"
-                 "       bcadmin [-c CLUSTER.yaml] rebuild-standings\n");
+                 "       bcadmin [-c CLUSTER.yaml] rebuild-standings\n"
+                 "       bcadmin [-c CLUSTER.yaml] purge-idempotency [--older-than "
+                 "SECONDS]\n");
 }
 
 static int check_ledger(struct router *r)
@@ -243,6 +248,7 @@ int main(int argc, char **argv)
                                          {"email", required_argument, NULL, 'e'},
                                          {"password", required_argument, NULL, 'p'},
                                          {"display-name", required_argument, NULL, 'd'},
+                                         {"older-than", required_argument, NULL, 'o'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *path = getenv("BC_CLUSTER"), *email = NULL, *password = NULL;
@@ -251,6 +257,9 @@ int main(int argc, char **argv)
     struct router *r;
     char *err = NULL;
     uint64_t id = 0;
+    uint32_t older_than = API_IDEM_KEEP_S;
+    unsigned long v;
+    char *end;
     int c, rc;
 
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
@@ -266,6 +275,18 @@ int main(int argc, char **argv)
             break;
         case 'd':
             display = optarg;
+            break;
+        case 'o':
+            errno = 0;
+            v = strtoul(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || v > 10 * 365 * 86400UL) {
+                fprintf(stderr,
+                        "bcadmin: --older-than wants whole seconds (0 to 10 "
+                        "years), got '%s'\n",
+                        optarg);
+                return 2;
+            }
+            older_than = (uint32_t)v;
             break;
         case 'h':
             usage(stdout);
@@ -299,6 +320,17 @@ int main(int argc, char **argv)
         rc = check_standings(r);
     } else if (strcmp(argv[optind], "rebuild-standings") == 0) {
         rc = rebuild_standings(r);
+    } else if (strcmp(argv[optind], "purge-idempotency") == 0) {
+        uint64_t deleted;
+        uint32_t failed;
+
+        rc = api_idem_purge(r, older_than, &deleted, &failed);
+        printf("%" PRIu64 " idempotency keys older than %u s deleted, %u shards "
+               "failed\n",
+               deleted, older_than, failed);
+        if (rc < 0)
+            fprintf(stderr, "bcadmin: purge-idempotency: %s\n", bc_strerror(rc));
+        rc = rc < 0 ? 1 : 0;
     } else if (strcmp(argv[optind], "create-admin") == 0) {
         if (email == NULL || password == NULL) {
             usage(stderr);

@@ -75,8 +75,12 @@ CREATE TABLE IF NOT EXISTS `{schema}`.idempotency (
     request_hash CHAR(32) NOT NULL,
     bet_id BIGINT NOT NULL,
     created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-    PRIMARY KEY (user_id, idem_key)
+    PRIMARY KEY (user_id, idem_key),
+    KEY created (created_at)
 ) ENGINE=InnoDB;
+-- Keys are kept 24 hours (the API's purge, api/api_jobs.c): a shard made
+-- before that gets the index it deletes by.
+ALTER TABLE `{schema}`.idempotency ADD KEY IF NOT EXISTS created (created_at);
 
 -- A shard made before the two columns above compared bytes (they had the
 -- schema's utf8mb4_unicode_ci, which folds case and accents) is brought to
@@ -93,6 +97,75 @@ BEGIN NOT ATOMIC
                AND DATA_TYPE <> 'varbinary') THEN
         ALTER TABLE `{schema}`.idempotency MODIFY idem_key VARBINARY(64) NOT NULL;
     END IF;
+END;
+
+-- POST /v1/bets in one round trip (api/api_bets.c): the Idempotency-Key's
+-- earlier answer, the settled check (a share lock on settled_matches, so no
+-- bet slips in after its match was settled here), the conditional debit (a
+-- balance never goes below zero), the bet, its ledger row and the key's
+-- record, in one transaction that commits before the answer row is sent.
+-- The answer is one row: 'placed' or 'replay' followed by the request hash
+-- (a replay's) and the bet's columns, or 'closed' / 'balance' alone. Any
+-- error (a fenced copy during a move, a read-only server after a failover, a
+-- deadlock, a duplicate key) rolls the transaction back and reaches the
+-- caller as it is. The bet id is composed as router_next_id() does
+-- (shardmap/shardmap.h: 41 bits of ms since p_epoch_ms, 13 of shard, 10 of
+-- the shard's sequence). SQL SECURITY INVOKER: the statements run with the
+-- API account's own rights (it needs EXECUTE on the shard schemas).
+CREATE OR REPLACE PROCEDURE `{schema}`.place_bet(
+    p_epoch_ms BIGINT UNSIGNED, p_shard INT UNSIGNED, p_user BIGINT, p_match BIGINT,
+    p_pick VARCHAR(8), p_stake BIGINT, p_odds INT UNSIGNED, p_placed DATETIME(3),
+    p_key VARBINARY(64), p_hash CHAR(32))
+    MODIFIES SQL DATA
+    SQL SECURITY INVOKER
+proc: BEGIN
+    DECLARE v_bet, v_id BIGINT UNSIGNED DEFAULT NULL;
+    DECLARE v_settled INT DEFAULT 0;
+    DECLARE v_hash CHAR(32) DEFAULT NULL;
+    DECLARE EXIT HANDLER FOR SQLEXCEPTION
+    BEGIN
+        ROLLBACK;
+        RESIGNAL;
+    END;
+    START TRANSACTION;
+    IF p_key IS NOT NULL THEN
+        SELECT MAX(request_hash), MAX(bet_id) INTO v_hash, v_bet
+            FROM `{schema}`.idempotency WHERE user_id = p_user AND idem_key = p_key;
+        IF v_bet IS NOT NULL THEN
+            ROLLBACK;
+            SELECT 'replay', v_hash, id, match_id, pick, stake, odds, status, payout,
+                   placed_at, settled_at
+                FROM `{schema}`.bets WHERE id = v_bet AND user_id = p_user;
+            LEAVE proc;
+        END IF;
+    END IF;
+    SELECT COUNT(*) INTO v_settled FROM `{schema}`.settled_matches
+        WHERE match_id = p_match LOCK IN SHARE MODE;
+    IF v_settled <> 0 THEN
+        ROLLBACK;
+        SELECT 'closed';
+        LEAVE proc;
+    END IF;
+    UPDATE `{schema}`.users SET balance = balance - p_stake
+        WHERE id = p_user AND balance >= p_stake;
+    IF ROW_COUNT() = 0 THEN
+        ROLLBACK;
+        SELECT 'balance';
+        LEAVE proc;
+    END IF;
+    SET v_id = ((CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS UNSIGNED) - p_epoch_ms) << 23) |
+               (p_shard << 10) | (NEXTVAL(`{schema}`.id_seq) & 1023);
+    INSERT INTO `{schema}`.bets (id, user_id, match_id, pick, stake, odds, placed_at)
+        VALUES (v_id, p_user, p_match, p_pick, p_stake, p_odds, p_placed);
+    INSERT INTO `{schema}`.ledger (user_id, delta, reason, bet_id)
+        VALUES (p_user, -p_stake, 'bet', v_id);
+    IF p_key IS NOT NULL THEN
+        INSERT INTO `{schema}`.idempotency (user_id, idem_key, request_hash, bet_id)
+            VALUES (p_user, p_key, p_hash, v_id);
+    END IF;
+    COMMIT;
+    SELECT 'placed', NULL, v_id, p_match, p_pick, p_stake, p_odds, 'open', NULL,
+           p_placed, NULL;
 END;
 
 -- A match settled on this shard: inserted first in the shard's settlement

@@ -3,6 +3,7 @@ and 200 concurrent bets by one user."""
 
 import concurrent.futures
 import threading
+import subprocess
 import time
 import unittest
 
@@ -207,6 +208,37 @@ class TestIdempotency(unittest.TestCase):
         r = u.client.post("/v1/bets", body, headers={"Idempotency-Key": key})
         self.assertEqual(r.expect_json(200)["id"], b1["id"])
         self.assertEqual(u.balance(), u.initial_balance - 10, "two bets, two debits")
+
+    def test_keys_forgotten_after_24_hours(self):
+        """A key's record lives 24 h: bcadmin purge-idempotency (the pass every API
+        server runs every 10 minutes) deletes older ones and keeps the rest; a
+        forgotten key then makes a new bet."""
+        s = stack.get()
+        u = signup(self.co)
+        old, fresh = uniq("old"), uniq("fresh")
+        body = {"match_id": self.m["id"], "pick": "home", "stake": 3}
+        b_old = place_bet(u, self.m, "home", 3, key=old)
+        b_fresh = place_bet(u, self.m, "home", 3, key=fresh)
+        shard = stack.shard_of(u.id)
+        s.sql_shard(shard, "UPDATE {s}.idempotency SET created_at = NOW(3) - INTERVAL 25 HOUR "
+                           "WHERE user_id = %d AND idem_key = '%s'" % (int(u.id), old))
+        p = subprocess.run([s.bcadmin, "-c", s.cluster, "purge-idempotency"], capture_output=True,
+                           text=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"^[1-9][0-9]* idempotency keys older than 86400 s deleted, 0 shards failed")
+        keys = s.sql_shard(shard, "SELECT idem_key FROM {s}.idempotency WHERE user_id = %d ORDER BY idem_key"
+                           % int(u.id))
+        self.assertEqual(keys, [[fresh]], "the old key is gone, the fresh one stays")
+        r = u.client.post("/v1/bets", body, headers={"Idempotency-Key": fresh}).expect_json(200)
+        self.assertEqual(r["id"], b_fresh["id"])
+        r = u.client.post("/v1/bets", body, headers={"Idempotency-Key": old}).expect_json(201)
+        self.assertNotEqual(r["id"], b_old["id"], "a forgotten key is a new bet")
+        self.assertEqual(u.balance(), u.initial_balance - 9)
+        assert_ledger_ok(self, u)
+        p = subprocess.run([s.bcadmin, "-c", s.cluster, "purge-idempotency", "--older-than", "x"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--older-than wants whole seconds", p.stderr)
 
     def test_key_is_per_user(self):
         a, b = new_users(self.co, 2)

@@ -122,6 +122,8 @@ static void test_api_account_cannot_create_drop_grant_or_write_files(void **stat
 
     expect_denied(api, "CREATE TABLE %I.privilege_probe (id INT)", f->global);
     expect_denied(api, "CREATE DATABASE %I", "bc_privilege_probe");
+    /* EXECUTE (the shards' place_bet) does not let it make or replace routines. */
+    expect_denied(api, "CREATE PROCEDURE %I.privilege_probe() BEGIN END", f->global);
     expect_denied(api, "DROP TABLE %I.shard_map", f->global);
     expect_denied(api, "DROP DATABASE %I", f->global);
     expect_denied(api, "TRUNCATE TABLE %I.shard_map", f->global);
