@@ -3,9 +3,10 @@
  *
  * Stateless: every request is served from the router (shards and global
  * schema) and the token in its Authorization header, so any number of
- * servers can stand behind HAProxy. HTTP is libmicrohttpd (epoll, a pool of
- * worker threads), JSON is jansson, passwords are argon2id and tokens are
- * HMAC-SHA256 signed (libsodium).
+ * servers can stand behind HAProxy. HTTP is libmicrohttpd (an epoll loop per
+ * core; handlers that wait for the database run on a pool of workers), JSON
+ * is jansson, passwords are argon2id and tokens are HMAC-SHA256 signed
+ * (libsodium).
  */
 #ifndef API_H
 #define API_H
@@ -46,6 +47,7 @@ struct api_limits {
     uint32_t hash_queue;          /* hashes waiting or running at most (64) */
     uint32_t hash_per_addr;       /* of them from one client address (2) */
     uint32_t hash_max_wait_ms;    /* refused when the expected wait is longer (500) */
+    uint32_t work_queue;          /* requests queued or running on the workers (1024) */
     uint32_t conn_per_addr;       /* connections per address, proxies apart (64) */
     uint32_t header_timeout_ms;   /* connect to complete headers (800) */
     uint32_t body_timeout_ms;     /* headers to complete body (10000) */
@@ -65,7 +67,10 @@ struct api_conf {
     /* Older token keys still accepted (a rotation: docs/operations.md). */
     uint8_t old_secrets[API_MAX_KEYS - 1][32];
     uint32_t nold_secret;
-    uint32_t threads;         /* HTTP worker threads (16) */
+    /* libmicrohttpd's event-loop threads (the online cores, at most 256) */
+    uint32_t threads;
+    /* Threads that run handlers off the loops, sized for database waits (64) */
+    uint32_t workers;
     uint32_t token_ttl_s;     /* (86400) */
     int64_t initial_balance;  /* economy.initial_balance (1000) */
     uint32_t max_connections; /* (4096) */

@@ -3,19 +3,28 @@
  * dispatch (what the route table declares is answered here, before the
  * handler), access log and metrics.
  *
- * libmicrohttpd runs a pool of worker threads, each an epoll loop over its
- * connections; a handler runs on its worker and may block on the router
- * (whose deadlines bound that), but never on a password hash: a handler
- * that needs one gets a job of the hash queue (api_req_hash()), its
- * connection is suspended while the job waits and runs, and resumed to
- * answer. What the headers decide (404/405, 415, a Content-Length over the
- * route's limit, a missing or bad token) is answered as soon as the headers
- * are in, before any body is read. A body without a Content-Length is
- * accumulated up to the route's limit; beyond it the rest is read and
- * dropped and the answer is 413.
+ * Threading. libmicrohttpd runs one epoll loop per core (conf->threads),
+ * each over its share of the connections. A loop never waits for I/O: it
+ * reads requests, answers what needs none (no route, 415, 413, a bad
+ * token; health and metrics), and queues responses. Every other handler
+ * runs on the worker pool (api_work.c, conf->workers threads): the request
+ * takes a place in the pool (none left: 503 at once), its connection is
+ * suspended, a worker runs the access check, the body's parsing and the
+ * handler, which may block on the router (whose deadlines bound that) and
+ * memcached, then resumes the connection, and its loop queues the answer.
+ * A handler never waits for a password hash either: it gets a job of the
+ * hash queue (api_req_hash()); the connection stays suspended while the job
+ * waits and runs, and its second half runs on a worker again.
+ *
+ * What the headers decide (404/405, 415, a Content-Length over the route's
+ * limit, a missing or bad token) is answered as soon as the headers are in,
+ * before any body is read. A body without a Content-Length is accumulated
+ * up to the route's limit; beyond it the rest is read and dropped and the
+ * answer is 413.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -25,6 +34,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -36,6 +46,7 @@ struct api_server {
     struct MHD_Daemon *daemon;
     struct api_metrics *metrics;
     struct api_pwhash *pwhash; /* the password-hash queue and its threads */
+    struct api_work *work;     /* the workers that run handlers off the loops */
     struct api_conns *conns;   /* per-address cap, header and body deadlines */
     struct api_limit *login_addr, *signup_addr, *account; /* token buckets */
     struct api_jobs *jobs; /* the settler and its settlements, joined by destroy */
@@ -98,6 +109,11 @@ struct api_pwhash *api_server_pwhash(struct api_server *srv)
     return srv->pwhash;
 }
 
+struct api_work *api_server_work(struct api_server *srv)
+{
+    return srv->work;
+}
+
 void api_conns_of(struct api_server *srv, uint64_t *open, uint64_t *reaped,
                   uint64_t *refused)
 {
@@ -147,12 +163,15 @@ void api_rate_refund(struct api_req *req, const char *key)
     api_limit_give(req->srv->account, key, now_us());
 }
 
-/* Runs on the hash thread: the job is done, its request may answer. */
+/*
+ * Runs on the hash thread: the job is done; the handler's second half goes
+ * to a worker on the place its request still holds (work_run()).
+ */
 static void hash_done(struct api_pwhash_job *job)
 {
     struct api_req *req = job->arg;
 
-    MHD_resume_connection(req->conn);
+    api_work_submit(req->srv->work, &req->work);
 }
 
 struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api_req *))
@@ -197,7 +216,7 @@ static int auth_check(struct api_req *req)
     return api_token_check(req->srv, authz + 7, &req->auth);
 }
 
-static void dispatch(struct api_req *req);
+static int dispatch(struct api_req *req);
 
 struct xff {
     const char *last; /* the last X-Forwarded-For header's value */
@@ -275,7 +294,7 @@ static int precheck(struct api_req *req)
     }
     req->has_body = len > 0 || te != NULL;
     if (req->found < 0) {
-        dispatch(req);
+        (void)dispatch(req);
         return 1;
     }
     route = &api_routes[req->route];
@@ -313,7 +332,7 @@ static int stale_ok(struct api_req *req, const struct api_route *route)
 {
     char key[64];
 
-    if (!route->stale)
+    if (route->reads != API_READS_STALE)
         return 0;
     if (!route->auth || req->auth.user_id == 0)
         return 1;
@@ -339,10 +358,12 @@ static void wrote(struct api_req *req, const struct api_route *route)
 /*
  * Answers what the route declares, in the order clients have always seen:
  * no route (404, 405), the body's media type (415) and size (413), the token
- * (401), the caller's access (401/403/404), the body's syntax (400 or, for
- * images, 415/422); then the handler answers the rest.
+ * (401), here, on the event loop; then (dispatch_rest()) the caller's access
+ * (401/403/404), the body's syntax (400 or, for images, 415/422) and the
+ * handler, where the route's reads say. 1 when it answered, 0 when the
+ * rest is to run.
  */
-static void dispatch(struct api_req *req)
+static int dispatch(struct api_req *req)
 {
     const struct api_route *route;
     const char *ct;
@@ -351,11 +372,11 @@ static void dispatch(struct api_req *req)
         api_add_header(req, "Allow", "%s", req->allow);
         api_error(req, 405, "method_not_allowed",
                   "method %s not allowed here (allowed: %s)", req->method, req->allow);
-        return;
+        return 1;
     }
     if (req->found < 0) {
         api_error(req, 404, "not_found", "no such resource");
-        return;
+        return 1;
     }
     route = &api_routes[req->route];
     ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
@@ -363,18 +384,31 @@ static void dispatch(struct api_req *req)
         (ct != NULL || req->body_len > 0)) {
         api_error(req, 415, "unsupported_media_type",
                   "send the body as Content-Type: application/json");
-        return;
+        return 1;
     }
     if (req->body_too_large) {
         api_error(req, 413, "body_too_large", "the body is larger than %zu bytes",
                   req->body_max);
-        return;
+        return 1;
     }
     if (route->auth && auth_check(req) < 0) {
         api_add_header(req, "WWW-Authenticate", "Bearer");
         api_error(req, 401, "unauthorized", "a valid bearer token is required");
-        return;
+        return 1;
     }
+    return 0;
+}
+
+/*
+ * The dispatcher's part that may do I/O: the access check (it may read the
+ * caller's row), the body, and the handler with the replica flag and the
+ * read-your-writes mark around it (thread-local state and memcached: all on
+ * the thread that runs the handler).
+ */
+static void dispatch_rest(struct api_req *req)
+{
+    const struct api_route *route = &api_routes[req->route];
+
     if (api_check_access(req, route->access, req->param[0]) < 0)
         return;
     if (route->body == API_BODY_JSON && api_body_parse(req) < 0)
@@ -410,6 +444,69 @@ static enum MHD_Result queue_response(struct api_req *req)
     ret = MHD_queue_response(req->conn, (unsigned int)req->status, resp);
     MHD_destroy_response(resp);
     return ret;
+}
+
+/*
+ * Runs on a worker: the dispatcher's rest and the handler, or the handler's
+ * second half after its password hash; then the connection is resumed, and
+ * its loop queues the answer (on_request()).
+ */
+static void work_run(struct api_work_item *item)
+{
+    struct api_req *req =
+        (struct api_req *)(void *)((char *)item - offsetof(struct api_req, work));
+    struct api_server *srv = req->srv;
+
+    if (req->job == NULL) {
+        dispatch_rest(req);
+        if (req->job != NULL && req->status == 0) {
+            /* Still suspended, its place kept: hash_done() brings it back here. */
+            api_pwhash_submit(srv->pwhash, req->job);
+            return;
+        }
+    } else if (req->status == 0) {
+        /* The hash is done: the handler's second half answers. */
+        api_pwhash_release(srv->pwhash, req->client_ip);
+        req->then(req);
+        free(req->job);
+        req->job = NULL;
+    }
+    if (req->job != NULL) { /* the handler answered after all */
+        api_pwhash_release(srv->pwhash, req->client_ip);
+        free(req->job);
+        req->job = NULL;
+    }
+    if (req->status == 0)
+        api_error(req, 500, "internal", "the handler gave no answer");
+    req->where = API_WORKER_ANSWERED;
+    /*
+     * Resumed before its place is given back: the server stops its daemon
+     * only once every place is back (api_server_destroy()), and
+     * libmicrohttpd must not stop with a connection still suspended. The
+     * request may be completed and freed from the resume on.
+     */
+    MHD_resume_connection(req->conn);
+    api_work_release(srv->work);
+}
+
+/*
+ * The request goes to a worker: a place in the pool (or 503 at once when
+ * they are all taken), then its connection is suspended until the worker
+ * answered.
+ */
+static enum MHD_Result to_worker(struct api_req *req)
+{
+    if (api_work_reserve(req->srv->work) < 0) {
+        api_add_header(req, "Retry-After", "1");
+        api_error(req, 503, "unavailable", "too many requests in progress; try again");
+        return queue_response(req);
+    }
+    req->where = API_ON_WORKER;
+    req->work.run = work_run;
+    /* Suspended first: the worker's resume never comes before it. */
+    MHD_suspend_connection(req->conn);
+    api_work_submit(req->srv->work, &req->work);
+    return MHD_YES;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
@@ -458,18 +555,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     }
     if (req->queued)
         return MHD_YES;
-    if (req->job != NULL) {
-        /* Resumed: the hash is done; the handler's second half answers. */
-        api_pwhash_release(srv->pwhash, req->client_ip);
-        api_conn_handler(srv->conns, conn, 1);
-        req->then(req);
-        api_conn_handler(srv->conns, conn, 0);
-        free(req->job);
-        req->job = NULL;
-        if (req->status == 0)
-            api_error(req, 500, "internal", "the handler gave no answer");
+    if (req->where == API_WORKER_ANSWERED) /* resumed: a worker answered */
         return queue_response(req);
-    }
+    if (req->where == API_ON_WORKER)
+        return MHD_YES; /* (suspended: libmicrohttpd does not call then) */
     if (req->status != 0) {
         /* Decided at the headers: the body is dropped, then the answer sent. */
         if (*upload_size > 0) {
@@ -505,19 +594,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     }
     api_conn_phase(srv->conns, conn, API_CONN_BUSY);
     api_conn_handler(srv->conns, conn, 1);
-    dispatch(req);
+    if (!dispatch(req)) {
+        if (api_routes[req->route].reads != API_READS_NONE) {
+            api_conn_handler(srv->conns, conn, 0);
+            return to_worker(req);
+        }
+        dispatch_rest(req); /* a handler without I/O: here, on the loop */
+        if (req->job != NULL) {
+            /* Such a handler never asks for a hash: it would need a worker. */
+            api_pwhash_release(srv->pwhash, req->client_ip);
+            free(req->job);
+            req->job = NULL;
+            api_error(req, 500, "internal", "a hash asked for on the event loop");
+        }
+    }
     api_conn_handler(srv->conns, conn, 0);
-    if (req->job != NULL && req->status == 0) {
-        /* Suspended first: the hash thread's resume never comes before it. */
-        MHD_suspend_connection(conn);
-        api_pwhash_submit(srv->pwhash, req->job);
-        return MHD_YES;
-    }
-    if (req->job != NULL) { /* the handler answered after all */
-        api_pwhash_release(srv->pwhash, req->client_ip);
-        free(req->job);
-        req->job = NULL;
-    }
     return queue_response(req);
 }
 
@@ -542,12 +633,20 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
                 req->client, method, url, req->status, (double)us / 1000.0,
                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
     }
-    free(req->job); /* a suspended request is never completed: no job runs */
+    free(req->job); /* a suspended request is never completed: no job runs now */
     free(req->body);
     free(req->resp);
     json_decref(req->json);
     free(req);
     *ctx = NULL;
+}
+
+/* The cores this process may run on now, 1..256: one event loop each. */
+static uint32_t online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    return n < 1 ? 1 : n > 256 ? 256 : (uint32_t)n;
 }
 
 void api_conf_init(struct api_conf *conf)
@@ -556,7 +655,8 @@ void api_conf_init(struct api_conf *conf)
     snprintf(conf->listen_addr, sizeof(conf->listen_addr), "127.0.0.1");
     conf->port = 8081;
     snprintf(conf->name, sizeof(conf->name), "api");
-    conf->threads = 16;
+    conf->threads = online_cores();
+    conf->workers = 64;
     conf->token_ttl_s = 86400;
     conf->initial_balance = 1000;
     conf->max_connections = 4096;
@@ -595,6 +695,8 @@ int api_server_create(const struct api_conf *conf, struct router *router,
                                 conf->limits.hash_per_addr,
                                 conf->limits.hash_max_wait_ms, &srv->pwhash)) < 0)
         goto error;
+    if ((rc = api_work_create(conf->workers, conf->limits.work_queue, &srv->work)) < 0)
+        goto error;
     if ((rc = api_conns_create(&conf->limits, &srv->conns)) < 0)
         goto error;
     if ((rc = api_jobs_create(&srv->jobs)) < 0)
@@ -626,6 +728,7 @@ error:
     api_jobs_destroy(srv->jobs);
     api_settler_destroy(srv->settler);
     api_conns_destroy(srv->conns);
+    api_work_destroy(srv->work);
     api_pwhash_destroy(srv->pwhash);
     api_limit_destroy(srv->account);
     api_limit_destroy(srv->signup_addr);
@@ -644,13 +747,17 @@ void api_server_destroy(struct api_server *srv)
      * the settler and its settlements: asked to stop between batches and
      * joined, however long the batch in hand takes, so none outlives the
      * router it borrows. A stopped settlement releases its lease: another
-     * server goes on at once. The hash queue drains before the daemon stops
-     * (new hashes are refused with 503): libmicrohttpd must not stop with a
-     * connection still suspended.
+     * server goes on at once. The workers drain before the daemon stops
+     * (new requests for them are refused with 503): libmicrohttpd must not
+     * stop with a connection still suspended, and a request waiting for a
+     * hash keeps its place until its second half has answered, so no hash
+     * is left either.
      */
+    api_work_drain(srv->work);
     api_pwhash_drain(srv->pwhash);
     MHD_stop_daemon(srv->daemon);
     api_conns_destroy(srv->conns);
+    api_work_destroy(srv->work);
     api_pwhash_destroy(srv->pwhash);
     api_jobs_destroy(srv->jobs);
     api_settler_destroy(srv->settler);

@@ -43,6 +43,21 @@ enum api_body_kind {
     API_BODY_IMAGE     /* PNG, JPEG or WebP, checked; its type in req->image_type */
 };
 
+/*
+ * What a route's handler reads, which decides where it runs. A handler that
+ * may touch the database or memcached runs on a worker (api_work.c), with
+ * its connection suspended; one that touches neither runs on the event loop.
+ */
+enum api_reads {
+    API_READS_PRIMARY = 0, /* the primaries (and memcached): on a worker */
+    /*
+     * Reads that may be slightly stale: on a worker, and a replica answers
+     * them unless the caller wrote in the last seconds (read-your-writes).
+     */
+    API_READS_STALE,
+    API_READS_NONE /* no I/O at all (health, metrics): on the event loop */
+};
+
 struct api_auth {
     int ok;
     uint64_t user_id;
@@ -57,6 +72,15 @@ struct api_header {
 
 struct api_server;
 struct api_pwhash_job;
+
+/*
+ * Something to run on a worker: run(item) is called on a pool thread, and
+ * may free the item (embed it in what it works on).
+ */
+struct api_work_item {
+    void (*run)(struct api_work_item *item);
+    struct api_work_item *next; /* private: the queue's */
+};
 
 /* One request, from its first byte to its response. */
 struct api_req {
@@ -87,7 +111,10 @@ struct api_req {
     int forwarded;      /* the request carries X-Forwarded-For */
     /* A password hash the request waits for (api_req_hash()), owned. */
     struct api_pwhash_job *job;
-    void (*then)(struct api_req *req); /* runs when the hash is done */
+    void (*then)(struct api_req *req); /* runs on a worker when the hash is done */
+    /* Off the event loop: the worker pool's item, and where the request is. */
+    struct api_work_item work;
+    enum { API_ON_LOOP = 0, API_ON_WORKER, API_WORKER_ANSWERED } where;
 
     /* response */
     int status;
@@ -115,11 +142,7 @@ struct api_route {
     enum api_body_kind body;
     size_t body_max;  /* bytes; a larger body is answered 413 */
     const char *name; /* metrics label */
-    /*
-     * 1: a read that may be slightly stale; a replica answers it unless
-     * the caller wrote in the last seconds (read-your-writes).
-     */
-    int stale;
+    enum api_reads reads;
 };
 
 extern const struct api_route api_routes[];
@@ -290,6 +313,41 @@ const char *api_pwhash_dummy(const struct api_pwhash *q);
 void api_pwhash_stats(struct api_pwhash *q, uint64_t *inflight, uint64_t *done,
                       uint64_t *refused);
 
+/* ---- the worker pool: handlers off the event loops (api_work.c) ---- */
+/* (struct api_work_item: above, in struct api_req.) */
+struct api_work; /* opaque: the threads and their queue */
+struct api_work_stats {
+    uint32_t threads, depth;
+    uint32_t places;  /* taken: requests queued, running or between two runs */
+    uint32_t queued;  /* items waiting for a thread */
+    uint32_t running; /* items on a thread now */
+    uint64_t done;    /* items run */
+    uint64_t refused; /* reservations refused (full or draining) */
+};
+/*
+ * Starts nthread threads over a FIFO of at most depth places. 0, -EINVAL
+ * (a zero), or -errno.
+ */
+int api_work_create(uint32_t nthread, uint32_t depth, struct api_work **out);
+/* Refuses new reservations and waits until every place is given back. */
+void api_work_drain(struct api_work *w);
+/* Drains, then joins the threads and frees w. Accepts NULL. */
+void api_work_destroy(struct api_work *w);
+/*
+ * A place for one request: 0, or -EAGAIN when all depth places are taken
+ * or the pool is draining. Never waits; takes the pool's lock.
+ */
+int api_work_reserve(struct api_work *w);
+/*
+ * Queues item on a place the caller holds; a thread runs it in queue
+ * order. One place may carry several submits, one after the other (a
+ * request's second half after a password hash). Never fails or waits.
+ */
+void api_work_submit(struct api_work *w, struct api_work_item *item);
+/* Gives a place back (its request is done with the pool). */
+void api_work_release(struct api_work *w);
+void api_work_stats(struct api_work *w, struct api_work_stats *st);
+
 /* ---- connections: per-address cap, header and body deadlines (api_conn.c) ---- */
 struct api_conns; /* opaque */
 enum api_conn_phase {
@@ -308,9 +366,11 @@ void api_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_cont
 void api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
                     enum api_conn_phase phase);
 /*
- * A handler starts (enter 1) or ends (0) on conn's worker thread: while one
- * runs there, the worker's other connections are not read, and their
- * deadlines wait (the server is slow then, not the client).
+ * A handler starts (enter 1) or ends (0) on conn's event-loop thread (the
+ * handlers that do no I/O, and the dispatcher's own checks): while one runs
+ * there, the loop's other connections are not read, and their deadlines
+ * wait (the server is slow then, not the client). Handlers on the worker
+ * pool do not count: the loop goes on reading meanwhile.
  */
 void api_conn_handler(struct api_conns *c, struct MHD_Connection *conn, int enter);
 void api_conns_stats(struct api_conns *c, uint64_t *open, uint64_t *reaped,
@@ -318,15 +378,16 @@ void api_conns_stats(struct api_conns *c, uint64_t *open, uint64_t *reaped,
 
 /* ---- server (api_http.c) ---- */
 /*
- * Asks for a password hash or verification off the worker: returns the job
- * to fill (op, hash, password, user), or NULL after replying 503 with
- * Retry-After when the queue is full. When the handler returns, the
- * connection is suspended and the job queued; when it is done, then(req)
- * runs on an HTTP worker with req->job->rc and answers.
+ * Asks for a password hash or verification on the hash queue's threads:
+ * returns the job to fill (op, hash, password, user), or NULL after replying
+ * 503 with Retry-After when the queue is full. When the handler returns (on
+ * a worker), the job is queued while the connection stays suspended; when
+ * it is done, then(req) runs on a worker with req->job->rc and answers.
  */
 struct api_pwhash_job *api_req_hash(struct api_req *req,
                                     void (*then)(struct api_req *));
 struct api_pwhash *api_server_pwhash(struct api_server *srv);
+struct api_work *api_server_work(struct api_server *srv);
 /* The server's connections: open, closed by a deadline, refused by the cap. */
 void api_conns_of(struct api_server *srv, uint64_t *open, uint64_t *reaped,
                   uint64_t *refused);

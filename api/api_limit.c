@@ -220,6 +220,8 @@ static const struct conf_key {
      "of them for one client address, at most"},
     {"hash_max_wait_ms", K_U32, L(hash_max_wait_ms), 1, 600000,
      "a hash is refused (503) when its expected wait is longer"},
+    {"work_queue", K_U32, L(work_queue), 1, 1 << 20,
+     "requests queued or running on the workers; more are refused (503)"},
     {"conn_per_addr", K_U32, L(conn_per_addr), 1, 1 << 20,
      "connections per client address (trusted proxies apart)"},
     {"header_timeout_ms", K_U32, L(header_timeout_ms), 100, 600000,
@@ -322,6 +324,7 @@ void api_limits_init(struct api_limits *l)
     l->hash_queue = 64;
     l->hash_per_addr = 2;
     l->hash_max_wait_ms = 500;
+    l->work_queue = 1024;
     l->conn_per_addr = 64;
     l->header_timeout_ms = 800;
     l->body_timeout_ms = 10000;

@@ -68,6 +68,7 @@ void api_h_metrics(struct api_req *req)
     size_t len = 0;
     const struct api_limits *lim = &api_server_conf(req->srv)->limits;
     uint64_t inflight, done, refused, open, reaped, capped;
+    struct api_work_stats ws;
     FILE *f;
 
     /*
@@ -239,6 +240,7 @@ void api_h_metrics(struct api_req *req)
     }
     api_pwhash_stats(api_server_pwhash(req->srv), &inflight, &done, &refused);
     api_conns_of(req->srv, &open, &reaped, &capped);
+    api_work_stats(api_server_work(req->srv), &ws);
     fprintf(
         f,
         "# HELP betcity_pwhash_queue Password hashes waiting or running.\n"
@@ -261,6 +263,27 @@ void api_h_metrics(struct api_req *req)
         "%" PRIu64 "\n",
         name, inflight, name, done, name, refused, name, open, name, reaped, name,
         capped);
+    fprintf(f,
+            "# HELP betcity_work_requests Requests on the worker pool: waiting for a "
+            "worker (queued), on one (running), holding a place (queued, running or "
+            "waiting for a password hash).\n"
+            "# TYPE betcity_work_requests gauge\n"
+            "betcity_work_requests{instance=\"%s\",state=\"queued\"} %u\n"
+            "betcity_work_requests{instance=\"%s\",state=\"running\"} %u\n"
+            "betcity_work_requests{instance=\"%s\",state=\"placed\"} %u\n"
+            "# HELP betcity_work_threads Worker threads.\n"
+            "# TYPE betcity_work_threads gauge\n"
+            "betcity_work_threads{instance=\"%s\"} %u\n"
+            "# HELP betcity_work_places Places on the worker pool (work_queue).\n"
+            "# TYPE betcity_work_places gauge\n"
+            "betcity_work_places{instance=\"%s\"} %u\n"
+            "# HELP betcity_work_total Handler runs on the workers (done), requests "
+            "refused because every place was taken (refused).\n"
+            "# TYPE betcity_work_total counter\n"
+            "betcity_work_total{instance=\"%s\",outcome=\"done\"} %" PRIu64 "\n"
+            "betcity_work_total{instance=\"%s\",outcome=\"refused\"} %" PRIu64 "\n",
+            name, ws.queued, name, ws.running, name, ws.places, name, ws.threads, name,
+            ws.depth, name, ws.done, name, ws.refused);
     fclose(f);
     free(hosts);
     api_reply_raw(req, 200, "text/plain; version=0.0.4", buf, len);

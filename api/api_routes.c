@@ -29,18 +29,23 @@ const char api_seg_id[] = "{id}";
 #define NO_BODY API_BODY_NONE, API_JSON_MAX
 #define JSON_BODY API_BODY_JSON, API_JSON_MAX
 #define IMAGE_BODY API_BODY_IMAGE, API_IMAGE_MAX
-/* Reads that a replica may answer (docs/architecture.md, "Replicas"). */
-#define STALE 1
-#define PRIMARY 0
+/*
+ * Where a handler reads (enum api_reads): the primaries, or a replica where a
+ * slightly stale read is fine (docs/architecture.md, "Replicas"), both on a
+ * worker; or nothing at all, on the event loop.
+ */
+#define STALE API_READS_STALE
+#define PRIMARY API_READS_PRIMARY
+#define NO_IO API_READS_NONE
 
 /*
  * method, path, handler, token, access, body and its limit, metrics label,
- * whether a replica may answer its reads
+ * what it reads (where it runs)
  */
 const struct api_route api_routes[] = {
-    {"GET", {"healthz"}, api_h_healthz, OPEN, ANYONE, NO_BODY, "healthz", PRIMARY},
+    {"GET", {"healthz"}, api_h_healthz, OPEN, ANYONE, NO_BODY, "healthz", NO_IO},
     {"GET", {"readyz"}, api_h_readyz, OPEN, ANYONE, NO_BODY, "readyz", PRIMARY},
-    {"GET", {"metrics"}, api_h_metrics, OPEN, ANYONE, NO_BODY, "metrics", PRIMARY},
+    {"GET", {"metrics"}, api_h_metrics, OPEN, ANYONE, NO_BODY, "metrics", NO_IO},
     {"POST",
      {"v1", "auth", "signup"},
      api_h_signup,
@@ -252,6 +257,7 @@ const int api_nroutes = (int)(sizeof(api_routes) / sizeof(api_routes[0]));
 #undef ID
 #undef STALE
 #undef PRIMARY
+#undef NO_IO
 #undef OPEN
 #undef TOKEN
 #undef ANYONE

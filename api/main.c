@@ -2,8 +2,8 @@
  * betcity-api: the HTTP API server.
  *
  *   betcity-api -c cluster.yaml --listen 127.0.0.1:8081 --secret-file api.secret
- *               [--name api1] [--threads 16] [--no-map-poll] [--quiet]
- *               [--set KEY=VALUE]...   (abuse limits: --help lists the keys)
+ *               [--name api1] [--threads N] [--workers 64] [--no-map-poll]
+ *               [--quiet] [--set KEY=VALUE]...   (limits: --help lists the keys)
  *   betcity-api --routes
  *
  * Stops cleanly on SIGINT or SIGTERM.
@@ -40,12 +40,21 @@ static void *log_flusher(void *arg)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: betcity-api -c CLUSTER.yaml --listen ADDR:PORT --secret-file FILE\n"
-            "                   [--name NAME] [--threads N] [--no-map-poll] [--quiet]\n"
-            "                   [--set KEY=VALUE]...\n"
-            "       betcity-api --routes\n"
-            "keys of --set (docs/api.md \"Limits\"), with their defaults:\n");
+    struct api_conf dflt;
+
+    api_conf_init(&dflt);
+    fprintf(
+        out,
+        "usage: betcity-api -c CLUSTER.yaml --listen ADDR:PORT --secret-file FILE\n"
+        "                   [--name NAME] [--threads N] [--workers N] [--no-map-poll]\n"
+        "                   [--quiet] [--set KEY=VALUE]...\n"
+        "       betcity-api --routes\n"
+        "  --threads N   event-loop threads (1..256; default: the online cores, %u)\n"
+        "  --workers N   threads that run the handlers which wait for the database\n"
+        "                or memcached (1..1024; default %u); each database host's\n"
+        "                request pool gets at least this many connections\n"
+        "keys of --set (docs/api.md \"Limits\"), with their defaults:\n",
+        dflt.threads, dflt.workers);
     api_conf_keys(out);
 }
 
@@ -86,6 +95,7 @@ int main(int argc, char **argv)
                                          {"secret-file", required_argument, NULL, 's'},
                                          {"name", required_argument, NULL, 'n'},
                                          {"threads", required_argument, NULL, 't'},
+                                         {"workers", required_argument, NULL, 'w'},
                                          {"no-map-poll", no_argument, NULL, 'P'},
                                          {"routes", no_argument, NULL, 'r'},
                                          {"quiet", no_argument, NULL, 'q'},
@@ -125,6 +135,14 @@ int main(int argc, char **argv)
                 return 2;
             }
             api.threads = (uint32_t)v;
+            break;
+        case 'w':
+            v = strtoul(optarg, &end, 10);
+            if (*end != '\0' || v < 1 || v > 1024) {
+                fprintf(stderr, "betcity-api: --workers wants 1..1024\n");
+                return 2;
+            }
+            api.workers = (uint32_t)v;
             break;
         case 'P':
             poll = 0;
@@ -181,9 +199,13 @@ int main(int argc, char **argv)
         free(err);
         return 1;
     }
-    /* Every worker thread may hold one connection to a host at a time. */
-    if (conf.pool_size < api.threads)
-        conf.pool_size = api.threads;
+    /*
+     * Handlers run on the workers (the event loops do no I/O), and each may
+     * hold one connection to a host at a time: a worker never waits for a
+     * connection of a healthy host.
+     */
+    if (conf.pool_size < api.workers)
+        conf.pool_size = api.workers;
     api.access_log = quiet ? NULL : stderr;
     static char logbuf[1 << 16];
     pthread_t flusher;
@@ -218,7 +240,8 @@ int main(int argc, char **argv)
                 bc_strerror(rc));
         goto out;
     }
-    api_log("%s: listening on %s (%u threads, map %s)", api.name, listen, api.threads,
+    api_log("%s: listening on %s (%u event loops, %u workers, map %s)", api.name,
+            listen, api.threads, api.workers,
             router_map(router) ? "loaded" : "not yet loaded");
     sigwait(&set, &sig);
     api_log("%s: %s: stopping", api.name, strsignal(sig));

@@ -221,6 +221,7 @@ struct api_server *fuzz_api_server(void)
     api_conf_init(&conf);
     conf.port = 0; /* any free port: nothing connects */
     conf.threads = 1;
+    conf.workers = 4;
     memset(conf.secret, FUZZ_SECRET_BYTE, sizeof(conf.secret));
     if (api_server_create(&conf, NULL, &srv) < 0)
         fuzz_fail("api_server_create failed");

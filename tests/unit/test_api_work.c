@@ -1,0 +1,313 @@
+/*
+ * test_api_work.c: unit tests of the API's worker pool (api/api_work.c):
+ * items run on every thread at once, in queue order on one, places bound
+ * the pool and come back, one place carries a second run, drain waits for
+ * the places and refuses new ones, destroy joins the threads.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "api/api_int.h"
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A job of the tests: an item, and what its runs saw. */
+struct job {
+    struct api_work_item item;
+    struct shared *sh;
+    int index;
+    int runs;     /* how many times it ran */
+    int resubmit; /* runs left to queue again on the same place */
+};
+
+/* What the jobs of one test share. */
+struct shared {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct api_work *w;
+    int running, most_running; /* jobs inside run() now, and at most */
+    int gate_open;             /* blocked jobs wait for this */
+    int block;                 /* jobs wait at the gate */
+    int order[64], norder;     /* indexes in the order they ran */
+    int finished;              /* jobs whose last run ended */
+    int release;               /* jobs give their place back themselves */
+};
+
+static void shared_init(struct shared *sh)
+{
+    memset(sh, 0, sizeof(*sh));
+    pthread_mutex_init(&sh->lock, NULL);
+    pthread_cond_init(&sh->cond, NULL);
+}
+
+static void shared_deinit(struct shared *sh)
+{
+    pthread_cond_destroy(&sh->cond);
+    pthread_mutex_destroy(&sh->lock);
+}
+
+static void job_run(struct api_work_item *item)
+{
+    struct job *j = (struct job *)(void *)((char *)item - offsetof(struct job, item));
+    struct shared *sh = j->sh;
+    int again;
+
+    pthread_mutex_lock(&sh->lock);
+    j->runs++;
+    sh->running++;
+    if (sh->running > sh->most_running)
+        sh->most_running = sh->running;
+    if (sh->norder < 64)
+        sh->order[sh->norder++] = j->index;
+    pthread_cond_broadcast(&sh->cond);
+    while (sh->block && !sh->gate_open)
+        pthread_cond_wait(&sh->cond, &sh->lock);
+    sh->running--;
+    again = j->resubmit > 0;
+    if (again)
+        j->resubmit--;
+    else
+        sh->finished++;
+    pthread_cond_broadcast(&sh->cond);
+    pthread_mutex_unlock(&sh->lock);
+    if (again)
+        api_work_submit(sh->w, &j->item); /* the same place: a second half */
+    else if (sh->release)
+        api_work_release(sh->w);
+}
+
+/* Waits (at most 5 s) until pred(sh) holds; under sh->lock. */
+static int wait_for(struct shared *sh, int (*pred)(struct shared *, int), int arg)
+{
+    int64_t until = mono_ms() + 5000;
+    int ok;
+
+    pthread_mutex_lock(&sh->lock);
+    while (!(ok = pred(sh, arg)) && mono_ms() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&sh->cond, &sh->lock, &ts);
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return ok;
+}
+
+static int running_is(struct shared *sh, int n)
+{
+    return sh->running == n;
+}
+
+static int finished_is(struct shared *sh, int n)
+{
+    return sh->finished == n;
+}
+
+static void gate_open(struct shared *sh)
+{
+    pthread_mutex_lock(&sh->lock);
+    sh->gate_open = 1;
+    pthread_cond_broadcast(&sh->cond);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+/* n jobs, each on a place of its own; each runs 1 + resubmit times. */
+static void submit_jobs(struct shared *sh, struct job *jobs, int n, int resubmit)
+{
+    for (int i = 0; i < n; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].resubmit = resubmit;
+        jobs[i].item.run = job_run;
+        jobs[i].sh = sh;
+        jobs[i].index = i;
+        assert_int_equal(api_work_reserve(sh->w), 0);
+        api_work_submit(sh->w, &jobs[i].item);
+    }
+}
+
+/* Items run on every thread at once, never more; the rest wait queued. */
+static void test_work_runs_on_every_thread_at_once(void **state)
+{
+    struct shared sh;
+    struct job jobs[12];
+    struct api_work_stats st;
+    (void)state;
+
+    shared_init(&sh);
+    sh.block = 1;
+    sh.release = 1;
+    assert_int_equal(api_work_create(8, 64, &sh.w), 0);
+    submit_jobs(&sh, jobs, 12, 0);
+    assert_true(wait_for(&sh, running_is, 8));
+    api_work_stats(sh.w, &st);
+    assert_int_equal(st.threads, 8);
+    assert_int_equal(st.depth, 64);
+    assert_int_equal(st.running, 8);
+    assert_int_equal(st.queued, 4);
+    assert_int_equal(st.places, 12);
+    gate_open(&sh);
+    assert_true(wait_for(&sh, finished_is, 12));
+    api_work_destroy(sh.w); /* drains: every place is back */
+    assert_int_equal(sh.most_running, 8);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(jobs[i].runs, 1);
+    shared_deinit(&sh);
+}
+
+/* One thread runs the items in the order they were queued. */
+static void test_work_fifo_on_one_thread(void **state)
+{
+    struct shared sh;
+    struct job jobs[20];
+    (void)state;
+
+    shared_init(&sh);
+    sh.release = 1;
+    assert_int_equal(api_work_create(1, 20, &sh.w), 0);
+    submit_jobs(&sh, jobs, 20, 0);
+    assert_true(wait_for(&sh, finished_is, 20));
+    api_work_destroy(sh.w);
+    assert_int_equal(sh.norder, 20);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(sh.order[i], i);
+    assert_int_equal(sh.most_running, 1);
+    shared_deinit(&sh);
+}
+
+/* depth places at most: the next reservation is refused, and counted. */
+static void test_work_places_are_bounded_and_come_back(void **state)
+{
+    struct api_work *w;
+    struct api_work_stats st;
+    (void)state;
+
+    assert_int_equal(api_work_create(2, 3, &w), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(api_work_reserve(w), 0);
+    assert_int_equal(api_work_reserve(w), -EAGAIN);
+    assert_int_equal(api_work_reserve(w), -EAGAIN);
+    api_work_stats(w, &st);
+    assert_int_equal(st.places, 3);
+    assert_int_equal(st.refused, 2);
+    api_work_release(w);
+    assert_int_equal(api_work_reserve(w), 0);
+    for (int i = 0; i < 3; i++)
+        api_work_release(w);
+    api_work_stats(w, &st);
+    assert_int_equal(st.places, 0);
+    assert_int_equal(st.done, 0);
+    api_work_destroy(w);
+}
+
+/* A place carries a second run (a handler's half after a hash) before it is given back.
+ */
+static void test_work_one_place_runs_twice(void **state)
+{
+    struct shared sh;
+    struct job jobs[4];
+    struct api_work_stats st;
+    (void)state;
+
+    shared_init(&sh);
+    sh.release = 1;
+    assert_int_equal(api_work_create(2, 4, &sh.w), 0);
+    submit_jobs(&sh, jobs, 4, 1);
+    assert_true(wait_for(&sh, finished_is, 4));
+    api_work_drain(sh.w);
+    api_work_stats(sh.w, &st);
+    assert_int_equal(st.places, 0);
+    /* A run is counted once it returned, which may trail its release a little. */
+    for (int64_t until = mono_ms() + 5000; st.done < 8 && mono_ms() < until;) {
+        usleep(1000);
+        api_work_stats(sh.w, &st);
+    }
+    assert_int_equal(st.done, 8);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(jobs[i].runs, 2);
+    api_work_destroy(sh.w);
+    shared_deinit(&sh);
+}
+
+struct late {
+    struct api_work *w;
+    int n;
+};
+
+static void *release_late(void *arg)
+{
+    struct late *l = arg;
+
+    usleep(100 * 1000);
+    for (int i = 0; i < l->n; i++)
+        api_work_release(l->w);
+    return NULL;
+}
+
+/* Drain waits until every place is back and refuses new ones meanwhile and after. */
+static void test_work_drain_waits_for_places(void **state)
+{
+    struct late l;
+    pthread_t t;
+    int64_t t0;
+    (void)state;
+
+    assert_int_equal(api_work_create(1, 8, &l.w), 0);
+    l.n = 2;
+    assert_int_equal(api_work_reserve(l.w), 0);
+    assert_int_equal(api_work_reserve(l.w), 0);
+    assert_int_equal(pthread_create(&t, NULL, release_late, &l), 0);
+    t0 = mono_ms();
+    api_work_drain(l.w);
+    assert_true(mono_ms() - t0 >= 90);
+    assert_int_equal(api_work_reserve(l.w), -EAGAIN);
+    pthread_join(t, NULL);
+    api_work_destroy(l.w);
+}
+
+/* Bad sizes are refused; destroy accepts NULL. */
+static void test_work_create_checks_sizes(void **state)
+{
+    struct api_work *w = NULL;
+    (void)state;
+
+    assert_int_equal(api_work_create(0, 8, &w), -EINVAL);
+    assert_int_equal(api_work_create(8, 0, &w), -EINVAL);
+    assert_null(w);
+    api_work_destroy(NULL);
+    api_work_drain(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_work_runs_on_every_thread_at_once),
+        cmocka_unit_test(test_work_fifo_on_one_thread),
+        cmocka_unit_test(test_work_places_are_bounded_and_come_back),
+        cmocka_unit_test(test_work_one_place_runs_twice),
+        cmocka_unit_test(test_work_drain_waits_for_places),
+        cmocka_unit_test(test_work_create_checks_sizes),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
