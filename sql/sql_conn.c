@@ -186,11 +186,22 @@ int sql_conn_broken(const struct sql_conn *c)
  * Marks c unusable. Its socket is shut at once, so nothing done with it
  * before it is closed (freeing a half-read result) can wait on the peer.
  */
+/*
+ * Abandons the connection after a failure or a missed deadline: the TCP
+ * connection is reset at once and what the kernel still held to send is
+ * dropped (connect() to AF_UNSPEC disconnects a TCP socket; the descriptor
+ * stays the MYSQL's, for mysql_close()). A shutdown() would keep
+ * retransmitting it behind a partition: a statement given up here could
+ * reach the server seconds later, when the link comes back, and one that
+ * is a whole transaction (a bet's CALL) would then commit on a server that
+ * may have lost its primary role meanwhile.
+ */
 static void conn_break(struct sql_conn *c)
 {
     my_socket fd = mysql_get_socket(&c->mysql);
+    struct sockaddr sa = {.sa_family = AF_UNSPEC};
 
-    if (fd >= 0)
+    if (fd >= 0 && connect(fd, &sa, sizeof(sa)) != 0)
         shutdown(fd, SHUT_RDWR);
     c->broken = 1;
 }

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <mysqld_error.h>
 
@@ -186,6 +187,50 @@ static void mark_rebuild(struct guard *g, struct guard_group *gr,
     }
 }
 
+/* The sessions of s's clients (not its own, replication's or the server's). */
+#define CLIENT_SESSIONS                                                                \
+    "FROM information_schema.PROCESSLIST WHERE id <> CONNECTION_ID() AND command "     \
+    "NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID') AND user NOT IN ('system "   \
+    "user', 'event_scheduler')"
+#define ACK_WAIT "state LIKE 'Waiting for semi-sync ACK%%'"
+
+static void kill_where(struct guard_server *s, const char *sql)
+{
+    struct sql_rows rows = {0};
+
+    if (guard_exec(s, &rows, sql) == 0)
+        for (uint32_t i = 0; i < rows.nrow; i++)
+            (void)guard_exec(s, NULL, "KILL %u",
+                             (uint64_t)strtoull(sql_cell(&rows, i, 0), NULL, 10));
+    sql_rows_free(&rows);
+}
+
+/*
+ * Kills every client session of s, in two waves. A killed commit that waits
+ * for an acknowledgement commits in the engine and releases its row locks;
+ * a transaction queued on those locks would then run on, and a bet's
+ * (one CALL of place_bet, its client long gone) would commit a new
+ * transaction after the flip. So every other session goes first, and the
+ * waiters only once those are gone (up to 2 s).
+ */
+static void kill_clients(struct guard_server *s)
+{
+    struct sql_rows rows = {0};
+
+    kill_where(s, "SELECT id " CLIENT_SESSIONS " AND NOT (" ACK_WAIT ")");
+    for (int i = 0; i < 40; i++) {
+        int rc = guard_exec(
+            s, &rows, "SELECT COUNT(*) " CLIENT_SESSIONS " AND NOT (" ACK_WAIT ")");
+        int left = rc == 0 && rows.nrow == 1 ? atoi(sql_cell(&rows, 0, 0)) : 0;
+
+        sql_rows_free(&rows);
+        if (left == 0)
+            break;
+        usleep(50 * 1000);
+    }
+    kill_where(s, "SELECT id " CLIENT_SESSIONS);
+}
+
 /*
  * An old primary that answers again: read-only at once, then a replica of
  * the primary, or marked for rebuild when it has transactions of the
@@ -205,16 +250,7 @@ static void fence_or_rejoin(struct guard *g, struct guard_group *gr,
          * a commit stays in its binlog, never acknowledged: the check below
          * then finds it, and the server is rebuilt.
          */
-        struct sql_rows rows = {0};
-        if (guard_exec(s, &rows,
-                       "SELECT id FROM information_schema.PROCESSLIST WHERE id <> "
-                       "CONNECTION_ID() AND command NOT IN ('Daemon', 'Binlog Dump', "
-                       "'Binlog Dump GTID') AND user NOT IN ('system user', "
-                       "'event_scheduler')") == 0)
-            for (uint32_t i = 0; i < rows.nrow; i++)
-                (void)guard_exec(s, NULL, "KILL %u",
-                                 (uint64_t)strtoull(sql_cell(&rows, i, 0), NULL, 10));
-        sql_rows_free(&rows);
+        kill_clients(s);
         if (guard_exec(s, NULL, "SET GLOBAL read_only = 1") < 0)
             return;
         s->read_only = 1;
