@@ -8,12 +8,15 @@
  *    the shards' aggregate rows (api_standings_agg.c), summed by each host
  *    (a row per host and group, whatever the shards) and then in memory by
  *    id (binary search in the id-sorted company and team lists);
- *  - the global ranking is a top-K scatter: each host returns its best K;
- *  - each company's ranking is read company by company for the companies
- *    with more than K members (a top-K scatter each: K rows per host), and
- *    for the others in runs of consecutive companies (by id) of at most
- *    CHUNK members together, whose users are all returned: at most K per
- *    company and host either way, and never more than CHUNK + K rows held.
+ *  - each company's ranking: the companies with more than K members in
+ *    groups, one scatter a group, in which every host ranks its users of the
+ *    group's companies (a window per company) and returns its best K of
+ *    each; the others in runs of consecutive companies (by id) whose users
+ *    are all returned. A group or a run is cut at ROWS rows (at most K per
+ *    company and host): a scatter's cost over 1,024 shards is mostly what
+ *    it costs to be one, so the fewer the better, and ROWS bounds memory;
+ *  - the global ranking is merged from the company rankings (a user in the
+ *    global top K is in his company's top K): no scatter of its own.
  * The results are written as JSON rows of the global standings table, all
  * under one new generation, in one transaction, one list at a time.
  */
@@ -28,11 +31,12 @@
 #include "api/api_int.h"
 
 #define TOP 500
-#define CHUNK (4 * TOP) /* members read together for small companies */
+/* Rows one scatter of company rankings may bring (about 150 bytes each). */
+#define ROWS 30000
+/* Members a run of small companies reads together, by their aggregates. */
+#define CHUNK (ROWS - TOP)
 /* Rows a run may return: its members (at most CHUNK, with room to spare). */
-#define RUN_ROWS (CHUNK + TOP)
-/* Large companies ranked by one scatter: at most this many * TOP rows a host. */
-#define LARGE_GROUP 10
+#define RUN_ROWS ROWS
 
 /* The columns of a ranked user row, as user_item() reads them. */
 #define USER_ROW "SELECT id, display_name, company_id, team_id, points FROM %S.users "
@@ -110,12 +114,92 @@ static int rows_by_company_points(const void *a, const void *b)
     return by_points(x, y, NULL);
 }
 
+/* A user of the global ranking, copied out of a company's rows. */
+struct ranked {
+    uint64_t id, company;
+    int64_t points;
+    char *name, *team; /* owned; team NULL for none */
+};
+
 /* What a recomputation holds: companies and teams, sorted by id. */
 struct standings {
     struct sql_rows company_rows, team_rows; /* the names point in here */
     struct group *cg, *tg;
     uint32_t nc, nt;
+    uint32_t nhost;     /* hosts of the map: rows a large company brings */
+    struct ranked *top; /* the global ranking's candidates, 2 * TOP at most */
+    uint32_t ntop;
+    int top_failed; /* out of memory */
 };
+
+static int ranked_cmp(const void *a, const void *b)
+{
+    const struct ranked *x = a, *y = b;
+
+    if (x->points != y->points)
+        return x->points > y->points ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void ranked_free(struct ranked *r, uint32_t from, uint32_t to)
+{
+    for (uint32_t i = from; i < to; i++) {
+        free(r[i].name);
+        free(r[i].team);
+    }
+}
+
+/* Sorts the candidates and keeps the best TOP. */
+static void top_trim(struct standings *st)
+{
+    if (st->ntop > 1)
+        qsort(st->top, st->ntop, sizeof(*st->top), ranked_cmp);
+    if (st->ntop > TOP) {
+        ranked_free(st->top, TOP, st->ntop);
+        st->ntop = TOP;
+    }
+}
+
+/* A ranked user of some company: a candidate of the global ranking. */
+static void top_offer(struct standings *st, char **row)
+{
+    struct ranked *c;
+
+    if (st->top_failed)
+        return;
+    if (st->top == NULL && (st->top = calloc(2 * TOP, sizeof(*st->top))) == NULL) {
+        st->top_failed = 1;
+        return;
+    }
+    if (st->ntop == 2 * TOP)
+        top_trim(st);
+    c = &st->top[st->ntop];
+    c->id = strtoull(row[U_ID], NULL, 10);
+    c->company = strtoull(row[U_COMPANY], NULL, 10);
+    c->points = strtoll(row[U_POINTS], NULL, 10);
+    c->name = strdup(row[U_NAME] ? row[U_NAME] : "");
+    c->team = row[U_TEAM] ? strdup(row[U_TEAM]) : NULL;
+    if (c->name == NULL || (row[U_TEAM] && c->team == NULL)) {
+        free(c->name);
+        free(c->team);
+        st->top_failed = 1;
+        return;
+    }
+    st->ntop++;
+}
+
+/* A user of the global ranking (a candidate kept by top_offer). */
+static json_t *ranked_item(const struct standings *st, const struct ranked *u, int rank)
+{
+    const struct group *c = group_find(st->cg, st->nc, u->company);
+
+    return json_pack("{s:i,s:o,s:s,s:o,s:s,s:o,s:I}", "rank", rank, "user_id",
+                     api_id_json(u->id), "display_name", u->name, "company_id",
+                     api_id_json(u->company), "company_name", c ? c->name : "",
+                     "team_id",
+                     u->team ? api_id_json(strtoull(u->team, NULL, 10)) : json_null(),
+                     "points", (json_int_t)u->points);
+}
 
 static json_t *user_item(const struct standings *st, char **row, int rank)
 {
@@ -169,6 +253,9 @@ static void standings_deinit(struct standings *st)
 {
     free(st->cg);
     free(st->tg);
+    if (st->top != NULL)
+        ranked_free(st->top, 0, st->ntop);
+    free(st->top);
     sql_rows_free(&st->company_rows);
     sql_rows_free(&st->team_rows);
 }
@@ -272,7 +359,7 @@ static int company_users_load(struct router *r, const struct standings *st, uint
 }
 
 /* The stored ranking of company cg[k], from rows (by company) at *i. */
-static int store_company(struct router_txn *txn, const struct standings *st, uint32_t k,
+static int store_company(struct router_txn *txn, struct standings *st, uint32_t k,
                          const struct sql_rows *rows, uint32_t *i, uint64_t gen)
 {
     json_t *items = json_array();
@@ -284,25 +371,29 @@ static int store_company(struct router_txn *txn, const struct standings *st, uin
         uint64_t c = strtoull(row[U_COMPANY], NULL, 10);
         if (c > st->cg[k].id)
             break;
-        if (c == st->cg[k].id && rank < TOP)
+        if (c == st->cg[k].id && rank < TOP) {
             json_array_append_new(items, user_item(st, row, ++rank));
+            top_offer(st, row);
+        }
     }
     return store(txn, "users", st->cg[k].id, gen, items);
 }
 
 /*
- * The rankings of the large companies (more than TOP members), LARGE_GROUP
- * at a time: one scatter each, in which every host ranks its users of the
- * group's companies (a window per company) and returns its best TOP of
- * each. A statement per company would cost its parse over every shard of
- * the host: 100 of them took 10 s at 1,024 shards.
+ * The rankings of the large companies (more than TOP members), as many at a
+ * time as bring at most ROWS rows (each host returns at most TOP of each):
+ * one scatter each, in which every host ranks its users of the group's
+ * companies (a window per company) and returns its best TOP of each. A
+ * statement per company would cost its parse over every shard of the host:
+ * 100 of them took 10 s at 1,024 shards.
  */
 static int store_large_companies(struct router *r, struct router_txn *txn,
-                                 const struct standings *st, uint64_t gen)
+                                 struct standings *st, uint64_t gen)
 {
-    uint32_t group[LARGE_GROUP], n = 0;
+    uint32_t *group = calloc(st->nc ? st->nc : 1, sizeof(*group)), n = 0;
+    int64_t most = (int64_t)TOP * (st->nhost ? st->nhost : 1), rows_in = 0;
     struct sql_buf ids = {0};
-    int rc = 0;
+    int rc = group ? 0 : -ENOMEM;
 
     for (uint32_t k = 0; k <= st->nc && rc == 0; k++) {
         struct sql_rows rows = {0};
@@ -310,9 +401,15 @@ static int store_large_companies(struct router *r, struct router_txn *txn,
         char num[24];
 
         if (k < st->nc && st->cg[k].members > TOP) {
-            group[n++] = k;
-            if (n < LARGE_GROUP)
+            int64_t brings = st->cg[k].members < most ? st->cg[k].members : most;
+            /* Over the budget: the group so far goes first, k opens the next. */
+            if (n > 0 && rows_in + brings > ROWS) {
+                k--;
+            } else {
+                group[n++] = k;
+                rows_in += brings;
                 continue;
+            }
         } else if (k < st->nc || n == 0) {
             continue;
         }
@@ -340,14 +437,16 @@ static int store_large_companies(struct router *r, struct router_txn *txn,
             rc = store_company(txn, st, group[g], &rows, &i, gen);
         sql_rows_free(&rows);
         n = 0;
+        rows_in = 0;
     }
     sql_buf_deinit(&ids);
+    free(group);
     return rc;
 }
 
 /* Every company's user ranking, a run of companies at a time. */
 static int store_company_users(struct router *r, struct router_txn *txn,
-                               const struct standings *st, uint64_t gen)
+                               struct standings *st, uint64_t gen)
 {
     struct sql_rows rows = {0};
     int rc = 0;
@@ -430,40 +529,40 @@ static int64_t mono_ms(void)
 
 int api_standings_recompute(struct router *r)
 {
-    struct standings st = {0};
-    struct sql_rows top = {0}, gen = {0};
+    const struct shardmap *map = router_map(r);
+    struct standings st = {.nhost = map ? map->nnode : 1};
+    struct sql_rows gen = {0};
     struct router_txn *txn = NULL;
     uint64_t generation;
-    int64_t t0 = mono_ms(), t_groups = 0, t_top = 0, t_users = 0;
+    int64_t t0 = mono_ms(), t_groups = 0, t_users = 0;
     json_t *items;
     int rc;
 
     rc = groups_load(r, &st);
     t_groups = mono_ms();
     if (rc == 0)
-        rc = router_scatter_topk(r, &top, TOP, "points DESC, id ASC", by_points, NULL,
-                                 USER_ROW "WHERE role <> 'platform_admin' ORDER BY "
-                                          "points DESC, id ASC LIMIT 500");
-    if (rc == 0)
         rc = router_exec(r, ROUTER_GLOBAL, &gen,
                          "SELECT COALESCE(MAX(generation), 0) + 1 FROM %S.standings");
     if (rc < 0)
         goto out;
-    t_top = mono_ms();
     generation = strtoull(sql_cell(&gen, 0, 0), NULL, 10);
-    if (top.nrow > 0 && !groups_have_members(&st))
-        api_log("standings: users but no aggregates: a cluster upgraded from before "
-                "them? run bcadmin rebuild-standings");
 
     if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &txn)) < 0)
         goto out;
-    items = json_array();
-    for (uint32_t i = 0; i < top.nrow; i++)
-        json_array_append_new(
-            items, user_item(&st, &top.cell[(size_t)i * U_NCOL], (int)i + 1));
-    rc = store(txn, "users", 0, generation, items);
-    if (rc == 0)
-        rc = store_company_users(r, txn, &st, generation);
+    rc = store_company_users(r, txn, &st, generation);
+    /* The global ranking: the best of the companies' rankings. */
+    if (rc == 0 && st.top_failed)
+        rc = -ENOMEM;
+    if (rc == 0) {
+        top_trim(&st);
+        if (st.ntop > 0 && !groups_have_members(&st))
+            api_log("standings: users but no aggregates: a cluster upgraded from "
+                    "before them? run bcadmin rebuild-standings");
+        items = json_array();
+        for (uint32_t i = 0; i < st.ntop; i++)
+            json_array_append_new(items, ranked_item(&st, &st.top[i], (int)i + 1));
+        rc = store(txn, "users", 0, generation, items);
+    }
     t_users = mono_ms();
     /* Last: it sorts the companies by average. */
     if (rc == 0)
@@ -474,17 +573,15 @@ int api_standings_recompute(struct router *r)
     }
     if (rc == 0)
         api_log("standings: generation %" PRIu64 ": %u companies, %u teams in %" PRId64
-                " ms (sums %" PRId64 " ms, top %" PRId64
-                " ms, company rankings %" PRId64 " ms, teams and companies %" PRId64
-                " ms)",
+                " ms (sums %" PRId64 " ms, company rankings and the top %" PRId64
+                " ms, teams and companies %" PRId64 " ms)",
                 generation, st.nc, st.nt, mono_ms() - t0, t_groups - t0,
-                t_top - t_groups, t_users - t_top, mono_ms() - t_users);
+                t_users - t_groups, mono_ms() - t_users);
 out:
     if (rc < 0)
         api_log("standings: recomputation failed: %s", router_last_error());
     router_txn_rollback(txn);
     standings_deinit(&st);
-    sql_rows_free(&top);
     sql_rows_free(&gen);
     return rc;
 }
