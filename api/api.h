@@ -135,6 +135,14 @@ int api_password_verify(const char *hash, const char *password);
 int api_idem_purge(struct router *router, uint32_t keep_s, uint64_t *deleted,
                    uint32_t *failed);
 
+/*
+ * Recomputes every standings list from the shards' aggregates and users and
+ * stores them under a new generation (api_standings.c; the settler does it
+ * after each settlement, bcadmin recompute-standings on demand). 0 or a
+ * negative status.
+ */
+int api_standings_recompute(struct router *router);
+
 /* Creates the platform admin (and its platform company) if missing. */
 int api_create_platform_admin(struct router *router, const char *email,
                               const char *password, const char *display_name,

@@ -458,8 +458,6 @@ void api_settler_wake(struct api_settler *settler);
 /* The server's settler; NULL for a server without a router. */
 struct api_settler *api_server_settler(struct api_server *srv);
 
-/* api_standings.c: recomputes every standings list from the shards. */
-int api_standings_recompute(struct router *router);
 /*
  * api_standings_agg.c: called inside a settlement batch transaction on one
  * shard, after the batch's bets were locked and BEFORE their status changes

@@ -6,6 +6,7 @@
  *   bcadmin -c cluster.yaml check-standings
  *   bcadmin -c cluster.yaml rebuild-standings
  *   bcadmin -c cluster.yaml purge-idempotency [--older-than SECONDS]
+ *   bcadmin -c cluster.yaml recompute-standings
  *
  * check-ledger verifies, on every shard, that every user's balance equals
  * initial_balance + the sum of his ledger deltas and is not negative.
@@ -17,6 +18,8 @@
  * before the aggregates existed), one transaction per shard.
  * purge-idempotency deletes the Idempotency-Key records older than 24 hours
  * (or SECONDS) from every shard, as each API server does every 10 minutes.
+ * recompute-standings recomputes every standings list now, as a server does
+ * after each settlement (a new generation), and prints how long it took.
  * Exit codes: 0 ok, 1 violated or failed, 2 usage.
  */
 #include <errno.h>
@@ -25,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/api.h"
 #include "router/router.h"
@@ -37,7 +41,8 @@ static void usage(FILE *out)
                  "       bcadmin [-c CLUSTER.yaml] check-standings\n"
                  "       bcadmin [-c CLUSTER.yaml] rebuild-standings\n"
                  "       bcadmin [-c CLUSTER.yaml] purge-idempotency [--older-than "
-                 "SECONDS]\n");
+                 "SECONDS]\n"
+                 "       bcadmin [-c CLUSTER.yaml] recompute-standings\n");
 }
 
 static int check_ledger(struct router *r)
@@ -320,6 +325,20 @@ int main(int argc, char **argv)
         rc = check_standings(r);
     } else if (strcmp(argv[optind], "rebuild-standings") == 0) {
         rc = rebuild_standings(r);
+    } else if (strcmp(argv[optind], "recompute-standings") == 0) {
+        struct timespec t0, t1;
+
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        rc = api_standings_recompute(r);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (rc < 0)
+            fprintf(stderr, "bcadmin: recompute-standings: %s: %s\n", bc_strerror(rc),
+                    router_last_error());
+        else
+            printf("standings recomputed in %.0f ms\n",
+                   (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+                       (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+        rc = rc < 0 ? 1 : 0;
     } else if (strcmp(argv[optind], "purge-idempotency") == 0) {
         uint64_t deleted;
         uint32_t failed;
