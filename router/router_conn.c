@@ -4,8 +4,10 @@
  * Each host has two bounded pools ("lanes"): the request pool, whose
  * connections bound each statement by query_timeout_ms, and the background
  * pool, for the threads that called router_background(1), bounded by
- * batch_timeout_ms. Both connect within connect_timeout_ms and keep their
- * idle connections on a LIFO list; the SQL layer enforces the deadlines with
+ * batch_timeout_ms. Both connect within connect_timeout_ms, at most
+ * ROUTER_CONNECTS at once (a cold pool grows under a burst a few connects
+ * at a time, while the connections it has serve), and keep their idle
+ * connections on a LIFO list; the SQL layer enforces the deadlines with
  * Connector/C's non-blocking API. Batch work thus never takes a connection
  * a request needs, and its long statements are not timed as requests.
  *
@@ -265,7 +267,7 @@ int router__conn_get(struct router *r, struct router_pool *pool,
             *out = conn;
             return 0;
         }
-        if (lane->nopen < lane->max)
+        if (lane->nopen < lane->max && lane->nconnecting < ROUTER_CONNECTS)
             break;
         if (lane_wait(pool, lane, deadline) < 0) {
             pthread_mutex_unlock(&pool->lock);
@@ -275,6 +277,7 @@ int router__conn_get(struct router *r, struct router_pool *pool,
         }
     }
     lane->nopen++;
+    lane->nconnecting++;
     ep = pool->ep;
     epoch = pool->epoch;
     pthread_mutex_unlock(&pool->lock);
@@ -288,6 +291,13 @@ int router__conn_get(struct router *r, struct router_pool *pool,
     conn->lane = lane;
     conn->epoch = epoch;
     rc = sql_conn_open(&ep, &opts, &conn->sql);
+    if (rc == 0) {
+        /* The connect's place goes to a waiter, who may open the next one. */
+        pthread_mutex_lock(&pool->lock);
+        lane->nconnecting--;
+        pthread_cond_signal(&lane->freed);
+        pthread_mutex_unlock(&pool->lock);
+    }
     if (rc == -ENOMEM) {
         free(conn);
         goto error;
@@ -307,6 +317,7 @@ int router__conn_get(struct router *r, struct router_pool *pool,
 error:
     pthread_mutex_lock(&pool->lock);
     lane->nopen--;
+    lane->nconnecting--;
     pthread_cond_signal(&lane->freed);
     pthread_mutex_unlock(&pool->lock);
     return rc;

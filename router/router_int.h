@@ -23,6 +23,14 @@
 #define ROUTER_SLOW_TIMEOUTS 3
 #define ROUTER_SLOW_WINDOW_MS 5000
 /*
+ * Connects in flight at once per lane. A burst on a cold pool (a kick-off,
+ * the API's 64 workers) would otherwise open every connection at once, and
+ * on a busy server some handshakes would miss connect_timeout_ms and mark a
+ * healthy host down; past this many, a caller waits (within its connect
+ * deadline) for a connection to come back or a connect to end.
+ */
+#define ROUTER_CONNECTS 4
+/*
  * The background pool of a host holds at most this many connections (and
  * never more than pool_size): batch statements are long and heavy, and a
  * few at a time per host and server is what a host can run beside its
@@ -57,7 +65,8 @@ struct router_conn {
 struct router_lane {
     struct router_conn *idle;
     uint32_t nidle, nopen, max;
-    int background; /* statements bounded by batch_timeout_ms, never mark down */
+    uint32_t nconnecting; /* of nopen, connects in flight (<= ROUTER_CONNECTS) */
+    int background;       /* statements bounded by batch_timeout_ms, never mark down */
     pthread_cond_t freed;
 };
 
