@@ -51,7 +51,8 @@ CACHE_LIB := $(BUILD)/libcache.a
 TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen \
          $(BUILD)/fillshard $(BUILD)/fillscale
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api \
-              $(BUILD)/test_api_work $(BUILD)/test_reshard $(BUILD)/test_sql
+              $(BUILD)/test_api_work $(BUILD)/test_api_hot $(BUILD)/test_reshard \
+              $(BUILD)/test_sql
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_cache_int $(BUILD)/test_catalog_int \
                      $(BUILD)/test_privilege_int
@@ -131,6 +132,8 @@ $(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(CACHE_LIB) $(ROUT
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_work: $(BUILD)/tests/unit/test_api_work.o $(API_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS)
+$(BUILD)/test_api_hot: $(BUILD)/tests/unit/test_api_hot.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_cache_int: $(BUILD)/tests/integration/test_cache_int.o \
                         $(BUILD)/tests/integration/itest.o $(CACHE_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)

@@ -48,6 +48,7 @@ struct api_limits {
     uint32_t hash_per_addr;       /* of them from one client address (2) */
     uint32_t hash_max_wait_ms;    /* refused when the expected wait is longer (500) */
     uint32_t work_queue;          /* requests queued or running on the workers (1024) */
+    uint32_t work_per_user;       /* of them, a signed-in user's writes (4; 0: any) */
     uint32_t conn_per_addr;       /* connections per address, proxies apart (64) */
     uint32_t header_timeout_ms;   /* connect to complete headers (800) */
     uint32_t body_timeout_ms;     /* headers to complete body (10000) */

@@ -3,7 +3,8 @@
  *
  * Keys (all versioned "bc:v1:"):
  *   match:<id>                       the match with its odds (near-cached)
- *   odds:<id>                        the odds response body (near-cached)
+ *   odds:<id>                        the odds response body (near: the server's
+ *                                    hot table of whole responses, api_hot.c)
  *   matches:g<gen>:<query>           a page of the match list ("matches" group);
  *                                    the query's window is explicit and at most
  *                                    31 days (api_matches.c)
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/api_int.h"
 
@@ -115,16 +117,51 @@ static int odds_fill(struct api_req *req, uint64_t id, char **text)
     return *text ? 0 : -ENOMEM;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /*
- * The hottest read: the odds body itself is a (near-)cached key, so a hit is
- * a copy of ready bytes, with no JSON parsed or printed.
+ * The hottest read. Its near copy is not the cache's text but the server's
+ * hot table (api_hot.c) of whole responses, which the event loops answer
+ * from before they come here: this is its miss (or expiry), on a worker. The
+ * body comes from memcached (or the database, under the lease), never from
+ * the cache's near copies, and goes into the table fresh for CACHE_NEAR_MS
+ * from the moment this read began: the near-cache's rule, so no server
+ * shows odds older than before. The slot's generation is read first: a
+ * write on this server that drops the entry meanwhile keeps this body out.
  */
 int api_odds_cached(struct api_req *req, uint64_t id, char **text)
 {
-    char key[64];
+    struct api_hot *hot = api_server_hot(req->srv);
+    struct MHD_Response *resp;
+    char key[64], *body;
+    uint64_t gen;
+    int64_t t0;
+    size_t len;
+    int rc;
 
     snprintf(key, sizeof(key), "bc:v1:odds:%" PRIu64, id);
-    return api_cached_text(req, key, 1, 300, odds_fill, id, text);
+    if (req->cache == NULL)
+        return api_cached_text(req, key, 0, 300, odds_fill, id, text);
+    gen = api_hot_gen(hot, id);
+    t0 = mono_ms();
+    rc = api_cached_text(req, key, 0, 300, odds_fill, id, text);
+    if (rc < 0)
+        return rc;
+    len = strlen(*text);
+    body = malloc(len > 0 ? len : 1);
+    if (body == NULL)
+        return 0; /* answered all the same, not kept */
+    memcpy(body, *text, len);
+    resp = api_response_make("application/json", body, len);
+    if (resp != NULL)
+        (void)api_hot_put(hot, id, gen, t0 + CACHE_NEAR_MS, resp);
+    return 0;
 }
 
 void api_match_changed(struct api_req *req, uint64_t id)
@@ -137,5 +174,10 @@ void api_match_changed(struct api_req *req, uint64_t id)
     cache_delete(req->cache, key);
     snprintf(key, sizeof(key), "bc:v1:odds:%" PRIu64, id);
     cache_delete(req->cache, key);
+    /*
+     * After memcached's delete: a fill of this server that begins from now
+     * on reads the new odds, and one that began before is kept out.
+     */
+    api_hot_drop(api_server_hot(req->srv), id);
     cache_bump(req->cache, "matches");
 }

@@ -15,6 +15,9 @@
  * leaves the list (under that lock) before libmicrohttpd closes its socket,
  * so the reaper never touches a descriptor that was reused.
  *
+ * Each connection also lends the storage of its current request
+ * (api_conn_req()).
+ *
  * The cap counts the connections of each peer address except trusted
  * proxies (HAProxy is one address for all its clients: it has limits of its
  * own); a peer at its cap is refused at accept.
@@ -25,6 +28,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -41,6 +45,13 @@ struct api_conn {
     int reaped;       /* its socket was shut down */
     int worker;       /* its worker thread's slot, or -1 */
     atomic_llong due; /* monotonic us; 0: no deadline */
+    /*
+     * The storage of the connection's request: libmicrohttpd carries one
+     * request at a time on a connection, and completes it before the next
+     * one starts and before the connection closes, so a keep-alive client's
+     * requests cost no allocation of ours.
+     */
+    struct api_req req;
 };
 
 #define MAX_WORKERS 256
@@ -271,6 +282,17 @@ void api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
     else if (phase == API_CONN_IDLE)
         ms = c->lim.idle_timeout_ms;
     atomic_store(&k->due, ms ? mono_us() + ms * 1000 : 0);
+}
+
+struct api_req *api_conn_req(struct api_conns *c, struct MHD_Connection *conn)
+{
+    struct api_conn *k = conn_of(conn);
+    (void)c;
+
+    if (k == NULL)
+        return NULL;
+    memset(&k->req, 0, sizeof(k->req));
+    return &k->req;
 }
 
 void api_conns_stats(struct api_conns *c, uint64_t *open, uint64_t *reaped,

@@ -1,12 +1,16 @@
 /*
  * api_http.c: the server object and its libmicrohttpd glue: body limits,
- * dispatch (what the route table declares is answered here, before the
- * handler), access log and metrics.
+ * where a request runs (the loop, the hot table, a worker), the responses,
+ * access log and metrics. What the route table declares is answered by the
+ * dispatcher (api_dispatch.c) before the handler.
  *
  * Threading. libmicrohttpd runs one epoll loop per core (conf->threads),
  * each over its share of the connections. A loop never waits for I/O: it
  * reads requests, answers what needs none (no route, 415, 413, a bad
- * token; health and metrics), and queues responses. Every other handler
+ * token; health and metrics), and queues responses. GET odds is answered
+ * there too when the hot table (api_hot.c) has its prebuilt response: the
+ * same response object is queued on every connection that asks, nothing is
+ * copied. Every other handler
  * runs on the worker pool (api_work.c, conf->workers threads): the request
  * takes a place in the pool (none left: 503 at once), its connection is
  * suspended, a worker runs the access check, the body's parsing and the
@@ -25,14 +29,12 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stddef.h>
-#include <limits.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +49,7 @@ struct api_server {
     struct api_metrics *metrics;
     struct api_pwhash *pwhash; /* the password-hash queue and its threads */
     struct api_work *work;     /* the workers that run handlers off the loops */
+    struct api_hot *hot;       /* prebuilt odds responses, answered on the loops */
     struct api_conns *conns;   /* per-address cap, header and body deadlines */
     struct api_limit *login_addr, *signup_addr, *account; /* token buckets */
     struct api_jobs *jobs; /* the settler and its settlements, joined by destroy */
@@ -112,6 +115,11 @@ struct api_pwhash *api_server_pwhash(struct api_server *srv)
 struct api_work *api_server_work(struct api_server *srv)
 {
     return srv->work;
+}
+
+struct api_hot *api_server_hot(struct api_server *srv)
+{
+    return srv->hot;
 }
 
 void api_conns_of(struct api_server *srv, uint64_t *open, uint64_t *reaped,
@@ -197,231 +205,20 @@ struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api
     return job;
 }
 
-static int is_json_type(const char *ct)
+struct MHD_Response *api_response_make(const char *type, char *body, size_t len)
 {
-    size_t n = strlen("application/json");
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer_with_free_callback(len, body, free);
 
-    return ct != NULL && strncasecmp(ct, "application/json", n) == 0 &&
-           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
-}
-
-/* The bearer token of the Authorization header into req->auth; 0 or negative. */
-static int auth_check(struct api_req *req)
-{
-    const char *authz =
-        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Authorization");
-
-    if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)
-        return -EACCES;
-    return api_token_check(req->srv, authz + 7, &req->auth);
-}
-
-static int dispatch(struct api_req *req);
-
-struct xff {
-    const char *last; /* the last X-Forwarded-For header's value */
-};
-
-static enum MHD_Result xff_each(void *cls, enum MHD_ValueKind kind, const char *key,
-                                const char *value)
-{
-    struct xff *x = cls;
-    (void)kind;
-
-    if (strcasecmp(key, "X-Forwarded-For") == 0 && value != NULL)
-        x->last = value;
-    return MHD_YES;
-}
-
-/*
- * Who the client is: the TCP peer, or, when the peer is a trusted proxy,
- * the last hop of X-Forwarded-For (what that proxy saw; the hops before it
- * are the client's word). An unreadable last hop leaves the peer.
- */
-static void client_find(struct api_req *req)
-{
-    const union MHD_ConnectionInfo *info =
-        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    struct xff x = {NULL};
-    struct in_addr a;
-
-    if (info != NULL && info->client_addr->sa_family == AF_INET)
-        req->peer_ip = ((const struct sockaddr_in *)info->client_addr)->sin_addr.s_addr;
-    req->client_ip = req->peer_ip;
-    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, xff_each, &x);
-    req->forwarded = x.last != NULL;
-    if (x.last != NULL && api_net_match(&req->srv->conf.limits.trusted, req->peer_ip)) {
-        const char *hop = strrchr(x.last, ',');
-        char text[64];
-        size_t n;
-
-        hop = hop != NULL ? hop + 1 : x.last;
-        while (*hop == ' ' || *hop == '\t')
-            hop++;
-        n = strcspn(hop, " \t");
-        if (n < sizeof(text)) {
-            memcpy(text, hop, n);
-            text[n] = '\0';
-            if (inet_pton(AF_INET, text, &a) == 1)
-                req->client_ip = a.s_addr;
-        }
+    if (resp == NULL) {
+        free(body);
+        return NULL;
     }
-    a.s_addr = req->client_ip;
-    inet_ntop(AF_INET, &a, req->client, sizeof(req->client));
-}
-
-/*
- * What the headers alone decide, answered before any body is read, in the
- * dispatcher's order: no route (404, 405), the body's media type (415), a
- * Content-Length over the route's limit (413), the token (401). 1 when it
- * answered, 0 when the request goes on.
- */
-static int precheck(struct api_req *req)
-{
-    const struct api_route *route;
-    const char *ct, *cl, *te;
-    unsigned long long len = 0;
-    char *end;
-
-    ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
-    cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Length");
-    te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Transfer-Encoding");
-    if (cl != NULL) {
-        errno = 0;
-        len = strtoull(cl, &end, 10);
-        if (errno != 0 || end == cl)
-            len = ULLONG_MAX;
-    }
-    req->has_body = len > 0 || te != NULL;
-    if (req->found < 0) {
-        (void)dispatch(req);
-        return 1;
-    }
-    route = &api_routes[req->route];
-    if (route->body == API_BODY_JSON && !is_json_type(ct) &&
-        (ct != NULL || len > 0 || te != NULL)) {
-        api_error(req, 415, "unsupported_media_type",
-                  "send the body as Content-Type: application/json");
-        return 1;
-    }
-    if (len > req->body_max) {
-        api_error(req, 413, "body_too_large", "the body is larger than %zu bytes",
-                  req->body_max);
-        return 1;
-    }
-    if (route->auth && auth_check(req) < 0) {
-        api_add_header(req, "WWW-Authenticate", "Bearer");
-        api_error(req, 401, "unauthorized", "a valid bearer token is required");
-        return 1;
-    }
-    return 0;
-}
-
-/* The read-your-writes flag of a user (cache_mark). */
-static void rw_key(char *key, size_t size, uint64_t user)
-{
-    snprintf(key, size, "bc:v1:rw:%" PRIu64, user);
-}
-
-/*
- * Whether a replica may answer the request's reads: its route allows it,
- * and the caller did not write within rw_window_s (memcached's flag says
- * not; no cache, or one that cannot tell, means the primary).
- */
-static int stale_ok(struct api_req *req, const struct api_route *route)
-{
-    char key[64];
-
-    if (route->reads != API_READS_STALE)
-        return 0;
-    if (!route->auth || req->auth.user_id == 0)
-        return 1;
-    if (req->cache == NULL)
-        return 0;
-    rw_key(key, sizeof(key), req->auth.user_id);
-    return cache_marked(req->cache, key) == 0;
-}
-
-/* After a write of a signed-in user: that user reads the primary for a while. */
-static void wrote(struct api_req *req, const struct api_route *route)
-{
-    char key[64];
-
-    if (!route->auth || req->auth.user_id == 0 || req->cache == NULL ||
-        strcmp(route->method, "GET") == 0)
-        return;
-    rw_key(key, sizeof(key), req->auth.user_id);
-    (void)cache_mark(req->cache, key,
-                     req->srv->conf.rw_window_s ? req->srv->conf.rw_window_s : 2);
-}
-
-/*
- * Answers what the route declares, in the order clients have always seen:
- * no route (404, 405), the body's media type (415) and size (413), the token
- * (401), here, on the event loop; then (dispatch_rest()) the caller's access
- * (401/403/404), the body's syntax (400 or, for images, 415/422) and the
- * handler, where the route's reads say. 1 when it answered, 0 when the
- * rest is to run.
- */
-static int dispatch(struct api_req *req)
-{
-    const struct api_route *route;
-    const char *ct;
-
-    if (req->found == -EOPNOTSUPP) {
-        api_add_header(req, "Allow", "%s", req->allow);
-        api_error(req, 405, "method_not_allowed",
-                  "method %s not allowed here (allowed: %s)", req->method, req->allow);
-        return 1;
-    }
-    if (req->found < 0) {
-        api_error(req, 404, "not_found", "no such resource");
-        return 1;
-    }
-    route = &api_routes[req->route];
-    ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
-    if (route->body == API_BODY_JSON && !is_json_type(ct) &&
-        (ct != NULL || req->body_len > 0)) {
-        api_error(req, 415, "unsupported_media_type",
-                  "send the body as Content-Type: application/json");
-        return 1;
-    }
-    if (req->body_too_large) {
-        api_error(req, 413, "body_too_large", "the body is larger than %zu bytes",
-                  req->body_max);
-        return 1;
-    }
-    if (route->auth && auth_check(req) < 0) {
-        api_add_header(req, "WWW-Authenticate", "Bearer");
-        api_error(req, 401, "unauthorized", "a valid bearer token is required");
-        return 1;
-    }
-    return 0;
-}
-
-/*
- * The dispatcher's part that may do I/O: the access check (it may read the
- * caller's row), the body, and the handler with the replica flag and the
- * read-your-writes mark around it (thread-local state and memcached: all on
- * the thread that runs the handler).
- */
-static void dispatch_rest(struct api_req *req)
-{
-    const struct api_route *route = &api_routes[req->route];
-
-    if (api_check_access(req, route->access, req->param[0]) < 0)
-        return;
-    if (route->body == API_BODY_JSON && api_body_parse(req) < 0)
-        return;
-    if (route->body == API_BODY_IMAGE && api_body_image(req) < 0)
-        return;
-    (void)router_stale_reads(stale_ok(req, route));
-    route->handler(req);
-    (void)router_stale_reads(0);
-    /* Before the answer leaves: the user's next read cannot come earlier. */
-    wrote(req, route);
-    if (req->status == 0 && req->job == NULL)
-        api_error(req, 500, "internal", "the handler gave no answer");
+    if (type != NULL)
+        MHD_add_response_header(resp, "Content-Type", type);
+    /* No type guessing: an uploaded image is shown as its type or not at all. */
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    return resp;
 }
 
 static enum MHD_Result queue_response(struct api_req *req)
@@ -429,16 +226,11 @@ static enum MHD_Result queue_response(struct api_req *req)
     struct MHD_Response *resp;
     enum MHD_Result ret;
 
-    resp = MHD_create_response_from_buffer(req->resp_len, req->resp,
-                                           MHD_RESPMEM_MUST_FREE);
+    resp = api_response_make(req->resp_type, req->resp, req->resp_len);
+    req->resp = NULL; /* owned by resp now (or freed) */
     if (resp == NULL)
         return MHD_NO;
-    req->resp = NULL; /* owned by resp now */
     req->queued = 1;
-    if (req->resp_type != NULL)
-        MHD_add_response_header(resp, "Content-Type", req->resp_type);
-    /* No type guessing: an uploaded image is shown as its type or not at all. */
-    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     for (int i = 0; i < req->nheaders; i++)
         MHD_add_response_header(resp, req->headers[i].name, req->headers[i].value);
     ret = MHD_queue_response(req->conn, (unsigned int)req->status, resp);
@@ -458,7 +250,7 @@ static void work_run(struct api_work_item *item)
     struct api_server *srv = req->srv;
 
     if (req->job == NULL) {
-        dispatch_rest(req);
+        api_dispatch_rest(req);
         if (req->job != NULL && req->status == 0) {
             /* Still suspended, its place kept: hash_done() brings it back here. */
             api_pwhash_submit(srv->pwhash, req->job);
@@ -489,6 +281,36 @@ static void work_run(struct api_work_item *item)
     api_work_release(srv->work);
 }
 
+struct hot_answer {
+    struct api_req *req;
+    enum MHD_Result ret;
+};
+
+/* Under the hot table's slot lock: queues its response, shared as it is. */
+static void hot_queue(void *arg, struct MHD_Response *resp)
+{
+    struct hot_answer *a = arg;
+
+    a->ret = MHD_queue_response(a->req->conn, MHD_HTTP_OK, resp);
+}
+
+/*
+ * A hot route's answer from the table, on the loop: 1 when it was there
+ * (queued, *ret set), 0 when the handler is to run on a worker.
+ */
+static int hot_answer(struct api_req *req, enum MHD_Result *ret)
+{
+    struct hot_answer a = {req, MHD_NO};
+
+    if (req->cache == NULL ||
+        !api_hot_use(req->srv->hot, req->param[0], now_us() / 1000, hot_queue, &a))
+        return 0;
+    req->status = MHD_HTTP_OK;
+    req->queued = 1;
+    *ret = a.ret;
+    return 1;
+}
+
 /*
  * The request goes to a worker: a place in the pool (or 503 at once when
  * they are all taken), then its connection is suspended until the worker
@@ -503,6 +325,12 @@ static enum MHD_Result to_worker(struct api_req *req)
     }
     req->where = API_ON_WORKER;
     req->work.run = work_run;
+    /*
+     * A signed-in user's writes take turns (work_per_user at once): they
+     * wait for his row's lock anyway, and a long queue on it would pass the
+     * statement deadline. Reads are not keyed.
+     */
+    req->work.key = strcmp(req->method, "GET") != 0 ? req->auth.user_id : 0;
     /* Suspended first: the worker's resume never comes before it. */
     MHD_suspend_connection(req->conn);
     api_work_submit(req->srv->work, &req->work);
@@ -520,8 +348,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     (void)version;
 
     if (req == NULL) {
-        req = calloc(1, sizeof(*req));
-        if (req == NULL)
+        req = api_conn_req(srv->conns, conn);
+        if (req != NULL)
+            req->lent = 1;
+        else if ((req = calloc(1, sizeof(*req))) == NULL)
             return MHD_NO;
         req->srv = srv;
         req->router = srv->router;
@@ -537,7 +367,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         memcpy(req->allow, m.allow, sizeof(req->allow));
         req->body_max = req->found == 0 ? api_routes[m.route].body_max : API_JSON_MAX;
         *ctx = req;
-        client_find(req);
+        api_client_find(req);
         /*
          * An answer the headers decide goes out at once, and libmicrohttpd
          * closes the connection without reading the body. Not to a trusted
@@ -545,8 +375,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
          * the connection, and the proxy could lose the answer. The body is
          * then read and dropped (never buffered), within body_timeout_ms.
          */
-        if (precheck(req) && !(req->has_body && api_net_match(&srv->conf.limits.trusted,
-                                                              req->peer_ip))) {
+        if (api_precheck(req) &&
+            !(req->has_body &&
+              api_net_match(&srv->conf.limits.trusted, req->peer_ip))) {
             api_conn_phase(srv->conns, conn, API_CONN_BUSY);
             return queue_response(req);
         }
@@ -594,12 +425,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     }
     api_conn_phase(srv->conns, conn, API_CONN_BUSY);
     api_conn_handler(srv->conns, conn, 1);
-    if (!dispatch(req)) {
+    if (!api_dispatch(req)) {
+        enum MHD_Result ret;
+        if (api_routes[req->route].reads == API_READS_HOT && hot_answer(req, &ret)) {
+            api_conn_handler(srv->conns, conn, 0);
+            return ret;
+        }
         if (api_routes[req->route].reads != API_READS_NONE) {
             api_conn_handler(srv->conns, conn, 0);
             return to_worker(req);
         }
-        dispatch_rest(req); /* a handler without I/O: here, on the loop */
+        api_dispatch_rest(req); /* a handler without I/O: here, on the loop */
         if (req->job != NULL) {
             /* Such a handler never asks for a hash: it would need a worker. */
             api_pwhash_release(srv->pwhash, req->client_ip);
@@ -637,7 +473,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
     free(req->body);
     free(req->resp);
     json_decref(req->json);
-    free(req);
+    if (!req->lent)
+        free(req);
     *ctx = NULL;
 }
 
@@ -695,7 +532,10 @@ int api_server_create(const struct api_conf *conf, struct router *router,
                                 conf->limits.hash_per_addr,
                                 conf->limits.hash_max_wait_ms, &srv->pwhash)) < 0)
         goto error;
-    if ((rc = api_work_create(conf->workers, conf->limits.work_queue, &srv->work)) < 0)
+    if ((rc = api_work_create(conf->workers, conf->limits.work_queue,
+                              conf->limits.work_per_user, &srv->work)) < 0)
+        goto error;
+    if ((rc = api_hot_create(&srv->hot)) < 0)
         goto error;
     if ((rc = api_conns_create(&conf->limits, &srv->conns)) < 0)
         goto error;
@@ -728,6 +568,7 @@ error:
     api_jobs_destroy(srv->jobs);
     api_settler_destroy(srv->settler);
     api_conns_destroy(srv->conns);
+    api_hot_destroy(srv->hot);
     api_work_destroy(srv->work);
     api_pwhash_destroy(srv->pwhash);
     api_limit_destroy(srv->account);
@@ -757,6 +598,7 @@ void api_server_destroy(struct api_server *srv)
     api_pwhash_drain(srv->pwhash);
     MHD_stop_daemon(srv->daemon);
     api_conns_destroy(srv->conns);
+    api_hot_destroy(srv->hot);
     api_work_destroy(srv->work);
     api_pwhash_destroy(srv->pwhash);
     api_jobs_destroy(srv->jobs);

@@ -55,7 +55,13 @@ enum api_reads {
      * them unless the caller wrote in the last seconds (read-your-writes).
      */
     API_READS_STALE,
-    API_READS_NONE /* no I/O at all (health, metrics): on the event loop */
+    API_READS_NONE, /* no I/O at all (health, metrics): on the event loop */
+    /*
+     * The answer may be a prebuilt response of the hot table (api_hot.c)
+     * under the path's id: looked up on the event loop, before any memcached
+     * work; a miss runs the handler on a worker, which fills the table.
+     */
+    API_READS_HOT
 };
 
 struct api_auth {
@@ -79,6 +85,7 @@ struct api_pwhash_job;
  */
 struct api_work_item {
     void (*run)(struct api_work_item *item);
+    uint64_t key; /* 0, or a key of which at most per_key items run at once */
     struct api_work_item *next; /* private: the queue's */
 };
 
@@ -99,6 +106,7 @@ struct api_req {
     int body_too_large;
     int has_body; /* the headers announce one (Content-Length > 0, Transfer-Encoding) */
     int queued;   /* the response is queued */
+    int lent;     /* the storage is its connection's (api_conn_req()): not freed */
     json_t *json; /* owned: a JSON route's body, an object */
     const char *image_type; /* static: an image route's checked type */
     struct api_auth auth;
@@ -321,14 +329,18 @@ struct api_work_stats {
     uint32_t places;  /* taken: requests queued, running or between two runs */
     uint32_t queued;  /* items waiting for a thread */
     uint32_t running; /* items on a thread now */
+    uint32_t parked;  /* items waiting for their key's turn */
+    uint32_t per_key;
     uint64_t done;    /* items run */
     uint64_t refused; /* reservations refused (full or draining) */
 };
 /*
- * Starts nthread threads over a FIFO of at most depth places. 0, -EINVAL
- * (a zero), or -errno.
+ * Starts nthread threads over a FIFO of at most depth places, of which at
+ * most per_key (0: any number) are queued or running for one item key at
+ * once. 0, -EINVAL (a zero nthread or depth), or -errno.
  */
-int api_work_create(uint32_t nthread, uint32_t depth, struct api_work **out);
+int api_work_create(uint32_t nthread, uint32_t depth, uint32_t per_key,
+                    struct api_work **out);
 /* Refuses new reservations and waits until every place is given back. */
 void api_work_drain(struct api_work *w);
 /* Drains, then joins the threads and frees w. Accepts NULL. */
@@ -340,13 +352,46 @@ void api_work_destroy(struct api_work *w);
 int api_work_reserve(struct api_work *w);
 /*
  * Queues item on a place the caller holds; a thread runs it in queue
- * order. One place may carry several submits, one after the other (a
- * request's second half after a password hash). Never fails or waits.
+ * order. An item whose key has per_key items queued or running is parked
+ * until one of them ends, then goes to the queue's front. One place may
+ * carry several submits, one after the other (a request's second half
+ * after a password hash). Never fails or waits.
  */
 void api_work_submit(struct api_work *w, struct api_work_item *item);
 /* Gives a place back (its request is done with the pool). */
 void api_work_release(struct api_work *w);
 void api_work_stats(struct api_work *w, struct api_work_stats *st);
+
+/* ---- the hot table: prebuilt odds responses (api_hot.c) ---- */
+struct api_hot; /* opaque */
+struct api_hot_stats {
+    uint64_t hits;  /* answered from the table */
+    uint64_t fills; /* entries put */
+    uint64_t stale; /* puts refused: dropped meanwhile, or a fresher one there */
+};
+/* An empty table. 0 or -ENOMEM. */
+int api_hot_create(struct api_hot **out);
+/* Drops the table's references (connections keep theirs). Accepts NULL. */
+void api_hot_destroy(struct api_hot *h);
+/*
+ * When id's entry is fresh at now_ms: calls use(arg, resp) under the slot's
+ * lock (the response cannot be released meanwhile: use() may queue it, and
+ * must do nothing slow) and returns 1; else 0. Takes one striped lock.
+ */
+int api_hot_use(struct api_hot *h, uint64_t id, int64_t now_ms,
+                void (*use)(void *arg, struct MHD_Response *resp), void *arg);
+/* The generation of id's slot: read by a fill before it reads its body. */
+uint64_t api_hot_gen(struct api_hot *h, uint64_t id);
+/*
+ * Puts resp for id, fresh until expires_ms, taking the caller's reference:
+ * 0; or -ESTALE (resp released) when the slot was dropped since gen was
+ * read, or holds id's body read later. Evicts what had the slot.
+ */
+int api_hot_put(struct api_hot *h, uint64_t id, uint64_t gen, int64_t expires_ms,
+                struct MHD_Response *resp);
+/* Drops id's entry at once; fills begun before are refused (api_hot_put()). */
+void api_hot_drop(struct api_hot *h, uint64_t id);
+void api_hot_stats(struct api_hot *h, struct api_hot_stats *out);
 
 /* ---- connections: per-address cap, header and body deadlines (api_conn.c) ---- */
 struct api_conns; /* opaque */
@@ -375,6 +420,37 @@ void api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
 void api_conn_handler(struct api_conns *c, struct MHD_Connection *conn, int enter);
 void api_conns_stats(struct api_conns *c, uint64_t *open, uint64_t *reaped,
                      uint64_t *refused);
+/*
+ * The zeroed storage of conn's current request, lent by the connection
+ * (never freed by the caller; valid until the request completes), or NULL
+ * when conn is not tracked (then the caller allocates one). Lock-free.
+ */
+struct api_req *api_conn_req(struct api_conns *c, struct MHD_Connection *conn);
+
+/* ---- the dispatcher (api_dispatch.c) ---- */
+/*
+ * The client: the TCP peer, or the last X-Forwarded-For hop of a trusted
+ * proxy, into req->client, client_ip, peer_ip and forwarded. On the loop.
+ */
+void api_client_find(struct api_req *req);
+/*
+ * What the headers alone decide, before any body is read (404/405, 415, a
+ * Content-Length over the route's limit, 401); sets req->has_body. 1 when
+ * it answered, 0 when the request goes on. No I/O: on the loop.
+ */
+int api_precheck(struct api_req *req);
+/*
+ * The same once the body is in (404/405, 415, 413, 401): 1 when it
+ * answered, 0 when api_dispatch_rest() is to run. No I/O: on the loop.
+ */
+int api_dispatch(struct api_req *req);
+/*
+ * The caller's access (it may read his row), the body's parsing and the
+ * handler, with the replica flag and the read-your-writes mark (memcached)
+ * around it: on the thread the route's reads say. Answers, or leaves a hash
+ * job (req->job) with no answer yet.
+ */
+void api_dispatch_rest(struct api_req *req);
 
 /* ---- server (api_http.c) ---- */
 /*
@@ -388,6 +464,13 @@ struct api_pwhash_job *api_req_hash(struct api_req *req,
                                     void (*then)(struct api_req *));
 struct api_pwhash *api_server_pwhash(struct api_server *srv);
 struct api_work *api_server_work(struct api_server *srv);
+struct api_hot *api_server_hot(struct api_server *srv);
+/*
+ * A response as every answer goes out: body (len bytes, taken: freed with
+ * free() when the response's last reference goes), its Content-Type and
+ * the headers every answer has. NULL when out of memory (body freed).
+ */
+struct MHD_Response *api_response_make(const char *type, char *body, size_t len);
 /* The server's connections: open, closed by a deadline, refused by the cap. */
 void api_conns_of(struct api_server *srv, uint64_t *open, uint64_t *reaped,
                   uint64_t *refused);

@@ -205,6 +205,7 @@ void api_h_metrics(struct api_req *req)
                 name, hosts[i].host, hosts[i].name, hosts[i].lag_ms);
     if (req->cache != NULL) {
         struct cache_stats cs;
+        struct api_hot_stats hs;
         static const char *const names[] = {
             "hits",           "misses",     "fills", "lease_waits",
             "lease_timeouts", "fill_races", "errors"};
@@ -232,11 +233,25 @@ void api_h_metrics(struct api_req *req)
         for (uint32_t i = 0; i < cs.nserver; i++)
             fprintf(f, "betcity_cache_server_up{instance=\"%s\",server=\"%s\"} %d\n",
                     name, cs.server[i].name, cs.server[i].up);
+        api_hot_stats(api_server_hot(req->srv), &hs);
         fprintf(f,
                 "# HELP betcity_cache_near_hits_total Reads served by the in-process "
-                "near-cache.\n# TYPE betcity_cache_near_hits_total counter\n"
-                "betcity_cache_near_hits_total{instance=\"%s\"} %" PRIu64 "\n",
-                name, cs.near_hits);
+                "near-cache (memcached values, and the prebuilt odds responses).\n"
+                "# TYPE betcity_cache_near_hits_total counter\n"
+                "betcity_cache_near_hits_total{instance=\"%s\"} %" PRIu64 "\n"
+                "# HELP betcity_hot_responses_total The prebuilt odds responses: "
+                "answered from the table on an event loop (hits), put by a worker "
+                "(fills), refused because a write dropped the entry meanwhile or a "
+                "fresher one was there (stale).\n"
+                "# TYPE betcity_hot_responses_total counter\n"
+                "betcity_hot_responses_total{instance=\"%s\",outcome=\"hits\"} "
+                "%" PRIu64 "\n"
+                "betcity_hot_responses_total{instance=\"%s\",outcome=\"fills\"} "
+                "%" PRIu64 "\n"
+                "betcity_hot_responses_total{instance=\"%s\",outcome=\"stale\"} "
+                "%" PRIu64 "\n",
+                name, cs.near_hits + hs.hits, name, hs.hits, name, hs.fills, name,
+                hs.stale);
     }
     api_pwhash_stats(api_server_pwhash(req->srv), &inflight, &done, &refused);
     api_conns_of(req->srv, &open, &reaped, &capped);
@@ -265,11 +280,13 @@ void api_h_metrics(struct api_req *req)
         capped);
     fprintf(f,
             "# HELP betcity_work_requests Requests on the worker pool: waiting for a "
-            "worker (queued), on one (running), holding a place (queued, running or "
-            "waiting for a password hash).\n"
+            "worker (queued), on one (running), waiting for the same user's earlier "
+            "writes (parked), holding a place (queued, running, parked or waiting "
+            "for a password hash).\n"
             "# TYPE betcity_work_requests gauge\n"
             "betcity_work_requests{instance=\"%s\",state=\"queued\"} %u\n"
             "betcity_work_requests{instance=\"%s\",state=\"running\"} %u\n"
+            "betcity_work_requests{instance=\"%s\",state=\"parked\"} %u\n"
             "betcity_work_requests{instance=\"%s\",state=\"placed\"} %u\n"
             "# HELP betcity_work_threads Worker threads.\n"
             "# TYPE betcity_work_threads gauge\n"
@@ -282,8 +299,8 @@ void api_h_metrics(struct api_req *req)
             "# TYPE betcity_work_total counter\n"
             "betcity_work_total{instance=\"%s\",outcome=\"done\"} %" PRIu64 "\n"
             "betcity_work_total{instance=\"%s\",outcome=\"refused\"} %" PRIu64 "\n",
-            name, ws.queued, name, ws.running, name, ws.places, name, ws.threads, name,
-            ws.depth, name, ws.done, name, ws.refused);
+            name, ws.queued, name, ws.running, name, ws.parked, name, ws.places, name,
+            ws.threads, name, ws.depth, name, ws.done, name, ws.refused);
     fclose(f);
     free(hosts);
     api_reply_raw(req, 200, "text/plain; version=0.0.4", buf, len);

@@ -32,11 +32,13 @@ const char api_seg_id[] = "{id}";
 /*
  * Where a handler reads (enum api_reads): the primaries, or a replica where a
  * slightly stale read is fine (docs/architecture.md, "Replicas"), both on a
- * worker; or nothing at all, on the event loop.
+ * worker; nothing at all, on the event loop; or first the hot table of
+ * prebuilt responses, on the event loop, then the primaries on a worker.
  */
 #define STALE API_READS_STALE
 #define PRIMARY API_READS_PRIMARY
 #define NO_IO API_READS_NONE
+#define HOT API_READS_HOT
 
 /*
  * method, path, handler, token, access, body and its limit, metrics label,
@@ -185,6 +187,7 @@ const struct api_route api_routes[] = {
      NO_BODY,
      "match",
      STALE},
+    /* The hottest read: answered on the loop from prebuilt responses (api_hot.c). */
     {"GET",
      {"v1", "matches", ID, "odds"},
      api_h_odds_get,
@@ -192,7 +195,7 @@ const struct api_route api_routes[] = {
      ANYONE,
      NO_BODY,
      "odds",
-     PRIMARY},
+     HOT},
     {"PUT",
      {"v1", "matches", ID, "odds"},
      api_h_odds_put,
@@ -258,6 +261,7 @@ const int api_nroutes = (int)(sizeof(api_routes) / sizeof(api_routes[0]));
 #undef STALE
 #undef PRIMARY
 #undef NO_IO
+#undef HOT
 #undef OPEN
 #undef TOKEN
 #undef ANYONE

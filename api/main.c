@@ -51,8 +51,8 @@ static void usage(FILE *out)
         "       betcity-api --routes\n"
         "  --threads N   event-loop threads (1..256; default: the online cores, %u)\n"
         "  --workers N   threads that run the handlers which wait for the database\n"
-        "                or memcached (1..1024; default %u); each database host's\n"
-        "                request pool gets at least this many connections\n"
+        "                or memcached (1..1024; default %u); what they run at once on\n"
+        "                one host is bounded by the cluster config's pool_size\n"
         "keys of --set (docs/api.md \"Limits\"), with their defaults:\n",
         dflt.threads, dflt.workers);
     api_conf_keys(out);

@@ -2,7 +2,9 @@
  * test_api_work.c: unit tests of the API's worker pool (api/api_work.c):
  * items run on every thread at once, in queue order on one, places bound
  * the pool and come back, one place carries a second run, drain waits for
- * the places and refuses new ones, destroy joins the threads.
+ * the places and refuses new ones, destroy joins the threads; items of one
+ * key run at most per_key at once, the others parked in order and put first
+ * when their turn comes.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -42,12 +44,13 @@ struct shared {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct api_work *w;
-    int running, most_running; /* jobs inside run() now, and at most */
-    int gate_open;             /* blocked jobs wait for this */
-    int block;                 /* jobs wait at the gate */
-    int order[64], norder;     /* indexes in the order they ran */
-    int finished;              /* jobs whose last run ended */
-    int release;               /* jobs give their place back themselves */
+    int running, most_running;       /* jobs inside run() now, and at most */
+    int gate_open;                   /* blocked jobs wait for this */
+    int block;                       /* jobs wait at the gate */
+    int order[64], norder;           /* indexes in the order they ran */
+    int finished;                    /* jobs whose last run ended */
+    int release;                     /* jobs give their place back themselves */
+    int key_running[4], key_most[4]; /* by item key (0..3): now, and at most */
 };
 
 static void shared_init(struct shared *sh)
@@ -72,6 +75,8 @@ static void job_run(struct api_work_item *item)
     pthread_mutex_lock(&sh->lock);
     j->runs++;
     sh->running++;
+    if (j->item.key < 4 && ++sh->key_running[j->item.key] > sh->key_most[j->item.key])
+        sh->key_most[j->item.key] = sh->key_running[j->item.key];
     if (sh->running > sh->most_running)
         sh->most_running = sh->running;
     if (sh->norder < 64)
@@ -80,6 +85,8 @@ static void job_run(struct api_work_item *item)
     while (sh->block && !sh->gate_open)
         pthread_cond_wait(&sh->cond, &sh->lock);
     sh->running--;
+    if (j->item.key < 4)
+        sh->key_running[j->item.key]--;
     again = j->resubmit > 0;
     if (again)
         j->resubmit--;
@@ -157,7 +164,7 @@ static void test_work_runs_on_every_thread_at_once(void **state)
     shared_init(&sh);
     sh.block = 1;
     sh.release = 1;
-    assert_int_equal(api_work_create(8, 64, &sh.w), 0);
+    assert_int_equal(api_work_create(8, 64, 0, &sh.w), 0);
     submit_jobs(&sh, jobs, 12, 0);
     assert_true(wait_for(&sh, running_is, 8));
     api_work_stats(sh.w, &st);
@@ -184,7 +191,7 @@ static void test_work_fifo_on_one_thread(void **state)
 
     shared_init(&sh);
     sh.release = 1;
-    assert_int_equal(api_work_create(1, 20, &sh.w), 0);
+    assert_int_equal(api_work_create(1, 20, 0, &sh.w), 0);
     submit_jobs(&sh, jobs, 20, 0);
     assert_true(wait_for(&sh, finished_is, 20));
     api_work_destroy(sh.w);
@@ -202,7 +209,7 @@ static void test_work_places_are_bounded_and_come_back(void **state)
     struct api_work_stats st;
     (void)state;
 
-    assert_int_equal(api_work_create(2, 3, &w), 0);
+    assert_int_equal(api_work_create(2, 3, 0, &w), 0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(api_work_reserve(w), 0);
     assert_int_equal(api_work_reserve(w), -EAGAIN);
@@ -231,7 +238,7 @@ static void test_work_one_place_runs_twice(void **state)
 
     shared_init(&sh);
     sh.release = 1;
-    assert_int_equal(api_work_create(2, 4, &sh.w), 0);
+    assert_int_equal(api_work_create(2, 4, 0, &sh.w), 0);
     submit_jobs(&sh, jobs, 4, 1);
     assert_true(wait_for(&sh, finished_is, 4));
     api_work_drain(sh.w);
@@ -272,7 +279,7 @@ static void test_work_drain_waits_for_places(void **state)
     int64_t t0;
     (void)state;
 
-    assert_int_equal(api_work_create(1, 8, &l.w), 0);
+    assert_int_equal(api_work_create(1, 8, 0, &l.w), 0);
     l.n = 2;
     assert_int_equal(api_work_reserve(l.w), 0);
     assert_int_equal(api_work_reserve(l.w), 0);
@@ -285,14 +292,135 @@ static void test_work_drain_waits_for_places(void **state)
     api_work_destroy(l.w);
 }
 
+static int parked_is(struct shared *sh, int n)
+{
+    struct api_work_stats st;
+
+    api_work_stats(sh->w, &st);
+    return (int)st.parked == n && (int)st.queued == 0;
+}
+
+/*
+ * Items of one key: at most per_key queued or running at once, the others
+ * parked in order; other keys and key 0 go on meanwhile.
+ */
+static void test_work_key_runs_at_most_per_key(void **state)
+{
+    static const uint64_t keys[] = {1, 1, 1, 1, 1, 1, 2, 2, 2, 0, 0};
+    const int n = (int)(sizeof(keys) / sizeof(keys[0]));
+    struct shared sh;
+    struct job jobs[11];
+    struct api_work_stats st;
+    int order1[6], n1 = 0;
+    (void)state;
+
+    shared_init(&sh);
+    sh.block = 1;
+    sh.release = 1;
+    assert_int_equal(api_work_create(16, 64, 2, &sh.w), 0);
+    for (int i = 0; i < n; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].item.run = job_run;
+        jobs[i].item.key = keys[i];
+        jobs[i].sh = &sh;
+        jobs[i].index = i;
+        assert_int_equal(api_work_reserve(sh.w), 0);
+        api_work_submit(sh.w, &jobs[i].item);
+    }
+    /* 2 of key 1, 2 of key 2, both of key 0; 4 + 1 parked, none queued. */
+    assert_true(wait_for(&sh, running_is, 6));
+    assert_true(wait_for(&sh, parked_is, 5));
+    api_work_stats(sh.w, &st);
+    assert_int_equal(st.per_key, 2);
+    assert_int_equal(st.places, 11);
+    gate_open(&sh);
+    assert_true(wait_for(&sh, finished_is, n));
+    api_work_destroy(sh.w);
+    assert_int_equal(sh.key_most[1], 2);
+    assert_int_equal(sh.key_most[2], 2);
+    assert_int_equal(sh.key_most[0], 2);
+    for (int i = 0; i < sh.norder; i++)
+        if (keys[sh.order[i]] == 1)
+            order1[n1++] = sh.order[i];
+    assert_int_equal(n1, 6);
+    /* The first two in either order; the parked ones in theirs. */
+    for (int i = 2; i < 6; i++)
+        assert_int_equal(order1[i], i);
+    shared_deinit(&sh);
+}
+
+/* A parked item goes before what was queued after it, when its turn comes. */
+static void test_work_parked_item_goes_first(void **state)
+{
+    static const uint64_t keys[] = {3, 3, 2};
+    struct shared sh;
+    struct job jobs[3];
+    (void)state;
+
+    shared_init(&sh);
+    sh.block = 1;
+    sh.release = 1;
+    assert_int_equal(api_work_create(1, 8, 1, &sh.w), 0);
+    for (int i = 0; i < 3; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].item.run = job_run;
+        jobs[i].item.key = keys[i];
+        jobs[i].sh = &sh;
+        jobs[i].index = i;
+        assert_int_equal(api_work_reserve(sh.w), 0);
+        api_work_submit(sh.w, &jobs[i].item);
+    }
+    assert_true(wait_for(&sh, running_is, 1)); /* 0 runs, 1 parked, 2 queued */
+    gate_open(&sh);
+    assert_true(wait_for(&sh, finished_is, 3));
+    api_work_destroy(sh.w);
+    assert_int_equal(sh.norder, 3);
+    assert_int_equal(sh.order[0], 0);
+    assert_int_equal(sh.order[1], 1);
+    assert_int_equal(sh.order[2], 2);
+    shared_deinit(&sh);
+}
+
+/* A keyed item run twice on its place (after a hash) takes its turn again. */
+static void test_work_key_second_run_takes_its_turn(void **state)
+{
+    struct shared sh;
+    struct job jobs[4];
+    struct api_work_stats st;
+    (void)state;
+
+    shared_init(&sh);
+    sh.release = 1;
+    assert_int_equal(api_work_create(4, 8, 1, &sh.w), 0);
+    for (int i = 0; i < 4; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].item.run = job_run;
+        jobs[i].item.key = 1;
+        jobs[i].sh = &sh;
+        jobs[i].index = i;
+        jobs[i].resubmit = 1;
+        assert_int_equal(api_work_reserve(sh.w), 0);
+        api_work_submit(sh.w, &jobs[i].item);
+    }
+    assert_true(wait_for(&sh, finished_is, 4));
+    api_work_drain(sh.w);
+    api_work_stats(sh.w, &st);
+    assert_int_equal(st.parked, 0);
+    api_work_destroy(sh.w);
+    assert_int_equal(sh.key_most[1], 1);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(jobs[i].runs, 2);
+    shared_deinit(&sh);
+}
+
 /* Bad sizes are refused; destroy accepts NULL. */
 static void test_work_create_checks_sizes(void **state)
 {
     struct api_work *w = NULL;
     (void)state;
 
-    assert_int_equal(api_work_create(0, 8, &w), -EINVAL);
-    assert_int_equal(api_work_create(8, 0, &w), -EINVAL);
+    assert_int_equal(api_work_create(0, 8, 0, &w), -EINVAL);
+    assert_int_equal(api_work_create(8, 0, 0, &w), -EINVAL);
     assert_null(w);
     api_work_destroy(NULL);
     api_work_drain(NULL);
@@ -306,6 +434,9 @@ int main(void)
         cmocka_unit_test(test_work_places_are_bounded_and_come_back),
         cmocka_unit_test(test_work_one_place_runs_twice),
         cmocka_unit_test(test_work_drain_waits_for_places),
+        cmocka_unit_test(test_work_key_runs_at_most_per_key),
+        cmocka_unit_test(test_work_parked_item_goes_first),
+        cmocka_unit_test(test_work_key_second_run_takes_its_turn),
         cmocka_unit_test(test_work_create_checks_sizes),
     };
 

@@ -1,0 +1,251 @@
+/*
+ * api_dispatch.c: what the route table declares, answered before a handler
+ * runs, and the handler's run itself.
+ *
+ * On the event loop, as soon as the headers are in: the client's address,
+ * no route (404/405), the body's media type (415), a Content-Length over the
+ * route's limit (413) and the token (401) (api_precheck()); once the body is
+ * in, the same again with what the body showed (api_dispatch()). Then,
+ * where the route's reads say (a worker, or the loop for routes without
+ * I/O): the caller's access, the body's parsing and the handler, with the
+ * replica flag and the read-your-writes mark around it (api_dispatch_rest()).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/api_int.h"
+
+static int is_json_type(const char *ct)
+{
+    size_t n = strlen("application/json");
+
+    return ct != NULL && strncasecmp(ct, "application/json", n) == 0 &&
+           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* The bearer token of the Authorization header into req->auth; 0 or negative. */
+static int auth_check(struct api_req *req)
+{
+    const char *authz =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Authorization");
+
+    if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)
+        return -EACCES;
+    return api_token_check(req->srv, authz + 7, &req->auth);
+}
+
+struct xff {
+    const char *last; /* the last X-Forwarded-For header's value */
+};
+
+static enum MHD_Result xff_each(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    struct xff *x = cls;
+    (void)kind;
+
+    if (strcasecmp(key, "X-Forwarded-For") == 0 && value != NULL)
+        x->last = value;
+    return MHD_YES;
+}
+
+/*
+ * Who the client is: the TCP peer, or, when the peer is a trusted proxy,
+ * the last hop of X-Forwarded-For (what that proxy saw; the hops before it
+ * are the client's word). An unreadable last hop leaves the peer.
+ */
+void api_client_find(struct api_req *req)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    struct xff x = {NULL};
+    struct in_addr a;
+
+    if (info != NULL && info->client_addr->sa_family == AF_INET)
+        req->peer_ip = ((const struct sockaddr_in *)info->client_addr)->sin_addr.s_addr;
+    req->client_ip = req->peer_ip;
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, xff_each, &x);
+    req->forwarded = x.last != NULL;
+    if (x.last != NULL &&
+        api_net_match(&api_server_conf(req->srv)->limits.trusted, req->peer_ip)) {
+        const char *hop = strrchr(x.last, ',');
+        char text[64];
+        size_t n;
+
+        hop = hop != NULL ? hop + 1 : x.last;
+        while (*hop == ' ' || *hop == '\t')
+            hop++;
+        n = strcspn(hop, " \t");
+        if (n < sizeof(text)) {
+            memcpy(text, hop, n);
+            text[n] = '\0';
+            if (inet_pton(AF_INET, text, &a) == 1)
+                req->client_ip = a.s_addr;
+        }
+    }
+    a.s_addr = req->client_ip;
+    inet_ntop(AF_INET, &a, req->client, sizeof(req->client));
+}
+
+/*
+ * What the headers alone decide, answered before any body is read, in the
+ * dispatcher's order: no route (404, 405), the body's media type (415), a
+ * Content-Length over the route's limit (413), the token (401). 1 when it
+ * answered, 0 when the request goes on.
+ */
+int api_precheck(struct api_req *req)
+{
+    const struct api_route *route;
+    const char *ct, *cl, *te;
+    unsigned long long len = 0;
+    char *end;
+
+    ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
+    cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Length");
+    te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    if (cl != NULL) {
+        errno = 0;
+        len = strtoull(cl, &end, 10);
+        if (errno != 0 || end == cl)
+            len = ULLONG_MAX;
+    }
+    req->has_body = len > 0 || te != NULL;
+    if (req->found < 0) {
+        (void)api_dispatch(req);
+        return 1;
+    }
+    route = &api_routes[req->route];
+    if (route->body == API_BODY_JSON && !is_json_type(ct) &&
+        (ct != NULL || len > 0 || te != NULL)) {
+        api_error(req, 415, "unsupported_media_type",
+                  "send the body as Content-Type: application/json");
+        return 1;
+    }
+    if (len > req->body_max) {
+        api_error(req, 413, "body_too_large", "the body is larger than %zu bytes",
+                  req->body_max);
+        return 1;
+    }
+    if (route->auth && auth_check(req) < 0) {
+        api_add_header(req, "WWW-Authenticate", "Bearer");
+        api_error(req, 401, "unauthorized", "a valid bearer token is required");
+        return 1;
+    }
+    return 0;
+}
+
+/* The read-your-writes flag of a user (cache_mark). */
+static void rw_key(char *key, size_t size, uint64_t user)
+{
+    snprintf(key, size, "bc:v1:rw:%" PRIu64, user);
+}
+
+/*
+ * Whether a replica may answer the request's reads: its route allows it,
+ * and the caller did not write within rw_window_s (memcached's flag says
+ * not; no cache, or one that cannot tell, means the primary).
+ */
+static int stale_ok(struct api_req *req, const struct api_route *route)
+{
+    char key[64];
+
+    if (route->reads != API_READS_STALE)
+        return 0;
+    if (!route->auth || req->auth.user_id == 0)
+        return 1;
+    if (req->cache == NULL)
+        return 0;
+    rw_key(key, sizeof(key), req->auth.user_id);
+    return cache_marked(req->cache, key) == 0;
+}
+
+/* After a write of a signed-in user: that user reads the primary for a while. */
+static void wrote(struct api_req *req, const struct api_route *route)
+{
+    char key[64];
+
+    if (!route->auth || req->auth.user_id == 0 || req->cache == NULL ||
+        strcmp(route->method, "GET") == 0)
+        return;
+    rw_key(key, sizeof(key), req->auth.user_id);
+    (void)cache_mark(req->cache, key,
+                     api_server_conf(req->srv)->rw_window_s
+                         ? api_server_conf(req->srv)->rw_window_s
+                         : 2);
+}
+
+/*
+ * Answers what the route declares, in the order clients have always seen:
+ * no route (404, 405), the body's media type (415) and size (413), the token
+ * (401), here, on the event loop; then (api_dispatch_rest()) the caller's access
+ * (401/403/404), the body's syntax (400 or, for images, 415/422) and the
+ * handler, where the route's reads say. 1 when it answered, 0 when the
+ * rest is to run.
+ */
+int api_dispatch(struct api_req *req)
+{
+    const struct api_route *route;
+    const char *ct;
+
+    if (req->found == -EOPNOTSUPP) {
+        api_add_header(req, "Allow", "%s", req->allow);
+        api_error(req, 405, "method_not_allowed",
+                  "method %s not allowed here (allowed: %s)", req->method, req->allow);
+        return 1;
+    }
+    if (req->found < 0) {
+        api_error(req, 404, "not_found", "no such resource");
+        return 1;
+    }
+    route = &api_routes[req->route];
+    ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
+    if (route->body == API_BODY_JSON && !is_json_type(ct) &&
+        (ct != NULL || req->body_len > 0)) {
+        api_error(req, 415, "unsupported_media_type",
+                  "send the body as Content-Type: application/json");
+        return 1;
+    }
+    if (req->body_too_large) {
+        api_error(req, 413, "body_too_large", "the body is larger than %zu bytes",
+                  req->body_max);
+        return 1;
+    }
+    if (route->auth && auth_check(req) < 0) {
+        api_add_header(req, "WWW-Authenticate", "Bearer");
+        api_error(req, 401, "unauthorized", "a valid bearer token is required");
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * The dispatcher's part that may do I/O: the access check (it may read the
+ * caller's row), the body, and the handler with the replica flag and the
+ * read-your-writes mark around it (thread-local state and memcached: all on
+ * the thread that runs the handler).
+ */
+void api_dispatch_rest(struct api_req *req)
+{
+    const struct api_route *route = &api_routes[req->route];
+
+    if (api_check_access(req, route->access, req->param[0]) < 0)
+        return;
+    if (route->body == API_BODY_JSON && api_body_parse(req) < 0)
+        return;
+    if (route->body == API_BODY_IMAGE && api_body_image(req) < 0)
+        return;
+    (void)router_stale_reads(stale_ok(req, route));
+    route->handler(req);
+    (void)router_stale_reads(0);
+    /* Before the answer leaves: the user's next read cannot come earlier. */
+    wrote(req, route);
+    if (req->status == 0 && req->job == NULL)
+        api_error(req, 500, "internal", "the handler gave no answer");
+}
