@@ -311,7 +311,7 @@ static void test_work_key_runs_at_most_per_key(void **state)
     struct shared sh;
     struct job jobs[11];
     struct api_work_stats st;
-    int order1[6], n1 = 0;
+    int n1 = 0;
     (void)state;
 
     shared_init(&sh);
@@ -341,11 +341,43 @@ static void test_work_key_runs_at_most_per_key(void **state)
     assert_int_equal(sh.key_most[0], 2);
     for (int i = 0; i < sh.norder; i++)
         if (keys[sh.order[i]] == 1)
-            order1[n1++] = sh.order[i];
+            n1++;
     assert_int_equal(n1, 6);
-    /* The first two in either order; the parked ones in theirs. */
-    for (int i = 2; i < 6; i++)
-        assert_int_equal(order1[i], i);
+    /*
+     * Not their order here: two threads that took neighbours from the queue
+     * may reach run() the other way round, and under valgrind one that took
+     * the first parked item ran after the last (it failed so). The parked
+     * items' order is checked with one thread below.
+     */
+    shared_deinit(&sh);
+}
+
+/* Parked items of one key leave in the order they came (one thread: runs in pop order).
+ */
+static void test_work_parked_items_keep_their_order(void **state)
+{
+    struct shared sh;
+    struct job jobs[5];
+    (void)state;
+
+    shared_init(&sh);
+    sh.release = 1;
+    assert_int_equal(api_work_create(1, 8, 1, &sh.w), 0);
+    for (int i = 0; i < 5; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].item.run = job_run;
+        jobs[i].item.key = 3;
+        jobs[i].sh = &sh;
+        jobs[i].index = i;
+        assert_int_equal(api_work_reserve(sh.w), 0);
+        api_work_submit(sh.w, &jobs[i].item);
+    }
+    assert_true(wait_for(&sh, finished_is, 5));
+    api_work_destroy(sh.w);
+    assert_int_equal(sh.norder, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(sh.order[i], i);
+    assert_int_equal(sh.key_most[3], 1);
     shared_deinit(&sh);
 }
 
@@ -435,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_work_one_place_runs_twice),
         cmocka_unit_test(test_work_drain_waits_for_places),
         cmocka_unit_test(test_work_key_runs_at_most_per_key),
+        cmocka_unit_test(test_work_parked_items_keep_their_order),
         cmocka_unit_test(test_work_parked_item_goes_first),
         cmocka_unit_test(test_work_key_second_run_takes_its_turn),
         cmocka_unit_test(test_work_create_checks_sizes),
