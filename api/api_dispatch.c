@@ -95,6 +95,32 @@ void api_client_find(struct api_req *req)
 }
 
 /*
+ * The route's checks of the body's media type (415), its size (413) and the
+ * token (401), in that order, shared by the check at the headers and the
+ * dispatcher. body: a body is coming or came. 1 when it answered, else 0.
+ */
+static int route_check(struct api_req *req, const struct api_route *route,
+                       const char *ct, int body, int too_large)
+{
+    if (route->body == API_BODY_JSON && !is_json_type(ct) && (ct != NULL || body)) {
+        api_error(req, 415, "unsupported_media_type",
+                  "send the body as Content-Type: application/json");
+        return 1;
+    }
+    if (too_large) {
+        api_error(req, 413, "body_too_large", "the body is larger than %zu bytes",
+                  req->body_max);
+        return 1;
+    }
+    if (route->auth && auth_check(req) < 0) {
+        api_add_header(req, "WWW-Authenticate", "Bearer");
+        api_error(req, 401, "unauthorized", "a valid bearer token is required");
+        return 1;
+    }
+    return 0;
+}
+
+/*
  * What the headers alone decide, answered before any body is read, in the
  * dispatcher's order: no route (404, 405), the body's media type (415), a
  * Content-Length over the route's limit (413), the token (401). 1 when it
@@ -122,23 +148,7 @@ int api_precheck(struct api_req *req)
         return 1;
     }
     route = &api_routes[req->route];
-    if (route->body == API_BODY_JSON && !is_json_type(ct) &&
-        (ct != NULL || len > 0 || te != NULL)) {
-        api_error(req, 415, "unsupported_media_type",
-                  "send the body as Content-Type: application/json");
-        return 1;
-    }
-    if (len > req->body_max) {
-        api_error(req, 413, "body_too_large", "the body is larger than %zu bytes",
-                  req->body_max);
-        return 1;
-    }
-    if (route->auth && auth_check(req) < 0) {
-        api_add_header(req, "WWW-Authenticate", "Bearer");
-        api_error(req, 401, "unauthorized", "a valid bearer token is required");
-        return 1;
-    }
-    return 0;
+    return route_check(req, route, ct, req->has_body, len > req->body_max);
 }
 
 /* The read-your-writes flag of a user (cache_mark). */
@@ -206,23 +216,7 @@ int api_dispatch(struct api_req *req)
     }
     route = &api_routes[req->route];
     ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
-    if (route->body == API_BODY_JSON && !is_json_type(ct) &&
-        (ct != NULL || req->body_len > 0)) {
-        api_error(req, 415, "unsupported_media_type",
-                  "send the body as Content-Type: application/json");
-        return 1;
-    }
-    if (req->body_too_large) {
-        api_error(req, 413, "body_too_large", "the body is larger than %zu bytes",
-                  req->body_max);
-        return 1;
-    }
-    if (route->auth && auth_check(req) < 0) {
-        api_add_header(req, "WWW-Authenticate", "Bearer");
-        api_error(req, 401, "unauthorized", "a valid bearer token is required");
-        return 1;
-    }
-    return 0;
+    return route_check(req, route, ct, req->body_len > 0, req->body_too_large);
 }
 
 /*
