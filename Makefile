@@ -49,10 +49,10 @@ API_LIB := $(BUILD)/libapi.a
 CACHE_LIB := $(BUILD)/libcache.a
 
 TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen \
-         $(BUILD)/fillshard $(BUILD)/fillscale
+         $(BUILD)/fillshard $(BUILD)/fillscale $(BUILD)/netwire
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api \
               $(BUILD)/test_api_work $(BUILD)/test_api_hot $(BUILD)/test_reshard \
-              $(BUILD)/test_sql
+              $(BUILD)/test_sql $(BUILD)/test_netwire_queue
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_cache_int $(BUILD)/test_catalog_int \
                      $(BUILD)/test_privilege_int
@@ -91,6 +91,11 @@ $(BUILD)/bcadmin: $(BUILD)/tools/bcadmin.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB)
 LOADGEN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/loadgen*.c))
 $(BUILD)/loadgen: $(LOADGEN_OBJS) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CURL_LIBS) $(PKG_LIBS)
+
+# The delayed link of a stack's network namespaces where the kernel has no
+# netem (tools/devstack, BC_NETNS=1).
+$(BUILD)/netwire: $(BUILD)/tools/netwire.o $(BUILD)/tools/netwire_queue.o
+	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/rawdb: $(BUILD)/tools/bench/rawdb.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
@@ -131,6 +136,9 @@ $(BUILD)/test_reshard: $(BUILD)/tests/unit/test_reshard.o $(RESHARD_LIB) $(CATAL
 $(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_work: $(BUILD)/tests/unit/test_api_work.o $(API_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS)
+$(BUILD)/test_netwire_queue: $(BUILD)/tests/unit/test_netwire_queue.o \
+                             $(BUILD)/tools/netwire_queue.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS)
 $(BUILD)/test_api_hot: $(BUILD)/tests/unit/test_api_hot.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
