@@ -548,7 +548,8 @@ struct api_settler *api_server_settler(struct api_server *srv);
  * updates the shard's standings aggregates by the points this batch gives
  * (points of a bet = payout - stake: cancelled 0, won FLOOR(stake * odds /
  * 100) - stake, lost -stake). The caller holds the batch's users' row
- * locks (taken in id order); this locks the aggregate rows in id order. Two
+ * locks (taken in id order) and has already added the batch's points to
+ * users.points; this locks the aggregate rows in id order. Three
  * statements; returns 0 or a router status.
  */
 int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
@@ -557,10 +558,28 @@ int api_standings_batch(struct router_txn *txn, uint64_t match, const char *resu
  * A ranked user's membership changes, in txn on his shard, after his row was
  * written or locked (FOR UPDATE): with join he becomes a member of company,
  * and he moves from team from_team to to_team (0: none) with his points.
- * At most two statements; 0 or a router status.
+ * At most three statements; 0 or a router status.
  */
 int api_standings_member(struct router_txn *txn, uint64_t company, int join,
                          uint64_t from_team, uint64_t to_team, int64_t points);
+
+/*
+ * Where each large company's top K starts, from the shards' points
+ * histograms (standings_points): the score of its top-th member and how many
+ * members have at least that score. cuts[].company is set by the caller,
+ * in ascending order; found is 0 for a company whose histogram counts fewer
+ * than top members (then read all its users). Whatever the histograms say,
+ * reading every user at or above points gives the exact top K when it
+ * returns at least top users. 0 or a router status.
+ */
+struct api_points_cut {
+    uint64_t company;
+    int64_t points;      /* the top-th score */
+    int64_t at_or_above; /* members with points >= that, per the histograms */
+    int found;
+};
+int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *cuts,
+                       size_t n);
 
 /* ---- metrics (api_metrics.c) ---- */
 struct api_metrics;

@@ -8,11 +8,13 @@
  *    the shards' aggregate rows (api_standings_agg.c), summed by each host
  *    (a row per host and group, whatever the shards) and then in memory by
  *    id (binary search in the id-sorted company and team lists);
- *  - each company's ranking: the companies with more than K members in
- *    groups, one scatter a group, in which every host ranks its users of the
- *    group's companies (a window per company) and returns its best K of
- *    each; the others in runs of consecutive companies (by id) whose users
- *    are all returned. A group or a run is cut at ROWS rows (at most K per
+ *  - each company's ranking: for the companies with more than K members,
+ *    the score of the K-th member from the shards' points histograms
+ *    (standings_points), then in groups, one scatter a group, every host
+ *    ranks its users of the group's companies at or above that score (an
+ *    index range: about K users a company, ties aside) and returns its best
+ *    K of each; the small companies in runs of consecutive companies (by id)
+ *    whose users are all returned. A group or a run is cut at ROWS rows (at most K per
  *    company and host): a scatter's cost over 1,024 shards is mostly what
  *    it costs to be one, so the fewer the better, and ROWS bounds memory;
  *  - the global ranking is merged from the company rankings (a user in the
@@ -130,6 +132,8 @@ struct standings {
     struct ranked *top; /* the global ranking's candidates, 2 * TOP at most */
     uint32_t ntop;
     int top_failed; /* out of memory */
+    int64_t scan;   /* users of large companies read, per the histograms */
+    uint32_t cut;   /* large companies read from their cut */
 };
 
 static int ranked_cmp(const void *a, const void *b)
@@ -379,47 +383,105 @@ static int store_company(struct router_txn *txn, struct standings *st, uint32_t 
     return store(txn, "users", st->cg[k].id, gen, items);
 }
 
+/* Company cg[k]'s ranking by a top-K scatter of its own (every member read). */
+static int store_company_alone(struct router *r, struct router_txn *txn,
+                               struct standings *st, uint32_t k, uint64_t gen)
+{
+    struct sql_rows rows = {0};
+    uint32_t i = 0;
+    int rc;
+
+    rc = router_scatter_topk(r, &rows, TOP, "points DESC, id ASC", by_points, NULL,
+                             USER_ROW
+                             "WHERE company_id = %u AND role <> 'platform_admin' "
+                             "ORDER BY points DESC, id ASC LIMIT 500",
+                             st->cg[k].id);
+    if (rc == 0)
+        rc = store_company(txn, st, k, &rows, &i, gen);
+    sql_rows_free(&rows);
+    return rc;
+}
+
+/* Rows of company id in rows (sorted by company) from *i on. */
+static uint32_t company_rows(const struct sql_rows *rows, uint32_t i, uint64_t id)
+{
+    uint32_t n = 0;
+
+    for (; i < rows->nrow; i++) {
+        uint64_t c = strtoull(rows->cell[(size_t)i * U_NCOL + U_COMPANY], NULL, 10);
+        if (c > id)
+            break;
+        n += c == id;
+    }
+    return n;
+}
+
+/* The users' condition of a large company: at or above its cut, if known. */
+static int cut_cond(struct sql_buf *b, const struct api_points_cut *cut, int first)
+{
+    char term[96];
+    int len;
+
+    if (cut->found)
+        len = snprintf(term, sizeof(term),
+                       "%s(company_id = %" PRIu64 " AND points >= %" PRId64 ")",
+                       first ? "" : " OR ", cut->company, cut->points);
+    else
+        len = snprintf(term, sizeof(term), "%scompany_id = %" PRIu64,
+                       first ? "" : " OR ", cut->company);
+    return sql_buf_add(b, term, (size_t)len);
+}
+
 /*
- * The rankings of the large companies (more than TOP members), as many at a
- * time as bring at most ROWS rows (each host returns at most TOP of each):
- * one scatter each, in which every host ranks its users of the group's
- * companies (a window per company) and returns its best TOP of each. A
- * statement per company would cost its parse over every shard of the host:
- * 100 of them took 10 s at 1,024 shards.
+ * The rankings of the large companies (more than TOP members). First each
+ * one's cut, the score of its TOP-th member, from the shards' points
+ * histograms (api_standings_cuts); then its users at or above the cut,
+ * which an index range reads (company_points): about TOP of them, not the
+ * company. As many companies a scatter as bring at most ROWS rows (each
+ * host returns at most TOP of each), in which every host ranks its users of
+ * those companies (a window per company) and returns its best TOP of each.
+ * A statement per company would cost its parse over every shard of the
+ * host: 100 of them took 10 s at 1,024 shards. A company without a cut
+ * (histograms short) is read whole; one whose cut gave fewer than TOP users
+ * (histograms ahead of the users) is read again, whole.
  */
 static int store_large_companies(struct router *r, struct router_txn *txn,
                                  struct standings *st, uint64_t gen)
 {
-    uint32_t *group = calloc(st->nc ? st->nc : 1, sizeof(*group)), n = 0;
     int64_t most = (int64_t)TOP * (st->nhost ? st->nhost : 1), rows_in = 0;
-    struct sql_buf ids = {0};
-    int rc = group ? 0 : -ENOMEM;
+    uint32_t *large = calloc(st->nc ? st->nc : 1, sizeof(*large)), nl = 0, g0 = 0;
+    struct api_points_cut *cut = calloc(st->nc ? st->nc : 1, sizeof(*cut));
+    struct sql_buf cond = {0};
+    int rc = large && cut ? 0 : -ENOMEM;
 
-    for (uint32_t k = 0; k <= st->nc && rc == 0; k++) {
+    for (uint32_t k = 0; k < st->nc && rc == 0; k++)
+        if (st->cg[k].members > TOP) {
+            cut[nl].company = st->cg[k].id;
+            large[nl++] = k;
+        }
+    if (rc == 0 && nl > 0)
+        rc = api_standings_cuts(r, TOP, cut, nl);
+    for (uint32_t g = 0; g <= nl && rc == 0; g++) {
         struct sql_rows rows = {0};
         uint32_t i = 0;
-        char num[24];
 
-        if (k < st->nc && st->cg[k].members > TOP) {
-            int64_t brings = st->cg[k].members < most ? st->cg[k].members : most;
-            /* Over the budget: the group so far goes first, k opens the next. */
-            if (n > 0 && rows_in + brings > ROWS) {
-                k--;
-            } else {
-                group[n++] = k;
+        if (g < nl) {
+            int64_t n = cut[g].found ? cut[g].at_or_above : st->cg[large[g]].members;
+            int64_t brings = n < most ? n : most;
+            st->scan += n;
+            st->cut += cut[g].found;
+            /* Over the budget: the group so far goes first, g opens the next. */
+            if (g == g0 || rows_in + brings <= ROWS) {
                 rows_in += brings;
                 continue;
             }
-        } else if (k < st->nc || n == 0) {
-            continue;
+        } else if (g == g0) {
+            break;
         }
-        /* A full group, or the last one at the end. */
-        ids.len = 0;
-        for (uint32_t g = 0; g < n && rc == 0; g++) {
-            int len = snprintf(num, sizeof(num), "%s%" PRIu64, g ? "," : "",
-                               st->cg[group[g]].id);
-            rc = sql_buf_add(&ids, num, (size_t)len);
-        }
+        /* Companies [g0, g) are a full group, or the last one at the end. */
+        cond.len = 0;
+        for (uint32_t j = g0; j < g && rc == 0; j++)
+            rc = cut_cond(&cond, &cut[j], j == g0);
         if (rc == 0)
             rc = router_scatter_wrap(
                 r, &rows,
@@ -427,20 +489,36 @@ static int store_large_companies(struct router *r, struct router_txn *txn,
                 "ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY points DESC, id "
                 "ASC) AS rn FROM (",
                 ") u) t WHERE rn <= 500",
-                USER_ROW "WHERE company_id IN (%R) AND role <> 'platform_admin'",
-                ids.buf);
+                USER_ROW "WHERE (%R) AND role <> 'platform_admin'", cond.buf);
         if (rc == 0 && rows.nrow > 1)
             qsort(rows.cell, rows.nrow, U_NCOL * sizeof(char *),
                   rows_by_company_points);
         /* The group is in id order, as the rows are. */
-        for (uint32_t g = 0; g < n && rc == 0; g++)
-            rc = store_company(txn, st, group[g], &rows, &i, gen);
+        for (uint32_t j = g0; j < g && rc == 0; j++) {
+            uint32_t k = large[j];
+            if (cut[j].found && company_rows(&rows, i, st->cg[k].id) < TOP) {
+                api_log("standings: company %" PRIu64 " has fewer users at or above "
+                        "%" PRId64 " points than its histograms say; run bcadmin "
+                        "rebuild-standings",
+                        st->cg[k].id, cut[j].points);
+                i += company_rows(&rows, i, st->cg[k].id);
+                rc = store_company_alone(r, txn, st, k, gen);
+            } else {
+                rc = store_company(txn, st, k, &rows, &i, gen);
+            }
+        }
         sql_rows_free(&rows);
-        n = 0;
+        /* g opens the next group (its rows are counted there). */
+        g0 = g;
         rows_in = 0;
+        if (g < nl) {
+            int64_t n = cut[g].found ? cut[g].at_or_above : st->cg[large[g]].members;
+            rows_in = n < most ? n : most;
+        }
     }
-    sql_buf_deinit(&ids);
-    free(group);
+    sql_buf_deinit(&cond);
+    free(cut);
+    free(large);
     return rc;
 }
 
@@ -472,17 +550,8 @@ static int store_company_users(struct router *r, struct router_txn *txn,
                     "than their aggregates say; run bcadmin rebuild-standings",
                     st->cg[a].id, st->cg[b - 1].id);
             rc = 0;
-            for (uint32_t k = a; k < b && rc == 0; k++) {
-                i = 0;
-                rc = router_scatter_topk(
-                    r, &rows, TOP, "points DESC, id ASC", by_points, NULL,
-                    USER_ROW "WHERE company_id = %u AND role <> 'platform_admin' ORDER "
-                             "BY points DESC, id ASC LIMIT 500",
-                    st->cg[k].id);
-                if (rc == 0)
-                    rc = store_company(txn, st, k, &rows, &i, gen);
-                sql_rows_free(&rows);
-            }
+            for (uint32_t k = a; k < b && rc == 0; k++)
+                rc = store_company_alone(r, txn, st, k, gen);
             continue;
         }
         for (uint32_t k = a; k < b && rc == 0; k++)
@@ -574,9 +643,10 @@ int api_standings_recompute(struct router *r)
     if (rc == 0)
         api_log("standings: generation %" PRIu64 ": %u companies, %u teams in %" PRId64
                 " ms (sums %" PRId64 " ms, company rankings and the top %" PRId64
-                " ms, teams and companies %" PRId64 " ms)",
+                " ms, teams and companies %" PRId64 " ms); %u large companies cut "
+                "by their points histograms, %" PRId64 " of their users read",
                 generation, st.nc, st.nt, mono_ms() - t0, t_groups - t0,
-                t_users - t_groups, mono_ms() - t_users);
+                t_users - t_groups, mono_ms() - t_users, st.cut, st.scan);
 out:
     if (rc < 0)
         api_log("standings: recomputation failed: %s", router_last_error());

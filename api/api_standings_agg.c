@@ -2,8 +2,9 @@
  * api_standings_agg.c: the standings aggregates of each shard, kept in the
  * transactions that change what they sum.
  *
- * Every shard holds standings_company (company_id, members, points) and
- * standings_team (team_id, company_id, members, points) over its own users,
+ * Every shard holds standings_company (company_id, members, points),
+ * standings_team (team_id, company_id, members, points) and
+ * standings_points (company_id, points, members) over its own users,
  * platform admins excluded (etc/schema/shard.sql). A recomputation of the
  * standings reads those rows instead of every user, so its cost grows with
  * companies and teams, not with users.
@@ -44,6 +45,17 @@
     "b.user_id WHERE b.match_id = %u AND b.status = 'open' AND b.id BETWEEN %u AND "   \
     "%u AND u.role <> 'platform_admin'"
 
+/*
+ * Each user of the batch (ranked ones) with the points his bets of the
+ * batch give him, d; match, lo, hi. Read after the users' points were
+ * moved: u.points is the new figure, u.points - d the old one.
+ */
+#define BATCH_USERS                                                                    \
+    "FROM (SELECT b.user_id, SUM(" BET_POINTS ") AS d FROM %S.bets b FORCE INDEX "     \
+    "(match_open) WHERE b.match_id = %u AND b.status = 'open' AND b.id BETWEEN %u "    \
+    "AND %u GROUP BY b.user_id) x STRAIGHT_JOIN %S.users u ON u.id = x.user_id WHERE " \
+    "x.d <> 0 AND u.role <> 'platform_admin'"
+
 int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
                         uint64_t lo_id, uint64_t hi_id)
 {
@@ -74,6 +86,18 @@ int api_standings_batch(struct router_txn *txn, uint64_t match, const char *resu
             " AND u.team_id IS NOT NULL GROUP BY u.team_id ORDER BY u.team_id ON "
             "DUPLICATE KEY UPDATE points = points + VALUES(points)",
             result, result, match, lo_id, hi_id);
+    /* Each user leaves his old number of points for his new one. */
+    if (rc == 0)
+        rc = router_txn_exec(
+            txn, NULL,
+            "INSERT INTO %S.standings_points (company_id, points, members) SELECT "
+            "company_id, pts, SUM(c) FROM (SELECT u.company_id, u.points AS pts, 1 AS "
+            "c " BATCH_USERS
+            " UNION ALL SELECT u.company_id, u.points - x.d, -1 " BATCH_USERS
+            ") t GROUP BY company_id, pts HAVING SUM(c) <> 0 ORDER BY "
+            "company_id, pts ON DUPLICATE KEY UPDATE members = members + "
+            "VALUES(members)",
+            result, result, match, lo_id, hi_id, result, result, match, lo_id, hi_id);
     return rc;
 }
 
@@ -92,20 +116,141 @@ int api_standings_member(struct router_txn *txn, uint64_t company, int join,
             "(%u, 1, %d) ON DUPLICATE KEY UPDATE members = members + 1, points = "
             "points + VALUES(points)",
             company, points);
-    if (rc < 0 || from_team == to_team)
-        return rc;
     /* Both teams in one statement, the lower id first (the batches' order). */
-    if (lo == 0)
-        return router_txn_exec(
+    if (rc == 0 && from_team != to_team && lo == 0)
+        rc = router_txn_exec(
             txn, NULL,
             "INSERT INTO %S.standings_team (team_id, company_id, members, points) "
             "VALUES (%u, %u, %d, %d) ON DUPLICATE KEY UPDATE members = members + "
             "VALUES(members), points = points + VALUES(points)",
             hi, company, hi_sign, hi_sign * points);
-    return router_txn_exec(
-        txn, NULL,
-        "INSERT INTO %S.standings_team (team_id, company_id, members, points) VALUES "
-        "(%u, %u, %d, %d), (%u, %u, %d, %d) ON DUPLICATE KEY UPDATE members = "
-        "members + VALUES(members), points = points + VALUES(points)",
-        lo, company, lo_sign, lo_sign * points, hi, company, hi_sign, hi_sign * points);
+    else if (rc == 0 && from_team != to_team)
+        rc = router_txn_exec(
+            txn, NULL,
+            "INSERT INTO %S.standings_team (team_id, company_id, members, points) "
+            "VALUES (%u, %u, %d, %d), (%u, %u, %d, %d) ON DUPLICATE KEY UPDATE "
+            "members = members + VALUES(members), points = points + VALUES(points)",
+            lo, company, lo_sign, lo_sign * points, hi, company, hi_sign,
+            hi_sign * points);
+    /* Last, as in a batch: the company's count at his number of points. */
+    if (rc == 0 && join)
+        rc = router_txn_exec(
+            txn, NULL,
+            "INSERT INTO %S.standings_points (company_id, points, members) VALUES "
+            "(%u, %d, 1) ON DUPLICATE KEY UPDATE members = members + 1",
+            company, points);
+    return rc;
+}
+
+/* A row of a merged points histogram. */
+struct hist_row {
+    uint64_t company;
+    int64_t points, members;
+};
+
+static int hist_cmp(const void *a, const void *b)
+{
+    const struct hist_row *x = a, *y = b;
+
+    if (x->company != y->company)
+        return x->company < y->company ? -1 : 1;
+    if (x->points != y->points)
+        return x->points > y->points ? -1 : 1;
+    return 0;
+}
+
+static struct api_points_cut *cut_find(struct api_points_cut *c, size_t n, uint64_t id)
+{
+    size_t lo = 0, hi = n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c[mid].company == id)
+            return &c[mid];
+        if (c[mid].company < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* Companies a histogram scatter names at most: its statement's size. */
+#define CUT_CHUNK 256
+
+/* The cuts of c[0..n) (n <= CUT_CHUNK): one scatter. */
+static int cuts_chunk(struct router *r, uint32_t top, struct api_points_cut *c,
+                      size_t n)
+{
+    struct sql_rows rows = {0};
+    struct sql_buf ids = {0};
+    struct hist_row *h = NULL;
+    char head[256], num[24];
+    int rc = 0;
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        int len = snprintf(num, sizeof(num), "%s%" PRIu64, i ? "," : "", c[i].company);
+        rc = sql_buf_add(&ids, num, (size_t)len);
+    }
+    /*
+     * Each host sums its shards' counts and keeps, per company, its counts
+     * from the most points down to the one that reaches top: the company's
+     * top-th score is at or above every host's own, so no count under a
+     * host's own cut is needed.
+     */
+    snprintf(head, sizeof(head),
+             "SELECT company_id, points, m FROM (SELECT company_id, points, SUM(m) AS "
+             "m, SUM(SUM(m)) OVER (PARTITION BY company_id ORDER BY points DESC) AS "
+             "cum FROM (");
+    if (rc == 0) {
+        char tail[96];
+        snprintf(tail, sizeof(tail),
+                 ") t GROUP BY company_id, points) h WHERE cum - m < %u", top);
+        rc = router_scatter_wrap(r, &rows, head, tail,
+                                 "SELECT company_id, points, members AS m FROM "
+                                 "%S.standings_points WHERE company_id IN (%R) AND "
+                                 "members > 0",
+                                 ids.buf);
+    }
+    if (rc == 0 && rows.nrow > 0 && (h = calloc(rows.nrow, sizeof(*h))) == NULL)
+        rc = -ENOMEM;
+    if (rc == 0) {
+        for (uint32_t i = 0; i < rows.nrow; i++) {
+            h[i].company = strtoull(sql_cell(&rows, i, 0), NULL, 10);
+            h[i].points = strtoll(sql_cell(&rows, i, 1), NULL, 10);
+            h[i].members = strtoll(sql_cell(&rows, i, 2), NULL, 10);
+        }
+        qsort(h, rows.nrow, sizeof(*h), hist_cmp);
+        /* The hosts' rows of one company and score are summed as they come. */
+        for (uint32_t i = 0; i < rows.nrow; i++) {
+            struct api_points_cut *cut = cut_find(c, n, h[i].company);
+            if (cut == NULL || cut->found)
+                continue;
+            cut->points = h[i].points;
+            cut->at_or_above += h[i].members;
+            if (cut->at_or_above >= (int64_t)top &&
+                (i + 1 == rows.nrow || h[i + 1].company != h[i].company ||
+                 h[i + 1].points != h[i].points))
+                cut->found = 1;
+        }
+    }
+    free(h);
+    sql_buf_deinit(&ids);
+    sql_rows_free(&rows);
+    return rc;
+}
+
+int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *cuts,
+                       size_t n)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        cuts[i].points = 0;
+        cuts[i].at_or_above = 0;
+        cuts[i].found = 0;
+    }
+    for (size_t i = 0; i < n && rc == 0; i += CUT_CHUNK)
+        rc = cuts_chunk(r, top, cuts + i, n - i < CUT_CHUNK ? n - i : CUT_CHUNK);
+    return rc;
 }

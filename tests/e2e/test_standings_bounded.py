@@ -7,11 +7,14 @@ bound, and the recomputation reads its companies one by one, top K each,
 instead of holding them all. Its ranking is still exact (the top 500 of
 its users by points, then id), the server says what happened, and
 `bcadmin rebuild-standings` brings the aggregates back (check-standings
-clean); then the company is ranked as a large one (a windowed scatter for
-the large companies together), exactly the same."""
+clean); then the company is ranked as a large one, exactly the same, reading
+only its users at or above the 500th score that the shards' points
+histograms give. Histograms that count users who are not there (a row
+added by hand) make the server read the company whole, still exactly."""
 
 import glob
 import os
+import re
 import subprocess
 import time
 import unittest
@@ -106,3 +109,51 @@ class TestStandingsWithShortAggregates(unittest.TestCase):
         self.assertEqual([(str(u["user_id"]), int(u["points"])) for u in again],
                          [(r[0], int(r[1])) for r in rows])
         self.assertEqual([u["rank"] for u in again], list(range(1, TOP + 1)))
+        # Its cut came from the shards' points histograms: its users at or
+        # above its 500th score were read, not its 31,000.
+        cut, read = self.last_cut_line(sizes)
+        self.assertGreaterEqual(cut, 1, "no large company was cut by its points histograms")
+        at_or_above = int(self.s.sql_shard(SHARD, "SELECT COUNT(*) FROM {s}.users WHERE company_id = %s AND "
+                                                  "points >= %d" % (co["id"], want[-1][1]))[0][0])
+        self.assertLessEqual(at_or_above, read)
+        self.assertLess(read, USERS // 4, "the recomputation read most of the company's users")
+
+        # Histograms ahead of the users (600 members counted at a score
+        # nobody has): the cut reads fewer than 500 users, the server says
+        # so and reads the company whole; the ranking stays exact.
+        self.s.sql_shard(SHARD, "INSERT INTO {s}.standings_points (company_id, points, members) VALUES "
+                                "(%s, 1000000000, 600)" % co["id"])
+        try:
+            sizes = self.log_sizes()
+            self.settle_and_recompute(new_match(kickoff_in=2), {"home_goals": 2, "away_goals": 2})
+            deadline = time.time() + 3
+            while not self.logged_since(sizes, "than its histograms say") and time.time() < deadline:
+                time.sleep(0.1)
+            self.assertTrue(self.logged_since(sizes, "than its histograms say"),
+                            "the recomputation did not notice the histograms ahead of the users")
+            again = admin().get("/v1/standings/users", query={"company": co["id"]}).expect_json(200)["items"]
+            self.assertEqual([(str(u["user_id"]), int(u["points"])) for u in again], want)
+            rc, out = self.bcadmin("check-standings")
+            self.assertEqual(rc, 1, out)
+            self.assertIn("at 1000000000 points: aggregate 600 members, users 0 members", out)
+        finally:
+            self.s.sql_shard(SHARD, "DELETE FROM {s}.standings_points WHERE company_id = %s AND points = 1000000000"
+                             % co["id"])
+        rc, out = self.bcadmin("check-standings")
+        self.assertEqual(rc, 0, out)
+
+    def last_cut_line(self, sizes):
+        """(large companies cut, their users read) of the last recomputation logged since sizes."""
+        found = None
+        deadline = time.time() + 3
+        while found is None and time.time() < deadline:
+            for path, off in sizes.items():
+                with open(path, "rb") as f:
+                    f.seek(off)
+                    for m in re.finditer(rb"(\d+) large companies cut by their points histograms, (\d+) of "
+                                         rb"their users read", f.read()):
+                        found = (int(m.group(1)), int(m.group(2)))
+            if found is None:
+                time.sleep(0.1)
+        self.assertIsNotNone(found, "no standings line in the servers' logs")
+        return found
