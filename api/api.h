@@ -117,6 +117,8 @@ int api_server_create(const struct api_conf *conf, struct router *router,
                       struct api_server **out);
 /* Stops accepting, finishes requests in flight, frees everything. */
 void api_server_destroy(struct api_server *srv);
+/* The port it listens on (the one chosen when conf->port was 0). */
+uint16_t api_server_port(const struct api_server *srv);
 
 /* Prints every route as "METHOD /path/{param}", one per line. */
 void api_print_routes(FILE *out);

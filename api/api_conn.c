@@ -54,12 +54,14 @@ struct api_conn {
     struct api_req req;
 };
 
-#define MAX_WORKERS 256
+#define MAX_WORKERS API_LOOPS_MAX
 
 /* A worker thread of libmicrohttpd (its daemon) and the handlers running on it. */
 struct worker {
     const void *daemon; /* set once, under the list's lock */
     atomic_int busy;
+    atomic_uint nconn;            /* its open connections */
+    atomic_uint_fast64_t nclosed; /* connections it closed */
 };
 
 struct api_conns {
@@ -224,6 +226,9 @@ void api_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_cont
         info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         k->fd = info != NULL ? info->connect_fd : -1;
         k->worker = worker_of(c, conn);
+        if (k->worker >= 0)
+            atomic_fetch_add_explicit(&c->worker[k->worker].nconn, 1,
+                                      memory_order_relaxed);
         info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         if (info != NULL && info->client_addr->sa_family == AF_INET) {
             k->peer = ((const struct sockaddr_in *)info->client_addr)->sin_addr.s_addr;
@@ -242,8 +247,18 @@ void api_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_cont
         *socket_context = k;
         return;
     }
-    if (k == NULL)
+    if (k == NULL) {
+        /* Untracked (no memory at its start), but its loop counts it. */
+        int w = worker_of(c, conn);
+        if (w >= 0)
+            atomic_fetch_add_explicit(&c->worker[w].nclosed, 1, memory_order_relaxed);
         return;
+    }
+    if (k->worker >= 0) {
+        atomic_fetch_sub_explicit(&c->worker[k->worker].nconn, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&c->worker[k->worker].nclosed, 1,
+                                  memory_order_relaxed);
+    }
     pthread_mutex_lock(&c->lock);
     k->prev->next = k->next;
     k->next->prev = k->prev;
@@ -303,4 +318,30 @@ void api_conns_stats(struct api_conns *c, uint64_t *open, uint64_t *reaped,
     pthread_mutex_unlock(&c->lock);
     *reaped = atomic_load(&c->nreaped);
     *refused = atomic_load(&c->nrefused);
+}
+
+uint32_t api_conns_loops(struct api_conns *c, uint32_t *count, uint32_t max)
+{
+    uint32_t n = atomic_load(&c->nworker);
+
+    for (uint32_t i = 0; i < n && i < max; i++)
+        count[i] = atomic_load_explicit(&c->worker[i].nconn, memory_order_relaxed);
+    return n;
+}
+
+void api_conns_set_loops(struct api_conns *c, struct MHD_Daemon *const *loop,
+                         uint32_t n)
+{
+    pthread_mutex_lock(&c->lock);
+    for (uint32_t i = 0; i < n && i < MAX_WORKERS; i++)
+        c->worker[i].daemon = loop[i];
+    atomic_store(&c->nworker, n < MAX_WORKERS ? n : MAX_WORKERS);
+    pthread_mutex_unlock(&c->lock);
+}
+
+uint64_t api_conns_closed(struct api_conns *c, uint32_t i)
+{
+    if (i >= atomic_load(&c->nworker))
+        return 0;
+    return atomic_load_explicit(&c->worker[i].nclosed, memory_order_relaxed);
 }

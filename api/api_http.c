@@ -5,7 +5,8 @@
  * dispatcher (api_dispatch.c) before the handler.
  *
  * Threading. libmicrohttpd runs one epoll loop per core (conf->threads),
- * each over its share of the connections. A loop never waits for I/O: it
+ * each over its share of the connections, which one acceptor thread
+ * deals out in turn (api_listen.c). A loop never waits for I/O: it
  * reads requests, answers what needs none (no route, 415, 413, a bad
  * token; health and metrics), and queues responses. GET odds is answered
  * there too when the hot table (api_hot.c) has its prebuilt response: the
@@ -44,8 +45,10 @@
 
 struct api_server {
     struct api_conf conf;
-    struct router *router; /* ref */
-    struct MHD_Daemon *daemon;
+    struct router *router;    /* ref */
+    struct MHD_Daemon **loop; /* a daemon per event loop */
+    uint32_t nloop;
+    struct api_listener *listener; /* the socket and the thread that accepts */
     struct api_metrics *metrics;
     struct api_pwhash *pwhash; /* the password-hash queue and its threads */
     struct api_work *work;     /* the workers that run handlers off the loops */
@@ -126,6 +129,16 @@ void api_conns_of(struct api_server *srv, uint64_t *open, uint64_t *reaped,
                   uint64_t *refused)
 {
     api_conns_stats(srv->conns, open, reaped, refused);
+}
+
+uint32_t api_server_loops(struct api_server *srv, uint32_t *count, uint32_t max)
+{
+    return api_conns_loops(srv->conns, count, max);
+}
+
+uint16_t api_server_port(const struct api_server *srv)
+{
+    return api_listen_port(srv->listener);
 }
 
 void api_log_escape(const char *in, char *out, size_t size)
@@ -500,11 +513,21 @@ void api_conf_init(struct api_conf *conf)
     api_limits_init(&conf->limits);
 }
 
+static void stop_loops(struct api_server *srv)
+{
+    for (uint32_t i = 0; srv->loop != NULL && i < srv->nloop; i++)
+        if (srv->loop[i] != NULL)
+            MHD_stop_daemon(srv->loop[i]);
+    free(srv->loop);
+    srv->loop = NULL;
+}
+
 int api_server_create(const struct api_conf *conf, struct router *router,
                       struct api_server **out)
 {
     struct api_server *srv;
     struct sockaddr_in addr = {.sin_family = AF_INET};
+    unsigned int per_loop;
     int rc;
 
     if (sodium_init() < 0)
@@ -546,25 +569,45 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         goto error;
     if (router != NULL && (rc = api_purge_start(srv->jobs, router)) < 0)
         goto error;
-    srv->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
-            MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME,
-        conf->port, api_conns_accept, srv->conns, on_request, srv, MHD_OPTION_SOCK_ADDR,
-        &addr, MHD_OPTION_NOTIFY_CONNECTION, api_conns_notify, srv->conns,
-        MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned int)(conf->threads > 1 ? conf->threads : 0),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)conf->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
-    if (srv->daemon == NULL) {
-        rc = -EADDRINUSE;
+    /* The socket first: a port in use fails here, before any thread starts. */
+    if ((rc = api_listen_open(&addr, &srv->listener)) < 0)
+        goto error;
+    /*
+     * A daemon per loop, without a listening socket: the acceptor
+     * (api_listen.c) gives each connection to the loop with the fewest.
+     */
+    srv->nloop = conf->threads < 1               ? 1
+                 : conf->threads > API_LOOPS_MAX ? API_LOOPS_MAX
+                                                 : conf->threads;
+    if ((srv->loop = calloc(srv->nloop, sizeof(*srv->loop))) == NULL) {
+        rc = -ENOMEM;
         goto error;
     }
+    per_loop = conf->max_connections / srv->nloop;
+    for (uint32_t i = 0; i < srv->nloop; i++) {
+        srv->loop[i] = MHD_start_daemon(
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
+                MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
+                MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
+            0, api_conns_accept, srv->conns, on_request, srv,
+            MHD_OPTION_NOTIFY_CONNECTION, api_conns_notify, srv->conns,
+            MHD_OPTION_CONNECTION_LIMIT, per_loop ? per_loop : 1u,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+            MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+        if (srv->loop[i] == NULL) {
+            rc = -EIO;
+            goto error;
+        }
+    }
+    api_conns_set_loops(srv->conns, srv->loop, srv->nloop);
+    if ((rc = api_listen_run(srv->listener, srv->loop, srv->nloop, srv->conns)) < 0)
+        goto error;
     *out = srv;
     return 0;
 error:
+    api_listen_close(srv->listener);
+    stop_loops(srv);
     api_jobs_destroy(srv->jobs);
     api_settler_destroy(srv->settler);
     api_conns_destroy(srv->conns);
@@ -596,7 +639,8 @@ void api_server_destroy(struct api_server *srv)
      */
     api_work_drain(srv->work);
     api_pwhash_drain(srv->pwhash);
-    MHD_stop_daemon(srv->daemon);
+    api_listen_close(srv->listener);
+    stop_loops(srv);
     api_conns_destroy(srv->conns);
     api_hot_destroy(srv->hot);
     api_work_destroy(srv->work);

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <jansson.h>
@@ -418,6 +419,37 @@ void api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
  * pool do not count: the loop goes on reading meanwhile.
  */
 void api_conn_handler(struct api_conns *c, struct MHD_Connection *conn, int enter);
+/* Event loops a server runs at most (conf->threads). */
+#define API_LOOPS_MAX 256
+
+/*
+ * Open connections per event loop: fills count[0..max) in the order the
+ * loops were first seen, returns how many loops have been seen.
+ */
+uint32_t api_conns_loops(struct api_conns *c, uint32_t *count, uint32_t max);
+uint32_t api_server_loops(struct api_server *srv, uint32_t *count, uint32_t max);
+
+/*
+ * The loops (one daemon each, first to last) take slots 0..n-1 in that
+ * order; call before any connection. Then api_conns_closed() is how many
+ * connections loop i has closed.
+ */
+void api_conns_set_loops(struct api_conns *c, struct MHD_Daemon *const *loop,
+                         uint32_t n);
+uint64_t api_conns_closed(struct api_conns *c, uint32_t i);
+
+/*
+ * api_listen.c: the listening socket (bound and listening on open) and the
+ * thread that accepts on it and adds each connection to the loop with the
+ * fewest open ones (loop[], whose slots conns knows). close stops the
+ * thread, refuses new connections and closes the socket; it accepts NULL.
+ */
+struct api_listener;
+int api_listen_open(const struct sockaddr_in *addr, struct api_listener **out);
+int api_listen_run(struct api_listener *l, struct MHD_Daemon **loop, uint32_t nloop,
+                   struct api_conns *conns);
+void api_listen_close(struct api_listener *l);
+uint16_t api_listen_port(const struct api_listener *l);
 void api_conns_stats(struct api_conns *c, uint64_t *open, uint64_t *reaped,
                      uint64_t *refused);
 /*

@@ -68,6 +68,7 @@ void api_h_metrics(struct api_req *req)
     size_t len = 0;
     const struct api_limits *lim = &api_server_conf(req->srv)->limits;
     uint64_t inflight, done, refused, open, reaped, capped;
+    uint32_t loop[API_LOOPS_MAX], nloop;
     struct api_work_stats ws;
     FILE *f;
 
@@ -278,6 +279,13 @@ void api_h_metrics(struct api_req *req)
         "%" PRIu64 "\n",
         name, inflight, name, done, name, refused, name, open, name, reaped, name,
         capped);
+    nloop = api_server_loops(req->srv, loop, API_LOOPS_MAX);
+    fprintf(f, "# HELP betcity_http_loop_connections Open client connections per event "
+               "loop (in the order the loops took their first one).\n"
+               "# TYPE betcity_http_loop_connections gauge\n");
+    for (uint32_t i = 0; i < nloop && i < API_LOOPS_MAX; i++)
+        fprintf(f, "betcity_http_loop_connections{instance=\"%s\",loop=\"%u\"} %u\n",
+                name, i, loop[i]);
     fprintf(f,
             "# HELP betcity_work_requests Requests on the worker pool: waiting for a "
             "worker (queued), on one (running), waiting for the same user's earlier "

@@ -1,0 +1,156 @@
+/*
+ * test_api_listen.c: the acceptor deals connections out over the event
+ * loops evenly, whatever their socket numbers, keeps doing so as
+ * connections close, and the server stops with connections open.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "api/api_int.h"
+
+#define LOOPS 4
+
+static struct api_server *server(uint32_t threads)
+{
+    struct api_conf conf;
+    struct api_server *srv;
+
+    api_conf_init(&conf);
+    conf.port = 0;
+    conf.threads = threads;
+    memset(conf.secret, 3, sizeof(conf.secret));
+    assert_int_equal(api_server_create(&conf, NULL, &srv), 0);
+    assert_int_not_equal(api_server_port(srv), 0);
+    return srv;
+}
+
+/* A connection that has had one GET /healthz answered (so a loop holds it). */
+static int client(uint16_t port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    struct timeval tv = {.tv_sec = 5};
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    char buf[512];
+    ssize_t n;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(write(fd, req, sizeof(req) - 1), (ssize_t)(sizeof(req) - 1));
+    n = read(fd, buf, sizeof(buf) - 1);
+    assert_true(n > 12);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    return fd;
+}
+
+/* Loop counts once they add up to want (closes are seen a little later). */
+static uint32_t loops_when(struct api_server *srv, uint32_t *count, uint32_t want)
+{
+    uint32_t n = 0, sum = ~0u;
+
+    for (int tries = 0; tries < 500 && sum != want; tries++) {
+        struct timespec ts = {.tv_nsec = 10 * 1000000L};
+        n = api_server_loops(srv, count, LOOPS);
+        sum = 0;
+        for (uint32_t i = 0; i < n && i < LOOPS; i++)
+            sum += count[i];
+        if (sum != want)
+            nanosleep(&ts, NULL);
+    }
+    assert_int_equal(sum, want);
+    return n;
+}
+
+static void test_connections_spread_evenly(void **state)
+{
+    struct api_server *srv = server(LOOPS);
+    uint32_t count[LOOPS];
+    int fd[42], extra[3];
+    (void)state;
+
+    /*
+     * The test holds both ends of each connection in one process, so the
+     * server's sockets get every other number: spread by number would put
+     * them on two loops of four.
+     */
+    for (int i = 0; i < 42; i++)
+        fd[i] = client(api_server_port(srv));
+    assert_int_equal(loops_when(srv, count, 42), LOOPS);
+    for (int i = 0; i < LOOPS; i++)
+        if (count[i] < 10 || count[i] > 11)
+            fail_msg("loop %d holds %u of 42 connections", i, count[i]);
+
+    /* Every third one closes: the next ones fill the loops that lost most. */
+    for (int i = 0; i < 42; i += 3) {
+        close(fd[i]);
+        fd[i] = -1;
+    }
+    loops_when(srv, count, 28);
+    for (int i = 0; i < 3; i++)
+        extra[i] = client(api_server_port(srv));
+    loops_when(srv, count, 31);
+    {
+        uint32_t lo = count[0], hi = count[0];
+        for (int i = 1; i < LOOPS; i++) {
+            lo = count[i] < lo ? count[i] : lo;
+            hi = count[i] > hi ? count[i] : hi;
+        }
+        /* 14 closed anywhere; 3 new ones went to the emptiest loops. */
+        if (hi - lo > 5)
+            fail_msg("loops hold %u to %u connections after closes", lo, hi);
+    }
+    /* Stops with connections still open. */
+    api_server_destroy(srv);
+    for (int i = 0; i < 42; i++)
+        if (fd[i] >= 0)
+            close(fd[i]);
+    for (int i = 0; i < 3; i++)
+        close(extra[i]);
+}
+
+static void test_port_in_use_is_refused(void **state)
+{
+    struct api_server *second;
+    struct api_conf conf;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    socklen_t len = sizeof(sa);
+    (void)state;
+
+    /* A port held by a socket without SO_REUSEPORT cannot be shared. */
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 1), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    api_conf_init(&conf);
+    conf.port = ntohs(sa.sin_port);
+    conf.threads = 1;
+    assert_int_equal(api_server_create(&conf, NULL, &second), -EADDRINUSE);
+    close(fd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connections_spread_evenly),
+        cmocka_unit_test(test_port_in_use_is_refused),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
