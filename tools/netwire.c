@@ -3,8 +3,8 @@
  * in user space, for the local stack's network namespaces (tools/devstack,
  * BC_NETNS=1) where the kernel has no sch_netem to delay a veth pair.
  *
- *   netwire [--delay-us US] [--queue PACKETS] [--rt-priority P] [--pidfile FILE]
- *           [--daemon] DEV NETNS PEER_DEV
+ *   netwire [--delay-us US] [--queue PACKETS] [--pidfile FILE] [--daemon]
+ *           DEV NETNS PEER_DEV
  *
  * Creates the TUN device DEV (layer 3, no packet information) in the network
  * namespace it runs in, and the TUN device PEER_DEV in the network namespace
@@ -23,17 +23,14 @@
  * exits, or is killed. Packets of up to 2047 bytes pass (the devices' MTU is
  * 1500); longer ones are dropped.
  *
- * A packet's US are counted from when netwire reads it. Its timer wakes it
- * late by tens of microseconds (more in a virtual machine): it wakes that
- * much early (the recent average, at most a fifth of US or 100 us) and sends
- * what is due by then, so that packets leave at their due time on average.
+ * A packet's US are counted from when netwire reads it. The timer that
+ * wakes netwire for it comes late, by tens of microseconds (about 0.1 ms in
+ * a virtual machine): netwire sets it early by the median of its recent
+ * lateness (at most half of US, at most 200 us) and sends what is due by
+ * the time it wakes, so that half the packets leave by their due time.
  * Reading a packet costs a wake-up too, which nothing corrects: the link's
- * one-way time is US plus that. Under a normal scheduling policy that
- * wake-up may wait for the CPU behind whatever runs (0.1 ms and more on a
- * busy machine); --rt-priority P (1..99) runs it SCHED_FIFO at P instead, as
- * a NIC does not wait for a CPU: it sleeps whenever no packet is due, so it
- * takes little CPU from the rest. Without the privilege it warns and runs
- * on under the normal policy.
+ * one-way time is US plus that (tens of microseconds, more on a busy
+ * machine).
  *
  * --pidfile FILE   the running process's pid, removed when it exits
  * --daemon         run in the background (new session, stdin /dev/null,
@@ -72,13 +69,14 @@
 #define SLOT_SIZE 2048        /* bytes a queued packet may take; longer: dropped */
 #define READ_BATCH 64         /* packets read from one device before flushing */
 #define DELAY_US_MAX 10000000 /* 10 s */
-#define EARLY_MAX_NS 100000   /* the most the timer is set early */
+#define EARLY_MAX_NS 200000   /* the most the timer is set early */
+#define EARLY_STEP_NS 2000    /* how far one wake-up moves that */
 #define QUEUE_MAX 100000
 #define NS_PER_US UINT64_C(1000)
 #define NS_PER_S UINT64_C(1000000000)
 
 struct opts {
-    long delay_us, queue, rt_priority;
+    long delay_us, queue;
     int daemon;
     const char *pidfile;  /* ref in argv */
     const char *dev;      /* ref in argv */
@@ -101,10 +99,16 @@ struct dir {
     int64_t late_max;   /* the most a packet left after its due time, ns */
 };
 
-/* The loop's timer: when it woke late, and how early it is set for that. */
+/* The loop's timer: how early it is set, for it wakes late. */
 struct timer {
-    uint64_t early_ns; /* average lateness of the wake-ups, at most max_ns */
-    uint64_t max_ns;   /* EARLY_MAX_NS, or a fifth of the delay if less */
+    uint64_t early_ns; /* the median lateness of the wake-ups, at most max_ns */
+    uint64_t max_ns;   /* EARLY_MAX_NS, or half the delay if less */
+};
+
+/* Both directions and the timer. */
+struct wire {
+    struct dir d[2];
+    struct timer t;
 };
 
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -133,12 +137,12 @@ static uint64_t mono_ns(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: %s [--delay-us US] [--queue PACKETS] [--rt-priority P]\n"
-            "       %*s [--pidfile FILE] [--daemon] DEV NETNS PEER_DEV\n"
+            "usage: %s [--delay-us US] [--queue PACKETS] [--pidfile FILE] [--daemon]\n"
+            "       %*s DEV NETNS PEER_DEV\n"
             "Creates the TUN device DEV here and PEER_DEV in network namespace NETNS\n"
             "(a name under /run/netns, or a path), and forwards the packets between\n"
             "them after US microseconds each way (default 250), at most PACKETS in\n"
-            "flight each way (default 1000); SCHED_FIFO at priority P if given.\n",
+            "flight each way (default 1000).\n",
             PROG, (int)strlen(PROG), "");
 }
 
@@ -180,7 +184,6 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     static const struct option lopts[] = {
         {"delay-us", required_argument, NULL, 'd'},
         {"queue", required_argument, NULL, 'q'},
-        {"rt-priority", required_argument, NULL, 'r'},
         {"pidfile", required_argument, NULL, 'p'},
         {"daemon", no_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
@@ -199,9 +202,6 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             break;
         case 'q':
             bad |= num("--queue", optarg, 1, QUEUE_MAX, &o->queue);
-            break;
-        case 'r':
-            bad |= num("--rt-priority", optarg, 1, 99, &o->rt_priority);
             break;
         case 'p':
             if (optarg[0] == '\0') {
@@ -381,9 +381,12 @@ static void daemon_ready(int fd)
 
 /* ---------------------------------------------------------------- the wire */
 
-static void log_counters(const struct dir *d, int ndir)
+static void log_counters(const struct wire *w)
 {
-    for (int i = 0; i < ndir; i++)
+    const struct dir *d = w->d;
+
+    logmsg("timer set %.1f us early", (double)w->t.early_ns / 1e3);
+    for (int i = 0; i < 2; i++)
         logmsg("%s -> %s: %" PRIu64 " packets read, %" PRIu64 " sent (%+.1f us from "
                "their due time on average, at most %.1f us late), %" PRIu64
                " dropped (queue full), %" PRIu64 " too long, %" PRIu64
@@ -452,31 +455,32 @@ static int read_some(struct dir *d, uint64_t delay_ns)
     return 0;
 }
 
-/* After a wake-up by the timeout, set for want: learns how late it came. A
- * sample is capped, so that one stall (the machine busy) moves the average
- * by little. */
+/* After a wake-up by the timeout, set for want: moves early_ns a step
+ * towards how late it came, a running median that one stall (the machine
+ * busy) moves by one step only. */
 static void timer_woke(struct timer *t, uint64_t want, uint64_t now)
 {
     uint64_t late = now > want ? now - want : 0;
 
-    if (late > 2 * t->max_ns)
-        late = 2 * t->max_ns;
-    /* An average over about the last 8 wake-ups. */
-    t->early_ns = (t->early_ns * 7 + late) / 8;
+    if (late > t->early_ns)
+        t->early_ns += EARLY_STEP_NS;
+    else if (late < t->early_ns)
+        t->early_ns -= t->early_ns < EARLY_STEP_NS ? t->early_ns : EARLY_STEP_NS;
     if (t->early_ns > t->max_ns)
         t->early_ns = t->max_ns;
 }
 
 /* Forwards until a signal ends it. 0 on SIGTERM/SIGINT/SIGHUP, -errno when a
  * device or the loop failed. */
-static int run(struct dir *d, int sigfd, uint64_t delay_ns)
+static int run(struct wire *w, int sigfd, uint64_t delay_ns)
 {
+    struct dir *d = w->d;
+    struct timer *t = &w->t;
     struct epoll_event ev[4];
-    struct timer t = {.early_ns = 0, .max_ns = delay_ns / 5};
     int ep, err = 0;
 
-    if (t.max_ns > EARLY_MAX_NS)
-        t.max_ns = EARLY_MAX_NS;
+    t->early_ns = 0;
+    t->max_ns = delay_ns / 2 < EARLY_MAX_NS ? delay_ns / 2 : EARLY_MAX_NS;
 
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
@@ -496,15 +500,15 @@ static int run(struct dir *d, int sigfd, uint64_t delay_ns)
         int n;
 
         /* What the timer would wake for too late is sent now. */
-        flush_due(&d[0], now + t.early_ns, now);
-        flush_due(&d[1], now + t.early_ns, now);
+        flush_due(&d[0], now + t->early_ns, now);
+        flush_due(&d[1], now + t->early_ns, now);
         next = netwire_queue_next_due(&d[0].q);
         if (netwire_queue_next_due(&d[1].q) < next)
             next = netwire_queue_next_due(&d[1].q);
         if (next != UINT64_MAX) {
             uint64_t wait;
 
-            want = next - t.early_ns;
+            want = next - t->early_ns;
             wait = want > now ? want - now : 0;
             ts.tv_sec = (time_t)(wait / NS_PER_S);
             ts.tv_nsec = (long)(wait % NS_PER_S);
@@ -517,7 +521,7 @@ static int run(struct dir *d, int sigfd, uint64_t delay_ns)
             goto error;
         }
         if (n == 0 && timeout != NULL)
-            timer_woke(&t, want, mono_ns());
+            timer_woke(t, want, mono_ns());
         for (int i = 0; i < n; i++) {
             uint32_t k = ev[i].data.u32;
 
@@ -527,7 +531,7 @@ static int run(struct dir *d, int sigfd, uint64_t delay_ns)
                 if (read(sigfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
                     continue;
                 if (si.ssi_signo == SIGUSR1) {
-                    log_counters(d, 2);
+                    log_counters(w);
                     continue;
                 }
                 logmsg("signal %u: stopping", si.ssi_signo);
@@ -557,12 +561,13 @@ out:
 int main(int argc, char **argv)
 {
     struct opts o;
-    struct dir d[2];
+    struct wire w;
+    struct dir *d = w.d;
     int r, fd_dev = -1, fd_peer = -1, sigfd = -1, ready = -1, status = 1;
     const char *what;
     sigset_t sigs;
 
-    memset(d, 0, sizeof(d));
+    memset(&w, 0, sizeof(w));
     r = parse_opts(argc, argv, &o);
     if (r != 0) {
         usage(r > 0 ? stdout : stderr);
@@ -584,14 +589,6 @@ int main(int argc, char **argv)
     }
     /* Wake-ups at the due time, not up to 50 us later (the default slack). */
     prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
-    if (o.rt_priority > 0) {
-        struct sched_param sp = {.sched_priority = (int)o.rt_priority};
-
-        if (sched_setscheduler(0, SCHED_FIFO, &sp) < 0)
-            logmsg("warning: SCHED_FIFO at priority %ld: %s: running under the "
-                   "normal policy",
-                   o.rt_priority, strerror(errno));
-    }
 
     fd_dev = tun_create(o.dev);
     if (fd_dev < 0) {
@@ -630,15 +627,13 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    logmsg("%s <-> %s in %s: %ld us each way, at most %ld packets in flight each "
-           "way%s",
-           o.dev, o.peer_dev, o.netns_path, o.delay_us, o.queue,
-           sched_getscheduler(0) == SCHED_FIFO ? ", SCHED_FIFO" : "");
+    logmsg("%s <-> %s in %s: %ld us each way, at most %ld packets in flight each way",
+           o.dev, o.peer_dev, o.netns_path, o.delay_us, o.queue);
     daemon_ready(ready);
     ready = -1;
 
-    r = run(d, sigfd, (uint64_t)o.delay_us * NS_PER_US);
-    log_counters(d, 2);
+    r = run(&w, sigfd, (uint64_t)o.delay_us * NS_PER_US);
+    log_counters(&w);
     status = r < 0 ? 1 : 0;
     if (o.pidfile != NULL)
         unlink(o.pidfile);
