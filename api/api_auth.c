@@ -209,6 +209,7 @@ int api_token_check(struct api_server *srv, const char *token, struct api_auth *
     auth->user_id = uid;
     auth->company_id = cid;
     auth->role = role;
+    auth->expires = exp;
     return 0;
 }
 

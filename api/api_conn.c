@@ -16,7 +16,7 @@
  * so the reaper never touches a descriptor that was reused.
  *
  * Each connection also lends the storage of its current request
- * (api_conn_req()).
+ * (api_conn_req()), and keeps the last token verified on it (the memo).
  *
  * The cap counts the connections of each peer address except trusted
  * proxies (HAProxy is one address for all its clients: it has limits of its
@@ -52,6 +52,7 @@ struct api_conn {
      * requests cost no allocation of ours.
      */
     struct api_req req;
+    struct api_token_memo memo; /* kept from one request to the next */
 };
 
 #define MAX_WORKERS API_LOOPS_MAX
@@ -307,6 +308,7 @@ struct api_req *api_conn_req(struct api_conns *c, struct MHD_Connection *conn)
     if (k == NULL)
         return NULL;
     memset(&k->req, 0, sizeof(k->req));
+    k->req.memo = &k->memo;
     return &k->req;
 }
 

@@ -33,6 +33,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ struct api_server {
     struct MHD_Daemon **loop; /* a daemon per event loop */
     uint32_t nloop;
     struct api_listener *listener; /* the socket and the thread that accepts */
+    atomic_uint_fast64_t nverify;  /* tokens verified by their HMAC */
     struct api_metrics *metrics;
     struct api_pwhash *pwhash; /* the password-hash queue and its threads */
     struct api_work *work;     /* the workers that run handlers off the loops */
@@ -129,6 +131,16 @@ void api_conns_of(struct api_server *srv, uint64_t *open, uint64_t *reaped,
                   uint64_t *refused)
 {
     api_conns_stats(srv->conns, open, reaped, refused);
+}
+
+void api_server_count_verify(struct api_server *srv)
+{
+    atomic_fetch_add_explicit(&srv->nverify, 1, memory_order_relaxed);
+}
+
+uint64_t api_server_verifies(struct api_server *srv)
+{
+    return atomic_load_explicit(&srv->nverify, memory_order_relaxed);
 }
 
 uint32_t api_server_loops(struct api_server *srv, uint32_t *count, uint32_t max)
@@ -478,9 +490,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
         /* The URL is decoded: a %0A in it must not start a line of its own. */
         api_log_escape(req->method, method, sizeof(method));
         api_log_escape(req->url, url, sizeof(url));
-        fprintf(srv->conf.access_log, "%s %s %s %s %d %.3fms%s\n", srv->conf.name,
-                req->client, method, url, req->status, (double)us / 1000.0,
-                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
+        api_access_log(srv->conf.access_log, "%s %s %s %s %d %.3fms%s\n",
+                       srv->conf.name, req->client, method, url, req->status,
+                       (double)us / 1000.0,
+                       toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
     }
     free(req->job); /* a suspended request is never completed: no job runs now */
     free(req->body);

@@ -69,7 +69,20 @@ struct api_auth {
     int ok;
     uint64_t user_id;
     uint64_t company_id;
-    int role; /* enum api_role, as signed into the token */
+    int role;        /* enum api_role, as signed into the token */
+    int64_t expires; /* Unix seconds, as signed into the token */
+};
+
+/*
+ * The last token verified on a connection and what it said: the next
+ * request with the same bytes is checked by a compare and the expiry, not
+ * by its HMAC again (api_dispatch.c). Longer tokens are not kept.
+ */
+#define API_TOKEN_MEMO_MAX 256
+struct api_token_memo {
+    size_t len; /* 0: none */
+    char token[API_TOKEN_MEMO_MAX];
+    struct api_auth auth;
 };
 
 struct api_header {
@@ -111,7 +124,8 @@ struct api_req {
     json_t *json; /* owned: a JSON route's body, an object */
     const char *image_type; /* static: an image route's checked type */
     struct api_auth auth;
-    int role, role_known; /* the caller's role as api_caller_role() read it */
+    struct api_token_memo *memo; /* its connection's (api_conn_req()), or NULL */
+    int role, role_known;        /* the caller's role as api_caller_role() read it */
     int64_t start_us;
     /* The client: the TCP peer, or the last X-Forwarded-For hop of a trusted proxy. */
     char client[16];    /* dotted IPv4 */
@@ -495,6 +509,19 @@ void api_dispatch_rest(struct api_req *req);
 struct api_pwhash_job *api_req_hash(struct api_req *req,
                                     void (*then)(struct api_req *));
 struct api_pwhash *api_server_pwhash(struct api_server *srv);
+/*
+ * api_log.c: a line of the access log (f: conf->access_log) into this
+ * thread's buffer; flush writes every thread's buffer out; release (when no
+ * thread logs any more) flushes and frees them.
+ */
+void api_access_log(FILE *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void api_access_log_flush(void);
+void api_access_log_release(void);
+
+/* Tokens whose HMAC was verified (not answered from a connection's memo). */
+void api_server_count_verify(struct api_server *srv);
+uint64_t api_server_verifies(struct api_server *srv);
 struct api_work *api_server_work(struct api_server *srv);
 struct api_hot *api_server_hot(struct api_server *srv);
 /*

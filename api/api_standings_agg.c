@@ -47,14 +47,16 @@
 
 /*
  * Each user of the batch (ranked ones) with the points his bets of the
- * batch give him, d; match, lo, hi. Read after the users' points were
+ * batch give him, d, twice (k.s = 1 and -1, so that one read of the batch
+ * makes both rows); match, lo, hi. Read after the users' points were
  * moved: u.points is the new figure, u.points - d the old one.
  */
 #define BATCH_USERS                                                                    \
     "FROM (SELECT b.user_id, SUM(" BET_POINTS ") AS d FROM %S.bets b FORCE INDEX "     \
     "(match_open) WHERE b.match_id = %u AND b.status = 'open' AND b.id BETWEEN %u "    \
-    "AND %u GROUP BY b.user_id) x STRAIGHT_JOIN %S.users u ON u.id = x.user_id WHERE " \
-    "x.d <> 0 AND u.role <> 'platform_admin'"
+    "AND %u GROUP BY b.user_id) x STRAIGHT_JOIN %S.users u ON u.id = x.user_id "       \
+    "STRAIGHT_JOIN (SELECT 1 AS s UNION ALL SELECT -1) k WHERE x.d <> 0 AND u.role "   \
+    "<> 'platform_admin'"
 
 int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
                         uint64_t lo_id, uint64_t hi_id)
@@ -91,13 +93,12 @@ int api_standings_batch(struct router_txn *txn, uint64_t match, const char *resu
         rc = router_txn_exec(
             txn, NULL,
             "INSERT INTO %S.standings_points (company_id, points, members) SELECT "
-            "company_id, pts, SUM(c) FROM (SELECT u.company_id, u.points AS pts, 1 AS "
-            "c " BATCH_USERS
-            " UNION ALL SELECT u.company_id, u.points - x.d, -1 " BATCH_USERS
-            ") t GROUP BY company_id, pts HAVING SUM(c) <> 0 ORDER BY "
-            "company_id, pts ON DUPLICATE KEY UPDATE members = members + "
+            "u.company_id, IF(k.s = 1, u.points, u.points - x.d) AS pts, "
+            "SUM(k.s) " BATCH_USERS
+            " GROUP BY u.company_id, pts HAVING SUM(k.s) <> 0 ORDER BY "
+            "u.company_id, pts ON DUPLICATE KEY UPDATE members = members + "
             "VALUES(members)",
-            result, result, match, lo_id, hi_id, result, result, match, lo_id, hi_id);
+            result, result, match, lo_id, hi_id);
     return rc;
 }
 

@@ -25,8 +25,10 @@
 static atomic_int log_stop;
 
 /*
- * The access log is fully buffered (one write per 64 KiB, not per request)
- * and flushed four times a second, so log lines are at most 250 ms late.
+ * The log is fully buffered: the access log per thread (api_log.c), the
+ * server's own lines in stderr's 64 KiB buffer, one write each when full,
+ * not per line. Both are flushed four times a second, so log lines are at
+ * most 250 ms late.
  */
 static void *log_flusher(void *arg)
 {
@@ -34,6 +36,7 @@ static void *log_flusher(void *arg)
     while (!atomic_load(&log_stop)) {
         usleep(250000);
         fflush(stderr);
+        api_access_log_flush();
     }
     return NULL;
 }
@@ -256,5 +259,6 @@ out:
     if (have_flusher)
         pthread_join(flusher, NULL);
     fflush(stderr);
+    api_access_log_release();
     return rc < 0 ? 1 : 0;
 }

@@ -1,7 +1,11 @@
-"""POST /v1/auth/signup, POST /v1/auth/login and tokens (forged, tampered, expired)."""
+"""POST /v1/auth/signup, POST /v1/auth/login and tokens (forged, tampered, expired, and
+the token a connection keeps verified)."""
 
+import http.client
+import re
 import time
 import unittest
+import urllib.parse
 
 import stack
 from fixtures import (ID_RE, PASSWORD, api, b64url, key_id, make_token, new_company, new_team,
@@ -247,6 +251,62 @@ class TestTokens(unittest.TestCase):
         import base64
         payload = self.token.split(".")[0]
         return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode().split(":")
+
+class TestTokenMemo(unittest.TestCase):
+    """A connection keeps the last token it verified: the same token again
+    costs no HMAC (betcity_token_verifications_total does not move), a
+    different one is verified on its own, and the memo never outlives the
+    token's expiry."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.co = new_company()
+        cls.u = signup(cls.co)
+        cls.url = stack.get().api_urls[0]
+
+    def verifications(self):
+        from client import Client
+        text = Client(self.url).get("/metrics").expect(200).body.decode()
+        m = re.search(r"^betcity_token_verifications_total\{[^}]*\} (\d+)$", text, re.M)
+        self.assertIsNotNone(m, "no betcity_token_verifications_total in /metrics")
+        return int(m.group(1))
+
+    def connection(self):
+        u = urllib.parse.urlsplit(self.url)
+        return http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+
+    def me(self, conn, token):
+        conn.request("GET", "/v1/me", headers={"Authorization": "Bearer " + token})
+        r = conn.getresponse()
+        r.read()
+        return r.status
+
+    def test_same_token_verified_once_per_connection(self):
+        conn = self.connection()
+        try:
+            before = self.verifications()
+            for i in range(5):
+                self.assertEqual(self.me(conn, self.u.client.token), 200, "request %d" % i)
+            self.assertEqual(self.verifications() - before, 1, "5 requests with one token on one connection")
+            payload, sig = self.u.client.token.split(".")
+            self.assertEqual(self.me(conn, payload + "." + tamper(sig, 3)), 401, "a tampered token after a good one")
+            self.assertEqual(self.me(conn, self.u.client.token), 200, "the good one again")
+        finally:
+            conn.close()
+
+    def test_memo_ends_with_the_token(self):
+        s = stack.get()
+        if not s.dir:
+            self.skipTest("needs BC_STACK_DIR (the token key)")
+        expiry = int(time.time()) + 2
+        short = make_token(s.secret(), self.u.id, self.co["id"], 0, expiry)
+        conn = self.connection()
+        try:
+            self.assertEqual(self.me(conn, short), 200)
+            time.sleep(max(0.0, expiry - time.time()) + 0.5)
+            self.assertEqual(self.me(conn, short), 401, "the token expired while its connection kept it")
+        finally:
+            conn.close()
 
 
 if __name__ == "__main__":

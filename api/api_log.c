@@ -1,0 +1,125 @@
+/*
+ * api_log.c: the access log, buffered per thread.
+ *
+ * Every thread that completes requests (an event loop) writes its lines
+ * into a buffer of its own, under a lock that only the flusher ever
+ * contends: no two loops share a lock, a buffer or a cache line per line
+ * logged. A buffer goes to the file in one write() when it is nearly full,
+ * and every buffer when api_access_log_flush() runs (the server's main
+ * flushes four times a second, and at exit), so a line is at most about
+ * 250 ms late and lines never interleave within one another. Buffers are
+ * registered once per thread and kept until api_access_log_release(), which
+ * runs when no thread logs any more: a loop that stopped may still hold
+ * lines until then.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "api/api_int.h"
+
+#define LOGBUF_SIZE 16384
+/* A line is formatted in place when this much room is left: lines are shorter. */
+#define LINE_MAX_LEN 1024
+
+struct logbuf {
+    pthread_mutex_t lock;
+    struct logbuf *next; /* in the registry, under its lock */
+    int fd;
+    size_t len;
+    char buf[LOGBUF_SIZE];
+};
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct logbuf *registry;
+static _Thread_local struct logbuf *mine;
+
+/* Writes b out; its lock is held. A failed write drops the lines. */
+static void logbuf_out(struct logbuf *b)
+{
+    size_t off = 0;
+
+    while (off < b->len) {
+        ssize_t n = write(b->fd, b->buf + off, b->len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    b->len = 0;
+}
+
+static struct logbuf *logbuf_mine(void)
+{
+    struct logbuf *b = mine;
+
+    if (b != NULL)
+        return b;
+    if ((b = calloc(1, sizeof(*b))) == NULL)
+        return NULL;
+    pthread_mutex_init(&b->lock, NULL);
+    b->fd = -1;
+    pthread_mutex_lock(&registry_lock);
+    b->next = registry;
+    registry = b;
+    pthread_mutex_unlock(&registry_lock);
+    mine = b;
+    return b;
+}
+
+void api_access_log(FILE *f, const char *fmt, ...)
+{
+    struct logbuf *b = logbuf_mine();
+    va_list ap;
+    int n;
+
+    if (b == NULL)
+        return; /* no memory: the line is lost, the request is not */
+    pthread_mutex_lock(&b->lock);
+    if (b->fd != fileno(f) || LOGBUF_SIZE - b->len < LINE_MAX_LEN) {
+        if (b->fd >= 0)
+            logbuf_out(b);
+        b->fd = fileno(f);
+    }
+    va_start(ap, fmt);
+    n = vsnprintf(b->buf + b->len, LOGBUF_SIZE - b->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        b->len +=
+            (size_t)n < LOGBUF_SIZE - b->len ? (size_t)n : LOGBUF_SIZE - b->len - 1;
+    pthread_mutex_unlock(&b->lock);
+}
+
+void api_access_log_flush(void)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (struct logbuf *b = registry; b != NULL; b = b->next) {
+        pthread_mutex_lock(&b->lock);
+        if (b->fd >= 0)
+            logbuf_out(b);
+        pthread_mutex_unlock(&b->lock);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void api_access_log_release(void)
+{
+    struct logbuf *b;
+
+    api_access_log_flush();
+    pthread_mutex_lock(&registry_lock);
+    b = registry;
+    registry = NULL;
+    pthread_mutex_unlock(&registry_lock);
+    while (b != NULL) {
+        struct logbuf *next = b->next;
+        pthread_mutex_destroy(&b->lock);
+        free(b);
+        b = next;
+    }
+    mine = NULL;
+}
