@@ -163,6 +163,7 @@ static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered
     guard_semi_sync(g, gr, best, live_replicas(gr, best), GUARD_SEMI_PROMOTED);
     (void)guard_heartbeat(g, best);
     gr->down_since_ms = 0;
+    gr->nunanswered = 0;
     guard_log("%s: FAILOVER: %s (%s:%u) is the primary, %s fenced; primary unanswered "
               "%" PRId64 " ms, promoted in %" PRId64 " ms (writable after %" PRId64
               " ms, catalog flipped after %" PRId64 " ms), map version %" PRIu64,
@@ -293,12 +294,23 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
 
     if (guard_probe(g, gr, p) == 0) {
         gr->down_since_ms = 0;
+        gr->nunanswered = 0;
     } else if (may_correct) {
+        /*
+         * Unanswered since this probe began, not since the last answer: time
+         * the guard spent elsewhere (a round that waited, another host's
+         * failover) is no time the primary failed to answer. And never on
+         * one probe, which may take longer than down_after_ms (a connect and
+         * two statements, each with its deadline).
+         */
         if (gr->down_since_ms == 0)
-            gr->down_since_ms = p->ok_ms > 0 ? p->ok_ms : now;
+            gr->down_since_ms = now;
+        gr->nunanswered++;
         int64_t since = gr->down_since_ms == -1 ? 0 : gr->down_since_ms;
-        if (gr->down_since_ms == -1 || now - since >= g->conf->down_after_ms)
-            failover(g, gr, gr->down_since_ms == -1 ? -1 : now - since);
+        int64_t unanswered = sql_now_ms() - since;
+        if (gr->down_since_ms == -1 ||
+            (gr->nunanswered >= 2 && unanswered >= g->conf->down_after_ms))
+            failover(g, gr, gr->down_since_ms == -1 ? -1 : unanswered);
         return;
     }
     for (uint32_t k = 0; k < gr->nsrv; k++) {

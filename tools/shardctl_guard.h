@@ -35,10 +35,15 @@ struct guard_group {
     char host[SHARDMAP_NAME_MAX];
     struct guard_server srv[1 + SHARDMAP_MAX_REPLICAS];
     uint32_t nsrv;
-    uint32_t primary;      /* index into srv */
-    uint32_t domain;       /* gtid_domain_id of the group */
-    int64_t down_since_ms; /* primary unanswered since, 0 when it answers, -1 told */
-    int flip_pending;      /* promoted, but the catalog does not say so yet */
+    uint32_t primary; /* index into srv */
+    uint32_t domain;  /* gtid_domain_id of the group */
+    /*
+     * The first unanswered probe of the primary began then; 0 when it
+     * answers, -1 when told there is no replica to promote.
+     */
+    int64_t down_since_ms;
+    uint32_t nunanswered; /* probes of the primary unanswered in a row */
+    int flip_pending;     /* promoted, but the catalog does not say so yet */
     unsigned reported_errno[1 + SHARDMAP_MAX_REPLICAS]; /* replication errors logged */
 };
 
