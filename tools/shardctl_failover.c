@@ -161,7 +161,10 @@ static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered
     }
     best->semi_sync = -1; /* set it either way, and say so */
     guard_semi_sync(g, gr, best, live_replicas(gr, best), GUARD_SEMI_PROMOTED);
-    (void)guard_heartbeat(g, best);
+    /* With semi-sync waiting, the next round writes it once a replica receives. */
+    if (!best->semi_sync)
+        (void)guard_heartbeat(g, gr, best);
+    old->hb_waiting = 0; /* its sessions are killed when it is fenced */
     gr->down_since_ms = 0;
     gr->nunanswered = 0;
     guard_log("%s: FAILOVER: %s (%s:%u) is the primary, %s fenced; primary unanswered "
@@ -357,12 +360,14 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
     if (may_correct && p->c != NULL)
         guard_semi_sync(g, gr, p, live, GUARD_SEMI_ROUND);
     /*
-     * The heartbeat is a write: on a primary whose replicas do not
-     * acknowledge it would wait (and hold up the round); there is no lag to
-     * measure then anyway.
+     * The heartbeat is a write: with semi-sync waiting it commits only when a
+     * replica acknowledges it, so it is written only when a replica receives
+     * p's binlog, as the replica says (live) and as p says (it counts a
+     * semi-sync client); there is no lag to measure otherwise anyway.
+     * guard_heartbeat bounds it all the same (a replica cut off just now).
      */
-    if (p->c != NULL && (live > 0 || !p->semi_sync))
-        (void)guard_heartbeat(g, p);
+    if (p->c != NULL && (!p->semi_sync || (live > 0 && p->semi_clients > 0)))
+        (void)guard_heartbeat(g, gr, p);
 }
 
 void guard_tick(struct guard *g)

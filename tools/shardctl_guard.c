@@ -97,16 +97,36 @@ void guard_deinit(struct guard *g)
 {
     for (uint32_t i = 0; i < g->ngroup; i++)
         for (uint32_t k = 0; k < g->group[i].nsrv; k++)
-            sql_conn_close(g->group[i].srv[k].c);
+            guard_drop(&g->group[i].srv[k]);
     free(g->group);
     memset(g, 0, sizeof(*g));
+}
+
+uint32_t guard_probe_ms(const struct guard *g)
+{
+    /*
+     * A probe is short: a server that answers nothing (cut off, hung) is
+     * known within half of down_after_ms, not after the 2 s the guard gives
+     * its other statements (a replica applying, CHANGE MASTER).
+     */
+    uint32_t ms = g->conf->down_after_ms / 2;
+
+    return ms < 200 ? 200 : ms > 2000 ? 2000 : ms;
+}
+
+static uint32_t connect_ms(const struct guard *g)
+{
+    if (g->conf->probe_ms >= 500)
+        return 500;
+    return g->conf->probe_ms < 100 ? 100 : g->conf->probe_ms;
 }
 
 /* An open connection to s (the operator account, several statements a call). */
 int guard_connect(struct guard *g, struct guard_group *gr, struct guard_server *s)
 {
-    struct sql_conn_opts opts = {
-        .connect_timeout_ms = 500, .query_timeout_ms = 2000, .multi_statements = 1};
+    struct sql_conn_opts opts = {.connect_timeout_ms = connect_ms(g),
+                                 .query_timeout_ms = 2000,
+                                 .multi_statements = 1};
     struct sql_endpoint ep;
     int rc;
 
@@ -116,36 +136,106 @@ int guard_connect(struct guard *g, struct guard_group *gr, struct guard_server *
     if (rc < 0)
         return rc;
     snprintf(ep.name, sizeof(ep.name), "%s", s->name);
-    if (g->conf->probe_ms < 500)
-        opts.connect_timeout_ms = g->conf->probe_ms < 100 ? 100 : g->conf->probe_ms;
     return sql_conn_open(&ep, &opts, &s->c);
+}
+
+/*
+ * s's aux connection, opened unless it is open; after a connect that
+ * failed, none is tried for down_after_ms (a round must not wait for a
+ * connect each time). Its statements have the probe's deadline.
+ */
+static int aux_connect(struct guard *g, struct guard_group *gr, struct guard_server *s)
+{
+    struct sql_conn_opts opts = {.connect_timeout_ms = connect_ms(g),
+                                 .query_timeout_ms = guard_probe_ms(g)};
+    struct sql_endpoint ep;
+    int64_t now = sql_now_ms();
+    char id[24];
+    int rc;
+
+    if (s->aux != NULL)
+        return 0;
+    if (now < s->aux_retry_ms) {
+        sql_set_error("server %s: its second connection failed just now", s->name);
+        return BC_EDOWN;
+    }
+    rc = sql_endpoint_of(g->conf, gr->host, s->addr, s->port, &ep);
+    if (rc == 0) {
+        snprintf(ep.name, sizeof(ep.name), "%s", s->name);
+        rc = sql_conn_open(&ep, &opts, &s->aux);
+    }
+    if (rc == 0) {
+        rc = sql_value(s->aux, id, sizeof(id), "SELECT CONNECTION_ID()");
+        if (rc == 1) {
+            s->aux_id = (uint32_t)strtoul(id, NULL, 10);
+            return 0;
+        }
+        if (rc == 0)
+            rc = BC_EQUERY;
+    }
+    sql_conn_close(s->aux);
+    s->aux = NULL;
+    s->aux_retry_ms = now + g->conf->down_after_ms;
+    return rc;
 }
 
 void guard_drop(struct guard_server *s)
 {
     sql_conn_close(s->c);
     s->c = NULL;
+    sql_conn_close(s->aux);
+    s->aux = NULL;
+}
+
+/* Runs a statement on *cp; a failure that broke the connection closes it. */
+static int exec_on(struct sql_conn **cp, const char *name, struct sql_rows *rows,
+                   const char *fmt, va_list ap)
+{
+    struct sql_buf b = {0};
+    int rc;
+
+    if (*cp == NULL) {
+        sql_set_error("server %s: not connected", name);
+        return BC_EDOWN;
+    }
+    rc = sql_vformat(&b, NULL, 0, fmt, ap);
+    if (rc == 0)
+        rc = sql_query(*cp, b.buf, b.len, rows);
+    sql_buf_deinit(&b);
+    if (rc < 0 && sql_conn_broken(*cp)) {
+        sql_conn_close(*cp);
+        *cp = NULL;
+    }
+    return rc;
 }
 
 /* Runs a statement on s; a failure that broke the connection drops it. */
 int guard_exec(struct guard_server *s, struct sql_rows *rows, const char *fmt, ...)
 {
-    struct sql_buf b = {0};
+    va_list ap;
+    int rc;
+    int was_open = s->c != NULL;
+
+    va_start(ap, fmt);
+    rc = exec_on(&s->c, s->name, rows, fmt, ap);
+    va_end(ap);
+    if (was_open && s->c == NULL)
+        guard_drop(s); /* its aux too: the server is gone, or lost to us */
+    return rc;
+}
+
+int guard_aux_exec(struct guard *g, struct guard_group *gr, struct guard_server *s,
+                   struct sql_rows *rows, const char *fmt, ...)
+{
     va_list ap;
     int rc;
 
-    if (s->c == NULL) {
-        sql_set_error("server %s: not connected", s->name);
-        return BC_EDOWN;
-    }
+    rc = aux_connect(g, gr, s);
+    if (rc < 0)
+        return rc;
     va_start(ap, fmt);
-    rc = sql_vformat(&b, NULL, 0, fmt, ap);
+    rc = exec_on(&s->aux, s->name, rows, fmt, ap);
     va_end(ap);
-    if (rc == 0)
-        rc = sql_query(s->c, b.buf, b.len, rows);
-    sql_buf_deinit(&b);
-    if (rc < 0 && sql_conn_broken(s->c))
-        guard_drop(s);
     return rc;
 }
 
@@ -179,25 +269,21 @@ uint64_t guard_gtid_seq(const char *list, uint32_t domain)
 int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s)
 {
     struct sql_rows rows = {0};
-    /*
-     * A probe is short: a server that answers nothing (cut off, hung) is
-     * known within half of down_after_ms, not after the 2 s the guard gives
-     * its other statements (a replica applying, CHANGE MASTER).
-     */
-    uint32_t probe_ms = g->conf->down_after_ms / 2;
     int rc;
 
-    if (probe_ms < 200)
-        probe_ms = 200;
-    if (probe_ms > 2000)
-        probe_ms = 2000;
+    /*
+     * Nothing here waits for a commit, an acknowledgement or a lock a
+     * commit holds: a primary whose writes wait for a replica answers it.
+     */
     rc = guard_connect(g, gr, s);
     if (rc == 0) {
-        sql_conn_set_timeout(s->c, probe_ms);
+        sql_conn_set_timeout(s->c, guard_probe_ms(g));
         rc = guard_exec(s, &rows,
                         "SELECT @@global.read_only, @@global.gtid_binlog_pos, "
                         "@@global.gtid_current_pos, @@global.gtid_domain_id, "
-                        "@@global.rpl_semi_sync_master_enabled");
+                        "@@global.rpl_semi_sync_master_enabled, (SELECT variable_value "
+                        "FROM information_schema.GLOBAL_STATUS WHERE variable_name = "
+                        "'RPL_SEMI_SYNC_MASTER_CLIENTS')");
     }
     if (rc == 0) {
         rc = sql_replica_status(s->c, "", &s->repl);
@@ -218,6 +304,8 @@ int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s)
              sql_cell(&rows, 0, 2) ? sql_cell(&rows, 0, 2) : "");
     gr->domain = (uint32_t)strtoul(sql_cell(&rows, 0, 3), NULL, 10);
     s->semi_sync = strcmp(sql_cell(&rows, 0, 4), "0") != 0;
+    s->semi_clients =
+        sql_cell(&rows, 0, 5) ? (uint32_t)strtoul(sql_cell(&rows, 0, 5), NULL, 10) : 0;
     sql_rows_free(&rows);
     s->ok_ms = sql_now_ms();
     return 0;
@@ -430,14 +518,54 @@ void guard_semi_sync(struct guard *g, struct guard_group *gr, struct guard_serve
  * over would be a transaction its successor never gets. SET GLOBAL
  * read_only waits for a statement under way, so the check and the write
  * are one.
+ *
+ * It is a commit, which semi-sync holds until a replica acknowledges it;
+ * the round (tick_group) writes it only when one should, but a replica may
+ * be cut off a moment after it was seen. So it runs on p's aux connection,
+ * never the probes' (a missed deadline breaks a connection, and a primary
+ * that accepts no new connection for a while, as happens when a replica
+ * reconnects, must still answer its probes). One left waiting is not
+ * killed: a killed wait commits without the acknowledgement (a row on one
+ * server); it ends when the replica is back, or with the server's other
+ * sessions if it is fenced. Until it ends, no other is written, so at most
+ * one waits.
  */
-int guard_heartbeat(struct guard *g, struct guard_server *p)
+int guard_heartbeat(struct guard *g, struct guard_group *gr, struct guard_server *p)
 {
-    return guard_exec(p, NULL,
-                      "REPLACE INTO %I.heartbeat (id, ts_ms, server) "
-                      "SELECT 1, CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED), %s "
-                      "FROM DUAL WHERE @@global.read_only = 0",
-                      g->heartbeat_schema, p->name);
+    struct sql_rows rows = {0};
+    uint32_t id;
+    int rc;
+
+    if (p->hb_waiting != 0) {
+        rc = guard_exec(
+            p, &rows,
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE id = %u",
+            (uint64_t)p->hb_waiting);
+        int waits = rc < 0 || rows.nrow != 1 || strcmp(sql_cell(&rows, 0, 0), "0") != 0;
+        sql_rows_free(&rows);
+        if (waits)
+            return 1;
+        guard_log("%s: %s: the heartbeat that waited for an acknowledgement is done",
+                  gr->host, p->name);
+        p->hb_waiting = 0;
+    }
+    rc = aux_connect(g, gr, p);
+    if (rc < 0)
+        return rc;
+    id = p->aux_id;
+    rc = guard_aux_exec(g, gr, p, NULL,
+                        "REPLACE INTO %I.heartbeat (id, ts_ms, server) "
+                        "SELECT 1, CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED), %s "
+                        "FROM DUAL WHERE @@global.read_only = 0",
+                        g->heartbeat_schema, p->name);
+    if (rc == BC_ETIMEOUT) {
+        p->hb_waiting = id;
+        guard_log("%s: %s: the heartbeat waits for an acknowledgement (session %u): "
+                  "no other until it is done",
+                  gr->host, p->name, id);
+        return 1;
+    }
+    return rc;
 }
 
 /*
@@ -491,8 +619,8 @@ int guard_converge(struct guard *g, struct guard_group *gr)
                     "NULL) ENGINE=InnoDB",
                     g->heartbeat_schema, g->heartbeat_schema);
     if (rc == 0)
-        rc = guard_heartbeat(g, p);
-    return rc;
+        rc = guard_heartbeat(g, gr, p);
+    return rc < 0 ? rc : 0;
 }
 
 int guard_setup(struct guard *g)

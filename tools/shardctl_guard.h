@@ -20,10 +20,20 @@ struct guard_server {
     enum catalog_role role;
     char note[256];
     struct sql_conn *c; /* NULL while not connected */
-    int64_t ok_ms;      /* last answered probe (sql_now_ms), 0 never */
+    /*
+     * A primary's second connection, for what may wait on the server (the
+     * heartbeat, a write, waits for an acknowledgement) or on its locks (a
+     * KILL): a statement of it that misses its deadline drops it, never the
+     * probes' connection c. NULL while not connected.
+     */
+    struct sql_conn *aux;
+    uint32_t aux_id;      /* CONNECTION_ID() of aux */
+    int64_t aux_retry_ms; /* no new aux before this (a connect failed) */
+    uint32_t hb_waiting;  /* session of a heartbeat left waiting for its ACK, 0 none */
+    int64_t ok_ms;        /* last answered probe (sql_now_ms), 0 never */
     int read_only;
     int semi_sync;         /* rpl_semi_sync_master_enabled */
-    uint32_t semi_clients; /* replicas acknowledging */
+    uint32_t semi_clients; /* Rpl_semi_sync_master_clients: replicas it counts */
     int replicating;       /* has a default replication connection */
     struct sql_replica_status repl;
     char binlog_pos[512];  /* @@gtid_binlog_pos */
@@ -66,6 +76,11 @@ int guard_connect(struct guard *g, struct guard_group *gr, struct guard_server *
 void guard_drop(struct guard_server *s);
 int guard_exec(struct guard_server *s, struct sql_rows *rows, const char *fmt, ...);
 int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s);
+/* The deadline of a probe, and of each statement on a primary's aux. */
+uint32_t guard_probe_ms(const struct guard *g);
+/* Runs a statement on s's aux connection (opened if need be), as guard_exec. */
+int guard_aux_exec(struct guard *g, struct guard_group *gr, struct guard_server *s,
+                   struct sql_rows *rows, const char *fmt, ...);
 uint64_t guard_gtid_seq(const char *list, uint32_t domain);
 struct guard_server *guard_server(struct guard_group *gr, const char *name);
 int guard_catalog(struct guard *g, struct catalog *cat);
@@ -95,7 +110,14 @@ void guard_semi_sync(struct guard *g, struct guard_group *gr, struct guard_serve
  */
 int guard_lock(struct guard *g, uint32_t wait_s);
 void guard_unlock(struct guard *g);
-int guard_heartbeat(struct guard *g, struct guard_server *p);
+/*
+ * Writes p's heartbeat row on its aux connection within guard_probe_ms().
+ * One that misses it is left to wait for its acknowledgement on the server
+ * (hb_waiting), and no other is written until it is done. Returns 0
+ * written, 1 not written (one waits still, or this one was left waiting),
+ * or a status.
+ */
+int guard_heartbeat(struct guard *g, struct guard_group *gr, struct guard_server *p);
 int guard_converge(struct guard *g, struct guard_group *gr);
 int guard_setup(struct guard *g);
 
