@@ -165,6 +165,8 @@ static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered
     if (!best->semi_sync)
         (void)guard_heartbeat(g, gr, best);
     old->hb_waiting = 0; /* its sessions are killed when it is fenced */
+    for (uint32_t k = 0; k < gr->nsrv; k++)
+        gr->srv[k].lost_ms = 0;
     gr->down_since_ms = 0;
     gr->nunanswered = 0;
     guard_log("%s: FAILOVER: %s (%s:%u) is the primary, %s fenced; primary unanswered "
@@ -290,6 +292,84 @@ static void fence_or_rejoin(struct guard *g, struct guard_group *gr,
     }
 }
 
+/* Whether no other server of the config has addr (drop_lost_dumps). */
+static int addr_unique(const struct guard *g, const char *addr)
+{
+    int n = 0;
+
+    for (uint32_t i = 0; i < g->ngroup; i++)
+        for (uint32_t k = 0; k < g->group[i].nsrv; k++)
+            n += strcmp(g->group[i].srv[k].addr, addr) == 0;
+    return n == 1;
+}
+
+/*
+ * A replica cut off from its primary p leaves p a binlog dump thread whose
+ * TCP connection nothing closes: p's heartbeats sit in its send queue, and
+ * the kernel gives up on them only after many minutes. When the replica
+ * reconnects, p's new dump thread kills that one and waits, holding the
+ * server's list of sessions, until p's semi-sync acknowledgement thread lets
+ * go of the old socket; that thread sleeps in poll() on it until the
+ * replica's kernel answers a retransmission with a reset, which the backoff
+ * of retransmissions puts seconds to two minutes after the link is back.
+ * All that while p accepts no new connection (nor KILL) and acknowledges no
+ * write (MariaDB 10.11: kill_zombie_dump_threads, Ack_receiver::remove_slave;
+ * a replica cut off for 15 to 30 s stalled its primary 11 to 23 s so).
+ *
+ * So while replica s does not receive p's binlog, p's dump threads from
+ * s's address that began before the guard noticed are killed: a killed
+ * thread's socket is shut, which wakes that poll() at once. A replica that
+ * answers and is not receiving has no live dump thread on p; one that does
+ * not answer may just be out of the guard's reach, so its dump threads are
+ * killed only after down_after_ms, and only once (the dump thread of a
+ * reconnect began after the guard noticed). Killing a dump thread releases
+ * no commit: without replicas, semi-sync waits on
+ * (rpl_semi_sync_master_wait_no_slave). Where several servers share an
+ * address (the local stack without network namespaces, which has no
+ * partitions) the guard cannot tell whose a dump thread is and kills none.
+ * Statements on p's aux connection.
+ */
+static void drop_lost_dumps(struct guard *g, struct guard_group *gr,
+                            struct guard_server *p, int64_t round)
+{
+    struct sql_rows rows = {0};
+
+    for (uint32_t k = 0; k < gr->nsrv; k++) {
+        struct guard_server *s = &gr->srv[k];
+        int answers = s->ok_ms >= round;
+
+        if (s == p || s->role != CATALOG_ROLE_REPLICA)
+            continue;
+        if (answers && guard_replicates_from(s, p) && s->repl.io_running) {
+            s->lost_ms = 0;
+            continue;
+        }
+        if (s->lost_ms == 0)
+            s->lost_ms = round;
+        int64_t lost_for = sql_now_ms() - s->lost_ms;
+        if ((!answers && lost_for < g->conf->down_after_ms) || !addr_unique(g, s->addr))
+            continue;
+        /* HOST is address:port; the address is what precedes the last colon. */
+        if (guard_aux_exec(
+                g, gr, p, &rows,
+                "SELECT id, FLOOR(time_ms) FROM information_schema.PROCESSLIST "
+                "WHERE command LIKE 'Binlog Dump%%' AND time_ms >= %u AND "
+                "LEFT(host, CHAR_LENGTH(host) - CHAR_LENGTH(SUBSTRING_INDEX("
+                "host, ':', -1)) - 1) = %s",
+                (uint64_t)lost_for, s->addr) == 0)
+            for (uint32_t i = 0; i < rows.nrow; i++) {
+                uint64_t id = strtoull(sql_cell(&rows, i, 0), NULL, 10);
+                if (guard_aux_exec(g, gr, p, NULL, "KILL %u", id) == 0)
+                    guard_log("%s: %s: killed binlog dump thread %" PRIu64
+                              " (%s ms old) of %s, which receives nothing (for %" PRId64
+                              " ms%s)",
+                              gr->host, p->name, id, sql_cell(&rows, i, 1), s->name,
+                              lost_for, answers ? "" : ", does not answer");
+            }
+        sql_rows_free(&rows);
+    }
+}
+
 static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
 {
     struct guard_server *p = &gr->srv[gr->primary];
@@ -356,6 +436,8 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
                       s->repl.last_io_error, s->repl.last_sql_error);
         gr->reported_errno[k] = err;
     }
+    if (may_correct && p->c != NULL)
+        drop_lost_dumps(g, gr, p, now);
     int live = live_replicas(gr, p);
     if (may_correct && p->c != NULL)
         guard_semi_sync(g, gr, p, live, GUARD_SEMI_ROUND);

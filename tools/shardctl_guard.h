@@ -31,6 +31,7 @@ struct guard_server {
     int64_t aux_retry_ms; /* no new aux before this (a connect failed) */
     uint32_t hb_waiting;  /* session of a heartbeat left waiting for its ACK, 0 none */
     int64_t ok_ms;        /* last answered probe (sql_now_ms), 0 never */
+    int64_t lost_ms;      /* a replica: receives nothing from its primary since, or 0 */
     int read_only;
     int semi_sync;         /* rpl_semi_sync_master_enabled */
     uint32_t semi_clients; /* Rpl_semi_sync_master_clients: replicas it counts */
