@@ -25,13 +25,13 @@ import runner  # noqa: E402  (tests/e2e/runner.py)
 from client import Client, RequestFailed  # noqa: E402
 
 # Order: reads first (the original roles), then a shard host's switchover and
-# the kills (each leaves its old primary a replica), the links' delay and a
-# partition, a shard move over the roles they left (the global host's primary
-# is not the config's any more), and the global host's switchover last. Each
-# test starts by waiting for settled roles and leaves them settled (or its
-# cleanup does).
+# the kills (each leaves its old primary a replica), the links' delay, a
+# partition of a primary and one of a replica, a shard move over the roles
+# they left (the global host's primary is not the config's any more), and the
+# global host's switchover last. Each test starts by waiting for settled roles
+# and leaves them settled (or its cleanup does).
 MODULES = ["test_reads", "test_switchover", "test_kill", "test_kill_global", "test_no_ack", "test_link",
-           "test_partition", "test_move", "test_switchover_global"]
+           "test_partition", "test_replica_partition", "test_move", "test_switchover_global"]
 
 
 class Result(runner.Result):
