@@ -176,6 +176,22 @@ def devstack(*args, timeout=120):
     return r
 
 
+def partition(test, server):
+    """Cuts server off (tools/devstack partition) and returns (when, heal):
+    heal() heals it once, however often it is called; test's cleanup calls
+    it too, so a failed test leaves no server cut off."""
+    devstack("partition", server)
+    t_cut = time.time()
+    healed = [False]
+
+    def heal_it():
+        if not healed[0]:
+            healed[0] = True
+            devstack("heal", server)
+    test.addCleanup(heal_it)
+    return t_cut, heal_it
+
+
 def kill9(server):
     """SIGKILLs one server of the stack (tools/devstack kill); returns when."""
     devstack("kill", server)

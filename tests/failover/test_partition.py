@@ -56,15 +56,7 @@ class TestPartition(unittest.TestCase):
         watch = fo.AckedWatch(lg)
         self.addCleanup(watch.stop)
         log_at = fo.guard_log_size()
-        fo.devstack("partition", old)
-        t_cut = time.time()
-        healed = [False]
-
-        def heal():
-            if not healed[0]:
-                healed[0] = True
-                fo.devstack("heal", old)
-        self.addCleanup(heal)
+        t_cut, heal = fo.partition(self, old)
         fo.log("%s: cut off primary %s (replica %s); shard %d watched" % (host, old, new, shard))
 
         t_flip = None

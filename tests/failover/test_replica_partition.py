@@ -111,15 +111,7 @@ class TestReplicaPartition(unittest.TestCase):
         conns = ConnectWatch(prim)
         self.addCleanup(conns.stop)
         log_at = fo.guard_log_size()
-        fo.devstack("partition", rep)
-        t_cut = time.time()
-        healed = [False]
-
-        def heal():
-            if not healed[0]:
-                healed[0] = True
-                fo.devstack("heal", rep)
-        self.addCleanup(heal)
+        t_cut, heal = fo.partition(self, rep)
         fo.log("%s: cut off replica %s of primary %s for %.0f s; shard %d watched" % (host, rep, prim, CUT_S, shard))
         time.sleep(CUT_S)
         heal()
