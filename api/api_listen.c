@@ -40,7 +40,6 @@ struct api_listener {
     pthread_t thread;
     int running;
     atomic_int stop;
-    atomic_uint_fast64_t naccepted, nfailed;
 };
 
 int api_listen_open(const struct sockaddr_in *addr, struct api_listener **out)
@@ -107,16 +106,13 @@ static void *acceptor_main(void *arg)
             accept4(l->fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-                errno == ENOMEM) {
-                atomic_fetch_add_explicit(&l->nfailed, 1, memory_order_relaxed);
+            /*
+             * A shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM) waits a little;
+             * EINVAL after shutdown() means the server stops.
+             */
+            if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN &&
+                errno != EPROTO && errno != EPERM && !atomic_load(&l->stop))
                 pause_ms(10);
-            } else if (errno != EINTR && errno != ECONNABORTED && errno != EAGAIN &&
-                       errno != EPROTO && errno != EPERM) {
-                /* EINVAL after shutdown(): the server stops. */
-                if (!atomic_load(&l->stop))
-                    pause_ms(10);
-            }
             continue;
         }
         /*
@@ -125,12 +121,8 @@ static void *acceptor_main(void *arg)
          */
         uint32_t i = least_loaded(l);
         if (MHD_add_connection(l->loop[i], fd, (const struct sockaddr *)&sa, len) ==
-            MHD_YES) {
+            MHD_YES)
             l->given[i]++;
-            atomic_fetch_add_explicit(&l->naccepted, 1, memory_order_relaxed);
-        } else {
-            atomic_fetch_add_explicit(&l->nfailed, 1, memory_order_relaxed);
-        }
     }
     return NULL;
 }
