@@ -629,7 +629,10 @@ int api_standings_member(struct router_txn *txn, uint64_t company, int join,
  * in ascending order; found is 0 for a company whose histogram counts fewer
  * than top members (then read all its users). Whatever the histograms say,
  * reading every user at or above points gives the exact top K when it
- * returns at least top users. 0 or a router status.
+ * returns at least top users. One scatter, in which each shard reads one
+ * index range, the histograms of every company from the first to the last
+ * (those not in cuts are dropped here): the caller keeps the others few.
+ * 0 or a router status.
  */
 struct api_points_cut {
     uint64_t company;
@@ -639,6 +642,36 @@ struct api_points_cut {
 };
 int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *cuts,
                        size_t n);
+
+/*
+ * The columns of a ranked user row as the standings read them (id,
+ * display_name, company_id, team_id, points), and their sort: by company,
+ * then points descending, then id (keys parsed once). 0 or -ENOMEM.
+ */
+enum {
+    API_USER_ID,
+    API_USER_NAME,
+    API_USER_COMPANY,
+    API_USER_TEAM,
+    API_USER_POINTS,
+    API_USER_NCOL
+};
+int api_standings_sort_rows(struct sql_rows *rows);
+
+/*
+ * One user of a ranking as JSON text, appended to b, which holds "[" and the
+ * items before (a comma goes first when it holds more): the same object the
+ * API documents for standings items, written without building it in jansson
+ * (a recomputation writes hundreds of thousands). 0 or -ENOMEM.
+ */
+struct api_user_item {
+    int rank;
+    uint64_t id, company;
+    const char *name, *company_name;
+    const char *team; /* the team id as text; NULL for none */
+    int64_t points;
+};
+int api_standings_user_text(struct sql_buf *b, const struct api_user_item *u);
 
 /* ---- metrics (api_metrics.c) ---- */
 struct api_metrics;

@@ -14,13 +14,19 @@
  *    ranks its users of the group's companies at or above that score (an
  *    index range: about K users a company, ties aside) and returns its best
  *    K of each; the small companies in runs of consecutive companies (by id)
- *    whose users are all returned. A group or a run is cut at ROWS rows (at most K per
- *    company and host): a scatter's cost over 1,024 shards is mostly what
- *    it costs to be one, so the fewer the better, and ROWS bounds memory;
+ *    whose users are all returned. A group or a run is cut at ROWS rows (at
+ *    most K per company and host): a scatter's cost over 1,024 shards is
+ *    mostly what it costs to be one, so the fewer the better, and ROWS
+ *    bounds memory. Each shard's part of a scatter is one index range, as
+ *    short to parse as it can be: what one shard's statement costs, every
+ *    shard of the host pays again;
  *  - the global ranking is merged from the company rankings (a user in the
  *    global top K is in his company's top K): no scatter of its own.
- * The results are written as JSON rows of the global standings table, all
- * under one new generation, in one transaction, one list at a time.
+ * The results are JSON rows of the global standings table, all under one new
+ * generation, in one transaction; the lists are written as JSON text (not
+ * built in jansson) and go out in multi-row statements of about 1 MiB.
+ * The servers' table caches must hold every shard table they serve
+ * (etc/mariadb: table_open_cache), or every scatter reopens tables.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -39,10 +45,18 @@
 #define CHUNK (ROWS - TOP)
 /* Rows a run may return: its members (at most CHUNK, with room to spare). */
 #define RUN_ROWS ROWS
+/*
+ * A scatter over large companies reads one index range from the first to
+ * the last: at most SPAN_OTHERS members of other companies in between, and
+ * the histograms of at most SPAN_MAX companies (up to TOP rows each a host).
+ */
+#define SPAN_OTHERS ROWS
+#define SPAN_MAX 256
+/* Bytes of lists one statement writes (the server takes 16 MiB by default). */
+#define STORE_BYTES (1024 * 1024)
 
-/* The columns of a ranked user row, as user_item() reads them. */
+/* The columns of a ranked user row, as user_text() reads them. */
 #define USER_ROW "SELECT id, display_name, company_id, team_id, points FROM %S.users "
-enum { U_ID, U_NAME, U_COMPANY, U_TEAM, U_POINTS, U_NCOL };
 
 struct group {
     uint64_t id;         /* team or company id */
@@ -51,6 +65,14 @@ struct group {
     int64_t members, points;
     int64_t avg_h; /* average in hundredths, rounded half away from zero */
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int64_t avg_hundredths(int64_t points, int64_t members)
 {
@@ -96,24 +118,14 @@ static struct group *group_find(struct group *g, size_t n, uint64_t id)
 
 static int by_points(const char *const *a, const char *const *b, void *arg)
 {
-    long long pa = strtoll(a[U_POINTS], NULL, 10), pb = strtoll(b[U_POINTS], NULL, 10);
-    unsigned long long ia = strtoull(a[U_ID], NULL, 10),
-                       ib = strtoull(b[U_ID], NULL, 10);
+    long long pa = strtoll(a[API_USER_POINTS], NULL, 10),
+              pb = strtoll(b[API_USER_POINTS], NULL, 10);
+    unsigned long long ia = strtoull(a[API_USER_ID], NULL, 10),
+                       ib = strtoull(b[API_USER_ID], NULL, 10);
     (void)arg;
     if (pa != pb)
         return pa > pb ? -1 : 1;
     return ia < ib ? -1 : ia > ib;
-}
-
-static int rows_by_company_points(const void *a, const void *b)
-{
-    const char *const *x = a, *const *y = b;
-    unsigned long long ca = strtoull(x[U_COMPANY], NULL, 10);
-    unsigned long long cb = strtoull(y[U_COMPANY], NULL, 10);
-
-    if (ca != cb)
-        return ca < cb ? -1 : 1;
-    return by_points(x, y, NULL);
 }
 
 /* A user of the global ranking, copied out of a company's rows. */
@@ -131,9 +143,17 @@ struct standings {
     uint32_t nhost;     /* hosts of the map: rows a large company brings */
     struct ranked *top; /* the global ranking's candidates, 2 * TOP at most */
     uint32_t ntop;
-    int top_failed; /* out of memory */
-    int64_t scan;   /* users of large companies read, per the histograms */
-    uint32_t cut;   /* large companies read from their cut */
+    int floor_set;          /* top[TOP - 1] after a trim: a user below cannot enter */
+    struct ranked floor;    /* its id and points only */
+    int top_failed;         /* out of memory */
+    int64_t scan;           /* users of large companies read, per the histograms */
+    uint32_t cut;           /* large companies read from their cut */
+    uint32_t reads;         /* scatters of user rows */
+    struct router_txn *txn; /* the new generation's, on the global schema */
+    uint64_t gen;
+    struct sql_buf out;       /* lists not written yet: VALUES rows of a REPLACE */
+    struct sql_buf text;      /* the user ranking being made, JSON */
+    int64_t read_ms, json_ms; /* of the user rankings: scatters, lists made */
 };
 
 static int ranked_cmp(const void *a, const void *b)
@@ -162,6 +182,11 @@ static void top_trim(struct standings *st)
         ranked_free(st->top, TOP, st->ntop);
         st->ntop = TOP;
     }
+    if (st->ntop == TOP) {
+        st->floor.id = st->top[TOP - 1].id;
+        st->floor.points = st->top[TOP - 1].points;
+        st->floor_set = 1;
+    }
 }
 
 /* A ranked user of some company: a candidate of the global ranking. */
@@ -169,7 +194,10 @@ static void top_offer(struct standings *st, char **row)
 {
     struct ranked *c;
 
-    if (st->top_failed)
+    struct ranked me = {.id = strtoull(row[API_USER_ID], NULL, 10),
+                        .points = strtoll(row[API_USER_POINTS], NULL, 10)};
+
+    if (st->top_failed || (st->floor_set && ranked_cmp(&me, &st->floor) > 0))
         return;
     if (st->top == NULL && (st->top = calloc(2 * TOP, sizeof(*st->top))) == NULL) {
         st->top_failed = 1;
@@ -178,12 +206,12 @@ static void top_offer(struct standings *st, char **row)
     if (st->ntop == 2 * TOP)
         top_trim(st);
     c = &st->top[st->ntop];
-    c->id = strtoull(row[U_ID], NULL, 10);
-    c->company = strtoull(row[U_COMPANY], NULL, 10);
-    c->points = strtoll(row[U_POINTS], NULL, 10);
-    c->name = strdup(row[U_NAME] ? row[U_NAME] : "");
-    c->team = row[U_TEAM] ? strdup(row[U_TEAM]) : NULL;
-    if (c->name == NULL || (row[U_TEAM] && c->team == NULL)) {
+    c->id = me.id;
+    c->company = strtoull(row[API_USER_COMPANY], NULL, 10);
+    c->points = me.points;
+    c->name = strdup(row[API_USER_NAME] ? row[API_USER_NAME] : "");
+    c->team = row[API_USER_TEAM] ? strdup(row[API_USER_TEAM]) : NULL;
+    if (c->name == NULL || (row[API_USER_TEAM] && c->team == NULL)) {
         free(c->name);
         free(c->team);
         st->top_failed = 1;
@@ -192,30 +220,35 @@ static void top_offer(struct standings *st, char **row)
     st->ntop++;
 }
 
-/* A user of the global ranking (a candidate kept by top_offer). */
-static json_t *ranked_item(const struct standings *st, const struct ranked *u, int rank)
+/* Appends user row (sql_row columns) ranked rank to st->text. */
+static int user_text(struct standings *st, char **row, int rank)
 {
-    const struct group *c = group_find(st->cg, st->nc, u->company);
+    uint64_t company = strtoull(row[API_USER_COMPANY], NULL, 10);
+    const struct group *c = group_find(st->cg, st->nc, company);
+    struct api_user_item u = {.rank = rank,
+                              .id = strtoull(row[API_USER_ID], NULL, 10),
+                              .company = company,
+                              .name = row[API_USER_NAME],
+                              .company_name = c ? c->name : "",
+                              .team = row[API_USER_TEAM],
+                              .points = strtoll(row[API_USER_POINTS], NULL, 10)};
 
-    return json_pack("{s:i,s:o,s:s,s:o,s:s,s:o,s:I}", "rank", rank, "user_id",
-                     api_id_json(u->id), "display_name", u->name, "company_id",
-                     api_id_json(u->company), "company_name", c ? c->name : "",
-                     "team_id",
-                     u->team ? api_id_json(strtoull(u->team, NULL, 10)) : json_null(),
-                     "points", (json_int_t)u->points);
+    return api_standings_user_text(&st->text, &u);
 }
 
-static json_t *user_item(const struct standings *st, char **row, int rank)
+/* The same for a user of the global ranking (a candidate kept by top_offer). */
+static int ranked_text(struct standings *st, const struct ranked *r, int rank)
 {
-    uint64_t company = strtoull(row[U_COMPANY], NULL, 10);
-    const struct group *c = group_find(st->cg, st->nc, company);
+    const struct group *c = group_find(st->cg, st->nc, r->company);
+    struct api_user_item u = {.rank = rank,
+                              .id = r->id,
+                              .company = r->company,
+                              .name = r->name,
+                              .company_name = c ? c->name : "",
+                              .team = r->team,
+                              .points = r->points};
 
-    return json_pack(
-        "{s:i,s:o,s:s,s:o,s:s,s:o,s:I}", "rank", rank, "user_id",
-        api_id_json(strtoull(row[U_ID], NULL, 10)), "display_name", row[U_NAME],
-        "company_id", api_id_json(company), "company_name", c ? c->name : "", "team_id",
-        row[U_TEAM] ? api_id_json(strtoull(row[U_TEAM], NULL, 10)) : json_null(),
-        "points", (json_int_t)strtoll(row[U_POINTS], NULL, 10));
+    return api_standings_user_text(&st->text, &u);
 }
 
 /* Sorts g by average and returns the first TOP as JSON items. */
@@ -234,9 +267,39 @@ static json_t *group_items(struct group *g, size_t n, const char *idkey)
     return items;
 }
 
-/* Writes one list (steals items) under generation gen. */
-static int store(struct router_txn *txn, const char *kind, uint64_t scope, uint64_t gen,
-                 json_t *items)
+/* Writes the lists made so far: one multi-row REPLACE. */
+static int store_flush(struct standings *st)
+{
+    int rc;
+
+    if (st->out.len == 0)
+        return 0;
+    rc = router_txn_exec(st->txn, NULL,
+                         "REPLACE INTO %S.standings (kind, scope, generation, "
+                         "computed_at, body) VALUES %R",
+                         st->out.buf);
+    st->out.len = 0;
+    return rc;
+}
+
+/*
+ * Writes one list (JSON text) under the new generation; lists go out
+ * together, about STORE_BYTES a statement (thousands of small companies
+ * cost a few statements, not a round trip each).
+ */
+static int store_text(struct standings *st, const char *kind, uint64_t scope,
+                      const char *text, size_t len)
+{
+    int rc = sql_format(&st->out, NULL, 0, "%R(%s, %u, %u, UTC_TIMESTAMP(3), %b)",
+                        st->out.len ? "," : "", kind, scope, st->gen, text, len);
+
+    if (rc == 0 && st->out.len >= STORE_BYTES)
+        rc = store_flush(st);
+    return rc;
+}
+
+/* The same for a list in jansson (stolen). */
+static int store(struct standings *st, const char *kind, uint64_t scope, json_t *items)
 {
     char *text = json_dumps(items, JSON_COMPACT | JSON_REAL_PRECISION(10));
     int rc;
@@ -244,11 +307,7 @@ static int store(struct router_txn *txn, const char *kind, uint64_t scope, uint6
     json_decref(items);
     if (text == NULL)
         return -ENOMEM;
-    rc = router_txn_exec(
-        txn, NULL,
-        "REPLACE INTO %S.standings (kind, scope, generation, computed_at, "
-        "body) VALUES (%s, %u, %u, UTC_TIMESTAMP(3), %s)",
-        kind, scope, gen, text);
+    rc = store_text(st, kind, scope, text, strlen(text));
     free(text);
     return rc;
 }
@@ -262,6 +321,8 @@ static void standings_deinit(struct standings *st)
     free(st->top);
     sql_rows_free(&st->company_rows);
     sql_rows_free(&st->team_rows);
+    sql_buf_deinit(&st->out);
+    sql_buf_deinit(&st->text);
 }
 
 /*
@@ -357,35 +418,35 @@ static int company_users_load(struct router *r, const struct standings *st, uint
         sql_rows_free(rows);
         return -E2BIG;
     }
-    if (rc == 0 && rows->nrow > 1)
-        qsort(rows->cell, rows->nrow, U_NCOL * sizeof(char *), rows_by_company_points);
-    return rc;
+    return rc == 0 ? api_standings_sort_rows(rows) : rc;
 }
 
 /* The stored ranking of company cg[k], from rows (by company) at *i. */
-static int store_company(struct router_txn *txn, struct standings *st, uint32_t k,
-                         const struct sql_rows *rows, uint32_t *i, uint64_t gen)
+static int store_company(struct standings *st, uint32_t k, const struct sql_rows *rows,
+                         uint32_t *i)
 {
-    json_t *items = json_array();
-    int rank = 0;
+    int rank = 0, rc;
 
+    st->text.len = 0;
+    rc = sql_buf_add(&st->text, "[", 1);
     /* Rows are by company: skip those of a company not listed. */
-    for (; *i < rows->nrow; (*i)++) {
-        char **row = &rows->cell[(size_t)*i * U_NCOL];
-        uint64_t c = strtoull(row[U_COMPANY], NULL, 10);
+    for (; *i < rows->nrow && rc == 0; (*i)++) {
+        char **row = &rows->cell[(size_t)*i * API_USER_NCOL];
+        uint64_t c = strtoull(row[API_USER_COMPANY], NULL, 10);
         if (c > st->cg[k].id)
             break;
         if (c == st->cg[k].id && rank < TOP) {
-            json_array_append_new(items, user_item(st, row, ++rank));
+            rc = user_text(st, row, ++rank);
             top_offer(st, row);
         }
     }
-    return store(txn, "users", st->cg[k].id, gen, items);
+    if (rc == 0)
+        rc = sql_buf_add(&st->text, "]", 1);
+    return rc ? rc : store_text(st, "users", st->cg[k].id, st->text.buf, st->text.len);
 }
 
 /* Company cg[k]'s ranking by a top-K scatter of its own (every member read). */
-static int store_company_alone(struct router *r, struct router_txn *txn,
-                               struct standings *st, uint32_t k, uint64_t gen)
+static int store_company_alone(struct router *r, struct standings *st, uint32_t k)
 {
     struct sql_rows rows = {0};
     uint32_t i = 0;
@@ -397,7 +458,7 @@ static int store_company_alone(struct router *r, struct router_txn *txn,
                              "ORDER BY points DESC, id ASC LIMIT 500",
                              st->cg[k].id);
     if (rc == 0)
-        rc = store_company(txn, st, k, &rows, &i, gen);
+        rc = store_company(st, k, &rows, &i);
     sql_rows_free(&rows);
     return rc;
 }
@@ -408,7 +469,8 @@ static uint32_t company_rows(const struct sql_rows *rows, uint32_t i, uint64_t i
     uint32_t n = 0;
 
     for (; i < rows->nrow; i++) {
-        uint64_t c = strtoull(rows->cell[(size_t)i * U_NCOL + U_COMPANY], NULL, 10);
+        uint64_t c = strtoull(rows->cell[(size_t)i * API_USER_NCOL + API_USER_COMPANY],
+                              NULL, 10);
         if (c > id)
             break;
         n += c == id;
@@ -416,20 +478,53 @@ static uint32_t company_rows(const struct sql_rows *rows, uint32_t i, uint64_t i
     return n;
 }
 
-/* The users' condition of a large company: at or above its cut, if known. */
-static int cut_cond(struct sql_buf *b, const struct api_points_cut *cut, int first)
+/*
+ * The statement parts of a group of large companies c[0..n) (in id order):
+ * cond, each shard's condition, and tail, the host's filter after ranking.
+ * A shard reads one index range, the group's companies from the first to
+ * the last at or above the lowest cut (the caller keeps the other
+ * companies in that range few), and the host keeps each company's users at
+ * or above its own cut (a CASE, written once a host, not once a shard:
+ * parsing n conditions in every shard's statement cost more than reading);
+ * rows under a cut rank after those above it, so the ranks kept are right.
+ */
+static int group_parts(struct sql_buf *cond, struct sql_buf *tail,
+                       const struct api_points_cut *c, uint32_t n)
 {
     char term[96];
-    int len;
+    int64_t low = INT64_MAX;
+    int len, rc = 0;
 
-    if (cut->found)
-        len = snprintf(term, sizeof(term),
-                       "%s(company_id = %" PRIu64 " AND points >= %" PRId64 ")",
-                       first ? "" : " OR ", cut->company, cut->points);
-    else
-        len = snprintf(term, sizeof(term), "%scompany_id = %" PRIu64,
-                       first ? "" : " OR ", cut->company);
-    return sql_buf_add(b, term, (size_t)len);
+    cond->len = tail->len = 0;
+    rc = sql_buf_add(tail, ") u) t WHERE rn <= 500", 22);
+    for (uint32_t j = 0; j < n; j++) {
+        if (!c[j].found) {
+            low = INT64_MIN; /* read whole: no lower bound */
+            break;
+        }
+        if (c[j].points < low)
+            low = c[j].points;
+    }
+    len = snprintf(term, sizeof(term), "company_id BETWEEN %" PRIu64 " AND %" PRIu64,
+                   c[0].company, c[n - 1].company);
+    if (rc == 0)
+        rc = sql_buf_add(cond, term, (size_t)len);
+    if (rc == 0 && low != INT64_MIN) {
+        len = snprintf(term, sizeof(term), " AND points >= %" PRId64, low);
+        rc = sql_buf_add(cond, term, (size_t)len);
+    }
+    if (rc == 0)
+        rc = sql_buf_add(tail, " AND points >= CASE company_id", 30);
+    for (uint32_t j = 0; j < n && rc == 0; j++) {
+        if (c[j].found)
+            len = snprintf(term, sizeof(term), " WHEN %" PRIu64 " THEN %" PRId64,
+                           c[j].company, c[j].points);
+        else
+            len = snprintf(term, sizeof(term), " WHEN %" PRIu64 " THEN points",
+                           c[j].company);
+        rc = sql_buf_add(tail, term, (size_t)len);
+    }
+    return rc == 0 ? sql_buf_add(tail, " END", 4) : rc;
 }
 
 /*
@@ -441,26 +536,39 @@ static int cut_cond(struct sql_buf *b, const struct api_points_cut *cut, int fir
  * host returns at most TOP of each), in which every host ranks its users of
  * those companies (a window per company) and returns its best TOP of each.
  * A statement per company would cost its parse over every shard of the
- * host: 100 of them took 10 s at 1,024 shards. A company without a cut
+ * host: 100 of them took 10 s at 1,024 shards. Both the histograms and the
+ * users are read by spans of companies in id order (one index range a
+ * shard, group_parts()) with few members of small companies between them
+ * (SPAN_OTHERS). A company without a cut
  * (histograms short) is read whole; one whose cut gave fewer than TOP users
  * (histograms ahead of the users) is read again, whole.
  */
-static int store_large_companies(struct router *r, struct router_txn *txn,
-                                 struct standings *st, uint64_t gen)
+static int store_large_companies(struct router *r, struct standings *st)
 {
-    int64_t most = (int64_t)TOP * (st->nhost ? st->nhost : 1), rows_in = 0;
+    int64_t most = (int64_t)TOP * (st->nhost ? st->nhost : 1), rows_in = 0, t;
     uint32_t *large = calloc(st->nc ? st->nc : 1, sizeof(*large)), nl = 0, g0 = 0;
     struct api_points_cut *cut = calloc(st->nc ? st->nc : 1, sizeof(*cut));
-    struct sql_buf cond = {0};
-    int rc = large && cut ? 0 : -ENOMEM;
+    /* small[k]: members of the small companies before cg[k] */
+    int64_t *small = calloc(st->nc + 1, sizeof(*small));
+    struct sql_buf cond = {0}, tail = {0};
+    int rc = large && cut && small ? 0 : -ENOMEM;
 
-    for (uint32_t k = 0; k < st->nc && rc == 0; k++)
+    for (uint32_t k = 0; k < st->nc && rc == 0; k++) {
+        small[k + 1] = small[k] + (st->cg[k].members > TOP ? 0 : st->cg[k].members);
         if (st->cg[k].members > TOP) {
             cut[nl].company = st->cg[k].id;
             large[nl++] = k;
         }
-    if (rc == 0 && nl > 0)
-        rc = api_standings_cuts(r, TOP, cut, nl);
+    }
+#define OTHERS(a, b) (small[large[b]] - small[large[a]])
+    /* The cuts: spans of large companies with few members of others between. */
+    t = mono_ms();
+    for (uint32_t a = 0, b; a < nl && rc == 0; a = b) {
+        for (b = a + 1; b < nl && b - a < SPAN_MAX && OTHERS(a, b) <= SPAN_OTHERS; b++)
+            ;
+        rc = api_standings_cuts(r, TOP, cut + a, b - a);
+    }
+    st->read_ms += mono_ms() - t;
     for (uint32_t g = 0; g <= nl && rc == 0; g++) {
         struct sql_rows rows = {0};
         uint32_t i = 0;
@@ -471,7 +579,7 @@ static int store_large_companies(struct router *r, struct router_txn *txn,
             st->scan += n;
             st->cut += cut[g].found;
             /* Over the budget: the group so far goes first, g opens the next. */
-            if (g == g0 || rows_in + brings <= ROWS) {
+            if (g == g0 || (rows_in + brings <= ROWS && OTHERS(g0, g) <= SPAN_OTHERS)) {
                 rows_in += brings;
                 continue;
             }
@@ -479,20 +587,19 @@ static int store_large_companies(struct router *r, struct router_txn *txn,
             break;
         }
         /* Companies [g0, g) are a full group, or the last one at the end. */
-        cond.len = 0;
-        for (uint32_t j = g0; j < g && rc == 0; j++)
-            rc = cut_cond(&cond, &cut[j], j == g0);
+        rc = group_parts(&cond, &tail, &cut[g0], g - g0);
+        t = mono_ms();
+        st->reads++;
         if (rc == 0)
             rc = router_scatter_wrap(
                 r, &rows,
                 "SELECT id, display_name, company_id, team_id, points FROM (SELECT *, "
                 "ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY points DESC, id "
                 "ASC) AS rn FROM (",
-                ") u) t WHERE rn <= 500",
-                USER_ROW "WHERE (%R) AND role <> 'platform_admin'", cond.buf);
-        if (rc == 0 && rows.nrow > 1)
-            qsort(rows.cell, rows.nrow, U_NCOL * sizeof(char *),
-                  rows_by_company_points);
+                tail.buf, USER_ROW "WHERE (%R) AND role <> 'platform_admin'", cond.buf);
+        if (rc == 0)
+            rc = api_standings_sort_rows(&rows);
+        st->read_ms += mono_ms() - t;
         /* The group is in id order, as the rows are. */
         for (uint32_t j = g0; j < g && rc == 0; j++) {
             uint32_t k = large[j];
@@ -502,9 +609,9 @@ static int store_large_companies(struct router *r, struct router_txn *txn,
                         "rebuild-standings",
                         st->cg[k].id, cut[j].points);
                 i += company_rows(&rows, i, st->cg[k].id);
-                rc = store_company_alone(r, txn, st, k, gen);
+                rc = store_company_alone(r, st, k);
             } else {
-                rc = store_company(txn, st, k, &rows, &i, gen);
+                rc = store_company(st, k, &rows, &i);
             }
         }
         sql_rows_free(&rows);
@@ -516,20 +623,22 @@ static int store_large_companies(struct router *r, struct router_txn *txn,
             rows_in = n < most ? n : most;
         }
     }
+#undef OTHERS
     sql_buf_deinit(&cond);
+    sql_buf_deinit(&tail);
+    free(small);
     free(cut);
     free(large);
     return rc;
 }
 
 /* Every company's user ranking, a run of companies at a time. */
-static int store_company_users(struct router *r, struct router_txn *txn,
-                               struct standings *st, uint64_t gen)
+static int store_company_users(struct router *r, struct standings *st)
 {
     struct sql_rows rows = {0};
     int rc = 0;
 
-    rc = store_large_companies(r, txn, st, gen);
+    rc = store_large_companies(r, st);
     for (uint32_t a = 0, b; a < st->nc && rc == 0; a = b) {
         int64_t sum = st->cg[a].members;
         uint32_t i = 0;
@@ -543,7 +652,10 @@ static int store_company_users(struct router *r, struct router_txn *txn,
                 break;
             sum += st->cg[b].members;
         }
+        int64_t t = mono_ms();
+        st->reads++;
         rc = company_users_load(r, st, a, b, &rows);
+        st->read_ms += mono_ms() - t;
         if (rc == -E2BIG) {
             /* More members than the aggregates say: a top-K read each. */
             api_log("standings: companies %" PRIu64 "..%" PRIu64 " have more members "
@@ -551,11 +663,11 @@ static int store_company_users(struct router *r, struct router_txn *txn,
                     st->cg[a].id, st->cg[b - 1].id);
             rc = 0;
             for (uint32_t k = a; k < b && rc == 0; k++)
-                rc = store_company_alone(r, txn, st, k, gen);
+                rc = store_company_alone(r, st, k);
             continue;
         }
         for (uint32_t k = a; k < b && rc == 0; k++)
-            rc = store_company(txn, st, k, &rows, &i, gen);
+            rc = store_company(st, k, &rows, &i);
         sql_rows_free(&rows);
     }
     sql_rows_free(&rows);
@@ -563,7 +675,7 @@ static int store_company_users(struct router *r, struct router_txn *txn,
 }
 
 /* Every company's team ranking, then the companies' ranking. */
-static int store_groups(struct router_txn *txn, struct standings *st, uint64_t gen)
+static int store_groups(struct standings *st)
 {
     struct group *t = st->tg;
     size_t nt = st->nt;
@@ -579,21 +691,13 @@ static int store_groups(struct router_txn *txn, struct standings *st, uint64_t g
         }
         while (n < nt && t[n].company_id == st->cg[k].id)
             n++;
-        rc = store(txn, "teams", st->cg[k].id, gen, group_items(t, n, "team_id"));
+        rc = store(st, "teams", st->cg[k].id, group_items(t, n, "team_id"));
         t += n;
         nt -= n;
     }
     if (rc == 0)
-        rc = store(txn, "companies", 0, gen, group_items(st->cg, st->nc, "company_id"));
+        rc = store(st, "companies", 0, group_items(st->cg, st->nc, "company_id"));
     return rc;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int api_standings_recompute(struct router *r)
@@ -601,10 +705,7 @@ int api_standings_recompute(struct router *r)
     const struct shardmap *map = router_map(r);
     struct standings st = {.nhost = map ? map->nnode : 1};
     struct sql_rows gen = {0};
-    struct router_txn *txn = NULL;
-    uint64_t generation;
     int64_t t0 = mono_ms(), t_groups = 0, t_users = 0;
-    json_t *items;
     int rc;
 
     rc = groups_load(r, &st);
@@ -614,11 +715,11 @@ int api_standings_recompute(struct router *r)
                          "SELECT COALESCE(MAX(generation), 0) + 1 FROM %S.standings");
     if (rc < 0)
         goto out;
-    generation = strtoull(sql_cell(&gen, 0, 0), NULL, 10);
+    st.gen = strtoull(sql_cell(&gen, 0, 0), NULL, 10);
 
-    if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &txn)) < 0)
+    if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &st.txn)) < 0)
         goto out;
-    rc = store_company_users(r, txn, &st, generation);
+    rc = store_company_users(r, &st);
     /* The global ranking: the best of the companies' rankings. */
     if (rc == 0 && st.top_failed)
         rc = -ENOMEM;
@@ -627,143 +728,38 @@ int api_standings_recompute(struct router *r)
         if (st.ntop > 0 && !groups_have_members(&st))
             api_log("standings: users but no aggregates: a cluster upgraded from "
                     "before them? run bcadmin rebuild-standings");
-        items = json_array();
-        for (uint32_t i = 0; i < st.ntop; i++)
-            json_array_append_new(items, ranked_item(&st, &st.top[i], (int)i + 1));
-        rc = store(txn, "users", 0, generation, items);
+        st.text.len = 0;
+        rc = sql_buf_add(&st.text, "[", 1);
+        for (uint32_t i = 0; i < st.ntop && rc == 0; i++)
+            rc = ranked_text(&st, &st.top[i], (int)i + 1);
+        if (rc == 0)
+            rc = sql_buf_add(&st.text, "]", 1);
+        if (rc == 0)
+            rc = store_text(&st, "users", 0, st.text.buf, st.text.len);
     }
     t_users = mono_ms();
     /* Last: it sorts the companies by average. */
     if (rc == 0)
-        rc = store_groups(txn, &st, generation);
+        rc = store_groups(&st);
+    if (rc == 0)
+        rc = store_flush(&st);
     if (rc == 0) {
-        rc = router_txn_commit(txn);
-        txn = NULL;
+        rc = router_txn_commit(st.txn);
+        st.txn = NULL;
     }
     if (rc == 0)
         api_log("standings: generation %" PRIu64 ": %u companies, %u teams in %" PRId64
                 " ms (sums %" PRId64 " ms, company rankings and the top %" PRId64
+                " ms, of which %u scatters of users %" PRId64
                 " ms, teams and companies %" PRId64 " ms); %u large companies cut "
                 "by their points histograms, %" PRId64 " of their users read",
-                generation, st.nc, st.nt, mono_ms() - t0, t_groups - t0,
-                t_users - t_groups, mono_ms() - t_users, st.cut, st.scan);
+                st.gen, st.nc, st.nt, mono_ms() - t0, t_groups - t0, t_users - t_groups,
+                st.reads, st.read_ms, mono_ms() - t_users, st.cut, st.scan);
 out:
     if (rc < 0)
         api_log("standings: recomputation failed: %s", router_last_error());
-    router_txn_rollback(txn);
+    router_txn_rollback(st.txn);
     standings_deinit(&st);
     sql_rows_free(&gen);
     return rc;
-}
-
-/* The stored list as its response body; id = scope, kind from the key. */
-static int standings_fill(struct api_req *req, const char *kind, uint64_t scope,
-                          char **text)
-{
-    struct sql_rows rows = {0};
-    json_t *body, *items;
-    int rc;
-
-    rc = router_exec(
-        req->router, ROUTER_GLOBAL, &rows,
-        "SELECT generation, computed_at, body FROM %S.standings WHERE kind = %s "
-        "AND scope = %u",
-        kind, scope);
-    if (rc < 0)
-        return rc;
-    if (rows.nrow == 0) {
-        body = json_pack("{s:[],s:i,s:n}", "items", "generation", 0, "computed_at");
-    } else {
-        items = json_loads(sql_cell(&rows, 0, 2), 0, NULL);
-        body = json_pack("{s:o,s:I,s:o}", "items", items ? items : json_array(),
-                         "generation",
-                         (json_int_t)strtoll(sql_cell(&rows, 0, 0), NULL, 10),
-                         "computed_at", api_time_json(sql_cell(&rows, 0, 1)));
-    }
-    sql_rows_free(&rows);
-    *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
-    json_decref(body);
-    return *text ? 0 : -ENOMEM;
-}
-
-static int fill_users(struct api_req *req, uint64_t scope, char **text)
-{
-    return standings_fill(req, "users", scope, text);
-}
-
-static int fill_teams(struct api_req *req, uint64_t scope, char **text)
-{
-    return standings_fill(req, "teams", scope, text);
-}
-
-static int fill_companies(struct api_req *req, uint64_t scope, char **text)
-{
-    return standings_fill(req, "companies", scope, text);
-}
-
-/*
- * Standings through the cache, keyed by the "standings" generation that each
- * recomputation bumps: a cold key costs one read however many readers wait.
- */
-static void standings_reply(struct api_req *req, const char *kind, uint64_t scope,
-                            api_fill_fn fill)
-{
-    char key[128], *text = NULL;
-    uint64_t gen = req->cache ? cache_generation(req->cache, "standings") : 0;
-    int rc;
-
-    snprintf(key, sizeof(key), "bc:v1:standings:%s:%" PRIu64 ":g%" PRIu64, kind, scope,
-             gen);
-    rc = api_cached_text(req, key, 1, 3600, fill, scope, &text);
-    if (rc < 0)
-        api_db_error(req, rc);
-    else
-        api_reply_raw(req, 200, "application/json", text, strlen(text));
-    free(text);
-}
-
-/*
- * ?company=ID (0 when absent and not required), checked for membership: 0,
- * or after replying -EINVAL (400), BC_ENOTFOUND (404), or what the access
- * check failed with.
- */
-static int company_param(struct api_req *req, uint64_t *company, int required)
-{
-    const char *s = api_query(req, "company");
-
-    *company = 0;
-    if (s == NULL) {
-        if (!required)
-            return 0;
-        api_error(req, 400, "invalid_parameter", "company=ID is required");
-        return -EINVAL;
-    }
-    if (api_parse_id(s, company) < 0) {
-        api_error(req, 404, "not_found", "no such company");
-        return BC_ENOTFOUND;
-    }
-    return api_check_access(req, API_ACCESS_COMPANY_MEMBER, *company);
-}
-
-void api_h_standings_users(struct api_req *req)
-{
-    uint64_t company;
-
-    if (company_param(req, &company, 0) < 0)
-        return;
-    standings_reply(req, "users", company, fill_users);
-}
-
-void api_h_standings_teams(struct api_req *req)
-{
-    uint64_t company;
-
-    if (company_param(req, &company, 1) < 0)
-        return;
-    standings_reply(req, "teams", company, fill_teams);
-}
-
-void api_h_standings_companies(struct api_req *req)
-{
-    standings_reply(req, "companies", 0, fill_companies);
 }

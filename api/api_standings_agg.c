@@ -15,6 +15,10 @@
  * (api_standings_member). The users' rows are always locked before the
  * aggregates' rows, and aggregate rows in ascending id order, so two such
  * transactions wait for each other instead of deadlocking.
+ *
+ * Also here, for the recomputation (api_standings.c): the large companies'
+ * cuts from the points histograms, the sort of ranked user rows and the
+ * user items written as JSON text.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -176,23 +180,23 @@ static struct api_points_cut *cut_find(struct api_points_cut *c, size_t n, uint6
     return NULL;
 }
 
-/* Companies a histogram scatter names at most: its statement's size. */
-#define CUT_CHUNK 256
-
-/* The cuts of c[0..n) (n <= CUT_CHUNK): one scatter. */
-static int cuts_chunk(struct router *r, uint32_t top, struct api_points_cut *c,
-                      size_t n)
+int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *c,
+                       size_t n)
 {
     struct sql_rows rows = {0};
-    struct sql_buf ids = {0};
     struct hist_row *h = NULL;
-    char head[256], num[24];
+    char head[256], range[64];
     int rc = 0;
 
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        int len = snprintf(num, sizeof(num), "%s%" PRIu64, i ? "," : "", c[i].company);
-        rc = sql_buf_add(&ids, num, (size_t)len);
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        c[i].points = 0;
+        c[i].at_or_above = 0;
+        c[i].found = 0;
     }
+    snprintf(range, sizeof(range), "%" PRIu64 " AND %" PRIu64, c[0].company,
+             c[n - 1].company);
     /*
      * Each host sums its shards' counts and keeps, per company, its counts
      * from the most points down to the one that reaches top: the company's
@@ -209,9 +213,9 @@ static int cuts_chunk(struct router *r, uint32_t top, struct api_points_cut *c,
                  ") t GROUP BY company_id, points) h WHERE cum - m < %u", top);
         rc = router_scatter_wrap(r, &rows, head, tail,
                                  "SELECT company_id, points, members AS m FROM "
-                                 "%S.standings_points WHERE company_id IN (%R) AND "
-                                 "members > 0",
-                                 ids.buf);
+                                 "%S.standings_points WHERE company_id BETWEEN %R "
+                                 "AND members > 0",
+                                 range);
     }
     if (rc == 0 && rows.nrow > 0 && (h = calloc(rows.nrow, sizeof(*h))) == NULL)
         rc = -ENOMEM;
@@ -236,22 +240,123 @@ static int cuts_chunk(struct router *r, uint32_t top, struct api_points_cut *c,
         }
     }
     free(h);
-    sql_buf_deinit(&ids);
     sql_rows_free(&rows);
     return rc;
 }
 
-int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *cuts,
-                       size_t n)
-{
-    int rc = 0;
+/* A user row's sort key, parsed once (not at each comparison). */
+struct row_key {
+    uint64_t company, id;
+    int64_t points;
+    uint32_t row;
+};
 
-    for (size_t i = 0; i < n; i++) {
-        cuts[i].points = 0;
-        cuts[i].at_or_above = 0;
-        cuts[i].found = 0;
+static int row_key_cmp(const void *a, const void *b)
+{
+    const struct row_key *x = a, *y = b;
+
+    if (x->company != y->company)
+        return x->company < y->company ? -1 : 1;
+    if (x->points != y->points)
+        return x->points > y->points ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+int api_standings_sort_rows(struct sql_rows *rows)
+{
+    size_t n = (size_t)rows->nrow * API_USER_NCOL;
+    struct row_key *k;
+    unsigned long *len;
+    char **cell;
+
+    if (rows->nrow < 2)
+        return 0;
+    k = malloc(rows->nrow * sizeof(*k));
+    cell = malloc(n * sizeof(*cell));
+    len = malloc(n * sizeof(*len));
+    if (k == NULL || cell == NULL || len == NULL) {
+        free(k);
+        free(cell);
+        free(len);
+        return -ENOMEM;
     }
-    for (size_t i = 0; i < n && rc == 0; i += CUT_CHUNK)
-        rc = cuts_chunk(r, top, cuts + i, n - i < CUT_CHUNK ? n - i : CUT_CHUNK);
+    for (uint32_t i = 0; i < rows->nrow; i++) {
+        char **row = &rows->cell[(size_t)i * API_USER_NCOL];
+        k[i] = (struct row_key){.company = strtoull(row[API_USER_COMPANY], NULL, 10),
+                                .id = strtoull(row[API_USER_ID], NULL, 10),
+                                .points = strtoll(row[API_USER_POINTS], NULL, 10),
+                                .row = i};
+    }
+    qsort(k, rows->nrow, sizeof(*k), row_key_cmp);
+    for (uint32_t i = 0; i < rows->nrow; i++) {
+        size_t to = (size_t)i * API_USER_NCOL, from = (size_t)k[i].row * API_USER_NCOL;
+        memcpy(&cell[to], &rows->cell[from], API_USER_NCOL * sizeof(*cell));
+        memcpy(&len[to], &rows->len[from], API_USER_NCOL * sizeof(*len));
+    }
+    free(rows->cell);
+    free(rows->len);
+    rows->cell = cell;
+    rows->len = len;
+    free(k);
+    return 0;
+}
+
+/* Appends s as a JSON string literal (RFC 8259 escapes; UTF-8 as it is). */
+static int json_text_str(struct sql_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    char esc[6] = {'\\', 'u', '0', '0', 0, 0};
+    const char *run = s;
+    int rc = sql_buf_add(b, "\"", 1);
+
+    for (; rc == 0 && *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        rc = sql_buf_add(b, run, (size_t)(s - run));
+        if (rc == 0 && (ch == '"' || ch == '\\')) {
+            esc[1] = (char)ch;
+            rc = sql_buf_add(b, esc, 2);
+        } else if (rc == 0) {
+            esc[1] = 'u';
+            esc[4] = hex[ch >> 4];
+            esc[5] = hex[ch & 15];
+            rc = sql_buf_add(b, esc, 6);
+        }
+        run = s + 1;
+    }
+    if (rc == 0)
+        rc = sql_buf_add(b, run, (size_t)(s - run));
+    return rc == 0 ? sql_buf_add(b, "\"", 1) : rc;
+}
+
+int api_standings_user_text(struct sql_buf *b, const struct api_user_item *u)
+{
+    char num[160];
+    int len, rc;
+
+    len = snprintf(num, sizeof(num),
+                   "%s{\"rank\":%d,\"user_id\":\"%" PRIu64 "\",\"display_name\":",
+                   b->len > 1 ? "," : "", u->rank, u->id);
+    rc = sql_buf_add(b, num, (size_t)len);
+    if (rc == 0)
+        rc = json_text_str(b, u->name ? u->name : "");
+    if (rc == 0) {
+        len = snprintf(num, sizeof(num),
+                       ",\"company_id\":\"%" PRIu64 "\",\"company_name\":", u->company);
+        rc = sql_buf_add(b, num, (size_t)len);
+    }
+    if (rc == 0)
+        rc = json_text_str(b, u->company_name ? u->company_name : "");
+    if (rc == 0) {
+        if (u->team != NULL && u->team[0] != '\0')
+            len = snprintf(num, sizeof(num),
+                           ",\"team_id\":\"%" PRIu64 "\",\"points\":%" PRId64 "}",
+                           (uint64_t)strtoull(u->team, NULL, 10), u->points);
+        else
+            len = snprintf(num, sizeof(num),
+                           ",\"team_id\":null,\"points\":%" PRId64 "}", u->points);
+        rc = sql_buf_add(b, num, (size_t)len);
+    }
     return rc;
 }

@@ -27,7 +27,9 @@ USERS = 31000  # more than a run may return (ROWS = 30,000 rows, api/api_standin
 TOP = 500
 
 
-class TestStandingsWithShortAggregates(unittest.TestCase):
+class StandingsCase(unittest.TestCase):
+    """Helpers: bcadmin, the servers' logs, a settlement and its standings."""
+
     def setUp(self):
         self.s = stack.get()
         self.s.require_dir()
@@ -61,6 +63,24 @@ class TestStandingsWithShortAggregates(unittest.TestCase):
             self.assertLess(time.time(), deadline, "standings not recomputed 60 s after the settlement")
             time.sleep(0.2)
 
+    def last_cut_line(self, sizes):
+        """(large companies cut, their users read) of the last recomputation logged since sizes."""
+        found = None
+        deadline = time.time() + 3
+        while found is None and time.time() < deadline:
+            for path, off in sizes.items():
+                with open(path, "rb") as f:
+                    f.seek(off)
+                    for m in re.finditer(rb"(\d+) large companies cut by their points histograms, (\d+) of "
+                                         rb"their users read", f.read()):
+                        found = (int(m.group(1)), int(m.group(2)))
+            if found is None:
+                time.sleep(0.1)
+        self.assertIsNotNone(found, "no standings line in the servers' logs")
+        return found
+
+
+class TestStandingsWithShortAggregates(StandingsCase):
     def test_company_without_aggregates_is_ranked_exactly(self):
         co = new_company()
         m = new_match(kickoff_in=3)
@@ -142,18 +162,52 @@ class TestStandingsWithShortAggregates(unittest.TestCase):
         rc, out = self.bcadmin("check-standings")
         self.assertEqual(rc, 0, out)
 
-    def last_cut_line(self, sizes):
-        """(large companies cut, their users read) of the last recomputation logged since sizes."""
-        found = None
-        deadline = time.time() + 3
-        while found is None and time.time() < deadline:
-            for path, off in sizes.items():
-                with open(path, "rb") as f:
-                    f.seek(off)
-                    for m in re.finditer(rb"(\d+) large companies cut by their points histograms, (\d+) of "
-                                         rb"their users read", f.read()):
-                        found = (int(m.group(1)), int(m.group(2)))
-            if found is None:
-                time.sleep(0.1)
-        self.assertIsNotNone(found, "no standings line in the servers' logs")
-        return found
+
+class TestLargeCompaniesAroundASmallOne(StandingsCase):
+    """Two large companies with a small one between them by id: the large
+    ones' histograms and users are read as one index range from the first to
+    the second, which holds the small one's rows too; those must not count
+    toward either cut or ranking. All three rankings stay exact."""
+
+    LARGE = 700  # members of each large company (more than TOP)
+    SMALL = 60
+
+    def fill(self, co, users, match):
+        p = subprocess.run([self.fillshard, "-c", self.s.cluster, "--shard", str(SHARD + 1), "--users",
+                            str(users), "--bets", str(users), "--match", str(match["id"]), "--company",
+                            str(co["id"])], capture_output=True, text=True, timeout=600)
+        self.assertEqual(p.returncode, 0, "fillshard: %s" % (p.stdout + p.stderr)[-2000:])
+
+    def ranking(self, co):
+        rows = self.s.sql_shard(SHARD + 1, "SELECT id, points FROM {s}.users WHERE company_id = %s "
+                                           "ORDER BY points DESC, id ASC LIMIT %d" % (co["id"], TOP))
+        return [(r[0], int(r[1])) for r in rows]
+
+    def test_small_company_inside_the_large_ones_range(self):
+        a, b, c = new_company(), new_company(), new_company()
+        self.assertLess(int(a["id"]), int(b["id"]))
+        self.assertLess(int(b["id"]), int(c["id"]))
+        m = new_match(kickoff_in=3)
+        for co, n in ((a, self.LARGE), (b, self.SMALL), (c, self.LARGE)):
+            self.fill(co, n, m)
+        rc, out = self.bcadmin("rebuild-standings")
+        self.assertEqual(rc, 0, out)
+        sizes = self.log_sizes()
+        self.settle_and_recompute(m, {"home_goals": 1, "away_goals": 0})
+        cut, _ = self.last_cut_line(sizes)
+        self.assertGreaterEqual(cut, 2, "the two large companies were not cut by their histograms")
+        for co, n in ((a, TOP), (b, self.SMALL), (c, TOP)):
+            want = self.ranking(co)
+            deadline = time.time() + 10
+            while True:
+                got = admin().get("/v1/standings/users", query={"company": co["id"]}).expect_json(200)["items"]
+                pairs = [(str(u["user_id"]), int(u["points"])) for u in got]
+                if pairs == want or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(len(got), n, "company %s" % co["id"])
+            self.assertEqual(pairs, want, "company %s" % co["id"])
+            self.assertEqual([u["rank"] for u in got], list(range(1, n + 1)))
+            self.assertTrue(all(str(u["company_id"]) == str(co["id"]) for u in got))
+        rc, out = self.bcadmin("check-standings")
+        self.assertEqual(rc, 0, out)

@@ -1,0 +1,125 @@
+/*
+ * api_standings_read.c: the standings endpoints. Each answers the list the
+ * last recomputation stored (api_standings.c) through the cache, keyed by
+ * the "standings" generation: one primary-key read of the global schema a
+ * cold key, however many readers wait.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_int.h"
+
+/* The stored list as its response body; id = scope, kind from the key. */
+static int standings_fill(struct api_req *req, const char *kind, uint64_t scope,
+                          char **text)
+{
+    struct sql_rows rows = {0};
+    json_t *body, *items;
+    int rc;
+
+    rc = router_exec(
+        req->router, ROUTER_GLOBAL, &rows,
+        "SELECT generation, computed_at, body FROM %S.standings WHERE kind = %s "
+        "AND scope = %u",
+        kind, scope);
+    if (rc < 0)
+        return rc;
+    if (rows.nrow == 0) {
+        body = json_pack("{s:[],s:i,s:n}", "items", "generation", 0, "computed_at");
+    } else {
+        items = json_loads(sql_cell(&rows, 0, 2), 0, NULL);
+        body = json_pack("{s:o,s:I,s:o}", "items", items ? items : json_array(),
+                         "generation",
+                         (json_int_t)strtoll(sql_cell(&rows, 0, 0), NULL, 10),
+                         "computed_at", api_time_json(sql_cell(&rows, 0, 1)));
+    }
+    sql_rows_free(&rows);
+    *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(body);
+    return *text ? 0 : -ENOMEM;
+}
+
+static int fill_users(struct api_req *req, uint64_t scope, char **text)
+{
+    return standings_fill(req, "users", scope, text);
+}
+
+static int fill_teams(struct api_req *req, uint64_t scope, char **text)
+{
+    return standings_fill(req, "teams", scope, text);
+}
+
+static int fill_companies(struct api_req *req, uint64_t scope, char **text)
+{
+    return standings_fill(req, "companies", scope, text);
+}
+
+/*
+ * Standings through the cache, keyed by the "standings" generation that each
+ * recomputation bumps: a cold key costs one read however many readers wait.
+ */
+static void standings_reply(struct api_req *req, const char *kind, uint64_t scope,
+                            api_fill_fn fill)
+{
+    char key[128], *text = NULL;
+    uint64_t gen = req->cache ? cache_generation(req->cache, "standings") : 0;
+    int rc;
+
+    snprintf(key, sizeof(key), "bc:v1:standings:%s:%" PRIu64 ":g%" PRIu64, kind, scope,
+             gen);
+    rc = api_cached_text(req, key, 1, 3600, fill, scope, &text);
+    if (rc < 0)
+        api_db_error(req, rc);
+    else
+        api_reply_raw(req, 200, "application/json", text, strlen(text));
+    free(text);
+}
+
+/*
+ * ?company=ID (0 when absent and not required), checked for membership: 0,
+ * or after replying -EINVAL (400), BC_ENOTFOUND (404), or what the access
+ * check failed with.
+ */
+static int company_param(struct api_req *req, uint64_t *company, int required)
+{
+    const char *s = api_query(req, "company");
+
+    *company = 0;
+    if (s == NULL) {
+        if (!required)
+            return 0;
+        api_error(req, 400, "invalid_parameter", "company=ID is required");
+        return -EINVAL;
+    }
+    if (api_parse_id(s, company) < 0) {
+        api_error(req, 404, "not_found", "no such company");
+        return BC_ENOTFOUND;
+    }
+    return api_check_access(req, API_ACCESS_COMPANY_MEMBER, *company);
+}
+
+void api_h_standings_users(struct api_req *req)
+{
+    uint64_t company;
+
+    if (company_param(req, &company, 0) < 0)
+        return;
+    standings_reply(req, "users", company, fill_users);
+}
+
+void api_h_standings_teams(struct api_req *req)
+{
+    uint64_t company;
+
+    if (company_param(req, &company, 1) < 0)
+        return;
+    standings_reply(req, "teams", company, fill_teams);
+}
+
+void api_h_standings_companies(struct api_req *req)
+{
+    standings_reply(req, "companies", 0, fill_companies);
+}
