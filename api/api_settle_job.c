@@ -32,7 +32,9 @@
  *
  * Progress: a run recounts the shards (guard rows, bets of the match, bets
  * no longer open) when it claims the job, reports what its batches settled
- * with each renewal, and writes the final recount when it finishes it.
+ * with each renewal, writes the recount once every shard is settled (before
+ * the standings are recomputed: shards_done = shards_total while the job is
+ * still running), and the final counts when it finishes it.
  *
  * Every thread here is background work (router_background()): its own
  * pools and deadlines, and a slow batch never marks a host down.
@@ -676,13 +678,22 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
                                        : "released for another server");
         goto out;
     }
-    if ((rc = settle_recount(s->router, match, &c, guarded)) < 0)
+    if ((rc = settle_recount(s->router, match, &c, guarded)) < 0) {
         api_log("settlement %" PRIu64 ": cannot count its shards: %s", match,
                 router_last_error());
-    else if (c.shards_done == router_nshard(s->router))
+    } else if (c.shards_done == router_nshard(s->router)) {
+        /*
+         * Every bet is settled: say so before the standings take their
+         * seconds (the job stays running until they are stored).
+         */
+        if (catalog_settlement_progress(cat, match, s->owner, c.shards_done,
+                                        c.bets_settled, c.bets_total) < 0)
+            api_log("settlement %" PRIu64 ": cannot record its progress: %s", match,
+                    router_last_error());
         settle_finish(&run, &c, t0);
-    else
+    } else {
         catalog_settlement_release(cat, match, s->owner); /* claimed again soon */
+    }
 out:
     free(guarded);
     atomic_fetch_sub(&s->nrun, 1);
