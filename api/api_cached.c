@@ -117,14 +117,6 @@ static int odds_fill(struct api_req *req, uint64_t id, char **text)
     return *text ? 0 : -ENOMEM;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * The hottest read. Its near copy is not the cache's text but the server's
  * hot table (api_hot.c) of whole responses, which the event loops answer
@@ -149,7 +141,7 @@ int api_odds_cached(struct api_req *req, uint64_t id, char **text)
     if (req->cache == NULL)
         return api_cached_text(req, key, 0, 300, odds_fill, id, text);
     gen = api_hot_gen(hot, id);
-    t0 = mono_ms();
+    t0 = sql_now_ms();
     rc = api_cached_text(req, key, 0, 300, odds_fill, id, text);
     if (rc < 0)
         return rc;

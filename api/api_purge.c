@@ -53,14 +53,6 @@ int api_idem_purge(struct router *r, uint32_t keep_s, uint64_t *deleted,
     return first;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void purge_main(struct api_job *job, uint64_t key, void *arg)
 {
     struct router *r = arg;
@@ -72,8 +64,8 @@ static void purge_main(struct api_job *job, uint64_t key, void *arg)
     router_background(1);
     while (!api_job_stopping(job)) {
         /* A kick of the jobs (a posted result) ends the sleep early: not a pass. */
-        if (mono_ms() >= next && router_map(r) != NULL) {
-            next = mono_ms() + PURGE_EVERY_MS;
+        if (sql_now_ms() >= next && router_map(r) != NULL) {
+            next = sql_now_ms() + PURGE_EVERY_MS;
             (void)api_idem_purge(r, API_IDEM_KEEP_S, &deleted, &failed);
             if (deleted > 0 || failed > 0)
                 api_log("idempotency purge: %" PRIu64 " keys older than %u s deleted"

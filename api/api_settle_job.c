@@ -130,14 +130,6 @@ struct settle_count {
     uint64_t bets_settled;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int run_stopping(struct settle_run *run)
 {
     return atomic_load(&run->lost) || api_job_stopping(run->job);
@@ -361,7 +353,7 @@ static void *host_main(void *arg)
         int64_t wait = SETTLE_BACKOFF_MAX_MS;
 
         for (uint32_t i = 0; i < h->nshard && !run_stopping(run); i++) {
-            int64_t now = mono_ms();
+            int64_t now = sql_now_ms();
             int rc;
 
             if (h->next_ms[i] == 0)
@@ -386,7 +378,7 @@ static void *host_main(void *arg)
                         "again in %u ms, the host's other shards go on",
                         run->match, h->shard[i], h->name, bc_strerror(rc),
                         router_last_error(), ms);
-                h->next_ms[i] = mono_ms() + ms;
+                h->next_ms[i] = sql_now_ms() + ms;
                 if (ms < wait)
                     wait = ms;
                 h->backoff[i] = h->backoff[i] * 2 > SETTLE_BACKOFF_MAX_MS
@@ -455,7 +447,7 @@ static void settle_report(struct settle_run *run)
 static void settle_keep_lease(struct settle_run *run)
 {
     struct catalog *cat = router_catalog(run->router);
-    int64_t renewed = mono_ms();
+    int64_t renewed = sql_now_ms();
     int rc;
 
     while (atomic_load(&run->nworking) > 0 && !run_stopping(run)) {
@@ -466,14 +458,14 @@ static void settle_keep_lease(struct settle_run *run)
         rc = catalog_settlement_renew(cat, run->match, run->settler->owner,
                                       SETTLE_LEASE_MS);
         if (rc == 1) {
-            renewed = mono_ms();
+            renewed = sql_now_ms();
             continue;
         }
         if (rc == 0)
             api_log("settlement %" PRIu64 ": %s lost its lease to another server; "
                     "stopping",
                     run->match, run->settler->owner);
-        else if (mono_ms() - renewed < SETTLE_LEASE_MS)
+        else if (sql_now_ms() - renewed < SETTLE_LEASE_MS)
             continue; /* try again: the lease still runs */
         else
             api_log("settlement %" PRIu64 ": %s could not renew its lease for %d ms "
@@ -583,7 +575,7 @@ static int settle_standings(struct settle_run *run)
 {
     struct standings_job sj = {.run = run};
     pthread_t t;
-    int64_t t0 = mono_ms();
+    int64_t t0 = sql_now_ms();
 
     atomic_fetch_add(&run->nworking, 1);
     if (pthread_create(&t, NULL, standings_main, &sj) != 0) {
@@ -597,7 +589,7 @@ static int settle_standings(struct settle_run *run)
     }
     if (sj.rc == 0)
         api_log("settlement %" PRIu64 ": standings recomputed in %" PRId64 " ms",
-                run->match, mono_ms() - t0);
+                run->match, sql_now_ms() - t0);
     return sj.rc;
 }
 
@@ -627,7 +619,7 @@ static void settle_finish(struct settle_run *run, const struct settle_count *c,
         api_log("settlement %" PRIu64 ": done by %s: %" PRIu64 " bets on %u shards "
                 "(this run %" PRId64 " ms)",
                 run->match, run->settler->owner, c->bets_settled, c->shards_done,
-                mono_ms() - t0);
+                sql_now_ms() - t0);
 }
 
 /* A claimed job (a job of the server keyed by the match), to its end. */
@@ -640,7 +632,7 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
     struct catalog_settlement st;
     struct settle_count c;
     uint8_t *guarded = calloc(router_nshard(s->router), 1);
-    int64_t t0 = mono_ms();
+    int64_t t0 = sql_now_ms();
     int rc;
 
     router_background(1);

@@ -66,14 +66,6 @@ struct group {
     int64_t avg_h; /* average in hundredths, rounded half away from zero */
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t avg_hundredths(int64_t points, int64_t members)
 {
     if (members == 0)
@@ -151,9 +143,9 @@ struct standings {
     uint32_t reads;         /* scatters of user rows */
     struct router_txn *txn; /* the new generation's, on the global schema */
     uint64_t gen;
-    struct sql_buf out;       /* lists not written yet: VALUES rows of a REPLACE */
-    struct sql_buf text;      /* the user ranking being made, JSON */
-    int64_t read_ms, json_ms; /* of the user rankings: scatters, lists made */
+    struct sql_buf out;  /* lists not written yet: VALUES rows of a REPLACE */
+    struct sql_buf text; /* the user ranking being made, JSON */
+    int64_t read_ms;     /* the user rankings' scatters took */
 };
 
 static int ranked_cmp(const void *a, const void *b)
@@ -562,13 +554,13 @@ static int store_large_companies(struct router *r, struct standings *st)
     }
 #define OTHERS(a, b) (small[large[b]] - small[large[a]])
     /* The cuts: spans of large companies with few members of others between. */
-    t = mono_ms();
+    t = sql_now_ms();
     for (uint32_t a = 0, b; a < nl && rc == 0; a = b) {
         for (b = a + 1; b < nl && b - a < SPAN_MAX && OTHERS(a, b) <= SPAN_OTHERS; b++)
             ;
         rc = api_standings_cuts(r, TOP, cut + a, b - a);
     }
-    st->read_ms += mono_ms() - t;
+    st->read_ms += sql_now_ms() - t;
     for (uint32_t g = 0; g <= nl && rc == 0; g++) {
         struct sql_rows rows = {0};
         uint32_t i = 0;
@@ -588,7 +580,7 @@ static int store_large_companies(struct router *r, struct standings *st)
         }
         /* Companies [g0, g) are a full group, or the last one at the end. */
         rc = group_parts(&cond, &tail, &cut[g0], g - g0);
-        t = mono_ms();
+        t = sql_now_ms();
         st->reads++;
         if (rc == 0)
             rc = router_scatter_wrap(
@@ -599,7 +591,7 @@ static int store_large_companies(struct router *r, struct standings *st)
                 tail.buf, USER_ROW "WHERE (%R) AND role <> 'platform_admin'", cond.buf);
         if (rc == 0)
             rc = api_standings_sort_rows(&rows);
-        st->read_ms += mono_ms() - t;
+        st->read_ms += sql_now_ms() - t;
         /* The group is in id order, as the rows are. */
         for (uint32_t j = g0; j < g && rc == 0; j++) {
             uint32_t k = large[j];
@@ -652,10 +644,10 @@ static int store_company_users(struct router *r, struct standings *st)
                 break;
             sum += st->cg[b].members;
         }
-        int64_t t = mono_ms();
+        int64_t t = sql_now_ms();
         st->reads++;
         rc = company_users_load(r, st, a, b, &rows);
-        st->read_ms += mono_ms() - t;
+        st->read_ms += sql_now_ms() - t;
         if (rc == -E2BIG) {
             /* More members than the aggregates say: a top-K read each. */
             api_log("standings: companies %" PRIu64 "..%" PRIu64 " have more members "
@@ -705,11 +697,11 @@ int api_standings_recompute(struct router *r)
     const struct shardmap *map = router_map(r);
     struct standings st = {.nhost = map ? map->nnode : 1};
     struct sql_rows gen = {0};
-    int64_t t0 = mono_ms(), t_groups = 0, t_users = 0;
+    int64_t t0 = sql_now_ms(), t_groups = 0, t_users = 0;
     int rc;
 
     rc = groups_load(r, &st);
-    t_groups = mono_ms();
+    t_groups = sql_now_ms();
     if (rc == 0)
         rc = router_exec(r, ROUTER_GLOBAL, &gen,
                          "SELECT COALESCE(MAX(generation), 0) + 1 FROM %S.standings");
@@ -737,7 +729,7 @@ int api_standings_recompute(struct router *r)
         if (rc == 0)
             rc = store_text(&st, "users", 0, st.text.buf, st.text.len);
     }
-    t_users = mono_ms();
+    t_users = sql_now_ms();
     /* Last: it sorts the companies by average. */
     if (rc == 0)
         rc = store_groups(&st);
@@ -753,8 +745,9 @@ int api_standings_recompute(struct router *r)
                 " ms, of which %u scatters of users %" PRId64
                 " ms, teams and companies %" PRId64 " ms); %u large companies cut "
                 "by their points histograms, %" PRId64 " of their users read",
-                st.gen, st.nc, st.nt, mono_ms() - t0, t_groups - t0, t_users - t_groups,
-                st.reads, st.read_ms, mono_ms() - t_users, st.cut, st.scan);
+                st.gen, st.nc, st.nt, sql_now_ms() - t0, t_groups - t0,
+                t_users - t_groups, st.reads, st.read_ms, sql_now_ms() - t_users,
+                st.cut, st.scan);
 out:
     if (rc < 0)
         api_log("standings: recomputation failed: %s", router_last_error());
