@@ -206,7 +206,10 @@ int reshard_verify(const struct reshard_backend *b, uint32_t shard, const char *
         goto out;
     }
     if (found) {
-        if (strcmp(rec.phase, "catchup") != 0 && strcmp(rec.phase, "cutover") != 0) {
+        enum reshard_phase phase = RESHARD_NPHASE;
+
+        reshard_phase_parse(rec.phase, &phase); /* an unknown name stays NPHASE */
+        if (phase != RESHARD_CATCHUP && phase != RESHARD_CUTOVER) {
             rc = reshard__fail(opts, shard, -EAGAIN,
                                "move #%" PRIu64
                                " of shard %u is in phase %s: nothing to compare yet; "
