@@ -192,7 +192,7 @@ test: deps
 	$(MAKE) fuzz-smoke
 
 unit: $(UNIT_TESTS)
-	@set -e; for t in $(UNIT_TESTS); do (cd tests/unit && ../../$$t); done
+	@set -e; for t in $(abspath $(UNIT_TESTS)); do (cd tests/unit && $$t); done
 
 # The integration tests (C, cmocka) and the end-to-end HTTP suite (Python,
 # standard library) run against one stack that tests/integration/run starts on
@@ -214,8 +214,8 @@ openapi: $(BUILD)/betcity-api
 	BETCITY_API=$(BUILD)/betcity-api tests/openapi/lint
 
 valgrind: $(UNIT_TESTS)
-	@set -e; for t in $(UNIT_TESTS); do (cd tests/unit && valgrind -q \
-	  --error-exitcode=1 --leak-check=full ../../$$t); done
+	@set -e; for t in $(abspath $(UNIT_TESTS)); do (cd tests/unit && valgrind -q \
+	  --error-exitcode=1 --leak-check=full $$t); done
 
 # libFuzzer harnesses (tests/fuzz, docs/fuzzing.md), built with clang under
 # ASan/UBSan into their own directory. `make fuzz` runs each for FUZZ_SECONDS;
