@@ -248,14 +248,101 @@ static uint32_t unfinished_moves(struct catalog *cat, struct catalog_move **out)
     return k;
 }
 
+/*
+ * The catalog as a server of the global host holds it, for status while
+ * that host has no writable server that answers (its primary died and
+ * nothing failed it over yet: the guard is down or still deciding). Of the
+ * host's servers in the config (its first primary and its replicas) that
+ * answer with a map, the one with the highest map version (a fenced old
+ * primary keeps the catalog from before its failover); a replica's copy may
+ * lag the lost primary's. 0 and *c (close it after cat) and *from, or
+ * BC_EDOWN.
+ */
+static int status_catalog_copy(const struct shardmap_conf *conf, struct catalog *cat,
+                               struct catalog_map *cm, struct sql_conn **c,
+                               const char **from)
+{
+    const struct shardmap_host_conf *h = NULL;
+    struct sql_conn_opts opts = {.connect_timeout_ms = 1000, .query_timeout_ms = 2000};
+    struct catalog_map *tmp = calloc(1, sizeof(*tmp));
+
+    *c = NULL;
+    cm->map = NULL;
+    for (uint32_t i = 0; i < conf->nhost; i++)
+        if (strcmp(conf->hosts[i].name, conf->global_host) == 0)
+            h = &conf->hosts[i];
+    for (uint32_t k = 0; tmp != NULL && h != NULL && k <= h->nreplica; k++) {
+        const char *addr = k == 0 ? h->addr : h->replicas[k - 1].addr;
+        uint16_t port = k == 0 ? h->port : h->replicas[k - 1].port;
+        struct sql_executor exec;
+        struct sql_endpoint ep;
+        struct catalog one;
+        struct sql_conn *oc;
+
+        if (sql_endpoint_of(conf, h->name, addr, port, &ep) != 0 ||
+            sql_conn_open(&ep, &opts, &oc) != 0)
+            continue;
+        sql_conn_executor(oc, &exec);
+        catalog_init(&one, conf, &exec);
+        if (catalog_map_load(&one, tmp) == 0 &&
+            (cm->map == NULL || tmp->map->version > cm->map->version)) {
+            struct catalog_map swap = *cm;
+
+            *cm = *tmp;
+            *tmp = swap; /* the worse one, deinit below */
+            if (*c != NULL) {
+                catalog_deinit(cat);
+                sql_conn_close(*c);
+            }
+            *cat = one;
+            *c = oc;
+            *from = k == 0 ? h->name : h->replicas[k - 1].name;
+            catalog_map_deinit(tmp);
+            continue;
+        }
+        catalog_map_deinit(tmp);
+        catalog_deinit(&one);
+        sql_conn_close(oc);
+    }
+    free(tmp);
+    return *c != NULL ? 0 : BC_EDOWN;
+}
+
+/*
+ * The host check of status: through the router, or with the catalog read
+ * from a copy, straight to the address that copy gives (the router has no
+ * map then, and the config's address may be a replica's by now).
+ */
+static int status_host_exec(const struct shardmap_conf *conf, struct router *r,
+                            const struct catalog_host *h, int direct, const char *sql,
+                            struct sql_rows *rows)
+{
+    struct sql_conn_opts opts = {.connect_timeout_ms = 1000, .query_timeout_ms = 5000};
+    struct sql_endpoint ep;
+    struct sql_conn *c;
+    int rc;
+
+    if (!direct)
+        return router_host_exec(r, h->name, rows, sql);
+    if ((rc = sql_endpoint_of(conf, h->name, h->addr, h->port, &ep)) != 0 ||
+        (rc = sql_conn_open(&ep, &opts, &c)) != 0)
+        return rc;
+    rc = sql_query(c, sql, strlen(sql), rows);
+    sql_conn_close(c);
+    return rc;
+}
+
 static int cmd_status(struct shardmap_conf *conf, int json)
 {
     struct catalog_map *cm = calloc(1, sizeof(*cm));
     struct catalog_move *moves = NULL;
     const struct shardmap *map;
     uint32_t counts[SHARDMAP_MAX_HOSTS], nmove;
-    char sql[512];
+    char sql[512], why[512];
     struct router *r;
+    struct catalog copy, *cat;
+    struct sql_conn *copy_conn = NULL;
+    const char *from = NULL;
     int rc, down = 0;
 
     if (cm == NULL || (rc = router_create(conf, &r)) < 0) {
@@ -263,13 +350,25 @@ static int cmd_status(struct shardmap_conf *conf, int json)
         free(cm);
         return 1;
     }
-    if (catalog_map_load(router_catalog(r), cm) < 0) {
-        fprintf(stderr, "shardctl: no shard map in %s_global on %s: %s\n",
-                conf->schema_prefix, conf->global_host,
-                sql_last_error()[0] ? sql_last_error() : "run shardctl init");
-        router_destroy(r);
-        free(cm);
-        return 1;
+    cat = router_catalog(r);
+    if (catalog_map_load(cat, cm) < 0) {
+        snprintf(why, sizeof(why), "%s",
+                 sql_last_error()[0] ? sql_last_error() : "run shardctl init");
+        if (status_catalog_copy(conf, &copy, cm, &copy_conn, &from) < 0) {
+            fprintf(stderr, "shardctl: no shard map in %s_global on %s: %s\n",
+                    conf->schema_prefix, conf->global_host, why);
+            router_destroy(r);
+            free(cm);
+            return 1;
+        }
+        cat = &copy;
+        down++; /* the global host has no writable server that answers */
+        if (!json)
+            printf("warning: the global host %s has no writable server that answers "
+                   "(%s): the catalog below is %s's copy, read-only; the global "
+                   "schema takes no write until the guard fails the host over or its "
+                   "primary is back\n\n",
+                   conf->global_host, why, from);
     }
     map = cm->map;
     shardmap_count(map, counts);
@@ -279,18 +378,26 @@ static int cmd_status(struct shardmap_conf *conf, int json)
              "FROM information_schema.TABLES WHERE TABLE_SCHEMA LIKE '%s\\_____' "
              "AND TABLE_NAME = 'users'",
              conf->schema_prefix);
-    if (json)
-        printf("{\"map_version\":%" PRIu64
-               ",\"shards\":%u,\"prefix\":\"%s\",\"hosts\":[",
+    if (json) {
+        char jwhy[1100];
+
+        sc_json_str(jwhy, sizeof(jwhy), from != NULL ? why : "");
+        printf("{\"map_version\":%" PRIu64 ",\"shards\":%u,\"prefix\":\"%s\",",
                map->version, map->nshard, conf->schema_prefix);
-    else
+        if (from != NULL)
+            printf("\"catalog_from\":\"%s\",\"global_error\":\"%s\",", from, jwhy);
+        else
+            printf("\"catalog_from\":null,\"global_error\":null,");
+        printf("\"hosts\":[");
+    } else
         printf("%-12s %-22s %-5s %7s %8s %12s\n", "HOST", "ADDRESS", "STATE", "SHARDS",
                "SCHEMAS", "ROWS(est)");
     for (uint32_t i = 0; i < map->nnode; i++) {
         const struct catalog_host *h = &cm->host[i];
         struct sql_rows rows = {0};
         char addr[300];
-        int up = router_host_exec(r, h->name, &rows, sql) == 0 && rows.nrow == 1;
+        int up = status_host_exec(conf, r, h, from != NULL, sql, &rows) == 0 &&
+                 rows.nrow == 1;
         const char *schemas = up ? sql_cell(&rows, 0, 0) : "-";
         const char *nrows = up ? sql_cell(&rows, 0, 1) : "-";
 
@@ -306,12 +413,12 @@ static int cmd_status(struct shardmap_conf *conf, int json)
                    counts[i], schemas, nrows);
         sql_rows_free(&rows);
     }
-    nmove = unfinished_moves(router_catalog(r), &moves);
+    nmove = unfinished_moves(cat, &moves);
     if (json)
         printf("]");
     else
         printf("\n");
-    down += shardctl_servers_status(conf, router_catalog(r), json);
+    down += shardctl_servers_status(conf, cat, json);
     if (json) {
         printf(",\"moves\":[");
         for (uint32_t i = 0; i < nmove; i++)
@@ -332,6 +439,10 @@ static int cmd_status(struct shardmap_conf *conf, int json)
     free(moves);
     catalog_map_deinit(cm);
     free(cm);
+    if (copy_conn != NULL) {
+        catalog_deinit(&copy);
+        sql_conn_close(copy_conn);
+    }
     router_destroy(r);
     return down ? 3 : 0;
 }
