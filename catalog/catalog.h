@@ -164,6 +164,15 @@ int catalog_promote(struct catalog *cat, const char *host, const char *server,
  * account is conf->account's.
  */
 int catalog_global_endpoint(const struct shardmap_conf *conf, struct sql_endpoint *ep);
+/*
+ * For reading while the global host has no writable server (shardctl
+ * status): of its servers the config lists that answer, writable or not,
+ * the one whose catalog has the highest map version (a fenced old primary
+ * keeps the catalog from before its failover; a replica's may lag the lost
+ * primary's). *server names it. BC_EDOWN when none answers with a catalog.
+ */
+int catalog_global_newest(const struct shardmap_conf *conf, struct sql_endpoint *ep,
+                          const char **server);
 /* Sets one server's note only (for people; no new map version). */
 int catalog_server_set_note(struct catalog *cat, const char *server, const char *note);
 /* Sets one server's role and note, with a new map version. */

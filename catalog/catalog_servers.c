@@ -191,27 +191,25 @@ int catalog_server_set_note(struct catalog *cat, const char *server, const char 
                         note, server);
 }
 
-int catalog_global_endpoint(const struct shardmap_conf *conf, struct sql_endpoint *ep)
+/*
+ * Of the global host's servers the config lists (its first primary and its
+ * replicas) that answer, the one whose catalog has the highest map version,
+ * writable ones only when writable; *server names it. 0, or BC_EDOWN.
+ */
+static int global_newest(const struct shardmap_conf *conf,
+                         const struct shardmap_host_conf *h, int writable,
+                         struct sql_endpoint *ep, const char **server)
 {
     static const struct sql_conn_opts opts = {.connect_timeout_ms = 500,
                                               .query_timeout_ms = 1000};
-    int i = shardmap_conf_host(conf, conf->global_host);
     uint64_t best = 0;
     int found = 0;
     char sql[160];
 
-    if (i < 0) {
-        sql_set_error("global host '%s' is not one of the hosts", conf->global_host);
-        return BC_EHOST;
-    }
-    const struct shardmap_host_conf *h = &conf->hosts[i];
-    if (h->nreplica == 0)
-        return sql_endpoint_of(conf, h->name, NULL, 0, ep);
     /* The prefix is [a-z0-9_] (checked when the config was loaded). */
     snprintf(sql, sizeof(sql),
-             "SELECT version FROM `%s_global`.map_version WHERE id = 1 AND "
-             "@@global.read_only = 0",
-             conf->schema_prefix);
+             "SELECT version FROM `%s_global`.map_version WHERE id = 1%s",
+             conf->schema_prefix, writable ? " AND @@global.read_only = 0" : "");
     for (uint32_t k = 0; k <= h->nreplica; k++) {
         const char *addr = k == 0 ? h->addr : h->replicas[k - 1].addr;
         uint16_t port = k == 0 ? h->port : h->replicas[k - 1].port;
@@ -226,13 +224,53 @@ int catalog_global_endpoint(const struct shardmap_conf *conf, struct sql_endpoin
             (!found || strtoull(v, NULL, 10) > best)) {
             best = strtoull(v, NULL, 10);
             *ep = cand;
+            if (server != NULL)
+                *server = k == 0 ? h->name : h->replicas[k - 1].name;
             found = 1;
         }
         sql_conn_close(c);
     }
-    if (!found) {
+    return found ? 0 : BC_EDOWN;
+}
+
+static const struct shardmap_host_conf *
+global_host_conf(const struct shardmap_conf *conf)
+{
+    int i = shardmap_conf_host(conf, conf->global_host);
+
+    if (i < 0) {
+        sql_set_error("global host '%s' is not one of the hosts", conf->global_host);
+        return NULL;
+    }
+    return &conf->hosts[i];
+}
+
+int catalog_global_endpoint(const struct shardmap_conf *conf, struct sql_endpoint *ep)
+{
+    const struct shardmap_host_conf *h = global_host_conf(conf);
+
+    if (h == NULL)
+        return BC_EHOST;
+    if (h->nreplica == 0)
+        return sql_endpoint_of(conf, h->name, NULL, 0, ep);
+    if (global_newest(conf, h, 1, ep, NULL) < 0) {
         sql_set_error("no writable server of the global host %s answers (its primary "
                       "is down or being switched; see shardctl status)",
+                      h->name);
+        return BC_EDOWN;
+    }
+    return 0;
+}
+
+int catalog_global_newest(const struct shardmap_conf *conf, struct sql_endpoint *ep,
+                          const char **server)
+{
+    const struct shardmap_host_conf *h = global_host_conf(conf);
+
+    if (h == NULL)
+        return BC_EHOST;
+    if (global_newest(conf, h, 0, ep, server) < 0) {
+        sql_set_error("no server of the global host %s answers with a catalog",
                       h->name);
         return BC_EDOWN;
     }

@@ -249,63 +249,32 @@ static uint32_t unfinished_moves(struct catalog *cat, struct catalog_move **out)
 }
 
 /*
- * The catalog as a server of the global host holds it, for status while
- * that host has no writable server that answers (its primary died and
- * nothing failed it over yet: the guard is down or still deciding). Of the
- * host's servers in the config (its first primary and its replicas) that
- * answer with a map, the one with the highest map version (a fenced old
- * primary keeps the catalog from before its failover); a replica's copy may
- * lag the lost primary's. 0 and *c (close it after cat) and *from, or
+ * For status while the global host has no writable server that answers
+ * (its primary died and nothing failed it over yet: the guard is down or
+ * still deciding): the newest catalog copy among that host's servers
+ * (catalog_global_newest). 0 and *c (close it after cat) and *from, or
  * BC_EDOWN.
  */
 static int status_catalog_copy(const struct shardmap_conf *conf, struct catalog *cat,
                                struct catalog_map *cm, struct sql_conn **c,
                                const char **from)
 {
-    const struct shardmap_host_conf *h = NULL;
     struct sql_conn_opts opts = {.connect_timeout_ms = 1000, .query_timeout_ms = 2000};
-    struct catalog_map *tmp = calloc(1, sizeof(*tmp));
+    struct sql_executor exec;
+    struct sql_endpoint ep;
 
     *c = NULL;
-    cm->map = NULL;
-    for (uint32_t i = 0; i < conf->nhost; i++)
-        if (strcmp(conf->hosts[i].name, conf->global_host) == 0)
-            h = &conf->hosts[i];
-    for (uint32_t k = 0; tmp != NULL && h != NULL && k <= h->nreplica; k++) {
-        const char *addr = k == 0 ? h->addr : h->replicas[k - 1].addr;
-        uint16_t port = k == 0 ? h->port : h->replicas[k - 1].port;
-        struct sql_executor exec;
-        struct sql_endpoint ep;
-        struct catalog one;
-        struct sql_conn *oc;
-
-        if (sql_endpoint_of(conf, h->name, addr, port, &ep) != 0 ||
-            sql_conn_open(&ep, &opts, &oc) != 0)
-            continue;
-        sql_conn_executor(oc, &exec);
-        catalog_init(&one, conf, &exec);
-        if (catalog_map_load(&one, tmp) == 0 &&
-            (cm->map == NULL || tmp->map->version > cm->map->version)) {
-            struct catalog_map swap = *cm;
-
-            *cm = *tmp;
-            *tmp = swap; /* the worse one, deinit below */
-            if (*c != NULL) {
-                catalog_deinit(cat);
-                sql_conn_close(*c);
-            }
-            *cat = one;
-            *c = oc;
-            *from = k == 0 ? h->name : h->replicas[k - 1].name;
-            catalog_map_deinit(tmp);
-            continue;
-        }
-        catalog_map_deinit(tmp);
-        catalog_deinit(&one);
-        sql_conn_close(oc);
+    if (catalog_global_newest(conf, &ep, from) < 0 || sql_conn_open(&ep, &opts, c) < 0)
+        return BC_EDOWN;
+    sql_conn_executor(*c, &exec);
+    catalog_init(cat, conf, &exec);
+    if (catalog_map_load(cat, cm) < 0) {
+        catalog_deinit(cat);
+        sql_conn_close(*c);
+        *c = NULL;
+        return BC_EDOWN;
     }
-    free(tmp);
-    return *c != NULL ? 0 : BC_EDOWN;
+    return 0;
 }
 
 /*
