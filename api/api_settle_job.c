@@ -204,6 +204,15 @@ static int settle_batch(struct settle_run *run, uint32_t shard, uint64_t *n, int
     if ((rc = router_txn_begin(run->router, shard, &txn)) < 0)
         return rc;
     /*
+     * The shard's fence once for the batch, not once a written row: a batch
+     * writes thousands (its bets, their users and ledger rows), and each
+     * row's own check cost about as much as writing it.
+     */
+    if ((rc = router_txn_fence(txn)) < 0) {
+        router_txn_rollback(txn);
+        return rc;
+    }
+    /*
      * The index is forced: in id order over the primary key, InnoDB would
      * lock every bet it scanned, of any match. Over match_open it locks
      * these bets and, when it reaches the end of them, the gap after: no

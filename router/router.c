@@ -16,6 +16,7 @@ struct router_txn {
     struct router_conn *conn;
     uint32_t shard;
     int broken;
+    int fence_held; /* @bc_fence_held may be set on the connection */
 };
 
 /* A copy of conf the router owns: the hosts (not the memcached servers). */
@@ -368,10 +369,57 @@ int router_txn_exec(struct router_txn *txn, struct sql_rows *rows, const char *f
     return router__moved(rc);
 }
 
+int router_txn_fence(struct router_txn *txn)
+{
+    struct sql_rows rows = {0};
+    int rc;
+
+    if (txn->fence_held)
+        return 0;
+    /* First: whatever the statement does, the transaction's end clears it. */
+    txn->fence_held = 1;
+    rc = router_txn_exec(txn, &rows,
+                         "SELECT fenced, @bc_fence_held := 1 FROM %S.shard_state WHERE "
+                         "id = 1 LOCK IN SHARE MODE");
+    if (rc == 0 && (rows.nrow != 1 || sql_cell(&rows, 0, 0) == NULL)) {
+        router__set_error("shard %u: no shard_state row (run shardctl init)",
+                          txn->shard);
+        rc = BC_EQUERY;
+    } else if (rc == 0 && strcmp(sql_cell(&rows, 0, 0), "0") != 0) {
+        router__set_error("shard %u: bc: shard moved (its copy on %s is fenced)",
+                          txn->shard, txn->conn->pool->name);
+        rc = BC_EMOVED;
+    }
+    sql_rows_free(&rows);
+    return rc;
+}
+
+/*
+ * Clears the fence's mark before the transaction ends; a connection where
+ * that fails is marked broken (closed, not pooled). 0 or the status.
+ */
+static int txn_unfence(struct router_txn *txn)
+{
+    static const char sql[] = "SET @bc_fence_held = NULL";
+    int rc, broken = 0;
+
+    if (!txn->fence_held || txn->broken)
+        return 0;
+    rc =
+        router__conn_query(txn->router, txn->conn, sql, sizeof(sql) - 1, NULL, &broken);
+    if (rc < 0)
+        txn->broken = 1;
+    else
+        txn->fence_held = 0;
+    return rc;
+}
+
 static void txn_end(struct router_txn *txn, const char *sql)
 {
-    int broken = txn->broken;
+    int broken;
 
+    (void)txn_unfence(txn);
+    broken = txn->broken;
     if (!broken)
         router__conn_query(txn->router, txn->conn, sql, strlen(sql), NULL, &broken);
     router__conn_put(txn->conn, broken);
@@ -385,6 +433,10 @@ int router_txn_commit(struct router_txn *txn)
     if (txn->broken) {
         txn_end(txn, "ROLLBACK");
         return BC_EDOWN;
+    }
+    if ((rc = txn_unfence(txn)) < 0) {
+        txn_end(txn, "ROLLBACK");
+        return router__moved(rc);
     }
     rc = router__conn_query(txn->router, txn->conn, "COMMIT", 6, NULL, &broken);
     txn->broken |= broken;

@@ -139,6 +139,18 @@ int router_stale_reads(int on);
 int router_txn_begin(struct router *router, uint32_t shard, struct router_txn **txn);
 int router_txn_exec(struct router_txn *txn, struct sql_rows *rows, const char *fmt,
                     ...);
+/*
+ * Takes the shard's fence once for the whole transaction, for one that
+ * writes many rows (a settlement batch): shard_state's row is read with a
+ * share lock, as each written row's trigger would (etc/schema/
+ * shard_fence.sql), and @bc_fence_held is set, so that the triggers of the
+ * rows written next skip their own read (each costs a subquery a row). A
+ * move's fence waits for the transaction's end as before. BC_EMOVED when the
+ * copy is fenced already (or its schema gone); the caller rolls back. The
+ * variable is cleared before the transaction ends (commit or rollback), and
+ * a connection where that fails is closed, never pooled with it set.
+ */
+int router_txn_fence(struct router_txn *txn);
 /* Commits and frees txn; on failure the transaction is rolled back. */
 int router_txn_commit(struct router_txn *txn);
 /* Rolls back and frees txn; NULL is a no-op. */

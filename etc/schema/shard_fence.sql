@@ -12,11 +12,15 @@
 -- Replicated row events do not fire triggers, so the target's catch-up is not
 -- affected. A move's target copy is fenced from its creation to the cut-over
 -- (no server may write into a copy that is not the shard yet); the move's own
--- copy session sets @bc_move_copy to fill it. Every statement is idempotent.
+-- copy session sets @bc_move_copy to fill it. A transaction that writes many
+-- rows (a settlement batch) reads shard_state with the share lock once, first,
+-- and sets @bc_fence_held until it ends (router_txn_fence(): the router clears
+-- it before the commit or rollback, or closes the connection): its rows skip
+-- the read, which each would repeat. Every statement is idempotent.
 CREATE OR REPLACE PROCEDURE `{schema}`.fence_check()
     READS SQL DATA
 BEGIN
-    IF @bc_move_copy IS NULL THEN
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
