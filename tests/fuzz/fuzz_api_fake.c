@@ -135,6 +135,12 @@ int router_txn_exec(struct router_txn *txn, struct sql_rows *rows, const char *f
     return down_run(NULL, NULL, 0, rows);
 }
 
+int router_txn_fence(struct router_txn *txn)
+{
+    (void)txn;
+    return BC_EDOWN;
+}
+
 int router_txn_commit(struct router_txn *txn)
 {
     (void)txn;
