@@ -50,12 +50,14 @@ CACHE_LIB := $(BUILD)/libcache.a
 
 TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen \
          $(BUILD)/fillshard $(BUILD)/fillscale $(BUILD)/netwire
-UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf $(BUILD)/test_api \
+UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf \
+              $(BUILD)/test_shardmap_files $(BUILD)/test_api \
               $(BUILD)/test_api_work $(BUILD)/test_api_hot $(BUILD)/test_api_listen \
               $(BUILD)/test_api_log $(BUILD)/test_api_text \
               $(BUILD)/test_reshard \
               $(BUILD)/test_sql $(BUILD)/test_netwire_queue
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
+                     $(BUILD)/test_router_txn_int \
                      $(BUILD)/test_cache_int $(BUILD)/test_catalog_int \
                      $(BUILD)/test_privilege_int
 
@@ -128,11 +130,13 @@ bench-scale: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/lo
 
 $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
-$(BUILD)/test_shardmap_conf: $(BUILD)/tests/unit/test_shardmap_conf.o $(SHARDMAP_LIB)
+$(BUILD)/test_shardmap_conf $(BUILD)/test_shardmap_files: $(BUILD)/%: $(BUILD)/tests/unit/%.o \
+    $(BUILD)/tests/unit/yaml_fix.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_sql: $(BUILD)/tests/unit/test_sql.o $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -Wl,--wrap=malloc -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
-$(BUILD)/test_reshard: $(BUILD)/tests/unit/test_reshard.o $(RESHARD_LIB) $(CATALOG_LIB) \
+$(BUILD)/test_reshard: $(BUILD)/tests/unit/test_reshard.o $(BUILD)/tests/unit/reshard_fake.o \
+                       $(RESHARD_LIB) $(CATALOG_LIB) \
                        $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
@@ -158,7 +162,8 @@ $(BUILD)/test_catalog_int: $(BUILD)/tests/integration/test_catalog_int.o \
                           $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_%_int: $(BUILD)/tests/integration/test_%_int.o \
-                     $(BUILD)/tests/integration/itest.o $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+                     $(BUILD)/tests/integration/itest.o $(BUILD)/tests/integration/rtest.o \
+                     $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 
 # Installs the Debian packages the build, the stack and the tests need.

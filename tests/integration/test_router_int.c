@@ -1,7 +1,6 @@
 /*
  * test_router_int.c: the router against the real MariaDB hosts of the test
- * stack: writes and reads on every shard, transactions and the fence held
- * once for one, ids, scatter-gather (union, top-K,
+ * stack: writes and reads on every shard, ids, scatter-gather (union, top-K,
  * batch), background pools and slow statements, a SIGSTOPped host, and
  * following a map change made in the database.
  */
@@ -22,77 +21,7 @@
 
 #include "router/router.h"
 #include "tests/integration/itest.h"
-
-#define NSHARD 64
-/* The suite's users belong to a company no other test uses. */
-#define TEST_COMPANY ((uint64_t)999999)
-
-struct fixture {
-    struct shardmap_conf conf;
-    struct router *router;
-};
-
-static char out[8192];
-
-static int setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof(*f));
-
-    /* The shard layout comes from the tool, as in production (idempotent). */
-    assert_int_equal(itest_shardctl(out, sizeof(out), "init"), 0);
-    itest_conf(&f->conf);
-    assert_int_equal(router_create(&f->conf, &f->router), 0);
-    assert_non_null(router_map(f->router));
-    /* Only this suite's rows (company TEST_COMPANY), so it can run again. */
-    assert_int_equal(router_scatter_exec(f->router, NULL,
-                                         "DELETE FROM %S.users WHERE company_id = %u",
-                                         TEST_COMPANY),
-                     0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-
-    router_scatter_exec(f->router, NULL, "DELETE FROM %S.users WHERE company_id = %u",
-                        TEST_COMPANY);
-    router_destroy(f->router);
-    shardmap_conf_deinit(&f->conf);
-    free(f);
-    return 0;
-}
-
-static int64_t count_users(struct router *r, uint32_t shard)
-{
-    struct sql_rows rows = {0};
-    int64_t n;
-
-    assert_int_equal(router_exec(r, shard, &rows,
-                                 "SELECT COUNT(*) FROM %S.users WHERE company_id = %u",
-                                 TEST_COMPANY),
-                     0);
-    n = strtoll(sql_cell(&rows, 0, 0), NULL, 10);
-    sql_rows_free(&rows);
-    return n;
-}
-
-static void insert_user(struct router *r, uint64_t id, const char *email,
-                        int64_t points)
-{
-    struct sql_rows rows = {0};
-    int rc =
-        router_exec(r, router_shard_of_id(id), &rows,
-                    "INSERT INTO %S.users (id, email, password_hash, display_name, "
-                    "company_id, balance, initial_balance, points) VALUES (%u, %s, "
-                    "'x', %s, %u, 1000, 1000, %d)",
-                    id, email, email, TEST_COMPANY, points);
-    if (rc != 0)
-        fail_msg("insert %s: %s", email, router_last_error());
-    assert_int_equal(rows.affected, 1);
-    sql_rows_free(&rows);
-}
+#include "tests/integration/rtest.h"
 
 static void test_write_and_read_every_shard(void **state)
 {
@@ -106,7 +35,7 @@ static void test_write_and_read_every_shard(void **state)
         assert_int_equal(router_next_id(f->router, NULL, s, &id), 0);
         assert_int_equal(router_shard_of_id(id), s);
         snprintf(email, sizeof(email), "shard%u-'quote\"@example.com", s);
-        insert_user(f->router, id, email, (int64_t)s * 7 % 23);
+        rtest_insert_user(f->router, id, email, (int64_t)s * 7 % 23);
         /* Read back by id: the id alone routes to the row. */
         assert_int_equal(router_exec(f->router, router_shard_of_id(id), &rows,
                                      "SELECT email, points FROM %S.users WHERE id = %u",
@@ -148,7 +77,7 @@ static void test_email_routes_to_one_shard(void **state)
     assert_true(len > 0);
     shard = router_shard_of_key(f->router, canon, (size_t)len);
     assert_int_equal(router_next_id(f->router, NULL, shard, &id), 0);
-    insert_user(f->router, id, canon, 0);
+    rtest_insert_user(f->router, id, canon, 0);
     assert_int_equal(router_exec(f->router, shard, &rows,
                                  "SELECT id FROM %S.users WHERE email = %s", canon),
                      0);
@@ -164,151 +93,6 @@ static void test_email_routes_to_one_shard(void **state)
                     "(%u, %s, 'x', 'c', 999999, 1000, 1000)",
                     id, canon),
         BC_EDUPKEY);
-}
-
-static void test_transaction_commits_and_rolls_back(void **state)
-{
-    struct fixture *f = *state;
-    struct router_txn *txn;
-    uint64_t id1, id2;
-    int64_t before = count_users(f->router, 5);
-
-    assert_int_equal(router_txn_begin(f->router, 5, &txn), 0);
-    assert_int_equal(router_next_id(f->router, txn, 5, &id1), 0);
-    assert_int_equal(
-        router_txn_exec(txn, NULL,
-                        "INSERT INTO %S.users (id, email, password_hash, "
-                        "display_name, company_id, balance, initial_balance) VALUES "
-                        "(%u, 'txn1@x', 'x', 't', 999999, 1000, 1000)",
-                        id1),
-        0);
-    router_txn_rollback(txn);
-    assert_int_equal(count_users(f->router, 5), before);
-
-    assert_int_equal(router_txn_begin(f->router, 5, &txn), 0);
-    assert_int_equal(router_next_id(f->router, txn, 5, &id2), 0);
-    assert_int_equal(
-        router_txn_exec(txn, NULL,
-                        "INSERT INTO %S.users (id, email, password_hash, "
-                        "display_name, company_id, balance, initial_balance) VALUES "
-                        "(%u, 'txn2@x', 'x', 't', 999999, 1000, 1000)",
-                        id2),
-        0);
-    assert_int_equal(router_txn_commit(txn), 0);
-    assert_int_equal(count_users(f->router, 5), before + 1);
-    assert_true(id2 > id1);
-}
-
-/* CONNECTION_ID() of shard's pooled connection, and whether its fence mark is clear. */
-static int64_t session_of(struct router *r, uint32_t shard, int *clear)
-{
-    struct sql_rows rows = {0};
-    int64_t id;
-
-    assert_int_equal(
-        router_exec(r, shard, &rows, "SELECT CONNECTION_ID(), @bc_fence_held IS NULL"),
-        0);
-    id = strtoll(sql_cell(&rows, 0, 0), NULL, 10);
-    *clear = strcmp(sql_cell(&rows, 0, 1), "1") == 0;
-    sql_rows_free(&rows);
-    return id;
-}
-
-static int fence_user(struct router_txn *txn, uint64_t id, const char *email)
-{
-    return router_txn_exec(
-        txn, NULL,
-        "INSERT INTO %S.users (id, email, password_hash, display_name, "
-        "company_id, balance, initial_balance) VALUES (%u, %s, 'x', "
-        "'f', %u, 1000, 1000)",
-        id, email, TEST_COMPANY);
-}
-
-/*
- * router_txn_fence(): the shard's fence taken once (a move's fence waits for
- * the transaction), the triggers' mark set for the transaction only and
- * cleared before it ends, committed or rolled back, on the same pooled
- * connection; a fenced copy answers BC_EMOVED and leaves the connection
- * clean.
- */
-static void test_txn_fence_held_once_and_cleared(void **state)
-{
-    struct fixture *f = *state;
-    struct shardmap_conf one = f->conf;
-    const struct shardmap *map;
-    struct router_txn *txn;
-    struct sql_rows rows = {0};
-    struct router *r;
-    char lock[160], fence[160], sql[160];
-    int64_t before = count_users(f->router, 7), cid;
-    uint64_t id;
-    int clear;
-    MYSQL *m;
-
-    one.pool_size = 1; /* one connection a host: every statement below reuses it */
-    assert_int_equal(router_create(&one, &r), 0);
-    map = router_map(r);
-    m = itest_mysql(&f->conf, map->nodes[map->node_of[7]].name);
-    assert_int_equal(mysql_query(m, "SET SESSION innodb_lock_wait_timeout = 1"), 0);
-    snprintf(lock, sizeof(lock),
-             "UPDATE `%s_0007`.shard_state SET fenced = fenced WHERE id = 1",
-             f->conf.schema_prefix);
-    snprintf(fence, sizeof(fence),
-             "UPDATE `%s_0007`.shard_state SET fenced = %%d WHERE id = 1",
-             f->conf.schema_prefix);
-    cid = session_of(r, 7, &clear);
-    assert_true(clear);
-
-    /* Held: the mark is set in the transaction, and the fence's update waits. */
-    assert_int_equal(router_txn_begin(r, 7, &txn), 0);
-    assert_int_equal(router_txn_fence(txn), 0);
-    assert_int_equal(router_txn_fence(txn), 0); /* once is enough */
-    assert_int_equal(router_txn_exec(txn, &rows, "SELECT @bc_fence_held"), 0);
-    assert_string_equal(sql_cell(&rows, 0, 0), "1");
-    sql_rows_free(&rows);
-    assert_int_equal(router_next_id(r, txn, 7, &id), 0);
-    assert_int_equal(fence_user(txn, id, "fence1@x"), 0);
-    assert_int_not_equal(mysql_query(m, lock), 0);
-    assert_int_equal(mysql_errno(m), 1205); /* ER_LOCK_WAIT_TIMEOUT */
-    assert_int_equal(router_txn_commit(txn), 0);
-    assert_int_equal(session_of(r, 7, &clear), cid);
-    assert_true(clear);
-    assert_int_equal(count_users(f->router, 7), before + 1);
-    assert_int_equal(mysql_query(m, lock), 0); /* free again */
-
-    /* Rolled back: the same, and nothing written. */
-    assert_int_equal(router_txn_begin(r, 7, &txn), 0);
-    assert_int_equal(router_txn_fence(txn), 0);
-    assert_int_equal(router_next_id(r, txn, 7, &id), 0);
-    assert_int_equal(fence_user(txn, id, "fence2@x"), 0);
-    router_txn_rollback(txn);
-    assert_int_equal(session_of(r, 7, &clear), cid);
-    assert_true(clear);
-    assert_int_equal(count_users(f->router, 7), before + 1);
-
-    /* A fenced copy (a move's cut-over): refused, the connection clean. */
-    snprintf(sql, sizeof(sql), fence, 1);
-    assert_int_equal(mysql_query(m, sql), 0);
-    assert_int_equal(router_txn_begin(r, 7, &txn), 0);
-    assert_int_equal(router_txn_fence(txn), BC_EMOVED);
-    router_txn_rollback(txn);
-    assert_int_equal(session_of(r, 7, &clear), cid);
-    assert_true(clear);
-    /* Without the mark each row checks, and is refused; with it, rows skip it. */
-    assert_int_equal(router_txn_begin(r, 7, &txn), 0);
-    assert_int_equal(router_next_id(r, txn, 7, &id), 0);
-    assert_int_equal(fence_user(txn, id, "fence3@x"), BC_EMOVED);
-    router_txn_rollback(txn);
-    assert_int_equal(router_txn_begin(r, 7, &txn), 0);
-    assert_int_equal(router_txn_exec(txn, NULL, "SET @bc_fence_held = 1"), 0);
-    assert_int_equal(fence_user(txn, id, "fence3@x"), 0);
-    assert_int_equal(router_txn_exec(txn, NULL, "SET @bc_fence_held = NULL"), 0);
-    router_txn_rollback(txn);
-    snprintf(sql, sizeof(sql), fence, 0);
-    assert_int_equal(mysql_query(m, sql), 0);
-    assert_int_equal(count_users(f->router, 7), before + 1);
-    mysql_close(m);
-    router_destroy(r);
 }
 
 struct id_worker {
@@ -370,7 +154,7 @@ static void test_scatter_returns_the_union(void **state)
     uint8_t seen[NSHARD] = {0};
 
     for (uint32_t s = 0; s < NSHARD; s++)
-        direct += count_users(f->router, s);
+        direct += rtest_count_users(f->router, s);
     nh = router_stats(f->router, before, 8);
     assert_int_equal(router_scatter(f->router, &rows,
                                     "SELECT %N AS shard, COUNT(*) FROM %S.users "
@@ -480,7 +264,7 @@ static void test_scatter_exec_batches_per_host(void **state)
     int64_t users = 0;
 
     for (uint32_t s = 0; s < NSHARD; s++)
-        users += count_users(f->router, s);
+        users += rtest_count_users(f->router, s);
     nh = router_stats(f->router, before, 8);
     assert_int_equal(router_scatter_exec(f->router, &rows,
                                          "UPDATE %S.users SET points = points + 1 "
@@ -852,8 +636,6 @@ int main(void)
         cmocka_unit_test(test_write_and_read_every_shard),
         cmocka_unit_test(test_rows_land_on_the_mapped_host),
         cmocka_unit_test(test_email_routes_to_one_shard),
-        cmocka_unit_test(test_transaction_commits_and_rolls_back),
-        cmocka_unit_test(test_txn_fence_held_once_and_cleared),
         cmocka_unit_test(test_ids_unique_across_routers),
         cmocka_unit_test(test_scatter_returns_the_union),
         cmocka_unit_test(test_scatter_wrap_reduces_on_each_host),
@@ -865,5 +647,6 @@ int main(void)
         cmocka_unit_test(test_stopped_host_fails_fast_others_serve),
         cmocka_unit_test(test_router_follows_map_change),
     };
-    return cmocka_run_group_tests_name("router_integration", tests, setup, teardown);
+    return cmocka_run_group_tests_name("router_integration", tests, rtest_setup,
+                                       rtest_teardown);
 }

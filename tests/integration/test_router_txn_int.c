@@ -1,0 +1,173 @@
+/*
+ * test_router_txn_int.c: the router's single-shard transactions against the
+ * real MariaDB hosts of the test stack: commit and rollback, and the shard's
+ * fence held once for a transaction (router_txn_fence()).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "router/router.h"
+#include "tests/integration/itest.h"
+#include "tests/integration/rtest.h"
+
+static void test_transaction_commits_and_rolls_back(void **state)
+{
+    struct fixture *f = *state;
+    struct router_txn *txn;
+    uint64_t id1, id2;
+    int64_t before = rtest_count_users(f->router, 5);
+
+    assert_int_equal(router_txn_begin(f->router, 5, &txn), 0);
+    assert_int_equal(router_next_id(f->router, txn, 5, &id1), 0);
+    assert_int_equal(
+        router_txn_exec(txn, NULL,
+                        "INSERT INTO %S.users (id, email, password_hash, "
+                        "display_name, company_id, balance, initial_balance) VALUES "
+                        "(%u, 'txn1@x', 'x', 't', 999999, 1000, 1000)",
+                        id1),
+        0);
+    router_txn_rollback(txn);
+    assert_int_equal(rtest_count_users(f->router, 5), before);
+
+    assert_int_equal(router_txn_begin(f->router, 5, &txn), 0);
+    assert_int_equal(router_next_id(f->router, txn, 5, &id2), 0);
+    assert_int_equal(
+        router_txn_exec(txn, NULL,
+                        "INSERT INTO %S.users (id, email, password_hash, "
+                        "display_name, company_id, balance, initial_balance) VALUES "
+                        "(%u, 'txn2@x', 'x', 't', 999999, 1000, 1000)",
+                        id2),
+        0);
+    assert_int_equal(router_txn_commit(txn), 0);
+    assert_int_equal(rtest_count_users(f->router, 5), before + 1);
+    assert_true(id2 > id1);
+}
+
+/* CONNECTION_ID() of shard's pooled connection, and whether its fence mark is clear. */
+static int64_t session_of(struct router *r, uint32_t shard, int *clear)
+{
+    struct sql_rows rows = {0};
+    int64_t id;
+
+    assert_int_equal(
+        router_exec(r, shard, &rows, "SELECT CONNECTION_ID(), @bc_fence_held IS NULL"),
+        0);
+    id = strtoll(sql_cell(&rows, 0, 0), NULL, 10);
+    *clear = strcmp(sql_cell(&rows, 0, 1), "1") == 0;
+    sql_rows_free(&rows);
+    return id;
+}
+
+static int fence_user(struct router_txn *txn, uint64_t id, const char *email)
+{
+    return router_txn_exec(
+        txn, NULL,
+        "INSERT INTO %S.users (id, email, password_hash, display_name, "
+        "company_id, balance, initial_balance) VALUES (%u, %s, 'x', "
+        "'f', %u, 1000, 1000)",
+        id, email, TEST_COMPANY);
+}
+
+/*
+ * router_txn_fence(): the shard's fence taken once (a move's fence waits for
+ * the transaction), the triggers' mark set for the transaction only and
+ * cleared before it ends, committed or rolled back, on the same pooled
+ * connection; a fenced copy answers BC_EMOVED and leaves the connection
+ * clean.
+ */
+static void test_txn_fence_held_once_and_cleared(void **state)
+{
+    struct fixture *f = *state;
+    struct shardmap_conf one = f->conf;
+    const struct shardmap *map;
+    struct router_txn *txn;
+    struct sql_rows rows = {0};
+    struct router *r;
+    char lock[160], fence[160], sql[160];
+    int64_t before = rtest_count_users(f->router, 7), cid;
+    uint64_t id;
+    int clear;
+    MYSQL *m;
+
+    one.pool_size = 1; /* one connection a host: every statement below reuses it */
+    assert_int_equal(router_create(&one, &r), 0);
+    map = router_map(r);
+    m = itest_mysql(&f->conf, map->nodes[map->node_of[7]].name);
+    assert_int_equal(mysql_query(m, "SET SESSION innodb_lock_wait_timeout = 1"), 0);
+    snprintf(lock, sizeof(lock),
+             "UPDATE `%s_0007`.shard_state SET fenced = fenced WHERE id = 1",
+             f->conf.schema_prefix);
+    snprintf(fence, sizeof(fence),
+             "UPDATE `%s_0007`.shard_state SET fenced = %%d WHERE id = 1",
+             f->conf.schema_prefix);
+    cid = session_of(r, 7, &clear);
+    assert_true(clear);
+
+    /* Held: the mark is set in the transaction, and the fence's update waits. */
+    assert_int_equal(router_txn_begin(r, 7, &txn), 0);
+    assert_int_equal(router_txn_fence(txn), 0);
+    assert_int_equal(router_txn_fence(txn), 0); /* once is enough */
+    assert_int_equal(router_txn_exec(txn, &rows, "SELECT @bc_fence_held"), 0);
+    assert_string_equal(sql_cell(&rows, 0, 0), "1");
+    sql_rows_free(&rows);
+    assert_int_equal(router_next_id(r, txn, 7, &id), 0);
+    assert_int_equal(fence_user(txn, id, "fence1@x"), 0);
+    assert_int_not_equal(mysql_query(m, lock), 0);
+    assert_int_equal(mysql_errno(m), 1205); /* ER_LOCK_WAIT_TIMEOUT */
+    assert_int_equal(router_txn_commit(txn), 0);
+    assert_int_equal(session_of(r, 7, &clear), cid);
+    assert_true(clear);
+    assert_int_equal(rtest_count_users(f->router, 7), before + 1);
+    assert_int_equal(mysql_query(m, lock), 0); /* free again */
+
+    /* Rolled back: the same, and nothing written. */
+    assert_int_equal(router_txn_begin(r, 7, &txn), 0);
+    assert_int_equal(router_txn_fence(txn), 0);
+    assert_int_equal(router_next_id(r, txn, 7, &id), 0);
+    assert_int_equal(fence_user(txn, id, "fence2@x"), 0);
+    router_txn_rollback(txn);
+    assert_int_equal(session_of(r, 7, &clear), cid);
+    assert_true(clear);
+    assert_int_equal(rtest_count_users(f->router, 7), before + 1);
+
+    /* A fenced copy (a move's cut-over): refused, the connection clean. */
+    snprintf(sql, sizeof(sql), fence, 1);
+    assert_int_equal(mysql_query(m, sql), 0);
+    assert_int_equal(router_txn_begin(r, 7, &txn), 0);
+    assert_int_equal(router_txn_fence(txn), BC_EMOVED);
+    router_txn_rollback(txn);
+    assert_int_equal(session_of(r, 7, &clear), cid);
+    assert_true(clear);
+    /* Without the mark each row checks, and is refused; with it, rows skip it. */
+    assert_int_equal(router_txn_begin(r, 7, &txn), 0);
+    assert_int_equal(router_next_id(r, txn, 7, &id), 0);
+    assert_int_equal(fence_user(txn, id, "fence3@x"), BC_EMOVED);
+    router_txn_rollback(txn);
+    assert_int_equal(router_txn_begin(r, 7, &txn), 0);
+    assert_int_equal(router_txn_exec(txn, NULL, "SET @bc_fence_held = 1"), 0);
+    assert_int_equal(fence_user(txn, id, "fence3@x"), 0);
+    assert_int_equal(router_txn_exec(txn, NULL, "SET @bc_fence_held = NULL"), 0);
+    router_txn_rollback(txn);
+    snprintf(sql, sizeof(sql), fence, 0);
+    assert_int_equal(mysql_query(m, sql), 0);
+    assert_int_equal(rtest_count_users(f->router, 7), before + 1);
+    mysql_close(m);
+    router_destroy(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_transaction_commits_and_rolls_back),
+        cmocka_unit_test(test_txn_fence_held_once_and_cleared),
+    };
+    return cmocka_run_group_tests_name("router_txn_integration", tests, rtest_setup,
+                                       rtest_teardown);
+}
