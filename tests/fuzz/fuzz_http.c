@@ -101,6 +101,28 @@ static void check_answer(const char *resp, size_t len)
     }
 }
 
+/*
+ * connect(), through a signal: libFuzzer's timers interrupt blocking calls
+ * (EINTR), and an interrupted connect goes on in the background. 0 or -1.
+ */
+static int connect_loopback(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    socklen_t len = sizeof(int);
+    int err = 0, n;
+
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+        return 0;
+    if (errno != EINTR)
+        return -1;
+    while ((n = poll(&pfd, 1, 5000)) < 0 && errno == EINTR)
+        ;
+    if (n <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return -1;
+    errno = err;
+    return err == 0 ? 0 : -1;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static char resp[1 << 16];
@@ -112,10 +134,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_fail("socket: %s", strerror(errno));
     /* No 40 ms delayed ACKs between the server's header and body writes. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+    if (connect_loopback(fd) < 0)
         fuzz_fail("connect: %s", strerror(errno));
     while (sent < size) {
         ssize_t n = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0)
             break; /* the server closed early: it may */
         sent += (size_t)n;
@@ -141,6 +165,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (n > 0)
                 continue;
         }
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0)
             break; /* closed (or reset) */
         got += (size_t)n;
