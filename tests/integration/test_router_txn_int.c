@@ -17,6 +17,17 @@
 #include "tests/integration/itest.h"
 #include "tests/integration/rtest.h"
 
+/* Inserts a user of the suite's company in the transaction. */
+static int txn_user(struct router_txn *txn, uint64_t id, const char *email)
+{
+    return router_txn_exec(
+        txn, NULL,
+        "INSERT INTO %S.users (id, email, password_hash, display_name, "
+        "company_id, balance, initial_balance) VALUES (%u, %s, 'x', "
+        "'f', %u, 1000, 1000)",
+        id, email, TEST_COMPANY);
+}
+
 static void test_transaction_commits_and_rolls_back(void **state)
 {
     struct fixture *f = *state;
@@ -26,25 +37,13 @@ static void test_transaction_commits_and_rolls_back(void **state)
 
     assert_int_equal(router_txn_begin(f->router, 5, &txn), 0);
     assert_int_equal(router_next_id(f->router, txn, 5, &id1), 0);
-    assert_int_equal(
-        router_txn_exec(txn, NULL,
-                        "INSERT INTO %S.users (id, email, password_hash, "
-                        "display_name, company_id, balance, initial_balance) VALUES "
-                        "(%u, 'txn1@x', 'x', 't', 999999, 1000, 1000)",
-                        id1),
-        0);
+    assert_int_equal(txn_user(txn, id1, "txn1@x"), 0);
     router_txn_rollback(txn);
     assert_int_equal(rtest_count_users(f->router, 5), before);
 
     assert_int_equal(router_txn_begin(f->router, 5, &txn), 0);
     assert_int_equal(router_next_id(f->router, txn, 5, &id2), 0);
-    assert_int_equal(
-        router_txn_exec(txn, NULL,
-                        "INSERT INTO %S.users (id, email, password_hash, "
-                        "display_name, company_id, balance, initial_balance) VALUES "
-                        "(%u, 'txn2@x', 'x', 't', 999999, 1000, 1000)",
-                        id2),
-        0);
+    assert_int_equal(txn_user(txn, id2, "txn2@x"), 0);
     assert_int_equal(router_txn_commit(txn), 0);
     assert_int_equal(rtest_count_users(f->router, 5), before + 1);
     assert_true(id2 > id1);
@@ -63,16 +62,6 @@ static int64_t session_of(struct router *r, uint32_t shard, int *clear)
     *clear = strcmp(sql_cell(&rows, 0, 1), "1") == 0;
     sql_rows_free(&rows);
     return id;
-}
-
-static int fence_user(struct router_txn *txn, uint64_t id, const char *email)
-{
-    return router_txn_exec(
-        txn, NULL,
-        "INSERT INTO %S.users (id, email, password_hash, display_name, "
-        "company_id, balance, initial_balance) VALUES (%u, %s, 'x', "
-        "'f', %u, 1000, 1000)",
-        id, email, TEST_COMPANY);
 }
 
 /*
@@ -118,7 +107,7 @@ static void test_txn_fence_held_once_and_cleared(void **state)
     assert_string_equal(sql_cell(&rows, 0, 0), "1");
     sql_rows_free(&rows);
     assert_int_equal(router_next_id(r, txn, 7, &id), 0);
-    assert_int_equal(fence_user(txn, id, "fence1@x"), 0);
+    assert_int_equal(txn_user(txn, id, "fence1@x"), 0);
     assert_int_not_equal(mysql_query(m, lock), 0);
     assert_int_equal(mysql_errno(m), 1205); /* ER_LOCK_WAIT_TIMEOUT */
     assert_int_equal(router_txn_commit(txn), 0);
@@ -131,7 +120,7 @@ static void test_txn_fence_held_once_and_cleared(void **state)
     assert_int_equal(router_txn_begin(r, 7, &txn), 0);
     assert_int_equal(router_txn_fence(txn), 0);
     assert_int_equal(router_next_id(r, txn, 7, &id), 0);
-    assert_int_equal(fence_user(txn, id, "fence2@x"), 0);
+    assert_int_equal(txn_user(txn, id, "fence2@x"), 0);
     router_txn_rollback(txn);
     assert_int_equal(session_of(r, 7, &clear), cid);
     assert_true(clear);
@@ -148,11 +137,11 @@ static void test_txn_fence_held_once_and_cleared(void **state)
     /* Without the mark each row checks, and is refused; with it, rows skip it. */
     assert_int_equal(router_txn_begin(r, 7, &txn), 0);
     assert_int_equal(router_next_id(r, txn, 7, &id), 0);
-    assert_int_equal(fence_user(txn, id, "fence3@x"), BC_EMOVED);
+    assert_int_equal(txn_user(txn, id, "fence3@x"), BC_EMOVED);
     router_txn_rollback(txn);
     assert_int_equal(router_txn_begin(r, 7, &txn), 0);
     assert_int_equal(router_txn_exec(txn, NULL, "SET @bc_fence_held = 1"), 0);
-    assert_int_equal(fence_user(txn, id, "fence3@x"), 0);
+    assert_int_equal(txn_user(txn, id, "fence3@x"), 0);
     assert_int_equal(router_txn_exec(txn, NULL, "SET @bc_fence_held = NULL"), 0);
     router_txn_rollback(txn);
     snprintf(sql, sizeof(sql), fence, 0);
