@@ -299,7 +299,10 @@ int reshard_move(const struct reshard_backend *b, uint32_t shard, const char *to
  * Runs a plan: refuses a stale plan (BC_EMISMATCH: its base version is not
  * the map's), adds its new host, runs its moves opts->parallel at a time
  * (never two between one pair of hosts), one grace period for all, then the
- * cleanups, and removes hosts the plan drained. 0, RESHARD_DIFFER, or <0.
+ * cleanups, and removes hosts the plan drained. A failed move is resumed
+ * once; one that fails again with its replication perhaps in place keeps
+ * the plan's other moves between its two hosts from starting (-ECANCELED).
+ * 0, RESHARD_DIFFER, or <0.
  */
 int reshard_rebalance(const struct reshard_backend *b, const struct shardmap_plan *plan,
                       const struct reshard_opts *opts);

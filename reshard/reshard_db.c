@@ -22,6 +22,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <mysqld_error.h>
+
 #include "reshard/reshard_int.h"
 
 #define CONNECT_MS 5000
@@ -265,13 +267,28 @@ static int db_target_live(void *ctx)
     return 1;
 }
 
+/*
+ * The move's replication connection gone from the target, checked: one left
+ * behind would apply the source's DROP of the schema (logged where the
+ * source has replicas) to the live copy, and MariaDB refuses a second
+ * connection to the same source, the next move's between these hosts.
+ */
 static int db_drop_channel(void *ctx)
 {
     struct db_ctx *c = ctx;
+    struct sql_replica_status st;
+    int rc = sql_replica_status(c->dst, c->chan, &st);
 
-    if (sql_exec(c->dst, NULL, "STOP SLAVE %s", c->chan) == 0)
-        sql_exec(c->dst, NULL, "RESET SLAVE %s ALL", c->chan);
-    return 0;
+    if (rc == BC_ENOTFOUND)
+        return 0;
+    if (rc == 0 && (rc = sql_exec(c->dst, NULL, "STOP SLAVE %s", c->chan)) == 0)
+        rc = sql_exec(c->dst, NULL, "RESET SLAVE %s ALL", c->chan);
+    if (rc == 0 && (rc = sql_replica_status(c->dst, c->chan, &st)) == 0) {
+        sql_set_error("host %s: the replication connection %s is still there",
+                      c->to.name, c->chan);
+        rc = BC_EQUERY;
+    }
+    return rc == BC_ENOTFOUND ? 0 : rc;
 }
 
 /* Copies the shard's sequence position: ids made on the target stay unique. */
@@ -295,8 +312,8 @@ static int db_copy(void *ctx, struct catalog_move *mv)
     struct reshard__copy cp = {.opts = c->opts, .shard = c->shard, .schema = c->schema};
     int rc;
 
-    db_drop_channel(c);
-    if ((rc = sql_exec(c->dst, NULL, "DROP DATABASE IF EXISTS %I", c->schema)) < 0)
+    if ((rc = db_drop_channel(c)) < 0 ||
+        (rc = sql_exec(c->dst, NULL, "DROP DATABASE IF EXISTS %I", c->schema)) < 0)
         return rc;
     /* The tables, then at once the fence, up (fenced) before any row. */
     if ((rc = reshard_shard_install(c->dst, c->schema, c->shard, 1)) < 0)
@@ -341,6 +358,14 @@ static int db_replicate(void *ctx, const struct catalog_move *mv)
             "MASTER_LOG_POS = %u, MASTER_USE_GTID = no, MASTER_CONNECT_RETRY = 1",
             c->chan, c->from.addr, (uint64_t)c->from.port, c->from.user,
             c->from.password, mv->binlog_file, mv->binlog_pos);
+        if (rc == BC_EQUERY && sql_conn_errno(c->dst) == ER_CONNECTION_ALREADY_EXISTS) {
+            char msg[512];
+            snprintf(msg, sizeof(msg), "%s", sql_last_error());
+            sql_set_error("%s: another move from %s to %s is unfinished; resume it, or "
+                          "roll it back with shardctl move N --abort (shardctl status "
+                          "lists it)",
+                          msg, c->from.name, c->to.name);
+        }
         /* The connection's name is an identifier here (checked). */
         if (rc == 0)
             rc = sql_exec(c->dst, NULL, "SET GLOBAL %R.replicate_do_db = %s",

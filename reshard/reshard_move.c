@@ -441,7 +441,8 @@ static int step_verify(struct reshard_move *m)
     struct reshard_compare res = {0};
     int rc;
 
-    m->ops->drop_channel(m->ctx);
+    if ((rc = m->ops->drop_channel(m->ctx)) < 0)
+        return fail(m, rc, "removing the move's replication connection");
     reshard__hook(&m->opts, m->shard, RESHARD_AT_SWITCHED);
     rc = m->opts.no_verify ? BC_ENOTFOUND : m->ops->compare_at_fence(m->ctx, &res);
     if (rc == 0) {
@@ -604,7 +605,8 @@ int reshard_move_abort(struct reshard_move *m)
             "finish it with shardctl move %u --resume, then move it back with shardctl "
             "move %u %s",
             m->rec.id, m->shard, now, m->shard, m->shard, m->rec.src);
-    m->ops->drop_channel(m->ctx);
+    if ((rc = m->ops->drop_channel(m->ctx)) < 0)
+        return fail(m, rc, "removing the move's replication connection");
     if ((rc = m->ops->unfence_source(m->ctx)) < 0)
         return fail(m, rc, "unfencing the source");
     if ((rc = m->ops->drop_target(m->ctx)) < 0)

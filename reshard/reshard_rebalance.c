@@ -17,6 +17,11 @@
 #include "reshard/reshard_int.h"
 
 #define MAX_THREADS 16
+#define MOVE_ATTEMPTS 2 /* a failed move is resumed once */
+#define RETRY_PAUSE_MS 2000
+
+/* A host pair's state. */
+enum { PAIR_FREE, PAIR_BUSY, PAIR_FAILED };
 
 struct rebalance {
     const struct reshard_backend *b;
@@ -26,12 +31,14 @@ struct rebalance {
     int *rc;
     /*
      * MariaDB takes one replication connection per source host on a target:
-     * moves running at once never share a (from, to) pair.
+     * moves running at once never share a (from, to) pair. A move that
+     * failed with its connection perhaps still there (it may be resumed)
+     * leaves its pair failed: the pair's other moves are not started.
      */
     pthread_mutex_t lock;
     pthread_cond_t freed;
-    uint8_t *started;   /* per move */
-    uint8_t *pair_busy; /* [from * nnode + to] */
+    uint8_t *started; /* per move */
+    uint8_t *pair;    /* [from * nnode + to]: PAIR_* */
     atomic_uint done, failed;
     int64_t t0;
 };
@@ -56,8 +63,11 @@ static void report(struct rebalance *rb, enum reshard_event_kind kind)
     reshard__emit(&rb->opts, &ev);
 }
 
-/* The next move whose host pair is free, or -1 when none is left to start. */
-static int next_move(struct rebalance *rb)
+/*
+ * The next move whose host pair is free, or -1 when none is left to start;
+ * *skip set for a move whose pair failed (the caller reports it).
+ */
+static int next_move(struct rebalance *rb, int *skip)
 {
     uint32_t nnode = rb->plan->target->nnode;
     int left;
@@ -70,9 +80,12 @@ static int next_move(struct rebalance *rb)
             if (rb->started[i])
                 continue;
             left = 1;
-            if (!rb->pair_busy[mv->from * nnode + mv->to]) {
+            uint8_t *pair = &rb->pair[mv->from * nnode + mv->to];
+            if (*pair != PAIR_BUSY) {
                 rb->started[i] = 1;
-                rb->pair_busy[mv->from * nnode + mv->to] = 1;
+                *skip = *pair == PAIR_FAILED;
+                if (*pair == PAIR_FREE)
+                    *pair = PAIR_BUSY;
                 pthread_mutex_unlock(&rb->lock);
                 return (int)i;
             }
@@ -85,27 +98,85 @@ static int next_move(struct rebalance *rb)
     return -1;
 }
 
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* A move that failed between its replication's start and its removal. */
+static int may_hold_channel(const struct reshard_move *m)
+{
+    enum reshard_phase ph = m != NULL ? reshard_move_phase(m) : RESHARD_PREPARE;
+
+    return ph >= RESHARD_COPIED && ph < RESHARD_VERIFIED;
+}
+
+/*
+ * One move of the plan, resumed once when it fails; its status. *hold is
+ * set when it failed with its replication connection perhaps left behind.
+ */
+static int run_move(struct rebalance *rb, uint32_t i, int *hold)
+{
+    const struct shardmap_move *mv = &rb->plan->moves[i];
+    const char *to = rb->plan->target->nodes[mv->to].name;
+    int rc = -1;
+
+    for (int attempt = 1; attempt <= MOVE_ATTEMPTS && rc < 0; attempt++) {
+        if (attempt > 1) {
+            reshard__note(
+                &rb->opts, mv->shard,
+                "shard %u: resuming the failed move in %u ms (attempt %d of %d)",
+                mv->shard, RETRY_PAUSE_MS, attempt, MOVE_ATTEMPTS);
+            sleep_ms(RETRY_PAUSE_MS);
+        }
+        reshard_move_destroy(rb->moves[i]);
+        rb->moves[i] = NULL;
+        rc = reshard_move_create(rb->b, mv->shard, to, &rb->opts, &rb->moves[i]);
+        if (rc == 0) {
+            reshard_move_defer_cleanup(rb->moves[i], 1);
+            rc = reshard_move_run(rb->moves[i]);
+        }
+        *hold = rc < 0 && (*hold || may_hold_channel(rb->moves[i]));
+        /* Another shardctl on the shard, or a move elsewhere: not ours to retry. */
+        if (rc == -EBUSY || rc == BC_EEXISTS)
+            break;
+    }
+    return rc == RESHARD_NOTHING ? 0 : rc;
+}
+
 static void *worker(void *arg)
 {
     struct rebalance *rb = arg;
     uint32_t nnode = rb->plan->target->nnode;
-    int i;
+    int i, skip = 0;
 
-    while ((i = next_move(rb)) >= 0) {
+    while ((i = next_move(rb, &skip)) >= 0) {
         const struct shardmap_move *mv = &rb->plan->moves[i];
-        struct reshard_move *m = NULL;
-        int rc = reshard_move_create(
-            rb->b, mv->shard, rb->plan->target->nodes[mv->to].name, &rb->opts, &m);
-        if (rc == 0) {
-            reshard_move_defer_cleanup(m, 1);
-            rc = reshard_move_run(m);
+        const char *from = rb->plan->target->nodes[mv->from].name;
+        const char *to = rb->plan->target->nodes[mv->to].name;
+        uint8_t after = PAIR_FREE;
+
+        if (skip) {
+            rb->rc[i] = reshard__fail(
+                &rb->opts, mv->shard, -ECANCELED,
+                "shard %u: not moved: a move from %s to %s failed before it and may "
+                "still hold their replication connection; resume or roll back that "
+                "move, then run the plan again",
+                mv->shard, from, to);
+            after = PAIR_FAILED;
+        } else {
+            int hold = 0;
+            rb->rc[i] = run_move(rb, (uint32_t)i, &hold);
+            if (hold)
+                after = PAIR_FAILED;
         }
-        rb->moves[i] = m;
-        rb->rc[i] = rc == RESHARD_NOTHING ? 0 : rc;
         if (rb->rc[i] < 0)
             atomic_fetch_add(&rb->failed, 1);
         pthread_mutex_lock(&rb->lock);
-        rb->pair_busy[mv->from * nnode + mv->to] = 0;
+        rb->pair[mv->from * nnode + mv->to] = after;
         pthread_cond_broadcast(&rb->freed);
         pthread_mutex_unlock(&rb->lock);
         atomic_fetch_add(&rb->done, 1);
@@ -198,11 +269,10 @@ int reshard_rebalance(const struct reshard_backend *b, const struct shardmap_pla
     rb.moves = calloc(n, sizeof(*rb.moves));
     rb.rc = calloc(n, sizeof(*rb.rc));
     rb.started = calloc(n, 1);
-    rb.pair_busy = calloc((size_t)plan->target->nnode * plan->target->nnode, 1);
+    rb.pair = calloc((size_t)plan->target->nnode * plan->target->nnode, 1);
     pthread_mutex_init(&rb.lock, NULL);
     pthread_cond_init(&rb.freed, NULL);
-    if (rb.moves == NULL || rb.rc == NULL || rb.started == NULL ||
-        rb.pair_busy == NULL) {
+    if (rb.moves == NULL || rb.rc == NULL || rb.started == NULL || rb.pair == NULL) {
         rc = reshard__fail(opts, RESHARD_NO_SHARD, -ENOMEM, "out of memory");
         goto out;
     }
@@ -239,7 +309,7 @@ out:
     free(rb.moves);
     free(rb.rc);
     free(rb.started);
-    free(rb.pair_busy);
+    free(rb.pair);
     pthread_mutex_destroy(&rb.lock);
     pthread_cond_destroy(&rb.freed);
     return rc;

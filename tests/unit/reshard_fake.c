@@ -57,6 +57,10 @@ static int op(struct ctx *c, const char *name)
     struct fake *f = c->f;
 
     logop(f, name);
+    if (strcmp(f->fail_always, name) == 0 && (int)c->shard == f->fail_always_shard) {
+        snprintf(f->last_error, sizeof(f->last_error), "%s failed (injected)", name);
+        return BC_EDOWN;
+    }
     if (strcmp(f->fail_op, name) == 0) {
         f->fail_op[0] = '\0';
         snprintf(f->last_error, sizeof(f->last_error), "%s failed (injected)", name);
@@ -405,9 +409,11 @@ static int f_drop_channel(void *ctx)
     GUARD;
     struct ctx *c = ctx;
 
-    logop(c->f, "drop_channel");
-    c->f->replicating[c->shard] = 0;
-    return 0;
+    int rc = op(c, "drop_channel");
+
+    if (rc == 0)
+        c->f->replicating[c->shard] = 0;
+    return rc;
 }
 
 static int f_drop_source(void *ctx)

@@ -29,6 +29,8 @@ struct fake {
     /* behaviour */
     char fail_op[32]; /* the next call of this op fails (once) */
     int fail_status;
+    char fail_always[32]; /* this op fails every time, for one shard: */
+    int fail_always_shard;
     int fence_busy; /* fence answers BC_ELOCKWAIT this many times */
     int drain_slow; /* drain answers BC_ETIMEOUT this many times */
     uint32_t diffs_at_fence, diffs_in_flight, diffs_copies;

@@ -420,6 +420,66 @@ static void test_rebalance_failed_move_keeps_others(void **state)
     shardmap_plan_deinit(&plan);
 }
 
+/* A move that fails once is resumed, and the plan finishes. */
+static void test_rebalance_resumes_a_failed_move(void **state)
+{
+    struct world *w = *state;
+    struct shardmap_plan plan;
+
+    make_plan(w, &plan, 1);
+    snprintf(w->f.fail_op, sizeof(w->f.fail_op), "replicate");
+    assert_int_equal(reshard_rebalance(&w->b, &plan, &w->o), RESHARD_OK);
+    for (uint32_t s = 0; s < 4; s++)
+        assert_string_equal(w->f.map[s], "db3");
+    assert_int_equal(w->f.nmove, 4); /* the failed one resumed, not made again */
+    assert_non_null(strstr(w->f.events, "ERROR "));
+    shardmap_plan_deinit(&plan);
+}
+
+/*
+ * A move that fails for good after its replication started may hold the
+ * hosts' one replication connection: the other moves between the same two
+ * hosts are not started; the rest of the plan runs.
+ */
+static void test_rebalance_failed_pair_stops_its_other_moves(void **state)
+{
+    struct world *w = *state;
+    struct shardmap_plan plan;
+
+    make_plan(w, &plan, 1); /* db1 -> db3: shards 0, 2; db2 -> db3: 1, 3 */
+    snprintf(w->f.fail_always, sizeof(w->f.fail_always), "fence");
+    w->f.fail_always_shard = 0;
+    assert_true(reshard_rebalance(&w->b, &plan, &w->o) < 0);
+    assert_string_equal(w->f.map[0], "db1");
+    assert_string_equal(w->f.moves[0].phase, "cutover"); /* resumable */
+    assert_int_equal(w->f.replicating[0], 1);
+    assert_string_equal(w->f.map[2], "db1"); /* never started */
+    for (uint32_t i = 0; i < w->f.nmove; i++)
+        assert_int_not_equal(w->f.moves[i].shard, 2);
+    assert_string_equal(w->f.map[1], "db3");
+    assert_string_equal(w->f.map[3], "db3");
+    assert_int_equal(w->f.pair_max, 1);
+    shardmap_plan_deinit(&plan);
+}
+
+/* A connection that cannot be removed stops the move before "verified". */
+static void test_channel_left_behind_fails_the_move(void **state)
+{
+    struct world *w = *state;
+
+    snprintf(w->f.fail_op, sizeof(w->f.fail_op), "drop_channel");
+    assert_true(reshard_move(&w->b, 2, "db2", 0, &w->o) < 0);
+    assert_string_equal(w->f.moves[0].phase, "switched");
+    assert_null(strstr(w->f.log, "compare_at_fence"));
+    assert_int_equal(w->f.source_copy[2], 1);
+    /* Resumed, it removes the connection and finishes. */
+    clear_logs(&w->f);
+    assert_int_equal(reshard_move(&w->b, 2, NULL, 0, &w->o), RESHARD_OK);
+    assert_non_null(strstr(w->f.log, "drop_channel compare_at_fence"));
+    assert_string_equal(w->f.moves[0].phase, "done");
+    assert_int_equal(w->f.source_copy[2], 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -462,6 +522,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rebalance_runs_every_move_and_drains,
                                         fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_rebalance_failed_move_keeps_others,
+                                        fake_setup, fake_teardown),
+        cmocka_unit_test_setup_teardown(test_rebalance_resumes_a_failed_move,
+                                        fake_setup, fake_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_rebalance_failed_pair_stops_its_other_moves, fake_setup,
+            fake_teardown),
+        cmocka_unit_test_setup_teardown(test_channel_left_behind_fails_the_move,
                                         fake_setup, fake_teardown),
     };
 
