@@ -51,7 +51,7 @@ CACHE_LIB := $(BUILD)/libcache.a
 TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadgen \
          $(BUILD)/fillshard $(BUILD)/fillscale $(BUILD)/netwire
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf \
-              $(BUILD)/test_shardmap_files $(BUILD)/test_api \
+              $(BUILD)/test_shardmap_files $(BUILD)/test_api $(BUILD)/test_api_routes \
               $(BUILD)/test_api_work $(BUILD)/test_api_hot $(BUILD)/test_api_listen \
               $(BUILD)/test_api_log $(BUILD)/test_api_text \
               $(BUILD)/test_reshard \
@@ -59,6 +59,7 @@ UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf \
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_router_txn_int \
                      $(BUILD)/test_cache_int $(BUILD)/test_catalog_int \
+                     $(BUILD)/test_catalog_jobs_int \
                      $(BUILD)/test_privilege_int
 
 .PHONY: all deps run stop status test unit integration failover format format-check \
@@ -141,6 +142,8 @@ $(BUILD)/test_reshard: $(BUILD)/tests/unit/test_reshard.o $(BUILD)/tests/unit/re
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
+$(BUILD)/test_api_routes: $(BUILD)/tests/unit/test_api_routes.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_work: $(BUILD)/tests/unit/test_api_work.o $(API_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS)
 $(BUILD)/test_netwire_queue: $(BUILD)/tests/unit/test_netwire_queue.o \
@@ -157,9 +160,9 @@ $(BUILD)/test_api_hot: $(BUILD)/tests/unit/test_api_hot.o $(API_LIB) $(CACHE_LIB
 $(BUILD)/test_cache_int: $(BUILD)/tests/integration/test_cache_int.o \
                         $(BUILD)/tests/integration/itest.o $(CACHE_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
-$(BUILD)/test_catalog_int: $(BUILD)/tests/integration/test_catalog_int.o \
-                          $(BUILD)/tests/integration/itest.o $(CATALOG_LIB) $(SQL_LIB) \
-                          $(SHARDMAP_LIB)
+$(BUILD)/test_catalog_int $(BUILD)/test_catalog_jobs_int: $(BUILD)/%: \
+    $(BUILD)/tests/integration/%.o $(BUILD)/tests/integration/catfix.o \
+    $(BUILD)/tests/integration/itest.o $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_%_int: $(BUILD)/tests/integration/test_%_int.o \
                      $(BUILD)/tests/integration/itest.o $(BUILD)/tests/integration/rtest.o \

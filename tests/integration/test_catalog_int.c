@@ -3,6 +3,7 @@
  * test stack, in a scratch cluster of its own (prefix bccat, 16 shards) so
  * that it never touches the cluster the other suites use. The tests run in
  * order and build on each other: install, create, then change the map.
+ * The settlement jobs and the servers table: test_catalog_jobs_int.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,93 +20,16 @@
 #include <cmocka.h>
 
 #include "catalog/catalog.h"
+#include "tests/integration/catfix.h"
 #include "tests/integration/itest.h"
 
 #define PREFIX "bccat"
 #define SCHEMA PREFIX "_global"
 #define NSHARD 16
 
-struct fixture {
-    struct shardmap_conf conf; /* the stack's, with PREFIX and NSHARD */
-    struct sql_endpoint ep;    /* the global host */
-    struct sql_conn *conn;
-    struct catalog cat;
-    MYSQL *peek; /* another session, to see what was committed */
-};
-
-static struct sql_conn *open_conn(const struct sql_endpoint *ep)
-{
-    struct sql_conn_opts opts = {.query_timeout_ms = 20000, .multi_statements = 1};
-    struct sql_conn *c = NULL;
-
-    if (sql_conn_open(ep, &opts, &c) != 0)
-        fail_msg("connecting to %s: %s", ep->name, sql_last_error());
-    return c;
-}
-
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
-    struct sql_executor exec;
-
-    assert_non_null(f);
-    itest_conf(&f->conf);
-    snprintf(f->conf.schema_prefix, sizeof(f->conf.schema_prefix), PREFIX);
-    f->conf.nshard = NSHARD;
-    assert_int_equal(sql_endpoint_of(&f->conf, f->conf.global_host, NULL, 0, &f->ep),
-                     0);
-    f->conn = open_conn(&f->ep);
-    sql_conn_executor(f->conn, &exec);
-    catalog_init(&f->cat, &f->conf, &exec);
-    assert_string_equal(f->cat.schema, SCHEMA);
-    f->peek = itest_mysql(&f->conf, f->conf.global_host);
-    /* Left over by an interrupted run: start from nothing. */
-    if (mysql_query(f->peek, "DROP DATABASE IF EXISTS " SCHEMA) != 0)
-        fail_msg("%s", mysql_error(f->peek));
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fixture *f = *state;
-
-    if (mysql_query(f->peek, "DROP DATABASE IF EXISTS " SCHEMA) != 0)
-        fprintf(stderr, "dropping %s: %s\n", SCHEMA, mysql_error(f->peek));
-    mysql_close(f->peek);
-    catalog_deinit(&f->cat);
-    sql_conn_close(f->conn);
-    shardmap_conf_deinit(&f->conf);
-    free(f);
-    return 0;
-}
-
-static uint64_t version_of(struct fixture *f)
-{
-    uint64_t v = 0;
-
-    assert_int_equal(catalog_map_version(&f->cat, &v), 0);
-    /* The same as another session sees: the change was committed. */
-    assert_int_equal(itest_scalar(f->peek, "SELECT version FROM " SCHEMA
-                                           ".map_version WHERE id = 1"),
-                     (int64_t)v);
-    return v;
-}
-
-static struct catalog_map *load(struct fixture *f)
-{
-    struct catalog_map *m = calloc(1, sizeof(*m));
-
-    assert_non_null(m);
-    if (catalog_map_load(&f->cat, m) != 0)
-        fail_msg("catalog_map_load: %s", sql_last_error());
-    return m;
-}
-
-static void unload(struct catalog_map *m)
-{
-    catalog_map_deinit(m);
-    free(m);
+    return catfix_setup(state, PREFIX, NSHARD);
 }
 
 /* A host of the map that does not hold shard. */
@@ -140,25 +64,10 @@ static void test_install_is_idempotent(void **state)
     assert_int_equal(n, 0);
 }
 
-static struct shardmap *placed_map(const struct shardmap_conf *conf)
-{
-    struct shardmap_node nodes[SHARDMAP_MAX_HOSTS];
-    struct shardmap *map;
-
-    for (uint32_t i = 0; i < conf->nhost; i++) {
-        snprintf(nodes[i].name, sizeof(nodes[i].name), "%s", conf->hosts[i].name);
-        nodes[i].weight = conf->hosts[i].weight;
-    }
-    map = shardmap_create(conf->nshard, nodes, conf->nhost, 1);
-    assert_non_null(map);
-    assert_int_equal(shardmap_place(map), 0);
-    return map;
-}
-
 static void test_failed_create_rolls_back(void **state)
 {
     struct fixture *f = *state;
-    struct shardmap *map = placed_map(&f->conf);
+    struct shardmap *map = catfix_placed_map(&f->conf);
     uint64_t v;
 
     /*
@@ -181,16 +90,16 @@ static void test_failed_create_rolls_back(void **state)
 static void test_map_create_then_load(void **state)
 {
     struct fixture *f = *state;
-    struct shardmap *map = placed_map(&f->conf);
+    struct shardmap *map = catfix_placed_map(&f->conf);
     struct catalog_map *m;
     uint32_t n = 0;
 
     assert_int_equal(catalog_map_create(&f->cat, &f->conf, map), 0);
     assert_int_equal(catalog_cluster_shards(&f->cat, &n), 0);
     assert_int_equal(n, NSHARD);
-    assert_int_equal(version_of(f), 1);
+    assert_int_equal(catfix_version(f), 1);
 
-    m = load(f);
+    m = catfix_load(f);
     assert_int_equal(m->nhost, f->conf.nhost);
     for (uint32_t i = 0; i < m->nhost; i++) {
         assert_string_equal(m->host[i].name, f->conf.hosts[i].name);
@@ -206,12 +115,12 @@ static void test_map_create_then_load(void **state)
                             map->nodes[map->node_of[s]].name);
         assert_int_equal(m->map->state[s], SHARDMAP_STATE_ACTIVE);
     }
-    unload(m);
+    catfix_unload(m);
 
     /* Once only: the second one changes nothing. */
     assert_int_equal(catalog_map_create(&f->cat, &f->conf, map), BC_EEXISTS);
     assert_non_null(strstr(sql_last_error(), "exists"));
-    assert_int_equal(version_of(f), 1);
+    assert_int_equal(catfix_version(f), 1);
     assert_int_equal(itest_scalar(f->peek, "SELECT COUNT(*) FROM " SCHEMA ".shard_map"),
                      NSHARD);
     shardmap_destroy(map);
@@ -242,10 +151,10 @@ static void test_host_add_and_remove_bump_the_version(void **state)
 
     assert_int_equal(catalog_host_add(&f->cat, &h, &added), 0);
     assert_int_equal(added, 1);
-    assert_int_equal(version_of(f), 2);
+    assert_int_equal(catfix_version(f), 2);
     assert_int_equal(catalog_host_add(&f->cat, &h, &added), 0);
     assert_int_equal(added, 0);
-    assert_int_equal(version_of(f), 2);
+    assert_int_equal(catfix_version(f), 2);
 
     assert_int_equal(catalog_host_get(&f->cat, "db9", &got), 0);
     assert_string_equal(got.name, "db9");
@@ -255,26 +164,26 @@ static void test_host_add_and_remove_bump_the_version(void **state)
     assert_int_equal(catalog_host_get(&f->cat, "nope", &got), BC_EHOST);
 
     /* Last in the order, with no shard. */
-    m = load(f);
+    m = catfix_load(f);
     assert_int_equal(m->nhost, f->conf.nhost + 1);
     assert_string_equal(m->host[m->nhost - 1].name, "db9");
     assert_int_equal(m->map->version, 2);
-    unload(m);
+    catfix_unload(m);
 
     /* A host with shards stays. */
     assert_int_equal(
         catalog_host_remove_empty(&f->cat, f->conf.hosts[0].name, &removed), 0);
     assert_int_equal(removed, 0);
-    assert_int_equal(version_of(f), 2);
+    assert_int_equal(catfix_version(f), 2);
     assert_int_equal(catalog_host_get(&f->cat, f->conf.hosts[0].name, &got), 0);
 
     assert_int_equal(catalog_host_remove_empty(&f->cat, "db9", &removed), 0);
     assert_int_equal(removed, 1);
-    assert_int_equal(version_of(f), 3);
+    assert_int_equal(catfix_version(f), 3);
     assert_int_equal(catalog_host_get(&f->cat, "db9", &got), BC_EHOST);
     assert_int_equal(catalog_host_remove_empty(&f->cat, "db9", &removed), 0);
     assert_int_equal(removed, 0);
-    assert_int_equal(version_of(f), 3);
+    assert_int_equal(catfix_version(f), 3);
 }
 
 static void test_shard_host_and_states(void **state)
@@ -282,7 +191,7 @@ static void test_shard_host_and_states(void **state)
     static const enum shardmap_state states[] = {
         SHARDMAP_STATE_MOVING, SHARDMAP_STATE_FENCED, SHARDMAP_STATE_ACTIVE};
     struct fixture *f = *state;
-    struct catalog_map *m = load(f);
+    struct catalog_map *m = catfix_load(f);
     char host[SHARDMAP_NAME_MAX];
     uint64_t v = m->map->version;
 
@@ -290,17 +199,17 @@ static void test_shard_host_and_states(void **state)
         assert_int_equal(catalog_shard_host(&f->cat, s, host), 0);
         assert_string_equal(host, m->map->nodes[m->map->node_of[s]].name);
     }
-    unload(m);
+    catfix_unload(m);
     assert_int_equal(catalog_shard_host(&f->cat, NSHARD, host), BC_ESHARD);
 
     for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
         assert_int_equal(catalog_shard_set_state(&f->cat, 7, states[i]), 0);
-        m = load(f);
+        m = catfix_load(f);
         assert_int_equal(m->map->state[7], states[i]);
         assert_int_equal(m->map->state[6], SHARDMAP_STATE_ACTIVE);
         /* The state is for people: the version stays. */
         assert_int_equal(m->map->version, v);
-        unload(m);
+        catfix_unload(m);
     }
     assert_int_equal(catalog_shard_set_state(&f->cat, NSHARD, SHARDMAP_STATE_ACTIVE),
                      BC_ESHARD);
@@ -309,7 +218,7 @@ static void test_shard_host_and_states(void **state)
 static void test_move_from_create_to_flip(void **state)
 {
     struct fixture *f = *state;
-    struct catalog_map *m = load(f);
+    struct catalog_map *m = catfix_load(f);
     struct catalog_move mv = {
         .shard = 5, .keep_source = 1, .pause_ms = -1, .verify_diffs = -1};
     struct catalog_move again, got;
@@ -318,16 +227,16 @@ static void test_move_from_create_to_flip(void **state)
 
     snprintf(mv.src, sizeof(mv.src), "%s", m->map->nodes[m->map->node_of[5]].name);
     snprintf(mv.dst, sizeof(mv.dst), "%s", other_host(m->map, 5));
-    unload(m);
+    catfix_unload(m);
 
     assert_int_equal(catalog_move_active(&f->cat, 5, &got), 0);
     assert_int_equal(catalog_move_create(&f->cat, &mv), 0);
     assert_true(mv.id > 0);
     assert_string_equal(mv.phase, "prepare");
-    m = load(f);
+    m = catfix_load(f);
     assert_int_equal(m->map->state[5], SHARDMAP_STATE_MOVING);
     assert_int_equal(m->map->version, v);
-    unload(m);
+    catfix_unload(m);
 
     /* One unfinished move per shard, whoever asks. */
     again = mv;
@@ -387,12 +296,12 @@ static void test_move_from_create_to_flip(void **state)
     assert_int_equal(catalog_shard_set_state(&f->cat, 5, SHARDMAP_STATE_FENCED), 0);
     mv.pause_ms = 42;
     assert_int_equal(catalog_move_flip(&f->cat, &mv), 0);
-    assert_int_equal(version_of(f), v + 1);
-    m = load(f);
+    assert_int_equal(catfix_version(f), v + 1);
+    m = catfix_load(f);
     assert_string_equal(m->map->nodes[m->map->node_of[5]].name, mv.dst);
     assert_int_equal(m->map->state[5], SHARDMAP_STATE_ACTIVE);
     assert_int_equal(m->map->version, v + 1);
-    unload(m);
+    catfix_unload(m);
     assert_int_equal(catalog_shard_host(&f->cat, 5, host), 0);
     assert_string_equal(host, mv.dst);
     assert_int_equal(itest_scalar(f->peek, "SELECT version FROM " SCHEMA
@@ -471,7 +380,7 @@ static void test_moves_list_newest_first(void **state)
 static void test_lock_shard_is_per_session(void **state)
 {
     struct fixture *f = *state;
-    struct sql_conn *a = open_conn(&f->ep), *b = open_conn(&f->ep);
+    struct sql_conn *a = catfix_conn(&f->ep), *b = catfix_conn(&f->ep);
     struct sql_executor ea, eb;
     struct catalog ca, cb;
     int got = -1;
@@ -524,12 +433,12 @@ static void flip(struct fixture *f, uint32_t shard, const char *from, const char
 static void test_check_plan_refuses_a_stale_plan(void **state)
 {
     struct fixture *f = *state;
-    struct catalog_map *m = load(f);
+    struct catalog_map *m = catfix_load(f);
     struct shardmap_node extra = {.name = "dbplan", .weight = 1};
     struct shardmap_host_conf h = {
         .name = "dbplan", .addr = "127.0.0.1", .port = 9, .weight = 1};
     struct shardmap_plan plan;
-    uint64_t v = version_of(f);
+    uint64_t v = catfix_version(f);
     uint32_t moved, other = UINT32_MAX;
     int added = 0;
     char want[64];
@@ -545,7 +454,7 @@ static void test_check_plan_refuses_a_stale_plan(void **state)
     assert_int_equal(added, 1);
     moved = plan.moves[0].shard;
     flip(f, moved, plan.target->nodes[plan.moves[0].from].name, "dbplan");
-    assert_true(version_of(f) > v);
+    assert_true(catfix_version(f) > v);
     assert_int_equal(catalog_check_plan(&f->cat, &plan), 0);
 
     /* A change the plan did not make: a shard it leaves alone moved. */
@@ -563,7 +472,7 @@ static void test_check_plan_refuses_a_stale_plan(void **state)
     printf("stale plan: %s\n", sql_last_error());
     snprintf(want, sizeof(want), "version %" PRIu64 " ", v);
     assert_non_null(strstr(sql_last_error(), want));
-    snprintf(want, sizeof(want), "version %" PRIu64 " ", version_of(f));
+    snprintf(want, sizeof(want), "version %" PRIu64 " ", catfix_version(f));
     assert_non_null(strstr(sql_last_error(), want));
 
     /* Put the map back as it was for the tests after this one. */
@@ -573,358 +482,7 @@ static void test_check_plan_refuses_a_stale_plan(void **state)
     assert_int_equal(catalog_host_remove_empty(&f->cat, "dbplan", &added), 0);
     assert_int_equal(added, 1);
     shardmap_plan_deinit(&plan);
-    unload(m);
-}
-
-static void test_settlement_create_get_progress(void **state)
-{
-    struct fixture *f = *state;
-    struct catalog_settlement st;
-
-    assert_int_equal(catalog_settlement_get(&f->cat, 1001, &st), 0);
-    assert_int_equal(catalog_settlement_create(&f->cat, 1001, "draw", NSHARD), 0);
-    assert_int_equal(catalog_settlement_create(&f->cat, 1001, "home", NSHARD),
-                     BC_EDUPKEY);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1001, &st), 1);
-    assert_int_equal(st.match_id, 1001);
-    assert_string_equal(st.result, "draw");
-    assert_string_equal(st.state, "running");
-    assert_int_equal(st.shards_total, NSHARD);
-    assert_int_equal(st.shards_done, 0);
-    assert_int_equal(st.bets_total, 0);
-    assert_int_equal(st.bets_settled, 0);
-    assert_string_equal(st.lease_owner, "");
-    assert_int_equal(st.leased, 0);
-
-    /* Counts are written by the lease's owner only. */
-    assert_int_equal(catalog_settlement_claim(&f->cat, 1001, "api1/aa", 60000), 1);
-    assert_int_equal(catalog_settlement_progress(&f->cat, 1001, "api2/bb", 3, 3, 3), 0);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1001, &st), 1);
-    assert_int_equal(st.shards_done, 0);
-    assert_int_equal(catalog_settlement_progress(&f->cat, 1001, "api1/aa", 8, 120, 500),
-                     0);
-    assert_int_equal(catalog_settlement_advance(&f->cat, 1001, "api1/aa", 1, 30), 0);
-    assert_int_equal(catalog_settlement_advance(&f->cat, 1001, "api2/bb", 1, 1000), 0);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1001, &st), 1);
-    assert_string_equal(st.state, "running");
-    assert_int_equal(st.shards_done, 9);
-    assert_int_equal(st.bets_settled, 150);
-    assert_int_equal(st.bets_total, 500);
-    assert_string_equal(st.lease_owner, "api1/aa");
-    assert_int_equal(st.leased, 1);
-    assert_int_equal(itest_scalar(f->peek, "SELECT finished_at IS NULL FROM " SCHEMA
-                                           ".settlements WHERE match_id = 1001"),
-                     1);
-
-    /* Done: final counts, the lease ended, never claimable again. */
-    assert_int_equal(catalog_settlement_finish(&f->cat, 1001, NSHARD, 510), 0);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1001, &st), 1);
-    assert_string_equal(st.state, "done");
-    assert_int_equal(st.shards_done, NSHARD);
-    assert_int_equal(st.bets_settled, 510);
-    assert_int_equal(st.bets_total, 510);
-    assert_int_equal(st.leased, 0);
-    assert_int_equal(itest_scalar(f->peek, "SELECT finished_at IS NOT NULL FROM " SCHEMA
-                                           ".settlements WHERE match_id = 1001"),
-                     1);
-    assert_int_equal(catalog_settlement_claim(&f->cat, 1001, "api2/bb", 60000), 0);
-    assert_int_equal(catalog_settlement_renew(&f->cat, 1001, "api1/aa", 60000), 0);
-    assert_int_equal(catalog_settlement_finish(&f->cat, 1001, 1, 1), 0);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1001, &st), 1);
-    assert_int_equal(st.bets_settled, 510);
-}
-
-/* A catalog of its own connection: another server. */
-struct owner {
-    struct sql_conn *conn;
-    struct catalog cat;
-    const char *name;
-    uint64_t first, n; /* the jobs to claim */
-    int won[64];
-    int failed;
-    pthread_barrier_t *start;
-};
-
-static void owner_init(struct fixture *f, struct owner *o, const char *name)
-{
-    struct sql_executor exec;
-
-    memset(o, 0, sizeof(*o));
-    o->conn = open_conn(&f->ep);
-    sql_conn_executor(o->conn, &exec);
-    catalog_init(&o->cat, &f->conf, &exec);
-    o->name = name;
-}
-
-static void owner_deinit(struct owner *o)
-{
-    catalog_deinit(&o->cat);
-    sql_conn_close(o->conn);
-}
-
-static void *owner_claims(void *arg)
-{
-    struct owner *o = arg;
-
-    pthread_barrier_wait(o->start);
-    for (uint64_t i = 0; i < o->n; i++) {
-        int rc = catalog_settlement_claim(&o->cat, o->first + i, o->name, 60000);
-        if (rc < 0)
-            o->failed++;
-        o->won[i] = rc == 1;
-    }
-    return NULL;
-}
-
-/* Two servers claim the same jobs at the same moment: each job has one winner. */
-static void test_settlement_claim_has_one_winner(void **state)
-{
-    struct fixture *f = *state;
-    struct owner a, b;
-    struct catalog_settlement st;
-    pthread_barrier_t start;
-    pthread_t ta, tb;
-    uint64_t ids[64];
-    uint32_t n = 0;
-    char sql[256];
-
-    owner_init(f, &a, "api1/1111");
-    owner_init(f, &b, "api2/2222");
-    for (uint64_t i = 0; i < 40; i++)
-        assert_int_equal(catalog_settlement_create(&f->cat, 2000 + i, "home", NSHARD),
-                         0);
-    assert_int_equal(catalog_settlement_claimable(&f->cat, ids, 64, &n), 0);
-    assert_int_equal(n, 40);
-    assert_int_equal(ids[0], 2000);
-    assert_int_equal(ids[39], 2039);
-    assert_int_equal(catalog_settlement_claimable(&f->cat, ids, 5, &n), 0);
-    assert_int_equal(n, 5);
-
-    pthread_barrier_init(&start, NULL, 2);
-    a.start = b.start = &start;
-    a.first = b.first = 2000;
-    a.n = b.n = 40;
-    assert_int_equal(pthread_create(&ta, NULL, owner_claims, &a), 0);
-    assert_int_equal(pthread_create(&tb, NULL, owner_claims, &b), 0);
-    pthread_join(ta, NULL);
-    pthread_join(tb, NULL);
-    pthread_barrier_destroy(&start);
-    assert_int_equal(a.failed + b.failed, 0);
-    for (uint64_t i = 0; i < 40; i++) {
-        assert_int_equal(a.won[i] + b.won[i], 1);
-        assert_int_equal(catalog_settlement_get(&f->cat, 2000 + i, &st), 1);
-        assert_string_equal(st.lease_owner, a.won[i] ? a.name : b.name);
-        assert_int_equal(st.leased, 1);
-    }
-    /* Held: nobody may claim them now, not even their holder. */
-    assert_int_equal(catalog_settlement_claimable(&f->cat, ids, 64, &n), 0);
-    assert_int_equal(n, 0);
-    assert_int_equal(catalog_settlement_claim(&a.cat, 2000, a.name, 60000), 0);
-    assert_int_equal(catalog_settlement_claim(&b.cat, 2000, b.name, 60000), 0);
-    snprintf(sql, sizeof(sql), "DELETE FROM %s.settlements WHERE match_id >= 2000",
-             SCHEMA);
-    if (mysql_query(f->peek, sql) != 0)
-        fail_msg("%s", mysql_error(f->peek));
-    owner_deinit(&a);
-    owner_deinit(&b);
-}
-
-/* Only the owner renews; a release makes the job claimable at once. */
-static void test_settlement_renew_and_release_by_the_owner(void **state)
-{
-    struct fixture *f = *state;
-    struct catalog_settlement st;
-    uint64_t ids[4];
-    uint32_t n = 0;
-
-    assert_int_equal(catalog_settlement_create(&f->cat, 1002, "away", NSHARD), 0);
-    assert_int_equal(catalog_settlement_renew(&f->cat, 1002, "api1/aa", 60000), 0);
-    assert_int_equal(catalog_settlement_claim(&f->cat, 1002, "api1/aa", 60000), 1);
-    assert_int_equal(catalog_settlement_renew(&f->cat, 1002, "api2/bb", 60000), 0);
-    assert_int_equal(catalog_settlement_renew(&f->cat, 1002, "api1/aa", 60000), 1);
-    assert_int_equal(catalog_settlement_renew(&f->cat, 1002, "api1/aa", 60000), 1);
-    /* The same name after a restart has another nonce: another owner. */
-    assert_int_equal(catalog_settlement_renew(&f->cat, 1002, "api1/cc", 60000), 0);
-    assert_int_equal(catalog_settlement_release(&f->cat, 1002, "api2/bb"), 0);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1002, &st), 1);
-    assert_int_equal(st.leased, 1);
-    assert_int_equal(itest_scalar(f->peek, "SELECT lease_until > UTC_TIMESTAMP(3) + "
-                                           "INTERVAL 50 SECOND FROM " SCHEMA
-                                           ".settlements WHERE match_id = 1002"),
-                     1);
-
-    assert_int_equal(catalog_settlement_release(&f->cat, 1002, "api1/aa"), 0);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1002, &st), 1);
-    assert_int_equal(st.leased, 0);
-    assert_string_equal(st.lease_owner, "api1/aa"); /* the last holder, for people */
-    /* Released means released: no renewal takes it back. */
-    assert_int_equal(catalog_settlement_renew(&f->cat, 1002, "api1/aa", 60000), 0);
-    assert_int_equal(catalog_settlement_claimable(&f->cat, ids, 4, &n), 0);
-    assert_int_equal(n, 1);
-    assert_int_equal(ids[0], 1002);
-    assert_int_equal(catalog_settlement_claim(&f->cat, 1002, "api2/bb", 60000), 1);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1002, &st), 1);
-    assert_string_equal(st.lease_owner, "api2/bb");
-    assert_int_equal(catalog_settlement_finish(&f->cat, 1002, NSHARD, 0), 0);
-}
-
-/* A lease that ran out (its server died) is taken over; the old owner lost it. */
-static void test_settlement_expired_lease_is_taken_over(void **state)
-{
-    struct fixture *f = *state;
-    struct catalog_settlement st;
-    uint64_t ids[4];
-    uint32_t n = 0;
-
-    assert_int_equal(catalog_settlement_create(&f->cat, 1003, "cancelled", NSHARD), 0);
-    assert_int_equal(catalog_settlement_claim(&f->cat, 1003, "api1/aa", 300), 1);
-    assert_int_equal(catalog_settlement_claim(&f->cat, 1003, "api2/bb", 60000), 0);
-    assert_int_equal(catalog_settlement_claimable(&f->cat, ids, 4, &n), 0);
-    assert_int_equal(n, 0);
-    assert_int_equal(catalog_settlement_progress(&f->cat, 1003, "api1/aa", 2, 20, 90),
-                     0);
-
-    usleep(500000);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1003, &st), 1);
-    assert_int_equal(st.leased, 0);
-    assert_int_equal(catalog_settlement_claimable(&f->cat, ids, 4, &n), 0);
-    assert_int_equal(n, 1);
-    assert_int_equal(ids[0], 1003);
-    assert_int_equal(catalog_settlement_claim(&f->cat, 1003, "api2/bb", 60000), 1);
-    assert_int_equal(catalog_settlement_claim(&f->cat, 1003, "api1/aa", 60000), 0);
-
-    /* The old owner wakes up: its renewal, counts and release do nothing. */
-    assert_int_equal(catalog_settlement_renew(&f->cat, 1003, "api1/aa", 60000), 0);
-    assert_int_equal(catalog_settlement_advance(&f->cat, 1003, "api1/aa", 5, 50), 0);
-    assert_int_equal(catalog_settlement_release(&f->cat, 1003, "api1/aa"), 0);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1003, &st), 1);
-    assert_string_equal(st.lease_owner, "api2/bb");
-    assert_int_equal(st.leased, 1);
-    assert_int_equal(st.shards_done, 2);
-    assert_int_equal(st.bets_settled, 20);
-    assert_int_equal(st.bets_total, 90);
-    assert_int_equal(catalog_settlement_renew(&f->cat, 1003, "api2/bb", 60000), 1);
-    assert_int_equal(catalog_settlement_advance(&f->cat, 1003, "api2/bb", 1, 5), 0);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1003, &st), 1);
-    assert_int_equal(st.shards_done, 3);
-    assert_int_equal(st.bets_settled, 25);
-    assert_int_equal(catalog_settlement_finish(&f->cat, 1003, NSHARD, 90), 0);
-}
-
-/* A cluster made before the leases: install adds their columns, rows stay. */
-static const struct catalog_server *find_server(const struct catalog_server *srv,
-                                                uint32_t n, const char *name)
-{
-    for (uint32_t i = 0; i < n; i++)
-        if (strcmp(srv[i].name, name) == 0)
-            return &srv[i];
-    fail_msg("no server %s in the catalog", name);
-    return NULL;
-}
-
-/* The servers of each host, and the flips of a host's primary. */
-static void test_servers_sync_promote_and_roles(void **state)
-{
-    struct fixture *f = *state;
-    struct shardmap_host_conf *h0 = &f->conf.hosts[0];
-    struct catalog_server *srv = NULL;
-    struct catalog_host got;
-    uint32_t n = 0;
-    uint64_t v0 = version_of(f), v;
-    int ro = -1;
-
-    h0->nreplica = 1;
-    snprintf(h0->replicas[0].name, sizeof(h0->replicas[0].name), "r1");
-    snprintf(h0->replicas[0].addr, sizeof(h0->replicas[0].addr), "127.0.0.7");
-    h0->replicas[0].port = 4001;
-    assert_int_equal(catalog_servers_sync(&f->cat, &f->conf), 0);
-    assert_int_equal(version_of(f), v0 + 1);
-    /* Again: nothing to add, no new version. */
-    assert_int_equal(catalog_servers_sync(&f->cat, &f->conf), 0);
-    assert_int_equal(version_of(f), v0 + 1);
-
-    assert_int_equal(catalog_servers_load(&f->cat, &srv, &n), 0);
-    assert_int_equal(n, f->conf.nhost + 1);
-    assert_int_equal(find_server(srv, n, h0->name)->role, CATALOG_ROLE_PRIMARY);
-    assert_int_equal(find_server(srv, n, "r1")->role, CATALOG_ROLE_REPLICA);
-    assert_string_equal(find_server(srv, n, "r1")->host, h0->name);
-    assert_int_equal(find_server(srv, n, "r1")->port, 4001);
-    free(srv);
-
-    /* A server of another host (or none) is refused, and nothing changes. */
-    assert_int_equal(
-        catalog_promote(&f->cat, f->conf.hosts[1].name, "r1", CATALOG_ROLE_FENCED, "x"),
-        BC_ENOTFOUND);
-    assert_int_equal(version_of(f), v0 + 1);
-    assert_int_equal(catalog_host_get(&f->cat, f->conf.hosts[1].name, &got), 0);
-    assert_int_equal(got.port, f->conf.hosts[1].port);
-    assert_int_equal(catalog_servers_load(&f->cat, &srv, &n), 0);
-    assert_int_equal(find_server(srv, n, f->conf.hosts[1].name)->role,
-                     CATALOG_ROLE_PRIMARY);
-    free(srv);
-
-    /* A failover: the host's address, both roles and the version at once. */
-    assert_int_equal(
-        catalog_promote(&f->cat, h0->name, "r1", CATALOG_ROLE_FENCED, "failed over"),
-        0);
-    assert_int_equal(version_of(f), v0 + 2);
-    assert_int_equal(catalog_host_get(&f->cat, h0->name, &got), 0);
-    assert_string_equal(got.addr, "127.0.0.7");
-    assert_int_equal(got.port, 4001);
-    assert_int_equal(catalog_servers_load(&f->cat, &srv, &n), 0);
-    assert_int_equal(find_server(srv, n, "r1")->role, CATALOG_ROLE_PRIMARY);
-    assert_int_equal(find_server(srv, n, h0->name)->role, CATALOG_ROLE_FENCED);
-    assert_string_equal(find_server(srv, n, h0->name)->note, "failed over");
-    free(srv);
-
-    /* The old primary rejoins as a replica. */
-    assert_int_equal(
-        catalog_server_set_role(&f->cat, h0->name, CATALOG_ROLE_REPLICA, "rejoined"),
-        0);
-    assert_int_equal(version_of(f), v0 + 3);
-    assert_int_equal(catalog_servers_load(&f->cat, &srv, &n), 0);
-    assert_int_equal(find_server(srv, n, h0->name)->role, CATALOG_ROLE_REPLICA);
-    free(srv);
-    assert_string_equal(catalog_role_name(CATALOG_ROLE_REBUILD), "rebuild");
-
-    /* The test stack's global host is writable. */
-    assert_int_equal(catalog_map_version_ro(&f->cat, &v, &ro), 0);
-    assert_int_equal(v, v0 + 3);
-    assert_int_equal(ro, 0);
-    h0->nreplica = 0;
-}
-
-static void test_install_upgrades_old_settlements(void **state)
-{
-    struct fixture *f = *state;
-    struct catalog_settlement st;
-
-    if (mysql_query(f->peek, "ALTER TABLE " SCHEMA ".settlements DROP COLUMN "
-                             "bets_total, DROP COLUMN lease_owner, DROP COLUMN "
-                             "lease_until") != 0 ||
-        mysql_query(f->peek, "INSERT INTO " SCHEMA ".settlements (match_id, result, "
-                             "shards_total, shards_done, bets_settled) VALUES "
-                             "(1004, 'home', 16, 4, 44)") != 0)
-        fail_msg("%s", mysql_error(f->peek));
-    assert_int_equal(catalog_settlement_get(&f->cat, 1004, &st), BC_EQUERY);
-    assert_int_equal(catalog_install(&f->cat), 0);
-    assert_int_equal(catalog_install(&f->cat), 0);
-    assert_int_equal(itest_scalar(f->peek, "SELECT COUNT(*) FROM "
-                                           "information_schema.COLUMNS WHERE "
-                                           "TABLE_SCHEMA = '" SCHEMA "' AND TABLE_NAME "
-                                           "= 'settlements' AND COLUMN_NAME IN "
-                                           "('bets_total', 'lease_owner', "
-                                           "'lease_until')"),
-                     3);
-    assert_int_equal(catalog_settlement_get(&f->cat, 1004, &st), 1);
-    assert_string_equal(st.result, "home");
-    assert_int_equal(st.shards_done, 4);
-    assert_int_equal(st.bets_settled, 44);
-    assert_int_equal(st.bets_total, 0);
-    assert_int_equal(st.leased, 0);
-    /* An old job nobody runs is claimable at once. */
-    assert_int_equal(catalog_settlement_claim(&f->cat, 1004, "api1/aa", 60000), 1);
-    assert_int_equal(catalog_settlement_finish(&f->cat, 1004, NSHARD, 44), 0);
+    catfix_unload(m);
 }
 
 int main(void)
@@ -940,12 +498,7 @@ int main(void)
         cmocka_unit_test(test_moves_list_newest_first),
         cmocka_unit_test(test_lock_shard_is_per_session),
         cmocka_unit_test(test_check_plan_refuses_a_stale_plan),
-        cmocka_unit_test(test_settlement_create_get_progress),
-        cmocka_unit_test(test_settlement_claim_has_one_winner),
-        cmocka_unit_test(test_settlement_renew_and_release_by_the_owner),
-        cmocka_unit_test(test_settlement_expired_lease_is_taken_over),
-        cmocka_unit_test(test_servers_sync_promote_and_roles),
-        cmocka_unit_test(test_install_upgrades_old_settlements),
     };
-    return cmocka_run_group_tests_name("catalog_integration", tests, setup, teardown);
+    return cmocka_run_group_tests_name("catalog_integration", tests, setup,
+                                       catfix_teardown);
 }
