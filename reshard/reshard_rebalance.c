@@ -162,10 +162,10 @@ static void *worker(void *arg)
         if (skip) {
             rb->rc[i] = reshard__fail(
                 &rb->opts, mv->shard, -ECANCELED,
-                "shard %u: not moved: a move from %s to %s failed before it and may "
-                "still hold their replication connection; resume or roll back that "
-                "move, then run the plan again",
-                mv->shard, from, to);
+                "not moved: a move from %s to %s failed before it and may still "
+                "hold their replication connection; resume or roll back that move, "
+                "then run the plan again",
+                from, to);
             after = PAIR_FAILED;
         } else {
             int hold = 0;
