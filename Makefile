@@ -62,8 +62,8 @@ INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_catalog_jobs_int \
                      $(BUILD)/test_privilege_int
 
-.PHONY: all deps run stop status test unit integration failover format format-check \
-        bench bench-scale clean valgrind openapi
+.PHONY: all deps run stop status test test-lane-1 test-lane-2 unit integration failover \
+        format format-check bench bench-scale clean valgrind openapi
 
 all: $(SHARDMAP_LIB) $(SQL_LIB) $(CATALOG_LIB) $(RESHARD_LIB) $(ROUTER_LIB) $(CACHE_LIB) $(API_LIB) $(TOOLS) $(UNIT_TESTS) $(INTEGRATION_TESTS)
 
@@ -186,18 +186,27 @@ stop:
 status:
 	tools/devstack status --dir $(STACK_DIR)
 
+# The suites against stacks run in two lanes at once (tests/lanes): each
+# starts a stack of its own, and each mostly waits on its servers. Every
+# suite still runs on both builds.
 test: deps
 	$(MAKE) all
 	$(MAKE) format-check
 	tests/hardening/check $(BUILD)/betcity-api $(BUILD)/shardctl $(BUILD)/bcadmin
 	$(MAKE) openapi
 	$(MAKE) unit
-	$(MAKE) valgrind
-	$(MAKE) integration
-	$(MAKE) failover
 	$(MAKE) SANITIZE=address,undefined all
-	$(MAKE) SANITIZE=address,undefined unit integration failover
+	tests/lanes "$(MAKE) test-lane-1" "$(MAKE) test-lane-2"
+
+test-lane-1:
+	$(MAKE) integration
+	$(MAKE) SANITIZE=address,undefined failover
 	$(MAKE) fuzz-smoke
+
+test-lane-2:
+	$(MAKE) valgrind
+	$(MAKE) SANITIZE=address,undefined unit integration
+	$(MAKE) failover
 
 unit: $(UNIT_TESTS)
 	@set -e; for t in $(abspath $(UNIT_TESTS)); do (cd tests/unit && $$t); done
