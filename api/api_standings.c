@@ -333,11 +333,16 @@ static int groups_load(struct router *r, struct standings *st)
         rc = router_exec(r, ROUTER_GLOBAL, &st->team_rows,
                          "SELECT id, company_id, name FROM %S.teams ORDER BY id");
     if (rc == 0)
-        /* Summed on each host: a row per host and group, not per shard. */
+        /*
+         * Summed on each host: a row per host and group, not per shard. The
+         * two SELECTs of a shard are two parts of the host's one UNION ALL
+         * (") UNION ALL ("): a UNION inside each shard's part cost the host a
+         * temporary table per shard, and the sums 50 % more time.
+         */
         rc = router_scatter_wrap(
             r, &agg, "SELECT k, id, SUM(m), SUM(p) FROM (", ") t GROUP BY k, id",
             "SELECT 0 AS k, company_id AS id, members AS m, points AS p FROM "
-            "%S.standings_company WHERE members <> 0 OR points <> 0 UNION ALL "
+            "%S.standings_company WHERE members <> 0 OR points <> 0) UNION ALL ("
             "SELECT 1, team_id, members, points FROM %S.standings_team WHERE "
             "members <> 0 OR points <> 0");
     if (rc < 0)
@@ -401,8 +406,9 @@ static int company_users_load(struct router *r, const struct standings *st, uint
     char tail[48];
     int rc;
 
-    snprintf(tail, sizeof(tail), ") t LIMIT %d", RUN_ROWS + 1);
-    rc = router_scatter_wrap(r, rows, "SELECT * FROM (", tail,
+    /* A limit on the host's whole UNION ALL: its rows stream, no temporary table. */
+    snprintf(tail, sizeof(tail), " LIMIT %d", RUN_ROWS + 1);
+    rc = router_scatter_wrap(r, rows, NULL, tail,
                              USER_ROW "WHERE company_id BETWEEN %u AND %u AND role <> "
                                       "'platform_admin'",
                              st->cg[a].id, st->cg[b - 1].id);

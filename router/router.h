@@ -179,7 +179,12 @@ int router_scatter(struct router *router, struct sql_rows *rows, const char *fmt
  * tail (constants of the caller, e.g. "SELECT k, SUM(n) FROM (" and ") t GROUP
  * BY k"), so that a host reduces its shards' rows before it sends them: the
  * rows returned grow with the hosts, not the shards. Each shard's part is
- * parenthesised; name the columns in fmt (AS) for head to use.
+ * parenthesised ("(" fmt ")"); name the columns in fmt (AS) for head to use.
+ * A shape of several SELECTs joins them with ") UNION ALL (", so that the
+ * host's statement stays one flat UNION ALL (a UNION inside each part costs
+ * the host a temporary table per shard). head may be NULL: tail " LIMIT n"
+ * then limits the whole UNION ALL, whose rows stream without a temporary
+ * table.
  */
 int router_scatter_wrap(struct router *router, struct sql_rows *rows, const char *head,
                         const char *tail, const char *fmt, ...);

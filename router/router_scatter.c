@@ -202,7 +202,7 @@ int router_scatter_wrap(struct router *r, struct sql_rows *rows, const char *hea
     va_list ap;
     int rc;
 
-    if (head == NULL || tail == NULL)
+    if (tail == NULL) /* head may be NULL: see router.h */
         return -EINVAL;
     va_start(ap, fmt);
     rc = scatter_read(r, head, tail, rows, fmt, ap);

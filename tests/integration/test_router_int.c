@@ -211,6 +211,61 @@ static void test_scatter_wrap_reduces_on_each_host(void **state)
     sql_rows_free(&all);
 }
 
+/*
+ * A shape of two SELECTs joined by ") UNION ALL (" reads both, and a wrap
+ * without head (tail " LIMIT n") limits each host's whole UNION ALL.
+ */
+static void test_scatter_wrap_flat_parts_and_limit(void **state)
+{
+    struct fixture *f = *state;
+    const struct shardmap *map = router_map(f->router);
+    struct sql_rows all = {0}, two = {0}, lim = {0};
+    uint32_t nh = map->nnode, want = 0;
+    uint32_t *per_host = calloc(nh, sizeof(*per_host));
+    int64_t sum = 0, got[2] = {0, 0};
+
+    assert_non_null(per_host);
+    assert_int_equal(
+        router_scatter(f->router, &all,
+                       "SELECT id, points FROM %S.users WHERE company_id = %u",
+                       TEST_COMPANY),
+        0);
+    assert_true(all.nrow > 2 * nh);
+    for (uint32_t i = 0; i < all.nrow; i++) {
+        uint64_t id = strtoull(sql_cell(&all, i, 0), NULL, 10);
+        per_host[map->node_of[shardmap_id_shard(id)]]++;
+        sum += strtoll(sql_cell(&all, i, 1), NULL, 10);
+    }
+    assert_int_equal(router_scatter_wrap(
+                         f->router, &two, "SELECT k, SUM(p) FROM (", ") t GROUP BY k",
+                         "SELECT 0 AS k, points AS p FROM %S.users WHERE "
+                         "company_id = %u) UNION ALL (SELECT 1, points "
+                         "FROM %S.users WHERE company_id = %u",
+                         TEST_COMPANY, TEST_COMPANY),
+                     0);
+    assert_true(two.nrow <= 2 * nh);
+    for (uint32_t i = 0; i < two.nrow; i++)
+        got[strtol(sql_cell(&two, i, 0), NULL, 10) != 0] +=
+            strtoll(sql_cell(&two, i, 1), NULL, 10);
+    assert_int_equal(got[0], sum);
+    assert_int_equal(got[1], sum);
+    /* Each host sends at most 2 rows: the limit is on its union, not a shard. */
+    for (uint32_t n = 0; n < nh; n++)
+        want += per_host[n] < 2 ? per_host[n] : 2;
+    assert_int_equal(router_scatter_wrap(
+                         f->router, &lim, NULL, " LIMIT 2",
+                         "SELECT id FROM %S.users WHERE company_id = %u", TEST_COMPANY),
+                     0);
+    assert_int_equal(lim.nrow, want);
+    assert_int_equal(router_scatter_wrap(f->router, &lim, "SELECT * FROM (", NULL,
+                                         "SELECT id FROM %S.users"),
+                     -EINVAL);
+    sql_rows_free(&lim);
+    sql_rows_free(&two);
+    sql_rows_free(&all);
+    free(per_host);
+}
+
 static int by_points_then_id(const char *const *a, const char *const *b, void *arg)
 {
     long long pa = strtoll(a[1], NULL, 10), pb = strtoll(b[1], NULL, 10);
@@ -639,6 +694,7 @@ int main(void)
         cmocka_unit_test(test_ids_unique_across_routers),
         cmocka_unit_test(test_scatter_returns_the_union),
         cmocka_unit_test(test_scatter_wrap_reduces_on_each_host),
+        cmocka_unit_test(test_scatter_wrap_flat_parts_and_limit),
         cmocka_unit_test(test_scatter_topk_merges),
         cmocka_unit_test(test_scatter_exec_batches_per_host),
         cmocka_unit_test(test_bad_format_is_an_error),
