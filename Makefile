@@ -193,6 +193,7 @@ test: deps
 	$(MAKE) all
 	$(MAKE) format-check
 	tests/hardening/check $(BUILD)/betcity-api $(BUILD)/shardctl $(BUILD)/bcadmin
+	tests/devstack/claims
 	$(MAKE) openapi
 	$(MAKE) unit
 	$(MAKE) SANITIZE=address,undefined all
