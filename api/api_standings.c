@@ -146,6 +146,8 @@ struct standings {
     struct sql_buf out;  /* lists not written yet: VALUES rows of a REPLACE */
     struct sql_buf text; /* the user ranking being made, JSON */
     int64_t read_ms;     /* the user rankings' scatters took */
+    int64_t store_ms;    /* the REPLACEs of the lists took */
+    uint32_t stores;     /* REPLACE statements */
 };
 
 static int ranked_cmp(const void *a, const void *b)
@@ -262,6 +264,7 @@ static json_t *group_items(struct group *g, size_t n, const char *idkey)
 /* Writes the lists made so far: one multi-row REPLACE. */
 static int store_flush(struct standings *st)
 {
+    int64_t t = sql_now_ms();
     int rc;
 
     if (st->out.len == 0)
@@ -271,6 +274,8 @@ static int store_flush(struct standings *st)
                          "computed_at, body) VALUES %R",
                          st->out.buf);
     st->out.len = 0;
+    st->stores++;
+    st->store_ms += sql_now_ms() - t;
     return rc;
 }
 
@@ -749,11 +754,13 @@ int api_standings_recompute(struct router *r)
         api_log("standings: generation %" PRIu64 ": %u companies, %u teams in %" PRId64
                 " ms (sums %" PRId64 " ms, company rankings and the top %" PRId64
                 " ms, of which %u scatters of users %" PRId64
-                " ms, teams and companies %" PRId64 " ms); %u large companies cut "
-                "by their points histograms, %" PRId64 " of their users read",
+                " ms, teams and companies %" PRId64
+                " ms; %u writes of the lists %" PRId64
+                " ms); %u large companies cut by their points histograms, %" PRId64
+                " of their users read",
                 st.gen, st.nc, st.nt, sql_now_ms() - t0, t_groups - t0,
                 t_users - t_groups, st.reads, st.read_ms, sql_now_ms() - t_users,
-                st.cut, st.scan);
+                st.stores, st.store_ms, st.cut, st.scan);
 out:
     if (rc < 0)
         api_log("standings: recomputation failed: %s", router_last_error());
