@@ -22,9 +22,15 @@
 #define BET_COLS                                                                       \
     "id, match_id, pick, stake, odds, status, payout, placed_at, settled_at"
 
-/* The bet in columns c.. of row r (BET_COLS). */
+/*
+ * The bet in columns c.. of row r (BET_COLS). An open bet's row holds
+ * placeholders for its payout and settlement time (etc/schema/shard.sql):
+ * both are null until it is settled.
+ */
 static json_t *bet_json(struct sql_rows *rows, uint32_t r, uint32_t c)
 {
+    int open = strcmp(sql_cell(rows, r, c + 5), "open") == 0;
+
     return json_pack("{s:o,s:o,s:s,s:I,s:o,s:s,s:o,s:o,s:o}", "id",
                      api_id_json(strtoull(sql_cell(rows, r, c + 0), NULL, 10)),
                      "match_id",
@@ -33,11 +39,11 @@ static json_t *bet_json(struct sql_rows *rows, uint32_t r, uint32_t c)
                      (json_int_t)strtoll(sql_cell(rows, r, c + 3), NULL, 10), "odds",
                      api_odds_json(strtoll(sql_cell(rows, r, c + 4), NULL, 10)),
                      "status", sql_cell(rows, r, c + 5), "payout",
-                     sql_cell(rows, r, c + 6)
+                     !open && sql_cell(rows, r, c + 6)
                          ? json_integer(strtoll(sql_cell(rows, r, c + 6), NULL, 10))
                          : json_null(),
                      "placed_at", api_time_json(sql_cell(rows, r, c + 7)), "settled_at",
-                     api_time_json(sql_cell(rows, r, c + 8)));
+                     api_time_json(open ? NULL : sql_cell(rows, r, c + 8)));
 }
 
 /* Replies with one bet of the caller (status), or 404. */

@@ -41,6 +41,20 @@ class TestBets(unittest.TestCase):
         self.assertEqual(stack.shard_of(b["id"]), stack.shard_of(u.id), "a bet lives in its user's shard")
         assert_ledger_ok(self, u)
 
+    def test_open_bet_row_holds_placeholders(self):
+        # The row of an open bet holds payout 0 and settled_at = placed_at, so
+        # that its settlement rewrites fixed-size values in place; the API
+        # shows both as null until then (etc/schema/shard.sql).
+        u = signup(self.co)
+        b = self.bet(u, {"match_id": self.m["id"], "pick": "home", "stake": 5}).expect_json(201)
+        rows = stack.get().sql_shard(stack.shard_of(b["id"]), "SELECT status, payout, placed_at = settled_at, "
+                                     "settled_at IS NULL FROM {s}.bets WHERE id = %s" % b["id"])
+        self.assertEqual([tuple(str(x) for x in r) for r in rows], [("open", "0", "1", "0")],
+                         "the open bet's row: status, payout, settled_at = placed_at, settled_at IS NULL")
+        for got in (u.client.get("/v1/bets/%s" % b["id"]).expect_json(200),
+                    next(x for x in u.client.get("/v1/me/bets").expect_json(200)["items"] if x["id"] == b["id"])):
+            self.assertEqual((got["status"], got["payout"], got["settled_at"]), ("open", None, None), got)
+
     def test_rule_errors(self):
         u = signup(self.co)
         mid = self.m["id"]

@@ -219,12 +219,12 @@ static int insert_rows(struct worker *w, const char *schema, const uint32_t *use
 
         rc = sb_printf(&w->sql,
                        "INSERT INTO `%s`.bets (id, user_id, match_id, pick, stake, "
-                       "odds, placed_at) VALUES ",
+                       "odds, placed_at, payout, settled_at) VALUES ",
                        schema);
         for (uint64_t i = c; i < end && rc == 0; i++)
             rc = sb_printf(&w->sql,
                            "%s(%" PRIu64 ", %" PRIu64 ", %" PRIu64 ", '%s', %" PRId64
-                           ", %" PRId64 ", NOW(3))",
+                           ", %" PRId64 ", NOW(3), 0, NOW(3))",
                            i > c ? "," : "", bets[i].id, uid[bets[i].user],
                            s->matches[bets[i].match].id, fill_picks[bets[i].pick],
                            bets[i].stake, s->matches[bets[i].match].odds[bets[i].pick]);

@@ -314,11 +314,11 @@ static int fill_group(struct fill *f, uint64_t k0, uint64_t k1)
 
         f->sql.len = 0;
         rc = sb_printf(&f->sql, "INSERT INTO %%S.bets (id, user_id, match_id, pick, "
-                                "stake, odds, placed_at) VALUES ");
+                                "stake, odds, placed_at, payout, settled_at) VALUES ");
         for (i = c; i < end && rc == 0; i++)
             rc = sb_printf(&f->sql,
                            "%s(%" PRIu64 ", %" PRIu64 ", %" PRIu64 ", '%s', %" PRId64
-                           ", %" PRId64 ", NOW(3))",
+                           ", %" PRId64 ", NOW(3), 0, NOW(3))",
                            i > c ? "," : "", bets[i].id, f->users[bets[i].user].id,
                            f->match.id, fill_picks[bets[i].pick], bets[i].stake,
                            f->match.odds[bets[i].pick]);

@@ -426,9 +426,10 @@ static int op_bet_min(struct worker *w, MYSQL *shard, MYSQL *global,
              t->schema, t->user_id);
     snprintf(bet, sizeof(bet),
              "INSERT INTO `%s`.bets (id, user_id, match_id, pick, stake, odds, "
-             "placed_at) %s%s, %" PRIu64 ", %" PRIu64 ", '%s', 1, %llu, '%s'%s",
+             "placed_at, payout, settled_at) %s%s, %" PRIu64 ", %" PRIu64
+             ", '%s', 1, %llu, '%s', 0, '%s'%s",
              t->schema, one_rt ? "SELECT " : "VALUES (", id_expr, t->user_id,
-             b->match_id, picks[p], w->match_odds[p], placed,
+             b->match_id, picks[p], w->match_odds[p], placed, placed,
              one_rt ? " FROM DUAL WHERE ROW_COUNT() = 1" : ")");
     snprintf(ledger, sizeof(ledger),
              "INSERT INTO `%s`.ledger (user_id, delta, reason, bet_id) %s%" PRIu64
