@@ -257,12 +257,13 @@ static int merge_topk(struct scatter_host *hosts, uint32_t n, uint32_t k,
         struct sql_rows *src = &hosts[best].rows;
         size_t from = (size_t)pos[best]++ * ncol, to = (size_t)rows->nrow++ * ncol;
         for (uint32_t c = 0; c < ncol; c++) {
-            /* Move the cell: the host's copy is no longer its owner. */
             rows->cell[to + c] = src->cell[from + c];
             rows->len[to + c] = src->len[from + c];
-            src->cell[from + c] = NULL;
         }
     }
+    /* The moved cells' bytes are in the hosts' blocks: rows owns them now. */
+    for (uint32_t i = 0; i < n; i++)
+        sql_rows_adopt(rows, &hosts[i].rows);
     return 0;
 }
 

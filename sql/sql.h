@@ -26,14 +26,21 @@
 
 /* ---- rows ------------------------------------------------------------------ */
 
-/* Rows of one result; cells are NUL-terminated, NULL for SQL NULL. */
+/*
+ * Rows of one result; cells are NUL-terminated, NULL for SQL NULL. A cell's
+ * bytes live in the rows' blocks (a few allocations for a whole result, not
+ * one a cell): cells may be reordered or moved to other rows, whose blocks
+ * must then be adopted with them (sql_rows_adopt()), never freed one by one.
+ */
+struct sql_block;
 struct sql_rows {
     uint32_t nrow;
     uint32_t ncol;
-    char **cell;        /* owned: nrow * ncol, row-major */
-    unsigned long *len; /* owned: byte length of each cell */
-    uint64_t affected;  /* affected rows (summed over statements) */
-    uint64_t insert_id; /* last insert id of a single statement */
+    char **cell;              /* owned: nrow * ncol, row-major */
+    unsigned long *len;       /* owned: byte length of each cell */
+    uint64_t affected;        /* affected rows (summed over statements) */
+    uint64_t insert_id;       /* last insert id of a single statement */
+    struct sql_block *blocks; /* owned: the bytes the cells point into */
 };
 
 static inline const char *sql_cell(const struct sql_rows *rows, uint32_t row,
@@ -48,6 +55,12 @@ void sql_rows_free(struct sql_rows *rows);
  * same number of columns unless one is empty. 0, -EINVAL or -ENOMEM.
  */
 int sql_rows_append(struct sql_rows *dst, struct sql_rows *src);
+/*
+ * dst takes src's blocks: the bytes of every cell src held, for cells the
+ * caller moved from src to dst. src's cells are dangling from then on: free
+ * src (its arrays) without reading them.
+ */
+void sql_rows_adopt(struct sql_rows *dst, struct sql_rows *src);
 
 /* ---- statement text ---------------------------------------------------------- */
 

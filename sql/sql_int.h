@@ -20,9 +20,9 @@ struct sql_conn {
 
 /*
  * Appends one row of rows->ncol cells to rows, copying each cell (row[i] of
- * lens[i] bytes, NULL for SQL NULL). The caller has made room in rows->cell
- * and rows->len for it. A row is added whole or not at all: on -ENOMEM the
- * cells already copied are freed and rows is as it was (sql_rows.c).
+ * lens[i] bytes, NULL for SQL NULL) into the rows' blocks. The caller has
+ * made room in rows->cell and rows->len for it. A row is added whole or not
+ * at all: on -ENOMEM (no block for its bytes) rows is as it was (sql_rows.c).
  */
 int sql__rows_add_row(struct sql_rows *rows, const char *const *row,
                       const unsigned long *lens);

@@ -1,5 +1,10 @@
 /*
  * sql_rows.c: result rows as the SQL layer hands them out.
+ *
+ * A row's cells are copied into the rows' current block, one after another
+ * with their NUL: a result of thousands of rows costs a few allocations
+ * (blocks double from 1 KiB up to 64 KiB, a larger row gets a block of its
+ * own), and its bytes are about what the cells hold, not a heap chunk each.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -7,15 +12,50 @@
 
 #include "sql/sql_int.h"
 
+#define BLOCK_FIRST 1024
+#define BLOCK_MAX (64 * 1024)
+
+struct sql_block {
+    struct sql_block *next;
+    size_t used, size;
+    char data[];
+};
+
+static void blocks_free(struct sql_block *b)
+{
+    while (b != NULL) {
+        struct sql_block *next = b->next;
+        free(b);
+        b = next;
+    }
+}
+
 void sql_rows_free(struct sql_rows *rows)
 {
     if (rows == NULL)
         return;
-    for (uint64_t i = 0; i < (uint64_t)rows->nrow * rows->ncol; i++)
-        free(rows->cell[i]);
+    blocks_free(rows->blocks);
     free(rows->cell);
     free(rows->len);
     memset(rows, 0, sizeof(*rows));
+}
+
+void sql_rows_adopt(struct sql_rows *dst, struct sql_rows *src)
+{
+    struct sql_block *last = src->blocks;
+
+    if (last == NULL)
+        return;
+    /* src's blocks go behind dst's first, which keeps filling. */
+    while (last->next != NULL)
+        last = last->next;
+    if (dst->blocks == NULL) {
+        dst->blocks = src->blocks;
+    } else {
+        last->next = dst->blocks->next;
+        dst->blocks->next = src->blocks;
+    }
+    src->blocks = NULL;
 }
 
 int sql_rows_append(struct sql_rows *dst, struct sql_rows *src)
@@ -45,38 +85,60 @@ int sql_rows_append(struct sql_rows *dst, struct sql_rows *src)
     memcpy(len + a, src->len, b * sizeof(*len));
     dst->ncol = src->ncol;
     dst->nrow += src->nrow;
+    sql_rows_adopt(dst, src);
     free(src->cell);
     free(src->len);
     memset(src, 0, sizeof(*src));
     return 0;
 }
 
+/* need bytes in the rows' first block, a new one if it has not room. */
+static char *block_take(struct sql_rows *rows, size_t need)
+{
+    struct sql_block *b = rows->blocks;
+    size_t size;
+
+    if (b == NULL || b->size - b->used < need) {
+        size = b == NULL ? BLOCK_FIRST : b->size < BLOCK_MAX ? b->size * 2 : BLOCK_MAX;
+        if (size < need)
+            size = need;
+        b = malloc(sizeof(*b) + size);
+        if (b == NULL)
+            return NULL;
+        b->used = 0;
+        b->size = size;
+        b->next = rows->blocks;
+        rows->blocks = b;
+    }
+    b->used += need;
+    return b->data + b->used - need;
+}
+
 int sql__rows_add_row(struct sql_rows *rows, const char *const *row,
                       const unsigned long *lens)
 {
     uint64_t base = (uint64_t)rows->nrow * rows->ncol;
-    char **cell = rows->cell + base;
+    char **cell = rows->cell + base, *to = NULL;
+    size_t need = 0;
     uint32_t i;
 
+    for (i = 0; i < rows->ncol; i++)
+        if (row[i] != NULL)
+            need += lens[i] + 1;
+    if (need > 0 && (to = block_take(rows, need)) == NULL) {
+        sql_set_error("out of memory copying a row of %u columns", rows->ncol);
+        return -ENOMEM;
+    }
     for (i = 0; i < rows->ncol; i++) {
         rows->len[base + i] = lens[i];
         cell[i] = NULL;
         if (row[i] == NULL)
             continue;
-        cell[i] = malloc(lens[i] + 1);
-        if (cell[i] == NULL)
-            goto error;
-        memcpy(cell[i], row[i], lens[i]);
-        cell[i][lens[i]] = '\0';
+        memcpy(to, row[i], lens[i]);
+        to[lens[i]] = '\0';
+        cell[i] = to;
+        to += lens[i] + 1;
     }
     rows->nrow++;
     return 0;
-error:
-    /* Not counted yet: sql_rows_free() would not see this row's cells. */
-    while (i-- > 0) {
-        free(cell[i]);
-        cell[i] = NULL;
-    }
-    sql_set_error("out of memory copying a row of %u columns", rows->ncol);
-    return -ENOMEM;
 }
