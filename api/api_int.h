@@ -644,6 +644,24 @@ int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *cu
                        size_t n);
 
 /*
+ * api_standings_store.c: a recomputation's lists, written under generation
+ * gen in txn (on the global host) by a thread of their own while the
+ * recomputation reads on: api_lists_add() queues one list (JSON text) into
+ * a multi-row REPLACE that goes out at about a MiB; api_lists_finish()
+ * sends the rest, waits for every write and gives their count and time;
+ * the caller then commits or rolls back txn, and destroys the writer
+ * (which first waits for a write in progress: call it before the rollback
+ * on every path). Statuses are router statuses (the first failed write's,
+ * its message on the calling thread) or -ENOMEM.
+ */
+struct api_lists;
+int api_lists_start(struct router_txn *txn, uint64_t gen, struct api_lists **out);
+int api_lists_add(struct api_lists *l, const char *kind, uint64_t scope,
+                  const char *text, size_t len);
+int api_lists_finish(struct api_lists *l, uint32_t *stores, int64_t *store_ms);
+void api_lists_destroy(struct api_lists *l); /* accepts NULL */
+
+/*
  * The columns of a ranked user row as the standings read them (id,
  * display_name, company_id, team_id, points), and their sort: by company,
  * then points descending, then id (keys parsed once). 0 or -ENOMEM.

@@ -24,7 +24,8 @@
  *    global top K is in his company's top K): no scatter of its own.
  * The results are JSON rows of the global standings table, all under one new
  * generation, in one transaction; the lists are written as JSON text (not
- * built in jansson) and go out in multi-row statements of about 1 MiB.
+ * built in jansson) and go out in multi-row statements of about 1 MiB, sent
+ * by a thread of their own while the scatters go on (api_standings_store.c).
  * The servers' table caches must hold every shard table they serve
  * (etc/mariadb: table_open_cache), or every scatter reopens tables.
  */
@@ -52,8 +53,6 @@
  */
 #define SPAN_OTHERS ROWS
 #define SPAN_MAX 256
-/* Bytes of lists one statement writes (the server takes 16 MiB by default). */
-#define STORE_BYTES (1024 * 1024)
 
 /* The columns of a ranked user row, as user_text() reads them. */
 #define USER_ROW "SELECT id, display_name, company_id, team_id, points FROM %S.users "
@@ -143,11 +142,11 @@ struct standings {
     uint32_t reads;         /* scatters of user rows */
     struct router_txn *txn; /* the new generation's, on the global schema */
     uint64_t gen;
-    struct sql_buf out;  /* lists not written yet: VALUES rows of a REPLACE */
-    struct sql_buf text; /* the user ranking being made, JSON */
-    int64_t read_ms;     /* the user rankings' scatters took */
-    int64_t store_ms;    /* the REPLACEs of the lists took */
-    uint32_t stores;     /* REPLACE statements */
+    struct api_lists *lists; /* writes the lists in txn (api_standings_store.c) */
+    struct sql_buf text;     /* the user ranking being made, JSON */
+    int64_t read_ms;         /* the user rankings' scatters took */
+    int64_t store_ms;        /* the REPLACEs of the lists took */
+    uint32_t stores;         /* REPLACE statements */
 };
 
 static int ranked_cmp(const void *a, const void *b)
@@ -261,38 +260,15 @@ static json_t *group_items(struct group *g, size_t n, const char *idkey)
     return items;
 }
 
-/* Writes the lists made so far: one multi-row REPLACE. */
-static int store_flush(struct standings *st)
-{
-    int64_t t = sql_now_ms();
-    int rc;
-
-    if (st->out.len == 0)
-        return 0;
-    rc = router_txn_exec(st->txn, NULL,
-                         "REPLACE INTO %S.standings (kind, scope, generation, "
-                         "computed_at, body) VALUES %R",
-                         st->out.buf);
-    st->out.len = 0;
-    st->stores++;
-    st->store_ms += sql_now_ms() - t;
-    return rc;
-}
-
 /*
  * Writes one list (JSON text) under the new generation; lists go out
- * together, about STORE_BYTES a statement (thousands of small companies
- * cost a few statements, not a round trip each).
+ * together, about a MiB a statement (thousands of small companies cost a few
+ * statements, not a round trip each), sent while the reads go on.
  */
 static int store_text(struct standings *st, const char *kind, uint64_t scope,
                       const char *text, size_t len)
 {
-    int rc = sql_format(&st->out, NULL, 0, "%R(%s, %u, %u, UTC_TIMESTAMP(3), %b)",
-                        st->out.len ? "," : "", kind, scope, st->gen, text, len);
-
-    if (rc == 0 && st->out.len >= STORE_BYTES)
-        rc = store_flush(st);
-    return rc;
+    return api_lists_add(st->lists, kind, scope, text, len);
 }
 
 /* The same for a list in jansson (stolen). */
@@ -318,7 +294,6 @@ static void standings_deinit(struct standings *st)
     free(st->top);
     sql_rows_free(&st->company_rows);
     sql_rows_free(&st->team_rows);
-    sql_buf_deinit(&st->out);
     sql_buf_deinit(&st->text);
 }
 
@@ -720,7 +695,8 @@ int api_standings_recompute(struct router *r)
         goto out;
     st.gen = strtoull(sql_cell(&gen, 0, 0), NULL, 10);
 
-    if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &st.txn)) < 0)
+    if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &st.txn)) < 0 ||
+        (rc = api_lists_start(st.txn, st.gen, &st.lists)) < 0)
         goto out;
     rc = store_company_users(r, &st);
     /* The global ranking: the best of the companies' rankings. */
@@ -744,8 +720,12 @@ int api_standings_recompute(struct router *r)
     /* Last: it sorts the companies by average. */
     if (rc == 0)
         rc = store_groups(&st);
-    if (rc == 0)
-        rc = store_flush(&st);
+    if (st.lists != NULL) {
+        /* The last write, and the status of them all (whatever rc says). */
+        int last = api_lists_finish(st.lists, &st.stores, &st.store_ms);
+        if (rc == 0)
+            rc = last;
+    }
     if (rc == 0) {
         rc = router_txn_commit(st.txn);
         st.txn = NULL;
@@ -764,6 +744,8 @@ int api_standings_recompute(struct router *r)
 out:
     if (rc < 0)
         api_log("standings: recomputation failed: %s", router_last_error());
+    /* The writer's thread is done with the transaction before it ends. */
+    api_lists_destroy(st.lists);
     router_txn_rollback(st.txn);
     standings_deinit(&st);
     sql_rows_free(&gen);
