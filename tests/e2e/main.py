@@ -23,7 +23,7 @@ from client import Client, RequestFailed  # noqa: E402
 
 # Order: quick checks first; the test that kills an API server last.
 MODULES = ["test_health", "test_auth", "test_abuse", "test_me", "test_companies", "test_matches", "test_listing", "test_bets",
-           "test_settlement", "test_standings", "test_standings_check", "test_standings_bounded", "test_placement", "test_robustness",
+           "test_settlement", "test_standings", "test_standings_check", "test_standings_bounded", "test_standings_store", "test_placement", "test_robustness",
            "test_slow_db", "test_hot", "test_cache", "test_settle_takeover", "test_crash"]
 
 
@@ -51,8 +51,17 @@ def preflight():
 
 def main(argv):
     patterns = [a for a in argv if not a.startswith("-")]
+    here = os.path.dirname(os.path.abspath(__file__))
+    unlisted = sorted(f[:-3] for f in os.listdir(here)
+                      if f.startswith("test_") and f.endswith(".py") and f[:-3] not in MODULES)
+    if unlisted:
+        print("e2e: %s not in main.py's MODULES: its tests would never run" % ", ".join(unlisted))
+        return 1
     suite, tests = runner.load(MODULES, patterns)
     print("e2e: %d tests" % len(tests))
+    if not tests:
+        print("e2e: no test matches %s" % " ".join(patterns))
+        return 1
     if not preflight():
         print("e2e: 0 passed, %d failed" % len(tests))
         return 1
