@@ -1,0 +1,78 @@
+"""The standings' lists are written by a thread of their own while the
+recomputation reads on (api/api_standings_store.c). A list write that the
+global host refuses fails the recomputation cleanly: `bcadmin
+recompute-standings` exits 1 with the server's own message, no row of a new
+generation is left in the standings table (the lists served stay those of
+the last generation), and once the writes go through again the next
+recomputation stores a new generation whole, which the servers show at
+once (bcadmin bumps the cache's "standings" group, as a server does after
+a settlement)."""
+
+import subprocess
+import time
+import unittest
+
+import stack
+from fixtures import admin
+
+TRIGGER = "e2e_standings_refused"
+MESSAGE = "e2e: standings writes refused"
+
+
+def recompute():
+    """(exit status, output) of bcadmin -c CLUSTER recompute-standings."""
+    s = stack.get()
+    p = subprocess.run([s.bcadmin, "-c", s.cluster, "recompute-standings"], capture_output=True, text=True,
+                       timeout=300)
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+class TestListWriteRefused(unittest.TestCase):
+    def setUp(self):
+        self.s = stack.get()
+        self.s.require_dir()
+        self.table = "`%s`.standings" % self.s.global_schema()
+
+    def generations(self):
+        """(highest generation stored, rows stored under it)."""
+        (gen, n), = self.s.sql_global("SELECT COALESCE(MAX(generation), 0), COUNT(*) FROM %s "
+                                      "WHERE generation = (SELECT MAX(generation) FROM %s)"
+                                      % (self.table, self.table))
+        return int(gen), int(n)
+
+    def test_refused_write_stores_nothing_and_the_next_recomputation_all(self):
+        rc, out = recompute()
+        self.assertEqual(rc, 0, out)
+        gen, lists = self.generations()
+        self.assertGreater(lists, 0, "no lists stored under generation %d" % gen)
+        served = admin().get("/v1/standings/companies").expect_json(200)
+        self.s.sql_global("CREATE TRIGGER `%s`.%s BEFORE INSERT ON %s FOR EACH ROW "
+                          "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '%s'"
+                          % (self.s.global_schema(), TRIGGER, self.table, MESSAGE))
+        try:
+            rc, out = recompute()
+            self.assertEqual(rc, 1, "a recomputation whose writes are refused: " + out)
+            self.assertIn(MESSAGE, out, "bcadmin does not give the server's message")
+            self.assertEqual(self.generations(), (gen, lists),
+                             "a refused recomputation left rows of a new generation")
+            again = admin().get("/v1/standings/companies").expect_json(200)
+            self.assertEqual(again["generation"], served["generation"])
+            self.assertEqual(again["items"], served["items"])
+        finally:
+            self.s.sql_global("DROP TRIGGER IF EXISTS `%s`.%s" % (self.s.global_schema(), TRIGGER))
+        rc, out = recompute()
+        self.assertEqual(rc, 0, out)
+        gen2, lists2 = self.generations()
+        self.assertGreater(gen2, gen)
+        self.assertEqual(lists2, lists, "the new generation does not hold every list")
+        # bcadmin bumps the cache's "standings" group: the servers show the
+        # new generation within about a second, not when their cached copy
+        # of the last one expires (an hour).
+        deadline = time.time() + 5
+        while admin().get("/v1/standings/companies").expect_json(200)["generation"] < gen2:
+            self.assertLess(time.time(), deadline, "generation %d not served 5 s after it was stored" % gen2)
+            time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    unittest.main()
