@@ -153,7 +153,7 @@ $(BUILD)/test_api_listen: $(BUILD)/tests/unit/test_api_listen.o $(API_LIB) $(CAC
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_log: $(BUILD)/tests/unit/test_api_log.o $(API_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS)
-$(BUILD)/test_api_text: $(BUILD)/tests/unit/test_api_text.o $(API_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+$(BUILD)/test_api_text: $(BUILD)/tests/unit/test_api_text.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_hot: $(BUILD)/tests/unit/test_api_hot.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)

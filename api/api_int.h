@@ -192,8 +192,10 @@ int api_route_find(const char *method, const char *path, struct api_match *m);
 void api_reply_json(struct api_req *req, int status, json_t *body); /* steals body */
 void api_reply_raw(struct api_req *req, int status, const char *type, const void *data,
                    size_t len);
+/* The message is made valid UTF-8 first (api_utf8_clean: other bytes become '?'). */
 void api_error(struct api_req *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+void api_utf8_clean(char *s);
 /* Maps a router status: unavailable -> 503, the rest -> 500 (logged). */
 void api_db_error(struct api_req *req, int rc);
 void api_add_header(struct api_req *req, const char *name, const char *fmt, ...)
@@ -645,14 +647,12 @@ int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *cu
 
 /*
  * api_standings_store.c: a recomputation's lists, written under generation
- * gen in txn (on the global host) by a thread of their own while the
- * recomputation reads on: api_lists_add() queues one list (JSON text) into
- * a multi-row REPLACE that goes out at about a MiB; api_lists_finish()
- * sends the rest, waits for every write and gives their count and time;
- * the caller then commits or rolls back txn, and destroys the writer
- * (which first waits for a write in progress: call it before the rollback
- * on every path). Statuses are router statuses (the first failed write's,
- * its message on the calling thread) or -ENOMEM.
+ * gen in txn (global host) by a thread of their own while it reads on:
+ * api_lists_add() queues one list (JSON text) into a multi-row REPLACE sent
+ * at about a MiB; api_lists_finish() sends the rest and waits for every
+ * write; then the caller destroys the writer (it waits for a write in
+ * progress: before the rollback, on every path) and ends txn. Statuses:
+ * router ones (the first failed write's, message on the calling thread).
  */
 struct api_lists;
 int api_lists_start(struct router_txn *txn, uint64_t gen, struct api_lists **out);

@@ -39,9 +39,9 @@ void api_reply_json(struct api_req *req, int status, json_t *body)
     char *text;
 
     if (body == NULL) {
-        api_reply_raw(
-            req, 503, "application/json",
-            "{\"error\":{\"code\":\"unavailable\",\"message\":\"out of memory\"}}", 59);
+        static const char oom[] =
+            "{\"error\":{\"code\":\"unavailable\",\"message\":\"out of memory\"}}";
+        api_reply_raw(req, 503, "application/json", oom, sizeof(oom) - 1);
         return;
     }
     /* Odds and averages are two-decimal numbers: 10 digits print them exactly. */
@@ -68,6 +68,42 @@ void api_add_header(struct api_req *req, const char *name, const char *fmt, ...)
     req->nheaders++;
 }
 
+/*
+ * Replaces with '?' every byte of s that is not part of a well-formed UTF-8
+ * sequence (RFC 3629: no overlong forms, no surrogates, nothing above
+ * U+10FFFF), in place. A message may quote what a client sent (the JSON
+ * parser's error quotes the bytes near it) or be cut in the middle of a
+ * character, and jansson refuses to make a string of anything else.
+ */
+void api_utf8_clean(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+
+    while (*p != '\0') {
+        unsigned c = *p;
+        size_t n = c >= 0xc2 && c <= 0xdf   ? 1
+                   : c >= 0xe0 && c <= 0xef ? 2
+                   : c >= 0xf0 && c <= 0xf4 ? 3
+                                            : 0;
+        int ok = n > 0;
+
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        /* Stops at the first byte that is not a continuation, the NUL included. */
+        for (size_t i = 1; ok && i <= n; i++)
+            ok = (p[i] & 0xc0) == 0x80;
+        if (ok && ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0) ||
+                   (c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90)))
+            ok = 0;
+        if (!ok)
+            *p++ = '?';
+        else
+            p += n + 1;
+    }
+}
+
 void api_error(struct api_req *req, int status, const char *code, const char *fmt, ...)
 {
     char msg[512];
@@ -76,6 +112,7 @@ void api_error(struct api_req *req, int status, const char *code, const char *fm
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    api_utf8_clean(msg);
     api_reply_json(req, status,
                    json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg));
 }

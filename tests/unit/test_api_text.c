@@ -102,11 +102,98 @@ static void test_empty_list_and_one_item(void **state)
     sql_buf_deinit(&b);
 }
 
+/*
+ * An error message quoting bytes that are not UTF-8 (the JSON parser's error
+ * quotes a malformed body near the error), or cut in the middle of a
+ * character, is still answered with its own status and a JSON body; before,
+ * jansson refused the message and the client got a 503 "out of memory",
+ * whose body also carried a trailing NUL (found by fuzz_request).
+ */
+static void test_error_message_not_utf8(void **state)
+{
+    struct api_req req;
+    json_t *v;
+    char cut[600];
+
+    (void)state;
+    memset(&req, 0, sizeof(req));
+    api_error(&req, 400, "invalid_json", "near '\\u161\313\236\221\230to' and \xc3");
+    assert_int_equal(req.status, 400);
+    v = json_loadb(req.resp, req.resp_len, 0, NULL);
+    assert_non_null(v);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(v, "error"), "message")),
+        "near '\\u161\313\236??to' and ?"); /* \313\236 is U+02DE */
+    json_decref(v);
+    free(req.resp);
+
+    /* A message longer than the 512 bytes kept, cut inside "é". */
+    memset(&req, 0, sizeof(req));
+    memset(cut, 'a', sizeof(cut));
+    for (size_t i = 500; i + 1 < sizeof(cut); i += 2)
+        memcpy(&cut[i], "\xc3\xa9", 2);
+    cut[sizeof(cut) - 1] = '\0';
+    api_error(&req, 422, "invalid_name", "%s", cut);
+    assert_int_equal(req.status, 422);
+    v = json_loadb(req.resp, req.resp_len, 0, NULL);
+    assert_non_null(v);
+    json_decref(v);
+    free(req.resp);
+}
+
+/* Well-formed UTF-8 is kept as it is; each byte of anything else becomes '?'. */
+static void test_utf8_clean(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"plain ascii", "plain ascii"},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+         "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+        {"\xc0\xaf", "??"},           /* overlong '/' */
+        {"\xe0\x80\xaf", "???"},      /* overlong, 3 bytes */
+        {"\xed\xa0\x80", "???"},      /* a surrogate */
+        {"\xf4\x90\x80\x80", "????"}, /* above U+10FFFF */
+        {"\xf5\x80", "??"},           /* no such lead byte */
+        {"\x80x", "?x"},              /* a lone continuation */
+        {"ab\xe2\x82", "ab??"},       /* cut at the end */
+    };
+    char buf[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(buf, sizeof(buf), "%s", cases[i].in);
+        api_utf8_clean(buf);
+        assert_string_equal(buf, cases[i].out);
+    }
+}
+
+/* A NULL body (jansson out of memory): 503 with a JSON body, no trailing NUL. */
+static void test_reply_json_null_body(void **state)
+{
+    struct api_req req;
+    json_t *v;
+
+    (void)state;
+    memset(&req, 0, sizeof(req));
+    api_reply_json(&req, 200, NULL);
+    assert_int_equal(req.status, 503);
+    assert_int_equal(req.resp_len, strlen("{\"error\":{\"code\":\"unavailable\","
+                                          "\"message\":\"out of memory\"}}"));
+    v = json_loadb(req.resp, req.resp_len, 0, NULL);
+    assert_non_null(v);
+    json_decref(v);
+    free(req.resp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_items_parse_back),
         cmocka_unit_test(test_empty_list_and_one_item),
+        cmocka_unit_test(test_error_message_not_utf8),
+        cmocka_unit_test(test_utf8_clean),
+        cmocka_unit_test(test_reply_json_null_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
