@@ -81,16 +81,18 @@ void api_utf8_clean(char *s)
 
     while (*p != '\0') {
         unsigned c = *p;
-        size_t n = c >= 0xc2 && c <= 0xdf   ? 1
-                   : c >= 0xe0 && c <= 0xef ? 2
-                   : c >= 0xf0 && c <= 0xf4 ? 3
-                                            : 0;
-        int ok = n > 0;
+        size_t n;
+        int ok;
 
         if (c < 0x80) {
             p++;
             continue;
         }
+        n = c >= 0xc2 && c <= 0xdf   ? 1
+            : c >= 0xe0 && c <= 0xef ? 2
+            : c >= 0xf0 && c <= 0xf4 ? 3
+                                     : 0;
+        ok = n > 0;
         /* Stops at the first byte that is not a continuation, the NUL included. */
         for (size_t i = 1; ok && i <= n; i++)
             ok = (p[i] & 0xc0) == 0x80;
