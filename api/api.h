@@ -39,17 +39,18 @@ struct api_nets {
  * a key of api_conf_set(), `betcity-api --set KEY=VALUE`.
  */
 struct api_limits {
-    struct api_rate login_addr;   /* logins per client address (20/s, 200) */
-    struct api_rate signup_addr;  /* signups per client address (10/s, 200) */
-    struct api_rate account;      /* failed logins and signups per e-mail (0.1/s, 10) */
-    uint32_t table_size;          /* buckets per table, older ones evicted (16384) */
-    uint32_t hash_threads;        /* password-hash threads (2) */
-    uint32_t hash_queue;          /* hashes waiting or running at most (64) */
-    uint32_t hash_per_addr;       /* of them from one client address (2) */
-    uint32_t hash_max_wait_ms;    /* refused when the expected wait is longer (500) */
-    uint32_t work_queue;          /* requests queued or running on the workers (1024) */
-    uint32_t work_per_user;       /* of them, a signed-in user's writes (4; 0: any) */
-    uint32_t conn_per_addr;       /* connections per address, proxies apart (64) */
+    struct api_rate login_addr;  /* logins per client address (20/s, 200) */
+    struct api_rate signup_addr; /* signups per client address (10/s, 200) */
+    struct api_rate account;     /* failed logins and signups per e-mail (0.1/s, 10) */
+    uint32_t table_size;         /* buckets per table, older ones evicted (16384) */
+    uint32_t hash_threads;       /* password-hash threads (2) */
+    uint32_t hash_queue;         /* hashes waiting or running at most (64) */
+    uint32_t hash_per_addr;      /* of them from one client address (2) */
+    uint32_t hash_max_wait_ms;   /* refused when the expected wait is longer (500) */
+    uint32_t work_queue;         /* requests queued or running on the workers (1024) */
+    uint32_t work_per_user;      /* of them, a signed-in user's writes (4; 0: any) */
+    uint32_t loop_reads;    /* GET /v1/me's read on the event loops (1; 0: workers) */
+    uint32_t conn_per_addr; /* connections per address, proxies apart (64) */
     uint32_t header_timeout_ms;   /* connect to complete headers (800) */
     uint32_t body_timeout_ms;     /* headers to complete body (10000) */
     uint32_t idle_timeout_ms;     /* a response to the next request's headers (15000) */

@@ -4,14 +4,16 @@
  * access log and metrics. What the route table declares is answered by the
  * dispatcher (api_dispatch.c) before the handler.
  *
- * Threading. libmicrohttpd runs one epoll loop per core (conf->threads),
- * each over its share of the connections, which one acceptor thread
- * deals out in turn (api_listen.c). A loop never waits for I/O: it
- * reads requests, answers what needs none (no route, 415, 413, a bad
- * token; health and metrics), and queues responses. GET odds is answered
- * there too when the hot table (api_hot.c) has its prebuilt response: the
- * same response object is queued on every connection that asks, nothing is
- * copied. Every other handler
+ * Threading. One event loop per core (conf->threads, api_loop.c), each a
+ * thread that runs a libmicrohttpd daemon over its share of the
+ * connections, which one acceptor thread deals out (api_listen.c). A loop
+ * never waits for I/O: it reads requests, answers what needs none (no
+ * route, 415, 413, a bad token; health and metrics), and queues responses.
+ * GET odds is answered there too when the hot table (api_hot.c) has its
+ * prebuilt response: the same response object is queued on every
+ * connection that asks, nothing is copied. GET /v1/me's read runs there as
+ * well, on the loop's epoll set (api_loop_query()), when a connection is
+ * idle in the router's pool. Every other handler
  * runs on the worker pool (api_work.c, conf->workers threads): the request
  * takes a place in the pool (none left: 503 at once), its connection is
  * suspended, a worker runs the access check, the body's parsing and the
@@ -48,6 +50,7 @@ struct api_server {
     struct api_conf conf;
     struct router *router;    /* ref */
     struct MHD_Daemon **loop; /* a daemon per event loop */
+    struct api_loop **lp;     /* the thread that runs each (api_loop.c) */
     uint32_t nloop;
     struct api_listener *listener; /* the socket and the thread that accepts */
     atomic_uint_fast64_t nverify;  /* tokens verified by their HMAC */
@@ -302,7 +305,7 @@ static void work_run(struct api_work_item *item)
      * libmicrohttpd must not stop with a connection still suspended. The
      * request may be completed and freed from the resume on.
      */
-    MHD_resume_connection(req->conn);
+    api_loop_resume(req->loop, req->conn);
     api_work_release(srv->work);
 }
 
@@ -341,13 +344,18 @@ static int hot_answer(struct api_req *req, enum MHD_Result *ret)
  * they are all taken), then its connection is suspended until the worker
  * answered.
  */
-static enum MHD_Result to_worker(struct api_req *req)
+static int work_place(struct api_req *req)
 {
-    if (api_work_reserve(req->srv->work) < 0) {
-        api_add_header(req, "Retry-After", "1");
-        api_error(req, 503, "unavailable", "too many requests in progress; try again");
-        return queue_response(req);
-    }
+    if (api_work_reserve(req->srv->work) == 0)
+        return 0;
+    api_add_header(req, "Retry-After", "1");
+    api_error(req, 503, "unavailable", "too many requests in progress; try again");
+    return -EAGAIN;
+}
+
+/* Queues a request that has its place and its connection suspended. */
+static void work_queue(struct api_req *req)
+{
     req->where = API_ON_WORKER;
     req->work.run = work_run;
     /*
@@ -356,10 +364,43 @@ static enum MHD_Result to_worker(struct api_req *req)
      * statement deadline. Reads are not keyed.
      */
     req->work.key = strcmp(req->method, "GET") != 0 ? req->auth.user_id : 0;
+    api_work_submit(req->srv->work, &req->work);
+}
+
+static enum MHD_Result to_worker(struct api_req *req)
+{
+    if (work_place(req) < 0)
+        return queue_response(req);
     /* Suspended first: the worker's resume never comes before it. */
     MHD_suspend_connection(req->conn);
-    api_work_submit(req->srv->work, &req->work);
+    work_queue(req);
     return MHD_YES;
+}
+
+void api_req_to_worker(struct api_req *req)
+{
+    if (work_place(req) < 0) {
+        req->where = API_WORKER_ANSWERED;
+        api_loop_resume(req->loop, req->conn);
+        return;
+    }
+    work_queue(req);
+}
+
+/*
+ * A route that reads on the loop: its handler starts its statement here
+ * (api_loop_query()), answers at once, or leaves it to a worker.
+ */
+static enum MHD_Result on_loop(struct api_req *req)
+{
+    if (req->srv->conf.limits.loop_reads) {
+        api_routes[req->route].handler(req);
+        if (req->where != API_ON_LOOP)
+            return MHD_YES; /* suspended: its statement answers (or a worker) */
+        if (req->status != 0)
+            return queue_response(req);
+    }
+    return to_worker(req);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
@@ -382,6 +423,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         req->router = srv->router;
         req->cache = srv->conf.cache;
         req->conn = conn;
+        req->loop = api_loop_self();
         req->method = method;
         req->url = url;
         req->start_us = now_us();
@@ -413,7 +455,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         return MHD_YES;
     if (req->where == API_WORKER_ANSWERED) /* resumed: a worker answered */
         return queue_response(req);
-    if (req->where == API_ON_WORKER)
+    if (req->where == API_ON_WORKER || req->where == API_ON_LOOP_DB)
         return MHD_YES; /* (suspended: libmicrohttpd does not call then) */
     if (req->status != 0) {
         /* Decided at the headers: the body is dropped, then the answer sent. */
@@ -455,6 +497,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         if (api_routes[req->route].reads == API_READS_HOT && hot_answer(req, &ret)) {
             api_conn_handler(srv->conns, conn, 0);
             return ret;
+        }
+        if (api_routes[req->route].reads == API_READS_LOOP) {
+            api_conn_handler(srv->conns, conn, 0);
+            return on_loop(req);
         }
         if (api_routes[req->route].reads != API_READS_NONE) {
             api_conn_handler(srv->conns, conn, 0);
@@ -526,12 +572,17 @@ void api_conf_init(struct api_conf *conf)
     api_limits_init(&conf->limits);
 }
 
+/* Each loop's thread ends first, then its daemon (which has no thread). */
 static void stop_loops(struct api_server *srv)
 {
+    for (uint32_t i = 0; srv->lp != NULL && i < srv->nloop; i++)
+        api_loop_stop(srv->lp[i]);
     for (uint32_t i = 0; srv->loop != NULL && i < srv->nloop; i++)
         if (srv->loop[i] != NULL)
             MHD_stop_daemon(srv->loop[i]);
+    free(srv->lp);
     free(srv->loop);
+    srv->lp = NULL;
     srv->loop = NULL;
 }
 
@@ -592,16 +643,16 @@ int api_server_create(const struct api_conf *conf, struct router *router,
     srv->nloop = conf->threads < 1               ? 1
                  : conf->threads > API_LOOPS_MAX ? API_LOOPS_MAX
                                                  : conf->threads;
-    if ((srv->loop = calloc(srv->nloop, sizeof(*srv->loop))) == NULL) {
+    if ((srv->loop = calloc(srv->nloop, sizeof(*srv->loop))) == NULL ||
+        (srv->lp = calloc(srv->nloop, sizeof(*srv->lp))) == NULL) {
         rc = -ENOMEM;
         goto error;
     }
     per_loop = conf->max_connections / srv->nloop;
     for (uint32_t i = 0; i < srv->nloop; i++) {
         srv->loop[i] = MHD_start_daemon(
-            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_TURBO |
-                MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
-                MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
+            MHD_USE_EPOLL | MHD_USE_TURBO | MHD_USE_ERROR_LOG |
+                MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
             0, api_conns_accept, srv->conns, on_request, srv,
             MHD_OPTION_NOTIFY_CONNECTION, api_conns_notify, srv->conns,
             MHD_OPTION_CONNECTION_LIMIT, per_loop ? per_loop : 1u,
@@ -614,7 +665,10 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         }
     }
     api_conns_set_loops(srv->conns, srv->loop, srv->nloop);
-    if ((rc = api_listen_run(srv->listener, srv->loop, srv->nloop, srv->conns)) < 0)
+    for (uint32_t i = 0; i < srv->nloop; i++)
+        if ((rc = api_loop_start(srv->loop[i], &srv->lp[i])) < 0)
+            goto error;
+    if ((rc = api_listen_run(srv->listener, srv->lp, srv->nloop, srv->conns)) < 0)
         goto error;
     *out = srv;
     return 0;

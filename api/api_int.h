@@ -14,6 +14,7 @@
 #include <microhttpd.h>
 
 #include "api/api.h"
+#include "api/api_loop.h"
 
 #define API_JSON_MAX (64 * 1024)
 #define API_IMAGE_MAX (256 * 1024)
@@ -62,7 +63,14 @@ enum api_reads {
      * under the path's id: looked up on the event loop, before any memcached
      * work; a miss runs the handler on a worker, which fills the table.
      */
-    API_READS_HOT
+    API_READS_HOT,
+    /*
+     * One short read of the primaries, started on the event loop
+     * (api_loop_query(): the handler is called there first, with req->where
+     * API_ON_LOOP), else on a worker. Only for routes without a body whose
+     * access is anyone's: the loop runs no access check.
+     */
+    API_READS_LOOP
 };
 
 struct api_auth {
@@ -109,6 +117,7 @@ struct api_req {
     struct router *router;       /* ref */
     struct cache *cache;         /* ref, may be NULL */
     struct MHD_Connection *conn; /* ref */
+    struct api_loop *loop;       /* ref: the event loop of conn */
     const char *method;          /* ref in MHD */
     const char *url;             /* ref in MHD */
     int found;                   /* api_route_find()'s status for method and url */
@@ -137,7 +146,7 @@ struct api_req {
     void (*then)(struct api_req *req); /* runs on a worker when the hash is done */
     /* Off the event loop: the worker pool's item, and where the request is. */
     struct api_work_item work;
-    enum { API_ON_LOOP = 0, API_ON_WORKER, API_WORKER_ANSWERED } where;
+    enum { API_ON_LOOP = 0, API_ON_WORKER, API_WORKER_ANSWERED, API_ON_LOOP_DB } where;
 
     /* response */
     int status;
@@ -410,71 +419,6 @@ int api_hot_put(struct api_hot *h, uint64_t id, uint64_t gen, int64_t expires_ms
 void api_hot_drop(struct api_hot *h, uint64_t id);
 void api_hot_stats(struct api_hot *h, struct api_hot_stats *out);
 
-/* ---- connections: per-address cap, header and body deadlines (api_conn.c) ---- */
-struct api_conns; /* opaque */
-enum api_conn_phase {
-    API_CONN_BODY, /* headers in: the body is due within body_timeout_ms */
-    API_CONN_BUSY, /* request complete: no deadline while it is handled */
-    API_CONN_IDLE  /* response sent: the next headers are due within idle_timeout_ms */
-};
-/* Starts the reaper thread; lim is copied. 0 or -errno. */
-int api_conns_create(const struct api_limits *lim, struct api_conns **out);
-void api_conns_destroy(struct api_conns *c); /* after MHD_stop_daemon; accepts NULL */
-/* libmicrohttpd's accept policy and connection notification callbacks (cls: c). */
-enum MHD_Result api_conns_accept(void *cls, const struct sockaddr *addr, socklen_t len);
-void api_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
-                      enum MHD_ConnectionNotificationCode toe);
-/* Sets the connection's deadline for its new phase. Lock-free. */
-void api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
-                    enum api_conn_phase phase);
-/*
- * A handler starts (enter 1) or ends (0) on conn's event-loop thread (the
- * handlers that do no I/O, and the dispatcher's own checks): while one runs
- * there, the loop's other connections are not read, and their deadlines
- * wait (the server is slow then, not the client). Handlers on the worker
- * pool do not count: the loop goes on reading meanwhile.
- */
-void api_conn_handler(struct api_conns *c, struct MHD_Connection *conn, int enter);
-/* Event loops a server runs at most (conf->threads). */
-#define API_LOOPS_MAX 256
-
-/*
- * Open connections per event loop: fills count[0..max) in the order the
- * loops were first seen, returns how many loops have been seen.
- */
-uint32_t api_conns_loops(struct api_conns *c, uint32_t *count, uint32_t max);
-uint32_t api_server_loops(struct api_server *srv, uint32_t *count, uint32_t max);
-
-/*
- * The loops (one daemon each, first to last) take slots 0..n-1 in that
- * order; call before any connection. Then api_conns_closed() is how many
- * connections loop i has closed.
- */
-void api_conns_set_loops(struct api_conns *c, struct MHD_Daemon *const *loop,
-                         uint32_t n);
-uint64_t api_conns_closed(struct api_conns *c, uint32_t i);
-
-/*
- * api_listen.c: the listening socket (bound and listening on open) and the
- * thread that accepts on it and adds each connection to the loop with the
- * fewest open ones (loop[], whose slots conns knows). close stops the
- * thread, refuses new connections and closes the socket; it accepts NULL.
- */
-struct api_listener;
-int api_listen_open(const struct sockaddr_in *addr, struct api_listener **out);
-int api_listen_run(struct api_listener *l, struct MHD_Daemon **loop, uint32_t nloop,
-                   struct api_conns *conns);
-void api_listen_close(struct api_listener *l);
-uint16_t api_listen_port(const struct api_listener *l);
-void api_conns_stats(struct api_conns *c, uint64_t *open, uint64_t *reaped,
-                     uint64_t *refused);
-/*
- * The zeroed storage of conn's current request, lent by the connection
- * (never freed by the caller; valid until the request completes), or NULL
- * when conn is not tracked (then the caller allocates one). Lock-free.
- */
-struct api_req *api_conn_req(struct api_conns *c, struct MHD_Connection *conn);
-
 /* ---- the dispatcher (api_dispatch.c) ---- */
 /*
  * The client: the TCP peer, or the last X-Forwarded-For hop of a trusted
@@ -511,6 +455,12 @@ void api_dispatch_rest(struct api_req *req);
 struct api_pwhash_job *api_req_hash(struct api_req *req,
                                     void (*then)(struct api_req *));
 struct api_pwhash *api_server_pwhash(struct api_server *srv);
+/*
+ * A request whose connection is suspended already (its loop could not run
+ * its statement) goes to a worker: its handler runs there; no place in the
+ * pool: 503 at once. On the request's loop.
+ */
+void api_req_to_worker(struct api_req *req);
 /*
  * api_log.c: a line of the access log (f: conf->access_log) into this
  * thread's buffer; flush writes every thread's buffer out; release (when no

@@ -224,6 +224,9 @@ static const struct conf_key {
      "requests queued or running on the workers; more are refused (503)"},
     {"work_per_user", K_U32, L(work_per_user), 0, 1 << 20,
      "a signed-in user's writes queued or running at once; the next wait (0: any)"},
+    {"loop_reads", K_U32, L(loop_reads), 0, 1,
+     "1: GET /v1/me reads on the event loops when a connection is idle; 0: on a "
+     "worker"},
     {"conn_per_addr", K_U32, L(conn_per_addr), 1, 1 << 20,
      "connections per client address (trusted proxies apart)"},
     {"header_timeout_ms", K_U32, L(header_timeout_ms), 100, 600000,
@@ -328,6 +331,7 @@ void api_limits_init(struct api_limits *l)
     l->hash_max_wait_ms = 500;
     l->work_queue = 1024;
     l->work_per_user = 4;
+    l->loop_reads = 1;
     l->conn_per_addr = 64;
     l->header_timeout_ms = 800;
     l->body_timeout_ms = 10000;

@@ -8,9 +8,10 @@
  * few long-lived connections (HAProxy keeps a handful to each server) can
  * all land on one loop while the other cores idle. Here every loop is a
  * daemon of its own without a listening socket, and one thread accepts and
- * adds each connection (MHD_add_connection) to the loop with the fewest
- * open connections: those it gave it less those the loop has closed
- * (api_conns_closed()), both counted without a lock.
+ * hands each connection (api_loop_add(); the loop's thread adds it to its
+ * daemon) to the loop with the fewest open connections: those it gave it
+ * less those the loop has closed (api_conns_closed()) or refused
+ * (api_loop_refused()), all counted without a lock.
  *
  * The acceptor blocks in accept4(); shutdown() of the socket wakes it when
  * the server stops. It never spins: a descriptor shortage (EMFILE, ENFILE,
@@ -32,7 +33,7 @@
 
 struct api_listener {
     int fd;
-    struct MHD_Daemon **loop; /* ref, set by api_listen_run() */
+    struct api_loop **loop; /* ref, set by api_listen_run() */
     uint32_t nloop;
     struct api_conns *conns; /* ref: what each loop closed */
     uint64_t *given;         /* connections added to each loop; the thread's */
@@ -84,7 +85,7 @@ static uint32_t least_loaded(struct api_listener *l)
 
     for (uint32_t j = 0; j < l->nloop; j++) {
         uint32_t i = (l->next + j) % l->nloop;
-        uint64_t closed = api_conns_closed(l->conns, i);
+        uint64_t closed = api_conns_closed(l->conns, i) + api_loop_refused(l->loop[i]);
         uint64_t open = l->given[i] > closed ? l->given[i] - closed : 0;
         if (open < best_open) {
             best = i;
@@ -120,14 +121,15 @@ static void *acceptor_main(void *arg)
          * full loop, the per-address cap); then it never counts as closed.
          */
         uint32_t i = least_loaded(l);
-        if (MHD_add_connection(l->loop[i], fd, (const struct sockaddr *)&sa, len) ==
-            MHD_YES)
+        if (api_loop_add(l->loop[i], fd, (const struct sockaddr *)&sa, len) == 0)
             l->given[i]++;
+        else
+            close(fd);
     }
     return NULL;
 }
 
-int api_listen_run(struct api_listener *l, struct MHD_Daemon **loop, uint32_t nloop,
+int api_listen_run(struct api_listener *l, struct api_loop **loop, uint32_t nloop,
                    struct api_conns *conns)
 {
     int rc;

@@ -108,7 +108,7 @@ void api_h_metrics(struct api_req *req)
     char *buf = NULL;
     size_t len = 0;
     const struct api_limits *lim = &api_server_conf(req->srv)->limits;
-    uint64_t inflight, done, refused, open, reaped, capped;
+    uint64_t inflight, done, refused, open, reaped, capped, answered, to_worker;
     uint32_t loop[API_LOOPS_MAX], nloop;
     struct api_work_stats ws;
     FILE *f;
@@ -355,6 +355,16 @@ void api_h_metrics(struct api_req *req)
             "betcity_work_total{instance=\"%s\",outcome=\"refused\"} %" PRIu64 "\n",
             name, ws.queued, name, ws.running, name, ws.parked, name, ws.places, name,
             ws.threads, name, ws.depth, name, ws.done, name, ws.refused);
+    api_loop_stats(&answered, &to_worker);
+    fprintf(
+        f,
+        "# HELP betcity_loop_reads_total Reads started on an event loop "
+        "(GET /v1/me): answered there, or sent to a worker after all (no idle "
+        "connection, a moved shard, a dead idle connection).\n"
+        "# TYPE betcity_loop_reads_total counter\n"
+        "betcity_loop_reads_total{instance=\"%s\",outcome=\"answered\"} %" PRIu64 "\n"
+        "betcity_loop_reads_total{instance=\"%s\",outcome=\"to_worker\"} %" PRIu64 "\n",
+        name, answered, name, to_worker);
     fclose(f);
     free(hosts);
     api_reply_raw(req, 200, "text/plain; version=0.0.4", buf, len);

@@ -32,13 +32,16 @@ const char api_seg_id[] = "{id}";
 /*
  * Where a handler reads (enum api_reads): the primaries, or a replica where a
  * slightly stale read is fine (docs/architecture.md, "Replicas"), both on a
- * worker; nothing at all, on the event loop; or first the hot table of
- * prebuilt responses, on the event loop, then the primaries on a worker.
+ * worker; nothing at all, on the event loop; first the hot table of
+ * prebuilt responses, on the event loop, then the primaries on a worker; or
+ * one short read of the primaries started on the event loop itself (else on
+ * a worker).
  */
 #define STALE API_READS_STALE
 #define PRIMARY API_READS_PRIMARY
 #define NO_IO API_READS_NONE
 #define HOT API_READS_HOT
+#define LOOP API_READS_LOOP
 
 /*
  * method, path, handler, token, access, body and its limit, metrics label,
@@ -64,7 +67,7 @@ const struct api_route api_routes[] = {
      JSON_BODY,
      "login",
      PRIMARY},
-    {"GET", {"v1", "me"}, api_h_me, TOKEN, ANYONE, NO_BODY, "me", PRIMARY},
+    {"GET", {"v1", "me"}, api_h_me, TOKEN, ANYONE, NO_BODY, "me", LOOP},
     {"PATCH",
      {"v1", "me"},
      api_h_me_patch,

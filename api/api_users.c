@@ -399,17 +399,46 @@ static void login_answer(struct api_req *req)
     auth_reply(req, 200, &job->user);
 }
 
-void api_h_me(struct api_req *req)
+static void me_answer(struct api_req *req, int rc, const struct api_user *u)
 {
-    struct api_user u;
-    int rc = api_user_load(req->router, req->auth.user_id, &u);
-
     if (rc == BC_ENOTFOUND)
         api_error(req, 401, "unauthorized", "the token's user no longer exists");
     else if (rc < 0)
         api_db_error(req, rc);
     else
-        api_reply_json(req, 200, api_user_json(&u));
+        api_reply_json(req, 200, api_user_json(u));
+}
+
+/* GET /v1/me's read ended on the event loop (api_loop_query()). */
+static void me_read(struct api_req *req, int rc, struct sql_rows *rows)
+{
+    struct api_user u;
+
+    if (rc == 0 && rows->nrow == 0)
+        rc = BC_ENOTFOUND;
+    else if (rc == 0)
+        user_from_row(rows, 0, &u);
+    me_answer(req, rc, &u);
+}
+
+/*
+ * A route that reads on the loop (API_READS_LOOP): called there first, it
+ * starts its read and returns; when the loop cannot, it runs on a worker.
+ */
+void api_h_me(struct api_req *req)
+{
+    struct api_user u;
+    uint64_t id = req->auth.user_id;
+    int rc;
+
+    if (req->where == API_ON_LOOP) {
+        (void)api_loop_query(req, me_read, router_shard_of_id(id),
+                             "SELECT " USER_COLS " FROM %S.users u WHERE u.id = %u",
+                             id);
+        return;
+    }
+    rc = api_user_load(req->router, id, &u);
+    me_answer(req, rc, &u);
 }
 
 /*

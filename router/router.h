@@ -135,6 +135,38 @@ void router_background(int on);
  */
 int router_stale_reads(int on);
 
+/*
+ * One statement on the primary of a shard's host, driven by the caller's
+ * event loop instead of a waiting thread (router_async.c): the API's loops
+ * answer GET /v1/me so, without handing the request to a worker and back.
+ * It runs only on a connection idle in the host's request pool: it never
+ * connects and never waits for one. Not started (a negative status, *op
+ * NULL): BC_EPOOL (none idle), BC_EDOWN (marked down), BC_ENOTFOUND (no
+ * map), BC_ESHARD, -EINVAL (ROUTER_GLOBAL or a bad format), -ENOMEM.
+ * Started (0): while router_op_wait() gives SQL_WAIT_* bits, wait for those
+ * events on router_op_fd() and pass them to router_op_cont(), and call
+ * router_op_tick() when router_op_due_ms() (sql_now_ms()'s clock) has come
+ * (the statement's deadline is query_timeout_ms). Once the wait is 0 it
+ * ended: take its socket out of the epoll set first (the connection goes
+ * back to the pool, to other threads), then router_op_end() gives the
+ * status and frees the op: router_exec()'s statuses, with BC_EMOVED for a
+ * shard that moved and BC_EPOOL for an idle connection found dead; both
+ * mean "run it the usual way", which follows moves and reconnects.
+ * router_op_end() before the end abandons the statement (its connection
+ * is closed): -ECANCELED. Rows as router_exec()'s. One thread at a time.
+ */
+struct router_op; /* opaque */
+int router_op_start(struct router *router, uint32_t shard, struct sql_rows *rows,
+                    struct router_op **op, const char *fmt, ...);
+int router_op_vstart(struct router *router, uint32_t shard, struct sql_rows *rows,
+                     struct router_op **op, const char *fmt, va_list ap);
+int router_op_fd(struct router_op *op);
+int router_op_wait(const struct router_op *op);
+int64_t router_op_due_ms(const struct router_op *op);
+int router_op_cont(struct router_op *op, int events);
+int router_op_tick(struct router_op *op, int64_t now_ms);
+int router_op_end(struct router_op *op);
+
 /* Single-shard transactions: one pooled connection from begin to the end. */
 int router_txn_begin(struct router *router, uint32_t shard, struct router_txn **txn);
 int router_txn_exec(struct router_txn *txn, struct sql_rows *rows, const char *fmt,

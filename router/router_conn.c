@@ -344,15 +344,46 @@ void router__conn_put(struct router_conn *conn, int broken)
     pthread_mutex_unlock(&pool->lock);
 }
 
+int router__conn_try(struct router_pool *pool, struct router_conn **out)
+{
+    struct router_conn *conn;
+
+    pthread_mutex_lock(&pool->lock);
+    if (pool->down_until_ms > router__now_ms()) {
+        pthread_mutex_unlock(&pool->lock);
+        router__set_error("host %s is down (retried after %d ms)", pool->name,
+                          ROUTER_DOWN_MS);
+        return BC_EDOWN;
+    }
+    conn = pool->req.idle;
+    if (conn == NULL) {
+        pthread_mutex_unlock(&pool->lock);
+        router__set_error("host %s: no idle request connection", pool->name);
+        return BC_EPOOL;
+    }
+    pool->req.idle = conn->next;
+    pool->req.nidle--;
+    pthread_mutex_unlock(&pool->lock);
+    conn->reused = 1;
+    *out = conn;
+    return 0;
+}
+
 int router__conn_query(struct router *r, struct router_conn *conn, const char *sql,
                        size_t len, struct sql_rows *rows, int *broken)
 {
-    struct router_pool *pool = conn->pool;
     int rc;
 
     /* The statement deadline is the connection's, set when it was opened. */
-    atomic_fetch_add(&pool->queries, 1);
+    atomic_fetch_add(&conn->pool->queries, 1);
     rc = sql_query(conn->sql, sql, len, rows);
+    return router__conn_done(r, conn, rc, broken);
+}
+
+int router__conn_done(struct router *r, struct router_conn *conn, int rc, int *broken)
+{
+    struct router_pool *pool = conn->pool;
+
     *broken = sql_conn_broken(conn->sql);
     if (rc == 0 || (rc != BC_ETIMEOUT && !*broken)) {
         pool_answered(pool);

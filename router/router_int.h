@@ -167,6 +167,12 @@ int router__any_down(struct router *r);
  */
 int router__conn_get(struct router *r, struct router_pool *pool,
                      struct router_conn **conn);
+/*
+ * An idle connection of the host's request pool, without waiting or
+ * connecting (an event loop's statement): BC_EDOWN while the host is
+ * marked down, BC_EPOOL when none is idle.
+ */
+int router__conn_try(struct router_pool *pool, struct router_conn **conn);
 /* Returns a connection; broken ones (after an error) are closed. */
 void router__conn_put(struct router_conn *conn, int broken);
 /*
@@ -179,6 +185,11 @@ void router__conn_put(struct router_conn *conn, int broken);
  */
 int router__conn_query(struct router *r, struct router_conn *conn, const char *sql,
                        size_t len, struct sql_rows *rows, int *broken);
+/*
+ * What router__conn_query() does after the statement: the host's health
+ * (as described there) from its status rc, *broken set; returns rc.
+ */
+int router__conn_done(struct router *r, struct router_conn *conn, int rc, int *broken);
 /* The pool of a host (its primary), or NULL. */
 struct router_pool *router__pool_find(struct router *r, const char *name);
 /* The pool of a replica server, or NULL. */

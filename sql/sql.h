@@ -179,6 +179,42 @@ int sql_conn_broken(const struct sql_conn *c);
  * The message, "host NAME: server text (errno)", is in sql_last_error().
  */
 int sql_query(struct sql_conn *c, const char *sql, size_t len, struct sql_rows *rows);
+/*
+ * One statement driven by the caller's event loop (sql_async.c): the same
+ * steps, statuses and rows as sql_query(), but the caller waits. Start it;
+ * while the call returns SQL_WAIT_* bits, wait for those events on
+ * sql_conn_fd() (READ: readable, WRITE: writable; TIMEOUT: until
+ * sql_op_due_ms()) and pass what happened to sql_op_cont(), and call
+ * sql_op_tick() when sql_op_due_ms() has come: past the statement's
+ * deadline (query_timeout_ms from the start) it ends the statement with
+ * BC_ETIMEOUT and breaks the connection. A return of 0 means it ended:
+ * its status is op->status (0 or sql_query()'s errors; on failure rows was
+ * freed). sql must stay valid until it ended; the op is the caller's
+ * storage, nothing to free.
+ */
+#define SQL_WAIT_READ 1
+#define SQL_WAIT_WRITE 2
+#define SQL_WAIT_EXCEPT 4
+#define SQL_WAIT_TIMEOUT 8
+struct st_mysql_res;
+struct sql_op {
+    struct sql_conn *conn; /* ref */
+    struct sql_rows *rows; /* ref, may be NULL */
+    int state, wait, ret, more, err;
+    int status;               /* when it ended */
+    int64_t deadline_ms;      /* sql_now_ms() clock */
+    int64_t lib_due_ms;       /* when Connector/C asked to be woken (TIMEOUT) */
+    struct st_mysql_res *res; /* a result being read */
+};
+int sql_op_start(struct sql_op *op, struct sql_conn *c, const char *sql, size_t len,
+                 struct sql_rows *rows);
+int sql_op_cont(struct sql_op *op, int events);
+int sql_op_tick(struct sql_op *op, int64_t now_ms);
+/* When sql_op_tick() is due next (ms, sql_now_ms()'s clock). */
+int64_t sql_op_due_ms(const struct sql_op *op);
+/* The connection's socket, for the caller's epoll set. */
+int sql_conn_fd(struct sql_conn *c);
+
 /* Formats (schema for %S may be NULL when unused) and runs. */
 int sql_exec(struct sql_conn *c, struct sql_rows *rows, const char *fmt, ...);
 int sql_vexec(struct sql_conn *c, struct sql_rows *rows, const char *schema,

@@ -262,8 +262,7 @@ int sql__conn_error(struct sql_conn *c)
     }
 }
 
-/* Copies a MYSQL_RES into rows (appending). */
-static int rows_take(struct sql_rows *rows, MYSQL_RES *res)
+int sql__rows_take(struct sql_rows *rows, MYSQL_RES *res)
 {
     uint32_t ncol = mysql_num_fields(res), nrow = (uint32_t)mysql_num_rows(res);
     uint64_t base, total;
@@ -321,7 +320,7 @@ static int conn_run(struct sql_conn *c, const char *sql, size_t len,
         SQL_DRIVE(status, m, deadline, mysql_store_result_cont(&res, m, ev_));
         if (res != NULL) {
             if (rows != NULL && *err == 0)
-                *err = rows_take(rows, res);
+                *err = sql__rows_take(rows, res);
             mysql_free_result(res);
         } else if (mysql_field_count(m) != 0) {
             return 0; /* result expected but not read: error set */

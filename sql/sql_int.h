@@ -27,6 +27,9 @@ struct sql_conn {
 int sql__rows_add_row(struct sql_rows *rows, const char *const *row,
                       const unsigned long *lens);
 
+/* Copies a result's rows into rows (appending). 0, -EINVAL or -ENOMEM. */
+int sql__rows_take(struct sql_rows *rows, MYSQL_RES *res);
+
 /* Initialises Connector/C once per process (sql_format.c). */
 void sql__lib_init(void);
 

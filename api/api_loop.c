@@ -1,0 +1,533 @@
+/*
+ * api_loop.c: the event loops, each a thread that waits in one epoll set for
+ *  - its libmicrohttpd daemon (the daemon's own epoll descriptor: ready
+ *    means MHD_run() has sockets to serve, a resumed connection, or its
+ *    inter-thread signal),
+ *  - an eventfd through which the acceptor hands it new connections,
+ *  - the sockets of the statements its requests run on the loop.
+ *
+ * Why the loop runs statements. A request that waits for the database used
+ * to go to a worker thread and back: two wake-ups of sleeping threads per
+ * request, lock traffic on the pool's queue, and the worker's own poll() on
+ * the socket, a cost larger than the statement's own for a primary-key
+ * read. A short read (GET /v1/me) now starts on the loop, on a connection
+ * that a worker left idle in the router's pool (router_op_start(): never
+ * a connect, never a wait), and its answer is queued when the socket says
+ * the result is in, between the loop's other requests. Whatever needs
+ * waiting goes to a worker as before.
+ *
+ * A loop never blocks but in epoll_wait(): its timeout is the nearest of
+ * the daemon's own (idle connections) and the statements' deadlines.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "api/api_int.h"
+
+#define EVENTS 64
+/*
+ * A read that finds no idle connection while the loop has statements of its
+ * own in flight waits on the loop for one of them to give its connection
+ * back, up to PENDING_MS, at most PENDING_MAX at once; then it goes to a
+ * worker, which waits for a connection as handlers do.
+ */
+#define PENDING_MS 250
+#define PENDING_MAX 4096
+
+/* A statement in flight for a request, in its loop's list. */
+struct api_loop_wait {
+    struct api_req *req; /* ref: its connection is suspended */
+    struct router_op *op;
+    struct sql_rows rows;
+    api_loop_done done;
+    uint32_t events; /* EPOLL* bits registered for the op's socket */
+    int64_t due_ms;  /* pending (no op yet): when it goes to a worker */
+    int status;      /* pending: why its last start failed */
+    struct api_loop_wait *prev, *next;
+};
+
+struct pending {
+    int fd;
+    socklen_t len;
+    struct sockaddr_storage sa;
+};
+
+struct api_loop {
+    struct MHD_Daemon *daemon; /* ref */
+    int ep;                    /* the loop's epoll set */
+    int mhd_fd;                /* the daemon's epoll descriptor (the daemon's) */
+    int wake_fd;               /* eventfd: new connections, or stop */
+    pthread_t thread;
+    int running;
+    atomic_int quit;
+    atomic_uint_fast64_t refused;
+    pthread_mutex_t lock; /* the queue of new connections */
+    struct pending *queue;
+    size_t nqueue, capqueue;
+    struct api_loop_wait *waits; /* in flight; the loop thread's */
+    /* Waiting for a connection (no op yet), oldest first; the thread's. */
+    struct api_loop_wait *pend_head, *pend_tail;
+    uint32_t npend;
+    struct api_loop_wait *retry; /* the pending one whose handler runs again */
+    int run;                     /* the loop thread's: MHD_run() is due */
+};
+
+static _Thread_local struct api_loop *this_loop;
+static atomic_uint_fast64_t n_answered, n_to_worker;
+
+struct api_loop *api_loop_self(void)
+{
+    return this_loop;
+}
+
+void api_loop_resume(struct api_loop *l, struct MHD_Connection *conn)
+{
+    uint64_t one = 1;
+
+    MHD_resume_connection(conn);
+    if (l == this_loop)
+        l->run = 1;
+    else /* libmicrohttpd signals nothing to a loop it does not run itself */
+        (void)!write(l->wake_fd, &one, sizeof(one));
+}
+
+void api_loop_stats(uint64_t *answered, uint64_t *to_worker)
+{
+    *answered = atomic_load_explicit(&n_answered, memory_order_relaxed);
+    *to_worker = atomic_load_explicit(&n_to_worker, memory_order_relaxed);
+}
+
+static uint32_t epoll_bits(int wait)
+{
+    uint32_t ev = 0;
+
+    if (wait & SQL_WAIT_READ)
+        ev |= EPOLLIN;
+    if (wait & SQL_WAIT_WRITE)
+        ev |= EPOLLOUT;
+    if (wait & SQL_WAIT_EXCEPT)
+        ev |= EPOLLPRI;
+    return ev;
+}
+
+static int sql_bits(uint32_t ev, int wait)
+{
+    int got = 0;
+
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        got |= SQL_WAIT_READ;
+    if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+        got |= SQL_WAIT_WRITE;
+    if (ev & EPOLLPRI)
+        got |= SQL_WAIT_EXCEPT;
+    return got & wait;
+}
+
+/*
+ * Takes w out of the loop: its socket leaves the set before its connection
+ * goes back to the pool (to other threads). The op's status: -ECANCELED
+ * when it had not ended (abandoned, its connection closed).
+ */
+static int wait_close(struct api_loop *l, struct api_loop_wait *w)
+{
+    int status;
+
+    if (w->events != 0)
+        (void)epoll_ctl(l->ep, EPOLL_CTL_DEL, router_op_fd(w->op), NULL);
+    status = router_op_end(w->op);
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        l->waits = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    return status;
+}
+
+/*
+ * Answers w's request on the loop with the statement's status, or, when
+ * the loop could not run it (no idle connection, a moved shard, a dead
+ * idle connection, no room in the epoll set), runs its handler on a
+ * worker, which waits as handlers do. Frees w.
+ */
+static void wait_answer(struct api_loop *l, struct api_loop_wait *w, int status)
+{
+    struct api_req *req = w->req;
+    int stopping = atomic_load(&l->quit);
+
+    if (!stopping &&
+        (status == BC_EPOOL || status == BC_EMOVED || status == -ECANCELED)) {
+        sql_rows_free(&w->rows);
+        free(w);
+        atomic_fetch_add_explicit(&n_to_worker, 1, memory_order_relaxed);
+        api_req_to_worker(req); /* still suspended; the worker resumes it */
+        return;
+    }
+    if (stopping) {
+        api_add_header(req, "Retry-After", "1");
+        api_error(req, 503, "unavailable", "the server is stopping; try again");
+    } else {
+        w->done(req, status, &w->rows);
+        atomic_fetch_add_explicit(&n_answered, 1, memory_order_relaxed);
+    }
+    sql_rows_free(&w->rows);
+    free(w);
+    if (req->status == 0)
+        api_error(req, 500, "internal", "the handler gave no answer");
+    req->where = API_WORKER_ANSWERED;
+    api_loop_resume(l, req->conn);
+}
+
+/* After the op moved on: wait for what it waits for now, or answer. */
+static void wait_update(struct api_loop *l, struct api_loop_wait *w)
+{
+    int wait = router_op_wait(w->op);
+    uint32_t ev = epoll_bits(wait);
+    struct epoll_event e = {.events = ev, .data.ptr = w};
+    int rc = 0;
+
+    if (wait == 0) {
+        wait_answer(l, w, wait_close(l, w));
+        return;
+    }
+    if (ev == w->events)
+        return;
+    if (ev == 0) /* only Connector/C's own timer: sql_op_tick() */
+        rc = epoll_ctl(l->ep, EPOLL_CTL_DEL, router_op_fd(w->op), NULL);
+    else
+        rc = epoll_ctl(l->ep, w->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
+                       router_op_fd(w->op), &e);
+    if (rc < 0) {
+        wait_answer(l, w, wait_close(l, w)); /* -ECANCELED: a worker runs it */
+        return;
+    }
+    w->events = ev;
+}
+
+static void pend_push(struct api_loop *l, struct api_loop_wait *w, int front)
+{
+    w->prev = NULL;
+    w->next = NULL;
+    if (l->pend_head == NULL) {
+        l->pend_head = l->pend_tail = w;
+    } else if (front) {
+        w->next = l->pend_head;
+        l->pend_head = w;
+    } else {
+        l->pend_tail->next = w;
+        l->pend_tail = w;
+    }
+    l->npend++;
+}
+
+static struct api_loop_wait *pend_pop(struct api_loop *l)
+{
+    struct api_loop_wait *w = l->pend_head;
+
+    if (w != NULL) {
+        l->pend_head = w->next;
+        if (l->pend_head == NULL)
+            l->pend_tail = NULL;
+        l->npend--;
+        w->next = NULL;
+    }
+    return w;
+}
+
+int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
+                   const char *fmt, ...)
+{
+    struct api_loop *l = this_loop;
+    struct api_loop_wait *w;
+    int retry;
+    va_list ap;
+    int rc;
+
+    if (l == NULL || req->router == NULL || atomic_load(&l->quit))
+        return 0;
+    retry = l->retry != NULL && l->retry->req == req;
+    w = retry ? l->retry : calloc(1, sizeof(*w));
+    if (w == NULL)
+        return 0;
+    va_start(ap, fmt);
+    rc = router_op_vstart(req->router, shard, &w->rows, &w->op, fmt, ap);
+    va_end(ap);
+    w->req = req;
+    w->done = done;
+    if (rc == BC_EPOOL && !retry && l->waits != NULL && l->npend < PENDING_MAX) {
+        /* The loop's own statements give connections back soon. */
+        w->due_ms = sql_now_ms() + PENDING_MS;
+        pend_push(l, w, 0);
+        req->where = API_ON_LOOP_DB;
+        MHD_suspend_connection(req->conn);
+        return 1;
+    }
+    if (rc < 0) {
+        w->status = rc;
+        if (!retry)
+            free(w);
+        return 0;
+    }
+    if (retry)
+        l->retry = NULL; /* taken: start_pending() lets go of it */
+    w->prev = NULL;
+    w->next = l->waits;
+    if (l->waits != NULL)
+        l->waits->prev = w;
+    l->waits = w;
+    /* Suspended first: the answer may come at once (wait_answer() resumes it). */
+    req->where = API_ON_LOOP_DB;
+    if (!retry)
+        MHD_suspend_connection(req->conn);
+    wait_update(l, w);
+    return 1;
+}
+
+/*
+ * The pending reads, oldest first, each by its handler again: started on a
+ * connection given back meanwhile, or sent to a worker when it waited
+ * PENDING_MS or the loop has no statement left that would give one back.
+ */
+static void start_pending(struct api_loop *l, int64_t now)
+{
+    struct api_loop_wait *w;
+
+    while ((w = pend_pop(l)) != NULL) {
+        struct api_req *req = w->req;
+
+        l->retry = w;
+        req->where = API_ON_LOOP;
+        api_routes[req->route].handler(req);
+        if (l->retry == NULL)
+            continue; /* started (w is in flight, or answered already) */
+        l->retry = NULL;
+        if (w->status == BC_EPOOL && now < w->due_ms && l->waits != NULL &&
+            req->status == 0) {
+            req->where = API_ON_LOOP_DB;
+            pend_push(l, w, 1);
+            return; /* the next one would not find a connection either */
+        }
+        free(w);
+        if (req->status != 0) { /* the handler answered */
+            req->where = API_WORKER_ANSWERED;
+            api_loop_resume(l, req->conn);
+            continue;
+        }
+        atomic_fetch_add_explicit(&n_to_worker, 1, memory_order_relaxed);
+        api_req_to_worker(req);
+    }
+}
+
+/* The acceptor's new connections, added to the daemon on its own thread. */
+static void take_new(struct api_loop *l)
+{
+    uint64_t n;
+    struct pending *q;
+    size_t nq;
+
+    /* Also what workers' resumes wrote: the caller runs the daemon next. */
+    (void)!read(l->wake_fd, &n, sizeof(n));
+    pthread_mutex_lock(&l->lock);
+    q = l->queue;
+    nq = l->nqueue;
+    l->queue = NULL;
+    l->nqueue = l->capqueue = 0;
+    pthread_mutex_unlock(&l->lock);
+    for (size_t i = 0; i < nq; i++)
+        /* The daemon closes the socket itself when it cannot take it. */
+        if (MHD_add_connection(l->daemon, q[i].fd, (const struct sockaddr *)&q[i].sa,
+                               q[i].len) != MHD_YES)
+            atomic_fetch_add_explicit(&l->refused, 1, memory_order_relaxed);
+    free(q);
+}
+
+/* Milliseconds until the nearest of the daemon's and the statements' timers. */
+static int next_timeout(struct api_loop *l, int64_t now)
+{
+    MHD_UNSIGNED_LONG_LONG mhd;
+    int64_t t = -1;
+
+    if (MHD_get_timeout(l->daemon, &mhd) == MHD_YES)
+        t = mhd > 86400000ull ? 86400000 : (int64_t)mhd;
+    if (l->pend_head != NULL) {
+        int64_t left = l->pend_head->due_ms - now;
+        t = left < 0 ? 0 : t < 0 || left < t ? left : t;
+    }
+    for (struct api_loop_wait *w = l->waits; w != NULL; w = w->next) {
+        int64_t left = router_op_due_ms(w->op) - now;
+        if (left < 0)
+            left = 0;
+        if (t < 0 || left < t)
+            t = left;
+    }
+    return (int)t;
+}
+
+/* Statements whose deadline (or Connector/C's timer) has come. */
+static void tick(struct api_loop *l, int64_t now)
+{
+    struct api_loop_wait *w = l->waits, *next;
+
+    for (; w != NULL; w = next) {
+        next = w->next;
+        if (router_op_due_ms(w->op) <= now) {
+            (void)router_op_tick(w->op, now);
+            wait_update(l, w);
+        }
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    struct api_loop *l = arg;
+    struct epoll_event ev[EVENTS];
+    struct api_loop_wait *w;
+
+    this_loop = l;
+    while (!atomic_load(&l->quit)) {
+        int n =
+            epoll_wait(l->ep, ev, EVENTS, l->run ? 0 : next_timeout(l, sql_now_ms()));
+        int run = n == 0; /* the daemon's timer came (or a statement's) */
+
+        if (n < 0) {
+            if (errno != EINTR)
+                api_log("event loop: epoll_wait: %s", strerror(errno));
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            void *p = ev[i].data.ptr;
+            if (p == &l->mhd_fd) {
+                run = 1;
+            } else if (p == &l->wake_fd) {
+                take_new(l);
+                run = 1;
+            } else {
+                w = p;
+                int got = sql_bits(ev[i].events, router_op_wait(w->op));
+                if (got != 0)
+                    (void)router_op_cont(w->op, got);
+                wait_update(l, w);
+                run = 1; /* a resumed connection's answer is queued at once */
+            }
+        }
+        if (l->waits != NULL)
+            tick(l, sql_now_ms());
+        if (l->pend_head != NULL)
+            start_pending(l, sql_now_ms());
+        if (run || l->run) {
+            l->run = 0;
+            (void)MHD_run(l->daemon);
+        }
+    }
+    /* Stopping: the statements in flight are abandoned, their requests answered. */
+    while (l->waits != NULL)
+        wait_answer(l, l->waits, wait_close(l, l->waits));
+    while ((w = pend_pop(l)) != NULL) {
+        struct api_req *req = w->req;
+        free(w);
+        api_add_header(req, "Retry-After", "1");
+        api_error(req, 503, "unavailable", "the server is stopping; try again");
+        req->where = API_WORKER_ANSWERED;
+        MHD_resume_connection(req->conn);
+    }
+    return NULL;
+}
+
+static int watch(struct api_loop *l, int fd, int *tag)
+{
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = tag};
+
+    return epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &e) < 0 ? -errno : 0;
+}
+
+int api_loop_start(struct MHD_Daemon *daemon, struct api_loop **out)
+{
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    struct api_loop *l;
+    int rc;
+
+    if (info == NULL)
+        return -EINVAL;
+    if ((l = calloc(1, sizeof(*l))) == NULL)
+        return -ENOMEM;
+    l->daemon = daemon;
+    l->mhd_fd = info->epoll_fd;
+    l->ep = epoll_create1(EPOLL_CLOEXEC);
+    l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    pthread_mutex_init(&l->lock, NULL);
+    if (l->ep < 0 || l->wake_fd < 0)
+        rc = -errno;
+    else if ((rc = watch(l, l->mhd_fd, &l->mhd_fd)) == 0 &&
+             (rc = watch(l, l->wake_fd, &l->wake_fd)) == 0)
+        rc = -pthread_create(&l->thread, NULL, loop_main, l);
+    if (rc < 0) {
+        api_loop_stop(l);
+        return rc;
+    }
+    l->running = 1;
+    *out = l;
+    return 0;
+}
+
+void api_loop_stop(struct api_loop *l)
+{
+    uint64_t one = 1;
+
+    if (l == NULL)
+        return;
+    atomic_store(&l->quit, 1);
+    if (l->running) {
+        (void)!write(l->wake_fd, &one, sizeof(one));
+        pthread_join(l->thread, NULL);
+    }
+    for (size_t i = 0; i < l->nqueue; i++)
+        close(l->queue[i].fd);
+    free(l->queue);
+    if (l->wake_fd >= 0)
+        close(l->wake_fd);
+    if (l->ep >= 0)
+        close(l->ep);
+    pthread_mutex_destroy(&l->lock);
+    free(l);
+}
+
+int api_loop_add(struct api_loop *l, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    uint64_t one = 1;
+    int wake;
+
+    if ((size_t)len > sizeof(struct sockaddr_storage))
+        return -EINVAL;
+    pthread_mutex_lock(&l->lock);
+    if (l->nqueue == l->capqueue) {
+        size_t cap = l->capqueue ? l->capqueue * 2 : 16;
+        struct pending *q = realloc(l->queue, cap * sizeof(*q));
+        if (q == NULL) {
+            pthread_mutex_unlock(&l->lock);
+            return -ENOMEM;
+        }
+        l->queue = q;
+        l->capqueue = cap;
+    }
+    l->queue[l->nqueue].fd = fd;
+    l->queue[l->nqueue].len = len;
+    memcpy(&l->queue[l->nqueue].sa, sa, len);
+    wake = l->nqueue++ == 0; /* the first of a batch wakes the loop */
+    pthread_mutex_unlock(&l->lock);
+    if (wake)
+        (void)!write(l->wake_fd, &one, sizeof(one));
+    return 0;
+}
+
+uint64_t api_loop_refused(struct api_loop *l)
+{
+    return atomic_load_explicit(&l->refused, memory_order_relaxed);
+}

@@ -1,0 +1,144 @@
+"""GET /v1/me reads on the event loops (issue 13, "Threading").
+
+Its primary-key read starts on the loop that parsed the request, on a
+connection idle in the router's pool, and is answered there when the
+database's answer comes, with no worker thread in between
+(betcity_loop_reads_total{outcome="answered"}); a read that finds no
+connection waits on the loop for one its loop gives back, or goes to a worker
+(outcome "to_worker" once started). A stopped (SIGSTOP) database host costs
+those reads their statement deadline and a 503, and the loops go on answering
+everything else meanwhile. Needs BC_STACK_DIR (the shard map, tools/devstack
+pid). Prints its figures (lines "[me-loop] ...").
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+
+import stack
+from client import Client, RequestFailed
+from fixtures import new_company, parallel, signup
+
+GLOBAL_HOST = "db1"  # stack.sql_global(): the host of the global schema
+FAST_S = 0.2  # a health check slower than this waited for something
+
+
+def log(msg):
+    sys.stdout.write("    [me-loop] %s\n" % msg)
+    sys.stdout.flush()
+
+
+def loop_reads(url):
+    """{outcome: count} of betcity_loop_reads_total in url's /metrics."""
+    r = Client(url).get("/metrics", timeout=5)
+    r.expect(200, msg="GET /metrics")
+    out = {}
+    for line in r.text.splitlines():
+        if line.startswith("betcity_loop_reads_total{"):
+            head, _, value = line.rpartition(" ")
+            outcome = head.split('outcome="', 1)[1].split('"', 1)[0]
+            out[outcome] = int(float(value))
+    if set(out) != {"answered", "to_worker"}:
+        raise AssertionError("%s/metrics: betcity_loop_reads_total has %s" % (url, sorted(out)))
+    return out
+
+
+def user_off_global_host(s, co):
+    """A new user of co whose shard is not on the global schema's host: no
+    worker's statement (readiness checks, the map poll) takes that host's
+    idle connections between two of its reads."""
+    for _ in range(30):
+        u = signup(co)
+        if s.host_of_id(u.id) != GLOBAL_HOST:
+            return u
+    raise AssertionError("30 signups all landed on %s" % GLOBAL_HOST)
+
+
+class TestMeOnTheLoops(unittest.TestCase):
+    def test_reads_are_answered_on_the_loop(self):
+        """20 reads one after another on api1: each finds the connection the
+        one before gave back, and all 20 are answered on a loop."""
+        s = stack.get()
+        s.require_dir()
+        url = s.api_urls[0]
+        u = user_off_global_host(s, new_company())
+        c = u.client.at(url)
+        c.get("/v1/me").expect(200, msg="first read (may open the pool's connection)")
+        before = loop_reads(url)
+        for _ in range(20):
+            j = c.get("/v1/me").expect_json(200)
+            self.assertEqual(j["id"], u.id)
+            self.assertEqual(j["email"], u.email)
+        after = loop_reads(url)
+        log("20 reads: answered on a loop +%d, sent to a worker +%d"
+            % (after["answered"] - before["answered"], after["to_worker"] - before["to_worker"]))
+        self.assertEqual(after["answered"] - before["answered"], 20)
+        self.assertEqual(after["to_worker"], before["to_worker"])
+
+    def test_stopped_host_costs_the_deadline_not_the_loops(self):
+        """The user's host stopped: 8 reads at once on api1 answer 503 within
+        the deadlines (the statement's 800 ms, a worker's connect 500 ms), and
+        GET /healthz on api1 answers at once all along; after SIGCONT the
+        reads answer 200 again."""
+        s = stack.get()
+        s.require_dir()
+        url = s.api_urls[0]
+        u = user_off_global_host(s, new_company())
+        host = s.host_of_id(u.id)
+        c = u.client.at(url)
+        parallel(lambda i: c.get("/v1/me").expect(200, msg="warm"), range(8), workers=8)
+        p = s.devstack_cmd("pid", host)
+        pid = int(p.stdout.strip())
+        results, health = [None] * 8, []
+        done = threading.Event()
+
+        def read(i):
+            t0 = time.time()
+            try:
+                r = c.get("/v1/me", timeout=10)
+                results[i] = (r.status, time.time() - t0, r)
+            except RequestFailed as e:
+                results[i] = (None, time.time() - t0, e)
+
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(8)]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(0.1)
+            h = Client(url)
+            while any(t.is_alive() for t in threads) and len(health) < 200:
+                t0 = time.time()
+                r = h.get("/healthz", timeout=5)
+                health.append((r.status, time.time() - t0))
+                time.sleep(0.02)
+            for t in threads:
+                t.join(15)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            done.set()
+        slowest = max(r[1] for r in results)
+        log("%s stopped: me %s in at most %.3f s; %d health checks, slowest %.3f s"
+            % (host, sorted(set(r[0] for r in results)), slowest, len(health),
+               max(t for _, t in health) if health else float("nan")))
+        for status, t, r in results:
+            self.assertEqual(status, 503, "GET /v1/me with its host stopped: %r" % (r,))
+            self.assertLess(t, 3.0)
+        self.assertGreater(len(health), 0)
+        for status, t in health:
+            self.assertEqual(status, 200)
+            self.assertLess(t, FAST_S, "GET /healthz waited %.3f s while reads hung" % t)
+        deadline = time.time() + 10
+        while True:
+            r = c.get("/v1/me", timeout=5)
+            if r.status == 200 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(r.status, 200, "GET /v1/me after SIGCONT: %s" % r.text)
+
+
+if __name__ == "__main__":
+    unittest.main()
