@@ -431,7 +431,7 @@ void api_h_me(struct api_req *req)
     uint64_t id = req->auth.user_id;
     int rc;
 
-    if (req->where == API_ON_LOOP) {
+    if (req->where == API_ON_LOOP && api_loop_self() != NULL) {
         (void)api_loop_query(req, me_read, router_shard_of_id(id),
                              "SELECT " USER_COLS " FROM %S.users u WHERE u.id = %u",
                              id);

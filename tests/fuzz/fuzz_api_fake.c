@@ -106,6 +106,58 @@ int router_exec(struct router *router, uint32_t shard, struct sql_rows *rows,
     return down_run(NULL, NULL, 0, rows);
 }
 
+/* The event loops' reads (router_op_*): the host is down, none starts. */
+int router_op_vstart(struct router *router, uint32_t shard, struct sql_rows *rows,
+                     struct router_op **op, const char *fmt, va_list ap)
+{
+    (void)router;
+    (void)shard;
+    (void)rows;
+    (void)fmt;
+    (void)ap;
+    *op = NULL;
+    return BC_EDOWN;
+}
+
+/* Never called: no op is ever started. */
+int router_op_fd(struct router_op *op)
+{
+    (void)op;
+    return -1;
+}
+
+int router_op_wait(const struct router_op *op)
+{
+    (void)op;
+    return 0;
+}
+
+int64_t router_op_due_ms(const struct router_op *op)
+{
+    (void)op;
+    return 0;
+}
+
+int router_op_cont(struct router_op *op, int events)
+{
+    (void)op;
+    (void)events;
+    return 0;
+}
+
+int router_op_tick(struct router_op *op, int64_t now_ms)
+{
+    (void)op;
+    (void)now_ms;
+    return 0;
+}
+
+int router_op_end(struct router_op *op)
+{
+    (void)op;
+    return BC_EDOWN;
+}
+
 int router_stale_reads(int on)
 {
     static _Thread_local int mode;
