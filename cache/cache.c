@@ -15,45 +15,14 @@
 #include <libmemcached/memcached.h>
 #include <sodium.h>
 
-#include "cache/cache.h"
+#include "cache/cache_int.h"
 
-#define MAX_SERVERS 16
 #define LEASE_TTL_S 2
 #define LEASE_WAIT_MS 300
 #define BREAKER_MS 1000
-#define NEAR_SLOTS 1024
-#define NEAR_LOCKS 64
 #define LEASE_PREFIX "\001LEASE:"
 
-struct server {
-    char name[64];
-    char addr[256];
-    uint16_t port;
-    atomic_int_fast64_t down_until_ms; /* breaker open until then */
-    atomic_int flush_needed;           /* it missed deletes while down */
-    atomic_uint epoch;                 /* bumped when it comes back */
-    atomic_uint_fast64_t hits, misses, fills, lease_waits, lease_timeouts, fill_races,
-        errors;
-};
-
-struct near_entry {
-    char *key;
-    char *value;
-    size_t len;
-    int64_t expires_ms;
-};
-
-struct cache {
-    memcached_st *master; /* configured once; cloned per thread */
-    pthread_key_t client;
-    struct server server[MAX_SERVERS];
-    uint32_t nserver;
-    pthread_mutex_t near_lock[NEAR_LOCKS]; /* striped: slot % NEAR_LOCKS */
-    struct near_entry near[NEAR_SLOTS];
-    atomic_uint_fast64_t near_hits;
-};
-
-static int64_t now_ms(void)
+int64_t cache__now_ms(void)
 {
     struct timespec ts;
 
@@ -128,6 +97,7 @@ int cache_create(const struct shardmap_conf *conf, uint32_t timeout_ms,
     pthread_key_create(&c->client, client_free);
     if (timeout_ms == 0)
         timeout_ms = 100;
+    c->timeout_ms = timeout_ms;
     if (conf->nmemcached > 0) {
         m = memcached_create(NULL);
         if (m == NULL)
@@ -188,7 +158,7 @@ void cache_destroy(struct cache *c)
 }
 
 /* The server that holds key, or NULL (no servers). */
-static struct server *server_of(struct cache *c, memcached_st *m, const char *key)
+struct server *cache__server_of(struct cache *c, memcached_st *m, const char *key)
 {
     memcached_return_t rc;
     const memcached_instance_st *inst;
@@ -206,10 +176,10 @@ static struct server *server_of(struct cache *c, memcached_st *m, const char *ke
 }
 
 /* Opens the breaker of a server after an error. */
-static void server_failed(struct server *s)
+void cache__server_failed(struct server *s)
 {
     atomic_fetch_add(&s->errors, 1);
-    atomic_store(&s->down_until_ms, now_ms() + BREAKER_MS);
+    atomic_store(&s->down_until_ms, cache__now_ms() + BREAKER_MS);
     atomic_store(&s->flush_needed, 1);
 }
 
@@ -238,15 +208,15 @@ static int server_usable(struct server *s)
 {
     int64_t until = atomic_load(&s->down_until_ms);
 
-    if (until > now_ms())
+    if (until > cache__now_ms())
         return 0;
     if (atomic_load(&s->flush_needed)) {
         /* One thread probes; the others keep skipping it meanwhile. */
         if (!atomic_compare_exchange_strong(&s->down_until_ms, &until,
-                                            now_ms() + BREAKER_MS))
+                                            cache__now_ms() + BREAKER_MS))
             return 0;
         if (server_flush(s, 100) < 0) {
-            server_failed(s);
+            cache__server_failed(s);
             return 0;
         }
         atomic_store(&s->flush_needed, 0);
@@ -282,7 +252,7 @@ static int near_get(struct cache *c, const char *key, char **value, size_t *len)
     int found = 0;
 
     pthread_mutex_lock(lock);
-    if (e->key != NULL && strcmp(e->key, key) == 0 && e->expires_ms > now_ms()) {
+    if (e->key != NULL && strcmp(e->key, key) == 0 && e->expires_ms > cache__now_ms()) {
         *value = malloc(e->len + 1);
         if (*value != NULL) {
             memcpy(*value, e->value, e->len);
@@ -364,7 +334,7 @@ static int fill_leased(memcached_st *m, struct server *s, const char *key,
         }
     }
     if (is_failure(rc) && rc != MEMCACHED_END)
-        server_failed(s);
+        cache__server_failed(s);
     frc = fill(arg, value, len);
     if (frc < 0 || !mine)
         return frc;
@@ -375,15 +345,23 @@ static int fill_leased(memcached_st *m, struct server *s, const char *key,
              rc == MEMCACHED_NOTSTORED)
         atomic_fetch_add(&s->fill_races, 1); /* invalidated meanwhile: not stored */
     else
-        server_failed(s);
+        cache__server_failed(s);
     return 0;
+}
+
+int cache_near(struct cache *c, const char *key, char **value, size_t *len)
+{
+    if (!near_get(c, key, value, len))
+        return 0;
+    atomic_fetch_add(&c->near_hits, 1);
+    return 1;
 }
 
 int cache_get(struct cache *c, const char *key, int near, uint32_t ttl_s,
               cache_fill_fn fill, void *arg, char **value, size_t *len)
 {
     memcached_st *m = client(c);
-    struct server *s = server_of(c, m, key);
+    struct server *s = cache__server_of(c, m, key);
     int64_t wait_until = 0;
     char marker[48];
     uint64_t tok;
@@ -408,19 +386,19 @@ int cache_get(struct cache *c, const char *key, int near, uint32_t ttl_s,
                 atomic_fetch_add(&s->lease_waits, 1);
             *value = v;
             if (near)
-                near_put(c, key, v, *len, now_ms() + CACHE_NEAR_MS);
+                near_put(c, key, v, *len, cache__now_ms() + CACHE_NEAR_MS);
             return 0;
         }
         if (v == NULL && is_failure(rc)) {
-            server_failed(s);
+            cache__server_failed(s);
             return fill(arg, value, len);
         }
         if (v != NULL) {
             /* Someone holds the lease: wait briefly for the value. */
             free(v);
             if (wait_until == 0)
-                wait_until = now_ms() + LEASE_WAIT_MS;
-            if (now_ms() >= wait_until) {
+                wait_until = cache__now_ms() + LEASE_WAIT_MS;
+            if (cache__now_ms() >= wait_until) {
                 atomic_fetch_add(&s->lease_timeouts, 1);
                 return fill(arg, value, len);
             }
@@ -443,13 +421,13 @@ int cache_get(struct cache *c, const char *key, int near, uint32_t ttl_s,
         if (rc == MEMCACHED_SUCCESS)
             return fill_leased(m, s, key, marker, ttl_s, fill, arg, value, len);
         if (is_failure(rc)) {
-            server_failed(s);
+            cache__server_failed(s);
             return fill(arg, value, len);
         }
         /* Lost the race for the lease: read again (and wait). */
         if (wait_until == 0)
-            wait_until = now_ms() + LEASE_WAIT_MS;
-        if (now_ms() >= wait_until) {
+            wait_until = cache__now_ms() + LEASE_WAIT_MS;
+        if (cache__now_ms() >= wait_until) {
             atomic_fetch_add(&s->lease_timeouts, 1);
             return fill(arg, value, len);
         }
@@ -460,7 +438,7 @@ int cache_get(struct cache *c, const char *key, int near, uint32_t ttl_s,
 void cache_delete(struct cache *c, const char *key)
 {
     memcached_st *m = client(c);
-    struct server *s = server_of(c, m, key);
+    struct server *s = cache__server_of(c, m, key);
     memcached_return_t rc;
 
     near_drop(c, key);
@@ -471,7 +449,7 @@ void cache_delete(struct cache *c, const char *key)
     m = client(c);
     rc = memcached_delete(m, key, strlen(key), 0);
     if (is_failure(rc))
-        server_failed(s);
+        cache__server_failed(s);
 }
 
 struct gen_fill {
@@ -514,7 +492,7 @@ void cache_bump(struct cache *c, const char *group)
 
     snprintf(key, sizeof(key), "bc:v1:gen:%s", group);
     near_drop(c, key);
-    s = server_of(c, m, key);
+    s = cache__server_of(c, m, key);
     if (s == NULL || !server_usable(s))
         return;
     m = client(c);
@@ -522,13 +500,13 @@ void cache_bump(struct cache *c, const char *group)
     if (rc == MEMCACHED_NOTFOUND)
         return; /* readers start a new one from the clock */
     if (is_failure(rc))
-        server_failed(s);
+        cache__server_failed(s);
 }
 
 int cache_mark(struct cache *c, const char *key, uint32_t ttl_s)
 {
     memcached_st *m = client(c);
-    struct server *s = server_of(c, m, key);
+    struct server *s = cache__server_of(c, m, key);
     memcached_return_t rc;
 
     if (s == NULL || !server_usable(s))
@@ -538,14 +516,14 @@ int cache_mark(struct cache *c, const char *key, uint32_t ttl_s)
     if (rc == MEMCACHED_SUCCESS)
         return 0;
     if (is_failure(rc))
-        server_failed(s);
+        cache__server_failed(s);
     return -EIO;
 }
 
 int cache_marked(struct cache *c, const char *key)
 {
     memcached_st *m = client(c);
-    struct server *s = server_of(c, m, key);
+    struct server *s = cache__server_of(c, m, key);
     memcached_return_t rc;
     uint32_t flags;
     size_t len;
@@ -561,7 +539,7 @@ int cache_marked(struct cache *c, const char *key)
     if (rc == MEMCACHED_NOTFOUND)
         return 0;
     if (is_failure(rc))
-        server_failed(s);
+        cache__server_failed(s);
     return -EIO;
 }
 
@@ -574,7 +552,7 @@ void cache_stats(struct cache *c, struct cache_stats *st)
         struct server *s = &c->server[i];
         struct cache_server_stats *o = &st->server[i];
         snprintf(o->name, sizeof(o->name), "%s", s->name);
-        o->up = atomic_load(&s->down_until_ms) <= now_ms() &&
+        o->up = atomic_load(&s->down_until_ms) <= cache__now_ms() &&
                 !atomic_load(&s->flush_needed);
         o->hits = atomic_load(&s->hits);
         o->misses = atomic_load(&s->misses);

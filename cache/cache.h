@@ -58,6 +58,11 @@ void cache_destroy(struct cache *cache);
 int cache_get(struct cache *cache, const char *key, int near, uint32_t ttl_s,
               cache_fill_fn fill, void *arg, char **value, size_t *len);
 
+/*
+ * Only the near-cache (never memcached, never a fill: it neither blocks nor
+ * does I/O): 1 and a malloc'd *value when key is there and fresh, 0 when not.
+ */
+int cache_near(struct cache *cache, const char *key, char **value, size_t *len);
 /* Deletes a key after the write that changed it committed (and its near copy). */
 void cache_delete(struct cache *cache, const char *key);
 
@@ -89,5 +94,33 @@ void cache_stats(struct cache *cache, struct cache_stats *stats);
  */
 int cache_mark(struct cache *cache, const char *key, uint32_t ttl_s);
 int cache_marked(struct cache *cache, const char *key);
+
+/*
+ * The same flags, set without blocking, for an event loop: a marker is one
+ * thread's (a loop's) connections to the servers, on sockets that never
+ * block, in an epoll set of its own whose descriptor (cache_marker_fd())
+ * the loop puts in its set. cache_mark_start() sends "set key" on the
+ * key's server (pipelined behind that server's marks in flight) and
+ * returns; cache_marker_run(), called when the descriptor is ready or at
+ * cache_marker_due_ms(), reads the answers and calls done(arg, tag, status)
+ * once for each mark that ended: 0 stored, -EIO not (an error, or no
+ * answer within the cache's timeout: the connection is closed and the
+ * server's breaker opens, as for cache_mark()).
+ *
+ * start: 0 (done will come), -EIO when no server takes the key now (no
+ * servers, its breaker open, or it missed deletes and is not probed here:
+ * the blocking calls do that), -ENOMEM. A marker is used by one thread;
+ * destroy (accepts NULL) drops the marks in flight without calling done.
+ */
+struct cache_marker;
+typedef void (*cache_mark_done)(void *arg, void *tag, int status);
+int cache_marker_create(struct cache *cache, struct cache_marker **out);
+void cache_marker_destroy(struct cache_marker *mk);
+int cache_marker_fd(const struct cache_marker *mk);
+int cache_mark_start(struct cache_marker *mk, const char *key, uint32_t ttl_s,
+                     void *tag);
+void cache_marker_run(struct cache_marker *mk, cache_mark_done done, void *arg);
+/* CLOCK_MONOTONIC ms of the nearest mark's deadline; INT64_MAX when none. */
+int64_t cache_marker_due_ms(const struct cache_marker *mk);
 
 #endif

@@ -2,9 +2,13 @@
  * test_cache_int.c: the read-through cache against the stack's real
  * memcached servers: fills, the lease against a racing invalidation, a herd
  * on one cold key, a stopped server (breaker), and libmemcached's own memcat
- * finding what the cache stored.
+ * finding what the cache stored; the event loops' non-blocking marks.
  */
+#include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -15,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -337,6 +342,193 @@ static void test_stopped_server_costs_no_timeout_per_request(void **state)
     assert_int_equal(atomic_load(&fl.calls), calls + 1);
 }
 
+/* ---- marks set from an event loop (cache_marker) ----------------------- */
+
+struct got {
+    int n, ok, eio;
+};
+
+static void on_mark(void *arg, void *tag, int status)
+{
+    struct got *g = arg;
+
+    (void)tag;
+    g->n++;
+    if (status == 0)
+        g->ok++;
+    else if (status == -EIO)
+        g->eio++;
+}
+
+/* Runs the marker as a loop would until want marks ended or max_ms passed. */
+static void drive(struct cache_marker *mk, struct got *g, int want, int64_t max_ms)
+{
+    int64_t end = itest_now_ms() + max_ms;
+
+    while (g->n < want && itest_now_ms() < end) {
+        struct pollfd p = {.fd = cache_marker_fd(mk), .events = POLLIN};
+        int64_t due = cache_marker_due_ms(mk) - itest_now_ms();
+        (void)poll(&p, 1, due < 0 ? 0 : due > 50 ? 50 : (int)due);
+        cache_marker_run(mk, on_mark, g);
+    }
+}
+
+/* A key that the cache puts on server i (ketama, as the cache's own client). */
+static void key_on(struct fixture *f, uint32_t i, char *key, size_t size)
+{
+    memcached_st *m = memcached_create(NULL);
+
+    memcached_behavior_set(m, MEMCACHED_BEHAVIOR_KETAMA, 1);
+    for (uint32_t s = 0; s < f->conf.nmemcached; s++)
+        memcached_server_add(m, f->conf.memcached[s].addr, f->conf.memcached[s].port);
+    for (int k = 0;; k++) {
+        memcached_return_t rc;
+        const memcached_instance_st *inst;
+        snprintf(key, size, "%s:on%u:%d", f->prefix, i, k);
+        inst = memcached_server_by_key(m, key, strlen(key), &rc);
+        assert_non_null(inst);
+        if (memcached_server_port(inst) == f->conf.memcached[i].port &&
+            strcmp(memcached_server_name(inst), f->conf.memcached[i].addr) == 0)
+            break;
+        assert_true(k < 1000);
+    }
+    memcached_free(m);
+}
+
+static void test_marker_sets_flags_without_blocking(void **state)
+{
+    struct fixture *f = *state;
+    struct cache_marker *mk;
+    struct got g = {0};
+    char key[128];
+    int64_t t0;
+
+    assert_int_equal(cache_marker_create(f->cache, &mk), 0);
+    /* Pipelined: 300 marks over both servers, none answered when started. */
+    t0 = itest_now_ms();
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "%s:rw:%d", f->prefix, i);
+        assert_int_equal(cache_mark_start(mk, key, 5, NULL), 0);
+    }
+    assert_int_equal(g.n, 0);
+    assert_true(cache_marker_due_ms(mk) < INT64_MAX);
+    drive(mk, &g, 300, 2000);
+    printf("300 marks ended in %" PRId64 " ms\n", itest_now_ms() - t0);
+    assert_int_equal(g.n, 300);
+    assert_int_equal(g.ok, 300);
+    assert_int_equal(cache_marker_due_ms(mk), INT64_MAX);
+    /* The blocking calls find each flag where the marker set it. */
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "%s:rw:%d", f->prefix, i);
+        assert_int_equal(cache_marked(f->cache, key), 1);
+    }
+    snprintf(key, sizeof(key), "%s:rw:never", f->prefix);
+    assert_int_equal(cache_marked(f->cache, key), 0);
+    /* The flag lives its ttl (memcached's clock: ttl - 1 to ttl seconds). */
+    snprintf(key, sizeof(key), "%s:rw:short", f->prefix);
+    assert_int_equal(cache_mark_start(mk, key, 1, NULL), 0);
+    drive(mk, &g, 301, 2000);
+    assert_int_equal(g.ok, 301);
+    usleep(2100000);
+    assert_int_equal(cache_marked(f->cache, key), 0);
+    /* A key longer than memcached takes is refused, not sent. */
+    char longkey[CACHE_KEY_MAX + 16];
+    memset(longkey, 'k', sizeof(longkey) - 1);
+    longkey[sizeof(longkey) - 1] = '\0';
+    assert_int_equal(cache_mark_start(mk, longkey, 5, NULL), -EIO);
+    cache_marker_destroy(mk);
+}
+
+static void test_marker_on_stopped_server_ends_in_its_timeout(void **state)
+{
+    struct fixture *f = *state;
+    struct cache_marker *mk;
+    struct cache_stats st;
+    struct got g = {0};
+    int pid = itest_pid("mc1");
+    char key[128], other[128];
+    int64_t t0, ms;
+
+    key_on(f, 0, key, sizeof(key));
+    key_on(f, 1, other, sizeof(other));
+    assert_int_equal(cache_marker_create(f->cache, &mk), 0);
+    assert_int_equal(cache_mark_start(mk, key, 5, NULL), 0); /* connected */
+    drive(mk, &g, 1, 2000);
+    assert_int_equal(g.ok, 1);
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    for (int i = 0; i < 100 && !stopped(pid); i++)
+        usleep(10000);
+    assert_true(stopped(pid));
+    /* Each mark ends: the stalled server's within its timeout, the other's at once. */
+    t0 = itest_now_ms();
+    assert_int_equal(cache_mark_start(mk, key, 5, NULL), 0);
+    assert_int_equal(cache_mark_start(mk, key, 5, NULL), 0);
+    assert_int_equal(cache_mark_start(mk, other, 5, NULL), 0);
+    drive(mk, &g, 4, 2000);
+    ms = itest_now_ms() - t0;
+    printf("stopped memcached: its marks ended in %" PRId64 " ms\n", ms);
+    assert_int_equal(g.n, 4);
+    assert_int_equal(g.ok, 2);
+    assert_int_equal(g.eio, 2);
+    assert_true(ms >= 90 && ms < 600);
+    /* Its breaker is open for every thread: the next mark is refused at once. */
+    cache_stats(f->cache, &st);
+    assert_int_equal(st.server[0].up, 0);
+    assert_int_equal(cache_mark_start(mk, key, 5, NULL), -EIO);
+    assert_int_equal(cache_marked(f->cache, key), -EIO);
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    /* Back after the breaker's second (a blocking call probes and flushes it). */
+    usleep(1100000);
+    assert_int_equal(cache_marked(f->cache, key), 0);
+    assert_int_equal(cache_mark_start(mk, key, 5, NULL), 0);
+    drive(mk, &g, 5, 2000);
+    assert_int_equal(g.ok, 3);
+    assert_int_equal(cache_marked(f->cache, key), 1);
+    cache_marker_destroy(mk);
+}
+
+static void test_marker_on_refused_port_fails_fast(void **state)
+{
+    struct fixture *f = *state;
+    struct shardmap_endpoint ep = f->conf.memcached[0];
+    struct shardmap_endpoint *saved = f->conf.memcached;
+    uint32_t nsaved = f->conf.nmemcached;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sa);
+    struct cache *c;
+    struct cache_marker *mk;
+    struct got g = {0};
+    char key[128];
+    int fd, rc;
+    int64_t t0;
+
+    /* A port nobody listens on: bound once, then closed. */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    snprintf(ep.addr, sizeof(ep.addr), "127.0.0.1");
+    ep.port = ntohs(sa.sin_port);
+    f->conf.memcached = &ep;
+    f->conf.nmemcached = 1;
+    rc = cache_create(&f->conf, 100, &c);
+    f->conf.memcached = saved;
+    f->conf.nmemcached = nsaved;
+    assert_int_equal(rc, 0);
+    assert_int_equal(cache_marker_create(c, &mk), 0);
+    snprintf(key, sizeof(key), "%s:refused", f->prefix);
+    t0 = itest_now_ms();
+    rc = cache_mark_start(mk, key, 5, NULL);
+    if (rc == 0)
+        drive(mk, &g, 1, 2000);
+    assert_true(rc == -EIO || (g.n == 1 && g.eio == 1));
+    assert_true(itest_now_ms() - t0 < 90); /* refused, not timed out */
+    assert_int_equal(cache_mark_start(mk, key, 5, NULL), -EIO); /* breaker */
+    cache_marker_destroy(mk);
+    cache_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -350,6 +542,12 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_stopped_server_costs_no_timeout_per_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_marker_sets_flags_without_blocking, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_marker_on_stopped_server_ends_in_its_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_marker_on_refused_port_fails_fast, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("cache_integration", tests, NULL, NULL);
 }
