@@ -100,89 +100,175 @@ static void idem_replay(struct api_req *req, struct sql_rows *idem, const char *
     bet_reply(req, 200, strtoull(sql_cell(idem, 0, 1), NULL, 10));
 }
 
+/* What a bet sends: checked, with the match's odds and the time it is placed. */
+struct bet_in {
+    uint64_t match_id;
+    const char *pick, *key; /* the body's, the header's: the request's */
+    int64_t stake, odds;
+    char hash[33], placed[64];
+};
+
 /*
  * The bet's transaction in one round trip: the shard's place_bet procedure
  * (etc/schema/shard.sql) checks the key, the settlement and the balance and
  * writes the bet, its ledger row and the key's record, or rolls back. Its
  * answer row: outcome, a replay's request hash, then the bet (BET_COLS).
  */
-static int bet_place(struct api_req *req, uint32_t shard, uint64_t match_id,
-                     const char *pick, int64_t stake, int64_t odds, const char *placed,
-                     const char *key, const char *hash, struct sql_rows *rows)
+#define BET_CALL "CALL %S.place_bet(%u, %N, %u, %u, %s, %d, %d, %s, %s, %s)"
+#define BET_ARGS(req, b)                                                               \
+    (uint64_t) SHARDMAP_ID_EPOCH_MS, (req)->auth.user_id, (b)->match_id, (b)->pick,    \
+        (b)->stake, (b)->odds, (b)->placed, (b)->key,                                  \
+        (b)->key != NULL ? (b)->hash : NULL
+
+/* The request's hash, which a replay of its Idempotency-Key must match. */
+static void bet_hash(uint64_t match_id, const char *pick, int64_t stake, char hash[33])
 {
-    return router_exec(req->router, shard, rows,
-                       "CALL %S.place_bet(%u, %N, %u, %u, %s, %d, %d, %s, %s, %s)",
-                       (uint64_t)SHARDMAP_ID_EPOCH_MS, req->auth.user_id, match_id,
-                       pick, stake, odds, placed, key, key != NULL ? hash : NULL);
+    unsigned char h[16];
+    char hin[96];
+
+    snprintf(hin, sizeof(hin), "%" PRIu64 "|%s|%" PRId64, match_id, pick, stake);
+    crypto_generichash(h, sizeof(h), (const unsigned char *)hin, strlen(hin), NULL, 0);
+    sodium_bin2hex(hash, 33, h, sizeof(h));
 }
 
-void api_h_bet_create(struct api_req *req)
+/*
+ * Checks the body and the match and fills b: 0, 1 when it answered (a 4xx,
+ * or a 503 of the database), or, on the event loop (near), 2 when the
+ * match is not in this server's near-cache (a worker reads it).
+ */
+static int bet_prepare(struct api_req *req, int near, struct bet_in *b)
 {
     static const struct api_field spec[] = {{"match_id", API_T_ID, 1, 0},
                                             {"pick", API_T_ANY, 1, 0},
                                             {"stake", API_T_ANY, 1, 0},
                                             {NULL, 0, 0, 0}};
     static const char *const picks[3] = {"home", "draw", "away"};
-    struct sql_rows idem = {0}, rows = {0};
-    const char *key, *pick, *outcome;
-    uint64_t match_id, user = req->auth.user_id;
-    uint32_t shard = router_shard_of_id(user);
-    unsigned char h[16];
-    char hash[33], hin[96], placed[64];
     struct timespec now;
     struct tm tm;
-    int64_t stake, odds = 0, kickoff_ms;
+    int64_t kickoff_ms;
     json_t *body = req->json, *v, *m = NULL;
-    int lock_retries = 0;
-    int rc, p;
+    int rc = 1, p;
 
-    if (api_body_check(req, spec) < 0 || idem_key(req, &key) < 0)
-        return;
-    match_id = api_id(body, "match_id", 0);
-    pick = api_str(body, "pick", "");
-    for (p = 0; p < 3 && strcmp(pick, picks[p]) != 0; p++)
+    if (api_body_check(req, spec) < 0 || idem_key(req, &b->key) < 0)
+        return 1;
+    b->match_id = api_id(body, "match_id", 0);
+    b->pick = api_str(body, "pick", "");
+    for (p = 0; p < 3 && strcmp(b->pick, picks[p]) != 0; p++)
         ;
     if (p == 3) {
         api_error(req, 422, "invalid_pick", "pick must be home, draw or away");
-        goto out;
+        return 1;
     }
     v = json_object_get(body, "stake");
-    stake = json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
-    if (stake < 1 || stake > 1000000000000LL) {
+    b->stake = json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
+    if (b->stake < 1 || b->stake > 1000000000000LL) {
         api_error(req, 422, "invalid_stake",
                   "stake must be a whole number of Betcoins, at least 1");
-        goto out;
+        return 1;
     }
     /* The match comes from the cache: at a kick-off peak bets load the shards. */
-    rc = api_match_cached(req, match_id, 1, &m);
-    if (rc == BC_ENOTFOUND) {
-        api_error(req, 404, "not_found", "no such match");
-        goto out;
+    if (near) {
+        if (!api_match_near(req, b->match_id, &m))
+            return 2;
+    } else if ((rc = api_match_cached(req, b->match_id, 1, &m)) < 0) {
+        if (rc == BC_ENOTFOUND)
+            api_error(req, 404, "not_found", "no such match");
+        else
+            api_db_error(req, rc);
+        return 1;
     }
-    if (rc < 0)
-        goto dberr;
+    rc = 1;
     clock_gettime(CLOCK_REALTIME, &now);
     if (strcmp(api_str(m, "status", ""), "scheduled") != 0 ||
-        api_time_parse(api_str(m, "kickoff", ""), placed, sizeof(placed), &kickoff_ms) <
-            0 ||
+        api_time_parse(api_str(m, "kickoff", ""), b->placed, sizeof(b->placed),
+                       &kickoff_ms) < 0 ||
         (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 >= kickoff_ms) {
         api_error(req, 422, "betting_closed", "betting on this match is closed");
-        goto out;
+    } else if (api_odds_parse(json_object_get(json_object_get(m, "odds"), b->pick),
+                              &b->odds) < 0) {
+        /* Odds the server itself stored: unreadable ones are its own fault (500). */
+        api_db_error(req, BC_EQUERY);
+    } else {
+        rc = 0;
     }
-    /* Odds the server itself stored: unreadable ones are its own fault (500). */
-    if (api_odds_parse(json_object_get(json_object_get(m, "odds"), pick), &odds) < 0) {
-        rc = BC_EQUERY;
-        goto dberr;
-    }
-
-    snprintf(hin, sizeof(hin), "%" PRIu64 "|%s|%" PRId64, match_id, pick, stake);
-    crypto_generichash(h, sizeof(h), (const unsigned char *)hin, strlen(hin), NULL, 0);
-    sodium_bin2hex(hash, sizeof(hash), h, sizeof(h));
+    json_decref(m);
+    if (rc != 0)
+        return rc;
+    bet_hash(b->match_id, b->pick, b->stake, b->hash);
     gmtime_r(&now.tv_sec, &tm);
-    snprintf(placed, sizeof(placed), "%04d-%02d-%02d %02d:%02d:%02d.%03ld",
+    snprintf(b->placed, sizeof(b->placed), "%04d-%02d-%02d %02d:%02d:%02d.%03ld",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
              tm.tm_sec, now.tv_nsec / 1000000);
+    return 0;
+}
 
+/* Answers place_bet's row, or the status it ended with. */
+static void bet_answer(struct api_req *req, const char *hash, int rc,
+                       struct sql_rows *rows)
+{
+    const char *outcome;
+
+    if (rc < 0) {
+        api_db_error(req, rc);
+        return;
+    }
+    outcome = rows->nrow == 1 && rows->ncol >= 1 ? sql_cell(rows, 0, 0) : NULL;
+    if (outcome != NULL && strcmp(outcome, "closed") == 0) {
+        api_error(req, 422, "betting_closed", "betting on this match is closed");
+    } else if (outcome != NULL && strcmp(outcome, "balance") == 0) {
+        api_error(req, 422, "insufficient_balance",
+                  "the stake is more than your balance");
+    } else if (outcome != NULL && rows->ncol == 11 && strcmp(outcome, "replay") == 0) {
+        if (strcmp(sql_cell(rows, 0, 1), hash) != 0)
+            api_error(req, 422, "idempotency_key_reused",
+                      "this Idempotency-Key was used for another request");
+        else
+            api_reply_json(req, 200, bet_json(rows, 0, 2));
+    } else if (outcome != NULL && rows->ncol == 11 && strcmp(outcome, "placed") == 0) {
+        api_reply_json(req, 201, bet_json(rows, 0, 2));
+    } else {
+        api_log("bet of user %" PRIu64 ": place_bet answered %u rows of %u columns",
+                req->auth.user_id, rows->nrow, rows->ncol);
+        api_db_error(req, BC_EQUERY);
+    }
+}
+/*
+ * Its statement ended on the event loop (api_loop_query()). A lock wait or
+ * deadlock (rolled back whole) and a key that won a race meanwhile are the
+ * worker's: it retries the one and replays the other (0).
+ */
+static int bet_done(struct api_req *req, int rc, struct sql_rows *rows)
+{
+    char hash[33];
+    json_t *v = json_object_get(req->json, "stake");
+
+    if (rc == BC_ELOCKWAIT || rc == BC_EDUPKEY)
+        return 0;
+    bet_hash(api_id(req->json, "match_id", 0), api_str(req->json, "pick", ""),
+             json_is_integer(v) ? (int64_t)json_integer_value(v) : 0, hash);
+    bet_answer(req, hash, rc, rows);
+    return 1;
+}
+
+/*
+ * POST /v1/bets (API_READS_LOOP): on the event loop when the match is in
+ * the near-cache and a connection is idle (its one statement there), else
+ * on a worker.
+ */
+void api_h_bet_create(struct api_req *req)
+{
+    struct sql_rows idem = {0}, rows = {0};
+    uint32_t shard = router_shard_of_id(req->auth.user_id);
+    struct bet_in b;
+    int lock_retries = 0, rc;
+
+    if (req->where == API_ON_LOOP && api_loop_self() != NULL) {
+        if (bet_prepare(req, 1, &b) == 0)
+            (void)api_loop_query(req, bet_done, shard, BET_CALL, BET_ARGS(req, &b));
+        return; /* started, answered, or (neither) for a worker */
+    }
+    if (bet_prepare(req, 0, &b) != 0)
+        return;
     /*
      * A moved shard is followed by router_exec (the call failed whole). A
      * deadlock with a settlement batch on the same shard rolled the
@@ -190,48 +276,24 @@ void api_h_bet_create(struct api_req *req)
      */
     do {
         sql_rows_free(&rows);
-        rc = bet_place(req, shard, match_id, pick, stake, odds, placed, key, hash,
-                       &rows);
+        rc = router_exec(req->router, shard, &rows, BET_CALL, BET_ARGS(req, &b));
     } while (rc == BC_ELOCKWAIT && lock_retries++ < 3);
-    if (rc == BC_EDUPKEY && key != NULL) {
+    if (rc == BC_EDUPKEY && b.key != NULL) {
         /* The same key won a race in another request: answer as it did. */
         rc = router_exec(
             req->router, shard, &idem,
             "SELECT request_hash, bet_id FROM %S.idempotency WHERE user_id = %u "
             "AND idem_key = %s",
-            user, key);
-        if (rc < 0 || idem.nrow == 0)
-            goto dberr;
-        idem_replay(req, &idem, hash);
-        goto out;
-    }
-    if (rc < 0)
-        goto dberr;
-    outcome = rows.nrow == 1 && rows.ncol >= 1 ? sql_cell(&rows, 0, 0) : NULL;
-    if (outcome != NULL && strcmp(outcome, "closed") == 0) {
-        api_error(req, 422, "betting_closed", "betting on this match is closed");
-    } else if (outcome != NULL && strcmp(outcome, "balance") == 0) {
-        api_error(req, 422, "insufficient_balance",
-                  "the stake is more than your balance");
-    } else if (outcome != NULL && rows.ncol == 11 && strcmp(outcome, "replay") == 0) {
-        if (strcmp(sql_cell(&rows, 0, 1), hash) != 0)
-            api_error(req, 422, "idempotency_key_reused",
-                      "this Idempotency-Key was used for another request");
+            req->auth.user_id, b.key);
+        if (rc == 0 && idem.nrow == 0)
+            rc = BC_EQUERY;
+        if (rc == 0)
+            idem_replay(req, &idem, b.hash);
         else
-            api_reply_json(req, 200, bet_json(&rows, 0, 2));
-    } else if (outcome != NULL && rows.ncol == 11 && strcmp(outcome, "placed") == 0) {
-        api_reply_json(req, 201, bet_json(&rows, 0, 2));
+            api_db_error(req, rc);
     } else {
-        api_log("bet of user %" PRIu64 ": place_bet answered %u rows of %u columns",
-                user, rows.nrow, rows.ncol);
-        rc = BC_EQUERY;
-        goto dberr;
+        bet_answer(req, b.hash, rc, &rows);
     }
-    goto out;
-dberr:
-    api_db_error(req, rc < 0 ? rc : BC_EQUERY);
-out:
-    json_decref(m);
     sql_rows_free(&idem);
     sql_rows_free(&rows);
 }

@@ -95,6 +95,19 @@ int api_match_cached(struct api_req *req, uint64_t id, int near, json_t **match)
     return *match ? 0 : -ENOMEM;
 }
 
+int api_match_near(struct api_req *req, uint64_t id, json_t **match)
+{
+    char key[64], *text;
+    size_t len;
+
+    snprintf(key, sizeof(key), "bc:v1:match:%" PRIu64, id);
+    if (req->cache == NULL || !cache_near(req->cache, key, &text, &len))
+        return 0;
+    *match = json_loadb(text, len, 0, NULL);
+    free(text);
+    return *match != NULL;
+}
+
 /*
  * The odds body, made from the match in memcached (or the database), never
  * from this process's near-cache: a near copy may predate an invalidation

@@ -206,19 +206,28 @@ static int stale_ok(struct api_req *req, const struct api_route *route)
     return cache_marked(req->cache, key) == 0;
 }
 
-/* After a write of a signed-in user: that user reads the primary for a while. */
-static void wrote(struct api_req *req, const struct api_route *route)
+int api_rw_mark(struct api_req *req, char *key, size_t size, uint32_t *ttl_s)
 {
-    char key[64];
+    const struct api_route *route = &api_routes[req->route];
 
     if (!route->auth || req->auth.user_id == 0 || req->cache == NULL ||
         strcmp(route->method, "GET") == 0)
-        return;
-    rw_key(key, sizeof(key), req->auth.user_id);
-    (void)cache_mark(req->cache, key,
-                     api_server_conf(req->srv)->rw_window_s
-                         ? api_server_conf(req->srv)->rw_window_s
-                         : 2);
+        return 0;
+    rw_key(key, size, req->auth.user_id);
+    *ttl_s = api_server_conf(req->srv)->rw_window_s
+                 ? api_server_conf(req->srv)->rw_window_s
+                 : 2;
+    return 1;
+}
+
+/* After a write of a signed-in user: that user reads the primary for a while. */
+static void wrote(struct api_req *req)
+{
+    char key[64];
+    uint32_t ttl_s;
+
+    if (api_rw_mark(req, key, sizeof(key), &ttl_s))
+        (void)cache_mark(req->cache, key, ttl_s);
 }
 
 /*
@@ -269,7 +278,7 @@ void api_dispatch_rest(struct api_req *req)
     route->handler(req);
     (void)router_stale_reads(0);
     /* Before the answer leaves: the user's next read cannot come earlier. */
-    wrote(req, route);
+    wrote(req);
     if (req->status == 0 && req->job == NULL)
         api_error(req, 500, "internal", "the handler gave no answer");
 }

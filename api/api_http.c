@@ -388,13 +388,21 @@ void api_req_to_worker(struct api_req *req)
 }
 
 /*
- * A route that reads on the loop: its handler starts its statement here
- * (api_loop_query()), answers at once, or leaves it to a worker.
+ * A route that runs its statement on the loop: the rest of the dispatch
+ * (an access check that reads nothing, the JSON body) here, then its
+ * handler starts its statement (api_loop_query()), answers at once, or
+ * leaves it to a worker.
  */
 static enum MHD_Result on_loop(struct api_req *req)
 {
-    if (req->srv->conf.limits.loop_reads) {
-        api_routes[req->route].handler(req);
+    const struct api_route *route = &api_routes[req->route];
+    const struct api_limits *lim = &req->srv->conf.limits;
+
+    if ((strcmp(route->method, "GET") == 0 ? lim->loop_reads : lim->loop_bets) &&
+        route->access == API_ACCESS_ANY) {
+        if (route->body == API_BODY_JSON && api_body_parse(req) < 0)
+            return queue_response(req); /* 400, as api_dispatch_rest() answers */
+        route->handler(req);
         if (req->where != API_ON_LOOP)
             return MHD_YES; /* suspended: its statement answers (or a worker) */
         if (req->status != 0)
@@ -666,7 +674,7 @@ int api_server_create(const struct api_conf *conf, struct router *router,
     }
     api_conns_set_loops(srv->conns, srv->loop, srv->nloop);
     for (uint32_t i = 0; i < srv->nloop; i++)
-        if ((rc = api_loop_start(srv->loop[i], &srv->lp[i])) < 0)
+        if ((rc = api_loop_start(srv->loop[i], srv->conf.cache, &srv->lp[i])) < 0)
             goto error;
     if ((rc = api_listen_run(srv->listener, srv->lp, srv->nloop, srv->conns)) < 0)
         goto error;

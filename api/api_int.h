@@ -386,6 +386,14 @@ int api_work_reserve(struct api_work *w);
 void api_work_submit(struct api_work *w, struct api_work_item *item);
 /* Gives a place back (its request is done with the pool). */
 void api_work_release(struct api_work *w);
+/*
+ * A turn of key taken by a write that runs elsewhere (on an event loop):
+ * 1 when taken (it counts as one of key's per_key, as an item queued or
+ * running does), 0 when key has its per_key already (the write then goes
+ * to the pool, which parks it). give ends it: a parked item of key goes.
+ */
+int api_work_key_take(struct api_work *w, uint64_t key);
+void api_work_key_give(struct api_work *w, uint64_t key);
 void api_work_stats(struct api_work *w, struct api_work_stats *st);
 
 /* ---- the hot table: prebuilt odds responses (api_hot.c) ---- */
@@ -443,6 +451,13 @@ int api_dispatch(struct api_req *req);
  * job (req->job) with no answer yet.
  */
 void api_dispatch_rest(struct api_req *req);
+/*
+ * The read-your-writes mark that req's answer waits for: 1 and its key and
+ * lifetime when req is a signed-in user's write (not a GET) and a cache is
+ * configured, else 0. api_dispatch_rest() sets it (cache_mark()); the event
+ * loops set it without blocking (cache_mark_start()).
+ */
+int api_rw_mark(struct api_req *req, char *key, size_t size, uint32_t *ttl_s);
 
 /* ---- server (api_http.c) ---- */
 /*
@@ -688,6 +703,11 @@ void api_h_standings_companies(struct api_req *req);
  * status. A fill of another key must not use near (it could store old data).
  */
 int api_match_cached(struct api_req *req, uint64_t id, int near, json_t **match);
+/*
+ * The match from this server's near-cache alone (no I/O: for the event
+ * loops): 1 and *match, or 0 when it is not there (or not fresh).
+ */
+int api_match_near(struct api_req *req, uint64_t id, json_t **match);
 /* The odds response body of a match (malloc'd text), through the cache. */
 int api_odds_cached(struct api_req *req, uint64_t id, char **text);
 /* After a committed change of a match: its keys, and the match lists. */

@@ -204,6 +204,8 @@ int api_body_parse(struct api_req *req)
     json_error_t jerr;
     json_t *obj;
 
+    if (req->json != NULL)
+        return 0; /* parsed on the event loop, which then left it to a worker */
     if (req->body == NULL || req->body_len == 0) {
         api_error(req, 400, "malformed_json", "a JSON object body is required");
         return -EINVAL;

@@ -227,6 +227,9 @@ static const struct conf_key {
     {"loop_reads", K_U32, L(loop_reads), 0, 1,
      "1: GET /v1/me reads on the event loops when a connection is idle; 0: on a "
      "worker"},
+    {"loop_bets", K_U32, L(loop_bets), 0, 1,
+     "1: POST /v1/bets runs its statement on the event loops when a connection is "
+     "idle and the match is in the near-cache; 0: on a worker"},
     {"conn_per_addr", K_U32, L(conn_per_addr), 1, 1 << 20,
      "connections per client address (trusted proxies apart)"},
     {"header_timeout_ms", K_U32, L(header_timeout_ms), 100, 600000,
@@ -332,6 +335,7 @@ void api_limits_init(struct api_limits *l)
     l->work_queue = 1024;
     l->work_per_user = 4;
     l->loop_reads = 1;
+    l->loop_bets = 1;
     l->conn_per_addr = 64;
     l->header_timeout_ms = 800;
     l->body_timeout_ms = 10000;

@@ -4,7 +4,9 @@
  *    means MHD_run() has sockets to serve, a resumed connection, or its
  *    inter-thread signal),
  *  - an eventfd through which the acceptor hands it new connections,
- *  - the sockets of the statements its requests run on the loop.
+ *  - the sockets of the statements its requests run on the loop,
+ *  - its memcached marker's epoll descriptor (the read-your-writes marks of
+ *    the writes it ran, set without blocking: cache_mark_start()).
  *
  * Why the loop runs statements. A request that waits for the database used
  * to go to a worker thread and back: two wake-ups of sleeping threads per
@@ -47,6 +49,8 @@ struct api_loop_wait {
     struct router_op *op;
     struct sql_rows rows;
     api_loop_done done;
+    int write;       /* not a GET: never run twice, marked when it ran */
+    int keyed;       /* a write holding one of its user's turns (api_work) */
     uint32_t events; /* EPOLL* bits registered for the op's socket */
     int64_t due_ms;  /* pending (no op yet): when it goes to a worker */
     int status;      /* pending: why its last start failed */
@@ -77,10 +81,14 @@ struct api_loop {
     uint32_t npend;
     struct api_loop_wait *retry; /* the pending one whose handler runs again */
     int run;                     /* the loop thread's: MHD_run() is due */
+    struct cache_marker *marker; /* NULL: no cache */
+    int mark_fd;                 /* its descriptor (the marker's) */
+    struct api_loop_wait *marks; /* answered, waiting for their mark */
 };
 
 static _Thread_local struct api_loop *this_loop;
-static atomic_uint_fast64_t n_answered, n_to_worker;
+static atomic_uint_fast64_t n_answered, n_to_worker, n_marked, n_mark_failed;
+static atomic_int_fast64_t n_busy; /* in flight or pending, every loop's */
 
 struct api_loop *api_loop_self(void)
 {
@@ -98,10 +106,89 @@ void api_loop_resume(struct api_loop *l, struct MHD_Connection *conn)
         (void)!write(l->wake_fd, &one, sizeof(one));
 }
 
-void api_loop_stats(uint64_t *answered, uint64_t *to_worker)
+void api_loop_stats(uint64_t *answered, uint64_t *to_worker, uint64_t *marked,
+                    uint64_t *mark_failed, uint64_t *busy)
 {
+    int64_t b = atomic_load_explicit(&n_busy, memory_order_relaxed);
+
+    *busy = b > 0 ? (uint64_t)b : 0;
     *answered = atomic_load_explicit(&n_answered, memory_order_relaxed);
     *to_worker = atomic_load_explicit(&n_to_worker, memory_order_relaxed);
+    *marked = atomic_load_explicit(&n_marked, memory_order_relaxed);
+    *mark_failed = atomic_load_explicit(&n_mark_failed, memory_order_relaxed);
+}
+
+static void list_add(struct api_loop_wait **head, struct api_loop_wait *w)
+{
+    w->prev = NULL;
+    w->next = *head;
+    if (*head != NULL)
+        (*head)->prev = w;
+    *head = w;
+}
+
+static void list_del(struct api_loop_wait **head, struct api_loop_wait *w)
+{
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        *head = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+}
+
+/* w is done: a write's turn goes back to its user's next write. */
+static void wait_free(struct api_loop_wait *w)
+{
+    if (w->keyed)
+        api_work_key_give(api_server_work(w->req->srv), w->req->auth.user_id);
+    free(w);
+}
+
+/* An answered request's connection goes back to its daemon; w is done. */
+static void answered(struct api_loop *l, struct api_loop_wait *w)
+{
+    struct api_req *req = w->req;
+
+    wait_free(w);
+    if (req->status == 0)
+        api_error(req, 500, "internal", "the handler gave no answer");
+    req->where = API_WORKER_ANSWERED;
+    api_loop_resume(l, req->conn);
+}
+
+/* The mark of an answered write is in (or failed): its answer leaves. */
+static void mark_done(void *arg, void *tag, int status)
+{
+    struct api_loop *l = arg;
+    struct api_loop_wait *w = tag;
+
+    atomic_fetch_add_explicit(status == 0 ? &n_marked : &n_mark_failed, 1,
+                              memory_order_relaxed);
+    list_del(&l->marks, w);
+    answered(l, w);
+}
+
+/*
+ * A write that ran answers after its user's read-your-writes mark is set
+ * (as api_dispatch_rest() marks before the answer leaves): 1 when the mark
+ * is on its way (mark_done() answers), 0 when there is none to set or no
+ * server takes it now (answered at once, as cache_mark()'s failure is).
+ */
+static int mark_start(struct api_loop *l, struct api_loop_wait *w)
+{
+    char key[64];
+    uint32_t ttl_s;
+
+    if (l->marker == NULL || !w->write ||
+        !api_rw_mark(w->req, key, sizeof(key), &ttl_s))
+        return 0;
+    if (cache_mark_start(l->marker, key, ttl_s, w) < 0) {
+        atomic_fetch_add_explicit(&n_mark_failed, 1, memory_order_relaxed);
+        return 0;
+    }
+    list_add(&l->marks, w);
+    return 1;
 }
 
 static uint32_t epoll_bits(int wait)
@@ -142,47 +229,45 @@ static int wait_close(struct api_loop *l, struct api_loop_wait *w)
     if (w->events != 0)
         (void)epoll_ctl(l->ep, EPOLL_CTL_DEL, router_op_fd(w->op), NULL);
     status = router_op_end(w->op);
-    if (w->prev != NULL)
-        w->prev->next = w->next;
-    else
-        l->waits = w->next;
-    if (w->next != NULL)
-        w->next->prev = w->prev;
+    list_del(&l->waits, w);
+    atomic_fetch_sub_explicit(&n_busy, 1, memory_order_relaxed);
     return status;
 }
 
 /*
  * Answers w's request on the loop with the statement's status, or, when
  * the loop could not run it (no idle connection, a moved shard, a dead
- * idle connection, no room in the epoll set), runs its handler on a
- * worker, which waits as handlers do. Frees w.
+ * idle connection, no room in the epoll set) or its done says so, runs its
+ * handler on a worker, which waits as handlers do. A write abandoned
+ * half-way is never run again: it may have committed (answered as a
+ * timeout is). Frees w, or keeps it until the write's mark is in.
  */
 static void wait_answer(struct api_loop *l, struct api_loop_wait *w, int status)
 {
     struct api_req *req = w->req;
-    int stopping = atomic_load(&l->quit);
+    int stopping = atomic_load(&l->quit), to_worker;
 
-    if (!stopping &&
-        (status == BC_EPOOL || status == BC_EMOVED || status == -ECANCELED)) {
-        sql_rows_free(&w->rows);
-        free(w);
+    if (status == -ECANCELED && w->write)
+        status = BC_ETIMEOUT;
+    to_worker = status == BC_EPOOL || status == BC_EMOVED || status == -ECANCELED;
+    if (stopping) {
+        api_add_header(req, "Retry-After", "1");
+        api_error(req, 503, "unavailable", "the server is stopping; try again");
+    } else if (!to_worker) {
+        to_worker = !w->done(req, status, &w->rows);
+    }
+    sql_rows_free(&w->rows);
+    if (!stopping && to_worker) {
+        wait_free(w); /* first: the worker's run counts its own turn */
         atomic_fetch_add_explicit(&n_to_worker, 1, memory_order_relaxed);
         api_req_to_worker(req); /* still suspended; the worker resumes it */
         return;
     }
-    if (stopping) {
-        api_add_header(req, "Retry-After", "1");
-        api_error(req, 503, "unavailable", "the server is stopping; try again");
-    } else {
-        w->done(req, status, &w->rows);
+    if (!stopping)
         atomic_fetch_add_explicit(&n_answered, 1, memory_order_relaxed);
-    }
-    sql_rows_free(&w->rows);
-    free(w);
-    if (req->status == 0)
-        api_error(req, 500, "internal", "the handler gave no answer");
-    req->where = API_WORKER_ANSWERED;
-    api_loop_resume(l, req->conn);
+    if (!stopping && req->status != 0 && mark_start(l, w))
+        return;
+    answered(l, w);
 }
 
 /* After the op moved on: wait for what it waits for now, or answer. */
@@ -225,6 +310,7 @@ static void pend_push(struct api_loop *l, struct api_loop_wait *w, int front)
         l->pend_tail = w;
     }
     l->npend++;
+    atomic_fetch_add_explicit(&n_busy, 1, memory_order_relaxed);
 }
 
 static struct api_loop_wait *pend_pop(struct api_loop *l)
@@ -237,6 +323,7 @@ static struct api_loop_wait *pend_pop(struct api_loop *l)
             l->pend_tail = NULL;
         l->npend--;
         w->next = NULL;
+        atomic_fetch_sub_explicit(&n_busy, 1, memory_order_relaxed);
     }
     return w;
 }
@@ -256,11 +343,20 @@ int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
     w = retry ? l->retry : calloc(1, sizeof(*w));
     if (w == NULL)
         return 0;
+    w->req = req;
+    w->done = done;
+    w->write = strcmp(api_routes[req->route].method, "GET") != 0;
+    /* A user's writes take turns here as on the workers (work_per_user). */
+    if (w->write && !w->keyed) {
+        if (!api_work_key_take(api_server_work(req->srv), req->auth.user_id)) {
+            free(w); /* (a retry is always keyed) */
+            return 0;
+        }
+        w->keyed = 1;
+    }
     va_start(ap, fmt);
     rc = router_op_vstart(req->router, shard, &w->rows, &w->op, fmt, ap);
     va_end(ap);
-    w->req = req;
-    w->done = done;
     if (rc == BC_EPOOL && !retry && l->waits != NULL && l->npend < PENDING_MAX) {
         /* The loop's own statements give connections back soon. */
         w->due_ms = sql_now_ms() + PENDING_MS;
@@ -272,16 +368,13 @@ int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
     if (rc < 0) {
         w->status = rc;
         if (!retry)
-            free(w);
+            wait_free(w);
         return 0;
     }
     if (retry)
         l->retry = NULL; /* taken: start_pending() lets go of it */
-    w->prev = NULL;
-    w->next = l->waits;
-    if (l->waits != NULL)
-        l->waits->prev = w;
-    l->waits = w;
+    list_add(&l->waits, w);
+    atomic_fetch_add_explicit(&n_busy, 1, memory_order_relaxed);
     /* Suspended first: the answer may come at once (wait_answer() resumes it). */
     req->where = API_ON_LOOP_DB;
     if (!retry)
@@ -303,6 +396,7 @@ static void start_pending(struct api_loop *l, int64_t now)
         struct api_req *req = w->req;
 
         l->retry = w;
+        w->status = 0; /* a handler that now starts nothing goes to a worker */
         req->where = API_ON_LOOP;
         api_routes[req->route].handler(req);
         if (l->retry == NULL)
@@ -314,7 +408,7 @@ static void start_pending(struct api_loop *l, int64_t now)
             pend_push(l, w, 1);
             return; /* the next one would not find a connection either */
         }
-        free(w);
+        wait_free(w);
         if (req->status != 0) { /* the handler answered */
             req->where = API_WORKER_ANSWERED;
             api_loop_resume(l, req->conn);
@@ -367,6 +461,13 @@ static int next_timeout(struct api_loop *l, int64_t now)
         if (t < 0 || left < t)
             t = left;
     }
+    if (l->marker != NULL && cache_marker_due_ms(l->marker) != INT64_MAX) {
+        int64_t left = cache_marker_due_ms(l->marker) - now;
+        if (left < 0)
+            left = 0;
+        if (t < 0 || left < t)
+            t = left;
+    }
     return (int)t;
 }
 
@@ -395,6 +496,7 @@ static void *loop_main(void *arg)
         int n =
             epoll_wait(l->ep, ev, EVENTS, l->run ? 0 : next_timeout(l, sql_now_ms()));
         int run = n == 0; /* the daemon's timer came (or a statement's) */
+        int marks = 0;
 
         if (n < 0) {
             if (errno != EINTR)
@@ -408,6 +510,8 @@ static void *loop_main(void *arg)
             } else if (p == &l->wake_fd) {
                 take_new(l);
                 run = 1;
+            } else if (p == &l->mark_fd) {
+                marks = 1;
             } else {
                 w = p;
                 int got = sql_bits(ev[i].events, router_op_wait(w->op));
@@ -421,6 +525,10 @@ static void *loop_main(void *arg)
             tick(l, sql_now_ms());
         if (l->pend_head != NULL)
             start_pending(l, sql_now_ms());
+        if (l->marker != NULL &&
+            (marks ||
+             (l->marks != NULL && cache_marker_due_ms(l->marker) <= sql_now_ms())))
+            cache_marker_run(l->marker, mark_done, l); /* resumes what it answers */
         if (run || l->run) {
             l->run = 0;
             (void)MHD_run(l->daemon);
@@ -431,11 +539,16 @@ static void *loop_main(void *arg)
         wait_answer(l, l->waits, wait_close(l, l->waits));
     while ((w = pend_pop(l)) != NULL) {
         struct api_req *req = w->req;
-        free(w);
+        wait_free(w);
         api_add_header(req, "Retry-After", "1");
         api_error(req, 503, "unavailable", "the server is stopping; try again");
         req->where = API_WORKER_ANSWERED;
         MHD_resume_connection(req->conn);
+    }
+    /* Answered writes whose mark is still out: their answers leave now. */
+    while ((w = l->marks) != NULL) {
+        list_del(&l->marks, w);
+        answered(l, w);
     }
     return NULL;
 }
@@ -447,7 +560,8 @@ static int watch(struct api_loop *l, int fd, int *tag)
     return epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &e) < 0 ? -errno : 0;
 }
 
-int api_loop_start(struct MHD_Daemon *daemon, struct api_loop **out)
+int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
+                   struct api_loop **out)
 {
     const union MHD_DaemonInfo *info =
         MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_EPOLL_FD);
@@ -460,13 +574,17 @@ int api_loop_start(struct MHD_Daemon *daemon, struct api_loop **out)
         return -ENOMEM;
     l->daemon = daemon;
     l->mhd_fd = info->epoll_fd;
+    l->mark_fd = -1;
     l->ep = epoll_create1(EPOLL_CLOEXEC);
     l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&l->lock, NULL);
     if (l->ep < 0 || l->wake_fd < 0)
         rc = -errno;
     else if ((rc = watch(l, l->mhd_fd, &l->mhd_fd)) == 0 &&
-             (rc = watch(l, l->wake_fd, &l->wake_fd)) == 0)
+             (rc = watch(l, l->wake_fd, &l->wake_fd)) == 0 &&
+             (cache == NULL || (rc = cache_marker_create(cache, &l->marker)) == 0) &&
+             (l->marker == NULL ||
+              (rc = watch(l, cache_marker_fd(l->marker), &l->mark_fd)) == 0))
         rc = -pthread_create(&l->thread, NULL, loop_main, l);
     if (rc < 0) {
         api_loop_stop(l);
@@ -491,6 +609,7 @@ void api_loop_stop(struct api_loop *l)
     for (size_t i = 0; i < l->nqueue; i++)
         close(l->queue[i].fd);
     free(l->queue);
+    cache_marker_destroy(l->marker);
     if (l->wake_fd >= 0)
         close(l->wake_fd);
     if (l->ep >= 0)

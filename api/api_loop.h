@@ -81,7 +81,8 @@ struct api_req *api_conn_req(struct api_conns *c, struct MHD_Connection *conn);
  * api_loop_stop(). stop accepts NULL.
  */
 struct api_loop;
-int api_loop_start(struct MHD_Daemon *daemon, struct api_loop **out);
+int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
+                   struct api_loop **out);
 void api_loop_stop(struct api_loop *l);
 /*
  * Hands a new connection to the loop, from the acceptor's thread: the loop
@@ -102,19 +103,32 @@ void api_loop_resume(struct api_loop *l, struct MHD_Connection *conn);
 /*
  * Runs one statement of req's handler on the event loop req is on (called
  * by a handler of an API_READS_LOOP route, which then returns without an
- * answer): a SELECT on the primary of shard's host (router_op_start()).
- * When started, req's connection is suspended and done(req, status, rows)
- * answers on the loop when the statement ends; rows are freed after it.
- * A statement the loop cannot run (no idle connection, a shard that moved,
- * a dead idle connection) runs the handler again on a worker, which waits
- * as handlers do. 1 when started, 0 when not (the caller then runs the
- * handler on a worker as usual).
+ * answer): a SELECT, or a write's single statement (CALL place_bet), on the
+ * primary of shard's host (router_op_start()). When started, req's
+ * connection is suspended and done(req, status, rows) answers on the loop
+ * when the statement ends (1), or asks for the handler to run again on a
+ * worker (0: a status the worker's way deals with, as a lock wait that it
+ * retries; only for statements that failed whole); rows are freed after
+ * it. A statement the loop cannot run (no idle connection, a shard that
+ * moved, a dead idle connection) runs the handler again on a worker, which
+ * waits as handlers do. A write that was sent is never run again by the
+ * loop: one abandoned half-way answers as a timeout. A write's answer
+ * leaves after its read-your-writes mark is set (api_rw_mark(), without
+ * blocking: cache_mark_start()) or failed. 1 when started, 0 when not (the
+ * caller then runs the handler on a worker as usual).
  */
-typedef void (*api_loop_done)(struct api_req *req, int status, struct sql_rows *rows);
+typedef int (*api_loop_done)(struct api_req *req, int status, struct sql_rows *rows);
 int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
                    const char *fmt, ...);
-/* Statements run on the loops: answered there, and sent to a worker after all. */
-void api_loop_stats(uint64_t *answered, uint64_t *to_worker);
+/*
+ * Statements run on the loops: answered there, and sent to a worker after
+ * all; the writes' marks set, and failed (their answers left all the same);
+ * busy now (in flight, or waiting on a loop for a connection). A write
+ * holds one of its user's turns (api_work_key_take(): work_per_user at once
+ * with his writes on the workers) until it is answered or leaves for a worker.
+ */
+void api_loop_stats(uint64_t *answered, uint64_t *to_worker, uint64_t *marked,
+                    uint64_t *mark_failed, uint64_t *busy);
 
 /*
  * api_listen.c: the listening socket (bound and listening on open) and the

@@ -108,7 +108,8 @@ void api_h_metrics(struct api_req *req)
     char *buf = NULL;
     size_t len = 0;
     const struct api_limits *lim = &api_server_conf(req->srv)->limits;
-    uint64_t inflight, done, refused, open, reaped, capped, answered, to_worker;
+    uint64_t inflight, done, refused, open, reaped, capped, answered, to_worker, marked,
+        mark_failed, busy;
     uint32_t loop[API_LOOPS_MAX], nloop;
     struct api_work_stats ws;
     FILE *f;
@@ -355,16 +356,27 @@ void api_h_metrics(struct api_req *req)
             "betcity_work_total{instance=\"%s\",outcome=\"refused\"} %" PRIu64 "\n",
             name, ws.queued, name, ws.running, name, ws.parked, name, ws.places, name,
             ws.threads, name, ws.depth, name, ws.done, name, ws.refused);
-    api_loop_stats(&answered, &to_worker);
+    api_loop_stats(&answered, &to_worker, &marked, &mark_failed, &busy);
     fprintf(
         f,
-        "# HELP betcity_loop_reads_total Reads started on an event loop "
-        "(GET /v1/me): answered there, or sent to a worker after all (no idle "
-        "connection, a moved shard, a dead idle connection).\n"
+        "# HELP betcity_loop_reads_total Statements started on an event loop "
+        "(GET /v1/me, POST /v1/bets): answered there, or sent to a worker after "
+        "all (no idle connection, a moved shard, a dead idle connection, a lock "
+        "wait to retry).\n"
         "# TYPE betcity_loop_reads_total counter\n"
         "betcity_loop_reads_total{instance=\"%s\",outcome=\"answered\"} %" PRIu64 "\n"
-        "betcity_loop_reads_total{instance=\"%s\",outcome=\"to_worker\"} %" PRIu64 "\n",
-        name, answered, name, to_worker);
+        "betcity_loop_reads_total{instance=\"%s\",outcome=\"to_worker\"} %" PRIu64 "\n"
+        "# HELP betcity_loop_marks_total Read-your-writes marks of the writes "
+        "answered on an event loop, set without blocking: set, or failed (no "
+        "server took it, an error, no answer in the cache's timeout).\n"
+        "# TYPE betcity_loop_marks_total counter\n"
+        "betcity_loop_marks_total{instance=\"%s\",outcome=\"set\"} %" PRIu64 "\n"
+        "betcity_loop_marks_total{instance=\"%s\",outcome=\"failed\"} %" PRIu64 "\n"
+        "# HELP betcity_loop_statements Statements of the event loops now: in "
+        "flight, or waiting on their loop for a connection.\n"
+        "# TYPE betcity_loop_statements gauge\n"
+        "betcity_loop_statements{instance=\"%s\"} %" PRIu64 "\n",
+        name, answered, name, to_worker, name, marked, name, mark_failed, name, busy);
     fclose(f);
     free(hosts);
     api_reply_raw(req, 200, "text/plain; version=0.0.4", buf, len);

@@ -230,7 +230,7 @@ const struct api_route api_routes[] = {
      ANYONE,
      JSON_BODY,
      "bet_create",
-     PRIMARY},
+     LOOP},
     {"GET", {"v1", "bets", ID}, api_h_bet_get, TOKEN, ANYONE, NO_BODY, "bet", STALE},
     /* ?company= is checked by the handlers (through api_check_access). */
     {"GET",

@@ -410,7 +410,7 @@ static void me_answer(struct api_req *req, int rc, const struct api_user *u)
 }
 
 /* GET /v1/me's read ended on the event loop (api_loop_query()). */
-static void me_read(struct api_req *req, int rc, struct sql_rows *rows)
+static int me_read(struct api_req *req, int rc, struct sql_rows *rows)
 {
     struct api_user u;
 
@@ -419,6 +419,7 @@ static void me_read(struct api_req *req, int rc, struct sql_rows *rows)
     else if (rc == 0)
         user_from_row(rows, 0, &u);
     me_answer(req, rc, &u);
+    return 1;
 }
 
 /*

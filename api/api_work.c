@@ -290,6 +290,32 @@ void api_work_submit(struct api_work *w, struct api_work_item *item)
     pthread_mutex_unlock(&w->lock);
 }
 
+int api_work_key_take(struct api_work *w, uint64_t key)
+{
+    struct key_entry *e;
+    int taken = 1;
+
+    if (key == 0 || w->per_key == 0)
+        return 1;
+    pthread_mutex_lock(&w->lock);
+    e = key_find(w, key, 1);
+    if (e == NULL || e->active >= w->per_key)
+        taken = 0;
+    else
+        e->active++;
+    pthread_mutex_unlock(&w->lock);
+    return taken;
+}
+
+void api_work_key_give(struct api_work *w, uint64_t key)
+{
+    if (key == 0 || w->per_key == 0)
+        return;
+    pthread_mutex_lock(&w->lock);
+    key_done(w, key);
+    pthread_mutex_unlock(&w->lock);
+}
+
 void api_work_release(struct api_work *w)
 {
     pthread_mutex_lock(&w->lock);

@@ -1,0 +1,184 @@
+"""POST /v1/bets on the event loops (issue 13, "Threading" and "A bet in at
+most 2 round trips").
+
+A bet whose match is in the server's near-cache runs its one statement (CALL
+place_bet) on the loop that parsed it, on a connection idle in the router's
+pool (betcity_loop_reads_total{outcome="answered"}), and its answer leaves
+after the user's read-your-writes mark is set in memcached without blocking
+(betcity_loop_marks_total{outcome="set"}). Idempotency keys replay there as on
+a worker. A stopped (SIGSTOP) memcached costs a bet at most the cache's
+timeout (100 ms) for its mark, never a failure, and the loops keep answering
+meanwhile. Needs BC_STACK_DIR (the shard map, tools/devstack pid, the
+memcached ports). Prints its figures (lines "[bet-loop] ...").
+"""
+
+import os
+import re
+import signal
+import socket
+import sys
+import time
+import unittest
+
+import stack
+from client import Client
+from fixtures import new_company, new_match
+from test_me_loop import user_off_global_host
+
+FAST_S = 0.2  # a health check slower than this waited for something
+
+
+def log(msg):
+    sys.stdout.write("    [bet-loop] %s\n" % msg)
+    sys.stdout.flush()
+
+
+def loop_metrics(url):
+    """{(name, outcome): count} of the loops' counters in url's /metrics."""
+    r = Client(url).get("/metrics", timeout=5)
+    r.expect(200, msg="GET /metrics")
+    out = {}
+    for line in r.text.splitlines():
+        m = re.match(r'(betcity_loop_(?:reads|marks)_total)\{.*outcome="(\w+)"\} (\S+)$', line)
+        if m:
+            out[(m.group(1), m.group(2))] = int(float(m.group(3)))
+    want = {("betcity_loop_reads_total", "answered"), ("betcity_loop_reads_total", "to_worker"),
+            ("betcity_loop_marks_total", "set"), ("betcity_loop_marks_total", "failed")}
+    if not want <= set(out):
+        raise AssertionError("%s/metrics lacks %s" % (url, sorted(want - set(out))))
+    return out
+
+
+def bet(c, match, pick, stake):
+    return c.post("/v1/bets", {"match_id": match["id"], "pick": pick, "stake": stake}).expect_json(201)
+
+
+def warm(c, match):
+    """Two bets on a worker: the first reads the match from the database into
+    memcached (a fill under its lease, never kept in the near-cache), the
+    second from memcached into api1's near-cache, fresh 0.9 s from then."""
+    bet(c, match, "home", 1)
+    bet(c, match, "home", 1)
+
+
+def delta(after, before, name, outcome):
+    return after[(name, outcome)] - before[(name, outcome)]
+
+
+def memcached_ports(s):
+    ports = stack._read_env_file(os.path.join(s.dir, "ports.env"))
+    return {k[5:]: int(v) for k, v in sorted(ports.items()) if re.fullmatch(r"PORT_mc\d+", k)}
+
+
+def memcached_has(port, key):
+    """Whether the memcached on port holds key (its text protocol)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+        c.sendall(b"get " + key.encode() + b"\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.startswith(b"VALUE ")
+
+
+class TestBetsOnTheLoops(unittest.TestCase):
+    def bettor(self):
+        s = stack.get()
+        s.require_dir()
+        url = s.api_urls[0]
+        u = user_off_global_host(s, new_company())
+        return s, url, u, u.client.at(url)
+
+    def test_bets_are_answered_on_the_loop_and_marked(self):
+        """Two bets fill api1's near-cache with the match (on a worker); the
+        next 10, one after another, run on a loop, each with its mark set
+        in memcached; the balance is debited once per bet; a repeated
+        Idempotency-Key replays the same bet there, and another body with it
+        is refused."""
+        s, url, u, c = self.bettor()
+        m = new_match()
+        warm(c, m)
+        before = loop_metrics(url)
+        ids = set()
+        for i in range(10):
+            j = c.post("/v1/bets", {"match_id": m["id"], "pick": "draw", "stake": 2}).expect_json(201)
+            ids.add(j["id"])
+        key = "loop-%d" % time.time_ns()
+        first = c.post("/v1/bets", {"match_id": m["id"], "pick": "away", "stake": 3},
+                       headers={"Idempotency-Key": key}).expect_json(201)
+        again = c.post("/v1/bets", {"match_id": m["id"], "pick": "away", "stake": 3},
+                       headers={"Idempotency-Key": key}).expect_json(200)
+        c.post("/v1/bets", {"match_id": m["id"], "pick": "home", "stake": 3},
+               headers={"Idempotency-Key": key}).expect(422, code="idempotency_key_reused")
+        after = loop_metrics(url)
+        answered = delta(after, before, "betcity_loop_reads_total", "answered")
+        marked = delta(after, before, "betcity_loop_marks_total", "set")
+        log("13 bets: %d answered on a loop, %d sent to a worker; marks set %d, failed %d" % (
+            answered, delta(after, before, "betcity_loop_reads_total", "to_worker"), marked,
+            delta(after, before, "betcity_loop_marks_total", "failed")))
+        self.assertEqual(len(ids), 10)
+        self.assertEqual(again["id"], first["id"])
+        # within the near-cache's 0.9 s every one of them ran on a loop
+        self.assertEqual(answered, 13)
+        self.assertEqual(marked, 13)
+        me = c.get("/v1/me").expect_json(200)
+        self.assertEqual(me["balance"], u.initial_balance - 2 - 10 * 2 - 3)
+        rw = "bc:v1:rw:%s" % u.id
+        held = [name for name, port in memcached_ports(s).items() if memcached_has(port, rw)]
+        self.assertEqual(len(held), 1, "the mark %s is on %s" % (rw, held))
+        s.check_ledger()
+
+    def test_stopped_memcached_costs_a_bet_its_timeout_only(self):
+        """Both memcached servers stopped while api1 still has the match in
+        its near-cache: 6 bets in a row answer 201, the first after its
+        mark's timeout (100 ms), the others at once (the breaker); /healthz
+        answers at once in between. After SIGCONT, marks are set again."""
+        s, url, u, c = self.bettor()
+        m = new_match()
+        pids = [int(s.devstack_cmd("pid", name).stdout.strip()) for name in sorted(memcached_ports(s))]
+        self.assertEqual(len(pids), 2)
+        warm(c, m)
+        before = loop_metrics(url)
+        lat, health = [], []
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            h = Client(url)
+            for i in range(6):
+                t0 = time.time()
+                c.post("/v1/bets", {"match_id": m["id"], "pick": "draw", "stake": 2}).expect(201)
+                lat.append(time.time() - t0)
+                t0 = time.time()
+                h.get("/healthz", timeout=5).expect(200)
+                health.append(time.time() - t0)
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        after = loop_metrics(url)
+        failed = delta(after, before, "betcity_loop_marks_total", "failed")
+        log("memcached stopped: 6 bets in %s ms; marks failed %d; /healthz max %.1f ms" % (
+            ", ".join("%.0f" % (x * 1000) for x in lat), failed, max(health) * 1000))
+        self.assertEqual(delta(after, before, "betcity_loop_reads_total", "answered"), 6)
+        self.assertEqual(failed, 6)
+        self.assertGreaterEqual(lat[0], 0.09, "the first mark did not wait for its timeout")
+        self.assertLess(max(lat), 0.6)
+        self.assertLess(max(health), FAST_S)
+        # back: after the breaker's second the marks are set again
+        time.sleep(1.2)
+        c.get("/v1/me").expect(200)  # a worker's blocking call probes and flushes the servers
+        deadline = time.time() + 10
+        while True:
+            warm(c, m)
+            b = loop_metrics(url)
+            c.post("/v1/bets", {"match_id": m["id"], "pick": "home", "stake": 1}).expect(201)
+            a = loop_metrics(url)
+            if delta(a, b, "betcity_loop_marks_total", "set") == 1 or time.time() > deadline:
+                break
+            time.sleep(0.3)
+        self.assertEqual(delta(a, b, "betcity_loop_marks_total", "set"), 1, "no mark set after SIGCONT")
+
+
+if __name__ == "__main__":
+    unittest.main()
