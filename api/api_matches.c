@@ -294,7 +294,7 @@ void api_h_match_list(struct api_req *req)
 
     if (list_query(req, &q) < 0)
         return;
-    gen = req->cache ? cache_generation(req->cache, "matches") : 0;
+    gen = req->cache ? cache_generation(req->cache, "matches", 1) : 0;
     snprintf(key, sizeof(key),
              "bc:v1:matches:g%" PRIu64 ":%s:%.10s_%.12s:%.10s_%.12s:%" PRIx64 ":%d",
              gen, q.status ? q.status : "-", q.from, q.from + 11, q.to, q.to + 11,

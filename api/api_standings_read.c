@@ -60,12 +60,16 @@ static int fill_companies(struct api_req *req, uint64_t scope, char **text)
 /*
  * Standings through the cache, keyed by the "standings" generation that each
  * recomputation bumps: a cold key costs one read however many readers wait.
+ * The generation itself is read from memcached each time, not from the
+ * near-cache: a settlement's standings show on every server as soon as its
+ * job is done, not up to CACHE_NEAR_MS later on the servers that did not
+ * run it (one memcached get a request).
  */
 static void standings_reply(struct api_req *req, const char *kind, uint64_t scope,
                             api_fill_fn fill)
 {
     char key[128], *text = NULL;
-    uint64_t gen = req->cache ? cache_generation(req->cache, "standings") : 0;
+    uint64_t gen = req->cache ? cache_generation(req->cache, "standings", 0) : 0;
     int rc;
 
     snprintf(key, sizeof(key), "bc:v1:standings:%s:%" PRIu64 ":g%" PRIu64, kind, scope,

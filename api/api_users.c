@@ -593,7 +593,7 @@ void api_h_user_avatar_get(struct api_req *req)
 static void profile_key(struct api_req *req, uint64_t id, char *key, size_t size)
 {
     /* Points change only at settlements, which bump the "standings" generation. */
-    uint64_t gen = req->cache ? cache_generation(req->cache, "standings") : 0;
+    uint64_t gen = req->cache ? cache_generation(req->cache, "standings", 0) : 0;
 
     snprintf(key, size, "bc:v1:profile:%" PRIu64 ":g%" PRIu64, id, gen);
 }

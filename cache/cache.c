@@ -467,7 +467,7 @@ static int gen_fill(void *arg, char **value, size_t *len)
     return *value ? 0 : -ENOMEM;
 }
 
-uint64_t cache_generation(struct cache *c, const char *group)
+uint64_t cache_generation(struct cache *c, const char *group, int near)
 {
     char key[CACHE_KEY_MAX + 1], *v = NULL;
     /* A lost generation restarts from the clock: never back to an old one. */
@@ -476,7 +476,7 @@ uint64_t cache_generation(struct cache *c, const char *group)
     size_t len;
 
     snprintf(key, sizeof(key), "bc:v1:gen:%s", group);
-    if (cache_get(c, key, 1, 0, gen_fill, &g, &v, &len) == 0)
+    if (cache_get(c, key, near, 0, gen_fill, &g, &v, &len) == 0)
         gen = strtoull(v, NULL, 10);
     free(v);
     return gen;

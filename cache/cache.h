@@ -69,8 +69,11 @@ void cache_delete(struct cache *cache, const char *key);
 /*
  * A group's generation (for group invalidation: keys embed it). Read through
  * the cache like any key; cache_bump() increments it after a group change.
+ * near: also from this process's near-cache, so another server's bump shows
+ * here up to CACHE_NEAR_MS late; 0: from memcached on every call (a bump
+ * shows at once on every server).
  */
-uint64_t cache_generation(struct cache *cache, const char *group);
+uint64_t cache_generation(struct cache *cache, const char *group, int near);
 void cache_bump(struct cache *cache, const char *group);
 
 struct cache_server_stats {

@@ -209,5 +209,55 @@ class TestStandings(unittest.TestCase):
                     self.assertEqual(j["items"], self.got[k]["items"], "%s on %s" % (k, url))
 
 
+class TestStandingsFreshOnEveryServer(unittest.TestCase):
+    def test_every_server_shows_the_settlement_when_its_job_is_done(self):
+        """Every API server reads its company's standings every 30 ms while a
+        settlement runs (each keeps the generation it read); when the job is
+        seen done, each server's next read already shows the new generation
+        and the points: none keeps the old one for the near-cache's 0.9 s."""
+        import threading
+        from client import Client
+        s = stack.get()
+        co = new_company()
+        u = signup(co)
+        m = new_match(kickoff_in=3, odds=(2.00, 3.00, 4.00))
+        place_bet(u, m, "home", 10)
+        path, query = "/v1/standings/users", {"company": co["id"]}
+        clients = [Client(url, u.client.token) for url in s.api_urls]
+        before = {c.base_url: c.get(path, query=query).expect_json(200)["generation"] for c in clients}
+        stop = threading.Event()
+
+        def read(c):
+            while not stop.is_set():
+                c.get(path, query=query)
+                time.sleep(0.03)
+
+        readers = [threading.Thread(target=read, args=(c,), daemon=True) for c in clients]
+        for t in readers:
+            t.start()
+        try:
+            wait_past_kickoff(m)
+            a = admin()
+            a.post("/v1/matches/%s/result" % m["id"], {"home_goals": 2, "away_goals": 0}).expect(202)
+            deadline = time.time() + 60
+            while True:
+                j = a.get("/v1/matches/%s/settlement" % m["id"]).expect_json(200)
+                if j.get("state") == "done":
+                    break
+                self.assertLess(time.time(), deadline, "settlement not done in 60 s: %s" % j)
+                time.sleep(0.05)
+            seen = {c.base_url: c.get(path, query=query).expect_json(200) for c in clients}
+        finally:
+            stop.set()
+            for t in readers:
+                t.join(5)
+        for url, j in sorted(seen.items()):
+            self.assertGreater(j["generation"], before[url], "%s still shows generation %s when the job "
+                               "is done" % (url, j["generation"]))
+            mine = [it for it in j["items"] if it["user_id"] == u.id]
+            self.assertEqual(len(mine), 1, "%s: %s" % (url, j["items"]))
+            self.assertEqual(mine[0]["points"], 10, "%s: %s" % (url, mine[0]))  # payout 20 - stake 10
+
+
 if __name__ == "__main__":
     unittest.main()
