@@ -49,9 +49,10 @@ struct api_limits {
     uint32_t hash_max_wait_ms;   /* refused when the expected wait is longer (500) */
     uint32_t work_queue;         /* requests queued or running on the workers (1024) */
     uint32_t work_per_user;      /* of them, a signed-in user's writes (4; 0: any) */
-    uint32_t loop_reads;    /* GET /v1/me's read on the event loops (1; 0: workers) */
-    uint32_t loop_bets;     /* POST /v1/bets's statement on the loops (1; 0: workers) */
-    uint32_t conn_per_addr; /* connections per address, proxies apart (64) */
+    uint32_t loop_reads; /* GET /v1/me's read on the event loops (1; 0: workers) */
+    uint32_t loop_bets;  /* POST /v1/bets's statement on the loops (1; 0: workers) */
+    uint32_t settle_pause_pct;    /* a settlement batch's time a host then pauses (0) */
+    uint32_t conn_per_addr;       /* connections per address, proxies apart (64) */
     uint32_t header_timeout_ms;   /* connect to complete headers (800) */
     uint32_t body_timeout_ms;     /* headers to complete body (10000) */
     uint32_t idle_timeout_ms;     /* a response to the next request's headers (15000) */

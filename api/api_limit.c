@@ -227,6 +227,10 @@ static const struct conf_key {
     {"loop_reads", K_U32, L(loop_reads), 0, 1,
      "1: GET /v1/me reads on the event loops when a connection is idle; 0: on a "
      "worker"},
+    {"settle_pause_pct", K_U32, L(settle_pause_pct), 0, 400,
+     "after each settlement batch, its host's thread pauses this share (%) of the "
+     "batch's time: the settlement takes longer, requests meanwhile wait less for "
+     "the databases' CPU"},
     {"loop_bets", K_U32, L(loop_bets), 0, 1,
      "1: POST /v1/bets runs its statement on the event loops when a connection is "
      "idle and the match is in the near-cache; 0: on a worker"},

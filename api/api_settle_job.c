@@ -94,6 +94,7 @@ struct api_settler {
     struct api_jobs *jobs;               /* ref: the server's */
     char owner[CATALOG_LEASE_OWNER_MAX]; /* "<name>/<nonce>", read-only */
     atomic_int nrun;                     /* runs started and not yet returned */
+    uint32_t pause_pct;                  /* limits' settle_pause_pct */
     int scan_failing;                    /* the settler thread's own */
 };
 
@@ -110,6 +111,7 @@ struct settle_run {
     /* Settled since the last report: added by the hosts, taken by renewals. */
     atomic_uint_fast64_t bets_new;
     atomic_uint shards_new;
+    atomic_int_fast64_t paused_ms; /* the hosts' pauses (settle_pause_pct) */
 };
 
 /* One host's part of a run: its shards without a guard row. */
@@ -327,6 +329,7 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
         if (run_stopping(run))
             return -ECANCELED;
         /* On the shard's new host when a move fenced it. */
+        int64_t t0 = sql_now_ms();
         do {
             seen = router_map_version(run->router);
             rc = settle_batch(run, shard, &n, &last);
@@ -336,6 +339,12 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
             return rc;
         deadline = 0;
         atomic_fetch_add(&run->bets_new, n);
+        /* The host's CPU left to requests for a while (settle_pause_pct). */
+        if (run->settler->pause_pct > 0 && n > 0) {
+            int64_t ms = (sql_now_ms() - t0) * run->settler->pause_pct / 100;
+            api_job_sleep(run->job, (uint32_t)ms);
+            atomic_fetch_add(&run->paused_ms, ms);
+        }
     }
     atomic_fetch_add(&run->shards_new, 1);
     return 0;
@@ -626,9 +635,9 @@ static void settle_finish(struct settle_run *run, const struct settle_count *c,
                 run->match, router_last_error());
     else
         api_log("settlement %" PRIu64 ": done by %s: %" PRIu64 " bets on %u shards "
-                "(this run %" PRId64 " ms)",
+                "(this run %" PRId64 " ms; its hosts paused %" PRId64 " ms in all)",
                 run->match, run->settler->owner, c->bets_settled, c->shards_done,
-                sql_now_ms() - t0);
+                sql_now_ms() - t0, (int64_t)atomic_load(&run->paused_ms));
 }
 
 /* A claimed job (a job of the server keyed by the match), to its end. */
@@ -766,6 +775,7 @@ int api_settler_create(struct api_server *srv, struct api_settler **out)
     s->router = api_server_router(srv);
     s->cache = api_server_conf(srv)->cache;
     s->jobs = api_server_jobs(srv);
+    s->pause_pct = api_server_conf(srv)->limits.settle_pause_pct;
     /* A process that restarts under the same name is another owner. */
     randombytes_buf(nonce, sizeof(nonce));
     sodium_bin2hex(hex, sizeof(hex), nonce, sizeof(nonce));
