@@ -23,7 +23,6 @@ Needs BC_STACK_DIR (the shard host's client.cnf). Prints its figures (lines
 "[slow-db] …").
 """
 
-import re
 import subprocess
 import sys
 import threading
@@ -98,8 +97,8 @@ class RowLock:
 class TestSlowDatabase(unittest.TestCase):
     USERS = 24  # a user's writes take turns (work_per_user, 4): 72 bets need 18 users to all run
     PER_USER = 4  # work_per_user's default
-    def hold(self, bets, hold_s, want_running, want_queued, nusers=None, want_parked=0):
-        """Holds bets of USERS users on their row locks for hold_s on api1 and
+    def hold(self, bets, hold_s, want_running, want_queued, nusers=None, want_parked=0, url=None):
+        """Holds bets of USERS users on their row locks for hold_s on api1 (or url) and
         probes GET /healthz and GET odds there meanwhile; checks what the
         module doc says. The bets are spread over several users: one user's
         writes take turns on the workers (work_per_user), and, once the locks
@@ -108,7 +107,7 @@ class TestSlowDatabase(unittest.TestCase):
         the hold."""
         s = stack.get()
         s.require_dir()
-        url = s.api_urls[0]
+        url = url or s.api_urls[0]
         co = new_company()
         nusers = nusers or self.USERS
         users = parallel(lambda i: signup(co), range(nusers), workers=nusers)
@@ -252,22 +251,20 @@ class TestSlowDatabase(unittest.TestCase):
         all go through after the lock."""
         self.hold(12, HOLD_S, want_running=self.PER_USER, want_queued=0, nusers=1, want_parked=12 - self.PER_USER)
 
-    def loop_room(self):
-        """The bets the event loops of api1 may hold on their own: a statement
-        on each connection of each host's pool (pool_size in the cluster
-        file), as many again waiting on a loop for one (PENDING_MS in
-        api/api_loop.c, then they go to the workers)."""
-        s = stack.get()
-        with open(s.cluster) as f:
-            m = re.search(r"^\s*pool_size:\s*(\d+)", f.read(), re.M)
-        return 2 * len(s.host_cnfs()) * (int(m.group(1)) if m else 8)
-
     def test_every_worker_held_odds_and_health_still_answer(self):
-        """More held bets than workers and the loops' room: every worker waits
-        on the lock and the rest queue for one; GET odds (its prebuilt
-        response, on the event loop) and GET /healthz still answer at once."""
+        """More held bets than workers, on an API server of this test's own
+        whose bets run on workers (loop_bets=0; on the loops, a user's bets
+        that wait there for a connection hold his turns instead, and the
+        workers stay free): every worker waits on the lock and the rest
+        queue for one; GET odds (its prebuilt response, on the event loop)
+        and GET /healthz still answer at once."""
+        from test_abuse import OwnServer
         workers = self.workers()
-        self.hold(workers + 8 + self.loop_room(), HOLD_S_ALL, want_running=workers, want_queued=1)
+        own = OwnServer({"loop_bets": 0})
+        try:
+            self.hold(workers + 8, HOLD_S_ALL, want_running=workers, want_queued=1, url=own.url)
+        finally:
+            own.stop()
 
 
 if __name__ == "__main__":
