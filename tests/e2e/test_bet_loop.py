@@ -23,7 +23,7 @@ import unittest
 import stack
 from client import Client
 from fixtures import new_company, new_match
-from test_me_loop import user_off_global_host
+from test_me_loop import loop_metrics, user_off_global_host
 
 FAST_S = 0.2  # a health check slower than this waited for something
 
@@ -31,22 +31,6 @@ FAST_S = 0.2  # a health check slower than this waited for something
 def log(msg):
     sys.stdout.write("    [bet-loop] %s\n" % msg)
     sys.stdout.flush()
-
-
-def loop_metrics(url):
-    """{(name, outcome): count} of the loops' counters in url's /metrics."""
-    r = Client(url).get("/metrics", timeout=5)
-    r.expect(200, msg="GET /metrics")
-    out = {}
-    for line in r.text.splitlines():
-        m = re.match(r'(betcity_loop_(?:reads|marks)_total)\{.*outcome="(\w+)"\} (\S+)$', line)
-        if m:
-            out[(m.group(1), m.group(2))] = int(float(m.group(3)))
-    want = {("betcity_loop_reads_total", "answered"), ("betcity_loop_reads_total", "to_worker"),
-            ("betcity_loop_marks_total", "set"), ("betcity_loop_marks_total", "failed")}
-    if not want <= set(out):
-        raise AssertionError("%s/metrics lacks %s" % (url, sorted(want - set(out))))
-    return out
 
 
 def bet(c, match, pick, stake):

@@ -12,6 +12,7 @@ pid). Prints its figures (lines "[me-loop] ...").
 """
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -31,19 +32,26 @@ def log(msg):
     sys.stdout.flush()
 
 
-def loop_reads(url):
-    """{outcome: count} of betcity_loop_reads_total in url's /metrics."""
+def loop_metrics(url):
+    """{(name, outcome): count} of the loops' counters (betcity_loop_reads_total,
+    betcity_loop_marks_total) in url's /metrics; each outcome must be there."""
     r = Client(url).get("/metrics", timeout=5)
     r.expect(200, msg="GET /metrics")
     out = {}
     for line in r.text.splitlines():
-        if line.startswith("betcity_loop_reads_total{"):
-            head, _, value = line.rpartition(" ")
-            outcome = head.split('outcome="', 1)[1].split('"', 1)[0]
-            out[outcome] = int(float(value))
-    if set(out) != {"answered", "to_worker"}:
-        raise AssertionError("%s/metrics: betcity_loop_reads_total has %s" % (url, sorted(out)))
+        m = re.match(r'(betcity_loop_(?:reads|marks)_total)\{.*outcome="(\w+)"\} (\S+)$', line)
+        if m:
+            out[(m.group(1), m.group(2))] = int(float(m.group(3)))
+    want = {("betcity_loop_reads_total", "answered"), ("betcity_loop_reads_total", "to_worker"),
+            ("betcity_loop_marks_total", "set"), ("betcity_loop_marks_total", "failed")}
+    if not want <= set(out):
+        raise AssertionError("%s/metrics lacks %s" % (url, sorted(want - set(out))))
     return out
+
+
+def loop_reads(url):
+    """{outcome: count} of betcity_loop_reads_total in url's /metrics."""
+    return {o: n for (name, o), n in loop_metrics(url).items() if name == "betcity_loop_reads_total"}
 
 
 def user_off_global_host(s, co):
