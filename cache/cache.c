@@ -310,15 +310,16 @@ static int is_lease(const char *v, size_t len)
 }
 
 /* Fills under the lease we hold: load, then cas against our marker. */
-static int fill_leased(memcached_st *m, struct server *s, const char *key,
-                       const char *marker, uint32_t ttl_s, cache_fill_fn fill,
-                       void *arg, char **value, size_t *len)
+static int fill_leased(struct cache *c, memcached_st *m, struct server *s,
+                       const char *key, const char *marker, int near, uint32_t ttl_s,
+                       cache_fill_fn fill, void *arg, char **value, size_t *len)
 {
     const char *keys[1] = {key};
     size_t klen[1] = {strlen(key)};
     memcached_return_t rc;
     memcached_result_st *res;
     uint64_t cas = 0;
+    int64_t t0;
     int mine = 0, frc;
 
     /* The CAS id of our marker: if it is not our marker any more, we lost it. */
@@ -335,14 +336,22 @@ static int fill_leased(memcached_st *m, struct server *s, const char *key,
     }
     if (is_failure(rc) && rc != MEMCACHED_END)
         cache__server_failed(s);
+    t0 = cache__now_ms();
     frc = fill(arg, value, len);
     if (frc < 0 || !mine)
         return frc;
     rc = memcached_cas(m, key, strlen(key), *value, *len, (time_t)ttl_s, 0, cas);
-    if (rc == MEMCACHED_SUCCESS)
+    if (rc == MEMCACHED_SUCCESS) {
         atomic_fetch_add(&s->fills, 1);
-    else if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND ||
-             rc == MEMCACHED_NOTSTORED)
+        /*
+         * Stored under our lease: no invalidation came between the read and
+         * the store, so the value may be kept near as a hit's is (from the
+         * read's start, not its end).
+         */
+        if (near)
+            near_put(c, key, *value, *len, t0 + CACHE_NEAR_MS);
+    } else if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND ||
+               rc == MEMCACHED_NOTSTORED)
         atomic_fetch_add(&s->fill_races, 1); /* invalidated meanwhile: not stored */
     else
         cache__server_failed(s);
@@ -419,7 +428,8 @@ int cache_get(struct cache *c, const char *key, int near, uint32_t ttl_s,
         snprintf(marker, sizeof(marker), LEASE_PREFIX "%016" PRIx64, tok);
         rc = memcached_add(m, key, strlen(key), marker, strlen(marker), LEASE_TTL_S, 0);
         if (rc == MEMCACHED_SUCCESS)
-            return fill_leased(m, s, key, marker, ttl_s, fill, arg, value, len);
+            return fill_leased(c, m, s, key, marker, near, ttl_s, fill, arg, value,
+                               len);
         if (is_failure(rc)) {
             cache__server_failed(s);
             return fill(arg, value, len);

@@ -52,8 +52,11 @@ int cache_create(const struct shardmap_conf *conf, uint32_t timeout_ms,
 void cache_destroy(struct cache *cache);
 
 /*
- * Read-through get. near: also use the per-process near-cache. ttl_s: how
- * long memcached keeps a fill. On success *value is malloc'd (caller frees).
+ * Read-through get. near: also use the per-process near-cache, and keep
+ * there what memcached returned or what a fill stored under its lease (not
+ * a fill that lost its lease to an invalidation, nor one made without the
+ * cache). ttl_s: how long memcached keeps a fill. On success *value is
+ * malloc'd (caller frees).
  */
 int cache_get(struct cache *cache, const char *key, int near, uint32_t ttl_s,
               cache_fill_fn fill, void *arg, char **value, size_t *len);

@@ -2,7 +2,8 @@
  * test_cache_int.c: the read-through cache against the stack's real
  * memcached servers: fills, the lease against a racing invalidation, a herd
  * on one cold key, a stopped server (breaker), and libmemcached's own memcat
- * finding what the cache stored; the event loops' non-blocking marks.
+ * finding what the cache stored; what the near-cache keeps of a fill; the
+ * event loops' non-blocking marks.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -110,6 +111,7 @@ struct slow_reader {
     struct cache *cache;
     const char *key;
     struct filler fl;
+    int near;
     char *got;
 };
 
@@ -118,7 +120,7 @@ static void *slow_main(void *arg)
     struct slow_reader *r = arg;
     size_t len;
 
-    if (cache_get(r->cache, r->key, 0, 60, fill, &r->fl, &r->got, &len) != 0)
+    if (cache_get(r->cache, r->key, r->near, 60, fill, &r->fl, &r->got, &len) != 0)
         r->got = NULL;
     return NULL;
 }
@@ -156,6 +158,75 @@ static void test_slow_fill_racing_invalidation_never_wins(void **state)
         races_after += after.server[i].fill_races;
     }
     assert_int_equal(races_after - races_before, 1);
+}
+
+/* 1 when key is in the near-cache with want; 0 when it is not there. */
+static int near_has(struct cache *c, const char *key, const char *want)
+{
+    char *v = NULL;
+    size_t len;
+    int has;
+
+    if (!cache_near(c, key, &v, &len))
+        return 0;
+    has = len == strlen(want) && memcmp(v, want, len) == 0;
+    free(v);
+    assert_true(has); /* never another value */
+    return 1;
+}
+
+/*
+ * A fill stored under its lease is kept near, as a hit is: the next read on
+ * this process costs no memcached round trip. A fill that lost its lease to
+ * an invalidation is not, and a delete drops the near copy.
+ */
+static void test_near_keeps_what_its_lease_stored(void **state)
+{
+    struct fixture *f = *state;
+    struct filler fl = {.value = "{\"odds\":180}"};
+    struct slow_reader r = {
+        .cache = f->cache, .fl = {.value = "old", .delay_us = 300000}, .near = 1};
+    struct cache_stats before, after;
+    char key[128], raced[128], *v = NULL;
+    size_t len;
+    pthread_t t;
+
+    snprintf(key, sizeof(key), "%s:nearfill", f->prefix);
+    assert_int_equal(near_has(f->cache, key, ""), 0);
+    assert_int_equal(cache_get(f->cache, key, 1, 60, fill, &fl, &v, &len), 0);
+    assert_string_equal(v, "{\"odds\":180}");
+    free(v);
+    assert_int_equal(atomic_load(&fl.calls), 1);
+    assert_int_equal(near_has(f->cache, key, "{\"odds\":180}"), 1);
+    /* The next read is a near hit: no memcached hit, no fill. */
+    cache_stats(f->cache, &before);
+    assert_int_equal(cache_get(f->cache, key, 1, 60, fill, &fl, &v, &len), 0);
+    free(v);
+    cache_stats(f->cache, &after);
+    assert_int_equal(after.near_hits - before.near_hits, 1);
+    for (uint32_t i = 0; i < after.nserver; i++)
+        assert_int_equal(after.server[i].hits, before.server[i].hits);
+    assert_int_equal(atomic_load(&fl.calls), 1);
+    /* A delete drops it. */
+    cache_delete(f->cache, key);
+    assert_int_equal(near_has(f->cache, key, ""), 0);
+
+    /* A fill invalidated while it read: neither memcached nor near keep it. */
+    snprintf(raced, sizeof(raced), "%s:nearrace", f->prefix);
+    r.key = raced;
+    assert_int_equal(pthread_create(&t, NULL, slow_main, &r), 0);
+    usleep(100000);
+    cache_delete(f->cache, raced);
+    pthread_join(t, NULL);
+    assert_non_null(r.got);
+    assert_string_equal(r.got, "old");
+    free(r.got);
+    assert_int_equal(near_has(f->cache, raced, ""), 0);
+    /* A fill without near (near = 0) is not kept near either. */
+    fl.value = "plain";
+    snprintf(raced, sizeof(raced), "%s:nearoff", f->prefix);
+    free(get(f->cache, raced, &fl));
+    assert_int_equal(near_has(f->cache, raced, ""), 0);
 }
 
 struct herd {
@@ -536,6 +607,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_through_fills_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_fill_racing_invalidation_never_wins,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_near_keeps_what_its_lease_stored, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_herd_on_cold_key_costs_one_fill, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_memcat_finds_what_the_cache_stored, setup,
