@@ -1,0 +1,528 @@
+"""tools/bench/scale_steps.py: the steps of tools/bench/scale (make bench-scale),
+which imports them and describes the bench, its environment and its report.
+Here: the settings (SCALE_*), the stack, the data (companies, fillscale, the
+standings aggregates, quiet hosts), the load (loadgen, the API logs, the API
+servers' VmRSS), the settlement and the standings."""
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import random
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+DEVSTACK = os.path.join(ROOT, "tools", "devstack")
+
+
+def env_int(name, default):
+    return int(os.environ.get(name, str(default)))
+
+
+USERS = env_int("SCALE_USERS", 1000000)
+BETS = env_int("SCALE_BETS", 10000000)
+SHARDS = env_int("SCALE_SHARDS", 1024)
+FIRST_USERS = min(env_int("SCALE_FIRST_USERS", 10000), USERS // 2)
+RATE = env_int("SCALE_RATE", 60)
+SECONDS = env_int("SCALE_SECONDS", 60)
+LOAD_USERS = env_int("SCALE_LOAD_USERS", 100)
+KICKOFF = env_int("SCALE_KICKOFF", 60)
+SETTLE_TIMEOUT = env_int("SCALE_SETTLE_TIMEOUT", 900)
+STANDINGS_TIMEOUT = env_int("SCALE_STANDINGS_TIMEOUT", 600)
+PER_HOST = env_int("SCALE_PER_HOST", 1)
+QUIET_TIMEOUT = env_int("SCALE_QUIET_TIMEOUT", 300)
+QUIET_HISTORY = 1000  # undo logs the purge may have left before a measurement
+# Each MariaDB's buffer pool: sized for the data's hot part, as a production
+# server is (devstack's 128M default is for small test stacks).
+BUFFER_POOL = os.environ.get("SCALE_BUFFER_POOL", "2G")
+# Each MariaDB's redo log (innodb_log_file_size).
+REDO = os.environ.get("SCALE_REDO", "256M")
+FILL_FLAGS = shlex.split(os.environ.get("SCALE_FILL_FLAGS", ""))
+PASSWORD = "scale-password"  # fillscale's default
+STRIDE = 1000003  # fillscale's: user i sits at (i * STRIDE) mod USERS
+MIX = "bet=50,me=50"
+STARTS = 3  # devstack start attempts (shardctl init resumes; see start_stack)
+
+
+def say(msg):
+    sys.stderr.write("bench-scale: %s\n" % msg)
+    sys.stderr.flush()
+
+
+class Failed(Exception):
+    pass
+
+
+_children = []  # fillscale runs, killed on exit
+
+
+# ---------------------------------------------------------------- the stack
+
+def start_stack(work):
+    """devstack start with SCALE_SHARDS; (dir, seconds, attempts). devstack
+    gives `shardctl init` 120 s, which 1024 shards can exceed on a small
+    machine: init is idempotent and resumes, so start is run again."""
+    d = os.path.join(work, "stack")
+    env = dict(os.environ, BC_SHARDS=str(SHARDS), BC_PREFIX="bc", BC_API_SERVERS="2",
+               BC_REPLICAS=os.environ.get("BC_REPLICAS", "0"),
+               BC_DB_BUFFER_POOL=BUFFER_POOL, BC_DB_REDO=REDO)
+    for k in ("BC_STACK_DIR", "STACK_DIR"):
+        env.pop(k, None)
+    t0 = time.time()
+    for attempt in range(1, STARTS + 1):
+        log = os.path.join(work, "start.%d.log" % attempt)
+        with open(log, "w") as f:
+            p = subprocess.run([DEVSTACK, "start", "--dir", d], stdout=f, stderr=subprocess.STDOUT, env=env)
+        if p.returncode == 0:
+            return d, time.time() - t0, attempt
+        with open(log) as f:
+            text = f.read()
+        if "shardctl init failed" not in text or attempt == STARTS:
+            sys.stderr.write(text[-3000:])
+            raise Failed("the stack did not start")
+        say("shardctl init did not finish within devstack's limit (attempt %d, %.0f s so far):"
+            " starting again, init resumes" % (attempt, time.time() - t0))
+    raise Failed("unreachable")
+
+
+def stop_stack(work):
+    d = os.path.join(work, "stack")
+    if os.path.isfile(os.path.join(d, ".devstack")):
+        t0 = time.time()
+        p = subprocess.run([DEVSTACK, "stop", "--dir", d, "--clean"], capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.stderr.write(p.stdout + p.stderr)
+        say("stack stopped and removed in %.0f s" % (time.time() - t0))
+
+
+def use_stack(d):
+    """Points tests/e2e's and tests/reshard's helpers at the stack in d."""
+    os.environ["BC_STACK_DIR"] = d
+    os.environ["BC_CLUSTER"] = os.path.join(d, "cluster.yaml")
+    os.environ["BC_DEVSTACK"] = DEVSTACK
+    for k in ("BC_API_URL", "BC_API_URLS", "BC_ADMIN_EMAIL", "BC_ADMIN_PASSWORD"):
+        os.environ.pop(k, None)
+    sys.path.insert(0, os.path.join(ROOT, "tests", "reshard"))
+    sys.dont_write_bytecode = True
+    import harness
+    return harness
+
+
+def pids_of(d, prefix, pidfile):
+    """{server: pid} of the stack's servers whose name starts with prefix."""
+    out = {}
+    for name in sorted(os.listdir(d)):
+        path = os.path.join(d, name, pidfile)
+        if name.startswith(prefix) and os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    out[name] = int(f.read().strip())
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def proc_kb(pid, field):
+    """VmRSS, VmHWM, … of a process in kB; None when it is gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def du_bytes(path):
+    p = subprocess.run(["du", "-sb", path], capture_output=True, text=True)
+    return int(p.stdout.split()[0]) if p.returncode == 0 and p.stdout else 0
+
+
+def binlog_bytes(datadir):
+    return sum(os.path.getsize(os.path.join(datadir, f)) for f in os.listdir(datadir)
+               if re.match(r"binlog\.\d+$", f))
+
+
+def storage(d):
+    """{host: (datadir bytes, binlog bytes, schemas' bytes, mariadbd VmRSS kB)}:
+    the schemas are the tables' files (bc_*), the rest of the datadir is
+    the system tablespace, undo and redo logs and the binlog."""
+    out = {}
+    for host, pid in pids_of(d, "db", "mysqld.pid").items():
+        data = os.path.join(d, host, "data")
+        schemas = [os.path.join(data, x) for x in os.listdir(data) if x.startswith("bc_")]
+        p = subprocess.run(["du", "-sbc"] + schemas, capture_output=True, text=True)
+        tables = int(p.stdout.splitlines()[-1].split()[0]) if p.returncode == 0 and p.stdout else 0
+        out[host] = (du_bytes(data), binlog_bytes(data), tables, proc_kb(pid, "VmRSS") or 0)
+    return out
+
+
+# ---------------------------------------------------------------- the data
+
+def tournament():
+    """The 72 group matches of tools/seed (etc/demo/worldcup2026.json), from
+    tomorrow; the first one kicks off KICKOFF s from now."""
+    import datetime
+    loader = importlib.machinery.SourceFileLoader("bc_seed", os.path.join(ROOT, "tools", "seed"))
+    spec = importlib.util.spec_from_loader("bc_seed", loader)
+    seed = importlib.util.module_from_spec(spec)
+    loader.exec_module(seed)
+    tomorrow = datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=1)
+    matches = seed.tournament(seed.DATA, tomorrow)
+    matches[0]["kickoff"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + KICKOFF))
+    return matches
+
+
+def company_sizes(n):
+    """Skewed: 10 companies of 5 % of the users, 90 of 0.5 %, the rest in
+    companies of about 100; (size, teams) each."""
+    sizes = [(max(1, round(n * 0.05)), 8)] * 10 + [(max(1, round(n * 0.005)), 4)] * 90
+    rest = n - sum(s for s, _ in sizes)
+    if rest < 1:
+        raise Failed("SCALE_USERS=%d is too small for the companies' plan" % n)
+    nsmall = max(1, rest // 100)
+    sizes += [(rest // nsmall + (1 if i < rest % nsmall else 0), 2) for i in range(nsmall)]
+    return sizes
+
+
+def make_companies(h, work):
+    """The fill's companies and teams, in SQL in the global schema (as the
+    API would insert them); writes fillscale's plan; returns [(id, size, teams)]."""
+    g = h.global_schema()
+    sizes = company_sizes(USERS)
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    rng = random.Random(7)
+    tag = "%x" % int(time.time())
+    rows = ["('Scale Co %d', 'scale-%s-%d', '%s')" % (i + 1, tag, i + 1,
+                                                      "".join(rng.choice(alphabet) for _ in range(10)))
+            for i in range(len(sizes))]
+    h.sql("db1", "INSERT INTO `%s`.companies (name, slug, join_code) VALUES %s" % (g, ",".join(rows)))
+    ids = {slug: int(i) for i, slug in h.sql("db1", "SELECT id, slug FROM `%s`.companies WHERE slug LIKE 'scale-%s-%%'"
+                                                    % (g, tag))}
+    cos = [ids["scale-%s-%d" % (tag, i + 1)] for i in range(len(sizes))]
+    teams = ["(%d, 'Team %d-%d')" % (c, k + 1, t + 1) for k, (c, (_, nt)) in enumerate(zip(cos, sizes))
+             for t in range(nt)]
+    h.sql("db1", "INSERT INTO `%s`.teams (company_id, name) VALUES %s" % (g, ",".join(teams)))
+    by_co = {}
+    for tid, cid in h.sql("db1", "SELECT id, company_id FROM `%s`.teams WHERE company_id BETWEEN %d AND %d ORDER BY id"
+                                 % (g, min(cos), max(cos))):
+        by_co.setdefault(int(cid), []).append(int(tid))
+    plan = [(c, size, by_co.get(c, [])) for c, (size, _) in zip(cos, sizes)]
+    with open(os.path.join(work, "plan.txt"), "w") as f:
+        f.write("# company ID SIZE TEAMS (written by tools/bench/scale)\n")
+        for c, size, ts in plan:
+            f.write("company %d %d %s\n" % (c, size, ",".join(map(str, ts))))
+    return plan
+
+
+def member_of(plan, company_index):
+    """The number of a fill user seated in the plan's company_index (as fillscale seats them)."""
+    start = sum(size for _, size, _ in plan[:company_index])
+    end = start + plan[company_index][1]
+    for i in range(USERS):
+        if start <= i * STRIDE % USERS < end:
+            return i
+    raise Failed("no user in company %d" % plan[company_index][0])
+
+
+def fill(h, work, plan, matches, lo, hi):
+    """fillscale for users lo .. hi-1; its JSON figures."""
+    argv = [h.tool("fillscale"), "-c", h.stack.get().cluster, "--plan", os.path.join(work, "plan.txt"),
+            "--users", str(USERS), "--bets", str(BETS), "--from", str(lo), "--to", str(hi),
+            "--match", ",".join(str(m["id"]) for m in matches), "--per-host", str(PER_HOST),
+            "--json"] + FILL_FLAGS
+    say("fillscale: users %d..%d of %d (%s)" % (lo, hi - 1, USERS, " ".join(FILL_FLAGS) or "binlog, fence check"))
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    _children.append(p)
+    out, _ = p.communicate()
+    if p.returncode != 0:
+        raise Failed("fillscale failed (exit %s): %s" % (p.returncode, out[-1000:]))
+    rep = json.loads(out.strip().splitlines()[-1])
+    say("fillscale: %d rows in %.1f s (%.0f rows/s): %s" % (
+        rep["rows"], rep["seconds"], rep["rows_per_s"],
+        ", ".join("%s %.0f rows/s" % (x["host"], x["rows_per_s"]) for x in rep["hosts"])))
+    return rep
+
+
+def rebuild_standings(h):
+    """The fill writes users straight into the shards; the API keeps each
+    shard's standings aggregates (members, points per company and team) in
+    the same transactions, so they are made here as the API would have:
+    bcadmin rebuild-standings. Seconds."""
+    t0 = time.time()
+    p = subprocess.run([h.tool("bcadmin"), "-c", h.stack.get().cluster, "rebuild-standings"],
+                       capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        raise Failed("bcadmin rebuild-standings failed: %s" % (p.stdout + p.stderr)[-1000:])
+    say("standings aggregates rebuilt in %.1f s" % (time.time() - t0))
+    return time.time() - t0
+
+
+def innodb_state(h):
+    """{host: (checkpoint age, its adaptive flushing's low-water mark, history
+    list length)} of every MariaDB host, in bytes and undo logs."""
+    out = {}
+    for host in h.hosts():
+        rows = dict(h.sql(host, "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                                "WHERE VARIABLE_NAME IN ('INNODB_CHECKPOINT_AGE', 'INNODB_HISTORY_LIST_LENGTH')"))
+        size, lwm = h.sql(host, "SELECT @@innodb_log_file_size, @@innodb_adaptive_flushing_lwm")[0]
+        out[host] = (int(rows.get("INNODB_CHECKPOINT_AGE") or 0), int(int(size) * float(lwm) / 100),
+                     int(rows.get("INNODB_HISTORY_LIST_LENGTH") or 0))
+    return out
+
+
+def wait_quiet(h, label):
+    """Waits (at most SCALE_QUIET_TIMEOUT s) until no MariaDB host is still
+    working off the fill: its checkpoint age at or under the low-water mark of
+    adaptive flushing (above it the page cleaners write back the fill's pages
+    at full speed) and its purge caught up. A latency measured in that
+    aftermath is the bulk load's, not the data size's. {waited_s, quiet,
+    checkpoint_age_mb}."""
+    t0 = time.time()
+    while True:
+        st = innodb_state(h)
+        quiet = all(age <= lwm and hist <= QUIET_HISTORY for age, lwm, hist in st.values())
+        if quiet or time.time() - t0 >= QUIET_TIMEOUT:
+            break
+        time.sleep(2)
+    waited = time.time() - t0
+    ages = {host: round(age / 1048576.0, 1) for host, (age, _, _) in st.items()}
+    say("%s: the hosts %s after %.0f s (checkpoint age, MB: %s)" % (
+        label, "are quiet" if quiet else "are still busy (SCALE_QUIET_TIMEOUT)", waited,
+        ", ".join("%s %.1f" % kv for kv in sorted(ages.items()))))
+    return {"waited_s": round(waited, 1), "quiet": quiet, "checkpoint_age_mb": ages}
+
+
+def count_rows(h):
+    """(users, bets, ledger) rows in every shard."""
+    rows = h.stack.get().sql_all_shards(
+        "SELECT (SELECT COUNT(*) FROM {s}.users), (SELECT COUNT(*) FROM {s}.bets), (SELECT COUNT(*) FROM {s}.ledger)")
+    return tuple(sum(int(r[i]) for r in rows) for i in range(3))
+
+
+# ---------------------------------------------------------------- load
+
+def loadgen_run(h, co, others, duration):
+    """A loadgen of MIX on the other matches; its Proc (harness.Loadgen)."""
+    return h.Loadgen(co, ",".join(str(m["id"]) for m in others), LOAD_USERS, duration=duration, rate=RATE,
+                     mix=MIX, prefix="scale.load")
+
+
+def loadgen_figures(rep):
+    ops = rep.get("ops") or {}
+    st = rep.get("status_counts") or {}
+    out = {"rps": rep.get("rps"), "status": {k: v for k, v in st.items() if v},
+           "transport_errors": rep.get("transport_errors")}
+    for op in ("bet", "me"):
+        o = ops.get(op) or {}
+        out[op] = {k: o.get(k) for k in ("count", "ok", "p50_ms", "p99_ms", "max_ms")}
+    out["5xx"] = sum(int(v) for k, v in st.items() if k.startswith("5"))
+    return out
+
+
+def measure(h, co, others, label):
+    say("%s: loadgen %d s at %d req/s (%s), %d users" % (label, SECONDS, RATE, MIX, LOAD_USERS))
+    lg = loadgen_run(h, co, others, SECONDS)
+    if lg.wait(SECONDS + 300) != 0:
+        raise Failed("loadgen failed:\n" + lg.describe())
+    reps = [e for e in h.parse_events(lg.out) if "ops" in e]
+    if not reps:
+        raise Failed("loadgen printed no report:\n" + lg.describe())
+    return loadgen_figures(reps[-1])
+
+
+def api_logs(d):
+    return sorted(os.path.join(d, n, "api.log") for n in os.listdir(d)
+                  if re.match(r"api\d+$", n) and os.path.isfile(os.path.join(d, n, "api.log")))
+
+
+def log_sizes(d):
+    return {p: os.path.getsize(p) for p in api_logs(d)}
+
+
+# "api1 [127.0.0.1 ]GET /path 200 1.234ms[ aborted]": the client's address
+# came with the escaped access log.
+ACCESS_LINE = re.compile(r"^\S+ (?:\S+ )?[A-Z]+ \S+ (\d{3}) [0-9.]+ms")
+
+
+def log_lines(since):
+    """(5xx access lines, other lines: the servers' messages) written to the
+    API logs after the offsets in since."""
+    bad, other = [], []
+    for path, off in since.items():
+        name = os.path.basename(os.path.dirname(path))
+        with open(path, "rb") as f:
+            f.seek(off)
+            for raw in f:
+                line = raw.decode("utf-8", "replace").strip()
+                m = ACCESS_LINE.match(line)
+                if m is None:
+                    other.append("%s: %s" % (name, line))
+                elif m.group(1).startswith("5"):
+                    bad.append("%s: %s" % (name, line))
+    return bad, other
+
+
+class RssSampler(threading.Thread):
+    """VmRSS of the API servers every 0.5 s until stop(): the peak per server."""
+
+    def __init__(self, pids):
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.peak = {n: 0 for n in pids}
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            for n, pid in self.pids.items():
+                self.peak[n] = max(self.peak[n], proc_kb(pid, "VmRSS") or 0)
+            self.done.wait(0.5)
+
+    def stop(self):
+        self.done.set()
+        self.join(5)
+        return dict(self.peak)
+
+
+# ---------------------------------------------------------------- settlement, standings
+
+def wait_kickoff(h, big):
+    """A score may be posted only after kickoff."""
+    left = h.fixtures.parse_time(big["kickoff"]) + 1 - time.time()
+    if left > 0:
+        say("waiting %.0f s for the kickoff of match %s" % (left, big["id"]))
+        time.sleep(left)
+
+
+def settle(admin, big, during):
+    """Posts the first match's result and polls its settlement every 0.5 s;
+    (seconds until every shard was settled, seconds until the job was done,
+    settlement, the time of the first answer with every shard settled). The
+    job reports every shard settled, then recomputes the standings, then is
+    done: the standings are timed from the first of those."""
+    during["t_post"] = t0 = time.time()
+    admin.post("/v1/matches/%s/result" % big["id"], {"home_goals": 2, "away_goals": 1}).expect(202, msg="post result")
+    last, next_say, t_shards = None, t0 + 10, None
+    while time.time() - t0 < SETTLE_TIMEOUT:
+        r = admin.get("/v1/matches/%s/settlement" % big["id"], timeout=30)
+        if r.status == 200 and r.json:
+            last = r.json
+            if t_shards is None and last.get("shards_total") and \
+                    last.get("shards_done") == last.get("shards_total"):
+                t_shards = time.time()
+            if last.get("state") == "done":
+                now = time.time()
+                return (t_shards or now) - t0, now - t0, last, t_shards or now
+        if time.time() > next_say:
+            say("settlement: %s" % (json.dumps(last) if last else r.describe(200)))
+            next_say = time.time() + 30
+        time.sleep(0.5)
+    raise Failed("the settlement was not done within %d s: %s" % (SETTLE_TIMEOUT, json.dumps(last)))
+
+
+def expected_points(h, company):
+    """From SQL after the settlement: the global maximum of users.points, the
+    company's maximum, points per company, and per team of the company."""
+    st = h.stack.get()
+    top = max(int(r[0] or 0) for r in st.sql_all_shards("SELECT MAX(points) FROM {s}.users"))
+    ctop = max(int(r[0] or 0) for r in st.sql_all_shards(
+        "SELECT MAX(points) FROM {s}.users WHERE company_id = %d" % company))
+    per_co, per_team = {}, {}
+    for c, p in st.sql_all_shards("SELECT company_id, SUM(points) FROM {s}.users GROUP BY company_id"):
+        per_co[int(c)] = per_co.get(int(c), 0) + int(p)
+    for t, p in st.sql_all_shards("SELECT team_id, SUM(points) FROM {s}.users WHERE company_id = %d"
+                                  " AND team_id IS NOT NULL GROUP BY team_id" % company):
+        per_team[int(t)] = per_team.get(int(t), 0) + int(p)
+    return top, ctop, per_co, per_team
+
+
+def standings_paths(company):
+    """{name: (path, query)} of the four standings, read as a member of company."""
+    return {
+        "users": ("/v1/standings/users", None),
+        "users in the company": ("/v1/standings/users", {"company": str(company)}),
+        "teams of the company": ("/v1/standings/teams", {"company": str(company)}),
+        "companies": ("/v1/standings/companies", None),
+    }
+
+
+def standings_checks(exp):
+    """{name: check(body) -> bool}: the standing shows the settled points."""
+    top, ctop, per_co, per_team = exp
+
+    def first_points(want):
+        return lambda j: bool(j.get("items")) and int(j["items"][0]["points"]) == want
+
+    def companies(j):
+        items = j.get("items") or []
+        return bool(items) and any(int(x["points"]) for x in items) and all(
+            int(x["points"]) == per_co.get(int(x["company_id"]), 0) for x in items)
+
+    def teams(j):
+        items = j.get("items") or []
+        return bool(items) and all(int(x["points"]) == per_team.get(int(x["team_id"]), 0) for x in items)
+
+    return {"users": first_points(top), "users in the company": first_points(ctop),
+            "teams of the company": teams, "companies": companies}
+
+
+class StandingsPoller(threading.Thread):
+    """Reads the four standings every 0.5 s from the result's post on, and
+    keeps each distinct answer with the time it was first seen, so that the
+    expected values can be computed in SQL meanwhile without delaying the
+    first observation."""
+
+    def __init__(self, member, paths):
+        super().__init__(daemon=True)
+        self.member, self.paths = member, paths
+        self.seen = {n: [] for n in paths}  # name -> [(time, body bytes)]
+        self.last = {}
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            for name, (path, query) in self.paths.items():
+                try:
+                    r = self.member.get(path, query=query, timeout=30)
+                except Exception as e:  # noqa: BLE001 -- a failed read is kept as the last answer
+                    self.last[name] = str(e)
+                    continue
+                self.last[name] = r.describe(300)
+                with self.lock:
+                    if r.status == 200 and (not self.seen[name] or self.seen[name][-1][1] != r.body):
+                        self.seen[name].append((time.time(), r.body))
+            self.done.wait(0.5)
+
+    def answers(self, name):
+        with self.lock:
+            return list(self.seen[name])
+
+    def stop(self):
+        self.done.set()
+        self.join(60)
+
+
+def wait_standings(poller, checks):
+    """When each standing first showed the settlement (time.time())."""
+    seen, tried = {}, {n: 0 for n in checks}
+    deadline = time.time() + STANDINGS_TIMEOUT
+    while len(seen) < len(checks) and time.time() < deadline:
+        for name, ok in checks.items():
+            answers = poller.answers(name) if name not in seen else []
+            for t, body in answers[tried[name]:]:
+                if ok(json.loads(body)):
+                    seen[name] = t
+                    break
+            tried[name] = len(answers)
+        time.sleep(0.2)
+    for name in checks:
+        if name not in seen:
+            say("standings %s: not as expected after %d s: %s" % (name, STANDINGS_TIMEOUT, poller.last.get(name)))
+    return seen
