@@ -13,8 +13,8 @@
  *
  * A run settles the shards in parallel by host: one thread per host of the
  * map walks that host's shards that have no guard row yet. A shard is
- * settled in batches of at most SETTLE_BATCH bets, each one transaction on
- * the shard: lock the next open bets of the match (in id order), write
+ * settled in batches of at most 2,000 bets (api_settle_batch.c), each one
+ * transaction on the shard: lock the next open bets of the match (in id order), write
  * their ledger rows, credit their users' balances and points, update the
  * standings aggregates (api_standings_batch), mark the bets won, lost or
  * void. A bet's status, its ledger row and its credit commit together, and
@@ -32,9 +32,11 @@
  *
  * Progress: a run recounts the shards (guard rows, bets of the match, bets
  * no longer open) when it claims the job, reports what its batches settled
- * with each renewal, writes the recount once every shard is settled (before
- * the standings are recomputed: shards_done = shards_total while the job is
- * still running), and the final counts when it finishes it.
+ * with each renewal, writes the recount once every shard is settled (while
+ * the standings are recomputed, or before: shards_done = shards_total while
+ * the job is still running), and the final counts when it finishes it. When
+ * the run's own hosts settled every shard that was left, the standings'
+ * recomputation starts beside that last recount, not after it.
  *
  * Every thread here is background work (router_background()): its own
  * pools and deadlines, and a slow batch never marks a host down.
@@ -53,15 +55,6 @@
 #include "api/api_int.h"
 #include "catalog/catalog.h"
 
-/*
- * Bets per transaction. A batch locks its bets and their users' rows until
- * it commits, and a user betting on another match waits for that: 2,000
- * bets commit in 0.1-0.2 s on the local stack (2 cores, 3 hosts), and the
- * transaction's undo, binlog event and semi-synchronous acknowledgement
- * stay small (a few hundred KB), while a million bets of one shard still
- * take only 500 transactions of five round trips each.
- */
-#define SETTLE_BATCH 2000
 /*
  * The lease and its renewal, on the global host's clock. Renewing every
  * second costs one small UPDATE per running job; a 5 s lease survives four
@@ -111,6 +104,7 @@ struct settle_run {
     /* Settled since the last report: added by the hosts, taken by renewals. */
     atomic_uint_fast64_t bets_new;
     atomic_uint shards_new;
+    atomic_uint shards_run;        /* settled by this run, never taken */
     atomic_int_fast64_t paused_ms; /* the hosts' pauses (settle_pause_pct) */
 };
 
@@ -137,187 +131,6 @@ static int run_stopping(struct settle_run *run)
     return atomic_load(&run->lost) || api_job_stopping(run->job);
 }
 
-/* ---- one batch ---------------------------------------------------------- */
-
-/*
- * The batch's bets, still open: match, lo, hi. Read over match_open, the
- * range this batch locked already: over the primary key, InnoDB would also
- * share-lock the other matches' bets with ids in [lo, hi] and wait for their
- * writers (another match's settlement).
- */
-#define BATCH                                                                          \
-    "%S.bets FORCE INDEX (match_open) WHERE match_id = %u AND status = 'open' AND "    \
-    "id BETWEEN %u AND %u"
-/* A bet's payout (the result twice), as docs/api.md defines it. */
-#define PAYOUT                                                                         \
-    "CASE WHEN %s = 'cancelled' THEN stake WHEN pick = %s THEN "                       \
-    "FLOOR(stake * odds / 100) ELSE 0 END"
-
-static int u64_cmp(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-/*
- * The distinct users of the locked bets (column 1 of ids), in id order, as
- * rows of a table value constructor, "(12),(15),(40)", into b: digits the
- * program wrote itself, for %R.
- */
-static int batch_users(const struct sql_rows *ids, struct sql_buf *b)
-{
-    uint64_t *u = malloc(ids->nrow * sizeof(*u));
-    char num[24];
-    int rc = 0, n;
-
-    if (u == NULL)
-        return -ENOMEM;
-    for (uint32_t i = 0; i < ids->nrow; i++)
-        u[i] = strtoull(sql_cell(ids, i, 1), NULL, 10);
-    qsort(u, ids->nrow, sizeof(*u), u64_cmp);
-    for (uint32_t i = 0; i < ids->nrow && rc == 0; i++) {
-        if (i > 0 && u[i] == u[i - 1])
-            continue;
-        n = snprintf(num, sizeof(num), "%s(%" PRIu64 ")", b->len > 0 ? "," : "", u[i]);
-        rc = sql_buf_add(b, num, (size_t)n);
-    }
-    free(u);
-    return rc;
-}
-
-/*
- * Settles the next open bets of the match on shard, at most SETTLE_BATCH,
- * in one transaction; when fewer were left, the same transaction inserts
- * the shard's guard row and *last is set. *n: bets settled. Returns 0 or a
- * router status (nothing of the batch stays then).
- */
-static int settle_batch(struct settle_run *run, uint32_t shard, uint64_t *n, int *last)
-{
-    const char *res = run->result;
-    struct sql_rows ids = {0}, rows = {0};
-    struct sql_buf users = {0};
-    struct router_txn *txn;
-    uint64_t lo = 0, hi = 0, m = run->match;
-    int rc;
-
-    *n = 0;
-    *last = 0;
-    if ((rc = router_txn_begin(run->router, shard, &txn)) < 0)
-        return rc;
-    /*
-     * The shard's fence once for the batch, not once a written row: a batch
-     * writes thousands (its bets, their users and ledger rows), and each
-     * row's own check cost about as much as writing it.
-     */
-    if ((rc = router_txn_fence(txn)) < 0) {
-        router_txn_rollback(txn);
-        return rc;
-    }
-    /*
-     * The index is forced: in id order over the primary key, InnoDB would
-     * lock every bet it scanned, of any match. Over match_open it locks
-     * these bets and, when it reaches the end of them, the gap after: no
-     * open bet of the match can be written until this commits.
-     */
-    rc = router_txn_exec(
-        txn, &ids,
-        "SELECT id, user_id FROM %S.bets FORCE INDEX (match_open) WHERE match_id = "
-        "%u AND status = 'open' ORDER BY id LIMIT %u FOR UPDATE",
-        m, (uint64_t)SETTLE_BATCH);
-    if (rc == 0 && ids.nrow > 0) {
-        lo = strtoull(sql_cell(&ids, 0, 0), NULL, 10);
-        hi = strtoull(sql_cell(&ids, ids.nrow - 1, 0), NULL, 10);
-        /*
-         * The users first, in id order, as every transaction that locks
-         * several does: the sorted ids drive primary-key lookups. (A join
-         * with the bets would lock them in the bets' order; an IN list may
-         * become a scan of the whole table, and lock every user of the
-         * shard.) Then one ledger row per paying bet, one credit per user.
-         */
-        rc = batch_users(&ids, &users);
-        /* Three statements: the API's account sends one a call. */
-        if (rc == 0)
-            rc = router_txn_exec(txn, NULL,
-                                 "WITH v (id) AS (VALUES %R) SELECT u.id FROM v "
-                                 "STRAIGHT_JOIN %S.users u ON u.id = v.id FOR UPDATE",
-                                 users.buf);
-        if (rc == 0)
-            rc = router_txn_exec(txn, NULL,
-                                 "INSERT INTO %S.ledger (user_id, delta, reason, "
-                                 "bet_id) SELECT user_id, p, %s, id FROM (SELECT "
-                                 "user_id, id, " PAYOUT " AS p FROM " BATCH
-                                 ") t WHERE p > 0 ORDER BY id",
-                                 run->reason, res, res, m, lo, hi);
-        if (rc == 0)
-            rc = router_txn_exec(
-                txn, NULL,
-                "UPDATE %S.users u JOIN (SELECT user_id, SUM(p) AS p, SUM(p - stake) "
-                "AS pts FROM (SELECT user_id, stake, " PAYOUT " AS p FROM " BATCH
-                ") t GROUP BY user_id) b ON u.id = b.user_id SET u.balance = "
-                "u.balance + b.p, u.points = u.points + b.pts",
-                res, res, m, lo, hi);
-    }
-    /* While the bets are still open with ids in [lo, hi]: its contract. */
-    if (rc == 0 && ids.nrow > 0)
-        rc = api_standings_batch(txn, m, res, lo, hi);
-    if (rc == 0 && ids.nrow > 0) {
-        rc = router_txn_exec(txn, &rows,
-                             "UPDATE %S.bets FORCE INDEX (match_open) SET status = "
-                             "CASE WHEN %s = 'cancelled' THEN 'void' WHEN pick = %s "
-                             "THEN 'won' ELSE 'lost' END, payout = " PAYOUT
-                             ", settled_at = NOW(3) WHERE match_id = %u AND status = "
-                             "'open' AND id BETWEEN %u AND %u",
-                             res, res, res, res, m, lo, hi);
-        if (rc == 0 && rows.affected != ids.nrow) {
-            api_log("settlement %" PRIu64 ": shard %u: %" PRIu64
-                    " bets changed of %u locked; rolled back",
-                    m, shard, rows.affected, ids.nrow);
-            rc = BC_EQUERY;
-        }
-    }
-    if (rc == 0 && ids.nrow < SETTLE_BATCH) {
-        /*
-         * No open bet is left, and none can be written while this holds its
-         * locks. The count is a plain read: a locking one would also lock
-         * the next match's first bet in the index, while this holds users.
-         */
-        sql_rows_free(&rows);
-        rc = router_txn_exec(txn, &rows,
-                             "SELECT COUNT(*) FROM %S.bets WHERE match_id = %u", m);
-        if (rc == 0)
-            rc = router_txn_exec(txn, NULL,
-                                 "INSERT INTO %S.settled_matches (match_id, result, "
-                                 "bets_settled) VALUES (%u, %s, %u)",
-                                 m, res, strtoull(sql_cell(&rows, 0, 0), NULL, 10));
-        if (rc == BC_EDUPKEY) {
-            /* Another runner (or the old code) finished it: keep its rows. */
-            if (ids.nrow > 0)
-                api_log("settlement %" PRIu64 ": shard %u has a guard row and %u "
-                        "open bets; left as they are",
-                        m, shard, ids.nrow);
-            router_txn_rollback(txn);
-            *last = 1;
-            rc = 0;
-            goto out;
-        }
-        *last = 1;
-    }
-    if (rc < 0) {
-        router_txn_rollback(txn);
-        goto out;
-    }
-    if ((rc = router_txn_commit(txn)) == 0)
-        *n = ids.nrow;
-out:
-    sql_rows_free(&ids);
-    sql_rows_free(&rows);
-    sql_buf_deinit(&users);
-    if (rc < 0)
-        *last = 0;
-    return rc;
-}
-
 /* Settles shard to its guard row; -ECANCELED when the run stops first. */
 static int settle_shard(struct settle_run *run, uint32_t shard)
 {
@@ -332,7 +145,8 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
         int64_t t0 = sql_now_ms();
         do {
             seen = router_map_version(run->router);
-            rc = settle_batch(run, shard, &n, &last);
+            rc = api_settle_batch(run->router, run->match, run->result, run->reason,
+                                  shard, &n, &last);
         } while (rc == BC_EMOVED &&
                  router_await_move(run->router, seen, &deadline) == 0);
         if (rc < 0)
@@ -347,6 +161,7 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
         }
     }
     atomic_fetch_add(&run->shards_new, 1);
+    atomic_fetch_add(&run->shards_run, 1);
     return 0;
 }
 
@@ -570,6 +385,8 @@ out:
 /* The standings' recomputation, on a thread of its own. */
 struct standings_job {
     struct settle_run *run;
+    pthread_t thread;
+    int started;
     int rc;
 };
 
@@ -584,31 +401,49 @@ static void *standings_main(void *arg)
     return NULL;
 }
 
-/*
- * Recomputes the standings while the run keeps renewing its lease: at a
- * million users they take seconds, and a lease left to run out meanwhile
- * would have another server claim the job and recompute them again.
- */
-static int settle_standings(struct settle_run *run)
+/* Starts the recomputation's thread; 0, or -1 when none could start. */
+static int standings_start(struct standings_job *sj)
 {
-    struct standings_job sj = {.run = run};
-    pthread_t t;
-    int64_t t0 = sql_now_ms();
+    sj->rc = 0;
+    sj->started = 0;
+    atomic_fetch_add(&sj->run->nworking, 1);
+    if (pthread_create(&sj->thread, NULL, standings_main, sj) != 0) {
+        atomic_fetch_sub(&sj->run->nworking, 1);
+        return -1;
+    }
+    sj->started = 1;
+    return 0;
+}
 
-    atomic_fetch_add(&run->nworking, 1);
-    if (pthread_create(&t, NULL, standings_main, &sj) != 0) {
+/*
+ * Recomputes the standings (sj started already, or now) while the run
+ * keeps renewing its lease: at a million users they take seconds, and a
+ * lease left to run out meanwhile would have another server claim the job
+ * and recompute them again.
+ */
+static int settle_standings(struct settle_run *run, struct standings_job *sj,
+                            int64_t t0)
+{
+    int early = sj->started;
+
+    if (!early)
+        t0 = sql_now_ms();
+    if (!early && standings_start(sj) < 0) {
         /* No thread to be had: here, on a fresh lease. */
         (void)catalog_settlement_renew(router_catalog(run->router), run->match,
                                        run->settler->owner, SETTLE_LEASE_MS);
-        standings_main(&sj);
+        atomic_fetch_add(&run->nworking, 1);
+        standings_main(sj);
     } else {
         settle_keep_lease(run);
-        pthread_join(t, NULL);
+        pthread_join(sj->thread, NULL);
+        sj->started = 0;
     }
-    if (sj.rc == 0)
-        api_log("settlement %" PRIu64 ": standings recomputed in %" PRId64 " ms",
-                run->match, sql_now_ms() - t0);
-    return sj.rc;
+    if (sj->rc == 0)
+        api_log("settlement %" PRIu64 ": standings recomputed in %" PRId64 " ms%s",
+                run->match, sql_now_ms() - t0,
+                early ? " (begun beside the last recount)" : "");
+    return sj->rc;
 }
 
 /*
@@ -616,11 +451,11 @@ static int settle_standings(struct settle_run *run)
  * that order, so that a crash between them redoes the standings.
  */
 static void settle_finish(struct settle_run *run, const struct settle_count *c,
-                          int64_t t0)
+                          struct standings_job *sj, int64_t t0, int64_t t_std)
 {
     struct catalog *cat = router_catalog(run->router);
 
-    if (settle_standings(run) == 0) {
+    if (settle_standings(run, sj, t_std) == 0) {
         /* Standings and profiles (points) change: one generation bump. */
         if (run->settler->cache != NULL)
             cache_bump(run->settler->cache, "standings");
@@ -649,8 +484,10 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
         .settler = s, .job = job, .router = s->router, .match = match};
     struct catalog_settlement st;
     struct settle_count c;
+    struct standings_job sj = {.run = &run};
     uint8_t *guarded = calloc(router_nshard(s->router), 1);
-    int64_t t0 = sql_now_ms();
+    uint32_t pending;
+    int64_t t0 = sql_now_ms(), t_std;
     int rc;
 
     router_background(1);
@@ -677,8 +514,8 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
             " of %" PRIu64 " bets settled before",
             match, run.result, s->owner, c.shards_done, router_nshard(s->router),
             c.bets_settled, c.bets_total);
-    if (c.shards_done < router_nshard(s->router) &&
-        (rc = settle_hosts(&run, guarded)) < 0)
+    pending = router_nshard(s->router) - c.shards_done;
+    if (pending > 0 && (rc = settle_hosts(&run, guarded)) < 0)
         goto out;
     if (run_stopping(&run)) {
         if (!atomic_load(&run.lost))
@@ -688,6 +525,14 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
                                        : "released for another server");
         goto out;
     }
+    /*
+     * When this run's hosts settled every pending shard, the standings'
+     * sums are final: their recomputation starts now, beside the recount
+     * that confirms it (a few hundred ms at a million bets).
+     */
+    t_std = sql_now_ms();
+    if (pending > 0 && atomic_load(&run.shards_run) == pending)
+        (void)standings_start(&sj);
     if ((rc = settle_recount(s->router, match, &c, guarded)) < 0) {
         api_log("settlement %" PRIu64 ": cannot count its shards: %s", match,
                 router_last_error());
@@ -700,9 +545,16 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
                                         c.bets_settled, c.bets_total) < 0)
             api_log("settlement %" PRIu64 ": cannot record its progress: %s", match,
                     router_last_error());
-        settle_finish(&run, &c, t0);
+        settle_finish(&run, &c, &sj, t0, t_std);
     } else {
         catalog_settlement_release(cat, match, s->owner); /* claimed again soon */
+    }
+    if (sj.started) {
+        /* Not finished (the recount failed or disagreed): nothing bumped. */
+        pthread_join(sj.thread, NULL);
+        api_log("settlement %" PRIu64 ": its standings were recomputed early; the "
+                "next run recomputes them",
+                match);
     }
 out:
     free(guarded);
