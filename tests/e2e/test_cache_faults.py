@@ -28,7 +28,18 @@ from test_cache import (BREAKER_S, NEAR_MS, CacheTest, cache_ops, log, memcached
                         percentile, require_cache, require_two_servers)
 
 
+def fault_stack(test):
+    """The devstack a memcached fault test needs (its directory, two API
+    servers, a cache) and its memcached servers {name: addr}; skips otherwise."""
+    s = stack.get()
+    s.require_dir()
+    require_two_servers(test, s)
+    require_cache(test, s.api_urls[0])
+    return s, memcached_names(s)
+
+
 # ---------------------------------------------------------------- 4. memcached killed under load
+
 
 class LoadRunner:
     """Threads sending GET odds, GET match, GET standings and POST bets (with an
@@ -182,11 +193,7 @@ class TestMemcachedKilledUnderLoad(CacheTest):
     RESUME_S = 20.0
 
     def test_kill_one_then_both_memcached_no_failed_request(self):
-        s = stack.get()
-        s.require_dir()
-        require_two_servers(self, s)
-        require_cache(self, s.api_urls[0])
-        names = memcached_names(s)
+        s, names = fault_stack(self)
         if sorted(names) != ["mc1", "mc2"]:
             self.skipTest("needs the devstack's mc1 and mc2 (ports.env has %s)" % sorted(names))
         mc_pid = {n: devstack_pid(s, n) for n in names}
@@ -284,11 +291,7 @@ class TestStoppedMemcached(CacheTest):
     SLOW_S = 0.08  # a request that waited for the cache's timeout (100 ms)
 
     def test_sigstop_memcached_costs_no_timeout_per_request(self):
-        s = stack.get()
-        s.require_dir()
-        require_two_servers(self, s)
-        require_cache(self, s.api_urls[0])
-        names = memcached_names(s)
+        s, names = fault_stack(self)
         if "mc2" not in names:
             self.skipTest("no mc2 in ports.env")
         pid = devstack_pid(s, "mc2")
@@ -370,11 +373,7 @@ class TestMemcachedRestarted(CacheTest):
     OBSERVE_S = 25.0
 
     def test_restart_host_memcached_back_to_normal(self):
-        s = stack.get()
-        s.require_dir()
-        require_two_servers(self, s)
-        require_cache(self, s.api_urls[0])
-        names = memcached_names(s)
+        s, names = fault_stack(self)
         if "mc1" not in names:
             self.skipTest("no mc1 in ports.env")
         mc1 = names["mc1"]
