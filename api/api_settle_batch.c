@@ -78,10 +78,9 @@ static int batch_users(const struct sql_rows *ids, struct sql_buf *b)
  * the shard's guard row and *last is set. *n: bets settled. Returns 0 or a
  * router status (nothing of the batch stays then).
  */
-int api_settle_batch(struct router *r, uint64_t match, const char *result,
+int api_settle_batch(struct router *r, uint64_t match, const char *res,
                      const char *reason, uint32_t shard, uint64_t *n, int *last)
 {
-    const char *res = result;
     struct sql_rows ids = {0}, rows = {0};
     struct sql_buf users = {0};
     struct router_txn *txn;

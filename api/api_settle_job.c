@@ -14,10 +14,10 @@
  * A run settles the shards in parallel by host: one thread per host of the
  * map walks that host's shards that have no guard row yet. A shard is
  * settled in batches of at most 2,000 bets (api_settle_batch.c), each one
- * transaction on the shard: lock the next open bets of the match (in id order), write
- * their ledger rows, credit their users' balances and points, update the
- * standings aggregates (api_standings_batch), mark the bets won, lost or
- * void. A bet's status, its ledger row and its credit commit together, and
+ * transaction on the shard: lock the next open bets of the match (in id
+ * order), write their ledger rows, credit their users' balances and points,
+ * update the standings aggregates (api_standings_batch), mark the bets won,
+ * lost or void. A bet's status, its ledger row and its credit commit together, and
  * only an open bet is settled, so whatever dies when, no bet is paid twice
  * or lost. The transaction that finds fewer open bets than a batch (none,
  * at the end) also inserts the shard's settled_matches guard row: bets read
