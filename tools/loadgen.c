@@ -3,7 +3,7 @@
  * throughput, latency per operation and errors.
  *
  *   loadgen --url http://127.0.0.1:8080 --users 200 --duration 30 [--rate 500]
- *           [--mix odds=80,bet=20] [--acked bets.txt] [--json] ...
+ *           [--mix odds=80,bet=20] [--acked bets.txt] [--trace ops.txt] [--json] ...
  *           [--shard-users 7:50 --watch-shard 7 [--shards 64]]
  *
  * Phase 1 signs every virtual user up (or logs it in) and keeps its token.
@@ -302,6 +302,21 @@ static int do_bet(struct worker *w, const struct vuser *u, uint64_t t0, int *ack
     return rc;
 }
 
+/* One line of --trace: when the operation was due (wall clock, ms), what, how
+ * long it took and its final status. */
+static void trace_op(struct run *r, enum op op, uint64_t us, int rc)
+{
+    struct timespec ts;
+    int64_t sent_ms;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sent_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)(us / 1000);
+    pthread_mutex_lock(&r->trace_lock);
+    fprintf(r->trace, "%" PRId64 " %s %" PRIu64 " %d\n", sent_ms, loadgen_op_names[op],
+            us, rc);
+    pthread_mutex_unlock(&r->trace_lock);
+}
+
 static void do_op(struct worker *w, enum op op, const struct vuser *u, uint64_t t0)
 {
     struct run *r = w->run;
@@ -332,6 +347,8 @@ static void do_op(struct worker *w, enum op op, const struct vuser *u, uint64_t 
     }
     us = (loadgen_now_ns() - t0) / 1000;
     loadgen_hist_add(&w->st.lat[op], us);
+    if (r->trace != NULL)
+        trace_op(r, op, us, rc);
     w->st.count[op]++;
     w->st.ok[op] += rc >= 200 && rc < 300;
     if (op == OP_BET && r->o.watch_shard >= 0) {
@@ -664,6 +681,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     pthread_mutex_init(&r.acked_lock, NULL);
+    pthread_mutex_init(&r.trace_lock, NULL);
     if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
         seed = loadgen_now_ns() ^ ((uint64_t)getpid() << 40);
     /* Keys are unique per run, so a rerun with the same users reuses none. */
@@ -679,6 +697,10 @@ int main(int argc, char **argv)
      * SIGTERM), every acknowledged bet up to then is in the file, whole. */
     if (r.acked != NULL)
         setvbuf(r.acked, NULL, _IOLBF, 0);
+    if (r.o.trace != NULL && (r.trace = fopen(r.o.trace, "w")) == NULL) {
+        fprintf(stderr, "loadgen: --trace %s: %s\n", r.o.trace, strerror(errno));
+        goto out;
+    }
     r.users = calloc(r.nusers, sizeof(*r.users));
     r.ready = calloc(r.nusers, sizeof(*r.ready));
     r.w = calloc(r.nworker, sizeof(*r.w));
@@ -713,6 +735,10 @@ out:
         fprintf(stderr, "loadgen: --acked %s: %s\n", r.o.acked, strerror(errno));
         rc = 1;
     }
+    if (r.trace != NULL && fclose(r.trace) != 0) {
+        fprintf(stderr, "loadgen: --trace %s: %s\n", r.o.trace, strerror(errno));
+        rc = 1;
+    }
     for (unsigned i = 0; r.w != NULL && i < r.nworker; i++) {
         loadgen_worker_destroy(r.w[i]);
     }
@@ -725,6 +751,7 @@ out:
     free(r.ready);
     free(r.users);
     pthread_mutex_destroy(&r.acked_lock);
+    pthread_mutex_destroy(&r.trace_lock);
     loadgen_opts_deinit(&r.o);
     curl_global_cleanup();
     return rc;

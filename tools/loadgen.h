@@ -38,6 +38,7 @@ struct opts {
     long users, duration, rate, threads, timeout_ms, stake;
     unsigned mix[NOP], mix_total;
     const char *company, *join_code, *password, *prefix, *acked; /* ref in argv */
+    const char *trace;                                           /* ref in argv */
     const char *match_arg; /* ref in argv: validated "ID,ID,..." or NULL */
     int json;
     enum mode mode;
@@ -117,6 +118,8 @@ struct run {
     unsigned nworker;
     FILE *acked; /* NULL without --acked; line buffered; under acked_lock */
     pthread_mutex_t acked_lock;
+    FILE *trace; /* NULL without --trace; under trace_lock */
+    pthread_mutex_t trace_lock;
     uint64_t last_ack_ns, pause_max_ns; /* under acked_lock */
     /* Per group with --watch-shard, under acked_lock: the last ack and the
      * longest time without one. */

@@ -43,6 +43,11 @@ static void usage(FILE *out)
         "  --acked FILE         write \"<bet_id> <user_id> <stake>\" per acknowledged "
         "bet\n"
         "                       (line by line; never a bet whose answer was lost)\n"
+        "  --trace FILE         write \"<unix ms sent> <op> <latency us> <status>\" "
+        "per\n"
+        "                       operation of the load (status: HTTP, or -curl "
+        "code),\n"
+        "                       to cut the latencies into windows of time\n"
         "  --watch-shard N      bets of users on logical shard N apart from the "
         "others:\n"
         "                       count, errors, p50/p99/max ms, and the longest gap "
@@ -232,6 +237,7 @@ int loadgen_opts_parse(int argc, char **argv, struct opts *o)
         {"match", required_argument, NULL, 'M'},
         {"stake", required_argument, NULL, 's'},
         {"acked", required_argument, NULL, 'a'},
+        {"trace", required_argument, NULL, 'R'},
         {"json", no_argument, NULL, 'j'},
         {"threads", required_argument, NULL, 't'},
         {"timeout-ms", required_argument, NULL, 'T'},
@@ -298,6 +304,9 @@ int loadgen_opts_parse(int argc, char **argv, struct opts *o)
             break;
         case 'a':
             o->acked = optarg;
+            break;
+        case 'R':
+            o->trace = optarg;
             break;
         case 'j':
             o->json = 1;

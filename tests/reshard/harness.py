@@ -546,11 +546,14 @@ def verify_events_clean(events):
 
 class Loadgen(Proc):
     """build/loadgen through a URL, with --acked and --json; stop() ends it
-    with SIGINT (in-flight requests finish) and returns its JSON report."""
+    with SIGINT (in-flight requests finish) and returns its JSON report.
+    With trace=True also --trace: trace() gives every operation of the load."""
 
     def __init__(self, company, match_id, users, duration=600, rate=0, mix="bet=60,odds=40",
-                 watch_shard=None, shard_users=None, threads=8, url=None, prefix=None, stake=1):
+                 watch_shard=None, shard_users=None, threads=8, url=None, prefix=None, stake=1,
+                 trace=False):
         self.acked_path = os.path.join(scratch_dir(), "acked.%d.txt" % int(time.time() * 1000))
+        self.trace_path = self.acked_path.replace("acked.", "trace.") if trace else None
         self.prefix = prefix or fixtures.uniq("rs").replace("-", ".")
         argv = [tool("loadgen"), "--url", url or stack.get().api_url, "--users", str(users),
                 "--duration", str(duration), "--rate", str(rate), "--mix", mix,
@@ -563,6 +566,8 @@ class Loadgen(Proc):
             argv += ["--shard-users", "%d:%d" % shard_users]
         if stack.get().shards:
             argv += ["--shards", str(stack.get().shards)]
+        if self.trace_path:
+            argv += ["--trace", self.trace_path]
         super().__init__(argv, "loadgen")
         self.report = None
 
@@ -588,6 +593,26 @@ class Loadgen(Proc):
 
     def acked(self):
         return read_acked(self.acked_path)
+
+    def trace(self):
+        """[(unix s the operation was due, op, latency ms, status)] of --trace."""
+        out = []
+        with open(self.trace_path) as f:
+            for line in f:
+                p = line.split()
+                if len(p) != 4:
+                    raise AssertionError("%s: malformed line %r" % (self.trace_path, line))
+                out.append((int(p[0]) / 1000.0, p[1], int(p[2]) / 1000.0, int(p[3])))
+        return out
+
+
+def trace_p99(trace, op, t0=None, t1=None):
+    """(count, p99 ms) of op's operations due in [t0, t1) of a Loadgen trace
+    (nearest rank, as loadgen's report); (0, None) when there were none."""
+    ms = sorted(t[2] for t in trace if t[1] == op and (t0 is None or t[0] >= t0) and (t1 is None or t[0] < t1))
+    if not ms:
+        return 0, None
+    return len(ms), ms[max(0, -(-99 * len(ms) // 100) - 1)]
 
 
 def watch_section(report):

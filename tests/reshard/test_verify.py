@@ -33,8 +33,9 @@ class TestVerifyFindsADifference(unittest.TestCase):
         src = h.shard_map()[S]
         dst = h.other_host(src, sorted(set(h.shard_map().values())))
         lg = h.Loadgen(self.co_load, self.match["id"], 10, rate=20, mix="bet=100", watch_shard=S,
-                       shard_users=(S, 6), threads=2)
+                       shard_users=(S, 6), threads=2, trace=True)
         lg.wait_loading()
+        t_load = time.time()
         problems = []
         mv = h.move_proc(S, dst, hold="catchup")
         try:
@@ -94,6 +95,14 @@ class TestVerifyFindsADifference(unittest.TestCase):
         self.assertEqual(h.check_acked(ids), [])
         n_err, what = h.loadgen_errors(report)
         self.assertEqual(n_err, 0, "loadgen errors: " + what)
+        # --trace: a line for each operation the report counted, due while
+        # the load ran, with the report's longest latency.
+        trace, bet = lg.trace(), report["ops"]["bet"]
+        self.assertEqual((len(trace), sum(1 for t in trace if 200 <= t[3] < 300)), (bet["count"], bet["ok"]),
+                         "trace lines and 2xx against the report's bets")
+        self.assertEqual({t[1] for t in trace}, {"bet"})
+        self.assertTrue(all(t_load - 5 <= t[0] <= time.time() for t in trace), "a trace line due outside the load")
+        self.assertAlmostEqual(max(t[2] for t in trace), bet["max_ms"], delta=0.002)
         rc, out = h.check_ledger()
         self.assertEqual(rc, 0, "check-ledger:\n" + h.tail(out))
         if problems:
