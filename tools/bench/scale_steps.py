@@ -308,10 +308,18 @@ def count_rows(h):
 
 # ---------------------------------------------------------------- load
 
-def loadgen_run(h, co, others, duration):
+def loadgen_run(h, co, others, duration, trace=False):
     """A loadgen of MIX on the other matches; its Proc (harness.Loadgen)."""
     return h.Loadgen(co, ",".join(str(m["id"]) for m in others), LOAD_USERS, duration=duration, rate=RATE,
-                     mix=MIX, prefix="scale.load")
+                     mix=MIX, prefix="scale.load", trace=trace)
+
+
+def trace_windows(h, trace, windows):
+    """{window: {op: {"count", "p99_ms"}}} of loadgen's trace, for each
+    (name, from, until) of windows (unix times; an operation counts where it
+    was due)."""
+    return {name: {op: dict(zip(("count", "p99_ms"), h.trace_p99(trace, op, t0, t1))) for op in ("bet", "me")}
+            for name, t0, t1 in windows}
 
 
 def loadgen_figures(rep):
