@@ -303,8 +303,9 @@ static int do_bet(struct worker *w, const struct vuser *u, uint64_t t0, int *ack
 }
 
 /* One line of --trace: when the operation was due (wall clock, ms), what, how
- * long it took and its final status. */
-static void trace_op(struct run *r, enum op op, uint64_t us, int rc)
+ * long it took from then, its final status, and how long after it was due
+ * this process started it (us: its own delay, counted in the latency). */
+static void trace_op(struct run *r, enum op op, uint64_t us, int rc, uint64_t late_us)
 {
     struct timespec ts;
     int64_t sent_ms;
@@ -312,8 +313,8 @@ static void trace_op(struct run *r, enum op op, uint64_t us, int rc)
     clock_gettime(CLOCK_REALTIME, &ts);
     sent_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)(us / 1000);
     pthread_mutex_lock(&r->trace_lock);
-    fprintf(r->trace, "%" PRId64 " %s %" PRIu64 " %d\n", sent_ms, loadgen_op_names[op],
-            us, rc);
+    fprintf(r->trace, "%" PRId64 " %s %" PRIu64 " %d %" PRIu64 "\n", sent_ms,
+            loadgen_op_names[op], us, rc, late_us);
     pthread_mutex_unlock(&r->trace_lock);
 }
 
@@ -322,7 +323,7 @@ static void do_op(struct worker *w, enum op op, const struct vuser *u, uint64_t 
     struct run *r = w->run;
     char path[96];
     int rc, acked = 0;
-    uint64_t us;
+    uint64_t us, late_us = (loadgen_now_ns() - t0) / 1000;
 
     w->cur_op = op;
     switch (op) {
@@ -348,7 +349,7 @@ static void do_op(struct worker *w, enum op op, const struct vuser *u, uint64_t 
     us = (loadgen_now_ns() - t0) / 1000;
     loadgen_hist_add(&w->st.lat[op], us);
     if (r->trace != NULL)
-        trace_op(r, op, us, rc);
+        trace_op(r, op, us, rc, late_us);
     w->st.count[op]++;
     w->st.ok[op] += rc >= 200 && rc < 300;
     if (op == OP_BET && r->o.watch_shard >= 0) {

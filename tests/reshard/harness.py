@@ -595,14 +595,15 @@ class Loadgen(Proc):
         return read_acked(self.acked_path)
 
     def trace(self):
-        """[(unix s the operation was due, op, latency ms, status)] of --trace."""
+        """[(unix s the operation was due, op, latency ms, status, ms after it
+        was due that loadgen started it)] of --trace."""
         out = []
         with open(self.trace_path) as f:
             for line in f:
                 p = line.split()
-                if len(p) != 4:
+                if len(p) != 5:
                     raise AssertionError("%s: malformed line %r" % (self.trace_path, line))
-                out.append((int(p[0]) / 1000.0, p[1], int(p[2]) / 1000.0, int(p[3])))
+                out.append((int(p[0]) / 1000.0, p[1], int(p[2]) / 1000.0, int(p[3]), int(p[4]) / 1000.0))
         return out
 
 

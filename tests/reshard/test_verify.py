@@ -103,6 +103,7 @@ class TestVerifyFindsADifference(unittest.TestCase):
         self.assertEqual({t[1] for t in trace}, {"bet"})
         self.assertTrue(all(t_load - 5 <= t[0] <= time.time() for t in trace), "a trace line due outside the load")
         self.assertAlmostEqual(max(t[2] for t in trace), bet["max_ms"], delta=0.002)
+        self.assertTrue(all(0 <= t[4] <= t[2] for t in trace), "a request sent later than it ended")
         rc, out = h.check_ledger()
         self.assertEqual(rc, 0, "check-ledger:\n" + h.tail(out))
         if problems:
