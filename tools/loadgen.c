@@ -308,12 +308,12 @@ static int do_bet(struct worker *w, const struct vuser *u, uint64_t t0, int *ack
 static void trace_op(struct run *r, enum op op, uint64_t us, int rc, uint64_t late_us)
 {
     struct timespec ts;
-    int64_t sent_ms;
+    int64_t due_ms;
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    sent_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)(us / 1000);
+    due_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)(us / 1000);
     pthread_mutex_lock(&r->trace_lock);
-    fprintf(r->trace, "%" PRId64 " %s %" PRIu64 " %d %" PRIu64 "\n", sent_ms,
+    fprintf(r->trace, "%" PRId64 " %s %" PRIu64 " %d %" PRIu64 "\n", due_ms,
             loadgen_op_names[op], us, rc, late_us);
     pthread_mutex_unlock(&r->trace_lock);
 }
@@ -323,7 +323,7 @@ static void do_op(struct worker *w, enum op op, const struct vuser *u, uint64_t 
     struct run *r = w->run;
     char path[96];
     int rc, acked = 0;
-    uint64_t us, late_us = (loadgen_now_ns() - t0) / 1000;
+    uint64_t us, late_us = r->trace != NULL ? (loadgen_now_ns() - t0) / 1000 : 0;
 
     w->cur_op = op;
     switch (op) {

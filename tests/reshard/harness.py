@@ -607,10 +607,11 @@ class Loadgen(Proc):
         return out
 
 
-def trace_p99(trace, op, t0=None, t1=None):
-    """(count, p99 ms) of op's operations due in [t0, t1) of a Loadgen trace
-    (nearest rank, as loadgen's report); (0, None) when there were none."""
-    ms = sorted(t[2] for t in trace if t[1] == op and (t0 is None or t[0] >= t0) and (t1 is None or t[0] < t1))
+def trace_p99(trace, op, t0=None, t1=None, col=2):
+    """(count, p99) of column col (2: the latency, 4: the start delay; ms) of
+    op's operations due in [t0, t1) of a Loadgen trace (nearest rank, as
+    loadgen's report); (0, None) when there were none."""
+    ms = sorted(t[col] for t in trace if t[1] == op and (t0 is None or t[0] >= t0) and (t1 is None or t[0] < t1))
     if not ms:
         return 0, None
     return len(ms), ms[max(0, -(-99 * len(ms) // 100) - 1)]

@@ -319,9 +319,8 @@ def trace_windows(h, trace, windows):
     for each (name, from, until) of windows (unix times; an operation counts
     where it was due). late: how long after it was due loadgen started it
     (its own CPU wait, part of the latency)."""
-    late = [(t[0], t[1], t[4]) for t in trace]
     return {name: {op: dict(zip(("count", "p99_ms"), h.trace_p99(trace, op, t0, t1)),
-                            late_p99_ms=h.trace_p99(late, op, t0, t1)[1]) for op in ("bet", "me")}
+                            late_p99_ms=h.trace_p99(trace, op, t0, t1, col=4)[1]) for op in ("bet", "me")}
             for name, t0, t1 in windows}
 
 
