@@ -585,7 +585,7 @@ int api_settle_batch(struct router *r, uint64_t match, const char *result,
  * (points of a bet = payout - stake: cancelled 0, won FLOOR(stake * odds /
  * 100) - stake, lost -stake). The caller holds the batch's users' row
  * locks (taken in id order) and has already added the batch's points to
- * users.points; this locks the aggregate rows in id order. Three
+ * users.points; this locks the aggregate rows in id order. Two
  * statements; returns 0 or a router status.
  */
 int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
@@ -594,29 +594,35 @@ int api_standings_batch(struct router_txn *txn, uint64_t match, const char *resu
  * A ranked user's membership changes, in txn on his shard, after his row was
  * written or locked (FOR UPDATE): with join he becomes a member of company,
  * and he moves from team from_team to to_team (0: none) with his points.
- * At most three statements; 0 or a router status.
+ * At most two statements; 0 or a router status.
  */
 int api_standings_member(struct router_txn *txn, uint64_t company, int join,
                          uint64_t from_team, uint64_t to_team, int64_t points);
 
 /*
- * Where each large company's top K starts, from the shards' points
- * histograms (standings_points): the score of its top-th member and how many
- * members have at least that score. cuts[].company is set by the caller,
- * in ascending order; found is 0 for a company whose histogram counts fewer
- * than top members (then read all its users). Whatever the histograms say,
- * reading every user at or above points gives the exact top K when it
- * returns at least top users. One scatter, in which each shard reads one
- * index range, the histograms of every company from the first to the last
- * (those not in cuts are dropped here): the caller keeps the others few.
- * 0 or a router status.
+ * Where each large company's top K starts: the top-th best of its shards'
+ * best scores (each shard's best api_standings_cut_per_shard()), a lower
+ * bound of its top-th member's score (those are scores of top members at
+ * or above it), and how many of them are at or above it. Read from the
+ * users themselves (company_points: a shard's best are the first entries
+ * of its index range), so it costs a few rows a shard and company, however
+ * the scores spread, and is never stale. cuts[].company is set by the
+ * caller, in ascending order; found is 0 for a company whose shards give
+ * fewer than top (members in too few shards: then read all its users).
+ * Reading every user at or above points gives the exact top K when it
+ * returns at least top users (fewer: points moved between the two reads).
+ * One scatter, in which each shard reads one index range, every company
+ * from the first to the last (those not in cuts are dropped here): the
+ * caller keeps the others few. 0 or a router status.
  */
 struct api_points_cut {
     uint64_t company;
-    int64_t points;      /* the top-th score */
-    int64_t at_or_above; /* members with points >= that, per the histograms */
+    int64_t points;      /* the top-th best of the shards' bests */
+    int64_t at_or_above; /* shard bests at or above it: members, at least */
     int found;
 };
+/* Best scores a shard gives to a company's cut: top over nshard, at least 1. */
+uint32_t api_standings_cut_per_shard(uint32_t top, uint32_t nshard);
 int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *cuts,
                        size_t n);
 

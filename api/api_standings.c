@@ -9,17 +9,17 @@
  *    (a row per host and group, whatever the shards) and then in memory by
  *    id (binary search in the id-sorted company and team lists);
  *  - each company's ranking: for the companies with more than K members,
- *    the score of the K-th member from the shards' points histograms
- *    (standings_points), then in groups, one scatter a group, every host
- *    ranks its users of the group's companies at or above that score (an
- *    index range: about K users a company, ties aside) and returns its best
- *    K of each; the small companies in runs of consecutive companies (by id)
- *    whose users are all returned. A group or a run is cut at ROWS rows (at
- *    most K per company and host): a scatter's cost over 1,024 shards is
- *    mostly what it costs to be one, so the fewer the better, and ROWS
- *    bounds memory. Each shard's part of a scatter is one index range, as
- *    short to parse as it can be: what one shard's statement costs, every
- *    shard of the host pays again;
+ *    a cut at or under the score of the K-th member, the K-th best of the
+ *    shards' best scores (each shard's from its index entries, one row a
+ *    shard and company out, however the scores spread), then in groups, one
+ *    scatter a group, every host ranks its users of the group's companies
+ *    at or above that score (an index range: somewhat more than K users a
+ *    company, ties aside) and returns its best K of each; the small companies in runs
+ * of consecutive companies (by id) whose users are all returned. A group or a run is
+ * cut at ROWS rows (at most K per company and host): a scatter's cost over 1,024 shards
+ * is mostly what it costs to be one, so the fewer the better, and ROWS bounds memory.
+ * Each shard's part of a scatter is one index range, as short to parse as it can be:
+ * what one shard's statement costs, every shard of the host pays again;
  *  - the global ranking is merged from the company rankings (a user in the
  *    global top K is in his company's top K): no scatter of its own.
  * The results are JSON rows of the global standings table, all under one new
@@ -48,8 +48,9 @@
 #define RUN_ROWS ROWS
 /*
  * A scatter over large companies reads one index range from the first to
- * the last: at most SPAN_OTHERS members of other companies in between, and
- * the histograms of at most SPAN_MAX companies (up to TOP rows each a host).
+ * the last: at most SPAN_OTHERS members of other companies in between. The
+ * cuts' scatter brings a few rows a shard and company (about TOP a
+ * company): as many companies as make ROWS of them (SPAN_MAX at most).
  */
 #define SPAN_OTHERS ROWS
 #define SPAN_MAX 256
@@ -132,12 +133,13 @@ struct standings {
     struct group *cg, *tg;
     uint32_t nc, nt;
     uint32_t nhost;     /* hosts of the map: rows a large company brings */
+    uint32_t nshard;    /* shards of the map: for the cuts' scatters */
     struct ranked *top; /* the global ranking's candidates, 2 * TOP at most */
     uint32_t ntop;
     int floor_set;          /* top[TOP - 1] after a trim: a user below cannot enter */
     struct ranked floor;    /* its id and points only */
     int top_failed;         /* out of memory */
-    int64_t scan;           /* users of large companies read, per the histograms */
+    int64_t scan;           /* users of large companies read, per their cuts */
     uint32_t cut;           /* large companies read from their cut */
     uint32_t reads;         /* scatters of user rows */
     struct router_txn *txn; /* the new generation's, on the global schema */
@@ -507,19 +509,20 @@ static int group_parts(struct sql_buf *cond, struct sql_buf *tail,
 
 /*
  * The rankings of the large companies (more than TOP members). First each
- * one's cut, the score of its TOP-th member, from the shards' points
- * histograms (api_standings_cuts); then its users at or above the cut,
- * which an index range reads (company_points): about TOP of them, not the
+ * one's cut, the TOP-th best of its shards' best scores, at or under the
+ * score of its TOP-th member (api_standings_cuts); then its users at or
+ * above the cut, which an index range reads (company_points): somewhat more
+ * than TOP of them (a shard may hold several of the best), not the
  * company. As many companies a scatter as bring at most ROWS rows (each
  * host returns at most TOP of each), in which every host ranks its users of
  * those companies (a window per company) and returns its best TOP of each.
  * A statement per company would cost its parse over every shard of the
- * host: 100 of them took 10 s at 1,024 shards. Both the histograms and the
+ * host: 100 of them took 10 s at 1,024 shards. Both the cuts and the
  * users are read by spans of companies in id order (one index range a
  * shard, group_parts()) with few members of small companies between them
- * (SPAN_OTHERS). A company without a cut
- * (histograms short) is read whole; one whose cut gave fewer than TOP users
- * (histograms ahead of the users) is read again, whole.
+ * (SPAN_OTHERS). A company without a cut (members in fewer than TOP
+ * shards) is read whole; one whose cut gave fewer than TOP users (points
+ * moved between the reads) is read again, whole.
  */
 static int store_large_companies(struct router *r, struct standings *st)
 {
@@ -529,8 +532,14 @@ static int store_large_companies(struct router *r, struct standings *st)
     /* small[k]: members of the small companies before cg[k] */
     int64_t *small = calloc(st->nc + 1, sizeof(*small));
     struct sql_buf cond = {0}, tail = {0};
+    uint32_t span = ROWS / ((st->nshard ? st->nshard : 1) *
+                            api_standings_cut_per_shard(TOP, st->nshard));
     int rc = large && cut && small ? 0 : -ENOMEM;
 
+    if (span < 1)
+        span = 1;
+    if (span > SPAN_MAX)
+        span = SPAN_MAX;
     for (uint32_t k = 0; k < st->nc && rc == 0; k++) {
         small[k + 1] = small[k] + (st->cg[k].members > TOP ? 0 : st->cg[k].members);
         if (st->cg[k].members > TOP) {
@@ -542,7 +551,7 @@ static int store_large_companies(struct router *r, struct standings *st)
     /* The cuts: spans of large companies with few members of others between. */
     t = sql_now_ms();
     for (uint32_t a = 0, b; a < nl && rc == 0; a = b) {
-        for (b = a + 1; b < nl && b - a < SPAN_MAX && OTHERS(a, b) <= SPAN_OTHERS; b++)
+        for (b = a + 1; b < nl && b - a < span && OTHERS(a, b) <= SPAN_OTHERS; b++)
             ;
         rc = api_standings_cuts(r, TOP, cut + a, b - a);
     }
@@ -583,8 +592,8 @@ static int store_large_companies(struct router *r, struct standings *st)
             uint32_t k = large[j];
             if (cut[j].found && company_rows(&rows, i, st->cg[k].id) < TOP) {
                 api_log("standings: company %" PRIu64 " has fewer users at or above "
-                        "%" PRId64 " points than its histograms say; run bcadmin "
-                        "rebuild-standings",
+                        "%" PRId64 " points than a moment before (points moved); "
+                        "reading all its users",
                         st->cg[k].id, cut[j].points);
                 i += company_rows(&rows, i, st->cg[k].id);
                 rc = store_company_alone(r, st, k);
@@ -681,7 +690,8 @@ static int store_groups(struct standings *st)
 int api_standings_recompute(struct router *r)
 {
     const struct shardmap *map = router_map(r);
-    struct standings st = {.nhost = map ? map->nnode : 1};
+    struct standings st = {.nhost = map ? map->nnode : 1,
+                           .nshard = map ? map->nshard : 0};
     struct sql_rows gen = {0};
     int64_t t0 = sql_now_ms(), t_groups = 0, t_users = 0;
     int rc;
@@ -736,8 +746,8 @@ int api_standings_recompute(struct router *r)
                 " ms, of which %u scatters of users %" PRId64
                 " ms, teams and companies %" PRId64
                 " ms; %u writes of the lists %" PRId64
-                " ms); %u large companies cut by their points histograms, %" PRId64
-                " of their users read",
+                " ms); %u large companies cut by their shards' best scores, at least "
+                "%" PRId64 " of their users read",
                 st.gen, st.nc, st.nt, sql_now_ms() - t0, t_groups - t0,
                 t_users - t_groups, st.reads, st.read_ms, sql_now_ms() - t_users,
                 st.stores, st.store_ms, st.cut, st.scan);

@@ -2,10 +2,12 @@
  * api_standings_agg.c: the standings aggregates of each shard, kept in the
  * transactions that change what they sum.
  *
- * Every shard holds standings_company (company_id, members, points),
- * standings_team (team_id, company_id, members, points) and
- * standings_points (company_id, points, members) over its own users,
- * platform admins excluded (etc/schema/shard.sql). A recomputation of the
+ * Every shard holds standings_company (company_id, members, points) and
+ * standings_team (team_id, company_id, members, points) over its own users,
+ * platform admins excluded (etc/schema/shard.sql). Its standings_points
+ * (members per company and number of points) is no longer written: the
+ * large companies' cuts come from the users' index (below), which costs
+ * the same however the scores spread. A recomputation of the
  * standings reads those rows instead of every user, so its cost grows with
  * companies and teams, not with users.
  *
@@ -17,7 +19,7 @@
  * transactions wait for each other instead of deadlocking.
  *
  * Also here, for the recomputation (api_standings.c): the large companies'
- * cuts from the points histograms, the sort of ranked user rows and the
+ * cuts from their shards' best scores, the sort of ranked user rows and the
  * user items written as JSON text.
  */
 #include <errno.h>
@@ -49,19 +51,6 @@
     "b.user_id WHERE b.match_id = %u AND b.status = 'open' AND b.id BETWEEN %u AND "   \
     "%u AND u.role <> 'platform_admin'"
 
-/*
- * Each user of the batch (ranked ones) with the points his bets of the
- * batch give him, d, twice (k.s = 1 and -1, so that one read of the batch
- * makes both rows); match, lo, hi. Read after the users' points were
- * moved: u.points is the new figure, u.points - d the old one.
- */
-#define BATCH_USERS                                                                    \
-    "FROM (SELECT b.user_id, SUM(" BET_POINTS ") AS d FROM %S.bets b FORCE INDEX "     \
-    "(match_open) WHERE b.match_id = %u AND b.status = 'open' AND b.id BETWEEN %u "    \
-    "AND %u GROUP BY b.user_id) x STRAIGHT_JOIN %S.users u ON u.id = x.user_id "       \
-    "STRAIGHT_JOIN (SELECT 1 AS s UNION ALL SELECT -1) k WHERE x.d <> 0 AND u.role "   \
-    "<> 'platform_admin'"
-
 int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
                         uint64_t lo_id, uint64_t hi_id)
 {
@@ -91,17 +80,6 @@ int api_standings_batch(struct router_txn *txn, uint64_t match, const char *resu
             "SELECT u.team_id, MIN(u.company_id), 0, SUM(" BET_POINTS ") " BATCH_BETS
             " AND u.team_id IS NOT NULL GROUP BY u.team_id ORDER BY u.team_id ON "
             "DUPLICATE KEY UPDATE points = points + VALUES(points)",
-            result, result, match, lo_id, hi_id);
-    /* Each user leaves his old number of points for his new one. */
-    if (rc == 0)
-        rc = router_txn_exec(
-            txn, NULL,
-            "INSERT INTO %S.standings_points (company_id, points, members) SELECT "
-            "u.company_id, IF(k.s = 1, u.points, u.points - x.d) AS pts, "
-            "SUM(k.s) " BATCH_USERS
-            " GROUP BY u.company_id, pts HAVING SUM(k.s) <> 0 ORDER BY "
-            "u.company_id, pts ON DUPLICATE KEY UPDATE members = members + "
-            "VALUES(members)",
             result, result, match, lo_id, hi_id);
     return rc;
 }
@@ -137,25 +115,18 @@ int api_standings_member(struct router_txn *txn, uint64_t company, int join,
             "members = members + VALUES(members), points = points + VALUES(points)",
             lo, company, lo_sign, lo_sign * points, hi, company, hi_sign,
             hi_sign * points);
-    /* Last, as in a batch: the company's count at his number of points. */
-    if (rc == 0 && join)
-        rc = router_txn_exec(
-            txn, NULL,
-            "INSERT INTO %S.standings_points (company_id, points, members) VALUES "
-            "(%u, %d, 1) ON DUPLICATE KEY UPDATE members = members + 1",
-            company, points);
     return rc;
 }
 
-/* A row of a merged points histogram. */
-struct hist_row {
+/* A shard's best score in one company. */
+struct best_row {
     uint64_t company;
-    int64_t points, members;
+    int64_t points;
 };
 
-static int hist_cmp(const void *a, const void *b)
+static int best_cmp(const void *a, const void *b)
 {
-    const struct hist_row *x = a, *y = b;
+    const struct best_row *x = a, *y = b;
 
     if (x->company != y->company)
         return x->company < y->company ? -1 : 1;
@@ -180,12 +151,19 @@ static struct api_points_cut *cut_find(struct api_points_cut *c, size_t n, uint6
     return NULL;
 }
 
+uint32_t api_standings_cut_per_shard(uint32_t top, uint32_t nshard)
+{
+    return nshard == 0 || top <= nshard ? 1 : (top + nshard - 1) / nshard;
+}
+
 int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *c,
                        size_t n)
 {
+    const struct shardmap *map = router_map(r);
+    uint32_t per_shard = api_standings_cut_per_shard(top, map ? map->nshard : 0);
     struct sql_rows rows = {0};
-    struct hist_row *h = NULL;
-    char head[256], range[64];
+    struct best_row *b = NULL;
+    char range[64];
     int rc = 0;
 
     if (n == 0)
@@ -198,48 +176,47 @@ int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *c,
     snprintf(range, sizeof(range), "%" PRIu64 " AND %" PRIu64, c[0].company,
              c[n - 1].company);
     /*
-     * Each host sums its shards' counts and keeps, per company, its counts
-     * from the most points down to the one that reaches top: the company's
-     * top-th score is at or above every host's own, so no count under a
-     * host's own cut is needed.
+     * Each shard's best scores in each company of the range, per shard
+     * (enough that shards with that many members make top): one covering
+     * read of company_points a shard, its index entries only, however the
+     * scores spread. The role is not read: platform admins are in the
+     * platform company alone, never a large one (no ranked member).
      */
-    snprintf(head, sizeof(head),
-             "SELECT company_id, points, m FROM (SELECT company_id, points, SUM(m) AS "
-             "m, SUM(SUM(m)) OVER (PARTITION BY company_id ORDER BY points DESC) AS "
-             "cum FROM (");
-    if (rc == 0) {
-        char tail[96];
-        snprintf(tail, sizeof(tail),
-                 ") t GROUP BY company_id, points) h WHERE cum - m < %u", top);
-        rc = router_scatter_wrap(r, &rows, head, tail,
-                                 "SELECT company_id, points, members AS m FROM "
-                                 "%S.standings_points WHERE company_id BETWEEN %R "
-                                 "AND members > 0",
-                                 range);
-    }
-    if (rc == 0 && rows.nrow > 0 && (h = calloc(rows.nrow, sizeof(*h))) == NULL)
+    if (per_shard == 1)
+        rc = router_scatter(r, &rows,
+                            "SELECT company_id, MAX(points) FROM %S.users WHERE "
+                            "company_id BETWEEN %R GROUP BY company_id",
+                            range);
+    else
+        rc =
+            router_scatter(r, &rows,
+                           "SELECT company_id, points FROM (SELECT company_id, points, "
+                           "ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY points "
+                           "DESC) AS rn FROM %S.users WHERE company_id BETWEEN %R) t "
+                           "WHERE rn <= %u",
+                           range, per_shard);
+    if (rc == 0 && rows.nrow > 0 && (b = calloc(rows.nrow, sizeof(*b))) == NULL)
         rc = -ENOMEM;
     if (rc == 0) {
         for (uint32_t i = 0; i < rows.nrow; i++) {
-            h[i].company = strtoull(sql_cell(&rows, i, 0), NULL, 10);
-            h[i].points = strtoll(sql_cell(&rows, i, 1), NULL, 10);
-            h[i].members = strtoll(sql_cell(&rows, i, 2), NULL, 10);
+            b[i].company = strtoull(sql_cell(&rows, i, 0), NULL, 10);
+            b[i].points = strtoll(sql_cell(&rows, i, 1), NULL, 10);
         }
-        qsort(h, rows.nrow, sizeof(*h), hist_cmp);
-        /* The hosts' rows of one company and score are summed as they come. */
+        qsort(b, rows.nrow, sizeof(*b), best_cmp);
+        /* Down each company's best scores to the top-th (and its ties). */
         for (uint32_t i = 0; i < rows.nrow; i++) {
-            struct api_points_cut *cut = cut_find(c, n, h[i].company);
+            struct api_points_cut *cut = cut_find(c, n, b[i].company);
             if (cut == NULL || cut->found)
                 continue;
-            cut->points = h[i].points;
-            cut->at_or_above += h[i].members;
+            cut->points = b[i].points;
+            cut->at_or_above++;
             if (cut->at_or_above >= (int64_t)top &&
-                (i + 1 == rows.nrow || h[i + 1].company != h[i].company ||
-                 h[i + 1].points != h[i].points))
+                (i + 1 == rows.nrow || b[i + 1].company != b[i].company ||
+                 b[i + 1].points != b[i].points))
                 cut->found = 1;
         }
     }
-    free(h);
+    free(b);
     sql_rows_free(&rows);
     return rc;
 }

@@ -11,15 +11,13 @@
  * check-ledger verifies, on every shard, that every user's balance equals
  * initial_balance + the sum of his ledger deltas and is not negative.
  * check-standings verifies, on every shard, that the standings aggregates
- * (standings_company, standings_team, standings_points: see
- * api/api_standings_agg.c) equal a full recomputation from the shard's
- * users, and every user's points the
- * sum of payout - stake over his settled bets. rebuild-standings makes
- * every shard's aggregates again from its users (a cluster upgraded from
- * before the aggregates existed), one transaction per shard.
- * purge-idempotency deletes the Idempotency-Key records older than 24 hours
- * (or SECONDS) from every shard, as each API server does every 10 minutes.
- * recompute-standings recomputes every standings list now, as a server does
+ * (standings_company, standings_team: see api/api_standings_agg.c) equal a full
+ * recomputation from the shard's users, and every user's points the sum of payout -
+ * stake over his settled bets. rebuild-standings makes every shard's aggregates again
+ * from its users (a cluster upgraded from before the aggregates existed), one
+ * transaction per shard. purge-idempotency deletes the Idempotency-Key records older
+ * than 24 hours (or SECONDS) from every shard, as each API server does every 10
+ * minutes. recompute-standings recomputes every standings list now, as a server does
  * after each settlement (a new generation), bumps the cache's "standings"
  * group as the server does, so that the servers answer the new lists within
  * about a second instead of when their cached copies expire (an hour), and
@@ -111,16 +109,6 @@ out:
     "COALESCE(a.members, 0) <> COALESCE(u.members, 0) OR COALESCE(a.points, 0) <> "    \
     "COALESCE(u.points, 0) OR (u.members > 0 AND (a.company_id <> u.company_id OR "    \
     "u.company_id <> u.company_max))"
-/* The same for the members of each company at each number of points. */
-#define CHECK_HISTOGRAM                                                                \
-    "SELECT %N, k.company_id, k.points, COALESCE(a.members, 0), "                      \
-    "COALESCE(u.members, 0) FROM (SELECT company_id, points FROM "                     \
-    "%S.standings_points UNION SELECT company_id, points FROM %S.users WHERE role "    \
-    "<> 'platform_admin') k LEFT JOIN %S.standings_points a ON a.company_id = "        \
-    "k.company_id AND a.points = k.points LEFT JOIN (SELECT company_id, points, "      \
-    "COUNT(*) AS members FROM %S.users WHERE role <> 'platform_admin' GROUP BY "       \
-    "company_id, points) u ON u.company_id = k.company_id AND u.points = k.points "    \
-    "WHERE COALESCE(a.members, 0) <> COALESCE(u.members, 0)"
 /* Users whose points are not the sum over their settled bets. */
 #define CHECK_POINTS                                                                   \
     "SELECT %N, u.id, u.points, COALESCE(b.p, 0) FROM %S.users u LEFT JOIN (SELECT "   \
@@ -131,22 +119,18 @@ out:
 
 static int check_standings(struct router *r)
 {
-    struct sql_rows companies = {0}, teams = {0}, points = {0}, counts = {0},
-                    histogram = {0};
-    uint64_t ngroup[3] = {0, 0, 0};
+    struct sql_rows companies = {0}, teams = {0}, points = {0}, counts = {0};
+    uint64_t ngroup[2] = {0, 0};
     uint32_t shown = 0, ndiff;
     int rc;
 
     rc = router_scatter(r, &counts,
                         "SELECT (SELECT COUNT(*) FROM %S.standings_company), (SELECT "
-                        "COUNT(*) FROM %S.standings_team), (SELECT COUNT(*) FROM "
-                        "%S.standings_points)");
+                        "COUNT(*) FROM %S.standings_team)");
     if (rc == 0)
         rc = router_scatter(r, &companies, CHECK_COMPANIES);
     if (rc == 0)
         rc = router_scatter(r, &teams, CHECK_TEAMS);
-    if (rc == 0)
-        rc = router_scatter(r, &histogram, CHECK_HISTOGRAM);
     if (rc == 0)
         rc = router_scatter(r, &points, CHECK_POINTS);
     if (rc < 0) {
@@ -160,7 +144,6 @@ static int check_standings(struct router *r)
     for (uint32_t i = 0; i < counts.nrow; i++) {
         ngroup[0] += strtoull(sql_cell(&counts, i, 0), NULL, 10);
         ngroup[1] += strtoull(sql_cell(&counts, i, 1), NULL, 10);
-        ngroup[2] += strtoull(sql_cell(&counts, i, 2), NULL, 10);
     }
     for (uint32_t i = 0; i < companies.nrow && shown < MAX_SHOWN; i++, shown++)
         printf("DIFF shard %s company %s: aggregate %s members %s points, users %s "
@@ -176,30 +159,23 @@ static int check_standings(struct router *r)
                sql_cell(&teams, i, 3), ac ? ac : "-", sql_cell(&teams, i, 4),
                sql_cell(&teams, i, 5), uc ? uc : "-");
     }
-    for (uint32_t i = 0; i < histogram.nrow && shown < MAX_SHOWN; i++, shown++)
-        printf("DIFF shard %s company %s at %s points: aggregate %s members, users %s "
-               "members\n",
-               sql_cell(&histogram, i, 0), sql_cell(&histogram, i, 1),
-               sql_cell(&histogram, i, 2), sql_cell(&histogram, i, 3),
-               sql_cell(&histogram, i, 4));
     for (uint32_t i = 0; i < points.nrow && shown < MAX_SHOWN; i++, shown++)
         printf("DIFF shard %s user %s: points %s, settled bets give %s\n",
                sql_cell(&points, i, 0), sql_cell(&points, i, 1),
                sql_cell(&points, i, 2), sql_cell(&points, i, 3));
-    ndiff = companies.nrow + teams.nrow + histogram.nrow + points.nrow;
+    ndiff = companies.nrow + teams.nrow + points.nrow;
     if (ndiff > shown)
         printf("... and %u more\n", ndiff - shown);
-    printf("standings: %" PRIu64 " company, %" PRIu64 " team and %" PRIu64
-           " points aggregate rows on %u shards checked: %u companies, %u teams, %u "
-           "points counts, %u users differ\n",
-           ngroup[0], ngroup[1], ngroup[2], router_nshard(r), companies.nrow,
-           teams.nrow, histogram.nrow, points.nrow);
+    printf("standings: %" PRIu64 " company and %" PRIu64
+           " team aggregate rows on %u shards checked: %u companies, %u teams, %u "
+           "users differ\n",
+           ngroup[0], ngroup[1], router_nshard(r), companies.nrow, teams.nrow,
+           points.nrow);
     rc = ndiff == 0 ? 0 : 1;
 out:
     sql_rows_free(&counts);
     sql_rows_free(&companies);
     sql_rows_free(&teams);
-    sql_rows_free(&histogram);
     sql_rows_free(&points);
     return rc < 0 ? 1 : rc;
 }
@@ -226,8 +202,7 @@ static int rebuild_shard(struct router *r, uint32_t shard, uint64_t *nusers)
     if (rc == 0)
         rc = router_txn_exec(
             txn, NULL,
-            "DELETE FROM %S.standings_company; DELETE FROM %S.standings_team; DELETE "
-            "FROM %S.standings_points");
+            "DELETE FROM %S.standings_company; DELETE FROM %S.standings_team");
     if (rc == 0)
         rc = router_txn_exec(
             txn, NULL,
@@ -241,12 +216,6 @@ static int rebuild_shard(struct router *r, uint32_t shard, uint64_t *nusers)
             "SELECT team_id, MIN(company_id), COUNT(*), SUM(points) FROM %S.users "
             "WHERE role <> 'platform_admin' AND team_id IS NOT NULL GROUP BY "
             "team_id ORDER BY team_id");
-    if (rc == 0)
-        rc = router_txn_exec(
-            txn, NULL,
-            "INSERT INTO %S.standings_points (company_id, points, members) SELECT "
-            "company_id, points, COUNT(*) FROM %S.users WHERE role <> "
-            "'platform_admin' GROUP BY company_id, points ORDER BY company_id, points");
     if (rc < 0) {
         router_txn_rollback(txn);
     } else {

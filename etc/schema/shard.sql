@@ -186,8 +186,7 @@ CREATE TABLE IF NOT EXISTS `{schema}`.settled_matches (
 ) ENGINE=InnoDB;
 
 -- Standings aggregates of this shard's users (platform admins excluded):
--- members and point sums per company and per team, and members per company
--- and number of points (standings_points), so a recomputation
+-- members and point sums per company and per team, so a recomputation
 -- reads one row per company and team instead of every user. Kept in the
 -- same transaction as what changes them: a settlement batch
 -- (api_standings_batch), a signup, a team change. `bcadmin
@@ -201,11 +200,12 @@ CREATE TABLE IF NOT EXISTS `{schema}`.standings_company (
     points BIGINT NOT NULL DEFAULT 0
 ) ENGINE=InnoDB;
 
--- How many of the shard's ranked users of a company have each number of
--- points: a recomputation merges these per host and finds each large
--- company's 500th score, then reads only the users at or above it (by the
--- company_points index) instead of every member. Kept with the others;
--- rows may fall to members 0 and stay.
+-- Members of a company at each number of points: written and read up to
+-- 2026-12-03, no longer (a large company's cut comes from the users'
+-- company_points index: its rows grew towards one a member once scores
+-- spread). Still created, empty, so that a shard moved between servers of
+-- both ages finds the same tables on both sides; rows an older server wrote
+-- stay and are not read.
 CREATE TABLE IF NOT EXISTS `{schema}`.standings_points (
     company_id BIGINT NOT NULL,
     points BIGINT NOT NULL,

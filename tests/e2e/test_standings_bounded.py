@@ -7,10 +7,10 @@ bound, and the recomputation reads its companies one by one, top K each,
 instead of holding them all. Its ranking is still exact (the top 500 of
 its users by points, then id), the server says what happened, and
 `bcadmin rebuild-standings` brings the aggregates back (check-standings
-clean); then the company is ranked as a large one, exactly the same, reading
-only its users at or above the 500th score that the shards' points
-histograms give. Histograms that count users who are not there (a row
-added by hand) make the server read the company whole, still exactly."""
+clean); then the company is ranked as a large one, exactly the same (all
+its members on one shard: too few shards' best scores for a cut, so it is
+read whole). Large companies spread over the shards are cut: only their
+users at or above the 500th of their shards' best scores are read."""
 
 import glob
 import os
@@ -71,8 +71,8 @@ class StandingsCase(unittest.TestCase):
             for path, off in sizes.items():
                 with open(path, "rb") as f:
                     f.seek(off)
-                    for m in re.finditer(rb"(\d+) large companies cut by their points histograms, (\d+) of "
-                                         rb"their users read", f.read()):
+                    for m in re.finditer(rb"(\d+) large companies cut by their shards' best scores, at least "
+                                         rb"(\d+) of their users read", f.read()):
                         found = (int(m.group(1)), int(m.group(2)))
             if found is None:
                 time.sleep(0.1)
@@ -129,73 +129,56 @@ class TestStandingsWithShortAggregates(StandingsCase):
         self.assertEqual([(str(u["user_id"]), int(u["points"])) for u in again],
                          [(r[0], int(r[1])) for r in rows])
         self.assertEqual([u["rank"] for u in again], list(range(1, TOP + 1)))
-        # Its cut came from the shards' points histograms: its users at or
-        # above its 500th score were read, not its 31,000.
-        cut, read = self.last_cut_line(sizes)
-        self.assertGreaterEqual(cut, 1, "no large company was cut by its points histograms")
-        at_or_above = int(self.s.sql_shard(SHARD, "SELECT COUNT(*) FROM {s}.users WHERE company_id = %s AND "
-                                                  "points >= %d" % (co["id"], want[-1][1]))[0][0])
-        self.assertLessEqual(at_or_above, read)
-        self.assertLess(read, USERS // 4, "the recomputation read most of the company's users")
-
-        # Histograms ahead of the users (600 members counted at a score
-        # nobody has): the cut reads fewer than 500 users, the server says
-        # so and reads the company whole; the ranking stays exact.
-        self.s.sql_shard(SHARD, "INSERT INTO {s}.standings_points (company_id, points, members) VALUES "
-                                "(%s, 1000000000, 600)" % co["id"])
-        try:
-            sizes = self.log_sizes()
-            self.settle_and_recompute(new_match(kickoff_in=2), {"home_goals": 2, "away_goals": 2})
-            deadline = time.time() + 3
-            while not self.logged_since(sizes, "than its histograms say") and time.time() < deadline:
-                time.sleep(0.1)
-            self.assertTrue(self.logged_since(sizes, "than its histograms say"),
-                            "the recomputation did not notice the histograms ahead of the users")
-            again = admin().get("/v1/standings/users", query={"company": co["id"]}).expect_json(200)["items"]
-            self.assertEqual([(str(u["user_id"]), int(u["points"])) for u in again], want)
-            rc, out = self.bcadmin("check-standings")
-            self.assertEqual(rc, 1, out)
-            self.assertIn("at 1000000000 points: aggregate 600 members, users 0 members", out)
-        finally:
-            self.s.sql_shard(SHARD, "DELETE FROM {s}.standings_points WHERE company_id = %s AND points = 1000000000"
-                             % co["id"])
         rc, out = self.bcadmin("check-standings")
         self.assertEqual(rc, 0, out)
 
 
 class TestLargeCompaniesAroundASmallOne(StandingsCase):
     """Two large companies with a small one between them by id: the large
-    ones' histograms and users are read as one index range from the first to
-    the second, which holds the small one's rows too; those must not count
-    toward either cut or ranking. All three rankings stay exact."""
+    ones' best scores and users are read as one index range from the first
+    to the second, which holds the small one's rows too; those must not
+    count toward either cut or ranking. The large ones have members on every
+    shard, enough for a cut from their shards' best scores. All three
+    rankings stay exact."""
 
-    LARGE = 700  # members of each large company (more than TOP)
+    PER_SHARD = 11  # members of each large company on each shard
     SMALL = 60
 
-    def fill(self, co, users, match):
-        p = subprocess.run([self.fillshard, "-c", self.s.cluster, "--shard", str(SHARD + 1), "--users",
+    def fill(self, co, users, match, shard):
+        p = subprocess.run([self.fillshard, "-c", self.s.cluster, "--shard", str(shard), "--users",
                             str(users), "--bets", str(users), "--match", str(match["id"]), "--company",
                             str(co["id"])], capture_output=True, text=True, timeout=600)
         self.assertEqual(p.returncode, 0, "fillshard: %s" % (p.stdout + p.stderr)[-2000:])
 
     def ranking(self, co):
-        rows = self.s.sql_shard(SHARD + 1, "SELECT id, points FROM {s}.users WHERE company_id = %s "
-                                           "ORDER BY points DESC, id ASC LIMIT %d" % (co["id"], TOP))
-        return [(r[0], int(r[1])) for r in rows]
+        rows = self.s.sql_all_shards("SELECT id, points FROM {s}.users WHERE company_id = %s" % co["id"])
+        rows = sorted(((r[0], int(r[1])) for r in rows), key=lambda r: (-r[1], int(r[0])))
+        return rows[:TOP]
 
     def test_small_company_inside_the_large_ones_range(self):
         a, b, c = new_company(), new_company(), new_company()
         self.assertLess(int(a["id"]), int(b["id"]))
         self.assertLess(int(b["id"]), int(c["id"]))
-        m = new_match(kickoff_in=3)
-        for co, n in ((a, self.LARGE), (b, self.SMALL), (c, self.LARGE)):
-            self.fill(co, n, m)
+        m = new_match(kickoff_in=8)
+        shards = self.s.shards or len(self.s.shard_map())
+        # Each shard gives a company's cut its best ceil(500 / shards)
+        # scores (api_standings_cut_per_shard): members on every shard, more
+        # than that on each, make more than 500 of them.
+        self.assertGreater(self.PER_SHARD * shards, TOP)
+        self.assertGreaterEqual(self.PER_SHARD, -(-TOP // shards))
+        for shard in range(shards):
+            self.fill(a, self.PER_SHARD, m, shard)
+            self.fill(c, self.PER_SHARD, m, shard)
+        self.fill(b, self.SMALL, m, SHARD + 1)
         rc, out = self.bcadmin("rebuild-standings")
         self.assertEqual(rc, 0, out)
         sizes = self.log_sizes()
         self.settle_and_recompute(m, {"home_goals": 1, "away_goals": 0})
         cut, _ = self.last_cut_line(sizes)
-        self.assertGreaterEqual(cut, 2, "the two large companies were not cut by their histograms")
+        self.assertGreaterEqual(cut, 2, "the two large companies were not cut by their shards' best scores")
+        # Each cut was at or under its company's 500th score: no company was
+        # read again, whole, for fewer than 500 users at or above it.
+        self.assertFalse(self.logged_since(sizes, "than a moment before"))
         for co, n in ((a, TOP), (b, self.SMALL), (c, TOP)):
             want = self.ranking(co)
             deadline = time.time() + 10
