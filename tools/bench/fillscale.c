@@ -7,7 +7,7 @@
  *
  *   fillscale [-c CLUSTER.yaml] --plan FILE --users N --bets B --from I --to J
  *             --match ID[,ID...] [--password PW] [--balance N] [--per-host K]
- *             [--no-binlog] [--no-fence-check] [--json]
+ *             [--max-stake S] [--no-binlog] [--no-fence-check] [--json]
  *
  * The plan FILE gives the companies and their teams (made beforehand, in the
  * global schema or through the API), one a line, their sizes adding up to N:
@@ -26,7 +26,8 @@
  *  - user i has 1 + e(i) bets, e(i) = floor(E(i+1)/N) - floor(Ei/N), E = B - N:
  *    one on the first --match (a bet from every user), the others each on a
  *    random one of the other matches; status open, random pick, stake 1..10
- *    (less when the balance would not cover them), at the match's odds; each
+ *    (1..S with --max-stake S: scores spread wider once a match is settled;
+ *    less when the balance would not cover them), at the match's odds; each
  *    bet with its ledger row (delta -stake, reason bet), so that balance =
  *    initial_balance + sum(ledger.delta) and balance >= 0 hold (bcadmin
  *    check-ledger).
@@ -93,8 +94,8 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: fillscale [-c CLUSTER.yaml] --plan FILE --users N --bets B\n"
             "                 --from I --to J --match ID[,ID...] [--password PW]\n"
-            "                 [--balance N] [--per-host K] [--no-binlog]\n"
-            "                 [--no-fence-check] [--json]\n"
+            "                 [--balance N] [--per-host K] [--max-stake S]\n"
+            "                 [--no-binlog] [--no-fence-check] [--json]\n"
             "\n"
             "  --plan FILE      lines 'company ID SIZE [TEAM,TEAM,...]', sizes adding "
             "up to N\n"
@@ -107,6 +108,8 @@ static void usage(FILE *out)
             "  --password PW    password of every user (default scale-password)\n"
             "  --balance N      initial balance (default 1000, as the API's)\n"
             "  --per-host K     connections per host (default 1)\n"
+            "  --max-stake S    stakes 1..S (default 10; at most the balance over a "
+            "user's bets)\n"
             "  --no-binlog      fill with sql_log_bin = 0\n"
             "  --no-fence-check fill with the fencing triggers' bypass "
             "(@bc_move_copy)\n"
@@ -499,6 +502,7 @@ int main(int argc, char **argv)
                                          {"password", required_argument, NULL, 'p'},
                                          {"balance", required_argument, NULL, 'B'},
                                          {"per-host", required_argument, NULL, 'k'},
+                                         {"max-stake", required_argument, NULL, 'S'},
                                          {"no-binlog", no_argument, NULL, 'L'},
                                          {"no-fence-check", no_argument, NULL, 'F'},
                                          {"json", no_argument, NULL, 'j'},
@@ -506,6 +510,7 @@ int main(int argc, char **argv)
                                          {NULL, 0, NULL, 0}};
     const char *path = getenv("BC_CLUSTER"), *password = "scale-password", *plan = NULL;
     uint64_t from = UINT64_MAX, to = 0, balance = 1000, per_host = 1, per_user;
+    uint64_t max_stake = MAX_STAKE;
     struct shardmap_conf conf;
     struct scale *s = calloc(1, sizeof(*s));
     char *err = NULL;
@@ -547,6 +552,10 @@ int main(int argc, char **argv)
         case 'k':
             bad |= fill_num_arg("fillscale", "--per-host", optarg, 1, MAX_PER_HOST,
                                 &per_host);
+            break;
+        case 'S':
+            bad |= fill_num_arg("fillscale", "--max-stake", optarg, 1, 1000000000,
+                                &max_stake);
             break;
         case 'L':
             s->binlog = 0;
@@ -608,9 +617,8 @@ int main(int argc, char **argv)
     s->from = from;
     s->to = to;
     s->balance = (int64_t)balance;
-    s->max_stake = (int64_t)(balance / per_user) < MAX_STAKE
-                       ? (int64_t)(balance / per_user)
-                       : MAX_STAKE;
+    s->max_stake = balance / per_user < max_stake ? (int64_t)(balance / per_user)
+                                                  : (int64_t)max_stake;
     if (path == NULL)
         path = ".stack/cluster.yaml";
     if (shardmap_conf_load(path, &conf, &err) < 0) {
