@@ -623,6 +623,18 @@ struct api_points_cut {
 };
 /* Best scores a shard gives to a company's cut: top over nshard, at least 1. */
 uint32_t api_standings_cut_per_shard(uint32_t top, uint32_t nshard);
+/* One of a shard's best scores in a company, as the cuts' scatter reads it. */
+struct api_points_best {
+    uint64_t company;
+    int64_t points;
+};
+/*
+ * The cuts of c[0..n) (ascending companies) from the shards' best scores
+ * b[0..nb), any order (sorted here); scores of other companies are ignored.
+ * A cut is found at the top-th best score, its ties included in at_or_above.
+ */
+void api_standings_cut_merge(struct api_points_best *b, size_t nb, uint32_t top,
+                             struct api_points_cut *c, size_t n);
 int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *cuts,
                        size_t n);
 

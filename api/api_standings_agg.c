@@ -118,15 +118,9 @@ int api_standings_member(struct router_txn *txn, uint64_t company, int join,
     return rc;
 }
 
-/* A shard's best score in one company. */
-struct best_row {
-    uint64_t company;
-    int64_t points;
-};
-
 static int best_cmp(const void *a, const void *b)
 {
-    const struct best_row *x = a, *y = b;
+    const struct api_points_best *x = a, *y = b;
 
     if (x->company != y->company)
         return x->company < y->company ? -1 : 1;
@@ -156,23 +150,42 @@ uint32_t api_standings_cut_per_shard(uint32_t top, uint32_t nshard)
     return nshard == 0 || top <= nshard ? 1 : (top + nshard - 1) / nshard;
 }
 
+void api_standings_cut_merge(struct api_points_best *b, size_t nb, uint32_t top,
+                             struct api_points_cut *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        c[i].points = 0;
+        c[i].at_or_above = 0;
+        c[i].found = 0;
+    }
+    if (nb > 0)
+        qsort(b, nb, sizeof(*b), best_cmp);
+    /* Down each company's best scores to the top-th (and its ties). */
+    for (size_t i = 0; i < nb; i++) {
+        struct api_points_cut *cut = cut_find(c, n, b[i].company);
+        if (cut == NULL || cut->found)
+            continue;
+        cut->points = b[i].points;
+        cut->at_or_above++;
+        if (cut->at_or_above >= (int64_t)top &&
+            (i + 1 == nb || b[i + 1].company != b[i].company ||
+             b[i + 1].points != b[i].points))
+            cut->found = 1;
+    }
+}
+
 int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *c,
                        size_t n)
 {
     const struct shardmap *map = router_map(r);
     uint32_t per_shard = api_standings_cut_per_shard(top, map ? map->nshard : 0);
     struct sql_rows rows = {0};
-    struct best_row *b = NULL;
+    struct api_points_best *b = NULL;
     char range[64];
     int rc = 0;
 
     if (n == 0)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        c[i].points = 0;
-        c[i].at_or_above = 0;
-        c[i].found = 0;
-    }
     snprintf(range, sizeof(range), "%" PRIu64 " AND %" PRIu64, c[0].company,
              c[n - 1].company);
     /*
@@ -202,19 +215,7 @@ int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *c,
             b[i].company = strtoull(sql_cell(&rows, i, 0), NULL, 10);
             b[i].points = strtoll(sql_cell(&rows, i, 1), NULL, 10);
         }
-        qsort(b, rows.nrow, sizeof(*b), best_cmp);
-        /* Down each company's best scores to the top-th (and its ties). */
-        for (uint32_t i = 0; i < rows.nrow; i++) {
-            struct api_points_cut *cut = cut_find(c, n, b[i].company);
-            if (cut == NULL || cut->found)
-                continue;
-            cut->points = b[i].points;
-            cut->at_or_above++;
-            if (cut->at_or_above >= (int64_t)top &&
-                (i + 1 == rows.nrow || b[i + 1].company != b[i].company ||
-                 b[i + 1].points != b[i].points))
-                cut->found = 1;
-        }
+        api_standings_cut_merge(b, rows.nrow, top, c, n);
     }
     free(b);
     sql_rows_free(&rows);

@@ -2,7 +2,11 @@
  * test_api_text.c: the standings' user items written as JSON text
  * (api_standings_user_text) parse back, with jansson, to exactly the
  * documented object: every field, ids as strings, no team as null, and
- * names with quotes, backslashes, control characters and UTF-8 intact.
+ * names with quotes, backslashes, control characters and UTF-8 intact;
+ * and the large companies' cuts from their shards' best scores
+ * (api_standings_cut_merge): at the top-th best with its ties, other
+ * companies ignored, and on random shards never above the company's own
+ * top-th score.
  */
 #include <inttypes.h>
 #include <setjmp.h>
@@ -186,6 +190,116 @@ static void test_reply_json_null_body(void **state)
     free(req.resp);
 }
 
+static void test_cut_per_shard(void **state)
+{
+    (void)state;
+    assert_int_equal(api_standings_cut_per_shard(500, 1024), 1);
+    assert_int_equal(api_standings_cut_per_shard(500, 500), 1);
+    assert_int_equal(api_standings_cut_per_shard(500, 499), 2);
+    assert_int_equal(api_standings_cut_per_shard(500, 64), 8);
+    assert_int_equal(api_standings_cut_per_shard(500, 16), 32);
+    assert_int_equal(api_standings_cut_per_shard(500, 0), 1);
+}
+
+static void test_cut_merge(void **state)
+{
+    /* Top 3. Company 10: 9, 7, 7, 7, 4 (the cut's tie counts whole); 20: two
+     * bests only; 30: negative scores; 15 is not asked for. */
+    struct api_points_best b[] = {
+        {30, -2}, {10, 7}, {15, 100}, {20, 5},  {10, 4},   {10, 9}, {15, 100},
+        {30, -3}, {10, 7}, {20, 1},   {30, -1}, {15, 100}, {10, 7},
+    };
+    struct api_points_cut c[3] = {
+        {.company = 10, .points = 99, .at_or_above = 99, .found = 1},
+        {.company = 20, .points = 99, .at_or_above = 99, .found = 1},
+        {.company = 30}};
+
+    (void)state;
+    api_standings_cut_merge(b, sizeof(b) / sizeof(b[0]), 3, c, 3);
+    assert_int_equal(c[0].found, 1);
+    assert_int_equal(c[0].points, 7);
+    assert_int_equal(c[0].at_or_above, 4);
+    assert_int_equal(c[1].found, 0);
+    assert_int_equal(c[1].at_or_above, 2);
+    assert_int_equal(c[2].found, 1);
+    assert_int_equal(c[2].points, -3);
+    assert_int_equal(c[2].at_or_above, 3);
+
+    /* No bests at all: nothing found, nothing left from before. */
+    c[0].found = 1;
+    c[0].at_or_above = 5;
+    api_standings_cut_merge(b, 0, 3, c, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(c[i].found, 0);
+        assert_int_equal(c[i].at_or_above, 0);
+    }
+}
+
+static int desc_cmp(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/*
+ * Random companies on random shard counts: each shard gives its best
+ * api_standings_cut_per_shard() scores; a cut found is never above the
+ * company's top-th score, and at least top members are at or above it.
+ */
+static void test_cut_merge_is_a_lower_bound(void **state)
+{
+    enum { TOPK = 50, MAXM = 600 };
+    static const uint32_t nshards[] = {4, 16, 64, 256};
+    static int64_t member[MAXM], sorted[MAXM];
+    static uint32_t shard_of[MAXM];
+    static struct api_points_best b[MAXM];
+    uint64_t seed = 42;
+    uint32_t found = 0;
+
+    (void)state;
+    for (int round = 0; round < 400; round++) {
+        uint32_t ns = nshards[round % 4], m = 1 + (uint32_t)(round * 7 % MAXM);
+        uint32_t k = api_standings_cut_per_shard(TOPK, ns), nb = 0;
+        int64_t spread = 1 + round % 5 * 300;
+        struct api_points_cut c = {.company = 7};
+
+        for (uint32_t i = 0; i < m; i++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            member[i] = (int64_t)((seed >> 33) % (uint64_t)spread) - spread / 3;
+            shard_of[i] = (uint32_t)((seed >> 13) % ns);
+        }
+        /* Each shard's best k. */
+        for (uint32_t s = 0; s < ns; s++) {
+            uint32_t n = 0;
+            for (uint32_t i = 0; i < m; i++)
+                if (shard_of[i] == s)
+                    sorted[n++] = member[i];
+            qsort(sorted, n, sizeof(*sorted), desc_cmp);
+            for (uint32_t i = 0; i < n && i < k; i++)
+                b[nb++] = (struct api_points_best){.company = 7, .points = sorted[i]};
+        }
+        api_standings_cut_merge(b, nb, TOPK, &c, 1);
+        memcpy(sorted, member, m * sizeof(*member));
+        qsort(sorted, m, sizeof(*sorted), desc_cmp);
+        if (m < TOPK) {
+            assert_int_equal(c.found, 0);
+            continue;
+        }
+        if (!c.found)
+            continue;
+        found++;
+        uint32_t at = 0;
+        for (uint32_t i = 0; i < m; i++)
+            at += member[i] >= c.points;
+        assert_true(c.points <= sorted[TOPK - 1]);
+        assert_true(at >= TOPK);
+        assert_true(c.at_or_above >= TOPK);
+    }
+    /* Most rounds with enough members on enough shards do find a cut. */
+    assert_true(found > 100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -194,6 +308,9 @@ int main(void)
         cmocka_unit_test(test_error_message_not_utf8),
         cmocka_unit_test(test_utf8_clean),
         cmocka_unit_test(test_reply_json_null_body),
+        cmocka_unit_test(test_cut_per_shard),
+        cmocka_unit_test(test_cut_merge),
+        cmocka_unit_test(test_cut_merge_is_a_lower_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
