@@ -14,12 +14,14 @@
  *    shard and company out, however the scores spread), then in groups, one
  *    scatter a group, every host ranks its users of the group's companies
  *    at or above that score (an index range: somewhat more than K users a
- *    company, ties aside) and returns its best K of each; the small companies in runs
- * of consecutive companies (by id) whose users are all returned. A group or a run is
- * cut at ROWS rows (at most K per company and host): a scatter's cost over 1,024 shards
- * is mostly what it costs to be one, so the fewer the better, and ROWS bounds memory.
- * Each shard's part of a scatter is one index range, as short to parse as it can be:
- * what one shard's statement costs, every shard of the host pays again;
+ *    company, ties aside) and returns its best K of each; the small
+ *    companies in runs of consecutive companies (by id) whose users are all
+ *    returned. A group or a run is cut at ROWS rows (at most K per company
+ *    and host): a scatter's cost over 1,024 shards is mostly what it costs
+ *    to be one, so the fewer the better, and ROWS bounds memory. Each
+ *    shard's part of a scatter is one index range, as short to parse as it
+ *    can be: what one shard's statement costs, every shard of the host pays
+ *    again;
  *  - the global ranking is merged from the company rankings (a user in the
  *    global top K is in his company's top K): no scatter of its own.
  * The results are JSON rows of the global standings table, all under one new
