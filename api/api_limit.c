@@ -231,6 +231,10 @@ static const struct conf_key {
      "after each settlement batch, its host's thread pauses this share (%) of the "
      "batch's time: the settlement takes longer, requests meanwhile wait less for "
      "the databases' CPU"},
+    {"settle_batches", K_U32, L(settle_batches), 0, 64,
+     "settlement batches this server runs at once, over all its hosts and jobs (0: "
+     "one per host of each job): fewer leave hosts that share CPUs more of them for "
+     "requests, and the settlement takes longer"},
     {"loop_bets", K_U32, L(loop_bets), 0, 1,
      "1: POST /v1/bets runs its statement on the event loops when a connection is "
      "idle and the match is in the near-cache; 0: on a worker"},

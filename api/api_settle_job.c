@@ -12,7 +12,9 @@
  * and goes on where the shards say it was. Nobody re-posts anything.
  *
  * A run settles the shards in parallel by host: one thread per host of the
- * map walks that host's shards that have no guard row yet. A shard is
+ * map walks that host's shards that have no guard row yet (with
+ * settle_batches, the server's hosts' threads take turns: at most that many
+ * batches of all its runs at once, for hosts that share CPUs). A shard is
  * settled in batches of at most 2,000 bets (api_settle_batch.c), each one
  * transaction on the shard: lock the next open bets of the match (in id
  * order), write their ledger rows, credit their users' balances and points,
@@ -88,6 +90,10 @@ struct api_settler {
     char owner[CATALOG_LEASE_OWNER_MAX]; /* "<name>/<nonce>", read-only */
     atomic_int nrun;                     /* runs started and not yet returned */
     uint32_t pause_pct;                  /* limits' settle_pause_pct */
+    uint32_t batches_max;                /* limits' settle_batches (0: no cap) */
+    pthread_mutex_t lock;                /* guards nbatch and runs' batches_peak */
+    pthread_cond_t freed;                /* a batch ended */
+    uint32_t nbatch;                     /* batches in flight, of every run */
     int scan_failing;                    /* the settler thread's own */
 };
 
@@ -106,6 +112,7 @@ struct settle_run {
     atomic_uint shards_new;
     atomic_uint shards_run;        /* settled by this run, never taken */
     atomic_int_fast64_t paused_ms; /* the hosts' pauses (settle_pause_pct) */
+    uint32_t batches_peak;         /* the server's batches at once, at most (lock) */
 };
 
 /* One host's part of a run: its shards without a guard row. */
@@ -131,6 +138,48 @@ static int run_stopping(struct settle_run *run)
     return atomic_load(&run->lost) || api_job_stopping(run->job);
 }
 
+/*
+ * Takes a place among the server's batches in flight, waiting while
+ * settle_batches of them run; -ECANCELED when the run stops first. Counts
+ * them also without a cap, for the run's peak in its last log line.
+ */
+static int batch_enter(struct settle_run *run)
+{
+    struct api_settler *s = run->settler;
+    int rc = 0;
+
+    pthread_mutex_lock(&s->lock);
+    while (s->batches_max > 0 && s->nbatch >= s->batches_max) {
+        if (run_stopping(run)) {
+            rc = -ECANCELED;
+            break;
+        }
+        /* Timed: a run that stops is noticed within 100 ms. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->freed, &s->lock, &ts);
+    }
+    if (rc == 0 && ++s->nbatch > run->batches_peak)
+        run->batches_peak = s->nbatch;
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static void batch_leave(struct settle_run *run)
+{
+    struct api_settler *s = run->settler;
+
+    pthread_mutex_lock(&s->lock);
+    s->nbatch--;
+    pthread_cond_signal(&s->freed);
+    pthread_mutex_unlock(&s->lock);
+}
+
 /* Settles shard to its guard row; -ECANCELED when the run stops first. */
 static int settle_shard(struct settle_run *run, uint32_t shard)
 {
@@ -141,6 +190,8 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
     while (!last) {
         if (run_stopping(run))
             return -ECANCELED;
+        if ((rc = batch_enter(run)) < 0)
+            return rc;
         /* On the shard's new host when a move fenced it. */
         int64_t t0 = sql_now_ms();
         do {
@@ -149,6 +200,7 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
                                   shard, &n, &last);
         } while (rc == BC_EMOVED &&
                  router_await_move(run->router, seen, &deadline) == 0);
+        batch_leave(run);
         if (rc < 0)
             return rc;
         deadline = 0;
@@ -468,11 +520,16 @@ static void settle_finish(struct settle_run *run, const struct settle_count *c,
         api_log("settlement %" PRIu64 ": cannot record it done: %s; the next "
                 "claim will",
                 run->match, router_last_error());
-    else
+    else {
+        pthread_mutex_lock(&run->settler->lock);
+        uint32_t peak = run->batches_peak;
+        pthread_mutex_unlock(&run->settler->lock);
         api_log("settlement %" PRIu64 ": done by %s: %" PRIu64 " bets on %u shards "
-                "(this run %" PRId64 " ms; its hosts paused %" PRId64 " ms in all)",
+                "(this run %" PRId64 " ms; its hosts paused %" PRId64 " ms in all; "
+                "the server ran at most %u batches at once)",
                 run->match, run->settler->owner, c->bets_settled, c->shards_done,
-                sql_now_ms() - t0, (int64_t)atomic_load(&run->paused_ms));
+                sql_now_ms() - t0, (int64_t)atomic_load(&run->paused_ms), peak);
+    }
 }
 
 /* A claimed job (a job of the server keyed by the match), to its end. */
@@ -628,11 +685,16 @@ int api_settler_create(struct api_server *srv, struct api_settler **out)
     s->cache = api_server_conf(srv)->cache;
     s->jobs = api_server_jobs(srv);
     s->pause_pct = api_server_conf(srv)->limits.settle_pause_pct;
+    s->batches_max = api_server_conf(srv)->limits.settle_batches;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->freed, NULL);
     /* A process that restarts under the same name is another owner. */
     randombytes_buf(nonce, sizeof(nonce));
     sodium_bin2hex(hex, sizeof(hex), nonce, sizeof(nonce));
     snprintf(s->owner, sizeof(s->owner), "%.64s/%s", api_server_conf(srv)->name, hex);
     if ((rc = api_jobs_start(s->jobs, SETTLER_KEY, settler_main, s)) < 0) {
+        pthread_cond_destroy(&s->freed);
+        pthread_mutex_destroy(&s->lock);
         free(s);
         return rc;
     }
@@ -642,6 +704,10 @@ int api_settler_create(struct api_server *srv, struct api_settler **out)
 
 void api_settler_destroy(struct api_settler *s)
 {
+    if (s == NULL)
+        return;
+    pthread_cond_destroy(&s->freed);
+    pthread_mutex_destroy(&s->lock);
     free(s);
 }
 

@@ -180,57 +180,84 @@ class TestSettlement(unittest.TestCase):
             self.assertTrue(all(b["status"] == status for b in got), got)
 
 
+def settle_done_line(s, match_id, timeout=5):
+    """The match of the job's last log line ("settlement N: done by OWNER:
+    ... its hosts paused P ms in all; the server ran at most B batches at
+    once") in any log of the stack: groups owner, paused ms, batches; None
+    when no log has it within timeout seconds."""
+    import os
+    import re
+    import time
+    pat = re.compile(r"settlement %s: done by (\S+): .*its hosts paused (\d+) ms in all; "
+                     r"the server ran at most (\d+) batches at once" % match_id)
+    deadline = time.time() + timeout
+    while True:
+        for name in sorted(os.listdir(s.dir)):
+            path = os.path.join(s.dir, name)
+            if not (name.endswith(".log") or os.path.isdir(path)):
+                continue
+            logs = [path] if name.endswith(".log") else [
+                os.path.join(path, f) for f in os.listdir(path) if f.endswith(".log")]
+            for lp in logs:
+                with open(lp, errors="replace") as f:
+                    for text in f:
+                        hit = pat.search(text)
+                        if hit:
+                            return hit
+        if time.time() >= deadline:
+            return None
+        time.sleep(0.2)
+
+
+def settle_on_own_server(test, settings, nusers):
+    """An API server of its own with settings posts a result and runs its
+    settlement (the server that takes a result wakes its own settler at
+    once); every bet is then settled exactly once. Returns the job's last
+    log line (settle_done_line) of a run by that server; skips the test when
+    another server claimed the job three times."""
+    from test_abuse import OwnServer
+    s = stack.get()
+    own = OwnServer(settings)
+    try:
+        for attempt in range(3):
+            co = new_company()
+            users = new_users(co, nusers)
+            m = new_match(kickoff_in=3, odds=ODDS)
+            bets = [(u, place_bet(u, m, "home", 5)) for u in users]
+            wait_past_kickoff(m)
+            a = admin().at(own.url)
+            a.post("/v1/matches/%s/result" % m["id"], RESULTS["home"]).expect(202)
+            j = wait_settled(m, via=a)
+            test.assertEqual(j["bets_settled"], nusers, j)
+            assert_bets_settled_once(test, [b for _, b in bets], RESULTS["home"])
+            line = settle_done_line(s, m["id"])
+            test.assertIsNotNone(line, "no log line of settlement %s's end" % m["id"])
+            if line.group(1).startswith("abuse/"):
+                return line  # run by the server of its own
+        test.skipTest("another server claimed the settlement three times")
+    finally:
+        own.stop()
+
+
 class TestSettlePause(unittest.TestCase):
     def test_pause_between_batches_keeps_every_bet_paid_once(self):
-        """An API server of its own with settle_pause_pct=400 posts a result
-        and runs its settlement (the server that takes a result wakes its own
-        settler at once): its hosts pause after each batch (the job's last
-        log line says how long, more than 0 ms), and every bet is settled
-        exactly once with the ledger whole."""
-        import os
-        import re
-        import time
-        from test_abuse import OwnServer
-        s = stack.get()
-        own = OwnServer({"settle_pause_pct": 400})
-        try:
-            for attempt in range(3):
-                co = new_company()
-                users = new_users(co, 12)
-                m = new_match(kickoff_in=3, odds=ODDS)
-                bets = [(u, place_bet(u, m, "home", 5)) for u in users]
-                wait_past_kickoff(m)
-                a = admin().at(own.url)
-                a.post("/v1/matches/%s/result" % m["id"], RESULTS["home"]).expect(202)
-                j = wait_settled(m, via=a)
-                self.assertEqual(j["bets_settled"], 12, j)
-                assert_bets_settled_once(self, [b for _, b in bets], RESULTS["home"])
-                pat = re.compile(r"settlement %s: done by (\S+): .*its hosts paused (\d+) ms" % m["id"])
-                line = None
-                deadline = time.time() + 5
-                while line is None and time.time() < deadline:
-                    for name in sorted(os.listdir(s.dir)):
-                        path = os.path.join(s.dir, name)
-                        if name.endswith(".log") or os.path.isdir(path):
-                            logs = [path] if name.endswith(".log") else [
-                                os.path.join(path, f) for f in os.listdir(path) if f.endswith(".log")]
-                            for lp in logs:
-                                with open(lp, errors="replace") as f:
-                                    for text in f:
-                                        hit = pat.search(text)
-                                        if hit:
-                                            line = hit
-                    if line is None:
-                        time.sleep(0.2)
-                self.assertIsNotNone(line, "no log line of settlement %s's end" % m["id"])
-                if line.group(1).startswith("abuse/"):
-                    break  # run by the server of its own
-            else:
-                self.skipTest("another server claimed the settlement three times")
-            self.assertGreater(int(line.group(2)), 0, line.group(0))
-            assert_check_ledger(self)
-        finally:
-            own.stop()
+        """settle_pause_pct=400: the hosts pause after each batch (the job's
+        last log line says how long, more than 0 ms), and every bet is
+        settled exactly once with the ledger whole."""
+        line = settle_on_own_server(self, {"settle_pause_pct": 400}, 12)
+        self.assertGreater(int(line.group(2)), 0, line.group(0))
+        assert_check_ledger(self)
+
+
+class TestSettleBatches(unittest.TestCase):
+    def test_one_batch_at_once_keeps_every_bet_paid_once(self):
+        """settle_batches=1: the hosts' threads take turns, so the server
+        never runs two batches at once (the job's last log line counts
+        them), and every bet of users on every host is settled exactly
+        once with the ledger whole."""
+        line = settle_on_own_server(self, {"settle_batches": 1}, 24)
+        self.assertEqual(int(line.group(3)), 1, line.group(0))
+        assert_check_ledger(self)
 
 
 if __name__ == "__main__":
