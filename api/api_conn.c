@@ -91,6 +91,7 @@ static void *reaper_main(void *arg)
     struct api_conns *c = arg;
     struct timespec until;
 
+    pthread_setname_np(pthread_self(), "bc-reaper");
     pthread_mutex_lock(&c->lock);
     while (!c->stop) {
         int64_t now = mono_us();

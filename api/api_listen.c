@@ -100,6 +100,7 @@ static void *acceptor_main(void *arg)
 {
     struct api_listener *l = arg;
 
+    pthread_setname_np(pthread_self(), "bc-accept");
     while (!atomic_load(&l->stop)) {
         struct sockaddr_storage sa;
         socklen_t len = sizeof(sa);

@@ -491,6 +491,7 @@ static void *loop_main(void *arg)
     struct epoll_event ev[EVENTS];
     struct api_loop_wait *w;
 
+    pthread_setname_np(pthread_self(), "bc-loop");
     this_loop = l;
     while (!atomic_load(&l->quit)) {
         int n =

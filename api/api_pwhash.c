@@ -119,6 +119,7 @@ static void *hash_main(void *arg)
     struct api_pwhash *q = arg;
     struct api_pwhash_job *job;
 
+    pthread_setname_np(pthread_self(), "bc-hash");
     for (;;) {
         pthread_mutex_lock(&q->lock);
         while (q->head == NULL && !q->quit)

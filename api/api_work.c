@@ -152,6 +152,7 @@ static void *work_main(void *arg)
     struct api_work_item *item;
     uint64_t key;
 
+    pthread_setname_np(pthread_self(), "bc-work");
     pthread_mutex_lock(&w->lock);
     for (;;) {
         while (w->head == NULL && !w->quit)

@@ -33,6 +33,7 @@ static atomic_int log_stop;
 static void *log_flusher(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "bc-log");
     while (!atomic_load(&log_stop)) {
         usleep(250000);
         fflush(stderr);
