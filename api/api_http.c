@@ -634,7 +634,7 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         goto error;
     if ((rc = api_conns_create(&conf->limits, &srv->conns)) < 0)
         goto error;
-    if ((rc = api_jobs_create(&srv->jobs)) < 0)
+    if ((rc = api_jobs_create(conf->limits.background_nice, &srv->jobs)) < 0)
         goto error;
     /* Every server settles: it runs the jobs nobody holds, whoever took the result. */
     if (router != NULL && (rc = api_settler_create(srv, &srv->settler)) < 0)

@@ -518,8 +518,11 @@ void api_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 struct api_jobs; /* opaque */
 struct api_job;  /* opaque: one running job, handed to its function */
 typedef void (*api_job_fn)(struct api_job *job, uint64_t key, void *arg);
-/* 0 or -errno. */
-int api_jobs_create(struct api_jobs **out);
+/*
+ * 0 or -errno. Each job's thread adds nice to its nice value before it
+ * runs (0: none); the threads it starts inherit it.
+ */
+int api_jobs_create(uint32_t nice, struct api_jobs **out);
 /*
  * Asks every job to stop, joins them all (as long as their current step
  * takes), then frees jobs. Accepts NULL. Starts racing it get -ECANCELED;

@@ -14,7 +14,11 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/api_int.h"
 
@@ -34,12 +38,13 @@ struct api_job {
 struct api_jobs {
     pthread_mutex_t lock;
     pthread_cond_t wake; /* broadcast on stop and kick: sleeping jobs wake */
+    uint32_t nice;       /* added to each job thread's nice value, read-only */
     atomic_int stopping; /* written under lock, read by jobs between steps */
     uint64_t kicks;      /* under lock: a sleep ends when it changes */
     struct api_job job[JOBS_MAX];
 };
 
-int api_jobs_create(struct api_jobs **out)
+int api_jobs_create(uint32_t nice, struct api_jobs **out)
 {
     struct api_jobs *jobs = calloc(1, sizeof(*jobs));
     pthread_condattr_t attr;
@@ -47,6 +52,7 @@ int api_jobs_create(struct api_jobs **out)
 
     if (jobs == NULL)
         return -ENOMEM;
+    jobs->nice = nice;
     /* Sleeps are timed on the monotonic clock: a clock step cannot stretch them. */
     if ((rc = pthread_condattr_init(&attr)) != 0)
         goto error;
@@ -88,10 +94,35 @@ void api_jobs_destroy(struct api_jobs *jobs)
     free(jobs);
 }
 
+/*
+ * Lowers the calling thread's priority by nice (Linux keeps a nice value per
+ * thread, and the threads this one starts inherit it): where the server's
+ * threads and the databases share CPUs, a settlement's or a recomputation's
+ * threads then give way to the event loops and workers. Raising it back is
+ * not allowed without privileges, which background work never needs.
+ */
+static void thread_nice(uint32_t nice)
+{
+    id_t tid = (id_t)syscall(SYS_gettid);
+    int cur;
+
+    if (nice == 0)
+        return;
+    errno = 0;
+    cur = getpriority(PRIO_PROCESS, tid);
+    if (cur == -1 && errno != 0)
+        return;
+    cur += (int)nice;
+    if (setpriority(PRIO_PROCESS, tid, cur > 19 ? 19 : cur) < 0 && errno != EACCES)
+        api_log("background thread: cannot lower its priority: %s", strerror(errno));
+}
+
 static void *job_main(void *p)
 {
     struct api_job *job = p;
 
+    pthread_setname_np(pthread_self(), "bc-job"); /* and the threads it starts */
+    thread_nice(job->owner->nice);
     job->fn(job, job->key, job->arg);
     pthread_mutex_lock(&job->owner->lock);
     job->state = JOB_DONE;

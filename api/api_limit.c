@@ -235,6 +235,10 @@ static const struct conf_key {
      "settlement batches this server runs at once, over all its hosts and jobs (0: "
      "one per host of each job): fewer leave hosts that share CPUs more of them for "
      "requests, and the settlement takes longer"},
+    {"background_nice", K_U32, L(background_nice), 0, 19,
+     "added to the nice value of the server's background threads (settlements, "
+     "the standings' recomputation, purges): on CPUs they share, the event loops "
+     "and workers go first"},
     {"loop_bets", K_U32, L(loop_bets), 0, 1,
      "1: POST /v1/bets runs its statement on the event loops when a connection is "
      "idle and the match is in the near-cache; 0: on a worker"},
@@ -344,6 +348,7 @@ void api_limits_init(struct api_limits *l)
     l->work_per_user = 4;
     l->loop_reads = 1;
     l->loop_bets = 1;
+    l->background_nice = 10;
     l->conn_per_addr = 64;
     l->header_timeout_ms = 800;
     l->body_timeout_ms = 10000;

@@ -260,5 +260,60 @@ class TestSettleBatches(unittest.TestCase):
         assert_check_ledger(self)
 
 
+def thread_nices(pid):
+    """[(name, nice)] of the process's threads, from /proc."""
+    import os
+    out = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        out.append((name, int(stat[stat.rindex(")") + 2:].split()[16])))
+    return out
+
+
+class TestBackgroundPriority(unittest.TestCase):
+    def own_threads(self, settings):
+        """The threads of an API server of its own with settings, once its
+        settler (a job) runs, and the nice value of its main thread."""
+        import time
+        from test_abuse import OwnServer
+        own = OwnServer(settings)
+        try:
+            deadline = time.time() + 10
+            while True:
+                threads = thread_nices(own.proc.pid)
+                if any(n == "bc-job" for n, _ in threads) or time.time() > deadline:
+                    break
+                time.sleep(0.1)
+            base = dict(thread_nices(own.proc.pid)).get("betcity-api")
+        finally:
+            own.stop()
+        self.assertIsNotNone(base, threads)
+        self.assertIn("bc-job", [n for n, _ in threads], threads)
+        self.assertIn("bc-loop", [n for n, _ in threads], threads)
+        self.assertIn("bc-work", [n for n, _ in threads], threads)
+        return threads, base
+
+    def test_jobs_run_at_a_lower_priority_than_requests(self):
+        """By default (background_nice 10) the server's jobs (its settler,
+        the settlements and the standings' recomputation it runs, and the
+        threads they start) run 10 nice steps below the event loops and
+        the workers, which keep the process's own."""
+        threads, base = self.own_threads({})
+        for name, nice in threads:
+            if name == "bc-job":
+                self.assertEqual(nice, min(base + 10, 19), threads)
+            elif name in ("bc-loop", "bc-work"):
+                self.assertEqual(nice, base, threads)
+
+    def test_background_nice_0_leaves_jobs_as_they_are(self):
+        threads, base = self.own_threads({"background_nice": 0})
+        self.assertEqual({nice for _, nice in threads}, {base}, threads)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -522,6 +524,48 @@ static void test_jobs_finished_are_reaped_and_bounded(void **state)
     assert_int_equal(atomic_load(&q.finished), 64);
 }
 
+static int thread_nice_now(void)
+{
+    return getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+}
+
+/* Stores its thread's nice value + 100 (0 until it ran). */
+static void nice_job(struct api_job *job, uint64_t key, void *arg)
+{
+    atomic_int *out = arg;
+    (void)job;
+    (void)key;
+
+    atomic_store(out, thread_nice_now() + 100);
+}
+
+/* A job's thread runs background_nice steps below the thread that made the server. */
+static void test_jobs_run_below_the_server(void **state)
+{
+    int base = thread_nice_now();
+    (void)state;
+
+    for (uint32_t nice = 0; nice <= 10; nice += 5) {
+        struct api_conf conf;
+        struct api_server *srv;
+        atomic_int got = 0;
+
+        api_conf_init(&conf);
+        conf.port = 0;
+        conf.threads = 1;
+        conf.limits.background_nice = nice;
+        assert_int_equal(api_server_create(&conf, NULL, &srv), 0);
+        assert_int_equal(api_jobs_start(api_server_jobs(srv), 1, nice_job, &got), 0);
+        for (int i = 0; i < 5000 && atomic_load(&got) == 0; i++)
+            usleep(1000);
+        assert_int_equal(atomic_load(&got) - 100,
+                         base + (int)nice > 19 ? 19 : base + (int)nice);
+        api_server_destroy(srv);
+    }
+    /* The thread that made them keeps its own. */
+    assert_int_equal(thread_nice_now(), base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -539,6 +583,7 @@ int main(void)
         cmocka_unit_test(test_password_hash),
         cmocka_unit_test(test_server_destroy_joins_its_jobs_only),
         cmocka_unit_test(test_jobs_finished_are_reaped_and_bounded),
+        cmocka_unit_test(test_jobs_run_below_the_server),
     };
     return cmocka_run_group_tests_name("api", tests, NULL, NULL);
 }
