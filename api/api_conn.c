@@ -117,12 +117,7 @@ static void *reaper_main(void *arg)
             k->reaped = 1;
             atomic_fetch_add_explicit(&c->nreaped, 1, memory_order_relaxed);
         }
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += REAP_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        api_deadline_ms(&until, CLOCK_REALTIME, REAP_MS);
         pthread_cond_timedwait(&c->stop_cond, &c->lock, &until);
     }
     pthread_mutex_unlock(&c->lock);

@@ -191,19 +191,24 @@ void api_jobs_kick(struct api_jobs *jobs)
     pthread_mutex_unlock(&jobs->lock);
 }
 
+void api_deadline_ms(struct timespec *t, clockid_t clock, uint32_t ms)
+{
+    clock_gettime(clock, t);
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (long)(ms % 1000) * 1000000;
+    if (t->tv_nsec >= 1000000000) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000;
+    }
+}
+
 void api_job_sleep(struct api_job *job, uint32_t ms)
 {
     struct api_jobs *jobs = job->owner;
     struct timespec until;
     uint64_t kicks;
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    api_deadline_ms(&until, CLOCK_MONOTONIC, ms);
     pthread_mutex_lock(&jobs->lock);
     /* Both are set under the lock before the broadcast: no wake-up is lost. */
     kicks = jobs->kicks;

@@ -156,12 +156,7 @@ static int batch_enter(struct settle_run *run)
         }
         /* Timed (monotonic clock): a run that stops is noticed within 100 ms. */
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        api_deadline_ms(&ts, CLOCK_MONOTONIC, 100);
         pthread_cond_timedwait(&s->freed, &s->lock, &ts);
     }
     if (rc == 0 && ++s->nbatch > run->batches_peak)
