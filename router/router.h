@@ -122,6 +122,17 @@ int router_exec(struct router *router, uint32_t shard, struct sql_rows *rows,
 void router_background(int on);
 
 /*
+ * Hosts a background thread's scatter asks at once (0, the default: every
+ * host, each on a thread of its own). With 1 the hosts answer one after
+ * another: a scatter takes about the sum of their times instead of the
+ * longest, and where the hosts share CPUs with requests (one machine), one
+ * host's scan at a time leaves the others' CPUs to them. A dead host then
+ * delays the next hosts by its deadline too. Requests' scatters always ask
+ * every host at once.
+ */
+void router_set_background_hosts(struct router *router, uint32_t n);
+
+/*
  * Reads that may be slightly stale (standings, public profiles, lists,
  * bet history): after router_stale_reads(1), a single SELECT of the
  * calling thread through router_exec() may be served by a replica of its

@@ -119,6 +119,7 @@ struct router {
     uint32_t move_wait_ms;
     uint32_t max_lag_ms;
     char heartbeat_sql[160]; /* measures a replica's lag */
+    atomic_uint bg_hosts;    /* hosts a background scatter asks at once (0: all) */
 
     struct router_pool *pools[ROUTER_MAX_POOLS]; /* append-only: hosts, replicas */
     atomic_uint npool;

@@ -5,7 +5,8 @@
  * statement that covers all of its shards (a UNION ALL of the shape over its
  * schemas, or a multi-statement batch for writes), and the hosts run in
  * parallel, one thread each. The call returns when every host answered or
- * hit its deadline, so a dead host costs at most one timeout.
+ * hit its deadline, so a dead host costs at most one timeout. A background
+ * thread's scatter may ask fewer hosts at once (router_set_background_hosts()).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -48,6 +49,46 @@ static void *scatter_main(void *arg)
     return NULL;
 }
 
+/* Hosts asked by fewer threads than there are hosts: each takes the next. */
+struct scatter_crew {
+    struct scatter_host *hosts; /* ref */
+    uint32_t n;
+    atomic_uint next;
+};
+
+static void *crew_main(void *arg)
+{
+    struct scatter_crew *crew = arg;
+    uint32_t i;
+
+    while ((i = atomic_fetch_add(&crew->next, 1)) < crew->n)
+        if (crew->hosts[i].nparts > 0)
+            scatter_main(&crew->hosts[i]);
+    return NULL;
+}
+
+/* Asks the hosts width at a time: width - 1 threads and the caller's. */
+static void scatter_crew_run(struct scatter_host *hosts, uint32_t n, uint32_t width)
+{
+    struct scatter_crew crew = {.hosts = hosts, .n = n};
+    pthread_t *threads = calloc(width, sizeof(*threads));
+    uint32_t started = 0;
+
+    atomic_init(&crew.next, 0);
+    while (threads != NULL && started + 1 < width &&
+           pthread_create(&threads[started], NULL, crew_main, &crew) == 0)
+        started++;
+    crew_main(&crew);
+    for (uint32_t i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    free(threads);
+}
+
+void router_set_background_hosts(struct router *r, uint32_t n)
+{
+    atomic_store(&r->bg_hosts, n);
+}
+
 /* Appends the shape for one shard to the host's statement. */
 static int add_part(struct router *r, struct sql_buf *sql, enum scatter_kind kind,
                     uint32_t shard, int first, const char *fmt, va_list ap)
@@ -78,7 +119,7 @@ static int scatter_run(struct router *r, enum scatter_kind kind, const char *hea
 {
     struct router_map *m = atomic_load(&r->current);
     struct scatter_host *hosts;
-    uint32_t nnode;
+    uint32_t nnode, width;
     int rc = 0;
 
     *out = NULL;
@@ -111,6 +152,11 @@ static int scatter_run(struct router *r, enum scatter_kind kind, const char *hea
             rc = sql_buf_add(&hosts[n].sql, tail, strlen(tail));
     if (rc < 0)
         return rc;
+    width = atomic_load(&r->bg_hosts);
+    if (router__background() && width > 0 && width < nnode) {
+        scatter_crew_run(hosts, nnode, width);
+        return 0;
+    }
     for (uint32_t n = 0; n < nnode; n++) {
         if (hosts[n].nparts == 0)
             continue;

@@ -177,6 +177,89 @@ static void test_scatter_returns_the_union(void **state)
     sql_rows_free(&rows);
 }
 
+/* When each host's statement of a scatter began and ended (unix s), per host. */
+struct span {
+    double from, to;
+};
+
+/*
+ * A background scatter of about 20 ms a shard, timed by the servers
+ * themselves: NOW(6) is when a host's statement began, the last part's
+ * SYSDATE(6) when it had done its shards. Returns the hosts' spans.
+ */
+static uint32_t timed_scatter(struct router *r, uint32_t width, struct span *sp,
+                              uint32_t max)
+{
+    const struct shardmap *map = router_map(r);
+    struct sql_rows rows = {0};
+    uint8_t seen[NSHARD] = {0};
+
+    assert_true(map->nnode <= max);
+    for (uint32_t i = 0; i < map->nnode; i++)
+        sp[i] = (struct span){0, 0};
+    router_set_background_hosts(r, width);
+    router_background(1);
+    assert_int_equal(router_scatter(r, &rows,
+                                    "SELECT %N, UNIX_TIMESTAMP(NOW(6)), "
+                                    "UNIX_TIMESTAMP(SYSDATE(6)) FROM (SELECT "
+                                    "SLEEP(0.02) AS z) AS z"),
+                     0);
+    router_background(0);
+    router_set_background_hosts(r, 0);
+    assert_int_equal(rows.nrow, NSHARD);
+    for (uint32_t i = 0; i < rows.nrow; i++) {
+        uint32_t s = (uint32_t)strtoul(sql_cell(&rows, i, 0), NULL, 10);
+        double from = strtod(sql_cell(&rows, i, 1), NULL),
+               to = strtod(sql_cell(&rows, i, 2), NULL);
+        struct span *h = &sp[map->node_of[s]];
+
+        assert_true(s < NSHARD);
+        assert_int_equal(seen[s], 0);
+        seen[s] = 1;
+        if (h->from == 0 || from < h->from)
+            h->from = from;
+        if (to > h->to)
+            h->to = to;
+    }
+    sql_rows_free(&rows);
+    return map->nnode;
+}
+
+/* Hosts whose statements were running at the moment t. */
+static uint32_t running_at(const struct span *sp, uint32_t n, double t)
+{
+    uint32_t k = 0;
+
+    for (uint32_t i = 0; i < n; i++)
+        k += sp[i].from <= t && t < sp[i].to;
+    return k;
+}
+
+/*
+ * router_set_background_hosts(): a background thread's scatter asks at most
+ * that many hosts at once, and still gets every shard's rows; 0 asks them
+ * all at once.
+ */
+static void test_background_scatter_hosts_at_once(void **state)
+{
+    struct fixture *f = *state;
+    struct span sp[8];
+    uint32_t n, most;
+
+    for (uint32_t width = 0; width <= 2; width++) {
+        n = timed_scatter(f->router, width, sp, 8);
+        assert_true(n >= 3);
+        most = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t k = running_at(sp, n, sp[i].from);
+            most = k > most ? k : most;
+        }
+        print_message("background_hosts %u: at most %u of %u hosts at once\n", width,
+                      most, n);
+        assert_int_equal(most, width == 0 ? n : width);
+    }
+}
+
 /* A wrapped scatter: each host sums its shards' rows and sends one per group. */
 static void test_scatter_wrap_reduces_on_each_host(void **state)
 {
@@ -697,6 +780,7 @@ int main(void)
         cmocka_unit_test(test_scatter_wrap_flat_parts_and_limit),
         cmocka_unit_test(test_scatter_topk_merges),
         cmocka_unit_test(test_scatter_exec_batches_per_host),
+        cmocka_unit_test(test_background_scatter_hosts_at_once),
         cmocka_unit_test(test_bad_format_is_an_error),
         cmocka_unit_test(test_background_statement_leaves_requests_alone),
         cmocka_unit_test(test_one_request_timeout_is_not_a_host_failure),
