@@ -54,6 +54,7 @@ struct api_limits {
     uint32_t settle_pause_pct;    /* a settlement batch's time a host then pauses (0) */
     uint32_t settle_batches;      /* settlement batches at once (0: one per host) */
     uint32_t background_nice;     /* nice added to background threads (10) */
+    uint32_t background_hosts;    /* hosts a background scatter asks at once (0: all) */
     uint32_t conn_per_addr;       /* connections per address, proxies apart (64) */
     uint32_t header_timeout_ms;   /* connect to complete headers (800) */
     uint32_t body_timeout_ms;     /* headers to complete body (10000) */

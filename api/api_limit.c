@@ -239,6 +239,11 @@ static const struct conf_key {
      "added to the nice value of the server's background threads (settlements, "
      "the standings' recomputation, purges): on CPUs they share, the event loops "
      "and workers go first"},
+    {"background_hosts", K_U32, L(background_hosts), 0, 64,
+     "hosts a scatter of the server's background work (the standings' "
+     "recomputation, the settlements' counts) asks at once (0: all): 1 leaves "
+     "hosts that share CPUs all but one scan at a time, and the scatter takes "
+     "about the sum of the hosts' times"},
     {"loop_bets", K_U32, L(loop_bets), 0, 1,
      "1: POST /v1/bets runs its statement on the event loops when a connection is "
      "idle and the match is in the near-cache; 0: on a worker"},

@@ -209,12 +209,13 @@ def settle_done_line(s, match_id, timeout=5):
         time.sleep(0.2)
 
 
-def settle_on_own_server(test, settings, nusers):
+def settle_on_own_server(test, settings, nusers, check=None):
     """An API server of its own with settings posts a result and runs its
     settlement (the server that takes a result wakes its own settler at
     once); every bet is then settled exactly once. Returns the job's last
-    log line (settle_done_line) of a run by that server; skips the test when
-    another server claimed the job three times."""
+    log line (settle_done_line) of a run by that server, after check(company,
+    [(user, bet)]) when given; skips the test when another server claimed the
+    job three times."""
     from test_abuse import OwnServer
     s = stack.get()
     own = OwnServer(settings)
@@ -233,6 +234,8 @@ def settle_on_own_server(test, settings, nusers):
             line = settle_done_line(s, m["id"])
             test.assertIsNotNone(line, "no log line of settlement %s's end" % m["id"])
             if line.group(1).startswith("abuse/"):
+                if check is not None:
+                    check(co, bets)
                 return line  # run by the server of its own
         test.skipTest("another server claimed the settlement three times")
     finally:
@@ -256,6 +259,24 @@ class TestSettleBatches(unittest.TestCase):
         them), and every bet of users on every host is settled exactly
         once with the ledger whole."""
         line = settle_on_own_server(self, {"settle_batches": 1}, 24)
+        self.assertEqual(int(line.group(3)), 1, line.group(0))
+        assert_check_ledger(self)
+
+
+class TestBackgroundHosts(unittest.TestCase):
+    def test_one_host_at_a_time_settles_and_ranks(self):
+        """background_hosts=1 with settle_batches=1 (for hosts that share
+        CPUs): the server's settlement counts and its standings'
+        recomputation ask one host at a time (the router's integration test
+        times that), and they still see every shard: every bet is paid once,
+        the job counts them all, and the company's ranking, recomputed by
+        that server, gives each member his bet's points."""
+        def ranked(co, bets):
+            points = {u.id: expected_settlement(b, RESULTS["home"])[1] - b["stake"] for u, b in bets}
+            got = bets[0][0].client.get("/v1/standings/users", query={"company": co["id"]}).expect_json(200)
+            self.assertEqual({x["user_id"]: x["points"] for x in got["items"]}, points, got)
+
+        line = settle_on_own_server(self, {"settle_batches": 1, "background_hosts": 1}, 24, check=ranked)
         self.assertEqual(int(line.group(3)), 1, line.group(0))
         assert_check_ledger(self)
 
