@@ -302,20 +302,58 @@ static int do_bet(struct worker *w, const struct vuser *u, uint64_t t0, int *ack
     return rc;
 }
 
-/* One line of --trace: when the operation was due (wall clock, ms), what, how
+/*
+ * One line of --trace: when the operation was due (wall clock, ms), what, how
  * long it took from then, its final status, and how long after it was due
- * this process started it (us: its own delay, counted in the latency). */
-static void trace_op(struct run *r, enum op op, uint64_t us, int rc, uint64_t late_us)
+ * this process started it (us: its own delay, counted in the latency). Kept
+ * in the worker's memory (32 bytes an operation) and written when the load
+ * ends: a write to the file can wait for the disk (a journal commit of the
+ * file system the databases write to), and the load must not wait with it.
+ */
+static void trace_op(struct worker *w, enum op op, uint64_t us, int rc,
+                     uint64_t late_us)
 {
     struct timespec ts;
-    int64_t due_ms;
 
+    if (w->ntrace == w->trace_cap) {
+        size_t cap = w->trace_cap ? 2 * w->trace_cap : 4096;
+        struct trace_rec *t = realloc(w->trace, cap * sizeof(*t));
+        if (t == NULL) {
+            w->trace_lost++;
+            return;
+        }
+        w->trace = t;
+        w->trace_cap = cap;
+    }
     clock_gettime(CLOCK_REALTIME, &ts);
-    due_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)(us / 1000);
-    pthread_mutex_lock(&r->trace_lock);
-    fprintf(r->trace, "%" PRId64 " %s %" PRIu64 " %d %" PRIu64 "\n", due_ms,
-            loadgen_op_names[op], us, rc, late_us);
-    pthread_mutex_unlock(&r->trace_lock);
+    w->trace[w->ntrace++] =
+        (struct trace_rec){.due_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 -
+                                     (int64_t)(us / 1000),
+                           .us = us,
+                           .late_us = late_us,
+                           .rc = rc,
+                           .op = (uint8_t)op};
+}
+
+/* Writes the workers' traces; -1 (said) when the file is incomplete. */
+static int trace_write(struct run *r)
+{
+    unsigned lost = 0;
+
+    for (unsigned i = 0; r->w != NULL && i < r->nworker; i++) {
+        const struct worker *w = r->w[i];
+        if (w == NULL)
+            continue;
+        for (size_t k = 0; k < w->ntrace; k++)
+            fprintf(r->trace, "%" PRId64 " %s %" PRIu64 " %d %" PRIu64 "\n",
+                    w->trace[k].due_ms, loadgen_op_names[w->trace[k].op],
+                    w->trace[k].us, (int)w->trace[k].rc, w->trace[k].late_us);
+        lost += w->trace_lost;
+    }
+    if (lost > 0)
+        fprintf(stderr, "loadgen: --trace %s: out of memory: %u operations left out\n",
+                r->o.trace, lost);
+    return lost > 0 ? -1 : 0;
 }
 
 static void do_op(struct worker *w, enum op op, const struct vuser *u, uint64_t t0)
@@ -349,7 +387,7 @@ static void do_op(struct worker *w, enum op op, const struct vuser *u, uint64_t 
     us = (loadgen_now_ns() - t0) / 1000;
     loadgen_hist_add(&w->st.lat[op], us);
     if (r->trace != NULL)
-        trace_op(r, op, us, rc, late_us);
+        trace_op(w, op, us, rc, late_us);
     w->st.count[op]++;
     w->st.ok[op] += rc >= 200 && rc < 300;
     if (op == OP_BET && r->o.watch_shard >= 0) {
@@ -682,7 +720,6 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     pthread_mutex_init(&r.acked_lock, NULL);
-    pthread_mutex_init(&r.trace_lock, NULL);
     if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
         seed = loadgen_now_ns() ^ ((uint64_t)getpid() << 40);
     /* Keys are unique per run, so a rerun with the same users reuses none. */
@@ -736,6 +773,8 @@ out:
         fprintf(stderr, "loadgen: --acked %s: %s\n", r.o.acked, strerror(errno));
         rc = 1;
     }
+    if (r.trace != NULL && trace_write(&r) < 0)
+        rc = 1;
     if (r.trace != NULL && fclose(r.trace) != 0) {
         fprintf(stderr, "loadgen: --trace %s: %s\n", r.o.trace, strerror(errno));
         rc = 1;
@@ -752,7 +791,6 @@ out:
     free(r.ready);
     free(r.users);
     pthread_mutex_destroy(&r.acked_lock);
-    pthread_mutex_destroy(&r.trace_lock);
     loadgen_opts_deinit(&r.o);
     curl_global_cleanup();
     return rc;

@@ -90,6 +90,14 @@ struct vuser {
 struct run;
 
 /* One worker thread: its keep-alive handle, response buffer and counters. */
+/* One operation of --trace (see trace_op() in loadgen.c). */
+struct trace_rec {
+    int64_t due_ms; /* wall clock */
+    uint64_t us, late_us;
+    int32_t rc;
+    uint8_t op;
+};
+
 struct worker {
     struct run *run; /* ref */
     unsigned id;
@@ -104,6 +112,10 @@ struct worker {
     unsigned signed_up, logged_in;
     char why[512]; /* first phase-1 failure */
     struct stats st;
+    /* --trace: this worker's operations, written when the load ends. */
+    struct trace_rec *trace;
+    size_t ntrace, trace_cap;
+    unsigned trace_lost; /* not kept: out of memory */
 };
 
 /* What the workers of one run share; the main thread owns it. Workers only
@@ -118,8 +130,7 @@ struct run {
     unsigned nworker;
     FILE *acked; /* NULL without --acked; line buffered; under acked_lock */
     pthread_mutex_t acked_lock;
-    FILE *trace; /* NULL without --trace; under trace_lock */
-    pthread_mutex_t trace_lock;
+    FILE *trace; /* NULL without --trace; written by the main thread at the end */
     uint64_t last_ack_ns, pause_max_ns; /* under acked_lock */
     /* Per group with --watch-shard, under acked_lock: the last ack and the
      * longest time without one. */

@@ -255,5 +255,6 @@ void loadgen_worker_destroy(struct worker *w)
     curl_easy_cleanup(w->curl);
     free(w->st.err_sec);
     free(w->buf);
+    free(w->trace);
     free(w);
 }
