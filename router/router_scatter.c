@@ -25,8 +25,6 @@ struct scatter_host {
     uint32_t nparts; /* shards in the statement */
     int rc;
     char error[256];
-    pthread_t thread;
-    int started;
     int background; /* the caller's mode (router_background()) */
 };
 
@@ -49,7 +47,7 @@ static void *scatter_main(void *arg)
     return NULL;
 }
 
-/* Hosts asked by fewer threads than there are hosts: each takes the next. */
+/* The threads that ask the hosts: each takes the next host not yet asked. */
 struct scatter_crew {
     struct scatter_host *hosts; /* ref */
     uint32_t n;
@@ -67,7 +65,10 @@ static void *crew_main(void *arg)
     return NULL;
 }
 
-/* Asks the hosts width at a time: width - 1 threads and the caller's. */
+/*
+ * Asks the hosts width at a time: width - 1 threads and the caller's (the
+ * caller's alone when no thread is to be had).
+ */
 static void scatter_crew_run(struct scatter_host *hosts, uint32_t n, uint32_t width)
 {
     struct scatter_crew crew = {.hosts = hosts, .n = n};
@@ -152,22 +153,11 @@ static int scatter_run(struct router *r, enum scatter_kind kind, const char *hea
             rc = sql_buf_add(&hosts[n].sql, tail, strlen(tail));
     if (rc < 0)
         return rc;
+    /* Every host at once, unless a background thread's scatter is capped. */
     width = atomic_load(&r->bg_hosts);
-    if (router__background() && width > 0 && width < nnode) {
-        scatter_crew_run(hosts, nnode, width);
-        return 0;
-    }
-    for (uint32_t n = 0; n < nnode; n++) {
-        if (hosts[n].nparts == 0)
-            continue;
-        if (pthread_create(&hosts[n].thread, NULL, scatter_main, &hosts[n]) == 0)
-            hosts[n].started = 1;
-        else
-            scatter_main(&hosts[n]); /* no thread to be had: run it here */
-    }
-    for (uint32_t n = 0; n < nnode; n++)
-        if (hosts[n].started)
-            pthread_join(hosts[n].thread, NULL);
+    if (!router__background() || width == 0 || width > nnode)
+        width = nnode;
+    scatter_crew_run(hosts, nnode, width);
     return 0;
 }
 
