@@ -51,13 +51,15 @@ struct api_limits {
     uint32_t work_per_user;      /* of them, a signed-in user's writes (4; 0: any) */
     uint32_t loop_reads; /* GET /v1/me's read on the event loops (1; 0: workers) */
     uint32_t loop_bets;  /* POST /v1/bets's statement on the loops (1; 0: workers) */
-    uint32_t settle_pause_pct;    /* a settlement batch's time a host then pauses (0) */
-    uint32_t settle_batches;      /* settlement batches at once (0: one per host) */
-    uint32_t background_nice;     /* nice added to background threads (10) */
-    uint32_t background_hosts;    /* hosts a background scatter asks at once (0: all) */
-    uint32_t conn_per_addr;       /* connections per address, proxies apart (64) */
-    uint32_t header_timeout_ms;   /* connect to complete headers (800) */
-    uint32_t body_timeout_ms;     /* headers to complete body (10000) */
+    uint32_t settle_pause_pct; /* a settlement batch's time a host then pauses (0) */
+    uint32_t settle_batches;   /* settlement batches at once (0: one per host) */
+    uint32_t background_nice;  /* nice added to background threads (10) */
+    uint32_t background_hosts; /* hosts a background scatter asks at once (0: all) */
+    uint32_t background_cores_pct; /* of a machine's cores, its hosts' background work
+                                      (50) */
+    uint32_t conn_per_addr;        /* connections per address, proxies apart (64) */
+    uint32_t header_timeout_ms;    /* connect to complete headers (800) */
+    uint32_t body_timeout_ms;      /* headers to complete body (10000) */
     uint32_t idle_timeout_ms;     /* a response to the next request's headers (15000) */
     struct api_nets trusted;      /* proxies whose X-Forwarded-For counts (127.0.0.1) */
     struct api_nets metrics_from; /* who may GET /metrics directly (127.0.0.0/8) */

@@ -636,8 +636,10 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         goto error;
     if ((rc = api_jobs_create(conf->limits.background_nice, &srv->jobs)) < 0)
         goto error;
-    if (router != NULL)
+    if (router != NULL) {
         router_set_background_hosts(router, conf->limits.background_hosts);
+        router_set_background_cores(router, conf->limits.background_cores_pct);
+    }
     /* Every server settles: it runs the jobs nobody holds, whoever took the result. */
     if (router != NULL && (rc = api_settler_create(srv, &srv->settler)) < 0)
         goto error;

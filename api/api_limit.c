@@ -244,6 +244,11 @@ static const struct conf_key {
      "recomputation, the settlements' counts) asks at once (0: all): 1 leaves "
      "hosts that share CPUs all but one scan at a time, and the scatter takes "
      "about the sum of the hosts' times"},
+    {"background_cores_pct", K_U32, L(background_cores_pct), 0, 400,
+     "hosts on one machine (the same @@hostname) share its cores: their background "
+     "statements (settlement batches, the recomputation's scans) take at most this "
+     "share (%) of its cores (@@thread_pool_size) at once, at least one (0: no "
+     "limit); a host alone on its machine is not slowed"},
     {"loop_bets", K_U32, L(loop_bets), 0, 1,
      "1: POST /v1/bets runs its statement on the event loops when a connection is "
      "idle and the match is in the near-cache; 0: on a worker"},
@@ -354,6 +359,7 @@ void api_limits_init(struct api_limits *l)
     l->loop_reads = 1;
     l->loop_bets = 1;
     l->background_nice = 10;
+    l->background_cores_pct = 50;
     l->conn_per_addr = 64;
     l->header_timeout_ms = 800;
     l->body_timeout_ms = 10000;

@@ -139,12 +139,22 @@ static int run_stopping(struct settle_run *run)
     return atomic_load(&run->lost) || api_job_stopping(run->job);
 }
 
+static void batch_leave(struct settle_run *run, int token);
+
+static int run_stopping_cb(void *run)
+{
+    return run_stopping(run);
+}
+
 /*
  * Takes a place among the server's batches in flight, waiting while
- * settle_batches of them run; -ECANCELED when the run stops first. Counts
- * them also without a cap, for the run's peak in its last log line.
+ * settle_batches of them run, then one among the background statements of
+ * shard's host's machine (router_machine_enter(): hosts that share a
+ * machine take turns); -ECANCELED when the run stops first. Counts the
+ * batches also without a cap, for the run's peak in its last log line.
+ * *token goes back to batch_leave().
  */
-static int batch_enter(struct settle_run *run)
+static int batch_enter(struct settle_run *run, uint32_t shard, int *token)
 {
     struct api_settler *s = run->settler;
     int rc = 0;
@@ -163,13 +173,20 @@ static int batch_enter(struct settle_run *run)
     if (rc == 0 && ++s->nbatch > run->batches_peak)
         run->batches_peak = s->nbatch;
     pthread_mutex_unlock(&s->lock);
+    if (rc < 0)
+        return rc;
+    /* Then a place among the batches and scans of the host's machine. */
+    if ((rc = router_machine_enter(run->router, shard, run_stopping_cb, run, token)) <
+        0)
+        batch_leave(run, -1);
     return rc;
 }
 
-static void batch_leave(struct settle_run *run)
+static void batch_leave(struct settle_run *run, int token)
 {
     struct api_settler *s = run->settler;
 
+    router_machine_leave(run->router, token);
     pthread_mutex_lock(&s->lock);
     s->nbatch--;
     pthread_cond_signal(&s->freed);
@@ -181,12 +198,12 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
 {
     int64_t deadline = 0;
     uint64_t seen, n;
-    int rc, last = 0;
+    int rc, token, last = 0;
 
     while (!last) {
         if (run_stopping(run))
             return -ECANCELED;
-        if ((rc = batch_enter(run)) < 0)
+        if ((rc = batch_enter(run, shard, &token)) < 0)
             return rc;
         /* On the shard's new host when a move fenced it. */
         int64_t t0 = sql_now_ms();
@@ -196,7 +213,7 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
                                   shard, &n, &last);
         } while (rc == BC_EMOVED &&
                  router_await_move(run->router, seen, &deadline) == 0);
-        batch_leave(run);
+        batch_leave(run, token);
         if (rc < 0)
             return rc;
         deadline = 0;
@@ -546,11 +563,14 @@ static void settle_finish(struct settle_run *run, const struct settle_count *c,
         pthread_mutex_lock(&run->settler->lock);
         uint32_t peak = run->batches_peak;
         pthread_mutex_unlock(&run->settler->lock);
+        char machines[512];
+        router_machines_describe(run->router, machines, sizeof(machines));
         api_log("settlement %" PRIu64 ": done by %s: %" PRIu64 " bets on %u shards "
                 "(this run %" PRId64 " ms; its hosts paused %" PRId64 " ms in all; "
-                "the server ran at most %u batches at once)",
+                "the server ran at most %u batches at once; machines: %s)",
                 run->match, run->settler->owner, c->bets_settled, c->shards_done,
-                sql_now_ms() - t0, (int64_t)atomic_load(&run->paused_ms), peak);
+                sql_now_ms() - t0, (int64_t)atomic_load(&run->paused_ms), peak,
+                machines);
     }
 }
 

@@ -133,6 +133,33 @@ void router_background(int on);
 void router_set_background_hosts(struct router *router, uint32_t n);
 
 /*
+ * Hosts that share a machine share its cores (router_machine.c): their
+ * background statements (each settlement batch its caller brackets with
+ * router_machine_enter() and router_machine_leave(), each host's statement
+ * of a background scatter) take at most pct % of the machine's cores at
+ * once, at least one; the others wait for a place. The machine is the
+ * server's @@hostname and its cores its @@thread_pool_size (the CPUs, by
+ * MariaDB's default), asked the first time background work goes to a host.
+ * Default 50; 0: no limit. A host alone on its machine is not slowed.
+ */
+void router_set_background_cores(struct router *router, uint32_t pct);
+/*
+ * Waits for a place among the background statements of the machine of
+ * shard's host; 0 with *token to give back to router_machine_leave(), or
+ * -ECANCELED when stopping(arg) said so first (asked every 100 ms). A host
+ * that cannot be asked its machine is let through (*token -1).
+ */
+int router_machine_enter(struct router *router, uint32_t shard, int (*stopping)(void *),
+                         void *arg, int *token);
+void router_machine_leave(struct router *router, int token);
+/*
+ * The machines as known so far, for a log line: "vm: 2 cores, 1 at once (at
+ * most 1 seen, 840 waits), hosts db1 db2 db3"; "" before any background
+ * work. Returns the length written.
+ */
+size_t router_machines_describe(struct router *router, char *buf, size_t size);
+
+/*
  * Reads that may be slightly stale (standings, public profiles, lists,
  * bet history): after router_stale_reads(1), a single SELECT of the
  * calling thread through router_exec() may be served by a replica of its

@@ -44,6 +44,11 @@
 #define ROUTER_LAG_TTL_MS 200
 /* The map is polled this often while a host is marked down (a failover). */
 #define ROUTER_DOWN_POLL_MS 100
+/*
+ * The share of a machine's cores that the background statements of the
+ * hosts on it take at once, by default (router_machine.c).
+ */
+#define ROUTER_BG_CORES_PCT 50
 
 struct router_pool;
 struct router_lane;
@@ -97,6 +102,20 @@ struct router_pool {
     atomic_uint nslow;      /* written under lock: request timeouts in a row */
 
     atomic_uint_fast64_t queries, errors, timeouts;
+
+    /* The machine it runs on, for its present epoch (router's machine_lock). */
+    int machine_known;
+    int machine; /* index in the router's machines */
+    uint64_t machine_epoch;
+};
+
+/* A machine that hosts run on (router_machine.c); guarded by machine_lock. */
+struct router_machine {
+    char name[128]; /* its @@hostname */
+    uint32_t ncpu;  /* its @@thread_pool_size */
+    uint32_t busy;  /* background statements of its hosts in flight */
+    uint32_t peak;  /* busy at most */
+    uint32_t waits; /* times a statement waited for a place */
 };
 
 /* A map as the router holds it: the value plus the pool of each node. */
@@ -118,8 +137,13 @@ struct router {
     uint32_t map_poll_ms;
     uint32_t move_wait_ms;
     uint32_t max_lag_ms;
-    char heartbeat_sql[160]; /* measures a replica's lag */
-    atomic_uint bg_hosts;    /* hosts a background scatter asks at once (0: all) */
+    char heartbeat_sql[160];  /* measures a replica's lag */
+    atomic_uint bg_hosts;     /* hosts a background scatter asks at once (0: all) */
+    atomic_uint bg_cores_pct; /* of a machine's cores, its hosts' background work */
+    pthread_mutex_t machine_lock;
+    pthread_cond_t machine_freed; /* a place was left */
+    struct router_machine machines[ROUTER_MAX_POOLS];
+    uint32_t nmachine; /* machine_lock */
 
     struct router_pool *pools[ROUTER_MAX_POOLS]; /* append-only: hosts, replicas */
     atomic_uint npool;
@@ -197,6 +221,16 @@ struct router_pool *router__pool_find(struct router *r, const char *name);
 struct router_pool *router__replica_find(struct router *r, const char *server);
 /* Whether the calling thread is in background mode (router_background()). */
 int router__background(void);
+
+/* router_machine.c */
+void router__machines_init(struct router *r);
+void router__machines_deinit(struct router *r);
+/*
+ * Takes a place among the background statements of the machine of pool's
+ * host (router_machine_enter()); *token for router_machine_leave().
+ */
+int router__machine_enter(struct router *r, struct router_pool *pool,
+                          int (*stopping)(void *), void *arg, int *token);
 
 /* router.c */
 /*

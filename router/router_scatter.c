@@ -6,7 +6,8 @@
  * schemas, or a multi-statement batch for writes), and the hosts run in
  * parallel, one thread each. The call returns when every host answered or
  * hit its deadline, so a dead host costs at most one timeout. A background
- * thread's scatter may ask fewer hosts at once (router_set_background_hosts()).
+ * thread's scatter may ask fewer hosts at once (router_set_background_hosts()),
+ * and its hosts that share a machine take turns (router_machine.c).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,14 +35,20 @@ static void *scatter_main(void *arg)
     struct router_conn *conn;
     int broken = 0;
 
+    int token = -1;
+
     /* The mode is per thread: a host's thread takes its caller's. */
     router_background(h->background);
+    /* Background statements of hosts that share a machine take turns. */
+    if (h->background)
+        (void)router__machine_enter(h->router, h->pool, NULL, NULL, &token);
     h->rc = router__conn_get(h->router, h->pool, &conn);
     if (h->rc == 0) {
         h->rc = router__conn_query(h->router, conn, h->sql.buf, h->sql.len, &h->rows,
                                    &broken);
         router__conn_put(conn, broken);
     }
+    router_machine_leave(h->router, token);
     if (h->rc < 0)
         snprintf(h->error, sizeof(h->error), "%s", router_last_error());
     return NULL;

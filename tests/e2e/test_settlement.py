@@ -281,6 +281,38 @@ class TestBackgroundHosts(unittest.TestCase):
         assert_check_ledger(self)
 
 
+class TestMachineShare(unittest.TestCase):
+    def test_hosts_of_one_machine_take_turns_by_default(self):
+        """With no key set, the server running a settlement finds the
+        stack's hosts on one machine (the servers' @@hostname, which is
+        this machine's name) and lets their batches and scans take half its
+        cores at once, at least one: the job's last log line names the
+        machine with every host on it, and never more of its statements ran
+        at once than its places; every bet is paid once, the ledger whole."""
+        import re
+        import socket
+        line = settle_on_own_server(self, {}, 24)
+        hit = re.search(r"machines: (\S+): (\d+) cores, (\d+) at once \(at most (\d+) "
+                        r"seen, \d+ waits\), hosts((?: \S+)+)\)$", line.string.rstrip())
+        self.assertIsNotNone(hit, line.string)
+        name, cores, places, seen = hit.group(1), int(hit.group(2)), int(hit.group(3)), int(hit.group(4))
+        self.assertEqual(name, socket.gethostname(), line.string)
+        self.assertEqual(places, max(1, cores * 50 // 100), line.string)
+        self.assertGreaterEqual(seen, 1, line.string)
+        self.assertLessEqual(seen, places, line.string)
+        hosts = hit.group(5).split()
+        self.assertEqual(len(hosts), len(set(hosts)), line.string)
+        self.assertGreaterEqual(len(hosts), 3, line.string)
+        assert_check_ledger(self)
+
+    def test_no_limit_with_zero(self):
+        """background_cores_pct=0: no places, and the line says so; every
+        bet is still paid once."""
+        line = settle_on_own_server(self, {"background_cores_pct": 0}, 12)
+        self.assertRegex(line.string, r"machines: \S+: \d+ cores, no limit, hosts")
+        assert_check_ledger(self)
+
+
 def thread_nices(pid):
     """[(name, nice)] of the process's threads, from /proc."""
     import os

@@ -178,6 +178,37 @@ void router_set_background_hosts(struct router *router, uint32_t n)
     (void)n;
 }
 
+void router_set_background_cores(struct router *router, uint32_t pct)
+{
+    (void)router;
+    (void)pct;
+}
+
+int router_machine_enter(struct router *router, uint32_t shard, int (*stopping)(void *),
+                         void *arg, int *token)
+{
+    (void)router;
+    (void)shard;
+    (void)stopping;
+    (void)arg;
+    *token = -1;
+    return 0;
+}
+
+void router_machine_leave(struct router *router, int token)
+{
+    (void)router;
+    (void)token;
+}
+
+size_t router_machines_describe(struct router *router, char *buf, size_t size)
+{
+    (void)router;
+    if (size > 0)
+        buf[0] = '\0';
+    return 0;
+}
+
 int router_txn_begin(struct router *router, uint32_t shard, struct router_txn **txn)
 {
     (void)router;

@@ -187,8 +187,8 @@ struct span {
  * themselves: NOW(6) is when a host's statement began, the last part's
  * SYSDATE(6) when it had done its shards. Returns the hosts' spans.
  */
-static uint32_t timed_scatter(struct router *r, uint32_t width, struct span *sp,
-                              uint32_t max)
+static uint32_t timed_scatter(struct router *r, uint32_t width, uint32_t cores_pct,
+                              struct span *sp, uint32_t max)
 {
     const struct shardmap *map = router_map(r);
     struct sql_rows rows = {0};
@@ -198,6 +198,7 @@ static uint32_t timed_scatter(struct router *r, uint32_t width, struct span *sp,
     for (uint32_t i = 0; i < map->nnode; i++)
         sp[i] = (struct span){0, 0};
     router_set_background_hosts(r, width);
+    router_set_background_cores(r, cores_pct);
     router_background(1);
     assert_int_equal(router_scatter(r, &rows,
                                     "SELECT %N, UNIX_TIMESTAMP(NOW(6)), "
@@ -206,6 +207,7 @@ static uint32_t timed_scatter(struct router *r, uint32_t width, struct span *sp,
                      0);
     router_background(0);
     router_set_background_hosts(r, 0);
+    router_set_background_cores(r, 50);
     assert_int_equal(rows.nrow, NSHARD);
     for (uint32_t i = 0; i < rows.nrow; i++) {
         uint32_t s = (uint32_t)strtoul(sql_cell(&rows, i, 0), NULL, 10);
@@ -235,10 +237,22 @@ static uint32_t running_at(const struct span *sp, uint32_t n, double t)
     return k;
 }
 
+/* The most hosts whose statements ran at once. */
+static uint32_t most_at_once(const struct span *sp, uint32_t n)
+{
+    uint32_t most = 0;
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k = running_at(sp, n, sp[i].from);
+        most = k > most ? k : most;
+    }
+    return most;
+}
+
 /*
  * router_set_background_hosts(): a background thread's scatter asks at most
  * that many hosts at once, and still gets every shard's rows; 0 asks them
- * all at once.
+ * all at once. (The machine's limit off: the stack's hosts share one.)
  */
 static void test_background_scatter_hosts_at_once(void **state)
 {
@@ -247,17 +261,72 @@ static void test_background_scatter_hosts_at_once(void **state)
     uint32_t n, most;
 
     for (uint32_t width = 0; width <= 2; width++) {
-        n = timed_scatter(f->router, width, sp, 8);
+        n = timed_scatter(f->router, width, 0, sp, 8);
         assert_true(n >= 3);
-        most = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t k = running_at(sp, n, sp[i].from);
-            most = k > most ? k : most;
-        }
+        most = most_at_once(sp, n);
         print_message("background_hosts %u: at most %u of %u hosts at once\n", width,
                       most, n);
         assert_int_equal(most, width == 0 ? n : width);
     }
+}
+
+static int stop_now(void *arg)
+{
+    return *(int *)arg;
+}
+
+/*
+ * router_set_background_cores(): the stack's hosts all run on this machine
+ * (one @@hostname), so their background statements share its places: at
+ * 1 % of its cores one host's statement at a time, at 400 % (four places a
+ * core) all at once, with 0 no limit. The machine is named by the servers,
+ * with every host on it; a waiter that is told to stop gets -ECANCELED.
+ */
+static void test_background_hosts_of_one_machine_take_turns(void **state)
+{
+    struct fixture *f = *state;
+    const uint32_t pcts[] = {1, 400, 0};
+    char desc[512], self[256] = "";
+    struct span sp[8];
+    uint32_t n, most;
+    int held, again, stop = 1;
+
+    for (size_t i = 0; i < sizeof(pcts) / sizeof(pcts[0]); i++) {
+        n = timed_scatter(f->router, 0, pcts[i], sp, 8);
+        assert_true(n >= 3);
+        most = most_at_once(sp, n);
+        print_message("background_cores_pct %u: at most %u of %u hosts at once\n",
+                      pcts[i], most, n);
+        assert_int_equal(most, pcts[i] == 1 ? 1 : n);
+    }
+    router_machines_describe(f->router, desc, sizeof(desc));
+    print_message("machines: %s\n", desc);
+    assert_int_equal(gethostname(self, sizeof(self) - 1), 0);
+    assert_true(strncmp(desc, self, strlen(self)) == 0 && desc[strlen(self)] == ':');
+    assert_null(strchr(desc, ';')); /* one machine */
+    for (uint32_t h = 0; h < router_map(f->router)->nnode; h++) {
+        char word[80];
+        snprintf(word, sizeof(word), " %s", router_map(f->router)->nodes[h].name);
+        assert_non_null(strstr(desc, word));
+    }
+
+    /* One place (1 %): the second waits, and leaves when told to stop. */
+    router_set_background_cores(f->router, 1);
+    assert_int_equal(router_machine_enter(f->router, 0, NULL, NULL, &held), 0);
+    assert_true(held >= 0);
+    assert_int_equal(
+        router_machine_enter(f->router, NSHARD - 1, stop_now, &stop, &again),
+        -ECANCELED);
+    router_machine_leave(f->router, held);
+    assert_int_equal(
+        router_machine_enter(f->router, NSHARD - 1, stop_now, &stop, &again), 0);
+    assert_true(again >= 0);
+    router_machine_leave(f->router, again);
+    /* No limit: nobody waits, and there is nothing to give back. */
+    router_set_background_cores(f->router, 0);
+    assert_int_equal(router_machine_enter(f->router, 0, NULL, NULL, &held), 0);
+    assert_int_equal(held, -1);
+    router_set_background_cores(f->router, 50);
 }
 
 /* A wrapped scatter: each host sums its shards' rows and sends one per group. */
@@ -781,6 +850,7 @@ int main(void)
         cmocka_unit_test(test_scatter_topk_merges),
         cmocka_unit_test(test_scatter_exec_batches_per_host),
         cmocka_unit_test(test_background_scatter_hosts_at_once),
+        cmocka_unit_test(test_background_hosts_of_one_machine_take_turns),
         cmocka_unit_test(test_bad_format_is_an_error),
         cmocka_unit_test(test_background_statement_leaves_requests_alone),
         cmocka_unit_test(test_one_request_timeout_is_not_a_host_failure),

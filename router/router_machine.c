@@ -1,0 +1,218 @@
+/*
+ * router_machine.c: hosts grouped by the machine they run on, so that the
+ * background work of hosts that share a machine's cores takes turns.
+ *
+ * Hosts with cores of their own each run their background statements
+ * (settlement batches, the scans of a recomputation) beside their requests.
+ * Several MariaDB servers on one machine (the local stack, or several
+ * servers on one VM) share its cores instead: if each of them runs a batch
+ * at once, the batches take every core and every host's requests wait for
+ * a CPU. So a host's machine is learned from the server itself, the first
+ * time background work goes to it (and again after its address changed):
+ * @@hostname names the machine, and @@thread_pool_size, which MariaDB sets
+ * to the machine's CPUs, counts its cores. Background statements of the
+ * hosts of one machine then take at most background_cores_pct of its cores
+ * at once (at least one): each waits for a place (router_machine_enter()).
+ * A host alone on its machine runs one batch at a time anyway, so nothing
+ * changes where hosts have cores of their own.
+ *
+ * Two servers on one machine under different host names (two containers)
+ * are not seen as sharing it; two machines with one name are, and then
+ * take turns where they need not (router_set_background_cores(r, 0), or
+ * the API's background_cores_pct = 0, turns it off).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "router/router_int.h"
+
+#define MACHINE_SQL "SELECT @@hostname, @@thread_pool_size"
+/* How often a waiter looks whether its caller stopped. */
+#define MACHINE_WAIT_MS 100
+
+void router__machines_init(struct router *r)
+{
+    pthread_mutex_init(&r->machine_lock, NULL);
+    pthread_cond_init(&r->machine_freed, NULL);
+    atomic_init(&r->bg_cores_pct, ROUTER_BG_CORES_PCT);
+}
+
+void router__machines_deinit(struct router *r)
+{
+    pthread_mutex_destroy(&r->machine_lock);
+    pthread_cond_destroy(&r->machine_freed);
+}
+
+void router_set_background_cores(struct router *r, uint32_t pct)
+{
+    atomic_store(&r->bg_cores_pct, pct);
+    pthread_mutex_lock(&r->machine_lock);
+    pthread_cond_broadcast(&r->machine_freed); /* more places, or none to wait for */
+    pthread_mutex_unlock(&r->machine_lock);
+}
+
+/* Places of a machine at pct % of its cores: at least one. */
+static uint32_t machine_slots(const struct router_machine *mc, uint32_t pct)
+{
+    uint32_t n = (uint32_t)((uint64_t)mc->ncpu * pct / 100);
+
+    return n > 0 ? n : 1;
+}
+
+/* The machine of name, added when new; -1 when the table is full. */
+static int machine_find(struct router *r, const char *name, uint32_t ncpu)
+{
+    for (uint32_t i = 0; i < r->nmachine; i++)
+        if (strcmp(r->machines[i].name, name) == 0) {
+            r->machines[i].ncpu = ncpu;
+            return (int)i;
+        }
+    if (r->nmachine == ROUTER_MAX_POOLS)
+        return -1;
+    struct router_machine *mc = &r->machines[r->nmachine];
+    snprintf(mc->name, sizeof(mc->name), "%s", name);
+    mc->ncpu = ncpu;
+    return (int)r->nmachine++;
+}
+
+/*
+ * The machine of pool's host, asked of the server when not known for its
+ * present address; -1 when it cannot be asked (the host is down: the
+ * statement that follows fails on its own, and the next one asks again).
+ */
+static int machine_of(struct router *r, struct router_pool *pool)
+{
+    struct sql_rows rows = {0};
+    struct router_conn *conn;
+    uint64_t epoch;
+    int m = -1, rc, broken = 1;
+
+    pthread_mutex_lock(&pool->lock);
+    epoch = pool->epoch;
+    pthread_mutex_unlock(&pool->lock);
+    pthread_mutex_lock(&r->machine_lock);
+    if (pool->machine_known && pool->machine_epoch == epoch)
+        m = pool->machine;
+    pthread_mutex_unlock(&r->machine_lock);
+    if (m >= 0)
+        return m;
+
+    int was = router__background();
+    router_background(1);
+    rc = router__conn_get(r, pool, &conn);
+    if (rc == 0) {
+        rc = router__conn_query(r, conn, MACHINE_SQL, strlen(MACHINE_SQL), &rows,
+                                &broken);
+        router__conn_put(conn, rc < 0 && broken);
+    }
+    router_background(was);
+    if (rc == 0 && rows.nrow == 1 && sql_cell(&rows, 0, 0) != NULL) {
+        const char *n = sql_cell(&rows, 0, 1);
+        long ncpu = n != NULL ? strtol(n, NULL, 10) : 1;
+
+        pthread_mutex_lock(&r->machine_lock);
+        m = machine_find(r, sql_cell(&rows, 0, 0),
+                         ncpu > 0 && ncpu < 65536 ? (uint32_t)ncpu : 1);
+        if (m >= 0) {
+            pool->machine = m;
+            pool->machine_epoch = epoch;
+            pool->machine_known = 1;
+        }
+        pthread_mutex_unlock(&r->machine_lock);
+    }
+    sql_rows_free(&rows);
+    return m;
+}
+
+int router__machine_enter(struct router *r, struct router_pool *pool,
+                          int (*stopping)(void *), void *arg, int *token)
+{
+    struct router_machine *mc;
+    uint32_t pct;
+    int m;
+
+    *token = -1;
+    /* Known also without a limit, for router_machines_describe(). */
+    if ((m = machine_of(r, pool)) < 0 || atomic_load(&r->bg_cores_pct) == 0)
+        return 0;
+    mc = &r->machines[m];
+    pthread_mutex_lock(&r->machine_lock);
+    while ((pct = atomic_load(&r->bg_cores_pct)) > 0 &&
+           mc->busy >= machine_slots(mc, pct)) {
+        if (stopping != NULL && stopping(arg)) {
+            pthread_mutex_unlock(&r->machine_lock);
+            return -ECANCELED;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += MACHINE_WAIT_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        mc->waits++;
+        pthread_cond_timedwait(&r->machine_freed, &r->machine_lock, &ts);
+    }
+    if (++mc->busy > mc->peak)
+        mc->peak = mc->busy;
+    pthread_mutex_unlock(&r->machine_lock);
+    *token = m;
+    return 0;
+}
+
+void router_machine_leave(struct router *r, int token)
+{
+    if (token < 0)
+        return;
+    pthread_mutex_lock(&r->machine_lock);
+    r->machines[token].busy--;
+    pthread_cond_broadcast(&r->machine_freed);
+    pthread_mutex_unlock(&r->machine_lock);
+}
+
+int router_machine_enter(struct router *r, uint32_t shard, int (*stopping)(void *),
+                         void *arg, int *token)
+{
+    struct router_pool *pool;
+    int err = 0;
+
+    *token = -1;
+    pool = router__pool_of_shard(r, shard, &err);
+    if (pool == NULL)
+        return 0; /* the statement that follows says why */
+    return router__machine_enter(r, pool, stopping, arg, token);
+}
+
+size_t router_machines_describe(struct router *r, char *buf, size_t size)
+{
+    uint32_t pct = atomic_load(&r->bg_cores_pct);
+    size_t len = 0;
+
+    if (size > 0)
+        buf[0] = '\0';
+    pthread_mutex_lock(&r->machine_lock);
+    for (uint32_t i = 0; i < r->nmachine && len < size; i++) {
+        const struct router_machine *mc = &r->machines[i];
+        int n = pct > 0
+                    ? snprintf(buf + len, size - len,
+                               "%s%s: %u cores, %u at once (at most %u seen, "
+                               "%u waits), hosts",
+                               i > 0 ? "; " : "", mc->name, mc->ncpu,
+                               machine_slots(mc, pct), mc->peak, mc->waits)
+                    : snprintf(buf + len, size - len, "%s%s: %u cores, no limit, hosts",
+                               i > 0 ? "; " : "", mc->name, mc->ncpu);
+        len += n > 0 ? (size_t)n : 0;
+        for (unsigned p = 0; p < atomic_load(&r->npool) && len < size; p++) {
+            const struct router_pool *pool = r->pools[p];
+            if (pool->machine_known && pool->machine == (int)i) {
+                n = snprintf(buf + len, size - len, " %s", pool->name);
+                len += n > 0 ? (size_t)n : 0;
+            }
+        }
+    }
+    pthread_mutex_unlock(&r->machine_lock);
+    return len < size ? len : size > 0 ? size - 1 : 0;
+}
