@@ -111,11 +111,13 @@ struct router_pool {
 
 /* A machine that hosts run on (router_machine.c); guarded by machine_lock. */
 struct router_machine {
-    char name[128]; /* its @@hostname */
-    uint32_t ncpu;  /* its @@thread_pool_size */
-    uint32_t busy;  /* background statements of its hosts in flight */
-    uint32_t peak;  /* busy at most */
-    uint32_t waits; /* times a statement waited for a place */
+    char name[128];     /* its @@hostname */
+    uint32_t ncpu;      /* its @@thread_pool_size */
+    uint32_t busy;      /* background statements of its hosts in flight */
+    uint32_t peak;      /* busy at most */
+    uint32_t waits;     /* times a statement waited for a place */
+    int64_t since_ms;   /* when the last place was taken */
+    int64_t open_at_ms; /* below one core: the place is closed until then */
 };
 
 /* A map as the router holds it: the value plus the pool of each node. */

@@ -12,7 +12,9 @@
  * @@hostname names the machine, and @@thread_pool_size, which MariaDB sets
  * to the machine's CPUs, counts its cores. Background statements of the
  * hosts of one machine then take at most background_cores_pct of its cores
- * at once (at least one): each waits for a place (router_machine_enter()).
+ * at once: each waits for a place (router_machine_enter()). Below one core
+ * (two cores at 30 %: 0.6 of one), the one place stays closed after each
+ * statement for the rest of that share of the time.
  * A host alone on its machine runs one batch at a time anyway, so nothing
  * changes where hosts have cores of their own.
  *
@@ -127,10 +129,30 @@ static int machine_of(struct router *r, struct router_pool *pool)
     return m;
 }
 
+/*
+ * Whether a place of the machine is to be had now; else *wait_ms is how
+ * long until a closed place opens (MACHINE_WAIT_MS when it waits for a
+ * statement to end).
+ */
+static int machine_open(const struct router_machine *mc, uint32_t pct, int64_t now,
+                        int64_t *wait_ms)
+{
+    *wait_ms = MACHINE_WAIT_MS;
+    if (mc->busy >= machine_slots(mc, pct))
+        return 0;
+    if (now < mc->open_at_ms) {
+        if (mc->open_at_ms - now < MACHINE_WAIT_MS)
+            *wait_ms = mc->open_at_ms - now;
+        return 0;
+    }
+    return 1;
+}
+
 int router__machine_enter(struct router *r, struct router_pool *pool,
                           int (*stopping)(void *), void *arg, int *token)
 {
     struct router_machine *mc;
+    int64_t wait_ms;
     uint32_t pct;
     int m;
 
@@ -141,14 +163,14 @@ int router__machine_enter(struct router *r, struct router_pool *pool,
     mc = &r->machines[m];
     pthread_mutex_lock(&r->machine_lock);
     while ((pct = atomic_load(&r->bg_cores_pct)) > 0 &&
-           mc->busy >= machine_slots(mc, pct)) {
+           !machine_open(mc, pct, router__now_ms(), &wait_ms)) {
         if (stopping != NULL && stopping(arg)) {
             pthread_mutex_unlock(&r->machine_lock);
             return -ECANCELED;
         }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += MACHINE_WAIT_MS * 1000000L;
+        ts.tv_nsec += wait_ms * 1000000L;
         if (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
@@ -158,6 +180,7 @@ int router__machine_enter(struct router *r, struct router_pool *pool,
     }
     if (++mc->busy > mc->peak)
         mc->peak = mc->busy;
+    mc->since_ms = router__now_ms();
     pthread_mutex_unlock(&r->machine_lock);
     *token = m;
     return 0;
@@ -165,10 +188,24 @@ int router__machine_enter(struct router *r, struct router_pool *pool,
 
 void router_machine_leave(struct router *r, int token)
 {
+    uint32_t pct = atomic_load(&r->bg_cores_pct);
+
     if (token < 0)
         return;
     pthread_mutex_lock(&r->machine_lock);
-    r->machines[token].busy--;
+    struct router_machine *mc = &r->machines[token];
+    uint64_t share = (uint64_t)mc->ncpu * pct; /* in % of one core */
+    /*
+     * Less than a core: the one place stays closed for a while after each
+     * statement, so that background work takes that share of one core's
+     * time (70 %: closed 3/7 of the time the statement took).
+     */
+    if (share > 0 && share < 100 && mc->busy == 1) {
+        int64_t now = router__now_ms();
+        mc->open_at_ms =
+            now + (now - mc->since_ms) * (int64_t)(100 - share) / (int64_t)share;
+    }
+    mc->busy--;
     pthread_cond_broadcast(&r->machine_freed);
     pthread_mutex_unlock(&r->machine_lock);
 }
@@ -196,12 +233,18 @@ size_t router_machines_describe(struct router *r, char *buf, size_t size)
     pthread_mutex_lock(&r->machine_lock);
     for (uint32_t i = 0; i < r->nmachine && len < size; i++) {
         const struct router_machine *mc = &r->machines[i];
-        int n = pct > 0
+        uint64_t share = (uint64_t)mc->ncpu * pct;
+        int n = share >= 100 ? snprintf(buf + len, size - len,
+                                        "%s%s: %u cores, %u at once (at most %u seen, "
+                                        "%u waits), hosts",
+                                        i > 0 ? "; " : "", mc->name, mc->ncpu,
+                                        machine_slots(mc, pct), mc->peak, mc->waits)
+                : pct > 0
                     ? snprintf(buf + len, size - len,
-                               "%s%s: %u cores, %u at once (at most %u seen, "
-                               "%u waits), hosts",
-                               i > 0 ? "; " : "", mc->name, mc->ncpu,
-                               machine_slots(mc, pct), mc->peak, mc->waits)
+                               "%s%s: %u cores, 1 at once for %u %% of the time (at "
+                               "most %u seen, %u waits), hosts",
+                               i > 0 ? "; " : "", mc->name, mc->ncpu, (unsigned)share,
+                               mc->peak, mc->waits)
                     : snprintf(buf + len, size - len, "%s%s: %u cores, no limit, hosts",
                                i > 0 ? "; " : "", mc->name, mc->ncpu);
         len += n > 0 ? (size_t)n : 0;

@@ -278,27 +278,24 @@ static int stop_now(void *arg)
 /*
  * router_set_background_cores(): the stack's hosts all run on this machine
  * (one @@hostname), so their background statements share its places: at
- * 1 % of its cores one host's statement at a time, at 400 % (four places a
- * core) all at once, with 0 no limit. The machine is named by the servers,
- * with every host on it; a waiter that is told to stop gets -ECANCELED.
+ * 400 % (four places a core) all at once, at one core's worth one host's
+ * statement at a time, with 0 no limit; below one core one at a time with
+ * the place closed after each for the rest of that share of the time. The
+ * machine is named by the servers, with every host on it; a waiter that is
+ * told to stop gets -ECANCELED.
  */
 static void test_background_hosts_of_one_machine_take_turns(void **state)
 {
     struct fixture *f = *state;
-    const uint32_t pcts[] = {1, 400, 0};
     char desc[512], self[256] = "";
     struct span sp[8];
     uint32_t n, most;
     int held, again, stop = 1;
 
-    for (size_t i = 0; i < sizeof(pcts) / sizeof(pcts[0]); i++) {
-        n = timed_scatter(f->router, 0, pcts[i], sp, 8);
-        assert_true(n >= 3);
-        most = most_at_once(sp, n);
-        print_message("background_cores_pct %u: at most %u of %u hosts at once\n",
-                      pcts[i], most, n);
-        assert_int_equal(most, pcts[i] == 1 ? 1 : n);
-    }
+    /* Four places a core: all at once; and the machine is learned. */
+    n = timed_scatter(f->router, 0, 400, sp, 8);
+    assert_true(n >= 3);
+    assert_int_equal(most_at_once(sp, n), n);
     router_machines_describe(f->router, desc, sizeof(desc));
     print_message("machines: %s\n", desc);
     assert_int_equal(gethostname(self, sizeof(self) - 1), 0);
@@ -309,9 +306,50 @@ static void test_background_hosts_of_one_machine_take_turns(void **state)
         snprintf(word, sizeof(word), " %s", router_map(f->router)->nodes[h].name);
         assert_non_null(strstr(desc, word));
     }
+    unsigned ncpu = (unsigned)strtoul(desc + strlen(self) + 2, NULL, 10);
+    assert_true(ncpu >= 1 && ncpu <= 100);
+    /* One core's worth, or a little more: one place. */
+    const uint32_t one = (100 + ncpu - 1) / ncpu, pcts[] = {one, 0};
 
-    /* One place (1 %): the second waits, and leaves when told to stop. */
-    router_set_background_cores(f->router, 1);
+    for (size_t i = 0; i < sizeof(pcts) / sizeof(pcts[0]); i++) {
+        n = timed_scatter(f->router, 0, pcts[i], sp, 8);
+        most = most_at_once(sp, n);
+        print_message("background_cores_pct %u: at most %u of %u hosts at once\n",
+                      pcts[i], most, n);
+        assert_int_equal(most, pcts[i] == one ? 1 : n);
+    }
+
+    /*
+     * Below one core (half of one): one host at a time, and after each the
+     * place stays closed about as long as its statement took.
+     */
+    uint32_t pct = 50 / ncpu > 0 ? 50 / ncpu : 1, share = ncpu * pct;
+    assert_true(share > 0 && share < 100);
+    n = timed_scatter(f->router, 0, pct, sp, 8);
+    assert_int_equal(most_at_once(sp, n), 1);
+    for (uint32_t i = 0; i < n; i++) {
+        /* The statement that ran before sp[i]: the latest to end before it began. */
+        const struct span *prev = NULL;
+        for (uint32_t j = 0; j < n; j++)
+            if (j != i && sp[j].to <= sp[i].from &&
+                (prev == NULL || sp[j].to > prev->to))
+                prev = &sp[j];
+        if (prev == NULL)
+            continue;
+        double took = prev->to - prev->from, gap = sp[i].from - prev->to,
+               want = took * (100 - share) / share;
+        print_message(
+            "below a core (%u %%): %.1f ms, then closed %.1f ms (want %.1f)\n", share,
+            took * 1e3, gap * 1e3, want * 1e3);
+        assert_true(gap >= 0.9 * want - 0.002);
+    }
+    router_set_background_cores(f->router, pct);
+    router_machines_describe(f->router, desc, sizeof(desc));
+    print_message("machines: %s\n", desc);
+    assert_non_null(strstr(desc, "1 at once for "));
+
+    /* One place: the second waits, and leaves when told to stop. */
+    router_set_background_cores(f->router, one);
     assert_int_equal(router_machine_enter(f->router, 0, NULL, NULL, &held), 0);
     assert_true(held >= 0);
     assert_int_equal(
