@@ -247,8 +247,9 @@ static const struct conf_key {
     {"background_cores_pct", K_U32, L(background_cores_pct), 0, 400,
      "hosts on one machine (the same @@hostname) share its cores: their background "
      "statements (settlement batches, the recomputation's scans) take at most this "
-     "share (%) of its cores (@@thread_pool_size) at once, at least one (0: no "
-     "limit); a host alone on its machine is not slowed"},
+     "share (%) of its cores (@@thread_pool_size) at once; below one core, one at "
+     "a time for that share of the time (0: no limit); a host alone on its "
+     "machine is not slowed"},
     {"loop_bets", K_U32, L(loop_bets), 0, 1,
      "1: POST /v1/bets runs its statement on the event loops when a connection is "
      "idle and the match is in the near-cache; 0: on a worker"},

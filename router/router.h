@@ -137,7 +137,9 @@ void router_set_background_hosts(struct router *router, uint32_t n);
  * background statements (each settlement batch its caller brackets with
  * router_machine_enter() and router_machine_leave(), each host's statement
  * of a background scatter) take at most pct % of the machine's cores at
- * once, at least one; the others wait for a place. The machine is the
+ * once (its places: pct % of its cores, rounded down); the others wait for
+ * a place. Below one core, the one place stays closed after each statement
+ * for the rest of that share of the time. The machine is the
  * server's @@hostname and its cores its @@thread_pool_size (the CPUs, by
  * MariaDB's default), asked the first time background work goes to a host.
  * Default 50; 0: no limit. A host alone on its machine is not slowed.

@@ -56,7 +56,8 @@ void router_set_background_cores(struct router *r, uint32_t pct)
     pthread_mutex_unlock(&r->machine_lock);
 }
 
-/* Places of a machine at pct % of its cores: at least one. */
+/* Places of a machine at pct % of its cores: at least one (below one core, closed at
+ * times). */
 static uint32_t machine_slots(const struct router_machine *mc, uint32_t pct)
 {
     uint32_t n = (uint32_t)((uint64_t)mc->ncpu * pct / 100);

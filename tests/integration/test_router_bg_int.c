@@ -1,0 +1,221 @@
+/*
+ * test_router_bg_int.c: how many hosts a background scatter asks at once,
+ * timed on the test stack's servers' own clocks: router_set_background_hosts()
+ * and the places of hosts that share a machine (router_set_background_cores(),
+ * router_machine_enter()).
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "router/router.h"
+#include "tests/integration/itest.h"
+#include "tests/integration/rtest.h"
+
+/* When each host's statement of a scatter began and ended (unix s), per host. */
+struct span {
+    double from, to;
+};
+
+/*
+ * A background scatter of about 20 ms a shard, timed by the servers
+ * themselves: NOW(6) is when a host's statement began, the last part's
+ * SYSDATE(6) when it had done its shards. Returns the hosts' spans.
+ */
+static uint32_t timed_scatter(struct router *r, uint32_t width, uint32_t cores_pct,
+                              struct span *sp, uint32_t max)
+{
+    const struct shardmap *map = router_map(r);
+    struct sql_rows rows = {0};
+    uint8_t seen[NSHARD] = {0};
+
+    assert_true(map->nnode <= max);
+    for (uint32_t i = 0; i < map->nnode; i++)
+        sp[i] = (struct span){0, 0};
+    router_set_background_hosts(r, width);
+    router_set_background_cores(r, cores_pct);
+    router_background(1);
+    assert_int_equal(router_scatter(r, &rows,
+                                    "SELECT %N, UNIX_TIMESTAMP(NOW(6)), "
+                                    "UNIX_TIMESTAMP(SYSDATE(6)) FROM (SELECT "
+                                    "SLEEP(0.02) AS z) AS z"),
+                     0);
+    router_background(0);
+    router_set_background_hosts(r, 0);
+    router_set_background_cores(r, 50);
+    assert_int_equal(rows.nrow, NSHARD);
+    for (uint32_t i = 0; i < rows.nrow; i++) {
+        uint32_t s = (uint32_t)strtoul(sql_cell(&rows, i, 0), NULL, 10);
+        double from = strtod(sql_cell(&rows, i, 1), NULL),
+               to = strtod(sql_cell(&rows, i, 2), NULL);
+        struct span *h = &sp[map->node_of[s]];
+
+        assert_true(s < NSHARD);
+        assert_int_equal(seen[s], 0);
+        seen[s] = 1;
+        if (h->from == 0 || from < h->from)
+            h->from = from;
+        if (to > h->to)
+            h->to = to;
+    }
+    sql_rows_free(&rows);
+    return map->nnode;
+}
+
+/* Hosts whose statements were running at the moment t. */
+static uint32_t running_at(const struct span *sp, uint32_t n, double t)
+{
+    uint32_t k = 0;
+
+    for (uint32_t i = 0; i < n; i++)
+        k += sp[i].from <= t && t < sp[i].to;
+    return k;
+}
+
+/* The most hosts whose statements ran at once. */
+static uint32_t most_at_once(const struct span *sp, uint32_t n)
+{
+    uint32_t most = 0;
+
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k = running_at(sp, n, sp[i].from);
+        most = k > most ? k : most;
+    }
+    return most;
+}
+
+/*
+ * router_set_background_hosts(): a background thread's scatter asks at most
+ * that many hosts at once, and still gets every shard's rows; 0 asks them
+ * all at once. (The machine's limit off: the stack's hosts share one.)
+ */
+static void test_background_scatter_hosts_at_once(void **state)
+{
+    struct fixture *f = *state;
+    struct span sp[8];
+    uint32_t n, most;
+
+    for (uint32_t width = 0; width <= 2; width++) {
+        n = timed_scatter(f->router, width, 0, sp, 8);
+        assert_true(n >= 3);
+        most = most_at_once(sp, n);
+        print_message("background_hosts %u: at most %u of %u hosts at once\n", width,
+                      most, n);
+        assert_int_equal(most, width == 0 ? n : width);
+    }
+}
+
+static int stop_now(void *arg)
+{
+    return *(int *)arg;
+}
+
+/*
+ * router_set_background_cores(): the stack's hosts all run on this machine
+ * (one @@hostname), so their background statements share its places: at
+ * 400 % (four places a core) all at once, at one core's worth one host's
+ * statement at a time, with 0 no limit; below one core one at a time with
+ * the place closed after each for the rest of that share of the time. The
+ * machine is named by the servers, with every host on it; a waiter that is
+ * told to stop gets -ECANCELED.
+ */
+static void test_background_hosts_of_one_machine_take_turns(void **state)
+{
+    struct fixture *f = *state;
+    char desc[512], self[256] = "";
+    struct span sp[8];
+    uint32_t n, most;
+    int held, again, stop = 1;
+
+    /* Four places a core: all at once; and the machine is learned. */
+    n = timed_scatter(f->router, 0, 400, sp, 8);
+    assert_true(n >= 3);
+    assert_int_equal(most_at_once(sp, n), n);
+    router_machines_describe(f->router, desc, sizeof(desc));
+    print_message("machines: %s\n", desc);
+    assert_int_equal(gethostname(self, sizeof(self) - 1), 0);
+    assert_true(strncmp(desc, self, strlen(self)) == 0 && desc[strlen(self)] == ':');
+    assert_null(strchr(desc, ';')); /* one machine */
+    for (uint32_t h = 0; h < router_map(f->router)->nnode; h++) {
+        char word[80];
+        snprintf(word, sizeof(word), " %s", router_map(f->router)->nodes[h].name);
+        assert_non_null(strstr(desc, word));
+    }
+    unsigned ncpu = (unsigned)strtoul(desc + strlen(self) + 2, NULL, 10);
+    assert_true(ncpu >= 1 && ncpu <= 100);
+    /* One core's worth, or a little more: one place. */
+    const uint32_t one = (100 + ncpu - 1) / ncpu, pcts[] = {one, 0};
+
+    for (size_t i = 0; i < sizeof(pcts) / sizeof(pcts[0]); i++) {
+        n = timed_scatter(f->router, 0, pcts[i], sp, 8);
+        most = most_at_once(sp, n);
+        print_message("background_cores_pct %u: at most %u of %u hosts at once\n",
+                      pcts[i], most, n);
+        assert_int_equal(most, pcts[i] == one ? 1 : n);
+    }
+
+    /*
+     * Below one core (half of one): one host at a time, and after each the
+     * place stays closed about as long as its statement took.
+     */
+    uint32_t pct = 50 / ncpu > 0 ? 50 / ncpu : 1, share = ncpu * pct;
+    assert_true(share > 0 && share < 100);
+    n = timed_scatter(f->router, 0, pct, sp, 8);
+    assert_int_equal(most_at_once(sp, n), 1);
+    for (uint32_t i = 0; i < n; i++) {
+        /* The statement that ran before sp[i]: the latest to end before it began. */
+        const struct span *prev = NULL;
+        for (uint32_t j = 0; j < n; j++)
+            if (j != i && sp[j].to <= sp[i].from &&
+                (prev == NULL || sp[j].to > prev->to))
+                prev = &sp[j];
+        if (prev == NULL)
+            continue;
+        double took = prev->to - prev->from, gap = sp[i].from - prev->to,
+               want = took * (100 - share) / share;
+        print_message(
+            "below a core (%u %%): %.1f ms, then closed %.1f ms (want %.1f)\n", share,
+            took * 1e3, gap * 1e3, want * 1e3);
+        assert_true(gap >= 0.9 * want - 0.002);
+    }
+    router_set_background_cores(f->router, pct);
+    router_machines_describe(f->router, desc, sizeof(desc));
+    print_message("machines: %s\n", desc);
+    assert_non_null(strstr(desc, "1 at once for "));
+
+    /* One place: the second waits, and leaves when told to stop. */
+    router_set_background_cores(f->router, one);
+    assert_int_equal(router_machine_enter(f->router, 0, NULL, NULL, &held), 0);
+    assert_true(held >= 0);
+    assert_int_equal(
+        router_machine_enter(f->router, NSHARD - 1, stop_now, &stop, &again),
+        -ECANCELED);
+    router_machine_leave(f->router, held);
+    assert_int_equal(
+        router_machine_enter(f->router, NSHARD - 1, stop_now, &stop, &again), 0);
+    assert_true(again >= 0);
+    router_machine_leave(f->router, again);
+    /* No limit: nobody waits, and there is nothing to give back. */
+    router_set_background_cores(f->router, 0);
+    assert_int_equal(router_machine_enter(f->router, 0, NULL, NULL, &held), 0);
+    assert_int_equal(held, -1);
+    router_set_background_cores(f->router, 50);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_background_scatter_hosts_at_once),
+        cmocka_unit_test(test_background_hosts_of_one_machine_take_turns),
+    };
+    return cmocka_run_group_tests_name("router_background_integration", tests,
+                                       rtest_setup, rtest_teardown);
+}
