@@ -292,15 +292,18 @@ class TestMachineShare(unittest.TestCase):
         import re
         import socket
         line = settle_on_own_server(self, {}, 24)
-        hit = re.search(r"machines: (\S+): (\d+) cores, (\d+) at once \(at most (\d+) "
-                        r"seen, \d+ waits\), hosts((?: \S+)+)\)$", line.string.rstrip())
+        hit = re.search(r"machines: (\S+): (\d+) cores, (\d+) at once(?: for (\d+) % of the "
+                        r"time)? \(at most (\d+) seen, \d+ waits\), hosts((?: \S+)+)\)$",
+                        line.string.rstrip())
         self.assertIsNotNone(hit, line.string)
-        name, cores, places, seen = hit.group(1), int(hit.group(2)), int(hit.group(3)), int(hit.group(4))
+        name, cores, places, seen = hit.group(1), int(hit.group(2)), int(hit.group(3)), int(hit.group(5))
         self.assertEqual(name, socket.gethostname(), line.string)
         self.assertEqual(places, max(1, cores * 50 // 100), line.string)
+        # One core: half of its time (the one place closed after each batch).
+        self.assertEqual(hit.group(4), "50" if cores == 1 else None, line.string)
         self.assertGreaterEqual(seen, 1, line.string)
         self.assertLessEqual(seen, places, line.string)
-        hosts = hit.group(5).split()
+        hosts = hit.group(6).split()
         self.assertEqual(len(hosts), len(set(hosts)), line.string)
         self.assertGreaterEqual(len(hosts), 3, line.string)
         assert_check_ledger(self)
