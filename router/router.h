@@ -139,10 +139,13 @@ void router_set_background_hosts(struct router *router, uint32_t n);
  * of a background scatter) take at most pct % of the machine's cores at
  * once (its places: pct % of its cores, rounded down); the others wait for
  * a place. Below one core, the one place stays closed after each statement
- * for the rest of that share of the time. The machine is the
- * server's @@hostname and its cores its @@thread_pool_size (the CPUs, by
- * MariaDB's default), asked the first time background work goes to a host.
- * Default 50; 0: no limit. A host alone on its machine is not slowed.
+ * for the rest of that share of the time. A statement that holds a place
+ * over 1 s (it waits for a lock or a stopped server, not a CPU) no longer
+ * counts, so that one hung host does not hold up its machine's others. The
+ * machine is the server's @@hostname and its cores its @@thread_pool_size
+ * (the CPUs, by MariaDB's default), asked the first time background work
+ * goes to a host. Default 50; 0: no limit. A host alone on its machine is
+ * not slowed.
  */
 void router_set_background_cores(struct router *router, uint32_t pct);
 /*
@@ -156,8 +159,8 @@ int router_machine_enter(struct router *router, uint32_t shard, int (*stopping)(
 void router_machine_leave(struct router *router, int token);
 /*
  * The machines as known so far, for a log line: "vm: 2 cores, 1 at once (at
- * most 1 seen, 840 waits), hosts db1 db2 db3"; "" before any background
- * work. Returns the length written.
+ * most 1 seen, 840 waits, 0 held over 1000 ms), hosts db1 db2 db3"; ""
+ * before any background work. Returns the length written.
  */
 size_t router_machines_describe(struct router *router, char *buf, size_t size);
 

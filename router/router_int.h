@@ -109,14 +109,23 @@ struct router_pool {
     uint64_t machine_epoch;
 };
 
+/*
+ * A background statement that holds a machine's place longer than this
+ * waits for something other than a CPU and no longer counts (router_machine.c).
+ */
+#define ROUTER_MACHINE_STALL_MS 1000
+/* Background statements of one machine's hosts in flight, at most. */
+#define ROUTER_MACHINE_HOLDERS 64
+
 /* A machine that hosts run on (router_machine.c); guarded by machine_lock. */
 struct router_machine {
-    char name[128];     /* its @@hostname */
-    uint32_t ncpu;      /* its @@thread_pool_size */
-    uint32_t busy;      /* background statements of its hosts in flight */
-    uint32_t peak;      /* busy at most */
+    char name[128]; /* its @@hostname */
+    uint32_t ncpu;  /* its @@thread_pool_size */
+    /* When each statement holding a place took it; 0: a free holder. */
+    int64_t held_since[ROUTER_MACHINE_HOLDERS];
+    uint32_t peak;      /* places taken at once (stalled ones apart), at most */
     uint32_t waits;     /* times a statement waited for a place */
-    int64_t since_ms;   /* when the last place was taken */
+    uint32_t stalls;    /* statements that held a place over the stall limit */
     int64_t open_at_ms; /* below one core: the place is closed until then */
 };
 
@@ -144,7 +153,7 @@ struct router {
     atomic_uint bg_cores_pct; /* of a machine's cores, its hosts' background work */
     pthread_mutex_t machine_lock;
     pthread_cond_t machine_freed; /* a place was left */
-    struct router_machine machines[ROUTER_MAX_POOLS];
+    struct router_machine machines[SHARDMAP_MAX_HOSTS];
     uint32_t nmachine; /* machine_lock */
 
     struct router_pool *pools[ROUTER_MAX_POOLS]; /* append-only: hosts, replicas */

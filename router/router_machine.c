@@ -73,7 +73,7 @@ static int machine_find(struct router *r, const char *name, uint32_t ncpu)
             r->machines[i].ncpu = ncpu;
             return (int)i;
         }
-    if (r->nmachine == ROUTER_MAX_POOLS)
+    if (r->nmachine == SHARDMAP_MAX_HOSTS)
         return -1;
     struct router_machine *mc = &r->machines[r->nmachine];
     snprintf(mc->name, sizeof(mc->name), "%s", name);
@@ -131,31 +131,50 @@ static int machine_of(struct router *r, struct router_pool *pool)
 }
 
 /*
- * Whether a place of the machine is to be had now; else *wait_ms is how
- * long until a closed place opens (MACHINE_WAIT_MS when it waits for a
- * statement to end).
+ * Statements of the machine that hold a place and count: those that took
+ * it less than ROUTER_MACHINE_STALL_MS ago. One that holds it longer waits
+ * for something other than a CPU (a row lock, a stopped or unreachable
+ * server, until its deadline) and no longer keeps the others waiting, as
+ * MariaDB's thread pool does with its stall limit.
+ */
+static uint32_t machine_busy(const struct router_machine *mc, int64_t now)
+{
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i < ROUTER_MACHINE_HOLDERS; i++)
+        n +=
+            mc->held_since[i] != 0 && now - mc->held_since[i] < ROUTER_MACHINE_STALL_MS;
+    return n;
+}
+
+/*
+ * A free holder's index when a place of the machine is to be had now, else
+ * -1 with *wait_ms how long to wait at most before looking again.
  */
 static int machine_open(const struct router_machine *mc, uint32_t pct, int64_t now,
                         int64_t *wait_ms)
 {
     *wait_ms = MACHINE_WAIT_MS;
-    if (mc->busy >= machine_slots(mc, pct))
-        return 0;
+    if (machine_busy(mc, now) >= machine_slots(mc, pct))
+        return -1;
     if (now < mc->open_at_ms) {
         if (mc->open_at_ms - now < MACHINE_WAIT_MS)
             *wait_ms = mc->open_at_ms - now;
-        return 0;
+        return -1;
     }
-    return 1;
+    for (uint32_t i = 0; i < ROUTER_MACHINE_HOLDERS; i++)
+        if (mc->held_since[i] == 0)
+            return (int)i;
+    return -1; /* every holder stalled */
 }
 
 int router__machine_enter(struct router *r, struct router_pool *pool,
                           int (*stopping)(void *), void *arg, int *token)
 {
     struct router_machine *mc;
-    int64_t wait_ms;
+    int64_t wait_ms, now;
     uint32_t pct;
-    int m;
+    int m, slot = -1;
 
     *token = -1;
     /* Known also without a limit, for router_machines_describe(). */
@@ -164,7 +183,7 @@ int router__machine_enter(struct router *r, struct router_pool *pool,
     mc = &r->machines[m];
     pthread_mutex_lock(&r->machine_lock);
     while ((pct = atomic_load(&r->bg_cores_pct)) > 0 &&
-           !machine_open(mc, pct, router__now_ms(), &wait_ms)) {
+           (slot = machine_open(mc, pct, router__now_ms(), &wait_ms)) < 0) {
         if (stopping != NULL && stopping(arg)) {
             pthread_mutex_unlock(&r->machine_lock);
             return -ECANCELED;
@@ -179,11 +198,17 @@ int router__machine_enter(struct router *r, struct router_pool *pool,
         mc->waits++;
         pthread_cond_timedwait(&r->machine_freed, &r->machine_lock, &ts);
     }
-    if (++mc->busy > mc->peak)
-        mc->peak = mc->busy;
-    mc->since_ms = router__now_ms();
+    if (slot < 0) { /* the limit was turned off meanwhile */
+        pthread_mutex_unlock(&r->machine_lock);
+        return 0;
+    }
+    now = router__now_ms();
+    mc->held_since[slot] = now > 0 ? now : 1;
+    uint32_t busy = machine_busy(mc, now);
+    if (busy > mc->peak)
+        mc->peak = busy;
     pthread_mutex_unlock(&r->machine_lock);
-    *token = m;
+    *token = m * ROUTER_MACHINE_HOLDERS + slot;
     return 0;
 }
 
@@ -194,19 +219,23 @@ void router_machine_leave(struct router *r, int token)
     if (token < 0)
         return;
     pthread_mutex_lock(&r->machine_lock);
-    struct router_machine *mc = &r->machines[token];
+    struct router_machine *mc = &r->machines[token / ROUTER_MACHINE_HOLDERS];
+    int64_t *since = &mc->held_since[token % ROUTER_MACHINE_HOLDERS];
     uint64_t share = (uint64_t)mc->ncpu * pct; /* in % of one core */
+    int64_t now = router__now_ms(), held = now - *since;
+
+    if (held >= ROUTER_MACHINE_STALL_MS) {
+        mc->stalls++;
+        held = ROUTER_MACHINE_STALL_MS;
+    }
     /*
      * Less than a core: the one place stays closed for a while after each
      * statement, so that background work takes that share of one core's
      * time (70 %: closed 3/7 of the time the statement took).
      */
-    if (share > 0 && share < 100 && mc->busy == 1) {
-        int64_t now = router__now_ms();
-        mc->open_at_ms =
-            now + (now - mc->since_ms) * (int64_t)(100 - share) / (int64_t)share;
-    }
-    mc->busy--;
+    if (share > 0 && share < 100)
+        mc->open_at_ms = now + held * (int64_t)(100 - share) / (int64_t)share;
+    *since = 0;
     pthread_cond_broadcast(&r->machine_freed);
     pthread_mutex_unlock(&r->machine_lock);
 }
@@ -237,15 +266,16 @@ size_t router_machines_describe(struct router *r, char *buf, size_t size)
         uint64_t share = (uint64_t)mc->ncpu * pct;
         int n = share >= 100 ? snprintf(buf + len, size - len,
                                         "%s%s: %u cores, %u at once (at most %u seen, "
-                                        "%u waits), hosts",
+                                        "%u waits, %u held over %d ms), hosts",
                                         i > 0 ? "; " : "", mc->name, mc->ncpu,
-                                        machine_slots(mc, pct), mc->peak, mc->waits)
+                                        machine_slots(mc, pct), mc->peak, mc->waits,
+                                        mc->stalls, ROUTER_MACHINE_STALL_MS)
                 : pct > 0
                     ? snprintf(buf + len, size - len,
                                "%s%s: %u cores, 1 at once for %u %% of the time (at "
-                               "most %u seen, %u waits), hosts",
+                               "most %u seen, %u waits, %u held over %d ms), hosts",
                                i > 0 ? "; " : "", mc->name, mc->ncpu, (unsigned)share,
-                               mc->peak, mc->waits)
+                               mc->peak, mc->waits, mc->stalls, ROUTER_MACHINE_STALL_MS)
                     : snprintf(buf + len, size - len, "%s%s: %u cores, no limit, hosts",
                                i > 0 ? "; " : "", mc->name, mc->ncpu);
         len += n > 0 ? (size_t)n : 0;

@@ -293,7 +293,8 @@ class TestMachineShare(unittest.TestCase):
         import socket
         line = settle_on_own_server(self, {}, 24)
         hit = re.search(r"machines: (\S+): (\d+) cores, (\d+) at once(?: for (\d+) % of the "
-                        r"time)? \(at most (\d+) seen, \d+ waits\), hosts((?: \S+)+)\)$",
+                        r"time)? \(at most (\d+) seen, \d+ waits, \d+ held over \d+ ms\), "
+                        r"hosts((?: \S+)+)\)$",
                         line.string.rstrip())
         self.assertIsNotNone(hit, line.string)
         name, cores, places, seen = hit.group(1), int(hit.group(2)), int(hit.group(3)), int(hit.group(5))

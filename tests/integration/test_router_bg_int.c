@@ -5,6 +5,7 @@
  * router_machine_enter()).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -203,6 +204,27 @@ static void test_background_hosts_of_one_machine_take_turns(void **state)
         router_machine_enter(f->router, NSHARD - 1, stop_now, &stop, &again), 0);
     assert_true(again >= 0);
     router_machine_leave(f->router, again);
+
+    /*
+     * A place held over the stall limit (1 s: its statement waits for a
+     * lock or a stopped server, not a CPU) no longer counts: the next one
+     * gets a place after about that long instead of waiting for it.
+     */
+    assert_int_equal(router_machine_enter(f->router, 0, NULL, NULL, &held), 0);
+    int64_t t0 = itest_now_ms();
+    assert_int_equal(router_machine_enter(f->router, NSHARD - 1, NULL, NULL, &again),
+                     0);
+    int64_t waited = itest_now_ms() - t0;
+    print_message("a place held past the stall limit: the next waited %" PRId64 " ms\n",
+                  waited);
+    assert_true(waited >= 900 && waited < 2000);
+    assert_int_not_equal(again, held);
+    router_machine_leave(f->router, again);
+    router_machine_leave(f->router, held);
+    router_machines_describe(f->router, desc, sizeof(desc));
+    print_message("machines: %s\n", desc);
+    assert_non_null(strstr(desc, ", 1 held over 1000 ms)"));
+
     /* No limit: nobody waits, and there is nothing to give back. */
     router_set_background_cores(f->router, 0);
     assert_int_equal(router_machine_enter(f->router, 0, NULL, NULL, &held), 0);
