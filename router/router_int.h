@@ -48,7 +48,7 @@
  * The share of a machine's cores that the background statements of the
  * hosts on it take at once, by default (router_machine.c).
  */
-#define ROUTER_BG_CORES_PCT 50
+#define ROUTER_BG_CORES_PCT 0
 
 struct router_pool;
 struct router_lane;

@@ -177,8 +177,7 @@ int router__machine_enter(struct router *r, struct router_pool *pool,
     int m, slot = -1;
 
     *token = -1;
-    /* Known also without a limit, for router_machines_describe(). */
-    if ((m = machine_of(r, pool)) < 0 || atomic_load(&r->bg_cores_pct) == 0)
+    if (atomic_load(&r->bg_cores_pct) == 0 || (m = machine_of(r, pool)) < 0)
         return 0;
     mc = &r->machines[m];
     pthread_mutex_lock(&r->machine_lock);

@@ -51,7 +51,7 @@ static uint32_t timed_scatter(struct router *r, uint32_t width, uint32_t cores_p
                      0);
     router_background(0);
     router_set_background_hosts(r, 0);
-    router_set_background_cores(r, 50);
+    router_set_background_cores(r, 0);
     assert_int_equal(rows.nrow, NSHARD);
     for (uint32_t i = 0; i < rows.nrow; i++) {
         uint32_t s = (uint32_t)strtoul(sql_cell(&rows, i, 0), NULL, 10);
@@ -229,7 +229,7 @@ static void test_background_hosts_of_one_machine_take_turns(void **state)
     router_set_background_cores(f->router, 0);
     assert_int_equal(router_machine_enter(f->router, 0, NULL, NULL, &held), 0);
     assert_int_equal(held, -1);
-    router_set_background_cores(f->router, 50);
+    router_set_background_cores(f->router, 0);
 }
 
 int main(void)
