@@ -144,8 +144,8 @@ void router_set_background_hosts(struct router *router, uint32_t n);
  * counts, so that one hung host does not hold up its machine's others. The
  * machine is the server's @@hostname and its cores its @@thread_pool_size
  * (the CPUs, by MariaDB's default), asked the first time background work
- * goes to a host. Default 0: no limit (50 gives half). A host alone on its machine is
- * not slowed.
+ * goes to a host. Default 0: no limit (50 gives half). A host alone on its
+ * machine is not slowed.
  */
 void router_set_background_cores(struct router *router, uint32_t pct);
 /*

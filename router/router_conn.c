@@ -221,13 +221,7 @@ static int lane_wait(struct router_pool *pool, struct router_lane *lane,
 
     if (left <= 0)
         return -ETIMEDOUT;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    router__deadline(&ts, left);
     pthread_cond_timedwait(&lane->freed, &pool->lock, &ts);
     return 0;
 }

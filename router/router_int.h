@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "catalog/catalog.h"
 #include "router/router.h"
@@ -172,6 +173,18 @@ struct router {
 
     struct catalog catalog; /* over the global host's pool (router_catalog()) */
 };
+
+/* ms from now on the realtime clock, for pthread_cond_timedwait(). */
+static inline void router__deadline(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
 
 /* The SQL layer's clock and thread error message, under the router's old names. */
 #define router__now_ms() sql_now_ms()

@@ -58,8 +58,8 @@ void router_set_background_cores(struct router *r, uint32_t pct)
     pthread_mutex_unlock(&r->machine_lock);
 }
 
-/* Places of a machine at pct % of its cores: at least one (below one core, closed at
- * times). */
+/* Places of a machine at pct % of its cores: at least one (closed at times below a
+ * core). */
 static uint32_t machine_slots(const struct router_machine *mc, uint32_t pct)
 {
     uint32_t n = (uint32_t)((uint64_t)mc->ncpu * pct / 100);
@@ -190,12 +190,7 @@ int router__machine_enter(struct router *r, struct router_pool *pool,
             return -ECANCELED;
         }
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += wait_ms * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        router__deadline(&ts, wait_ms);
         mc->waits++;
         pthread_cond_timedwait(&r->machine_freed, &r->machine_lock, &ts);
     }

@@ -312,13 +312,7 @@ static void *poll_main(void *arg)
         /* A host marked down may be failing over: look for its new primary soon. */
         uint32_t ms = router__any_down(r) ? ROUTER_DOWN_POLL_MS : r->map_poll_ms;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += ms / 1000;
-        ts.tv_nsec += (long)(ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        router__deadline(&ts, ms);
         while (!r->poll_stop && !r->poll_now &&
                pthread_cond_timedwait(&r->poll_cond, &r->poll_lock, &ts) == 0)
             ;
