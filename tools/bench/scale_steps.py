@@ -277,6 +277,17 @@ def innodb_state(h):
     return out
 
 
+def binlog_written(h):
+    """{host: (bytes its binlog has been written, transactions whose binlog
+    cache spilled to a temporary file)} since the server started."""
+    out = {}
+    for host in h.hosts():
+        rows = dict(h.sql(host, "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                                "WHERE VARIABLE_NAME IN ('BINLOG_BYTES_WRITTEN', 'BINLOG_CACHE_DISK_USE')"))
+        out[host] = (int(rows.get("BINLOG_BYTES_WRITTEN") or 0), int(rows.get("BINLOG_CACHE_DISK_USE") or 0))
+    return out
+
+
 def wait_quiet(h, label):
     """Waits (at most SCALE_QUIET_TIMEOUT s) until no MariaDB host is still
     working off the fill: its checkpoint age at or under the low-water mark of
