@@ -264,16 +264,22 @@ def rebuild_standings(h):
     return time.time() - t0
 
 
+def global_status(h, host, *names):
+    """{name: integer value} of host's status variables (0 for one it lacks)."""
+    rows = dict(h.sql(host, "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
+                            "WHERE VARIABLE_NAME IN (%s)" % ", ".join("'%s'" % n for n in names)))
+    return {n: int(rows.get(n) or 0) for n in names}
+
+
 def innodb_state(h):
     """{host: (checkpoint age, its adaptive flushing's low-water mark, history
     list length)} of every MariaDB host, in bytes and undo logs."""
     out = {}
     for host in h.hosts():
-        rows = dict(h.sql(host, "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
-                                "WHERE VARIABLE_NAME IN ('INNODB_CHECKPOINT_AGE', 'INNODB_HISTORY_LIST_LENGTH')"))
+        rows = global_status(h, host, "INNODB_CHECKPOINT_AGE", "INNODB_HISTORY_LIST_LENGTH")
         size, lwm = h.sql(host, "SELECT @@innodb_log_file_size, @@innodb_adaptive_flushing_lwm")[0]
-        out[host] = (int(rows.get("INNODB_CHECKPOINT_AGE") or 0), int(int(size) * float(lwm) / 100),
-                     int(rows.get("INNODB_HISTORY_LIST_LENGTH") or 0))
+        out[host] = (rows["INNODB_CHECKPOINT_AGE"], int(int(size) * float(lwm) / 100),
+                     rows["INNODB_HISTORY_LIST_LENGTH"])
     return out
 
 
@@ -282,9 +288,8 @@ def binlog_written(h):
     cache spilled to a temporary file)} since the server started."""
     out = {}
     for host in h.hosts():
-        rows = dict(h.sql(host, "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
-                                "WHERE VARIABLE_NAME IN ('BINLOG_BYTES_WRITTEN', 'BINLOG_CACHE_DISK_USE')"))
-        out[host] = (int(rows.get("BINLOG_BYTES_WRITTEN") or 0), int(rows.get("BINLOG_CACHE_DISK_USE") or 0))
+        rows = global_status(h, host, "BINLOG_BYTES_WRITTEN", "BINLOG_CACHE_DISK_USE")
+        out[host] = (rows["BINLOG_BYTES_WRITTEN"], rows["BINLOG_CACHE_DISK_USE"])
     return out
 
 
