@@ -531,15 +531,19 @@ void api_settler_wake(struct api_settler *settler);
 /* The server's settler; NULL for a server without a router. */
 struct api_settler *api_server_settler(struct api_server *srv);
 /*
- * api_settle_batch.c: settles the next open bets of match on shard, at most
- * a batch (2,000), in one transaction on the router's background pools;
- * result is the posted one, reason the ledger's ("payout" or "refund").
- * When fewer were left the same transaction inserts the shard's guard row
- * and *last is set. *n: bets settled. 0 or a router status (nothing of the
- * batch stays then; BC_EMOVED when a move fenced the shard).
+ * api_settle_batch.c: settles the next open bets of match on shard with ids
+ * above *after (0: all), at most a batch (2,000), in one transaction on the
+ * router's background pools; result is the posted one, reason the ledger's
+ * ("payout" or "refund"). A full batch sets *after to its last id. When
+ * fewer were left: above 0, *after goes back to 0 (the next batch looks at
+ * every bet of the match, once); at 0, the same transaction inserts the
+ * shard's guard row and *last is set. *n: bets settled. 0 or a router
+ * status (nothing of the batch stays then; BC_EMOVED when a move fenced
+ * the shard).
  */
 int api_settle_batch(struct router *r, uint64_t match, const char *result,
-                     const char *reason, uint32_t shard, uint64_t *n, int *last);
+                     const char *reason, uint32_t shard, uint64_t *after, uint64_t *n,
+                     int *last);
 
 /*
  * api_standings_agg.c: called inside a settlement batch transaction on one

@@ -1,11 +1,12 @@
 /*
  * api_settle_batch.c: one settlement batch on one shard (api_settle_job.c
- * runs them): lock the next open bets of the match in id order, write their
+ * runs them): lock the next open bets of the match in id order (after the
+ * last batch's, or from the first when the caller asks), write their
  * ledger rows, credit their users' balances and points, update the standings
  * aggregates (api_standings_batch), mark the bets won, lost or void, and,
- * in the transaction that finds fewer open bets than a batch, insert the
- * shard's settled_matches guard row. All in one transaction, so a bet's
- * status, its ledger row and its credit commit together.
+ * in the transaction that looks from the first bet and finds fewer open
+ * ones than a batch, insert the shard's settled_matches guard row. All in one
+ * transaction, so a bet's status, its ledger row and its credit commit together.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,13 +27,16 @@
 #define SETTLE_BATCH 2000
 
 /*
- * The batch's bets, still open: match, lo, hi. Read over match_open, the
+ * The batch's bets, still open: match, lo, hi. Read over match_bets, the
  * range this batch locked already: over the primary key, InnoDB would also
  * share-lock the other matches' bets with ids in [lo, hi] and wait for their
- * writers (another match's settlement).
+ * writers (another match's settlement). match_bets is (match_id) alone: a
+ * settled bet's new status, payout and time are written in its row only,
+ * with no index entry to delete and insert (and purge later), and each
+ * statement reads the status from the row it visits anyway.
  */
 #define BATCH                                                                          \
-    "%S.bets FORCE INDEX (match_open) WHERE match_id = %u AND status = 'open' AND "    \
+    "%S.bets FORCE INDEX (match_bets) WHERE match_id = %u AND status = 'open' AND "    \
     "id BETWEEN %u AND %u"
 /* A bet's payout (the result twice), as docs/api.md defines it. */
 #define PAYOUT                                                                         \
@@ -73,13 +77,16 @@ static int batch_users(const struct sql_rows *ids, struct sql_buf *b)
 }
 
 /*
- * Settles the next open bets of the match on shard, at most SETTLE_BATCH,
- * in one transaction; when fewer were left, the same transaction inserts
- * the shard's guard row and *last is set. *n: bets settled. Returns 0 or a
- * router status (nothing of the batch stays then).
+ * Settles the next open bets of the match on shard with ids above *after,
+ * at most SETTLE_BATCH, in one transaction. A full batch moves *after to
+ * its last bet. When fewer were left above a cursor, *after goes back to 0;
+ * from 0, the same transaction inserts the shard's guard row and *last is
+ * set. *n: bets settled. Returns 0 or a router status (nothing of the batch
+ * stays then, and *after is as it was).
  */
 int api_settle_batch(struct router *r, uint64_t match, const char *res,
-                     const char *reason, uint32_t shard, uint64_t *n, int *last)
+                     const char *reason, uint32_t shard, uint64_t *after, uint64_t *n,
+                     int *last)
 {
     struct sql_rows ids = {0}, rows = {0};
     struct sql_buf users = {0};
@@ -102,15 +109,22 @@ int api_settle_batch(struct router *r, uint64_t match, const char *res,
     }
     /*
      * The index is forced: in id order over the primary key, InnoDB would
-     * lock every bet it scanned, of any match. Over match_open it locks
-     * these bets and, when it reaches the end of them, the gap after: no
-     * open bet of the match can be written until this commits.
+     * lock every bet it scanned, of any match. Over match_bets it locks the
+     * match's bets it scans, settled ones too, and, when it reaches the end
+     * of them, the gap after: no bet of the match can be written until this
+     * commits. The scan starts after the last batch's bets (settled ones
+     * are skipped by the status in their rows, so without the cursor each
+     * batch would read every earlier batch's bets again). A bet written
+     * below the cursor meanwhile (ids follow the clocks of the servers that
+     * made them) is not lost: the guard row is only written by a batch that
+     * looked from the match's first bet.
      */
     rc = router_txn_exec(
         txn, &ids,
-        "SELECT id, user_id FROM %S.bets FORCE INDEX (match_open) WHERE match_id = "
-        "%u AND status = 'open' ORDER BY id LIMIT %u FOR UPDATE",
-        m, (uint64_t)SETTLE_BATCH);
+        "SELECT id, user_id FROM %S.bets FORCE INDEX (match_bets) WHERE "
+        "match_id = %u AND id > %u AND status = 'open' ORDER BY id "
+        "LIMIT %u FOR UPDATE",
+        m, *after, (uint64_t)SETTLE_BATCH);
     if (rc == 0 && ids.nrow > 0) {
         lo = strtoull(sql_cell(&ids, 0, 0), NULL, 10);
         hi = strtoull(sql_cell(&ids, ids.nrow - 1, 0), NULL, 10);
@@ -149,7 +163,7 @@ int api_settle_batch(struct router *r, uint64_t match, const char *res,
         rc = api_standings_batch(txn, m, res, lo, hi);
     if (rc == 0 && ids.nrow > 0) {
         rc = router_txn_exec(txn, &rows,
-                             "UPDATE %S.bets FORCE INDEX (match_open) SET status = "
+                             "UPDATE %S.bets FORCE INDEX (match_bets) SET status = "
                              "CASE WHEN %s = 'cancelled' THEN 'void' WHEN pick = %s "
                              "THEN 'won' ELSE 'lost' END, payout = " PAYOUT
                              ", settled_at = NOW(3) WHERE match_id = %u AND status = "
@@ -161,6 +175,15 @@ int api_settle_batch(struct router *r, uint64_t match, const char *res,
                     m, shard, rows.affected, ids.nrow);
             rc = BC_EQUERY;
         }
+    }
+    if (rc == 0 && *after > 0 && ids.nrow < SETTLE_BATCH) {
+        /* Fewer were left after the cursor: the next batch looks from 0. */
+        rc = router_txn_commit(txn);
+        if (rc == 0) {
+            *n = ids.nrow;
+            *after = 0;
+        }
+        goto out;
     }
     if (rc == 0 && ids.nrow < SETTLE_BATCH) {
         /*
@@ -193,8 +216,11 @@ int api_settle_batch(struct router *r, uint64_t match, const char *res,
         router_txn_rollback(txn);
         goto out;
     }
-    if ((rc = router_txn_commit(txn)) == 0)
+    if ((rc = router_txn_commit(txn)) == 0) {
         *n = ids.nrow;
+        if (!*last)
+            *after = hi;
+    }
 out:
     sql_rows_free(&ids);
     sql_rows_free(&rows);

@@ -19,18 +19,21 @@
  * transaction on the shard: lock the next open bets of the match (in id
  * order), write their ledger rows, credit their users' balances and points,
  * update the standings aggregates (api_standings_batch), mark the bets won,
- * lost or void. A bet's status, its ledger row and its credit commit together, and
- * only an open bet is settled, so whatever dies when, no bet is paid twice
- * or lost. The transaction that finds fewer open bets than a batch (none,
- * at the end) also inserts the shard's settled_matches guard row: bets read
- * that row with a share lock (api_bets.c), and the locks of "no open bet
- * left" and of the insert are held together, so a bet racing the end of
- * the settlement is either settled by it or refused. A shard that fails is
+ * lost or void. A bet's status, its ledger row and its credit commit
+ * together, and only an open bet is settled, so whatever dies when, no bet
+ * is paid twice or lost. Each batch takes the bets after the last one's;
+ * the transaction that, looking at every bet of the match on the shard,
+ * finds fewer open ones than a batch (none, at the end) also inserts the
+ * shard's settled_matches guard row: bets read that row with a share lock
+ * (api_bets.c), and the locks of "no open bet left" and of the insert are
+ * held together, so a bet racing the end of the settlement is either
+ * settled by it or refused. A shard that fails is
  * retried with backoff while the host's other shards go on; the job is done
- * when every shard has its guard row. (Two matches settling on one shard at
- * once can deadlock where their bets meet in match_open: the next-key lock
- * of one's first bet covers the gap the other's settled bets go into.
- * InnoDB rolls one batch back at once; it is tried again like any failure.)
+ * when every shard has its guard row. (A settled bet keeps its place in
+ * match_bets, so two matches settling on one shard at once no longer write
+ * into gaps each other's reads locked; should InnoDB still find a deadlock,
+ * it rolls one batch back at once, and that is tried again like any
+ * failure.)
  *
  * Progress: a run recounts the shards (guard rows, bets of the match, bets
  * no longer open; once every shard is guarded, the counts its guard row
@@ -197,7 +200,7 @@ static void batch_leave(struct settle_run *run, int token)
 static int settle_shard(struct settle_run *run, uint32_t shard)
 {
     int64_t deadline = 0;
-    uint64_t seen, n;
+    uint64_t seen, n, after = 0;
     int rc, token, last = 0;
 
     while (!last) {
@@ -210,7 +213,7 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
         do {
             seen = router_map_version(run->router);
             rc = api_settle_batch(run->router, run->match, run->result, run->reason,
-                                  shard, &n, &last);
+                                  shard, &after, &n, &last);
         } while (rc == BC_EMOVED &&
                  router_await_move(run->router, seen, &deadline) == 0);
         batch_leave(run, token);

@@ -41,13 +41,13 @@
 
 /*
  * The batch's bets joined with their (ranked) users; match, lo, hi. The
- * bets are read over match_open (only the batch's, already locked) and the
+ * bets are read over match_bets (only the batch's, already locked) and the
  * users by primary key from them (STRAIGHT_JOIN): in id order over the
  * primary keys InnoDB would share-lock every bet and user it scanned,
  * other matches' and new users' rows too, and wait for their writers.
  */
 #define BATCH_BETS                                                                     \
-    "FROM %S.bets b FORCE INDEX (match_open) STRAIGHT_JOIN %S.users u ON u.id = "      \
+    "FROM %S.bets b FORCE INDEX (match_bets) STRAIGHT_JOIN %S.users u ON u.id = "      \
     "b.user_id WHERE b.match_id = %u AND b.status = 'open' AND b.id BETWEEN %u AND "   \
     "%u AND u.role <> 'platform_admin'"
 

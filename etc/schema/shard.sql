@@ -51,8 +51,12 @@ CREATE TABLE IF NOT EXISTS `{schema}`.bets (
     payout BIGINT NULL,
     placed_at DATETIME(3) NOT NULL,
     settled_at DATETIME(3) NULL,
+    -- A match's bets in id order (the settlement's batches). Not (match_id,
+    -- status): settling a bet would then move its entry (a delete-mark, an
+    -- insert and a purge) besides rewriting its row (docs/benchmarks.md,
+    -- run 77).
     KEY user_bets (user_id, id),
-    KEY match_open (match_id, status)
+    KEY match_bets (match_id)
 ) ENGINE=InnoDB;
 
 -- Ledger ids are local to the shard (never referenced from elsewhere).
@@ -91,6 +95,7 @@ ALTER TABLE `{schema}`.idempotency ADD KEY IF NOT EXISTS created (created_at);
 -- A shard made before the two columns above compared bytes (they had the
 -- schema's utf8mb4_unicode_ci, which folds case and accents) is brought to
 -- them; a shard that has them already is not touched (no table rebuild).
+-- The same for the bets' index of a match, below.
 BEGIN NOT ATOMIC
     IF EXISTS (SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{schema}'
                AND TABLE_NAME = 'users' AND COLUMN_NAME = 'email'
@@ -102,6 +107,13 @@ BEGIN NOT ATOMIC
                AND TABLE_NAME = 'idempotency' AND COLUMN_NAME = 'idem_key'
                AND DATA_TYPE <> 'varbinary') THEN
         ALTER TABLE `{schema}`.idempotency MODIFY idem_key VARBINARY(64) NOT NULL;
+    END IF;
+    -- A shard made before 2026-12-04 has match_open (match_id, status) in
+    -- its place (docs/operations.md, "Upgrading to match_bets").
+    IF EXISTS (SELECT 1 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = '{schema}'
+               AND TABLE_NAME = 'bets' AND INDEX_NAME = 'match_open') THEN
+        ALTER TABLE `{schema}`.bets ADD KEY IF NOT EXISTS match_bets (match_id),
+            DROP KEY match_open;
     END IF;
 END;
 

@@ -102,17 +102,16 @@ static void must_query(MYSQL *m, const char *sql)
  * utf8mb4_unicode_ci, which fold case and accents) is brought to them by
  * init: afterwards "abc" and "ABC" are two keys, "e" and "é" two addresses.
  */
-static void test_init_brings_old_shards_to_binary_keys(void **state)
+/* A connection to the host of shard 0, whose schema is put in schema. */
+static MYSQL *shard0_host(const struct shardmap_conf *conf,
+                          char schema[SHARDMAP_SCHEMA_MAX])
 {
-    struct shardmap_conf conf;
     MYSQL *m = NULL;
-    char sql[1024], schema[SHARDMAP_SCHEMA_MAX];
-    (void)state;
+    char sql[256];
 
-    itest_conf(&conf);
-    snprintf(schema, sizeof(schema), "%s_0000", conf.schema_prefix);
-    for (uint32_t i = 0; i < conf.nhost && m == NULL; i++) {
-        m = itest_mysql(&conf, conf.hosts[i].name);
+    snprintf(schema, SHARDMAP_SCHEMA_MAX, "%s_0000", conf->schema_prefix);
+    for (uint32_t i = 0; i < conf->nhost && m == NULL; i++) {
+        m = itest_mysql(conf, conf->hosts[i].name);
         snprintf(sql, sizeof(sql),
                  "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE "
                  "SCHEMA_NAME = '%s'",
@@ -123,6 +122,18 @@ static void test_init_brings_old_shards_to_binary_keys(void **state)
         }
     }
     assert_non_null(m);
+    return m;
+}
+
+static void test_init_brings_old_shards_to_binary_keys(void **state)
+{
+    struct shardmap_conf conf;
+    MYSQL *m;
+    char sql[1024], schema[SHARDMAP_SCHEMA_MAX];
+    (void)state;
+
+    itest_conf(&conf);
+    m = shard0_host(&conf, schema);
     snprintf(sql, sizeof(sql),
              "ALTER TABLE %s.idempotency MODIFY idem_key VARCHAR(64) CHARACTER SET "
              "utf8mb4 COLLATE utf8mb4_unicode_ci NOT NULL",
@@ -173,6 +184,47 @@ static void test_init_brings_old_shards_to_binary_keys(void **state)
     assert_int_equal(itest_scalar(m, sql), 1);
     snprintf(sql, sizeof(sql), "DELETE FROM %s.users WHERE id IN (-7, -8)", schema);
     must_query(m, sql);
+    mysql_close(m);
+    shardmap_conf_deinit(&conf);
+}
+
+/*
+ * A shard made before 2026-12-04 indexes its bets by (match_id, status),
+ * which every settled bet moved in; init gives it match_bets (match_id) in
+ * its place, keeps its rows, and the second time changes nothing.
+ */
+static void test_init_brings_old_shards_to_match_bets(void **state)
+{
+    struct shardmap_conf conf;
+    MYSQL *m;
+    char sql[1024], schema[SHARDMAP_SCHEMA_MAX];
+    int64_t rows;
+    (void)state;
+
+    itest_conf(&conf);
+    m = shard0_host(&conf, schema);
+    snprintf(sql, sizeof(sql),
+             "ALTER TABLE %s.bets DROP KEY match_bets, ADD KEY match_open (match_id, "
+             "status)",
+             schema);
+    must_query(m, sql);
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s.bets", schema);
+    rows = itest_scalar(m, sql);
+    /* "match_bets (match_id)" as one row of 1, "match_open (...)" as 10 a column. */
+    snprintf(sql, sizeof(sql),
+             "SELECT COALESCE(SUM(IF(INDEX_NAME = 'match_bets' AND COLUMN_NAME = "
+             "'match_id', 1, 10)), 0) FROM information_schema.STATISTICS WHERE "
+             "TABLE_SCHEMA = '%s' AND TABLE_NAME = 'bets' AND INDEX_NAME IN "
+             "('match_bets', 'match_open')",
+             schema);
+    assert_int_equal(itest_scalar(m, sql), 20);
+
+    assert_int_equal(itest_shardctl(out, sizeof(out), "init"), 0);
+    assert_int_equal(itest_scalar(m, sql), 1);
+    assert_int_equal(itest_shardctl(out, sizeof(out), "init"), 0);
+    assert_int_equal(itest_scalar(m, sql), 1);
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s.bets", schema);
+    assert_int_equal(itest_scalar(m, sql), rows);
     mysql_close(m);
     shardmap_conf_deinit(&conf);
 }
@@ -291,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_init_creates_each_schema_on_exactly_its_host),
         cmocka_unit_test(test_init_twice_is_safe),
         cmocka_unit_test(test_init_brings_old_shards_to_binary_keys),
+        cmocka_unit_test(test_init_brings_old_shards_to_match_bets),
         cmocka_unit_test(test_init_refuses_another_shard_count),
         cmocka_unit_test(test_status_shows_healthy_hosts),
         cmocka_unit_test(test_plan_add_host_writes_plan),
