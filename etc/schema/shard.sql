@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS `{schema}`.bets (
     -- A match's bets in id order (the settlement's batches). Not (match_id,
     -- status): settling a bet would then move its entry (a delete-mark, an
     -- insert and a purge) besides rewriting its row (docs/benchmarks.md,
-    -- run 77).
+    -- runs 77-78).
     KEY user_bets (user_id, id),
     KEY match_bets (match_id)
 ) ENGINE=InnoDB;
