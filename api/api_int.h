@@ -546,18 +546,27 @@ int api_settle_batch(struct router *r, uint64_t match, const char *result,
                      int *last);
 
 /*
- * api_standings_agg.c: called inside a settlement batch transaction on one
- * shard, after the batch's bets were locked and BEFORE their status changes
- * (they are still status 'open', match_id = match, id in [lo_id, hi_id]);
- * updates the shard's standings aggregates by the points this batch gives
- * (points of a bet = payout - stake: cancelled 0, won FLOOR(stake * odds /
- * 100) - stake, lost -stake). The caller holds the batch's users' row
- * locks (taken in id order) and has already added the batch's points to
- * users.points; this locks the aggregate rows in id order. Two
- * statements; returns 0 or a router status.
+ * A user of a settlement batch: what the batch pays him (the sum of his
+ * bets' payouts) and the points it gives him (the sum of payout - stake:
+ * cancelled 0, won FLOOR(stake * odds / 100) - stake, lost -stake), and,
+ * once his row is locked (found), his company, team (0: none) and whether
+ * he is a platform admin.
  */
-int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
-                        uint64_t lo_id, uint64_t hi_id);
+struct api_batch_user {
+    uint64_t id, company, team;
+    int64_t paid, points;
+    int found, admin;
+};
+/*
+ * api_standings_agg.c: called inside a settlement batch transaction on one
+ * shard, with the batch's users (n, in id order) whose rows the caller has
+ * locked (in id order) and whose points it has added to users.points;
+ * adds their points to the shard's standings aggregates (platform admins
+ * and users not found excluded), locking the aggregate rows in id order.
+ * At most two statements; returns 0 or a router status.
+ */
+int api_standings_batch(struct router_txn *txn, const struct api_batch_user *users,
+                        size_t n);
 /*
  * A ranked user's membership changes, in txn on his shard, after his row was
  * written or locked (FOR UPDATE): with join he becomes a member of company,

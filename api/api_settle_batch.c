@@ -7,6 +7,13 @@
  * in the transaction that looks from the first bet and finds fewer open
  * ones than a batch, insert the shard's settled_matches guard row. All in one
  * transaction, so a bet's status, its ledger row and its credit commit together.
+ *
+ * The locking read returns each bet's payout, computed by the server from
+ * PAYOUT (the rule is written once, here, in SQL); the ledger rows, the
+ * credits and the standings' sums are sent from those numbers as VALUES
+ * rows, so that the batch's bets are read once and written once (reading
+ * them again for each of those statements, joined with their users, cost
+ * about a third of the batch's time: docs/benchmarks.md, runs 79-80).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -22,57 +29,192 @@
  * bets commit in 0.1-0.2 s on the local stack (2 cores, 3 hosts), and the
  * transaction's undo, binlog event and semi-synchronous acknowledgement
  * stay small (a few hundred KB), while a million bets of one shard still
- * take only 500 transactions of five round trips each.
+ * take only 500 transactions of about eight round trips each.
  */
 #define SETTLE_BATCH 2000
 
-/*
- * The batch's bets, still open: match, lo, hi. Read over match_bets, the
- * range this batch locked already: over the primary key, InnoDB would also
- * share-lock the other matches' bets with ids in [lo, hi] and wait for their
- * writers (another match's settlement). match_bets is (match_id) alone: a
- * settled bet's new status, payout and time are written in its row only,
- * with no index entry to delete and insert (and purge later), and each
- * statement reads the status from the row it visits anyway.
- */
-#define BATCH                                                                          \
-    "%S.bets FORCE INDEX (match_bets) WHERE match_id = %u AND status = 'open' AND "    \
-    "id BETWEEN %u AND %u"
 /* A bet's payout (the result twice), as docs/api.md defines it. */
 #define PAYOUT                                                                         \
     "CASE WHEN %s = 'cancelled' THEN stake WHEN pick = %s THEN "                       \
     "FLOOR(stake * odds / 100) ELSE 0 END"
 
-static int u64_cmp(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+/* A locked bet: its id, user, stake and payout (PAYOUT, as the server computed it). */
+struct batch_bet {
+    uint64_t id, user;
+    int64_t stake, paid;
+};
 
-    return x < y ? -1 : x > y;
+static int bet_user_cmp(const void *a, const void *b)
+{
+    const struct batch_bet *x = a, *y = b;
+
+    if (x->user != y->user)
+        return x->user < y->user ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int user_id_cmp(const void *key, const void *elem)
+{
+    uint64_t k = *(const uint64_t *)key, id = ((const struct api_batch_user *)elem)->id;
+
+    return k < id ? -1 : k > id;
+}
+
+/* Appends "(a,b,c)" (n numbers, signed) to b, a comma first unless it is empty. */
+static int add_row(struct sql_buf *b, const int64_t *v, int n)
+{
+    char text[4 * 24];
+    int len = snprintf(text, sizeof(text), "%s(", b->len > 0 ? "," : "");
+
+    for (int i = 0; i < n; i++)
+        len += snprintf(text + len, sizeof(text) - (size_t)len, "%s%" PRId64,
+                        i > 0 ? "," : "", v[i]);
+    len += snprintf(text + len, sizeof(text) - (size_t)len, ")");
+    return sql_buf_add(b, text, (size_t)len);
 }
 
 /*
- * The distinct users of the locked bets (column 1 of ids), in id order, as
- * rows of a table value constructor, "(12),(15),(40)", into b: digits the
- * program wrote itself, for %R.
+ * The locked bets (ids: id, user_id, stake, payout) into bets, in id order,
+ * and their distinct users into users, in id order, each with the sums of
+ * the payouts and of the points (payout - stake) the batch gives him.
+ * Returns 0, -ENOMEM, or BC_EQUERY for a cell that is not a number.
  */
-static int batch_users(const struct sql_rows *ids, struct sql_buf *b)
+static int batch_read(const struct sql_rows *ids, struct batch_bet **bets,
+                      struct api_batch_user **users, size_t *nuser)
 {
-    uint64_t *u = malloc(ids->nrow * sizeof(*u));
-    char num[24];
-    int rc = 0, n;
+    struct batch_bet *b = calloc(ids->nrow, sizeof(*b)), *byu = NULL;
+    struct api_batch_user *u = calloc(ids->nrow, sizeof(*u));
+    size_t n = 0;
+    char *end;
 
-    if (u == NULL)
-        return -ENOMEM;
-    for (uint32_t i = 0; i < ids->nrow; i++)
-        u[i] = strtoull(sql_cell(ids, i, 1), NULL, 10);
-    qsort(u, ids->nrow, sizeof(*u), u64_cmp);
-    for (uint32_t i = 0; i < ids->nrow && rc == 0; i++) {
-        if (i > 0 && u[i] == u[i - 1])
-            continue;
-        n = snprintf(num, sizeof(num), "%s(%" PRIu64 ")", b->len > 0 ? "," : "", u[i]);
-        rc = sql_buf_add(b, num, (size_t)n);
+    if (b == NULL || u == NULL || (byu = malloc(ids->nrow * sizeof(*byu))) == NULL)
+        goto nomem;
+    for (uint32_t i = 0; i < ids->nrow; i++) {
+        const char *c[4] = {sql_cell(ids, i, 0), sql_cell(ids, i, 1),
+                            sql_cell(ids, i, 2), sql_cell(ids, i, 3)};
+        for (int k = 0; k < 4; k++)
+            if (c[k] == NULL)
+                goto bad;
+        b[i].id = strtoull(c[0], &end, 10);
+        if (*end != '\0')
+            goto bad;
+        b[i].user = strtoull(c[1], &end, 10);
+        if (*end != '\0')
+            goto bad;
+        b[i].stake = strtoll(c[2], &end, 10);
+        if (*end != '\0')
+            goto bad;
+        b[i].paid = strtoll(c[3], &end, 10);
+        if (*end != '\0')
+            goto bad;
     }
+    memcpy(byu, b, ids->nrow * sizeof(*byu));
+    qsort(byu, ids->nrow, sizeof(*byu), bet_user_cmp);
+    for (uint32_t i = 0; i < ids->nrow; i++) {
+        if (n == 0 || u[n - 1].id != byu[i].user)
+            u[n++].id = byu[i].user;
+        u[n - 1].paid += byu[i].paid;
+        u[n - 1].points += byu[i].paid - byu[i].stake;
+    }
+    free(byu);
+    *bets = b;
+    *users = u;
+    *nuser = n;
+    return 0;
+bad:
+    free(b);
     free(u);
+    free(byu);
+    return BC_EQUERY;
+nomem:
+    free(b);
+    free(u);
+    free(byu);
+    return -ENOMEM;
+}
+
+/*
+ * Locks the batch's users in id order (the sorted ids drive primary-key
+ * lookups; a join with the bets would lock them in the bets' order, and an
+ * IN list may become a scan of the whole table, locking every user of the
+ * shard), and notes each one's company, team and role for the standings.
+ */
+static int batch_lock_users(struct router_txn *txn, struct api_batch_user *u, size_t n)
+{
+    struct sql_rows rows = {0};
+    struct sql_buf b = {0};
+    char num[24];
+    int rc = 0, len;
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        len = snprintf(num, sizeof(num), "%s(%" PRIu64 ")", i > 0 ? "," : "", u[i].id);
+        rc = sql_buf_add(&b, num, (size_t)len);
+    }
+    if (rc == 0)
+        rc = router_txn_exec(txn, &rows,
+                             "WITH v (id) AS (VALUES %R) SELECT u.id, u.company_id, "
+                             "COALESCE(u.team_id, 0), u.role = 'platform_admin' FROM v "
+                             "STRAIGHT_JOIN %S.users u ON u.id = v.id FOR UPDATE",
+                             b.buf);
+    for (uint32_t i = 0; rc == 0 && i < rows.nrow; i++) {
+        uint64_t id = strtoull(sql_cell(&rows, i, 0), NULL, 10);
+        struct api_batch_user *x = bsearch(&id, u, n, sizeof(*u), user_id_cmp);
+
+        if (x == NULL || sql_cell(&rows, i, 1) == NULL)
+            continue;
+        x->found = 1;
+        x->company = strtoull(sql_cell(&rows, i, 1), NULL, 10);
+        x->team = strtoull(sql_cell(&rows, i, 2), NULL, 10);
+        x->admin = strcmp(sql_cell(&rows, i, 3), "0") != 0;
+    }
+    sql_rows_free(&rows);
+    sql_buf_deinit(&b);
+    return rc;
+}
+
+/*
+ * One ledger row per paying bet, in bet id order, and one credit of balance
+ * and points per user, from the payouts the locking read computed: the
+ * batch's bets are not read again.
+ */
+static int batch_credit(struct router_txn *txn, const struct batch_bet *bets,
+                        size_t nbet, const struct api_batch_user *u, size_t nuser,
+                        const char *reason)
+{
+    struct sql_buf ledger = {0}, credit = {0}, why = {0};
+    int rc = sql_buf_add_str(&why, reason, strlen(reason));
+
+    for (size_t i = 0; i < nbet && rc == 0; i++) {
+        if (bets[i].paid <= 0)
+            continue;
+        char row[4 * 24 + 24];
+        int len = snprintf(
+            row, sizeof(row), "%s(%" PRIu64 ",%" PRId64 ",%s,%" PRIu64 ")",
+            ledger.len > 0 ? "," : "", bets[i].user, bets[i].paid, why.buf, bets[i].id);
+        rc = len > 0 && (size_t)len < sizeof(row)
+                 ? sql_buf_add(&ledger, row, (size_t)len)
+                 : -EINVAL;
+    }
+    for (size_t i = 0; i < nuser && rc == 0; i++)
+        if (u[i].paid != 0 || u[i].points != 0)
+            rc =
+                add_row(&credit,
+                        (const int64_t[]){(int64_t)u[i].id, u[i].paid, u[i].points}, 3);
+    if (rc == 0 && ledger.len > 0)
+        rc = router_txn_exec(txn, NULL,
+                             "INSERT INTO %S.ledger (user_id, delta, reason, bet_id) "
+                             "VALUES %R",
+                             ledger.buf);
+    if (rc == 0 && credit.len > 0)
+        rc = router_txn_exec(
+            txn, NULL,
+            "UPDATE %S.users u JOIN (WITH v (id, p, pts) AS (VALUES %R) "
+            "SELECT id, p, pts FROM v) b ON u.id = b.id SET u.balance = "
+            "u.balance + b.p, u.points = u.points + b.pts",
+            credit.buf);
+    sql_buf_deinit(&ledger);
+    sql_buf_deinit(&credit);
+    sql_buf_deinit(&why);
     return rc;
 }
 
@@ -89,7 +231,9 @@ int api_settle_batch(struct router *r, uint64_t match, const char *res,
                      int *last)
 {
     struct sql_rows ids = {0}, rows = {0};
-    struct sql_buf users = {0};
+    struct batch_bet *bets = NULL;
+    struct api_batch_user *users = NULL;
+    size_t nuser = 0;
     struct router_txn *txn;
     uint64_t lo = 0, hi = 0, m = match;
     int rc;
@@ -119,48 +263,36 @@ int api_settle_batch(struct router *r, uint64_t match, const char *res,
      * made them) is not lost: the guard row is only written by a batch that
      * looked from the match's first bet.
      */
-    rc = router_txn_exec(
-        txn, &ids,
-        "SELECT id, user_id FROM %S.bets FORCE INDEX (match_bets) WHERE "
-        "match_id = %u AND id > %u AND status = 'open' ORDER BY id "
-        "LIMIT %u FOR UPDATE",
-        m, *after, (uint64_t)SETTLE_BATCH);
+    rc = router_txn_exec(txn, &ids,
+                         "SELECT id, user_id, stake, " PAYOUT
+                         " FROM %S.bets FORCE INDEX "
+                         "(match_bets) WHERE match_id = %u AND id > %u AND status = "
+                         "'open' ORDER BY id LIMIT %u FOR UPDATE",
+                         res, res, m, *after, (uint64_t)SETTLE_BATCH);
     if (rc == 0 && ids.nrow > 0) {
         lo = strtoull(sql_cell(&ids, 0, 0), NULL, 10);
         hi = strtoull(sql_cell(&ids, ids.nrow - 1, 0), NULL, 10);
         /*
          * The users first, in id order, as every transaction that locks
-         * several does: the sorted ids drive primary-key lookups. (A join
-         * with the bets would lock them in the bets' order; an IN list may
-         * become a scan of the whole table, and lock every user of the
-         * shard.) Then one ledger row per paying bet, one credit per user.
+         * several does; then the ledger rows and the credits, and the
+         * standings aggregates, from the payouts read with the locks.
          */
-        rc = batch_users(&ids, &users);
-        /* Three statements: the API's account sends one a call. */
+        rc = batch_read(&ids, &bets, &users, &nuser);
         if (rc == 0)
-            rc = router_txn_exec(txn, NULL,
-                                 "WITH v (id) AS (VALUES %R) SELECT u.id FROM v "
-                                 "STRAIGHT_JOIN %S.users u ON u.id = v.id FOR UPDATE",
-                                 users.buf);
+            rc = batch_lock_users(txn, users, nuser);
         if (rc == 0)
-            rc = router_txn_exec(txn, NULL,
-                                 "INSERT INTO %S.ledger (user_id, delta, reason, "
-                                 "bet_id) SELECT user_id, p, %s, id FROM (SELECT "
-                                 "user_id, id, " PAYOUT " AS p FROM " BATCH
-                                 ") t WHERE p > 0 ORDER BY id",
-                                 reason, res, res, m, lo, hi);
+            rc = batch_credit(txn, bets, ids.nrow, users, nuser, reason);
         if (rc == 0)
-            rc = router_txn_exec(
-                txn, NULL,
-                "UPDATE %S.users u JOIN (SELECT user_id, SUM(p) AS p, SUM(p - stake) "
-                "AS pts FROM (SELECT user_id, stake, " PAYOUT " AS p FROM " BATCH
-                ") t GROUP BY user_id) b ON u.id = b.user_id SET u.balance = "
-                "u.balance + b.p, u.points = u.points + b.pts",
-                res, res, m, lo, hi);
+            rc = api_standings_batch(txn, users, nuser);
     }
-    /* While the bets are still open with ids in [lo, hi]: its contract. */
-    if (rc == 0 && ids.nrow > 0)
-        rc = api_standings_batch(txn, m, res, lo, hi);
+    /*
+     * The bets last, over match_bets, the range this batch locked already
+     * (over the primary key InnoDB would also lock the other matches' bets
+     * with ids in [lo, hi] and wait for their writers). match_bets is
+     * (match_id) alone: a settled bet's new status, payout and time are
+     * written in its row only, with no index entry to delete and insert
+     * (and purge later).
+     */
     if (rc == 0 && ids.nrow > 0) {
         rc = router_txn_exec(txn, &rows,
                              "UPDATE %S.bets FORCE INDEX (match_bets) SET status = "
@@ -224,7 +356,8 @@ int api_settle_batch(struct router *r, uint64_t match, const char *res,
 out:
     sql_rows_free(&ids);
     sql_rows_free(&rows);
-    sql_buf_deinit(&users);
+    free(bets);
+    free(users);
     if (rc < 0)
         *last = 0;
     return rc;

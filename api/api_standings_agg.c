@@ -30,57 +30,95 @@
 
 #include "api/api_int.h"
 
-/*
- * Points of bet b for a result (payout - stake, as api_settle.c pays):
- * cancelled 0, won FLOOR(stake * odds / 100) - stake, lost -stake. Takes the
- * result twice.
- */
-#define BET_POINTS                                                                     \
-    "CASE WHEN %s = 'cancelled' THEN 0 WHEN b.pick = %s THEN "                         \
-    "FLOOR(b.stake * b.odds / 100) - b.stake ELSE -b.stake END"
+/* A sum of points by id (a company or a team), and the team's company. */
+struct agg_sum {
+    uint64_t id, company;
+    int64_t points;
+};
 
-/*
- * The batch's bets joined with their (ranked) users; match, lo, hi. The
- * bets are read over match_bets (only the batch's, already locked) and the
- * users by primary key from them (STRAIGHT_JOIN): in id order over the
- * primary keys InnoDB would share-lock every bet and user it scanned,
- * other matches' and new users' rows too, and wait for their writers.
- */
-#define BATCH_BETS                                                                     \
-    "FROM %S.bets b FORCE INDEX (match_bets) STRAIGHT_JOIN %S.users u ON u.id = "      \
-    "b.user_id WHERE b.match_id = %u AND b.status = 'open' AND b.id BETWEEN %u AND "   \
-    "%u AND u.role <> 'platform_admin'"
-
-int api_standings_batch(struct router_txn *txn, uint64_t match, const char *result,
-                        uint64_t lo_id, uint64_t hi_id)
+static int agg_cmp(const void *a, const void *b)
 {
+    const struct agg_sum *x = a, *y = b;
+
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/*
+ * The users' points summed by company (team 0) or by team (team 1), in id
+ * order, zero sums left out, as rows of INSERT ... VALUES into b.
+ */
+static int agg_rows(const struct api_batch_user *u, size_t n, int team,
+                    struct sql_buf *b)
+{
+    struct agg_sum *s = malloc((n > 0 ? n : 1) * sizeof(*s));
+    size_t k = 0, m = 0;
+    char row[96];
+    int rc = 0, len;
+
+    if (s == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (u[i].found && !u[i].admin && (!team || u[i].team != 0))
+            s[k++] = (struct agg_sum){team ? u[i].team : u[i].company, u[i].company,
+                                      u[i].points};
+    qsort(s, k, sizeof(*s), agg_cmp);
+    /* Merged by id; a team's company is its members' (the lowest, should they differ).
+     */
+    for (size_t i = 0; i < k; i++) {
+        if (m > 0 && s[m - 1].id == s[i].id) {
+            s[m - 1].points += s[i].points;
+            if (s[i].company < s[m - 1].company)
+                s[m - 1].company = s[i].company;
+        } else {
+            s[m++] = s[i];
+        }
+    }
+    for (size_t i = 0; i < m && rc == 0; i++) {
+        if (s[i].points == 0)
+            continue;
+        len = team ? snprintf(row, sizeof(row),
+                              "%s(%" PRIu64 ",%" PRIu64 ",0,%" PRId64 ")",
+                              b->len > 0 ? "," : "", s[i].id, s[i].company, s[i].points)
+                   : snprintf(row, sizeof(row), "%s(%" PRIu64 ",0,%" PRId64 ")",
+                              b->len > 0 ? "," : "", s[i].id, s[i].points);
+        rc = sql_buf_add(b, row, (size_t)len);
+    }
+    free(s);
+    return rc;
+}
+
+int api_standings_batch(struct router_txn *txn, const struct api_batch_user *users,
+                        size_t n)
+{
+    struct sql_buf co = {0}, tm = {0};
     int rc;
 
-    /* A cancelled match refunds every stake: nobody's points change. */
-    if (strcmp(result, "cancelled") == 0)
-        return 0;
     /*
      * The caller holds the batch's users' rows (locked in id order, before
      * this): a change of team, which locks its user before moving his
-     * points, waits for this batch, or this batch for it, and the team read
-     * next is the one the user is in. Then the aggregate rows, in id order
-     * in each table. Two statements: the API's account sends one a call.
+     * points, waits for this batch, or this batch for it, and the team the
+     * caller read is the one the user is in. Then the aggregate rows, in id
+     * order in each table. A cancelled match gives nobody points: nothing.
      */
-    rc = router_txn_exec(
-        txn, NULL,
-        "INSERT INTO %S.standings_company (company_id, members, points) SELECT "
-        "u.company_id, 0, SUM(" BET_POINTS ") " BATCH_BETS " GROUP BY u.company_id "
-        "ORDER BY u.company_id ON DUPLICATE KEY UPDATE points = points + "
-        "VALUES(points)",
-        result, result, match, lo_id, hi_id);
+    rc = agg_rows(users, n, 0, &co);
     if (rc == 0)
+        rc = agg_rows(users, n, 1, &tm);
+    if (rc == 0 && co.len > 0)
         rc = router_txn_exec(
             txn, NULL,
-            "INSERT INTO %S.standings_team (team_id, company_id, members, points) "
-            "SELECT u.team_id, MIN(u.company_id), 0, SUM(" BET_POINTS ") " BATCH_BETS
-            " AND u.team_id IS NOT NULL GROUP BY u.team_id ORDER BY u.team_id ON "
-            "DUPLICATE KEY UPDATE points = points + VALUES(points)",
-            result, result, match, lo_id, hi_id);
+            "INSERT INTO %S.standings_company (company_id, members, "
+            "points) VALUES %R ON DUPLICATE KEY UPDATE points = points + "
+            "VALUES(points)",
+            co.buf);
+    if (rc == 0 && tm.len > 0)
+        rc = router_txn_exec(
+            txn, NULL,
+            "INSERT INTO %S.standings_team (team_id, company_id, members, "
+            "points) VALUES %R ON DUPLICATE KEY UPDATE points = points + "
+            "VALUES(points)",
+            tm.buf);
+    sql_buf_deinit(&co);
+    sql_buf_deinit(&tm);
     return rc;
 }
 
