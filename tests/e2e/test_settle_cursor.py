@@ -83,39 +83,56 @@ class TestSettlementCursor(unittest.TestCase):
         balance = int(s.sql(host, "SELECT balance FROM %s.users WHERE id = %d" % (sch, user))[0][0])
 
         wait_past_kickoff(m)
-        # Read committed: the wait below sees the batches' commits.
+        # The writing session holds the user, then waits for a named lock
+        # that another session holds until the first batch has committed. It
+        # reads no bet meanwhile: a read of the second batch's bets could wait
+        # for that batch, which waits for the user (a deadlock).
+        gate = "bc_cursor_test_%d" % mid
+        cnf = s.host_cnfs()[host]
+        holder = subprocess.Popen(["mariadb", "--defaults-file=" + cnf, "-N", "-B", "--unbuffered", "-e",
+                                   "SELECT CONNECTION_ID(), GET_LOCK('%s', 10); DO SLEEP(120);" % gate],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         script = (
-            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION; "
-            "SELECT id INTO @held FROM {s}.users WHERE id = {u} FOR UPDATE; SELECT 'locked'; "
-            "\nDELIMITER //\nBEGIN NOT ATOMIC DECLARE i INT DEFAULT 0; "
-            "WHILE i < 600 AND (SELECT COUNT(*) FROM {s}.bets WHERE match_id = {m} AND status <> 'open') < {n} DO "
-            "DO SLEEP(0.05); SET i = i + 1; END WHILE; END //\nDELIMITER ;\n"
-            "SELECT 'settled', COUNT(*) FROM {s}.bets WHERE match_id = {m} AND status <> 'open'; "
+            "START TRANSACTION; SELECT id INTO @held FROM {s}.users WHERE id = {u} FOR UPDATE; SELECT 'locked'; "
+            "SELECT 'gate', GET_LOCK('{g}', 60); "
             "INSERT INTO {s}.bets (id, user_id, match_id, pick, stake, odds, placed_at, payout, settled_at) "
             "VALUES ({b}, {u}, {m}, 'home', {k}, {o}, NOW(3), 0, NOW(3)); "
             "INSERT INTO {s}.ledger (user_id, delta, reason, bet_id) VALUES ({u}, -{k}, 'bet', {b}); "
             "UPDATE {s}.users SET balance = balance - {k} WHERE id = {u}; COMMIT; SELECT 'inserted';"
-        ).format(s=sch, u=user, m=mid, n=BATCH, b=below, k=STAKE, o=int(round(ODDS[0] * 100)))
-        sess = subprocess.Popen(["mariadb", "--defaults-file=" + s.host_cnfs()[host], "-N", "-B", "--unbuffered",
-                                 "-e", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ).format(s=sch, u=user, m=mid, g=gate, b=below, k=STAKE, o=int(round(ODDS[0] * 100)))
+        sess = None
         try:
+            held = holder.stdout.readline().split()
+            self.assertEqual(held[1:], ["1"], "the gate's lock was not taken: %r" % held)
+            sess = subprocess.Popen(["mariadb", "--defaults-file=" + cnf, "-N", "-B", "--unbuffered", "-e", script],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             first = sess.stdout.readline().strip()
             if first != "locked":
                 sess.kill()
-                self.fail("the session did not take the lock: %r %s" % (first, sess.stderr.read()))
+                self.fail("the session did not take the user's lock: %r %s" % (first, sess.stderr.read()))
             Client(s.api_urls[0], admin().token).post("/v1/matches/%d/result" % mid, RESULT).expect_json(
                 202, msg="post result")
             t_post = time.time()
+            settled = 0
+            while time.time() - t_post < 60:
+                settled = int(s.sql(host, "SELECT COUNT(*) FROM %s.bets WHERE match_id = %d AND status <> 'open'"
+                                    % (sch, mid))[0][0])
+                if settled >= BATCH:
+                    break
+                time.sleep(0.05)
+            # The second batch waits for the user, so exactly the first is
+            # settled: every settled id is above the bet about to be written.
+            self.assertEqual(settled, BATCH, "bets settled before the bet below them was written")
+            s.sql(host, "KILL %d" % int(held[0]))  # its connection ends: the gate opens
             out, err = sess.communicate(timeout=60)
         finally:
-            if sess.poll() is None:
-                sess.kill()
+            for p in (holder, sess):
+                if p is not None and p.poll() is None:
+                    p.kill()
         self.assertEqual(sess.returncode, 0, "the session: %s" % err)
         lines = [l.split("\t") for l in out.split("\n") if l]
         log("user %d held; bet %d written %s; %s" % (user, below, lines, time.strftime("%H:%M:%S")))
-        # Exactly the first batch was settled when the bet went in: the
-        # second waited for the user, and every settled id is above the bet's.
-        self.assertEqual(lines, [["settled", str(BATCH)], ["inserted"]])
+        self.assertEqual(lines, [["gate", "1"], ["inserted"]])
 
         st = wait_settled(m, via=Client(s.api_urls[0], admin().token), timeout=120)
         log("settled %.1f s after the post: %s" % (time.time() - t_post, st))
