@@ -62,8 +62,7 @@ static int agg_rows(const struct api_batch_user *u, size_t n, int team,
             s[k++] = (struct agg_sum){team ? u[i].team : u[i].company, u[i].company,
                                       u[i].points};
     qsort(s, k, sizeof(*s), agg_cmp);
-    /* Merged by id; a team's company is its members' (the lowest, should they differ).
-     */
+    /* Merged by id; a team's company: its members' (the lowest, were they two). */
     for (size_t i = 0; i < k; i++) {
         if (m > 0 && s[m - 1].id == s[i].id) {
             s[m - 1].points += s[i].points;
