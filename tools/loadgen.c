@@ -297,11 +297,7 @@ static int do_bet(struct worker *w, const struct vuser *u, uint64_t t0, int *ack
         loadgen_error_code(w, code, sizeof(code), NULL, 0);
         loadgen_count_reject(&w->st, code);
     } else if (rc < 0 || rc >= 500) {
-        /*
-         * It may or may not have been placed: lost in transport, or a 5xx,
-         * which docs/api.md says of a write (a statement past its deadline
-         * may still have committed). The status is counted as well.
-         */
+        /* Lost in transport or a 5xx: placed or not (docs/api.md, a 503 to a write). */
         w->st.unknown++;
     }
     return rc;
