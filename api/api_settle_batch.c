@@ -60,17 +60,16 @@ static int user_id_cmp(const void *key, const void *elem)
     return k < id ? -1 : k > id;
 }
 
-/* Appends "(a,b,c)" (n numbers, signed) to b, a comma first unless it is empty. */
-static int add_row(struct sql_buf *b, const int64_t *v, int n)
+/* Cell (i, col) of rows as a whole number into *v; -1 if it is not one. */
+static int cell_i64(const struct sql_rows *rows, uint32_t i, uint32_t col, int64_t *v)
 {
-    char text[4 * 24];
-    int len = snprintf(text, sizeof(text), "%s(", b->len > 0 ? "," : "");
+    const char *c = sql_cell(rows, i, col);
+    char *end;
 
-    for (int i = 0; i < n; i++)
-        len += snprintf(text + len, sizeof(text) - (size_t)len, "%s%" PRId64,
-                        i > 0 ? "," : "", v[i]);
-    len += snprintf(text + len, sizeof(text) - (size_t)len, ")");
-    return sql_buf_add(b, text, (size_t)len);
+    if (c == NULL || *c == '\0')
+        return -1;
+    *v = strtoll(c, &end, 10);
+    return *end == '\0' ? 0 : -1;
 }
 
 /*
@@ -82,55 +81,43 @@ static int add_row(struct sql_buf *b, const int64_t *v, int n)
 static int batch_read(const struct sql_rows *ids, struct batch_bet **bets,
                       struct api_batch_user **users, size_t *nuser)
 {
-    struct batch_bet *b = calloc(ids->nrow, sizeof(*b)), *byu = NULL;
+    struct batch_bet *b = calloc(ids->nrow, sizeof(*b));
+    struct batch_bet *byu = calloc(ids->nrow, sizeof(*byu));
     struct api_batch_user *u = calloc(ids->nrow, sizeof(*u));
+    int64_t id, user;
     size_t n = 0;
-    char *end;
+    int rc = b == NULL || byu == NULL || u == NULL ? -ENOMEM : 0;
 
-    if (b == NULL || u == NULL || (byu = malloc(ids->nrow * sizeof(*byu))) == NULL)
-        goto nomem;
-    for (uint32_t i = 0; i < ids->nrow; i++) {
-        const char *c[4] = {sql_cell(ids, i, 0), sql_cell(ids, i, 1),
-                            sql_cell(ids, i, 2), sql_cell(ids, i, 3)};
-        for (int k = 0; k < 4; k++)
-            if (c[k] == NULL)
-                goto bad;
-        b[i].id = strtoull(c[0], &end, 10);
-        if (*end != '\0')
-            goto bad;
-        b[i].user = strtoull(c[1], &end, 10);
-        if (*end != '\0')
-            goto bad;
-        b[i].stake = strtoll(c[2], &end, 10);
-        if (*end != '\0')
-            goto bad;
-        b[i].paid = strtoll(c[3], &end, 10);
-        if (*end != '\0')
-            goto bad;
+    for (uint32_t i = 0; rc == 0 && i < ids->nrow; i++) {
+        if (cell_i64(ids, i, 0, &id) < 0 || cell_i64(ids, i, 1, &user) < 0 ||
+            cell_i64(ids, i, 2, &b[i].stake) < 0 ||
+            cell_i64(ids, i, 3, &b[i].paid) < 0) {
+            rc = BC_EQUERY;
+            break;
+        }
+        b[i].id = (uint64_t)id;
+        b[i].user = (uint64_t)user;
     }
-    memcpy(byu, b, ids->nrow * sizeof(*byu));
-    qsort(byu, ids->nrow, sizeof(*byu), bet_user_cmp);
-    for (uint32_t i = 0; i < ids->nrow; i++) {
-        if (n == 0 || u[n - 1].id != byu[i].user)
-            u[n++].id = byu[i].user;
-        u[n - 1].paid += byu[i].paid;
-        u[n - 1].points += byu[i].paid - byu[i].stake;
+    if (rc == 0) {
+        memcpy(byu, b, ids->nrow * sizeof(*byu));
+        qsort(byu, ids->nrow, sizeof(*byu), bet_user_cmp);
+        for (uint32_t i = 0; i < ids->nrow; i++) {
+            if (n == 0 || u[n - 1].id != byu[i].user)
+                u[n++].id = byu[i].user;
+            u[n - 1].paid += byu[i].paid;
+            u[n - 1].points += byu[i].paid - byu[i].stake;
+        }
     }
     free(byu);
+    if (rc < 0) {
+        free(b);
+        free(u);
+        return rc;
+    }
     *bets = b;
     *users = u;
     *nuser = n;
     return 0;
-bad:
-    free(b);
-    free(u);
-    free(byu);
-    return BC_EQUERY;
-nomem:
-    free(b);
-    free(u);
-    free(byu);
-    return -ENOMEM;
 }
 
 /*
@@ -195,11 +182,14 @@ static int batch_credit(struct router_txn *txn, const struct batch_bet *bets,
                  ? sql_buf_add(&ledger, row, (size_t)len)
                  : -EINVAL;
     }
-    for (size_t i = 0; i < nuser && rc == 0; i++)
-        if (u[i].paid != 0 || u[i].points != 0)
-            rc =
-                add_row(&credit,
-                        (const int64_t[]){(int64_t)u[i].id, u[i].paid, u[i].points}, 3);
+    for (size_t i = 0; i < nuser && rc == 0; i++) {
+        if (u[i].paid == 0 && u[i].points == 0)
+            continue;
+        char row[3 * 24 + 8];
+        int len = snprintf(row, sizeof(row), "%s(%" PRIu64 ",%" PRId64 ",%" PRId64 ")",
+                           credit.len > 0 ? "," : "", u[i].id, u[i].paid, u[i].points);
+        rc = sql_buf_add(&credit, row, (size_t)len);
+    }
     if (rc == 0 && ledger.len > 0)
         rc = router_txn_exec(txn, NULL,
                              "INSERT INTO %S.ledger (user_id, delta, reason, bet_id) "
