@@ -5,10 +5,14 @@ and the other server takes the job over by itself when the lease runs out
 
 Thousands of bets on a few shards of two hosts (tools/bench/fillshard, the
 same rows the API makes), plus a few bets placed through the API, all on one
-match. The result is posted to the first server, which runs the job; the test
-waits until at least one batch has committed and a batch transaction of the
-match is open on a database host (information_schema.INNODB_TRX), then kills
-the lease's holder. Then: another server holds the lease within lease + a few
+match. Before the result is posted, a session of the test holds the row lock
+of a user whose bets are in the second batch of one shard and not in its
+first, so that batch stays open, waiting for that user, however fast the
+batches run. The result is posted to the first server, which runs the job;
+the test waits until at least one batch has committed and a batch
+transaction of the match is open on a database host
+(information_schema.INNODB_TRX), kills the lease's holder, then ends its own
+session (the lock is freed, the killed server's open batch is rolled back). Then: another server holds the lease within lease + a few
 seconds, the settlement is done, no bet is open, each bet's status and payout
 follow the rules, the ledger has exactly one credit row per paying bet, points
 are right, bcadmin check-ledger and check-standings pass, and the progress shows
@@ -36,6 +40,7 @@ HOSTS = 2  # hosts whose shards get the bulk bets
 SHARDS_PER_HOST = 2
 FILL_USERS = 2500  # per shard
 FILL_BETS = 15000  # per shard: 8 batches of at most 2,000 (SETTLE_BATCH)
+BATCH = 2000  # SETTLE_BATCH in api/api_settle_batch.c
 RESULT = {"home_goals": 2, "away_goals": 0}  # home wins
 PICKS = ("home", "draw", "away")
 
@@ -100,6 +105,41 @@ class TestSettlementTakeover(unittest.TestCase):
                 out.append((h, int(n)))
         return out
 
+    def hold_second_batch(self, match, shard, host):
+        """Starts a session that holds the row lock of a user with bets in
+        shard's second batch of match and none in its first (the batches take
+        the bets in id order): that batch waits for it, open, once the first
+        has committed. Returns the session; release() ends it."""
+        s = self.s
+        sch = "`%s`" % s.schema(shard)
+        rows = s.sql(host, "SELECT user_id FROM %s.bets WHERE match_id = %d ORDER BY id" % (sch, int(match["id"])))
+        first = set(r[0] for r in rows[:BATCH])
+        users = [r[0] for r in rows[BATCH:2 * BATCH] if r[0] not in first]
+        self.assertTrue(users, "no user of shard %d with bets in the second batch only" % shard)
+        user = int(users[len(users) // 2])
+        holder = subprocess.Popen(["mariadb", "--defaults-file=" + s.host_cnfs()[host], "-N", "-B", "--unbuffered",
+                                   "-e", "START TRANSACTION; SELECT id INTO @u FROM %s.users WHERE id = %d FOR "
+                                   "UPDATE; SELECT CONNECTION_ID(); DO SLEEP(300);" % (sch, user)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = holder.stdout.readline().strip()
+        if not line.isdigit():
+            holder.kill()
+            self.fail("the session did not take user %d's lock: %r %s" % (user, line, holder.stderr.read()))
+        holder.bc_host, holder.bc_conn = host, int(line)
+        log("user %d of shard %d held by connection %s on %s" % (user, shard, line, host))
+        return holder
+
+    def release(self, holder):
+        """Ends the session of hold_second_batch() (its transaction rolls back)."""
+        if holder is None or holder.poll() is not None:
+            return
+        try:
+            self.s.sql(holder.bc_host, "KILL %d" % holder.bc_conn)
+            holder.wait(timeout=30)
+        except Exception:  # the session must end whatever happened
+            holder.kill()
+            holder.wait()
+
     def server_index(self, name):
         idx = int(name[3:]) - 1 if name.startswith("api") and name[3:].isdigit() else -1
         self.assertTrue(0 <= idx < len(self.s.api_urls), "lease owner %r is not one of the API servers" % name)
@@ -157,6 +197,8 @@ class TestSettlementTakeover(unittest.TestCase):
         rc, out = self.bcadmin("rebuild-standings")
         self.assertEqual(rc, 0, "bcadmin rebuild-standings: %s" % out[-2000:])
         wait_past_kickoff(m)
+        self.holder = self.hold_second_batch(m, shards[0], hosts[0])
+        self.addCleanup(self.release, self.holder)
 
         # The first server takes the result and is woken to run the job.
         first = Client(s.api_urls[0], admin().token)
@@ -190,8 +232,8 @@ class TestSettlementTakeover(unittest.TestCase):
             batches = self.open_batches(hosts)
             if done_before > 0 and batches:
                 break
-            self.assertLess(done_before, total, "the settlement ended before a batch could be caught open: "
-                                                "give it more bets")
+            self.assertNotEqual(self.job(m)[2], "done", "the settlement ended before a batch could be caught "
+                                                        "open, though a user of its second batch was held")
             if time.time() - t_post >= 60:
                 self.fail("no batch seen within 60 s (%d of %d bets settled)\n%s"
                           % (done_before, total, self.diagnosis(m)))
@@ -228,6 +270,7 @@ class TestSettlementTakeover(unittest.TestCase):
             t_kill = time.time()
             log("killed %s (%s) %.2f s after the post, with %d of %d bets settled and batches open: %s"
                 % (name, owner, t_kill - t_post, done_before, total, batches))
+            self.release(self.holder)
 
             # The other server takes the lease over once it runs out; nobody re-posts.
             new_owner = owner
@@ -263,6 +306,7 @@ class TestSettlementTakeover(unittest.TestCase):
             t_stop = time.time()
             log("SIGTERM to %s (%s) with %d of %d bets settled and batches open: %s"
                 % (name, owner, done_before, total, batches))
+            self.release(self.holder)  # the open batch ends, then the server stops
             while running(pid) and time.time() - t_stop < 15:
                 time.sleep(0.05)
             t_exit = time.time()
