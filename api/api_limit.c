@@ -360,7 +360,7 @@ void api_limits_init(struct api_limits *l)
     l->loop_reads = 1;
     l->loop_bets = 1;
     l->background_nice = 10;
-    l->background_cores_pct = 0;
+    l->background_cores_pct = 50;
     l->conn_per_addr = 64;
     l->header_timeout_ms = 800;
     l->body_timeout_ms = 10000;

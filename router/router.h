@@ -117,9 +117,15 @@ int router_exec(struct router *router, uint32_t shard, struct sql_rows *rows,
  * request pool, with router.batch_timeout_ms (30000) per statement instead
  * of query_timeout_ms. A slow background statement is never a host failure:
  * only failed connections mark a host down. router_background(0) goes back.
- * The setting is the calling thread's own.
+ * The setting is the calling thread's own. ROUTER_BACKGROUND_NO_PLACE is
+ * background work whose scatters do not take places among the background
+ * statements of a machine (router_machine_enter()): short work that users
+ * wait for (the standings' recomputation), which would otherwise queue
+ * behind, or take turns with, the batches of the hosts that share it.
  */
-void router_background(int on);
+#define ROUTER_BACKGROUND 1
+#define ROUTER_BACKGROUND_NO_PLACE 2
+void router_background(int mode);
 
 /*
  * Hosts a background thread's scatter asks at once (0, the default: every

@@ -7,8 +7,8 @@
  * Several MariaDB servers on one machine (the local stack, or several
  * servers on one VM) share its cores instead: if each of them runs a batch
  * at once, the batches take every core and every host's requests wait for
- * a CPU. With a limit set (router_set_background_cores(), the API's
- * background_cores_pct; off by default), a host's machine is learned from
+ * a CPU. With a limit set (router_set_background_cores(); off in a new
+ * router, 50 in the API's background_cores_pct), a host's machine is learned from
  * the server itself, the first time background work goes to it (and again
  * after its address changed):
  * @@hostname names the machine, and @@thread_pool_size, which MariaDB sets
@@ -23,7 +23,7 @@
  * Two servers on one machine under different host names (two containers)
  * are not seen as sharing it; two machines with one name are, and then
  * take turns where they need not (router_set_background_cores(r, 0), or
- * the API's background_cores_pct = 0, the default, turns it off).
+ * the API's background_cores_pct = 0, turns it off).
  */
 #include <errno.h>
 #include <stdio.h>

@@ -283,7 +283,7 @@ class TestBackgroundHosts(unittest.TestCase):
 
 class TestMachineShare(unittest.TestCase):
     def test_hosts_of_one_machine_take_turns(self):
-        """background_cores_pct=50: the server running a settlement finds
+        """No key set (background_cores_pct 50, the default): the server running a settlement finds
         the stack's hosts on one machine (the servers' @@hostname, which is
         this machine's name) and lets their batches and scans take half its
         cores at once, at least one: the job's last log line names the
@@ -291,7 +291,7 @@ class TestMachineShare(unittest.TestCase):
         at once than its places; every bet is paid once, the ledger whole."""
         import re
         import socket
-        line = settle_on_own_server(self, {"background_cores_pct": 50}, 24)
+        line = settle_on_own_server(self, {}, 24)
         hit = re.search(r"machines: (\S+): (\d+) cores, (\d+) at once(?: for (\d+) % of the "
                         r"time)? \(at most (\d+) seen, \d+ waits, \d+ held over \d+ ms\), "
                         r"hosts((?: \S+)+)\)$",
@@ -309,10 +309,10 @@ class TestMachineShare(unittest.TestCase):
         self.assertGreaterEqual(len(hosts), 3, line.string)
         assert_check_ledger(self)
 
-    def test_off_by_default(self):
-        """No key set (background_cores_pct 0): no places, no machine asked
-        (the line names none); every bet is still paid once."""
-        line = settle_on_own_server(self, {}, 12)
+    def test_off_at_zero(self):
+        """background_cores_pct=0: no places, no machine asked (the line
+        names none); every bet is still paid once."""
+        line = settle_on_own_server(self, {"background_cores_pct": 0}, 12)
         self.assertRegex(line.string, r"machines: \)\s*$")
         assert_check_ledger(self)
 

@@ -167,9 +167,9 @@ int router_stale_reads(int on)
     return was;
 }
 
-void router_background(int on)
+void router_background(int mode)
 {
-    (void)on;
+    (void)mode;
 }
 
 void router_set_background_hosts(struct router *router, uint32_t n)

@@ -27,12 +27,13 @@ struct span {
 };
 
 /*
- * A background scatter of about 20 ms a shard, timed by the servers
- * themselves: NOW(6) is when a host's statement began, the last part's
- * SYSDATE(6) when it had done its shards. Returns the hosts' spans.
+ * A background scatter (mode: router_background()) of about 20 ms a shard,
+ * timed by the servers themselves: NOW(6) is when a host's statement began,
+ * the last part's SYSDATE(6) when it had done its shards. Returns the hosts'
+ * spans.
  */
 static uint32_t timed_scatter(struct router *r, uint32_t width, uint32_t cores_pct,
-                              struct span *sp, uint32_t max)
+                              int mode, struct span *sp, uint32_t max)
 {
     const struct shardmap *map = router_map(r);
     struct sql_rows rows = {0};
@@ -43,7 +44,7 @@ static uint32_t timed_scatter(struct router *r, uint32_t width, uint32_t cores_p
         sp[i] = (struct span){0, 0};
     router_set_background_hosts(r, width);
     router_set_background_cores(r, cores_pct);
-    router_background(1);
+    router_background(mode);
     assert_int_equal(router_scatter(r, &rows,
                                     "SELECT %N, UNIX_TIMESTAMP(NOW(6)), "
                                     "UNIX_TIMESTAMP(SYSDATE(6)) FROM (SELECT "
@@ -105,7 +106,7 @@ static void test_background_scatter_hosts_at_once(void **state)
     uint32_t n, most;
 
     for (uint32_t width = 0; width <= 2; width++) {
-        n = timed_scatter(f->router, width, 0, sp, 8);
+        n = timed_scatter(f->router, width, 0, ROUTER_BACKGROUND, sp, 8);
         assert_true(n >= 3);
         most = most_at_once(sp, n);
         print_message("background_hosts %u: at most %u of %u hosts at once\n", width,
@@ -123,7 +124,8 @@ static int stop_now(void *arg)
  * router_set_background_cores(): the stack's hosts all run on this machine
  * (one @@hostname), so their background statements share its places: at
  * 400 % (four places a core) all at once, at one core's worth one host's
- * statement at a time, with 0 no limit; below one core one at a time with
+ * statement at a time (a thread in ROUTER_BACKGROUND_NO_PLACE mode all
+ * at once), with 0 no limit; below one core one at a time with
  * the place closed after each for the rest of that share of the time. The
  * machine is named by the servers, with every host on it; a waiter that is
  * told to stop gets -ECANCELED.
@@ -137,7 +139,7 @@ static void test_background_hosts_of_one_machine_take_turns(void **state)
     int held, again, stop = 1;
 
     /* Four places a core: all at once; and the machine is learned. */
-    n = timed_scatter(f->router, 0, 400, sp, 8);
+    n = timed_scatter(f->router, 0, 400, ROUTER_BACKGROUND, sp, 8);
     assert_true(n >= 3);
     assert_int_equal(most_at_once(sp, n), n);
     router_machines_describe(f->router, desc, sizeof(desc));
@@ -156,12 +158,19 @@ static void test_background_hosts_of_one_machine_take_turns(void **state)
     const uint32_t one = (100 + ncpu - 1) / ncpu, pcts[] = {one, 0};
 
     for (size_t i = 0; i < sizeof(pcts) / sizeof(pcts[0]); i++) {
-        n = timed_scatter(f->router, 0, pcts[i], sp, 8);
+        n = timed_scatter(f->router, 0, pcts[i], ROUTER_BACKGROUND, sp, 8);
         most = most_at_once(sp, n);
         print_message("background_cores_pct %u: at most %u of %u hosts at once\n",
                       pcts[i], most, n);
         assert_int_equal(most, pcts[i] == one ? 1 : n);
     }
+    /* A thread whose scatters take no places: all at once under that limit. */
+    n = timed_scatter(f->router, 0, one, ROUTER_BACKGROUND_NO_PLACE, sp, 8);
+    most = most_at_once(sp, n);
+    print_message(
+        "background_cores_pct %u, no places: at most %u of %u hosts at once\n", one,
+        most, n);
+    assert_int_equal(most, n);
 
     /*
      * Below one core (half of one): one host at a time, and after each the
@@ -169,7 +178,7 @@ static void test_background_hosts_of_one_machine_take_turns(void **state)
      */
     uint32_t pct = 50 / ncpu > 0 ? 50 / ncpu : 1, share = ncpu * pct;
     assert_true(share > 0 && share < 100);
-    n = timed_scatter(f->router, 0, pct, sp, 8);
+    n = timed_scatter(f->router, 0, pct, ROUTER_BACKGROUND, sp, 8);
     assert_int_equal(most_at_once(sp, n), 1);
     for (uint32_t i = 0; i < n; i++) {
         /* The statement that ran before sp[i]: the latest to end before it began. */
