@@ -246,7 +246,7 @@ static const struct conf_key {
      "about the sum of the hosts' times"},
     {"background_cores_pct", K_U32, L(background_cores_pct), 0, 400,
      "hosts on one machine (the same @@hostname) share its cores: their background "
-     "statements (settlement batches, the recomputation's scans) take at most this "
+     "statements (settlement batches, the settlements' counts) take at most this "
      "share (%) of its cores (@@thread_pool_size) at once; below one core, one at "
      "a time for that share of the time (0: no limit); a host alone on its "
      "machine is not slowed"},
