@@ -283,12 +283,13 @@ class TestBackgroundHosts(unittest.TestCase):
 
 class TestMachineShare(unittest.TestCase):
     def test_hosts_of_one_machine_take_turns(self):
-        """No key set (background_cores_pct 50, the default): the server running a settlement finds
-        the stack's hosts on one machine (the servers' @@hostname, which is
-        this machine's name) and lets their batches and scans take half its
-        cores at once, at least one: the job's last log line names the
-        machine with every host on it, and never more of its statements ran
-        at once than its places; every bet is paid once, the ledger whole."""
+        """No key set (background_cores_pct 50, the default): the server
+        running a settlement finds the stack's hosts on one machine (the
+        servers' @@hostname, which is this machine's name) and lets their
+        batches and counts take half its cores at once, at least one: the
+        job's last log line names the machine with every host on it, and
+        never more of its statements ran at once than its places; every bet
+        is paid once, the ledger whole."""
         import re
         import socket
         line = settle_on_own_server(self, {}, 24)
