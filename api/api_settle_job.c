@@ -489,11 +489,11 @@ static void *standings_main(void *arg)
     struct standings_job *sj = arg;
 
     /*
-     * Its scans take no places of the hosts' machines: a second or two that
-     * every reader waits for, not tens of seconds of batches
-     * (docs/architecture.md, "Hosts that share a machine").
+     * Its scans take a machine's places at one a core, not at the batches'
+     * share: a second or two that every reader waits for (docs/architecture.md,
+     * "Hosts that share a machine").
      */
-    router_background(ROUTER_BACKGROUND_NO_PLACE);
+    router_background(ROUTER_BACKGROUND_PER_CORE);
     sj->rc = api_standings_recompute(sj->run->router);
     if (atomic_fetch_sub(&sj->run->nworking, 1) == 1)
         api_jobs_kick(sj->run->settler->jobs);

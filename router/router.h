@@ -117,14 +117,16 @@ int router_exec(struct router *router, uint32_t shard, struct sql_rows *rows,
  * request pool, with router.batch_timeout_ms (30000) per statement instead
  * of query_timeout_ms. A slow background statement is never a host failure:
  * only failed connections mark a host down. router_background(0) goes back.
- * The setting is the calling thread's own. ROUTER_BACKGROUND_NO_PLACE is
- * background work whose scatters do not take places among the background
- * statements of a machine (router_machine_enter()): short work that users
- * wait for (the standings' recomputation), which would otherwise queue
- * behind, or take turns with, the batches of the hosts that share it.
+ * The setting is the calling thread's own. ROUTER_BACKGROUND_PER_CORE is
+ * background work whose scatters take places among the background
+ * statements of a machine (router_machine_enter()) as if the share were a
+ * core's worth a place, when it is less: short work that users wait for
+ * (the standings' recomputation), which then asks about as many hosts of a
+ * machine at once as it has cores, not one at a time like the batches nor
+ * every host at once (which leaves requests no core).
  */
 #define ROUTER_BACKGROUND 1
-#define ROUTER_BACKGROUND_NO_PLACE 2
+#define ROUTER_BACKGROUND_PER_CORE 2
 void router_background(int mode);
 
 /*

@@ -31,12 +31,12 @@
 
 #include "router/router_int.h"
 
-/* The calling thread's mode: 0, ROUTER_BACKGROUND or ROUTER_BACKGROUND_NO_PLACE. */
+/* The calling thread's mode: 0, ROUTER_BACKGROUND or ROUTER_BACKGROUND_PER_CORE. */
 static _Thread_local int background_mode;
 
 void router_background(int mode)
 {
-    background_mode = mode == ROUTER_BACKGROUND_NO_PLACE ? mode : mode != 0;
+    background_mode = mode == ROUTER_BACKGROUND_PER_CORE ? mode : mode != 0;
 }
 
 int router__background(void)

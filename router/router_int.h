@@ -124,6 +124,7 @@ struct router_machine {
     uint32_t ncpu;  /* its @@thread_pool_size */
     /* When each statement holding a place took it; 0: a free holder. */
     int64_t held_since[ROUTER_MACHINE_HOLDERS];
+    uint32_t held_pct[ROUTER_MACHINE_HOLDERS]; /* the share it was counted at */
     uint32_t peak;      /* places taken at once (stalled ones apart), at most */
     uint32_t waits;     /* times a statement waited for a place */
     uint32_t stalls;    /* statements that held a place over the stall limit */
@@ -251,9 +252,10 @@ void router__machines_init(struct router *r);
 void router__machines_deinit(struct router *r);
 /*
  * Takes a place among the background statements of the machine of pool's
- * host (router_machine_enter()); *token for router_machine_leave().
+ * host (router_machine_enter()), counted at least at min_pct % of its cores
+ * when the limit is on; *token for router_machine_leave().
  */
-int router__machine_enter(struct router *r, struct router_pool *pool,
+int router__machine_enter(struct router *r, struct router_pool *pool, uint32_t min_pct,
                           int (*stopping)(void *), void *arg, int *token);
 
 /* router.c */

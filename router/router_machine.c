@@ -170,7 +170,7 @@ static int machine_open(const struct router_machine *mc, uint32_t pct, int64_t n
     return -1; /* every holder stalled */
 }
 
-int router__machine_enter(struct router *r, struct router_pool *pool,
+int router__machine_enter(struct router *r, struct router_pool *pool, uint32_t min_pct,
                           int (*stopping)(void *), void *arg, int *token)
 {
     struct router_machine *mc;
@@ -184,7 +184,8 @@ int router__machine_enter(struct router *r, struct router_pool *pool,
     mc = &r->machines[m];
     pthread_mutex_lock(&r->machine_lock);
     while ((pct = atomic_load(&r->bg_cores_pct)) > 0 &&
-           (slot = machine_open(mc, pct, router__now_ms(), &wait_ms)) < 0) {
+           (slot = machine_open(mc, pct > min_pct ? pct : min_pct, router__now_ms(),
+                                &wait_ms)) < 0) {
         if (stopping != NULL && stopping(arg)) {
             pthread_mutex_unlock(&r->machine_lock);
             return -ECANCELED;
@@ -200,6 +201,7 @@ int router__machine_enter(struct router *r, struct router_pool *pool,
     }
     now = router__now_ms();
     mc->held_since[slot] = now > 0 ? now : 1;
+    mc->held_pct[slot] = pct > min_pct ? pct : min_pct;
     uint32_t busy = machine_busy(mc, now);
     if (busy > mc->peak)
         mc->peak = busy;
@@ -210,14 +212,13 @@ int router__machine_enter(struct router *r, struct router_pool *pool,
 
 void router_machine_leave(struct router *r, int token)
 {
-    uint32_t pct = atomic_load(&r->bg_cores_pct);
-
     if (token < 0)
         return;
     pthread_mutex_lock(&r->machine_lock);
     struct router_machine *mc = &r->machines[token / ROUTER_MACHINE_HOLDERS];
     int64_t *since = &mc->held_since[token % ROUTER_MACHINE_HOLDERS];
-    uint64_t share = (uint64_t)mc->ncpu * pct; /* in % of one core */
+    /* In % of one core, at the share the statement was let in at. */
+    uint64_t share = (uint64_t)mc->ncpu * mc->held_pct[token % ROUTER_MACHINE_HOLDERS];
     int64_t now = router__now_ms(), held = now - *since;
 
     if (held >= ROUTER_MACHINE_STALL_MS) {
@@ -246,7 +247,7 @@ int router_machine_enter(struct router *r, uint32_t shard, int (*stopping)(void 
     pool = router__pool_of_shard(r, shard, &err);
     if (pool == NULL)
         return 0; /* the statement that follows says why */
-    return router__machine_enter(r, pool, stopping, arg, token);
+    return router__machine_enter(r, pool, 0, stopping, arg, token);
 }
 
 size_t router_machines_describe(struct router *r, char *buf, size_t size)

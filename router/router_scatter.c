@@ -40,8 +40,10 @@ static void *scatter_main(void *arg)
     /* The mode is per thread: a host's thread takes its caller's. */
     router_background(h->background);
     /* Background statements of hosts that share a machine take turns. */
-    if (h->background == ROUTER_BACKGROUND)
-        (void)router__machine_enter(h->router, h->pool, NULL, NULL, &token);
+    if (h->background)
+        (void)router__machine_enter(
+            h->router, h->pool, h->background == ROUTER_BACKGROUND_PER_CORE ? 100 : 0,
+            NULL, NULL, &token);
     h->rc = router__conn_get(h->router, h->pool, &conn);
     if (h->rc == 0) {
         h->rc = router__conn_query(h->router, conn, h->sql.buf, h->sql.len, &h->rows,
