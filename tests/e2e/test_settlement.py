@@ -288,8 +288,9 @@ class TestMachineShare(unittest.TestCase):
         servers' @@hostname, which is this machine's name) and lets their
         batches and counts take half its cores at once, at least one: the
         job's last log line names the machine with every host on it, and
-        never more of its statements ran at once than its places; every bet
-        is paid once, the ledger whole."""
+        never more of its statements ran at once than its places (a core's
+        worth a place for the standings' recomputation); every bet is paid
+        once, the ledger whole."""
         import re
         import socket
         line = settle_on_own_server(self, {}, 24)
@@ -304,7 +305,8 @@ class TestMachineShare(unittest.TestCase):
         # One core: half of its time (the one place closed after each batch).
         self.assertEqual(hit.group(4), "50" if cores == 1 else None, line.string)
         self.assertGreaterEqual(seen, 1, line.string)
-        self.assertLessEqual(seen, places, line.string)
+        # Its batches one place each; the standings' recomputation's scans one a core.
+        self.assertLessEqual(seen, max(places, cores), line.string)
         hosts = hit.group(6).split()
         self.assertEqual(len(hosts), len(set(hosts)), line.string)
         self.assertGreaterEqual(len(hosts), 3, line.string)
