@@ -117,6 +117,8 @@ struct router_pool {
 #define ROUTER_MACHINE_STALL_MS 1000
 /* Background statements of one machine's hosts in flight, at most. */
 #define ROUTER_MACHINE_HOLDERS 64
+/* A share of a machine's cores that gives a place a core. */
+#define ROUTER_MACHINE_PER_CORE_PCT 100
 
 /* A machine that hosts run on (router_machine.c); guarded by machine_lock. */
 struct router_machine {

@@ -170,6 +170,12 @@ static int machine_open(const struct router_machine *mc, uint32_t pct, int64_t n
     return -1; /* every holder stalled */
 }
 
+/* The share a statement is counted at: the limit, or min_pct when more. */
+static uint32_t share_at(uint32_t pct, uint32_t min_pct)
+{
+    return pct > min_pct ? pct : min_pct;
+}
+
 int router__machine_enter(struct router *r, struct router_pool *pool, uint32_t min_pct,
                           int (*stopping)(void *), void *arg, int *token)
 {
@@ -184,7 +190,7 @@ int router__machine_enter(struct router *r, struct router_pool *pool, uint32_t m
     mc = &r->machines[m];
     pthread_mutex_lock(&r->machine_lock);
     while ((pct = atomic_load(&r->bg_cores_pct)) > 0 &&
-           (slot = machine_open(mc, pct > min_pct ? pct : min_pct, router__now_ms(),
+           (slot = machine_open(mc, share_at(pct, min_pct), router__now_ms(),
                                 &wait_ms)) < 0) {
         if (stopping != NULL && stopping(arg)) {
             pthread_mutex_unlock(&r->machine_lock);
@@ -201,7 +207,7 @@ int router__machine_enter(struct router *r, struct router_pool *pool, uint32_t m
     }
     now = router__now_ms();
     mc->held_since[slot] = now > 0 ? now : 1;
-    mc->held_pct[slot] = pct > min_pct ? pct : min_pct;
+    mc->held_pct[slot] = share_at(pct, min_pct);
     uint32_t busy = machine_busy(mc, now);
     if (busy > mc->peak)
         mc->peak = busy;

@@ -41,9 +41,11 @@ static void *scatter_main(void *arg)
     router_background(h->background);
     /* Background statements of hosts that share a machine take turns. */
     if (h->background)
-        (void)router__machine_enter(
-            h->router, h->pool, h->background == ROUTER_BACKGROUND_PER_CORE ? 100 : 0,
-            NULL, NULL, &token);
+        (void)router__machine_enter(h->router, h->pool,
+                                    h->background == ROUTER_BACKGROUND_PER_CORE
+                                        ? ROUTER_MACHINE_PER_CORE_PCT
+                                        : 0,
+                                    NULL, NULL, &token);
     h->rc = router__conn_get(h->router, h->pool, &conn);
     if (h->rc == 0) {
         h->rc = router__conn_query(h->router, conn, h->sql.buf, h->sql.len, &h->rows,
