@@ -10,8 +10,9 @@ of a user whose bets are in the second batch of one shard and not in its
 first, so that batch stays open, waiting for that user, however fast the
 batches run. The result is posted to the first server, which runs the job;
 the test waits until at least one batch has committed and a batch
-transaction of the match is open on a database host
-(information_schema.INNODB_TRX), kills the lease's holder, then ends its own
+transaction of the match is open on a database host (the held user's by its
+lock wait, information_schema.INNODB_LOCK_WAITS; any other by the rows it
+locks, INNODB_TRX), kills the lease's holder, then ends its own
 session (the lock is freed, the killed server's open batch is rolled back). Then: another server holds the lease within lease + a few
 seconds, the settlement is done, no bet is open, each bet's status and payout
 follow the rules, the ledger has exactly one credit row per paying bet, points
@@ -104,6 +105,16 @@ class TestSettlementTakeover(unittest.TestCase):
                                       "WHERE trx_rows_locked >= 100"):
                 out.append((h, int(n)))
         return out
+
+    def waiting_on(self, holder):
+        """[rows locked] of the transactions that wait for a lock held by
+        holder's session (hold_second_batch()): the shard's second batch,
+        open, its first committed."""
+        return [int(n) for (n,) in self.s.sql(
+            holder.bc_host, "SELECT r.trx_rows_locked FROM information_schema.INNODB_LOCK_WAITS w "
+            "JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id "
+            "JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id "
+            "WHERE b.trx_mysql_thread_id = %d" % holder.bc_conn)]
 
     def hold_second_batch(self, match, shard, host):
         """Starts a session that holds the row lock of a user with bets in
@@ -225,19 +236,34 @@ class TestSettlementTakeover(unittest.TestCase):
             (self.server_index(name) + 1) % len(s.api_urls)]
         pid = self.pid_of(name)
 
-        # At least one batch committed, and one open: then kill the lease's holder.
+        # At least one batch committed, and one open: then kill the lease's holder. The
+        # held user's batch is seen by its lock wait, any other by the rows it locks.
         done_before = batches = None
         while True:
             done_before = self.settled(m, shards)
-            batches = self.open_batches(hosts)
+            batches = [(self.holder.bc_host, n) for n in self.waiting_on(self.holder)] or self.open_batches(hosts)
             if done_before > 0 and batches:
                 break
             self.assertNotEqual(self.job(m)[2], "done", "the settlement ended before a batch could be caught "
                                                         "open, though a user of its second batch was held")
             if time.time() - t_post >= 60:
-                self.fail("no batch seen within 60 s (%d of %d bets settled)\n%s"
-                          % (done_before, total, self.diagnosis(m)))
+                self.fail("no batch seen within 60 s (%d of %d bets settled; %s)\n%s"
+                          % (done_before, total, self.busy(), self.diagnosis(m)))
         return name, owner, pid, survivor, done_before, batches
+
+    def busy(self):
+        """One line: each host's statements running now (seconds, state, start), for the
+        first line of a failure, the one a CI summary keeps."""
+        out = []
+        for h in sorted(set(self.s.shard_map().values())):
+            try:
+                rows = self.s.sql(h, "SELECT TIME, STATE, LEFT(REPLACE(INFO, '\\n', ' '), 24) FROM "
+                                     "information_schema.PROCESSLIST WHERE COMMAND = 'Query' AND "
+                                     "ID <> CONNECTION_ID() ORDER BY TIME DESC LIMIT 3")
+            except Exception as e:  # the line must not hide the failure
+                rows = [[str(e)[:40], "", ""]]
+            out.append("%s: %s" % (h, " | ".join("%ss %s %s" % tuple(r) for r in rows) or "idle"))
+        return "; ".join(out)
 
     def diagnosis(self, m):
         """What the job, the hosts and the servers' logs say, for a failure's message."""
