@@ -116,6 +116,14 @@ class TestSettlementTakeover(unittest.TestCase):
             "JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id "
             "WHERE b.trx_mysql_thread_id = %d" % holder.bc_conn)]
 
+    def locking_users(self, host):
+        """[seconds] of the batches' statements that lock their users on host now
+        (api/api_settle_batch.c, batch_lock_users()): each such batch has its bets
+        locked already, open. Seen in PROCESSLIST, apart from InnoDB's tables."""
+        return [int(t) for (t,) in self.s.sql(
+            host, "SELECT TIME FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query' "
+                  "AND INFO LIKE 'WITH v (id) AS (VALUES %'")]
+
     def hold_second_batch(self, match, shard, host):
         """Starts a session that holds the row lock of a user with bets in
         shard's second batch of match and none in its first (the batches take
@@ -237,11 +245,15 @@ class TestSettlementTakeover(unittest.TestCase):
         pid = self.pid_of(name)
 
         # At least one batch committed, and one open: then kill the lease's holder. The
-        # held user's batch is seen by its lock wait, any other by the rows it locks.
+        # held user's batch is seen by its lock wait or its running statement, any
+        # other by the rows it locks.
         done_before = batches = None
         while True:
             done_before = self.settled(m, shards)
-            batches = [(self.holder.bc_host, n) for n in self.waiting_on(self.holder)] or self.open_batches(hosts)
+            h = self.holder.bc_host
+            batches = ([(h, n) for n in self.waiting_on(self.holder)]
+                       or [(h, "locking its users for %d s" % t) for t in self.locking_users(h)]
+                       or self.open_batches(hosts))
             if done_before > 0 and batches:
                 break
             self.assertNotEqual(self.job(m)[2], "done", "the settlement ended before a batch could be caught "
