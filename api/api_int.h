@@ -666,6 +666,8 @@ struct api_metrics;
 struct api_metrics *api_metrics_create(void);
 void api_metrics_destroy(struct api_metrics *m);
 void api_metrics_observe(struct api_metrics *m, int route, int status, int64_t us);
+/* Counts a 503 that api_db_error() answered for status code rc, by its cause. */
+void api_metrics_unavailable(struct api_metrics *m, int rc);
 struct api_metrics *api_server_metrics(struct api_server *srv);
 
 /* ---- handlers ---- */

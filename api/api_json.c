@@ -146,6 +146,7 @@ void api_db_error(struct api_req *req, int rc)
     case BC_ELOCKWAIT: /* a lock wait or deadlock that retries did not get past */
     case -ENOMEM:
         unavailable_log(req, rc);
+        api_metrics_unavailable(api_server_metrics(req->srv), rc);
         api_add_header(req, "Retry-After", "1");
         api_error(req, 503, "unavailable",
                   "a database host is unavailable; retry shortly");

@@ -5,8 +5,9 @@
  * (an event loop) takes a slot of its own on first use, and adds to it
  * with relaxed atomics, so the loops never write the same cache line; a
  * scrape sums the slots. More threads than slots share them, still
- * correctly.
+ * correctly. The 503s the database causes are counted by cause.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -36,8 +37,21 @@ struct slot {
 
 #define NSLOT 16
 
+/* Why api_db_error() answered 503: its status code, and the cause's label. */
+static const struct {
+    int rc;
+    const char *cause;
+} db_causes[] = {
+    {BC_EDOWN, "down"},         {BC_ETIMEOUT, "timeout"},   {BC_EPOOL, "pool"},
+    {BC_EMOVED, "moved"},       {BC_EREADONLY, "readonly"}, {BC_ENOTFOUND, "notfound"},
+    {BC_ELOCKWAIT, "lockwait"}, {-ENOMEM, "nomem"},
+};
+#define NCAUSE ((int)(sizeof(db_causes) / sizeof(db_causes[0])))
+
 struct api_metrics {
     struct slot slot[NSLOT];
+    /* Rare (a 503 each): one counter per cause for all threads, and "other". */
+    atomic_uint_fast64_t unavailable[NCAUSE + 1];
 };
 
 /* This thread's slot number + 1 (0: none yet), the same in every server. */
@@ -92,6 +106,15 @@ void api_metrics_observe(struct api_metrics *m, int route, int status, int64_t u
     atomic_fetch_add_explicit(&r->by_status[s], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->bucket[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->sum_us, (uint64_t)us, memory_order_relaxed);
+}
+
+void api_metrics_unavailable(struct api_metrics *m, int rc)
+{
+    int c = 0;
+
+    while (c < NCAUSE && db_causes[c].rc != rc)
+        c++;
+    atomic_fetch_add_explicit(&m->unavailable[c], 1, memory_order_relaxed);
 }
 
 static const char *route_label(int r)
@@ -207,6 +230,18 @@ void api_h_metrics(struct api_req *req)
                     "betcity_db_timeouts_total{instance=\"%s\",host=\"%s\"} %" PRIu64
                     "\n",
                     name, hosts[i].name, hosts[i].timeouts);
+    fprintf(f,
+            "# HELP betcity_db_unavailable_total Requests answered 503 because of the "
+            "database, by cause (timeout: a statement past its deadline; moved: a "
+            "shard's cut-over longer than move_wait_ms; lockwait: lock waits that "
+            "retries did not get past).\n"
+            "# TYPE betcity_db_unavailable_total counter\n");
+    for (int c = 0; c <= NCAUSE; c++)
+        fprintf(
+            f,
+            "betcity_db_unavailable_total{instance=\"%s\",cause=\"%s\"} %" PRIu64 "\n",
+            name, c < NCAUSE ? db_causes[c].cause : "other",
+            (uint64_t)atomic_load_explicit(&m->unavailable[c], memory_order_relaxed));
     fprintf(f, "# HELP betcity_db_pool_connections Connections per host (open, idle).\n"
                "# TYPE betcity_db_pool_connections gauge\n");
     for (uint32_t i = 0; i < nhost; i++)
