@@ -9,6 +9,7 @@ every test module and at exit, also on failure or interrupt.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -634,6 +636,52 @@ def loadgen_errors(report):
     n = sum(bad.values()) + int(report.get("transport_errors") or 0) + int(bets.get("unknown") or 0)
     return n, "status %s, transport errors %s, unknown bets %s, rejected %s" % (
         bad, report.get("transport_errors"), bets.get("unknown"), bets.get("rejected"))
+
+
+def unavailable_by_cause():
+    """{cause: 503s answered for it so far} summed over the stack's API
+    servers: betcity_db_unavailable_total of each one's /metrics (timeout: a
+    statement past its deadline; moved: a cut-over longer than move_wait_ms)."""
+    out = {}
+    for url in stack.get().api_urls:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        for cause, v in re.findall(r'^betcity_db_unavailable_total\{[^}]*cause="(\w+)"\}\s+(\d+)$', text, re.M):
+            out[cause] = out.get(cause, 0) + int(v)
+    if not out:
+        raise AssertionError("no betcity_db_unavailable_total in the API servers' /metrics")
+    return out
+
+
+def load_errors_under_move(report, before, after, tolerate=0.02):
+    """(problems, 503s by cause) of a load that ran while shards moved, from
+    loadgen's report and unavailable_by_cause() taken before and after it.
+
+    A move must never answer 503 itself: a cut-over that outlasts
+    move_wait_ms (cause "moved") is always a problem. A statement past its
+    800 ms deadline (cause "timeout") is a host too slow for a moment, which
+    docs/api.md answers with 503 and an unknown outcome: on a machine the
+    copies and other suites load, up to `tolerate` of loadgen's requests may
+    meet it, their bets counted as unknown outcomes by the row checks.
+    Anything else loadgen_errors() counts is a problem."""
+    causes = {c: after.get(c, 0) - before.get(c, 0) for c in after}
+    causes = {c: n for c, n in causes.items() if n}
+    problems = []
+    if causes.get("moved"):
+        problems.append("%d answers 503 because a cut-over outlasted move_wait_ms" % causes["moved"])
+    st = report.get("status_counts") or {}
+    n503 = int(st.get("503") or 0)
+    requests = sum(int(v or 0) for v in st.values()) + int(report.get("transport_errors") or 0)
+    slow = min(n503, causes.get("timeout", 0))
+    if slow > tolerate * max(requests, 1):
+        problems.append("%d of %d requests answered 503 at the statement deadline, want at most %.0f %%"
+                        % (slow, requests, 100 * tolerate))
+        slow = 0
+    n, what = loadgen_errors(report)
+    unknown = int((report.get("bets") or {}).get("unknown") or 0)
+    if n - slow - min(slow, unknown) > 0:
+        problems.append("loadgen errors: %s; 503s by cause %s" % (what, causes))
+    return problems, causes
 
 
 # ---------------------------------------------------------------- an API server that never polls the map

@@ -85,9 +85,13 @@ class TestWritesWaitOutTheCutover(unittest.TestCase):
         # Held again (moving back): the wait is bounded.
         mv = h.move_proc(S, src, "--grace", "0", hold="fenced")
         h.wait_hold(mv, "fenced", 120)
+        causes = h.unavailable_by_cause()
         r, stuck = self.post_bet(c, "pause-2")
         self.assertEqual(r.status, 503, "a bet while the cut-over is stuck:\n" + r.describe())
         self.assertTrue(r.header("Retry-After"), "503 without Retry-After:\n" + r.describe())
+        after = h.unavailable_by_cause()
+        self.assertEqual({k: after[k] - causes.get(k, 0) for k in after if after[k] != causes.get(k, 0)},
+                         {"moved": 1}, "the API servers' 503s by cause (/metrics) for the stuck bet")
         self.assertTrue(MOVE_WAIT_MS / 1000.0 - 0.2 <= stuck < MOVE_WAIT_MS / 1000.0 + 2.0,
                         "the stuck bet answered after %.2f s; want about move_wait_ms (%d ms)" % (stuck, MOVE_WAIT_MS))
         mv.kill9()

@@ -5,10 +5,12 @@ bets on every shard.
 the plan (about 64/4 moves, all to db4); `shardctl rebalance PLAN --json` runs
 it under load. Then: the map is the plan's target (db4 holds exactly the moved
 shards, no other shard changed host); each shard's bets grew by exactly the
-bets acknowledged on it (so nothing was lost or doubled, and shards nobody
-wrote are unchanged); every acknowledged bet is a row where the map says; the
-moved shards' schemas are gone from their old hosts; the ledger holds;
-loadgen saw no error. Then the host is drained again (`plan --remove-host`):
+bets acknowledged on it, give or take the unknown outcomes (so nothing was
+lost or doubled, and shards nobody wrote are unchanged); every acknowledged
+bet is a row where the map says; the moved shards' schemas are gone from
+their old hosts; the ledger holds; loadgen saw no error, and no 503 from a
+cut-over: only a few at the 800 ms statement deadline, which a machine the
+copies load may meet (harness.load_errors_under_move). Then the host is drained again (`plan --remove-host`):
 its shards go back, it leaves the map, and no bet is lost."""
 
 import json
@@ -85,6 +87,7 @@ class TestAddHostAndRebalance(unittest.TestCase):
         moved = {sh for sh, _, _ in moves}
 
         before = h.bets_per_shard()
+        unavailable = h.unavailable_by_cause()
         watch = sorted(moved)[0]
         lg = h.Loadgen(self.co, self.match["id"], LOAD_USERS, rate=LOAD_RATE, mix="bet=70,odds=30",
                        watch_shard=watch, shard_users=(watch, 8))
@@ -96,6 +99,7 @@ class TestAddHostAndRebalance(unittest.TestCase):
         time.sleep(2)
         report = lg.stop()
         self.assertEqual(rc, 0, "shardctl rebalance:\n" + rb.describe())
+        load_problems, causes = h.load_errors_under_move(report, unavailable, h.unavailable_by_cause())
 
         problems = []
         prog = rb.of("rebalance")
@@ -148,13 +152,11 @@ class TestAddHostAndRebalance(unittest.TestCase):
         rc, out = h.check_ledger()
         if rc != 0:
             problems.append("check-ledger exit %d:\n%s" % (rc, h.tail(out)))
-        n_err, what = h.loadgen_errors(report)
-        if n_err:
-            problems.append("loadgen errors: " + what)
+        problems += load_problems
         h.log("rebalance: %d of %d shards to %s in %.1f s under load; %d bets acked (%d on moved shards); "
-              "watched shard %d: %s" % (len(moves), nshard, NEW_HOST, rb_secs, len(ids),
-                                        sum(per_shard.get(sh, 0) for sh in moved), watch,
-                                        json.dumps(h.watch_section(report))))
+              "503s by cause %s; watched shard %d: %s"
+              % (len(moves), nshard, NEW_HOST, rb_secs, len(ids), sum(per_shard.get(sh, 0) for sh in moved),
+                 causes, watch, json.dumps(h.watch_section(report))))
         if problems:
             self.fail("rebalance onto %s:\n  %s\n%s" % (NEW_HOST, "\n  ".join(problems), rb.describe()))
 
