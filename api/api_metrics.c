@@ -50,9 +50,14 @@ static const struct {
 
 struct api_metrics {
     struct slot slot[NSLOT];
-    /* Rare (a 503 each): one counter per cause for all threads, and "other". */
-    atomic_uint_fast64_t unavailable[NCAUSE + 1];
+    /* Rare (a 503 each): one counter per cause for all threads, and "other";
+     * a cache line of their own, which keeps the size a multiple of it. */
+    _Alignas(64) atomic_uint_fast64_t unavailable[NCAUSE + 1];
 };
+
+/* aligned_alloc() wants a size that is a multiple of the alignment. */
+_Static_assert(sizeof(struct api_metrics) % 64 == 0,
+               "api_metrics is whole cache lines");
 
 /* This thread's slot number + 1 (0: none yet), the same in every server. */
 static _Thread_local unsigned thread_slot;
