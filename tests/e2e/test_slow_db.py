@@ -19,6 +19,8 @@ on the same server:
 First with 40 bets (fewer than the workers), then with more bets than workers:
 every worker waits and requests queue for one, and odds (from their prebuilt
 response, on the loop) and health still answer.
+Last, a bet held past the statement deadline: 503, counted by cause in
+/metrics, and the same Idempotency-Key again tells its outcome.
 Needs BC_STACK_DIR (the shard host's client.cnf). Prints its figures (lines
 "[slow-db] …").
 """
@@ -265,6 +267,47 @@ class TestSlowDatabase(unittest.TestCase):
             self.hold(workers + 8, HOLD_S_ALL, want_running=workers, want_queued=1, url=own.url)
         finally:
             own.stop()
+
+    def test_a_bet_past_the_deadline_answers_503_and_its_key_tells_the_outcome(self):
+        """A bet held by its user's row lock for longer than the statement
+        deadline (query_timeout_ms, 800) answers 503 with Retry-After, which
+        api1's /metrics counts under cause "timeout" (and nothing else);
+        sent again with the same Idempotency-Key once the lock is gone, it
+        answers the bet, and the user has it exactly once (docs/api.md: a
+        503 to a write may or may not have been made)."""
+        s = stack.get()
+        s.require_dir()
+        url = s.api_urls[0]
+        co = new_company()
+        u = signup(co)
+        c = u.client.at(url)
+        m = new_match()
+        body = {"match_id": m["id"], "pick": "home", "stake": 3}
+        key = "deadline-%s" % u.id
+        causes = ("timeout", "moved", "down", "pool", "lockwait", "other")
+        before = {k: metric(url, "betcity_db_unavailable_total", cause=k) for k in causes}
+        self.assertNotIn(None, before.values(), "%s/metrics lacks betcity_db_unavailable_total: %s" % (url, before))
+        lock = RowLock(s, s.host_of_id(u.id), [u.id], 2.0)
+        try:
+            lock.wait_locked()
+            t0 = time.time()
+            r = c.post("/v1/bets", body, headers={"Idempotency-Key": key}, timeout=10)
+            took = time.time() - t0
+        finally:
+            lock.wait()
+        r.expect(503, "unavailable", msg="a bet held past the statement deadline")
+        self.assertEqual(r.header("Retry-After"), "1", "503 without Retry-After: 1:\n" + r.describe())
+        self.assertLess(took, 1.9, "the held bet answered after %.2f s: it waited for the lock, not the deadline"
+                        % took)
+        after = {k: metric(url, "betcity_db_unavailable_total", cause=k) for k in causes}
+        self.assertEqual({k: after[k] - before[k] for k in causes if after[k] != before[k]}, {"timeout": 1},
+                         "api1's 503s by cause for the held bet")
+        again = c.post("/v1/bets", body, headers={"Idempotency-Key": key}).expect((200, 201), msg="the same bet again")
+        mine = c.get("/v1/me/bets", query={"limit": 50}).expect(200).json["items"]
+        self.assertEqual([b["id"] for b in mine if str(b.get("match_id")) == str(m["id"])], [again.json["id"]],
+                         "the user's bets on the match after a 503 and the same key again")
+        log("a bet held by a row lock answered 503 after %.2f s (the deadline); the same key again answered "
+            "%d (%s)" % (took, again.status, "it was placed after all" if again.status == 200 else "placed now"))
 
 
 if __name__ == "__main__":
