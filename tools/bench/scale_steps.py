@@ -139,6 +139,50 @@ def proc_kb(pid, field):
     return None
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MACHINE_CPU = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def stack_pids(d):
+    """{server: pid} of the stack's MariaDB servers, memcached servers, API servers and HAProxy."""
+    out = {}
+    for prefix, pidfile in (("db", "mysqld.pid"), ("mc", "memcached.pid"), ("api", "api.pid"),
+                            ("haproxy", "haproxy.pid")):
+        out.update(pids_of(d, prefix, pidfile))
+    return out
+
+
+def proc_cpu_s(pid):
+    """CPU time of a process (utime + stime of all its threads), s; None when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_snapshot(pids):
+    """The CPU time so far of each of pids ({name: pid}) and of the machine
+    (/proc/stat: user, system, idle, steal, … of all CPUs), s."""
+    with open("/proc/stat") as f:
+        machine = [int(x) / CLK_TCK for x in f.readline().split()[1:1 + len(MACHINE_CPU)]]
+    return {"t": time.time(), "procs": {n: proc_cpu_s(p) for n, p in pids.items()},
+            "machine": dict(zip(MACHINE_CPU, machine))}
+
+
+def cpu_use(a, b):
+    """Cores in use between two cpu_snapshot()s: each process's, and the
+    machine's busy (everything but idle, iowait and steal), steal and idle."""
+    dt = max(b["t"] - a["t"], 1e-3)
+    procs = {n: round((b["procs"][n] - a["procs"][n]) / dt, 3) for n in a["procs"]
+             if a["procs"][n] is not None and b["procs"].get(n) is not None}
+    m = {k: (b["machine"][k] - a["machine"][k]) / dt for k in MACHINE_CPU}
+    return {"seconds": round(dt, 1), "procs": procs,
+            "machine": {"busy": round(sum(v for k, v in m.items() if k not in ("idle", "iowait", "steal")), 3),
+                        "steal": round(m["steal"], 3), "idle": round(m["idle"] + m["iowait"], 3)}}
+
+
 def du_bytes(path):
     p = subprocess.run(["du", "-sb", path], capture_output=True, text=True)
     return int(p.stdout.split()[0]) if p.returncode == 0 and p.stdout else 0
@@ -426,12 +470,13 @@ def wait_kickoff(h, big):
         time.sleep(left)
 
 
-def settle(admin, big, during):
+def settle(admin, big, during, on_settled=None):
     """Posts the first match's result and polls its settlement every 0.5 s;
     (seconds until every shard was settled, seconds until the job was done,
     settlement, the time of the first answer with every shard settled). The
     job reports every shard settled, then recomputes the standings, then is
-    done: the standings are timed from the first of those."""
+    done: the standings are timed from the first of those. on_settled() (if
+    given) runs when every shard is first seen settled."""
     during["t_post"] = t0 = time.time()
     admin.post("/v1/matches/%s/result" % big["id"], {"home_goals": 2, "away_goals": 1}).expect(202, msg="post result")
     last, next_say, t_shards = None, t0 + 10, None
@@ -442,6 +487,8 @@ def settle(admin, big, during):
             if t_shards is None and last.get("shards_total") and \
                     last.get("shards_done") == last.get("shards_total"):
                 t_shards = time.time()
+                if on_settled is not None:
+                    on_settled()
             if last.get("state") == "done":
                 now = time.time()
                 return (t_shards or now) - t0, now - t0, last, t_shards or now
