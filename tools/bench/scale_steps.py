@@ -397,14 +397,21 @@ def loadgen_figures(rep):
 
 
 def measure(h, co, others, label):
+    """loadgen_figures() of SECONDS of the load, each op with late_p99_ms:
+    how long after it was due loadgen started it, at p99 (its own CPU wait,
+    part of the latency; from its --trace)."""
     say("%s: loadgen %d s at %d req/s (%s), %d users" % (label, SECONDS, RATE, MIX, LOAD_USERS))
-    lg = loadgen_run(h, co, others, SECONDS)
+    lg = loadgen_run(h, co, others, SECONDS, trace=True)
     if lg.wait(SECONDS + 300) != 0:
         raise Failed("loadgen failed:\n" + lg.describe())
     reps = [e for e in h.parse_events(lg.out) if "ops" in e]
     if not reps:
         raise Failed("loadgen printed no report:\n" + lg.describe())
-    return loadgen_figures(reps[-1])
+    out = loadgen_figures(reps[-1])
+    trace = lg.trace()
+    for op in ("bet", "me"):
+        out[op]["late_p99_ms"] = h.trace_p99(trace, op, col=4)[1]
+    return out
 
 
 def api_logs(d):
