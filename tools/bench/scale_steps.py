@@ -374,13 +374,23 @@ def loadgen_run(h, co, others, duration, trace=False):
                      mix=MIX, prefix="scale.load", trace=trace)
 
 
+def sent_p99(trace, op, t0=None, t1=None):
+    """p99 of op's latency less loadgen's own start delay (ms: from the
+    moment it sent the request) over the operations due in [t0, t1) of a
+    trace; None when there were none."""
+    ms = sorted(t[2] - t[4] for t in trace if t[1] == op and (t0 is None or t[0] >= t0) and (t1 is None or t[0] < t1))
+    return ms[max(0, -(-99 * len(ms) // 100) - 1)] if ms else None
+
+
 def trace_windows(h, trace, windows):
-    """{window: {op: {"count", "p99_ms", "late_p99_ms"}}} of loadgen's trace,
-    for each (name, from, until) of windows (unix times; an operation counts
-    where it was due). late: how long after it was due loadgen started it
-    (its own CPU wait, part of the latency)."""
+    """{window: {op: {"count", "p99_ms", "late_p99_ms", "sent_p99_ms"}}} of
+    loadgen's trace, for each (name, from, until) of windows (unix times; an
+    operation counts where it was due). late: how long after it was due
+    loadgen started it (its own CPU wait, part of the latency); sent: the
+    latency from the moment it sent it (sent_p99)."""
     return {name: {op: dict(zip(("count", "p99_ms"), h.trace_p99(trace, op, t0, t1)),
-                            late_p99_ms=h.trace_p99(trace, op, t0, t1, col=4)[1]) for op in ("bet", "me")}
+                            late_p99_ms=h.trace_p99(trace, op, t0, t1, col=4)[1],
+                            sent_p99_ms=sent_p99(trace, op, t0, t1)) for op in ("bet", "me")}
             for name, t0, t1 in windows}
 
 
@@ -399,7 +409,7 @@ def loadgen_figures(rep):
 def measure(h, co, others, label):
     """loadgen_figures() of SECONDS of the load, each op with late_p99_ms:
     how long after it was due loadgen started it, at p99 (its own CPU wait,
-    part of the latency; from its --trace)."""
+    part of the latency; from its --trace), and sent_p99_ms (sent_p99)."""
     say("%s: loadgen %d s at %d req/s (%s), %d users" % (label, SECONDS, RATE, MIX, LOAD_USERS))
     lg = loadgen_run(h, co, others, SECONDS, trace=True)
     if lg.wait(SECONDS + 300) != 0:
@@ -411,6 +421,7 @@ def measure(h, co, others, label):
     trace = lg.trace()
     for op in ("bet", "me"):
         out[op]["late_p99_ms"] = h.trace_p99(trace, op, col=4)[1]
+        out[op]["sent_p99_ms"] = sent_p99(trace, op)
     return out
 
 
