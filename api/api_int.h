@@ -530,9 +530,12 @@ void api_settler_destroy(struct api_settler *settler); /* accepts NULL */
 void api_settler_wake(struct api_settler *settler);
 /* The server's settler; NULL for a server without a router. */
 struct api_settler *api_server_settler(struct api_server *srv);
+/* Bets a settlement transaction takes at most by default (settle_batch_bets). */
+#define API_SETTLE_BATCH_BETS 250
+
 /*
  * api_settle_batch.c: settles the next open bets of match on shard with ids
- * above *after (0: all), at most a batch (2,000), in one transaction on the
+ * above *after (0: all), at most max_bets, in one transaction on the
  * router's background pools; result is the posted one, reason the ledger's
  * ("payout" or "refund"). A full batch sets *after to its last id. When
  * fewer were left: above 0, *after goes back to 0 (the next batch looks at
@@ -542,8 +545,8 @@ struct api_settler *api_server_settler(struct api_server *srv);
  * the shard).
  */
 int api_settle_batch(struct router *r, uint64_t match, const char *result,
-                     const char *reason, uint32_t shard, uint64_t *after, uint64_t *n,
-                     int *last);
+                     const char *reason, uint32_t shard, uint32_t max_bets,
+                     uint64_t *after, uint64_t *n, int *last);
 
 /*
  * A user of a settlement batch: what the batch pays him (the sum of his

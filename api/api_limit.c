@@ -235,6 +235,10 @@ static const struct conf_key {
      "settlement batches this server runs at once, over all its hosts and jobs (0: "
      "one per host of each job): fewer leave hosts that share CPUs more of them for "
      "requests, and the settlement takes longer"},
+    {"settle_batch_bets", K_U32, L(settle_batch_bets), 1, 100000,
+     "bets one settlement transaction takes at most: fewer make shorter statements, "
+     "which leave requests on CPUs the hosts share less to wait for, and a longer "
+     "settlement"},
     {"background_nice", K_U32, L(background_nice), 0, 19,
      "added to the nice value of the server's background threads (settlements, "
      "the standings' recomputation, purges): on CPUs they share, the event loops "
@@ -360,6 +364,7 @@ void api_limits_init(struct api_limits *l)
     l->loop_reads = 1;
     l->loop_bets = 1;
     l->background_nice = 10;
+    l->settle_batch_bets = API_SETTLE_BATCH_BETS;
     l->background_cores_pct = 50;
     l->conn_per_addr = 64;
     l->header_timeout_ms = 800;

@@ -15,7 +15,7 @@
  * map walks that host's shards that have no guard row yet (with
  * settle_batches, the server's hosts' threads take turns: at most that many
  * batches of all its runs at once, for hosts that share CPUs). A shard is
- * settled in batches of at most 2,000 bets (api_settle_batch.c), each one
+ * settled in batches of at most settle_batch_bets (api_settle_batch.c), each one
  * transaction on the shard: lock the next open bets of the match (in id
  * order), write their ledger rows, credit their users' balances and points,
  * update the standings aggregates (api_standings_batch), mark the bets won,
@@ -95,6 +95,7 @@ struct api_settler {
     atomic_int nrun;                     /* runs started and not yet returned */
     uint32_t pause_pct;                  /* limits' settle_pause_pct */
     uint32_t batches_max;                /* limits' settle_batches (0: no cap) */
+    uint32_t batch_bets;                 /* limits' settle_batch_bets */
     pthread_mutex_t lock;                /* guards nbatch and runs' batches_peak */
     pthread_cond_t freed;                /* a batch ended */
     uint32_t nbatch;                     /* batches in flight, of every run */
@@ -116,6 +117,8 @@ struct settle_run {
     atomic_uint shards_new;
     atomic_uint shards_run;        /* settled by this run, never taken */
     atomic_int_fast64_t paused_ms; /* the hosts' pauses (settle_pause_pct) */
+    atomic_uint_fast64_t batches;  /* batches of this run that settled bets */
+    atomic_uint_fast64_t widest;   /* the most bets one of them settled */
     uint32_t batches_peak;         /* the server's batches at once, at most (lock) */
 };
 
@@ -213,7 +216,7 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
         do {
             seen = router_map_version(run->router);
             rc = api_settle_batch(run->router, run->match, run->result, run->reason,
-                                  shard, &after, &n, &last);
+                                  shard, run->settler->batch_bets, &after, &n, &last);
         } while (rc == BC_EMOVED &&
                  router_await_move(run->router, seen, &deadline) == 0);
         batch_leave(run, token);
@@ -221,6 +224,13 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
             return rc;
         deadline = 0;
         atomic_fetch_add(&run->bets_new, n);
+        if (n > 0) {
+            uint_fast64_t w = atomic_load(&run->widest);
+
+            atomic_fetch_add(&run->batches, 1);
+            while (n > w && !atomic_compare_exchange_weak(&run->widest, &w, n))
+                ;
+        }
         /* The host's CPU left to requests for a while (settle_pause_pct). */
         if (run->settler->pause_pct > 0 && n > 0) {
             int64_t ms = (sql_now_ms() - t0) * run->settler->pause_pct / 100;
@@ -575,10 +585,12 @@ static void settle_finish(struct settle_run *run, const struct settle_count *c,
         router_machines_describe(run->router, machines, sizeof(machines));
         api_log("settlement %" PRIu64 ": done by %s: %" PRIu64 " bets on %u shards "
                 "(this run %" PRId64 " ms; its hosts paused %" PRId64 " ms in all; "
-                "the server ran at most %u batches at once; machines: %s)",
+                "the server ran at most %u batches at once; %" PRIu64
+                " batches, at most %" PRIu64 " bets in one; machines: %s)",
                 run->match, run->settler->owner, c->bets_settled, c->shards_done,
                 sql_now_ms() - t0, (int64_t)atomic_load(&run->paused_ms), peak,
-                machines);
+                (uint64_t)atomic_load(&run->batches),
+                (uint64_t)atomic_load(&run->widest), machines);
     }
 }
 
@@ -736,6 +748,7 @@ int api_settler_create(struct api_server *srv, struct api_settler **out)
     s->jobs = api_server_jobs(srv);
     s->pause_pct = api_server_conf(srv)->limits.settle_pause_pct;
     s->batches_max = api_server_conf(srv)->limits.settle_batches;
+    s->batch_bets = api_server_conf(srv)->limits.settle_batch_bets;
     pthread_mutex_init(&s->lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);

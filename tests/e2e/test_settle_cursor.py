@@ -23,9 +23,9 @@ from checks import assert_check_ledger
 from client import Client
 from fixtures import admin, new_company, new_match, wait_past_kickoff, wait_settled
 
-BATCH = 2000  # SETTLE_BATCH in api/api_settle_batch.c
+BATCH = 250  # settle_batch_bets' default, API_SETTLE_BATCH_BETS in api/api_int.h
 FILL_USERS = 3000
-FILL_BETS = 5000  # three batches: two full, one not
+FILL_BETS = 5000  # 20 batches, more than two
 STAKE = 7
 ODDS = (1.95, 3.40, 4.10)
 RESULT = {"home_goals": 1, "away_goals": 0}  # home wins

@@ -40,8 +40,8 @@ LEASE_S = 5  # SETTLE_LEASE_MS in api/api_settle_job.c
 HOSTS = 2  # hosts whose shards get the bulk bets
 SHARDS_PER_HOST = 2
 FILL_USERS = 2500  # per shard
-FILL_BETS = 15000  # per shard: 8 batches of at most 2,000 (SETTLE_BATCH)
-BATCH = 2000  # SETTLE_BATCH in api/api_settle_batch.c
+FILL_BETS = 15000  # per shard: 60 batches of at most 250
+BATCH = 250  # settle_batch_bets' default, API_SETTLE_BATCH_BETS in api/api_int.h
 RESULT = {"home_goals": 2, "away_goals": 0}  # home wins
 PICKS = ("home", "draw", "away")
 

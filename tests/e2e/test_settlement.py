@@ -1,6 +1,7 @@
 """Settlement of home, draw, away and cancelled matches: payouts, void refunds,
 points, balances, ledger; re-posting the same result (no-op) or another one (409)."""
 
+import re
 import unittest
 
 import stack
@@ -260,6 +261,20 @@ class TestSettleBatches(unittest.TestCase):
         once with the ledger whole."""
         line = settle_on_own_server(self, {"settle_batches": 1}, 24)
         self.assertEqual(int(line.group(3)), 1, line.group(0))
+        assert_check_ledger(self)
+
+
+class TestSettleBatchBets(unittest.TestCase):
+    def test_small_batches_settle_every_bet_once(self):
+        """settle_batch_bets=2: no batch settles more than 2 bets (the job's
+        last log line counts its batches and the most bets one settled), so
+        12 bets take at least 6 batches, and every bet is settled exactly
+        once with the ledger whole."""
+        line = settle_on_own_server(self, {"settle_batch_bets": 2}, 12)
+        m = re.search(r"; (\d+) batches, at most (\d+) bets in one;", line.string)
+        self.assertTrue(m, "no batch count in the job's last log line: " + line.string)
+        batches, widest = int(m.group(1)), int(m.group(2))
+        self.assertTrue(1 <= widest <= 2 and batches >= 6, line.string)
         assert_check_ledger(self)
 
 
