@@ -53,7 +53,7 @@ struct api_limits {
     uint32_t loop_bets;  /* POST /v1/bets's statement on the loops (1; 0: workers) */
     uint32_t settle_pause_pct;  /* a settlement batch's time a host then pauses (0) */
     uint32_t settle_batches;    /* settlement batches at once (0: one per host) */
-    uint32_t settle_batch_bets; /* bets a settlement transaction takes at most (2000) */
+    uint32_t settle_batch_bets; /* bets a settlement transaction takes at most (250) */
     uint32_t background_nice;   /* nice added to background threads (10) */
     uint32_t background_hosts;  /* hosts a background scatter asks at once (0: all) */
     uint32_t background_cores_pct; /* of a machine's cores, its hosts' background work
