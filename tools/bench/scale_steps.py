@@ -374,12 +374,11 @@ def loadgen_run(h, co, others, duration, trace=False):
                      mix=MIX, prefix="scale.load", trace=trace)
 
 
-def sent_p99(trace, op, t0=None, t1=None):
+def sent_p99(h, trace, op, t0=None, t1=None):
     """p99 of op's latency less loadgen's own start delay (ms: from the
     moment it sent the request) over the operations due in [t0, t1) of a
-    trace; None when there were none."""
-    ms = sorted(t[2] - t[4] for t in trace if t[1] == op and (t0 is None or t[0] >= t0) and (t1 is None or t[0] < t1))
-    return ms[max(0, -(-99 * len(ms) // 100) - 1)] if ms else None
+    trace (harness.trace_p99 on that difference); None when there were none."""
+    return h.trace_p99([t + (t[2] - t[4],) for t in trace], op, t0, t1, col=5)[1]
 
 
 def trace_windows(h, trace, windows):
@@ -390,7 +389,7 @@ def trace_windows(h, trace, windows):
     latency from the moment it sent it (sent_p99)."""
     return {name: {op: dict(zip(("count", "p99_ms"), h.trace_p99(trace, op, t0, t1)),
                             late_p99_ms=h.trace_p99(trace, op, t0, t1, col=4)[1],
-                            sent_p99_ms=sent_p99(trace, op, t0, t1)) for op in ("bet", "me")}
+                            sent_p99_ms=sent_p99(h, trace, op, t0, t1)) for op in ("bet", "me")}
             for name, t0, t1 in windows}
 
 
@@ -421,7 +420,7 @@ def measure(h, co, others, label):
     trace = lg.trace()
     for op in ("bet", "me"):
         out[op]["late_p99_ms"] = h.trace_p99(trace, op, col=4)[1]
-        out[op]["sent_p99_ms"] = sent_p99(trace, op)
+        out[op]["sent_p99_ms"] = sent_p99(h, trace, op)
     return out
 
 
