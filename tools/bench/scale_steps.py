@@ -29,7 +29,11 @@ BETS = env_int("SCALE_BETS", 10000000)
 SHARDS = env_int("SCALE_SHARDS", 1024)
 FIRST_USERS = min(env_int("SCALE_FIRST_USERS", 10000), USERS // 2)
 RATE = env_int("SCALE_RATE", 60)
-SECONDS = env_int("SCALE_SECONDS", 60)
+# 180 s: 5,400 requests of each op, so that a measurement's p99 is the 54th
+# slowest, not the 18th of 60 s (whose p99 moved between 1.6 and 5.1 ms on
+# the same stack here: docs/benchmarks.md, runs 87-98).
+SECONDS = env_int("SCALE_SECONDS", 180)
+SLICE = 60  # measure() also gives the p99 of each SLICE s, to show its spread
 LOAD_USERS = env_int("SCALE_LOAD_USERS", 100)
 KICKOFF = env_int("SCALE_KICKOFF", 60)
 SETTLE_TIMEOUT = env_int("SCALE_SETTLE_TIMEOUT", 900)
@@ -408,7 +412,9 @@ def loadgen_figures(rep):
 def measure(h, co, others, label):
     """loadgen_figures() of SECONDS of the load, each op with late_p99_ms:
     how long after it was due loadgen started it, at p99 (its own CPU wait,
-    part of the latency; from its --trace), and sent_p99_ms (sent_p99)."""
+    part of the latency; from its --trace), sent_p99_ms (sent_p99), and
+    slice_p99_ms: the p99 of each SLICE s from the first request due (the
+    last slice may be shorter)."""
     say("%s: loadgen %d s at %d req/s (%s), %d users" % (label, SECONDS, RATE, MIX, LOAD_USERS))
     lg = loadgen_run(h, co, others, SECONDS, trace=True)
     if lg.wait(SECONDS + 300) != 0:
@@ -418,9 +424,12 @@ def measure(h, co, others, label):
         raise Failed("loadgen printed no report:\n" + lg.describe())
     out = loadgen_figures(reps[-1])
     trace = lg.trace()
+    t0 = min((t[0] for t in trace), default=0)
     for op in ("bet", "me"):
         out[op]["late_p99_ms"] = h.trace_p99(trace, op, col=4)[1]
         out[op]["sent_p99_ms"] = sent_p99(h, trace, op)
+        out[op]["slice_p99_ms"] = [h.trace_p99(trace, op, t0 + k * SLICE, t0 + (k + 1) * SLICE)[1]
+                                   for k in range(-(-SECONDS // SLICE))]
     return out
 
 
