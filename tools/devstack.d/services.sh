@@ -111,10 +111,10 @@ render_haproxy_cfg() {
     done
     [ -n "$servers" ] || die "HAProxy without API servers"
     SERVERS_BLOCK=${servers%$'\n'} awk -v http="$(port_of haproxy)" \
-        -v stats="$(port_of haproxy_stats)" '
+        -v stats="$(port_of haproxy_stats)" -v plc="$((2 * $(nproc)))" '
         /^[ \t]*#/ { print; next }
         $0 == "@SERVERS@" { print ENVIRON["SERVERS_BLOCK"]; next }
-        { gsub(/@HTTP_PORT@/, http); gsub(/@STATS_PORT@/, stats); print }
+        { gsub(/@HTTP_PORT@/, http); gsub(/@STATS_PORT@/, stats); gsub(/@POOL_LOW_CONN@/, plc); print }
     ' "$HAPROXY_TEMPLATE" >"$out.tmp"
     if grep -v '^[[:space:]]*#' "$out.tmp" | grep -q '@[A-Z_]*@'; then
         die "$HAPROXY_TEMPLATE has a placeholder devstack does not fill: $(grep -v '^[[:space:]]*#' "$out.tmp" | grep -o '@[A-Z_]*@' | head -1)"
