@@ -41,6 +41,8 @@ STANDINGS_TIMEOUT = env_int("SCALE_STANDINGS_TIMEOUT", 600)
 PER_HOST = env_int("SCALE_PER_HOST", 1)
 QUIET_TIMEOUT = env_int("SCALE_QUIET_TIMEOUT", 300)
 QUIET_HISTORY = 1000  # undo logs the purge may have left before a measurement
+QUIET_CPU = 0.03  # of a core: a mariadbd above it is still busy (an idle one: under 0.01)
+QUIET_CPU_S = 5  # over this many seconds
 # Each MariaDB's buffer pool: sized for the data's hot part, as a production
 # server is (devstack's 128M default is for small test stacks).
 BUFFER_POOL = os.environ.get("SCALE_BUFFER_POOL", "2G")
@@ -341,26 +343,36 @@ def binlog_written(h):
     return out
 
 
-def wait_quiet(h, label):
+def wait_quiet(h, d, label):
     """Waits (at most SCALE_QUIET_TIMEOUT s) until no MariaDB host is still
     working off the fill: its checkpoint age at or under the low-water mark of
     adaptive flushing (above it the page cleaners write back the fill's pages
-    at full speed) and its purge caught up. A latency measured in that
-    aftermath is the bulk load's, not the data size's. {waited_s, quiet,
-    checkpoint_age_mb}."""
+    at full speed), its purge caught up, and each mariadbd of the stack in d
+    using under QUIET_CPU of a core over QUIET_CPU_S s (whatever else the
+    fill left to do in the background). A latency
+    measured in that aftermath is the bulk load's, not the data size's.
+    {waited_s, quiet, checkpoint_age_mb, db_cores}."""
     t0 = time.time()
+    dbs = pids_of(d, "db", "mysqld.pid")
+    cores = {}
     while True:
         st = innodb_state(h)
         quiet = all(age <= lwm and hist <= QUIET_HISTORY for age, lwm, hist in st.values())
+        if quiet:
+            a = cpu_snapshot(dbs)
+            time.sleep(QUIET_CPU_S)
+            cores = cpu_use(a, cpu_snapshot(dbs))["procs"]
+            quiet = all(c < QUIET_CPU for c in cores.values())
         if quiet or time.time() - t0 >= QUIET_TIMEOUT:
             break
         time.sleep(2)
     waited = time.time() - t0
     ages = {host: round(age / 1048576.0, 1) for host, (age, _, _) in st.items()}
-    say("%s: the hosts %s after %.0f s (checkpoint age, MB: %s)" % (
+    say("%s: the hosts %s after %.0f s (checkpoint age, MB: %s; mariadbd cores: %s)" % (
         label, "are quiet" if quiet else "are still busy (SCALE_QUIET_TIMEOUT)", waited,
-        ", ".join("%s %.1f" % kv for kv in sorted(ages.items()))))
-    return {"waited_s": round(waited, 1), "quiet": quiet, "checkpoint_age_mb": ages}
+        ", ".join("%s %.1f" % kv for kv in sorted(ages.items())),
+        ", ".join("%s %.3f" % kv for kv in sorted(cores.items())) or "-"))
+    return {"waited_s": round(waited, 1), "quiet": quiet, "checkpoint_age_mb": ages, "db_cores": cores}
 
 
 def count_rows(h):
