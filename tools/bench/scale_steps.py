@@ -354,13 +354,13 @@ def wait_quiet(h, d, label):
     {waited_s, quiet, checkpoint_age_mb, db_cores}."""
     t0 = time.time()
     dbs = pids_of(d, "db", "mysqld.pid")
-    cores = {}
+    cores, wake = {}, None
     while True:
         st = innodb_state(h)
         quiet = all(age <= lwm and hist <= QUIET_HISTORY for age, lwm, hist in st.values())
         if quiet:
             a = cpu_snapshot(dbs)
-            time.sleep(QUIET_CPU_S)
+            wake = wake_delay(QUIET_CPU_S)
             cores = cpu_use(a, cpu_snapshot(dbs))["procs"]
             quiet = all(c < QUIET_CPU for c in cores.values())
         if quiet or time.time() - t0 >= QUIET_TIMEOUT:
@@ -372,7 +372,29 @@ def wait_quiet(h, d, label):
         label, "are quiet" if quiet else "are still busy (SCALE_QUIET_TIMEOUT)", waited,
         ", ".join("%s %.1f" % kv for kv in sorted(ages.items())),
         ", ".join("%s %.3f" % kv for kv in sorted(cores.items())) or "-"))
-    return {"waited_s": round(waited, 1), "quiet": quiet, "checkpoint_age_mb": ages, "db_cores": cores}
+    if wake:
+        say("%s: the machine's wake-up delay over %d s, idle: p50 %.2f, p99 %.2f, p99.9 %.2f ms" % (
+            label, QUIET_CPU_S, wake["p50_ms"], wake["p99_ms"], wake["p999_ms"]))
+    return {"waited_s": round(waited, 1), "quiet": quiet, "checkpoint_age_mb": ages, "db_cores": cores,
+            "wake": wake}
+
+
+def wake_delay(seconds):
+    """How late this process wakes from 1 ms sleeps over seconds (while the
+    stack idles): {"count", "p50_ms", "p99_ms", "p999_ms", "max_ms"}. On an
+    idle machine this is the interpreter's and the kernel's own delay (about
+    0.1 ms); the tail is the machine's: a guest whose host runs other guests
+    loses its CPUs now and then, and every request's p99 pays that as well
+    (docs/benchmarks.md, runs 104-105)."""
+    late = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t = time.monotonic_ns()
+        time.sleep(0.001)
+        late.append(time.monotonic_ns() - t - 1000000)
+    late.sort()
+    q = lambda p: round(late[min(len(late) - 1, int(len(late) * p))] / 1e6, 3)  # noqa: E731
+    return {"count": len(late), "p50_ms": q(0.5), "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": q(1.0)}
 
 
 def count_rows(h):
