@@ -431,24 +431,41 @@ def trace_windows(h, trace, windows):
             for name, t0, t1 in windows}
 
 
-def loadgen_figures(rep):
-    ops = rep.get("ops") or {}
-    st = rep.get("status_counts") or {}
-    out = {"rps": rep.get("rps"), "status": {k: v for k, v in st.items() if v},
-           "transport_errors": rep.get("transport_errors")}
+def trace_figures(h, trace, t0=None, t1=None):
+    """A loadgen's figures from its --trace (harness.Loadgen.trace()), over
+    the operations due in [t0, t1) (unix s; all without them): the
+    statuses, 5xx and transport errors (a negative status), and per op its
+    count, ok (2xx), p50/p99 (nearest rank) and max, late_p99_ms (how long
+    after it was due loadgen started it) and sent_p99_ms (sent_p99). The
+    report's own percentiles are the upper edges of histogram buckets (up
+    to about 3 % higher); these are the latencies themselves."""
+    ops = [t for t in trace if (t0 is None or t[0] >= t0) and (t1 is None or t[0] < t1)]
+    st = {}
+    for t in ops:
+        if t[3] >= 0:
+            st[str(t[3])] = st.get(str(t[3]), 0) + 1
+    out = {"status": st, "transport_errors": sum(1 for t in ops if t[3] < 0),
+           "5xx": sum(v for k, v in st.items() if k.startswith("5"))}
     for op in ("bet", "me"):
-        o = ops.get(op) or {}
-        out[op] = {k: o.get(k) for k in ("count", "ok", "p50_ms", "p99_ms", "max_ms")}
-    out["5xx"] = sum(int(v) for k, v in st.items() if k.startswith("5"))
+        ms = sorted(t[2] for t in ops if t[1] == op)
+        rank = lambda p: ms[max(0, -(-p * len(ms) // 100) - 1)] if ms else None  # noqa: E731
+        out[op] = {"count": len(ms), "ok": sum(1 for t in ops if t[1] == op and 200 <= t[3] < 300),
+                   "p50_ms": rank(50), "p99_ms": rank(99), "max_ms": ms[-1] if ms else None,
+                   "late_p99_ms": h.trace_p99(ops, op, col=4)[1], "sent_p99_ms": sent_p99(h, ops, op)}
     return out
 
 
-def measure(h, co, others, label):
-    """loadgen_figures() of SECONDS of the load, each op with late_p99_ms:
-    how long after it was due loadgen started it, at p99 (its own CPU wait,
-    part of the latency; from its --trace), sent_p99_ms (sent_p99), and
-    slice_p99_ms: the p99 of each SLICE s from the first request due (the
+def slice_p99s(h, trace, t0, seconds):
+    """{op: [p99 of each SLICE s of [t0, t0 + seconds)]} of a trace (the
     last slice may be shorter)."""
+    return {op: [h.trace_p99(trace, op, t0 + k * SLICE, min(t0 + (k + 1) * SLICE, t0 + seconds))[1]
+                 for k in range(-(-seconds // SLICE))] for op in ("bet", "me")}
+
+
+def measure(h, co, others, label):
+    """trace_figures() of a loadgen of SECONDS (its whole trace), with rps
+    from its report and, for each op, slice_p99_ms: the p99 of each SLICE s
+    from the first request due (slice_p99s)."""
     say("%s: loadgen %d s at %d req/s (%s), %d users" % (label, SECONDS, RATE, MIX, LOAD_USERS))
     lg = loadgen_run(h, co, others, SECONDS, trace=True)
     if lg.wait(SECONDS + 300) != 0:
@@ -456,14 +473,12 @@ def measure(h, co, others, label):
     reps = [e for e in h.parse_events(lg.out) if "ops" in e]
     if not reps:
         raise Failed("loadgen printed no report:\n" + lg.describe())
-    out = loadgen_figures(reps[-1])
     trace = lg.trace()
-    t0 = min((t[0] for t in trace), default=0)
+    out = trace_figures(h, trace)
+    out["rps"] = reps[-1].get("rps")
+    slices = slice_p99s(h, trace, min((t[0] for t in trace), default=0), SECONDS)
     for op in ("bet", "me"):
-        out[op]["late_p99_ms"] = h.trace_p99(trace, op, col=4)[1]
-        out[op]["sent_p99_ms"] = sent_p99(h, trace, op)
-        out[op]["slice_p99_ms"] = [h.trace_p99(trace, op, t0 + k * SLICE, t0 + (k + 1) * SLICE)[1]
-                                   for k in range(-(-SECONDS // SLICE))]
+        out[op]["slice_p99_ms"] = slices[op]
     return out
 
 
