@@ -401,7 +401,7 @@ def wake_delay(seconds):
     idle machine this is the interpreter's and the kernel's own delay (about
     0.1 ms); the tail is the machine's: a guest whose host runs other guests
     loses its CPUs now and then, and every request's p99 pays that as well
-    (docs/benchmarks.md, runs 104-105)."""
+    (docs/benchmarks.md, runs 104-108)."""
     late = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
