@@ -212,6 +212,7 @@ test-lane-2:
 
 unit: $(UNIT_TESTS)
 	@set -e; for t in $(abspath $(UNIT_TESTS)); do (cd tests/unit && $$t); done
+	python3 tests/bench/test_scale_steps.py
 
 # The integration tests (C, cmocka) and the end-to-end HTTP suite (Python,
 # standard library) run against one stack that tests/integration/run starts on
