@@ -220,9 +220,10 @@ test-lane-3:
 	$(MAKE) SANITIZE=address,undefined reshard
 	$(MAKE) failover
 
-unit: $(UNIT_TESTS)
+unit: $(UNIT_TESTS) $(BUILD)/loadgen
 	@set -e; for t in $(abspath $(UNIT_TESTS)); do (cd tests/unit && $$t); done
 	python3 tests/bench/test_scale_steps.py
+	BUILD=$(BUILD) python3 tests/bench/test_loadgen_retry.py
 
 # The integration tests (C, cmocka) and the end-to-end HTTP suite (Python,
 # standard library) run against one stack that tests/integration/run starts on

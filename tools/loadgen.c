@@ -16,11 +16,13 @@
  * meant to send it, so a server stall shows as latency and not as a silently
  * lower rate (no coordinated omission). Bets carry an Idempotency-Key; a
  * transport error is retried with the same key and body, so a retry never
- * places a second bet. --watch-shard splits the bets by the logical shard of
- * their user (the shard an id carries), to see what a shard move costs the
- * clients of that shard; --shard-users makes sure enough users live there.
- * Only loopback URLs are accepted: loadgen is a tool for
- * the local stack, never for someone else's server (project policy).
+ * places a second bet; with --retry-busy, so is an answer 429 or 503 (the
+ * server's "not now": without it that bet counts as unknown, placed or not,
+ * as the fault tests count what a server refused). --watch-shard splits the
+ * bets by the logical shard of their user (the shard an id carries), to see what a
+ * shard move costs the clients of that shard; --shard-users makes sure enough users
+ * live there. Only loopback URLs are accepted: loadgen is a tool for the local stack,
+ * never for someone else's server (project policy).
  *
  * Exit codes: 0 it ran (request errors are in the report), 1 it could not
  * start, 2 usage.
@@ -275,7 +277,8 @@ static int do_bet(struct worker *w, const struct vuser *u, uint64_t t0, int *ack
              r->matches[rng_next(&w->rng) % r->nmatch], picks[rng_next(&w->rng) % 3],
              r->o.stake);
     snprintf(key, sizeof(key), "%s-%u-%" PRIu64, r->key_prefix, w->id, ++w->seq);
-    rc = loadgen_http_retry(w, "/v1/bets", body, u->token, key, 0, &nretry);
+    rc = loadgen_http_retry(w, "/v1/bets", body, u->token, key, r->o.retry_busy,
+                            &nretry);
     w->st.retries += nretry;
     if (rc == 200 || rc == 201) {
         j = json_loadb(w->buf, w->len, 0, NULL);

@@ -41,6 +41,7 @@ struct opts {
     const char *trace;                                           /* ref in argv */
     const char *match_arg; /* ref in argv: validated "ID,ID,..." or NULL */
     int json;
+    int retry_busy; /* --retry-busy: a bet answered 429/503 is sent again */
     enum mode mode;
     long watch_shard;                /* --watch-shard, -1 without */
     long shard_users, shard_users_k; /* --shard-users N:K; K = 0 without */

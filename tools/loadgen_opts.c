@@ -40,6 +40,10 @@ static void usage(FILE *out)
         "  --match ID,...       match ids (default: scheduled matches not started "
         "yet)\n"
         "  --stake N            stake of every bet (default 1)\n"
+        "  --retry-busy         send a bet answered 429 or 503 again with the same\n"
+        "                       body and Idempotency-Key (up to 12 times, 100-800 ms\n"
+        "                       apart), as docs/api.md tells a client; without it\n"
+        "                       such a bet counts as unknown (placed or not)\n"
         "  --acked FILE         write \"<bet_id> <user_id> <stake>\" per acknowledged "
         "bet\n"
         "                       (line by line; never a bet whose answer was lost)\n"
@@ -242,6 +246,7 @@ int loadgen_opts_parse(int argc, char **argv, struct opts *o)
         {"acked", required_argument, NULL, 'a'},
         {"trace", required_argument, NULL, 'R'},
         {"json", no_argument, NULL, 'j'},
+        {"retry-busy", no_argument, NULL, 'B'},
         {"threads", required_argument, NULL, 't'},
         {"timeout-ms", required_argument, NULL, 'T'},
         {"signup", no_argument, NULL, 'S'},
@@ -313,6 +318,9 @@ int loadgen_opts_parse(int argc, char **argv, struct opts *o)
             break;
         case 'j':
             o->json = 1;
+            break;
+        case 'B':
+            o->retry_busy = 1;
             break;
         case 't':
             bad |= num("--threads", optarg, 1, 1024, &o->threads);
