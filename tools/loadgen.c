@@ -16,9 +16,8 @@
  * meant to send it, so a server stall shows as latency and not as a silently
  * lower rate (no coordinated omission). Bets carry an Idempotency-Key; a
  * transport error is retried with the same key and body, so a retry never
- * places a second bet; with --retry-busy, so is an answer 429 or 503 (the
- * server's "not now": without it that bet counts as unknown, placed or not,
- * as the fault tests count what a server refused). --watch-shard splits the
+ * places a second bet; with --retry-busy, so is an answer 429 or 503 (else
+ * that bet counts as unknown, placed or not). --watch-shard splits the
  * bets by the logical shard of their user (the shard an id carries), to see what a
  * shard move costs the clients of that shard; --shard-users makes sure enough users
  * live there. Only loopback URLs are accepted: loadgen is a tool for the local stack,
