@@ -305,13 +305,14 @@ void api_h_bet_get(struct api_req *req)
 
 void api_h_my_bets(struct api_req *req)
 {
-    const char *status = api_query(req, "status");
+    const char *status;
     struct sql_rows rows = {0};
     uint64_t cursor;
     json_t *items;
     int limit, rc;
 
-    if (api_limit(req, &limit) < 0 || api_cursor(req, &cursor) < 0)
+    if (api_query(req, "status", &status) < 0 || api_limit(req, &limit) < 0 ||
+        api_cursor(req, &cursor) < 0)
         return;
     if (status != NULL && strcmp(status, "open") != 0 && strcmp(status, "won") != 0 &&
         strcmp(status, "lost") != 0 && strcmp(status, "void") != 0) {

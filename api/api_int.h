@@ -259,8 +259,12 @@ json_t *api_str_or_null(const char *s);
 json_t *api_time_json(const char *db);
 /* RFC 3339 -> "YYYY-MM-DD HH:MM:SS.mmm" for MariaDB (UTC); 0 or -EINVAL. */
 int api_time_parse(const char *in, char *out, size_t size, int64_t *epoch_ms);
-/* Query parameters. */
-const char *api_query(struct api_req *req, const char *name);
+/*
+ * The query parameter name into *value (NULL when absent; "" for "?name" and
+ * "?name="): 0, or -EINVAL after replying 400 when it is given more than once
+ * or holds a NUL byte (%00).
+ */
+int api_query(struct api_req *req, const char *name, const char **value);
 /* ?limit= (default 50, 1..500): 0, or -EINVAL after replying 400. */
 int api_limit(struct api_req *req, int *limit);
 /* ?cursor= (0 when absent): 0, or -EINVAL after replying 400. */

@@ -446,9 +446,45 @@ int api_time_parse(const char *in, char *out, size_t size, int64_t *epoch_ms)
     return 0;
 }
 
-const char *api_query(struct api_req *req, const char *name)
+/* A query parameter's first value and its decoded size, and how often it came. */
+struct query_find {
+    const char *name, *value;
+    size_t size;
+    unsigned n;
+};
+
+static enum MHD_Result query_each(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  size_t key_size, const char *value, size_t value_size)
 {
-    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+    struct query_find *f = cls;
+
+    (void)kind;
+    if (key != NULL && key_size == strlen(f->name) &&
+        memcmp(key, f->name, key_size) == 0 && f->n++ == 0) {
+        /* "?limit" without '=' is an empty value, as "?limit=" is. */
+        f->value = value != NULL ? value : "";
+        f->size = value != NULL ? value_size : 0;
+    }
+    return MHD_YES;
+}
+
+int api_query(struct api_req *req, const char *name, const char **value)
+{
+    struct query_find f = {.name = name};
+
+    *value = NULL;
+    (void)MHD_get_connection_values_n(req->conn, MHD_GET_ARGUMENT_KIND, query_each, &f);
+    if (f.n > 1) {
+        api_error(req, 400, "invalid_parameter",
+                  "%s is given %u times; give it at most once", name, f.n);
+        return -EINVAL;
+    }
+    if (f.n == 1 && strlen(f.value) != f.size) {
+        api_error(req, 400, "invalid_parameter", "%s holds a NUL byte (%%00)", name);
+        return -EINVAL;
+    }
+    *value = f.value;
+    return 0;
 }
 
 int api_parse_limit(const char *s, int *limit)
@@ -471,9 +507,11 @@ int api_parse_limit(const char *s, int *limit)
 
 int api_limit(struct api_req *req, int *limit)
 {
-    const char *s = api_query(req, "limit");
+    const char *s;
 
     *limit = 50;
+    if (api_query(req, "limit", &s) < 0)
+        return -EINVAL;
     if (s == NULL)
         return 0;
     if (api_parse_limit(s, limit) < 0) {
@@ -514,9 +552,11 @@ int api_parse_cursor(const char *s, uint64_t *cursor)
 
 int api_cursor(struct api_req *req, uint64_t *cursor)
 {
-    const char *s = api_query(req, "cursor");
+    const char *s;
 
     *cursor = 0;
+    if (api_query(req, "cursor", &s) < 0)
+        return -EINVAL;
     if (s == NULL || *s == '\0')
         return 0;
     if (api_parse_cursor(s, cursor) < 0) {

@@ -192,9 +192,11 @@ static void db_time(int64_t ms, char *out, size_t size)
  */
 static int list_window(struct api_req *req, struct list_query *q)
 {
-    const char *from = api_query(req, "from"), *to = api_query(req, "to");
+    const char *from, *to;
     int64_t from_ms = 0, to_ms = 0;
 
+    if (api_query(req, "from", &from) < 0 || api_query(req, "to", &to) < 0)
+        return -EINVAL;
     if ((from != NULL &&
          api_time_parse(from, q->from, sizeof(q->from), &from_ms) < 0) ||
         (to != NULL && api_time_parse(to, q->to, sizeof(q->to), &to_ms) < 0)) {
@@ -225,8 +227,8 @@ static int list_window(struct api_req *req, struct list_query *q)
 /* Reads and checks the list's parameters: 0, or -EINVAL after replying 400. */
 static int list_query(struct api_req *req, struct list_query *q)
 {
-    q->status = api_query(req, "status");
-    if (api_limit(req, &q->limit) < 0 || api_cursor(req, &q->cursor) < 0)
+    if (api_query(req, "status", &q->status) < 0 || api_limit(req, &q->limit) < 0 ||
+        api_cursor(req, &q->cursor) < 0)
         return -EINVAL;
     if (q->status != NULL && strcmp(q->status, "scheduled") != 0 &&
         strcmp(q->status, "finished") != 0 && strcmp(q->status, "cancelled") != 0) {

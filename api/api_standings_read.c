@@ -89,9 +89,11 @@ static void standings_reply(struct api_req *req, const char *kind, uint64_t scop
  */
 static int company_param(struct api_req *req, uint64_t *company, int required)
 {
-    const char *s = api_query(req, "company");
+    const char *s;
 
     *company = 0;
+    if (api_query(req, "company", &s) < 0)
+        return -EINVAL;
     if (s == NULL) {
         if (!required)
             return 0;

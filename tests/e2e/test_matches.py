@@ -144,6 +144,28 @@ class TestMatchList(unittest.TestCase):
             self.u.client.get("/v1/matches", query=q).expect(400, "invalid_parameter", msg=str(q))
         self.u.client.get("/v1/matches", query={"limit": 500}).expect(200)
 
+    def test_parameter_twice_or_with_nul_400(self):
+        """A parameter given twice, or holding a NUL byte (%00, which a C string
+        would cut short: "cursor=%00" read as no cursor), is refused with a 400
+        that names it, on every listing, instead of one of its values being
+        taken silently. Parameters no route reads stay ignored."""
+        c, co = self.u.client, self.co["id"]
+        day = rfc3339(self.base)
+        for path, name in (("/v1/matches?limit=1&limit=2", "limit"),
+                           ("/v1/matches?status=scheduled&status=finished", "status"),
+                           ("/v1/matches?from=%s&from=%s" % (day, day), "from"),
+                           ("/v1/matches?to=%s%%00x" % day, "to"),
+                           ("/v1/matches?cursor=%00c1", "cursor"),
+                           ("/v1/me/bets?cursor=%00%01", "cursor"),
+                           ("/v1/me/bets?status=open&status=open", "status"),
+                           ("/v1/standings/users?company=%s&company=%s" % (co, co), "company"),
+                           ("/v1/standings/teams?company=%s%%00" % co, "company"),
+                           ("/v1/companies/%s/teams?limit=2&limit=2" % co, "limit")):
+            r = c.get(path).expect(400, "invalid_parameter", msg=path)
+            self.assertIn(name, r.json["error"]["message"], path)
+        c.get("/v1/matches?limit=2&x=1&x=2&y=%00").expect(200)
+        c.get("/v1/me/bets?cursor=").expect(200)
+
 
 class TestOdds(unittest.TestCase):
     @classmethod

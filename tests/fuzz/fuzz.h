@@ -55,6 +55,7 @@ void fuzz_map_same(const struct shardmap *a, const struct shardmap *b,
 struct fuzz_pair {
     const char *name; /* ref into the request's text */
     const char *value;
+    size_t value_len; /* decoded size (a %00 counts); 0: strlen(value) */
 };
 
 /*
