@@ -71,8 +71,11 @@ static int auth_check(struct api_req *req)
     return rc;
 }
 
+/* What one walk over the headers finds: the client's address, the framing. */
 struct xff {
     const char *last; /* the last X-Forwarded-For header's value */
+    unsigned lengths; /* Content-Length headers */
+    int chunked;      /* a Transfer-Encoding header */
 };
 
 static enum MHD_Result xff_each(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -83,6 +86,10 @@ static enum MHD_Result xff_each(void *cls, enum MHD_ValueKind kind, const char *
 
     if (strcasecmp(key, "X-Forwarded-For") == 0 && value != NULL)
         x->last = value;
+    else if (strcasecmp(key, "Content-Length") == 0)
+        x->lengths++;
+    else if (strcasecmp(key, "Transfer-Encoding") == 0)
+        x->chunked = 1;
     return MHD_YES;
 }
 
@@ -103,6 +110,7 @@ void api_client_find(struct api_req *req)
     req->client_ip = req->peer_ip;
     MHD_get_connection_values(req->conn, MHD_HEADER_KIND, xff_each, &x);
     req->forwarded = x.last != NULL;
+    req->bad_framing = x.lengths > 1 || (x.lengths > 0 && x.chunked);
     if (x.last != NULL &&
         api_net_match(&api_server_conf(req->srv)->limits.trusted, req->peer_ip)) {
         const char *hop = strrchr(x.last, ',');
@@ -151,8 +159,9 @@ static int route_check(struct api_req *req, const struct api_route *route,
 }
 
 /*
- * What the headers alone decide, answered before any body is read, in the
- * dispatcher's order: no route (404, 405), the body's media type (415), a
+ * What the headers alone decide, answered before any body is read: a body
+ * whose end is unclear (400), then in the dispatcher's order: no route
+ * (404, 405), the body's media type (415), a
  * Content-Length over the route's limit (413), the token (401). 1 when it
  * answered, 0 when the request goes on.
  */
@@ -173,6 +182,19 @@ int api_precheck(struct api_req *req)
             len = ULLONG_MAX;
     }
     req->has_body = len > 0 || te != NULL;
+    /*
+     * Where the body ends is not clear (RFC 9112 6.3): libmicrohttpd would
+     * take the first Content-Length, or the chunks, and read what follows as
+     * the next request, which another reader of the same bytes (a proxy)
+     * would cut elsewhere. HAProxy refuses or repairs such requests; sent
+     * straight to a server they get 400 and the connection is closed.
+     */
+    if (req->bad_framing) {
+        api_add_header(req, "Connection", "close");
+        api_error(req, 400, "malformed_request",
+                  "give one Content-Length, or Transfer-Encoding without one");
+        return 1;
+    }
     if (req->found < 0) {
         (void)api_dispatch(req);
         return 1;

@@ -129,9 +129,10 @@ struct api_req {
     size_t body_len, body_cap, body_max;
     int body_too_large;
     int has_body; /* the headers announce one (Content-Length > 0, Transfer-Encoding) */
-    int queued;   /* the response is queued */
-    int lent;     /* the storage is its connection's (api_conn_req()): not freed */
-    json_t *json; /* owned: a JSON route's body, an object */
+    int bad_framing; /* two Content-Lengths, or one with Transfer-Encoding */
+    int queued;      /* the response is queued */
+    int lent;        /* the storage is its connection's (api_conn_req()): not freed */
+    json_t *json;    /* owned: a JSON route's body, an object */
     const char *image_type; /* static: an image route's checked type */
     struct api_auth auth;
     struct api_token_memo *memo; /* its connection's (api_conn_req()), or NULL */
@@ -439,8 +440,9 @@ void api_hot_stats(struct api_hot *h, struct api_hot_stats *out);
  */
 void api_client_find(struct api_req *req);
 /*
- * What the headers alone decide, before any body is read (404/405, 415, a
- * Content-Length over the route's limit, 401); sets req->has_body. 1 when
+ * What the headers alone decide, before any body is read (a body's unclear
+ * framing 400, 404/405, 415, a Content-Length over the route's limit, 401);
+ * sets req->has_body. 1 when
  * it answered, 0 when the request goes on. No I/O: on the loop.
  */
 int api_precheck(struct api_req *req);

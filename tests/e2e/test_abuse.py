@@ -289,6 +289,29 @@ class TestConnections(unittest.TestCase):
             self.assertEqual(json.loads(body_of(raw))["error"]["code"], "body_too_large", url)
             self.assertIsNotNone(closed, url)
 
+    def test_unclear_body_end_400_and_closed(self):
+        """Two Content-Lengths, or one with Transfer-Encoding (RFC 9112 6.3): a
+        server that took one of them would read the rest of the body as a
+        second request, which a proxy reading the same bytes cuts elsewhere
+        (request smuggling). Straight to a server: 400 malformed_request and
+        the connection closed, nothing after it answered. HAProxy refuses two
+        Content-Lengths the same way (and repairs the other case itself)."""
+        smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        head = b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        two_lengths = head + b"Content-Length: 2\r\nContent-Length: %d\r\n\r\n{}" % (2 + len(smuggled)) + smuggled
+        length_and_chunks = head + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled
+        for url, data in ((self.api1, two_lengths), (self.haproxy, two_lengths), (self.api1, length_and_chunks)):
+            s = connect(url)
+            s.sendall(data)
+            raw, closed = read_until_closed(s, 3)
+            s.close()
+            what = "%s %r" % (url, data[len(head):len(head) + 40])
+            self.assertEqual(status_of(raw), 400, "%s: %r" % (what, raw[:300]))
+            self.assertEqual(raw.count(b"HTTP/1.1 "), 1, "%s: answered after the 400: %r" % (what, raw[:600]))
+            self.assertIsNotNone(closed, "%s: left open" % what)
+            if url == self.api1:
+                self.assertEqual(json.loads(body_of(raw))["error"]["code"], "malformed_request", what)
+
     def test_malformed_http_answered_or_closed_within_1s(self):
         for url in (self.api1, self.haproxy):
             for data in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
