@@ -102,7 +102,7 @@ void api_client_find(struct api_req *req)
 {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    struct xff x = {NULL};
+    struct xff x = {.last = NULL};
     struct in_addr a;
 
     if (info != NULL && info->client_addr->sa_family == AF_INET)

@@ -29,7 +29,7 @@ static void guard_drop(pthread_mutex_t **m)
     pthread_mutex_unlock(*m);
 }
 #define GUARD                                                                          \
-    pthread_mutex_t *guard_ __attribute__((cleanup(guard_drop))) = guard_take()
+    pthread_mutex_t *guard_ __attribute__((cleanup(guard_drop), unused)) = guard_take()
 
 struct ctx {
     struct fake *f;
