@@ -363,7 +363,8 @@ static void work_queue(struct api_req *req)
      * wait for his row's lock anyway, and a long queue on it would pass the
      * statement deadline. Reads are not keyed.
      */
-    req->work.key = strcmp(req->method, "GET") != 0 ? req->auth.user_id : 0;
+    req->work.key =
+        strcmp(api_routes[req->route].method, "GET") != 0 ? req->auth.user_id : 0;
     api_work_submit(req->srv->work, &req->work);
 }
 

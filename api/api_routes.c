@@ -345,17 +345,22 @@ int api_route_find(const char *method, const char *path, struct api_match *m)
     for (int r = 0; r < api_nroutes; r++) {
         if (!route_matches(&api_routes[r], seg, nseg, param))
             continue;
-        if (strcmp(api_routes[r].method, method) == 0) {
+        /* HEAD is GET without the body (RFC 9110 9.3.2; libmicrohttpd drops it). */
+        if (strcmp(api_routes[r].method, method) == 0 ||
+            (strcmp(method, "HEAD") == 0 && strcmp(api_routes[r].method, "GET") == 0)) {
             m->route = r;
             memcpy(m->param, param, sizeof(param));
             m->allow[0] = '\0';
             return 0;
         }
-        /* The Allow header of the 405: the path's methods in table order. */
+        /* The Allow header of the 405: the path's methods in table order, HEAD after
+         * GET. */
         found_path = 1;
-        if (len + strlen(api_routes[r].method) + 3 < sizeof(m->allow))
-            len += (size_t)snprintf(m->allow + len, sizeof(m->allow) - len, "%s%s",
-                                    len > 0 ? ", " : "", api_routes[r].method);
+        if (len + strlen(api_routes[r].method) + 9 < sizeof(m->allow))
+            len += (size_t)snprintf(m->allow + len, sizeof(m->allow) - len, "%s%s%s",
+                                    len > 0 ? ", " : "", api_routes[r].method,
+                                    strcmp(api_routes[r].method, "GET") == 0 ? ", HEAD"
+                                                                             : "");
     }
     return found_path ? -EOPNOTSUPP : BC_ENOTFOUND;
 }

@@ -1,11 +1,14 @@
 """GET /healthz, /readyz, /metrics; unknown paths and wrong methods."""
 
+import http.client
+import json
 import re
 import unittest
+import urllib.parse
 
 import stack
 from client import Client
-from fixtures import admin, api
+from fixtures import admin, api, new_match
 
 
 def parse_metrics(text):
@@ -86,6 +89,39 @@ class TestHealth(unittest.TestCase):
             r = a.request(method, path)
             r.expect(405, "method_not_allowed", msg="%s %s" % (method, path))
             self.assertTrue(r.header("Allow"), "405 without an Allow header: %s" % r.describe())
+
+    def test_head_is_get_without_the_body(self):
+        """HEAD of a GET route answers what GET would, headers only (RFC 9110
+        9.3.2): the same status and Content-Length, no body; the next request
+        on the connection is read from the right byte. HEAD where no GET is:
+        405 naming the methods; a route's token is needed as for GET."""
+        a, m = admin(), new_match()
+        # odds twice: a miss, then the hot table's prebuilt answer
+        for path in ("/healthz", "/v1/me", "/v1/matches?limit=1", "/v1/matches/%s" % m["id"],
+                     "/v1/matches/%s/odds" % m["id"], "/v1/matches/%s/odds" % m["id"]):
+            g = a.get(path).expect(200)
+            h = a.request("HEAD", path).expect(200)
+            self.assertEqual(h.body, b"", path)
+            self.assertEqual(h.header("Content-Type"), g.header("Content-Type"), path)
+            self.assertEqual(h.header("Content-Length"), str(len(g.body)), path)
+        api().request("HEAD", "/v1/me").expect(401)
+        r = a.request("HEAD", "/v1/auth/login").expect(405)
+        self.assertEqual(r.header("Allow"), "POST")
+        self.assertEqual(a.request("DELETE", "/v1/me").expect(405).header("Allow"), "GET, HEAD, PATCH")
+        s = stack.get()
+        for url in [s.api_url] + s.api_urls:  # HAProxy, then each server
+            u = urllib.parse.urlsplit(url)
+            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
+            try:
+                for _ in range(3):  # one keep-alive connection: a stray body breaks the GET
+                    conn.request("HEAD", "/healthz")
+                    r = conn.getresponse()
+                    self.assertEqual((r.status, r.read()), (200, b""), url)
+                    conn.request("GET", "/healthz")
+                    r = conn.getresponse()
+                    self.assertEqual((r.status, json.loads(r.read())), (200, {"status": "ok"}), url)
+            finally:
+                conn.close()
 
     def test_bad_path_ids_404(self):
         a = admin()

@@ -119,15 +119,15 @@ static void test_routes_wrong_method_405_with_allow(void **state)
     static const struct {
         const char *method, *path, *allow;
     } cases[] = {
-        {"DELETE", "/v1/me", "GET, PATCH"},
+        {"DELETE", "/v1/me", "GET, HEAD, PATCH"},
         {"PUT", "/v1/auth/login", "POST"},
+        {"HEAD", "/v1/auth/login", "POST"}, /* HEAD only where GET is */
         {"GET", "/v1/auth/signup", "POST"},
-        {"POST", "/healthz", "GET"},
-        {"DELETE", "/v1/matches", "POST, GET"},
-        {"HEAD", "/v1/matches/5", "GET"},
-        {"PATCH", "/v1/companies/5/logo", "PUT, GET"},
-        {"DELETE", "/v1/matches/5/odds", "GET, PUT"},
-        {"get", "/v1/me", "GET, PATCH"}, /* methods are case-sensitive */
+        {"POST", "/healthz", "GET, HEAD"},
+        {"DELETE", "/v1/matches", "POST, GET, HEAD"},
+        {"PATCH", "/v1/companies/5/logo", "PUT, GET, HEAD"},
+        {"DELETE", "/v1/matches/5/odds", "GET, HEAD, PUT"},
+        {"get", "/v1/me", "GET, HEAD, PATCH"}, /* methods are case-sensitive */
     };
     struct api_match m;
     (void)state;
@@ -140,6 +140,22 @@ static void test_routes_wrong_method_405_with_allow(void **state)
     }
     /* A bad id is no such resource, whatever the method. */
     assert_int_equal(api_route_find("DELETE", "/v1/matches/x/odds", &m), BC_ENOTFOUND);
+}
+
+/* HEAD finds the path's GET route (libmicrohttpd sends its answer without the body). */
+static void test_routes_head_is_get(void **state)
+{
+    static const char *const paths[] = {"/healthz", "/v1/me", "/v1/matches/5",
+                                        "/v1/matches/5/odds", "/v1/companies/5/logo"};
+    struct api_match get, head;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        assert_int_equal(api_route_find("GET", paths[i], &get), 0);
+        assert_int_equal(api_route_find("HEAD", paths[i], &head), 0);
+        assert_int_equal(head.route, get.route);
+        assert_memory_equal(head.param, get.param, sizeof(get.param));
+    }
 }
 
 /* What the dispatcher relies on, and docs/openapi.yaml with it. */
@@ -293,6 +309,7 @@ int main(void)
         cmocka_unit_test(test_routes_unknown_paths_404),
         cmocka_unit_test(test_routes_ids_at_the_limits),
         cmocka_unit_test(test_routes_wrong_method_405_with_allow),
+        cmocka_unit_test(test_routes_head_is_get),
         cmocka_unit_test(test_routes_table_is_well_formed),
         cmocka_unit_test(test_routes_print_is_pinned),
         cmocka_unit_test(test_access_checks),
