@@ -220,8 +220,12 @@ int api_body_parse(struct api_req *req)
         obj = json_loadb(req->body, req->body_len,
                          JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
     if (obj == NULL) {
+        /* jansson names its own flag there; a client needs the rule. */
+        const char *why = strstr(jerr.text, "JSON_ALLOW_NUL") != NULL
+                              ? "\\u0000 (a NUL character) is not allowed in a string"
+                              : jerr.text;
         api_error(req, 400, "malformed_json", "malformed JSON at line %d column %d: %s",
-                  jerr.line, jerr.column, jerr.text);
+                  jerr.line, jerr.column, why);
         return -EINVAL;
     }
     if (!json_is_object(obj)) {

@@ -186,7 +186,8 @@ static void db_time(int64_t ms, char *out, size_t size)
 }
 
 /*
- * The window: both bounds given, at most LIST_RANGE_DAYS apart (else 400
+ * The window: both bounds given, to not before from (else 400
+ * invalid_parameter) and at most LIST_RANGE_DAYS apart (else 400
  * range_too_long); one given, the other LIST_RANGE_DAYS away from it; none,
  * from the start of the current UTC day. 0, or -EINVAL after replying 400.
  */
@@ -202,6 +203,10 @@ static int list_window(struct api_req *req, struct list_query *q)
         (to != NULL && api_time_parse(to, q->to, sizeof(q->to), &to_ms) < 0)) {
         api_error(req, 400, "invalid_parameter",
                   "from and to must be RFC 3339 UTC times");
+        return -EINVAL;
+    }
+    if (from != NULL && to != NULL && to_ms < from_ms) {
+        api_error(req, 400, "invalid_parameter", "to is before from");
         return -EINVAL;
     }
     if (from != NULL && to != NULL && to_ms - from_ms > LIST_RANGE_MS) {

@@ -140,9 +140,12 @@ class TestMatchList(unittest.TestCase):
 
     def test_bad_parameters(self):
         for q in ({"status": "bogus"}, {"limit": 0}, {"limit": 501}, {"limit": "abc"}, {"limit": -1},
-                  {"cursor": "garbage!!"}, {"from": "yesterday"}, {"to": "2026-99-99T00:00:00Z"}):
+                  {"cursor": "garbage!!"}, {"from": "yesterday"}, {"to": "2026-99-99T00:00:00Z"},
+                  {"from": "2026-12-02T00:00:00Z", "to": "2026-12-01T23:59:59Z"}):
             self.u.client.get("/v1/matches", query=q).expect(400, "invalid_parameter", msg=str(q))
         self.u.client.get("/v1/matches", query={"limit": 500}).expect(200)
+        same = {"from": "2026-12-02T00:00:00Z", "to": "2026-12-02T00:00:00Z"}
+        self.assertEqual(self.list(**same)["items"], [], "from = to: an empty window, not an error")
 
     def test_parameter_twice_or_with_nul_400(self):
         """A parameter given twice, or holding a NUL byte (%00, which a C string

@@ -58,6 +58,15 @@ class TestJsonErrors(unittest.TestCase):
                 r = c.request(method, path, raw=body, content_type="application/json")
                 r.expect(400, "malformed_json", msg="%s %s %r" % (method, path, body[:30]))
 
+    def test_nul_in_a_string_400_with_the_rule(self):
+        """A \\u0000 in a string is refused; the message says so in the API's
+        words, not by the parser's option name."""
+        r = self.u.client.request("PATCH", "/v1/me", raw=b'{"display_name": "a\\u0000b"}',
+                                  content_type="application/json")
+        r.expect(400, "malformed_json")
+        self.assertIn("NUL character", r.error_message)
+        self.assertNotIn("JSON_", r.error_message)
+
     def test_wrong_types_400_invalid_field(self):
         for c, method, path, valid, wrong in self.endpoints():
             for field, value in wrong.items():
