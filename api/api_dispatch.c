@@ -161,9 +161,9 @@ static int route_check(struct api_req *req, const struct api_route *route,
 /*
  * What the headers alone decide, answered before any body is read: a body
  * whose end is unclear (400), then in the dispatcher's order: no route
- * (404, 405), the body's media type (415), a
- * Content-Length over the route's limit (413), the token (401). 1 when it
- * answered, 0 when the request goes on.
+ * (404, 405), the body's media type (415), a Content-Length over the
+ * route's limit (413), the token (401). 1 when it answered, 0 when the
+ * request goes on.
  */
 int api_precheck(struct api_req *req)
 {

@@ -442,8 +442,8 @@ void api_client_find(struct api_req *req);
 /*
  * What the headers alone decide, before any body is read (a body's unclear
  * framing 400, 404/405, 415, a Content-Length over the route's limit, 401);
- * sets req->has_body. 1 when
- * it answered, 0 when the request goes on. No I/O: on the loop.
+ * sets req->has_body. 1 when it answered, 0 when the request goes on. No
+ * I/O: on the loop.
  */
 int api_precheck(struct api_req *req);
 /*
