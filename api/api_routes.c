@@ -342,25 +342,26 @@ int api_route_find(const char *method, const char *path, struct api_match *m)
     m->route = -1;
     if (nseg < 0)
         return BC_ENOTFOUND;
+    /* HEAD is GET without the body (RFC 9110 9.3.2; libmicrohttpd drops it). */
+    if (strcmp(method, "HEAD") == 0)
+        method = "GET";
     for (int r = 0; r < api_nroutes; r++) {
+        const char *name = api_routes[r].method;
+
         if (!route_matches(&api_routes[r], seg, nseg, param))
             continue;
-        /* HEAD is GET without the body (RFC 9110 9.3.2; libmicrohttpd drops it). */
-        if (strcmp(api_routes[r].method, method) == 0 ||
-            (strcmp(method, "HEAD") == 0 && strcmp(api_routes[r].method, "GET") == 0)) {
+        if (strcmp(name, method) == 0) {
             m->route = r;
             memcpy(m->param, param, sizeof(param));
             m->allow[0] = '\0';
             return 0;
         }
-        /* The Allow header of the 405: the path's methods in table order, HEAD after
-         * GET. */
+        /* The 405's Allow header: the path's methods in table order, HEAD after GET. */
         found_path = 1;
-        if (len + strlen(api_routes[r].method) + 9 < sizeof(m->allow))
+        if (len + strlen(name) + 9 < sizeof(m->allow))
             len += (size_t)snprintf(m->allow + len, sizeof(m->allow) - len, "%s%s%s",
-                                    len > 0 ? ", " : "", api_routes[r].method,
-                                    strcmp(api_routes[r].method, "GET") == 0 ? ", HEAD"
-                                                                             : "");
+                                    len > 0 ? ", " : "", name,
+                                    strcmp(name, "GET") == 0 ? ", HEAD" : "");
     }
     return found_path ? -EOPNOTSUPP : BC_ENOTFOUND;
 }
