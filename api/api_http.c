@@ -186,17 +186,26 @@ int api_rate_check(struct api_req *req, const char *which, const char *key)
                                                               : srv->account;
     uint32_t retry_s = 1;
 
-    if (api_limit_take(l, key, now_us(), &retry_s) == 0)
+    if (api_limit_take(l, key, now_us(), &retry_s) == 0) {
+        if (l == srv->account) {
+            free(req->account);
+            req->account = strdup(key); /* NULL: the token is not given back */
+        }
         return 0;
+    }
     api_add_header(req, "Retry-After", "%u", retry_s);
     api_error(req, 429, "rate_limited", "too many attempts %s; try again in %u s",
               l == srv->account ? "for this account" : "from your address", retry_s);
     return -EAGAIN;
 }
 
-void api_rate_refund(struct api_req *req, const char *key)
+void api_rate_refund(struct api_req *req)
 {
-    api_limit_give(req->srv->account, key, now_us());
+    if (req->account == NULL)
+        return;
+    api_limit_give(req->srv->account, req->account, now_us());
+    free(req->account);
+    req->account = NULL;
 }
 
 /*
@@ -550,6 +559,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
                        (double)us / 1000.0,
                        toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
     }
+    /* The server's refusal is not the client's failure (api_rate_refund()). */
+    if (req->status >= 500)
+        api_rate_refund(req);
+    free(req->account);
     free(req->job); /* a suspended request is never completed: no job runs now */
     free(req->body);
     free(req->resp);

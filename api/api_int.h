@@ -143,6 +143,8 @@ struct api_req {
     uint32_t client_ip; /* network order */
     uint32_t peer_ip;   /* the TCP peer, network order */
     int forwarded;      /* the request carries X-Forwarded-For */
+    /* The e-mail whose "account" token the request took (api_rate_check()), owned. */
+    char *account;
     /* A password hash the request waits for (api_req_hash()), owned. */
     struct api_pwhash_job *job;
     void (*then)(struct api_req *req); /* runs on a worker when the hash is done */
@@ -314,8 +316,12 @@ void api_limit_give(struct api_limit *l, const char *key, int64_t now_us);
  * "signup_addr" or "account"; key the address or e-mail.
  */
 int api_rate_check(struct api_req *req, const char *which, const char *key);
-/* Gives back the token api_rate_check(req, "account", key) took. */
-void api_rate_refund(struct api_req *req, const char *key);
+/*
+ * Gives back the token api_rate_check(req, "account", key) took: only a
+ * client's failures count against an e-mail. A request that ends 5xx (a busy
+ * hash queue, a database down) gets it back by itself when it completes.
+ */
+void api_rate_refund(struct api_req *req);
 
 /* ---- password hashes off the HTTP workers (api_pwhash.c) ---- */
 #define API_PWHASH_STRBYTES 128 /* >= crypto_pwhash_STRBYTES */

@@ -328,7 +328,7 @@ static void signup_insert(struct api_req *req)
     } else {
         if (u->team_id != 0)
             api_teams_changed(req, u->company_id); /* its member count */
-        api_rate_refund(req, u->email); /* only failures count against an e-mail */
+        api_rate_refund(req); /* only failures count against an e-mail */
         auth_reply(req, 201, u);
     }
 }
@@ -395,7 +395,7 @@ static void login_answer(struct api_req *req)
         return;
     }
     /* Only failures count against the account. */
-    api_rate_refund(req, job->user.email);
+    api_rate_refund(req);
     auth_reply(req, 200, &job->user);
 }
 

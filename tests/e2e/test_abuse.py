@@ -237,6 +237,60 @@ class TestLimits(unittest.TestCase):
         self.c.get("/healthz").expect(200)
         self.assertLess(time.time() - t0, 0.5)
 
+    def while_queue_busy(self, attempt, enough):
+        """Runs attempt() (a request on the hash queue, returning a response)
+        again and again while three threads keep the queue of two full with
+        logins of unknown e-mails; stops once enough(statuses) or after 60 s.
+        Returns the statuses; a status other than 200, 201 or 503 ends it too."""
+        stop = threading.Event()
+
+        def block():
+            while not stop.is_set():
+                self.login("%s@e2e.example" % uniq("busy"), "wrong-password", fresh_addr())
+
+        blockers = [threading.Thread(target=block) for _ in range(3)]
+        for t in blockers:
+            t.start()
+        statuses = []
+        try:
+            deadline = time.time() + 60
+            while not enough(statuses) and set(statuses) <= {200, 201, 503} and time.time() < deadline:
+                statuses.append(attempt().status)
+        finally:
+            stop.set()
+            for t in blockers:
+                t.join()
+        return statuses
+
+    def test_busy_503_costs_the_account_nothing(self):
+        """A login refused 503 (the hash queue full) is the server's refusal,
+        not a failed login: retried as docs/api.md says, it never locks the
+        account (2 failures at most here)."""
+        email = "%s@e2e.example" % uniq("busy-acct")
+        self.signup(email, fresh_addr()).expect(201)
+        got = self.while_queue_busy(lambda: self.login(email, PASSWORD, fresh_addr()),
+                                    lambda s: s.count(503) >= 4 and s[-1] == 200)
+        self.assertGreaterEqual(got.count(503), 4, "the queue refused too few logins: %s" % got)
+        self.assertEqual(set(got) - {200, 503}, set(), "a busy refusal counted as a failure: %s" % got)
+        # The account's two failures are all still there.
+        for _ in range(2):
+            self.login(email, "wrong-password", fresh_addr()).expect(401, "bad_credentials")
+        self.expect_429(self.login(email, "wrong-password", fresh_addr()))
+
+    def test_busy_503_signup_retried_until_201(self):
+        """A signup retried through 503s gets its 201, however many 503s it
+        met; until one e-mail has met more than the account's 2 failures."""
+        tries = []
+        for _ in range(10):
+            email = "%s@e2e.example" % uniq("busy-signup")
+            got = self.while_queue_busy(lambda: self.signup(email, fresh_addr()), lambda s: 201 in s)
+            tries.append(got)
+            self.assertEqual(got[-1:], [201], "signups of one e-mail while the queue is busy: %s" % got)
+            self.assertEqual(set(got) - {201, 503}, set(), "a busy refusal counted as a failure: %s" % got)
+            if got.count(503) > 2:
+                break
+        self.assertGreater(max(t.count(503) for t in tries), 2, "the queue refused too few signups: %s" % tries)
+
     def test_connection_cap_per_address(self):
         socks = [connect(self.srv.url, src="127.0.0.4") for _ in range(4)]
         try:
