@@ -71,11 +71,15 @@ static int auth_check(struct api_req *req)
     return rc;
 }
 
-/* What one walk over the headers finds: the client's address, the framing. */
+/*
+ * What one walk over the headers finds: the client's address, the framing,
+ * the number of Authorization headers.
+ */
 struct xff {
     const char *last; /* the last X-Forwarded-For header's value */
     unsigned lengths; /* Content-Length headers */
     int chunked;      /* a Transfer-Encoding header */
+    unsigned authz;   /* Authorization headers */
 };
 
 static enum MHD_Result xff_each(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -90,6 +94,8 @@ static enum MHD_Result xff_each(void *cls, enum MHD_ValueKind kind, const char *
         x->lengths++;
     else if (strcasecmp(key, "Transfer-Encoding") == 0)
         x->chunked = 1;
+    else if (strcasecmp(key, "Authorization") == 0)
+        x->authz++;
     return MHD_YES;
 }
 
@@ -111,6 +117,7 @@ void api_client_find(struct api_req *req)
     MHD_get_connection_values(req->conn, MHD_HEADER_KIND, xff_each, &x);
     req->forwarded = x.last != NULL;
     req->bad_framing = x.lengths > 1 || (x.lengths > 0 && x.chunked);
+    req->two_authz = x.authz > 1;
     if (x.last != NULL &&
         api_net_match(&api_server_conf(req->srv)->limits.trusted, req->peer_ip)) {
         const char *hop = strrchr(x.last, ',');
@@ -193,6 +200,11 @@ int api_precheck(struct api_req *req)
         api_add_header(req, "Connection", "close");
         api_error(req, 400, "malformed_request",
                   "give one Content-Length, or Transfer-Encoding without one");
+        return 1;
+    }
+    /* Whose request it is must not depend on which of two tokens is read. */
+    if (req->two_authz) {
+        api_error(req, 400, "malformed_request", "give one Authorization header");
         return 1;
     }
     if (req->found < 0) {

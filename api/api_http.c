@@ -537,6 +537,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     return queue_response(req);
 }
 
+void api_req_clear(struct api_req *req)
+{
+    free(req->account);
+    free(req->job); /* a suspended request is never completed: no job runs now */
+    free(req->body);
+    free(req->resp);
+    json_decref(req->json);
+    req->account = NULL;
+    req->job = NULL;
+    req->body = NULL;
+    req->resp = NULL;
+    req->json = NULL;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -562,11 +576,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
     /* The server's refusal is not the client's failure (api_rate_refund()). */
     if (req->status >= 500)
         api_rate_refund(req);
-    free(req->account);
-    free(req->job); /* a suspended request is never completed: no job runs now */
-    free(req->body);
-    free(req->resp);
-    json_decref(req->json);
+    api_req_clear(req);
     if (!req->lent)
         free(req);
     *ctx = NULL;

@@ -130,6 +130,7 @@ struct api_req {
     int body_too_large;
     int has_body; /* the headers announce one (Content-Length > 0, Transfer-Encoding) */
     int bad_framing; /* two Content-Lengths, or one with Transfer-Encoding */
+    int two_authz;   /* more than one Authorization header */
     int queued;      /* the response is queued */
     int lent;        /* the storage is its connection's (api_conn_req()): not freed */
     json_t *json;    /* owned: a JSON route's body, an object */
@@ -316,6 +317,8 @@ void api_limit_give(struct api_limit *l, const char *key, int64_t now_us);
  * "signup_addr" or "account"; key the address or e-mail.
  */
 int api_rate_check(struct api_req *req, const char *which, const char *key);
+/* Frees what a finished request owns (its body, JSON, response, job, account key). */
+void api_req_clear(struct api_req *req);
 /*
  * Gives back the token api_rate_check(req, "account", key) took: only a
  * client's failures count against an e-mail. A request that ends 5xx (a busy

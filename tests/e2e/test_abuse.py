@@ -366,6 +366,27 @@ class TestConnections(unittest.TestCase):
             if url == self.api1:
                 self.assertEqual(json.loads(body_of(raw))["error"]["code"], "malformed_request", what)
 
+    def test_two_authorization_headers_400(self):
+        """Which of two tokens is the caller's must not depend on the reader:
+        400 malformed_request, through HAProxy and straight, whatever the
+        tokens (a valid one first, or second, or twice)."""
+        good = signup(new_company()).client.token
+        for url in (self.api1, self.haproxy):
+            host, port = hostport(url)
+            for pair in ((good, "not-a-token"), ("not-a-token", good), (good, good), (None, good)):
+                lines = "".join("Authorization: Bearer %s\r\n" % t for t in pair if t is not None)
+                s = connect(url)
+                s.sendall(("GET /v1/me HTTP/1.1\r\nHost: %s:%d\r\n%sConnection: close\r\n\r\n"
+                           % (host, port, lines)).encode())
+                raw, _ = read_until_closed(s, 3)
+                s.close()
+                what = "%s with %d Authorization headers %s" % (url, len(lines.splitlines()), pair)
+                if pair[0] is None:
+                    self.assertEqual(status_of(raw), 200, "%s: %r" % (what, raw[:300]))
+                    continue
+                self.assertEqual(status_of(raw), 400, "%s: %r" % (what, raw[:300]))
+                self.assertEqual(json.loads(body_of(raw))["error"]["code"], "malformed_request", what)
+
     def test_malformed_http_answered_or_closed_within_1s(self):
         for url in (self.api1, self.haproxy):
             for data in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",

@@ -311,9 +311,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_conn_set(NULL);
         check_answer(&req);
     }
-    free(req.body);
-    free(req.resp);
-    json_decref(req.json);
+    api_req_clear(&req);
 out:
     free(in.text);
     return 0;
