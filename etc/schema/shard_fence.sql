@@ -17,6 +17,13 @@
 -- and sets @bc_fence_held until it ends (router_txn_fence(): the router clears
 -- it before the commit or rollback, or closes the connection): its rows skip
 -- the read, which each would repeat. Every statement is idempotent.
+--
+-- fence_check() is the check for a session that wants it (bcadmin); the
+-- triggers carry the same check inline: a CALL from a trigger costs about
+-- 1.2 us more a row (docs/benchmarks.md, "What the fencing triggers cost"),
+-- which a settlement batch pays on every row it writes. They are replaced
+-- (OR REPLACE) so that a shard made with the CALL form gets the inline one
+-- from `shardctl init`.
 CREATE OR REPLACE PROCEDURE `{schema}`.fence_check()
     READS SQL DATA
 BEGIN
@@ -27,39 +34,111 @@ BEGIN
     END IF;
 END;
 
-CREATE TRIGGER IF NOT EXISTS `{schema}`.users_fence_i BEFORE INSERT ON `{schema}`.users
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.users_fence_u BEFORE UPDATE ON `{schema}`.users
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.users_fence_d BEFORE DELETE ON `{schema}`.users
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.bets_fence_i BEFORE INSERT ON `{schema}`.bets
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.bets_fence_u BEFORE UPDATE ON `{schema}`.bets
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.bets_fence_d BEFORE DELETE ON `{schema}`.bets
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.ledger_fence_i BEFORE INSERT ON `{schema}`.ledger
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.ledger_fence_u BEFORE UPDATE ON `{schema}`.ledger
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.ledger_fence_d BEFORE DELETE ON `{schema}`.ledger
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.avatars_fence_i BEFORE INSERT ON `{schema}`.avatars
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.avatars_fence_u BEFORE UPDATE ON `{schema}`.avatars
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.avatars_fence_d BEFORE DELETE ON `{schema}`.avatars
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.idempotency_fence_i BEFORE INSERT ON `{schema}`.idempotency
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.idempotency_fence_u BEFORE UPDATE ON `{schema}`.idempotency
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.idempotency_fence_d BEFORE DELETE ON `{schema}`.idempotency
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.settled_matches_fence_i BEFORE INSERT ON `{schema}`.settled_matches
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.settled_matches_fence_u BEFORE UPDATE ON `{schema}`.settled_matches
-    FOR EACH ROW CALL `{schema}`.fence_check();
-CREATE TRIGGER IF NOT EXISTS `{schema}`.settled_matches_fence_d BEFORE DELETE ON `{schema}`.settled_matches
-    FOR EACH ROW CALL `{schema}`.fence_check();
+CREATE OR REPLACE TRIGGER `{schema}`.users_fence_i BEFORE INSERT ON `{schema}`.users FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.users_fence_u BEFORE UPDATE ON `{schema}`.users FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.users_fence_d BEFORE DELETE ON `{schema}`.users FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.bets_fence_i BEFORE INSERT ON `{schema}`.bets FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.bets_fence_u BEFORE UPDATE ON `{schema}`.bets FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.bets_fence_d BEFORE DELETE ON `{schema}`.bets FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.ledger_fence_i BEFORE INSERT ON `{schema}`.ledger FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.ledger_fence_u BEFORE UPDATE ON `{schema}`.ledger FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.ledger_fence_d BEFORE DELETE ON `{schema}`.ledger FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.avatars_fence_i BEFORE INSERT ON `{schema}`.avatars FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.avatars_fence_u BEFORE UPDATE ON `{schema}`.avatars FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.avatars_fence_d BEFORE DELETE ON `{schema}`.avatars FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.idempotency_fence_i BEFORE INSERT ON `{schema}`.idempotency FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.idempotency_fence_u BEFORE UPDATE ON `{schema}`.idempotency FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.idempotency_fence_d BEFORE DELETE ON `{schema}`.idempotency FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.settled_matches_fence_i BEFORE INSERT ON `{schema}`.settled_matches FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.settled_matches_fence_u BEFORE UPDATE ON `{schema}`.settled_matches FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
+CREATE OR REPLACE TRIGGER `{schema}`.settled_matches_fence_d BEFORE DELETE ON `{schema}`.settled_matches FOR EACH ROW
+    IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
+        IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
+        END IF;
+    END IF;
