@@ -21,9 +21,12 @@
 -- fence_check() is the check for a session that wants it (bcadmin); the
 -- triggers carry the same check inline: a CALL from a trigger costs about
 -- 1.2 us more a row (docs/benchmarks.md, "What the fencing triggers cost"),
--- which a settlement batch pays on every row it writes. They are replaced
--- (OR REPLACE) so that a shard made with the CALL form gets the inline one
--- from `shardctl init`.
+-- which a settlement batch pays on every row it writes. A shard whose
+-- triggers still call fence_check() (made before 2026-12-05) gets them
+-- replaced, each one at once (CREATE OR REPLACE: never a moment without
+-- it), by the tool that applies this file (reshard_shard_install()); on any
+-- other shard the triggers are left as they are, as every statement here is
+-- idempotent and cheap to run again.
 CREATE OR REPLACE PROCEDURE `{schema}`.fence_check()
     READS SQL DATA
 BEGIN
@@ -34,109 +37,109 @@ BEGIN
     END IF;
 END;
 
-CREATE OR REPLACE TRIGGER `{schema}`.users_fence_i BEFORE INSERT ON `{schema}`.users FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.users_fence_i BEFORE INSERT ON `{schema}`.users FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.users_fence_u BEFORE UPDATE ON `{schema}`.users FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.users_fence_u BEFORE UPDATE ON `{schema}`.users FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.users_fence_d BEFORE DELETE ON `{schema}`.users FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.users_fence_d BEFORE DELETE ON `{schema}`.users FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.bets_fence_i BEFORE INSERT ON `{schema}`.bets FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.bets_fence_i BEFORE INSERT ON `{schema}`.bets FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.bets_fence_u BEFORE UPDATE ON `{schema}`.bets FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.bets_fence_u BEFORE UPDATE ON `{schema}`.bets FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.bets_fence_d BEFORE DELETE ON `{schema}`.bets FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.bets_fence_d BEFORE DELETE ON `{schema}`.bets FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.ledger_fence_i BEFORE INSERT ON `{schema}`.ledger FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.ledger_fence_i BEFORE INSERT ON `{schema}`.ledger FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.ledger_fence_u BEFORE UPDATE ON `{schema}`.ledger FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.ledger_fence_u BEFORE UPDATE ON `{schema}`.ledger FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.ledger_fence_d BEFORE DELETE ON `{schema}`.ledger FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.ledger_fence_d BEFORE DELETE ON `{schema}`.ledger FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.avatars_fence_i BEFORE INSERT ON `{schema}`.avatars FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.avatars_fence_i BEFORE INSERT ON `{schema}`.avatars FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.avatars_fence_u BEFORE UPDATE ON `{schema}`.avatars FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.avatars_fence_u BEFORE UPDATE ON `{schema}`.avatars FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.avatars_fence_d BEFORE DELETE ON `{schema}`.avatars FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.avatars_fence_d BEFORE DELETE ON `{schema}`.avatars FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.idempotency_fence_i BEFORE INSERT ON `{schema}`.idempotency FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.idempotency_fence_i BEFORE INSERT ON `{schema}`.idempotency FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.idempotency_fence_u BEFORE UPDATE ON `{schema}`.idempotency FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.idempotency_fence_u BEFORE UPDATE ON `{schema}`.idempotency FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.idempotency_fence_d BEFORE DELETE ON `{schema}`.idempotency FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.idempotency_fence_d BEFORE DELETE ON `{schema}`.idempotency FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.settled_matches_fence_i BEFORE INSERT ON `{schema}`.settled_matches FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.settled_matches_fence_i BEFORE INSERT ON `{schema}`.settled_matches FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.settled_matches_fence_u BEFORE UPDATE ON `{schema}`.settled_matches FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.settled_matches_fence_u BEFORE UPDATE ON `{schema}`.settled_matches FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';
         END IF;
     END IF;
-CREATE OR REPLACE TRIGGER `{schema}`.settled_matches_fence_d BEFORE DELETE ON `{schema}`.settled_matches FOR EACH ROW
+CREATE TRIGGER IF NOT EXISTS `{schema}`.settled_matches_fence_d BEFORE DELETE ON `{schema}`.settled_matches FOR EACH ROW
     IF @bc_move_copy IS NULL AND @bc_fence_held IS NULL THEN
         IF (SELECT fenced FROM `{schema}`.shard_state WHERE id = 1 LOCK IN SHARE MODE) <> 0 THEN
             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bc: shard moved';

@@ -4,8 +4,11 @@ cut-over), an INSERT, UPDATE or DELETE of any row is refused with SQLSTATE
 45000 "bc: shard moved"; with @bc_fence_held (a settlement batch that took
 the fence's share lock first) or @bc_move_copy (a move's copy) the rows pass;
 unfenced, they pass. A table added without its triggers, or a trigger whose
-check is wrong, fails here on a real shard."""
+check is wrong, fails here on a real shard. And `shardctl init` brings a
+shard made before the check was inline (triggers that CALL fence_check())
+to the inline triggers, and puts back a trigger that is missing."""
 
+import os
 import subprocess
 import unittest
 
@@ -86,6 +89,33 @@ class TestFenceOnEveryTable(unittest.TestCase):
         # The user's bet is still his, and the API still writes to the shard.
         self.assertEqual(u.me()["id"], u.id)
         place_bet(u, m, "away", 5)
+
+    def triggers(self, host, schema):
+        """{name: body} of the schema's triggers."""
+        rows = self.s.sql(host, "SELECT TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS "
+                                "WHERE TRIGGER_SCHEMA = '%s'" % schema)
+        return {name: body for name, body in rows}
+
+    def test_init_brings_old_triggers_to_the_inline_check(self):
+        if not os.access(self.s.shardctl, os.X_OK) or not self.s.cluster:
+            self.skipTest("no shardctl (%s) or cluster config" % self.s.shardctl)
+        shard = max(self.s.shard_map())
+        host = self.s.shard_map()[shard]
+        schema = self.s.schema(shard)
+        before = self.triggers(host, schema)
+        self.assertEqual(len(before), 3 * len(TABLES), sorted(before))
+        self.assertEqual([n for n, body in before.items() if "fence_check" in body], [])
+        # The form before 2026-12-05 on one trigger, and another one missing.
+        self.s.sql(host, "DROP TRIGGER `{s}`.users_fence_u; CREATE TRIGGER `{s}`.users_fence_u BEFORE UPDATE ON "
+                         "`{s}`.users FOR EACH ROW CALL `{s}`.fence_check(); DROP TRIGGER `{s}`.bets_fence_d"
+                         .format(s=schema))
+        old = self.triggers(host, schema)
+        self.assertIn("fence_check", old["users_fence_u"])
+        self.assertNotIn("bets_fence_d", old)
+        p = subprocess.run([self.s.shardctl, "-c", self.s.cluster, "init"], capture_output=True, text=True,
+                           timeout=300)
+        self.assertEqual(p.returncode, 0, "shardctl init: %s" % (p.stdout + p.stderr)[-2000:])
+        self.assertEqual(self.triggers(host, schema), before)
 
 
 if __name__ == "__main__":
