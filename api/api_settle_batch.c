@@ -216,23 +216,24 @@ static int batch_credit(struct router_txn *txn, const struct batch_bet *bets,
  * at most max_bets, in one transaction. A full batch moves *after to
  * its last bet. When fewer were left above a cursor, *after goes back to 0;
  * from 0, the same transaction inserts the shard's guard row and *last is
- * set. *n: bets settled. Returns 0 or a router status (nothing of the batch
- * stays then, and *after is as it was).
+ * set, with *total the shard's bets of the match. *n: bets settled. Returns 0 or a
+ * router status (nothing of the batch stays then, and *after is as it was).
  */
 int api_settle_batch(struct router *r, uint64_t match, const char *res,
                      const char *reason, uint32_t shard, uint32_t max_bets,
-                     uint64_t *after, uint64_t *n, int *last)
+                     uint64_t *after, uint64_t *n, int *last, uint64_t *total)
 {
     struct sql_rows ids = {0}, rows = {0};
     struct batch_bet *bets = NULL;
     struct api_batch_user *users = NULL;
     size_t nuser = 0;
     struct router_txn *txn;
-    uint64_t lo = 0, hi = 0, m = match;
+    uint64_t lo = 0, hi = 0, m = match, count = 0;
     int rc;
 
     *n = 0;
     *last = 0;
+    *total = 0;
     if ((rc = router_txn_begin(r, shard, &txn)) < 0)
         return rc;
     /*
@@ -319,11 +320,13 @@ int api_settle_batch(struct router *r, uint64_t match, const char *res,
         sql_rows_free(&rows);
         rc = router_txn_exec(txn, &rows,
                              "SELECT COUNT(*) FROM %S.bets WHERE match_id = %u", m);
-        if (rc == 0)
+        if (rc == 0) {
+            count = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
             rc = router_txn_exec(txn, NULL,
                                  "INSERT INTO %S.settled_matches (match_id, result, "
                                  "bets_settled) VALUES (%u, %s, %u)",
-                                 m, res, strtoull(sql_cell(&rows, 0, 0), NULL, 10));
+                                 m, res, count);
+        }
         if (rc == BC_EDUPKEY) {
             /* Another runner (or the old code) finished it: keep its rows. */
             if (ids.nrow > 0)
@@ -345,6 +348,8 @@ int api_settle_batch(struct router *r, uint64_t match, const char *res,
         *n = ids.nrow;
         if (!*last)
             *after = hi;
+        else
+            *total = count;
     }
 out:
     sql_rows_free(&ids);

@@ -35,9 +35,10 @@
  * it rolls one batch back at once, and that is tried again like any
  * failure.)
  *
- * Progress: a run recounts the shards (guard rows, bets of the match, bets
- * no longer open; once every shard is guarded, the counts its guard row
- * kept) when it claims the job, reports what its batches settled
+ * Progress: a run recounts the shards (guard rows, bets of the match, and,
+ * when it takes over from another run, bets no longer open; once every
+ * shard is guarded, the counts its guard row kept) when it claims the job,
+ * reports what its batches settled
  * with each renewal, writes the recount once every shard is settled (while
  * the standings are recomputed, or before: shards_done = shards_total while
  * the job is still running), and the final counts when it finishes it. When
@@ -116,6 +117,7 @@ struct settle_run {
     atomic_uint_fast64_t bets_new;
     atomic_uint shards_new;
     atomic_uint shards_run;        /* settled by this run, never taken */
+    const uint64_t *before;        /* ref: bets counted settled at the claim, a shard */
     atomic_int_fast64_t paused_ms; /* the hosts' pauses (settle_pause_pct) */
     atomic_uint_fast64_t batches;  /* batches of this run that settled bets */
     atomic_uint_fast64_t widest;   /* the most bets one of them settled */
@@ -131,13 +133,7 @@ struct settle_host {
     uint32_t *shard;   /* ref in the run's array */
     int64_t *next_ms;  /* owned: when a failed shard is tried again; 0 done */
     uint32_t *backoff; /* owned */
-};
-
-/* Progress as the shards tell it. */
-struct settle_count {
-    uint32_t shards_done; /* with a guard row */
-    uint64_t bets_total;  /* bets of the match */
-    uint64_t bets_settled;
+    uint64_t *settled; /* owned: bets this run settled on each shard */
 };
 
 static int run_stopping(struct settle_run *run)
@@ -199,11 +195,17 @@ static void batch_leave(struct settle_run *run, int token)
     pthread_mutex_unlock(&s->lock);
 }
 
-/* Settles shard to its guard row; -ECANCELED when the run stops first. */
-static int settle_shard(struct settle_run *run, uint32_t shard)
+/*
+ * Settles shard to its guard row; -ECANCELED when the run stops first.
+ * *settled: the bets this run settled on it, kept over the tries. Once the
+ * guard row is in, the shard's bets that earlier runs settled and the claim
+ * did not count (run->before) are reported too: the progress ends at the
+ * match's bets.
+ */
+static int settle_shard(struct settle_run *run, uint32_t shard, uint64_t *settled)
 {
     int64_t deadline = 0;
-    uint64_t seen, n, after = 0;
+    uint64_t seen, n, total = 0, after = 0;
     int rc, token, last = 0;
 
     while (!last) {
@@ -216,13 +218,15 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
         do {
             seen = router_map_version(run->router);
             rc = api_settle_batch(run->router, run->match, run->result, run->reason,
-                                  shard, run->settler->batch_bets, &after, &n, &last);
+                                  shard, run->settler->batch_bets, &after, &n, &last,
+                                  &total);
         } while (rc == BC_EMOVED &&
                  router_await_move(run->router, seen, &deadline) == 0);
         batch_leave(run, token);
         if (rc < 0)
             return rc;
         deadline = 0;
+        *settled += n;
         atomic_fetch_add(&run->bets_new, n);
         if (n > 0) {
             uint_fast64_t w = atomic_load(&run->widest);
@@ -238,6 +242,8 @@ static int settle_shard(struct settle_run *run, uint32_t shard)
             atomic_fetch_add(&run->paused_ms, ms);
         }
     }
+    if (total > run->before[shard] + *settled)
+        atomic_fetch_add(&run->bets_new, total - run->before[shard] - *settled);
     atomic_fetch_add(&run->shards_new, 1);
     atomic_fetch_add(&run->shards_run, 1);
     return 0;
@@ -274,7 +280,7 @@ static void *host_main(void *arg)
                     wait = h->next_ms[i] - now;
                 continue;
             }
-            rc = settle_shard(run, h->shard[i]);
+            rc = settle_shard(run, h->shard[i], &h->settled[i]);
             if (rc == 0) {
                 h->next_ms[i] = 0;
                 left--;
@@ -307,60 +313,6 @@ static void *host_main(void *arg)
 }
 
 /* ---- a run -------------------------------------------------------------- */
-
-/*
- * Recounts progress from the shards; guarded (nshard entries) gets each
- * shard's. The guard rows first, one primary-key read a shard: once every
- * shard has one, their bets_settled (each shard's bets of the match, counted
- * under the lock that ended its settlement) are the counts, and the match's
- * bets are not counted again (a million index entries at a million bets,
- * beside the standings' recomputation). Otherwise the bets themselves.
- */
-static int settle_recount(struct router *r, uint64_t match, struct settle_count *c,
-                          uint8_t *guarded)
-{
-    struct sql_rows rows = {0};
-    uint32_t nshard = router_nshard(r);
-    int rc;
-
-    memset(c, 0, sizeof(*c));
-    memset(guarded, 0, nshard);
-    rc = router_scatter(r, &rows,
-                        "SELECT %N, bets_settled FROM %S.settled_matches WHERE "
-                        "match_id = %u",
-                        match);
-    for (uint32_t i = 0; rc == 0 && i < rows.nrow; i++) {
-        uint64_t s = strtoull(sql_cell(&rows, i, 0), NULL, 10);
-        if (s < nshard && !guarded[s]) {
-            guarded[s] = 1;
-            c->shards_done++;
-            c->bets_total += strtoull(sql_cell(&rows, i, 1), NULL, 10);
-        }
-    }
-    sql_rows_free(&rows);
-    if (rc < 0 || c->shards_done == nshard) {
-        c->bets_settled = c->bets_total;
-        return rc;
-    }
-    memset(c, 0, sizeof(*c));
-    memset(guarded, 0, nshard);
-    rc = router_scatter(r, &rows,
-                        "SELECT %N, (SELECT COUNT(*) FROM %S.settled_matches WHERE "
-                        "match_id = %u), COUNT(*), COALESCE(SUM(status <> 'open'), 0) "
-                        "FROM %S.bets WHERE match_id = %u",
-                        match, match);
-    for (uint32_t i = 0; rc == 0 && i < rows.nrow; i++) {
-        uint64_t s = strtoull(sql_cell(&rows, i, 0), NULL, 10);
-        if (s < nshard && strcmp(sql_cell(&rows, i, 1), "0") != 0 && !guarded[s]) {
-            guarded[s] = 1;
-            c->shards_done++;
-        }
-        c->bets_total += strtoull(sql_cell(&rows, i, 2), NULL, 10);
-        c->bets_settled += strtoull(sql_cell(&rows, i, 3), NULL, 10);
-    }
-    sql_rows_free(&rows);
-    return rc;
-}
 
 /* Writes what the hosts settled since the last report (kept on failure). */
 static void settle_report(struct settle_run *run)
@@ -455,7 +407,8 @@ static int settle_hosts(struct settle_run *run, const uint8_t *guarded)
             continue;
         h->next_ms = calloc(h->nshard, sizeof(*h->next_ms));
         h->backoff = calloc(h->nshard, sizeof(*h->backoff));
-        if (h->next_ms == NULL || h->backoff == NULL) {
+        h->settled = calloc(h->nshard, sizeof(*h->settled));
+        if (h->next_ms == NULL || h->backoff == NULL || h->settled == NULL) {
             rc = -ENOMEM;
             break;
         }
@@ -480,6 +433,7 @@ out:
     for (uint32_t i = 0; hosts != NULL && i < map->nnode; i++) {
         free(hosts[i].next_ms);
         free(hosts[i].backoff);
+        free(hosts[i].settled);
     }
     free(hosts);
     free(shards);
@@ -559,7 +513,7 @@ static int settle_standings(struct settle_run *run, struct standings_job *sj,
  * Every shard has its guard row: the standings, then the job's record. In
  * that order, so that a crash between them redoes the standings.
  */
-static void settle_finish(struct settle_run *run, const struct settle_count *c,
+static void settle_finish(struct settle_run *run, const struct api_settle_count *c,
                           struct standings_job *sj, int64_t t0, int64_t t_std)
 {
     struct catalog *cat = router_catalog(run->router);
@@ -602,15 +556,16 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
     struct settle_run run = {
         .settler = s, .job = job, .router = s->router, .match = match};
     struct catalog_settlement st;
-    struct settle_count c;
+    struct api_settle_count c;
     struct standings_job sj = {.run = &run};
     uint8_t *guarded = calloc(router_nshard(s->router), 1);
+    uint64_t *before = calloc(router_nshard(s->router), sizeof(*before));
     uint32_t pending;
     int64_t t0 = sql_now_ms(), t_std;
-    int rc;
+    int rc, taken_over;
 
     router_background(1);
-    if (guarded == NULL)
+    if (guarded == NULL || before == NULL)
         goto out;
     if ((rc = catalog_settlement_get(cat, match, &st)) <= 0 ||
         strcmp(st.state, "running") != 0) {
@@ -621,7 +576,16 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
     }
     snprintf(run.result, sizeof(run.result), "%s", st.result);
     run.reason = strcmp(st.result, "cancelled") == 0 ? "refund" : "payout";
-    if ((rc = settle_recount(s->router, match, &c, guarded)) == 0)
+    run.before = before;
+    /*
+     * A run before this one counted the match's bets when it claimed the
+     * job: it may have settled some on shards it did not finish, and this
+     * run's progress starts from them, read from the bets themselves. The
+     * first run starts at once.
+     */
+    taken_over = st.bets_total > 0 || st.shards_done > 0;
+    if ((rc = api_settle_recount(s->router, match, &c, guarded,
+                                 taken_over ? before : NULL, !taken_over)) == 0)
         rc = catalog_settlement_progress(cat, match, s->owner, c.shards_done,
                                          c.bets_settled, c.bets_total);
     if (rc < 0) {
@@ -630,9 +594,10 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
         goto out;
     }
     api_log("settlement %" PRIu64 " (%s): %s runs it; %u of %u shards and %" PRIu64
-            " of %" PRIu64 " bets settled before",
+            " of %" PRIu64 " bets settled before (counted in %" PRId64 " ms%s)",
             match, run.result, s->owner, c.shards_done, router_nshard(s->router),
-            c.bets_settled, c.bets_total);
+            c.bets_settled, c.bets_total, sql_now_ms() - t0,
+            taken_over ? ", every bet read: an earlier run claimed it" : "");
     pending = router_nshard(s->router) - c.shards_done;
     if (pending > 0 && (rc = settle_hosts(&run, guarded)) < 0)
         goto out;
@@ -652,7 +617,7 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
     t_std = sql_now_ms();
     if (pending > 0 && atomic_load(&run.shards_run) == pending)
         (void)standings_start(&sj);
-    if ((rc = settle_recount(s->router, match, &c, guarded)) < 0) {
+    if ((rc = api_settle_recount(s->router, match, &c, guarded, NULL, 0)) < 0) {
         api_log("settlement %" PRIu64 ": cannot count its shards: %s", match,
                 router_last_error());
     } else if (c.shards_done == router_nshard(s->router)) {
@@ -677,6 +642,7 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
     }
 out:
     free(guarded);
+    free(before);
     atomic_fetch_sub(&s->nrun, 1);
 }
 

@@ -26,6 +26,7 @@ on without waiting for the lease to run out."""
 
 import glob
 import os
+import re
 import subprocess
 import sys
 import time
@@ -184,6 +185,29 @@ class TestSettlementTakeover(unittest.TestCase):
             time.sleep(0.2)
         raise AssertionError("%s not ready 60 s after restart-host" % name)
 
+    def claims(self, name, match):
+        """[(bets settled before, bets, every bet read)] of the claims of match's job
+        that server name logged ("settlement N (result): owner runs it; ..."), in order."""
+        pat = re.compile(r"settlement %d \(\w+\): \S+ runs it; \d+ of \d+ shards and (\d+) of (\d+) bets "
+                         r"settled before \(counted in \d+ ms(, every bet read)?" % int(match["id"]))
+        with open(os.path.join(self.s.dir, name, "api.log"), errors="replace") as f:
+            return [(int(g.group(1)), int(g.group(2)), g.group(3) is not None) for g in map(pat.search, f) if g]
+
+    def check_claims(self, m, total, first, second, at_handover):
+        """The first run (on server first) counted the match's bets from their index
+        alone, with none settled; the run that took over (on second) read every bet,
+        so its progress starts at the bets settled at the handover (at least
+        at_handover), partly settled shards included, not at the guarded shards'."""
+        c1, c2 = self.claims(first, m), self.claims(second, m)
+        log("claims: %s %s, %s %s; %d bets settled at the handover" % (first, c1, second, c2, at_handover))
+        self.assertEqual(c1[:1], [(0, total, False)], "the first run's claim in %s's log" % first)
+        self.assertTrue(c2, "no claim in %s's log" % second)
+        before, bets, read = c2[0]
+        self.assertEqual((bets, read), (total, True), "the claim that took over: %s" % (c2,))
+        self.assertGreaterEqual(before, at_handover, "the run that took over did not count the bets settled "
+                                                     "before it, on shards not finished: %s" % (c2,))
+        self.assertLessEqual(before, total, c2)
+
     def sum_shards(self, select_fmt):
         """Column sums of select_fmt over every shard."""
         rows = self.s.sql_all_shards(select_fmt)
@@ -309,6 +333,10 @@ class TestSettlementTakeover(unittest.TestCase):
             log("killed %s (%s) %.2f s after the post, with %d of %d bets settled and batches open: %s"
                 % (name, owner, t_kill - t_post, done_before, total, batches))
             self.release(self.holder)
+            # Nothing settles now until another server takes the lease: what the shards say
+            # is settled is what that server must start from.
+            at_handover = self.sum_shards("SELECT COUNT(*) FROM {s}.bets WHERE match_id = %d AND "
+                                          "status <> 'open'" % int(m["id"]))[0]
 
             # The other server takes the lease over once it runs out; nobody re-posts.
             new_owner = owner
@@ -327,6 +355,7 @@ class TestSettlementTakeover(unittest.TestCase):
         finally:
             self.restart(name)
         self.check_settled_once(co, m, total, api_bets, st, name)
+        self.check_claims(m, total, name, new_owner.split("/")[0], at_handover)
 
     def test_runner_stopped_mid_batch_exits_and_hands_over(self):
         """SIGTERM to the lease's holder mid-batch: the server stops its
