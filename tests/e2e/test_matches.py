@@ -31,7 +31,8 @@ class TestMatchCreate(unittest.TestCase):
         m = r.expect_json(201)
         self.assertEqual(set(m), MATCH_KEYS, r.describe())
         self.assertRegex(m["id"], ID_RE)
-        self.assertEqual((m["home"], m["away"], m["stage"], m["kickoff"]), (b["home"], b["away"], b["stage"], b["kickoff"]))
+        self.assertEqual((m["home"], m["away"], m["stage"], m["kickoff"]),
+                         (b["home"], b["away"], b["stage"], b["kickoff"]))
         self.assertEqual(m["status"], "scheduled")
         self.assertIsNone(m["score"])
         self.assertEqual(m["odds"], {"home": 2.1, "draw": 3.25, "away": 4.5, "version": 1})

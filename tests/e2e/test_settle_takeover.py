@@ -13,8 +13,11 @@ the test waits until at least one batch has committed and a batch
 transaction of the match is open on a database host (the held user's by its
 lock wait, information_schema.INNODB_LOCK_WAITS; any other by the rows it
 locks, INNODB_TRX), kills the lease's holder, then ends its own
-session (the lock is freed, the killed server's open batch is rolled back). Then: another server holds the lease within lease + a few
-seconds, the settlement is done, no bet is open, each bet's status and payout
+session (the lock is freed, the killed server's open batch is rolled
+back). Then: another server holds the lease within lease + a few
+seconds, it starts from the bets settled at the handover (its claim read
+each bet's status, where the first run counted from the index alone), the
+settlement is done, no bet is open, each bet's status and payout
 follow the rules, the ledger has exactly one credit row per paying bet, points
 are right, bcadmin check-ledger and check-standings pass, and the progress shows
 every bet of the match settled (bets_settled == bets_total).
@@ -399,6 +402,8 @@ class TestSettlementTakeover(unittest.TestCase):
         finally:
             self.restart(name)
         self.check_settled_once(co, m, total, api_bets, st, name)
+        # The stopped server's last batches commit after done_before was counted: a lower bound.
+        self.check_claims(m, total, name, new_owner.split("/")[0], done_before)
 
     def check_settled_once(self, co, m, total, api_bets, st, name):
         mid = int(m["id"])

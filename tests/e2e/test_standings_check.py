@@ -10,7 +10,8 @@ import time
 import unittest
 
 import stack
-from fixtures import admin, new_company, new_match, new_team, new_users, parallel, place_bet, settle, signup, wait_past_kickoff
+from fixtures import (admin, new_company, new_match, new_team, new_users, parallel, place_bet, settle, signup,
+                      wait_past_kickoff)
 
 
 def check_standings():
@@ -123,7 +124,8 @@ class TestStandingsCheck(unittest.TestCase):
     def test_corrupted_aggregate_is_found(self):
         s = stack.get()
         team = self.teams[self.cos[0]["id"]][0]["id"]
-        found = s.sql_all_shards("SELECT {n}, team_id FROM {s}.standings_team WHERE team_id = %s AND members > 0" % team)
+        found = s.sql_all_shards("SELECT {n}, team_id FROM {s}.standings_team WHERE team_id = %s AND members > 0"
+                                 % team)
         self.assertTrue(found, "team %s has aggregate rows" % team)
         shard = int(found[0][0])
         s.sql_shard(shard, "UPDATE {s}.standings_team SET points = points + 3 WHERE team_id = %s" % team)
