@@ -135,7 +135,8 @@ void api_h_match_create(struct api_req *req)
     }
     if (api_time_parse(api_str(body, "kickoff", ""), kickoff, sizeof(kickoff), NULL) <
         0) {
-        api_error(req, 422, "invalid_kickoff", "kickoff must be an RFC 3339 UTC time");
+        api_error(req, 422, "invalid_kickoff",
+                  "kickoff must be an RFC 3339 UTC time of the years 2000 to 2100");
         return;
     }
     if (odds_read(req, json_object_get(body, "odds"), odds) < 0)
@@ -202,7 +203,7 @@ static int list_window(struct api_req *req, struct list_query *q)
          api_time_parse(from, q->from, sizeof(q->from), &from_ms) < 0) ||
         (to != NULL && api_time_parse(to, q->to, sizeof(q->to), &to_ms) < 0)) {
         api_error(req, 400, "invalid_parameter",
-                  "from and to must be RFC 3339 UTC times");
+                  "from and to must be RFC 3339 UTC times of the years 2000 to 2100");
         return -EINVAL;
     }
     if (from != NULL && to != NULL && to_ms < from_ms) {

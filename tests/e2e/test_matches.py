@@ -58,8 +58,21 @@ class TestMatchCreate(unittest.TestCase):
         admin().post("/v1/matches", self.body(away="")).expect(422, "invalid_teams")
 
     def test_invalid_kickoff(self):
-        for k in ("tomorrow", "2026-13-01T00:00:00Z", "2026-06-11 19:00:00", "2026-06-11T25:00:00Z", "", "2026-06-11"):
+        for k in ("tomorrow", "2026-13-01T00:00:00Z", "2026-06-11 19:00:00", "2026-06-11T25:00:00Z", "", "2026-06-11",
+                  "2026-06-11T19:00:00+02:00"):
             admin().post("/v1/matches", self.body(kickoff=k)).expect(422, "invalid_kickoff", msg=repr(k))
+
+    def test_kickoff_years(self):
+        """Kickoffs of the years 2000 to 2100 only, and the error says so."""
+        for k in ("1999-12-31T23:59:59Z", "2101-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+            e = admin().post("/v1/matches", self.body(kickoff=k)).expect(422, "invalid_kickoff", msg=repr(k))
+            self.assertIn("2000 to 2100", e.error_message, k)
+        for k, shown in (("2100-12-31T23:59:59Z", "2100-12-31T23:59:59Z"),
+                         ("2000-01-01T00:00:00.250+00:00", "2000-01-01T00:00:00Z")):
+            m = admin().post("/v1/matches", self.body(kickoff=k)).expect_json(201, msg=repr(k))
+            self.assertEqual(m["kickoff"], shown, k)
+        e = admin().get("/v1/matches?from=1999-12-01T00:00:00Z").expect(400, "invalid_parameter")
+        self.assertIn("2000 to 2100", e.error_message)
 
     def test_fields(self):
         b = self.body()
