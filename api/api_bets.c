@@ -163,7 +163,7 @@ static int bet_prepare(struct api_req *req, int near, struct bet_in *b)
     b->stake = json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
     if (b->stake < 1 || b->stake > 1000000000000LL) {
         api_error(req, 422, "invalid_stake",
-                  "stake must be a whole number of Betcoins, at least 1");
+                  "stake must be a whole number of Betcoins from 1 to 1000000000000");
         return 1;
     }
     /* The match comes from the cache: at a kick-off peak bets load the shards. */

@@ -66,6 +66,10 @@ class TestBets(unittest.TestCase):
             (400, 422), ("invalid_field", "invalid_stake"))
         self.bet(u, {"match_id": mid, "pick": "home", "stake": u.initial_balance + 1}).expect(
             422, "insufficient_balance")
+        # The stake's bound (10^12) is a rule of its own, and its message says it.
+        self.bet(u, {"match_id": mid, "pick": "home", "stake": 10 ** 12}).expect(422, "insufficient_balance")
+        r = self.bet(u, {"match_id": mid, "pick": "home", "stake": 10 ** 12 + 1}).expect(422, "invalid_stake")
+        self.assertIn("1000000000000", r.error_message or "")
         self.bet(u, {"match_id": NO_ID, "pick": "home", "stake": 1}).expect(404, "not_found")
         r = self.bet(u, {"match_id": int(mid), "pick": "home", "stake": 1}).expect(400, "invalid_field")
         self.assertIn("match_id", r.error_message or "")
