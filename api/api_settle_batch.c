@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "api/api_settle.h"
 
 /*
  * Bets per transaction: settle_batch_bets (API_SETTLE_BATCH_BETS, 250, by

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "api/api_settle.h"
 
 int api_settle_recount(struct router *r, uint64_t match, struct api_settle_count *c,
                        uint8_t *guarded, uint64_t *before, int first)

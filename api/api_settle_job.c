@@ -60,6 +60,7 @@
 #include <sodium.h>
 
 #include "api/api_int.h"
+#include "api/api_settle.h"
 #include "catalog/catalog.h"
 
 /*
