@@ -99,6 +99,8 @@ class RowLock:
 class TestSlowDatabase(unittest.TestCase):
     USERS = 24  # a user's writes take turns (work_per_user, 4): 72 bets need 18 users to all run
     PER_USER = 4  # work_per_user's default
+    ATTEMPTS = 3  # a hold whose bets did not all reach the server in time is tried again
+
     def hold(self, bets, hold_s, want_running, want_queued, nusers=None, want_parked=0, url=None):
         """Holds bets of USERS users on their row locks for hold_s on api1 (or url) and
         probes GET /healthz and GET odds there meanwhile; checks what the
@@ -106,7 +108,16 @@ class TestSlowDatabase(unittest.TestCase):
         writes take turns on the workers (work_per_user), and, once the locks
         go, they are not one long queue on one row. The odds are warmed just
         before the lock, so that their prebuilt response (fresh 0.9 s) covers
-        the hold."""
+        the hold.
+
+        The hold is short (under the statement deadline), and on a loaded
+        machine (CI's lanes side by side) the test's own threads may not get
+        every bet to the server within it: once, 72 bets showed at most 1 in
+        flight, all sent after the locks had gone. So a hold in which the
+        server never showed what is wanted (held, queued, parked) is tried
+        again, up to ATTEMPTS in all, each with its own checks of the money;
+        every check applies to the last one. A server that caps the bets in
+        flight fails every attempt."""
         s = stack.get()
         s.require_dir()
         url = url or s.api_urls[0]
@@ -115,15 +126,48 @@ class TestSlowDatabase(unittest.TestCase):
         users = parallel(lambda i: signup(co), range(nusers), workers=nusers)
         m = new_match()
         clients = [u.client.at(url) for u in users]
-        client = clients[0]
-        odds = "/v1/matches/%s/odds" % m["id"]
         parallel(lambda c: c.post("/v1/bets", {"match_id": m["id"], "pick": "draw", "stake": 1}).expect(
             201, msg="first bet"), clients, workers=8)
-        health = Client(url)
         by_host = {}
         for u in users:
             by_host.setdefault(s.host_of_id(u.id), []).append(u.id)
+        want = {"held": want_running, "queued": want_queued, "parked": want_parked}
+        for attempt in range(1, self.ATTEMPTS + 1):
+            pool, reads, failures, results = self.hold_once(s, url, m, users, clients, by_host, bets, hold_s)
+            short = {k: (pool[k], n) for k, n in want.items() if pool[k] < n}
+            if not short or attempt == self.ATTEMPTS:
+                break
+            log("attempt %d: the server never showed %s (seen, wanted) during the hold: the bets did not "
+                "all reach it in time; once more" % (attempt, short))
 
+        self.assertEqual(failures[:10], [], "hot reads failed while the database was slow")
+        self.assertGreaterEqual(pool["held"], want_running, "only %d requests on workers and loops while %d bets "
+                                "waited for the row lock (%d attempts)" % (pool["held"], bets, attempt))
+        self.assertGreaterEqual(pool["queued"], want_queued, "requests queued for a worker mid-hold")
+        self.assertGreaterEqual(pool["parked"], want_parked, "writes parked behind their user's mid-hold")
+        if nusers == 1:
+            self.assertLessEqual(pool["held"], self.PER_USER + 1, "one user's writes ran more than %d at once"
+                                 % self.PER_USER)
+        for name, lat in sorted(reads.items()):
+            self.assertGreaterEqual(len(lat), 1, "no GET %s during the hold" % name)
+            self.assertLess(max(lat), FAST_S, "GET %s took %.0f ms while bets waited for the database"
+                            % (name, max(lat) * 1000))
+        statuses = {}
+        for st, _, _ in results:
+            statuses[st] = statuses.get(st, 0) + 1
+        self.assertGreaterEqual(statuses.get(201, 0), bets // 2, "most held bets should go through: %s" % statuses)
+
+    def hold_once(self, s, url, m, users, clients, by_host, bets, hold_s):
+        """One hold: the bets sent at once while the locks are held, the
+        server's pool sampled and the hot reads probed meanwhile. Checks each
+        bet's answer and that the users' balances moved by one debit per bet
+        that answered 201 (at most one more per bet in doubt). Returns the
+        most the pool showed, the reads' latencies, the reads' failures and
+        the bets' results."""
+        odds = "/v1/matches/%s/odds" % m["id"]
+        client = clients[0]
+        health = Client(url)
+        before = [c.get("/v1/me").expect_json(200)["balance"] for c in clients]
         results = [None] * bets
         reads = {"healthz": [], "odds": []}
         failures = []
@@ -195,42 +239,29 @@ class TestSlowDatabase(unittest.TestCase):
         for name, lat in sorted(reads.items()):
             log("during the hold (%.2f s): %d GET %s, p50 %.1f ms, max %.1f ms" % (
                 t_probe_end - t_lock, len(lat), name, percentile(lat, 50) * 1000, max(lat) * 1000))
-
-        self.assertEqual(failures[:10], [], "hot reads failed while the database was slow")
-        self.assertGreaterEqual(pool["held"], want_running, "only %d requests on workers and loops while %d bets "
-                                "waited for the row lock" % (pool["held"], bets))
-        self.assertGreaterEqual(pool["queued"], want_queued, "requests queued for a worker mid-hold")
-        self.assertGreaterEqual(pool["parked"], want_parked, "writes parked behind their user's mid-hold")
-        if nusers == 1:
-            self.assertLessEqual(pool["held"], self.PER_USER + 1, "one user's writes ran more than %d at once"
-                                 % self.PER_USER)
-        for name, lat in sorted(reads.items()):
-            self.assertGreaterEqual(len(lat), 1, "no GET %s during the hold" % name)
-            self.assertLess(max(lat), FAST_S, "GET %s took %.0f ms while bets waited for the database"
-                            % (name, max(lat) * 1000))
         # the bets went through once the lock was released (or, past a deadline, 503 with Retry-After)
         for st, dt, r in results:
             if st == 201:
                 continue
             self.assertEqual(st, 503, "a held bet answered %s" % (r.describe(300) if st else r))
             self.assertTrue(r.header("Retry-After"), r.describe(300))
-        self.assertGreaterEqual(statuses.get(201, 0), bets // 2, "most held bets should go through: %s" % statuses)
         # one debit per bet that answered 201, and at most one per bet that timed out (its write is in
         # doubt); a host marked down by timed-out bets is back within a second
         placed, doubt = [0] * len(users), [0] * len(users)
         for i, (st, _, _) in enumerate(results):
             placed[i % len(users)] += st == 201
             doubt[i % len(users)] += st == 503
-        for u, c, n, d in zip(users, clients, placed, doubt):
+        for u, c, n, d, b in zip(users, clients, placed, doubt, before):
             deadline = time.time() + 5
             while True:
                 r = c.get("/v1/me")
                 if r.status == 200 or time.time() > deadline:
                     break
                 time.sleep(0.2)
-            debited = u.initial_balance - 1 - r.expect_json(200)["balance"]
+            debited = b - r.expect_json(200)["balance"]
             self.assertTrue(n <= debited <= n + d, "user %s: %d bets placed (%d in doubt), %d debited"
                             % (u.id, n, d, debited))
+        return pool, reads, failures, results
 
     def workers(self):
         s = stack.get()
