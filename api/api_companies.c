@@ -294,7 +294,11 @@ void api_h_team_create(struct api_req *req)
         "INSERT INTO %S.teams (company_id, name) SELECT id, %s FROM %S.companies "
         "WHERE id = %u AND platform = 0",
         api_str(body, "name", ""), company);
-    if (rc < 0)
+    if (rc == BC_EDUPKEY)
+        api_error(req, 409, "team_name_taken",
+                  "the company has a team of this name (names compare without case "
+                  "or accents)");
+    else if (rc < 0)
         api_db_error(req, rc);
     else if (rows.affected == 0)
         api_error(req, 404, "not_found", "no such company");

@@ -70,8 +70,20 @@ CREATE TABLE IF NOT EXISTS `{schema}`.teams (
     company_id BIGINT NOT NULL,
     name VARCHAR(100) NOT NULL,
     created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-    KEY company (company_id, id)
+    KEY company (company_id, id),
+    UNIQUE KEY company_name (company_id, name)
 ) ENGINE=InnoDB;
+-- A team's name is its company's only once (409 team_name_taken), compared
+-- as the column's collation compares (case and accents aside). A cluster
+-- made before that keeps the first team of each name as it is and has the
+-- others renamed "<name> #<id>" (their ids and members stay), then gets the
+-- key: both no-ops after that.
+UPDATE `{schema}`.teams t
+    JOIN (SELECT company_id, name, MIN(id) AS first FROM `{schema}`.teams
+          GROUP BY company_id, name HAVING COUNT(*) > 1) d
+      ON t.company_id = d.company_id AND t.name = d.name AND t.id <> d.first
+    SET t.name = CONCAT(LEFT(t.name, 78), ' #', t.id);
+ALTER TABLE `{schema}`.teams ADD UNIQUE KEY IF NOT EXISTS company_name (company_id, name);
 
 CREATE TABLE IF NOT EXISTS `{schema}`.logos (
     company_id BIGINT NOT NULL PRIMARY KEY,

@@ -3,8 +3,8 @@
 import re
 import unittest
 
-from fixtures import (NO_ID, admin, api, jpeg, new_company, new_team, new_users, png, png_of_size, promote,
-                      signup, uniq)
+from fixtures import (NO_ID, admin, api, jpeg, new_company, new_team, new_users, parallel, png, png_of_size,
+                      promote, signup, uniq)
 
 COMPANY_KEYS = {"id", "name", "slug", "colors", "logo_url"}
 JOIN_RE = re.compile(r"^[A-Z0-9]{10}$")
@@ -180,6 +180,40 @@ class TestTeams(unittest.TestCase):
 
     def test_needs_token(self):
         api().get("/v1/companies/%s/teams" % self.co["id"]).expect(401, "unauthorized")
+
+    def test_name_taken_once_a_company(self):
+        """A team name is its company's once: the same name again, in another
+        case or without its accents, is 409 team_name_taken and makes no
+        team; eight POSTs of one new name at once make exactly one; another
+        company may use the name."""
+        teams = "/v1/companies/%s/teams" % self.co["id"]
+        name = uniq("Équipe")
+        t = self.boss.client.post(teams, {"name": name}).expect_json(201)
+        for again in (name, name.upper(), name.lower(), "E" + name[1:]):
+            r = self.boss.client.post(teams, {"name": again}).expect(409, "team_name_taken", msg=repr(again))
+            self.assertIn("name", r.json["error"]["message"])
+        admin().post(teams, {"name": name}).expect(409, "team_name_taken")
+        other = new_company()
+        admin().post("/v1/companies/%s/teams" % other["id"], {"name": name}).expect(201)
+        raced = uniq("Race")
+        got = parallel(lambda i: self.boss.client.post(teams, {"name": raced}), range(8), workers=8)
+        self.assertEqual(sorted(r.status for r in got), [201] + [409] * 7, [r.describe(200) for r in got])
+        for r in got:
+            if r.status == 409:
+                r.expect(409, "team_name_taken")
+        listed = []
+        cursor = None
+        while True:
+            page = teams + "?limit=500" + ("&cursor=%s" % cursor if cursor else "")
+            j = self.member.client.get(page).expect_json(200)
+            listed += j["items"]
+            cursor = j.get("next_cursor")
+            if not cursor:
+                break
+        names = [x["name"] for x in listed]
+        self.assertEqual(names.count(name), 1, names)
+        self.assertEqual(names.count(raced), 1, names)
+        self.assertIn(t["id"], [x["id"] for x in listed])
 
 
 class TestAdmins(unittest.TestCase):

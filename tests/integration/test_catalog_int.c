@@ -64,6 +64,82 @@ static void test_install_is_idempotent(void **state)
     assert_int_equal(n, 0);
 }
 
+static void peek_exec(struct fixture *f, const char *sql)
+{
+    if (mysql_query(f->peek, sql) != 0)
+        fail_msg("%s: %s", sql, mysql_error(f->peek));
+}
+
+/* The name of team id, as the global schema has it now. */
+static void team_name(struct fixture *f, int64_t id, char *out, size_t size)
+{
+    char q[160];
+    MYSQL_RES *res;
+    MYSQL_ROW row;
+
+    snprintf(q, sizeof(q), "SELECT name FROM " SCHEMA ".teams WHERE id = %" PRId64, id);
+    peek_exec(f, q);
+    res = mysql_store_result(f->peek);
+    assert_non_null(res);
+    row = mysql_fetch_row(res);
+    assert_non_null(row);
+    snprintf(out, size, "%s", row[0]);
+    mysql_free_result(res);
+}
+
+/*
+ * A cluster made before team names were unique: install renames the
+ * second and later teams of a name in a company ("<name> #<id>", the first
+ * keeps it; names compare without case or accents), leaves other
+ * companies' teams and other names as they are, and adds the key, which
+ * then refuses another team of that name.
+ */
+static void test_install_makes_team_names_unique(void **state)
+{
+    struct fixture *f = *state;
+    int64_t first, id[4];
+    char name[128], want[128];
+
+    peek_exec(f, "SET NAMES utf8mb4");
+    peek_exec(f, "ALTER TABLE " SCHEMA ".teams DROP KEY company_name");
+    peek_exec(f, "INSERT INTO " SCHEMA ".teams (company_id, name) VALUES "
+                 "(901, 'Sales'), (901, 'sales'), (901, 'Ops'), (901, 'SALÉS'), "
+                 "(902, 'Sales')");
+    first = (int64_t)mysql_insert_id(f->peek);
+    for (int i = 0; i < 4; i++)
+        id[i] = first + 1 + i;
+    assert_int_equal(catalog_install(&f->cat), 0);
+
+    team_name(f, first, name, sizeof(name));
+    assert_string_equal(name, "Sales");
+    snprintf(want, sizeof(want), "sales #%" PRId64, id[0]);
+    team_name(f, id[0], name, sizeof(name));
+    assert_string_equal(name, want);
+    team_name(f, id[1], name, sizeof(name));
+    assert_string_equal(name, "Ops");
+    snprintf(want, sizeof(want), "SALÉS #%" PRId64, id[2]);
+    team_name(f, id[2], name, sizeof(name));
+    assert_string_equal(name, want);
+    team_name(f, id[3], name, sizeof(name)); /* another company's */
+    assert_string_equal(name, "Sales");
+    assert_int_equal(itest_scalar(f->peek, "SELECT COUNT(*) FROM information_schema."
+                                           "STATISTICS WHERE TABLE_SCHEMA = '" SCHEMA
+                                           "' AND TABLE_NAME = 'teams' AND INDEX_NAME "
+                                           "= 'company_name' AND NON_UNIQUE = 0"),
+                     2);
+    assert_int_not_equal(mysql_query(f->peek,
+                                     "INSERT INTO " SCHEMA ".teams (company_id, "
+                                     "name) VALUES (901, 'sAlEs')"),
+                         0);
+    assert_int_equal(mysql_errno(f->peek), 1062); /* ER_DUP_ENTRY */
+    /* Installed again: nothing more to rename. */
+    assert_int_equal(catalog_install(&f->cat), 0);
+    team_name(f, id[0], name, sizeof(name));
+    snprintf(want, sizeof(want), "sales #%" PRId64, id[0]);
+    assert_string_equal(name, want);
+    peek_exec(f, "DELETE FROM " SCHEMA ".teams WHERE company_id IN (901, 902)");
+}
+
 static void test_failed_create_rolls_back(void **state)
 {
     struct fixture *f = *state;
@@ -489,6 +565,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_install_is_idempotent),
+        cmocka_unit_test(test_install_makes_team_names_unique),
         cmocka_unit_test(test_failed_create_rolls_back),
         cmocka_unit_test(test_map_create_then_load),
         cmocka_unit_test(test_load_refuses_another_shard_count),
