@@ -14,8 +14,10 @@ Environment (tests/integration/run and tests/e2e/run set it):
 import os
 import re
 import shlex
+import signal
 import subprocess
 import threading
+import time
 import unittest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -244,6 +246,36 @@ def _unescape(cell):
 def shard_of(ident):
     """The logical shard an id carries (bits 10..22, docs/shardmap.md)."""
     return (int(ident) >> 10) & 0x1FFF
+
+
+def _task_states(pid):
+    """The states (R, S, T, …) of the process's threads, from /proc."""
+    states = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                states.append(f.read().rpartition(")")[2].split()[0])
+        except OSError:
+            pass  # the thread ended meanwhile
+    return states
+
+
+def sigstop(pid, timeout=5.0):
+    """SIGSTOP pid and return once every thread of it is stopped. kill()
+    returns before that: one thread takes the signal and stops the others,
+    and on a loaded machine it may wait for a CPU while another thread still
+    answers a request (a memcached stopped this way once answered the next
+    mark at once, in CI)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.time() + timeout
+    while True:
+        states = _task_states(pid)
+        if states and all(st in ("T", "t") for st in states):
+            return
+        if time.time() > deadline:
+            raise AssertionError("pid %d not stopped %.0f s after SIGSTOP: its threads are %s"
+                                 % (pid, timeout, "".join(states)))
+        time.sleep(0.001)
 
 
 def get():

@@ -127,7 +127,7 @@ class TestBetsOnTheLoops(unittest.TestCase):
         before = loop_metrics(url)
         lat, health = [], []
         for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+            stack.sigstop(pid)
         try:
             h = Client(url)
             for i in range(6):

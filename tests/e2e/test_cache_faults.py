@@ -306,7 +306,7 @@ class TestStoppedMemcached(CacheTest):
         before = [metrics(u) for u in s.api_urls[:2]]
         lat, errors = [], []
         try:
-            os.kill(pid, signal.SIGSTOP)
+            stack.sigstop(pid)
             time.sleep(NEAR_MS / 1000.0 + 0.2)  # the near-cache copies expire: reads go to memcached
             t_start = time.time()
             for i in range(self.REQUESTS):

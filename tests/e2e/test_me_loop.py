@@ -112,7 +112,7 @@ class TestMeOnTheLoops(unittest.TestCase):
                 results[i] = (None, time.time() - t0, e)
 
         threads = [threading.Thread(target=read, args=(i,)) for i in range(8)]
-        os.kill(pid, signal.SIGSTOP)
+        stack.sigstop(pid)
         try:
             for t in threads:
                 t.start()
