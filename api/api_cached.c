@@ -186,3 +186,29 @@ void api_match_changed(struct api_req *req, uint64_t id)
     api_hot_drop(api_server_hot(req->srv), id);
     cache_bump(req->cache, "matches");
 }
+
+/*
+ * The cache's keeper: a memcached server that missed deletes of this
+ * server's while its breaker was open is flushed when the breaker closes,
+ * whether or not a request of this server uses it then (cache_maintain()):
+ * the other API servers may be reading it meanwhile.
+ */
+#define CACHE_KEEP_KEY                                                                 \
+    (UINT64_MAX - 1) /* not a match id, the settler's or the purge's */
+#define CACHE_KEEP_MS 250
+
+static void keeper_main(struct api_job *job, uint64_t key, void *arg)
+{
+    struct cache *cache = arg;
+
+    (void)key;
+    while (!api_job_stopping(job)) {
+        cache_maintain(cache);
+        api_job_sleep(job, CACHE_KEEP_MS);
+    }
+}
+
+int api_cache_keeper_start(struct api_jobs *jobs, struct cache *cache)
+{
+    return api_jobs_start(jobs, CACHE_KEEP_KEY, keeper_main, cache);
+}

@@ -669,6 +669,9 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         goto error;
     if (router != NULL && (rc = api_purge_start(srv->jobs, router)) < 0)
         goto error;
+    if (conf->cache != NULL &&
+        (rc = api_cache_keeper_start(srv->jobs, conf->cache)) < 0)
+        goto error;
     /* The socket first: a port in use fails here, before any thread starts. */
     if ((rc = api_listen_open(&addr, &srv->listener)) < 0)
         goto error;

@@ -529,6 +529,12 @@ void api_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * the server, at start and every 10 minutes. 0 or a negative status.
  */
 int api_purge_start(struct api_jobs *jobs, struct router *router);
+/*
+ * The server's cache keeper (api_cached.c): a job that flushes a memcached
+ * server which missed this server's deletes as soon as its breaker closes
+ * (cache_maintain(), 4 times a second). 0 or a negative status.
+ */
+int api_cache_keeper_start(struct api_jobs *jobs, struct cache *cache);
 
 /* ---- settlements (api_settle_job.c) ---- */
 /*

@@ -462,6 +462,16 @@ void cache_delete(struct cache *c, const char *key)
         cache__server_failed(s);
 }
 
+void cache_maintain(struct cache *c)
+{
+    for (uint32_t i = 0; i < c->nserver; i++) {
+        struct server *s = &c->server[i];
+        if (atomic_load(&s->flush_needed) &&
+            atomic_load(&s->down_until_ms) <= cache__now_ms())
+            (void)server_usable(s); /* flushes it, or opens its breaker again */
+    }
+}
+
 struct gen_fill {
     uint64_t start;
 };

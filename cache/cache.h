@@ -68,6 +68,15 @@ int cache_get(struct cache *cache, const char *key, int near, uint32_t ttl_s,
 int cache_near(struct cache *cache, const char *key, char **value, size_t *len);
 /* Deletes a key after the write that changed it committed (and its near copy). */
 void cache_delete(struct cache *cache, const char *key);
+/*
+ * Flushes, now, each server whose breaker has closed and that missed
+ * invalidations while it was open (otherwise its next use does it): a
+ * process that stops using a server after one of its deletes failed would
+ * leave that key's old value there for the other processes until its TTL.
+ * Blocks up to 100 ms for each such server (its flush); nothing when
+ * there is none. For a background thread, about once a second.
+ */
+void cache_maintain(struct cache *cache);
 
 /*
  * A group's generation (for group invalidation: keys embed it). Read through

@@ -8,6 +8,9 @@ test_cache.py).
 5. A stopped (SIGSTOP) memcached costs no timeout per request (breaker).
 6. After restart-host of a memcached, the cache is back to normal within a
    few seconds (no more errors on it, its hit rate as before).
+7. A memcached that missed an API server's deletes (stopped while it wrote)
+   is flushed by that server about a second later, with no request of its
+   own to make it: what the others read there meanwhile is not old for long.
 
 Every test prints its figures (lines starting with "[cache]") and needs
 BC_STACK_DIR (tools/devstack pid/restart-host).
@@ -17,6 +20,7 @@ import math
 import os
 import random
 import signal
+import socket
 import threading
 import time
 import unittest
@@ -361,6 +365,55 @@ class TestStoppedMemcached(CacheTest):
 
 
 # ---------------------------------------------------------------- 6. a restarted memcached
+
+class TestMissedDeletesFlushed(CacheTest):
+    def test_server_that_missed_deletes_is_flushed_without_traffic(self):
+        """An API server of the test's own (no other traffic) PUTs odds while
+        the match's memcached server is stopped: the deletes time out and its
+        breaker opens. A value put there afterwards (as old data left by a
+        delete that never arrived) is gone within 3 s, and the own server
+        reports that server up again, though nothing was asked of it but
+        /metrics (which reads no cache): its keeper flushed the server once
+        the breaker's second was over."""
+        from test_abuse import OwnServer
+        from test_bet_loop import memcached_has, memcached_ports
+        s, names = fault_stack(self)
+        ports = memcached_ports(s)
+        m = new_match(odds=(1.90, 3.40, 4.10))
+        key = "bc:v1:odds:%s" % m["id"]
+        own = OwnServer({})
+        try:
+            a = admin().at(own.url)
+            a.get(odds_path(m)).expect(200, msg="fill")
+            holders = [n for n, port in ports.items() if memcached_has(port, key)]
+            self.assertEqual(len(holders), 1, "%s is on %s" % (key, holders))
+            name = holders[0]
+            pid = devstack_pid(s, name)
+            self.assertIsNotNone(pid, "tools/devstack pid %s" % name)
+            stack.sigstop(pid)
+            try:
+                a.put(odds_path(m), {"home": 1.95, "draw": 3.40, "away": 4.10}).expect(200, msg="PUT odds")
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            t_put = time.time()
+            up = metrics(own.url).sum("betcity_cache_server_up", server=names[name])
+            self.assertEqual(up, 0, "%s's breaker did not open on the own server" % name)
+            time.sleep(0.2)  # what the server had queued is done
+            old = "bc:test:missed:%s" % uniq()
+            with socket.create_connection(("127.0.0.1", ports[name]), timeout=2) as c:
+                c.sendall(("set %s 0 60 3\r\nold\r\n" % old).encode())
+                self.assertEqual(c.recv(64), b"STORED\r\n")
+            while memcached_has(ports[name], old) and time.time() - t_put < 3.0:
+                time.sleep(0.05)
+            gone = time.time() - t_put
+            up = metrics(own.url).sum("betcity_cache_server_up", server=names[name])
+            log("%s stopped during a PUT on the own server: flushed %.2f s after it, up again: %d" % (name, gone, up))
+            self.assertFalse(memcached_has(ports[name], old), "%s still holds a value put after the missed "
+                             "deletes %.1f s later" % (name, gone))
+            self.assertEqual(up, 1, "the own server does not report %s up" % name)
+        finally:
+            own.stop()
+
 
 class TestMemcachedRestarted(CacheTest):
     """After tools/devstack restart-host mc1 the cache is back to normal within a

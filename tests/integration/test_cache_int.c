@@ -477,6 +477,81 @@ static void key_on(struct fixture *f, uint32_t i, char *key, size_t size)
     memcached_free(m);
 }
 
+/* A client of server i alone (as another process that uses it would be). */
+static memcached_st *raw_client(struct fixture *f, uint32_t i)
+{
+    memcached_st *m = memcached_create(NULL);
+
+    assert_non_null(m);
+    memcached_behavior_set(m, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 1000);
+    assert_int_equal(
+        memcached_server_add(m, f->conf.memcached[i].addr, f->conf.memcached[i].port),
+        MEMCACHED_SUCCESS);
+    return m;
+}
+
+/* Whether raw has key (its value then into out). */
+static int raw_has(memcached_st *raw, const char *key, char *out, size_t size)
+{
+    memcached_return_t rc;
+    size_t len;
+    uint32_t flags;
+    char *v = memcached_get(raw, key, strlen(key), &len, &flags, &rc);
+
+    if (v == NULL) {
+        assert_int_equal(rc, MEMCACHED_NOTFOUND);
+        return 0;
+    }
+    snprintf(out, size, "%.*s", (int)len, v);
+    free(v);
+    return 1;
+}
+
+/*
+ * A delete that missed its server (sent while it was stopped: it times out
+ * and the server's breaker opens) leaves whatever another process put there
+ * since until this process flushes the server: once the breaker's second
+ * is over, cache_maintain() does, with no request of this process using
+ * that server; before it, nothing did.
+ */
+static void test_maintain_flushes_a_server_that_missed_deletes(void **state)
+{
+    struct fixture *f = *state;
+    memcached_st *raw = raw_client(f, 0);
+    int pid = itest_pid("mc1");
+    struct cache_stats st;
+    char key[128], got[64];
+
+    key_on(f, 0, key, sizeof(key));
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    for (int i = 0; i < 100 && !stopped(pid); i++)
+        usleep(10000);
+    assert_true(stopped(pid));
+    cache_delete(f->cache, key); /* times out */
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    usleep(200000); /* the server has what it had queued done */
+    assert_int_equal(memcached_set(raw, key, strlen(key), "old", 3, 60, 0),
+                     MEMCACHED_SUCCESS);
+    cache_stats(f->cache, &st);
+    assert_int_equal(st.server[0].up, 0);
+    usleep(1100000); /* the breaker's second */
+    cache_stats(f->cache, &st);
+    assert_int_equal(st.server[0].up, 0); /* closed, but not flushed yet */
+    assert_true(raw_has(raw, key, got, sizeof(got)));
+    assert_string_equal(got, "old");
+    cache_maintain(f->cache);
+    assert_false(raw_has(raw, key, got, sizeof(got)));
+    cache_stats(f->cache, &st);
+    assert_int_equal(st.server[0].up, 1);
+    cache_maintain(f->cache); /* nothing to do: the next value stays */
+    assert_int_equal(memcached_set(raw, key, strlen(key), "new", 3, 60, 0),
+                     MEMCACHED_SUCCESS);
+    cache_maintain(f->cache);
+    assert_true(raw_has(raw, key, got, sizeof(got)));
+    assert_string_equal(got, "new");
+    memcached_free(raw);
+}
+
 static void test_marker_sets_flags_without_blocking(void **state)
 {
     struct fixture *f = *state;
@@ -626,6 +701,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_stopped_server_costs_no_timeout_per_request, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_maintain_flushes_a_server_that_missed_deletes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_marker_sets_flags_without_blocking, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
