@@ -1,7 +1,9 @@
 /*
  * itest.c: shared helpers of the integration tests.
  */
+#include <dirent.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -78,6 +81,49 @@ int itest_pid(const char *name)
     fclose(f);
     assert_true(pid > 0);
     return pid;
+}
+
+/* Threads of pid not stopped (state other than T or t); -1 if it has none. */
+static int running_threads(int pid)
+{
+    char path[64], buf[512], *p;
+    struct dirent *e;
+    int running = 0, seen = 0;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", pid);
+    if ((d = opendir(path)) == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL) {
+        FILE *f;
+        size_t n;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(buf, sizeof(buf), "/proc/%d/task/%s/stat", pid, e->d_name);
+        if ((f = fopen(buf, "r")) == NULL)
+            continue; /* ended meanwhile */
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        p = strrchr(buf, ')');
+        seen++;
+        if (p == NULL || p[1] != ' ' || (p[2] != 'T' && p[2] != 't'))
+            running++;
+    }
+    closedir(d);
+    return seen > 0 ? running : -1;
+}
+
+void itest_sigstop(int pid)
+{
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    for (int i = 0; i < 5000; i++) {
+        if (running_threads(pid) == 0)
+            return;
+        usleep(1000);
+    }
+    fail_msg("pid %d: %d threads still running 5 s after SIGSTOP", pid,
+             running_threads(pid));
 }
 
 int itest_shardctl(char *out, size_t size, const char *args_fmt, ...)

@@ -26,6 +26,11 @@ MYSQL *itest_mysql(const struct shardmap_conf *conf, const char *host);
 int64_t itest_scalar(MYSQL *m, const char *sql);
 /* Pid of a stack server (db1, db2, mc1…), from its pid file. */
 int itest_pid(const char *name);
+/*
+ * SIGSTOP pid and return once every thread of it is stopped (kill() returns
+ * before: on a loaded machine another thread may answer a request first).
+ */
+void itest_sigstop(int pid);
 /* Runs "$BUILD/shardctl ARGS" (ARGS unquoted, with -c $BC_CLUSTER unless the
  * args name one); output (stdout+stderr) into out; returns the exit code. */
 int itest_shardctl(char *out, size_t size, const char *args_fmt, ...)

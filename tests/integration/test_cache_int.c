@@ -353,23 +353,6 @@ static void test_memcat_finds_what_the_cache_stored(void **state)
     assert_true(not_modulo > 0);
 }
 
-/* Whether the process is in the stopped state ('T' in /proc/PID/stat). */
-static int stopped(int pid)
-{
-    char path[64], buf[256], *p;
-    FILE *f;
-    size_t n;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    if ((f = fopen(path, "r")) == NULL)
-        return 0;
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    p = strrchr(buf, ')');
-    return p != NULL && p[1] == ' ' && p[2] == 'T';
-}
-
 static void test_stopped_server_costs_no_timeout_per_request(void **state)
 {
     struct fixture *f = *state;
@@ -393,11 +376,8 @@ static void test_stopped_server_costs_no_timeout_per_request(void **state)
             break;
     }
     assert_true(k < 64);
-    assert_int_equal(kill(pid, SIGSTOP), 0);
     /* SIGSTOP is asynchronous: wait until the server really stands still. */
-    for (int i = 0; i < 100 && !stopped(pid); i++)
-        usleep(10000);
-    assert_true(stopped(pid));
+    itest_sigstop(pid);
     /* One request pays one poll timeout; the breaker spares all the others. */
     for (int i = 0; i < 51; i++) {
         int64_t ms;
@@ -523,10 +503,7 @@ static void test_maintain_flushes_a_server_that_missed_deletes(void **state)
     char key[128], got[64];
 
     key_on(f, 0, key, sizeof(key));
-    assert_int_equal(kill(pid, SIGSTOP), 0);
-    for (int i = 0; i < 100 && !stopped(pid); i++)
-        usleep(10000);
-    assert_true(stopped(pid));
+    itest_sigstop(pid);
     cache_delete(f->cache, key); /* times out */
     assert_int_equal(kill(pid, SIGCONT), 0);
     usleep(200000); /* the server has what it had queued done */
@@ -612,10 +589,7 @@ static void test_marker_on_stopped_server_ends_in_its_timeout(void **state)
     assert_int_equal(cache_mark_start(mk, key, 5, NULL), 0); /* connected */
     drive(mk, &g, 1, 2000);
     assert_int_equal(g.ok, 1);
-    assert_int_equal(kill(pid, SIGSTOP), 0);
-    for (int i = 0; i < 100 && !stopped(pid); i++)
-        usleep(10000);
-    assert_true(stopped(pid));
+    itest_sigstop(pid);
     /* Each mark ends: the stalled server's within its timeout, the other's at once. */
     t0 = itest_now_ms();
     assert_int_equal(cache_mark_start(mk, key, 5, NULL), 0);

@@ -380,7 +380,7 @@ static void test_stopped_host_fails_fast_others_serve(void **state)
             live_shard = s;
     }
     h.shard = dead_shard;
-    assert_int_equal(kill(pid, SIGSTOP), 0);
+    itest_sigstop(pid);
     assert_int_equal(pthread_create(&t, NULL, hammer_main, &h), 0);
 
     /* Every shard of the stopped host fails within 1 s, with a clear status. */
