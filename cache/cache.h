@@ -74,7 +74,7 @@ void cache_delete(struct cache *cache, const char *key);
  * process that stops using a server after one of its deletes failed would
  * leave that key's old value there for the other processes until its TTL.
  * Blocks up to 100 ms for each such server (its flush); nothing when
- * there is none. For a background thread, about once a second.
+ * there is none. For a background thread, a few times a second.
  */
 void cache_maintain(struct cache *cache);
 
