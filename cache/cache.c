@@ -466,9 +466,8 @@ void cache_maintain(struct cache *c)
 {
     for (uint32_t i = 0; i < c->nserver; i++) {
         struct server *s = &c->server[i];
-        if (atomic_load(&s->flush_needed) &&
-            atomic_load(&s->down_until_ms) <= cache__now_ms())
-            (void)server_usable(s); /* flushes it, or opens its breaker again */
+        if (atomic_load(&s->flush_needed))
+            (void)server_usable(s); /* its breaker open: nothing; closed: the flush */
     }
 }
 
