@@ -347,7 +347,15 @@ static void drop_lost_dumps(struct guard *g, struct guard_group *gr,
         if (s->lost_ms == 0)
             s->lost_ms = round;
         int64_t lost_for = sql_now_ms() - s->lost_ms;
-        if ((!answers && lost_for < g->conf->down_after_ms) || !addr_unique(g, s->addr))
+        /*
+         * Never on one probe, even of a replica that answers: one read
+         * while it reconnects may say its I/O thread does not run when its
+         * new dump thread on p already does (a switchover's old primary
+         * caught so lost that thread's acknowledgement: release_lost_ack).
+         */
+        if (lost_for <
+                (answers ? (int64_t)g->conf->probe_ms : g->conf->down_after_ms) ||
+            !addr_unique(g, s->addr))
             continue;
         /* HOST is address:port; the address is what precedes the last colon. */
         if (guard_aux_exec(
@@ -368,6 +376,101 @@ static void drop_lost_dumps(struct guard *g, struct guard_group *gr,
             }
         sql_rows_free(&rows);
     }
+}
+
+/*
+ * Whether replica s has every transaction of GTID list pos (a primary's
+ * gtid_binlog_pos): in each of its domains, received (Gtid_IO_Pos) or
+ * applied (gtid_current_pos) up to the same sequence number or beyond.
+ */
+static int has_all_of(const struct guard_server *s, const char *pos)
+{
+    const char *q = pos;
+
+    if (*q == '\0')
+        return 0;
+    while (q != NULL && *q != '\0') {
+        char *end;
+        uint32_t domain = (uint32_t)strtoul(q, &end, 10);
+        const char *seq = *end == '-' ? strchr(end + 1, '-') : NULL;
+        if (seq == NULL)
+            return 0;
+        uint64_t want = strtoull(seq + 1, NULL, 10);
+        if (guard_gtid_seq(s->repl.gtid_io_pos, domain) < want &&
+            guard_gtid_seq(s->current_pos, domain) < want)
+            return 0;
+        q = strchr(q, ',');
+        if (q != NULL)
+            q++;
+    }
+    return 1;
+}
+
+/*
+ * A lost acknowledgement. A replica acknowledges a transaction on the
+ * connection that sent it. When that connection ends between the two (its
+ * dump thread killed, the link cut, the replica's I/O thread stopped), the
+ * replica reconnects from the GTID after the transaction, which is never
+ * sent again, so never acknowledged: MariaDB 10.11 starts a GTID dump at
+ * the binlog file's first byte and takes that, not the position asked
+ * for, as the replica's first acknowledgement. With AFTER_SYNC the waiting
+ * commit holds back every later one, so nothing a replica could
+ * acknowledge past it is written either: the primary waits for good
+ * (rpl_semi_sync_master_timeout is infinite) and its writes fail (503).
+ * Seen after a switchover under load, when the old primary's first dump
+ * thread on the new one was killed.
+ *
+ * So when commits on p have waited through two probes (probe_ms) with p's
+ * binlog the same all along, and a replica of p probed after p says it has
+ * all of that binlog, the guard acknowledges on the replica's word:
+ * semi-sync waiting off and on again, which wakes the waiting commits, and
+ * only if p's binlog is still the same at that instant (one statement).
+ * Every commit that waits is in that binlog (AFTER_SYNC), so on a replica,
+ * which is all an acknowledgement says; releasing one whose own
+ * acknowledgement was merely late costs nothing.
+ */
+static void release_lost_ack(struct guard *g, struct guard_group *gr,
+                             struct guard_server *p, int64_t round)
+{
+    struct guard_server *by = NULL;
+    struct sql_rows rows = {0};
+
+    if (!p->semi_sync || p->semi_waits == 0 ||
+        strcmp(p->wait_pos, p->binlog_pos) != 0 || p->wait_ms == 0) {
+        p->wait_ms = p->semi_sync && p->semi_waits > 0 ? round : 0;
+        memcpy(p->wait_pos, p->binlog_pos, sizeof(p->wait_pos)); /* same size */
+        return;
+    }
+    int64_t waited = sql_now_ms() - p->wait_ms;
+    if (waited < g->conf->probe_ms)
+        return;
+    for (uint32_t k = 0; k < gr->nsrv && by == NULL; k++) {
+        struct guard_server *s = &gr->srv[k];
+
+        if (s != p && s->ok_ms >= round && s->role == CATALOG_ROLE_REPLICA &&
+            guard_replicates_from(s, p) && s->repl.io_running &&
+            has_all_of(s, p->binlog_pos))
+            by = s;
+    }
+    if (by == NULL)
+        return;
+    if (guard_exec(p, NULL,
+                   "SET @bc_pos = @@global.gtid_binlog_pos; "
+                   "SET GLOBAL rpl_semi_sync_master_enabled = (@bc_pos <> %s); "
+                   "SET GLOBAL rpl_semi_sync_master_enabled = 1",
+                   p->binlog_pos) < 0 ||
+        guard_exec(p, &rows, "SELECT @bc_pos = %s", p->binlog_pos) < 0) {
+        sql_rows_free(&rows);
+        return;
+    }
+    if (rows.nrow == 1 && strcmp(sql_cell(&rows, 0, 0), "1") == 0) {
+        guard_log("%s: %s: %u session(s) waited %" PRId64
+                  " ms for the acknowledgement of "
+                  "what %s has (%s): lost; released",
+                  gr->host, p->name, p->semi_waits, waited, by->name, p->binlog_pos);
+        p->wait_ms = 0;
+    }
+    sql_rows_free(&rows);
 }
 
 static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
@@ -436,8 +539,10 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
                       s->repl.last_io_error, s->repl.last_sql_error);
         gr->reported_errno[k] = err;
     }
-    if (may_correct && p->c != NULL)
+    if (may_correct && p->c != NULL) {
         drop_lost_dumps(g, gr, p, now);
+        release_lost_ack(g, gr, p, now);
+    }
     int live = live_replicas(gr, p);
     if (may_correct && p->c != NULL)
         guard_semi_sync(g, gr, p, live, GUARD_SEMI_ROUND);

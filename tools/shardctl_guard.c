@@ -17,7 +17,9 @@
  *   - runs a primary left without any replica with semi-sync waiting off,
  *     on purpose and said in its log and in the catalog's note, unless
  *     --require-replica (then its writes wait, and fail, until a replica is
- *     back); turns it on again when a replica has caught up.
+ *     back); turns it on again when a replica has caught up;
+ *   - releases commits that wait for an acknowledgement lost with its
+ *     connection, once a replica has them (shardctl_failover.c).
  * One guard runs per cluster.
  */
 #include <errno.h>
@@ -283,7 +285,9 @@ int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s)
                         "@@global.gtid_current_pos, @@global.gtid_domain_id, "
                         "@@global.rpl_semi_sync_master_enabled, (SELECT variable_value "
                         "FROM information_schema.GLOBAL_STATUS WHERE variable_name = "
-                        "'RPL_SEMI_SYNC_MASTER_CLIENTS')");
+                        "'RPL_SEMI_SYNC_MASTER_CLIENTS'), (SELECT variable_value FROM "
+                        "information_schema.GLOBAL_STATUS WHERE variable_name = "
+                        "'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS')");
     }
     if (rc == 0) {
         rc = sql_replica_status(s->c, "", &s->repl);
@@ -306,6 +310,8 @@ int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s)
     s->semi_sync = strcmp(sql_cell(&rows, 0, 4), "0") != 0;
     s->semi_clients =
         sql_cell(&rows, 0, 5) ? (uint32_t)strtoul(sql_cell(&rows, 0, 5), NULL, 10) : 0;
+    s->semi_waits =
+        sql_cell(&rows, 0, 6) ? (uint32_t)strtoul(sql_cell(&rows, 0, 6), NULL, 10) : 0;
     sql_rows_free(&rows);
     s->ok_ms = sql_now_ms();
     return 0;

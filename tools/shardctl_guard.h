@@ -35,7 +35,14 @@ struct guard_server {
     int read_only;
     int semi_sync;         /* rpl_semi_sync_master_enabled */
     uint32_t semi_clients; /* Rpl_semi_sync_master_clients: replicas it counts */
-    int replicating;       /* has a default replication connection */
+    uint32_t semi_waits;   /* Rpl_semi_sync_master_wait_sessions: commits waiting */
+    /*
+     * A primary: since when commits have waited for an acknowledgement with
+     * its binlog at wait_pos (@@gtid_binlog_pos) all along, or 0.
+     */
+    int64_t wait_ms;
+    char wait_pos[512];
+    int replicating; /* has a default replication connection */
     struct sql_replica_status repl;
     char binlog_pos[512];  /* @@gtid_binlog_pos */
     char current_pos[512]; /* @@gtid_current_pos */
