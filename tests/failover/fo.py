@@ -98,6 +98,34 @@ def settle_problems(st):
     return problems
 
 
+def replication_detail(st):
+    """Each server's GTID positions and semi-sync state, read on it (what an
+    unsettled stack's report needs: a primary whose commits wait for an
+    acknowledgement, a replica that has or lacks what they wait for)."""
+    out = []
+    for n in sorted(st):
+        rows = h._sql_quick(n, "SELECT @@global.gtid_binlog_pos, (SELECT GROUP_CONCAT(CONCAT(variable_name, '=', "
+                               "variable_value)) FROM information_schema.GLOBAL_STATUS WHERE variable_name IN "
+                               "('RPL_SEMI_SYNC_MASTER_CLIENTS', 'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS', "
+                               "'RPL_SEMI_SYNC_SLAVE_STATUS'))")
+        repl = ""
+        try:
+            p = subprocess.run(["mariadb", "--defaults-file=" + h.server_cnf(n), "--connect-timeout=2", "-e",
+                                "SHOW SLAVE STATUS\\G"], capture_output=True, text=True, timeout=10)
+            fields = {k.strip(): v.strip() for k, v in (line.split(": ", 1) for line in p.stdout.splitlines()
+                                                        if ": " in line)}
+            if fields:
+                repl = " io=%s sql=%s Gtid_IO_Pos=%s" % (fields.get("Slave_IO_Running"),
+                                                         fields.get("Slave_SQL_Running"), fields.get("Gtid_IO_Pos"))
+        except (subprocess.TimeoutExpired, AssertionError):
+            repl = " (SHOW SLAVE STATUS did not answer)"
+        if rows is None:
+            out.append("      %-6s (does not answer)" % n)
+        else:
+            out.append("      %-6s binlog %s; %s%s" % (n, rows[0][0], (rows[0][1] or "").lower(), repl))
+    return "\n".join(out)
+
+
 _unsettled = False  # a cleanup could not settle the stack
 
 
@@ -116,8 +144,9 @@ def wait_settled(timeout=30):
             _unsettled = False
             return st
         if time.time() > deadline:
-            raise AssertionError("the servers did not settle within %d s: %s\n%s\nguard log:\n%s"
-                                 % (timeout, "; ".join(problems), describe_status(st), guard_log_tail()))
+            raise AssertionError("the servers did not settle within %d s: %s\n%s\nreplication:\n%s\nguard log:\n%s"
+                                 % (timeout, "; ".join(problems), describe_status(st), replication_detail(st),
+                                    guard_log_tail()))
         time.sleep(0.3)
 
 
