@@ -607,6 +607,26 @@ void guard_tick(struct guard *g)
 
 /* ---- switchover ------------------------------------------------------------------ */
 
+/* Whether s counts a semi-sync replica (Rpl_semi_sync_master_clients) within ms. */
+static int semi_client_of(struct guard_server *s, int64_t ms)
+{
+    int64_t end = sql_now_ms() + ms;
+    char got[32];
+
+    for (;;) {
+        if (s->c == NULL)
+            return 0;
+        if (sql_value(s->c, got, sizeof(got),
+                      "SELECT variable_value FROM information_schema.GLOBAL_STATUS "
+                      "WHERE variable_name = 'RPL_SEMI_SYNC_MASTER_CLIENTS'") == 1 &&
+            strtoul(got, NULL, 10) > 0)
+            return 1;
+        if (sql_now_ms() >= end)
+            return 0;
+        usleep(2000);
+    }
+}
+
 int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
 {
     struct guard_server *p, *r = NULL;
@@ -690,6 +710,19 @@ int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
         goto undo;
     }
     rc = guard_replicate(&g, gr, p, r);
+    /*
+     * Writes open once r counts the old primary as a semi-sync replica: its
+     * connection is up and registered, so the first writes (the flip, on
+     * the global host) are sent and acknowledged on it, not on one being
+     * made, and the guard, free again once this is done, finds a replica
+     * that receives. At most 2 s; after that, as before (the writes wait
+     * for it).
+     */
+    if (rc == 0 && !semi_client_of(r, 2000))
+        fprintf(stderr,
+                "shardctl switchover: %s does not count %s as a semi-sync replica "
+                "after 2 s; its writes wait for it\n",
+                r->name, p->name);
     if (rc == 0)
         rc = guard_exec(r, NULL,
                         "SET GLOBAL rpl_semi_sync_master_enabled = 1; SET GLOBAL "
