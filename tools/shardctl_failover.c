@@ -607,24 +607,18 @@ void guard_tick(struct guard *g)
 
 /* ---- switchover ------------------------------------------------------------------ */
 
-/* Whether s counts a semi-sync replica (Rpl_semi_sync_master_clients) within ms. */
-static int semi_client_of(struct guard_server *s, int64_t ms)
+/* Whether s counts a semi-sync replica (its probe's semi_clients) within ms. */
+static int semi_client_of(struct guard *g, struct guard_group *gr,
+                          struct guard_server *s, int64_t ms)
 {
     int64_t end = sql_now_ms() + ms;
-    char got[32];
 
-    for (;;) {
-        if (s->c == NULL)
-            return 0;
-        if (sql_value(s->c, got, sizeof(got),
-                      "SELECT variable_value FROM information_schema.GLOBAL_STATUS "
-                      "WHERE variable_name = 'RPL_SEMI_SYNC_MASTER_CLIENTS'") == 1 &&
-            strtoul(got, NULL, 10) > 0)
-            return 1;
+    while (guard_probe(g, gr, s) < 0 || s->semi_clients == 0) {
         if (sql_now_ms() >= end)
             return 0;
         usleep(2000);
     }
+    return 1;
 }
 
 int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
@@ -718,7 +712,7 @@ int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
      * that receives. At most 2 s; after that, as before (the writes wait
      * for it).
      */
-    if (rc == 0 && !semi_client_of(r, 2000))
+    if (rc == 0 && !semi_client_of(&g, gr, r, 2000))
         fprintf(stderr,
                 "shardctl switchover: %s does not count %s as a semi-sync replica "
                 "after 2 s; its writes wait for it\n",
