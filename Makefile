@@ -52,7 +52,8 @@ TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadge
          $(BUILD)/fillshard $(BUILD)/fillscale $(BUILD)/netwire
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf \
               $(BUILD)/test_shardmap_files $(BUILD)/test_api $(BUILD)/test_api_routes \
-              $(BUILD)/test_api_work $(BUILD)/test_api_hot $(BUILD)/test_api_listen \
+              $(BUILD)/test_api_work $(BUILD)/test_api_tarpit $(BUILD)/test_api_hot \
+              $(BUILD)/test_api_listen \
               $(BUILD)/test_api_log $(BUILD)/test_api_text \
               $(BUILD)/test_reshard \
               $(BUILD)/test_sql $(BUILD)/test_netwire_queue
@@ -146,7 +147,7 @@ $(BUILD)/test_api: $(BUILD)/tests/unit/test_api.o $(API_LIB) $(CACHE_LIB) $(ROUT
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_routes: $(BUILD)/tests/unit/test_api_routes.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
-$(BUILD)/test_api_work: $(BUILD)/tests/unit/test_api_work.o $(API_LIB)
+$(BUILD)/test_api_work $(BUILD)/test_api_tarpit: $(BUILD)/%: $(BUILD)/tests/unit/%.o $(API_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS)
 $(BUILD)/test_netwire_queue: $(BUILD)/tests/unit/test_netwire_queue.o \
                              $(BUILD)/tools/netwire_queue.o

@@ -47,8 +47,12 @@ struct api_limits {
     uint32_t hash_queue;         /* hashes waiting or running at most (64) */
     uint32_t hash_per_addr;      /* of them from one client address (2) */
     uint32_t hash_max_wait_ms;   /* refused when the expected wait is longer (500) */
-    uint32_t work_queue;         /* requests queued or running on the workers (1024) */
-    uint32_t work_per_user;      /* of them, a signed-in user's writes (4; 0: any) */
+    uint32_t hash_nice;          /* nice added to the hash threads (10) */
+    /* A login or sign-up refused before any hash is answered this late (500). */
+    uint32_t auth_refusal_delay_ms;
+    uint32_t auth_refusal_held; /* of them waiting at once, at most (4096) */
+    uint32_t work_queue;        /* requests queued or running on the workers (1024) */
+    uint32_t work_per_user;     /* of them, a signed-in user's writes (4; 0: any) */
     uint32_t loop_reads; /* GET /v1/me's read on the event loops (1; 0: workers) */
     uint32_t loop_bets;  /* POST /v1/bets's statement on the loops (1; 0: workers) */
     uint32_t settle_pause_pct;  /* a settlement batch's time a host then pauses (0) */

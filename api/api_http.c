@@ -21,7 +21,8 @@
  * memcached, then resumes the connection, and its loop queues the answer.
  * A handler never waits for a password hash either: it gets a job of the
  * hash queue (api_req_hash()); the connection stays suspended while the job
- * waits and runs, and its second half runs on a worker again.
+ * waits and runs, and its second half runs on a worker again. A login or
+ * sign-up refused without a hash (429, 503) is answered late (api_tarpit.c).
  *
  * What the headers decide (404/405, 415, a Content-Length over the route's
  * limit, a missing or bad token) is answered as soon as the headers are in,
@@ -56,6 +57,7 @@ struct api_server {
     atomic_uint_fast64_t nverify;  /* tokens verified by their HMAC */
     struct api_metrics *metrics;
     struct api_pwhash *pwhash; /* the password-hash queue and its threads */
+    struct api_tarpit *tarpit; /* refused logins and sign-ups, answered late */
     struct api_work *work;     /* the workers that run handlers off the loops */
     struct api_hot *hot;       /* prebuilt odds responses, answered on the loops */
     struct api_conns *conns;   /* per-address cap, header and body deadlines */
@@ -118,6 +120,11 @@ struct api_settler *api_server_settler(struct api_server *srv)
 struct api_pwhash *api_server_pwhash(struct api_server *srv)
 {
     return srv->pwhash;
+}
+
+struct api_tarpit *api_server_tarpit(struct api_server *srv)
+{
+    return srv->tarpit;
 }
 
 struct api_work *api_server_work(struct api_server *srv)
@@ -275,6 +282,25 @@ static enum MHD_Result queue_response(struct api_req *req)
     return ret;
 }
 
+/* The tarpit's end: the answer leaves (on_request() queues it). */
+static void refusal_resume(struct api_req *req)
+{
+    api_loop_resume(req->loop, req->conn);
+}
+
+/*
+ * Whether req, answered, is a refused login or sign-up (a rate bucket or
+ * the hash queue: nothing hashed), and the tarpit holds it.
+ */
+static int refusal_held(struct api_req *req)
+{
+    api_handler h = req->route >= 0 ? api_routes[req->route].handler : NULL;
+
+    return (h == api_h_login || h == api_h_signup) &&
+           (req->status == 429 || req->status == 503) &&
+           api_tarpit_hold(req->srv->tarpit, req) == 0;
+}
+
 /*
  * Runs on a worker: the dispatcher's rest and the handler, or the handler's
  * second half after its password hash; then the connection is resumed, and
@@ -308,6 +334,14 @@ static void work_run(struct api_work_item *item)
     if (req->status == 0)
         api_error(req, 500, "internal", "the handler gave no answer");
     req->where = API_WORKER_ANSWERED;
+    /*
+     * A refused login or sign-up waits in the tarpit, without its place: the
+     * server drains the tarpit before it waits for the places.
+     */
+    if (refusal_held(req)) {
+        api_work_release(srv->work);
+        return;
+    }
     /*
      * Resumed before its place is given back: the server stops its daemon
      * only once every place is back (api_server_destroy()), and
@@ -649,7 +683,11 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         goto error;
     if ((rc = api_pwhash_create(conf->limits.hash_threads, conf->limits.hash_queue,
                                 conf->limits.hash_per_addr,
-                                conf->limits.hash_max_wait_ms, &srv->pwhash)) < 0)
+                                conf->limits.hash_max_wait_ms, conf->limits.hash_nice,
+                                &srv->pwhash)) < 0 ||
+        (rc = api_tarpit_create(conf->limits.auth_refusal_delay_ms,
+                                conf->limits.auth_refusal_held, refusal_resume,
+                                &srv->tarpit)) < 0)
         goto error;
     if ((rc = api_work_create(conf->workers, conf->limits.work_queue,
                               conf->limits.work_per_user, &srv->work)) < 0)
@@ -743,6 +781,7 @@ void api_server_destroy(struct api_server *srv)
      * hash keeps its place until its second half has answered, so no hash
      * is left either.
      */
+    api_tarpit_drain(srv->tarpit);
     api_work_drain(srv->work);
     api_pwhash_drain(srv->pwhash);
     api_listen_close(srv->listener);
@@ -751,6 +790,7 @@ void api_server_destroy(struct api_server *srv)
     api_hot_destroy(srv->hot);
     api_work_destroy(srv->work);
     api_pwhash_destroy(srv->pwhash);
+    api_tarpit_destroy(srv->tarpit);
     api_jobs_destroy(srv->jobs);
     api_settler_destroy(srv->settler);
     api_limit_destroy(srv->account);

@@ -152,6 +152,9 @@ struct api_req {
     /* Off the event loop: the worker pool's item, and where the request is. */
     struct api_work_item work;
     enum { API_ON_LOOP = 0, API_ON_WORKER, API_WORKER_ANSWERED, API_ON_LOOP_DB } where;
+    /* Answered and held by the tarpit (api_tarpit.c): its list and due time. */
+    struct api_req *held_next;
+    int64_t held_due_us;
 
     /* response */
     int status;
@@ -338,9 +341,26 @@ struct api_pwhash; /* opaque: the queue and its threads */
  * (~25 ms). 0 or -errno.
  */
 int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t per_addr,
-                      uint32_t max_wait_ms, struct api_pwhash **out);
+                      uint32_t max_wait_ms, uint32_t nice, struct api_pwhash **out);
 /* Refuses new reservations and waits until every reserved job is done. */
 void api_pwhash_drain(struct api_pwhash *q);
+/*
+ * api_tarpit.c: answered requests held delay_ms before resume(req) sends
+ * them (the refusals of logins and sign-ups), at most max at once, by a
+ * thread of its own. api_tarpit_hold() takes an answered request whose
+ * connection is suspended: 0 (the tarpit resumes it, in the order held; it
+ * may be freed from then on), or -EAGAIN when the tarpit is off (delay 0),
+ * full or stopping (the caller resumes it). api_tarpit_drain() resumes every
+ * held request at once and refuses new ones; api_tarpit_destroy() drains,
+ * joins and frees (NULL accepted by all but create).
+ */
+struct api_tarpit;
+int api_tarpit_create(uint32_t delay_ms, uint32_t max,
+                      void (*resume)(struct api_req *req), struct api_tarpit **out);
+int api_tarpit_hold(struct api_tarpit *t, struct api_req *req);
+uint32_t api_tarpit_held(struct api_tarpit *t);
+void api_tarpit_drain(struct api_tarpit *t);
+void api_tarpit_destroy(struct api_tarpit *t);
 /* Drains, then joins the threads and frees q. Accepts NULL. */
 void api_pwhash_destroy(struct api_pwhash *q);
 /*
@@ -486,6 +506,7 @@ int api_rw_mark(struct api_req *req, char *key, size_t size, uint32_t *ttl_s);
 struct api_pwhash_job *api_req_hash(struct api_req *req,
                                     void (*then)(struct api_req *));
 struct api_pwhash *api_server_pwhash(struct api_server *srv);
+struct api_tarpit *api_server_tarpit(struct api_server *srv);
 /*
  * A request whose connection is suspended already (its loop could not run
  * its statement) goes to a worker: its handler runs there; no place in the

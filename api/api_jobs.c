@@ -98,10 +98,11 @@ void api_jobs_destroy(struct api_jobs *jobs)
  * Lowers the calling thread's priority by nice (Linux keeps a nice value per
  * thread, and the threads this one starts inherit it): where the server's
  * threads and the databases share CPUs, a settlement's or a recomputation's
- * threads then give way to the event loops and workers. Raising it back is
- * not allowed without privileges, which background work never needs.
+ * threads, and the password hashes, then give way to the event loops and
+ * workers. Raising it back is not allowed without privileges, which these
+ * threads never need.
  */
-static void thread_nice(uint32_t nice)
+void api_thread_nice(uint32_t nice)
 {
     id_t tid = (id_t)syscall(SYS_gettid);
     int cur;
@@ -114,7 +115,7 @@ static void thread_nice(uint32_t nice)
         return;
     cur += (int)nice;
     if (setpriority(PRIO_PROCESS, tid, cur > 19 ? 19 : cur) < 0 && errno != EACCES)
-        api_log("background thread: cannot lower its priority: %s", strerror(errno));
+        api_log("thread: cannot lower its priority: %s", strerror(errno));
 }
 
 static void *job_main(void *p)
@@ -122,7 +123,7 @@ static void *job_main(void *p)
     struct api_job *job = p;
 
     pthread_setname_np(pthread_self(), "bc-job"); /* and the threads it starts */
-    thread_nice(job->owner->nice);
+    api_thread_nice(job->owner->nice);
     job->fn(job, job->key, job->arg);
     pthread_mutex_lock(&job->owner->lock);
     job->state = JOB_DONE;

@@ -21,6 +21,12 @@ typedef void (*api_job_fn)(struct api_job *job, uint64_t key, void *arg);
  */
 int api_jobs_create(uint32_t nice, struct api_jobs **out);
 /*
+ * Adds nice to the calling thread's nice value (at most 19; 0: nothing),
+ * for threads that give way to the event loops and workers where they share
+ * CPUs: the jobs' and the password hashes'.
+ */
+void api_thread_nice(uint32_t nice);
+/*
  * Asks every job to stop, joins them all (as long as their current step
  * takes), then frees jobs. Accepts NULL. Starts racing it get -ECANCELED;
  * none may come after it (the server stops taking requests first).

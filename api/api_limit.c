@@ -220,6 +220,15 @@ static const struct conf_key {
      "of them for one client address, at most"},
     {"hash_max_wait_ms", K_U32, L(hash_max_wait_ms), 1, 600000,
      "a hash is refused (503) when its expected wait is longer"},
+    {"auth_refusal_delay_ms", K_U32, L(auth_refusal_delay_ms), 0, 60000,
+     "a login or sign-up refused before any hash (429, 503) is answered this late: "
+     "a flooding connection then sends one a delay (0: at once)"},
+    {"auth_refusal_held", K_U32, L(auth_refusal_held), 1, 1 << 20,
+     "refusals waiting at once, at most; beyond, they are answered at once"},
+    {"hash_nice", K_U32, L(hash_nice), 0, 19,
+     "added to the nice value of the password-hash threads: on CPUs they share, "
+     "the event loops and workers go first (a flood of logins slows the logins, "
+     "not the other requests)"},
     {"work_queue", K_U32, L(work_queue), 1, 1 << 20,
      "requests queued or running on the workers; more are refused (503)"},
     {"work_per_user", K_U32, L(work_per_user), 0, 1 << 20,
@@ -359,6 +368,9 @@ void api_limits_init(struct api_limits *l)
     l->hash_queue = 64;
     l->hash_per_addr = 2;
     l->hash_max_wait_ms = 500;
+    l->hash_nice = 10;
+    l->auth_refusal_delay_ms = 500;
+    l->auth_refusal_held = 4096;
     l->work_queue = 1024;
     l->work_per_user = 4;
     l->loop_reads = 1;

@@ -347,6 +347,10 @@ void api_h_metrics(struct api_req *req)
         "# TYPE betcity_pwhash_total counter\n"
         "betcity_pwhash_total{instance=\"%s\",outcome=\"done\"} %" PRIu64 "\n"
         "betcity_pwhash_total{instance=\"%s\",outcome=\"refused\"} %" PRIu64 "\n"
+        "# HELP betcity_auth_refusals_held Refused logins and sign-ups whose "
+        "answer waits (auth_refusal_delay_ms).\n"
+        "# TYPE betcity_auth_refusals_held gauge\n"
+        "betcity_auth_refusals_held{instance=\"%s\"} %" PRIu32 "\n"
         "# HELP betcity_http_connections Open client connections.\n"
         "# TYPE betcity_http_connections gauge\n"
         "betcity_http_connections{instance=\"%s\"} %" PRIu64 "\n"
@@ -358,7 +362,8 @@ void api_h_metrics(struct api_req *req)
         "%" PRIu64 "\n"
         "betcity_http_connections_closed_total{instance=\"%s\",why=\"capped\"} "
         "%" PRIu64 "\n",
-        name, inflight, name, done, name, refused, name, open, name, reaped, name,
+        name, inflight, name, done, name, refused, name,
+        api_tarpit_held(api_server_tarpit(req->srv)), name, open, name, reaped, name,
         capped);
     nloop = api_server_loops(req->srv, loop, API_LOOPS_MAX);
     fprintf(f,

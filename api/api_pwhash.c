@@ -100,6 +100,7 @@ struct api_pwhash {
     uint32_t naddr_slot;
     uint32_t per_addr;    /* jobs in flight per address, at most */
     uint32_t max_wait_us; /* refuse when the expected wait is longer */
+    uint32_t nice;        /* added to the threads' nice value */
     double job_us;        /* moving average of one job's run time */
     pthread_cond_t work;  /* a job queued, or stopping */
     pthread_cond_t idle;  /* inflight fell to 0 */
@@ -120,6 +121,7 @@ static void *hash_main(void *arg)
     struct api_pwhash_job *job;
 
     pthread_setname_np(pthread_self(), "bc-hash");
+    api_thread_nice(q->nice);
     for (;;) {
         pthread_mutex_lock(&q->lock);
         while (q->head == NULL && !q->quit)
@@ -152,7 +154,7 @@ static void *hash_main(void *arg)
 }
 
 int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t per_addr,
-                      uint32_t max_wait_ms, struct api_pwhash **out)
+                      uint32_t max_wait_ms, uint32_t nice, struct api_pwhash **out)
 {
     struct api_pwhash *q;
     unsigned char pw[16];
@@ -174,6 +176,7 @@ int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t per_addr,
     }
     q->per_addr = per_addr;
     q->max_wait_us = max_wait_ms * 1000;
+    q->nice = nice;
     /* What a login of an unknown e-mail verifies against: the same work. */
     randombytes_buf(pw, sizeof(pw));
     sodium_bin2hex(hex, sizeof(hex), pw, sizeof(pw));

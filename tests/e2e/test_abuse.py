@@ -210,9 +210,40 @@ class TestLimits(unittest.TestCase):
         self.assertEqual(codes[:3], [401, 401, 401], codes)
         self.assertEqual(codes[3:], [429, 429], "127.0.0.3's bucket, whatever X-Forwarded-For says: %s" % codes)
 
+    def test_refusal_answered_late(self):
+        """A login refused before any hash (429 here) is answered after
+        auth_refusal_delay_ms (500 by default), held without a thread or a
+        worker: the server answers other requests at once meanwhile, and
+        /metrics counts the refusal held."""
+        addr = fresh_addr()
+        for _ in range(3):
+            self.login("%s@e2e.example" % uniq("late"), "wrong-password", addr).expect(401, "bad_credentials")
+        got = {}
+
+        def refused():
+            t0 = time.time()
+            got["r"] = self.login("%s@e2e.example" % uniq("late"), "wrong-password", addr)
+            got["s"] = time.time() - t0
+
+        t = threading.Thread(target=refused)
+        t.start()
+        time.sleep(0.2)
+        t0 = time.time()
+        self.c.get("/healthz").expect(200)
+        other = time.time() - t0
+        held = [line for line in self.c.get("/metrics", token=None).expect(200).text.splitlines()
+                if line.startswith("betcity_auth_refusals_held{")]
+        t.join()
+        self.expect_429(got["r"])
+        self.assertGreaterEqual(got["s"], 0.45, "a refusal answered %.3f s after its request" % got["s"])
+        self.assertLess(other, 0.3, "/healthz took %.3f s while a refusal was held" % other)
+        self.assertEqual(len(held), 1, held)
+        self.assertEqual(held[0].rsplit(" ", 1)[1], "1", held)
+
     def test_hash_queue_full_503_with_retry_after(self):
-        """One hash thread, two places: a burst of logins gets 503 at once for
-        those that find the queue full, never a wait on an HTTP worker."""
+        """One hash thread, two places: a burst of logins gets 503 for those
+        that find the queue full (late: auth_refusal_delay_ms), never a wait
+        on an HTTP worker."""
         results = []
 
         def one(_):
