@@ -289,19 +289,6 @@ static void refusal_resume(struct api_req *req)
 }
 
 /*
- * Whether req, answered, is a refused login or sign-up (a rate bucket or
- * the hash queue: nothing hashed), and the tarpit holds it.
- */
-static int refusal_held(struct api_req *req)
-{
-    api_handler h = req->route >= 0 ? api_routes[req->route].handler : NULL;
-
-    return (h == api_h_login || h == api_h_signup) &&
-           (req->status == 429 || req->status == 503) &&
-           api_tarpit_hold(req->srv->tarpit, req) == 0;
-}
-
-/*
  * Runs on a worker: the dispatcher's rest and the handler, or the handler's
  * second half after its password hash; then the connection is resumed, and
  * its loop queues the answer (on_request()).
@@ -338,7 +325,10 @@ static void work_run(struct api_work_item *item)
      * A refused login or sign-up waits in the tarpit, without its place: the
      * server drains the tarpit before it waits for the places.
      */
-    if (refusal_held(req)) {
+    api_handler h = req->route >= 0 ? api_routes[req->route].handler : NULL;
+    if ((h == api_h_login || h == api_h_signup) &&
+        (req->status == 429 || req->status == 503) &&
+        api_tarpit_hold(srv->tarpit, req) == 0) {
         api_work_release(srv->work);
         return;
     }

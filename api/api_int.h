@@ -16,6 +16,7 @@
 #include "api/api.h"
 #include "api/api_jobs.h"
 #include "api/api_loop.h"
+#include "api/api_tarpit.h"
 
 #define API_JSON_MAX (64 * 1024)
 #define API_IMAGE_MAX (256 * 1024)
@@ -344,23 +345,6 @@ int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t per_addr,
                       uint32_t max_wait_ms, uint32_t nice, struct api_pwhash **out);
 /* Refuses new reservations and waits until every reserved job is done. */
 void api_pwhash_drain(struct api_pwhash *q);
-/*
- * api_tarpit.c: answered requests held delay_ms before resume(req) sends
- * them (the refusals of logins and sign-ups), at most max at once, by a
- * thread of its own. api_tarpit_hold() takes an answered request whose
- * connection is suspended: 0 (the tarpit resumes it, in the order held; it
- * may be freed from then on), or -EAGAIN when the tarpit is off (delay 0),
- * full or stopping (the caller resumes it). api_tarpit_drain() resumes every
- * held request at once and refuses new ones; api_tarpit_destroy() drains,
- * joins and frees (NULL accepted by all but create).
- */
-struct api_tarpit;
-int api_tarpit_create(uint32_t delay_ms, uint32_t max,
-                      void (*resume)(struct api_req *req), struct api_tarpit **out);
-int api_tarpit_hold(struct api_tarpit *t, struct api_req *req);
-uint32_t api_tarpit_held(struct api_tarpit *t);
-void api_tarpit_drain(struct api_tarpit *t);
-void api_tarpit_destroy(struct api_tarpit *t);
 /* Drains, then joins the threads and frees q. Accepts NULL. */
 void api_pwhash_destroy(struct api_pwhash *q);
 /*
