@@ -48,7 +48,7 @@ struct api_limits {
     uint32_t hash_per_addr;      /* of them from one client address (2) */
     uint32_t hash_max_wait_ms;   /* refused when the expected wait is longer (500) */
     uint32_t hash_nice;          /* nice added to the hash threads (10) */
-    /* A login or sign-up refused before any hash is answered this late (500). */
+    /* A login or sign-up's 429 or 503 is answered this late (500). */
     uint32_t auth_refusal_delay_ms;
     uint32_t auth_refusal_held; /* of them waiting at once, at most (4096) */
     uint32_t work_queue;        /* requests queued or running on the workers (1024) */

@@ -21,8 +21,8 @@
  * memcached, then resumes the connection, and its loop queues the answer.
  * A handler never waits for a password hash either: it gets a job of the
  * hash queue (api_req_hash()); the connection stays suspended while the job
- * waits and runs, and its second half runs on a worker again. A login or
- * sign-up refused without a hash (429, 503) is answered late (api_tarpit.c).
+ * waits and runs, and its second half runs on a worker again. A login's or
+ * sign-up's 429 or 503 is answered late (api_tarpit.c).
  *
  * What the headers decide (404/405, 415, a Content-Length over the route's
  * limit, a missing or bad token) is answered as soon as the headers are in,
@@ -322,8 +322,8 @@ static void work_run(struct api_work_item *item)
         api_error(req, 500, "internal", "the handler gave no answer");
     req->where = API_WORKER_ANSWERED;
     /*
-     * A refused login or sign-up waits in the tarpit, without its place: the
-     * server drains the tarpit before it waits for the places.
+     * A login's or sign-up's 429 or 503 waits in the tarpit, without its
+     * place: the server drains the tarpit before it waits for the places.
      */
     api_handler h = req->route >= 0 ? api_routes[req->route].handler : NULL;
     if ((h == api_h_login || h == api_h_signup) &&

@@ -221,8 +221,9 @@ static const struct conf_key {
     {"hash_max_wait_ms", K_U32, L(hash_max_wait_ms), 1, 600000,
      "a hash is refused (503) when its expected wait is longer"},
     {"auth_refusal_delay_ms", K_U32, L(auth_refusal_delay_ms), 0, 60000,
-     "a login or sign-up refused before any hash (429, 503) is answered this late: "
-     "a flooding connection then sends one a delay (0: at once)"},
+     "a login or sign-up answered 429 or 503 (a bucket, the hash queue full, a "
+     "database that cannot answer) gets its answer this late: a flooding "
+     "connection then sends one a delay (0: at once)"},
     {"auth_refusal_held", K_U32, L(auth_refusal_held), 1, 1 << 20,
      "refusals waiting at once, at most; beyond, they are answered at once"},
     {"hash_nice", K_U32, L(hash_nice), 0, 19,

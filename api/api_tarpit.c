@@ -11,7 +11,9 @@
  * no thread, no worker place (the worker gave it back). Every hold lasts
  * the same time, so the list is in due order: one thread sleeps until its
  * head is due and resumes what is. At most max are held; beyond, and while
- * the server stops, a refusal leaves at once.
+ * the server stops, a refusal leaves at once. The server holds every 429 and
+ * 503 of a login or sign-up (api_http.c), a database that cannot answer's
+ * too: its clients' retries slow down with the flood's.
  */
 #include <errno.h>
 #include <pthread.h>
