@@ -379,15 +379,20 @@ class TestBackgroundPriority(unittest.TestCase):
         threads they start) run 10 nice steps below the event loops and
         the workers, which keep the process's own."""
         threads, base = self.own_threads({})
+        self.assertIn("bc-hash", [n for n, _ in threads], threads)
         for name, nice in threads:
-            if name == "bc-job":
+            if name in ("bc-job", "bc-hash"):  # hash_nice: 10 as well
                 self.assertEqual(nice, min(base + 10, 19), threads)
             elif name in ("bc-loop", "bc-work"):
                 self.assertEqual(nice, base, threads)
 
     def test_background_nice_0_leaves_jobs_as_they_are(self):
-        threads, base = self.own_threads({"background_nice": 0})
+        """And hash_nice 0 the password hashes' threads."""
+        threads, base = self.own_threads({"background_nice": 0, "hash_nice": 0})
         self.assertEqual({nice for _, nice in threads}, {base}, threads)
+        threads, base = self.own_threads({"background_nice": 0, "hash_nice": 3})
+        self.assertEqual({nice for n, nice in threads if n != "bc-hash"}, {base}, threads)
+        self.assertEqual({nice for n, nice in threads if n == "bc-hash"}, {min(base + 3, 19)}, threads)
 
 
 if __name__ == "__main__":
