@@ -748,6 +748,7 @@ error:
     api_hot_destroy(srv->hot);
     api_work_destroy(srv->work);
     api_pwhash_destroy(srv->pwhash);
+    api_tarpit_destroy(srv->tarpit);
     api_limit_destroy(srv->account);
     api_limit_destroy(srv->signup_addr);
     api_limit_destroy(srv->login_addr);

@@ -338,7 +338,8 @@ struct api_pwhash; /* opaque: the queue and its threads */
  * Starts nthread hash threads over a queue of depth places (waiting or
  * running), at most per_addr of them for one client address, refusing a job
  * whose expected wait (jobs ahead / threads * a job's moving average time)
- * is over max_wait_ms; hashes a random password for api_pwhash_dummy()
+ * is over max_wait_ms; the threads add nice to their nice value
+ * (api_thread_nice()); hashes a random password for api_pwhash_dummy()
  * (~25 ms). 0 or -errno.
  */
 int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t per_addr,
