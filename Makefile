@@ -53,7 +53,7 @@ TOOLS := $(BUILD)/shardctl $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/loadge
 UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf \
               $(BUILD)/test_shardmap_files $(BUILD)/test_api $(BUILD)/test_api_routes \
               $(BUILD)/test_api_work $(BUILD)/test_api_tarpit $(BUILD)/test_api_hot \
-              $(BUILD)/test_api_listen \
+              $(BUILD)/test_api_listen $(BUILD)/test_api_pwhash \
               $(BUILD)/test_api_log $(BUILD)/test_api_text \
               $(BUILD)/test_reshard \
               $(BUILD)/test_sql $(BUILD)/test_netwire_queue
@@ -156,6 +156,8 @@ $(BUILD)/test_api_listen: $(BUILD)/tests/unit/test_api_listen.o $(API_LIB) $(CAC
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_log: $(BUILD)/tests/unit/test_api_log.o $(API_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS)
+$(BUILD)/test_api_pwhash: $(BUILD)/tests/unit/test_api_pwhash.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_text: $(BUILD)/tests/unit/test_api_text.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_hot: $(BUILD)/tests/unit/test_api_hot.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)

@@ -244,6 +244,7 @@ struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api
     }
     job->done = hash_done;
     job->arg = req;
+    job->addr = req->client_ip;
     req->job = job;
     req->then = then;
     return job;

@@ -357,9 +357,11 @@ int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr);
 /* Gives the place back once its job is done (or was never submitted). */
 void api_pwhash_release(struct api_pwhash *q, uint32_t addr);
 /*
- * Queues job on a reserved place. A hash thread runs it, wipes its
- * password, and calls job->done(job) on that thread; the job is the
- * caller's again from then on, who releases the place.
+ * Queues job on a place reserved for job->addr. The hash threads take
+ * first the oldest job of the address with the fewest places held, so that
+ * one address's queued jobs never wait ahead of another's. A thread runs
+ * it, wipes its password, and calls job->done(job) on that thread; the job
+ * is the caller's again from then on, who releases the place.
  */
 void api_pwhash_submit(struct api_pwhash *q, struct api_pwhash_job *job);
 /* The hash of a random password: what unknown e-mails verify against. */
@@ -769,6 +771,7 @@ struct api_pwhash_job {
     void *arg;                                /* of done */
     struct api_user user;                     /* the handler's, kept across */
     int have_user;
+    uint32_t addr;               /* the client address of its place */
     struct api_pwhash_job *next; /* private: the queue's */
 };
 /*

@@ -1,0 +1,180 @@
+/*
+ * test_api_pwhash.c: unit tests of the password hash queue (api/api_pwhash.c)
+ * with real argon2id hashes (~25 ms each): a job of an address with few
+ * places held runs before the queued jobs of an address holding many, and
+ * one address's jobs keep their order; a hash verifies against its password
+ * and not another, and the password is wiped; the queue's depth and a drain
+ * refuse reservations.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "api/api_int.h"
+
+#define ADDR_A 0x0200007fu /* 127.0.0.2 in network order */
+#define ADDR_B 0x0100007fu /* 127.0.0.1 */
+#define NJOB 6
+
+static struct api_pwhash *queue;
+static pthread_mutex_t done_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done_cond = PTHREAD_COND_INITIALIZER;
+static struct api_pwhash_job *order[NJOB];
+static int ndone;
+
+/* On the hash thread: the job's place in the order of completion. */
+static void on_done(struct api_pwhash_job *job)
+{
+    api_pwhash_release(queue, job->addr);
+    pthread_mutex_lock(&done_lock);
+    if (ndone < NJOB)
+        order[ndone++] = job;
+    pthread_cond_broadcast(&done_cond);
+    pthread_mutex_unlock(&done_lock);
+}
+
+static void wait_done(int n)
+{
+    struct timespec end;
+
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += 120; /* valgrind runs a hash in about a second */
+    pthread_mutex_lock(&done_lock);
+    while (ndone < n)
+        if (pthread_cond_timedwait(&done_cond, &done_lock, &end) != 0)
+            break;
+    pthread_mutex_unlock(&done_lock);
+    assert_int_equal(ndone, n);
+}
+
+static void job_init(struct api_pwhash_job *job, enum api_pwhash_op op, uint32_t addr,
+                     const char *password, const char *hash)
+{
+    memset(job, 0, sizeof(*job));
+    job->op = op;
+    job->addr = addr;
+    job->done = on_done;
+    snprintf(job->password, sizeof(job->password), "%s", password);
+    if (hash != NULL)
+        snprintf(job->hash, sizeof(job->hash), "%s", hash);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    ndone = 0;
+    memset(order, 0, sizeof(order));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    api_pwhash_destroy(queue);
+    queue = NULL;
+    return 0;
+}
+
+/*
+ * One thread; address A queues five jobs, then address B one. B's runs
+ * first or second (the thread may have taken A's first already), not
+ * behind A's queue; A's run in the order queued.
+ */
+static void test_other_address_runs_next(void **state)
+{
+    struct api_pwhash_job jobs[NJOB];
+    int b_at = -1, last_a = -1;
+
+    (void)state;
+    assert_int_equal(api_pwhash_create(1, 16, 16, 600000, 0, &queue), 0);
+    for (int i = 0; i < NJOB; i++) {
+        uint32_t addr = i < NJOB - 1 ? ADDR_A : ADDR_B;
+        job_init(&jobs[i], API_PWHASH_VERIFY, addr, "wrong", api_pwhash_dummy(queue));
+        assert_int_equal(api_pwhash_reserve(queue, addr), 0);
+    }
+    for (int i = 0; i < NJOB; i++)
+        api_pwhash_submit(queue, &jobs[i]);
+    wait_done(NJOB);
+    for (int i = 0; i < NJOB; i++) {
+        assert_int_equal(order[i]->rc, -EACCES);
+        if (order[i] == &jobs[NJOB - 1]) {
+            b_at = i;
+            continue;
+        }
+        int k = (int)(order[i] - jobs);
+        assert_true(k > last_a); /* A's jobs in the order queued */
+        last_a = k;
+    }
+    assert_in_range(b_at, 0, 1);
+}
+
+/* A hash verifies against its password, not another; passwords are wiped. */
+static void test_hash_and_verify(void **state)
+{
+    static const char zero[sizeof(((struct api_pwhash_job *)0)->password)];
+    struct api_pwhash_job h, good, bad;
+
+    (void)state;
+    assert_int_equal(api_pwhash_create(2, 8, 8, 600000, 0, &queue), 0);
+    job_init(&h, API_PWHASH_HASH, ADDR_A, "correct horse", NULL);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_A), 0);
+    api_pwhash_submit(queue, &h);
+    wait_done(1);
+    assert_int_equal(h.rc, 0);
+    assert_memory_equal(h.password, zero, sizeof(zero));
+    assert_int_equal(strncmp(h.hash, "$argon2id$", 10), 0);
+
+    job_init(&good, API_PWHASH_VERIFY, ADDR_A, "correct horse", h.hash);
+    job_init(&bad, API_PWHASH_VERIFY, ADDR_B, "correct horsf", h.hash);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_A), 0);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_B), 0);
+    api_pwhash_submit(queue, &good);
+    api_pwhash_submit(queue, &bad);
+    wait_done(3);
+    assert_int_equal(good.rc, 0);
+    assert_int_equal(bad.rc, -EACCES);
+    assert_memory_equal(good.password, zero, sizeof(zero));
+    assert_memory_equal(bad.password, zero, sizeof(zero));
+}
+
+/* Beyond the queue's depth, and once drained, a reservation is refused. */
+static void test_depth_and_drain_refuse(void **state)
+{
+    uint64_t inflight, done, refused;
+
+    (void)state;
+    assert_int_equal(api_pwhash_create(1, 2, 2, 600000, 0, &queue), 0);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_A), 0);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_B), 0);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_B), -EAGAIN);
+    api_pwhash_stats(queue, &inflight, &done, &refused);
+    assert_int_equal(inflight, 2);
+    assert_int_equal(refused, 1);
+    api_pwhash_release(queue, ADDR_A);
+    api_pwhash_release(queue, ADDR_B);
+    api_pwhash_drain(queue); /* nothing in flight: returns at once */
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_A), -EAGAIN);
+    api_pwhash_stats(queue, &inflight, &done, &refused);
+    assert_int_equal(inflight, 0);
+    assert_int_equal(done, 0);
+    assert_int_equal(refused, 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_other_address_runs_next, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hash_and_verify, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_depth_and_drain_refuse, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
