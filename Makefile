@@ -126,7 +126,7 @@ bench: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/rawdb \
 	BUILD=$(BUILD) BC_REPLICAS=0 tools/bench/abuse
 	BUILD=$(BUILD) tools/bench/failover
 
-# 1,000,000 users and 10,000,000 bets on 1024 shards (tools/bench/scale,
+# 1,000,000 users and 10,000,000 bets on 512 shards (tools/bench/scale,
 # docs/benchmarks.md "Scale"); starts and stops its own stack. Knobs SCALE_*.
 bench-scale: $(BUILD)/betcity-api $(BUILD)/bcadmin $(BUILD)/shardctl $(BUILD)/loadgen \
              $(BUILD)/fillscale

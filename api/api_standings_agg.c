@@ -184,7 +184,7 @@ static struct api_points_cut *cut_find(struct api_points_cut *c, size_t n, uint6
 
 uint32_t api_standings_cut_per_shard(uint32_t top, uint32_t nshard)
 {
-    return nshard == 0 || top <= nshard ? 1 : (top + nshard - 1) / nshard;
+    return nshard == 0 || 2 * top <= nshard ? 1 : (2 * top + nshard - 1) / nshard;
 }
 
 void api_standings_cut_merge(struct api_points_best *b, size_t nb, uint32_t top,

@@ -193,11 +193,14 @@ static void test_reply_json_null_body(void **state)
 static void test_cut_per_shard(void **state)
 {
     (void)state;
+    /* enough for twice top scores in all */
+    assert_int_equal(api_standings_cut_per_shard(500, 2048), 1);
     assert_int_equal(api_standings_cut_per_shard(500, 1024), 1);
-    assert_int_equal(api_standings_cut_per_shard(500, 500), 1);
-    assert_int_equal(api_standings_cut_per_shard(500, 499), 2);
-    assert_int_equal(api_standings_cut_per_shard(500, 64), 8);
-    assert_int_equal(api_standings_cut_per_shard(500, 16), 32);
+    assert_int_equal(api_standings_cut_per_shard(500, 1000), 1);
+    assert_int_equal(api_standings_cut_per_shard(500, 999), 2);
+    assert_int_equal(api_standings_cut_per_shard(500, 512), 2);
+    assert_int_equal(api_standings_cut_per_shard(500, 64), 16);
+    assert_int_equal(api_standings_cut_per_shard(500, 16), 63);
     assert_int_equal(api_standings_cut_per_shard(500, 0), 1);
 }
 

@@ -26,7 +26,7 @@ def env_int(name, default):
 
 USERS = env_int("SCALE_USERS", 1000000)
 BETS = env_int("SCALE_BETS", 10000000)
-SHARDS = env_int("SCALE_SHARDS", 1024)
+SHARDS = env_int("SCALE_SHARDS", 512)
 FIRST_USERS = min(env_int("SCALE_FIRST_USERS", 10000), USERS // 2)
 RATE = env_int("SCALE_RATE", 60)
 # 180 s: 5,400 requests of each op, so that a measurement's p99 is the 54th
@@ -71,7 +71,7 @@ _children = []  # fillscale runs, killed on exit
 
 def start_stack(work):
     """devstack start with SCALE_SHARDS; (dir, seconds, attempts). devstack
-    gives `shardctl init` 120 s, which 1024 shards can exceed on a small
+    gives `shardctl init` 120 s, which 1024 shards could exceed on a small
     machine: init is idempotent and resumes, so start is run again."""
     d = os.path.join(work, "stack")
     env = dict(os.environ, BC_SHARDS=str(SHARDS), BC_PREFIX="bc", BC_API_SERVERS="2",
