@@ -595,19 +595,14 @@ int api_standings_member(struct router_txn *txn, uint64_t company, int join,
 
 /*
  * Where each large company's top K starts: the top-th best of its shards'
- * best scores (each shard's best api_standings_cut_per_shard()), a lower
- * bound of its top-th member's score (those are scores of top members at
- * or above it), and how many of them are at or above it. Read from the
- * users themselves (company_points: a shard's best are the first entries
- * of its index range), so it costs a few rows a shard and company, however
- * the scores spread, and is never stale. cuts[].company is set by the
- * caller, in ascending order; found is 0 for a company whose shards give
- * fewer than top (members in too few shards: then read all its users).
- * Reading every user at or above points gives the exact top K when it
- * returns at least top users (fewer: points moved between the two reads).
- * One scatter, in which each shard reads one index range, every company
- * from the first to the last (those not in cuts are dropped here): the
- * caller keeps the others few. 0 or a router status.
+ * best scores (api_standings_cut_per_shard() a shard, read from the users'
+ * company_points index, a dive each, however the scores spread; never
+ * stale), a lower bound of its top-th member's score, and how many of them
+ * are at or above it. cuts[].company is set by the caller, ascending;
+ * found is 0 for a company whose shards give fewer than top (read all its
+ * users). Every user at or above points is the exact top K when there are
+ * at least top (fewer: points moved between the reads). One scatter over
+ * the range of companies first to last (others dropped): 0 or a status.
  */
 struct api_points_cut {
     uint64_t company;
@@ -615,7 +610,9 @@ struct api_points_cut {
     int64_t at_or_above; /* shard bests at or above it: members, at least */
     int found;
 };
-/* Best scores a shard gives to a company's cut: top over nshard, at least 1. */
+/* Best scores a shard gives to a cut: 2 * top over nshard, 1 to the most
+ * (a subquery each; under 63 shards, fewer than 2 * top scores in all). */
+#define API_CUT_PER_SHARD_MAX 16
 uint32_t api_standings_cut_per_shard(uint32_t top, uint32_t nshard);
 /* One of a shard's best scores in a company, as the cuts' scatter reads it. */
 struct api_points_best {
@@ -631,6 +628,15 @@ void api_standings_cut_merge(struct api_points_best *b, size_t nb, uint32_t top,
                              struct api_points_cut *c, size_t n);
 int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *cuts,
                        size_t n);
+/*
+ * A group of large companies c[0..n) (ascending) as one scatter reads it:
+ * cond, each shard's WHERE (at most API_GROUP_PIECES ranges of companies,
+ * each at or above its lowest cut), and tail, the host's filter after its
+ * window (each company at or above its own cut). 0 or -ENOMEM.
+ */
+#define API_GROUP_PIECES 4
+int api_standings_group_parts(struct sql_buf *cond, struct sql_buf *tail,
+                              const struct api_points_cut *c, uint32_t n);
 
 /*
  * api_standings_store.c: a recomputation's lists, written under generation

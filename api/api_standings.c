@@ -10,18 +10,18 @@
  *    id (binary search in the id-sorted company and team lists);
  *  - each company's ranking: for the companies with more than K members,
  *    a cut at or under the score of the K-th member, the K-th best of the
- *    shards' best scores (each shard's from its index entries, one row a
- *    shard and company out, however the scores spread), then in groups, one
- *    scatter a group, every host ranks its users of the group's companies
- *    at or above that score (an index range: somewhat more than K users a
- *    company, ties aside) and returns its best K of each; the small
+ *    shards' best scores (each shard's from its index entries, a dive per
+ *    score, one row a shard and company out, however the scores spread),
+ *    then in groups, one scatter a group, every host ranks its users of the
+ *    group's companies at or above that score (index ranges: somewhat more
+ *    than K users a company, ties aside) and returns its best K of each; the small
  *    companies in runs of consecutive companies (by id) whose users are all
  *    returned. A group or a run is cut at ROWS rows (at most K per company
  *    and host): a scatter's cost over 1,024 shards is mostly what it costs
  *    to be one, so the fewer the better, and ROWS bounds memory. Each
- *    shard's part of a scatter is one index range, as short to parse as it
- *    can be: what one shard's statement costs, every shard of the host pays
- *    again;
+ *    shard's part of a scatter is a few index ranges, as short to parse as
+ *    it can be: what one shard's statement costs, every shard of the host
+ *    pays again;
  *  - the global ranking is merged from the company rankings (a user in the
  *    global top K is in his company's top K): no scatter of its own.
  * The results are JSON rows of the global standings table, all under one new
@@ -49,10 +49,10 @@
 /* Rows a run may return: its members (at most CHUNK, with room to spare). */
 #define RUN_ROWS ROWS
 /*
- * A scatter over large companies reads one index range from the first to
- * the last: at most SPAN_OTHERS members of other companies in between. The
- * cuts' scatter brings a few rows a shard and company (about TOP a
- * company): as many companies as make ROWS of them (SPAN_MAX at most).
+ * A scatter over large companies reads index ranges from the first to the
+ * last: at most SPAN_OTHERS members of other companies in between. The
+ * cuts' scatter brings a row a shard and company (its best scores): as
+ * many companies as make ROWS of them (SPAN_MAX at most).
  */
 #define SPAN_OTHERS ROWS
 #define SPAN_MAX 256
@@ -461,55 +461,6 @@ static uint32_t company_rows(const struct sql_rows *rows, uint32_t i, uint64_t i
 }
 
 /*
- * The statement parts of a group of large companies c[0..n) (in id order):
- * cond, each shard's condition, and tail, the host's filter after ranking.
- * A shard reads one index range, the group's companies from the first to
- * the last at or above the lowest cut (the caller keeps the other
- * companies in that range few), and the host keeps each company's users at
- * or above its own cut (a CASE, written once a host, not once a shard:
- * parsing n conditions in every shard's statement cost more than reading);
- * rows under a cut rank after those above it, so the ranks kept are right.
- */
-static int group_parts(struct sql_buf *cond, struct sql_buf *tail,
-                       const struct api_points_cut *c, uint32_t n)
-{
-    char term[96];
-    int64_t low = INT64_MAX;
-    int len, rc = 0;
-
-    cond->len = tail->len = 0;
-    rc = sql_buf_add(tail, ") u) t WHERE rn <= 500", 22);
-    for (uint32_t j = 0; j < n; j++) {
-        if (!c[j].found) {
-            low = INT64_MIN; /* read whole: no lower bound */
-            break;
-        }
-        if (c[j].points < low)
-            low = c[j].points;
-    }
-    len = snprintf(term, sizeof(term), "company_id BETWEEN %" PRIu64 " AND %" PRIu64,
-                   c[0].company, c[n - 1].company);
-    if (rc == 0)
-        rc = sql_buf_add(cond, term, (size_t)len);
-    if (rc == 0 && low != INT64_MIN) {
-        len = snprintf(term, sizeof(term), " AND points >= %" PRId64, low);
-        rc = sql_buf_add(cond, term, (size_t)len);
-    }
-    if (rc == 0)
-        rc = sql_buf_add(tail, " AND points >= CASE company_id", 30);
-    for (uint32_t j = 0; j < n && rc == 0; j++) {
-        if (c[j].found)
-            len = snprintf(term, sizeof(term), " WHEN %" PRIu64 " THEN %" PRId64,
-                           c[j].company, c[j].points);
-        else
-            len = snprintf(term, sizeof(term), " WHEN %" PRIu64 " THEN points",
-                           c[j].company);
-        rc = sql_buf_add(tail, term, (size_t)len);
-    }
-    return rc == 0 ? sql_buf_add(tail, " END", 4) : rc;
-}
-
-/*
  * The rankings of the large companies (more than TOP members). First each
  * one's cut, the TOP-th best of its shards' best scores, at or under the
  * score of its TOP-th member (api_standings_cuts); then its users at or
@@ -521,7 +472,7 @@ static int group_parts(struct sql_buf *cond, struct sql_buf *tail,
  * A statement per company would cost its parse over every shard of the
  * host: 100 of them took 10 s at 1,024 shards. Both the cuts and the
  * users are read by spans of companies in id order (one index range a
- * shard, group_parts()) with few members of small companies between them
+ * shard, api_standings_group_parts()) with few members of small companies between them
  * (SPAN_OTHERS). A company without a cut (members in fewer than TOP
  * shards) is read whole; one whose cut gave fewer than TOP users (points
  * moved between the reads) is read again, whole.
@@ -534,8 +485,7 @@ static int store_large_companies(struct router *r, struct standings *st)
     /* small[k]: members of the small companies before cg[k] */
     int64_t *small = calloc(st->nc + 1, sizeof(*small));
     struct sql_buf cond = {0}, tail = {0};
-    uint32_t span = ROWS / ((st->nshard ? st->nshard : 1) *
-                            api_standings_cut_per_shard(TOP, st->nshard));
+    uint32_t span = ROWS / (st->nshard ? st->nshard : 1);
     int rc = large && cut && small ? 0 : -ENOMEM;
 
     if (span < 1)
@@ -576,7 +526,7 @@ static int store_large_companies(struct router *r, struct standings *st)
             break;
         }
         /* Companies [g0, g) are a full group, or the last one at the end. */
-        rc = group_parts(&cond, &tail, &cut[g0], g - g0);
+        rc = api_standings_group_parts(&cond, &tail, &cut[g0], g - g0);
         t = sql_now_ms();
         st->reads++;
         if (rc == 0)

@@ -184,7 +184,9 @@ static struct api_points_cut *cut_find(struct api_points_cut *c, size_t n, uint6
 
 uint32_t api_standings_cut_per_shard(uint32_t top, uint32_t nshard)
 {
-    return nshard == 0 || 2 * top <= nshard ? 1 : (2 * top + nshard - 1) / nshard;
+    uint32_t n = nshard == 0 || 2 * top <= nshard ? 1 : (2 * top + nshard - 1) / nshard;
+
+    return n < API_CUT_PER_SHARD_MAX ? n : API_CUT_PER_SHARD_MAX;
 }
 
 void api_standings_cut_merge(struct api_points_best *b, size_t nb, uint32_t top,
@@ -211,6 +213,120 @@ void api_standings_cut_merge(struct api_points_best *b, size_t nb, uint32_t top,
     }
 }
 
+/*
+ * The cuts' statement for per_shard best scores a shard and company: one
+ * dependent subquery per place, each a dive into company_points that reads
+ * that one index entry (backwards from the company's best), driven by the
+ * shard's standings_company rows of the range. A window over the same
+ * entries read every one of them: 0.29-0.34 s of db1's time against
+ * 0.13-0.15 s at 512 shards, the same scores (docs/benchmarks.md, run 121).
+ */
+static char *cuts_sql(uint32_t per_shard, const char *range)
+{
+    static const char place[] =
+        ", (SELECT points FROM %%S.users u FORCE INDEX (company_points) WHERE "
+        "u.company_id = c.company_id ORDER BY points DESC LIMIT %u, 1)";
+    size_t cap = 256 + per_shard * (sizeof(place) + 16) + strlen(range);
+    char *sql = malloc(cap);
+    size_t len;
+
+    if (sql == NULL)
+        return NULL;
+    len = (size_t)snprintf(sql, cap, "SELECT c.company_id");
+    for (uint32_t i = 0; i < per_shard && len < cap; i++)
+        len += (size_t)snprintf(sql + len, cap - len, place, i);
+    if (len < cap)
+        len += (size_t)snprintf(
+            sql + len, cap - len,
+            " FROM %%S.standings_company c WHERE c.company_id BETWEEN %s "
+            "AND c.members > 0",
+            range);
+    if (len >= cap) {
+        free(sql);
+        return NULL;
+    }
+    return sql;
+}
+
+/*
+ * The statement parts of a group of large companies c[0..n) (in id order):
+ * cond, each shard's condition, and tail, the host's filter after ranking.
+ * A shard reads at most API_GROUP_PIECES index ranges: the group's companies split
+ * where their cuts differ most (runs of equal cuts first), each range from
+ * its first company to its last at or above its lowest cut (the caller
+ * keeps the other companies in the group's range few). The host keeps each
+ * company's users at or above its own cut (a CASE, written once a host,
+ * not once a shard: parsing n conditions in every shard's statement cost
+ * more than reading); rows under a cut rank after those above it, so the
+ * ranks kept are right. With the bench's tied scores, two ranges (the
+ * companies of 50,000 cut at 5, the others at 3) instead of one at 3 took
+ * the first group from 0.31-0.38 s to 0.23-0.26 s on db1 (benchmarks.md).
+ */
+int api_standings_group_parts(struct sql_buf *cond, struct sql_buf *tail,
+                              const struct api_points_cut *c, uint32_t n)
+{
+    struct piece {
+        uint32_t first, last;
+        int64_t low; /* INT64_MIN: a company read whole, no lower bound */
+    } p[API_GROUP_PIECES + 1];
+    char term[128];
+    uint32_t np = 0;
+    int len, rc = 0;
+
+    cond->len = tail->len = 0;
+    rc = sql_buf_add(tail, ") u) t WHERE rn <= 500", 22);
+    for (uint32_t j = 0; j < n; j++) {
+        int64_t low = c[j].found ? c[j].points : INT64_MIN;
+        if (np > 0 && p[np - 1].low == low) {
+            p[np - 1].last = j;
+            continue;
+        }
+        p[np++] = (struct piece){j, j, low};
+        if (np <= API_GROUP_PIECES)
+            continue;
+        /* One too many: merge the neighbours whose cuts are closest. */
+        uint32_t best = 0;
+        uint64_t gap = UINT64_MAX;
+        for (uint32_t k = 0; k + 1 < np; k++) {
+            int64_t hi = p[k].low > p[k + 1].low ? p[k].low : p[k + 1].low,
+                    lo = p[k].low > p[k + 1].low ? p[k + 1].low : p[k].low;
+            uint64_t d = (uint64_t)hi - (uint64_t)lo;
+            if (d < gap) {
+                gap = d;
+                best = k;
+            }
+        }
+        p[best].last = p[best + 1].last;
+        if (p[best + 1].low < p[best].low)
+            p[best].low = p[best + 1].low;
+        memmove(&p[best + 1], &p[best + 2], (np - best - 2) * sizeof(*p));
+        np--;
+    }
+    for (uint32_t k = 0; k < np && rc == 0; k++) {
+        len = snprintf(term, sizeof(term),
+                       "%s(company_id BETWEEN %" PRIu64 " AND %" PRIu64,
+                       k ? " OR " : "", c[p[k].first].company, c[p[k].last].company);
+        if (p[k].low != INT64_MIN)
+            len += snprintf(term + len, sizeof(term) - (size_t)len,
+                            " AND points >= %" PRId64, p[k].low);
+        rc = sql_buf_add(cond, term, (size_t)len);
+        if (rc == 0)
+            rc = sql_buf_add(cond, ")", 1);
+    }
+    if (rc == 0)
+        rc = sql_buf_add(tail, " AND points >= CASE company_id", 30);
+    for (uint32_t j = 0; j < n && rc == 0; j++) {
+        if (c[j].found)
+            len = snprintf(term, sizeof(term), " WHEN %" PRIu64 " THEN %" PRId64,
+                           c[j].company, c[j].points);
+        else
+            len = snprintf(term, sizeof(term), " WHEN %" PRIu64 " THEN points",
+                           c[j].company);
+        rc = sql_buf_add(tail, term, (size_t)len);
+    }
+    return rc == 0 ? sql_buf_add(tail, " END", 4) : rc;
+}
+
 int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *c,
                        size_t n)
 {
@@ -218,7 +334,8 @@ int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *c,
     uint32_t per_shard = api_standings_cut_per_shard(top, map ? map->nshard : 0);
     struct sql_rows rows = {0};
     struct api_points_best *b = NULL;
-    char range[64];
+    size_t nb = 0;
+    char range[64], *sql;
     int rc = 0;
 
     if (n == 0)
@@ -226,33 +343,31 @@ int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *c,
     snprintf(range, sizeof(range), "%" PRIu64 " AND %" PRIu64, c[0].company,
              c[n - 1].company);
     /*
-     * Each shard's best scores in each company of the range, per shard
-     * (enough that shards with that many members make top): one covering
-     * read of company_points a shard, its index entries only, however the
-     * scores spread. The role is not read: platform admins are in the
-     * platform company alone, never a large one (no ranked member).
+     * Each shard's best scores in each company of the range (enough that
+     * shards with that many members make top): index entries only, however
+     * the scores spread. The role is not read: platform admins are in the
+     * platform company alone, never a large one (no ranked member). A shard
+     * with fewer members than places gives NULL for the places it lacks.
      */
-    if (per_shard == 1)
-        rc = router_scatter(r, &rows,
-                            "SELECT company_id, MAX(points) FROM %S.users WHERE "
-                            "company_id BETWEEN %R GROUP BY company_id",
-                            range);
-    else
-        rc =
-            router_scatter(r, &rows,
-                           "SELECT company_id, points FROM (SELECT company_id, points, "
-                           "ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY points "
-                           "DESC) AS rn FROM %S.users WHERE company_id BETWEEN %R) t "
-                           "WHERE rn <= %u",
-                           range, per_shard);
-    if (rc == 0 && rows.nrow > 0 && (b = calloc(rows.nrow, sizeof(*b))) == NULL)
+    if ((sql = cuts_sql(per_shard, range)) == NULL)
+        return -ENOMEM;
+    rc = router_scatter(r, &rows, sql);
+    free(sql);
+    if (rc == 0 && rows.nrow > 0 &&
+        (b = calloc((size_t)rows.nrow * per_shard, sizeof(*b))) == NULL)
         rc = -ENOMEM;
     if (rc == 0) {
         for (uint32_t i = 0; i < rows.nrow; i++) {
-            b[i].company = strtoull(sql_cell(&rows, i, 0), NULL, 10);
-            b[i].points = strtoll(sql_cell(&rows, i, 1), NULL, 10);
+            uint64_t company = strtoull(sql_cell(&rows, i, 0), NULL, 10);
+            for (uint32_t k = 1; k <= per_shard; k++) {
+                const char *p = sql_cell(&rows, i, k);
+                if (p == NULL)
+                    break;
+                b[nb].company = company;
+                b[nb++].points = strtoll(p, NULL, 10);
+            }
         }
-        api_standings_cut_merge(b, rows.nrow, top, c, n);
+        api_standings_cut_merge(b, nb, top, c, n);
     }
     free(b);
     sql_rows_free(&rows);

@@ -200,7 +200,8 @@ static void test_cut_per_shard(void **state)
     assert_int_equal(api_standings_cut_per_shard(500, 999), 2);
     assert_int_equal(api_standings_cut_per_shard(500, 512), 2);
     assert_int_equal(api_standings_cut_per_shard(500, 64), 16);
-    assert_int_equal(api_standings_cut_per_shard(500, 16), 63);
+    assert_int_equal(api_standings_cut_per_shard(500, 63), 16);
+    assert_int_equal(api_standings_cut_per_shard(500, 16), API_CUT_PER_SHARD_MAX);
     assert_int_equal(api_standings_cut_per_shard(500, 0), 1);
 }
 
@@ -303,6 +304,60 @@ static void test_cut_merge_is_a_lower_bound(void **state)
     assert_true(found > 100);
 }
 
+/* The group's statement parts for the cuts given: cond, then tail. */
+static void group_parts(const struct api_points_cut *c, uint32_t n, const char *cond,
+                        const char *tail)
+{
+    struct sql_buf a = {0}, b = {0};
+
+    assert_int_equal(api_standings_group_parts(&a, &b, c, n), 0);
+    assert_non_null(a.buf);
+    assert_string_equal(a.buf, cond);
+    assert_string_equal(b.buf, tail);
+    sql_buf_deinit(&a);
+    sql_buf_deinit(&b);
+}
+
+static void test_group_parts(void **state)
+{
+    /* Runs of equal cuts: one range each. */
+    struct api_points_cut runs[] = {
+        {10, 5, 600, 1}, {11, 5, 600, 1}, {12, 3, 700, 1}, {14, 3, 500, 1}};
+    /* Six cuts apart: the closest neighbours merge (10 and 9, then 50 and
+     * 49) into four ranges, each at or under every cut in it. */
+    struct api_points_cut apart[] = {{1, 10, 500, 1}, {2, 9, 500, 1},  {3, 1, 500, 1},
+                                     {4, 50, 500, 1}, {5, 49, 500, 1}, {6, 2, 500, 1}};
+    /* A company without a cut is read whole: its range has no bound, and a
+     * neighbour merged with it loses its own. */
+    struct api_points_cut whole[] = {{7, 4, 500, 1},  {8, 0, 0, 0},
+                                     {9, 4, 500, 1},  {10, 6, 500, 1},
+                                     {11, 8, 500, 1}, {12, 12, 500, 1}};
+    (void)state;
+    group_parts(
+        runs, 4,
+        "(company_id BETWEEN 10 AND 11 AND points >= 5) OR (company_id BETWEEN 12 "
+        "AND 14 AND points >= 3)",
+        ") u) t WHERE rn <= 500 AND points >= CASE company_id WHEN 10 THEN 5 WHEN 11 "
+        "THEN 5 WHEN 12 THEN 3 WHEN 14 THEN 3 END");
+    group_parts(
+        apart, 6,
+        "(company_id BETWEEN 1 AND 2 AND points >= 9) OR (company_id BETWEEN 3 AND 3 "
+        "AND points >= 1) OR (company_id BETWEEN 4 AND 5 AND points >= 49) OR "
+        "(company_id BETWEEN 6 AND 6 AND points >= 2)",
+        ") u) t WHERE rn <= 500 AND points >= CASE company_id WHEN 1 THEN 10 WHEN 2 "
+        "THEN 9 WHEN 3 THEN 1 WHEN 4 THEN 50 WHEN 5 THEN 49 WHEN 6 THEN 2 END");
+    group_parts(
+        whole, 6,
+        "(company_id BETWEEN 7 AND 7 AND points >= 4) OR (company_id BETWEEN 8 AND 8) "
+        "OR (company_id BETWEEN 9 AND 11 AND points >= 4) OR (company_id BETWEEN 12 "
+        "AND 12 AND points >= 12)",
+        ") u) t WHERE rn <= 500 AND points >= CASE company_id WHEN 7 THEN 4 WHEN 8 "
+        "THEN points WHEN 9 THEN 4 WHEN 10 THEN 6 WHEN 11 THEN 8 WHEN 12 THEN 12 END");
+    group_parts(
+        runs, 1, "(company_id BETWEEN 10 AND 10 AND points >= 5)",
+        ") u) t WHERE rn <= 500 AND points >= CASE company_id WHEN 10 THEN 5 END");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_cut_per_shard),
         cmocka_unit_test(test_cut_merge),
         cmocka_unit_test(test_cut_merge_is_a_lower_bound),
+        cmocka_unit_test(test_group_parts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
