@@ -471,9 +471,13 @@ static uint32_t company_rows(const struct sql_rows *rows, uint32_t i, uint64_t i
  * those companies (a window per company) and returns its best TOP of each.
  * A statement per company would cost its parse over every shard of the
  * host: 100 of them took 10 s at 1,024 shards. Both the cuts and the
- * users are read by spans of companies in id order (one index range a
- * shard, api_standings_group_parts()) with few members of small companies between them
- * (SPAN_OTHERS). A company without a cut (members in fewer than TOP
+ * users are read by spans of companies in id order (a few index ranges a
+ * shard, api_standings_group_parts()) with few members of small companies
+ * between them (SPAN_OTHERS), the users through company_points (FORCE
+ * INDEX: MariaDB scanned each shard's whole table for ranges that span most
+ * of it; on the index, entries under the cuts are skipped before any row is
+ * read, which took a recomputation from 1,509-1,924 ms to 1,291-1,468:
+ * benchmarks.md, run 123). A company without a cut (members in fewer than TOP
  * shards) is read whole; one whose cut gave fewer than TOP users (points
  * moved between the reads) is read again, whole.
  */
@@ -535,7 +539,10 @@ static int store_large_companies(struct router *r, struct standings *st)
                 "SELECT id, display_name, company_id, team_id, points FROM (SELECT *, "
                 "ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY points DESC, id "
                 "ASC) AS rn FROM (",
-                tail.buf, USER_ROW "WHERE (%R) AND role <> 'platform_admin'", cond.buf);
+                tail.buf,
+                USER_ROW "FORCE INDEX (company_points) WHERE (%R) AND role <> "
+                         "'platform_admin'",
+                cond.buf);
         if (rc == 0)
             rc = api_standings_sort_rows(&rows);
         st->read_ms += sql_now_ms() - t;
