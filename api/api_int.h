@@ -628,12 +628,9 @@ void api_standings_cut_merge(struct api_points_best *b, size_t nb, uint32_t top,
                              struct api_points_cut *c, size_t n);
 int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *cuts,
                        size_t n);
-/*
- * A group of large companies c[0..n) (ascending) as one scatter reads it:
- * cond, each shard's WHERE (at most API_GROUP_PIECES ranges of companies,
- * each at or above its lowest cut), and tail, the host's filter after its
- * window (each company at or above its own cut). 0 or -ENOMEM.
- */
+/* Large companies c[0..n) (ascending) as one scatter reads them: cond, each
+ * shard's WHERE (at most API_GROUP_PIECES ranges, each at or above its lowest
+ * cut), tail, the host's filter after its window (each its own cut). 0 or -ENOMEM. */
 #define API_GROUP_PIECES 4
 int api_standings_group_parts(struct sql_buf *cond, struct sql_buf *tail,
                               const struct api_points_cut *c, uint32_t n);
