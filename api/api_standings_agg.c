@@ -221,31 +221,28 @@ void api_standings_cut_merge(struct api_points_best *b, size_t nb, uint32_t top,
  * entries read every one of them: 0.29-0.34 s of db1's time against
  * 0.13-0.15 s at 512 shards, the same scores (docs/benchmarks.md, run 121).
  */
-static char *cuts_sql(uint32_t per_shard, const char *range)
+static int cuts_sql(struct sql_buf *sql, uint32_t per_shard, const char *range)
 {
-    static const char place[] =
-        ", (SELECT points FROM %%S.users u FORCE INDEX (company_points) WHERE "
-        "u.company_id = c.company_id ORDER BY points DESC LIMIT %u, 1)";
-    size_t cap = 256 + per_shard * (sizeof(place) + 16) + strlen(range);
-    char *sql = malloc(cap);
-    size_t len;
+    char term[192];
+    int len, rc = sql_buf_add(sql, "SELECT c.company_id", 19);
 
-    if (sql == NULL)
-        return NULL;
-    len = (size_t)snprintf(sql, cap, "SELECT c.company_id");
-    for (uint32_t i = 0; i < per_shard && len < cap; i++)
-        len += (size_t)snprintf(sql + len, cap - len, place, i);
-    if (len < cap)
-        len += (size_t)snprintf(
-            sql + len, cap - len,
-            " FROM %%S.standings_company c WHERE c.company_id BETWEEN %s "
-            "AND c.members > 0",
-            range);
-    if (len >= cap) {
-        free(sql);
-        return NULL;
+    for (uint32_t i = 0; i < per_shard && rc == 0; i++) {
+        len = snprintf(
+            term, sizeof(term),
+            ", (SELECT points FROM %%S.users u FORCE INDEX (company_points) "
+            "WHERE u.company_id = c.company_id ORDER BY points DESC LIMIT %u, 1)",
+            i);
+        rc = sql_buf_add(sql, term, (size_t)len);
     }
-    return sql;
+    if (rc == 0) {
+        len =
+            snprintf(term, sizeof(term),
+                     " FROM %%S.standings_company c WHERE c.company_id BETWEEN %s AND "
+                     "c.members > 0",
+                     range);
+        rc = sql_buf_add(sql, term, (size_t)len);
+    }
+    return rc;
 }
 
 /*
@@ -335,7 +332,8 @@ int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *c,
     struct sql_rows rows = {0};
     struct api_points_best *b = NULL;
     size_t nb = 0;
-    char range[64], *sql;
+    struct sql_buf sql = {0};
+    char range[64];
     int rc = 0;
 
     if (n == 0)
@@ -349,10 +347,10 @@ int api_standings_cuts(struct router *r, uint32_t top, struct api_points_cut *c,
      * platform company alone, never a large one (no ranked member). A shard
      * with fewer members than places gives NULL for the places it lacks.
      */
-    if ((sql = cuts_sql(per_shard, range)) == NULL)
-        return -ENOMEM;
-    rc = router_scatter(r, &rows, sql);
-    free(sql);
+    rc = cuts_sql(&sql, per_shard, range);
+    if (rc == 0)
+        rc = router_scatter(r, &rows, sql.buf);
+    sql_buf_deinit(&sql);
     if (rc == 0 && rows.nrow > 0 &&
         (b = calloc((size_t)rows.nrow * per_shard, sizeof(*b))) == NULL)
         rc = -ENOMEM;
