@@ -66,6 +66,7 @@ int router_create(const struct shardmap_conf *conf, struct router **out)
     pthread_mutex_init(&r->map_lock, NULL);
     pthread_mutex_init(&r->poll_lock, NULL);
     pthread_cond_init(&r->poll_cond, NULL);
+    pthread_cond_init(&r->poll_idle, NULL);
     router__machines_init(r);
     for (uint32_t i = 0; i < conf->nhost; i++) {
         rc = sql_endpoint_of(conf, conf->hosts[i].name, NULL, 0, &ep);
@@ -100,6 +101,7 @@ error:
     pthread_mutex_destroy(&r->map_lock);
     pthread_mutex_destroy(&r->poll_lock);
     pthread_cond_destroy(&r->poll_cond);
+    pthread_cond_destroy(&r->poll_idle);
     router__machines_deinit(r);
     shardmap_conf_deinit(&r->conf);
     free(r);
@@ -117,6 +119,7 @@ void router_destroy(struct router *r)
     pthread_mutex_destroy(&r->map_lock);
     pthread_mutex_destroy(&r->poll_lock);
     pthread_cond_destroy(&r->poll_cond);
+    pthread_cond_destroy(&r->poll_idle);
     router__machines_deinit(r);
     shardmap_conf_deinit(&r->conf);
     free(r);

@@ -60,7 +60,10 @@ const struct shardmap *router_map(struct router *router);
 int router_reload_map(struct router *router);
 /* Asks the poller to reload at once (a shard answered that it moved). */
 void router_map_stale(struct router *router);
-/* Turns the background poller off (tests of stale servers) or back on. */
+/*
+ * Turns the background poller off (tests of stale servers, statement counts)
+ * or back on. Turning it off waits for a reload under way to end.
+ */
 void router_set_polling(struct router *router, int on);
 
 /* Version of the map in use; 0 before the first load. */

@@ -172,7 +172,8 @@ struct router {
     pthread_t poller;
     pthread_mutex_t poll_lock;
     pthread_cond_t poll_cond;
-    int poll_stop, poll_now, poll_on; /* guarded by poll_lock */
+    pthread_cond_t poll_idle;                    /* broadcast when a reload ends */
+    int poll_stop, poll_now, poll_on, poll_busy; /* guarded by poll_lock */
 
     struct catalog catalog; /* over the global host's pool (router_catalog()) */
 };

@@ -320,10 +320,13 @@ static void *poll_main(void *arg)
             break;
         int on = r->poll_on || r->poll_now;
         r->poll_now = 0;
+        r->poll_busy = on;
         pthread_mutex_unlock(&r->poll_lock);
         if (on)
             router_reload_map(r);
         pthread_mutex_lock(&r->poll_lock);
+        r->poll_busy = 0;
+        pthread_cond_broadcast(&r->poll_idle);
     }
     pthread_mutex_unlock(&r->poll_lock);
     return NULL;
@@ -341,6 +344,9 @@ void router_set_polling(struct router *r, int on)
 {
     pthread_mutex_lock(&r->poll_lock);
     r->poll_on = on;
+    /* Off: a reload under way ends first, so no poller statement follows. */
+    while (!on && r->poll_busy)
+        pthread_cond_wait(&r->poll_idle, &r->poll_lock);
     pthread_mutex_unlock(&r->poll_lock);
 }
 
