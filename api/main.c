@@ -25,10 +25,11 @@
 static atomic_int log_stop;
 
 /*
- * The log is fully buffered: the access log per thread (api_log.c), the
- * server's own lines in stderr's 64 KiB buffer, one write each when full,
- * not per line. Both are flushed four times a second, so log lines are at
- * most 250 ms late.
+ * The access log is buffered per thread (api_log.c), one write when a
+ * buffer is full, not per line, and flushed four times a second: its lines
+ * are at most 250 ms late. The server's own lines (api_log()) are few and
+ * are what explains a crash: stderr is line-buffered, so each is written
+ * as it is logged and a kill -9 loses none of them.
  */
 static void *log_flusher(void *arg)
 {
@@ -216,7 +217,7 @@ int main(int argc, char **argv)
     static char logbuf[1 << 16];
     pthread_t flusher;
     int have_flusher = 0;
-    setvbuf(stderr, logbuf, _IOFBF, sizeof(logbuf));
+    setvbuf(stderr, logbuf, _IOLBF, sizeof(logbuf));
 
     /* Signals go to sigwait() below, not to the server's threads. */
     signal(SIGPIPE, SIG_IGN);
