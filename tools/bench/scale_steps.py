@@ -561,13 +561,14 @@ def wait_kickoff(h, big):
         time.sleep(left)
 
 
-def settle(admin, big, during, on_settled=None):
+def settle(admin, big, during, on_settled=None, on_done=None):
     """Posts the first match's result and polls its settlement every 0.5 s;
     (seconds until every shard was settled, seconds until the job was done,
     settlement, the time of the first answer with every shard settled). The
     job reports every shard settled, then recomputes the standings, then is
     done: the standings are timed from the first of those. on_settled() (if
-    given) runs when every shard is first seen settled."""
+    given) runs when every shard is first seen settled, on_done() when the
+    job is first seen done."""
     during["t_post"] = t0 = time.time()
     admin.post("/v1/matches/%s/result" % big["id"], {"home_goals": 2, "away_goals": 1}).expect(202, msg="post result")
     last, next_say, t_shards = None, t0 + 10, None
@@ -582,6 +583,8 @@ def settle(admin, big, during, on_settled=None):
                     on_settled()
             if last.get("state") == "done":
                 now = time.time()
+                if on_done is not None:
+                    on_done()
                 return (t_shards or now) - t0, now - t0, last, t_shards or now
         if time.time() > next_say:
             say("settlement: %s" % (json.dumps(last) if last else r.describe(200)))
