@@ -149,7 +149,7 @@ write_cluster_yaml() {
             echo "    port: $(port_of "$name")"
         done
         echo "router:"
-        echo "  pool_size: 8"
+        echo "  pool_size: $POOL_SIZE"
         echo "  connect_timeout_ms: 500"
         echo "  query_timeout_ms: 800"
         echo "  map_poll_ms: 1000"
