@@ -54,7 +54,7 @@ UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf \
               $(BUILD)/test_shardmap_files $(BUILD)/test_api $(BUILD)/test_api_routes \
               $(BUILD)/test_api_work $(BUILD)/test_api_tarpit $(BUILD)/test_api_hot \
               $(BUILD)/test_api_listen $(BUILD)/test_api_pwhash \
-              $(BUILD)/test_api_log $(BUILD)/test_api_text \
+              $(BUILD)/test_api_log $(BUILD)/test_api_text $(BUILD)/test_api_batch \
               $(BUILD)/test_reshard \
               $(BUILD)/test_sql $(BUILD)/test_netwire_queue
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
@@ -159,6 +159,8 @@ $(BUILD)/test_api_log: $(BUILD)/tests/unit/test_api_log.o $(API_LIB)
 $(BUILD)/test_api_pwhash: $(BUILD)/tests/unit/test_api_pwhash.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_text: $(BUILD)/tests/unit/test_api_text.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
+$(BUILD)/test_api_batch: $(BUILD)/tests/unit/test_api_batch.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_hot: $(BUILD)/tests/unit/test_api_hot.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)

@@ -31,61 +31,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "api/api_int.h"
+#include "api/api_loop_int.h"
 
 #define EVENTS 64
-/*
- * A read that finds no idle connection while the loop has statements of its
- * own in flight waits on the loop for one of them to give its connection
- * back, up to PENDING_MS, at most PENDING_MAX at once; then it goes to a
- * worker, which waits for a connection as handlers do.
- */
-#define PENDING_MS 250
-#define PENDING_MAX 4096
-
-/* A statement in flight for a request, in its loop's list. */
-struct api_loop_wait {
-    struct api_req *req; /* ref: its connection is suspended */
-    struct router_op *op;
-    struct sql_rows rows;
-    api_loop_done done;
-    int write;       /* not a GET: never run twice, marked when it ran */
-    int keyed;       /* a write holding one of its user's turns (api_work) */
-    uint32_t events; /* EPOLL* bits registered for the op's socket */
-    int64_t due_ms;  /* pending (no op yet): when it goes to a worker */
-    int status;      /* pending: why its last start failed */
-    struct api_loop_wait *prev, *next;
-};
-
-struct pending {
-    int fd;
-    socklen_t len;
-    struct sockaddr_storage sa;
-};
-
-struct api_loop {
-    struct MHD_Daemon *daemon; /* ref */
-    int ep;                    /* the loop's epoll set */
-    int mhd_fd;                /* the daemon's epoll descriptor (the daemon's) */
-    int wake_fd;               /* eventfd: new connections, or stop */
-    pthread_t thread;
-    int running;
-    atomic_int quit;
-    atomic_uint_fast64_t refused;
-    pthread_mutex_t lock; /* the queue of new connections */
-    struct pending *queue;
-    size_t nqueue, capqueue;
-    struct api_loop_wait *waits; /* in flight; the loop thread's */
-    /* Waiting for a connection (no op yet), oldest first; the thread's. */
-    struct api_loop_wait *pend_head, *pend_tail;
-    uint32_t npend;
-    struct api_loop_wait *retry; /* the pending one whose handler runs again */
-    int run;                     /* the loop thread's: MHD_run() is due */
-    struct cache_marker *marker; /* NULL: no cache */
-    int mark_fd;                 /* its descriptor (the marker's) */
-    struct api_loop_wait *marks; /* answered, waiting for their mark */
-};
-
 static _Thread_local struct api_loop *this_loop;
 static atomic_uint_fast64_t n_answered, n_to_worker, n_marked, n_mark_failed;
 static atomic_int_fast64_t n_busy; /* in flight or pending, every loop's */
@@ -138,8 +86,10 @@ static void list_del(struct api_loop_wait **head, struct api_loop_wait *w)
 }
 
 /* w is done: a write's turn goes back to its user's next write. */
-static void wait_free(struct api_loop_wait *w)
+void api_loop__wait_free(struct api_loop_wait *w)
 {
+    sql_buf_deinit(&w->text);
+    free(w->batch);
     if (w->keyed)
         api_work_key_give(api_server_work(w->req->srv), w->req->auth.user_id);
     free(w);
@@ -150,7 +100,7 @@ static void answered(struct api_loop *l, struct api_loop_wait *w)
 {
     struct api_req *req = w->req;
 
-    wait_free(w);
+    api_loop__wait_free(w);
     if (req->status == 0)
         api_error(req, 500, "internal", "the handler gave no answer");
     req->where = API_WORKER_ANSWERED;
@@ -242,7 +192,8 @@ static int wait_close(struct api_loop *l, struct api_loop_wait *w)
  * half-way is never run again: it may have committed (answered as a
  * timeout is). Frees w, or keeps it until the write's mark is in.
  */
-static void wait_answer(struct api_loop *l, struct api_loop_wait *w, int status)
+static void answer_rows(struct api_loop *l, struct api_loop_wait *w, int status,
+                        struct sql_rows *rows)
 {
     struct api_req *req = w->req;
     int stopping = atomic_load(&l->quit), to_worker;
@@ -254,11 +205,12 @@ static void wait_answer(struct api_loop *l, struct api_loop_wait *w, int status)
         api_add_header(req, "Retry-After", "1");
         api_error(req, 503, "unavailable", "the server is stopping; try again");
     } else if (!to_worker) {
-        to_worker = !w->done(req, status, &w->rows);
+        to_worker = !w->done(req, status, rows);
     }
-    sql_rows_free(&w->rows);
+    if (rows == &w->rows)
+        sql_rows_free(rows);
     if (!stopping && to_worker) {
-        wait_free(w); /* first: the worker's run counts its own turn */
+        api_loop__wait_free(w); /* first: the worker's run counts its own turn */
         atomic_fetch_add_explicit(&n_to_worker, 1, memory_order_relaxed);
         api_req_to_worker(req); /* still suspended; the worker resumes it */
         return;
@@ -268,6 +220,34 @@ static void wait_answer(struct api_loop *l, struct api_loop_wait *w, int status)
     if (!stopping && req->status != 0 && mark_start(l, w))
         return;
     answered(l, w);
+}
+
+/* A batch's reads, each with its own row of the batch's (api_batch_rows()). */
+static void answer_batch(struct api_loop *l, struct api_loop_wait *w, int status)
+{
+    struct sql_rows all = w->rows, view = {0};
+    struct api_loop_wait **batch = w->batch;
+    uint32_t n = w->nbatch;
+
+    memset(&w->rows, 0, sizeof(w->rows));
+    w->batch = NULL; /* w is batch[0]: answered (and freed) below */
+    w->nbatch = 0;
+    atomic_fetch_sub_explicit(&n_busy, (int64_t)n - 1, memory_order_relaxed);
+    for (uint32_t i = 0; i < n; i++) {
+        int rc = status == 0 ? api_batch_rows(&all, i, &view) : status;
+        answer_rows(l, batch[i], rc, &view);
+    }
+    sql_rows_free(&all);
+    free(batch);
+}
+
+static void wait_answer(struct api_loop *l, struct api_loop_wait *w, int status)
+{
+    if (w->nbatch > 0) {
+        answer_batch(l, w, status);
+        return;
+    }
+    answer_rows(l, w, status, &w->rows);
 }
 
 /* After the op moved on: wait for what it waits for now, or answer. */
@@ -328,13 +308,33 @@ static struct api_loop_wait *pend_pop(struct api_loop *l)
     return w;
 }
 
-int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
-                   const char *fmt, ...)
+void api_loop__started(struct api_loop *l, struct api_loop_wait *w, uint32_t n)
+{
+    list_add(&l->waits, w);
+    atomic_fetch_add_explicit(&n_busy, (int64_t)n, memory_order_relaxed);
+    wait_update(l, w);
+}
+
+void api_loop__not_started(struct api_loop *l, struct api_loop_wait *w, int rc)
+{
+    struct api_req *req = w->req;
+
+    if (rc == BC_EPOOL && l->waits != NULL && l->npend < PENDING_MAX) {
+        w->due_ms = sql_now_ms() + PENDING_MS;
+        pend_push(l, w, 0);
+        return;
+    }
+    api_loop__wait_free(w);
+    atomic_fetch_add_explicit(&n_to_worker, 1, memory_order_relaxed);
+    api_req_to_worker(req); /* still suspended; the worker resumes it */
+}
+
+int api_loop__vquery(struct api_req *req, api_loop_done done, uint32_t shard,
+                     const char *fmt, va_list ap)
 {
     struct api_loop *l = this_loop;
     struct api_loop_wait *w;
     int retry;
-    va_list ap;
     int rc;
 
     if (l == NULL || req->router == NULL || atomic_load(&l->quit))
@@ -354,9 +354,7 @@ int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
         }
         w->keyed = 1;
     }
-    va_start(ap, fmt);
     rc = router_op_vstart(req->router, shard, &w->rows, &w->op, fmt, ap);
-    va_end(ap);
     if (rc == BC_EPOOL && !retry && l->waits != NULL && l->npend < PENDING_MAX) {
         /* The loop's own statements give connections back soon. */
         w->due_ms = sql_now_ms() + PENDING_MS;
@@ -368,7 +366,7 @@ int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
     if (rc < 0) {
         w->status = rc;
         if (!retry)
-            wait_free(w);
+            api_loop__wait_free(w);
         return 0;
     }
     if (retry)
@@ -381,6 +379,18 @@ int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
         MHD_suspend_connection(req->conn);
     wait_update(l, w);
     return 1;
+}
+
+int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
+                   const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = api_loop__vquery(req, done, shard, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 /*
@@ -408,7 +418,7 @@ static void start_pending(struct api_loop *l, int64_t now)
             pend_push(l, w, 1);
             return; /* the next one would not find a connection either */
         }
-        wait_free(w);
+        api_loop__wait_free(w);
         if (req->status != 0) { /* the handler answered */
             req->where = API_WORKER_ANSWERED;
             api_loop_resume(l, req->conn);
@@ -534,13 +544,15 @@ static void *loop_main(void *arg)
             l->run = 0;
             (void)MHD_run(l->daemon);
         }
+        if (l->reads != NULL)
+            api_loop__start_reads(l);
     }
     /* Stopping: the statements in flight are abandoned, their requests answered. */
     while (l->waits != NULL)
         wait_answer(l, l->waits, wait_close(l, l->waits));
     while ((w = pend_pop(l)) != NULL) {
         struct api_req *req = w->req;
-        wait_free(w);
+        api_loop__wait_free(w);
         api_add_header(req, "Retry-After", "1");
         api_error(req, 503, "unavailable", "the server is stopping; try again");
         req->where = API_WORKER_ANSWERED;

@@ -121,6 +121,29 @@ typedef int (*api_loop_done)(struct api_req *req, int status, struct sql_rows *r
 int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
                    const char *fmt, ...);
 /*
+ * A read of at most one row (a primary-key SELECT) as api_loop_query()
+ * runs one, but that may share its statement: the reads that handlers start
+ * in one turn of the loop, on shards of the same host, go as one statement
+ * (at most the limits' read_batch of them), and each read's done gets its
+ * own row. A batch that cannot start, or that fails as a whole with a
+ * status the worker's way deals with, runs each read's handler on a worker,
+ * as api_loop_query() does. fmt must begin with "SELECT ".
+ */
+#define API_READ_BATCH_MAX 64 /* the limits' read_batch at most */
+int api_loop_read(struct api_req *req, api_loop_done done, uint32_t shard,
+                  const char *fmt, ...);
+/*
+ * api_loop_batch.c: a batch's statement into out, from the n reads' texts
+ * (each "SELECT ...", formatted for its shard): read i becomes "(SELECT i,
+ * ...)", joined by UNION ALL; -EINVAL for a text that is not a SELECT,
+ * -ENOMEM. And read i's rows from the batch's: a view into all (never
+ * freed by itself) of at most one row without the tag column; 0, or
+ * BC_EQUERY when read i got more than one row.
+ */
+int api_batch_text(struct sql_buf *out, const struct sql_buf *const *reads, uint32_t n);
+int api_batch_rows(const struct sql_rows *all, uint32_t i, struct sql_rows *view);
+
+/*
  * Statements run on the loops: answered there, and sent to a worker after
  * all; the writes' marks set, and failed (their answers left all the same);
  * busy now (in flight, or waiting on a loop for a connection). A write
@@ -129,6 +152,8 @@ int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
  */
 void api_loop_stats(uint64_t *answered, uint64_t *to_worker, uint64_t *marked,
                     uint64_t *mark_failed, uint64_t *busy);
+/* Reads started in a statement shared with others (api_loop_read()). */
+uint64_t api_loop_shared(void);
 
 /*
  * api_listen.c: the listening socket (bound and listening on open) and the

@@ -411,6 +411,10 @@ void api_h_metrics(struct api_req *req)
         "# TYPE betcity_loop_reads_total counter\n"
         "betcity_loop_reads_total{instance=\"%s\",outcome=\"answered\"} %" PRIu64 "\n"
         "betcity_loop_reads_total{instance=\"%s\",outcome=\"to_worker\"} %" PRIu64 "\n"
+        "# HELP betcity_loop_shared_reads_total Reads started on an event loop "
+        "in one statement with other reads of the same host (read_batch).\n"
+        "# TYPE betcity_loop_shared_reads_total counter\n"
+        "betcity_loop_shared_reads_total{instance=\"%s\"} %" PRIu64 "\n"
         "# HELP betcity_loop_marks_total Read-your-writes marks of the writes "
         "answered on an event loop, set without blocking: set, or failed (no "
         "server took it, an error, no answer in the cache's timeout).\n"
@@ -421,7 +425,8 @@ void api_h_metrics(struct api_req *req)
         "flight, or waiting on their loop for a connection.\n"
         "# TYPE betcity_loop_statements gauge\n"
         "betcity_loop_statements{instance=\"%s\"} %" PRIu64 "\n",
-        name, answered, name, to_worker, name, marked, name, mark_failed, name, busy);
+        name, answered, name, to_worker, name, api_loop_shared(), name, marked, name,
+        mark_failed, name, busy);
     fclose(f);
     free(hosts);
     api_reply_raw(req, 200, "text/plain; version=0.0.4", buf, len);

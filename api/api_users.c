@@ -433,9 +433,8 @@ void api_h_me(struct api_req *req)
     int rc;
 
     if (req->where == API_ON_LOOP && api_loop_self() != NULL) {
-        (void)api_loop_query(req, me_read, router_shard_of_id(id),
-                             "SELECT " USER_COLS " FROM %S.users u WHERE u.id = %u",
-                             id);
+        (void)api_loop_read(req, me_read, router_shard_of_id(id),
+                            "SELECT " USER_COLS " FROM %S.users u WHERE u.id = %u", id);
         return;
     }
     rc = api_user_load(req->router, id, &u);

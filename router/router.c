@@ -213,6 +213,12 @@ int router__vformat(struct router *r, uint32_t shard, struct sql_buf *b,
     return sql_vformat(b, schema, shard == ROUTER_GLOBAL ? 0 : shard, fmt, ap);
 }
 
+int router_vformat(struct router *r, uint32_t shard, struct sql_buf *b, const char *fmt,
+                   va_list ap)
+{
+    return shard == ROUTER_GLOBAL ? -EINVAL : router__vformat(r, shard, b, fmt, ap);
+}
+
 static _Thread_local int stale_mode;
 
 int router_stale_reads(int on)

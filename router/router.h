@@ -210,6 +210,16 @@ int router_stale_reads(int on);
  * is closed): -ECANCELED. Rows as router_exec()'s. One thread at a time.
  */
 struct router_op; /* opaque */
+/*
+ * For reads that share one statement (the loops' batched reads): the host
+ * that serves `shard` now, as an opaque key (0: none, e.g. no map), equal
+ * for two shards exactly when one host serves both; and `fmt` formatted for
+ * `shard` (%S its schema, %N its number) into b. A key is a snapshot: a
+ * statement over several shards that one of them left fails with BC_EMOVED.
+ */
+uintptr_t router_host_key(struct router *router, uint32_t shard);
+int router_vformat(struct router *router, uint32_t shard, struct sql_buf *b,
+                   const char *fmt, va_list ap);
 int router_op_start(struct router *router, uint32_t shard, struct sql_rows *rows,
                     struct router_op **op, const char *fmt, ...);
 int router_op_vstart(struct router *router, uint32_t shard, struct sql_rows *rows,

@@ -259,6 +259,14 @@ struct router_pool *router__pool_of_shard(struct router *r, uint32_t shard, int 
     return m->pool_of[m->map->node_of[shard]];
 }
 
+uintptr_t router_host_key(struct router *r, uint32_t shard)
+{
+    int err = 0;
+
+    return shard == ROUTER_GLOBAL ? 0
+                                  : (uintptr_t)router__pool_of_shard(r, shard, &err);
+}
+
 /* Measures a replica's lag from the guard's heartbeat row. */
 static void measure_lag(struct router *r, struct router_pool *p)
 {

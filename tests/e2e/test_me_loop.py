@@ -11,6 +11,8 @@ everything else meanwhile. Needs BC_STACK_DIR (the shard map, tools/devstack
 pid). Prints its figures (lines "[me-loop] ...").
 """
 
+import http.client
+import json
 import os
 import re
 import signal
@@ -21,7 +23,7 @@ import unittest
 
 import stack
 from client import Client, RequestFailed
-from fixtures import new_company, parallel, signup
+from fixtures import new_company, new_users, parallel, signup
 
 GLOBAL_HOST = "db1"  # stack.sql_global(): the host of the global schema
 FAST_S = 0.2  # a health check slower than this waited for something
@@ -85,6 +87,42 @@ class TestMeOnTheLoops(unittest.TestCase):
             % (after["answered"] - before["answered"], after["to_worker"] - before["to_worker"]))
         self.assertEqual(after["answered"] - before["answered"], 20)
         self.assertEqual(after["to_worker"], before["to_worker"])
+
+    def test_reads_at_once_each_get_their_own_row(self):
+        """32 users' reads sent at once on 32 connections to api1, in bursts:
+        reads that a loop's turn starts on one host share a statement
+        (read_batch), and every answer is its own user's, in full. Some
+        reads must have shared one (betcity_loop_shared_reads_total rose)."""
+        s = stack.get()
+        s.require_dir()
+        url = s.api_urls[0]
+        users = new_users(new_company(), 32)
+        hostport = url.split("//", 1)[1]
+        conns = [http.client.HTTPConnection(hostport, timeout=10) for _ in users]
+        shared = lambda: int(re.search(r"betcity_loop_shared_reads_total\{[^}]*\} (\d+)",
+                                       Client(url).get("/metrics", timeout=5).text).group(1))
+        before, bursts, answers = shared(), 0, 0
+        try:
+            for c in conns:
+                c.connect()
+            while bursts < 40 and (bursts < 5 or shared() == before):
+                bursts += 1
+                for c, u in zip(conns, users):
+                    c.request("GET", "/v1/me", headers={"Authorization": "Bearer " + u.client.token})
+                for c, u in zip(conns, users):
+                    r = c.getresponse()
+                    body = r.read()
+                    self.assertEqual(r.status, 200, body)
+                    j = json.loads(body)
+                    self.assertEqual((j["id"], j["email"], j["company_id"]),
+                                     (u.id, u.email, u.user["company_id"]), "burst %d" % bursts)
+                    answers += 1
+        finally:
+            for c in conns:
+                c.close()
+        log("%d bursts of 32 reads at once: %d answers, each its user's; %d reads "
+            "shared a statement" % (bursts, answers, shared() - before))
+        self.assertGreater(shared(), before, "no read shared a statement in %d bursts" % bursts)
 
     def test_stopped_host_costs_the_deadline_not_the_loops(self):
         """The user's host stopped: 8 reads at once on api1 answer 503 within
