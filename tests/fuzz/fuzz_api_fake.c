@@ -119,6 +119,33 @@ int router_op_vstart(struct router *router, uint32_t shard, struct sql_rows *row
     return BC_EDOWN;
 }
 
+int router_op_start(struct router *router, uint32_t shard, struct sql_rows *rows,
+                    struct router_op **op, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = router_op_vstart(router, shard, rows, op, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* The batched reads' host (one) and text, formatted as the real router does. */
+uintptr_t router_host_key(struct router *router, uint32_t shard)
+{
+    (void)router;
+    (void)shard;
+    return 1;
+}
+
+int router_vformat(struct router *router, uint32_t shard, struct sql_buf *b,
+                   const char *fmt, va_list ap)
+{
+    (void)router;
+    return sql_vformat(b, "fuzz_0000", shard, fmt, ap);
+}
+
 /* Never called: no op is ever started. */
 int router_op_fd(struct router_op *op)
 {
