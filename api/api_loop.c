@@ -190,7 +190,8 @@ static int wait_close(struct api_loop *l, struct api_loop_wait *w)
  * idle connection, no room in the epoll set) or its done says so, runs its
  * handler on a worker, which waits as handlers do. A write abandoned
  * half-way is never run again: it may have committed (answered as a
- * timeout is). Frees w, or keeps it until the write's mark is in.
+ * timeout is). Frees w, or keeps it until the write's mark is in. rows
+ * are w's own (freed here) or a batch's view of its row (api_batch_rows()).
  */
 static void answer_rows(struct api_loop *l, struct api_loop_wait *w, int status,
                         struct sql_rows *rows)
