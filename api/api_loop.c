@@ -184,6 +184,16 @@ static int wait_close(struct api_loop *l, struct api_loop_wait *w)
     return status;
 }
 
+/* w's request, still suspended, runs its handler on a worker (which resumes it). */
+static void to_worker_after_all(struct api_loop_wait *w)
+{
+    struct api_req *req = w->req;
+
+    api_loop__wait_free(w); /* first: the worker's run counts its own turn */
+    atomic_fetch_add_explicit(&n_to_worker, 1, memory_order_relaxed);
+    api_req_to_worker(req);
+}
+
 /*
  * Answers w's request on the loop with the statement's status, or, when
  * the loop could not run it (no idle connection, a moved shard, a dead
@@ -211,9 +221,7 @@ static void answer_rows(struct api_loop *l, struct api_loop_wait *w, int status,
     if (rows == &w->rows)
         sql_rows_free(rows);
     if (!stopping && to_worker) {
-        api_loop__wait_free(w); /* first: the worker's run counts its own turn */
-        atomic_fetch_add_explicit(&n_to_worker, 1, memory_order_relaxed);
-        api_req_to_worker(req); /* still suspended; the worker resumes it */
+        to_worker_after_all(w);
         return;
     }
     if (!stopping)
@@ -318,16 +326,12 @@ void api_loop__started(struct api_loop *l, struct api_loop_wait *w, uint32_t n)
 
 void api_loop__not_started(struct api_loop *l, struct api_loop_wait *w, int rc)
 {
-    struct api_req *req = w->req;
-
     if (rc == BC_EPOOL && l->waits != NULL && l->npend < PENDING_MAX) {
         w->due_ms = sql_now_ms() + PENDING_MS;
         pend_push(l, w, 0);
         return;
     }
-    api_loop__wait_free(w);
-    atomic_fetch_add_explicit(&n_to_worker, 1, memory_order_relaxed);
-    api_req_to_worker(req); /* still suspended; the worker resumes it */
+    to_worker_after_all(w);
 }
 
 int api_loop__vquery(struct api_req *req, api_loop_done done, uint32_t shard,
