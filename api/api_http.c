@@ -734,7 +734,8 @@ int api_server_create(const struct api_conf *conf, struct router *router,
     }
     api_conns_set_loops(srv->conns, srv->loop, srv->nloop);
     for (uint32_t i = 0; i < srv->nloop; i++)
-        if ((rc = api_loop_start(srv->loop[i], srv->conf.cache, &srv->lp[i])) < 0)
+        if ((rc = api_loop_start(srv->loop[i], srv->conf.cache, router, &srv->lp[i])) <
+            0)
             goto error;
     if ((rc = api_listen_run(srv->listener, srv->lp, srv->nloop, srv->conns)) < 0)
         goto error;

@@ -324,9 +324,15 @@ void api_loop__started(struct api_loop *l, struct api_loop_wait *w, uint32_t n)
     wait_update(l, w);
 }
 
+/* After a BC_EPOOL: whether a connection will come back to the loop. */
+static int will_come_back(const struct api_loop *l)
+{
+    return l->waits != NULL || router_waiter_promised();
+}
+
 void api_loop__not_started(struct api_loop *l, struct api_loop_wait *w, int rc)
 {
-    if (rc == BC_EPOOL && l->waits != NULL && l->npend < PENDING_MAX) {
+    if (rc == BC_EPOOL && will_come_back(l) && l->npend < PENDING_MAX) {
         w->due_ms = sql_now_ms() + PENDING_MS;
         pend_push(l, w, 0);
         return;
@@ -359,9 +365,9 @@ int api_loop__vquery(struct api_req *req, api_loop_done done, uint32_t shard,
         }
         w->keyed = 1;
     }
+    w->shard = shard;
     rc = router_op_vstart(req->router, shard, &w->rows, &w->op, fmt, ap);
-    if (rc == BC_EPOOL && !retry && l->waits != NULL && l->npend < PENDING_MAX) {
-        /* The loop's own statements give connections back soon. */
+    if (rc == BC_EPOOL && !retry && will_come_back(l) && l->npend < PENDING_MAX) {
         w->due_ms = sql_now_ms() + PENDING_MS;
         pend_push(l, w, 0);
         req->where = API_ON_LOOP_DB;
@@ -398,18 +404,48 @@ int api_loop_query(struct api_req *req, api_loop_done done, uint32_t shard,
     return rc;
 }
 
+/* The hosts found busy in one pass of start_pending(). */
+struct busy_hosts {
+    uintptr_t key[8];
+    uint32_t n;
+};
+
+static int busy_has(const struct busy_hosts *b, uintptr_t key)
+{
+    for (uint32_t i = 0; i < b->n; i++)
+        if (b->key[i] == key)
+            return 1;
+    return 0;
+}
+
+static void busy_add(struct busy_hosts *b, uintptr_t key)
+{
+    if (key != 0 && b->n < 8 && !busy_has(b, key))
+        b->key[b->n++] = key;
+}
+
 /*
- * The pending reads, oldest first, each by its handler again: started on a
- * connection given back meanwhile, or sent to a worker when it waited
- * PENDING_MS or the loop has no statement left that would give one back.
+ * The pending statements, oldest first, each by its handler again: started
+ * on a connection given back meanwhile, or sent to a worker when it waited
+ * PENDING_MS or no connection will come back to the loop. One whose host's
+ * connections are still all busy waits on without its handler running.
  */
 static void start_pending(struct api_loop *l, int64_t now)
 {
+    struct busy_hosts busy = {.n = 0};
     struct api_loop_wait *w;
+    uint32_t n = l->npend; /* each once: those that wait on go to the back */
 
-    while ((w = pend_pop(l)) != NULL) {
+    while (n-- > 0 && (w = pend_pop(l)) != NULL) {
         struct api_req *req = w->req;
+        uintptr_t host = router_host_key(req->router, w->shard);
 
+        if (now < w->due_ms && host != 0 &&
+            (busy_has(&busy, host) || router_host_busy(req->router, host))) {
+            busy_add(&busy, host);
+            pend_push(l, w, 0);
+            continue;
+        }
         l->retry = w;
         w->status = 0; /* a handler that now starts nothing goes to a worker */
         req->where = API_ON_LOOP;
@@ -417,11 +453,12 @@ static void start_pending(struct api_loop *l, int64_t now)
         if (l->retry == NULL)
             continue; /* started (w is in flight, or answered already) */
         l->retry = NULL;
-        if (w->status == BC_EPOOL && now < w->due_ms && l->waits != NULL &&
+        if (w->status == BC_EPOOL && now < w->due_ms && will_come_back(l) &&
             req->status == 0) {
             req->where = API_ON_LOOP_DB;
-            pend_push(l, w, 1);
-            return; /* the next one would not find a connection either */
+            busy_add(&busy, host); /* the next of that host would not start either */
+            pend_push(l, w, 0);
+            continue;
         }
         api_loop__wait_free(w);
         if (req->status != 0) { /* the handler answered */
@@ -508,6 +545,9 @@ static void *loop_main(void *arg)
 
     pthread_setname_np(pthread_self(), "bc-loop");
     this_loop = l;
+    /* Without a slot (-ENOSPC) it waits only for its own statements. */
+    if (l->router != NULL)
+        (void)router_waiter_add(l->router, l->wake_fd);
     while (!atomic_load(&l->quit)) {
         int n =
             epoll_wait(l->ep, ev, EVENTS, l->run ? 0 : next_timeout(l, sql_now_ms()));
@@ -551,6 +591,8 @@ static void *loop_main(void *arg)
         }
         if (l->reads != NULL)
             api_loop__start_reads(l);
+        if (router_waiter_self() && l->pend_head != NULL)
+            l->run = 1; /* it gave back a connection its pending wait for */
     }
     /* Stopping: the statements in flight are abandoned, their requests answered. */
     while (l->waits != NULL)
@@ -568,6 +610,8 @@ static void *loop_main(void *arg)
         list_del(&l->marks, w);
         answered(l, w);
     }
+    if (l->router != NULL)
+        router_waiter_remove(l->router); /* before wake_fd closes */
     return NULL;
 }
 
@@ -579,7 +623,7 @@ static int watch(struct api_loop *l, int fd, int *tag)
 }
 
 int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
-                   struct api_loop **out)
+                   struct router *router, struct api_loop **out)
 {
     const union MHD_DaemonInfo *info =
         MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_EPOLL_FD);
@@ -591,6 +635,7 @@ int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
     if ((l = calloc(1, sizeof(*l))) == NULL)
         return -ENOMEM;
     l->daemon = daemon;
+    l->router = router;
     l->mhd_fd = info->epoll_fd;
     l->mark_fd = -1;
     l->ep = epoll_create1(EPOLL_CLOEXEC);

@@ -17,6 +17,7 @@
 struct api_req;
 struct api_limits;
 struct api_server;
+struct router;
 
 /* ---- connections: per-address cap, header and body deadlines (api_conn.c) ---- */
 struct api_conns; /* opaque */
@@ -75,14 +76,15 @@ struct api_req *api_conn_req(struct api_conns *c, struct MHD_Connection *conn);
  * An event loop: a thread of its own that runs one libmicrohttpd daemon
  * (started with MHD_USE_EPOLL and no thread of its own) and, in the same
  * epoll set, the sockets of the statements its requests run there
- * (api_loop_query()). start makes the thread; stop asks it to end, answers
- * the requests whose statements are still in flight (503, their
- * connections closed), joins it. The daemon is the caller's: stopped after
- * api_loop_stop(). stop accepts NULL.
+ * (api_loop_query()), and its wake-ups from router (NULL: none) when a
+ * connection it waits for comes back. start makes the thread; stop asks it
+ * to end, answers the requests whose statements are still in flight (503,
+ * their connections closed), joins it. The daemon is the caller's: stopped
+ * after api_loop_stop(). stop accepts NULL.
  */
 struct api_loop;
 int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
-                   struct api_loop **out);
+                   struct router *router, struct api_loop **out);
 void api_loop_stop(struct api_loop *l);
 /*
  * Hands a new connection to the loop, from the acceptor's thread: the loop

@@ -14,10 +14,12 @@
 #include "api/api_int.h"
 
 /*
- * A read that finds no idle connection while the loop has statements of its
- * own in flight waits on the loop for one of them to give its connection
- * back, up to PENDING_MS, at most PENDING_MAX at once; then it goes to a
- * worker, which waits for a connection as handlers do.
+ * A statement that finds no idle connection waits on the loop, up to
+ * PENDING_MS, at most PENDING_MAX at once, when a connection will come
+ * back to it: the loop has statements of its own in flight, or the host's
+ * connections are all open and busy (the router then wakes the loop when
+ * one comes back: router_waiter_*). Else, or after PENDING_MS, it goes to a
+ * worker, which waits for a connection (or opens one) as handlers do.
  */
 #define PENDING_MS 250
 #define PENDING_MAX 4096
@@ -33,7 +35,7 @@ struct api_loop_wait {
     uint32_t events;     /* EPOLL* bits registered for the op's socket */
     int64_t due_ms;      /* pending (no op yet): when it goes to a worker */
     int status;          /* pending: why its last start failed */
-    uint32_t shard;      /* a read not started yet (api_loop_read) */
+    uint32_t shard;      /* not started yet: its shard (api_loop_read, pending) */
     struct sql_buf text; /* its statement */
     struct api_loop_wait **batch; /* a batch's first read: its reads, itself first */
     uint32_t nbatch;
@@ -48,6 +50,7 @@ struct pending {
 
 struct api_loop {
     struct MHD_Daemon *daemon; /* ref */
+    struct router *router;     /* ref, or NULL: wakes it when a connection is back */
     int ep;                    /* the loop's epoll set */
     int mhd_fd;                /* the daemon's epoll descriptor (the daemon's) */
     int wake_fd;               /* eventfd: new connections, or stop */

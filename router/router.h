@@ -218,6 +218,28 @@ struct router_op; /* opaque */
  * statement over several shards that one of them left fails with BC_EMOVED.
  */
 uintptr_t router_host_key(struct router *router, uint32_t shard);
+/*
+ * Waiting for a connection without blocking. A thread that drives
+ * router_op_*() registers an eventfd (router_waiter_add(), from that
+ * thread; at most ROUTER_WAITERS threads at once, else -ENOSPC). Then a
+ * BC_EPOOL of router_op_start() on a host whose request connections are all
+ * open and busy marks the thread on the host, and router_waiter_promised()
+ * says 1: the next connection that host gets back (or closes, or the host
+ * going down) writes 1 to the eventfd of each thread marked, which should
+ * then try again. When the thread itself gives it back, nothing is written:
+ * router_waiter_self() says 1 once instead. router_waiter_promised() 0
+ * after a BC_EPOOL: nothing may come back (a connection may be opened now,
+ * which only a thread that may wait does). router_host_busy(): the same
+ * test and mark for a host (router_host_key()) without starting anything:
+ * 1 when trying now would be in vain. router_waiter_remove(), from the same
+ * thread: once it returns, nothing writes to the eventfd any more.
+ */
+#define ROUTER_WAITERS 64
+int router_waiter_add(struct router *router, int fd);
+void router_waiter_remove(struct router *router);
+int router_waiter_promised(void);
+int router_waiter_self(void);
+int router_host_busy(struct router *router, uintptr_t key);
 int router_vformat(struct router *router, uint32_t shard, struct sql_buf *b,
                    const char *fmt, va_list ap);
 int router_op_start(struct router *router, uint32_t shard, struct sql_rows *rows,

@@ -12,8 +12,116 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "router/router_int.h"
+
+/*
+ * The waiters: a slot per registered thread, its eventfd + 1 (0: free). The
+ * descriptors are read under a pool's lock (router__waiters_wake()), so a
+ * removal that then takes every pool's lock once knows none is being
+ * written any more.
+ */
+static atomic_int waiter_fd[ROUTER_WAITERS];
+static pthread_mutex_t waiter_lock = PTHREAD_MUTEX_INITIALIZER; /* slot changes */
+static _Thread_local int my_slot = -1;
+static _Thread_local int my_promised; /* the last BC_EPOOL marked my_slot */
+static _Thread_local int my_self; /* this thread gave back a connection it waits for */
+
+int router_waiter_add(struct router *r, int fd)
+{
+    int slot = -ENOSPC;
+
+    (void)r;
+    if (my_slot >= 0 || fd < 0)
+        return -EINVAL;
+    pthread_mutex_lock(&waiter_lock);
+    for (int i = 0; i < ROUTER_WAITERS && slot < 0; i++)
+        if (atomic_load(&waiter_fd[i]) == 0) {
+            atomic_store(&waiter_fd[i], fd + 1);
+            slot = i;
+        }
+    pthread_mutex_unlock(&waiter_lock);
+    if (slot < 0)
+        return slot;
+    my_slot = slot;
+    return 0;
+}
+
+void router_waiter_remove(struct router *r)
+{
+    unsigned n = atomic_load(&r->npool);
+
+    if (my_slot < 0)
+        return;
+    pthread_mutex_lock(&waiter_lock);
+    atomic_store(&waiter_fd[my_slot], 0);
+    pthread_mutex_unlock(&waiter_lock);
+    my_slot = -1;
+    /* A wake that read the descriptor holds a pool's lock: it has ended. */
+    for (unsigned i = 0; i < n; i++) {
+        pthread_mutex_lock(&r->pools[i]->lock);
+        pthread_mutex_unlock(&r->pools[i]->lock);
+    }
+}
+
+int router_waiter_promised(void)
+{
+    return my_promised;
+}
+
+int router_waiter_self(void)
+{
+    int self = my_self;
+
+    my_self = 0;
+    return self;
+}
+
+int router__waiter_mark(struct router_pool *pool)
+{
+    const struct router_lane *lane = &pool->req;
+
+    my_promised = my_slot >= 0 && lane->idle == NULL && lane->nopen >= lane->max;
+    if (my_promised)
+        pool->waiting |= UINT64_C(1) << my_slot;
+    return my_promised;
+}
+
+void router__waiters_wake(struct router_pool *pool)
+{
+    static const uint64_t one = 1;
+    uint64_t bits = pool->waiting;
+
+    pool->waiting = 0;
+    for (int i = 0; bits != 0; i++, bits >>= 1) {
+        int fd;
+
+        if (!(bits & 1))
+            continue;
+        if (i == my_slot) { /* the loop itself: it looks again this turn */
+            my_self = 1;
+            continue;
+        }
+        fd = atomic_load(&waiter_fd[i]) - 1;
+        if (fd >= 0)
+            (void)!write(fd, &one, sizeof(one));
+    }
+}
+
+int router_host_busy(struct router *r, uintptr_t key)
+{
+    struct router_pool *pool = (struct router_pool *)key;
+    int busy;
+
+    (void)r;
+    if (pool == NULL || my_slot < 0)
+        return 0;
+    pthread_mutex_lock(&pool->lock);
+    busy = pool->down_until_ms <= router__now_ms() && router__waiter_mark(pool);
+    pthread_mutex_unlock(&pool->lock);
+    return busy;
+}
 
 struct router_op {
     struct router *r;
@@ -43,6 +151,7 @@ int router_op_vstart(struct router *r, uint32_t shard, struct sql_rows *rows,
     int rc = 0;
 
     *out = NULL;
+    my_promised = 0;
     if (shard == ROUTER_GLOBAL)
         return -EINVAL;
     pool = router__pool_of_shard(r, shard, &rc);

@@ -131,6 +131,7 @@ static void pool_flush(struct router_pool *pool, int64_t down_until_ms)
     atomic_store(&pool->nslow, 0);
     req = lane_drop_idle(&pool->req);
     bg = lane_drop_idle(&pool->bg);
+    router__waiters_wake(pool); /* their next try fails at once */
     pthread_mutex_unlock(&pool->lock);
     lane_close_idle(req);
     lane_close_idle(bg);
@@ -327,6 +328,8 @@ void router__conn_put(struct router_conn *conn, int broken)
     if (broken || conn->epoch != pool->epoch) {
         lane->nopen--;
         pthread_cond_signal(&lane->freed);
+        if (lane == &pool->req)
+            router__waiters_wake(pool); /* a worker may open one now */
         pthread_mutex_unlock(&pool->lock);
         conn_close(conn);
         return;
@@ -335,6 +338,8 @@ void router__conn_put(struct router_conn *conn, int broken)
     lane->idle = conn;
     lane->nidle++;
     pthread_cond_signal(&lane->freed);
+    if (lane == &pool->req)
+        router__waiters_wake(pool);
     pthread_mutex_unlock(&pool->lock);
 }
 
@@ -351,6 +356,7 @@ int router__conn_try(struct router_pool *pool, struct router_conn **out)
     }
     conn = pool->req.idle;
     if (conn == NULL) {
+        (void)router__waiter_mark(pool);
         pthread_mutex_unlock(&pool->lock);
         router__set_error("host %s: no idle request connection", pool->name);
         return BC_EPOOL;

@@ -99,6 +99,7 @@ struct router_pool {
     struct router_lane req; /* guarded by lock */
     struct router_lane bg;  /* guarded by lock */
     int64_t down_until_ms;  /* guarded by lock; 0 = up */
+    uint64_t waiting;       /* guarded by lock: waiters to tell (router_async.c) */
     int64_t slow_since_ms;  /* guarded by lock: first of the timeouts in a row */
     atomic_uint nslow;      /* written under lock: request timeouts in a row */
 
@@ -228,6 +229,15 @@ int router__conn_get(struct router *r, struct router_pool *pool,
 int router__conn_try(struct router_pool *pool, struct router_conn **conn);
 /* Returns a connection; broken ones (after an error) are closed. */
 void router__conn_put(struct router_conn *conn, int broken);
+/*
+ * router_async.c, pool->lock held. mark: the request lane has no idle
+ * connection; when every one it may open is open (busy: one comes back),
+ * marks the calling thread's waiter on pool and returns 1. wake: a request
+ * connection came back, closed, or the host went down: tells the waiters
+ * marked (their eventfds) and clears the marks.
+ */
+int router__waiter_mark(struct router_pool *pool);
+void router__waiters_wake(struct router_pool *pool);
 /*
  * Runs sql (possibly several statements) within the connection's statement
  * deadline; rows may be NULL, and is freed on failure. Statuses as

@@ -2,12 +2,14 @@
  * test_router_op_int.c: statements driven by the caller's event loop
  * (router_op_*) against the real MariaDB hosts of the test stack: the same
  * rows as router_exec(), never a connect or a wait for a connection, the
- * statement's deadline, server errors, a shard whose table is gone, and a
- * statement abandoned half-way.
+ * statement's deadline, server errors, a shard whose table is gone, a
+ * statement abandoned half-way, and the wake-up of a loop that waits for a
+ * busy host's connection.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -245,6 +249,126 @@ static void test_op_abandoned(void **state)
     router_destroy(r);
 }
 
+/* Whether the eventfd efd was written to within ms; reads it empty. */
+static int told(int efd, int ms)
+{
+    struct pollfd p = {.fd = efd, .events = POLLIN};
+    uint64_t n;
+
+    if (poll(&p, 1, ms) != 1)
+        return 0;
+    assert_int_equal(read(efd, &n, sizeof(n)), (ssize_t)sizeof(n));
+    return n > 0;
+}
+
+struct ender {
+    pthread_t thread;
+    struct router_op *op;
+    int status;
+};
+
+/* Another thread's statement ends (a worker's, another loop's). */
+static void *end_elsewhere(void *arg)
+{
+    struct ender *e = arg;
+    int waits;
+
+    e->status = drive(e->op, &waits);
+    return NULL;
+}
+
+/*
+ * A loop waits for a busy host without blocking: with its eventfd
+ * registered, BC_EPOOL on a host whose connections are all open and busy
+ * is promised a wake-up, which the next connection another thread gives
+ * back writes to the eventfd; one the loop gives back itself is said by
+ * router_waiter_self() instead. A host that may still open a connection
+ * promises nothing (a worker should open it), and after the removal
+ * nothing is promised or written.
+ */
+static void test_op_waiter_is_told(void **state)
+{
+    struct router *r = fresh_router(800);
+    int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct sql_rows a = {0}, b = {0}, c = {0}, d = {0};
+    struct router_op *op1, *op2, *op3;
+    struct router_txn *txn;
+    struct ender e;
+    uintptr_t host = router_host_key(r, 9);
+    int waits;
+    (void)state;
+
+    assert_true(efd >= 0);
+    assert_int_not_equal(host, 0);
+    assert_int_equal(router_waiter_add(r, efd), 0);
+    assert_int_equal(router_waiter_add(r, efd), -EINVAL); /* one a thread */
+
+    /* No connection open yet: nothing would come back. */
+    assert_int_equal(router_op_start(r, 9, &a, &op1, "SELECT 1"), BC_EPOOL);
+    assert_int_equal(router_waiter_promised(), 0);
+    assert_int_equal(router_host_busy(r, host), 0);
+
+    /* Both of the pool's connections open (a transaction holds one meanwhile). */
+    assert_int_equal(router_txn_begin(r, 9, &txn), 0);
+    assert_int_equal(router_exec(r, 9, NULL, "SELECT 1"), 0);
+    router_txn_rollback(txn);
+    assert_int_equal(stats_of_shard(r, 9).idle, 2);
+
+    assert_int_equal(router_op_start(r, 9, &a, &op1, "SELECT 1"), 0);
+    assert_int_equal(router_op_start(r, 9, &b, &op2, "SELECT 2"), 0);
+    assert_int_equal(router_op_start(r, 9, &c, &op3, "SELECT 3"), BC_EPOOL);
+    assert_int_equal(router_waiter_promised(), 1);
+    assert_int_equal(router_host_busy(r, host), 1);
+    assert_false(told(efd, 0));
+
+    /* Given back by the loop itself: no write, router_waiter_self() once. */
+    assert_int_equal(router_waiter_self(), 0);
+    assert_int_equal(drive(op1, &waits), 0);
+    assert_false(told(efd, 0));
+    assert_int_equal(router_waiter_self(), 1);
+    assert_int_equal(router_waiter_self(), 0);
+    assert_int_equal(router_host_busy(r, host), 0); /* one is idle */
+
+    /* Busy again, and another thread gives one back: the eventfd says so. */
+    assert_int_equal(router_op_start(r, 9, &c, &op3, "SELECT 3"), 0);
+    assert_int_equal(router_host_busy(r, host), 1);
+    e.op = op2;
+    assert_int_equal(pthread_create(&e.thread, NULL, end_elsewhere, &e), 0);
+    assert_int_equal(pthread_join(e.thread, NULL), 0);
+    assert_int_equal(e.status, 0);
+    assert_string_equal(sql_cell(&b, 0, 0), "2");
+    assert_true(told(efd, 1000));
+    assert_int_equal(router_waiter_self(), 0);
+
+    /* Once only: the next give-back writes nothing unless marked again. */
+    sql_rows_free(&b);
+    assert_int_equal(router_op_start(r, 9, &b, &op2, "SELECT 4"), 0);
+    e.op = op2;
+    assert_int_equal(pthread_create(&e.thread, NULL, end_elsewhere, &e), 0);
+    assert_int_equal(pthread_join(e.thread, NULL), 0);
+    assert_false(told(efd, 0));
+
+    /* Removed: nothing promised, nothing written. */
+    router_waiter_remove(r);
+    sql_rows_free(&b);
+    assert_int_equal(router_op_start(r, 9, &b, &op2, "SELECT 5"), 0);
+    assert_int_equal(router_op_start(r, 9, &d, &op1, "SELECT 6"), BC_EPOOL);
+    assert_int_equal(router_waiter_promised(), 0);
+    assert_int_equal(router_host_busy(r, host), 0);
+    e.op = op2;
+    assert_int_equal(pthread_create(&e.thread, NULL, end_elsewhere, &e), 0);
+    assert_int_equal(pthread_join(e.thread, NULL), 0);
+    assert_false(told(efd, 0));
+    assert_int_equal(drive(op3, &waits), 0);
+    assert_string_equal(sql_cell(&c, 0, 0), "3");
+    assert_int_equal(d.nrow, 0);
+    sql_rows_free(&a);
+    sql_rows_free(&b);
+    sql_rows_free(&c);
+    close(efd);
+    router_destroy(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -253,6 +377,7 @@ int main(void)
         cmocka_unit_test(test_op_deadline),
         cmocka_unit_test(test_op_errors),
         cmocka_unit_test(test_op_abandoned),
+        cmocka_unit_test(test_op_waiter_is_told),
     };
     return cmocka_run_group_tests_name("router_op_integration", tests, rtest_setup,
                                        rtest_teardown);
