@@ -512,6 +512,29 @@ def log_sizes(d):
 ACCESS_LINE = re.compile(r"^\S+ (?:\S+ )?[A-Z]+ \S+ (\d{3}) [0-9.]+ms")
 
 
+# "api1 127.0.0.1 GET /v1/me 200 1.234ms": loadgen's two operations.
+OP_LINE = re.compile(r"^\S+ (?:\S+ )?(GET /v1/me|POST /v1/bets) \d{3} ([0-9.]+)ms$")
+
+
+def server_p99(since, until):
+    """{op: {"count", "p99_ms"}} (nearest rank) of the API servers' own time
+    for loadgen's bets and reads, from their access logs between the offsets
+    since and until (log_sizes()): from the request's headers in the server
+    to its answer written, the database included; HAProxy, loopback and the
+    client apart. A line reaches its log within a quarter of a second."""
+    ms = {"bet": [], "me": []}
+    for path, off in since.items():
+        with open(path, "rb") as f:
+            f.seek(off)
+            data = f.read(max(0, until.get(path, off) - off))
+        for raw in data.splitlines():
+            m = OP_LINE.match(raw.decode("utf-8", "replace"))
+            if m:
+                ms["me" if m.group(1).startswith("GET") else "bet"].append(float(m.group(2)))
+    return {op: {"count": len(v), "p99_ms": sorted(v)[min(len(v) - 1, len(v) * 99 // 100)] if v else None}
+            for op, v in ms.items()}
+
+
 def log_lines(since):
     """(5xx access lines, other lines: the servers' messages) written to the
     API logs after the offsets in since."""
