@@ -516,13 +516,14 @@ ACCESS_LINE = re.compile(r"^\S+ (?:\S+ )?[A-Z]+ \S+ (\d{3}) [0-9.]+ms")
 OP_LINE = re.compile(r"^\S+ (?:\S+ )?(GET /v1/me|POST /v1/bets) \d{3} ([0-9.]+)ms$")
 
 
-def server_p99(since, until):
-    """{op: {"count", "p99_ms"}} (nearest rank) of the API servers' own time
-    for loadgen's bets and reads, from their access logs between the offsets
-    since and until (log_sizes()): from the request's headers in the server
-    to its answer written, the database included; HAProxy, loopback and the
-    client apart. A line reaches its log within a quarter of a second."""
-    ms = {"bet": [], "me": []}
+def server_p99(h, since, until):
+    """{op: {"count", "p99_ms"}} (harness.trace_p99's nearest rank, as
+    loadgen's figures) of the API servers' own time for loadgen's bets and
+    reads, from their access logs between the offsets since and until
+    (log_sizes()): from the request's headers in the server to its answer
+    written, the database included; HAProxy, loopback and the client apart.
+    A line reaches its log within a quarter of a second."""
+    rows = []
     for path, off in since.items():
         with open(path, "rb") as f:
             f.seek(off)
@@ -530,9 +531,8 @@ def server_p99(since, until):
         for raw in data.splitlines():
             m = OP_LINE.match(raw.decode("utf-8", "replace"))
             if m:
-                ms["me" if m.group(1).startswith("GET") else "bet"].append(float(m.group(2)))
-    return {op: {"count": len(v), "p99_ms": sorted(v)[min(len(v) - 1, len(v) * 99 // 100)] if v else None}
-            for op, v in ms.items()}
+                rows.append((None, "me" if m.group(1).startswith("GET") else "bet", float(m.group(2))))
+    return {op: dict(zip(("count", "p99_ms"), h.trace_p99(rows, op))) for op in ("bet", "me")}
 
 
 def log_lines(since):
