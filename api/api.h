@@ -42,12 +42,15 @@ struct api_limits {
     struct api_rate login_addr;  /* logins per client address (20/s, 200) */
     struct api_rate signup_addr; /* signups per client address (10/s, 200) */
     struct api_rate account;     /* failed logins and signups per e-mail (0.1/s, 10) */
-    uint32_t table_size;         /* buckets per table, older ones evicted (16384) */
-    uint32_t hash_threads;       /* password-hash threads (2) */
-    uint32_t hash_queue;         /* hashes waiting or running at most (64) */
-    uint32_t hash_per_addr;      /* of them from one client address (2) */
-    uint32_t hash_max_wait_ms;   /* refused when the expected wait is longer (500) */
-    uint32_t hash_nice;          /* nice added to the hash threads (10) */
+    struct api_rate device;    /* logins from a known device per account (0.1/s, 10) */
+    uint32_t device_ttl_days;  /* a device token's life (180) */
+    uint32_t table_size;       /* buckets per table, older ones evicted (16384) */
+    uint32_t hash_threads;     /* password-hash threads (2) */
+    uint32_t hash_queue;       /* hashes waiting or running at most (64) */
+    uint32_t hash_known;       /* more places, for known devices' logins (16) */
+    uint32_t hash_per_addr;    /* of them from one client address (2) */
+    uint32_t hash_max_wait_ms; /* refused when the expected wait is longer (500) */
+    uint32_t hash_nice;        /* nice added to the hash threads (10) */
     /* A login or sign-up's 429 or 503 is answered this late (500). */
     uint32_t auth_refusal_delay_ms;
     uint32_t auth_refusal_held; /* of them waiting at once, at most (4096) */

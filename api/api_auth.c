@@ -10,6 +10,11 @@
  * accepted when one of the keys verifies them. Any server with the same keys
  * verifies a token without a lookup; the MAC is compared in constant time.
  *
+ * Device token: the same, payload "d:<key id>:<user id>:<expiry>". Given at
+ * each login and sign-up, it tells a later login of that account that it
+ * comes from a device the account has signed in from (api_h_login()); it
+ * is no access token, and an access token is no device token.
+ *
  * Password hashes are in api_pwhash.c.
  */
 #include <errno.h>
@@ -116,19 +121,13 @@ static const uint8_t *accepted_key(const struct api_conf *conf, uint32_t i)
     return i <= conf->nold_secret ? conf->old_secrets[i - 1] : NULL;
 }
 
-int api_token_make(struct api_server *srv, uint64_t user_id, uint64_t company_id,
-                   int role, char *out, size_t size)
+/* out = base64url(payload) "." base64url(HMAC-SHA256(the signing key, payload)). */
+static int token_seal(const struct api_conf *conf, const char *payload, int n,
+                      char *out, size_t size)
 {
-    const struct api_conf *conf = api_server_conf(srv);
     unsigned char mac[crypto_auth_hmacsha256_BYTES];
-    char payload[128], kid[API_KEY_ID_LEN + 1];
-    int n;
     size_t len;
 
-    api_key_id(conf->secret, kid);
-    n = snprintf(payload, sizeof(payload), "2:%s:%" PRIu64 ":%" PRIu64 ":%d:%" PRId64,
-                 kid, user_id, company_id, role,
-                 (int64_t)time(NULL) + conf->token_ttl_s);
     crypto_auth_hmacsha256(mac, (const unsigned char *)payload, (unsigned long long)n,
                            conf->secret);
     if (size <
@@ -146,16 +145,19 @@ int api_token_make(struct api_server *srv, uint64_t user_id, uint64_t company_id
     return 0;
 }
 
-int api_token_check(struct api_server *srv, const char *token, struct api_auth *auth)
+/*
+ * The payload of a token one of the accepted keys signed, as text, and in
+ * *fields what follows its kind ("2" an access token, "d" a device token:
+ * "<kind>:<key id>:", checked against the key its id names only; "1" an
+ * access token of the first format, "1:", any accepted key). 0, -EINVAL
+ * (malformed, or another kind) or -EACCES (no key verifies it).
+ */
+static int token_open(const struct api_conf *conf, const char *token, char text[129],
+                      const char **fields)
 {
-    const struct api_conf *conf = api_server_conf(srv);
     unsigned char payload[128], mac[crypto_auth_hmacsha256_BYTES + 1];
+    const char *dot = strchr(token, '.'), *end;
     size_t plen, mlen;
-    const char *dot = strchr(token, '.'), *end, *fields;
-    char text[129];
-    uint64_t uid, cid;
-    int role, n = 0;
-    int64_t exp;
 
     if (dot == NULL || strlen(token) > 400)
         return -EINVAL;
@@ -170,7 +172,7 @@ int api_token_check(struct api_server *srv, const char *token, struct api_auth *
         return -EINVAL;
     memcpy(text, payload, plen);
     text[plen] = '\0';
-    if (strncmp(text, "2:", 2) == 0) {
+    if (strncmp(text, "2:", 2) == 0 || strncmp(text, "d:", 2) == 0) {
         /* The key its id names, and only that one: a token names its key. */
         char kid[API_KEY_ID_LEN + 1];
         const uint8_t *key = NULL;
@@ -184,21 +186,51 @@ int api_token_check(struct api_server *srv, const char *token, struct api_auth *
         }
         if (key == NULL || crypto_auth_hmacsha256_verify(mac, payload, plen, key) != 0)
             return -EACCES;
-        fields = text + 3 + API_KEY_ID_LEN;
-    } else {
-        /* The first format names no key: any accepted key may have signed it. */
-        uint32_t i = 0;
-
-        while (accepted_key(conf, i) != NULL &&
-               crypto_auth_hmacsha256_verify(mac, payload, plen,
-                                             accepted_key(conf, i)) != 0)
-            i++;
-        if (accepted_key(conf, i) == NULL)
-            return -EACCES;
-        if (strncmp(text, "1:", 2) != 0)
-            return -EINVAL;
-        fields = text + 2;
+        *fields = text + 3 + API_KEY_ID_LEN;
+        return 0;
     }
+    /* The first format names no key: any accepted key may have signed it. */
+    uint32_t i = 0;
+
+    while (accepted_key(conf, i) != NULL &&
+           crypto_auth_hmacsha256_verify(mac, payload, plen, accepted_key(conf, i)) !=
+               0)
+        i++;
+    if (accepted_key(conf, i) == NULL)
+        return -EACCES;
+    if (strncmp(text, "1:", 2) != 0)
+        return -EINVAL;
+    *fields = text + 2;
+    return 0;
+}
+
+int api_token_make(struct api_server *srv, uint64_t user_id, uint64_t company_id,
+                   int role, char *out, size_t size)
+{
+    const struct api_conf *conf = api_server_conf(srv);
+    char payload[128], kid[API_KEY_ID_LEN + 1];
+    int n;
+
+    api_key_id(conf->secret, kid);
+    n = snprintf(payload, sizeof(payload), "2:%s:%" PRIu64 ":%" PRIu64 ":%d:%" PRId64,
+                 kid, user_id, company_id, role,
+                 (int64_t)time(NULL) + conf->token_ttl_s);
+    return token_seal(conf, payload, n, out, size);
+}
+
+int api_token_check(struct api_server *srv, const char *token, struct api_auth *auth)
+{
+    const struct api_conf *conf = api_server_conf(srv);
+    const char *fields;
+    char text[129];
+    uint64_t uid, cid;
+    int role, n = 0, rc;
+    int64_t exp;
+
+    if ((rc = token_open(conf, token, text, &fields)) < 0)
+        return rc;
+    if (text[0] == 'd') /* a device token grants nothing but a login's place */
+        return -EINVAL;
     if (sscanf(fields, "%" SCNu64 ":%" SCNu64 ":%d:%" SCNd64 "%n", &uid, &cid, &role,
                &exp, &n) != 4 ||
         fields[n] != '\0')
@@ -210,6 +242,40 @@ int api_token_check(struct api_server *srv, const char *token, struct api_auth *
     auth->company_id = cid;
     auth->role = role;
     auth->expires = exp;
+    return 0;
+}
+
+int api_device_make(struct api_server *srv, uint64_t user_id, char *out, size_t size)
+{
+    const struct api_conf *conf = api_server_conf(srv);
+    char payload[128], kid[API_KEY_ID_LEN + 1];
+    int n;
+
+    api_key_id(conf->secret, kid);
+    n = snprintf(payload, sizeof(payload), "d:%s:%" PRIu64 ":%" PRId64, kid, user_id,
+                 (int64_t)time(NULL) + (int64_t)conf->limits.device_ttl_days * 86400);
+    return token_seal(conf, payload, n, out, size);
+}
+
+int api_device_check(struct api_server *srv, const char *token, uint64_t *user_id)
+{
+    const struct api_conf *conf = api_server_conf(srv);
+    const char *fields;
+    char text[129];
+    uint64_t uid;
+    int64_t exp;
+    int n = 0, rc;
+
+    if ((rc = token_open(conf, token, text, &fields)) < 0)
+        return rc;
+    if (text[0] != 'd')
+        return -EINVAL;
+    if (sscanf(fields, "%" SCNu64 ":%" SCNd64 "%n", &uid, &exp, &n) != 2 ||
+        fields[n] != '\0')
+        return -EINVAL;
+    if (exp <= (int64_t)time(NULL))
+        return -ETIMEDOUT;
+    *user_id = uid;
     return 0;
 }
 

@@ -61,7 +61,7 @@ struct api_server {
     struct api_work *work;     /* the workers that run handlers off the loops */
     struct api_hot *hot;       /* prebuilt odds responses, answered on the loops */
     struct api_conns *conns;   /* per-address cap, header and body deadlines */
-    struct api_limit *login_addr, *signup_addr, *account; /* token buckets */
+    struct api_limit *login_addr, *signup_addr, *account, *device; /* token buckets */
     struct api_jobs *jobs; /* the settler and its settlements, joined by destroy */
     struct api_settler *settler; /* NULL without a router */
 };
@@ -190,6 +190,7 @@ int api_rate_check(struct api_req *req, const char *which, const char *key)
     struct api_server *srv = req->srv;
     struct api_limit *l = strcmp(which, "login_addr") == 0    ? srv->login_addr
                           : strcmp(which, "signup_addr") == 0 ? srv->signup_addr
+                          : strcmp(which, "device") == 0      ? srv->device
                                                               : srv->account;
     uint32_t retry_s = 1;
 
@@ -202,7 +203,10 @@ int api_rate_check(struct api_req *req, const char *which, const char *key)
     }
     api_add_header(req, "Retry-After", "%u", retry_s);
     api_error(req, 429, "rate_limited", "too many attempts %s; try again in %u s",
-              l == srv->account ? "for this account" : "from your address", retry_s);
+              l == srv->account  ? "for this account"
+              : l == srv->device ? "from this device"
+                                 : "from your address",
+              retry_s);
     return -EAGAIN;
 }
 
@@ -213,41 +217,6 @@ void api_rate_refund(struct api_req *req)
     api_limit_give(req->srv->account, req->account, now_us());
     free(req->account);
     req->account = NULL;
-}
-
-/*
- * Runs on the hash thread: the job is done; the handler's second half goes
- * to a worker on the place its request still holds (work_run()).
- */
-static void hash_done(struct api_pwhash_job *job)
-{
-    struct api_req *req = job->arg;
-
-    api_work_submit(req->srv->work, &req->work);
-}
-
-struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api_req *))
-{
-    struct api_pwhash_job *job;
-
-    if (api_pwhash_reserve(req->srv->pwhash, req->client_ip) < 0) {
-        api_add_header(req, "Retry-After", "1");
-        api_error(req, 503, "unavailable",
-                  "too many passwords to check now; try again");
-        return NULL;
-    }
-    job = calloc(1, sizeof(*job));
-    if (job == NULL) {
-        api_pwhash_release(req->srv->pwhash, req->client_ip);
-        api_error(req, 503, "unavailable", "out of memory");
-        return NULL;
-    }
-    job->done = hash_done;
-    job->arg = req;
-    job->addr = req->client_ip;
-    req->job = job;
-    req->then = then;
-    return job;
 }
 
 struct MHD_Response *api_response_make(const char *type, char *body, size_t len)
@@ -309,13 +278,13 @@ static void work_run(struct api_work_item *item)
         }
     } else if (req->status == 0) {
         /* The hash is done: the handler's second half answers. */
-        api_pwhash_release(srv->pwhash, req->client_ip);
+        api_pwhash_release(srv->pwhash, req->client_ip, req->job->known);
         req->then(req);
         free(req->job);
         req->job = NULL;
     }
     if (req->job != NULL) { /* the handler answered after all */
-        api_pwhash_release(srv->pwhash, req->client_ip);
+        api_pwhash_release(srv->pwhash, req->client_ip, req->job->known);
         free(req->job);
         req->job = NULL;
     }
@@ -552,7 +521,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         api_dispatch_rest(req); /* a handler without I/O: here, on the loop */
         if (req->job != NULL) {
             /* Such a handler never asks for a hash: it would need a worker. */
-            api_pwhash_release(srv->pwhash, req->client_ip);
+            api_pwhash_release(srv->pwhash, req->client_ip, req->job->known);
             free(req->job);
             req->job = NULL;
             api_error(req, 500, "internal", "a hash asked for on the event loop");
@@ -670,10 +639,12 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         (rc = api_limit_create(&conf->limits.signup_addr, conf->limits.table_size,
                                &srv->signup_addr)) < 0 ||
         (rc = api_limit_create(&conf->limits.account, conf->limits.table_size,
-                               &srv->account)) < 0)
+                               &srv->account)) < 0 ||
+        (rc = api_limit_create(&conf->limits.device, conf->limits.table_size,
+                               &srv->device)) < 0)
         goto error;
     if ((rc = api_pwhash_create(conf->limits.hash_threads, conf->limits.hash_queue,
-                                conf->limits.hash_per_addr,
+                                conf->limits.hash_known, conf->limits.hash_per_addr,
                                 conf->limits.hash_max_wait_ms, conf->limits.hash_nice,
                                 &srv->pwhash)) < 0 ||
         (rc = api_tarpit_create(conf->limits.auth_refusal_delay_ms,
@@ -751,6 +722,7 @@ error:
     api_work_destroy(srv->work);
     api_pwhash_destroy(srv->pwhash);
     api_tarpit_destroy(srv->tarpit);
+    api_limit_destroy(srv->device);
     api_limit_destroy(srv->account);
     api_limit_destroy(srv->signup_addr);
     api_limit_destroy(srv->login_addr);
@@ -786,6 +758,7 @@ void api_server_destroy(struct api_server *srv)
     api_tarpit_destroy(srv->tarpit);
     api_jobs_destroy(srv->jobs);
     api_settler_destroy(srv->settler);
+    api_limit_destroy(srv->device);
     api_limit_destroy(srv->account);
     api_limit_destroy(srv->signup_addr);
     api_limit_destroy(srv->login_addr);

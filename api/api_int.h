@@ -16,6 +16,7 @@
 #include "api/api.h"
 #include "api/api_jobs.h"
 #include "api/api_loop.h"
+#include "api/api_pwhash.h"
 #include "api/api_tarpit.h"
 
 #define API_JSON_MAX (64 * 1024)
@@ -289,6 +290,13 @@ int api_parse_id_n(const char *s, size_t n, uint64_t *id); /* s need not end */
 int api_token_make(struct api_server *srv, uint64_t user_id, uint64_t company_id,
                    int role, char *out, size_t size);
 int api_token_check(struct api_server *srv, const char *token, struct api_auth *auth);
+/*
+ * A device token of the user (limits.device_ttl_days), and its check: 0 and
+ * *user_id, -EINVAL (malformed, or not a device token), -EACCES (no accepted
+ * key signed it) or -ETIMEDOUT (expired).
+ */
+int api_device_make(struct api_server *srv, uint64_t user_id, char *out, size_t size);
+int api_device_check(struct api_server *srv, const char *token, uint64_t *user_id);
 const char *api_role_name(int role);
 /* A company's random join code: 10 characters of [A-Z2-9] and a NUL. */
 void api_join_code(char out[11]);
@@ -329,45 +337,6 @@ void api_req_clear(struct api_req *req);
  * hash queue, a database down) gets it back by itself when it completes.
  */
 void api_rate_refund(struct api_req *req);
-
-/* ---- password hashes off the HTTP workers (api_pwhash.c) ---- */
-#define API_PWHASH_STRBYTES 128 /* >= crypto_pwhash_STRBYTES */
-enum api_pwhash_op { API_PWHASH_HASH, API_PWHASH_VERIFY };
-struct api_pwhash; /* opaque: the queue and its threads */
-/*
- * Starts nthread hash threads over a queue of depth places (waiting or
- * running), at most per_addr of them for one client address, refusing a job
- * whose expected wait (jobs ahead / threads * a job's moving average time)
- * is over max_wait_ms; the threads add nice to their nice value
- * (api_thread_nice()); hashes a random password for api_pwhash_dummy()
- * (~25 ms). 0 or -errno.
- */
-int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t per_addr,
-                      uint32_t max_wait_ms, uint32_t nice, struct api_pwhash **out);
-/* Refuses new reservations and waits until every reserved job is done. */
-void api_pwhash_drain(struct api_pwhash *q);
-/* Drains, then joins the threads and frees q. Accepts NULL. */
-void api_pwhash_destroy(struct api_pwhash *q);
-/*
- * A place in the queue for a client address (network order): 0, or -EAGAIN
- * when full, the address has its share, the wait would be too long, or
- * draining. Never waits; takes the queue's lock.
- */
-int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr);
-/* Gives the place back once its job is done (or was never submitted). */
-void api_pwhash_release(struct api_pwhash *q, uint32_t addr);
-/*
- * Queues job on a place reserved for job->addr. The hash threads take
- * first the oldest job of the address with the fewest places held, so that
- * one address's queued jobs never wait ahead of another's. A thread runs
- * it, wipes its password, and calls job->done(job) on that thread; the job
- * is the caller's again from then on, who releases the place.
- */
-void api_pwhash_submit(struct api_pwhash *q, struct api_pwhash_job *job);
-/* The hash of a random password: what unknown e-mails verify against. */
-const char *api_pwhash_dummy(const struct api_pwhash *q);
-void api_pwhash_stats(struct api_pwhash *q, uint64_t *inflight, uint64_t *done,
-                      uint64_t *refused);
 
 /* ---- the worker pool: handlers off the event loops (api_work.c) ---- */
 /* (struct api_work_item: above, in struct api_req.) */
@@ -489,9 +458,10 @@ int api_rw_mark(struct api_req *req, char *key, size_t size, uint32_t *ttl_s);
  * 503 with Retry-After when the queue is full. When the handler returns (on
  * a worker), the job is queued while the connection stays suspended; when
  * it is done, then(req) runs on a worker with req->job->rc and answers.
+ * known: a login from a known device (api_pwhash_reserve()). In api_pwhash.c.
  */
-struct api_pwhash_job *api_req_hash(struct api_req *req,
-                                    void (*then)(struct api_req *));
+struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api_req *),
+                                    int known);
 struct api_pwhash *api_server_pwhash(struct api_server *srv);
 struct api_tarpit *api_server_tarpit(struct api_server *srv);
 /*
@@ -775,6 +745,7 @@ struct api_pwhash_job {
     struct api_user user;                     /* the handler's, kept across */
     int have_user;
     uint32_t addr;               /* the client address of its place */
+    int known;                   /* its place is a known device's */
     struct api_pwhash_job *next; /* private: the queue's */
 };
 /*

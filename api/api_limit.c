@@ -213,9 +213,19 @@ static const struct conf_key {
      "failed logins and signups per second per e-mail"},
     {"account_burst", K_BURST, L(account), 0, 1e6,
      "of them at once per e-mail (0: off)"},
+    {"device_rate", K_RATE, L(device), 0, 1e6,
+     "logins per second per account from its known devices (a device token), "
+     "failed or not; they skip the account's bucket"},
+    {"device_burst", K_BURST, L(device), 0, 1e6,
+     "of them at once per account (0: off)"},
+    {"device_ttl_days", K_U32, L(device_ttl_days), 1, 3650,
+     "days a device token (given at each login and sign-up) stays valid"},
     {"limit_table_size", K_U32, L(table_size), 64, 1 << 24, "buckets per table"},
     {"hash_threads", K_U32, L(hash_threads), 1, 64, "password-hash threads"},
     {"hash_queue", K_U32, L(hash_queue), 1, 65536, "hashes queued or running, at most"},
+    {"hash_known", K_U32, L(hash_known), 0, 65536,
+     "more places, for the logins of known devices only, whose hashes run first "
+     "(0: none, they queue with the others)"},
     {"hash_per_addr", K_U32, L(hash_per_addr), 1, 65536,
      "of them for one client address, at most"},
     {"hash_max_wait_ms", K_U32, L(hash_max_wait_ms), 1, 600000,
@@ -368,9 +378,12 @@ void api_limits_init(struct api_limits *l)
     l->login_addr = (struct api_rate){20, 200};
     l->signup_addr = (struct api_rate){10, 200};
     l->account = (struct api_rate){0.1, 10};
+    l->device = (struct api_rate){0.1, 10};
+    l->device_ttl_days = 180;
     l->table_size = 16384;
     l->hash_threads = 2;
     l->hash_queue = 64;
+    l->hash_known = 16;
     l->hash_per_addr = 2;
     l->hash_max_wait_ms = 500;
     l->hash_nice = 10;

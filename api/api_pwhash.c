@@ -11,6 +11,12 @@
  * depth bounds the waiting (and the memory: 12 MiB per running hash); the
  * threads serve first the address with the fewest jobs (take_job()).
  *
+ * Logins from known devices (a device token of the account: api_device.c)
+ * have places of their own beside the others, and their jobs run first: a
+ * flood of bad logins from many addresses fills the other places, not
+ * those, so the account's owner signing in from a device he has used
+ * before waits for the jobs already running and no others.
+ *
  * api_password_hash() and api_password_verify() are the same work run on
  * the caller's thread, for tools (bcadmin) and server start-up; at most
  * HASH_SLOTS of those run at once per process.
@@ -108,8 +114,10 @@ struct api_pwhash {
     struct api_pwhash_job *head, *tail;
     uint32_t depth;    /* reservations allowed at once */
     uint32_t inflight; /* reserved, queued or running */
-    int stopping;      /* drain(): no new reservation */
-    int quit;          /* destroy(): threads leave once the queue is empty */
+    uint32_t known;    /* known devices' places, beside depth */
+    uint32_t known_inflight;
+    int stopping; /* drain(): no new reservation */
+    int quit;     /* destroy(): threads leave once the queue is empty */
     uint32_t nthread;
     pthread_t *thread;
     char dummy[API_PWHASH_STRBYTES]; /* hash of a random password */
@@ -119,11 +127,12 @@ struct api_pwhash {
 static struct addr_count *addr_slot(struct api_pwhash *q, uint32_t addr);
 
 /*
- * The queued job to run next, unlinked: the oldest of the address holding
- * the fewest places (reserved, queued or running). A flood from one address
- * keeps its share of places, but another address's login runs next, not
- * behind the flood's queued jobs. O(queue) under the lock, for a job of
- * ~25 ms. NULL when the queue is empty.
+ * The queued job to run next, unlinked: the oldest of a known device's, or
+ * else the oldest of the address holding the fewest places (reserved,
+ * queued or running). A flood from one address keeps its share of places,
+ * but another address's login runs next, not behind the flood's queued
+ * jobs. O(queue) under the lock, for a job of ~25 ms. NULL when the queue
+ * is empty.
  */
 static struct api_pwhash_job *take_job(struct api_pwhash *q)
 {
@@ -133,6 +142,11 @@ static struct api_pwhash_job *take_job(struct api_pwhash *q)
     for (job = q->head; job != NULL; prev = job, job = job->next) {
         struct addr_count *c = addr_slot(q, job->addr);
         uint32_t n = c != NULL && c->addr == job->addr ? c->n : 0;
+        if (job->known) {
+            best = job;
+            best_prev = prev;
+            break;
+        }
         if (n < best_n) {
             best = job;
             best_prev = prev;
@@ -186,8 +200,9 @@ static void *hash_main(void *arg)
     }
 }
 
-int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t per_addr,
-                      uint32_t max_wait_ms, uint32_t nice, struct api_pwhash **out)
+int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t known,
+                      uint32_t per_addr, uint32_t max_wait_ms, uint32_t nice,
+                      struct api_pwhash **out)
 {
     struct api_pwhash *q;
     unsigned char pw[16];
@@ -225,6 +240,7 @@ int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t per_addr,
     pthread_cond_init(&q->work, NULL);
     pthread_cond_init(&q->idle, NULL);
     q->depth = depth;
+    q->known = known;
     for (; q->nthread < nthread; q->nthread++)
         if ((rc = -pthread_create(&q->thread[q->nthread], NULL, hash_main, q)) < 0) {
             api_pwhash_destroy(q);
@@ -240,7 +256,7 @@ void api_pwhash_drain(struct api_pwhash *q)
         return;
     pthread_mutex_lock(&q->lock);
     q->stopping = 1;
-    while (q->inflight > 0)
+    while (q->inflight + q->known_inflight > 0)
         pthread_cond_wait(&q->idle, &q->lock);
     pthread_mutex_unlock(&q->lock);
 }
@@ -281,12 +297,22 @@ static struct addr_count *addr_slot(struct api_pwhash *q, uint32_t addr)
     return free_slot;
 }
 
-int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr)
+int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr, int known)
 {
     struct addr_count *c;
     int rc = -EAGAIN;
 
     pthread_mutex_lock(&q->lock);
+    /*
+     * A known device's own places, whatever the others hold: it runs before
+     * every queued job, so its wait is the jobs running and the known ones.
+     * With none left (or none at all), it asks for a place as others do.
+     */
+    if (known && !q->stopping && q->known_inflight < q->known) {
+        q->known_inflight++;
+        pthread_mutex_unlock(&q->lock);
+        return 1;
+    }
     c = addr_slot(q, addr);
     /*
      * Refused at once when the queue is full, or when the wait behind the
@@ -311,15 +337,20 @@ int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr)
     return rc;
 }
 
-void api_pwhash_release(struct api_pwhash *q, uint32_t addr)
+void api_pwhash_release(struct api_pwhash *q, uint32_t addr, int known)
 {
     struct addr_count *c;
 
     pthread_mutex_lock(&q->lock);
-    c = addr_slot(q, addr);
-    if (c != NULL && c->n > 0 && c->addr == addr)
-        c->n--;
-    if (--q->inflight == 0)
+    if (known) {
+        q->known_inflight--;
+    } else {
+        c = addr_slot(q, addr);
+        if (c != NULL && c->n > 0 && c->addr == addr)
+            c->n--;
+        q->inflight--;
+    }
+    if (q->inflight + q->known_inflight == 0)
         pthread_cond_broadcast(&q->idle);
     pthread_mutex_unlock(&q->lock);
 }
@@ -346,8 +377,48 @@ void api_pwhash_stats(struct api_pwhash *q, uint64_t *inflight, uint64_t *done,
                       uint64_t *refused)
 {
     pthread_mutex_lock(&q->lock);
-    *inflight = q->inflight;
+    *inflight = q->inflight + q->known_inflight;
     pthread_mutex_unlock(&q->lock);
     *done = atomic_load(&q->done);
     *refused = atomic_load(&q->refused);
+}
+
+/* ---- a request's hash (api_int.h) ---- */
+
+/*
+ * Runs on the hash thread: the job is done; the handler's second half goes
+ * to a worker on the place its request still holds (work_run()).
+ */
+static void hash_done(struct api_pwhash_job *job)
+{
+    struct api_req *req = job->arg;
+
+    api_work_submit(api_server_work(req->srv), &req->work);
+}
+
+struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api_req *),
+                                    int known)
+{
+    struct api_pwhash_job *job;
+
+    if ((known = api_pwhash_reserve(api_server_pwhash(req->srv), req->client_ip,
+                                    known)) < 0) {
+        api_add_header(req, "Retry-After", "1");
+        api_error(req, 503, "unavailable",
+                  "too many passwords to check now; try again");
+        return NULL;
+    }
+    job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        api_pwhash_release(api_server_pwhash(req->srv), req->client_ip, known);
+        api_error(req, 503, "unavailable", "out of memory");
+        return NULL;
+    }
+    job->done = hash_done;
+    job->arg = req;
+    job->addr = req->client_ip;
+    job->known = known;
+    req->job = job;
+    req->then = then;
+    return job;
 }

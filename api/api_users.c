@@ -191,17 +191,19 @@ static int team_check(struct api_req *req, uint64_t team_id, uint64_t company_id
 
 static void auth_reply(struct api_req *req, int status, const struct api_user *u)
 {
-    char token[256];
+    char token[256], device[256];
 
     if (api_token_make(req->srv, u->id, u->company_id, api_role_parse(u->role), token,
-                       sizeof(token)) < 0) {
+                       sizeof(token)) < 0 ||
+        api_device_make(req->srv, u->id, device, sizeof(device)) < 0) {
         api_error(req, 500, "internal", "cannot make a token");
         return;
     }
     /* A token is a credential: no cache on the way may keep it. */
     api_add_header(req, "Cache-Control", "no-store");
     api_reply_json(req, status,
-                   json_pack("{s:s,s:o}", "token", token, "user", api_user_json(u)));
+                   json_pack("{s:s,s:s,s:o}", "token", token, "device_token", device,
+                             "user", api_user_json(u)));
 }
 
 /*
@@ -299,7 +301,7 @@ void api_h_signup(struct api_req *req)
     snprintf(u.role, sizeof(u.role), "member");
     u.balance = api_server_conf(req->srv)->initial_balance;
     /* The hash runs on the hash queue; signup_insert() goes on after it. */
-    if ((job = api_req_hash(req, signup_insert)) == NULL)
+    if ((job = api_req_hash(req, signup_insert, 0)) == NULL)
         goto out;
     job->op = API_PWHASH_HASH;
     snprintf(job->password, sizeof(job->password), "%s", password);
@@ -339,25 +341,35 @@ static void signup_insert(struct api_req *req)
  * costs the same verification (against the queue's dummy hash) and gets the
  * same answer as a wrong password: neither the time nor the answer tells
  * whether an account exists.
+ *
+ * A login that carries a device token of the account (given at its last
+ * login or sign-up on that device) comes from a known device: it takes the
+ * device bucket of the account instead of the account's failures, so that
+ * others' wrong passwords never lock its owner out, and a known place on
+ * the hash queue, so that a flood of logins never keeps him waiting
+ * (OWASP's device cookies). A device token that is not the account's, or
+ * is malformed or expired, is no error: the login is a new device's.
  */
 void api_h_login(struct api_req *req)
 {
-    static const struct api_field spec[] = {
-        {"email", API_T_STR, 1, 0}, {"password", API_T_STR, 1, 0}, {NULL, 0, 0, 0}};
+    static const struct api_field spec[] = {{"email", API_T_STR, 1, 0},
+                                            {"password", API_T_STR, 1, 0},
+                                            {"device_token", API_T_STR, 0, 1},
+                                            {NULL, 0, 0, 0}};
     struct sql_rows rows = {0};
     struct api_pwhash_job *job;
-    char email[256];
+    struct api_user u = {0};
+    char email[256], id[24];
     json_t *body = req->json;
+    uint64_t device_user = 0;
     uint32_t shard;
-    int rc, valid;
+    int rc, valid, known;
 
     if (api_body_check(req, spec) < 0)
         return;
     if (api_rate_check(req, "login_addr", req->client) < 0)
         return;
     valid = email_canon(api_str(body, "email", ""), email, sizeof(email)) == 0;
-    if (valid && api_rate_check(req, "account", email) < 0)
-        return;
     if (valid) {
         shard = router_shard_of_key(req->router, email, strlen(email));
         rc = router_exec(req->router, shard, &rows,
@@ -368,14 +380,24 @@ void api_h_login(struct api_req *req)
             api_db_error(req, rc);
             goto out;
         }
+        if (rows.nrow == 1)
+            user_from_row(&rows, 0, &u);
     }
-    if ((job = api_req_hash(req, login_answer)) == NULL)
+    known = rows.nrow == 1 &&
+            api_device_check(req->srv, api_str(body, "device_token", ""),
+                             &device_user) == 0 &&
+            device_user == u.id;
+    snprintf(id, sizeof(id), "%" PRIu64, u.id);
+    if (valid &&
+        api_rate_check(req, known ? "device" : "account", known ? id : email) < 0)
+        goto out;
+    if ((job = api_req_hash(req, login_answer, known)) == NULL)
         goto out;
     job->op = API_PWHASH_VERIFY;
     snprintf(job->password, sizeof(job->password), "%s", api_str(body, "password", ""));
     if (rows.nrow == 1) {
         snprintf(job->hash, sizeof(job->hash), "%s", sql_cell(&rows, 0, 9));
-        user_from_row(&rows, 0, &job->user);
+        job->user = u;
         job->have_user = 1;
     } else {
         snprintf(job->hash, sizeof(job->hash), "%s",

@@ -146,6 +146,7 @@ class TestLimits(unittest.TestCase):
     def setUpClass(cls):
         cls.srv = OwnServer({"login_addr_burst": 3, "login_addr_rate": 0.01, "signup_addr_burst": 2,
                              "signup_addr_rate": 0.01, "account_burst": 2, "account_rate": 0.01,
+                             "device_burst": 4, "device_rate": 0.01,
                              "hash_threads": 1, "hash_queue": 2, "conn_per_addr": 4})
         cls.c = Client(cls.srv.url)
         cls.co = new_company()
@@ -154,9 +155,11 @@ class TestLimits(unittest.TestCase):
     def tearDownClass(cls):
         cls.srv.stop()
 
-    def login(self, email, password, addr):
-        return self.c.post("/v1/auth/login", {"email": email, "password": password},
-                           headers={"X-Forwarded-For": "203.0.113.9, " + addr})
+    def login(self, email, password, addr, device=None):
+        body = {"email": email, "password": password}
+        if device is not None:
+            body["device_token"] = device
+        return self.c.post("/v1/auth/login", body, headers={"X-Forwarded-For": "203.0.113.9, " + addr})
 
     def signup(self, email, addr):
         return self.c.post("/v1/auth/signup", {"company": self.co["slug"], "join_code": self.co["join_code"],
@@ -187,6 +190,66 @@ class TestLimits(unittest.TestCase):
         # From any address: the account's failures are used up.
         self.expect_429(self.login(email, "wrong-password", fresh_addr()))
         self.expect_429(self.login(email.upper(), PASSWORD, fresh_addr()))
+
+    def test_device_token_given_at_signup_and_login(self):
+        """Sign-up and login give a device token; it is no access token."""
+        email = "%s@e2e.example" % uniq("dev")
+        up = self.signup(email, fresh_addr()).expect_json(201)
+        self.assertIsInstance(up.get("device_token"), str)
+        got = self.login(email, PASSWORD, fresh_addr(), up["device_token"]).expect_json(200)
+        self.assertIsInstance(got.get("device_token"), str)
+        self.assertNotEqual(got["device_token"], got["token"])
+        self.c.get("/v1/me", token=got["device_token"]).expect(401)
+        self.c.get("/v1/me", token=got["token"]).expect(200)
+        # Not a string: the client's mistake, said so.
+        self.login(email, PASSWORD, fresh_addr(), 12).expect(400, "invalid_field")
+
+    def test_known_device_skips_the_account_lockout(self):
+        """Others' wrong passwords lock the account for new devices, not for
+        a device it signed in from; that device's own attempts, failed or
+        not, have a bucket of their own (4 here)."""
+        email = "%s@e2e.example" % uniq("dev-lock")
+        device = self.signup(email, fresh_addr()).expect_json(201)["device_token"]
+        other = self.signup("%s@e2e.example" % uniq("dev-other"), fresh_addr()).expect_json(201)
+        for _ in range(2):
+            self.login(email, "wrong-password", fresh_addr()).expect(401, "bad_credentials")
+        self.expect_429(self.login(email, PASSWORD, fresh_addr()))
+        # Another account's device token, or none that verifies: a new device.
+        self.expect_429(self.login(email, PASSWORD, fresh_addr(), other["device_token"]))
+        forged = device[:-5] + ("A" if device[-5] != "A" else "B") + device[-4:]
+        self.expect_429(self.login(email, PASSWORD, fresh_addr(), forged))
+        self.expect_429(self.login(email, PASSWORD, fresh_addr(), "not-a-token"))
+        # The known device: in, whatever the account's failures.
+        self.login(email, PASSWORD, fresh_addr(), device).expect(200)
+        self.login(email, "wrong-password", fresh_addr(), device).expect(401, "bad_credentials")
+        self.login(email, PASSWORD, fresh_addr(), device).expect(200)
+        self.login(email, PASSWORD, fresh_addr(), device).expect(200)
+        r = self.login(email, PASSWORD, fresh_addr(), device)
+        self.expect_429(r)
+        self.assertIn("device", r.json["error"]["message"], r.describe())
+
+    def test_known_device_passes_a_full_queue(self):
+        """While a flood keeps the hash queue full, a new device's login is
+        refused 503 now and then; a known device's, sent right after such a
+        refusal, gets its 200 (places of its own, run first)."""
+        email = "%s@e2e.example" % uniq("dev-busy")
+        device = self.signup(email, fresh_addr()).expect_json(201)["device_token"]
+        control = "%s@e2e.example" % uniq("dev-ctl")
+        self.signup(control, fresh_addr()).expect(201)
+        known = []
+
+        def attempt():
+            r = self.login(control, PASSWORD, fresh_addr())
+            if r.status == 503:
+                t0 = time.time()
+                k = self.login(email, PASSWORD, fresh_addr(), device)
+                known.append((k.status, time.time() - t0))
+            return r
+
+        got = self.while_queue_busy(attempt, lambda s: len(known) >= 3)
+        self.assertEqual(set(got) - {200, 503}, set(), got)
+        self.assertGreaterEqual(len(known), 3, "too few 503s to new devices: %s" % got)
+        self.assertEqual([st for st, _ in known], [200] * len(known), known)
 
     def test_signup_limit_per_address(self):
         addr = fresh_addr()

@@ -138,7 +138,7 @@ class TestLogin(unittest.TestCase):
 
     def test_login_ok(self):
         j = api().post("/v1/auth/login", {"email": self.u.email, "password": PASSWORD}).expect_json(200)
-        self.assertEqual(set(j), {"token", "user"})
+        self.assertEqual(set(j), {"token", "device_token", "user"})
         self.assertEqual(j["user"]["id"], self.u.id)
         api().with_token(j["token"]).get("/v1/me").expect(200)
 

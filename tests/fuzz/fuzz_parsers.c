@@ -2,14 +2,16 @@
  * fuzz_parsers.c: libFuzzer harness of the small parsers of client input:
  * ids in paths and bodies (api_parse_id), shard-carrying ids
  * (shardmap_id_pack/unpack), list cursors (api_cursor) and limits
- * (api_limit), bearer tokens (api_token_check), times (api_time_parse),
+ * (api_limit), bearer and device tokens (api_token_check,
+ * api_device_check), times (api_time_parse),
  * odds (api_odds_parse), e-mails (shardmap_canonical_email), the server's
  * token secret file and abuse limits, and the access log's escaping.
  *
  * The input's first byte picks the parser, the rest is its text: '0' ids,
  * '1' shard ids (8 bytes), '2' cursors, '3' limits, '4' tokens, '5' signed
  * token payloads, '6' times, '7' odds (JSON), '8' e-mails, '9' signed
- * fields of a token naming its key ("2:<key id>:" is put before them),
+ * fields of a token naming its key ("2:<key id>:", or "d:<key id>:" for a
+ * device token when the fields' first byte is odd, is put before them),
  * ':' token secret files (api_secrets_parse), ';' abuse limits
  * "key=value" (api_conf_set), '<' a URL escaped for the access log
  * (api_log_escape; the next byte sets the buffer's size). Beyond "no
@@ -146,8 +148,12 @@ static void token(const char *s)
 {
     struct api_auth auth = {0};
 
+    uint64_t uid;
+
     if (api_token_check(srv, s, &auth) == 0)
         fuzz_fail("a token the server did not make was accepted: '%s'", s);
+    if (api_device_check(srv, s, &uid) == 0)
+        fuzz_fail("a device token the server did not make was accepted: '%s'", s);
 }
 
 /* The input signed as a token's payload: reaches the payload's parsing. */
@@ -167,11 +173,18 @@ static void signed_token(const uint8_t *payload, size_t n)
     tok[len++] = '.';
     sodium_bin2base64(tok + len, sizeof(tok) - len, mac, sizeof(mac),
                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    uint64_t uid;
+
     if (api_token_check(srv, tok, &auth) == 0 && !auth.ok)
         fuzz_fail("token accepted without auth.ok");
+    if (api_token_check(srv, tok, &auth) == 0 && api_device_check(srv, tok, &uid) == 0)
+        fuzz_fail("one token accepted as access and as device token");
 }
 
-/* The input signed as the fields of a token of the current format, "2:<key id>:". */
+/*
+ * The input signed as the fields of a token of the current format,
+ * "2:<key id>:", or of a device token, "d:<key id>:", as its first byte says.
+ */
 static void signed_token_v2(const uint8_t *raw, size_t n)
 {
     uint8_t payload[256];
@@ -180,7 +193,7 @@ static void signed_token_v2(const uint8_t *raw, size_t n)
     if (n > 200)
         return;
     api_key_id(secret, kid);
-    payload[0] = '2';
+    payload[0] = n > 0 && raw[0] % 2 == 1 ? 'd' : '2';
     payload[1] = ':';
     memcpy(payload + 2, kid, API_KEY_ID_LEN);
     payload[2 + API_KEY_ID_LEN] = ':';

@@ -412,6 +412,58 @@ static void test_token_expired(void **state)
     api_server_destroy(srv);
 }
 
+/*
+ * A device token names its user and verifies with the key that signed it
+ * (or after a rotation); it is no access token and an access token is no
+ * device token; a tampered one, another key's, or an expired one fails.
+ */
+static void test_device_token(void **state)
+{
+    struct api_server *srv = server(3600, 7), *other = server(3600, 8);
+    static const uint8_t old = 7;
+    struct api_server *rotated = server_keys(9, &old, 1);
+    struct api_auth auth = {0};
+    char device[256], token[256], bad[256];
+    uint64_t uid = 0;
+    struct api_conf conf;
+    struct api_server *expired;
+    (void)state;
+
+    assert_int_equal(
+        api_device_make(srv, 235539314929360897ULL, device, sizeof(device)), 0);
+    assert_int_equal(api_device_check(srv, device, &uid), 0);
+    assert_int_equal(uid, 235539314929360897ULL);
+    uid = 0;
+    assert_int_equal(api_device_check(rotated, device, &uid), 0);
+    assert_int_equal(uid, 235539314929360897ULL);
+    assert_int_equal(api_device_check(other, device, &uid), -EACCES);
+    assert_int_equal(api_token_check(srv, device, &auth), -EINVAL);
+    assert_int_equal(api_token_make(srv, 5, 1, 0, token, sizeof(token)), 0);
+    assert_int_equal(api_device_check(srv, token, &uid), -EINVAL);
+    for (size_t i = 0; i < strlen(device); i++) {
+        if (device[i] == '.')
+            continue;
+        memcpy(bad, device, strlen(device) + 1);
+        bad[i] = bad[i] == 'A' ? 'B' : 'A';
+        if (api_device_check(srv, bad, &uid) == 0)
+            fail_msg("tampered device token accepted (char %zu)", i);
+    }
+    assert_int_equal(api_device_check(srv, "", &uid), -EINVAL);
+    /* A life of 0 days is refused by the key; forced here, it has expired. */
+    api_conf_init(&conf);
+    conf.port = 0;
+    conf.threads = 1;
+    conf.limits.device_ttl_days = 0;
+    memset(conf.secret, 7, sizeof(conf.secret));
+    assert_int_equal(api_server_create(&conf, NULL, &expired), 0);
+    assert_int_equal(api_device_make(expired, 1, device, sizeof(device)), 0);
+    assert_int_equal(api_device_check(srv, device, &uid), -ETIMEDOUT);
+    api_server_destroy(expired);
+    api_server_destroy(rotated);
+    api_server_destroy(other);
+    api_server_destroy(srv);
+}
+
 static void test_password_hash(void **state)
 {
     char hash[256];
@@ -580,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_token_key_rotation),
         cmocka_unit_test(test_secrets_parse),
         cmocka_unit_test(test_token_expired),
+        cmocka_unit_test(test_device_token),
         cmocka_unit_test(test_password_hash),
         cmocka_unit_test(test_server_destroy_joins_its_jobs_only),
         cmocka_unit_test(test_jobs_finished_are_reaped_and_bounded),

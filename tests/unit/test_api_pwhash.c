@@ -2,7 +2,8 @@
  * test_api_pwhash.c: unit tests of the password hash queue (api/api_pwhash.c)
  * with real argon2id hashes (~25 ms each): a job of an address with few
  * places held runs before the queued jobs of an address holding many, and
- * one address's jobs keep their order; a hash verifies against its password
+ * one address's jobs keep their order; a known device's job gets a place
+ * when the others are full and runs before them; a hash verifies against its password
  * and not another, and the password is wiped; the queue's depth and a drain
  * refuse reservations.
  */
@@ -34,7 +35,7 @@ static int ndone;
 /* On the hash thread: the job's place in the order of completion. */
 static void on_done(struct api_pwhash_job *job)
 {
-    api_pwhash_release(queue, job->addr);
+    api_pwhash_release(queue, job->addr, job->known);
     pthread_mutex_lock(&done_lock);
     if (ndone < NJOB)
         order[ndone++] = job;
@@ -96,11 +97,11 @@ static void test_other_address_runs_next(void **state)
     int b_at = -1, last_a = -1, begun;
 
     (void)state;
-    assert_int_equal(api_pwhash_create(1, 16, 16, 600000, 0, &queue), 0);
+    assert_int_equal(api_pwhash_create(1, 16, 0, 16, 600000, 0, &queue), 0);
     for (int i = 0; i < NJOB; i++) {
         uint32_t addr = i < NJOB - 1 ? ADDR_A : ADDR_B;
         job_init(&jobs[i], API_PWHASH_VERIFY, addr, "wrong", api_pwhash_dummy(queue));
-        assert_int_equal(api_pwhash_reserve(queue, addr), 0);
+        assert_int_equal(api_pwhash_reserve(queue, addr, 0), 0);
     }
     for (int i = 0; i < NJOB; i++)
         api_pwhash_submit(queue, &jobs[i]);
@@ -122,6 +123,42 @@ static void test_other_address_runs_next(void **state)
     assert_in_range(b_at, 0, begun);
 }
 
+/*
+ * One thread and a queue of ten places, all held by ten addresses' jobs
+ * (a flood from many addresses); a known device's login still gets its
+ * place and runs right after the job the thread had begun, before the nine
+ * queued ahead of it.
+ */
+static void test_known_device_runs_first(void **state)
+{
+    struct api_pwhash_job jobs[NJOB];
+    int known_at = -1, begun;
+
+    (void)state;
+    assert_int_equal(api_pwhash_create(1, NJOB - 1, 2, 1, 600000, 0, &queue), 0);
+    for (int i = 0; i < NJOB - 1; i++) {
+        uint32_t addr = ADDR_A + ((uint32_t)i << 24);
+        job_init(&jobs[i], API_PWHASH_VERIFY, addr, "wrong", api_pwhash_dummy(queue));
+        assert_int_equal(api_pwhash_reserve(queue, addr, 0), 0);
+    }
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 0), -EAGAIN); /* full */
+    job_init(&jobs[NJOB - 1], API_PWHASH_VERIFY, ADDR_B, "wrong",
+             api_pwhash_dummy(queue));
+    jobs[NJOB - 1].known = 1;
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 1), 1);
+    for (int i = 0; i < NJOB; i++)
+        api_pwhash_submit(queue, &jobs[i]);
+    pthread_mutex_lock(&done_lock);
+    begun = ndone + 1;
+    pthread_mutex_unlock(&done_lock);
+    wait_done(NJOB);
+    for (int i = 0; i < NJOB; i++)
+        if (order[i] == &jobs[NJOB - 1])
+            known_at = i;
+    assert_in_range(known_at, 0, begun);
+    assert_int_equal(jobs[NJOB - 1].rc, -EACCES);
+}
+
 /* A hash verifies against its password, not another; passwords are wiped. */
 static void test_hash_and_verify(void **state)
 {
@@ -129,9 +166,9 @@ static void test_hash_and_verify(void **state)
     struct api_pwhash_job h, good, bad;
 
     (void)state;
-    assert_int_equal(api_pwhash_create(2, 8, 8, 600000, 0, &queue), 0);
+    assert_int_equal(api_pwhash_create(2, 8, 0, 8, 600000, 0, &queue), 0);
     job_init(&h, API_PWHASH_HASH, ADDR_A, "correct horse", NULL);
-    assert_int_equal(api_pwhash_reserve(queue, ADDR_A), 0);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 0), 0);
     api_pwhash_submit(queue, &h);
     wait_done(1);
     assert_int_equal(h.rc, 0);
@@ -140,8 +177,8 @@ static void test_hash_and_verify(void **state)
 
     job_init(&good, API_PWHASH_VERIFY, ADDR_A, "correct horse", h.hash);
     job_init(&bad, API_PWHASH_VERIFY, ADDR_B, "correct horsf", h.hash);
-    assert_int_equal(api_pwhash_reserve(queue, ADDR_A), 0);
-    assert_int_equal(api_pwhash_reserve(queue, ADDR_B), 0);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 0), 0);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 0), 0);
     api_pwhash_submit(queue, &good);
     api_pwhash_submit(queue, &bad);
     wait_done(3);
@@ -157,27 +194,36 @@ static void test_depth_and_drain_refuse(void **state)
     uint64_t inflight, done, refused;
 
     (void)state;
-    assert_int_equal(api_pwhash_create(1, 2, 2, 600000, 0, &queue), 0);
-    assert_int_equal(api_pwhash_reserve(queue, ADDR_A), 0);
-    assert_int_equal(api_pwhash_reserve(queue, ADDR_B), 0);
-    assert_int_equal(api_pwhash_reserve(queue, ADDR_B), -EAGAIN);
+    assert_int_equal(api_pwhash_create(1, 2, 1, 2, 600000, 0, &queue), 0);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 0), 0);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 0), 0);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 0), -EAGAIN);
+    /* The one known place is apart from the full queue's, and only one. */
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 1), 1);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 1), -EAGAIN);
     api_pwhash_stats(queue, &inflight, &done, &refused);
-    assert_int_equal(inflight, 2);
-    assert_int_equal(refused, 1);
-    api_pwhash_release(queue, ADDR_A);
-    api_pwhash_release(queue, ADDR_B);
+    assert_int_equal(inflight, 3);
+    assert_int_equal(refused, 2);
+    /* Known places all held: a known device takes a place as others do. */
+    api_pwhash_release(queue, ADDR_A, 0);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 1), 0);
+    api_pwhash_release(queue, ADDR_A, 0);
+    api_pwhash_release(queue, ADDR_B, 0);
+    api_pwhash_release(queue, ADDR_B, 1);
     api_pwhash_drain(queue); /* nothing in flight: returns at once */
-    assert_int_equal(api_pwhash_reserve(queue, ADDR_A), -EAGAIN);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 0), -EAGAIN);
+    assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 1), -EAGAIN);
     api_pwhash_stats(queue, &inflight, &done, &refused);
     assert_int_equal(inflight, 0);
     assert_int_equal(done, 0);
-    assert_int_equal(refused, 2);
+    assert_int_equal(refused, 4);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_other_address_runs_next, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_known_device_runs_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_and_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_depth_and_drain_refuse, setup, teardown),
     };

@@ -1,0 +1,61 @@
+/*
+ * api_pwhash.h: password hashes on a queue and threads of their own, off
+ * the HTTP workers (api_pwhash.c). Internal to the API server, included by
+ * api_int.h.
+ */
+#ifndef API_PWHASH_H
+#define API_PWHASH_H
+
+#include <stdint.h>
+
+#define API_PWHASH_STRBYTES 128 /* >= crypto_pwhash_STRBYTES */
+enum api_pwhash_op { API_PWHASH_HASH, API_PWHASH_VERIFY };
+struct api_pwhash;     /* opaque: the queue and its threads */
+struct api_pwhash_job; /* api_int.h: a request's job */
+
+/*
+ * Starts nthread hash threads over a queue of depth places (waiting or
+ * running), at most per_addr of them for one client address, refusing a job
+ * whose expected wait (jobs ahead / threads * a job's moving average time)
+ * is over max_wait_ms; and known places more, for the logins of known
+ * devices only (api_pwhash_reserve()). The threads add nice to their nice
+ * value (api_thread_nice()); hashes a random password for api_pwhash_dummy()
+ * (~25 ms). 0 or -errno.
+ */
+int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t known,
+                      uint32_t per_addr, uint32_t max_wait_ms, uint32_t nice,
+                      struct api_pwhash **out);
+/* Refuses new reservations and waits until every reserved job is done. */
+void api_pwhash_drain(struct api_pwhash *q);
+/* Drains, then joins the threads and frees q. Accepts NULL. */
+void api_pwhash_destroy(struct api_pwhash *q);
+/*
+ * A place in the queue for a client address (network order): 0, or -EAGAIN
+ * when full, the address has its share, the wait would be too long, or
+ * draining. known: a login from a device its account has signed in from
+ * (a device token, api_device_check()), which takes one of the known places
+ * whatever the other places hold (1; its job is then known, and runs before
+ * every other queued job), or when they are all held, a place as others do.
+ * Never waits; takes the queue's lock.
+ */
+int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr, int known);
+/*
+ * Gives the place back once its job is done (or was never submitted); known:
+ * the place was a known one (api_pwhash_reserve() answered 1).
+ */
+void api_pwhash_release(struct api_pwhash *q, uint32_t addr, int known);
+/*
+ * Queues job on a place reserved for job->addr (job->known: a known place).
+ * The hash threads take first the oldest job of a known device, then the
+ * oldest job of the address with the fewest places held, so that one
+ * address's queued jobs never wait ahead of another's. A thread runs it,
+ * wipes its password, and calls job->done(job) on that thread; the job is
+ * the caller's again from then on, who releases the place.
+ */
+void api_pwhash_submit(struct api_pwhash *q, struct api_pwhash_job *job);
+/* The hash of a random password: what unknown e-mails verify against. */
+const char *api_pwhash_dummy(const struct api_pwhash *q);
+void api_pwhash_stats(struct api_pwhash *q, uint64_t *inflight, uint64_t *done,
+                      uint64_t *refused);
+
+#endif
