@@ -136,8 +136,8 @@ void api_h_metrics(struct api_req *req)
     char *buf = NULL;
     size_t len = 0;
     const struct api_limits *lim = &api_server_conf(req->srv)->limits;
-    uint64_t inflight, done, refused, open, reaped, capped, answered, to_worker, marked,
-        mark_failed, busy;
+    uint64_t inflight, done, refused, known, open, reaped, capped, answered, to_worker,
+        marked, mark_failed, busy;
     uint32_t loop[API_LOOPS_MAX], nloop;
     struct api_work_stats ws;
     FILE *f;
@@ -335,7 +335,7 @@ void api_h_metrics(struct api_req *req)
                 name, cs.near_hits + hs.hits, name, hs.hits, name, hs.fills, name,
                 hs.stale);
     }
-    api_pwhash_stats(api_server_pwhash(req->srv), &inflight, &done, &refused);
+    api_pwhash_stats(api_server_pwhash(req->srv), &inflight, &done, &refused, &known);
     api_conns_of(req->srv, &open, &reaped, &capped);
     api_work_stats(api_server_work(req->srv), &ws);
     fprintf(
@@ -347,6 +347,10 @@ void api_h_metrics(struct api_req *req)
         "# TYPE betcity_pwhash_total counter\n"
         "betcity_pwhash_total{instance=\"%s\",outcome=\"done\"} %" PRIu64 "\n"
         "betcity_pwhash_total{instance=\"%s\",outcome=\"refused\"} %" PRIu64 "\n"
+        "# HELP betcity_pwhash_known_total Of the hashes done, those of known "
+        "devices' logins (a device token), on places of their own.\n"
+        "# TYPE betcity_pwhash_known_total counter\n"
+        "betcity_pwhash_known_total{instance=\"%s\"} %" PRIu64 "\n"
         "# HELP betcity_auth_refusals_held Refused logins and sign-ups whose "
         "answer waits (auth_refusal_delay_ms).\n"
         "# TYPE betcity_auth_refusals_held gauge\n"
@@ -362,7 +366,7 @@ void api_h_metrics(struct api_req *req)
         "%" PRIu64 "\n"
         "betcity_http_connections_closed_total{instance=\"%s\",why=\"capped\"} "
         "%" PRIu64 "\n",
-        name, inflight, name, done, name, refused, name,
+        name, inflight, name, done, name, refused, name, known, name,
         api_tarpit_held(api_server_tarpit(req->srv)), name, open, name, reaped, name,
         capped);
     nloop = api_server_loops(req->srv, loop, API_LOOPS_MAX);

@@ -121,7 +121,7 @@ struct api_pwhash {
     uint32_t nthread;
     pthread_t *thread;
     char dummy[API_PWHASH_STRBYTES]; /* hash of a random password */
-    atomic_uint_fast64_t done, refused;
+    atomic_uint_fast64_t done, refused, known_done;
 };
 
 static struct addr_count *addr_slot(struct api_pwhash *q, uint32_t addr);
@@ -184,6 +184,7 @@ static void *hash_main(void *arg)
         pthread_mutex_unlock(&q->lock);
 
         int64_t t0 = mono_us(), dt;
+        int known = job->known;
         if (job->op == API_PWHASH_HASH)
             job->rc = pw_hash(job->password, job->hash);
         else
@@ -191,6 +192,8 @@ static void *hash_main(void *arg)
         dt = mono_us() - t0;
         sodium_memzero(job->password, sizeof(job->password));
         atomic_fetch_add_explicit(&q->done, 1, memory_order_relaxed);
+        if (known)
+            atomic_fetch_add_explicit(&q->known_done, 1, memory_order_relaxed);
         /* The job belongs to its caller again from here on. */
         job->done(job);
 
@@ -374,13 +377,14 @@ const char *api_pwhash_dummy(const struct api_pwhash *q)
 }
 
 void api_pwhash_stats(struct api_pwhash *q, uint64_t *inflight, uint64_t *done,
-                      uint64_t *refused)
+                      uint64_t *refused, uint64_t *known)
 {
     pthread_mutex_lock(&q->lock);
     *inflight = q->inflight + q->known_inflight;
     pthread_mutex_unlock(&q->lock);
     *done = atomic_load(&q->done);
     *refused = atomic_load(&q->refused);
+    *known = atomic_load(&q->known_done);
 }
 
 /* ---- a request's hash (api_int.h) ---- */

@@ -55,7 +55,8 @@ void api_pwhash_release(struct api_pwhash *q, uint32_t addr, int known);
 void api_pwhash_submit(struct api_pwhash *q, struct api_pwhash_job *job);
 /* The hash of a random password: what unknown e-mails verify against. */
 const char *api_pwhash_dummy(const struct api_pwhash *q);
+/* Jobs reserved, queued or running; done; refused; done on known places. */
 void api_pwhash_stats(struct api_pwhash *q, uint64_t *inflight, uint64_t *done,
-                      uint64_t *refused);
+                      uint64_t *refused, uint64_t *known);
 
 #endif

@@ -246,10 +246,19 @@ class TestLimits(unittest.TestCase):
                 known.append((k.status, time.time() - t0))
             return r
 
+        before = self.known_hashes()
         got = self.while_queue_busy(attempt, lambda s: len(known) >= 3)
         self.assertEqual(set(got) - {200, 503}, set(), got)
         self.assertGreaterEqual(len(known), 3, "too few 503s to new devices: %s" % got)
         self.assertEqual([st for st, _ in known], [200] * len(known), known)
+        # /metrics counts them: hashes done on the known places.
+        self.assertEqual(self.known_hashes() - before, len(known))
+
+    def known_hashes(self):
+        lines = [line for line in self.c.get("/metrics", token=None).expect(200).text.splitlines()
+                 if line.startswith("betcity_pwhash_known_total{")]
+        self.assertEqual(len(lines), 1, lines)
+        return int(lines[0].rsplit(" ", 1)[1])
 
     def test_signup_limit_per_address(self):
         addr = fresh_addr()

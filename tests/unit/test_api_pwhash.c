@@ -132,6 +132,7 @@ static void test_other_address_runs_next(void **state)
 static void test_known_device_runs_first(void **state)
 {
     struct api_pwhash_job jobs[NJOB];
+    uint64_t inflight, done, refused, known;
     int known_at = -1, begun;
 
     (void)state;
@@ -157,6 +158,10 @@ static void test_known_device_runs_first(void **state)
             known_at = i;
     assert_in_range(known_at, 0, begun);
     assert_int_equal(jobs[NJOB - 1].rc, -EACCES);
+    api_pwhash_stats(queue, &inflight, &done, &refused, &known);
+    assert_int_equal(done, NJOB);
+    assert_int_equal(known, 1);
+    assert_int_equal(refused, 1);
 }
 
 /* A hash verifies against its password, not another; passwords are wiped. */
@@ -191,7 +196,7 @@ static void test_hash_and_verify(void **state)
 /* Beyond the queue's depth, and once drained, a reservation is refused. */
 static void test_depth_and_drain_refuse(void **state)
 {
-    uint64_t inflight, done, refused;
+    uint64_t inflight, done, refused, known;
 
     (void)state;
     assert_int_equal(api_pwhash_create(1, 2, 1, 2, 600000, 0, &queue), 0);
@@ -201,7 +206,7 @@ static void test_depth_and_drain_refuse(void **state)
     /* The one known place is apart from the full queue's, and only one. */
     assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 1), 1);
     assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 1), -EAGAIN);
-    api_pwhash_stats(queue, &inflight, &done, &refused);
+    api_pwhash_stats(queue, &inflight, &done, &refused, &known);
     assert_int_equal(inflight, 3);
     assert_int_equal(refused, 2);
     /* Known places all held: a known device takes a place as others do. */
@@ -213,10 +218,11 @@ static void test_depth_and_drain_refuse(void **state)
     api_pwhash_drain(queue); /* nothing in flight: returns at once */
     assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 0), -EAGAIN);
     assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 1), -EAGAIN);
-    api_pwhash_stats(queue, &inflight, &done, &refused);
+    api_pwhash_stats(queue, &inflight, &done, &refused, &known);
     assert_int_equal(inflight, 0);
     assert_int_equal(done, 0);
     assert_int_equal(refused, 4);
+    assert_int_equal(known, 0);
 }
 
 int main(void)
