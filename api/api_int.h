@@ -326,7 +326,8 @@ void api_limit_give(struct api_limit *l, const char *key, int64_t now_us);
 /*
  * The server's check of one bucket for a request: 0, or -EAGAIN after
  * replying 429 rate_limited with Retry-After. which is "login_addr",
- * "signup_addr" or "account"; key the address or e-mail.
+ * "signup_addr", "account" or "device"; key the address, the e-mail or the
+ * user id (a known device's login).
  */
 int api_rate_check(struct api_req *req, const char *which, const char *key);
 /* Frees what a finished request owns (its body, JSON, response, job, account key). */
