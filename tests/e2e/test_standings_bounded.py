@@ -163,8 +163,10 @@ class TestLargeCompaniesAroundASmallOne(StandingsCase):
         shards = self.s.shards or len(self.s.shard_map())
         # Each shard gives a company's cut its best ceil(2 * 500 / shards)
         # scores (api_standings_cut_per_shard): members on every shard, at
-        # least that many on each, make more than 500 of them.
-        self.assertGreater(self.PER_SHARD * shards, TOP)
+        # least that many on each, make more than 500 of them. That takes
+        # the stack's 64 shards (32 at least); a smaller stack cannot show it.
+        if self.PER_SHARD * shards <= TOP:
+            self.skipTest("needs more than %d shards (the stack has %d)" % (TOP // self.PER_SHARD, shards))
         self.assertGreaterEqual(self.PER_SHARD, -(-2 * TOP // shards))
         for shard in range(shards):
             self.fill(a, self.PER_SHARD, m, shard)
