@@ -98,7 +98,7 @@ struct api_token_memo {
 
 struct api_header {
     const char *name; /* static strings */
-    char value[128];
+    char value[256];  /* a Set-Cookie of a device token fits */
 };
 
 struct api_server;
@@ -296,6 +296,7 @@ int api_token_check(struct api_server *srv, const char *token, struct api_auth *
  * key signed it) or -ETIMEDOUT (expired).
  */
 int api_device_make(struct api_server *srv, uint64_t user_id, char *out, size_t size);
+#define API_DEVICE_COOKIE "bc_device" /* the cookie a browser keeps it in */
 int api_device_check(struct api_server *srv, const char *token, uint64_t *user_id);
 const char *api_role_name(int role);
 /* A company's random join code: 10 characters of [A-Z2-9] and a NUL. */

@@ -201,6 +201,15 @@ static void auth_reply(struct api_req *req, int status, const struct api_user *u
     }
     /* A token is a credential: no cache on the way may keep it. */
     api_add_header(req, "Cache-Control", "no-store");
+    /*
+     * The device token as a cookie too, for browsers: sent back to the login
+     * only, never readable by scripts, never over plain HTTP.
+     */
+    api_add_header(req, "Set-Cookie",
+                   API_DEVICE_COOKIE "=%s; Max-Age=%" PRIu64 "; Path=/v1/auth/login; "
+                                     "HttpOnly; Secure; SameSite=Strict",
+                   device,
+                   (uint64_t)api_server_conf(req->srv)->limits.device_ttl_days * 86400);
     api_reply_json(req, status,
                    json_pack("{s:s,s:s,s:o}", "token", token, "device_token", device,
                              "user", api_user_json(u)));
@@ -343,7 +352,8 @@ static void signup_insert(struct api_req *req)
  * whether an account exists.
  *
  * A login that carries a device token of the account (given at its last
- * login or sign-up on that device) comes from a known device: it takes the
+ * login or sign-up on that device, in the body's device_token or else in
+ * the cookie API_DEVICE_COOKIE) comes from a known device: it takes the
  * device bucket of the account instead of the account's failures, so that
  * others' wrong passwords never lock its owner out, and a known place on
  * the hash queue, so that a flood of logins never keeps him waiting
@@ -360,6 +370,7 @@ void api_h_login(struct api_req *req)
     struct api_pwhash_job *job;
     struct api_user u = {0};
     char email[256], id[24];
+    const char *device;
     json_t *body = req->json;
     uint64_t device_user = 0;
     uint32_t shard;
@@ -383,9 +394,12 @@ void api_h_login(struct api_req *req)
         if (rows.nrow == 1)
             user_from_row(&rows, 0, &u);
     }
-    known = rows.nrow == 1 &&
-            api_device_check(req->srv, api_str(body, "device_token", ""),
-                             &device_user) == 0 &&
+    device = api_str(body, "device_token", NULL);
+    if (device == NULL) /* else a browser's cookie (auth_reply()) */
+        device =
+            MHD_lookup_connection_value(req->conn, MHD_COOKIE_KIND, API_DEVICE_COOKIE);
+    known = rows.nrow == 1 && device != NULL &&
+            api_device_check(req->srv, device, &device_user) == 0 &&
             device_user == u.id;
     snprintf(id, sizeof(id), "%" PRIu64, u.id);
     if (valid &&

@@ -228,6 +228,24 @@ class TestLimits(unittest.TestCase):
         self.expect_429(r)
         self.assertIn("device", r.json["error"]["message"], r.describe())
 
+    def test_device_cookie_for_browsers(self):
+        """The device token comes as an HttpOnly, Secure cookie for the login
+        path too; a login that sends it back is a known device's."""
+        email = "%s@e2e.example" % uniq("dev-cookie")
+        r = self.signup(email, fresh_addr())
+        device = r.expect_json(201)["device_token"]
+        cookie = r.header("Set-Cookie") or ""
+        parts = [p.strip() for p in cookie.split(";")]
+        self.assertEqual(parts[0], "bc_device=" + device, cookie)
+        for attr in ("HttpOnly", "Secure", "SameSite=Strict", "Path=/v1/auth/login", "Max-Age=15552000"):
+            self.assertIn(attr, parts[1:], cookie)
+        for _ in range(2):
+            self.login(email, "wrong-password", fresh_addr()).expect(401, "bad_credentials")
+        self.expect_429(self.login(email, PASSWORD, fresh_addr()))
+        r = self.c.post("/v1/auth/login", {"email": email, "password": PASSWORD},
+                        headers={"X-Forwarded-For": fresh_addr(), "Cookie": "other=1; bc_device=" + device})
+        self.assertIn("bc_device=", r.expect(200).header("Set-Cookie") or "")
+
     def test_known_device_passes_a_full_queue(self):
         """While a flood keeps the hash queue full, a new device's login is
         refused 503 now and then; a known device's, sent right after such a
