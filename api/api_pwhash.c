@@ -140,13 +140,13 @@ static struct api_pwhash_job *take_job(struct api_pwhash *q)
     uint32_t best_n = UINT32_MAX;
 
     for (job = q->head; job != NULL; prev = job, job = job->next) {
-        struct addr_count *c = addr_slot(q, job->addr);
-        uint32_t n = c != NULL && c->addr == job->addr ? c->n : 0;
         if (job->known) {
             best = job;
             best_prev = prev;
             break;
         }
+        struct addr_count *c = addr_slot(q, job->addr);
+        uint32_t n = c != NULL && c->addr == job->addr ? c->n : 0;
         if (n < best_n) {
             best = job;
             best_prev = prev;

@@ -69,6 +69,22 @@ static void job_init(struct api_pwhash_job *job, enum api_pwhash_op op, uint32_t
         snprintf(job->hash, sizeof(job->hash), "%s", hash);
 }
 
+/*
+ * Queues the NJOB jobs in order; returns how many had begun by the time
+ * the last was queued: those done by then, and the one running.
+ */
+static int submit_all(struct api_pwhash_job *jobs)
+{
+    int begun;
+
+    for (int i = 0; i < NJOB; i++)
+        api_pwhash_submit(queue, &jobs[i]);
+    pthread_mutex_lock(&done_lock);
+    begun = ndone + 1;
+    pthread_mutex_unlock(&done_lock);
+    return begun;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -103,12 +119,7 @@ static void test_other_address_runs_next(void **state)
         job_init(&jobs[i], API_PWHASH_VERIFY, addr, "wrong", api_pwhash_dummy(queue));
         assert_int_equal(api_pwhash_reserve(queue, addr, 0), 0);
     }
-    for (int i = 0; i < NJOB; i++)
-        api_pwhash_submit(queue, &jobs[i]);
-    /* Jobs begun before B's was queued: done by now, or the one running. */
-    pthread_mutex_lock(&done_lock);
-    begun = ndone + 1;
-    pthread_mutex_unlock(&done_lock);
+    begun = submit_all(jobs);
     wait_done(NJOB);
     for (int i = 0; i < NJOB; i++) {
         assert_int_equal(order[i]->rc, -EACCES);
@@ -147,11 +158,7 @@ static void test_known_device_runs_first(void **state)
              api_pwhash_dummy(queue));
     jobs[NJOB - 1].known = 1;
     assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 1), 1);
-    for (int i = 0; i < NJOB; i++)
-        api_pwhash_submit(queue, &jobs[i]);
-    pthread_mutex_lock(&done_lock);
-    begun = ndone + 1;
-    pthread_mutex_unlock(&done_lock);
+    begun = submit_all(jobs);
     wait_done(NJOB);
     for (int i = 0; i < NJOB; i++)
         if (order[i] == &jobs[NJOB - 1])
