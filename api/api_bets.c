@@ -132,9 +132,35 @@ static void bet_hash(uint64_t match_id, const char *pick, int64_t stake, char ha
 }
 
 /*
+ * Betting on the match is closed. A bet sent again with its Idempotency-Key
+ * (its answer was lost at the kick-off) still gets the bet it made, or
+ * idempotency_key_reused; anything else gets betting_closed.
+ */
+static void bet_closed(struct api_req *req, const struct bet_in *b)
+{
+    struct sql_rows idem = {0};
+    int rc = 0;
+
+    if (b->key != NULL)
+        rc = router_exec(
+            req->router, router_shard_of_id(req->auth.user_id), &idem,
+            "SELECT request_hash, bet_id FROM %S.idempotency WHERE user_id = %u "
+            "AND idem_key = %s",
+            req->auth.user_id, b->key);
+    if (rc < 0)
+        api_db_error(req, rc);
+    else if (idem.nrow == 1)
+        idem_replay(req, &idem, b->hash);
+    else
+        api_error(req, 422, "betting_closed", "betting on this match is closed");
+    sql_rows_free(&idem);
+}
+
+/*
  * Checks the body and the match and fills b: 0, 1 when it answered (a 4xx,
  * or a 503 of the database), or, on the event loop (near), 2 when the
- * match is not in this server's near-cache (a worker reads it).
+ * match is not in this server's near-cache, or is closed to a bet with an
+ * Idempotency-Key (a worker reads them).
  */
 static int bet_prepare(struct api_req *req, int near, struct bet_in *b)
 {
@@ -178,12 +204,16 @@ static int bet_prepare(struct api_req *req, int near, struct bet_in *b)
         return 1;
     }
     rc = 1;
+    bet_hash(b->match_id, b->pick, b->stake, b->hash);
     clock_gettime(CLOCK_REALTIME, &now);
     if (strcmp(api_str(m, "status", ""), "scheduled") != 0 ||
         api_time_parse(api_str(m, "kickoff", ""), b->placed, sizeof(b->placed),
                        &kickoff_ms) < 0 ||
         (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 >= kickoff_ms) {
-        api_error(req, 422, "betting_closed", "betting on this match is closed");
+        if (near && b->key != NULL)
+            rc = 2;
+        else
+            bet_closed(req, b);
     } else if (api_odds_parse(json_object_get(json_object_get(m, "odds"), b->pick),
                               &b->odds) < 0) {
         /* Odds the server itself stored: unreadable ones are its own fault (500). */
@@ -194,7 +224,6 @@ static int bet_prepare(struct api_req *req, int near, struct bet_in *b)
     json_decref(m);
     if (rc != 0)
         return rc;
-    bet_hash(b->match_id, b->pick, b->stake, b->hash);
     gmtime_r(&now.tv_sec, &tm);
     snprintf(b->placed, sizeof(b->placed), "%04d-%02d-%02d %02d:%02d:%02d.%03ld",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,

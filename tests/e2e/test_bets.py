@@ -164,6 +164,36 @@ class TestBettingClosesAtKickoff(unittest.TestCase):
         self.assertEqual(u.balance(), u.initial_balance - 10)
 
 
+    def test_retry_with_its_key_after_kickoff_gets_the_bet(self):
+        """A bet whose answer was lost just before kick-off is sent again after
+        it: the same key and body get the bet (200), on every server, and after
+        the settlement its settled state; another body 422
+        idempotency_key_reused; a new key betting_closed. Nothing is debited
+        twice."""
+        co = new_company()
+        u = signup(co)
+        m = new_match(kickoff_in=2)
+        key = uniq("idem")
+        body = {"match_id": m["id"], "pick": "home", "stake": 10}
+        b1 = place_bet(u, m, "home", 10, key=key)
+        wait_past_kickoff(m, margin=0.2)
+        from client import Client
+        for c in [u.client] + [Client(url, u.client.token) for url in stack.get().api_urls]:
+            r = c.post("/v1/bets", body, headers={"Idempotency-Key": key})
+            self.assertEqual(r.expect_json(200), b1, r.describe())
+            c.post("/v1/bets", dict(body, stake=11), headers={"Idempotency-Key": key}).expect(
+                422, "idempotency_key_reused")
+            c.post("/v1/bets", body, headers={"Idempotency-Key": uniq("idem")}).expect(422, "betting_closed")
+        self.assertEqual(u.balance(), u.initial_balance - 10)
+        settle(m, {"home_goals": 1, "away_goals": 0})
+        r = u.client.post("/v1/bets", body, headers={"Idempotency-Key": key})
+        b = r.expect_json(200)
+        self.assertEqual((b["id"], b["status"]), (b1["id"], "won"), r.describe())
+        self.assertEqual(b["payout"], u.client.get("/v1/bets/%s" % b1["id"]).expect_json(200)["payout"])
+        self.assertEqual(len(u.client.get("/v1/me/bets").expect_json(200)["items"]), 1)
+        assert_ledger_ok(self, u)
+
+
 class TestIdempotency(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
