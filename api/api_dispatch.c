@@ -44,14 +44,26 @@ static int auth_check(struct api_req *req)
     const char *authz =
         MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Authorization");
     struct api_token_memo *memo = req->memo;
+    char trimmed[API_TOKEN_MEMO_MAX];
     const char *token;
     size_t len;
     int rc;
 
     if (authz == NULL || strncasecmp(authz, "Bearer ", 7) != 0)
         return -EACCES;
+    /* White space around the token is the header's, not the token's. */
     token = authz + 7;
+    token += strspn(token, " \t");
     len = strlen(token);
+    while (len > 0 && (token[len - 1] == ' ' || token[len - 1] == '\t'))
+        len--;
+    if (token[len] != '\0') {
+        if (len >= sizeof(trimmed))
+            return -EACCES;
+        memcpy(trimmed, token, len);
+        trimmed[len] = '\0';
+        token = trimmed;
+    }
     if (memo != NULL && memo->len == len && memcmp(memo->token, token, len) == 0) {
         if (memo->auth.expires <= (int64_t)time(NULL))
             return -ETIMEDOUT;
@@ -78,7 +90,8 @@ static int auth_check(struct api_req *req)
 struct xff {
     const char *last; /* the last X-Forwarded-For header's value */
     unsigned lengths; /* Content-Length headers */
-    int chunked;      /* a Transfer-Encoding header */
+    unsigned chunked; /* Transfer-Encoding headers */
+    int coded;        /* one of them is not "chunked" alone (gzip, ...) */
     unsigned authz;   /* Authorization headers */
 };
 
@@ -92,9 +105,10 @@ static enum MHD_Result xff_each(void *cls, enum MHD_ValueKind kind, const char *
         x->last = value;
     else if (strcasecmp(key, "Content-Length") == 0)
         x->lengths++;
-    else if (strcasecmp(key, "Transfer-Encoding") == 0)
-        x->chunked = 1;
-    else if (strcasecmp(key, "Authorization") == 0)
+    else if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        x->chunked++;
+        x->coded |= value == NULL || strcasecmp(value, "chunked") != 0;
+    } else if (strcasecmp(key, "Authorization") == 0)
         x->authz++;
     return MHD_YES;
 }
@@ -116,7 +130,8 @@ void api_client_find(struct api_req *req)
     req->client_ip = req->peer_ip;
     MHD_get_connection_values(req->conn, MHD_HEADER_KIND, xff_each, &x);
     req->forwarded = x.last != NULL;
-    req->bad_framing = x.lengths > 1 || (x.lengths > 0 && x.chunked);
+    req->bad_framing =
+        x.lengths > 1 || (x.lengths > 0 && x.chunked > 0) || x.chunked > 1 || x.coded;
     req->two_authz = x.authz > 1;
     if (x.last != NULL &&
         api_net_match(&api_server_conf(req->srv)->limits.trusted, req->peer_ip)) {
@@ -193,13 +208,15 @@ int api_precheck(struct api_req *req)
      * Where the body ends is not clear (RFC 9112 6.3): libmicrohttpd would
      * take the first Content-Length, or the chunks, and read what follows as
      * the next request, which another reader of the same bytes (a proxy)
-     * would cut elsewhere. HAProxy refuses or repairs such requests; sent
-     * straight to a server they get 400 and the connection is closed.
+     * would cut elsewhere. A transfer coding other than chunked alone
+     * (gzip, ...) it does not decode, and would wait for a body it cannot
+     * delimit. HAProxy refuses or repairs such requests; sent straight to a
+     * server they get 400 and the connection is closed.
      */
     if (req->bad_framing) {
         api_add_header(req, "Connection", "close");
         api_error(req, 400, "malformed_request",
-                  "give one Content-Length, or Transfer-Encoding without one");
+                  "give one Content-Length, or Transfer-Encoding: chunked alone");
         return 1;
     }
     /* Whose request it is must not depend on which of two tokens is read. */

@@ -487,6 +487,34 @@ class TestConnections(unittest.TestCase):
             if url == self.api1:
                 self.assertEqual(json.loads(body_of(raw))["error"]["code"], "malformed_request", what)
 
+    def test_transfer_codings_other_than_chunked_400_at_once(self):
+        """A transfer coding the server does not decode (gzip, ...), or two
+        Transfer-Encoding headers: where the body ends is unknown to it.
+        Straight to a server: 400 malformed_request at once and the
+        connection closed (it waited for a body until its timeout before)."""
+        good = signup(new_company()).client.token
+        body = b'{"display_name":"x"}'
+        for te in (b"gzip, chunked", b"gzip", b"identity", b"chunked\r\nTransfer-Encoding: chunked"):
+            s = connect(self.api1)
+            start = time.monotonic()
+            s.sendall(b"PATCH /v1/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + good.encode() +
+                      b"\r\nContent-Type: application/json\r\nTransfer-Encoding: " + te + b"\r\n\r\n" +
+                      b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+            raw, closed = read_until_closed(s, 3)
+            s.close()
+            self.assertEqual(status_of(raw), 400, "%r: %r" % (te, raw[:300]))
+            self.assertEqual(json.loads(body_of(raw))["error"]["code"], "malformed_request", te)
+            self.assertIsNotNone(closed, "%r: left open" % te)
+            self.assertLess(time.monotonic() - start, 2.0, te)
+        # chunked alone is a body as any other
+        s = connect(self.api1)
+        s.sendall(b"PATCH /v1/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + good.encode() +
+                  b"\r\nContent-Type: application/json\r\nTransfer-Encoding: Chunked\r\nConnection: close"
+                  b"\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        raw, _ = read_until_closed(s, 3)
+        s.close()
+        self.assertEqual(status_of(raw), 200, raw[:300])
+
     def test_two_authorization_headers_400(self):
         """Which of two tokens is the caller's must not depend on the reader:
         400 malformed_request, through HAProxy and straight, whatever the

@@ -175,6 +175,16 @@ class TestTokens(unittest.TestCase):
         for url in [stack.get().api_url] + stack.get().api_urls:
             Client(url, self.token).get("/v1/me").expect(200, msg=url)
 
+    def test_white_space_around_the_token(self):
+        """White space around a header's value is not the value's (RFC 9110
+        5.5): HAProxy trims it, and so does every server straight."""
+        from client import Client
+        for url in [stack.get().api_url] + stack.get().api_urls:
+            for h in ("Bearer %s " % self.token, "Bearer  %s" % self.token, "Bearer %s\t" % self.token):
+                Client(url, None).get("/v1/me", headers={"Authorization": h}).expect(200, msg="%s %r" % (url, h))
+            Client(url, None).get("/v1/me", headers={"Authorization": "Bearer %s x" % self.token}).expect(
+                401, "unauthorized", msg=url)
+
     def test_no_or_malformed_authorization(self):
         self.me(None).expect(401, "unauthorized")
         for h in ("Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "bearer", self.token, "Bearer  " + "x" * 5000,
