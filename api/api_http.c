@@ -531,6 +531,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     return queue_response(req);
 }
 
+/*
+ * The path is matched as sent: no route has a byte that needs escaping,
+ * so an escaped one matches none (404). Decoded, %2F would make a
+ * separator that HAProxy's rules on the path did not see, and %00 would
+ * cut the path short. Query keys and values (which never start with '/')
+ * are decoded.
+ */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    return s[0] == '/' ? strlen(s) : MHD_http_unescape(s);
+}
+
 void api_req_clear(struct api_req *req)
 {
     free(req->account);
@@ -697,7 +711,8 @@ int api_server_create(const struct api_conf *conf, struct router *router,
             MHD_OPTION_CONNECTION_LIMIT, per_loop ? per_loop : 1u,
             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
-            MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
+            MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
         if (srv->loop[i] == NULL) {
             rc = -EIO;
             goto error;

@@ -157,6 +157,30 @@ class TestBrokenHttp(unittest.TestCase):
         self.healthy()
 
 
+class TestEscapedPaths(unittest.TestCase):
+    """A path is matched as sent. %00 once cut it short (/v1/me%00x answered
+    as /v1/me) and %2F made a separator HAProxy's rules on the path did not
+    see (/v1/auth%2flogin reached the login past HAProxy's table of
+    /v1/auth/ requests): each is 404 now, straight and through HAProxy.
+    Query values are still decoded."""
+
+    def test_escaped_bytes_in_a_path_404(self):
+        u = signup(new_company())
+        m = new_match()
+        s = stack.get()
+        for url in [s.api_url] + s.api_urls:
+            c = Client(url, u.client.token)
+            for path in ("/v1/matches/%s%%00/settlement" % m["id"], "/v1/me%00anything", "/healthz%00abc",
+                         "/v1/me%2fbets", "/v1/me%2Fbets", "/v1/matches/%s%%2fodds" % m["id"], "/v1/%6De"):
+                c.get(path).expect(404, "not_found", msg="%s%s" % (url, path))
+            c.post("/v1/auth%2flogin", {"email": u.email, "password": u.password}).expect(
+                404, "not_found", msg=url)
+            c.get("/v1/me").expect(200, msg=url)
+            day = m["kickoff"][:10]
+            r = c.get("/v1/matches?from=%sT00%%3A00%%3A00Z&to=%sT23%%3A59%%3A59Z" % (day, day)).expect_json(200)
+            self.assertIn(m["id"], [x["id"] for x in r["items"]], "%s: escaped query values decoded" % url)
+
+
 class TestFuzz(unittest.TestCase):
     """~200 random bodies to random endpoints: every answer < 500, the server keeps answering."""
 
