@@ -252,8 +252,19 @@ int api_body_check(struct api_req *req, const struct api_field *spec);
  * after replying 415 or 422.
  */
 int api_body_image(struct api_req *req);
-/* Names and labels: 1..max bytes, no control characters, no outer spaces. */
+/*
+ * Names and labels (UTF-8, as JSON strings are): 1..max characters (code
+ * points), no control character (C0, DEL, C1), no white space or invisible
+ * character (U+00A0, U+200B, U+3000 ...) at either end.
+ */
 int api_valid_text(const char *s, size_t max);
+/*
+ * s without white space or invisible characters at its ends: its first
+ * byte's offset into *start and the length in bytes that remains.
+ */
+size_t api_text_trim(const char *s, size_t *start);
+/* Characters (code points) of a UTF-8 string. */
+size_t api_text_chars(const char *s, size_t len);
 /* Field getters for checked objects; absent (or null) fields give dflt. */
 const char *api_str(json_t *obj, const char *name, const char *dflt);
 int64_t api_int(json_t *obj, const char *name, int64_t dflt);
@@ -727,7 +738,7 @@ json_t *api_match_row_json(struct sql_rows *rows, uint32_t r);
 struct api_user {
     uint64_t id, company_id, team_id; /* team_id 0 = none */
     char email[256];
-    char display_name[128];
+    char display_name[404]; /* 100 characters of up to 4 bytes */
     char role[24];
     int64_t balance, points;
     int has_avatar;

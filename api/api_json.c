@@ -283,11 +283,11 @@ int api_body_image(struct api_req *req)
     const char *type = NULL;
 
     /* (A body over the limit was answered 413 before the access check.) */
-    if (ct != NULL && strncmp(ct, "image/png", 9) == 0)
+    if (ct != NULL && strncasecmp(ct, "image/png", 9) == 0)
         type = "image/png";
-    else if (ct != NULL && strncmp(ct, "image/jpeg", 10) == 0)
+    else if (ct != NULL && strncasecmp(ct, "image/jpeg", 10) == 0)
         type = "image/jpeg";
-    else if (ct != NULL && strncmp(ct, "image/webp", 10) == 0)
+    else if (ct != NULL && strncasecmp(ct, "image/webp", 10) == 0)
         type = "image/webp";
     if (type == NULL) {
         api_error(req, 415, "unsupported_media_type",
@@ -302,15 +302,79 @@ int api_body_image(struct api_req *req)
     return 0;
 }
 
+/* The code point at s[i] (valid UTF-8: jansson checks it) and its length. */
+static uint32_t utf8_at(const unsigned char *s, size_t i, size_t *n)
+{
+    if (s[i] < 0x80) {
+        *n = 1;
+        return s[i];
+    }
+    if ((s[i] & 0xe0) == 0xc0) {
+        *n = 2;
+        return (uint32_t)(s[i] & 0x1f) << 6 | (s[i + 1] & 0x3f);
+    }
+    if ((s[i] & 0xf0) == 0xe0) {
+        *n = 3;
+        return (uint32_t)(s[i] & 0x0f) << 12 | (uint32_t)(s[i + 1] & 0x3f) << 6 |
+               (s[i + 2] & 0x3f);
+    }
+    *n = 4;
+    return (uint32_t)(s[i] & 0x07) << 18 | (uint32_t)(s[i + 1] & 0x3f) << 12 |
+           (uint32_t)(s[i + 2] & 0x3f) << 6 | (s[i + 3] & 0x3f);
+}
+
+/* Unicode's White_Space, and the invisible characters a name must not end in. */
+static int blank(uint32_t c)
+{
+    return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 ||
+           c == 0x1680 || (c >= 0x2000 && c <= 0x200d) || c == 0x2028 || c == 0x2029 ||
+           c == 0x202f || c == 0x205f || c == 0x2060 || c == 0x3000 || c == 0xfeff;
+}
+
+static int control(uint32_t c)
+{
+    return c < 0x20 || (c >= 0x7f && c <= 0x9f);
+}
+
+size_t api_text_chars(const char *s, size_t len)
+{
+    size_t chars = 0;
+
+    for (size_t i = 0; i < len; i++)
+        chars += ((unsigned char)s[i] & 0xc0) != 0x80;
+    return chars;
+}
+
+size_t api_text_trim(const char *s, size_t *start)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, end = 0, n, len = strlen(s);
+    int inner = 0;
+
+    *start = len;
+    while (i < len) {
+        uint32_t c = utf8_at(u, i, &n);
+
+        if (!blank(c)) {
+            if (!inner)
+                *start = i;
+            inner = 1;
+            end = i + n;
+        }
+        i += n;
+    }
+    return inner ? end - *start : 0;
+}
+
 int api_valid_text(const char *s, size_t max)
 {
-    size_t n = strlen(s);
+    const unsigned char *u = (const unsigned char *)s;
+    size_t start, n, len = strlen(s);
 
-    if (n == 0 || n > max || isspace((unsigned char)s[0]) ||
-        isspace((unsigned char)s[n - 1]))
+    if (len == 0 || api_text_trim(s, &start) != len || api_text_chars(s, len) > max)
         return 0;
-    for (size_t i = 0; i < n; i++)
-        if (iscntrl((unsigned char)s[i]))
+    for (size_t i = 0; i < len; i += n)
+        if (control(utf8_at(u, i, &n)))
             return 0;
     return 1;
 }

@@ -145,22 +145,19 @@ static int email_canon(const char *in, char *out, size_t size)
     return 0;
 }
 
-/* Trims display names; 1..max bytes of text, no control characters. */
+/* Trims display names (api_text_trim()); then as api_valid_text(). */
 static int name_clean(const char *in, char *out, size_t size, size_t max)
 {
-    size_t start = 0, len = strlen(in);
+    size_t start, len = api_text_trim(in, &start);
+    char name[sizeof(((struct api_user *)0)->display_name)];
 
-    while (start < len && isspace((unsigned char)in[start]))
-        start++;
-    while (len > start && isspace((unsigned char)in[len - 1]))
-        len--;
-    if (len == start || len - start > max || len - start >= size)
+    if (len == 0 || len >= size || len >= sizeof(name))
         return -EINVAL;
-    for (size_t i = start; i < len; i++)
-        if (iscntrl((unsigned char)in[i]))
-            return -EINVAL;
-    memcpy(out, in + start, len - start);
-    out[len - start] = '\0';
+    memcpy(name, in + start, len);
+    name[len] = '\0';
+    if (!api_valid_text(name, max))
+        return -EINVAL;
+    memcpy(out, name, len + 1);
     return 0;
 }
 
@@ -278,7 +275,8 @@ void api_h_signup(struct api_req *req)
         api_rate_check(req, "account", u.email) < 0)
         goto out;
     password = api_str(body, "password", "");
-    if (strlen(password) < 8 || strlen(password) > 256) {
+    if (api_text_chars(password, strlen(password)) < 8 ||
+        api_text_chars(password, strlen(password)) > 256) {
         api_error(req, 422, "weak_password", "password must have 8 to 256 characters");
         goto out;
     }
@@ -530,7 +528,7 @@ void api_h_me_patch(struct api_req *req)
     static const struct api_field spec[] = {{"display_name", API_T_STR, 0, 0},
                                             {"team_id", API_T_ID, 0, 1},
                                             {NULL, 0, 0, 0}};
-    char name[128] = "";
+    char name[sizeof(((struct api_user *)0)->display_name)] = "";
     json_t *body = req->json;
     uint64_t team = 0;
     int rc;

@@ -157,6 +157,47 @@ class TestBrokenHttp(unittest.TestCase):
         self.healthy()
 
 
+class TestTextRules(unittest.TestCase):
+    """Lengths count characters, not UTF-8 bytes (34 CJK characters are 102
+    bytes, and were refused as a display name of at most 100); names neither
+    start nor end with white space or an invisible character (U+00A0,
+    U+200B), and hold no control character, C1 ones (U+0085) included."""
+
+    def test_lengths_in_characters_and_blank_ends(self):
+        co = new_company()
+        u = signup(co)
+        cjk = "\u4e2d" * 34
+        r = u.client.patch("/v1/me", {"display_name": cjk}).expect_json(200)
+        self.assertEqual(r["display_name"], cjk)
+        r = u.client.patch("/v1/me", {"display_name": "\u00e9" * 100}).expect_json(200)
+        self.assertEqual(r["display_name"], "\u00e9" * 100)
+        u.client.patch("/v1/me", {"display_name": "\u00e9" * 101}).expect(422, "invalid_display_name")
+        # white space at the ends is trimmed from a display name; nothing else left is refused
+        r = u.client.patch("/v1/me", {"display_name": "\u00a0 Ana\u200b"}).expect_json(200)
+        self.assertEqual(r["display_name"], "Ana")
+        for bad in ("\u00a0", "\u200b\u00a0", "a\u0085b", "a\u009fb"):
+            u.client.patch("/v1/me", {"display_name": bad}).expect(422, "invalid_display_name", msg=repr(bad))
+        a = admin()
+        path = "/v1/companies/%s/teams" % co["id"]
+        t = a.post(path, {"name": uniq("\u4e2d") + "\u4e2d" * 30}).expect_json(201)
+        self.assertEqual(len(t["name"]) > 30, True)
+        for bad in ("a\u0085b", "\u00a0x", "x\u3000", "\u200bx"):
+            a.post(path, {"name": bad}).expect(422, "invalid_name", msg=repr(bad))
+        a.patch("/v1/companies/%s" % co["id"], {"name": "\u4e2d" * 100}).expect(200)
+        a.patch("/v1/companies/%s" % co["id"], {"name": "\u4e2d" * 101}).expect(422, "invalid_name")
+        m = new_match(home="\u4e2d" * 22 + uniq("h")[:8], away="\u4e2d" * 22 + uniq("a")[:8], stage="\u4e2d" * 64)
+        self.assertEqual(m["stage"], "\u4e2d" * 64)
+        # passwords: characters too (5 characters in 9 bytes are not 8)
+        api().post("/v1/auth/signup", {"company": co["slug"], "join_code": co["join_code"],
+                                       "email": "%s@e2e.example" % uniq("pw"), "password": "\u00e9\u00e9\u00e9 \u00e9",
+                                       "display_name": "P"}).expect(422, "weak_password")
+
+    def test_image_media_type_case_insensitive(self):
+        u = signup(new_company())
+        r = u.client.put("/v1/me/avatar", raw=png(), content_type="IMAGE/PNG")
+        self.assertLess(r.status, 300, r.describe())
+
+
 class TestEscapedPaths(unittest.TestCase):
     """A path is matched as sent. %00 once cut it short (/v1/me%00x answered
     as /v1/me) and %2F made a separator HAProxy's rules on the path did not

@@ -173,6 +173,45 @@ static void test_utf8_clean(void **state)
 }
 
 /* A NULL body (jansson out of memory): 503 with a JSON body, no trailing NUL. */
+/* Names: characters, not bytes; no control or blank character at an end. */
+static void test_valid_text(void **state)
+{
+    char cjk[34 * 3 + 1] = "", long_cjk[101 * 3 + 1] = "";
+    size_t start;
+    (void)state;
+
+    for (int i = 0; i < 34; i++)
+        strcat(cjk, "\u4e2d" /* 中 */);
+    for (int i = 0; i < 101; i++)
+        strcat(long_cjk, "\u4e2d");
+    assert_true(api_valid_text(cjk, 34)); /* 102 bytes, 34 characters */
+    assert_false(api_valid_text(cjk, 33));
+    assert_false(api_valid_text(long_cjk, 100));
+    assert_true(api_valid_text("Zo\u00eb \U0001F3C6 M\u00fcller", 12));
+    assert_false(api_valid_text("Zo\u00eb \U0001F3C6 M\u00fcller", 11));
+    assert_false(api_valid_text("", 10));
+    assert_false(api_valid_text(" x", 10));
+    assert_false(api_valid_text("x\t", 10));
+    assert_false(api_valid_text("\u00a0x", 10));  /* no-break space */
+    assert_false(api_valid_text("x\u3000", 10));  /* ideographic space */
+    assert_false(api_valid_text("\u200bx", 10));  /* zero width space */
+    assert_false(api_valid_text("x\ufeff", 10));  /* BOM */
+    assert_false(api_valid_text("a\xc2\x85" "b", 10)); /* C1 control (NEL) */
+    assert_false(api_valid_text("a\x7f"
+                                "b",
+                                10));
+    assert_false(api_valid_text("a\nb", 10));
+    assert_true(api_valid_text("a\u00a0b", 10)); /* inside, a name's own */
+    assert_true(api_valid_text("a \u200d b", 10));
+
+    assert_int_equal(api_text_trim(" \u00a0 Ana \u200b\t", &start), 3);
+    assert_int_equal(start, 4);
+    assert_int_equal(api_text_trim("\u00a0\u200b ", &start), 0);
+    assert_int_equal(api_text_chars("\u00e9\u00e9\u00e9 \u00e9",
+                                    strlen("\u00e9\u00e9\u00e9 \u00e9")),
+                     5);
+}
+
 static void test_reply_json_null_body(void **state)
 {
     struct api_req req;
@@ -365,6 +404,7 @@ int main(void)
         cmocka_unit_test(test_empty_list_and_one_item),
         cmocka_unit_test(test_error_message_not_utf8),
         cmocka_unit_test(test_utf8_clean),
+        cmocka_unit_test(test_valid_text),
         cmocka_unit_test(test_reply_json_null_body),
         cmocka_unit_test(test_cut_per_shard),
         cmocka_unit_test(test_cut_merge),
