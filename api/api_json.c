@@ -421,8 +421,13 @@ int api_odds_parse(json_t *v, int64_t *hundredths)
     if (!isfinite(x) || x < 1.005 || x > 1000.005)
         return -EINVAL;
     scaled = x * 100.0;
-    /* At most two decimals: x*100 must be an integer up to rounding noise. */
-    if (fabs(scaled - round(scaled)) > 1e-6)
+    /*
+     * At most two decimals: x is the double nearest to a number of
+     * hundredths (as "2.35" parses to; a division of two integers rounds to
+     * the nearest too). 2.3000000000000003 is the next double, refused; text
+     * that parses to the same double as 2.5 cannot be told from it.
+     */
+    if (fabs(scaled - round(scaled)) > 1e-6 || round(scaled) / 100.0 != x)
         return -EINVAL;
     if (round(scaled) < 101)
         return -EINVAL;

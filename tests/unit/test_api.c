@@ -30,11 +30,28 @@ static void test_odds_parse(void **state)
         const char *json;
         int64_t want;
     } cases[] = {
-        {"1.01", 101},   {"2.15", 215},     {"3.4", 340},   {"1000", 100000},
-        {"2", 200},      {"1.00", -1},      {"1.005", -1},  {"2.155", -1},
-        {"1000.01", -1}, {"0", -1},         {"-2.5", -1},   {"\"2.5\"", -1},
-        {"null", -1},    {"true", -1},      {"1e2", 10000}, {"4.35", 435},
-        {"1.1", 110},    {"999.99", 99999},
+        {"1.01", 101},
+        {"2.15", 215},
+        {"3.4", 340},
+        {"1000", 100000},
+        {"2", 200},
+        {"1.00", -1},
+        {"1.005", -1},
+        {"2.155", -1},
+        {"1000.01", -1},
+        {"0", -1},
+        {"-2.5", -1},
+        {"\"2.5\"", -1},
+        {"null", -1},
+        {"true", -1},
+        {"1e2", 10000},
+        {"4.35", 435},
+        {"1.1", 110},
+        {"999.99", 99999},
+        /* the next double after 2.3: more than two decimals */
+        {"2.3000000000000003", -1},
+        /* the same double as 2.5: cannot be told from it */
+        {"2.50000000000000000001", 250},
     };
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -47,6 +64,20 @@ static void test_odds_parse(void **state)
             (rc == 0 && got != cases[i].want))
             fail_msg("odds %s: got %d, %lld want %lld", cases[i].json, rc,
                      (long long)got, (long long)cases[i].want);
+        json_decref(v);
+    }
+    /* Every number of hundredths from 1.01 to 1000.00, as a client writes it. */
+    for (int64_t h = 101; h <= 100000; h++) {
+        char text[32];
+        json_t *v;
+        int64_t got = -1;
+
+        snprintf(text, sizeof(text), "%lld.%02lld", (long long)(h / 100),
+                 (long long)(h % 100));
+        v = json_loads(text, JSON_DECODE_ANY, NULL);
+        assert_non_null(v);
+        if (api_odds_parse(v, &got) != 0 || got != h)
+            fail_msg("odds %s: got %lld", text, (long long)got);
         json_decref(v);
     }
 }
