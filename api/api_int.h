@@ -770,10 +770,12 @@ int api_caller_role(struct api_req *req, int *role);
 /*
  * The one access check: the dispatcher runs it with the route's access and
  * the path's company; handlers whose company comes from elsewhere (a query
- * parameter) call it themselves. 0, or after replying: BC_ENOTFOUND (404 "no
- * such company": a company not the caller's is not shown to exist), -EACCES
- * (403), or what api_caller_role() failed with. Reads the caller's row only
- * when the answer depends on his role.
+ * parameter) call it themselves (api_access.c). 0, or after replying:
+ * BC_ENOTFOUND (404 "no such company": a company not the caller's is not
+ * shown to exist, and one that does not exist is not, to the platform admin
+ * either), -EACCES (403), or what api_caller_role() failed with. Reads the
+ * caller's row only when the answer depends on his role, and the company's
+ * for the platform admin.
  */
 int api_check_access(struct api_req *req, enum api_access access, uint64_t company_id);
 void api_image_etag(const void *data, size_t len, char out[17]);

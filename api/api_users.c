@@ -1,6 +1,6 @@
 /*
- * api_users.c: signup, login, the caller's profile and avatar, public
- * profiles, and the access checks the other handlers share.
+ * api_users.c: signup, login, the caller's profile and avatar, and public
+ * profiles.
  *
  * A user lives in the shard of his canonical e-mail, and his id carries
  * that shard: lookups by id or by e-mail reach exactly one shard.
@@ -76,56 +76,6 @@ static json_t *profile_json(const struct api_user *u)
                      u->team_id ? api_id_json(u->team_id) : json_null(), "points",
                      (json_int_t)u->points, "avatar_url",
                      u->has_avatar ? json_string(url) : json_null());
-}
-
-int api_caller_role(struct api_req *req, int *role)
-{
-    struct api_user u;
-    int rc;
-
-    if (!req->role_known) {
-        rc = api_user_load(req->router, req->auth.user_id, &u);
-        if (rc == BC_ENOTFOUND) {
-            api_error(req, 401, "unauthorized", "the token's user no longer exists");
-            return rc;
-        }
-        if (rc < 0) {
-            api_db_error(req, rc);
-            return rc;
-        }
-        req->role = api_role_parse(u.role);
-        req->role_known = 1;
-    }
-    *role = req->role;
-    return 0;
-}
-
-int api_check_access(struct api_req *req, enum api_access access, uint64_t company_id)
-{
-    int role, rc;
-
-    if (access == API_ACCESS_ANY)
-        return 0;
-    /* A member needs no read to see his own company. */
-    if (access == API_ACCESS_COMPANY_MEMBER && req->auth.company_id == company_id)
-        return 0;
-    if ((rc = api_caller_role(req, &role)) < 0)
-        return rc;
-    if (role == API_ROLE_PLATFORM_ADMIN)
-        return 0;
-    if (access == API_ACCESS_PLATFORM_ADMIN) {
-        api_error(req, 403, "forbidden", "only the platform admin may do this");
-        return -EACCES;
-    }
-    if (req->auth.company_id != company_id) {
-        api_error(req, 404, "not_found", "no such company");
-        return BC_ENOTFOUND;
-    }
-    if (access == API_ACCESS_COMPANY_ADMIN && role != API_ROLE_COMPANY_ADMIN) {
-        api_error(req, 403, "forbidden", "only an admin of this company may do this");
-        return -EACCES;
-    }
-    return 0;
 }
 
 /* Canonical, plausible e-mail: one '@' with text on both sides, no spaces. */

@@ -312,3 +312,27 @@ class TestIsolation(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestUnknownCompany(unittest.TestCase):
+    """A company that does not exist is 404 to the platform admin too: its
+    teams, logo, standings and admins were answered as if it existed (an
+    empty list, 204 with nothing stored, 422 invalid_user)."""
+
+    def test_platform_admin_gets_404(self):
+        a = admin()
+        ghost = "999999999"
+        u = signup(new_company())
+        a.get("/v1/companies/%s" % ghost).expect(404, "not_found")
+        a.get("/v1/companies/%s/teams" % ghost).expect(404, "not_found")
+        a.post("/v1/companies/%s/teams" % ghost, {"name": uniq("t")}).expect(404, "not_found")
+        a.patch("/v1/companies/%s" % ghost, {"name": "Ghost"}).expect(404, "not_found")
+        a.put("/v1/companies/%s/logo" % ghost, raw=png(), content_type="image/png").expect(404, "not_found")
+        a.get("/v1/companies/%s/logo" % ghost).expect(404, "not_found")
+        a.post("/v1/companies/%s/admins" % ghost, {"user_id": u.id}).expect(404, "not_found")
+        for kind in ("users", "teams"):
+            a.get("/v1/standings/%s?company=%s" % (kind, ghost)).expect(404, "not_found")
+        # a company that exists is as before
+        co = new_company()
+        self.assertEqual(a.get("/v1/companies/%s/teams" % co["id"]).expect_json(200)["items"], [])
+        a.get("/v1/standings/users?company=%s" % co["id"]).expect(200)
