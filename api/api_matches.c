@@ -139,6 +139,12 @@ void api_h_match_create(struct api_req *req)
                   "kickoff must be an RFC 3339 UTC time of the years 2000 to 2100");
         return;
     }
+    /*
+     * A kickoff is whole seconds, as it is shown and as betting closes:
+     * hidden milliseconds would order matches that show the same kickoff.
+     */
+    if (strlen(kickoff) == 23)
+        memcpy(kickoff + 20, "000", 3);
     if (odds_read(req, json_object_get(body, "odds"), odds) < 0)
         return;
     rc = router_exec(req->router, ROUTER_GLOBAL, &rows,

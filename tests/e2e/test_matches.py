@@ -117,6 +117,16 @@ class TestMatchList(unittest.TestCase):
             self.assertEqual(got["odds"], want["odds"])
             self.assertEqual(set(got), MATCH_KEYS)
 
+    def test_same_shown_kickoff_ordered_by_id(self):
+        """Kickoffs sent with milliseconds are whole seconds, as shown: matches
+        that show the same kickoff list in id order (hidden milliseconds
+        ordered them 5, 12, 8, 6, 7 before)."""
+        t = self.base + 400  # outside the other tests' windows
+        ms = [new_match(kickoff=rfc3339(t)[:-1] + frac) for frac in ("Z", ".999Z", ".5Z", ".1234Z", ".001Z")]
+        j = self.list(**{"from": rfc3339(t), "to": rfc3339(t + 1)})
+        self.assertEqual(self.ids(j["items"]), sorted(self.ids(ms), key=int))
+        self.assertEqual({m["kickoff"] for m in j["items"]}, {rfc3339(t)})
+
     def test_from_inclusive_to_exclusive(self):
         j = self.list(**{"from": rfc3339(self.base + 60), "to": rfc3339(self.base + 120)})
         self.assertEqual(self.ids(j["items"]), [self.ms[1]["id"]])
