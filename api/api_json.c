@@ -164,7 +164,7 @@ static const char *type_name(enum api_type t)
     case API_T_STR:
         return "a string";
     case API_T_INT:
-        return "an integer";
+        return "an integer (from -2^63 to 2^63 - 1)";
     case API_T_BOOL:
         return "a boolean";
     case API_T_NUM:
@@ -172,7 +172,7 @@ static const char *type_name(enum api_type t)
     case API_T_OBJ:
         return "an object";
     case API_T_ID:
-        return "an id (a string of digits)";
+        return "an id (a string of digits, from 1 to 2^63 - 1)";
     default:
         return "a value";
     }
