@@ -192,11 +192,13 @@ static void test_valid_text(void **state)
     assert_false(api_valid_text("", 10));
     assert_false(api_valid_text(" x", 10));
     assert_false(api_valid_text("x\t", 10));
-    assert_false(api_valid_text("\u00a0x", 10));  /* no-break space */
-    assert_false(api_valid_text("x\u3000", 10));  /* ideographic space */
-    assert_false(api_valid_text("\u200bx", 10));  /* zero width space */
-    assert_false(api_valid_text("x\ufeff", 10));  /* BOM */
-    assert_false(api_valid_text("a\xc2\x85" "b", 10)); /* C1 control (NEL) */
+    assert_false(api_valid_text("\u00a0x", 10)); /* no-break space */
+    assert_false(api_valid_text("x\u3000", 10)); /* ideographic space */
+    assert_false(api_valid_text("\u200bx", 10)); /* zero width space */
+    assert_false(api_valid_text("x\ufeff", 10)); /* BOM */
+    assert_false(api_valid_text("a\xc2\x85"
+                                "b",
+                                10)); /* C1 control (NEL) */
     assert_false(api_valid_text("a\x7f"
                                 "b",
                                 10));
