@@ -82,7 +82,10 @@ static int hex_value(char c)
     return -1;
 }
 
-/* %XX in place, as libmicrohttpd unescapes a URL's path ('+' stays). */
+/*
+ * %XX in place, as libmicrohttpd unescapes ('+' stays). The server's own
+ * callback (api_http.c) leaves a path that starts with '/' as sent.
+ */
 static void path_unescape(char *s)
 {
     char *out = s;
@@ -145,7 +148,8 @@ static int input_parse(const uint8_t *data, size_t size, struct input *in)
         *q++ = '\0';
         fuzz_conn_query(&in->conn, q);
     }
-    path_unescape(in->path);
+    if (in->path[0] != '/')
+        path_unescape(in->path);
     /* Headers up to an empty line; the rest of the input is the body. */
     while (next != NULL) {
         char *colon, *value;
