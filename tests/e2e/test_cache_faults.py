@@ -315,7 +315,7 @@ class TestStoppedMemcached(CacheTest):
         pid = devstack_pid(s, "mc2")
         if pid is None:
             self.skipTest("tools/devstack pid mc2 failed")
-        matches = parallel(lambda i: new_match(odds=(1.50 + i / 100.0, 3.00, 5.00)), range(self.MATCHES), workers=8)
+        matches = parallel(lambda i: new_match(odds=(round(1.50 + i / 100.0, 2), 3.00, 5.00)), range(self.MATCHES), workers=8)
         clients = [admin().at(u) for u in s.api_urls[:2]]
         for c in clients:
             for _ in range(2):

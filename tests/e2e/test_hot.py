@@ -143,7 +143,7 @@ class TestHotOdds(unittest.TestCase):
         late, worst_other, worst_old = [], 0.0, 0.0
         try:
             for i in range(20):
-                home = 2.01 + i / 100.0
+                home = round(2.01 + i / 100.0, 2)
                 put = a1.put(path, {"home": home, "draw": 3.0, "away": 4.0}).expect_json(200, msg="PUT odds")
                 t_put = time.time()
                 r = a1.get(path).expect_json(200, msg="GET odds right after the PUT")
