@@ -302,9 +302,22 @@ int api_body_image(struct api_req *req)
     return 0;
 }
 
-/* The code point at s[i] (valid UTF-8: jansson checks it) and its length. */
-static uint32_t utf8_at(const unsigned char *s, size_t i, size_t *n)
+/*
+ * The code point at s[i] of a string of len bytes, and its length. JSON
+ * strings are valid UTF-8 (jansson checks them); a sequence cut short by
+ * the end is one byte of U+FFFD, never read past.
+ */
+static uint32_t utf8_at(const unsigned char *s, size_t len, size_t i, size_t *n)
 {
+    size_t need = s[i] < 0x80             ? 1
+                  : (s[i] & 0xe0) == 0xc0 ? 2
+                  : (s[i] & 0xf0) == 0xe0 ? 3
+                                          : 4;
+
+    if (i + need > len) {
+        *n = 1;
+        return 0xfffd;
+    }
     if (s[i] < 0x80) {
         *n = 1;
         return s[i];
@@ -353,7 +366,7 @@ size_t api_text_trim(const char *s, size_t *start)
 
     *start = len;
     while (i < len) {
-        uint32_t c = utf8_at(u, i, &n);
+        uint32_t c = utf8_at(u, len, i, &n);
 
         if (!blank(c)) {
             if (!inner)
@@ -374,7 +387,7 @@ int api_valid_text(const char *s, size_t max)
     if (len == 0 || api_text_trim(s, &start) != len || api_text_chars(s, len) > max)
         return 0;
     for (size_t i = 0; i < len; i += n)
-        if (control(utf8_at(u, i, &n)))
+        if (control(utf8_at(u, len, i, &n)))
             return 0;
     return 1;
 }

@@ -209,6 +209,8 @@ static void test_valid_text(void **state)
     assert_int_equal(api_text_trim(" \u00a0 Ana \u200b\t", &start), 3);
     assert_int_equal(start, 4);
     assert_int_equal(api_text_trim("\u00a0\u200b ", &start), 0);
+    /* a sequence cut short at the end is read as one byte, never past it */
+    assert_int_equal(api_text_trim("ab\xe4", &start), 3);
     assert_int_equal(api_text_chars("\u00e9\u00e9\u00e9 \u00e9",
                                     strlen("\u00e9\u00e9\u00e9 \u00e9")),
                      5);
