@@ -1,8 +1,8 @@
 /*
  * shardmap_yaml_util.c: the YAML layer that cluster configs, shard maps and
  * plans share: documents loaded with line numbers, errors collected as
- * "path:line: message", typed field readers, and atomic writes through
- * libyaml's emitter. Internal: see shardmap_yaml_int.h.
+ * "path:line: message", and typed field readers (the writer is
+ * shardmap_yaml_out.c). Internal: see shardmap_yaml_int.h.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "shardmap.h"
@@ -165,11 +166,50 @@ static void syntax_error(struct shardmap__yaml *y, yaml_parser_t *parser, FILE *
     }
 }
 
+/*
+ * Deeper collections are no config, and libyaml's time grows with the square
+ * of the depth (100,000 '[' took 33 s): a first pass over a regular file's
+ * events refuses them. Syntax errors are left to the loader, which names them.
+ */
+#define YAML_DEPTH_MAX 64
+
+static int depth_check(struct shardmap__yaml *y, FILE *f)
+{
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    int depth = 0, rc = 0, more = 1;
+
+    if (!yaml_parser_initialize(&parser))
+        return -ENOMEM;
+    yaml_parser_set_input_file(&parser, f);
+    while (more && yaml_parser_parse(&parser, &ev)) {
+        if (ev.type == YAML_SEQUENCE_START_EVENT ||
+            ev.type == YAML_MAPPING_START_EVENT) {
+            if (++depth > YAML_DEPTH_MAX) {
+                shardmap__yaml_error(y, (int)ev.start_mark.line + 1, NULL, NULL,
+                                     "nested deeper than %d levels", YAML_DEPTH_MAX);
+                rc = BC_ECONFIG;
+                more = 0;
+            }
+        } else if (ev.type == YAML_SEQUENCE_END_EVENT ||
+                   ev.type == YAML_MAPPING_END_EVENT) {
+            depth--;
+        } else if (ev.type == YAML_STREAM_END_EVENT) {
+            more = 0;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&parser);
+    rewind(f);
+    return rc;
+}
+
 int shardmap__yaml_open(struct shardmap__yaml *y, const char *path)
 {
     yaml_parser_t parser;
     yaml_document_t extra;
     yaml_node_t *root;
+    struct stat st;
     FILE *f;
     int rc = 0;
 
@@ -179,6 +219,17 @@ int shardmap__yaml_open(struct shardmap__yaml *y, const char *path)
     if (f == NULL) {
         rc = -errno;
         shardmap__yaml_error(y, 0, NULL, NULL, "cannot open: %s", strerror(errno));
+        return rc;
+    }
+    if (fstat(fileno(f), &st) < 0)
+        st.st_mode = 0;
+    if (S_ISDIR(st.st_mode)) {
+        shardmap__yaml_error(y, 0, NULL, NULL, "cannot open: %s", strerror(EISDIR));
+        fclose(f);
+        return -EISDIR;
+    }
+    if (S_ISREG(st.st_mode) && (rc = depth_check(y, f)) < 0) {
+        fclose(f);
         return rc;
     }
     if (!yaml_parser_initialize(&parser)) {
@@ -514,242 +565,4 @@ int shardmap__yaml_name(struct shardmap__yaml *y, yaml_node_t *node, const char 
     }
     memcpy(buf, s, strlen(s) + 1);
     return 0;
-}
-
-/* ---- writing ------------------------------------------------------------- */
-
-static void out_emit(struct shardmap__out *o, yaml_event_t *ev)
-{
-    /* yaml_emitter_emit() owns the event from here, even when it fails. */
-    errno = 0;
-    if (yaml_emitter_emit(&o->em, ev)) {
-        return;
-    }
-    if (o->em.error == YAML_MEMORY_ERROR) {
-        o->rc = -ENOMEM;
-    } else if (o->em.error == YAML_WRITER_ERROR) {
-        o->rc = errno ? -errno : -EIO;
-    } else {
-        o->rc = -EINVAL;
-    }
-}
-
-void shardmap__out_open(struct shardmap__out *o, const char *path, int mode)
-{
-    yaml_event_t ev;
-    size_t len = strlen(path);
-    int fd;
-
-    memset(o, 0, sizeof(*o));
-    o->tmp = malloc(len + sizeof(".tmp"));
-    if (o->tmp == NULL) {
-        o->rc = -ENOMEM;
-        return;
-    }
-    memcpy(o->tmp, path, len);
-    memcpy(o->tmp + len, ".tmp", sizeof(".tmp"));
-    fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) {
-        o->rc = -errno;
-        return;
-    }
-    o->f = fdopen(fd, "w");
-    if (o->f == NULL) {
-        o->rc = -errno;
-        close(fd);
-        unlink(o->tmp);
-        return;
-    }
-    if (!yaml_emitter_initialize(&o->em)) {
-        o->rc = -ENOMEM;
-        return;
-    }
-    o->inited = 1;
-    yaml_emitter_set_output_file(&o->em, o->f);
-    yaml_emitter_set_unicode(&o->em, 1);
-    yaml_emitter_set_indent(&o->em, 2);
-    yaml_emitter_set_width(&o->em, -1); /* never fold long strings */
-    yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING);
-    out_emit(o, &ev);
-    if (o->rc == 0) {
-        yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, 1);
-        out_emit(o, &ev);
-    }
-}
-
-/* fsync of the directory makes the rename itself durable. */
-static void sync_dir(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    int fd;
-
-    if (slash == NULL) {
-        dir = strdup(".");
-    } else {
-        dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
-    }
-    if (dir == NULL) {
-        return;
-    }
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        /*
-         * Best effort: the new file is already in place, and a failure here
-         * only weakens durability across a crash; reporting it would make the
-         * caller believe the old file is still there.
-         */
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
-int shardmap__out_close(struct shardmap__out *o, const char *path)
-{
-    yaml_event_t ev;
-    int rc;
-
-    if (o->rc == 0) {
-        yaml_document_end_event_initialize(&ev, 1);
-        out_emit(o, &ev);
-    }
-    if (o->rc == 0) {
-        yaml_stream_end_event_initialize(&ev);
-        out_emit(o, &ev);
-    }
-    if (o->rc == 0 && !yaml_emitter_flush(&o->em)) {
-        o->rc = errno ? -errno : -EIO;
-    }
-    if (o->inited) {
-        yaml_emitter_delete(&o->em);
-    }
-    if (o->f != NULL) {
-        if (o->rc == 0 && (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0)) {
-            o->rc = -errno;
-        }
-        if (fclose(o->f) != 0 && o->rc == 0) {
-            o->rc = -errno;
-        }
-        if (o->rc == 0 && rename(o->tmp, path) != 0) {
-            o->rc = -errno;
-        }
-        if (o->rc != 0) {
-            unlink(o->tmp);
-        } else {
-            sync_dir(path);
-        }
-    }
-    rc = o->rc;
-    free(o->tmp);
-    memset(o, 0, sizeof(*o));
-    return rc;
-}
-
-static void out_scalar(struct shardmap__out *o, const char *s,
-                       yaml_scalar_style_t style)
-{
-    yaml_event_t ev;
-
-    if (o->rc != 0) {
-        return;
-    }
-    /* Fails on invalid UTF-8, which no YAML file can hold. */
-    if (!yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)s, (int)strlen(s),
-                                      1, 1, style)) {
-        o->rc = -EINVAL;
-        return;
-    }
-    out_emit(o, &ev);
-}
-
-void shardmap__out_map(struct shardmap__out *o, int flow)
-{
-    yaml_event_t ev;
-
-    if (o->rc == 0) {
-        yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-                                            flow ? YAML_FLOW_MAPPING_STYLE
-                                                 : YAML_BLOCK_MAPPING_STYLE);
-        out_emit(o, &ev);
-    }
-}
-
-void shardmap__out_seq(struct shardmap__out *o, int flow)
-{
-    yaml_event_t ev;
-
-    if (o->rc == 0) {
-        yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
-                                             flow ? YAML_FLOW_SEQUENCE_STYLE
-                                                  : YAML_BLOCK_SEQUENCE_STYLE);
-        out_emit(o, &ev);
-    }
-}
-
-void shardmap__out_end_map(struct shardmap__out *o)
-{
-    yaml_event_t ev;
-
-    if (o->rc == 0) {
-        yaml_mapping_end_event_initialize(&ev);
-        out_emit(o, &ev);
-    }
-}
-
-void shardmap__out_end_seq(struct shardmap__out *o)
-{
-    yaml_event_t ev;
-
-    if (o->rc == 0) {
-        yaml_sequence_end_event_initialize(&ev);
-        out_emit(o, &ev);
-    }
-}
-
-/* True when s, written plain, reads back as s for any YAML 1.1 or 1.2 reader. */
-static int plain_safe(const char *s)
-{
-    static const char *const words[] = {"y",   "n", "yes",  "no",    "on",
-                                        "off", "~", "true", "false", "null"};
-    int letter = 0;
-    size_t i;
-
-    if (!isalnum((unsigned char)s[0]) && s[0] != '_') {
-        return 0;
-    }
-    for (i = 0; s[i] != '\0'; i++) {
-        if (!isalnum((unsigned char)s[i]) && strchr("_.-", s[i]) == NULL) {
-            return 0;
-        }
-        /* e/E can be an exponent and x/o/b a radix: they do not make a word. */
-        letter |= isalpha((unsigned char)s[i]) && strchr("eExXoObB", s[i]) == NULL;
-    }
-    for (i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-        if (strcasecmp(s, words[i]) == 0) {
-            return 0;
-        }
-    }
-    /* Without a letter it may read as a number, unless it has several dots. */
-    return letter || (strchr(s, '.') != NULL && strchr(s, '.') != strrchr(s, '.'));
-}
-
-void shardmap__out_str(struct shardmap__out *o, const char *s)
-{
-    out_scalar(o, s,
-               plain_safe(s) ? YAML_PLAIN_SCALAR_STYLE
-                             : YAML_DOUBLE_QUOTED_SCALAR_STYLE);
-}
-
-void shardmap__out_quoted(struct shardmap__out *o, const char *s)
-{
-    out_scalar(o, s, YAML_DOUBLE_QUOTED_SCALAR_STYLE);
-}
-
-void shardmap__out_uint(struct shardmap__out *o, uint64_t v)
-{
-    char buf[24];
-
-    snprintf(buf, sizeof(buf), "%" PRIu64, v);
-    out_scalar(o, buf, YAML_PLAIN_SCALAR_STYLE);
 }

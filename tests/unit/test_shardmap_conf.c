@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -727,6 +728,45 @@ static void test_conf_empty_and_wrong_documents(void **state)
                 8, "only one YAML document is allowed");
 }
 
+/* Deep nesting is refused at once (libyaml took 33 s for 100,000 levels). */
+static void test_conf_nested_too_deep(void **state)
+{
+    size_t n = 100000, len = strlen("cluster: ");
+    char *text = malloc(len + n + 2);
+    char ok[256] = "cluster: ";
+    struct shardmap_conf conf;
+    char *err = NULL;
+    struct timespec t0, t1;
+    char dir[] = "/tmp/test_conf_dir.XXXXXX", path[64];
+
+    (void)state;
+    assert_non_null(text);
+    memcpy(text, "cluster: ", len);
+    memset(text + len, '[', n);
+    memcpy(text + len + n, "\n", 2);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    expect_only(KIND_CONF, text, 1, "nested deeper than 64 levels");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(t1.tv_sec - t0.tv_sec < 2);
+    free(text);
+    /* 64 levels are still a document (its error is the config's own) */
+    for (int i = 0; i < 63; i++)
+        strcat(ok, "[");
+    for (int i = 0; i < 63; i++)
+        strcat(ok, "]");
+    strcat(ok, "\n");
+    err = load_bad(KIND_CONF, ok, path);
+    assert_null(strstr(err, "nested deeper"));
+    assert_non_null(strstr(err, "cluster: expected a mapping, got a list"));
+    free(err);
+    /* a directory: its own reason */
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(shardmap_conf_load(dir, &conf, &err), -EISDIR);
+    assert_non_null(strstr(err, ": cannot open: Is a directory"));
+    free(err);
+    rmdir(dir);
+}
+
 static void test_conf_missing_file(void **state)
 {
     struct shardmap_conf conf;
@@ -787,6 +827,7 @@ int main(void)
         cmocka_unit_test(test_conf_yaml_syntax_error),
         cmocka_unit_test(test_conf_collects_all_errors),
         cmocka_unit_test(test_conf_empty_and_wrong_documents),
+        cmocka_unit_test(test_conf_nested_too_deep),
         cmocka_unit_test(test_conf_missing_file),
         cmocka_unit_test(test_save_to_missing_dir_fails_cleanly),
     };
