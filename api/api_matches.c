@@ -362,39 +362,66 @@ void api_h_odds_get(struct api_req *req)
     free(text);
 }
 
+/*
+ * One transaction: the row is locked, its status checked, the odds changed
+ * and read back, so the answer is this request's change and version (two
+ * PUTs at once were each answered with the later one's), and an odds
+ * change is never answered 409 after it was made.
+ */
 void api_h_odds_put(struct api_req *req)
 {
     static const struct api_field spec[] = {{"home", API_T_ANY, 1, 0},
                                             {"draw", API_T_ANY, 1, 0},
                                             {"away", API_T_ANY, 1, 0},
                                             {NULL, 0, 0, 0}};
+    struct router_txn *txn = NULL;
     struct sql_rows rows = {0};
     int64_t odds[3];
     int rc;
 
     if (api_body_check(req, spec) < 0 || odds_read(req, req->json, odds) < 0)
         return;
-    rc = router_exec(
-        req->router, ROUTER_GLOBAL, &rows,
-        "UPDATE %S.matches SET odds_home = %d, odds_draw = %d, odds_away = %d, "
-        "odds_version = odds_version + 1 WHERE id = %u AND status = 'scheduled'",
-        odds[0], odds[1], odds[2], req->param[0]);
-    if (rc < 0) {
-        api_db_error(req, rc);
+    if ((rc = router_txn_begin(req->router, ROUTER_GLOBAL, &txn)) < 0)
+        goto dberr;
+    rc = router_txn_exec(
+        txn, &rows, "SELECT " MATCH_COLS " FROM %S.matches WHERE id = %u FOR UPDATE",
+        req->param[0]);
+    if (rc < 0)
+        goto dberr;
+    if (rows.nrow == 0) {
+        api_error(req, 404, "not_found", "no such match");
+        goto out;
+    }
+    if (strcmp(sql_cell(&rows, 0, 5), "scheduled") != 0) {
+        api_error(req, 409, "match_not_scheduled",
+                  "odds change only while the match is scheduled");
         goto out;
     }
     sql_rows_free(&rows);
+    rc =
+        router_txn_exec(txn, NULL,
+                        "UPDATE %S.matches SET odds_home = %d, odds_draw = %d, "
+                        "odds_away = %d, odds_version = odds_version + 1 WHERE id = %u",
+                        odds[0], odds[1], odds[2], req->param[0]);
+    if (rc == 0)
+        rc = router_txn_exec(txn, &rows,
+                             "SELECT " MATCH_COLS " FROM %S.matches WHERE id = %u",
+                             req->param[0]);
+    if (rc == 0 && rows.nrow != 1)
+        rc = BC_EQUERY;
+    if (rc == 0) {
+        rc = router_txn_commit(txn);
+        txn = NULL;
+    }
+    if (rc < 0)
+        goto dberr;
     api_match_changed(req, req->param[0]);
-    rc = match_load(req->router, req->param[0], &rows);
-    if (rc == BC_ENOTFOUND)
-        api_error(req, 404, "not_found", "no such match");
-    else if (rc < 0)
-        api_db_error(req, rc);
-    else if (strcmp(sql_cell(&rows, 0, 5), "scheduled") != 0)
-        api_error(req, 409, "match_not_scheduled",
-                  "odds change only while the match is scheduled");
-    else
-        api_reply_json(req, 200, odds_json(&rows, 0));
+    api_reply_json(req, 200, odds_json(&rows, 0));
+    goto out;
+dberr:
+    api_db_error(req, rc);
 out:
+    if (txn != NULL)
+        router_txn_rollback(txn);
     sql_rows_free(&rows);
 }

@@ -208,6 +208,30 @@ class TestOdds(unittest.TestCase):
         self.u.client.get("/v1/matches/%s/odds" % NO_ID).expect(404, "not_found")
         api().get("/v1/matches/%s/odds" % m["id"]).expect(401, "unauthorized")
 
+    def test_concurrent_puts_each_answered_with_its_own_change(self):
+        """PUTs at once on both servers: each 200 carries its own odds and a
+        version of its own (the update and the read back were two statements,
+        so a PUT was answered with another's change)."""
+        import concurrent.futures
+        s = stack.get()
+        token = admin().token
+        for _ in range(3):
+            m = new_match(odds=(2.0, 3.0, 4.0))
+            homes = [round(1.1 + i / 10.0, 2) for i in range(8)]
+
+            def put(i):
+                c = Client(s.api_urls[i % len(s.api_urls)], token)
+                return c.put("/v1/matches/%s/odds" % m["id"], {"home": homes[i], "draw": 3.0, "away": 4.0})
+            with concurrent.futures.ThreadPoolExecutor(8) as ex:
+                answers = list(ex.map(put, range(len(homes))))
+            got = [r.expect_json(200) for r in answers]
+            self.assertEqual([g["home"] for g in got], homes)
+            self.assertEqual(sorted(g["version"] for g in got), list(range(2, 2 + len(homes))))
+            last = max(got, key=lambda g: g["version"])
+            time.sleep(1.2)  # every server's near-cache has seen it (docs/api.md)
+            o = admin().get("/v1/matches/%s/odds" % m["id"]).expect_json(200)
+            self.assertEqual((o["home"], o["version"]), (last["home"], last["version"]))
+
     def test_put_odds_versions_and_every_server_sees_it_within_1s(self):
         m = new_match(odds=(2.0, 3.0, 4.0))
         s = stack.get()
