@@ -113,7 +113,7 @@ int main(int argc, char **argv)
     struct router *router = NULL;
     struct cache *cache = NULL;
     struct api_server *srv = NULL;
-    char *err = NULL, *colon, *end;
+    char *err = NULL, *colon, *end, why[256];
     int c, poll = 1, quiet = 0, rc, sig;
     unsigned long v;
     sigset_t set;
@@ -247,9 +247,10 @@ int main(int argc, char **argv)
                 bc_strerror(rc));
         goto out;
     }
-    api_log("%s: listening on %s (%u event loops, %u workers, map %s)", api.name,
+    router_map_error(router, why, sizeof(why));
+    api_log("%s: listening on %s (%u event loops, %u workers, map %s%s%s)", api.name,
             listen, api.threads, api.workers,
-            router_map(router) ? "loaded" : "not yet loaded");
+            router_map(router) ? "loaded" : "not yet loaded", why[0] ? ": " : "", why);
     sigwait(&set, &sig);
     api_log("%s: %s: stopping", api.name, strsignal(sig));
 out:

@@ -56,6 +56,11 @@ void router_destroy(struct router *router);
  * so a reader never sees one freed under it). NULL before any map exists.
  */
 const struct shardmap *router_map(struct router *router);
+/*
+ * Why the last reload of the map failed, into buf ("" when it did not, or
+ * while a reload is under way): for operators' logs.
+ */
+void router_map_error(struct router *router, char *buf, size_t size);
 /* Reloads the map now if its version changed; 0 or a negative status. */
 int router_reload_map(struct router *router);
 /* Asks the poller to reload at once (a shard answered that it moved). */

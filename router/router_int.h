@@ -169,6 +169,7 @@ struct router {
 
     _Atomic(struct router_map *) current;
     pthread_mutex_t map_lock; /* serializes reloads and the retired list */
+    char map_error[256];      /* map_lock: why the last reload failed ("" if not) */
 
     pthread_t poller;
     pthread_mutex_t poll_lock;
@@ -292,6 +293,8 @@ static inline int router__moved(int rc)
 /* router_map.c */
 int router__map_start(struct router *r);
 void router__map_stop(struct router *r);
+/* Sets the error of a request that found no map: why the last reload failed. */
+void router__no_map_error(struct router *r);
 struct router_pool *router__pool_of_shard(struct router *r, uint32_t shard, int *err);
 /*
  * A replica of the shard's host (ROUTER_GLOBAL: of the global host) whose

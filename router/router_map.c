@@ -193,6 +193,11 @@ int router_reload_map(struct router *r)
     m->retired = cur;
     atomic_store(&r->current, m);
 out:
+    /* Kept for the requests that find no map: they tell why, not only that. */
+    if (rc < 0)
+        snprintf(r->map_error, sizeof(r->map_error), "%s", sql_last_error());
+    else
+        r->map_error[0] = '\0';
     pthread_mutex_unlock(&r->map_lock);
     if (rc < 0)
         router__set_error("%s", sql_last_error());
@@ -239,6 +244,25 @@ const struct shardmap *router_map(struct router *r)
     return m ? m->map : NULL;
 }
 
+void router_map_error(struct router *r, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    /* Never waits for a reload under way (its statements hold the lock). */
+    if (pthread_mutex_trylock(&r->map_lock) == 0) {
+        snprintf(buf, size, "%s", r->map_error);
+        pthread_mutex_unlock(&r->map_lock);
+    }
+}
+
+void router__no_map_error(struct router *r)
+{
+    char why[sizeof(r->map_error)];
+
+    router_map_error(r, why, sizeof(why));
+    router__set_error("no shard map loaded: %s",
+                      why[0] ? why : "none read yet (run shardctl init)");
+}
+
 struct router_pool *router__pool_of_shard(struct router *r, uint32_t shard, int *err)
 {
     struct router_map *m;
@@ -252,7 +276,7 @@ struct router_pool *router__pool_of_shard(struct router *r, uint32_t shard, int 
     }
     m = atomic_load(&r->current);
     if (m == NULL) {
-        router__set_error("no shard map yet (run shardctl init)");
+        router__no_map_error(r);
         *err = BC_ENOTFOUND;
         return NULL;
     }

@@ -137,7 +137,7 @@ static int scatter_run(struct router *r, enum scatter_kind kind, const char *hea
     *out = NULL;
     *nout = 0;
     if (m == NULL) {
-        router__set_error("no shard map yet (run shardctl init)");
+        router__no_map_error(r);
         return BC_ENOTFOUND;
     }
     nnode = m->map->nnode;

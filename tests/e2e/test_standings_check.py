@@ -149,3 +149,30 @@ class TestStandingsCheck(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestNoMapSaysWhy(unittest.TestCase):
+    """A tool whose config does not fit the cluster's shard map says why (the
+    map's own error), not "no shard map yet (run shardctl init)", which sent
+    operators to initialise a cluster that was."""
+
+    def test_config_of_another_shard_count(self):
+        import re
+        import tempfile
+        s = stack.get()
+        with open(s.cluster) as f:
+            text = f.read()
+        shards = int(re.search(r"shards: (\d+)", text).group(1))
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(re.sub(r"shards: \d+", "shards: %d" % (shards * 2), text, count=1))
+        try:
+            p = subprocess.run([s.bcadmin, "-c", f.name, "check-ledger"], capture_output=True, text=True,
+                               timeout=60)
+        finally:
+            import os
+            os.unlink(f.name)
+        out = (p.stdout + p.stderr).strip()
+        self.assertNotEqual(p.returncode, 0, out)
+        self.assertIn("does not fit the config", out)
+        self.assertIn("the config says %d shards" % (shards * 2), out)
+        self.assertNotIn("run shardctl init", out)
