@@ -302,21 +302,29 @@ int api_body_image(struct api_req *req)
     return 0;
 }
 
+/* What utf8_at() reads where the bytes are no UTF-8: no character. */
+#define NOT_UTF8 0x110000u
+
 /*
  * The code point at s[i] of a string of len bytes, and its length. JSON
- * strings are valid UTF-8 (jansson checks them); a sequence cut short by
- * the end is one byte of U+FFFD, never read past.
+ * strings are valid UTF-8 (jansson checks them); other text (a command
+ * line's) may not be: a byte that starts no sequence, or a sequence cut
+ * short or broken, is one byte of NOT_UTF8, never read past.
  */
 static uint32_t utf8_at(const unsigned char *s, size_t len, size_t i, size_t *n)
 {
     size_t need = s[i] < 0x80             ? 1
                   : (s[i] & 0xe0) == 0xc0 ? 2
                   : (s[i] & 0xf0) == 0xe0 ? 3
-                                          : 4;
+                  : (s[i] & 0xf8) == 0xf0 ? 4
+                                          : 0;
 
-    if (i + need > len) {
+    for (size_t k = 1; need > 0 && k < need; k++)
+        if (i + k >= len || (s[i + k] & 0xc0) != 0x80)
+            need = 0;
+    if (need == 0 || (need == 1 && s[i] >= 0x80)) {
         *n = 1;
-        return 0xfffd;
+        return NOT_UTF8;
     }
     if (s[i] < 0x80) {
         *n = 1;
@@ -386,9 +394,12 @@ int api_valid_text(const char *s, size_t max)
 
     if (len == 0 || api_text_trim(s, &start) != len || api_text_chars(s, len) > max)
         return 0;
-    for (size_t i = 0; i < len; i += n)
-        if (control(utf8_at(u, len, i, &n)))
+    for (size_t i = 0; i < len; i += n) {
+        uint32_t c = utf8_at(u, len, i, &n);
+
+        if (control(c) || c == NOT_UTF8)
             return 0;
+    }
     return 1;
 }
 

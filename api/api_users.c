@@ -688,7 +688,11 @@ int api_create_platform_admin(struct router *router, const char *email,
     char hash[crypto_pwhash_STRBYTES], code[11];
     int rc;
 
-    if (email_canon(email, u.email, sizeof(u.email)) < 0 || strlen(password) < 8)
+    /* The signup's rules (a display name is trimmed, 1..100 characters). */
+    if (email_canon(email, u.email, sizeof(u.email)) < 0 ||
+        api_text_chars(password, strlen(password)) < 8 ||
+        api_text_chars(password, strlen(password)) > 256 ||
+        name_clean(display_name, u.display_name, sizeof(u.display_name), 100) < 0)
         return -EINVAL;
     api_join_code(code);
     rc =
@@ -714,7 +718,6 @@ int api_create_platform_admin(struct router *router, const char *email,
         rc = BC_EEXISTS;
         goto out;
     }
-    snprintf(u.display_name, sizeof(u.display_name), "%s", display_name);
     snprintf(u.role, sizeof(u.role), "platform_admin");
     u.balance = initial_balance;
     if ((rc = api_password_hash(password, hash, sizeof(hash))) < 0)

@@ -379,7 +379,9 @@ int main(int argc, char **argv)
                 rc = 0;
             } else {
                 fprintf(stderr, "bcadmin: create-admin: %s%s%s\n",
-                        rc == -EINVAL ? "bad email or password shorter than 8"
+                        rc == -EINVAL ? "a bad e-mail, a password not of 8 to 256 "
+                                        "characters, or a display name not of 1 "
+                                        "to 100 characters without control ones"
                                       : bc_strerror(rc),
                         rc == -EINVAL ? "" : ": ",
                         rc == -EINVAL ? "" : router_last_error());

@@ -2,6 +2,7 @@
 fields, oversize bodies, wrong Content-Type, broken HTTP, and a fuzz loop of
 random bodies to random endpoints."""
 
+import datetime
 import json
 import os
 import random
@@ -192,6 +193,29 @@ class TestTextRules(unittest.TestCase):
                                        "email": "%s@e2e.example" % uniq("pw"), "password": "\u00e9\u00e9\u00e9 \u00e9",
                                        "display_name": "P"}).expect(422, "weak_password")
 
+    def test_bcadmin_create_admin_names(self):
+        """bcadmin create-admin holds a display name to the signup's rules: an
+        empty one, 101 characters, a control character or bytes that are no
+        UTF-8 are refused with the rule (a raw database error, or an empty or
+        untrimmed name, before); one with spaces around is trimmed."""
+        import subprocess
+        s = stack.get()
+
+        def create(name):
+            email = "%s@e2e.example" % uniq("adm")
+            p = subprocess.run([s.bcadmin, "-c", s.cluster, "create-admin", "--email", email, "--password",
+                                "password-1", "--display-name", name], capture_output=True, timeout=60)
+            return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace"), email
+        for bad in (b"", b"x" * 101, b"a\x01b", b"\xff\xfe"):
+            rc, out, _ = create(bad)
+            self.assertEqual(rc, 1, "%r: %s" % (bad, out))
+            self.assertIn("display name not of 1 to 100 characters", out, bad)
+            self.assertNotIn("query failed", out, bad)
+        rc, out, email = create("  Ops Team  ".encode())
+        self.assertEqual(rc, 0, out)
+        j = api().post("/v1/auth/login", {"email": email, "password": "password-1"}).expect_json(200)
+        self.assertEqual(j["user"]["display_name"], "Ops Team")
+
     def test_image_media_type_case_insensitive(self):
         u = signup(new_company())
         r = u.client.put("/v1/me/avatar", raw=png(), content_type="IMAGE/PNG")
@@ -217,8 +241,9 @@ class TestEscapedPaths(unittest.TestCase):
             c.post("/v1/auth%2flogin", {"email": u.email, "password": u.password}).expect(
                 404, "not_found", msg=url)
             c.get("/v1/me").expect(200, msg=url)
-            day = m["kickoff"][:10]
-            r = c.get("/v1/matches?from=%sT00%%3A00%%3A00Z&to=%sT23%%3A59%%3A59Z" % (day, day)).expect_json(200)
+            k = datetime.datetime.strptime(m["kickoff"], "%Y-%m-%dT%H:%M:%SZ")
+            start, end = (t.strftime("%Y-%m-%dT%H%%3A%M%%3A%SZ") for t in (k, k + datetime.timedelta(seconds=1)))
+            r = c.get("/v1/matches?from=%s&to=%s" % (start, end)).expect_json(200)
             self.assertIn(m["id"], [x["id"] for x in r["items"]], "%s: escaped query values decoded" % url)
 
 

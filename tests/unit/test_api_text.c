@@ -211,6 +211,15 @@ static void test_valid_text(void **state)
     assert_int_equal(api_text_trim("\u00a0\u200b ", &start), 0);
     /* a sequence cut short at the end is read as one byte, never past it */
     assert_int_equal(api_text_trim("ab\xe4", &start), 3);
+    /* text that is no UTF-8 (a command line's) is no name */
+    assert_false(api_valid_text("ab\xe4", 10));
+    assert_false(api_valid_text("\xff\xfe", 10));
+    assert_false(api_valid_text("a\xe4"
+                                "bc",
+                                10));
+    assert_false(api_valid_text("a\x80"
+                                "b",
+                                10));
     assert_int_equal(api_text_chars("\u00e9\u00e9\u00e9 \u00e9",
                                     strlen("\u00e9\u00e9\u00e9 \u00e9")),
                      5);
