@@ -353,11 +353,14 @@ int api_conf_set(struct api_conf *conf, const char *key, const char *value, char
     p = (char *)&conf->limits + k->off;
     if (k->kind == K_NETS)
         return nets_parse(key, value, (struct api_nets *)p, err, errsize);
+    /* Decimal only: strtod() would also take 0x10, inf and nan. */
     v = strtod(value, &end);
-    if (value[0] == '\0' || *end != '\0' || !(v >= k->lo && v <= k->hi) ||
+    if (value[0] == '\0' || *end != '\0' ||
+        strspn(value, "0123456789.") != strlen(value) || !(v >= k->lo && v <= k->hi) ||
         (k->kind != K_RATE && v != floor(v))) {
-        snprintf(err, errsize, "%s: '%s': wants %s %g..%g", key, value,
-                 k->kind == K_RATE ? "a number" : "an integer", k->lo, k->hi);
+        snprintf(err, errsize, "%s: '%s': wants %s from %.15g to %.15g", key, value,
+                 k->kind == K_RATE ? "a decimal number" : "a whole number", k->lo,
+                 k->hi);
         return -EINVAL;
     }
     if (k->kind == K_RATE)

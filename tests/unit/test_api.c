@@ -82,6 +82,30 @@ static void test_odds_parse(void **state)
     }
 }
 
+/* --set values: decimal numbers in range, whole where the key wants it. */
+static void test_conf_set_values(void **state)
+{
+    static const char *const bad[] = {"0x10", "1e3",   "inf", "nan", "-1",
+                                      "",     "1.5.1", " 2",  "2 "};
+    struct api_conf conf;
+    char err[256];
+    (void)state;
+
+    api_conf_init(&conf);
+    assert_int_equal(api_conf_set(&conf, "login_addr_rate", "0.5", err, sizeof(err)),
+                     0);
+    assert_true(conf.limits.login_addr.per_s == 0.5);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (api_conf_set(&conf, "login_addr_rate", bad[i], err, sizeof(err)) != -EINVAL)
+            fail_msg("login_addr_rate=%s was taken", bad[i]);
+        assert_non_null(strstr(err, "wants a decimal number from 0 to 1000000"));
+    }
+    assert_int_equal(api_conf_set(&conf, "login_addr_burst", "2.5", err, sizeof(err)),
+                     -EINVAL);
+    assert_non_null(strstr(err, "wants a whole number from "));
+    assert_null(strstr(err, "e+"));
+}
+
 static void test_odds_print_exact(void **state)
 {
     json_t *v = api_odds_json(215);
@@ -669,6 +693,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_odds_parse),
+        cmocka_unit_test(test_conf_set_values),
         cmocka_unit_test(test_odds_print_exact),
         cmocka_unit_test(test_time_parse),
         cmocka_unit_test(test_parse_id),
