@@ -63,10 +63,9 @@ int api_check_access(struct api_req *req, enum api_access access, uint64_t compa
         return 0;
     if ((rc = api_caller_role(req, &role)) < 0)
         return rc;
-    if (role == API_ROLE_PLATFORM_ADMIN && access != API_ACCESS_PLATFORM_ADMIN)
-        return company_exists(req, company_id);
     if (role == API_ROLE_PLATFORM_ADMIN)
-        return 0;
+        return access == API_ACCESS_PLATFORM_ADMIN ? 0
+                                                   : company_exists(req, company_id);
     if (access == API_ACCESS_PLATFORM_ADMIN) {
         api_error(req, 403, "forbidden", "only the platform admin may do this");
         return -EACCES;

@@ -322,7 +322,7 @@ static uint32_t utf8_at(const unsigned char *s, size_t len, size_t i, size_t *n)
     for (size_t k = 1; need > 0 && k < need; k++)
         if (i + k >= len || (s[i + k] & 0xc0) != 0x80)
             need = 0;
-    if (need == 0 || (need == 1 && s[i] >= 0x80)) {
+    if (need == 0) {
         *n = 1;
         return NOT_UTF8;
     }
