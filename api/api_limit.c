@@ -151,7 +151,8 @@ int api_net_match(const struct api_nets *nets, uint32_t addr)
 static int nets_parse(const char *key, const char *text, struct api_nets *nets,
                       char *err, size_t errsize)
 {
-    char buf[512], *save = NULL;
+    struct api_nets parsed;
+    char buf[512];
     int count = 0;
 
     if (strlen(text) >= sizeof(buf)) {
@@ -160,16 +161,28 @@ static int nets_parse(const char *key, const char *text, struct api_nets *nets,
         return -EINVAL;
     }
     snprintf(buf, sizeof(buf), "%s", text);
-    for (char *tok = strtok_r(buf, ", ", &save); tok != NULL;
-         tok = strtok_r(NULL, ", ", &save)) {
-        char *slash = strchr(tok, '/'), *end;
+    /* An empty value is an empty list: no address at all. */
+    for (char *tok = buf + strspn(buf, " "); *tok != '\0';) {
+        char *comma = strchr(tok, ','), *slash, *end;
         unsigned long bits = 32;
         struct in_addr a;
+        size_t len;
 
+        if (comma != NULL)
+            *comma = '\0';
+        tok += strspn(tok, " ");
+        len = strlen(tok);
+        while (len > 0 && tok[len - 1] == ' ')
+            tok[--len] = '\0';
+        if (len == 0) {
+            snprintf(err, errsize, "%s: '%s': an empty item in the list", key, text);
+            return -EINVAL;
+        }
+        slash = strchr(tok, '/');
         if (slash != NULL) {
             *slash = '\0';
             bits = strtoul(slash + 1, &end, 10);
-            if (slash[1] == '\0' || *end != '\0' || bits > 32) {
+            if (slash[1] < '0' || slash[1] > '9' || *end != '\0' || bits > 32) {
                 snprintf(err, errsize, "%s: '%s/%s': the prefix length wants 0..32",
                          key, tok, slash + 1);
                 return -EINVAL;
@@ -183,11 +196,19 @@ static int nets_parse(const char *key, const char *text, struct api_nets *nets,
             snprintf(err, errsize, "%s: more than %d networks", key, API_MAX_NETS);
             return -EINVAL;
         }
-        nets->net[count].mask = bits == 0 ? 0 : htonl(~0u << (32 - bits));
-        nets->net[count].addr = a.s_addr & nets->net[count].mask;
+        parsed.net[count].mask = bits == 0 ? 0 : htonl(~0u << (32 - bits));
+        parsed.net[count].addr = a.s_addr & parsed.net[count].mask;
         count++;
+        if (comma == NULL)
+            break;
+        tok = comma + 1;
+        if (*tok == '\0') {
+            snprintf(err, errsize, "%s: '%s': an empty item in the list", key, text);
+            return -EINVAL;
+        }
     }
-    nets->n = count;
+    parsed.n = count;
+    *nets = parsed; /* a list with an error changes nothing */
     return 0;
 }
 

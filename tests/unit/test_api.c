@@ -5,6 +5,7 @@
  * and the access check: test_api_routes.c).
  * Servers are created without a router: no request reaches them.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <setjmp.h>
@@ -104,6 +105,39 @@ static void test_conf_set_values(void **state)
                      -EINVAL);
     assert_non_null(strstr(err, "wants a whole number from "));
     assert_null(strstr(err, "e+"));
+}
+
+/* Address lists: every item an IPv4 address or network; an empty item is
+ * refused and a refused list changes nothing; an empty value is no address. */
+static void test_conf_set_nets(void **state)
+{
+    static const char *const bad[] = {
+        "1.2.3.4,",  ",1.2.3.4",       "1.2.3.4,,5.6.7.8", "1.2.3.4, ,5.6.7.8",
+        "10.0.0.0/", "10.0.0.0/+8",    "10.0.0.0/ 8",      "10.0.0.0/33",
+        "1.2.3",     "1.2.3.4 5.6.7.8"};
+    struct api_conf conf;
+    char err[256];
+    (void)state;
+
+    api_conf_init(&conf);
+    assert_int_equal(api_conf_set(&conf, "trusted_proxies",
+                                  " 10.0.1.11/32 , 10.0.0.0/8", err, sizeof(err)),
+                     0);
+    assert_int_equal(conf.limits.trusted.n, 2);
+    assert_true(api_net_match(&conf.limits.trusted, inet_addr("10.200.0.1")));
+    assert_true(api_net_match(&conf.limits.trusted, inet_addr("10.0.1.11")));
+    assert_false(api_net_match(&conf.limits.trusted, inet_addr("11.0.0.1")));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (api_conf_set(&conf, "trusted_proxies", bad[i], err, sizeof(err)) != -EINVAL)
+            fail_msg("trusted_proxies=%s was taken", bad[i]);
+        assert_non_null(strstr(err, "trusted_proxies: "));
+        assert_int_equal(conf.limits.trusted.n, 2);
+    }
+    assert_int_equal(
+        api_conf_set(&conf, "trusted_proxies", "1.2.3.4,", err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "an empty item"));
+    assert_int_equal(api_conf_set(&conf, "metrics_from", "", err, sizeof(err)), 0);
+    assert_int_equal(conf.limits.metrics_from.n, 0);
 }
 
 static void test_odds_print_exact(void **state)
@@ -694,6 +728,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_odds_parse),
         cmocka_unit_test(test_conf_set_values),
+        cmocka_unit_test(test_conf_set_nets),
         cmocka_unit_test(test_odds_print_exact),
         cmocka_unit_test(test_time_parse),
         cmocka_unit_test(test_parse_id),
