@@ -114,7 +114,7 @@ int main(int argc, char **argv)
     struct cache *cache = NULL;
     struct api_server *srv = NULL;
     char *err = NULL, *colon, *end, why[256];
-    int c, poll = 1, quiet = 0, rc, sig;
+    int c, poll = 1, quiet = 0, routes = 0, rc, sig;
     unsigned long v;
     sigset_t set;
 
@@ -172,8 +172,8 @@ int main(int argc, char **argv)
             break;
         }
         case 'r':
-            api_print_routes(stdout);
-            return 0;
+            routes = 1;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -181,6 +181,15 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (routes) {
+        if (optind != argc) {
+            fprintf(stderr, "betcity-api: --routes takes no argument, got '%s'\n",
+                    argv[optind]);
+            return 2;
+        }
+        api_print_routes(stdout);
+        return 0;
     }
     if (cluster == NULL || listen == NULL || secret == NULL || optind != argc) {
         usage(stderr);

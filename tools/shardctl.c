@@ -320,7 +320,7 @@ static int cmd_status(struct shardmap_conf *conf, int json)
         return 1;
     }
     cat = router_catalog(r);
-    if (catalog_map_load(cat, cm) < 0) {
+    if ((rc = catalog_map_load(cat, cm)) < 0) {
         snprintf(why, sizeof(why), "%s",
                  sql_last_error()[0] ? sql_last_error() : "run shardctl init");
         if (status_catalog_copy(conf, &copy, cm, &copy_conn, &from) < 0) {
@@ -328,7 +328,8 @@ static int cmd_status(struct shardmap_conf *conf, int json)
                     conf->schema_prefix, conf->global_host, why);
             router_destroy(r);
             free(cm);
-            return 1;
+            /* A global host that does not answer is a host down (exit 3). */
+            return rc == BC_EDOWN || rc == BC_ETIMEOUT ? 3 : 1;
         }
         cat = &copy;
         down++; /* the global host has no writable server that answers */

@@ -70,6 +70,7 @@ class Stack:
         if not os.path.isabs(build):
             build = os.path.join(ROOT, build)
         self.bcadmin = os.path.join(build, "bcadmin")
+        self.api_bin = os.path.join(build, "betcity-api")
         self.shardctl = os.path.join(build, "shardctl")
         st = _read_env_file(os.path.join(self.dir, "stack.env")) if self.dir else {}
         self.prefix = st.get("PREFIX", "bc")

@@ -3,6 +3,7 @@
 import http.client
 import json
 import re
+import subprocess
 import unittest
 import urllib.parse
 
@@ -40,6 +41,34 @@ def request_total(text):
         if name in names or base in names:
             total += value
     return names, total
+
+
+class TestCommandLine(unittest.TestCase):
+    """betcity-api's own command line: a mistake is exit 2 and says what."""
+
+    def run_api(self, *args):
+        return subprocess.run([stack.get().api_bin] + list(args), capture_output=True,
+                              text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+    def test_routes(self):
+        p = self.run_api("--routes")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("GET /v1/matches/{id}/odds\n", p.stdout)
+
+    def test_routes_with_an_argument_is_a_usage_error(self):
+        p = self.run_api("--routes", "extra")
+        self.assertEqual(p.returncode, 2, p.stdout)
+        self.assertEqual(p.stdout, "", "no table printed")
+        self.assertIn("--routes takes no argument, got 'extra'", p.stderr)
+
+    def test_bad_values_name_the_option(self):
+        for args, want in ((["--threads", "0"], "--threads wants 1..256"),
+                           (["--set", "trusted_proxies=10.0.0.1,"], "an empty item"),
+                           (["--set", "conn_per_addr=0x10"], "wants a whole number"),
+                           (["--set", "nokey"], "--set wants KEY=VALUE")):
+            p = self.run_api(*(args + ["--routes"]))
+            self.assertEqual(p.returncode, 2, "%s: %s" % (args, p.stdout))
+            self.assertIn(want, p.stderr, args)
 
 
 class TestHealth(unittest.TestCase):

@@ -337,6 +337,25 @@ static void test_bad_config_names_file_and_line(void **state)
     unlink(path);
 }
 
+/* A global host that does not answer is a host down: exit 3, saying which. */
+static void test_status_with_every_host_down_exits_3(void **state)
+{
+    char path[] = "/tmp/bc-down-XXXXXX", cmd[2048];
+    int fd = mkstemp(path);
+    (void)state;
+
+    assert_true(fd >= 0);
+    close(fd);
+    /* Port 1 on loopback: nothing listens, the connect is refused at once. */
+    snprintf(cmd, sizeof(cmd),
+             "sed 's/^    port: [0-9]*$/    port: 1/' \"$BC_CLUSTER\" > %s", path);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(itest_shardctl(out, sizeof(out), "-c %s status", path), 3);
+    assert_non_null(strstr(out, "no shard map in"));
+    assert_non_null(strstr(out, "is down"));
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -346,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_init_brings_old_shards_to_match_bets),
         cmocka_unit_test(test_init_refuses_another_shard_count),
         cmocka_unit_test(test_status_shows_healthy_hosts),
+        cmocka_unit_test(test_status_with_every_host_down_exits_3),
         cmocka_unit_test(test_plan_add_host_writes_plan),
         cmocka_unit_test(test_bad_config_names_file_and_line),
     };
