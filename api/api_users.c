@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sodium.h>
 
@@ -514,11 +515,33 @@ void api_image_etag(const void *data, size_t len, char out[17])
     sodium_bin2hex(out, 17, h, sizeof(h));
 }
 
+/* If-None-Match against an ETag: any number of headers, each a list of tags or "*". */
+struct inm {
+    const char *etag;
+    int match;
+};
+
+static enum MHD_Result inm_check(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    struct inm *m = cls;
+    size_t len;
+    (void)kind;
+
+    if (strcasecmp(key, "If-None-Match") != 0 || value == NULL)
+        return MHD_YES;
+    value += strspn(value, " \t");
+    len = strlen(value);
+    while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    m->match = strstr(value, m->etag) != NULL || (len == 1 && value[0] == '*');
+    return m->match ? MHD_NO : MHD_YES; /* a match ends the walk */
+}
+
 void api_image_reply(struct api_req *req, struct sql_rows *rows)
 {
-    const char *inm =
-        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "If-None-Match");
     char etag[24];
+    struct inm inm = {etag, 0};
 
     if (rows->nrow == 0) {
         api_error(req, 404, "not_found", "no image");
@@ -527,7 +550,8 @@ void api_image_reply(struct api_req *req, struct sql_rows *rows)
     snprintf(etag, sizeof(etag), "\"%s\"", sql_cell(rows, 0, 1));
     api_add_header(req, "ETag", "%s", etag);
     api_add_header(req, "Cache-Control", "public, max-age=60");
-    if (inm != NULL && (strstr(inm, etag) != NULL || strcmp(inm, "*") == 0)) {
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, inm_check, &inm);
+    if (inm.match) {
         api_reply_raw(req, 304, NULL, NULL, 0);
         return;
     }

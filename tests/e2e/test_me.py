@@ -1,8 +1,11 @@
 """GET/PATCH /v1/me, PUT /v1/me/avatar, GET /v1/users/{id}[/avatar]."""
 
+import http.client
 import re
 import unittest
+import urllib.parse
 
+import stack
 from fixtures import (NO_ID, admin, api, jpeg, new_company, new_team, new_users, png, png_of_size, signup,
                       webp)
 
@@ -162,6 +165,32 @@ class TestAvatar(unittest.TestCase):
         self.assertEqual(r2.header("Content-Type"), "image/jpeg")
         self.assertNotEqual(r2.header("ETag"), etag)
         self.get_avatar(u.id, headers={"If-None-Match": etag}).expect(200)
+
+    def test_if_none_match_in_several_headers_and_the_304_length(self):
+        u = signup(self.co)
+        img = png(4, 4)
+        self.put(u, img, "image/png").expect(204)
+        etag = self.get_avatar(u.id).expect(200).header("ETag")
+        path = "/v1/users/%s/avatar" % u.id
+        s = stack.get()
+        for base in [s.api_url] + s.api_urls:
+            url = urllib.parse.urlsplit(base)
+            for values, want in (([' "0000deadbeef"', etag], 304), (['"0000deadbeef"', " * "], 304),
+                                 (['"0000deadbeef"', '"1111deadbeef", ' + etag], 304),
+                                 (['"0000deadbeef"', "*x"], 200), (['"0000deadbeef"'], 200)):
+                c = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+                c.putrequest("GET", path)
+                for v in values:
+                    c.putheader("If-None-Match", v)
+                c.endheaders()
+                r = c.getresponse()
+                body = r.read()
+                self.assertEqual(r.status, want, (base, values))
+                if want == 304:
+                    self.assertEqual(body, b"")
+                    if base == s.api_url:  # through HAProxy: no "Content-Length: 0"
+                        self.assertIsNone(r.getheader("Content-Length"), (base, values))
+                c.close()
 
     def test_jpeg_and_webp_accepted(self):
         for data, ctype in ((jpeg(), "image/jpeg"), (webp(), "image/webp")):
