@@ -34,13 +34,15 @@ int api_caller_role(struct api_req *req, int *role)
 /*
  * The platform admin sees every company: one that does not exist is 404 to
  * him as to others (its teams, logo, standings and admins were answered as
- * if it did). 0, or the status after replying.
+ * if it did), and so is the platform's own (his), which is no company of
+ * the game. 0, or the status after replying.
  */
 static int company_exists(struct api_req *req, uint64_t company_id)
 {
     struct sql_rows rows = {0};
     int rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
-                         "SELECT 1 FROM %S.companies WHERE id = %u", company_id);
+                         "SELECT 1 FROM %S.companies WHERE id = %u AND platform = 0",
+                         company_id);
 
     if (rc == 0 && rows.nrow == 0)
         rc = BC_ENOTFOUND;
@@ -58,8 +60,9 @@ int api_check_access(struct api_req *req, enum api_access access, uint64_t compa
 
     if (access == API_ACCESS_ANY)
         return 0;
-    /* A member needs no read to see his own company. */
-    if (access == API_ACCESS_COMPANY_MEMBER && req->auth.company_id == company_id)
+    /* A member needs no read to see his own company (the platform admin's is none). */
+    if (access == API_ACCESS_COMPANY_MEMBER && req->auth.company_id == company_id &&
+        req->auth.role != API_ROLE_PLATFORM_ADMIN)
         return 0;
     if ((rc = api_caller_role(req, &role)) < 0)
         return rc;

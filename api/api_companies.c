@@ -132,10 +132,8 @@ void api_h_company_create(struct api_req *req)
 
     if (api_body_check(req, spec) < 0)
         return;
-    if (!api_valid_text(api_str(body, "name", ""), 100)) {
-        api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
+    if (api_text_check(req, "invalid_name", "name", api_str(body, "name", ""), 100) < 0)
         return;
-    }
     if (!valid_slug(api_str(body, "slug", ""))) {
         api_error(req, 422, "invalid_slug", "slug must be 2 to 64 of a-z, 0-9 and -");
         return;
@@ -219,10 +217,8 @@ void api_h_company_patch(struct api_req *req)
     if (api_body_check(req, spec) < 0)
         return;
     name = api_str(body, "name", NULL);
-    if (name != NULL && !api_valid_text(name, 100)) {
-        api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
+    if (name != NULL && api_text_check(req, "invalid_name", "name", name, 100) < 0)
         return;
-    }
     if (colors_check(req, json_object_get(body, "colors"), &primary, &secondary) < 0)
         return;
     rc = router_exec(
@@ -285,10 +281,8 @@ void api_h_team_create(struct api_req *req)
 
     if (api_body_check(req, spec) < 0)
         return;
-    if (!api_valid_text(api_str(body, "name", ""), 100)) {
-        api_error(req, 422, "invalid_name", "name must have 1 to 100 characters");
+    if (api_text_check(req, "invalid_name", "name", api_str(body, "name", ""), 100) < 0)
         return;
-    }
     rc = router_exec(
         req->router, ROUTER_GLOBAL, &rows,
         "INSERT INTO %S.teams (company_id, name) SELECT id, %s FROM %S.companies "

@@ -258,6 +258,15 @@ int api_body_image(struct api_req *req);
  * character (U+00A0, U+200B, U+3000 ...) at either end.
  */
 int api_valid_text(const char *s, size_t max);
+/* Which of those rules s breaks ("is empty", "holds a control character" ...), or NULL.
+ */
+const char *api_text_problem(const char *s, size_t max);
+/* Replies 422 code: field breaks that rule (problem), and what the rules are. */
+void api_text_refuse(struct api_req *req, const char *code, const char *field,
+                     const char *problem, size_t max);
+/* 0 when s is valid text; else replies 422 code naming field and the rule it broke. */
+int api_text_check(struct api_req *req, const char *code, const char *field,
+                   const char *s, size_t max);
 /*
  * s without white space or invisible characters at its ends: its first
  * byte's offset into *start and the length in bytes that remains.

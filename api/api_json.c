@@ -387,20 +387,51 @@ size_t api_text_trim(const char *s, size_t *start)
     return inner ? end - *start : 0;
 }
 
-int api_valid_text(const char *s, size_t max)
+const char *api_text_problem(const char *s, size_t max)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t start, n, len = strlen(s);
 
-    if (len == 0 || api_text_trim(s, &start) != len || api_text_chars(s, len) > max)
-        return 0;
+    if (len == 0)
+        return "is empty";
     for (size_t i = 0; i < len; i += n) {
         uint32_t c = utf8_at(u, len, i, &n);
 
-        if (control(c) || c == NOT_UTF8)
-            return 0;
+        if (c == NOT_UTF8)
+            return "holds bytes that are no UTF-8";
+        if (control(c))
+            return "holds a control character";
     }
-    return 1;
+    if (api_text_trim(s, &start) != len)
+        return "starts or ends with white space or an invisible character";
+    if (api_text_chars(s, len) > max)
+        return "is too long";
+    return NULL;
+}
+
+int api_valid_text(const char *s, size_t max)
+{
+    return api_text_problem(s, max) == NULL;
+}
+
+void api_text_refuse(struct api_req *req, const char *code, const char *field,
+                     const char *problem, size_t max)
+{
+    api_error(req, 422, code,
+              "%s %s: it must have 1 to %zu characters, no control character, and "
+              "no white space or invisible character at either end",
+              field, problem, max);
+}
+
+int api_text_check(struct api_req *req, const char *code, const char *field,
+                   const char *s, size_t max)
+{
+    const char *problem = api_text_problem(s, max);
+
+    if (problem == NULL)
+        return 0;
+    api_text_refuse(req, code, field, problem, max);
+    return -EINVAL;
 }
 
 const char *api_str(json_t *obj, const char *name, const char *dflt)
@@ -621,15 +652,17 @@ int api_limit(struct api_req *req, int *limit)
 
 /*
  * Cursors are the last id seen, hex with a version letter: opaque to clients.
- * Exactly what api_cursor_json() writes is taken back: 'c' and 1..16 lower-case
- * hex digits, not 0 (strtoull would also take white space, a sign and "0x").
+ * Only what api_cursor_json() can write is taken back: 'c' and 1..16 lower-case
+ * hex digits without a leading 0, an id (1 to 2^63 - 1); strtoull would also
+ * take white space, a sign and "0x". A list's position, not bound to the list:
+ * another well-formed one is a position too (docs/api.md, "Lists").
  */
 int api_parse_cursor(const char *s, uint64_t *cursor)
 {
     uint64_t v = 0;
     size_t n;
 
-    if (s[0] != 'c')
+    if (s[0] != 'c' || s[1] == '0')
         return -EINVAL;
     for (n = 1; s[n] != '\0'; n++) {
         if (n > 16)
@@ -641,7 +674,7 @@ int api_parse_cursor(const char *s, uint64_t *cursor)
         else
             return -EINVAL;
     }
-    if (v == 0)
+    if (v == 0 || v > INT64_MAX)
         return -EINVAL;
     *cursor = v;
     return 0;

@@ -122,17 +122,18 @@ void api_h_match_create(struct api_req *req)
 
     if (api_body_check(req, spec) < 0)
         return;
-    if (!api_valid_text(api_str(body, "home", ""), 64) ||
-        !api_valid_text(api_str(body, "away", ""), 64) ||
-        strcmp(api_str(body, "home", ""), api_str(body, "away", "")) == 0) {
+    if (api_text_check(req, "invalid_teams", "home", api_str(body, "home", ""), 64) <
+            0 ||
+        api_text_check(req, "invalid_teams", "away", api_str(body, "away", ""), 64) < 0)
+        return;
+    if (strcmp(api_str(body, "home", ""), api_str(body, "away", "")) == 0) {
         api_error(req, 422, "invalid_teams",
-                  "home and away must be two different names of 1 to 64 characters");
+                  "home and away must be two different names");
         return;
     }
-    if (!api_valid_text(api_str(body, "stage", ""), 64)) {
-        api_error(req, 422, "invalid_name", "stage must have 1 to 64 characters");
+    if (api_text_check(req, "invalid_name", "stage", api_str(body, "stage", ""), 64) <
+        0)
         return;
-    }
     if (api_time_parse(api_str(body, "kickoff", ""), kickoff, sizeof(kickoff), NULL) <
         0) {
         api_error(req, 422, "invalid_kickoff",

@@ -84,8 +84,8 @@ static void standings_reply(struct api_req *req, const char *kind, uint64_t scop
 
 /*
  * ?company=ID (0 when absent and not required), checked for membership: 0,
- * or after replying -EINVAL (400), BC_ENOTFOUND (404), or what the access
- * check failed with.
+ * or after replying -EINVAL (400: absent but required, or not an id) or what
+ * the access check failed with (404 for a company the caller cannot see).
  */
 static int company_param(struct api_req *req, uint64_t *company, int required)
 {
@@ -101,8 +101,9 @@ static int company_param(struct api_req *req, uint64_t *company, int required)
         return -EINVAL;
     }
     if (api_parse_id(s, company) < 0) {
-        api_error(req, 404, "not_found", "no such company");
-        return BC_ENOTFOUND;
+        api_error(req, 400, "invalid_parameter",
+                  "company must be an id (digits, from 1 to 2^63 - 1)");
+        return -EINVAL;
     }
     return api_check_access(req, API_ACCESS_COMPANY_MEMBER, *company);
 }

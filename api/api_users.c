@@ -96,20 +96,25 @@ static int email_canon(const char *in, char *out, size_t size)
     return 0;
 }
 
-/* Trims display names (api_text_trim()); then as api_valid_text(). */
-static int name_clean(const char *in, char *out, size_t size, size_t max)
+/*
+ * Trims a display name (api_text_trim()) into out: NULL, or the rule it
+ * breaks (api_text_problem()), out untouched.
+ */
+static const char *name_clean(const char *in, char *out, size_t size, size_t max)
 {
     size_t start, len = api_text_trim(in, &start);
     char name[sizeof(((struct api_user *)0)->display_name)];
+    const char *problem;
 
-    if (len == 0 || len >= size || len >= sizeof(name))
-        return -EINVAL;
+    /* Both hold 100 characters of 4 bytes: a name that does not fit is longer. */
+    if (len >= size || len >= sizeof(name))
+        return "is too long";
     memcpy(name, in + start, len);
     name[len] = '\0';
-    if (!api_valid_text(name, max))
-        return -EINVAL;
+    if ((problem = api_text_problem(name, max)) != NULL)
+        return problem;
     memcpy(out, name, len + 1);
-    return 0;
+    return NULL;
 }
 
 /*
@@ -212,7 +217,7 @@ void api_h_signup(struct api_req *req)
     struct sql_rows rows = {0};
     struct api_user u = {0};
     struct api_pwhash_job *job;
-    const char *code, *password;
+    const char *code, *password, *problem;
     json_t *body = req->json;
     int rc, ok;
 
@@ -231,10 +236,9 @@ void api_h_signup(struct api_req *req)
         api_error(req, 422, "weak_password", "password must have 8 to 256 characters");
         goto out;
     }
-    if (name_clean(api_str(body, "display_name", ""), u.display_name,
-                   sizeof(u.display_name), 100) < 0) {
-        api_error(req, 422, "invalid_display_name",
-                  "display_name must have 1 to 100 characters");
+    if ((problem = name_clean(api_str(body, "display_name", ""), u.display_name,
+                              sizeof(u.display_name), 100)) != NULL) {
+        api_text_refuse(req, "invalid_display_name", "display_name", problem, 100);
         goto out;
     }
     rc = router_exec(
@@ -480,6 +484,7 @@ void api_h_me_patch(struct api_req *req)
                                             {"team_id", API_T_ID, 0, 1},
                                             {NULL, 0, 0, 0}};
     char name[sizeof(((struct api_user *)0)->display_name)] = "";
+    const char *problem;
     json_t *body = req->json;
     uint64_t team = 0;
     int rc;
@@ -487,9 +492,9 @@ void api_h_me_patch(struct api_req *req)
     if (api_body_check(req, spec) < 0)
         return;
     if (api_has(body, "display_name") &&
-        name_clean(api_str(body, "display_name", ""), name, sizeof(name), 100) < 0) {
-        api_error(req, 422, "invalid_display_name",
-                  "display_name must have 1 to 100 characters");
+        (problem = name_clean(api_str(body, "display_name", ""), name, sizeof(name),
+                              100)) != NULL) {
+        api_text_refuse(req, "invalid_display_name", "display_name", problem, 100);
         return;
     }
     team = api_id(body, "team_id", 0);
@@ -716,7 +721,7 @@ int api_create_platform_admin(struct router *router, const char *email,
     if (email_canon(email, u.email, sizeof(u.email)) < 0 ||
         api_text_chars(password, strlen(password)) < 8 ||
         api_text_chars(password, strlen(password)) > 256 ||
-        name_clean(display_name, u.display_name, sizeof(u.display_name), 100) < 0)
+        name_clean(display_name, u.display_name, sizeof(u.display_name), 100) != NULL)
         return -EINVAL;
     api_join_code(code);
     rc =

@@ -336,3 +336,19 @@ class TestUnknownCompany(unittest.TestCase):
         co = new_company()
         self.assertEqual(a.get("/v1/companies/%s/teams" % co["id"]).expect_json(200)["items"], [])
         a.get("/v1/standings/users?company=%s" % co["id"]).expect(200)
+
+    def test_the_platforms_own_company_is_none_of_the_game(self):
+        """The platform admin's company (the platform's) was 404 to GET and
+        PATCH, but its teams list and standings answered 200 and the admins
+        route promoted him there (role platform_admin)."""
+        a = admin()
+        me = a.get("/v1/me").expect_json(200)
+        home = me["company_id"]
+        a.get("/v1/companies/%s" % home).expect(404, "not_found")
+        a.get("/v1/companies/%s/teams" % home).expect(404, "not_found")
+        a.post("/v1/companies/%s/teams" % home, {"name": uniq("t")}).expect(404, "not_found")
+        a.post("/v1/companies/%s/admins" % home, {"user_id": me["id"]}).expect(404, "not_found")
+        for kind in ("users", "teams"):
+            a.get("/v1/standings/%s?company=%s" % (kind, home)).expect(404, "not_found")
+        ids = [c["company_id"] for c in a.get("/v1/standings/companies").expect_json(200)["items"]]
+        self.assertNotIn(home, ids)

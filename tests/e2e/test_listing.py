@@ -91,7 +91,8 @@ class TestTeamPages(unittest.TestCase):
 
     def test_bad_parameters(self):
         c = self.member.client
-        for q in ({"limit": 0}, {"limit": 501}, {"limit": "x"}, {"cursor": "garbage!!"}, {"cursor": "c"}):
+        for q in ({"limit": 0}, {"limit": 501}, {"limit": "x"}, {"cursor": "garbage!!"}, {"cursor": "c"},
+                  {"cursor": "c01"}, {"cursor": "c8000000000000000"}):
             c.get(teams_path(self.co), query=q).expect(400, "invalid_parameter", msg=str(q))
 
     def test_a_repeated_page_comes_from_the_cache(self):

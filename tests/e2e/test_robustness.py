@@ -184,6 +184,18 @@ class TestTextRules(unittest.TestCase):
         self.assertEqual(len(t["name"]) > 30, True)
         for bad in ("a\u0085b", "\u00a0x", "x\u3000", "\u200bx"):
             a.post(path, {"name": bad}).expect(422, "invalid_name", msg=repr(bad))
+        # each refusal says which rule the text broke, not only its length
+        for body, path_, code, want in (
+                ({"display_name": "tab\tin"}, "/v1/me", "invalid_display_name",
+                 "display_name holds a control character"),
+                ({"display_name": "\u4e2d" * 101}, "/v1/me", "invalid_display_name", "display_name is too long"),
+                ({"name": " x"}, path, "invalid_name",
+                 "name starts or ends with white space or an invisible character"),
+                ({"name": ""}, path, "invalid_name", "name is empty")):
+            c = u.client if path_ == "/v1/me" else a
+            r = (c.patch if path_ == "/v1/me" else c.post)(path_, body).expect(422, code, msg=repr(body))
+            self.assertIn(want, r.json["error"]["message"], r.describe())
+            self.assertIn("1 to 100 characters", r.json["error"]["message"])
         a.patch("/v1/companies/%s" % co["id"], {"name": "\u4e2d" * 100}).expect(200)
         a.patch("/v1/companies/%s" % co["id"], {"name": "\u4e2d" * 101}).expect(422, "invalid_name")
         m = new_match(home="\u4e2d" * 22 + uniq("h")[:8], away="\u4e2d" * 22 + uniq("a")[:8], stage="\u4e2d" * 64)

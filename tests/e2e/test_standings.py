@@ -192,7 +192,9 @@ class TestStandings(unittest.TestCase):
         c = self.u1.client
         c.get("/v1/standings/teams").expect(400, "invalid_parameter")
         c.get("/v1/standings/users", query={"company": NO_ID}).expect(404, "not_found")
-        c.get("/v1/standings/users", query={"company": "abc"}).expect((400, 404), ("invalid_parameter", "not_found"))
+        for bad in ("abc", "", "+8", "0", "99999999999999999999"):
+            for kind in ("users", "teams"):
+                c.get("/v1/standings/" + kind, query={"company": bad}).expect(400, "invalid_parameter", msg=bad)
         c.get("/v1/standings/teams", query={"company": self.other["id"]}).expect(404, "not_found")
         api().get("/v1/standings/companies").expect(401, "unauthorized")
         api().get("/v1/standings/users").expect(401, "unauthorized")

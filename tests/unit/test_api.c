@@ -211,17 +211,19 @@ static void test_cursor_parse_exact(void **state)
                                       "c0000",
                                       "c10000000000000000",
                                       "c1g",
-                                      "cffffffffffffffff0"};
+                                      "cffffffffffffffff0",
+                                      "c0001",
+                                      "c01",
+                                      "c8000000000000000",
+                                      "cffffffffffffffff"};
     uint64_t v = 7;
     json_t *j;
 
     (void)state;
     assert_int_equal(api_parse_cursor("c1f", &v), 0);
     assert_int_equal(v, 0x1f);
-    assert_int_equal(api_parse_cursor("cffffffffffffffff", &v), 0);
-    assert_int_equal(v, UINT64_MAX);
-    assert_int_equal(api_parse_cursor("c0001", &v), 0);
-    assert_int_equal(v, 1);
+    assert_int_equal(api_parse_cursor("c7fffffffffffffff", &v), 0);
+    assert_int_equal(v, INT64_MAX);
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         v = 7;
         if (api_parse_cursor(bad[i], &v) != -EINVAL || v != 7) {

@@ -206,6 +206,19 @@ static void test_valid_text(void **state)
     assert_true(api_valid_text("a\u00a0b", 10)); /* inside, a name's own */
     assert_true(api_valid_text("a \u200d b", 10));
 
+    /* Each refusal names the rule it breaks. */
+    assert_null(api_text_problem("Ana", 10));
+    assert_string_equal(api_text_problem("", 10), "is empty");
+    assert_string_equal(api_text_problem("abc", 2), "is too long");
+    assert_string_equal(api_text_problem("tab\tin", 10), "holds a control character");
+    assert_string_equal(api_text_problem("a\xc2\x85", 10), "holds a control character");
+    assert_string_equal(api_text_problem("ab\xe4", 10),
+                        "holds bytes that are no UTF-8");
+    assert_string_equal(api_text_problem(" x", 10),
+                        "starts or ends with white space or an invisible character");
+    assert_string_equal(api_text_problem("x\u200b", 10),
+                        "starts or ends with white space or an invisible character");
+
     assert_int_equal(api_text_trim(" \u00a0 Ana \u200b\t", &start), 3);
     assert_int_equal(start, 4);
     assert_int_equal(api_text_trim("\u00a0\u200b ", &start), 0);
