@@ -96,10 +96,11 @@ int catalog_shard_set_state(struct catalog *cat, uint32_t shard,
 int catalog_host_get(struct catalog *cat, const char *name, struct catalog_host *out);
 /*
  * Adds a host at the end of the order (a new map version). *added is 0 when
- * a host of that name was there already (nothing changed).
+ * a host of that name was there already (nothing changed). Its address is
+ * its primary's in the servers table when that has one (a failover since
+ * the plan named h), else h's; h's address becomes the one in the map.
  */
-int catalog_host_add(struct catalog *cat, const struct shardmap_host_conf *h,
-                     int *added);
+int catalog_host_add(struct catalog *cat, struct shardmap_host_conf *h, int *added);
 /*
  * Removes a host that holds no shard (a new map version); *removed is 0 when
  * it still holds shards or was not there. Never call it for the global host.

@@ -207,25 +207,41 @@ int catalog_host_get(struct catalog *cat, const char *name, struct catalog_host 
     return rc;
 }
 
-int catalog_host_add(struct catalog *cat, const struct shardmap_host_conf *h,
-                     int *added)
+int catalog_host_add(struct catalog *cat, struct shardmap_host_conf *h, int *added)
 {
+    struct sql_rows rows = {0};
     struct sql_buf b = {0};
     int rc;
 
     *added = 0;
-    rc = catalog__add(cat, &b,
-                      "START TRANSACTION; "
-                      "INSERT INTO %S.hosts (name, ord, addr, port, weight) "
-                      "SELECT %s, COALESCE(MAX(ord), 0) + 1, %s, %u, %u FROM %S.hosts; "
-                      "UPDATE %S.map_version SET version = version + 1 WHERE id = 1",
-                      h->name, h->addr, (uint64_t)h->port,
-                      (uint64_t)(h->weight ? h->weight : 1));
+    /*
+     * A host that failed over (or switched over) since the plan was made
+     * has another primary: the servers table's, locked against a promotion
+     * (catalog_promote() moves hosts.addr with it) until the row is in.
+     */
+    rc = catalog__add(
+        cat, &b,
+        "START TRANSACTION; "
+        "SET @bc_addr = NULL, @bc_port = NULL; "
+        "SELECT addr, port INTO @bc_addr, @bc_port FROM %S.servers WHERE host = %s "
+        "AND role = 'primary' LIMIT 1 FOR UPDATE; "
+        "INSERT INTO %S.hosts (name, ord, addr, port, weight) "
+        "SELECT %s, COALESCE(MAX(ord), 0) + 1, COALESCE(@bc_addr, %s), "
+        "COALESCE(@bc_port, %u), %u FROM %S.hosts; "
+        "UPDATE %S.map_version SET version = version + 1 WHERE id = 1; "
+        "SELECT addr, port FROM %S.hosts WHERE name = %s",
+        h->name, h->name, h->addr, (uint64_t)h->port,
+        (uint64_t)(h->weight ? h->weight : 1), h->name);
     if (rc < 0) {
         sql_buf_deinit(&b);
         return rc;
     }
-    rc = catalog__commit(cat, &b, NULL);
+    rc = catalog__commit(cat, &b, &rows);
+    if (rc == 0 && rows.nrow == 1) {
+        snprintf(h->addr, sizeof(h->addr), "%s", sql_cell(&rows, 0, 0));
+        h->port = (uint16_t)catalog__u64(sql_cell(&rows, 0, 1));
+    }
+    sql_rows_free(&rows);
     /* The name is the primary key: the host was there (maybe just added). */
     if (rc == BC_EDUPKEY)
         return 0;

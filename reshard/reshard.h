@@ -223,7 +223,8 @@ struct reshard_backend_ops {
 
     /* the cluster, for rebalance (no move context) */
     int (*check_plan)(void *be, const struct shardmap_plan *plan);
-    int (*add_host)(void *be, const struct shardmap_host_conf *h, int *added);
+    /* h's address becomes the one the map took (its primary's, after a failover) */
+    int (*add_host)(void *be, struct shardmap_host_conf *h, int *added);
     int (*remove_host)(void *be, const char *name, int *removed);
 };
 

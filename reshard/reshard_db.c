@@ -659,7 +659,8 @@ static int plan_fn(struct catalog *cat, const void *arg, int *out)
 
 static int add_fn(struct catalog *cat, const void *arg, int *out)
 {
-    return catalog_host_add(cat, arg, out);
+    /* db_add_host()'s h, writable: it gets the address the map took. */
+    return catalog_host_add(cat, (struct shardmap_host_conf *)arg, out);
 }
 
 static int remove_fn(struct catalog *cat, const void *arg, int *out)
@@ -672,7 +673,7 @@ static int db_check_plan(void *be, const struct shardmap_plan *plan)
     return with_catalog(be, plan_fn, plan, NULL);
 }
 
-static int db_add_host(void *be, const struct shardmap_host_conf *h, int *added)
+static int db_add_host(void *be, struct shardmap_host_conf *h, int *added)
 {
     return with_catalog(be, add_fn, h, added);
 }

@@ -188,21 +188,29 @@ static void *worker(void *arg)
 /* Adds the plan's new host to the map (a new map version). */
 static int add_new_host(struct rebalance *rb)
 {
-    const struct shardmap_host_conf *h = &rb->plan->new_host;
+    const struct shardmap_host_conf *planned = &rb->plan->new_host;
+    struct shardmap_host_conf h = *planned;
     struct reshard_event ev = {
         .kind = RESHARD_EV_HOST_ADDED, .shard = RESHARD_NO_SHARD, .from = "", .to = ""};
     int added = 0, rc;
 
     if (!rb->plan->has_new_host)
         return 0;
-    if ((rc = rb->b->ops->add_host(rb->b->be, h, &added)) < 0)
+    if ((rc = rb->b->ops->add_host(rb->b->be, &h, &added)) < 0)
         return reshard__fail(&rb->opts, RESHARD_NO_SHARD, rc, "adding the host: %s",
                              sql_last_error());
     if (added) {
-        ev.text = h->name;
+        ev.text = h.name;
         reshard__emit(&rb->opts, &ev);
-        reshard__note(&rb->opts, RESHARD_NO_SHARD, "host %s (%s:%u) added to the map",
-                      h->name, h->addr, h->port);
+        if (strcmp(h.addr, planned->addr) != 0 || h.port != planned->port)
+            reshard__note(
+                &rb->opts, RESHARD_NO_SHARD,
+                "host %s (%s:%u, its primary now; the plan named %s:%u) added "
+                "to the map",
+                h.name, h.addr, h.port, planned->addr, planned->port);
+        else
+            reshard__note(&rb->opts, RESHARD_NO_SHARD,
+                          "host %s (%s:%u) added to the map", h.name, h.addr, h.port);
     }
     return 0;
 }

@@ -360,6 +360,48 @@ static void test_servers_sync_promote_and_roles(void **state)
     h0->nreplica = 0;
 }
 
+/*
+ * A host that failed over between the plan that adds it and the rebalance:
+ * the map takes its primary's address from the servers table, not the
+ * plan's (a rebalance copied shards onto the read-only old primary).
+ */
+static void test_host_add_takes_the_servers_primary(void **state)
+{
+    struct fixture *f = *state;
+    struct shardmap_host_conf h = {
+        .name = "db9", .addr = "127.0.0.9", .port = 3999, .weight = 1};
+    struct shardmap_host_conf plain = {
+        .name = "db8", .addr = "127.0.0.8", .port = 3888, .weight = 1};
+    struct catalog_host got;
+    int added = 0, removed = 0;
+
+    if (mysql_query(f->peek, "INSERT INTO " SCHEMA ".servers (name, host, addr, port, "
+                             "role, note) VALUES ('db9', 'db9', '127.0.0.9', 3999, "
+                             "'fenced', 'failed over'), ('db9b', 'db9', '127.0.0.10', "
+                             "4002, 'primary', '')") != 0)
+        fail_msg("%s", mysql_error(f->peek));
+    assert_int_equal(catalog_host_add(&f->cat, &h, &added), 0);
+    assert_int_equal(added, 1);
+    assert_string_equal(h.addr, "127.0.0.10");
+    assert_int_equal(h.port, 4002);
+    assert_int_equal(catalog_host_get(&f->cat, "db9", &got), 0);
+    assert_string_equal(got.addr, "127.0.0.10");
+    assert_int_equal(got.port, 4002);
+    /* A host the servers table does not know keeps the plan's address. */
+    assert_int_equal(catalog_host_add(&f->cat, &plain, &added), 0);
+    assert_int_equal(added, 1);
+    assert_int_equal(catalog_host_get(&f->cat, "db8", &got), 0);
+    assert_string_equal(got.addr, "127.0.0.8");
+    assert_int_equal(got.port, 3888);
+
+    assert_int_equal(catalog_host_remove_empty(&f->cat, "db9", &removed), 0);
+    assert_int_equal(removed, 1);
+    assert_int_equal(catalog_host_remove_empty(&f->cat, "db8", &removed), 0);
+    assert_int_equal(removed, 1);
+    if (mysql_query(f->peek, "DELETE FROM " SCHEMA ".servers WHERE host = 'db9'") != 0)
+        fail_msg("%s", mysql_error(f->peek));
+}
+
 static void test_install_upgrades_old_settlements(void **state)
 {
     struct fixture *f = *state;
@@ -401,6 +443,7 @@ int main(void)
         cmocka_unit_test(test_settlement_renew_and_release_by_the_owner),
         cmocka_unit_test(test_settlement_expired_lease_is_taken_over),
         cmocka_unit_test(test_servers_sync_promote_and_roles),
+        cmocka_unit_test(test_host_add_takes_the_servers_primary),
         cmocka_unit_test(test_install_upgrades_old_settlements),
     };
     return cmocka_run_group_tests_name("catalog_jobs_integration", tests, setup,

@@ -448,7 +448,7 @@ static int f_check_plan(void *be, const struct shardmap_plan *plan)
     return 0;
 }
 
-static int f_add_host(void *be, const struct shardmap_host_conf *h, int *added)
+static int f_add_host(void *be, struct shardmap_host_conf *h, int *added)
 {
     GUARD;
     struct fake *f = be;
