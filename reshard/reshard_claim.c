@@ -234,6 +234,13 @@ int reshard_verify(const struct reshard_backend *b, uint32_t shard, const char *
                                why(ops, ctx));
             goto out;
         }
+        if (against != NULL && strcmp(against, rec.dst) == 0) {
+            rc = reshard__fail(opts, shard, -EINVAL,
+                               "shard %u lives on %s: --against names the host of "
+                               "another copy of it",
+                               shard, rec.dst);
+            goto out;
+        }
         if (against != NULL) {
             snprintf(rec.src, sizeof(rec.src), "%s", against);
         } else if ((rc = ops->kept_source(ctx, rec.src)) <= 0) {

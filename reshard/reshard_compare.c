@@ -450,6 +450,35 @@ static void progress(const struct compare *v, enum reshard_event_kind kind, int 
     reshard__emit(v->opts, &ev);
 }
 
+/*
+ * Both sides hold the schema: a side without it would compare as "equal, 0
+ * tables" (the tables are listed on the source). -EINVAL: nothing to compare.
+ */
+static int both_have_schema(struct compare *v)
+{
+    struct sql_conn *side[2] = {v->src, v->dst};
+
+    for (int i = 0; i < 2; i++) {
+        struct sql_rows rows = {0};
+        int rc = sql_exec(side[i], &rows,
+                          "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE "
+                          "SCHEMA_NAME = %s",
+                          v->schema);
+        int have = rc == 0 && rows.nrow == 1 && strcmp(sql_cell(&rows, 0, 0), "0") != 0;
+
+        sql_rows_free(&rows);
+        if (rc < 0)
+            return reshard__context_error(rc, "looking for %s", v->schema);
+        if (!have) {
+            /* verify --against: the source is that host, the target the live one */
+            sql_set_error("no schema %s on the %s host: no copy there to compare",
+                          v->schema, i == 0 ? "source" : "target");
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 /* The schema's base tables but shard_state on the source, names checked. */
 static int list_tables(struct compare *v, struct sql_rows *out)
 {
@@ -494,8 +523,7 @@ int reshard__compare(const struct reshard_opts *opts, uint32_t shard, const char
                       schema ? schema : "NULL");
         return -EINVAL;
     }
-    rc = list_tables(&v, &tables);
-    if (rc < 0)
+    if ((rc = both_have_schema(&v)) < 0 || (rc = list_tables(&v, &tables)) < 0)
         goto out;
     v.ntable = tables.nrow;
     for (uint32_t i = 0; i < tables.nrow; i++) {

@@ -30,6 +30,12 @@ class TestCommandLine(unittest.TestCase):
         self.expect(["rebalance", "a.yaml", "--parallel", "17"], 2, "--parallel wants 1..16")
         self.expect(["verify", 1], 2, "give --against HOST")
         self.expect(["verify", 1, "--against", "no_such_host"], 1, "no host no_such_host")
+        # no copy to compare: the live host itself, a host that holds no copy
+        # (both said "equal: 0 tables" or compared the copy with itself)
+        self.expect(["verify", 1, "--against", before[1]], 2,
+                    "shard 1 lives on %s: --against names the host of another copy" % before[1])
+        self.expect(["verify", 1, "--against", h.other_host(before[1], among=sorted(set(before.values())))],
+                    2, "no copy there to compare")
         self.expect(["move", 1, "--abort"], 0, "no unfinished move")
         self.expect(["move", 1, before[1]], 0, "already on %s" % before[1])
         self.assertEqual(h.shard_map(), before, "a refused command changed the map")
