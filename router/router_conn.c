@@ -119,15 +119,17 @@ static struct router_conn *lane_drop_idle(struct router_lane *lane)
 }
 
 /*
- * Sets the host's down mark (0: up), ends a row of timeouts and closes the
- * idle connections of both lanes; takes the lock.
+ * Sets the host's down mark (0: up) and why (NULL: keep it), ends a row of
+ * timeouts and closes the idle connections of both lanes; takes the lock.
  */
-static void pool_flush(struct router_pool *pool, int64_t down_until_ms)
+static void pool_flush(struct router_pool *pool, int64_t down_until_ms, const char *why)
 {
     struct router_conn *req, *bg;
 
     pthread_mutex_lock(&pool->lock);
     pool->down_until_ms = down_until_ms;
+    if (why != NULL)
+        snprintf(pool->down_why, sizeof(pool->down_why), "%s", why);
     atomic_store(&pool->nslow, 0);
     req = lane_drop_idle(&pool->req);
     bg = lane_drop_idle(&pool->bg);
@@ -137,10 +139,18 @@ static void pool_flush(struct router_pool *pool, int64_t down_until_ms)
     lane_close_idle(bg);
 }
 
-/* Marks the host down, drops the idle connections of both lanes. */
-static void pool_mark_down(struct router_pool *pool)
+/* Marks the host down for why, drops the idle connections of both lanes. */
+static void pool_mark_down(struct router_pool *pool, const char *why)
 {
-    pool_flush(pool, router__now_ms() + ROUTER_DOWN_MS);
+    pool_flush(pool, router__now_ms() + ROUTER_DOWN_MS, why);
+}
+
+/* The error of a host marked down, with what marked it; pool->lock held. */
+static void set_down_error(struct router_pool *pool)
+{
+    router__set_error("host %s is down (retried after %d ms; %s)", pool->name,
+                      ROUTER_DOWN_MS,
+                      pool->down_why[0] ? pool->down_why : "no reason kept");
 }
 
 void router__pool_retarget(struct router_pool *pool, const char *addr, uint16_t port)
@@ -156,7 +166,7 @@ void router__pool_retarget(struct router_pool *pool, const char *addr, uint16_t 
     }
     pthread_mutex_unlock(&pool->lock);
     if (moved)
-        pool_flush(pool, 0);
+        pool_flush(pool, 0, "");
 }
 
 int router__any_down(struct router *r)
@@ -209,8 +219,12 @@ static void pool_timed_out(struct router *r, struct router_pool *pool)
     }
     atomic_store(&pool->nslow, ++n);
     pthread_mutex_unlock(&pool->lock);
-    if (n >= ROUTER_SLOW_TIMEOUTS)
-        pool_mark_down(pool);
+    if (n >= ROUTER_SLOW_TIMEOUTS) {
+        char why[64];
+
+        snprintf(why, sizeof(why), "%u request statements timed out in a row", n);
+        pool_mark_down(pool, why);
+    }
 }
 
 /* Waits on lane->freed until deadline; 0, or -ETIMEDOUT when it passed. */
@@ -248,9 +262,8 @@ int router__conn_get(struct router *r, struct router_pool *pool,
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         if (pool->down_until_ms > router__now_ms()) {
+            set_down_error(pool);
             pthread_mutex_unlock(&pool->lock);
-            router__set_error("host %s is down (retried after %d ms)", pool->name,
-                              ROUTER_DOWN_MS);
             return BC_EDOWN;
         }
         if (lane->idle != NULL) {
@@ -303,7 +316,9 @@ int router__conn_get(struct router *r, struct router_pool *pool,
         if (rc == BC_ETIMEOUT)
             atomic_fetch_add(&pool->timeouts, 1);
         free(conn);
-        pool_mark_down(pool);
+        char why[160];
+        snprintf(why, sizeof(why), "connecting: %s", sql_last_error());
+        pool_mark_down(pool, why);
         rc = BC_EDOWN;
         goto error;
     }
@@ -349,9 +364,8 @@ int router__conn_try(struct router_pool *pool, struct router_conn **out)
 
     pthread_mutex_lock(&pool->lock);
     if (pool->down_until_ms > router__now_ms()) {
+        set_down_error(pool);
         pthread_mutex_unlock(&pool->lock);
-        router__set_error("host %s is down (retried after %d ms)", pool->name,
-                          ROUTER_DOWN_MS);
         return BC_EDOWN;
     }
     conn = pool->req.idle;
@@ -402,7 +416,10 @@ int router__conn_done(struct router *r, struct router_conn *conn, int rc, int *b
          * The connection was lost. A stale idle one says little (the server
          * may have dropped it); a fresh one lost means the host failed.
          */
-        pool_mark_down(pool);
+        char why[160];
+
+        snprintf(why, sizeof(why), "a new connection was lost: %s", sql_last_error());
+        pool_mark_down(pool, why);
     }
     return rc;
 }

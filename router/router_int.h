@@ -99,6 +99,7 @@ struct router_pool {
     struct router_lane req; /* guarded by lock */
     struct router_lane bg;  /* guarded by lock */
     int64_t down_until_ms;  /* guarded by lock; 0 = up */
+    char down_why[160];     /* guarded by lock: what marked it down last */
     uint64_t waiting;       /* guarded by lock: waiters to tell (router_async.c) */
     int64_t slow_since_ms;  /* guarded by lock: first of the timeouts in a row */
     atomic_uint nslow;      /* written under lock: request timeouts in a row */

@@ -353,6 +353,26 @@ static void test_status_with_every_host_down_exits_3(void **state)
     assert_int_equal(itest_shardctl(out, sizeof(out), "-c %s status", path), 3);
     assert_non_null(strstr(out, "no shard map in"));
     assert_non_null(strstr(out, "is down"));
+    assert_non_null(strstr(out, "connecting: "));
+    unlink(path);
+}
+
+/* A host marked down says what marked it: a wrong password is no dead server. */
+static void test_a_wrong_password_is_named(void **state)
+{
+    char path[] = "/tmp/bc-pw-XXXXXX", cmd[2048];
+    int fd = mkstemp(path);
+    (void)state;
+
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(cmd, sizeof(cmd),
+             "sed 's/^    ops_password: .*$/    ops_password: \"wrong\"/' "
+             "\"$BC_CLUSTER\" > %s",
+             path);
+    assert_int_equal(system(cmd), 0);
+    assert_int_not_equal(itest_shardctl(out, sizeof(out), "-c %s status", path), 0);
+    assert_non_null(strstr(out, "Access denied"));
     unlink(path);
 }
 
@@ -366,6 +386,7 @@ int main(void)
         cmocka_unit_test(test_init_refuses_another_shard_count),
         cmocka_unit_test(test_status_shows_healthy_hosts),
         cmocka_unit_test(test_status_with_every_host_down_exits_3),
+        cmocka_unit_test(test_a_wrong_password_is_named),
         cmocka_unit_test(test_plan_add_host_writes_plan),
         cmocka_unit_test(test_bad_config_names_file_and_line),
     };
