@@ -76,13 +76,27 @@ int reshard_move_create(const struct reshard_backend *b, uint32_t shard, const c
     }
     if (found) {
         if (to != NULL && strcmp(to, m->rec.dst) != 0) {
-            rc = reshard__fail(
-                opts, shard, BC_EEXISTS,
-                "refused: move #%" PRIu64
-                " of shard %u to %s is unfinished (phase %s); resume it "
-                "with shardctl move %u %s, or roll it back with shardctl "
-                "move %u --abort",
-                m->rec.id, shard, m->rec.dst, m->rec.phase, shard, m->rec.dst, shard);
+            enum reshard_phase at = RESHARD_NPHASE;
+
+            /* Past the map flip (switched on), --abort is refused: only finish it. */
+            reshard_phase_parse(m->rec.phase, &at);
+            if (at >= RESHARD_SWITCHED && at < RESHARD_NPHASE)
+                rc = reshard__fail(opts, shard, BC_EEXISTS,
+                                   "refused: move #%" PRIu64
+                                   " of shard %u to %s is unfinished (phase %s, past "
+                                   "the map flip); finish it with shardctl move %u %s, "
+                                   "then move the shard where you want it",
+                                   m->rec.id, shard, m->rec.dst, m->rec.phase, shard,
+                                   m->rec.dst);
+            else
+                rc = reshard__fail(
+                    opts, shard, BC_EEXISTS,
+                    "refused: move #%" PRIu64
+                    " of shard %u to %s is unfinished (phase %s); resume it "
+                    "with shardctl move %u %s, or roll it back with shardctl "
+                    "move %u --abort",
+                    m->rec.id, shard, m->rec.dst, m->rec.phase, shard, m->rec.dst,
+                    shard);
             goto error;
         }
         if (reshard_phase_parse(m->rec.phase, &m->phase) < 0) {

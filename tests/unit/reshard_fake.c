@@ -541,6 +541,8 @@ static void on_event(void *arg, const struct reshard_event *ev)
         break;
     case RESHARD_EV_ERROR:
         snprintf(one, sizeof(one), "ERROR ");
+        snprintf(f->error_event, sizeof(f->error_event), "%s",
+                 ev->text ? ev->text : "");
         break;
     case RESHARD_EV_HOST_ADDED:
     case RESHARD_EV_HOST_REMOVED:

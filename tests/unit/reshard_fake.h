@@ -41,6 +41,7 @@ struct fake {
     /* what happened */
     char log[4096];
     char events[4096];
+    char error_event[512]; /* the text of the last error event */
     char hooks[256];
     int ncutover_attempt;
     int pair_of[NSHARD]; /* from * 4 + to of the shard's replication */

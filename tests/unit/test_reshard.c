@@ -187,6 +187,10 @@ static void test_abort_after_flip_is_refused(void **state)
     assert_string_equal(w->f.moves[0].phase, "switched");
     assert_string_equal(w->f.map[6], "db2");
     assert_null(strstr(w->f.log, "drop_target"));
+    /* A move elsewhere is refused without offering the --abort refused above. */
+    assert_int_equal(reshard_move(&w->b, 6, "db3", 0, &w->o), BC_EEXISTS);
+    assert_non_null(strstr(w->f.error_event, "past the map flip"));
+    assert_null(strstr(w->f.error_event, "--abort"));
 }
 
 static void test_second_move_is_refused(void **state)
@@ -198,8 +202,9 @@ static void test_second_move_is_refused(void **state)
     assert_int_equal(reshard_move_create(&w->b, 2, "db2", &w->o, &m), 0);
     assert_int_equal(reshard_move(&w->b, 2, "db2", 0, &w->o), -EBUSY);
     reshard_move_destroy(m); /* its record stays: prepare */
-    /* An unfinished move to another host. */
+    /* An unfinished move to another host, before its flip: either way out. */
     assert_int_equal(reshard_move(&w->b, 2, "db3", 0, &w->o), BC_EEXISTS);
+    assert_non_null(strstr(w->f.error_event, "--abort"));
     assert_int_equal(w->f.nmove, 1);
     /* The record itself refuses a second one (two tools racing past the lock). */
     w->f.moves[0].shard = 7;
