@@ -287,10 +287,12 @@ int main(int argc, char **argv)
         case 'o':
             errno = 0;
             v = strtoul(optarg, &end, 10);
-            if (errno != 0 || end == optarg || *end != '\0' || v > 10 * 365 * 86400UL) {
+            /* Clients are told a key holds 24 hours (docs/api.md): no less. */
+            if (errno != 0 || optarg[0] < '0' || optarg[0] > '9' || *end != '\0' ||
+                v < 86400 || v > 10 * 365 * 86400UL) {
                 fprintf(stderr,
-                        "bcadmin: --older-than wants whole seconds (0 to 10 "
-                        "years), got '%s'\n",
+                        "bcadmin: --older-than wants whole seconds from 86400 (the 24 "
+                        "hours a key is promised to clients) to 10 years, got '%s'\n",
                         optarg);
                 return 2;
             }

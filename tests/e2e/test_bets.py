@@ -283,10 +283,17 @@ class TestIdempotency(unittest.TestCase):
         self.assertNotEqual(r["id"], b_old["id"], "a forgotten key is a new bet")
         self.assertEqual(u.balance(), u.initial_balance - 9)
         assert_ledger_ok(self, u)
-        p = subprocess.run([s.bcadmin, "-c", s.cluster, "purge-idempotency", "--older-than", "x"],
-                           capture_output=True, text=True, timeout=60)
-        self.assertEqual(p.returncode, 2)
-        self.assertIn("--older-than wants whole seconds", p.stderr)
+        keys = s.sql_shard(shard, "SELECT idem_key FROM {s}.idempotency WHERE user_id = %d ORDER BY idem_key"
+                           % int(u.id))
+        self.assertEqual(len(keys), 2, keys)
+        for bad in ("x", "0", "3600", "-1", " 90000"):
+            # below 24 h would forget keys clients were promised (a retry then bets twice)
+            p = subprocess.run([s.bcadmin, "-c", s.cluster, "purge-idempotency", "--older-than", bad],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 2, bad)
+            self.assertIn("--older-than wants whole seconds from 86400", p.stderr)
+        self.assertEqual(s.sql_shard(shard, "SELECT idem_key FROM {s}.idempotency WHERE user_id = %d ORDER BY idem_key"
+                                     % int(u.id)), keys, "a refused purge deleted nothing")
 
     def test_key_is_per_user(self):
         a, b = new_users(self.co, 2)
