@@ -278,6 +278,7 @@ int sql_snapshot_pos(struct sql_conn *c, struct sql_binlog_pos *pos);
 struct sql_replica_status {
     struct sql_binlog_pos exec; /* Relay_Master_Log_File, Exec_Master_Log_Pos */
     int io_running;             /* Slave_IO_Running = Yes */
+    int io_stopped;             /* Slave_IO_Running = No (not Connecting) */
     int sql_running;            /* Slave_SQL_Running = Yes */
     long behind_s;              /* Seconds_Behind_Master; -1 when NULL */
     char master_host[256];      /* Master_Host */

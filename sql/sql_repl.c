@@ -95,9 +95,10 @@ static int replica_row(void *arg, const struct sql_stream_row *row)
             file = v;
         else if (strcasecmp(name, "Exec_Master_Log_Pos") == 0)
             pos = v;
-        else if (strcasecmp(name, "Slave_IO_Running") == 0)
+        else if (strcasecmp(name, "Slave_IO_Running") == 0) {
             st->io_running = v != NULL && strcasecmp(v, "Yes") == 0;
-        else if (strcasecmp(name, "Slave_SQL_Running") == 0)
+            st->io_stopped = v != NULL && strcasecmp(v, "No") == 0;
+        } else if (strcasecmp(name, "Slave_SQL_Running") == 0)
             st->sql_running = v != NULL && strcasecmp(v, "Yes") == 0;
         else if (strcasecmp(name, "Seconds_Behind_Master") == 0)
             st->behind_s = v != NULL ? strtol(v, NULL, 10) : -1;

@@ -18,6 +18,7 @@
  * primary lacks (written but never acknowledged), is marked for rebuild.
  */
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -534,7 +535,20 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
         /* Replication errors, each said once (the operator fixes or rebuilds). */
         unsigned err =
             s->repl.last_io_errno ? s->repl.last_io_errno : s->repl.last_sql_errno;
-        if (err != 0 && err != gr->reported_errno[k])
+        /*
+         * Stopped with no error (STOP SLAVE by hand, or only its SQL thread
+         * to hold it back): said once, not undone; its primary's writes wait
+         * for an acknowledgement meanwhile if it was the only replica.
+         */
+        if (err == 0 && (s->repl.io_stopped || !s->repl.sql_running))
+            err = UINT_MAX; /* not an IO thread still connecting */
+        if (err == UINT_MAX && err != gr->reported_errno[k])
+            guard_log(
+                "%s: replica %s does not replicate and shows no error (io %s, sql "
+                "%s): stopped by hand? START SLAVE on it resumes it",
+                gr->host, s->name, s->repl.io_stopped ? "stopped" : "running",
+                s->repl.sql_running ? "running" : "stopped");
+        else if (err != 0 && err != gr->reported_errno[k])
             guard_log("%s: replica %s does not replicate: %s%s", gr->host, s->name,
                       s->repl.last_io_error, s->repl.last_sql_error);
         gr->reported_errno[k] = err;

@@ -730,6 +730,12 @@ static void server_state(const struct shardmap_conf *conf,
     st->sql = s.replicating && s.repl.sql_running;
     snprintf(st->error, sizeof(st->error), "%s%s", s.repl.last_io_error,
              s.repl.last_sql_error);
+    /* A replica that does not replicate says so, with or without an error. */
+    if (cs->role == CATALOG_ROLE_REPLICA && st->error[0] == '\0' &&
+        (!st->io || !st->sql))
+        snprintf(st->error, sizeof(st->error),
+                 "not replicating (io %s, sql %s, no error)",
+                 st->io ? "running" : "stopped", st->sql ? "running" : "stopped");
     /* A replica's lag as the routers measure it: now minus the last heartbeat. */
     if (cs->role == CATALOG_ROLE_REPLICA &&
         guard_exec(&s, &rows,

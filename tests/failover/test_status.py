@@ -71,5 +71,36 @@ class TestStatusWithoutGlobalPrimary(unittest.TestCase):
                          before["map_version"])
 
 
+class TestReplicaStoppedByHand(unittest.TestCase):
+    """A replica whose replication is stopped without an error (STOP SLAVE by
+    hand) was said nowhere: the guard logged nothing and status's NOTE showed
+    the catalog's old note. Now the guard says it once, and status shows it
+    (exit 3); the guard does not undo an operator's stop."""
+
+    def setUp(self):
+        self.addCleanup(fo.recover)
+
+    def test_the_guard_and_status_say_it(self):
+        fo.wait_settled()
+        host = [x for x in h.hosts() if x != h.global_host()][0]
+        rep = fo.replica_of(host)
+        mark = fo.guard_log_size()
+        h.sql_server(rep, "STOP SLAVE")
+        self.addCleanup(h.sql_server, rep, "START SLAVE")
+        want = "%s: replica %s does not replicate and shows no error (io stopped, sql stopped)" % (host, rep)
+        deadline = time.time() + 15
+        while want not in fo.guard_log_since(mark) and time.time() < deadline:
+            time.sleep(0.3)
+        self.assertIn(want, fo.guard_log_since(mark), fo.guard_log_tail())
+        r = h.shardctl("status", timeout=60)
+        self.assertEqual(r.rc, 3, r.describe())
+        line = [ln for ln in r.out.splitlines() if ln.startswith(rep + " ")][0]
+        self.assertIn("not replicating (io stopped, sql stopped, no error)", line, r.describe())
+        time.sleep(2)  # the guard leaves it stopped, and says it once
+        self.assertEqual(fo.guard_log_since(mark).count(want), 1, fo.guard_log_tail())
+        h.sql_server(rep, "START SLAVE")
+        fo.wait_settled(30)
+
+
 if __name__ == "__main__":
     unittest.main()
