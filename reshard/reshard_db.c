@@ -200,7 +200,9 @@ static int resolve(struct db_ctx *c, const char *name, struct sql_endpoint *ep)
     int rc = catalog_host_get(&c->cat, name, &h);
 
     if (rc == BC_EHOST || rc == BC_ENOTFOUND) {
-        sql_set_error("no host %s in the shard map", name);
+        sql_set_error("no host %s in the shard map (a new host enters it through "
+                      "shardctl plan --add-host and rebalance)",
+                      name);
         return BC_EHOST;
     }
     if (rc < 0)

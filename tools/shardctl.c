@@ -483,10 +483,14 @@ static int cmd_plan(struct shardmap_conf *conf, const char *add, const char *rem
     } else {
         rc = shardmap_plan_remove(map, remove, &plan);
     }
+    if (rc == BC_EHOST) {
+        fprintf(stderr, "shardctl plan: no host %s in the shard map\n", remove);
+        router_destroy(r);
+        return 2; /* a bad operand */
+    }
     if (rc < 0) {
         fprintf(stderr, "shardctl plan: %s\n",
                 rc == BC_EEXISTS ? "that host already holds shards"
-                : rc == BC_EHOST ? "no such host in the shard map"
                 : rc == -EINVAL
                     ? "the plan would leave no host, or the weight is out of 1..1000"
                     : bc_strerror(rc));

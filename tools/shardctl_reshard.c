@@ -368,6 +368,7 @@ static int exit_code(int rc)
         return SC_REFUSED;
     case -EINVAL:
     case BC_ESHARD:
+    case BC_EHOST: /* no such host in the map: a bad operand */
         return SC_USAGE;
     case BC_EDOWN:
         return SC_DOWN;

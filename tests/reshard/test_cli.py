@@ -24,12 +24,13 @@ class TestCommandLine(unittest.TestCase):
         self.expect(["move", 1], 2, "usage: move SHARD TO-HOST")
         self.expect(["move", 1, "db2", "db3"], 2, "usage: move SHARD TO-HOST")
         self.expect(["move", 1, "--abort", "--resume"], 2, "usage: move SHARD --resume | --abort")
-        self.expect(["move", 1, "no_such_host"], 1, "no host no_such_host in the shard map")
+        self.expect(["move", 1, "no_such_host"], 2, "no host no_such_host in the shard map (a new host enters it")
         self.expect(["move", 1, "db2", "--grace", "-1"], 2, "--grace wants seconds")
         self.expect(["rebalance", "/nonexistent/plan.yaml"], 1, "/nonexistent/plan.yaml")
         self.expect(["rebalance", "a.yaml", "--parallel", "17"], 2, "--parallel wants 1..16")
         self.expect(["verify", 1], 2, "give --against HOST")
-        self.expect(["verify", 1, "--against", "no_such_host"], 1, "no host no_such_host")
+        self.expect(["verify", 1, "--against", "no_such_host"], 2, "no host no_such_host")
+        self.expect(["plan", "--remove-host", "no_such_host"], 2, "no host no_such_host in the shard map")
         # no copy to compare: the live host itself, a host that holds no copy
         # (both said "equal: 0 tables" or compared the copy with itself)
         self.expect(["verify", 1, "--against", before[1]], 2,
