@@ -243,6 +243,18 @@ static int remove_drained(struct rebalance *rb)
     return 0;
 }
 
+/* Moves whose source copy waits for the grace period (finish_moves() drops them). */
+static uint32_t sources_waiting(const struct rebalance *rb)
+{
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i < rb->plan->nmove; i++) {
+        const struct reshard_move *m = rb->moves[i];
+        n += m != NULL && rb->rc[i] == RESHARD_OK && m->phase != RESHARD_DONE;
+    }
+    return n;
+}
+
 /* Runs every deferred cleanup at once (the grace period is over). */
 static int finish_moves(struct rebalance *rb)
 {
@@ -297,8 +309,8 @@ int reshard_rebalance(const struct reshard_backend *b, const struct shardmap_pla
     for (unsigned i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
     /* One grace period for all the moves, then the sources go. */
-    if (!opts->keep_source && opts->grace_s > 0 &&
-        atomic_load(&rb.failed) < plan->nmove) {
+    /* A plan whose moves were all done before (a re-run) has nothing to drop. */
+    if (!opts->keep_source && opts->grace_s > 0 && sources_waiting(&rb) > 0) {
         reshard__note(opts, RESHARD_NO_SHARD,
                       "rebalance: dropping the source copies in %u s", opts->grace_s);
         struct timespec ts = {opts->grace_s, 0};
