@@ -94,7 +94,9 @@ class TestReplicaStoppedByHand(unittest.TestCase):
         self.assertIn(want, fo.guard_log_since(mark), fo.guard_log_tail())
         r = h.shardctl("status", timeout=60)
         self.assertEqual(r.rc, 3, r.describe())
-        line = [ln for ln in r.out.splitlines() if ln.startswith(rep + " ")][0]
+        lines = r.out.splitlines()
+        servers = lines[[i for i, ln in enumerate(lines) if ln.startswith("SERVER ")][0]:]
+        line = [ln for ln in servers if ln.startswith(rep + " ")][0]  # a host may share its name
         self.assertIn("not replicating (io stopped, sql stopped, no error)", line, r.describe())
         time.sleep(2)  # the guard leaves it stopped, and says it once
         self.assertEqual(fo.guard_log_since(mark).count(want), 1, fo.guard_log_tail())
