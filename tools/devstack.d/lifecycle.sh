@@ -369,18 +369,22 @@ Try:
       -d '{"email": "$email", "password": "$pw"}' $url/v1/auth/login |
       python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
   curl -s -H "Authorization: Bearer \$TOKEN" '$url/v1/matches?limit=3'
+  # (standings are empty until a first match is settled)
   curl -s -H "Authorization: Bearer \$TOKEN" $url/v1/standings/companies
 EOF
     if [ -n "$demo" ]; then
         cat <<EOF
-  # logged in as $demo (same login, its e-mail and password): bet on the first match
-  curl -s -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
+  # as $demo (the platform admin is not ranked): bet on the first match
+  USER_TOKEN=\$(curl -s -H 'Content-Type: application/json' \\
+      -d '{"email": "$demo", "password": "$demo_pw"}' $url/v1/auth/login |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+  curl -s -H "Authorization: Bearer \$USER_TOKEN" -H 'Content-Type: application/json' \\
       -d '{"match_id": "${match:-MATCH_ID}", "pick": "home", "stake": 10}' $url/v1/bets
-  curl -s -H "Authorization: Bearer \$TOKEN" $url/v1/me
+  curl -s -H "Authorization: Bearer \$USER_TOKEN" $url/v1/me
 EOF
     fi
     echo
-    echo "Ctrl-C stops the whole stack."
+    echo "Ctrl-C (or SIGTERM, from a script: a job started with & ignores SIGINT) stops the whole stack."
 }
 
 cmd_run() {
