@@ -1,7 +1,7 @@
 /*
  * shardctl_guard.h: what the guard's files share (shardctl_guard.c: the
  * topology and the loop; shardctl_failover.c: failover, fencing, rejoin and
- * switchover).
+ * switchover; shardctl_status.c: the servers' part of `shardctl status`).
  */
 #ifndef SHARDCTL_GUARD_H
 #define SHARDCTL_GUARD_H
