@@ -167,11 +167,12 @@ static int bet_prepare(struct api_req *req, int near, struct bet_in *b)
     static const struct api_field spec[] = {{"match_id", API_T_ID, 1, 0},
                                             {"pick", API_T_ANY, 1, 0},
                                             {"stake", API_T_ANY, 1, 0},
+                                            {"odds", API_T_NUM, 0, 0},
                                             {NULL, 0, 0, 0}};
     static const char *const picks[3] = {"home", "draw", "away"};
     struct timespec now;
     struct tm tm;
-    int64_t kickoff_ms;
+    int64_t kickoff_ms, expected = 0;
     json_t *body = req->json, *v, *m = NULL;
     int rc = 1, p;
 
@@ -192,11 +193,25 @@ static int bet_prepare(struct api_req *req, int near, struct bet_in *b)
                   "stake must be a whole number of Betcoins from 1 to 1000000000000");
         return 1;
     }
-    /* The match comes from the cache: at a kick-off peak bets load the shards. */
+    /* The odds the client bets at, if it says: another price is refused. */
+    if ((v = json_object_get(body, "odds")) != NULL &&
+        api_odds_parse(v, &expected) < 0) {
+        api_error(req, 422, "invalid_odds",
+                  "odds must be a number of at most two decimals from 1.01 to 1000");
+        return 1;
+    }
+    /*
+     * The match comes from the cache: at a kick-off peak bets load the shards.
+     * This server's own copy (the near-cache) is up to a second old: a bet
+     * that names its odds is checked against memcached, whose entry a change
+     * deletes before it is answered, or the database (on a worker).
+     */
+    if (near && expected != 0)
+        return 2;
     if (near) {
         if (!api_match_near(req, b->match_id, &m))
             return 2;
-    } else if ((rc = api_match_cached(req, b->match_id, 1, &m)) < 0) {
+    } else if ((rc = api_match_cached(req, b->match_id, expected == 0, &m)) < 0) {
         if (rc == BC_ENOTFOUND)
             api_error(req, 404, "not_found", "no such match");
         else
@@ -218,6 +233,12 @@ static int bet_prepare(struct api_req *req, int near, struct bet_in *b)
                               &b->odds) < 0) {
         /* Odds the server itself stored: unreadable ones are its own fault (500). */
         api_db_error(req, BC_EQUERY);
+    } else if (expected != 0 && expected != b->odds) {
+        api_error(req, 409, "odds_changed",
+                  "the odds of %s are %" PRId64 ".%02" PRId64 " now, not %" PRId64
+                  ".%02" PRId64 ": read the odds again and bet at them",
+                  b->pick, b->odds / 100, b->odds % 100, expected / 100,
+                  expected % 100);
     } else {
         rc = 0;
     }

@@ -75,8 +75,10 @@ class TestBets(unittest.TestCase):
         self.assertIn("match_id", r.error_message or "")
         r = self.bet(u, {"match_id": mid, "stake": 1}).expect(400, "invalid_field")
         self.assertIn("pick", r.error_message or "")
-        r = self.bet(u, {"match_id": mid, "pick": "home", "stake": 1, "odds": 100}).expect(400, "unknown_field")
-        self.assertIn("odds", r.error_message or "")
+        r = self.bet(u, {"match_id": mid, "pick": "home", "stake": 1, "payout": 100}).expect(400, "unknown_field")
+        self.assertIn("payout", r.error_message or "")
+        # a client cannot set its price: odds it names are only checked against the match's
+        self.bet(u, {"match_id": mid, "pick": "home", "stake": 1, "odds": 100}).expect(409, "odds_changed")
         api().post("/v1/bets", {"match_id": mid, "pick": "home", "stake": 1}).expect(401, "unauthorized")
         self.assertEqual(u.balance(), u.initial_balance, "refused bets debit nothing")
         self.assertEqual(u.client.get("/v1/me/bets").expect_json(200)["items"], [])
@@ -144,6 +146,54 @@ class TestBets(unittest.TestCase):
         admin().post("/v1/matches/%s/result" % mc["id"], {"cancelled": True}).expect(202)
         self.bet(u, {"match_id": mc["id"], "pick": "home", "stake": 1}).expect(422, "betting_closed")
         self.assertEqual(u.balance(), u.initial_balance)
+
+
+class TestBetAtNamedOdds(unittest.TestCase):
+    """A bet may name the odds it is placed at: other odds are 409
+    odds_changed, nothing debited. A server's own copy of a match is up to a
+    second old (its near-cache), and a bet locked the replaced odds for that
+    long after a change answered on another server; a bet that names its odds
+    is checked against memcached (whose entry the change deleted) or the
+    database, so right after a change, on either server, the new odds are
+    taken and the old ones refused."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.co = new_company()
+
+    def test_named_odds_taken_others_refused(self):
+        u = signup(self.co)
+        m = new_match(odds=(1.95, 3.3, 4.2))
+        body = {"match_id": m["id"], "pick": "draw", "stake": 5}
+        b = u.client.post("/v1/bets", dict(body, odds=3.3)).expect_json(201)
+        self.assertEqual(hundredths(b["odds"]), 330)
+        r = u.client.post("/v1/bets", dict(body, odds=3.31)).expect(409, "odds_changed")
+        self.assertIn("are 3.30 now, not 3.31", r.json["error"]["message"])
+        u.client.post("/v1/bets", dict(body, odds=1.234)).expect(422, "invalid_odds")
+        u.client.post("/v1/bets", dict(body, odds="3.3")).expect(400, "invalid_field")
+        self.assertEqual(u.balance(), u.initial_balance - 5, "refused bets debit nothing")
+        assert_ledger_ok(self, u)
+
+    def test_a_change_made_on_one_server_is_bet_at_on_the_other(self):
+        s = stack.get()
+        if len(s.api_urls) < 2:
+            self.skipTest("needs two API servers")
+        a = admin()
+        u = signup(self.co)
+        m = new_match(odds=(2.00, 3.00, 4.00))
+        path = "/v1/matches/%s/odds" % m["id"]
+        for new_home, (writer, better) in zip((2.10, 2.20), (s.api_urls, s.api_urls[::-1])):
+            old_home = a.get(path).expect_json(200)["home"]
+            body = {"match_id": m["id"], "pick": "home", "stake": 1}
+            for url in s.api_urls:  # a bet puts the match in each server's near-cache
+                u.client.at(url).post("/v1/bets", body).expect(201)
+            a.at(writer).put(path, {"home": new_home, "draw": 3.0, "away": 4.0}).expect(200)
+            c = u.client.at(better)
+            c.post("/v1/bets", dict(body, odds=old_home)).expect(409, "odds_changed")
+            b = c.post("/v1/bets", dict(body, odds=new_home)).expect_json(201)
+            self.assertEqual(hundredths(b["odds"]), round(new_home * 100), b)
+        self.assertEqual(u.balance(), u.initial_balance - 6)
+        assert_ledger_ok(self, u)
 
 
 class TestBettingClosesAtKickoff(unittest.TestCase):
