@@ -12,7 +12,8 @@
  *    in), starting after the largest i already on the shard, so a second run
  *    adds more; password --password (default fill-password) for all of them,
  *    hashed once; company --company, default the platform company (else the
- *    first company); role member, no team, balance --balance (default 1000,
+ *    first company), counted among its members in the shard's standings
+ *    aggregates as a signup is; role member, no team, balance --balance (default 1000,
  *    the API's economy.initial_balance) less their stakes;
  *  - B bets spread evenly over the new users, status open, on --match
  *    (default the first scheduled match), random pick, stake 1..10 (less when
@@ -307,6 +308,13 @@ static int fill_group(struct fill *f, uint64_t k0, uint64_t k1)
                        f->balance - f->users[k].spent, f->balance);
     if (rc == 0)
         rc = router_txn_exec(txn, NULL, f->sql.s);
+    /* The company's members in the shard's standings aggregates, as a signup's. */
+    if (rc == 0 && k1 > k0)
+        rc = router_txn_exec(
+            txn, NULL,
+            "INSERT INTO %S.standings_company (company_id, members, points) VALUES "
+            "(%u, %u, 0) ON DUPLICATE KEY UPDATE members = members + VALUES(members)",
+            f->company, (uint64_t)(k1 - k0));
     f->rows += k1 - k0;
     /* Each chunk of bets and its ledger rows: one round trip. */
     for (uint64_t c = 0; c < nb && rc == 0; c += ROWS_PER_INSERT) {
