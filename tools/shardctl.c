@@ -656,6 +656,11 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
+            /* "move -1 db2": getopt took the number for options. */
+            if (c == '?' && optopt >= '0' && optopt <= '9') {
+                fprintf(stderr, "shardctl: a shard number has no sign (0 or more)\n");
+                return 2;
+            }
             usage(stderr);
             return 2;
         }

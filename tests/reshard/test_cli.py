@@ -20,6 +20,7 @@ class TestCommandLine(unittest.TestCase):
         before = h.shard_map()
         nshard = len(before)
         self.expect(["move", "abc", "db2"], 2, "'abc' is not a shard number")
+        self.expect(["move", "-1", "db2"], 2, "a shard number has no sign")
         self.expect(["move", nshard, "db2"], 2, "out of range: shard %d of 0..%d" % (nshard, nshard - 1))
         self.expect(["move", 1], 2, "usage: move SHARD TO-HOST")
         self.expect(["move", 1, "db2", "db3"], 2, "usage: move SHARD TO-HOST")
