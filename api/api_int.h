@@ -254,10 +254,17 @@ int api_body_check(struct api_req *req, const struct api_field *spec);
 int api_body_image(struct api_req *req);
 /*
  * Names and labels (UTF-8, as JSON strings are): 1..max characters (code
- * points), no control character (C0, DEL, C1), no white space or invisible
- * character (U+00A0, U+200B, U+3000 ...) at either end.
+ * points), no control character (C0, DEL, C1) or bidirectional control
+ * (U+202A-U+202E, U+2066-U+2069), no white space or invisible character
+ * (U+00A0, U+200B, U+200E, U+3000 ...) at either end.
  */
 int api_valid_text(const char *s, size_t max);
+/*
+ * Whether s holds a character one does not see or that is not one: white
+ * space or an invisible character anywhere, a control or bidirectional
+ * control character, or bytes that are no UTF-8 (e-mail addresses).
+ */
+int api_text_unseen(const char *s);
 /* Which of those rules s breaks ("is empty", "holds a control character" ...), or NULL.
  */
 const char *api_text_problem(const char *s, size_t max);

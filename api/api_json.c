@@ -348,8 +348,14 @@ static uint32_t utf8_at(const unsigned char *s, size_t len, size_t i, size_t *n)
 static int blank(uint32_t c)
 {
     return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 ||
-           c == 0x1680 || (c >= 0x2000 && c <= 0x200d) || c == 0x2028 || c == 0x2029 ||
+           c == 0x1680 || (c >= 0x2000 && c <= 0x200f) || c == 0x2028 || c == 0x2029 ||
            c == 0x202f || c == 0x205f || c == 0x2060 || c == 0x3000 || c == 0xfeff;
+}
+
+/* The bidirectional embeddings, overrides and isolates: they reorder what follows. */
+static int bidi_control(uint32_t c)
+{
+    return (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
 }
 
 static int control(uint32_t c)
@@ -401,12 +407,29 @@ const char *api_text_problem(const char *s, size_t max)
             return "holds bytes that are no UTF-8";
         if (control(c))
             return "holds a control character";
+        if (bidi_control(c))
+            return "holds a bidirectional control character (U+202A-U+202E, "
+                   "U+2066-U+2069)";
     }
     if (api_text_trim(s, &start) != len)
         return "starts or ends with white space or an invisible character";
     if (api_text_chars(s, len) > max)
         return "is too long";
     return NULL;
+}
+
+int api_text_unseen(const char *s)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n, len = strlen(s);
+
+    for (size_t i = 0; i < len; i += n) {
+        uint32_t c = utf8_at(u, len, i, &n);
+
+        if (c == NOT_UTF8 || control(c) || blank(c) || bidi_control(c))
+            return 1;
+    }
+    return 0;
 }
 
 int api_valid_text(const char *s, size_t max)

@@ -5,7 +5,6 @@
  * A user lives in the shard of his canonical e-mail, and his id carries
  * that shard: lookups by id or by e-mail reach exactly one shard.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -90,9 +89,9 @@ static int email_canon(const char *in, char *out, size_t size)
     at = strchr(out, '@');
     if (at == NULL || at == out || at[1] == '\0' || strchr(at + 1, '@') != NULL)
         return -EINVAL;
-    for (const char *p = out; *p; p++)
-        if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
-            return -EINVAL;
+    /* No white space, invisible or control character: no look-alike accounts. */
+    if (api_text_unseen(out))
+        return -EINVAL;
     return 0;
 }
 
@@ -241,10 +240,11 @@ void api_h_signup(struct api_req *req)
         api_text_refuse(req, "invalid_display_name", "display_name", problem, 100);
         goto out;
     }
-    rc = router_exec(
-        req->router, ROUTER_GLOBAL, &rows,
-        "SELECT id, join_code FROM %S.companies WHERE slug = %s AND platform = 0",
-        api_str(body, "company", ""));
+    /* The slug as it is (the column's collation would take 'ALPHA', 'álpha '). */
+    rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
+                     "SELECT id, join_code FROM %S.companies WHERE slug = %s AND "
+                     "BINARY slug = %s AND platform = 0",
+                     api_str(body, "company", ""), api_str(body, "company", ""));
     if (rc < 0) {
         api_db_error(req, rc);
         goto out;

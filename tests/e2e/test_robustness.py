@@ -158,6 +158,42 @@ class TestBrokenHttp(unittest.TestCase):
         self.healthy()
 
 
+class TestLookAlikes(unittest.TestCase):
+    """Accounts and names one cannot tell apart: an e-mail with a no-break or
+    zero-width space, or a bidirectional control, made a second account
+    that looked like a colleague's (the plain variants were 409); a display
+    or company name could hold U+202E (right-to-left override), which
+    reverses what follows; a signup's company slug matched `ALPHA`,
+    `\u00e1lpha` and `alpha ` (the column's collation)."""
+
+    def test_look_alike_emails_refused(self):
+        co = new_company()
+        u = signup(co)
+        for bad in (u.email + "\u00a0", u.email.replace("@", "\u200b@"), u.email.replace("@", "\u202e@"),
+                    u.email.replace("@", "\u2060@")):
+            r = api().post("/v1/auth/signup", {"company": co["slug"], "join_code": co["join_code"], "email": bad,
+                                               "password": "long-enough-1", "display_name": "Look Alike"})
+            r.expect(422, "invalid_email", msg=repr(bad))
+
+    def test_bidi_controls_refused_in_names(self):
+        co = new_company()
+        u = signup(co)
+        for bad in ("\u202eevil", "a\u2066b", "x\u202a"):
+            r = u.client.patch("/v1/me", {"display_name": bad}).expect(422, "invalid_display_name", msg=repr(bad))
+            self.assertIn("bidirectional", r.json["error"]["message"])
+            admin().patch("/v1/companies/%s" % co["id"], {"name": bad}).expect(422, "invalid_name", msg=repr(bad))
+        u.client.patch("/v1/me", {"display_name": "x\u200f"}).expect(200)  # trimmed: an invisible end
+
+    def test_signup_slug_matched_exactly(self):
+        co = new_company()
+        for slug in (co["slug"].upper(), co["slug"] + " ", "\u00e1" + co["slug"][1:] if co["slug"][0] == "a"
+                     else co["slug"].capitalize()):
+            r = api().post("/v1/auth/signup", {"company": slug, "join_code": co["join_code"],
+                                               "email": "%s@e2e.example" % uniq("s"), "password": "long-enough-1",
+                                               "display_name": "Slug"})
+            r.expect(422, "invalid_join_code", msg=repr(slug))
+
+
 class TestTextRules(unittest.TestCase):
     """Lengths count characters, not UTF-8 bytes (34 CJK characters are 102
     bytes, and were refused as a display name of at most 100); names neither

@@ -218,6 +218,21 @@ static void test_valid_text(void **state)
                         "starts or ends with white space or an invisible character");
     assert_string_equal(api_text_problem("x\u200b", 10),
                         "starts or ends with white space or an invisible character");
+    assert_string_equal(api_text_problem("x\u200f", 10),
+                        "starts or ends with white space or an invisible character");
+    /* Bidirectional overrides and isolates reorder what follows: nowhere. */
+    assert_non_null(strstr(api_text_problem("\u202eevil", 10), "bidirectional"));
+    assert_non_null(strstr(api_text_problem("a\u2066b", 10), "bidirectional"));
+    assert_null(api_text_problem("a\u200fb", 10)); /* a mark inside: a name's own */
+    /* What an e-mail must not hold: nothing one does not see. */
+    assert_false(api_text_unseen("m1@alpha.test"));
+    assert_false(api_text_unseen("\u00e9@x.org"));
+    assert_true(api_text_unseen("m1@alpha.test\u00a0"));
+    assert_true(api_text_unseen("m1\u200b@alpha.test"));
+    assert_true(api_text_unseen("m1\u202e@alpha.test"));
+    assert_true(api_text_unseen("m 1@alpha.test"));
+    assert_true(api_text_unseen("m1@alpha.test\x7f"));
+    assert_true(api_text_unseen("m1@alpha.t\xe4st"));
 
     assert_int_equal(api_text_trim(" \u00a0 Ana \u200b\t", &start), 3);
     assert_int_equal(start, 4);
