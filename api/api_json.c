@@ -276,19 +276,31 @@ static int image_magic_ok(const char *type, const unsigned char *b, size_t n)
     return n >= 12 && memcmp(b, "RIFF", 4) == 0 && memcmp(b + 8, "WEBP", 4) == 0;
 }
 
+/*
+ * Whether Content-Type ct is the media type (case-insensitive), alone or
+ * with parameters: "image/png; q=1", not "image/pngx" or "image/png, text/html".
+ */
+static int media_type_is(const char *ct, const char *type)
+{
+    size_t n = strlen(type);
+
+    if (ct == NULL || strncasecmp(ct, type, n) != 0)
+        return 0;
+    ct += n + strspn(ct + n, " \t");
+    return *ct == '\0' || *ct == ';';
+}
+
 int api_body_image(struct api_req *req)
 {
+    static const char *const types[] = {"image/png", "image/jpeg", "image/webp"};
     const char *ct =
         MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
     const char *type = NULL;
 
     /* (A body over the limit was answered 413 before the access check.) */
-    if (ct != NULL && strncasecmp(ct, "image/png", 9) == 0)
-        type = "image/png";
-    else if (ct != NULL && strncasecmp(ct, "image/jpeg", 10) == 0)
-        type = "image/jpeg";
-    else if (ct != NULL && strncasecmp(ct, "image/webp", 10) == 0)
-        type = "image/webp";
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]) && type == NULL; i++)
+        if (media_type_is(ct, types[i]))
+            type = types[i];
     if (type == NULL) {
         api_error(req, 415, "unsupported_media_type",
                   "send image/png, image/jpeg or image/webp");

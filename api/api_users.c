@@ -555,6 +555,8 @@ void api_image_reply(struct api_req *req, struct sql_rows *rows)
     snprintf(etag, sizeof(etag), "\"%s\"", sql_cell(rows, 0, 1));
     api_add_header(req, "ETag", "%s", etag);
     api_add_header(req, "Cache-Control", "public, max-age=60");
+    /* An upload is only checked for its image magic: never run as a page. */
+    api_add_header(req, "Content-Security-Policy", "default-src 'none'; sandbox");
     MHD_get_connection_values(req->conn, MHD_HEADER_KIND, inm_check, &inm);
     if (inm.match) {
         api_reply_raw(req, 304, NULL, NULL, 0);

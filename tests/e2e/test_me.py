@@ -146,6 +146,8 @@ class TestAvatar(unittest.TestCase):
         r = self.get_avatar(u.id).expect(200)
         self.assertEqual(r.body, img)
         self.assertEqual(r.header("Content-Type"), "image/png")
+        self.assertEqual(r.header("Content-Security-Policy"), "default-src 'none'; sandbox")
+        self.put(u, img, "image/png; charset=binary").expect(204)  # parameters are fine
         etag = r.header("ETag")
         self.assertRegex(etag or "", ETAG_RE, r.describe())
         cc = (r.header("Cache-Control") or "").replace(" ", "")
@@ -200,7 +202,8 @@ class TestAvatar(unittest.TestCase):
             self.assertEqual(r.header("Content-Type"), ctype)
 
     def test_wrong_content_type_415(self):
-        for ctype in ("text/plain", "application/json", "image/gif", "application/octet-stream", None):
+        for ctype in ("text/plain", "application/json", "image/gif", "application/octet-stream", None,
+                      "image/png, text/html", "image/pngx", "image/png text/html"):
             self.put(self.a, png(), ctype).expect(415, "unsupported_media_type", msg=str(ctype))
 
     def test_wrong_magic_422(self):
