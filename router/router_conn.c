@@ -119,8 +119,8 @@ static struct router_conn *lane_drop_idle(struct router_lane *lane)
 }
 
 /*
- * Sets the host's down mark (0: up) and why (NULL: keep it), ends a row of
- * timeouts and closes the idle connections of both lanes; takes the lock.
+ * Sets the host's down mark (0: up) and why, ends a row of timeouts and
+ * closes the idle connections of both lanes; takes the lock.
  */
 static void pool_flush(struct router_pool *pool, int64_t down_until_ms, const char *why)
 {
@@ -128,8 +128,7 @@ static void pool_flush(struct router_pool *pool, int64_t down_until_ms, const ch
 
     pthread_mutex_lock(&pool->lock);
     pool->down_until_ms = down_until_ms;
-    if (why != NULL)
-        snprintf(pool->down_why, sizeof(pool->down_why), "%s", why);
+    snprintf(pool->down_why, sizeof(pool->down_why), "%s", why);
     atomic_store(&pool->nslow, 0);
     req = lane_drop_idle(&pool->req);
     bg = lane_drop_idle(&pool->bg);

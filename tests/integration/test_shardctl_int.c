@@ -229,17 +229,25 @@ static void test_init_brings_old_shards_to_match_bets(void **state)
     shardmap_conf_deinit(&conf);
 }
 
-static void test_init_refuses_another_shard_count(void **state)
+/* A copy of the stack's cluster file through sed script (into path, a mkstemp
+ * template). */
+static void edited_cluster(char *path, const char *script)
 {
-    char path[] = "/tmp/bc-cluster-XXXXXX", cmd[2048];
+    char cmd[2048];
     int fd = mkstemp(path);
-    (void)state;
 
     assert_true(fd >= 0);
     close(fd);
-    snprintf(cmd, sizeof(cmd),
-             "sed 's/^  shards: 64$/  shards: 128/' \"$BC_CLUSTER\" > %s", path);
+    snprintf(cmd, sizeof(cmd), "sed '%s' \"$BC_CLUSTER\" > %s", script, path);
     assert_int_equal(system(cmd), 0);
+}
+
+static void test_init_refuses_another_shard_count(void **state)
+{
+    char path[] = "/tmp/bc-cluster-XXXXXX";
+    (void)state;
+
+    edited_cluster(path, "s/^  shards: 64$/  shards: 128/");
     assert_int_equal(itest_shardctl(out, sizeof(out), "-c %s init", path), 1);
     assert_non_null(strstr(out, "refusing"));
     assert_non_null(strstr(out, "has 64 shards, the config says 128"));
@@ -322,15 +330,10 @@ static void test_plan_add_host_writes_plan(void **state)
 
 static void test_bad_config_names_file_and_line(void **state)
 {
-    char path[] = "/tmp/bc-bad-XXXXXX", cmd[2048];
-    int fd = mkstemp(path);
+    char path[] = "/tmp/bc-bad-XXXXXX";
     (void)state;
 
-    assert_true(fd >= 0);
-    close(fd);
-    snprintf(cmd, sizeof(cmd),
-             "sed 's/^  shards: 64$/  shardz: 64/' \"$BC_CLUSTER\" > %s", path);
-    assert_int_equal(system(cmd), 0);
+    edited_cluster(path, "s/^  shards: 64$/  shardz: 64/");
     assert_int_equal(itest_shardctl(out, sizeof(out), "-c %s status", path), 1);
     assert_non_null(strstr(out, path));
     assert_non_null(strstr(out, ":4:"));
@@ -340,16 +343,11 @@ static void test_bad_config_names_file_and_line(void **state)
 /* A global host that does not answer is a host down: exit 3, saying which. */
 static void test_status_with_every_host_down_exits_3(void **state)
 {
-    char path[] = "/tmp/bc-down-XXXXXX", cmd[2048];
-    int fd = mkstemp(path);
+    char path[] = "/tmp/bc-down-XXXXXX";
     (void)state;
 
-    assert_true(fd >= 0);
-    close(fd);
     /* Port 1 on loopback: nothing listens, the connect is refused at once. */
-    snprintf(cmd, sizeof(cmd),
-             "sed 's/^    port: [0-9]*$/    port: 1/' \"$BC_CLUSTER\" > %s", path);
-    assert_int_equal(system(cmd), 0);
+    edited_cluster(path, "s/^    port: [0-9]*$/    port: 1/");
     assert_int_equal(itest_shardctl(out, sizeof(out), "-c %s status", path), 3);
     assert_non_null(strstr(out, "no shard map in"));
     assert_non_null(strstr(out, "is down"));
@@ -360,17 +358,10 @@ static void test_status_with_every_host_down_exits_3(void **state)
 /* A host marked down says what marked it: a wrong password is no dead server. */
 static void test_a_wrong_password_is_named(void **state)
 {
-    char path[] = "/tmp/bc-pw-XXXXXX", cmd[2048];
-    int fd = mkstemp(path);
+    char path[] = "/tmp/bc-pw-XXXXXX";
     (void)state;
 
-    assert_true(fd >= 0);
-    close(fd);
-    snprintf(cmd, sizeof(cmd),
-             "sed 's/^    ops_password: .*$/    ops_password: \"wrong\"/' "
-             "\"$BC_CLUSTER\" > %s",
-             path);
-    assert_int_equal(system(cmd), 0);
+    edited_cluster(path, "s/^    ops_password: .*$/    ops_password: \"wrong\"/");
     assert_int_not_equal(itest_shardctl(out, sizeof(out), "-c %s status", path), 0);
     assert_non_null(strstr(out, "Access denied"));
     unlink(path);
