@@ -59,7 +59,7 @@ UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf \
               $(BUILD)/test_sql $(BUILD)/test_netwire_queue
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_router_txn_int $(BUILD)/test_router_op_int \
-                     $(BUILD)/test_router_bg_int \
+                     $(BUILD)/test_router_bg_int $(BUILD)/test_router_replica_int \
                      $(BUILD)/test_cache_int $(BUILD)/test_catalog_int \
                      $(BUILD)/test_catalog_jobs_int \
                      $(BUILD)/test_privilege_int

@@ -238,10 +238,19 @@ static void rw_key(char *key, size_t size, uint64_t user)
     snprintf(key, size, "bc:v1:rw:%" PRIu64, user);
 }
 
+/* Whether a replica may answer a stale-ok read (a server without a router: yes). */
+static int replicas_possible(struct api_req *req)
+{
+    struct router *r = api_server_router(req->srv);
+
+    return r == NULL || router_replicas_possible(r);
+}
+
 /*
  * Whether a replica may answer the request's reads: its route allows it,
  * and the caller did not write within rw_window_s (memcached's flag says
- * not; no cache, or one that cannot tell, means the primary).
+ * not; no cache, or one that cannot tell, means the primary). Where no
+ * replica can answer (router_replicas_possible()), there is no flag to ask.
  */
 static int stale_ok(struct api_req *req, const struct api_route *route)
 {
@@ -249,7 +258,7 @@ static int stale_ok(struct api_req *req, const struct api_route *route)
 
     if (route->reads != API_READS_STALE)
         return 0;
-    if (!route->auth || req->auth.user_id == 0)
+    if (!route->auth || req->auth.user_id == 0 || !replicas_possible(req))
         return 1;
     if (req->cache == NULL)
         return 0;
@@ -262,7 +271,7 @@ int api_rw_mark(struct api_req *req, char *key, size_t size, uint32_t *ttl_s)
     const struct api_route *route = &api_routes[req->route];
 
     if (!route->auth || req->auth.user_id == 0 || req->cache == NULL ||
-        strcmp(route->method, "GET") == 0)
+        strcmp(route->method, "GET") == 0 || !replicas_possible(req))
         return 0;
     rw_key(key, size, req->auth.user_id);
     *ttl_s = api_server_conf(req->srv)->rw_window_s

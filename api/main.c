@@ -248,8 +248,7 @@ int main(int argc, char **argv)
         goto out;
     }
     api.cache = cache;
-    /* memcached's clock counts whole seconds: a flag lives ttl - 1 to ttl s. */
-    api.rw_window_s = conf.max_lag_ms / 1000 + 2;
+    api.rw_window_s = router_rw_window_s(router);
     rc = api_server_create(&api, router, &srv);
     if (rc < 0) {
         fprintf(stderr, "betcity-api: cannot listen on %s: %s\n", listen,

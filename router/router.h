@@ -195,6 +195,21 @@ size_t router_machines_describe(struct router *router, char *buf, size_t size);
 int router_stale_reads(int on);
 
 /*
+ * Read-your-writes. After a write, its user's stale-ok reads go to the
+ * primaries for router_rw_window_s() (max_lag_ms + 2 s): the API sets a
+ * flag in memcached that every server checks. The flag is needed only
+ * where some replica could answer, and router_replicas_possible() is 0
+ * when it cannot: the map in use gives no host a replica, and this router
+ * found the catalog at that map's version within the last map_poll_ms +
+ * 1 s. A replica new to a router's map answers no stale read for that
+ * age + the window + 1 s, so a write answered without a flag while no
+ * router had a replica cannot be missed by its user's reads on any
+ * server. 1 when in doubt (no map yet, no recent check, polling off).
+ */
+uint32_t router_rw_window_s(const struct router *router);
+int router_replicas_possible(struct router *router);
+
+/*
  * One statement on the primary of a shard's host, driven by the caller's
  * event loop instead of a waiting thread (router_async.c): the API's loops
  * answer GET /v1/me so, without handing the request to a worker and back.

@@ -46,6 +46,12 @@
 /* The map is polled this often while a host is marked down (a failover). */
 #define ROUTER_DOWN_POLL_MS 100
 /*
+ * How late a map poll may be (a slow catalog) while the router still counts
+ * its last check as current (router_replicas_possible()); and the margin of
+ * a new replica's wait beyond the read-your-writes window.
+ */
+#define ROUTER_CHECK_SLACK_MS 1000
+/*
  * The share of a machine's cores that the background statements of the
  * hosts on it take at once, by default (router_machine.c).
  */
@@ -94,6 +100,11 @@ struct router_pool {
     atomic_int lag_ms;
     atomic_int_fast64_t lag_at_ms;
     atomic_int lag_busy;
+    /*
+     * A replica's pool: when it came into the router's map (sql_now_ms); it
+     * answers no stale read for router__replica_wait_ms() after that.
+     */
+    atomic_int_fast64_t mapped_ms;
 
     pthread_mutex_t lock;
     struct router_lane req; /* guarded by lock */
@@ -140,6 +151,7 @@ struct router_map {
     struct shardmap *map;            /* owned */
     struct router_pool **pool_of;    /* owned array, refs to pools */
     struct router_pool **replica_of; /* owned array: a replica of each host, or NULL */
+    uint32_t nreplica;               /* the catalog's replicas of the map's hosts */
     int global_node;            /* index of the global host, -1 if not in the map */
     struct router_map *retired; /* older maps, freed at destroy */
 };
@@ -169,6 +181,12 @@ struct router {
     int64_t discovered_ms;      /* map_lock: last global_discover() */
 
     _Atomic(struct router_map *) current;
+    /*
+     * When a reload last found the catalog's map version equal to the map in
+     * use (sql_now_ms before it asked): the map, and so whether any host has
+     * a replica, was the catalog's then.
+     */
+    atomic_int_fast64_t checked_ms;
     pthread_mutex_t map_lock; /* serializes reloads and the retired list */
     char map_error[256];      /* map_lock: why the last reload failed ("" if not) */
 
@@ -299,7 +317,8 @@ void router__no_map_error(struct router *r);
 struct router_pool *router__pool_of_shard(struct router *r, uint32_t shard, int *err);
 /*
  * A replica of the shard's host (ROUTER_GLOBAL: of the global host) whose
- * lag is within max_lag_ms, or NULL. May measure the lag (one statement).
+ * lag is within max_lag_ms, or NULL; NULL too while the replica is new to
+ * the map (router__replica_wait_ms()). May measure the lag (one statement).
  */
 struct router_pool *router__fresh_replica(struct router *r, uint32_t shard);
 

@@ -85,15 +85,57 @@ struct catalog *router_catalog(struct router *r)
     return &r->catalog;
 }
 
+/* How long a check of the catalog counts as current (router_replicas_possible()). */
+static int64_t check_life_ms(const struct router *r)
+{
+    return (int64_t)r->map_poll_ms + ROUTER_CHECK_SLACK_MS;
+}
+
+uint32_t router_rw_window_s(const struct router *r)
+{
+    /* memcached's clock counts whole seconds: a flag lives ttl - 1 to ttl s. */
+    return r->max_lag_ms / 1000 + 2;
+}
+
+/*
+ * A replica new to the map waits this long before it answers stale reads:
+ * a server that found no replica in the catalog up to check_life_ms() ago
+ * may have answered a write without its read-your-writes flag since.
+ */
+static int64_t replica_wait_ms(const struct router *r)
+{
+    return check_life_ms(r) + (int64_t)router_rw_window_s(r) * 1000 +
+           ROUTER_CHECK_SLACK_MS;
+}
+
+int router_replicas_possible(struct router *r)
+{
+    struct router_map *m = atomic_load(&r->current);
+
+    return m == NULL || m->nreplica > 0 ||
+           router__now_ms() - atomic_load(&r->checked_ms) > check_life_ms(r);
+}
+
+/* Whether pool is a replica of the map m (NULL: none). */
+static int replica_in(const struct router_map *m, const struct router_pool *pool)
+{
+    for (uint32_t i = 0; m != NULL && i < m->map->nnode; i++)
+        if (m->replica_of[i] == pool)
+            return 1;
+    return 0;
+}
+
 /*
  * A router_map over the catalog's map: takes cm->map, adds the pools of the
  * hosts (their primaries) and of one replica of each host that has one.
+ * A replica that the map in use (old) lacks starts its wait now.
  */
 static int map_build(struct router *r, struct catalog_map *cm,
                      const struct catalog_server *srv, uint32_t nsrv,
-                     struct router_map **out)
+                     const struct router_map *old, struct router_map **out)
 {
     struct router_map *m = calloc(1, sizeof(*m));
+    int64_t now = router__now_ms();
 
     if (m == NULL)
         return -ENOMEM;
@@ -118,12 +160,18 @@ static int map_build(struct router *r, struct catalog_map *cm,
             map_free(m);
             return -ENOMEM;
         }
-        for (uint32_t k = 0; k < nsrv && m->replica_of[i] == NULL; k++) {
-            if (srv[k].role == CATALOG_ROLE_REPLICA &&
-                strcmp(srv[k].host, h->name) == 0)
+        /* Every replica counts, one whose pool could not be made too. */
+        for (uint32_t k = 0; k < nsrv; k++) {
+            if (srv[k].role != CATALOG_ROLE_REPLICA ||
+                strcmp(srv[k].host, h->name) != 0)
+                continue;
+            m->nreplica++;
+            if (m->replica_of[i] == NULL)
                 m->replica_of[i] =
                     pool_for(r, srv[k].name, h->name, 1, srv[k].addr, srv[k].port);
         }
+        if (m->replica_of[i] != NULL && !replica_in(old, m->replica_of[i]))
+            atomic_store(&m->replica_of[i]->mapped_ms, now);
     }
     *out = m;
     return 0;
@@ -160,9 +208,11 @@ int router_reload_map(struct router *r)
     struct catalog_server *srv = NULL;
     uint32_t nsrv = 0;
     int read_only = 0;
+    int64_t asked_ms;
 
     pthread_mutex_lock(&r->map_lock);
     catalog_ready(r);
+    asked_ms = router__now_ms();
     rc = catalog_map_version_ro(&r->catalog, &version, &read_only);
     if (rc == BC_EDOWN || rc == BC_ETIMEOUT || rc == BC_EPOOL ||
         (rc == 0 && read_only)) {
@@ -173,8 +223,10 @@ int router_reload_map(struct router *r)
     if (rc < 0)
         goto out;
     cur = atomic_load(&r->current);
-    if (cur != NULL && cur->map->version == version)
+    if (cur != NULL && cur->map->version == version) {
+        atomic_store(&r->checked_ms, asked_ms);
         goto out;
+    }
     /* ~80 KiB: not on the stack of a request's thread. */
     cm = calloc(1, sizeof(*cm));
     if (cm == NULL) {
@@ -187,11 +239,13 @@ int router_reload_map(struct router *r)
     rc = catalog_servers_load(&r->catalog, &srv, &nsrv);
     if (rc < 0)
         goto out;
-    rc = map_build(r, cm, srv, nsrv, &m);
+    rc = map_build(r, cm, srv, nsrv, cur, &m);
     if (rc < 0)
         goto out;
     m->retired = cur;
     atomic_store(&r->current, m);
+    /* Read after asked_ms: a replica added before then is in it. */
+    atomic_store(&r->checked_ms, asked_ms);
 out:
     /* Kept for the requests that find no map: they tell why, not only that. */
     if (rc < 0)
@@ -325,6 +379,8 @@ struct router_pool *router__fresh_replica(struct router *r, uint32_t shard)
     if (node < 0 || (p = m->replica_of[node]) == NULL)
         return NULL;
     int64_t now = router__now_ms();
+    if (now - atomic_load(&p->mapped_ms) < replica_wait_ms(r))
+        return NULL;
     if (now - atomic_load(&p->lag_at_ms) > ROUTER_LAG_TTL_MS &&
         atomic_compare_exchange_strong(&p->lag_busy, &busy, 1)) {
         atomic_store(&p->lag_at_ms, now);

@@ -3,13 +3,20 @@ most 2 round trips").
 
 A bet whose match is in the server's near-cache runs its one statement (CALL
 place_bet) on the loop that parsed it, on a connection idle in the router's
-pool (betcity_loop_reads_total{outcome="answered"}), and its answer leaves
-after the user's read-your-writes mark is set in memcached without blocking
-(betcity_loop_marks_total{outcome="set"}). Idempotency keys replay there as on
-a worker. A stopped (SIGSTOP) memcached costs a bet at most the cache's
-timeout (100 ms) for its mark, never a failure, and the loops keep answering
-meanwhile. Needs BC_STACK_DIR (the shard map, tools/devstack pid, the
-memcached ports). Prints its figures (lines "[bet-loop] ...").
+pool (betcity_loop_reads_total{outcome="answered"}). Where a replica could
+answer its user's reads, its answer leaves after the user's read-your-writes
+mark is set in memcached without blocking (betcity_loop_marks_total
+{outcome="set"}); where none could (this stack has no replicas), it sets
+none. Idempotency keys replay there as on a worker. A stopped (SIGSTOP)
+memcached costs a bet at most the cache's timeout (100 ms) for its mark,
+never a failure, and the loops keep answering meanwhile.
+
+The stack has no replicas: the tests of marks give a host a replica in the
+catalog (a server row of role replica at the address of the host's own
+primary: the API servers then mark every write; no read goes to it, as its
+lag cannot be measured), and remove it at the end, also on failure. Needs
+BC_STACK_DIR (the shard map, tools/devstack pid, the memcached ports).
+Prints its figures (lines "[bet-loop] ...").
 """
 
 import os
@@ -23,7 +30,7 @@ import unittest
 import stack
 from client import Client
 from fixtures import new_company, new_match
-from test_me_loop import loop_metrics, user_off_global_host
+from test_me_loop import GLOBAL_HOST, loop_metrics, user_off_global_host
 
 FAST_S = 0.2  # a health check slower than this waited for something
 
@@ -67,7 +74,64 @@ def memcached_has(port, key):
     return data.startswith(b"VALUE ")
 
 
+REPLICA = "e2e_bet_loop_replica"
+
+
+def replica_remove(s):
+    """Removes the test's replica row, if any, with a new map version."""
+    g = s.global_schema()
+    s.sql_global("DELETE FROM `%s`.servers WHERE name = '%s'; "
+                 "UPDATE `%s`.map_version SET version = version + 1 WHERE id = 1 AND ROW_COUNT() > 0"
+                 % (g, REPLICA, g))
+
+
+def replica_add(s, host):
+    """A replica of host in the catalog (its primary's address)."""
+    g = s.global_schema()
+    s.sql_global("INSERT INTO `%s`.servers (name, host, addr, port, role) "
+                 "SELECT '%s', host, addr, port, 'replica' FROM `%s`.servers WHERE name = '%s'; "
+                 "UPDATE `%s`.map_version SET version = version + 1 WHERE id = 1"
+                 % (g, REPLICA, g, host, g))
+
+
+def await_marks(url, c, match, marked):
+    """Bets of c until one is marked (marked) or not (not marked): the
+    server at url polls the map every second. Fails after 10 s."""
+    deadline = time.time() + 10
+    while True:
+        warm(c, match)
+        before = loop_metrics(url)
+        bet(c, match, "home", 1)
+        n = delta(loop_metrics(url), before, "betcity_loop_marks_total", "set")
+        if n == (1 if marked else 0):
+            return
+        if time.time() > deadline:
+            raise AssertionError("%s: bets %s marked 10 s after the replica was %s"
+                                 % (url, "still" if not marked else "not", "removed" if not marked else "added"))
+        time.sleep(0.3)
+
+
 class TestBetsOnTheLoops(unittest.TestCase):
+    """With a replica in the catalog: every bet is marked."""
+
+    @classmethod
+    def setUpClass(cls):
+        s = stack.get()
+        s.require_dir()
+        url = s.api_urls[0]
+        replica_remove(s)
+        try:
+            replica_add(s, GLOBAL_HOST)
+            u = user_off_global_host(s, new_company())
+            await_marks(url, u.client.at(url), new_match(), True)
+        except BaseException:
+            replica_remove(s)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        replica_remove(stack.get())
+
     def bettor(self):
         s = stack.get()
         s.require_dir()
@@ -162,6 +226,51 @@ class TestBetsOnTheLoops(unittest.TestCase):
                 break
             time.sleep(0.3)
         self.assertEqual(delta(a, b, "betcity_loop_marks_total", "set"), 1, "no mark set after SIGCONT")
+
+
+class TestNoReplicaNoMark(unittest.TestCase):
+    def test_bets_without_replicas_set_no_mark(self):
+        """No host has a replica (a replica given before is gone once api1
+        reloads its map, within about a second): bets on a loop answer
+        without a read-your-writes mark, and memcached holds none for their
+        user. Then a replica enters the catalog: the next bets are marked."""
+        s = stack.get()
+        s.require_dir()
+        url = s.api_urls[0]
+        replica_remove(s)
+        self.addCleanup(replica_remove, s)
+        m = new_match()
+        # until api1's map has no replica (after another test's)
+        await_marks(url, user_off_global_host(s, new_company()).client.at(url), m, False)
+        u = user_off_global_host(s, new_company())
+        c = u.client.at(url)
+        warm(c, m)
+        before = loop_metrics(url)
+        for _ in range(5):
+            bet(c, m, "draw", 1)
+        after = loop_metrics(url)
+        rw = "bc:v1:rw:%s" % u.id
+        marked = delta(after, before, "betcity_loop_marks_total", "set")
+        log("no replica: 5 bets, %d answered on a loop, marks set %d, failed %d" % (
+            delta(after, before, "betcity_loop_reads_total", "answered"), marked,
+            delta(after, before, "betcity_loop_marks_total", "failed")))
+        self.assertEqual(delta(after, before, "betcity_loop_reads_total", "answered"), 5)
+        self.assertEqual(marked, 0)
+        self.assertEqual(delta(after, before, "betcity_loop_marks_total", "failed"), 0)
+        self.assertEqual([n for n, port in memcached_ports(s).items() if memcached_has(port, rw)], [],
+                         "a mark %s without replicas" % rw)
+
+        replica_add(s, GLOBAL_HOST)
+        await_marks(url, c, m, True)
+        warm(c, m)
+        before = loop_metrics(url)
+        for _ in range(3):
+            bet(c, m, "home", 1)
+        after = loop_metrics(url)
+        self.assertEqual(delta(after, before, "betcity_loop_marks_total", "set"), 3,
+                         "bets not marked with a replica in the map")
+        self.assertEqual(len([n for n, port in memcached_ports(s).items() if memcached_has(port, rw)]), 1)
+        s.check_ledger()
 
 
 if __name__ == "__main__":
