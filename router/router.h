@@ -196,15 +196,19 @@ int router_stale_reads(int on);
 
 /*
  * Read-your-writes. After a write, its user's stale-ok reads go to the
- * primaries for router_rw_window_s() (max_lag_ms + 2 s): the API sets a
- * flag in memcached that every server checks. The flag is needed only
- * where some replica could answer, and router_replicas_possible() is 0
- * when it cannot: the map in use gives no host a replica, and this router
- * found the catalog at that map's version within the last map_poll_ms +
- * 1 s. A replica new to a router's map answers no stale read for that
- * age + the window + 1 s, so a write answered without a flag while no
- * router had a replica cannot be missed by its user's reads on any
- * server. 1 when in doubt (no map yet, no recent check, polling off).
+ * primaries for router_rw_window_s() (max_lag_ms's whole seconds + 2 s):
+ * the API sets a flag in memcached that every server checks. The flag is
+ * needed only where some replica could answer. router_replicas_possible()
+ * is 0 when none can: this router found the catalog at its map's version
+ * within the last L = map_poll_ms + 1 s, and its maps have given no host
+ * a replica for at least L. The other routers (all with the same
+ * map_poll_ms and max_lag_ms) hold to their side: a replica answers no
+ * stale read while its router's own check is older than L (it may have
+ * missed the replica's removal), nor for L + the window + 1 s after it
+ * entered the router's map (or the router found the catalog again after
+ * losing track of it), so a write answered without a flag cannot be
+ * missed by its user's reads on any server. 1 when in doubt (no map yet,
+ * no recent check, polling off).
  */
 uint32_t router_rw_window_s(const struct router *router);
 int router_replicas_possible(struct router *router);

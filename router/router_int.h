@@ -152,6 +152,7 @@ struct router_map {
     struct router_pool **pool_of;    /* owned array, refs to pools */
     struct router_pool **replica_of; /* owned array: a replica of each host, or NULL */
     uint32_t nreplica;               /* the catalog's replicas of the map's hosts */
+    int64_t no_replica_ms;      /* nreplica 0: since when the router's maps had none */
     int global_node;            /* index of the global host, -1 if not in the map */
     struct router_map *retired; /* older maps, freed at destroy */
 };

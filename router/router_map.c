@@ -108,12 +108,21 @@ static int64_t replica_wait_ms(const struct router *r)
            ROUTER_CHECK_SLACK_MS;
 }
 
+/*
+ * Skips the flag only when no replica was in this router's maps for a
+ * check's life: another router whose last check still saw the cluster's
+ * last replica uses it until its own check grows that old
+ * (router__fresh_replica()). checked_ms first: a reload stores the map
+ * before it (this pairs a check with its map or a newer one).
+ */
 int router_replicas_possible(struct router *r)
 {
+    int64_t checked = atomic_load(&r->checked_ms);
     struct router_map *m = atomic_load(&r->current);
+    int64_t now = router__now_ms(), life = check_life_ms(r);
 
-    return m == NULL || m->nreplica > 0 ||
-           router__now_ms() - atomic_load(&r->checked_ms) > check_life_ms(r);
+    return m == NULL || m->nreplica > 0 || now - checked > life ||
+           now - m->no_replica_ms < life;
 }
 
 /* Whether pool is a replica of the map m (NULL: none). */
@@ -128,7 +137,8 @@ static int replica_in(const struct router_map *m, const struct router_pool *pool
 /*
  * A router_map over the catalog's map: takes cm->map, adds the pools of the
  * hosts (their primaries) and of one replica of each host that has one.
- * A replica that the map in use (old) lacks starts its wait now.
+ * A replica that old (the map in use, NULL when the router lost track of
+ * the catalog) lacks starts its wait now.
  */
 static int map_build(struct router *r, struct catalog_map *cm,
                      const struct catalog_server *srv, uint32_t nsrv,
@@ -173,6 +183,8 @@ static int map_build(struct router *r, struct catalog_map *cm,
         if (m->replica_of[i] != NULL && !replica_in(old, m->replica_of[i]))
             atomic_store(&m->replica_of[i]->mapped_ms, now);
     }
+    if (m->nreplica == 0)
+        m->no_replica_ms = old != NULL && old->nreplica == 0 ? old->no_replica_ms : now;
     *out = m;
     return 0;
 }
@@ -208,11 +220,12 @@ int router_reload_map(struct router *r)
     struct catalog_server *srv = NULL;
     uint32_t nsrv = 0;
     int read_only = 0;
-    int64_t asked_ms;
+    int64_t asked_ms, checked_ms;
 
     pthread_mutex_lock(&r->map_lock);
     catalog_ready(r);
     asked_ms = router__now_ms();
+    checked_ms = atomic_load(&r->checked_ms);
     rc = catalog_map_version_ro(&r->catalog, &version, &read_only);
     if (rc == BC_EDOWN || rc == BC_ETIMEOUT || rc == BC_EPOOL ||
         (rc == 0 && read_only)) {
@@ -224,7 +237,9 @@ int router_reload_map(struct router *r)
         goto out;
     cur = atomic_load(&r->current);
     if (cur != NULL && cur->map->version == version) {
-        atomic_store(&r->checked_ms, asked_ms);
+        /* A read-only catalog (a fenced old primary) proves nothing. */
+        if (!read_only)
+            atomic_store(&r->checked_ms, asked_ms);
         goto out;
     }
     /* ~80 KiB: not on the stack of a request's thread. */
@@ -239,13 +254,16 @@ int router_reload_map(struct router *r)
     rc = catalog_servers_load(&r->catalog, &srv, &nsrv);
     if (rc < 0)
         goto out;
-    rc = map_build(r, cm, srv, nsrv, cur, &m);
+    /* Lost track (no check for a check's life): every replica starts afresh. */
+    rc = map_build(r, cm, srv, nsrv,
+                   asked_ms - checked_ms <= check_life_ms(r) ? cur : NULL, &m);
     if (rc < 0)
         goto out;
     m->retired = cur;
     atomic_store(&r->current, m);
     /* Read after asked_ms: a replica added before then is in it. */
-    atomic_store(&r->checked_ms, asked_ms);
+    if (!read_only)
+        atomic_store(&r->checked_ms, asked_ms);
 out:
     /* Kept for the requests that find no map: they tell why, not only that. */
     if (rc < 0)
@@ -378,8 +396,13 @@ struct router_pool *router__fresh_replica(struct router *r, uint32_t shard)
                                   : -1;
     if (node < 0 || (p = m->replica_of[node]) == NULL)
         return NULL;
+    /*
+     * New to the map, or the map unconfirmed for a check's life (this router
+     * may have missed the replica's removal: other servers mark no writes).
+     */
     int64_t now = router__now_ms();
-    if (now - atomic_load(&p->mapped_ms) < replica_wait_ms(r))
+    if (now - atomic_load(&p->mapped_ms) < replica_wait_ms(r) ||
+        now - atomic_load(&r->checked_ms) > check_life_ms(r))
         return NULL;
     if (now - atomic_load(&p->lag_at_ms) > ROUTER_LAG_TTL_MS &&
         atomic_compare_exchange_strong(&p->lag_busy, &busy, 1)) {

@@ -11,10 +11,11 @@ none. Idempotency keys replay there as on a worker. A stopped (SIGSTOP)
 memcached costs a bet at most the cache's timeout (100 ms) for its mark,
 never a failure, and the loops keep answering meanwhile.
 
-The stack has no replicas: the tests of marks give a host a replica in the
-catalog (a server row of role replica at the address of the host's own
-primary: the API servers then mark every write; no read goes to it, as its
-lag cannot be measured), and remove it at the end, also on failure. Needs
+The stack has no replicas (tests/integration/run's BC_REPLICAS=0): the tests
+of marks give a host a replica in the catalog (a server row of role replica
+at the address of the host's own primary: the API servers then mark every
+write; no read goes to it, as its lag probe fails without the heartbeat
+schema), and remove it at the end, also on failure. Needs
 BC_STACK_DIR (the shard map, tools/devstack pid, the memcached ports).
 Prints its figures (lines "[bet-loop] ...").
 """
@@ -230,14 +231,18 @@ class TestBetsOnTheLoops(unittest.TestCase):
 
 class TestNoReplicaNoMark(unittest.TestCase):
     def test_bets_without_replicas_set_no_mark(self):
-        """No host has a replica (a replica given before is gone once api1
-        reloads its map, within about a second): bets on a loop answer
+        """No host has a replica (a replica given before stops counting
+        map_poll_ms + 1 s after api1 reloaded its map without it, about 3 s
+        after its removal): bets on a loop answer
         without a read-your-writes mark, and memcached holds none for their
         user. Then a replica enters the catalog: the next bets are marked."""
         s = stack.get()
         s.require_dir()
         url = s.api_urls[0]
         replica_remove(s)
+        others = s.sql_global("SELECT COUNT(*) FROM `%s`.servers WHERE role = 'replica'" % s.global_schema())
+        if int(others[0][0]) > 0:
+            self.skipTest("the stack has replicas (BC_REPLICAS=0 is the e2e suite's shape)")
         self.addCleanup(replica_remove, s)
         m = new_match()
         # until api1's map has no replica (after another test's)

@@ -225,6 +225,19 @@ int router_stale_reads(int on)
     return was;
 }
 
+/* No replicas to read: the fuzzed requests' writes set no flag. */
+int router_replicas_possible(struct router *router)
+{
+    (void)router;
+    return 0;
+}
+
+uint32_t router_rw_window_s(const struct router *router)
+{
+    (void)router;
+    return 2;
+}
+
 void router_background(int mode)
 {
     (void)mode;

@@ -4,7 +4,9 @@
  * read-your-writes flag) and the wait of a replica new to the map, on the
  * test stack's catalog. The stack has no replicas: the test adds a
  * server row of role replica (the address of its host's own primary) to
- * the catalog, and removes it at the end, also on failure.
+ * the catalog, and removes it at the end, also on failure. Its figures
+ * follow router_map.c: L = map_poll_ms (1000) + 1 s, a new replica's wait
+ * L + the read-your-writes window (2 s with max_lag_ms 100) + 1 s.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -123,29 +125,13 @@ static void stale_read(struct router *r, uint32_t shard)
     sql_rows_free(&rows);
 }
 
-static void test_replicas_possible_and_a_new_replicas_wait(void **state)
+/* Inserts the test's replica of host, at its primary's address, and bumps the version.
+ */
+static void replica_add(struct fixture *f, const char *host)
 {
-    struct fixture *f = *state;
     const struct shardmap_host_conf *hc = NULL;
-    struct router *r;
-    uint32_t shard = 0;
     char text[512];
-    int64_t added_ms, before;
 
-    assert_int_equal(router_create(&f->conf, &r), 0);
-    router_set_polling(r, 0); /* the test reloads when it wants */
-    assert_int_equal(router_rw_window_s(r), 2);
-
-    /* No replica, the catalog checked just now: no flag is needed. */
-    assert_int_equal(router_replicas_possible(r), 0);
-    /* A check older than map_poll_ms + 1 s proves nothing any more. */
-    sleep_ms(CHECK_LIFE_MS + 200);
-    assert_int_equal(router_replicas_possible(r), 1);
-    assert_int_equal(router_reload_map(r), 0); /* the same version: checked */
-    assert_int_equal(router_replicas_possible(r), 0);
-
-    /* A replica enters the catalog (the primary's own address, so it answers). */
-    const char *host = other_host(r, f->conf.global_host, &shard);
     for (uint32_t i = 0; i < f->conf.nhost; i++)
         if (strcmp(f->conf.hosts[i].name, host) == 0)
             hc = &f->conf.hosts[i];
@@ -156,31 +142,99 @@ static void test_replicas_possible_and_a_new_replicas_wait(void **state)
              hc->name, hc->addr, (unsigned)hc->port);
     sql(f->global, text);
     bump_version(f->global);
+}
+
+/* Whether a stale-ok read of shard consulted the replica (its lag probe at least). */
+static int consulted(struct router *r, uint32_t shard)
+{
+    int64_t before = replica_statements(r);
+
+    stale_read(r, shard);
+    return replica_statements(r) > before;
+}
+
+static struct router *new_router(struct fixture *f)
+{
+    struct router *r;
+
+    assert_int_equal(router_create(&f->conf, &r), 0);
+    router_set_polling(r, 0); /* the test reloads when it wants */
+    return r;
+}
+
+/*
+ * Polling off, so each check of the catalog is the test's router_reload_map().
+ * L (a check's life) is 2 s, a new replica's wait 5 s.
+ */
+static void test_replicas_possible_and_a_new_replicas_wait(void **state)
+{
+    struct fixture *f = *state;
+    struct router *r = new_router(f), *r2;
+    uint32_t shard = 0;
+    int64_t added_ms, removed_ms;
+
+    assert_int_equal(router_rw_window_s(r), 2);
+    /* A new router has seen no replica for less than L: flags, to be safe. */
+    assert_int_equal(router_replicas_possible(r), 1);
+    sleep_ms(CHECK_LIFE_MS + 200);
+    /* Its check is older than L now: still flags; checked again: none needed. */
+    assert_int_equal(router_replicas_possible(r), 1);
+    assert_int_equal(router_reload_map(r), 0); /* the same version: a check */
+    assert_int_equal(router_replicas_possible(r), 0);
+
+    /* A replica enters the catalog (the primary's own address, so it answers). */
+    const char *host = other_host(r, f->conf.global_host, &shard);
+    replica_add(f, host);
     added_ms = itest_now_ms();
     assert_int_equal(router_reload_map(r), 0);
     assert_int_equal(router_replicas_possible(r), 1);
     assert_int_equal(replica_statements(r), 0); /* its pool, not used yet */
-
-    /* During its wait, stale reads do not even probe its lag. */
-    stale_read(r, shard);
-    stale_read(r, shard);
-    assert_int_equal(replica_statements(r), 0);
+    /* During its wait, stale reads do not even probe its lag: here... */
+    assert_false(consulted(r, shard));
+    /* ...and in a router that starts with the replica in the catalog. */
+    r2 = new_router(f);
+    assert_int_equal(router_replicas_possible(r2), 1);
+    assert_false(consulted(r2, shard));
+    router_destroy(r2);
+    /* Still waiting 0.7 s before its end (checked just before: fresh). */
+    sleep_ms(added_ms + REPLICA_WAIT_MS - 700 - itest_now_ms());
+    assert_int_equal(router_reload_map(r), 0);
+    assert_false(consulted(r, shard));
 
     /* A map change that keeps the replica does not start its wait again. */
     sleep_ms(added_ms + REPLICA_WAIT_MS + 300 - itest_now_ms());
     bump_version(f->global);
     assert_int_equal(router_reload_map(r), 0);
-    before = replica_statements(r);
-    stale_read(r, shard);
     /*
-     * Consulted now: its lag probe ran (the stack has no heartbeat schema,
-     * so the probe fails and the read went to the primary, as it must).
+     * Consulted now: its lag probe ran (it fails, with no heartbeat schema on
+     * this stack, so the read went to the primary, as it must).
      */
-    assert_true(replica_statements(r) > before);
-    assert_int_equal(router_replicas_possible(r), 1);
+    assert_true(consulted(r, shard));
 
-    /* Gone from the catalog: no replica, no flag. */
+    /* A router whose own check is older than L reads no replica... */
+    sleep_ms(CHECK_LIFE_MS + 200);
+    assert_false(consulted(r, shard));
+    /* ...and does again once it checked, the map unchanged. */
+    assert_int_equal(router_reload_map(r), 0);
+    assert_true(consulted(r, shard));
+    /* Lost track for L, then a new version: the replica waits afresh. */
+    sleep_ms(CHECK_LIFE_MS + 200);
+    bump_version(f->global);
+    assert_int_equal(router_reload_map(r), 0);
+    assert_false(consulted(r, shard));
+
+    /*
+     * Gone from the catalog: another router's last check may still have seen
+     * it, so flags go on for L after this router saw it go; then none.
+     */
     replica_remove(f->global);
+    removed_ms = itest_now_ms();
+    assert_int_equal(router_reload_map(r), 0);
+    assert_int_equal(router_replicas_possible(r), 1);
+    sleep_ms(removed_ms + CHECK_LIFE_MS - 500 - itest_now_ms());
+    assert_int_equal(router_reload_map(r), 0);
+    assert_int_equal(router_replicas_possible(r), 1);
+    sleep_ms(removed_ms + CHECK_LIFE_MS + 200 - itest_now_ms());
     assert_int_equal(router_reload_map(r), 0);
     assert_int_equal(router_replicas_possible(r), 0);
     router_destroy(r);
