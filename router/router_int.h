@@ -102,7 +102,8 @@ struct router_pool {
     atomic_int lag_busy;
     /*
      * A replica's pool: when it came into the router's map (sql_now_ms); it
-     * answers no stale read for router__replica_wait_ms() after that.
+     * answers no stale read for a while after that (router_map.c,
+     * replica_wait_ms()).
      */
     atomic_int_fast64_t mapped_ms;
 
@@ -319,7 +320,8 @@ struct router_pool *router__pool_of_shard(struct router *r, uint32_t shard, int 
 /*
  * A replica of the shard's host (ROUTER_GLOBAL: of the global host) whose
  * lag is within max_lag_ms, or NULL; NULL too while the replica is new to
- * the map (router__replica_wait_ms()). May measure the lag (one statement).
+ * the map or the router's last check of the catalog is old
+ * (router_replicas_possible()). May measure the lag (one statement).
  */
 struct router_pool *router__fresh_replica(struct router *r, uint32_t shard);
 
