@@ -101,9 +101,8 @@ struct router_pool {
     atomic_int_fast64_t lag_at_ms;
     atomic_int lag_busy;
     /*
-     * A replica's pool: when it came into the router's map (sql_now_ms); it
-     * answers no stale read for a while after that (router_map.c,
-     * replica_wait_ms()).
+     * A replica's pool: when it came into the router's map (router_map.c,
+     * boot_ms()); it answers no stale read for replica_wait_ms() after.
      */
     atomic_int_fast64_t mapped_ms;
 
@@ -153,8 +152,8 @@ struct router_map {
     struct router_pool **pool_of;    /* owned array, refs to pools */
     struct router_pool **replica_of; /* owned array: a replica of each host, or NULL */
     uint32_t nreplica;               /* the catalog's replicas of the map's hosts */
-    int64_t no_replica_ms;      /* nreplica 0: since when the router's maps had none */
-    int global_node;            /* index of the global host, -1 if not in the map */
+    int64_t no_replica_ms; /* nreplica 0: since when (boot_ms()) the maps had none */
+    int global_node;       /* index of the global host, -1 if not in the map */
     struct router_map *retired; /* older maps, freed at destroy */
 };
 
@@ -185,7 +184,7 @@ struct router {
     _Atomic(struct router_map *) current;
     /*
      * When a reload last found the catalog's map version equal to the map in
-     * use (sql_now_ms before it asked): the map, and so whether any host has
+     * use (boot_ms() before it asked): the map, and so whether any host has
      * a replica, was the catalog's then.
      */
     atomic_int_fast64_t checked_ms;

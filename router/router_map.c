@@ -85,6 +85,19 @@ struct catalog *router_catalog(struct router *r)
     return &r->catalog;
 }
 
+/*
+ * The clock of the checks of the catalog and of the replicas' waits: it
+ * counts a suspended machine's sleep (CLOCK_MONOTONIC does not), so a
+ * check made before a suspension is as old after it as it really is.
+ */
+static int64_t boot_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* How long a check of the catalog counts as current (router_replicas_possible()). */
 static int64_t check_life_ms(const struct router *r)
 {
@@ -119,7 +132,7 @@ int router_replicas_possible(struct router *r)
 {
     int64_t checked = atomic_load(&r->checked_ms);
     struct router_map *m = atomic_load(&r->current);
-    int64_t now = router__now_ms(), life = check_life_ms(r);
+    int64_t now = boot_ms(), life = check_life_ms(r);
 
     return m == NULL || m->nreplica > 0 || now - checked > life ||
            now - m->no_replica_ms < life;
@@ -145,7 +158,7 @@ static int map_build(struct router *r, struct catalog_map *cm,
                      const struct router_map *old, struct router_map **out)
 {
     struct router_map *m = calloc(1, sizeof(*m));
-    int64_t now = router__now_ms();
+    int64_t now = boot_ms();
 
     if (m == NULL)
         return -ENOMEM;
@@ -224,7 +237,7 @@ int router_reload_map(struct router *r)
 
     pthread_mutex_lock(&r->map_lock);
     catalog_ready(r);
-    asked_ms = router__now_ms();
+    asked_ms = boot_ms();
     checked_ms = atomic_load(&r->checked_ms);
     rc = catalog_map_version_ro(&r->catalog, &version, &read_only);
     if (rc == BC_EDOWN || rc == BC_ETIMEOUT || rc == BC_EPOOL ||
@@ -400,9 +413,9 @@ struct router_pool *router__fresh_replica(struct router *r, uint32_t shard)
      * New to the map, or the map unconfirmed for a check's life (this router
      * may have missed the replica's removal: other servers mark no writes).
      */
-    int64_t now = router__now_ms();
-    if (now - atomic_load(&p->mapped_ms) < replica_wait_ms(r) ||
-        now - atomic_load(&r->checked_ms) > check_life_ms(r))
+    int64_t boot = boot_ms(), now = router__now_ms();
+    if (boot - atomic_load(&p->mapped_ms) < replica_wait_ms(r) ||
+        boot - atomic_load(&r->checked_ms) > check_life_ms(r))
         return NULL;
     if (now - atomic_load(&p->lag_at_ms) > ROUTER_LAG_TTL_MS &&
         atomic_compare_exchange_strong(&p->lag_busy, &busy, 1)) {
