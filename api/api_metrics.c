@@ -431,6 +431,18 @@ void api_h_metrics(struct api_req *req)
         "betcity_loop_statements{instance=\"%s\"} %" PRIu64 "\n",
         name, answered, name, to_worker, name, api_loop_shared(), name, marked, name,
         mark_failed, name, busy);
+    fprintf(f,
+            "# HELP betcity_map_version The shard map version this server routes by "
+            "(every server's the same soon after a move or a failover).\n"
+            "# TYPE betcity_map_version gauge\n"
+            "betcity_map_version{instance=\"%s\"} %" PRIu64 "\n"
+            "# HELP betcity_read_your_writes_flags 1 while this server's writes set "
+            "the read-your-writes flag (a replica could answer reads), 0 while no "
+            "replica could.\n"
+            "# TYPE betcity_read_your_writes_flags gauge\n"
+            "betcity_read_your_writes_flags{instance=\"%s\"} %d\n",
+            name, router_map_version(req->router), name,
+            router_replicas_possible(req->router));
     fclose(f);
     free(hosts);
     api_reply_raw(req, 200, "text/plain; version=0.0.4", buf, len);

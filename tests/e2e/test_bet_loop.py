@@ -95,6 +95,19 @@ def replica_add(s, host):
                  % (g, REPLICA, g, host, g))
 
 
+def gauge(url, name):
+    """The value of a gauge of the server at url (its /metrics, one instance)."""
+    for line in Client(url).get("/metrics", timeout=5).text.splitlines():
+        m = re.match(r"%s\{[^}]*\} (\S+)$" % name, line)
+        if m:
+            return int(float(m.group(1)))
+    raise AssertionError("%s/metrics lacks %s" % (url, name))
+
+
+def catalog_version(s):
+    return int(s.sql_global("SELECT version FROM `%s`.map_version WHERE id = 1" % s.global_schema())[0][0])
+
+
 def await_marks(url, c, match, marked):
     """Bets of c until one is marked (marked) or not (not marked): the
     server at url polls the map every second. Fails after 10 s."""
@@ -264,6 +277,9 @@ class TestNoReplicaNoMark(unittest.TestCase):
         self.assertEqual(delta(after, before, "betcity_loop_marks_total", "failed"), 0)
         self.assertEqual([n for n, port in memcached_ports(s).items() if memcached_has(port, rw)], [],
                          "a mark %s without replicas" % rw)
+        # /metrics says so, at the catalog's map version
+        self.assertEqual(gauge(url, "betcity_read_your_writes_flags"), 0)
+        self.assertEqual(gauge(url, "betcity_map_version"), catalog_version(s))
 
         replica_add(s, GLOBAL_HOST)
         await_marks(url, c, m, True)
@@ -274,6 +290,8 @@ class TestNoReplicaNoMark(unittest.TestCase):
         after = loop_metrics(url)
         self.assertEqual(delta(after, before, "betcity_loop_marks_total", "set"), 3,
                          "bets not marked with a replica in the map")
+        self.assertEqual(gauge(url, "betcity_read_your_writes_flags"), 1)
+        self.assertEqual(gauge(url, "betcity_map_version"), catalog_version(s))
         self.assertEqual(len([n for n, port in memcached_ports(s).items() if memcached_has(port, rw)]), 1)
         s.check_ledger()
 
