@@ -474,10 +474,9 @@ int api_dispatch(struct api_req *req);
 void api_dispatch_rest(struct api_req *req);
 /*
  * The read-your-writes mark that req's answer waits for: 1 and its key and
- * lifetime when req is a signed-in user's write (not a GET), a cache is
- * configured and a replica could answer reads (router_replicas_possible()),
- * else 0. api_dispatch_rest() sets it (cache_mark()); the event
- * loops set it without blocking (cache_mark_start()).
+ * lifetime for a signed-in user's write (not a GET) with a cache, where a
+ * replica could answer reads (router_replicas_possible()), else 0. Set by
+ * api_dispatch_rest() (cache_mark()), by the loops without blocking.
  */
 int api_rw_mark(struct api_req *req, char *key, size_t size, uint32_t *ttl_s);
 
