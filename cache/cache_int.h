@@ -11,7 +11,7 @@
 
 #include "cache/cache.h"
 
-#define MAX_SERVERS 16
+#define MAX_SERVERS SHARDMAP_MAX_MEMCACHED /* the config allows no more */
 #define NEAR_SLOTS 1024
 #define NEAR_LOCKS 64
 

@@ -22,8 +22,9 @@
 #define SHARDMAP_MIN_SHARDS 16u
 #define SHARDMAP_MAX_SHARDS 8192u
 #define SHARDMAP_MAX_HOSTS 256u
-#define SHARDMAP_NAME_MAX 64   /* host names, cluster name: [A-Za-z0-9_-]{1,63} */
-#define SHARDMAP_PREFIX_MAX 32 /* schema prefix: [a-z0-9_]{1,31} */
+#define SHARDMAP_MAX_MEMCACHED 16u /* memcached servers a config lists */
+#define SHARDMAP_NAME_MAX 64       /* host names, cluster name: [A-Za-z0-9_-]{1,63} */
+#define SHARDMAP_PREFIX_MAX 32     /* schema prefix: [a-z0-9_]{1,31} */
 /*
  * Size of a buffer for any name made from the prefix: "<prefix>_global",
  * "<prefix>_NNNN" (a shard, below SHARDMAP_MAX_SHARDS: four digits) and

@@ -332,9 +332,10 @@ static void read_memcached(struct shardmap__yaml *y, yaml_node_t *node, int line
         return;
     }
     n = shardmap__yaml_len(node);
-    if (n > 1024) {
+    if (n > SHARDMAP_MAX_MEMCACHED) {
         shardmap__yaml_error(y, line, NULL, "memcached",
-                             "has %zu entries, at most 1024 allowed", n);
+                             "has %zu entries, at most %u allowed", n,
+                             SHARDMAP_MAX_MEMCACHED);
         return;
     }
     conf->memcached = calloc(n ? n : 1, sizeof(*conf->memcached));

@@ -2,7 +2,8 @@
  * test_shardmap_files.c: unit tests of libshardmap's shard map and plan
  * files: each survives save -> load unchanged (the map at full size too), and
  * each kind of bad input fails with BC_ECONFIG and a "path:line: message"
- * naming what is wrong.
+ * naming what is wrong. Also the cluster config's bound on its memcached
+ * list, which the cache's server table relies on.
  *
  * Run from tests/unit (as test_shardmap_conf).
  */
@@ -354,6 +355,44 @@ static void test_plan_structure_errors(void **state)
     free(err);
 }
 
+/* More memcached servers than the cache holds is an error, not a silent cut. */
+static void test_conf_memcached_limit(void **state)
+{
+    char text[2048];
+    char msg[96];
+    size_t len;
+
+    (void)state;
+    for (unsigned n = SHARDMAP_MAX_MEMCACHED; n <= SHARDMAP_MAX_MEMCACHED + 1; n++) {
+        len = (size_t)snprintf(text, sizeof(text),
+                               "cluster:\n"
+                               "  name: dev\n"
+                               "  schema_prefix: bc\n"
+                               "  shards: 64\n"
+                               "hosts:\n"
+                               "  - {name: db1, addr: h, port: 3306, user: bc}\n"
+                               "memcached:\n");
+        for (unsigned i = 0; i < n; i++)
+            len += (size_t)snprintf(text + len, sizeof(text) - len,
+                                    "  - {addr: h, port: %u}\n", 11211 + i);
+        assert_true(len < sizeof(text));
+        if (n == SHARDMAP_MAX_MEMCACHED) {
+            struct shardmap_conf conf;
+            char path[64], *err = NULL;
+
+            write_tmp(path, text);
+            assert_int_equal(shardmap_conf_load(path, &conf, &err), 0);
+            assert_int_equal(conf.nmemcached, n);
+            shardmap_conf_deinit(&conf);
+            unlink(path);
+            continue;
+        }
+        snprintf(msg, sizeof(msg), "memcached: has %u entries, at most %u allowed", n,
+                 SHARDMAP_MAX_MEMCACHED);
+        expect_only(KIND_CONF, text, 7, msg);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -368,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_plan_move_unknown_host),
         cmocka_unit_test(test_plan_move_checks),
         cmocka_unit_test(test_plan_structure_errors),
+        cmocka_unit_test(test_conf_memcached_limit),
     };
     return cmocka_run_group_tests_name("shardmap_files", tests, NULL, NULL);
 }
