@@ -48,6 +48,8 @@ static void usage(FILE *out)
         "  status [--json]           hosts: up/down, shards, schemas, rows; map "
         "version\n"
         "  plan --add-host NAME=HOST:PORT [--weight W] [-o FILE]\n"
+        "                            W: default the host's weight in the config, else "
+        "1\n"
         "  plan --remove-host NAME [-o FILE]\n"
         "                            print the moves and write them as a plan file\n"
         "                            (default shardplan.yaml)\n"
@@ -66,7 +68,7 @@ static void usage(FILE *out)
         "  rebalance PLAN [--parallel N] [--keep-source] [--grace S] [--copy-rate "
         "ROWS]\n"
         "                            run a plan's moves, N at a time (default 1)\n"
-        "  moves [--json]            the move records, newest first\n"
+        "  moves [--json]            the newest 100 move records, newest first\n"
         "  guard [--once] [--require-replica]\n"
         "                            the replication supervisor: primaries writable,\n"
         "                            replicas replicating, heartbeats, failover of a\n"
@@ -472,7 +474,14 @@ static int cmd_plan(struct shardmap_conf *conf, const char *add, const char *rem
         return 1;
     }
     if (add != NULL) {
-        struct shardmap_node node = {.weight = weight};
+        struct shardmap_node node;
+        int known = shardmap_conf_host(conf, nh.name);
+
+        /* Without --weight, the weight the cluster config gives the host. */
+        if (weight == 0)
+            weight = known >= 0 ? conf->hosts[known].weight : 1;
+        memset(&node, 0, sizeof(node));
+        node.weight = weight;
         snprintf(node.name, sizeof(node.name), "%s", nh.name);
         rc = shardmap_plan_add(map, &node, &plan);
         if (rc == 0) {
@@ -576,7 +585,7 @@ int main(int argc, char **argv)
     struct sc_move_opts mopts = {.grace_s = 5, .parallel = 1};
     struct sc_out so = {.lock = PTHREAD_MUTEX_INITIALIZER};
     struct shardmap_conf conf;
-    unsigned long weight = 1, num;
+    unsigned long weight = 0, num; /* 0: --weight not given */
     int once = 0, require_replica = 0;
     char *err = NULL, *end;
     int c, json = 0, rc;

@@ -328,6 +328,51 @@ static void test_plan_add_host_writes_plan(void **state)
     assert_non_null(strstr(out, "no host nope in the shard map"));
 }
 
+/* The new host's weight: --weight, else the cluster config's, else 1. */
+static void test_plan_add_host_weight(void **state)
+{
+    char path[] = "/tmp/bc-plan-XXXXXX", conf[] = "/tmp/bc-cluster-XXXXXX";
+    const struct {
+        const char *config, *flag;
+        uint32_t weight;
+    } cases[] = {
+        {NULL, "", 1}, /* a host the config does not list */
+        {NULL, "--weight 3", 3},
+        {conf, "", 2}, /* the config lists db4 with weight 2 */
+        {conf, "--weight 1", 1},
+    };
+    struct shardmap_plan plan;
+    char *err = NULL;
+    int fd = mkstemp(path);
+    (void)state;
+
+    assert_true(fd >= 0);
+    close(fd);
+    edited_cluster(
+        conf, "/^memcached:/i\\\n"
+              "  - {name: db4, addr: 127.0.0.1, port: 3999, user: bc_api, weight: 2}");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].config != NULL)
+            assert_int_equal(
+                itest_shardctl(out, sizeof(out),
+                               "-c %s plan --add-host db4=127.0.0.1:3999 %s -o %s",
+                               cases[i].config, cases[i].flag, path),
+                0);
+        else
+            assert_int_equal(
+                itest_shardctl(out, sizeof(out),
+                               "plan --add-host db4=127.0.0.1:3999 %s -o %s",
+                               cases[i].flag, path),
+                0);
+        assert_int_equal(shardmap_plan_load(path, &plan, &err), 0);
+        assert_int_equal(plan.new_host.weight, cases[i].weight);
+        assert_int_equal(plan.target->nodes[plan.moves[0].to].weight, cases[i].weight);
+        shardmap_plan_deinit(&plan);
+    }
+    unlink(conf);
+    unlink(path);
+}
+
 static void test_bad_config_names_file_and_line(void **state)
 {
     char path[] = "/tmp/bc-bad-XXXXXX";
@@ -379,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_status_with_every_host_down_exits_3),
         cmocka_unit_test(test_a_wrong_password_is_named),
         cmocka_unit_test(test_plan_add_host_writes_plan),
+        cmocka_unit_test(test_plan_add_host_weight),
         cmocka_unit_test(test_bad_config_names_file_and_line),
     };
     return cmocka_run_group_tests_name("shardctl_integration", tests, NULL, NULL);
