@@ -167,7 +167,7 @@ static int bet_prepare(struct api_req *req, int near, struct bet_in *b)
     static const struct api_field spec[] = {{"match_id", API_T_ID, 1, 0},
                                             {"pick", API_T_ANY, 1, 0},
                                             {"stake", API_T_ANY, 1, 0},
-                                            {"odds", API_T_NUM, 0, 0},
+                                            {"odds", API_T_ANY, 0, 0}, /* 422 below */
                                             {NULL, 0, 0, 0}};
     static const char *const picks[3] = {"home", "draw", "away"};
     struct timespec now;

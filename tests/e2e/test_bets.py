@@ -170,7 +170,10 @@ class TestBetAtNamedOdds(unittest.TestCase):
         r = u.client.post("/v1/bets", dict(body, odds=3.31)).expect(409, "odds_changed")
         self.assertIn("are 3.30 now, not 3.31", r.json["error"]["message"])
         u.client.post("/v1/bets", dict(body, odds=1.234)).expect(422, "invalid_odds")
-        u.client.post("/v1/bets", dict(body, odds="3.3")).expect(400, "invalid_field")
+        # Not a number: 422 as any odds the API reads (docs/api.md), null too.
+        u.client.post("/v1/bets", dict(body, odds="3.3")).expect(422, "invalid_odds")
+        u.client.post("/v1/bets", dict(body, odds=None)).expect(422, "invalid_odds")
+        u.client.post("/v1/bets", dict(body, pick=1)).expect(422, "invalid_pick")
         self.assertEqual(u.balance(), u.initial_balance - 5, "refused bets debit nothing")
         assert_ledger_ok(self, u)
 
