@@ -358,6 +358,13 @@ BetCity is up (stack in $DIR):
 EOF
     [ -z "$demo" ] ||
         echo "  demo user              $demo / $demo_pw (company admin of $company; all demo users have that password)"
+    # The demo companies' join codes (a sign-up needs one), on every run.
+    python3 -c 'import json, sys
+try:
+    for slug, c in json.load(open(sys.argv[1])).get("companies", {}).items():
+        print("  join code %-12s %s" % (slug, c["join_code"]))
+except Exception:
+    pass' "$DIR/seed.json" 2>/dev/null || true
     cat <<EOF
   URLs and logins        $DIR/urls.env
   logs                   $DIR/api1/api.log, $DIR/haproxy/haproxy.log
