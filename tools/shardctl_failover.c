@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,21 +71,6 @@ static int live_replicas(struct guard_group *gr, struct guard_server *p)
              guard_replicates_from(s, p) && s->repl.io_running && s->repl.sql_running;
     }
     return n;
-}
-
-/* Flips the catalog to gr's server s; the old primary gets old_role. */
-static int flip(struct guard *g, struct guard_group *gr, struct guard_server *s,
-                enum catalog_role old_role, const char *note)
-{
-    struct catalog cat;
-    int rc;
-
-    rc = guard_catalog(g, &cat);
-    if (rc == 0)
-        rc = catalog_promote(&cat, gr->host, s->name, old_role, note);
-    if (rc == 0)
-        rc = catalog_map_version(&cat, &g->version);
-    return rc;
 }
 
 static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered_ms)
@@ -141,7 +127,7 @@ static void failover(struct guard *g, struct guard_group *gr, int64_t unanswered
     snprintf(note, sizeof(note), "failed over to %s: unanswered for %" PRId64 " ms",
              best->name, unanswered_ms);
     snprintf(old->note, sizeof(old->note), "%s", note);
-    rc = flip(g, gr, best, CATALOG_ROLE_FENCED, note);
+    rc = guard_flip(g, gr, best, CATALOG_ROLE_FENCED, note);
     if (rc < 0) {
         /* The new primary is writable but unknown to routers: retried next round. */
         gr->flip_pending = 1;
@@ -474,7 +460,9 @@ static void release_lost_ack(struct guard *g, struct guard_group *gr,
     sql_rows_free(&rows);
 }
 
-static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
+/* may_restore: the guard holds the lock a switchover of gr would hold. */
+static void tick_group(struct guard *g, struct guard_group *gr, int may_correct,
+                       int may_restore)
 {
     struct guard_server *p = &gr->srv[gr->primary];
     int64_t now = sql_now_ms();
@@ -557,6 +545,8 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct)
         drop_lost_dumps(g, gr, p, now);
         release_lost_ack(g, gr, p, now);
     }
+    if (may_restore)
+        guard_restore_writable(g, gr);
     int live = live_replicas(gr, p);
     if (may_correct && p->c != NULL)
         guard_semi_sync(g, gr, p, live, GUARD_SEMI_ROUND);
@@ -578,7 +568,7 @@ void guard_tick(struct guard *g)
     int locked;
 
     struct guard_server *gp = &g->global->srv[g->global->primary];
-    int authoritative;
+    int authoritative, restore_global;
 
     /*
      * The roles come from the catalog on the global group's writable
@@ -598,6 +588,12 @@ void guard_tick(struct guard *g)
     }
     /* Roles read from a read-only copy may be stale: correct nothing with them. */
     locked = authoritative ? guard_lock(g, 0) : -1;
+    /*
+     * A switchover holds the lock on the global primary, read-only or not:
+     * the lock there says that none of the global host is under way.
+     */
+    restore_global =
+        locked == 1 || (locked < 0 && gp->c != NULL && guard_lock(g, 0) == 1);
     for (uint32_t i = 0; i < g->ngroup; i++) {
         struct guard_group *gr = &g->group[i];
 
@@ -605,18 +601,18 @@ void guard_tick(struct guard *g)
          * The global group is corrected even without the lock when its
          * primary is the one that is gone (the lock lived there).
          */
-        tick_group(g, gr, locked == 1 || (gr == g->global && locked < 0));
+        tick_group(g, gr, locked == 1 || (gr == g->global && locked < 0),
+                   gr == g->global ? restore_global : locked == 1);
         if (gr->flip_pending && locked == 1) {
             struct guard_server *p = &gr->srv[gr->primary];
-            if (flip(g, gr, p, CATALOG_ROLE_FENCED, "failed over") == 0) {
+            if (guard_flip(g, gr, p, CATALOG_ROLE_FENCED, "failed over") == 0) {
                 gr->flip_pending = 0;
                 guard_log("%s: catalog now names %s the primary, map version %" PRIu64,
                           gr->host, p->name, g->version);
             }
         }
     }
-    if (locked == 1)
-        guard_unlock(g);
+    guard_unlock(g); /* if taken */
 }
 
 /* ---- switchover ------------------------------------------------------------------ */
@@ -633,6 +629,25 @@ static int semi_client_of(struct guard *g, struct guard_group *gr,
         usleep(2000);
     }
     return 1;
+}
+
+/* BC_SHARDCTL_HOLD=switchover-{readonly,promoted}: a drill's pause, as a move's. */
+static void switchover_hold(const char *point)
+{
+    const char *want = getenv("BC_SHARDCTL_HOLD");
+    sigset_t usr1;
+    int sig = 0;
+
+    if (want == NULL || strncmp(want, "switchover-", 11) != 0 ||
+        strcmp(want + 11, point))
+        return;
+    printf("switchover: holding at %s (BC_SHARDCTL_HOLD) until SIGUSR1 or killed\n",
+           want);
+    fflush(stdout);
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1); /* blocked since main() */
+    while (sigwait(&usr1, &sig) != 0 || sig != SIGUSR1)
+        ;
 }
 
 int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
@@ -696,6 +711,7 @@ int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
         fprintf(stderr, "shardctl switchover: %s: %s\n", p->name, sql_last_error());
         goto undo;
     }
+    switchover_hold("readonly");
     rc = sql_value(r->c, got, sizeof(got), "SELECT MASTER_GTID_WAIT(%s, 2)", pos);
     if (rc != 1 || strcmp(got, "0") != 0) {
         fprintf(stderr,
@@ -736,10 +752,11 @@ int shardctl_switchover(const struct shardmap_conf *conf, const char *host)
                         "SET GLOBAL rpl_semi_sync_master_enabled = 1; SET GLOBAL "
                         "read_only = 0");
     if (rc == 0) {
+        switchover_hold("promoted");
         r->role = CATALOG_ROLE_PRIMARY;
         p->role = CATALOG_ROLE_REPLICA;
         gr->primary = (uint32_t)(r - gr->srv);
-        rc = flip(&g, gr, r, CATALOG_ROLE_REPLICA, "switched over");
+        rc = guard_flip(&g, gr, r, CATALOG_ROLE_REPLICA, "switched over");
     }
     paused = sql_now_ms() - t0;
     if (rc < 0) {

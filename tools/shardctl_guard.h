@@ -62,6 +62,7 @@ struct guard_group {
     int64_t down_since_ms;
     uint32_t nunanswered; /* probes of the primary unanswered in a row */
     int flip_pending;     /* promoted, but the catalog does not say so yet */
+    int restore_refused;  /* guard_restore_writable() said why not; said once */
     unsigned reported_errno[1 + SHARDMAP_MAX_REPLICAS]; /* replication errors logged */
 };
 
@@ -127,6 +128,17 @@ void guard_unlock(struct guard *g);
  */
 int guard_heartbeat(struct guard *g, struct guard_group *gr, struct guard_server *p);
 int guard_converge(struct guard *g, struct guard_group *gr);
+/* Flips the catalog to gr's server s; the old primary gets old_role. */
+int guard_flip(struct guard *g, struct guard_group *gr, struct guard_server *s,
+               enum catalog_role old_role, const char *note);
+/*
+ * gr's primary answered read-only while the guard holds the topology lock
+ * (no switchover under way): a switchover left unfinished is finished, else
+ * the primary made writable again (guard_converge()'s way), unless a
+ * replica has a transaction it lacks. Call after a round's probes of every
+ * server of gr.
+ */
+void guard_restore_writable(struct guard *g, struct guard_group *gr);
 int guard_setup(struct guard *g);
 
 /* One round: probes, heartbeats, failovers, fencing and rejoins. */

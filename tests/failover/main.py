@@ -30,7 +30,8 @@ from client import Client, RequestFailed  # noqa: E402
 # they left (the global host's primary is not the config's any more), and the
 # global host's switchover last. Each test starts by waiting for settled roles
 # and leaves them settled (or its cleanup does).
-MODULES = ["test_reads", "test_switchover", "test_kill", "test_kill_global", "test_status", "test_no_ack",
+MODULES = ["test_reads", "test_switchover", "test_kill", "test_kill_global", "test_status", "test_read_only",
+           "test_no_ack",
            "test_lost_ack", "test_link", "test_partition", "test_replica_partition", "test_move",
            "test_switchover_global"]
 
