@@ -132,35 +132,60 @@ static void bet_hash(uint64_t match_id, const char *pick, int64_t stake, char ha
 }
 
 /*
- * Betting on the match is closed. A bet sent again with its Idempotency-Key
- * (its answer was lost at the kick-off) still gets the bet it made, or
- * idempotency_key_reused; anything else gets betting_closed.
+ * A bet sent again with its Idempotency-Key (its answer was lost) gets the
+ * bet it made, or idempotency_key_reused, whatever has changed since: the
+ * odds, or betting closed at the kick-off. 1 when it answered (so, or with
+ * the database's error), 0 when the request has no key or made no bet: the
+ * caller refuses it. One statement on the user's shard: a worker's.
  */
-static void bet_closed(struct api_req *req, const struct bet_in *b)
+static int bet_replayed(struct api_req *req, const struct bet_in *b)
 {
     struct sql_rows idem = {0};
-    int rc = 0;
+    int rc, answered = 1;
 
-    if (b->key != NULL)
-        rc = router_exec(
-            req->router, router_shard_of_id(req->auth.user_id), &idem,
-            "SELECT request_hash, bet_id FROM %S.idempotency WHERE user_id = %u "
-            "AND idem_key = %s",
-            req->auth.user_id, b->key);
+    if (b->key == NULL)
+        return 0;
+    rc = router_exec(req->router, router_shard_of_id(req->auth.user_id), &idem,
+                     "SELECT request_hash, bet_id FROM %S.idempotency WHERE user_id = "
+                     "%u AND idem_key = %s",
+                     req->auth.user_id, b->key);
     if (rc < 0)
         api_db_error(req, rc);
     else if (idem.nrow == 1)
         idem_replay(req, &idem, b->hash);
     else
-        api_error(req, 422, "betting_closed", "betting on this match is closed");
+        answered = 0;
     sql_rows_free(&idem);
+    return answered;
+}
+
+/* Betting on the match is closed: a replay apart, the bet is refused. */
+static void bet_closed(struct api_req *req, const struct bet_in *b)
+{
+    if (!bet_replayed(req, b))
+        api_error(req, 422, "betting_closed", "betting on this match is closed");
+}
+
+/*
+ * The bet names other odds than the match's (expected): a replay apart (its
+ * first try named the odds of then), the client is told to read them again.
+ */
+static void bet_odds_changed(struct api_req *req, const struct bet_in *b,
+                             int64_t expected)
+{
+    if (bet_replayed(req, b))
+        return;
+    api_error(req, 409, "odds_changed",
+              "the odds of %s are %" PRId64 ".%02" PRId64 " now, not %" PRId64
+              ".%02" PRId64 ": read the odds again and bet at them",
+              b->pick, b->odds / 100, b->odds % 100, expected / 100, expected % 100);
 }
 
 /*
  * Checks the body and the match and fills b: 0, 1 when it answered (a 4xx,
  * or a 503 of the database), or, on the event loop (near), 2 when the
- * match is not in this server's near-cache, or is closed to a bet with an
- * Idempotency-Key (a worker reads them).
+ * bet names its odds, the match is not in this server's near-cache, or it
+ * is closed to a bet with an Idempotency-Key (a worker reads them).
  */
 static int bet_prepare(struct api_req *req, int near, struct bet_in *b)
 {
@@ -234,11 +259,11 @@ static int bet_prepare(struct api_req *req, int near, struct bet_in *b)
         /* Odds the server itself stored: unreadable ones are its own fault (500). */
         api_db_error(req, BC_EQUERY);
     } else if (expected != 0 && expected != b->odds) {
-        api_error(req, 409, "odds_changed",
-                  "the odds of %s are %" PRId64 ".%02" PRId64 " now, not %" PRId64
-                  ".%02" PRId64 ": read the odds again and bet at them",
-                  b->pick, b->odds / 100, b->odds % 100, expected / 100,
-                  expected % 100);
+        /* As for a closed match: a key's lookup is a worker's (near: not yet). */
+        if (near && b->key != NULL)
+            rc = 2;
+        else
+            bet_odds_changed(req, b, expected);
     } else {
         rc = 0;
     }
@@ -307,7 +332,7 @@ static int bet_done(struct api_req *req, int rc, struct sql_rows *rows)
  */
 void api_h_bet_create(struct api_req *req)
 {
-    struct sql_rows idem = {0}, rows = {0};
+    struct sql_rows rows = {0};
     uint32_t shard = router_shard_of_id(req->auth.user_id);
     struct bet_in b;
     int lock_retries = 0, rc;
@@ -330,21 +355,11 @@ void api_h_bet_create(struct api_req *req)
     } while (rc == BC_ELOCKWAIT && lock_retries++ < 3);
     if (rc == BC_EDUPKEY && b.key != NULL) {
         /* The same key won a race in another request: answer as it did. */
-        rc = router_exec(
-            req->router, shard, &idem,
-            "SELECT request_hash, bet_id FROM %S.idempotency WHERE user_id = %u "
-            "AND idem_key = %s",
-            req->auth.user_id, b.key);
-        if (rc == 0 && idem.nrow == 0)
-            rc = BC_EQUERY;
-        if (rc == 0)
-            idem_replay(req, &idem, b.hash);
-        else
-            api_db_error(req, rc);
+        if (!bet_replayed(req, &b))
+            api_db_error(req, BC_EQUERY);
     } else {
         bet_answer(req, b.hash, rc, &rows);
     }
-    sql_rows_free(&idem);
     sql_rows_free(&rows);
 }
 

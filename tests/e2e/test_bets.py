@@ -198,6 +198,30 @@ class TestBetAtNamedOdds(unittest.TestCase):
         self.assertEqual(u.balance(), u.initial_balance - 6)
         assert_ledger_ok(self, u)
 
+    def test_retry_with_its_key_after_an_odds_change_gets_the_bet(self):
+        """A bet whose answer was lost is sent again after the odds moved: the
+        same key and body get the bet (200) at the odds it named, on every
+        server; another body 422 idempotency_key_reused; a new key at the old
+        odds 409 odds_changed. Nothing is debited twice."""
+        from client import Client
+        u = signup(self.co)
+        m = new_match(odds=(2.40, 3.20, 2.80))
+        key = uniq("idem")
+        body = {"match_id": m["id"], "pick": "home", "stake": 100, "odds": 2.4}
+        b1 = u.client.post("/v1/bets", body, headers={"Idempotency-Key": key}).expect_json(201)
+        admin().put("/v1/matches/%s/odds" % m["id"], {"home": 2.5, "draw": 3.2, "away": 2.8}).expect(200)
+        time.sleep(1.5)  # past every server's near-cache: all of them hold the new odds
+        for c in [u.client] + [Client(url, u.client.token) for url in stack.get().api_urls]:
+            r = c.post("/v1/bets", body, headers={"Idempotency-Key": key})
+            self.assertEqual(r.expect_json(200), b1, r.describe())
+            c.post("/v1/bets", dict(body, stake=101), headers={"Idempotency-Key": key}).expect(
+                422, "idempotency_key_reused")
+            c.post("/v1/bets", body, headers={"Idempotency-Key": uniq("idem")}).expect(409, "odds_changed")
+        self.assertEqual(hundredths(b1["odds"]), 240)
+        self.assertEqual(u.balance(), u.initial_balance - 100, "debited once")
+        self.assertEqual(len(u.client.get("/v1/me/bets").expect_json(200)["items"]), 1)
+        assert_ledger_ok(self, u)
+
 
 class TestBettingClosesAtKickoff(unittest.TestCase):
     def test_betting_closed_after_kickoff(self):
