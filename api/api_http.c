@@ -453,10 +453,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
          * proxy that is still sending one: closing on unread bytes resets
          * the connection, and the proxy could lose the answer. The body is
          * then read and dropped (never buffered), within body_timeout_ms.
+         * A body whose end is unclear (bad framing) has no end to read
+         * to: it is answered at once, whoever sends it.
          */
         if (api_precheck(req) &&
-            !(req->has_body &&
-              api_net_match(&srv->conf.limits.trusted, req->peer_ip))) {
+            (req->bad_framing || !req->has_body ||
+             !api_net_match(&srv->conf.limits.trusted, req->peer_ip))) {
             api_conn_phase(srv->conns, conn, API_CONN_BUSY);
             return queue_response(req);
         }
