@@ -212,10 +212,12 @@ int api_body_parse(struct api_req *req)
         return -EINVAL;
     }
     obj = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (obj == NULL && strstr(jerr.text, "too big integer") != NULL)
+    if (obj == NULL && json_error_code(&jerr) == json_error_numeric_overflow)
         /*
-         * Well-formed JSON with an integer beyond 64 bits: read numbers as
-         * reals, so the field checks answer with the field's own 4xx.
+         * Well-formed JSON with an integer beyond 64 bits, positive or
+         * negative (jansson words the two apart): read numbers as reals, so
+         * the field checks answer with the field's own 4xx. A real beyond a
+         * double overflows again, and is malformed as before.
          */
         obj = json_loadb(req->body, req->body_len,
                          JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);

@@ -89,6 +89,10 @@ class TestBets(unittest.TestCase):
         for stake in (2 ** 63, 10 ** 30):
             self.bet(u, {"match_id": self.m["id"], "pick": "home", "stake": stake}).expect(
                 422, ("invalid_stake", "insufficient_balance"), msg=repr(stake))
+        # and so are those below -2^63 (jansson words their overflow apart)
+        for stake in (-2 ** 63, -2 ** 63 - 1, -10 ** 30):
+            self.bet(u, {"match_id": self.m["id"], "pick": "home", "stake": stake}).expect(
+                422, "invalid_stake", msg=repr(stake))
         self.assertEqual(u.balance(), u.initial_balance)
 
     def test_whole_balance_then_nothing(self):
