@@ -358,12 +358,36 @@ static uint32_t utf8_at(const unsigned char *s, size_t len, size_t i, size_t *n)
            (uint32_t)(s[i + 2] & 0x3f) << 6 | (s[i + 3] & 0x3f);
 }
 
-/* Unicode's White_Space, and the invisible characters a name must not end in. */
+/*
+ * Unicode's Default_Ignorable_Code_Point (15.1; the bidirectional controls
+ * are refused apart), and the blank-looking U+2800: nothing to see.
+ * Variation selectors and tags (is_mark) end emoji and flags.
+ */
+static int ignorable(uint32_t c, int *is_mark)
+{
+    *is_mark = (c >= 0xfe00 && c <= 0xfe0f) || (c >= 0xe0020 && c <= 0xe007f) ||
+               (c >= 0xe0100 && c <= 0xe01ef);
+    return *is_mark || c == 0xad || c == 0x34f || c == 0x61c || c == 0x115f ||
+           c == 0x1160 || c == 0x17b4 || c == 0x17b5 || (c >= 0x180b && c <= 0x180f) ||
+           (c >= 0x200b && c <= 0x200f) || (c >= 0x2060 && c <= 0x206f) ||
+           c == 0x2800 || c == 0x3164 || c == 0xfeff || c == 0xffa0 ||
+           (c >= 0xfff0 && c <= 0xfff8) || (c >= 0x1bca0 && c <= 0x1bca3) ||
+           (c >= 0x1d173 && c <= 0x1d17a) || (c >= 0xe0000 && c <= 0xe0fff);
+}
+
+/*
+ * Unicode's White_Space, and the invisible characters a name must not end
+ * in: every ignorable one but the marks that end an emoji or a flag.
+ */
 static int blank(uint32_t c)
 {
-    return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 ||
-           c == 0x1680 || (c >= 0x2000 && c <= 0x200f) || c == 0x2028 || c == 0x2029 ||
-           c == 0x202f || c == 0x205f || c == 0x2060 || c == 0x3000 || c == 0xfeff;
+    int mark;
+
+    if ((c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 ||
+        c == 0x1680 || (c >= 0x2000 && c <= 0x200f) || c == 0x2028 || c == 0x2029 ||
+        c == 0x202f || c == 0x205f || c == 0x3000)
+        return 1;
+    return ignorable(c, &mark) && !mark;
 }
 
 /* The bidirectional embeddings, overrides and isolates: they reorder what follows. */
@@ -436,11 +460,13 @@ int api_text_unseen(const char *s)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t n, len = strlen(s);
+    int mark;
 
     for (size_t i = 0; i < len; i += n) {
         uint32_t c = utf8_at(u, len, i, &n);
 
-        if (c == NOT_UTF8 || control(c) || blank(c) || bidi_control(c))
+        if (c == NOT_UTF8 || control(c) || blank(c) || ignorable(c, &mark) ||
+            bidi_control(c))
             return 1;
     }
     return 0;

@@ -170,7 +170,9 @@ class TestLookAlikes(unittest.TestCase):
         co = new_company()
         u = signup(co)
         for bad in (u.email + "\u00a0", u.email.replace("@", "\u200b@"), u.email.replace("@", "\u202e@"),
-                    u.email.replace("@", "\u2060@")):
+                    u.email.replace("@", "\u2060@"), u.email[:2] + "\u00ad" + u.email[2:],
+                    u.email.replace("@", "\u3164@"), u.email.replace("@", "\U000e0020@"),
+                    u.email.replace("@", "\u180e@")):
             r = api().post("/v1/auth/signup", {"company": co["slug"], "join_code": co["join_code"], "email": bad,
                                                "password": "long-enough-1", "display_name": "Look Alike"})
             r.expect(422, "invalid_email", msg=repr(bad))
@@ -212,8 +214,12 @@ class TestTextRules(unittest.TestCase):
         # white space at the ends is trimmed from a display name; nothing else left is refused
         r = u.client.patch("/v1/me", {"display_name": "\u00a0 Ana\u200b"}).expect_json(200)
         self.assertEqual(r["display_name"], "Ana")
-        for bad in ("\u00a0", "\u200b\u00a0", "a\u0085b", "a\u009fb"):
+        for bad in ("\u00a0", "\u200b\u00a0", "a\u0085b", "a\u009fb", "\u3164", "\u115f\u2800"):
             u.client.patch("/v1/me", {"display_name": bad}).expect(422, "invalid_display_name", msg=repr(bad))
+        r = u.client.patch("/v1/me", {"display_name": "\u00adAnn\u180e"}).expect_json(200)
+        self.assertEqual(r["display_name"], "Ann")
+        r = u.client.patch("/v1/me", {"display_name": "Ann \u2764\ufe0f"}).expect_json(200)
+        self.assertEqual(r["display_name"], "Ann \u2764\ufe0f")  # an emoji's selector stays
         a = admin()
         path = "/v1/companies/%s/teams" % co["id"]
         t = a.post(path, {"name": uniq("\u4e2d") + "\u4e2d" * 30}).expect_json(201)

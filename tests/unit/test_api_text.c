@@ -233,6 +233,23 @@ static void test_valid_text(void **state)
     assert_true(api_text_unseen("m 1@alpha.test"));
     assert_true(api_text_unseen("m1@alpha.test\x7f"));
     assert_true(api_text_unseen("m1@alpha.t\xe4st"));
+    /* Unicode's default ignorables, each a look-alike of the plain address. */
+    static const char *const ignorable[] = {
+        "an\u00adn@x.org", "ann\u034f@x.org",     "ann\u2064@x.org", "ann\u3164@x.org",
+        "ann\u180e@x.org", "ann\U000e0020@x.org", "ann\ufe0f@x.org", "ann\u2800@x.org",
+        "ann\uffa0@x.org", "ann\U0001d173@x.org", "ann\u115f@x.org"};
+    for (size_t i = 0; i < sizeof(ignorable) / sizeof(ignorable[0]); i++)
+        assert_true(api_text_unseen(ignorable[i]));
+    /* A name neither starts nor ends with one, nor is made of them... */
+    assert_false(api_valid_text("\u3164", 10));
+    assert_false(api_valid_text("\u115f\u1160", 10));
+    assert_false(api_valid_text("\u00adAnn", 10));
+    assert_false(api_valid_text("Ann\u180e", 10));
+    /* ...but an emoji's variation selector or a flag's tags end one. */
+    assert_true(api_valid_text("Ann \u2764\ufe0f", 10));
+    assert_true(api_valid_text("Ann \U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e"
+                               "\U000e0067\U000e007f",
+                               20)); /* 11 characters */
 
     assert_int_equal(api_text_trim(" \u00a0 Ana \u200b\t", &start), 3);
     assert_int_equal(start, 4);
