@@ -163,7 +163,12 @@ int api_idem_purge(struct router *router, uint32_t keep_s, uint64_t *deleted,
  */
 int api_standings_recompute(struct router *router);
 
-/* Creates the platform admin (and its platform company) if missing. */
+/*
+ * Creates the platform admin (and its platform company) if missing: 0,
+ * BC_EEXISTS (that platform admin is there already), -EPERM (another user
+ * has the e-mail: nothing changed), -EINVAL (a rule broken) or a status;
+ * *user_id is the admin's or that user's id.
+ */
 int api_create_platform_admin(struct router *router, const char *email,
                               const char *password, const char *display_name,
                               int64_t initial_balance, uint64_t *user_id);

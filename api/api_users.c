@@ -741,12 +741,13 @@ int api_create_platform_admin(struct router *router, const char *email,
     u.company_id = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
     sql_rows_free(&rows);
     rc = router_exec(router, router_shard_of_key(router, u.email, strlen(u.email)),
-                     &rows, "SELECT id FROM %S.users WHERE email = %s", u.email);
+                     &rows, "SELECT id, role FROM %S.users WHERE email = %s", u.email);
     if (rc < 0)
         goto out;
     if (rows.nrow == 1) {
         *user_id = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
-        rc = BC_EEXISTS;
+        /* Another user's address is no admin's: nothing is changed. */
+        rc = strcmp(sql_cell(&rows, 0, 1), "platform_admin") == 0 ? BC_EEXISTS : -EPERM;
         goto out;
     }
     snprintf(u.role, sizeof(u.role), "platform_admin");

@@ -379,6 +379,13 @@ int main(int argc, char **argv)
                 printf("platform admin %s: user %" PRIu64 "%s\n", email, id,
                        rc == BC_EEXISTS ? " (already there)" : " created");
                 rc = 0;
+            } else if (rc == -EPERM) {
+                fprintf(
+                    stderr,
+                    "bcadmin: create-admin: user %" PRIu64 " has the e-mail %s and "
+                    "is not a platform admin: nothing changed (use another e-mail)\n",
+                    id, email);
+                rc = 1;
             } else {
                 fprintf(stderr, "bcadmin: create-admin: %s%s%s\n",
                         rc == -EINVAL ? "a bad e-mail, a password not of 8 to 256 "

@@ -269,6 +269,21 @@ class TestTextRules(unittest.TestCase):
         self.assertEqual(rc, 0, out)
         j = api().post("/v1/auth/login", {"email": email, "password": "password-1"}).expect_json(200)
         self.assertEqual(j["user"]["display_name"], "Ops Team")
+        # Run again: that admin is there already.
+        p = subprocess.run([s.bcadmin, "-c", s.cluster, "create-admin", "--email", email, "--password",
+                            "password-1"], capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"(already there)", p.stdout)
+        # Another user's e-mail: refused, and that user is as he was.
+        u = signup(new_company())
+        role = u.client.get("/v1/me").expect_json(200)["role"]
+        p = subprocess.run([s.bcadmin, "-c", s.cluster, "create-admin", "--email", u.email, "--password",
+                            "other-password-1"], capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn(b"is not a platform admin: nothing changed", p.stderr)
+        self.assertEqual(u.client.get("/v1/me").expect_json(200)["role"], role)
+        self.assertNotEqual(role, "platform_admin")
+        api().post("/v1/auth/login", {"email": u.email, "password": "other-password-1"}).expect(401)
 
     def test_image_media_type_case_insensitive(self):
         u = signup(new_company())
