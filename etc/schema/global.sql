@@ -65,14 +65,29 @@ CREATE TABLE IF NOT EXISTS `{schema}`.companies (
     UNIQUE KEY slug (slug)
 ) ENGINE=InnoDB;
 
+-- A team's name compares without case or accents, under UCA 5.2.0: the
+-- schema's utf8mb4_unicode_ci (UCA 4.0.0) gives every character beyond the
+-- Basic Multilingual Plane one weight, so "🦁 Lions" and "🐯 Lions" were
+-- one name.
 CREATE TABLE IF NOT EXISTS `{schema}`.teams (
     id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
     company_id BIGINT NOT NULL,
-    name VARCHAR(100) NOT NULL,
+    name VARCHAR(100) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci NOT NULL,
     created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
     KEY company (company_id, id),
     UNIQUE KEY company_name (company_id, name)
 ) ENGINE=InnoDB;
+-- A cluster made before gets that collation (its key dropped first, and
+-- made again below); one that has it is not touched.
+BEGIN NOT ATOMIC
+    IF EXISTS (SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{schema}'
+               AND TABLE_NAME = 'teams' AND COLUMN_NAME = 'name'
+               AND COLLATION_NAME <> 'utf8mb4_unicode_520_ci') THEN
+        ALTER TABLE `{schema}`.teams DROP KEY IF EXISTS company_name,
+            MODIFY name VARCHAR(100) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci
+                NOT NULL;
+    END IF;
+END;
 -- A team's name is its company's only once (409 team_name_taken), compared
 -- as the column's collation compares (case and accents aside). A cluster
 -- made before that keeps the first team of each name as it is and has the

@@ -215,6 +215,16 @@ class TestTeams(unittest.TestCase):
         self.assertEqual(names.count(raced), 1, names)
         self.assertIn(t["id"], [x["id"] for x in listed])
 
+    def test_names_apart_by_a_character_beyond_the_bmp(self):
+        """Two names that differ in an emoji or a rare CJK character are two
+        teams (utf8mb4_unicode_ci weighed every such character alike: 409)."""
+        teams = "/v1/companies/%s/teams" % self.co["id"]
+        tag = uniq("Lions")
+        for a, b in (("\U0001F981 " + tag, "\U0001F42F " + tag), (tag + " \U00020000", tag + " \U00020001")):
+            self.boss.client.post(teams, {"name": a}).expect(201)
+            self.boss.client.post(teams, {"name": b}).expect(201, msg=repr(b))
+            self.boss.client.post(teams, {"name": b}).expect(409, "team_name_taken")
+
 
 class TestAdmins(unittest.TestCase):
     @classmethod
