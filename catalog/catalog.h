@@ -234,6 +234,21 @@ int catalog_moves_list(struct catalog *cat, uint32_t max, struct catalog_move **
 int catalog_move_kept_source(struct catalog *cat, uint32_t shard,
                              char host[SHARDMAP_NAME_MAX]);
 /*
+ * The unfinished move of a shard other than not_shard from host src into
+ * host dst whose replication connection may exist or is still to come (its
+ * phase is before "verified"): 1 found (into out), 0 none, or a status.
+ */
+int catalog_move_between(struct catalog *cat, const char *src, const char *dst,
+                         uint32_t not_shard, struct catalog_move *out);
+/*
+ * Takes (take 1; BC_ELOCKWAIT after 10 s) or releases (take 0) the lock a
+ * tool holds while it looks for moves between two hosts and records its own
+ * (GET_LOCK "<prefix>_move_create"): two tools starting moves between the
+ * same hosts at once do not both find the way free. Same executor rule as
+ * catalog_lock_shard().
+ */
+int catalog_lock_move_create(struct catalog *cat, int take);
+/*
  * Takes the shard's move lock (GET_LOCK) for the session: *got is 0 when
  * another session holds it. The server releases it when the session ends, so
  * the executor must be one connection of the caller's own.

@@ -14,6 +14,9 @@
 
 #include "catalog/catalog_int.h"
 
+/* catalog_lock_move_create(): other tools hold it for a check and an insert. */
+#define MOVE_CREATE_WAIT_S 10
+
 /* The columns move_from_row() reads, in its order. */
 #define MOVE_COLS                                                                      \
     "id, shard, src_host, dst_host, phase, keep_source, binlog_file, binlog_pos, "     \
@@ -208,10 +211,38 @@ int catalog_move_kept_source(struct catalog *cat, uint32_t shard,
     return rc;
 }
 
-int catalog_lock_shard(struct catalog *cat, uint32_t shard, int *got)
+int catalog_move_between(struct catalog *cat, const char *src, const char *dst,
+                         uint32_t not_shard, struct catalog_move *out)
+{
+    struct sql_rows rows = {0};
+    int rc;
+
+    /* Past "switched" the move's connection is gone (checked before "verified"). */
+    rc = catalog__run(cat, &rows,
+                      "SELECT " MOVE_COLS " FROM %S.moves WHERE active IS NOT NULL AND "
+                      "active <> %u AND src_host = %s AND dst_host = %s AND phase NOT "
+                      "IN ('verified', 'cleanup') ORDER BY id LIMIT 1",
+                      (uint64_t)not_shard, src, dst);
+    if (rc == 0 && rows.nrow > 0) {
+        move_from_row(&rows, 0, out);
+        rc = 1;
+    }
+    sql_rows_free(&rows);
+    return rc;
+}
+
+/* "<prefix>_move_<what>": the prefix is the global schema's name but "_global". */
+static void lock_name(const struct catalog *cat, char *out, size_t size,
+                      const char *what)
 {
     size_t plen = strlen(cat->schema) - strlen("_global");
-    char name[sizeof(cat->schema) + 16];
+
+    snprintf(out, size, "%.*s_move_%s", (int)plen, cat->schema, what);
+}
+
+int catalog_lock_shard(struct catalog *cat, uint32_t shard, int *got)
+{
+    char name[sizeof(cat->schema) + 16], num[16];
     struct sql_rows rows = {0};
     int rc;
 
@@ -219,10 +250,33 @@ int catalog_lock_shard(struct catalog *cat, uint32_t shard, int *got)
     if ((rc = shard_ok(cat, shard)) < 0)
         return rc;
     /* "<prefix>_move_NNNN": the name shardctl's moves have always locked. */
-    snprintf(name, sizeof(name), "%.*s_move_%04u", (int)plen, cat->schema, shard);
+    snprintf(num, sizeof(num), "%04u", shard);
+    lock_name(cat, name, sizeof(name), num);
     rc = catalog__run(cat, &rows, "SELECT GET_LOCK(%s, 0)", name);
     if (rc == 0 && rows.nrow == 1 && sql_cell(&rows, 0, 0) != NULL)
         *got = strcmp(sql_cell(&rows, 0, 0), "1") == 0;
+    sql_rows_free(&rows);
+    return rc;
+}
+
+int catalog_lock_move_create(struct catalog *cat, int take)
+{
+    char name[sizeof(cat->schema) + 16];
+    struct sql_rows rows = {0};
+    const char *got;
+    int rc;
+
+    lock_name(cat, name, sizeof(name), "create");
+    if (!take)
+        return catalog__run(cat, NULL, "DO RELEASE_LOCK(%s)", name);
+    rc = catalog__run(cat, &rows, "SELECT GET_LOCK(%s, %u)", name,
+                      (uint64_t)MOVE_CREATE_WAIT_S);
+    got = rc == 0 && rows.nrow == 1 ? sql_cell(&rows, 0, 0) : NULL;
+    if (rc == 0 && (got == NULL || strcmp(got, "1") != 0)) {
+        sql_set_error("another tool held the lock %s for %d s", name,
+                      MOVE_CREATE_WAIT_S);
+        rc = BC_ELOCKWAIT;
+    }
     sql_rows_free(&rows);
     return rc;
 }

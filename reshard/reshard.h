@@ -184,7 +184,18 @@ struct reshard_backend_ops {
     int (*lock)(void *ctx, int *got);
     int (*load)(void *ctx, struct catalog_move *mv); /* 1 found, 0 none */
     int (*shard_host)(void *ctx, char host[SHARDMAP_NAME_MAX]);
-    int (*create)(void *ctx, struct catalog_move *mv); /* BC_EEXISTS */
+    /*
+     * Another shard's unfinished move from mv->src into mv->dst whose
+     * replication connection may exist or is still to come (before
+     * "verified"): 1 and *other, 0 none. MariaDB takes one connection per
+     * source host on a target, and one started later from an older snapshot
+     * could not apply what the target logged meanwhile (log_slave_updates,
+     * gtid_strict_mode).
+     */
+    int (*pair_busy)(void *ctx, const struct catalog_move *mv,
+                     struct catalog_move *other);
+    /* BC_EEXISTS; -EALREADY when pair_busy() would now say 1 (a race) */
+    int (*create)(void *ctx, struct catalog_move *mv);
     int (*save)(void *ctx, const struct catalog_move *mv, unsigned fields);
     int (*set_state)(void *ctx, enum shardmap_state state);
     int (*flip)(void *ctx, const struct catalog_move *mv);
@@ -260,10 +271,11 @@ enum {
 };
 /*
  * Status codes of failures: -EBUSY another tool moves the shard right now;
- * BC_EEXISTS the shard has an unfinished move to another host; BC_ESHARD no
- * such shard; -EINVAL a usage problem (no target host); BC_EDOWN a host
- * cannot be reached. The message of every failure was sent as an ERROR
- * event before the call returned.
+ * -EALREADY another shard's move between the same two hosts is unfinished
+ * (a new move starts only after it); BC_EEXISTS the shard has an unfinished
+ * move to another host; BC_ESHARD no such shard; -EINVAL a usage problem (no
+ * target host); BC_EDOWN a host cannot be reached. The message of every
+ * failure was sent as an ERROR event before the call returned.
  */
 
 struct reshard_move; /* opaque */
@@ -301,8 +313,9 @@ int reshard_move(const struct reshard_backend *b, uint32_t shard, const char *to
  * the map's), adds its new host, runs its moves opts->parallel at a time
  * (never two between one pair of hosts), one grace period for all, then the
  * cleanups, and removes hosts the plan drained. A failed move is resumed
- * once; one that fails again with its replication perhaps in place keeps
- * the plan's other moves between its two hosts from starting (-ECANCELED).
+ * once; one that fails again unfinished before "verified" (its replication
+ * perhaps in place, or to come) keeps the plan's other moves between its
+ * two hosts from starting (-ECANCELED).
  * 0, RESHARD_DIFFER, or <0.
  */
 int reshard_rebalance(const struct reshard_backend *b, const struct shardmap_plan *plan,

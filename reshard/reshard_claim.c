@@ -49,6 +49,38 @@ static int claim(const struct reshard_backend *b, uint32_t shard,
     return rc;
 }
 
+/*
+ * Refuses a new move while another shard's move between the same two hosts
+ * may hold their replication connection, or is still to set it up: MariaDB
+ * takes one per source host on a target, and a connection started later
+ * from an older snapshot could not apply what the target logged meanwhile
+ * (gtid_strict_mode). 0 free, -EALREADY (refused, said why) or a status.
+ */
+static int pair_free(const struct reshard_backend_ops *ops, void *ctx,
+                     const struct catalog_move *rec, const struct reshard_opts *opts)
+{
+    enum reshard_phase at = RESHARD_PREPARE;
+    struct catalog_move other;
+    char back[64] = "";
+    int rc = ops->pair_busy(ctx, rec, &other);
+
+    if (rc < 0)
+        return reshard__fail(opts, rec->shard, rc, "%s", why(ops, ctx));
+    if (rc == 0)
+        return 0;
+    /* Past its map flip that move can only be finished. */
+    reshard_phase_parse(other.phase, &at);
+    if (at < RESHARD_SWITCHED)
+        snprintf(back, sizeof(back), ", shardctl move %u --abort rolls it back",
+                 other.shard);
+    return reshard__fail(opts, rec->shard, -EALREADY,
+                         "refused: shard %u is moving from %s to %s (move #%" PRIu64
+                         ", phase %s); move shard %u after it (one move at a time "
+                         "between two hosts: shardctl move %u %s finishes that one%s)",
+                         other.shard, other.src, other.dst, other.id, other.phase,
+                         rec->shard, other.shard, other.dst, back);
+}
+
 int reshard_move_create(const struct reshard_backend *b, uint32_t shard, const char *to,
                         const struct reshard_opts *opts, struct reshard_move **out)
 {
@@ -127,6 +159,8 @@ int reshard_move_create(const struct reshard_backend *b, uint32_t shard, const c
         snprintf(m->rec.dst, sizeof(m->rec.dst), "%s", to);
         m->rec.keep_source = m->keep_source = opts->keep_source;
         m->phase = RESHARD_PREPARE;
+        if ((rc = pair_free(ops, m->ctx, &m->rec, opts)) < 0)
+            goto error;
     }
     if ((rc = ops->attach(m->ctx, &m->rec)) < 0) {
         rc = reshard__fail(opts, shard, rc, "%s", why(ops, m->ctx));
@@ -135,7 +169,17 @@ int reshard_move_create(const struct reshard_backend *b, uint32_t shard, const c
     if (!found) {
         snprintf(m->rec.phase, sizeof(m->rec.phase), "%s",
                  reshard_phase_name(RESHARD_PREPARE));
-        if ((rc = ops->create(m->ctx, &m->rec)) < 0) {
+        rc = ops->create(m->ctx, &m->rec);
+        if (rc == -EALREADY) {
+            /* Another tool's move between the two hosts was recorded since. */
+            if ((rc = pair_free(ops, m->ctx, &m->rec, opts)) == 0)
+                rc = reshard__fail(opts, shard, -EALREADY,
+                                   "refused: another move from %s to %s was just "
+                                   "started; move shard %u after it",
+                                   m->rec.src, m->rec.dst, shard);
+            goto error;
+        }
+        if (rc < 0) {
             rc = rc == BC_EEXISTS
                      ? reshard__fail(opts, shard, rc,
                                      "refused: another move of the shard was just "

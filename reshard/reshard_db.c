@@ -155,11 +155,37 @@ static int db_shard_host(void *ctx, char host[SHARDMAP_NAME_MAX])
     return catalog_shard_host(&c->cat, c->shard, host);
 }
 
-static int db_create(void *ctx, struct catalog_move *mv)
+static int db_pair_busy(void *ctx, const struct catalog_move *mv,
+                        struct catalog_move *other)
 {
     struct db_ctx *c = ctx;
 
-    return catalog_move_create(&c->cat, mv);
+    return catalog_move_between(&c->cat, mv->src, mv->dst, mv->shard, other);
+}
+
+/* The check of pair_busy again, with the insert, under one lock for all tools. */
+static int db_create(void *ctx, struct catalog_move *mv)
+{
+    struct db_ctx *c = ctx;
+    struct catalog_move other;
+    char msg[512];
+    int rc;
+
+    if ((rc = catalog_lock_move_create(&c->cat, 1)) < 0)
+        return rc;
+    rc = catalog_move_between(&c->cat, mv->src, mv->dst, mv->shard, &other);
+    if (rc == 1) {
+        sql_set_error("shard %u is moving from %s to %s", other.shard, other.src,
+                      other.dst);
+        rc = -EALREADY;
+    } else if (rc == 0) {
+        rc = catalog_move_create(&c->cat, mv);
+    }
+    snprintf(msg, sizeof(msg), "%s", sql_last_error());
+    catalog_lock_move_create(&c->cat, 0);
+    if (rc < 0)
+        sql_set_error("%s", msg);
+    return rc;
 }
 
 static int db_save(void *ctx, const struct catalog_move *mv, unsigned fields)
@@ -698,6 +724,7 @@ static const struct reshard_backend_ops db_ops = {
     .lock = db_lock,
     .load = db_load,
     .shard_host = db_shard_host,
+    .pair_busy = db_pair_busy,
     .create = db_create,
     .save = db_save,
     .set_state = db_set_state,

@@ -32,8 +32,9 @@ struct rebalance {
     /*
      * MariaDB takes one replication connection per source host on a target:
      * moves running at once never share a (from, to) pair. A move that
-     * failed with its connection perhaps still there (it may be resumed)
-     * leaves its pair failed: the pair's other moves are not started.
+     * failed unfinished, with its connection perhaps still there or to come
+     * when it is resumed, leaves its pair failed: the pair's other moves are
+     * not started (the engine would refuse them: pair_busy).
      */
     pthread_mutex_t lock;
     pthread_cond_t freed;
@@ -106,12 +107,14 @@ static void sleep_ms(unsigned ms)
         ;
 }
 
-/* A move that failed between its replication's start and its removal. */
-static int may_hold_channel(const struct reshard_move *m)
+/*
+ * A move that failed recorded and before "verified": its replication
+ * connection may be there, or comes when it is resumed; no other move
+ * between its two hosts may start before it finished (or was rolled back).
+ */
+static int may_hold_pair(const struct reshard_move *m)
 {
-    enum reshard_phase ph = m != NULL ? reshard_move_phase(m) : RESHARD_PREPARE;
-
-    return ph >= RESHARD_COPIED && ph < RESHARD_VERIFIED;
+    return m != NULL && reshard_move_phase(m) < RESHARD_VERIFIED;
 }
 
 /*
@@ -139,9 +142,12 @@ static int run_move(struct rebalance *rb, uint32_t i, int *hold)
             reshard_move_defer_cleanup(rb->moves[i], 1);
             rc = reshard_move_run(rb->moves[i]);
         }
-        *hold = rc < 0 && (*hold || may_hold_channel(rb->moves[i]));
-        /* Another shardctl on the shard, or a move elsewhere: not ours to retry. */
-        if (rc == -EBUSY || rc == BC_EEXISTS)
+        *hold = rc < 0 && (*hold || may_hold_pair(rb->moves[i]));
+        /*
+         * Another shardctl on the shard, a move elsewhere, or another move
+         * between the two hosts (not the plan's): not ours to retry.
+         */
+        if (rc == -EBUSY || rc == BC_EEXISTS || rc == -EALREADY)
             break;
     }
     return rc == RESHARD_NOTHING ? 0 : rc;
@@ -162,9 +168,10 @@ static void *worker(void *arg)
         if (skip) {
             rb->rc[i] = reshard__fail(
                 &rb->opts, mv->shard, -ECANCELED,
-                "not moved: a move from %s to %s failed before it and may still "
-                "hold their replication connection; resume or roll back that move, "
-                "then run the plan again",
+                "not moved: a move from %s to %s failed before it and is "
+                "unfinished (it may hold their replication connection, and no "
+                "other move between them starts before it finished); resume or "
+                "roll back that move, then run the plan again",
                 from, to);
             after = PAIR_FAILED;
         } else {

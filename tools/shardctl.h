@@ -16,8 +16,9 @@
  *   2 usage: bad operands, no such shard, nothing to compare with
  *   3 a host is down or cannot be reached
  *   4 a comparison found differences
- *   5 refused: another tool moves the shard, or it has an unfinished move
- *     to another host
+ *   5 refused: another tool moves the shard, it has an unfinished move to
+ *     another host, or another shard's move between the same two hosts is
+ *     unfinished
  */
 enum {
     SC_OK = 0,

@@ -364,6 +364,7 @@ static int exit_code(int rc)
     case RESHARD_DIFFER:
         return SC_DIFFER;
     case -EBUSY:
+    case -EALREADY: /* another move between the same two hosts */
     case BC_EEXISTS:
         return SC_REFUSED;
     case -EINVAL:

@@ -561,6 +561,55 @@ static void test_check_plan_refuses_a_stale_plan(void **state)
     catfix_unload(m);
 }
 
+/*
+ * The moves between two hosts that hold (or are to set up) a replication
+ * connection: unfinished and before "verified", of another shard, in that
+ * direction. The lock around the check and the insert is one for all.
+ */
+static void test_moves_between_two_hosts(void **state)
+{
+    struct fixture *f = *state;
+    struct catalog_move mv = {.shard = 10, .pause_ms = -1, .verify_diffs = -1};
+    struct catalog_move got;
+    const char *dst;
+    char src[SHARDMAP_NAME_MAX];
+
+    assert_int_equal(catalog_shard_host(&f->cat, 10, src), 0);
+    dst = strcmp(src, f->conf.hosts[0].name) ? f->conf.hosts[0].name
+                                             : f->conf.hosts[1].name;
+    snprintf(mv.src, sizeof(mv.src), "%s", src);
+    snprintf(mv.dst, sizeof(mv.dst), "%s", dst);
+    assert_int_equal(catalog_move_between(&f->cat, src, dst, 11, &got), 0);
+    assert_int_equal(catalog_move_create(&f->cat, &mv), 0);
+    const char *const phases[] = {"prepare",  "copy",    "copied",
+                                  "catchup",  "cutover", "switched",
+                                  "verified", "cleanup", "done"};
+    for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++) {
+        int busy = i < 6; /* before "verified" */
+        snprintf(mv.phase, sizeof(mv.phase), "%s", phases[i]);
+        assert_int_equal(catalog_move_save(&f->cat, &mv, 0), 0);
+        assert_int_equal(catalog_move_between(&f->cat, src, dst, 11, &got), busy);
+        if (busy) {
+            assert_int_equal(got.id, mv.id);
+            assert_int_equal(got.shard, 10);
+            assert_string_equal(got.phase, phases[i]);
+        }
+        /* Its own move, and the other direction, are not in the way. */
+        assert_int_equal(catalog_move_between(&f->cat, src, dst, 10, &got), 0);
+        assert_int_equal(catalog_move_between(&f->cat, dst, src, 11, &got), 0);
+    }
+    assert_int_equal(catalog_shard_set_state(&f->cat, 10, SHARDMAP_STATE_ACTIVE), 0);
+
+    /* The lock: held by the session that took it, until it lets go. */
+    static const char used[] = "SELECT IS_USED_LOCK('" PREFIX "_move_create') IS NOT "
+                               "NULL";
+    assert_int_equal(itest_scalar(f->peek, used), 0);
+    assert_int_equal(catalog_lock_move_create(&f->cat, 1), 0);
+    assert_int_equal(itest_scalar(f->peek, used), 1);
+    assert_int_equal(catalog_lock_move_create(&f->cat, 0), 0);
+    assert_int_equal(itest_scalar(f->peek, used), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -575,6 +624,7 @@ int main(void)
         cmocka_unit_test(test_moves_list_newest_first),
         cmocka_unit_test(test_lock_shard_is_per_session),
         cmocka_unit_test(test_check_plan_refuses_a_stale_plan),
+        cmocka_unit_test(test_moves_between_two_hosts),
     };
     return cmocka_run_group_tests_name("catalog_integration", tests, setup,
                                        catfix_teardown);

@@ -1,8 +1,12 @@
 """shardctl's move, verify and rebalance refuse bad operands with a clear
-message and exit 2 (usage) or 1 (error), and change nothing."""
+message and exit 2 (usage) or 1 (error), and change nothing. A second move
+between the same two hosts while the first is unfinished is refused with
+exit 5, naming the first, before it records or copies anything, and moves
+once the first finished."""
 
 import os
 import re
+import signal
 import unittest
 
 import harness as h
@@ -67,6 +71,73 @@ class TestCommandLine(unittest.TestCase):
         finally:
             self.assertEqual(h.shardctl("move", shard, home, "--grace", 0).rc, 0)
         self.assertEqual(h.shard_map(), before)
+
+
+class TestSecondMoveBetweenTwoHosts(unittest.TestCase):
+    """Two shards of one host, both for the same other host: the second move
+    waits for the first (MariaDB takes one replication connection per source
+    host on a target, and one started from an older snapshot could not apply
+    what the target logged meanwhile)."""
+
+    @classmethod
+    def setUpClass(cls):
+        s = h.stack.get()
+        s.require_dir()
+        s.require_api()
+        cls.co = h.new_company()
+        cls.match = h.new_match()
+        hosts = sorted(set(h.shard_map().values()))
+        cls.src = hosts[1 % len(hosts)]
+        cls.dst = h.other_host(cls.src, hosts)
+        cls.shards = h.pick_shards(2, on_host=cls.src)
+        for shard in cls.shards:
+            h.fillshard(shard, 50, 500, match=cls.match["id"], company=cls.co["id"])
+
+    def bets(self, shard, n):
+        uid, cid = h.users_of(shard, self.co["id"], 1)[0]
+        c = h.member_client(uid, cid)
+        return [h.bet(c, self.match["id"]) for _ in range(n)]
+
+    def test_second_move_waits_for_the_first(self):
+        A, B = self.shards
+        src, dst = self.src, self.dst
+        self.addCleanup(h.settle, B)
+        self.addCleanup(h.settle, A)
+        placed = self.bets(B, 2)
+        mv = h.move_proc(A, dst, "--grace", "1", hold="catchup")
+        h.wait_hold(mv, "catchup", 120)
+        self.bets(A, 2)  # writes flow on the source while the first replicates
+        placed += self.bets(B, 2)
+
+        moves = "SELECT COUNT(*) FROM `%s`.moves WHERE shard = %d" % (h.global_schema(), B)
+        before = h.sql("db1", moves)
+        r = h.shardctl("move", B, dst, "--json", timeout=120)
+        said = " ".join(e.get("message", "") for e in r.of("error"))
+        self.assertEqual(r.rc, 5, "a second move %s -> %s while shard %d's is held:\n%s"
+                         % (src, dst, A, r.describe()))
+        for want in ("shard %d is moving from %s to %s" % (A, src, dst), "move shard %d after it" % B):
+            self.assertIn(want, said, r.describe())
+        self.assertEqual(h.sql("db1", moves), before, "the refused move left a record")
+        self.assertEqual(h.shard_row(B), (src, 0), "the refused move changed the map")
+        self.assertFalse(h.schema_exists(dst, B), "the refused move copied shard %d to %s" % (B, dst))
+        t = h.shardctl("move", B, dst, timeout=120)
+        self.assertEqual(t.rc, 5, t.describe())
+        self.assertIn("shard %d is moving from %s to %s" % (A, src, dst), t.err, t.describe())
+        r = h.shardctl("move", B, "--resume", timeout=120)
+        self.assertEqual((r.rc, "no unfinished move" in r.out + r.err), (0, True),
+                         "nothing of the refused move to resume:\n" + r.describe())
+
+        placed += self.bets(B, 2)
+        os.kill(mv.p.pid, signal.SIGUSR1)
+        self.assertEqual(mv.wait(180), 0, "the first move after SIGUSR1:\n" + mv.describe())
+        self.assertEqual(h.shard_row(A), (dst, 0))
+        placed += self.bets(B, 2)
+        r = h.shardctl("move", B, dst, "--json", "--grace", 1, timeout=240)
+        self.assertEqual(r.rc, 0, "the second move once the first finished:\n" + r.describe())
+        self.assertTrue(r.of("done"), r.describe())
+        self.assertEqual(h.verify_events_clean(r.events), [], r.describe())
+        self.assertEqual(h.shard_row(B), (dst, 0))
+        self.assertEqual(h.ids_present(dst, B, placed), set(placed), "bets of shard %d on %s" % (B, dst))
 
 
 if __name__ == "__main__":

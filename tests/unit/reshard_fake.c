@@ -149,6 +149,34 @@ static int f_shard_host(void *ctx, char host[SHARDMAP_NAME_MAX])
     return 0;
 }
 
+/* A move of another shard between the same hosts, before "verified". */
+static struct catalog_move *between(struct fake *f, const struct catalog_move *mv)
+{
+    for (uint32_t i = 0; i < f->nmove; i++) {
+        struct catalog_move *o = &f->moves[i];
+        enum reshard_phase ph = RESHARD_DONE;
+        reshard_phase_parse(o->phase, &ph);
+        if (o->shard != mv->shard && ph < RESHARD_VERIFIED &&
+            strcmp(o->src, mv->src) == 0 && strcmp(o->dst, mv->dst) == 0)
+            return o;
+    }
+    return NULL;
+}
+
+static int f_pair_busy(void *ctx, const struct catalog_move *mv,
+                       struct catalog_move *other)
+{
+    GUARD;
+    struct ctx *c = ctx;
+    struct catalog_move *o = between(c->f, mv);
+    int rc = op(c, "pair_busy");
+
+    if (rc < 0 || o == NULL)
+        return rc;
+    *other = *o;
+    return 1;
+}
+
 static int f_create(void *ctx, struct catalog_move *mv)
 {
     GUARD;
@@ -159,6 +187,13 @@ static int f_create(void *ctx, struct catalog_move *mv)
         return rc;
     if (active(c->f, c->shard) != NULL)
         return BC_EEXISTS;
+    /* Another tool got in between pair_busy and create (pair_race). */
+    if (c->f->pair_race != NULL) {
+        c->f->moves[c->f->nmove++] = *c->f->pair_race;
+        c->f->pair_race = NULL;
+    }
+    if (between(c->f, mv) != NULL)
+        return -EALREADY;
     mv->id = ++c->f->nmove;
     c->f->moves[mv->id - 1] = *mv;
     c->f->state[c->shard] = SHARDMAP_STATE_MOVING;
@@ -491,6 +526,7 @@ static const struct reshard_backend_ops fake_ops = {
     .lock = f_lock,
     .load = f_load,
     .shard_host = f_shard_host,
+    .pair_busy = f_pair_busy,
     .create = f_create,
     .save = f_save,
     .set_state = f_set_state,

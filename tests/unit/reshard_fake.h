@@ -36,6 +36,8 @@ struct fake {
     uint32_t diffs_at_fence, diffs_in_flight, diffs_copies;
     int no_snapshot; /* compare_at_fence has no snapshot (a resumed run) */
     int plan_stale;
+    /* create records this move first, as another tool would have meanwhile */
+    const struct catalog_move *pair_race;
     char hosts[8][SHARDMAP_NAME_MAX];
     int nhost;
     /* what happened */

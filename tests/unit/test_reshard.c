@@ -51,7 +51,8 @@ static void test_move_passes_every_transition(void **state)
     assert_string_equal(w->f.events, "prepare copy copied catchup cutover CUTOVER(1) "
                                      "switched verified cleanup done DONE ");
     assert_string_equal(w->f.log,
-                        "lock attach create target_live save:copy copy save:copied "
+                        "lock pair_busy attach create target_live save:copy copy "
+                        "save:copied "
                         "replicate save:catchup compare_in_flight save:catchup "
                         "save:cutover start_replication fence drain switch_target flip "
                         "drop_channel compare_at_fence save:verified save:cleanup "
@@ -209,9 +210,46 @@ static void test_second_move_is_refused(void **state)
     assert_int_equal(w->f.nmove, 1);
     /* The record itself refuses a second one (two tools racing past the lock). */
     w->f.moves[0].shard = 7;
+    snprintf(w->f.moves[0].dst, sizeof(w->f.moves[0].dst), "db3"); /* not in the way */
     assert_int_equal(reshard_move(&w->b, 2, "db2", 0, &w->o), RESHARD_OK);
     w->f.moves[1].phase[0] = 'x'; /* unfinished again */
     assert_int_equal(reshard_move_create(&w->b, 2, "db1", &w->o, &m), BC_EEXISTS);
+}
+
+/*
+ * While a move between two hosts is unfinished before "verified", another
+ * shard's move between the same two hosts is refused before it records or
+ * copies anything; other pairs of hosts go on, and it moves after the first.
+ */
+static void test_second_move_between_two_hosts_waits(void **state)
+{
+    struct world *w = *state;
+    struct catalog_move racer = {.id = 99, .shard = 6, .phase = "copy"};
+
+    /* Shard 2 db1 -> db2 stops in catch-up (unfinished, replicating). */
+    snprintf(w->f.fail_op, sizeof(w->f.fail_op), "compare_in_flight");
+    assert_true(reshard_move(&w->b, 2, "db2", 0, &w->o) < 0);
+    clear_logs(&w->f);
+    assert_int_equal(reshard_move(&w->b, 4, "db2", 0, &w->o), -EALREADY);
+    assert_non_null(strstr(w->f.error_event, "shard 2 is moving from db1 to db2"));
+    assert_non_null(strstr(w->f.error_event, "move shard 4 after it"));
+    assert_null(strstr(w->f.log, "attach"));
+    assert_int_equal(w->f.nmove, 1); /* nothing to resume */
+    assert_string_equal(w->f.map[4], "db1");
+    assert_int_equal(w->f.state[4], SHARDMAP_STATE_ACTIVE);
+    /* The other way round is another pair of hosts. */
+    assert_int_equal(reshard_move(&w->b, 3, "db1", 0, &w->o), RESHARD_OK);
+    /* Once the first is finished, the second moves. */
+    assert_int_equal(reshard_move(&w->b, 2, NULL, 0, &w->o), RESHARD_OK);
+    assert_int_equal(reshard_move(&w->b, 4, "db2", 0, &w->o), RESHARD_OK);
+    assert_string_equal(w->f.map[4], "db2");
+    /* Another tool records one between the check and the insert. */
+    snprintf(racer.src, sizeof(racer.src), "db2");
+    snprintf(racer.dst, sizeof(racer.dst), "db1");
+    w->f.pair_race = &racer;
+    assert_int_equal(reshard_move(&w->b, 4, "db1", 0, &w->o), -EALREADY);
+    assert_non_null(strstr(w->f.error_event, "shard 6 is moving from db2 to db1"));
+    assert_string_equal(w->f.map[4], "db2");
 }
 
 static void test_nothing_to_do(void **state)
@@ -432,6 +470,10 @@ static void test_rebalance_failed_move_keeps_others(void **state)
     assert_string_equal(w->f.map[0], "db3");
     assert_string_equal(w->f.map[1], "db2");
     assert_string_equal(w->f.map[2], "db3");
+    /* Shard 1's record waits (prepare): db2 -> db3 takes no other move. */
+    assert_string_equal(w->f.map[3], "db2");
+    for (uint32_t i = 0; i < w->f.nmove; i++)
+        assert_int_not_equal(w->f.moves[i].shard, 3);
     assert_int_equal(w->f.nhost, 3); /* db3 stays: nothing was drained */
     shardmap_plan_deinit(&plan);
 }
@@ -516,6 +558,8 @@ int main(void)
                                         fake_teardown),
         cmocka_unit_test_setup_teardown(test_second_move_is_refused, fake_setup,
                                         fake_teardown),
+        cmocka_unit_test_setup_teardown(test_second_move_between_two_hosts_waits,
+                                        fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_nothing_to_do, fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(test_live_copy_on_target_is_refused, fake_setup,
                                         fake_teardown),
