@@ -389,10 +389,13 @@ static int db_replicate(void *ctx, const struct catalog_move *mv)
         if (rc == BC_EQUERY && sql_conn_errno(c->dst) == ER_CONNECTION_ALREADY_EXISTS) {
             char msg[512];
             snprintf(msg, sizeof(msg), "%s", sql_last_error());
-            sql_set_error("%s: another move from %s to %s is unfinished; resume it, or "
-                          "roll it back with shardctl move N --abort (shardctl status "
-                          "lists it)",
-                          msg, c->from.name, c->to.name);
+            /* Refused up front since (pair_busy); a record from before that. */
+            sql_set_error("%s: another move's replication from %s into %s is "
+                          "there (shardctl status lists the unfinished moves), and "
+                          "this move's, from an older snapshot, could not follow it: "
+                          "roll this move back with shardctl move %u --abort, and "
+                          "move the shard again once that move finished",
+                          msg, c->from.name, c->to.name, c->shard);
         }
         /* The connection's name is an identifier here (checked). */
         if (rc == 0)
@@ -402,6 +405,27 @@ static int db_replicate(void *ctx, const struct catalog_move *mv)
     if (rc < 0)
         return rc;
     return sql_exec(c->dst, NULL, "START SLAVE %s", c->chan);
+}
+
+/*
+ * A replication connection stopped by an error: BC_EQUERY and its message.
+ * ER_GTID_STRICT_OUT_OF_ORDER: the target already logged later transactions
+ * of the source's GTID domain than the move's snapshot (another move's
+ * connection applied and logged them); this one can never go on.
+ */
+static int replication_error(struct db_ctx *c, const struct sql_replica_status *st)
+{
+    if (st->last_sql_errno == ER_GTID_STRICT_OUT_OF_ORDER)
+        sql_set_error("replication on %s stopped: %s: %s already logged later "
+                      "transactions from %s than this move's snapshot (another move "
+                      "between the two hosts brought them), so this move cannot "
+                      "continue; roll it back with shardctl move %u --abort, then "
+                      "move it again",
+                      c->to.name, st->last_sql_error, c->to.name, c->from.name,
+                      c->shard);
+    else
+        sql_set_error("replication on %s stopped: %s", c->to.name, st->last_sql_error);
+    return BC_EQUERY;
 }
 
 static int db_start_replication(void *ctx)
@@ -422,10 +446,8 @@ static int db_lag(void *ctx, struct reshard_lag *lag)
         sql_set_error("the target has no replication connection for the move");
     if (rc < 0)
         return rc;
-    if (st.last_sql_error[0] != '\0') {
-        sql_set_error("replication on %s stopped: %s", c->to.name, st.last_sql_error);
-        return BC_EQUERY;
-    }
+    if (st.last_sql_error[0] != '\0')
+        return replication_error(c, &st);
     if (!st.sql_running)
         sql_exec(c->dst, NULL, "START SLAVE %s", c->chan);
     if (st.last_io_error[0] != '\0')
@@ -479,10 +501,8 @@ static int wait_until(struct db_ctx *c, const struct sql_binlog_pos *pos)
             sql_set_error("the target's applier went past the source snapshot");
             return BC_EQUERY;
         }
-        if (!st.sql_running && st.last_sql_error[0] != '\0') {
-            sql_set_error("replication stopped on the target: %s", st.last_sql_error);
-            return BC_EQUERY;
-        }
+        if (!st.sql_running && st.last_sql_error[0] != '\0')
+            return replication_error(c, &st);
         if (sql_now_ms() > until) {
             sql_set_error("the target did not reach the source snapshot in %d s",
                           UNTIL_WAIT_MS / 1000);
