@@ -229,7 +229,9 @@ int catalog_moves_list(struct catalog *cat, uint32_t max, struct catalog_move **
                        uint32_t *n);
 /*
  * The source host of the shard's newest finished move that kept its source
- * copy: 1 found, 0 none, or a status.
+ * copy, among those copies still there: not on the host the map names now,
+ * and no later move of the shard into that host (which replaced the copy,
+ * or dropped it when aborted). 1 found, 0 none, or a status.
  */
 int catalog_move_kept_source(struct catalog *cat, uint32_t shard,
                              char host[SHARDMAP_NAME_MAX]);

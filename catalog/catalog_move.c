@@ -199,9 +199,16 @@ int catalog_move_kept_source(struct catalog *cat, uint32_t shard,
 
     if ((rc = shard_ok(cat, shard)) < 0)
         return rc;
+    /*
+     * A later move into the kept copy's host replaced it (or dropped it, if
+     * aborted), and the live host's copy is no other copy: neither counts.
+     */
     rc = catalog__run(cat, &rows,
-                      "SELECT src_host FROM %S.moves WHERE shard = %u AND phase = "
-                      "'done' AND keep_source = 1 ORDER BY id DESC LIMIT 1",
+                      "SELECT m.src_host FROM %S.moves m JOIN %S.shard_map s ON "
+                      "s.shard = m.shard WHERE m.shard = %u AND m.phase = 'done' AND "
+                      "m.keep_source = 1 AND m.src_host <> s.host AND NOT EXISTS "
+                      "(SELECT 1 FROM %S.moves l WHERE l.shard = m.shard AND l.id > "
+                      "m.id AND l.dst_host = m.src_host) ORDER BY m.id DESC LIMIT 1",
                       (uint64_t)shard);
     if (rc == 0 && rows.nrow > 0) {
         catalog__str(host, SHARDMAP_NAME_MAX, sql_cell(&rows, 0, 0));

@@ -199,7 +199,8 @@ struct reshard_backend_ops {
     int (*save)(void *ctx, const struct catalog_move *mv, unsigned fields);
     int (*set_state)(void *ctx, enum shardmap_state state);
     int (*flip)(void *ctx, const struct catalog_move *mv);
-    /* The source of the newest finished move that kept it: 1, 0 none. */
+    /* The host of a copy a finished move kept, still there and not the
+     * live one (catalog_move_kept_source): 1, 0 none. */
     int (*kept_source)(void *ctx, char host[SHARDMAP_NAME_MAX]);
 
     /* hosts: connect to mv->src and mv->dst (BC_EHOST, BC_EDOWN) */

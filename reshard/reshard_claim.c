@@ -301,13 +301,16 @@ int reshard_verify(const struct reshard_backend *b, uint32_t shard, const char *
         }
         if (against != NULL) {
             snprintf(rec.src, sizeof(rec.src), "%s", against);
-        } else if ((rc = ops->kept_source(ctx, rec.src)) <= 0) {
-            rc = rc < 0
-                     ? reshard__fail(opts, shard, rc, "%s", why(ops, ctx))
-                     : reshard__fail(opts, shard, -EINVAL,
-                                     "it has one copy (on %s): give --against HOST to "
-                                     "compare it with another copy",
-                                     rec.dst);
+        } else if ((rc = ops->kept_source(ctx, rec.src)) < 0) {
+            rc = reshard__fail(opts, shard, rc, "%s", why(ops, ctx));
+            goto out;
+        } else if (rc == 0 || strcmp(rec.src, rec.dst) == 0) {
+            /* A copy kept on the host the shard went back to is the live one. */
+            rc = reshard__fail(opts, shard, -EINVAL,
+                               "no copy there to compare: no move kept a copy of shard "
+                               "%u that is still there besides the live one on %s; "
+                               "give --against HOST to compare it with another copy",
+                               shard, rec.dst);
             goto out;
         }
         if ((rc = ops->attach(ctx, &rec)) < 0) {

@@ -409,9 +409,8 @@ static void test_move_from_create_to_flip(void **state)
     assert_int_equal(catalog_move_save(&f->cat, &again, CATALOG_MOVE_FINISHED), 0);
     assert_int_equal(catalog_shard_set_state(&f->cat, 5, SHARDMAP_STATE_ACTIVE), 0);
     assert_int_equal(catalog_move_active(&f->cat, 5, &got), 0);
-    /* The kept copy is still the one of the done move. */
-    assert_int_equal(catalog_move_kept_source(&f->cat, 5, host), 1);
-    assert_string_equal(host, mv.src);
+    /* The aborted move back dropped its target, the kept copy: none left. */
+    assert_int_equal(catalog_move_kept_source(&f->cat, 5, host), 0);
 }
 
 static void test_moves_list_newest_first(void **state)
@@ -488,9 +487,11 @@ static void test_lock_shard_is_per_session(void **state)
 }
 
 /* Moves shard to host in the catalog, as a finished move would. */
-static void flip(struct fixture *f, uint32_t shard, const char *from, const char *to)
+static void flip_keep(struct fixture *f, uint32_t shard, const char *from,
+                      const char *to, int keep_source)
 {
-    struct catalog_move mv = {.shard = shard, .pause_ms = 1, .verify_diffs = -1};
+    struct catalog_move mv = {
+        .shard = shard, .keep_source = keep_source, .pause_ms = 1, .verify_diffs = -1};
 
     snprintf(mv.src, sizeof(mv.src), "%s", from);
     snprintf(mv.dst, sizeof(mv.dst), "%s", to);
@@ -499,6 +500,11 @@ static void flip(struct fixture *f, uint32_t shard, const char *from, const char
     assert_int_equal(catalog_move_flip(&f->cat, &mv), 0);
     snprintf(mv.phase, sizeof(mv.phase), "done");
     assert_int_equal(catalog_move_save(&f->cat, &mv, CATALOG_MOVE_FINISHED), 0);
+}
+
+static void flip(struct fixture *f, uint32_t shard, const char *from, const char *to)
+{
+    flip_keep(f, shard, from, to, 0);
 }
 
 /*
@@ -610,6 +616,41 @@ static void test_moves_between_two_hosts(void **state)
     assert_int_equal(itest_scalar(f->peek, used), 0);
 }
 
+/*
+ * The copy a finished move kept counts while it is there and is not the live
+ * one: a later move into its host replaced it.
+ */
+static void test_kept_source_is_a_copy_still_there(void **state)
+{
+    struct fixture *f = *state;
+    char home[SHARDMAP_NAME_MAX], host[SHARDMAP_NAME_MAX];
+    const char *a, *b;
+
+    assert_true(f->conf.nhost >= 3);
+    assert_int_equal(catalog_shard_host(&f->cat, 12, home), 0);
+    a = strcmp(home, f->conf.hosts[0].name) ? f->conf.hosts[0].name
+                                            : f->conf.hosts[1].name;
+    b = strcmp(home, f->conf.hosts[2].name) ? f->conf.hosts[2].name
+                                            : f->conf.hosts[1].name;
+    assert_int_equal(catalog_move_kept_source(&f->cat, 12, host), 0);
+    flip_keep(f, 12, home, a, 1);
+    assert_int_equal(catalog_move_kept_source(&f->cat, 12, host), 1);
+    assert_string_equal(host, home);
+    /* Back home without keeping: the copy kept there is the live one. */
+    flip_keep(f, 12, a, home, 0);
+    assert_int_equal(catalog_move_kept_source(&f->cat, 12, host), 0);
+    /* Kept on home, then on a; back to a: home's copy is the one left. */
+    flip_keep(f, 12, home, a, 1);
+    flip_keep(f, 12, a, b, 1);
+    assert_int_equal(catalog_move_kept_source(&f->cat, 12, host), 1);
+    assert_string_equal(host, a);
+    flip_keep(f, 12, b, a, 0);
+    assert_int_equal(catalog_move_kept_source(&f->cat, 12, host), 1);
+    assert_string_equal(host, home);
+    flip(f, 12, a, home);
+    assert_int_equal(catalog_move_kept_source(&f->cat, 12, host), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -625,6 +666,7 @@ int main(void)
         cmocka_unit_test(test_lock_shard_is_per_session),
         cmocka_unit_test(test_check_plan_refuses_a_stale_plan),
         cmocka_unit_test(test_moves_between_two_hosts),
+        cmocka_unit_test(test_kept_source_is_a_copy_still_there),
     };
     return cmocka_run_group_tests_name("catalog_integration", tests, setup,
                                        catfix_teardown);

@@ -2,7 +2,8 @@
 message and exit 2 (usage) or 1 (error), and change nothing. A second move
 between the same two hosts while the first is unfinished is refused with
 exit 5, naming the first, before it records or copies anything, and moves
-once the first finished."""
+once the first finished. verify without --against has no copy to compare
+once the shard went back to the host of the copy its move kept."""
 
 import os
 import re
@@ -138,6 +139,29 @@ class TestSecondMoveBetweenTwoHosts(unittest.TestCase):
         self.assertEqual(h.verify_events_clean(r.events), [], r.describe())
         self.assertEqual(h.shard_row(B), (dst, 0))
         self.assertEqual(h.ids_present(dst, B, placed), set(placed), "bets of shard %d on %s" % (B, dst))
+
+
+class TestVerifyKeptCopy(unittest.TestCase):
+    def test_a_copy_kept_on_the_live_host_is_no_copy(self):
+        """Moved with --keep-source and back without: the copy kept on the
+        first host is the live one now, so verify has nothing to compare it
+        with (exit 2), never "equal" of the live copy with itself."""
+        S = h.pick_shards(1)[0]
+        self.addCleanup(h.settle, S)
+        home = h.shard_map()[S]
+        there = h.other_host(home, sorted(set(h.shard_map().values())))
+        r = h.shardctl("move", S, there, "--keep-source", "--grace", 0, timeout=240)
+        self.assertEqual(r.rc, 0, r.describe())
+        r = h.shardctl("verify", S, timeout=120)
+        self.assertEqual(r.rc, 0, r.describe())
+        self.assertIn("comparing the copy on %s with the live one on %s" % (home, there), r.out)
+        r = h.shardctl("move", S, home, "--grace", 0, timeout=240)
+        self.assertEqual(r.rc, 0, r.describe())
+        r = h.shardctl("verify", S, timeout=120)
+        self.assertEqual(r.rc, 2, "verify after moving back onto the kept copy:\n" + r.describe())
+        self.assertIn("no copy there to compare", r.err, r.describe())
+        self.assertNotIn("equal", r.out, r.describe())
+        self.assertEqual(h.shard_row(S), (home, 0))
 
 
 if __name__ == "__main__":

@@ -371,8 +371,15 @@ static void test_verify_compares_the_right_copies(void **state)
     /* A kept source is the default other copy. */
     snprintf(w->f.moves[0].phase, sizeof(w->f.moves[0].phase), "done");
     w->f.moves[0].keep_source = 1;
+    snprintf(w->f.map[2], sizeof(w->f.map[2]), "db2"); /* where the move took it */
     w->f.diffs_copies = 0;
     assert_int_equal(reshard_verify(&w->b, 2, NULL, &w->o, &res), RESHARD_OK);
+    /* Back on the kept copy's host, that copy is the live one: nothing to compare. */
+    snprintf(w->f.map[2], sizeof(w->f.map[2]), "db1");
+    clear_logs(&w->f);
+    assert_int_equal(reshard_verify(&w->b, 2, NULL, &w->o, &res), -EINVAL);
+    assert_non_null(strstr(w->f.error_event, "no copy there to compare"));
+    assert_null(strstr(w->f.log, "compare_copies"));
 }
 
 static void make_plan(struct world *w, struct shardmap_plan *plan, int add)
