@@ -193,6 +193,20 @@ int catalog_cluster_shards(struct catalog *cat, uint32_t *nshard)
     return rc;
 }
 
+int catalog_check_shards(struct catalog *cat, const char *global_host)
+{
+    uint32_t nshard;
+    int rc = catalog_cluster_shards(cat, &nshard);
+
+    if (rc == 0 && nshard != 0 && nshard != cat->nshard) {
+        sql_set_error("refusing: the cluster in %s on %s has %u shards, the config "
+                      "says %u; the shard count is fixed at creation",
+                      cat->schema, global_host, nshard, cat->nshard);
+        rc = BC_EMISMATCH;
+    }
+    return rc;
+}
+
 /*
  * Where shard s may be while its plan is partly run: on its planned host,
  * or, when the plan moves it, still on the move's source. Anywhere else

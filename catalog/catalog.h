@@ -84,6 +84,13 @@ int catalog_map_create(struct catalog *cat, const struct shardmap_conf *conf,
                        const struct shardmap *map);
 /* Shard count recorded at creation; 0 when there is no cluster yet. */
 int catalog_cluster_shards(struct catalog *cat, uint32_t *nshard);
+/*
+ * 0 when the cluster has the config's shard count (or there is none yet);
+ * BC_EMISMATCH, saying both counts, when it has another: the config's
+ * schema names and shard numbers are not the cluster's. global_host names
+ * the host in the message.
+ */
+int catalog_check_shards(struct catalog *cat, const char *global_host);
 
 /* The host that holds shard now (name). BC_ESHARD, BC_ENOTFOUND. */
 int catalog_shard_host(struct catalog *cat, uint32_t shard,

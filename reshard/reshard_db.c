@@ -81,8 +81,10 @@ static int open_global(const struct shardmap_conf *conf, struct sql_conn **g,
         return rc;
     sql_conn_executor(*g, &ex);
     catalog_init(cat, conf, &ex);
-    /* Clusters made before moves existed get the table here (idempotent). */
-    if ((rc = catalog_install(cat)) < 0) {
+    /* A config of another shard count would name other schemas. */
+    if ((rc = catalog_check_shards(cat, conf->global_host)) < 0 ||
+        /* Clusters made before moves existed get the table here (idempotent). */
+        (rc = catalog_install(cat)) < 0) {
         catalog_deinit(cat);
         sql_conn_close(*g);
         *g = NULL;

@@ -444,6 +444,30 @@ static int parse_new_host(const char *arg, struct shardmap_host_conf *h)
     return 0;
 }
 
+/*
+ * The map a plan starts from, of a cluster with the config's shard count:
+ * 0, or the exit code after saying why (3: the global host is down).
+ */
+static int plan_map(const struct shardmap_conf *conf, struct router *r,
+                    const struct shardmap **map)
+{
+    struct catalog *cat = router_catalog(r);
+    int rc;
+
+    if ((rc = catalog_check_shards(cat, conf->global_host)) == BC_EMISMATCH) {
+        fprintf(stderr, "shardctl: %s\n", sql_last_error());
+        return 1;
+    }
+    if (rc == 0)
+        rc = router_reload_map(r);
+    if (rc == 0 && (*map = router_map(r)) != NULL)
+        return 0;
+    fprintf(stderr, "shardctl: no shard map in %s on %s: %s\n", cat->schema,
+            conf->global_host, rc < 0 ? sql_last_error() : "run shardctl init");
+    /* A global host that does not answer is a host down, as for status. */
+    return rc == BC_EDOWN || rc == BC_ETIMEOUT ? 3 : 1;
+}
+
 static int cmd_plan(struct shardmap_conf *conf, const char *add, const char *remove,
                     uint32_t weight, const char *out)
 {
@@ -467,11 +491,9 @@ static int cmd_plan(struct shardmap_conf *conf, const char *add, const char *rem
         fprintf(stderr, "shardctl: %s\n", bc_strerror(rc));
         return 1;
     }
-    map = router_map(r);
-    if (map == NULL) {
-        fprintf(stderr, "shardctl: no shard map: %s\n", router_last_error());
+    if ((rc = plan_map(conf, r, &map)) != 0) {
         router_destroy(r);
-        return 1;
+        return rc;
     }
     if (add != NULL) {
         struct shardmap_node node;

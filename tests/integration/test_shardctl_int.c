@@ -412,6 +412,73 @@ static void test_a_wrong_password_is_named(void **state)
     unlink(path);
 }
 
+/*
+ * plan without a map says why: a global host that does not answer is a host
+ * down (exit 3), as for status; not an empty "no shard map: ".
+ */
+static void test_plan_with_the_global_host_down_exits_3(void **state)
+{
+    char path[] = "/tmp/bc-down-XXXXXX";
+    (void)state;
+
+    edited_cluster(path, "s/^    port: [0-9]*$/    port: 1/");
+    assert_int_equal(itest_shardctl(out, sizeof(out),
+                                    "-c %s plan --add-host db4=127.0.0.1:3999 -o "
+                                    "/dev/null",
+                                    path),
+                     3);
+    assert_non_null(strstr(out, "no shard map in"));
+    assert_non_null(strstr(out, "is down"));
+    assert_null(strstr(out, "no shard map: \n"));
+    unlink(path);
+}
+
+/*
+ * A config with another shard count is refused by plan, move, verify and
+ * rebalance as by init, saying both counts, and changes nothing.
+ */
+static void test_another_shard_count_is_refused_by_every_command(void **state)
+{
+    char path[] = "/tmp/bc-cluster-XXXXXX", plan[] = "/tmp/bc-plan-XXXXXX";
+    const char *const cmds[] = {"plan --add-host db4=127.0.0.1:3999 -o /dev/null",
+                                "move 3 db1", "move 3 db2", "verify 3", "rebalance %s"};
+    struct shardmap_conf conf;
+    MYSQL *global;
+    char sql[256], args[256];
+    int64_t moves;
+    int fd = mkstemp(plan);
+    (void)state;
+
+    assert_true(fd >= 0);
+    close(fd);
+    itest_conf(&conf);
+    global = itest_mysql(&conf, conf.global_host);
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s_global.moves",
+             conf.schema_prefix);
+    moves = itest_scalar(global, sql);
+    assert_int_equal(itest_shardctl(out, sizeof(out),
+                                    "plan --add-host db4=127.0.0.1:3999 -o %s", plan),
+                     0);
+    edited_cluster(path, "s/^  shards: 64$/  shards: 128/");
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        snprintf(args, sizeof(args), cmds[i], plan);
+        assert_int_equal(itest_shardctl(out, sizeof(out), "-c %s %s", path, args), 1);
+        if (strstr(out, "has 64 shards, the config says 128") == NULL) {
+            print_error("shardctl %s: %s\n", args, out);
+            fail();
+        }
+    }
+    assert_int_equal(itest_scalar(global, sql), moves);
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(*) FROM %s_global.hosts WHERE name = 'db4'",
+             conf.schema_prefix);
+    assert_int_equal(itest_scalar(global, sql), 0);
+    mysql_close(global);
+    shardmap_conf_deinit(&conf);
+    unlink(path);
+    unlink(plan);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -426,6 +493,8 @@ int main(void)
         cmocka_unit_test(test_plan_add_host_writes_plan),
         cmocka_unit_test(test_plan_add_host_weight),
         cmocka_unit_test(test_bad_config_names_file_and_line),
+        cmocka_unit_test(test_plan_with_the_global_host_down_exits_3),
+        cmocka_unit_test(test_another_shard_count_is_refused_by_every_command),
     };
     return cmocka_run_group_tests_name("shardctl_integration", tests, NULL, NULL);
 }
