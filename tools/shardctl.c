@@ -250,6 +250,14 @@ static uint32_t unfinished_moves(struct catalog *cat, struct catalog_move **out)
     return k;
 }
 
+/* A move whose map flip is done: --abort refuses it, only a re-run finishes it. */
+static int past_flip(const char *phase)
+{
+    enum reshard_phase at;
+
+    return reshard_phase_parse(phase, &at) == 0 && at >= RESHARD_SWITCHED;
+}
+
 /*
  * For status while the global host has no writable server that answers
  * (its primary died and nothing failed it over yet: the guard is down or
@@ -404,9 +412,12 @@ static int cmd_status(struct shardmap_conf *conf, int json)
                map->version, map->nshard, conf->schema_prefix, conf->global_host);
         for (uint32_t i = 0; i < nmove; i++)
             printf("unfinished move #%" PRIu64 ": shard %u %s -> %s, phase %s (re-run "
-                   "shardctl move %u %s to finish it, or --abort)\n",
+                   "shardctl move %u %s to finish it%s)\n",
                    moves[i].id, moves[i].shard, moves[i].src, moves[i].dst,
-                   moves[i].phase, moves[i].shard, moves[i].dst);
+                   moves[i].phase, moves[i].shard, moves[i].dst,
+                   past_flip(moves[i].phase) ? "; past the map flip, --abort no "
+                                               "longer applies"
+                                             : ", or --abort");
     }
     free(moves);
     catalog_map_deinit(cm);

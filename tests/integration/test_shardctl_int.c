@@ -479,6 +479,46 @@ static void test_another_shard_count_is_refused_by_every_command(void **state)
     unlink(plan);
 }
 
+/* The hint for an unfinished move offers --abort only before the map flip. */
+static void test_status_hint_follows_the_phase(void **state)
+{
+    static const char *const phase[] = {"copy",     "catchup",  "cutover",
+                                        "switched", "verified", "cleanup"};
+    struct shardmap_conf conf;
+    MYSQL *global;
+    char sql[512], line[256];
+    (void)state;
+
+    itest_conf(&conf);
+    global = itest_mysql(&conf, conf.global_host);
+    /* Records only (shards 58..63 stay where they are); removed below. */
+    for (uint32_t i = 0; i < 6; i++) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO %s_global.moves (shard, src_host, dst_host, phase, note) "
+                 "VALUES (%u, 'db1', 'db2', '%s', 'itest')",
+                 conf.schema_prefix, 58 + i, phase[i]);
+        must_query(global, sql);
+    }
+    itest_shardctl(out, sizeof(out), "status");
+    snprintf(sql, sizeof(sql), "DELETE FROM %s_global.moves WHERE note = 'itest'",
+             conf.schema_prefix);
+    must_query(global, sql);
+    for (uint32_t i = 0; i < 6; i++) {
+        snprintf(line, sizeof(line),
+                 "shard %u db1 -> db2, phase %s (re-run shardctl move %u db2 to finish "
+                 "it%s)\n",
+                 58 + i, phase[i], 58 + i,
+                 i < 3 ? ", or --abort"
+                       : "; past the map flip, --abort no longer applies");
+        if (strstr(out, line) == NULL) {
+            print_error("no line \"%s\" in:\n%s\n", line, out);
+            fail();
+        }
+    }
+    mysql_close(global);
+    shardmap_conf_deinit(&conf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -495,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_bad_config_names_file_and_line),
         cmocka_unit_test(test_plan_with_the_global_host_down_exits_3),
         cmocka_unit_test(test_another_shard_count_is_refused_by_every_command),
+        cmocka_unit_test(test_status_hint_follows_the_phase),
     };
     return cmocka_run_group_tests_name("shardctl_integration", tests, NULL, NULL);
 }
