@@ -564,11 +564,22 @@ static uint32_t shard_arg(const char *s)
     return *s == '\0' || *end != '\0' || n > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)n;
 }
 
-/* Checks the operands of a command; prints what is wrong. */
+/* Checks the command and its operands; prints what is wrong. */
 static int command_args_ok(const char *cmd, int nargs, const struct sc_move_opts *o)
 {
+    static const char *const known[] = {"init",  "status", "plan",
+                                        "move",  "verify", "rebalance",
+                                        "moves", "guard",  "switchover"};
     const char *want = NULL;
+    size_t i = 0;
 
+    while (i < sizeof(known) / sizeof(known[0]) && strcmp(cmd, known[i]) != 0)
+        i++;
+    if (i == sizeof(known) / sizeof(known[0])) {
+        fprintf(stderr, "shardctl: unknown command '%s'\n", cmd);
+        usage(stderr);
+        return 0;
+    }
     if (strcmp(cmd, "move") == 0) {
         if (o->abort || o->resume) {
             if (nargs != 1 || (o->abort && o->resume))
@@ -748,13 +759,8 @@ int main(int argc, char **argv)
         rc = cmd_init(&conf);
     else if (strcmp(argv[optind], "status") == 0)
         rc = cmd_status(&conf, json);
-    else if (strcmp(argv[optind], "plan") == 0)
+    else /* plan: command_args_ok() knows no other */
         rc = cmd_plan(&conf, add, remove, (uint32_t)weight, out);
-    else {
-        fprintf(stderr, "shardctl: unknown command '%s'\n", argv[optind]);
-        usage(stderr);
-        rc = 2;
-    }
     shardmap_conf_deinit(&conf);
     return rc;
 }

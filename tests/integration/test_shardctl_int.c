@@ -519,6 +519,16 @@ static void test_status_hint_follows_the_phase(void **state)
     shardmap_conf_deinit(&conf);
 }
 
+static void test_unknown_command_is_named(void **state)
+{
+    (void)state;
+    assert_int_equal(itest_shardctl(out, sizeof(out), "bogus arg"), 2);
+    assert_non_null(strstr(out, "shardctl: unknown command 'bogus'"));
+    assert_null(strstr(out, "no operands"));
+    assert_int_equal(itest_shardctl(out, sizeof(out), "status extra"), 2);
+    assert_non_null(strstr(out, "shardctl status: usage: no operands"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_plan_with_the_global_host_down_exits_3),
         cmocka_unit_test(test_another_shard_count_is_refused_by_every_command),
         cmocka_unit_test(test_status_hint_follows_the_phase),
+        cmocka_unit_test(test_unknown_command_is_named),
     };
     return cmocka_run_group_tests_name("shardctl_integration", tests, NULL, NULL);
 }
