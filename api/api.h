@@ -70,6 +70,8 @@ struct api_limits {
     uint32_t header_timeout_ms;    /* connect to complete headers (800) */
     uint32_t body_timeout_ms;      /* headers to complete body (10000) */
     uint32_t idle_timeout_ms;     /* a response to the next request's headers (15000) */
+    uint32_t stop_drain_ms;       /* stopping: /readyz 503 this long before the listener
+                                     closes (2500) */
     struct api_nets trusted;      /* proxies whose X-Forwarded-For counts (127.0.0.1) */
     struct api_nets metrics_from; /* who may GET /metrics directly (127.0.0.0/8) */
 };
@@ -132,6 +134,13 @@ void api_conf_keys(FILE *out);
  */
 int api_server_create(const struct api_conf *conf, struct router *router,
                       struct api_server **out);
+/*
+ * Drains before a stop: /readyz answers 503 and each answer closes its
+ * connection, for drain_ms (returns then), while everything else serves
+ * as before, so that a proxy's health checks take the server out before
+ * its port closes. Once.
+ */
+void api_server_drain(struct api_server *srv, uint32_t drain_ms);
 /* Stops accepting, finishes requests in flight, frees everything. */
 void api_server_destroy(struct api_server *srv);
 /* The port it listens on (the one chosen when conf->port was 0). */

@@ -64,6 +64,7 @@ struct api_server {
     struct api_limit *login_addr, *signup_addr, *account, *device; /* token buckets */
     struct api_jobs *jobs; /* the settler and its settlements, joined by destroy */
     struct api_settler *settler; /* NULL without a router */
+    atomic_int stopping;         /* api_server_drain() began */
 };
 
 static int64_t now_us(void)
@@ -72,24 +73,6 @@ static int64_t now_us(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-void api_log(const char *fmt, ...)
-{
-    char buf[1024];
-    struct timespec ts;
-    struct tm tm;
-    va_list ap;
-    size_t n;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-    n += (size_t)snprintf(buf + n, sizeof(buf) - n, ".%03ldZ ", ts.tv_nsec / 1000000);
-    va_start(ap, fmt);
-    vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s\n", buf);
 }
 
 const struct api_conf *api_server_conf(struct api_server *srv)
@@ -163,28 +146,6 @@ uint16_t api_server_port(const struct api_server *srv)
     return api_listen_port(srv->listener);
 }
 
-void api_log_escape(const char *in, char *out, size_t size)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t n = 0;
-
-    for (const unsigned char *p = (const unsigned char *)in; *p != '\0'; p++) {
-        if (*p > ' ' && *p < 0x7f && *p != '\\') {
-            if (n + 1 >= size)
-                break;
-            out[n++] = (char)*p;
-        } else {
-            if (n + 4 >= size)
-                break;
-            out[n++] = '\\';
-            out[n++] = 'x';
-            out[n++] = hex[*p >> 4];
-            out[n++] = hex[*p & 15];
-        }
-    }
-    out[n] = '\0';
-}
-
 int api_rate_check(struct api_req *req, const char *which, const char *key)
 {
     struct api_server *srv = req->srv;
@@ -247,6 +208,9 @@ static enum MHD_Result queue_response(struct api_req *req)
     req->queued = 1;
     for (int i = 0; i < req->nheaders; i++)
         MHD_add_response_header(resp, req->headers[i].name, req->headers[i].value);
+    /* Stopping: the client's next request goes to a new connection, elsewhere. */
+    if (atomic_load_explicit(&req->srv->stopping, memory_order_relaxed))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     ret = MHD_queue_response(req->conn, (unsigned int)req->status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -352,7 +316,10 @@ static int work_place(struct api_req *req)
     if (api_work_reserve(req->srv->work) == 0)
         return 0;
     api_add_header(req, "Retry-After", "1");
-    api_error(req, 503, "unavailable", "too many requests in progress; try again");
+    if (atomic_load(&req->srv->stopping))
+        api_error(req, 503, "unavailable", "the server is stopping; try again");
+    else
+        api_error(req, 503, "unavailable", "too many requests in progress; try again");
     return -EAGAIN;
 }
 
@@ -614,7 +581,25 @@ void api_conf_init(struct api_conf *conf)
     api_limits_init(&conf->limits);
 }
 
-/* Each loop's thread ends first, then its daemon (which has no thread). */
+int api_server_stopping(struct api_server *srv)
+{
+    return atomic_load_explicit(&srv->stopping, memory_order_relaxed);
+}
+
+void api_server_drain(struct api_server *srv, uint32_t drain_ms)
+{
+    struct timespec ts = {drain_ms / 1000, (long)(drain_ms % 1000) * 1000000L};
+
+    if (srv == NULL || atomic_exchange(&srv->stopping, 1))
+        return;
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/*
+ * Each loop's thread ends first (once its statements in flight are
+ * answered), then its daemon (which has no thread).
+ */
 static void stop_loops(struct api_server *srv)
 {
     for (uint32_t i = 0; srv->lp != NULL && i < srv->nloop; i++)
@@ -763,10 +748,14 @@ void api_server_destroy(struct api_server *srv)
      * hash keeps its place until its second half has answered, so no hash
      * is left either.
      */
+    atomic_store(&srv->stopping, 1);
+    api_listen_close(srv->listener); /* no new connection */
+    srv->listener = NULL;
+    for (uint32_t i = 0; srv->lp != NULL && i < srv->nloop; i++)
+        api_loop_finish(srv->lp[i]); /* no new statement; those in flight end */
     api_tarpit_drain(srv->tarpit);
     api_work_drain(srv->work);
     api_pwhash_drain(srv->pwhash);
-    api_listen_close(srv->listener);
     stop_loops(srv);
     api_conns_destroy(srv->conns);
     api_hot_destroy(srv->hot);

@@ -514,11 +514,9 @@ void api_server_count_verify(struct api_server *srv);
 uint64_t api_server_verifies(struct api_server *srv);
 struct api_work *api_server_work(struct api_server *srv);
 struct api_hot *api_server_hot(struct api_server *srv);
-/*
- * A response as every answer goes out: body (len bytes, taken: freed with
- * free() when the response's last reference goes), its Content-Type and
- * the headers every answer has. NULL when out of memory (body freed).
- */
+int api_server_stopping(struct api_server *srv); /* 1 once SIGTERM'd: draining */
+/* A response: body (len bytes, taken), Content-Type, every answer's headers; NULL: no
+ * memory. */
 struct MHD_Response *api_response_make(const char *type, char *body, size_t len);
 /* The server's connections: open, closed by a deadline, refused by the cap. */
 void api_conns_of(struct api_server *srv, uint64_t *open, uint64_t *reaped,

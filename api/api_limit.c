@@ -310,6 +310,10 @@ static const struct conf_key {
      "from the headers to the complete body"},
     {"idle_timeout_ms", K_U32, L(idle_timeout_ms), 100, 600000,
      "from a response to the next request's complete headers"},
+    {"stop_drain_ms", K_U32, L(stop_drain_ms), 0, 600000,
+     "on SIGTERM, how long the server answers /readyz 503 (and closes each "
+     "connection after its answer) before it stops accepting: a proxy's health "
+     "checks take it out meanwhile, so no request meets a closed port"},
     {"trusted_proxies", K_NETS, L(trusted), 0, 0,
      "proxies whose X-Forwarded-For names the client (IPv4[/bits],...)"},
     {"metrics_from", K_NETS, L(metrics_from), 0, 0,
@@ -425,6 +429,7 @@ void api_limits_init(struct api_limits *l)
     l->header_timeout_ms = 800;
     l->body_timeout_ms = 10000;
     l->idle_timeout_ms = 15000;
+    l->stop_drain_ms = 2500;
     rc = nets_parse("trusted_proxies", "127.0.0.1", &l->trusted, err, sizeof(err));
     if (rc == 0)
         rc = nets_parse("metrics_from", "127.0.0.0/8", &l->metrics_from, err,

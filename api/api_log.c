@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api/api_int.h"
@@ -122,4 +123,45 @@ void api_access_log_release(void)
         b = next;
     }
     mine = NULL;
+}
+
+/* A line of the server's log on stderr, with its UTC time. */
+void api_log(const char *fmt, ...)
+{
+    char buf[1024];
+    struct timespec ts;
+    struct tm tm;
+    va_list ap;
+    size_t n;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n, ".%03ldZ ", ts.tv_nsec / 1000000);
+    va_start(ap, fmt);
+    vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "%s\n", buf);
+}
+
+void api_log_escape(const char *in, char *out, size_t size)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+
+    for (const unsigned char *p = (const unsigned char *)in; *p != '\0'; p++) {
+        if (*p > ' ' && *p < 0x7f && *p != '\\') {
+            if (n + 1 >= size)
+                break;
+            out[n++] = (char)*p;
+        } else {
+            if (n + 4 >= size)
+                break;
+            out[n++] = '\\';
+            out[n++] = 'x';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+    }
+    out[n] = '\0';
 }

@@ -34,6 +34,8 @@
 #include "api/api_loop_int.h"
 
 #define EVENTS 64
+/* A stopping loop's statements in flight get this long to end (theirs are shorter). */
+#define FINISH_MS 5000
 static _Thread_local struct api_loop *this_loop;
 static atomic_uint_fast64_t n_answered, n_to_worker, n_marked, n_mark_failed;
 static atomic_int_fast64_t n_busy; /* in flight or pending, every loop's */
@@ -348,7 +350,8 @@ int api_loop__vquery(struct api_req *req, api_loop_done done, uint32_t shard,
     int retry;
     int rc;
 
-    if (l == NULL || req->router == NULL || atomic_load(&l->quit))
+    if (l == NULL || req->router == NULL || atomic_load(&l->quit) ||
+        atomic_load(&l->finishing))
         return 0;
     retry = l->retry != NULL && l->retry->req == req;
     w = retry ? l->retry : calloc(1, sizeof(*w));
@@ -494,6 +497,23 @@ static void take_new(struct api_loop *l)
     free(q);
 }
 
+/*
+ * Finishing: 1 once nothing is in flight (statements, waits for a
+ * connection, reads to batch, answers waiting for their mark) or
+ * FINISH_MS after it began; answers already made have been handed to the
+ * daemon by then (each turn runs it after answering).
+ */
+static int finished(struct api_loop *l)
+{
+    int64_t now = sql_now_ms();
+
+    if (l->finish_by_ms == 0)
+        l->finish_by_ms = now + FINISH_MS;
+    return (l->waits == NULL && l->pend_head == NULL && l->reads == NULL &&
+            l->marks == NULL) ||
+           now >= l->finish_by_ms;
+}
+
 /* Milliseconds until the nearest of the daemon's and the statements' timers. */
 static int next_timeout(struct api_loop *l, int64_t now)
 {
@@ -548,9 +568,13 @@ static void *loop_main(void *arg)
     /* Without a slot (-ENOSPC) it waits only for its own statements. */
     if (l->router != NULL)
         (void)router_waiter_add(l->router, l->wake_fd);
-    while (!atomic_load(&l->quit)) {
-        int n =
-            epoll_wait(l->ep, ev, EVENTS, l->run ? 0 : next_timeout(l, sql_now_ms()));
+    for (;;) {
+        if (atomic_load(&l->finishing) && finished(l))
+            break;
+        int t = l->run ? 0 : next_timeout(l, sql_now_ms());
+        if (atomic_load(&l->finishing) && (t < 0 || t > 50))
+            t = 50; /* looks at finished() often */
+        int n = epoll_wait(l->ep, ev, EVENTS, t);
         int run = n == 0; /* the daemon's timer came (or a statement's) */
         int marks = 0;
 
@@ -594,9 +618,16 @@ static void *loop_main(void *arg)
         if (router_waiter_self() && l->pend_head != NULL)
             l->run = 1; /* it gave back a connection its pending wait for */
     }
-    /* Stopping: the statements in flight are abandoned, their requests answered. */
-    while (l->waits != NULL)
-        wait_answer(l, l->waits, wait_close(l, l->waits));
+    /*
+     * What the finish left (past its bound): the statements in flight are
+     * abandoned, their requests answered 503. wait_close() unlinks w before
+     * wait_answer() frees it: taken apart, never as two arguments of one call.
+     */
+    atomic_store(&l->quit, 1);
+    while ((w = l->waits) != NULL) {
+        int status = wait_close(l, w);
+        wait_answer(l, w, status);
+    }
     while ((w = pend_pop(l)) != NULL) {
         struct api_req *req = w->req;
         api_loop__wait_free(w);
@@ -658,13 +689,23 @@ int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
     return 0;
 }
 
+void api_loop_finish(struct api_loop *l)
+{
+    uint64_t one = 1;
+
+    if (l == NULL || atomic_exchange(&l->finishing, 1))
+        return;
+    if (l->running)
+        (void)!write(l->wake_fd, &one, sizeof(one));
+}
+
 void api_loop_stop(struct api_loop *l)
 {
     uint64_t one = 1;
 
     if (l == NULL)
         return;
-    atomic_store(&l->quit, 1);
+    api_loop_finish(l);
     if (l->running) {
         (void)!write(l->wake_fd, &one, sizeof(one));
         pthread_join(l->thread, NULL);

@@ -77,14 +77,16 @@ struct api_req *api_conn_req(struct api_conns *c, struct MHD_Connection *conn);
  * (started with MHD_USE_EPOLL and no thread of its own) and, in the same
  * epoll set, the sockets of the statements its requests run there
  * (api_loop_query()), and its wake-ups from router (NULL: none) when a
- * connection it waits for comes back. start makes the thread; stop asks it
- * to end, answers the requests whose statements are still in flight (503,
- * their connections closed), joins it. The daemon is the caller's: stopped
- * after api_loop_stop(). stop accepts NULL.
+ * connection it waits for comes back. start makes the thread; finish asks
+ * it to start no statement (requests go to the workers) and to end once
+ * those in flight are answered, without waiting; stop finishes it, answers
+ * what is left after 5 s (503, their connections closed) and joins it. The
+ * daemon is the caller's: stopped after api_loop_stop(). Both accept NULL.
  */
 struct api_loop;
 int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
                    struct router *router, struct api_loop **out);
+void api_loop_finish(struct api_loop *l);
 void api_loop_stop(struct api_loop *l);
 /*
  * Hands a new connection to the loop, from the acceptor's thread: the loop

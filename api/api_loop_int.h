@@ -57,6 +57,8 @@ struct api_loop {
     pthread_t thread;
     int running;
     atomic_int quit;
+    atomic_int finishing; /* no new statement; ends once those in flight are */
+    int64_t finish_by_ms; /* the thread's: abandons what is left then */
     atomic_uint_fast64_t refused;
     pthread_mutex_t lock; /* the queue of new connections */
     struct pending *queue;

@@ -458,7 +458,9 @@ void api_h_readyz(struct api_req *req)
 {
     const char *reason = NULL;
 
-    if (router_map(req->router) == NULL)
+    if (api_server_stopping(req->srv))
+        reason = "the server is stopping";
+    else if (router_map(req->router) == NULL)
         reason = "no shard map loaded";
     else if (router_exec(req->router, ROUTER_GLOBAL, NULL, "SELECT 1") < 0)
         reason = "the global database is unreachable";

@@ -261,6 +261,11 @@ int main(int argc, char **argv)
             router_map(router) ? "loaded" : "not yet loaded", why[0] ? ": " : "", why);
     sigwait(&set, &sig);
     api_log("%s: %s: stopping", api.name, strsignal(sig));
+    /* SIGTERM (a service manager's stop) drains; SIGINT (Ctrl-C) does not wait. */
+    if (sig == SIGTERM && api.limits.stop_drain_ms > 0) {
+        api_server_drain(srv, api.limits.stop_drain_ms);
+        api_log("%s: drained for %u ms: closing", api.name, api.limits.stop_drain_ms);
+    }
 out:
     /* Joins the server's settler and settlements: none outlives the router below. */
     api_server_destroy(srv);

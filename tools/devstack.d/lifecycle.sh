@@ -21,7 +21,8 @@ living() {
     return 0
 }
 
-# SIGTERM (with SIGCONT, for stopped processes), up to STOP_TIMEOUT s, then SIGKILL.
+# SIGTERM (STOP_SIGNAL; with SIGCONT, for stopped processes), up to STOP_TIMEOUT
+# s, then SIGKILL.
 stop_servers() {
     local deadline name p pids=() killed=0
     mapfile -t pids < <(all_pids "$@")
@@ -32,7 +33,7 @@ stop_servers() {
         done
         {
             kill -CONT "${pids[@]}"
-            kill -TERM "${pids[@]}"
+            kill -"${STOP_SIGNAL:-TERM}" "${pids[@]}"
             kill -CONT "${pids[@]}"
         } 2>/dev/null || true
         deadline=$((SECONDS + STOP_TIMEOUT))
@@ -67,7 +68,8 @@ cmd_stop() {
     stop_servers guard || die "the guard of the stack in $DIR survived SIGKILL"
     mapfile -t apis < <(recorded_api_servers)
     { [ -n "${PORT_haproxy:-}" ] || [ -f "$DIR/haproxy/haproxy.pid" ]; } && proxies=(haproxy)
-    ((${#apis[@]} == 0)) || stop_servers "${apis[@]}" ||
+    # SIGINT: no drain for HAProxy's health checks (it stops too); SIGTERM drains.
+    ((${#apis[@]} == 0)) || STOP_SIGNAL=INT stop_servers "${apis[@]}" ||
         die "some API servers of the stack in $DIR survived SIGKILL"
     ((${#proxies[@]} == 0)) || stop_servers haproxy ||
         die "HAProxy of the stack in $DIR survived SIGKILL"
