@@ -631,6 +631,12 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         return -ENOMEM;
     srv->conf = *conf;
     srv->router = router;
+    /*
+     * The socket first: a port in use fails here, before any thread starts
+     * (the settler would take leases under this server's name).
+     */
+    if ((rc = api_listen_open(&addr, &srv->listener)) < 0)
+        goto error;
     rc = -ENOMEM;
     srv->metrics = api_metrics_create();
     if (srv->metrics == NULL)
@@ -672,9 +678,6 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         goto error;
     if (conf->cache != NULL &&
         (rc = api_cache_keeper_start(srv->jobs, conf->cache)) < 0)
-        goto error;
-    /* The socket first: a port in use fails here, before any thread starts. */
-    if ((rc = api_listen_open(&addr, &srv->listener)) < 0)
         goto error;
     /*
      * A daemon per loop, without a listening socket: the acceptor

@@ -56,9 +56,17 @@ int api_listen_open(const struct sockaddr_in *addr, struct api_listener **out)
         free(l);
         return rc;
     }
-    /* A restarted server binds at once (TIME_WAIT), and two may share the port. */
+    /*
+     * SO_REUSEADDR: a restarted server binds at once, beside the TIME_WAIT
+     * connections of the one before; Linux still refuses the address while
+     * another socket listens on it. No SO_REUSEPORT: the server has this one
+     * socket, and with it a second server (or anything else that set it, as
+     * HAProxy does) would share the port and take part of its connections.
+     * The kernel decides, atomically, in bind() or listen() (two servers
+     * started at once may both bind; the second listen() fails), so no
+     * race lets two pass: one gets EADDRINUSE.
+     */
     if (setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
         bind(l->fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0 ||
         listen(l->fd, SOMAXCONN) < 0) {
         rc = -errno;

@@ -250,6 +250,11 @@ int main(int argc, char **argv)
     api.cache = cache;
     api.rw_window_s = router_rw_window_s(router);
     rc = api_server_create(&api, router, &srv);
+    if (rc == -EADDRINUSE) {
+        /* Another server, HAProxy or anything else listens there: exit 1. */
+        fprintf(stderr, "betcity-api: cannot listen on %s: address in use\n", listen);
+        goto out;
+    }
     if (rc < 0) {
         fprintf(stderr, "betcity-api: cannot listen on %s: %s\n", listen,
                 bc_strerror(rc));

@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import os
 import re
 import subprocess
 import unittest
@@ -69,6 +70,22 @@ class TestCommandLine(unittest.TestCase):
             p = self.run_api(*(args + ["--routes"]))
             self.assertEqual(p.returncode, 2, "%s: %s" % (args, p.stdout))
             self.assertIn(want, p.stderr, args)
+
+    def test_port_in_use_is_refused(self):
+        """A second server on the port of an API server, or of HAProxy (which
+        sets SO_REUSEPORT), exits 1 at once and takes none of its connections."""
+        s = stack.get()
+        s.require_dir()
+        for url in (s.api_urls[0], s.api_url):
+            port = urllib.parse.urlsplit(url).port
+            p = subprocess.run([s.api_bin, "-c", s.cluster, "--listen", "127.0.0.1:%d" % port,
+                                "--secret-file", os.path.join(s.dir, "api.secret"), "--name", "e2e-dup",
+                                "--threads", "1", "--workers", "1", "--quiet"],
+                               capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            self.assertEqual(p.returncode, 1, "%s: %s" % (url, p.stderr))
+            self.assertIn("cannot listen on 127.0.0.1:%d: address in use" % port, p.stderr, url)
+            for _ in range(10):
+                Client(url).get("/healthz", token=None).expect_json(200)
 
 
 class TestHealth(unittest.TestCase):

@@ -1,7 +1,9 @@
 /*
  * test_api_listen.c: the acceptor deals connections out over the event
  * loops evenly, whatever their socket numbers, keeps doing so as
- * connections close, and the server stops with connections open.
+ * connections close, and the server stops with connections open. A port
+ * another socket listens on is refused, SO_REUSEPORT or not; a restart
+ * binds its port at once.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -124,25 +126,82 @@ static void test_connections_spread_evenly(void **state)
         close(extra[i]);
 }
 
-static void test_port_in_use_is_refused(void **state)
+/* A socket listening on 127.0.0.1, with SO_REUSEPORT or not; its port. */
+static int holder(int reuseport, uint16_t *port)
 {
-    struct api_server *second;
-    struct api_conf conf;
     struct sockaddr_in sa = {.sin_family = AF_INET};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
     socklen_t len = sizeof(sa);
-    (void)state;
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
 
-    /* A port held by a socket without SO_REUSEPORT cannot be shared. */
+    assert_true(fd >= 0);
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (reuseport) {
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)),
+                         0);
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)),
+                         0);
+    }
     assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     assert_int_equal(listen(fd, 1), 0);
     assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static int create_on(uint16_t port, struct api_server **out)
+{
+    struct api_conf conf;
+
     api_conf_init(&conf);
-    conf.port = ntohs(sa.sin_port);
+    conf.port = port;
     conf.threads = 1;
-    assert_int_equal(api_server_create(&conf, NULL, &second), -EADDRINUSE);
+    memset(conf.secret, 3, sizeof(conf.secret));
+    return api_server_create(&conf, NULL, out);
+}
+
+static void test_port_in_use_is_refused(void **state)
+{
+    struct api_server *second = NULL;
+    uint16_t port;
+    (void)state;
+
+    /* Whether its owner set SO_REUSEPORT or not (HAProxy does), a port is not shared.
+     */
+    for (int reuseport = 0; reuseport <= 1; reuseport++) {
+        int fd = holder(reuseport, &port);
+        assert_int_equal(create_on(port, &second), -EADDRINUSE);
+        close(fd);
+    }
+}
+
+static void test_running_server_keeps_its_port(void **state)
+{
+    struct api_server *first = server(1), *second = NULL;
+    uint16_t port = api_server_port(first);
+    (void)state;
+
+    /* A second server on the port of a running one fails and takes none of its
+     * connections. */
+    assert_int_equal(create_on(port, &second), -EADDRINUSE);
+    for (int i = 0; i < 8; i++)
+        close(client(port));
+    api_server_destroy(first);
+}
+
+static void test_restart_binds_at_once(void **state)
+{
+    struct api_server *first = server(1), *second = NULL;
+    uint16_t port = api_server_port(first);
+    int fd = client(port);
+    (void)state;
+
+    /* The stopped server closed the connection first: its end of it still holds the
+     * port. */
+    api_server_destroy(first);
     close(fd);
+    assert_int_equal(create_on(port, &second), 0);
+    close(client(port));
+    api_server_destroy(second);
 }
 
 int main(void)
@@ -150,6 +209,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connections_spread_evenly),
         cmocka_unit_test(test_port_in_use_is_refused),
+        cmocka_unit_test(test_running_server_keeps_its_port),
+        cmocka_unit_test(test_restart_binds_at_once),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
