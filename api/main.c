@@ -54,13 +54,30 @@ static void usage(FILE *out)
         "                   [--name NAME] [--threads N] [--workers N] [--no-map-poll]\n"
         "                   [--quiet] [--set KEY=VALUE]...\n"
         "       betcity-api --routes\n"
+        "  --name NAME   this server's name in its metrics, log lines and settlement\n"
+        "                leases, unique per server: 1..63 characters of\n"
+        "                A-Z a-z 0-9 _ . - (default %s)\n"
         "  --threads N   event-loop threads (1..256; default: the online cores, %u)\n"
         "  --workers N   threads that run the handlers which wait for the database\n"
         "                or memcached (1..1024; default %u); what they run at once on\n"
         "                one host is bounded by the cluster config's pool_size\n"
         "keys of --set (docs/api.md \"Limits\"), with their defaults:\n",
-        dflt.threads, dflt.workers);
+        dflt.name, dflt.threads, dflt.workers);
     api_conf_keys(out);
+}
+
+/*
+ * The name goes unquoted into metric labels, log lines and the settlement
+ * leases' owner ("<name>/<nonce>"): only characters none of them needs to
+ * escape, and at most 63, a host name label's length (the systemd unit
+ * passes the short host name), so none is cut.
+ */
+static int name_ok(const char *name)
+{
+    size_t n = strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                            "0123456789_.-");
+
+    return n >= 1 && n <= 63 && name[n] == '\0';
 }
 
 /*
@@ -131,6 +148,13 @@ int main(int argc, char **argv)
             secret = optarg;
             break;
         case 'n':
+            if (!name_ok(optarg)) {
+                fprintf(stderr,
+                        "betcity-api: --name wants 1..63 characters of "
+                        "A-Z a-z 0-9 _ . -, got '%s'\n",
+                        optarg);
+                return 2;
+            }
             snprintf(api.name, sizeof(api.name), "%s", optarg);
             break;
         case 't':

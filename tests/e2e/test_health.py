@@ -71,6 +71,27 @@ class TestCommandLine(unittest.TestCase):
             self.assertEqual(p.returncode, 2, "%s: %s" % (args, p.stdout))
             self.assertIn(want, p.stderr, args)
 
+    def usage_error(self, args, want):
+        """args with a config and key file that do not exist: a check made
+        after reading them (or after contacting a database) would exit 1."""
+        p = self.run_api("-c", "/nonexistent/cluster.yaml", "--secret-file", "/nonexistent/api.secret", *args)
+        self.assertEqual(p.returncode, 2, "%s: %s" % (args, p.stderr))
+        self.assertIn(want, p.stderr, args)
+        return p
+
+    def test_name_is_checked(self):
+        """The name labels metrics and settlement leases: 1..63 of [A-Za-z0-9_.-],
+        nothing to escape, nothing cut."""
+        for name in ('x"y\\z', "", "a" * 64, "api 1", "api1\n", "api/1", "api{1}"):
+            p = self.usage_error(["--listen", "127.0.0.1:1", "--name", name],
+                                 "--name wants 1..63 characters of A-Z a-z 0-9 _ . -")
+            self.assertIn("got '%s'" % name, p.stderr)
+        for name in ("api1", "a" * 63, "web-01.example_2"):
+            p = self.run_api("-c", "/nonexistent/cluster.yaml", "--listen", "127.0.0.1:1",
+                             "--secret-file", "/nonexistent/api.secret", "--name", name)
+            self.assertEqual(p.returncode, 1, "%s: %s" % (name, p.stderr))
+            self.assertIn("/nonexistent/api.secret: No such file or directory", p.stderr, name)
+
     def test_port_in_use_is_refused(self):
         """A second server on the port of an API server, or of HAProxy (which
         sets SO_REUSEPORT), exits 1 at once and takes none of its connections."""
