@@ -8,6 +8,7 @@
  *
  * Stops cleanly on SIGINT or SIGTERM.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -50,10 +51,13 @@ static void usage(FILE *out)
     api_conf_init(&dflt);
     fprintf(
         out,
-        "usage: betcity-api -c CLUSTER.yaml --listen ADDR:PORT --secret-file FILE\n"
+        "usage: betcity-api -c CLUSTER.yaml --listen IPV4:PORT --secret-file FILE\n"
         "                   [--name NAME] [--threads N] [--workers N] [--no-map-poll]\n"
         "                   [--quiet] [--set KEY=VALUE]...\n"
         "       betcity-api --routes\n"
+        "  --listen IPV4:PORT\n"
+        "                an IPv4 address (0.0.0.0: all of them) and a port 1..65535;\n"
+        "                not a host name, not IPv6 (e.g. 10.0.1.11:8080)\n"
         "  --name NAME   this server's name in its metrics, log lines and settlement\n"
         "                leases, unique per server: 1..63 characters of\n"
         "                A-Z a-z 0-9 _ . - (default %s)\n"
@@ -78,6 +82,33 @@ static int name_ok(const char *name)
                             "0123456789_.-");
 
     return n >= 1 && n <= 63 && name[n] == '\0';
+}
+
+/*
+ * --listen IPV4:PORT into api, checked before anything is contacted. The
+ * server listens on one IPv4 address (api_listen.c); a host name would
+ * resolve to any number of them, so it is refused as IPv6 is.
+ */
+static int parse_listen(const char *text, struct api_conf *api)
+{
+    const char *colon = strrchr(text, ':');
+    struct in_addr in;
+    unsigned long v;
+    char *end;
+
+    if (colon == NULL || colon == text ||
+        (size_t)(colon - text) >= sizeof(api->listen_addr) || colon[1] < '0' ||
+        colon[1] > '9')
+        return -EINVAL;
+    v = strtoul(colon + 1, &end, 10);
+    if (*end != '\0' || v == 0 || v > 65535)
+        return -EINVAL;
+    memcpy(api->listen_addr, text, (size_t)(colon - text));
+    api->listen_addr[colon - text] = '\0';
+    if (inet_pton(AF_INET, api->listen_addr, &in) != 1)
+        return -EINVAL;
+    api->port = (uint16_t)v;
+    return 0;
 }
 
 /*
@@ -130,7 +161,7 @@ int main(int argc, char **argv)
     struct router *router = NULL;
     struct cache *cache = NULL;
     struct api_server *srv = NULL;
-    char *err = NULL, *colon, *end, why[256];
+    char *err = NULL, *end, why[256];
     int c, poll = 1, quiet = 0, routes = 0, rc, sig;
     unsigned long v;
     sigset_t set;
@@ -219,16 +250,13 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    colon = strrchr(listen, ':');
-    v = colon ? strtoul(colon + 1, &end, 10) : 0;
-    if (colon == NULL || *end != '\0' || v == 0 || v > 65535 ||
-        (size_t)(colon - listen) >= sizeof(api.listen_addr)) {
-        fprintf(stderr, "betcity-api: --listen wants ADDR:PORT, got '%s'\n", listen);
+    if (parse_listen(listen, &api) < 0) {
+        fprintf(stderr,
+                "betcity-api: --listen wants IPV4:PORT, an IPv4 address (not a host "
+                "name, not IPv6) and a port 1..65535, got '%s'\n",
+                listen);
         return 2;
     }
-    memcpy(api.listen_addr, listen, (size_t)(colon - listen));
-    api.listen_addr[colon - listen] = '\0';
-    api.port = (uint16_t)v;
     if (sodium_init() < 0 || read_secret(secret, &api) < 0)
         return 1;
     if (shardmap_conf_load(cluster, &conf, &err) < 0) {

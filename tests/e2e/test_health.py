@@ -92,6 +92,12 @@ class TestCommandLine(unittest.TestCase):
             self.assertEqual(p.returncode, 1, "%s: %s" % (name, p.stderr))
             self.assertIn("/nonexistent/api.secret: No such file or directory", p.stderr, name)
 
+    def test_listen_wants_an_ipv4_address_and_port(self):
+        for listen in ("localhost:8080", "[::1]:8080", ":8080", "::1", "127.0.0.1", "127.0.0.1:",
+                       "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:+80", "127.0.0.1: 80", "10.0.1:80"):
+            p = self.usage_error(["--listen", listen], "--listen wants IPV4:PORT, an IPv4 address")
+            self.assertIn("got '%s'" % listen, p.stderr)
+
     def test_port_in_use_is_refused(self):
         """A second server on the port of an API server, or of HAProxy (which
         sets SO_REUSEPORT), exits 1 at once and takes none of its connections."""
