@@ -128,7 +128,13 @@ static int read_secret(const char *path, struct api_conf *api)
         return rc;
     }
     n = fread(text, 1, sizeof(text), f);
+    /* A directory opens, then fails to read (EISDIR): say so, not "no key". */
+    rc = ferror(f) ? -(errno ? errno : EIO) : 0;
     fclose(f);
+    if (rc < 0) {
+        fprintf(stderr, "betcity-api: %s: %s\n", path, strerror(-rc));
+        return rc;
+    }
     if (n == sizeof(text)) {
         fprintf(stderr, "betcity-api: %s: larger than %zu bytes\n", path, n - 1);
         return -EINVAL;

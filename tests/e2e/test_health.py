@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import unittest
 import urllib.parse
 
@@ -97,6 +98,13 @@ class TestCommandLine(unittest.TestCase):
                        "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:+80", "127.0.0.1: 80", "10.0.1:80"):
             p = self.usage_error(["--listen", listen], "--listen wants IPV4:PORT, an IPv4 address")
             self.assertIn("got '%s'" % listen, p.stderr)
+
+    def test_secret_file_that_is_a_directory(self):
+        with tempfile.TemporaryDirectory() as d:
+            p = self.run_api("-c", "/nonexistent/cluster.yaml", "--listen", "127.0.0.1:1", "--secret-file", d)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("%s: Is a directory" % d, p.stderr)
+        self.assertNotIn("no key", p.stderr)
 
     def test_port_in_use_is_refused(self):
         """A second server on the port of an API server, or of HAProxy (which
