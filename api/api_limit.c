@@ -338,11 +338,16 @@ static void nets_print(FILE *out, const struct api_nets *nets)
 void api_conf_keys(FILE *out)
 {
     struct api_conf conf;
+    int width = 0;
 
     api_conf_init(&conf);
+    /* The defaults in one column, however long the longest key. */
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if ((int)strlen(keys[i].name) > width)
+            width = (int)strlen(keys[i].name);
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         const char *p = (const char *)&conf.limits + keys[i].off;
-        fprintf(out, "  %-18s ", keys[i].name);
+        fprintf(out, "  %-*s ", width, keys[i].name);
         switch (keys[i].kind) {
         case K_RATE:
             fprintf(out, "%-14g", ((const struct api_rate *)p)->per_s);

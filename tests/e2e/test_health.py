@@ -106,6 +106,14 @@ class TestCommandLine(unittest.TestCase):
         self.assertIn("%s: Is a directory" % d, p.stderr)
         self.assertNotIn("no key", p.stderr)
 
+    def test_help_has_the_defaults_in_one_column(self):
+        p = self.run_api("--help")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        lines = p.stdout.split("with their defaults:\n", 1)[1].splitlines()
+        self.assertGreater(len(lines), 20, p.stdout)
+        starts = {len(re.match(r"  \S+ +", line).group(0)) for line in lines}
+        self.assertEqual(len(starts), 1, "defaults start at columns %s:\n%s" % (sorted(starts), p.stdout))
+
     def test_port_in_use_is_refused(self):
         """A second server on the port of an API server, or of HAProxy (which
         sets SO_REUSEPORT), exits 1 at once and takes none of its connections."""
