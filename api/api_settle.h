@@ -47,7 +47,8 @@ struct api_settle_count {
  * start (docs/benchmarks.md, run 113), so only a run that takes over from
  * another asks. Without, an unguarded shard counts none settled until the
  * host that finishes it adds what earlier runs settled there
- * (api_settle_job.c). 0 or a router status.
+ * (api_settle_job.c). 0, or a router status when a host failed: the
+ * counts are then those of the hosts that answered.
  */
 int api_settle_recount(struct router *r, uint64_t match, struct api_settle_count *c,
                        uint8_t *guarded, uint64_t *before, int first);

@@ -32,7 +32,7 @@ int api_settle_recount(struct router *r, uint64_t match, struct api_settle_count
             }
         }
         sql_rows_free(&rows);
-        if (rc < 0 || c->shards_done == nshard) {
+        if (rc == 0 && c->shards_done == nshard) {
             c->bets_settled = c->bets_total;
             return rc;
         }
@@ -46,7 +46,8 @@ int api_settle_recount(struct router *r, uint64_t match, struct api_settle_count
         "SELECT %N, (SELECT COUNT(*) FROM %S.settled_matches WHERE "
         "match_id = %u), COUNT(*)%R FROM %S.bets WHERE match_id = %u",
         match, before != NULL ? ", COALESCE(SUM(status <> 'open'), 0)" : "", match);
-    for (uint32_t i = 0; rc == 0 && i < rows.nrow; i++) {
+    /* A host that failed sent no rows: the others' rows count all the same. */
+    for (uint32_t i = 0; i < rows.nrow; i++) {
         uint64_t s = strtoull(sql_cell(&rows, i, 0), NULL, 10);
         uint64_t bets = strtoull(sql_cell(&rows, i, 2), NULL, 10);
 

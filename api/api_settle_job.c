@@ -518,16 +518,23 @@ static void settle_finish(struct settle_run *run, const struct api_settle_count 
                           struct standings_job *sj, int64_t t0, int64_t t_std)
 {
     struct catalog *cat = router_catalog(run->router);
+    int rc = settle_standings(run, sj, t_std);
 
-    if (settle_standings(run, sj, t_std) == 0) {
-        /* Standings and profiles (points) change: one generation bump. */
-        if (run->settler->cache != NULL)
-            cache_bump(run->settler->cache, "standings");
-    } else {
-        api_log("settlement %" PRIu64 ": cannot recompute the standings: %s; the "
-                "next settlement will",
-                run->match, router_last_error());
+    if (rc < 0) {
+        /*
+         * The job stays running (its standings are not those of its bets):
+         * released, the next claim, here or on another server, finds every
+         * shard settled and recomputes them again.
+         */
+        api_log("settlement %" PRIu64 ": cannot recompute the standings (%s): the job "
+                "stays running and is claimed again",
+                run->match, bc_strerror(rc));
+        catalog_settlement_release(cat, run->match, run->settler->owner);
+        return;
     }
+    /* Standings and profiles (points) change: one generation bump. */
+    if (run->settler->cache != NULL)
+        cache_bump(run->settler->cache, "standings");
     if (catalog_settlement_finish(cat, run->match, c->shards_done, c->bets_settled) < 0)
         api_log("settlement %" PRIu64 ": cannot record it done: %s; the next "
                 "claim will",
@@ -585,10 +592,18 @@ static void run_main(struct api_job *job, uint64_t match, void *arg)
      * first run starts at once.
      */
     taken_over = st.bets_total > 0 || st.shards_done > 0;
+    /*
+     * A host that does not answer leaves its shards uncounted (not known
+     * settled): they are settled as they come, retried while it is down,
+     * and the others go on; the recount at the end counts them all.
+     */
     if ((rc = api_settle_recount(s->router, match, &c, guarded,
-                                 taken_over ? before : NULL, !taken_over)) == 0)
-        rc = catalog_settlement_progress(cat, match, s->owner, c.shards_done,
-                                         c.bets_settled, c.bets_total);
+                                 taken_over ? before : NULL, !taken_over)) < 0)
+        api_log("settlement %" PRIu64 ": a host did not answer its count (%s): its "
+                "shards are counted once they settle",
+                match, router_last_error());
+    rc = catalog_settlement_progress(cat, match, s->owner, c.shards_done,
+                                     c.bets_settled, c.bets_total);
     if (rc < 0) {
         api_log("settlement %" PRIu64 ": cannot count its shards: %s", match,
                 router_last_error());
