@@ -592,6 +592,8 @@ void api_server_drain(struct api_server *srv, uint32_t drain_ms)
 
     if (srv == NULL || atomic_exchange(&srv->stopping, 1))
         return;
+    /* Background work stops now: another server takes its leases at once. */
+    api_jobs_stop(srv->jobs);
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
 }

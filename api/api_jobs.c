@@ -72,6 +72,16 @@ error:
     return -rc;
 }
 
+void api_jobs_stop(struct api_jobs *jobs)
+{
+    if (jobs == NULL)
+        return;
+    pthread_mutex_lock(&jobs->lock);
+    atomic_store(&jobs->stopping, 1);
+    pthread_cond_broadcast(&jobs->wake);
+    pthread_mutex_unlock(&jobs->lock);
+}
+
 void api_jobs_destroy(struct api_jobs *jobs)
 {
     pthread_t threads[JOBS_MAX];

@@ -33,6 +33,11 @@ void api_thread_nice(uint32_t nice);
  */
 void api_jobs_destroy(struct api_jobs *jobs);
 /*
+ * Asks every job to stop (as destroy does) without waiting for them: a
+ * settlement stops between batches and releases its lease. Accepts NULL.
+ */
+void api_jobs_stop(struct api_jobs *jobs);
+/*
  * Runs fn(job, key, arg) on a thread of its own; arg is borrowed and must
  * outlive the job (the server does). Returns 0; BC_EEXISTS if a job with this
  * key is running; -EAGAIN if too many are; -ECANCELED while stopping; or
