@@ -142,6 +142,7 @@ void api_db_error(struct api_req *req, int rc)
     case BC_EPOOL:
     case BC_EMOVED:
     case BC_EREADONLY: /* a primary being switched, on the global host */
+    case BC_ENOMAP:    /* started while the global host was down: none read yet */
     case BC_ENOTFOUND:
     case BC_ELOCKWAIT: /* a lock wait or deadlock that retries did not get past */
     case -ENOMEM:

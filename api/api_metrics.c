@@ -44,7 +44,7 @@ static const struct {
 } db_causes[] = {
     {BC_EDOWN, "down"},         {BC_ETIMEOUT, "timeout"},   {BC_EPOOL, "pool"},
     {BC_EMOVED, "moved"},       {BC_EREADONLY, "readonly"}, {BC_ENOTFOUND, "notfound"},
-    {BC_ELOCKWAIT, "lockwait"}, {-ENOMEM, "nomem"},
+    {BC_ELOCKWAIT, "lockwait"}, {-ENOMEM, "nomem"},         {BC_ENOMAP, "nomap"},
 };
 #define NCAUSE ((int)(sizeof(db_causes) / sizeof(db_causes[0])))
 
@@ -239,7 +239,7 @@ void api_h_metrics(struct api_req *req)
             "# HELP betcity_db_unavailable_total Requests answered 503 because of the "
             "database, by cause (timeout: a statement past its deadline; moved: a "
             "shard's cut-over longer than move_wait_ms; lockwait: lock waits that "
-            "retries did not get past).\n"
+            "retries did not get past; nomap: no shard map read yet).\n"
             "# TYPE betcity_db_unavailable_total counter\n");
     for (int c = 0; c <= NCAUSE; c++)
         fprintf(

@@ -380,7 +380,7 @@ static int settle_hosts(struct settle_run *run, const uint8_t *guarded)
     int rc = -ENOMEM;
 
     if (map == NULL)
-        return BC_ENOTFOUND;
+        return BC_ENOMAP;
     hosts = calloc(map->nnode, sizeof(*hosts));
     shards = calloc(nshard, sizeof(*shards));
     if (hosts == NULL || shards == NULL)

@@ -42,8 +42,10 @@ struct catalog;    /* catalog/catalog.h */
  * Creates a router for the cluster: copies what it needs from conf, opens no
  * connection yet (pools fill on demand), loads the shard map from the global
  * schema and starts the map poller. If the global schema holds no map yet
- * (before `shardctl init`), the router starts with none and routed calls fail
- * with BC_ENOTFOUND until one appears. Returns 0 or a negative status.
+ * (before `shardctl init`) or the global host is down, the router starts
+ * with none and routed calls fail with BC_ENOMAP until one appears (never
+ * BC_ENOTFOUND, which callers read as a missing row). Returns 0 or a
+ * negative status.
  * Its connections use conf->account (sql_endpoint_of()); those of the API's
  * account (the default) take one statement per call, those of the operator
  * tools' account also "a; b; c" (router_scatter_exec(), fill batches).
@@ -109,11 +111,12 @@ int router_schema(struct router *router, uint32_t shard, char *buf, size_t size)
  * mode. rows may be NULL when no result is wanted; otherwise the caller frees
  * it with sql_rows_free(). Errors: BC_EDOWN (host down or unreachable),
  * BC_ETIMEOUT, BC_EQUERY (the server refused the statement; the message is
- * in router_last_error()), BC_EDUPKEY, BC_ELOCKWAIT, BC_ESHARD, BC_ENOTFOUND
- * (no map), BC_EMOVED. A statement whose schema is missing (the shard moved
- * away) or whose copy is fenced follows the map (router_await_move()) and is
- * sent again; BC_EMOVED when the map did not follow in time. Transactions,
- * ids and scatters answer BC_EMOVED in both cases too.
+ * in router_last_error()), BC_EDUPKEY, BC_ELOCKWAIT, BC_ESHARD, BC_ENOMAP
+ * (no map yet: unavailable, as a host down is), BC_EMOVED. A statement
+ * whose schema is missing (the shard moved away) or whose copy is fenced
+ * follows the map (router_await_move()) and is sent again; BC_EMOVED when
+ * the map did not follow in time. Transactions, ids and scatters answer
+ * BC_EMOVED in both cases too.
  */
 int router_exec(struct router *router, uint32_t shard, struct sql_rows *rows,
                 const char *fmt, ...);
@@ -219,7 +222,7 @@ int router_replicas_possible(struct router *router);
  * answer GET /v1/me so, without handing the request to a worker and back.
  * It runs only on a connection idle in the host's request pool: it never
  * connects and never waits for one. Not started (a negative status, *op
- * NULL): BC_EPOOL (none idle), BC_EDOWN (marked down), BC_ENOTFOUND (no
+ * NULL): BC_EPOOL (none idle), BC_EDOWN (marked down), BC_ENOMAP (no
  * map), BC_ESHARD, -EINVAL (ROUTER_GLOBAL or a bad format), -ENOMEM.
  * Started (0): while router_op_wait() gives SQL_WAIT_* bits, wait for those
  * events on router_op_fd() and pass them to router_op_cont(), and call

@@ -361,8 +361,9 @@ struct router_pool *router__pool_of_shard(struct router *r, uint32_t shard, int 
     }
     m = atomic_load(&r->current);
     if (m == NULL) {
+        /* Not BC_ENOTFOUND: callers would take it for a missing row. */
         router__no_map_error(r);
-        *err = BC_ENOTFOUND;
+        *err = BC_ENOMAP;
         return NULL;
     }
     return m->pool_of[m->map->node_of[shard]];

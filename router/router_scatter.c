@@ -138,7 +138,7 @@ static int scatter_run(struct router *r, enum scatter_kind kind, const char *hea
     *nout = 0;
     if (m == NULL) {
         router__no_map_error(r);
-        return BC_ENOTFOUND;
+        return BC_ENOMAP;
     }
     nnode = m->map->nnode;
     hosts = calloc(nnode, sizeof(*hosts));

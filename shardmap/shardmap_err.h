@@ -26,7 +26,8 @@
     X(BC_ENOSCHEMA, -10013, "schema or table missing")                                 \
     X(BC_EFENCED, -10014, "shard copy fenced")                                         \
     X(BC_ELOCKWAIT, -10015, "lock wait timed out")                                     \
-    X(BC_EREADONLY, -10016, "host is read-only")
+    X(BC_EREADONLY, -10016, "host is read-only")                                       \
+    X(BC_ENOMAP, -10017, "no shard map loaded")
 
 enum bc_err {
 #define BC_ERR_ENUM(name, code, msg) name = code,

@@ -1,8 +1,9 @@
 /*
  * test_router_int.c: the router against the real MariaDB hosts of the test
  * stack: writes and reads on every shard, ids, scatter-gather (union, top-K,
- * batch), background pools and slow statements, a SIGSTOPped host, and
- * following a map change made in the database.
+ * batch), background pools and slow statements, a SIGSTOPped host,
+ * following a map change made in the database, and a router that could
+ * read no map.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -16,6 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <cmocka.h>
 
@@ -690,6 +695,65 @@ static void test_bad_format_is_an_error(void **state)
     assert_non_null(strstr(router_last_error(), "SQL syntax"));
 }
 
+/* A loopback port nobody listens on: bound once, then closed. */
+static uint16_t closed_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/*
+ * A router started while its global host was down has no map: every routed
+ * call is BC_ENOMAP (the API's 503), never BC_ENOTFOUND, which the API read
+ * as a missing row (401 "the token's user no longer exists" for a user who
+ * does). The global schema itself is a host down.
+ */
+static void test_no_map_is_unavailable_not_not_found(void **state)
+{
+    struct fixture *f = *state;
+    int g = shardmap_conf_host(&f->conf, f->conf.global_host);
+    struct sql_rows rows = {0};
+    struct router_txn *txn = NULL;
+    struct router_op *op = NULL;
+    struct router *r = NULL;
+    char addr[sizeof(f->conf.hosts[0].addr)];
+    uint16_t port;
+    uint64_t id;
+
+    assert_true(g >= 0);
+    snprintf(addr, sizeof(addr), "%s", f->conf.hosts[g].addr);
+    port = f->conf.hosts[g].port;
+    snprintf(f->conf.hosts[g].addr, sizeof(addr), "127.0.0.1");
+    f->conf.hosts[g].port = closed_port();
+    assert_int_equal(router_create(&f->conf, &r), 0); /* copies the conf */
+    snprintf(f->conf.hosts[g].addr, sizeof(addr), "%s", addr);
+    f->conf.hosts[g].port = port;
+    router_set_polling(r, 0);
+    assert_null(router_map(r));
+
+    assert_int_equal(router_exec(r, 5, &rows, "SELECT 1 FROM %S.users"), BC_ENOMAP);
+    assert_non_null(strstr(router_last_error(), "no shard map loaded"));
+    assert_int_equal(router_scatter(r, &rows, "SELECT 1 FROM %S.users"), BC_ENOMAP);
+    assert_int_equal(router_txn_begin(r, 5, &txn), BC_ENOMAP);
+    assert_null(txn);
+    assert_int_equal(router_next_id(r, NULL, 5, &id), BC_ENOMAP);
+    assert_int_equal(router_op_start(r, 5, &rows, &op, "SELECT 1 FROM %S.users"),
+                     BC_ENOMAP);
+    assert_null(op);
+    assert_int_equal(router_host_key(r, 5), 0);
+    assert_int_equal(router_exec(r, ROUTER_GLOBAL, NULL, "SELECT 1"), BC_EDOWN);
+    sql_rows_free(&rows);
+    router_destroy(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -707,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_one_request_timeout_is_not_a_host_failure),
         cmocka_unit_test(test_stopped_host_fails_fast_others_serve),
         cmocka_unit_test(test_router_follows_map_change),
+        cmocka_unit_test(test_no_map_is_unavailable_not_not_found),
     };
     return cmocka_run_group_tests_name("router_integration", tests, rtest_setup,
                                        rtest_teardown);

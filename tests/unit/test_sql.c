@@ -521,6 +521,8 @@ static void test_new_status_codes(void **state)
     assert_string_equal(bc_strerror(BC_ELOCKWAIT), "lock wait timed out");
     assert_int_equal(BC_EREADONLY, -10016);
     assert_string_equal(bc_errname(BC_EREADONLY), "BC_EREADONLY");
+    assert_int_equal(BC_ENOMAP, -10017);
+    assert_string_equal(bc_errname(BC_ENOMAP), "BC_ENOMAP");
 }
 
 /* ---- connections ---------------------------------------------------------------- */
