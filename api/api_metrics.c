@@ -454,6 +454,16 @@ void api_h_healthz(struct api_req *req)
     api_reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/*
+ * Ready while the server can route, that is while it has a shard map: with
+ * the global host down the router keeps the map it has, and the shards of
+ * the other hosts are served, so HAProxy must keep sending requests here;
+ * the body says that the global database is missing. Without a map nothing
+ * can be routed, and a server that stops is being taken out. The shard
+ * hosts are not asked: a host down fails its own shards only, the same on
+ * every server, and the router's down marks last a second, too short to
+ * take a server out of HAProxy by.
+ */
 void api_h_readyz(struct api_req *req)
 {
     const char *reason = NULL;
@@ -462,11 +472,17 @@ void api_h_readyz(struct api_req *req)
         reason = "the server is stopping";
     else if (router_map(req->router) == NULL)
         reason = "no shard map loaded";
-    else if (router_exec(req->router, ROUTER_GLOBAL, NULL, "SELECT 1") < 0)
-        reason = "the global database is unreachable";
     if (reason != NULL) {
         api_reply_json(req, 503,
                        json_pack("{s:s,s:s}", "status", "not_ready", "reason", reason));
+        return;
+    }
+    if (router_exec(req->router, ROUTER_GLOBAL, NULL, "SELECT 1") < 0) {
+        api_reply_json(req, 200,
+                       json_pack("{s:s,s:s,s:s}", "status", "ready", "global",
+                                 "unavailable", "reason",
+                                 "the global database is unreachable: shards are "
+                                 "routed by the map already loaded"));
         return;
     }
     api_reply_json(req, 200, json_pack("{s:s}", "status", "ready"));
