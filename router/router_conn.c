@@ -138,6 +138,23 @@ static void pool_flush(struct router_pool *pool, int64_t down_until_ms, const ch
     lane_close_idle(bg);
 }
 
+/*
+ * A connection taken idle from the pool was found lost: its server most
+ * likely restarted, and the other idle ones died with it. Closed all, so
+ * that the next requests connect anew instead of each meeting a dead one.
+ */
+static void pool_drop_idle(struct router_pool *pool)
+{
+    struct router_conn *req, *bg;
+
+    pthread_mutex_lock(&pool->lock);
+    req = lane_drop_idle(&pool->req);
+    bg = lane_drop_idle(&pool->bg);
+    pthread_mutex_unlock(&pool->lock);
+    lane_close_idle(req);
+    lane_close_idle(bg);
+}
+
 /* Marks the host down for why, drops the idle connections of both lanes. */
 static void pool_mark_down(struct router_pool *pool, const char *why)
 {
@@ -419,6 +436,8 @@ int router__conn_done(struct router *r, struct router_conn *conn, int rc, int *b
 
         snprintf(why, sizeof(why), "a new connection was lost: %s", sql_last_error());
         pool_mark_down(pool, why);
+    } else {
+        pool_drop_idle(pool);
     }
     return rc;
 }

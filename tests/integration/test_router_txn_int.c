@@ -151,11 +151,59 @@ static void test_txn_fence_held_once_and_cleared(void **state)
     router_destroy(r);
 }
 
+/*
+ * Idle connections that died with their server (killed here, as a restart
+ * does): a write on one fails (it is not sent again: it may have run), and
+ * the pool then drops the other idle ones, so the next writes connect anew.
+ * Each of them met a dead connection before.
+ */
+static void test_dead_idle_connections_cost_one_write(void **state)
+{
+    struct fixture *f = *state;
+    struct router_txn *txn[4];
+    const struct shardmap *map;
+    struct router *r = NULL;
+    struct sql_rows rows = {0};
+    int64_t ids[4];
+    char sql[64];
+    int failed = 0;
+    MYSQL *m;
+
+    uint32_t shard = 0;
+
+    assert_int_equal(router_create(&f->conf, &r), 0);
+    map = router_map(r);
+    assert_non_null(map);
+    /* A shard of a host other than the global one: its pool is the test's alone. */
+    while (strcmp(map->nodes[map->node_of[shard]].name, f->conf.global_host) == 0)
+        shard++;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(router_txn_begin(r, shard, &txn[i]), 0);
+        assert_int_equal(router_txn_exec(txn[i], &rows, "SELECT CONNECTION_ID()"), 0);
+        ids[i] = strtoll(sql_cell(&rows, 0, 0), NULL, 10);
+        sql_rows_free(&rows);
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(router_txn_commit(txn[i]), 0);
+    m = itest_mysql(&f->conf, map->nodes[map->node_of[shard]].name);
+    for (int i = 0; i < 4; i++) {
+        snprintf(sql, sizeof(sql), "KILL CONNECTION %lld", (long long)ids[i]);
+        assert_int_equal(mysql_query(m, sql), 0);
+    }
+    mysql_close(m);
+    for (int i = 0; i < 4; i++)
+        failed += router_exec(r, shard, NULL,
+                              "UPDATE %S.users SET balance = balance WHERE id = 0") < 0;
+    assert_int_equal(failed, 1);
+    router_destroy(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_transaction_commits_and_rolls_back),
         cmocka_unit_test(test_txn_fence_held_once_and_cleared),
+        cmocka_unit_test(test_dead_idle_connections_cost_one_write),
     };
     return cmocka_run_group_tests_name("router_txn_integration", tests, rtest_setup,
                                        rtest_teardown);
