@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 import unittest
+import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -188,6 +189,23 @@ class Stack:
         self.require_dir()
         return subprocess.run([self.devstack] + list(args) + ["--dir", self.dir],
                               capture_output=True, text=True, timeout=timeout)
+
+    def restart_api(self, name, timeout=60):
+        """devstack restart-host of API server name (api1, api2, ...), then waits
+        for its /readyz 200; fails with restart-host's output otherwise."""
+        p = self.devstack_cmd("restart-host", name, timeout=180)
+        url = self.api_urls[int(name[3:]) - 1] + "/readyz"
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:  # refused, or 503 (HTTPError) while it loads its map
+                pass
+            time.sleep(0.2)
+        raise AssertionError("%s not ready %d s after restart-host: %s"
+                             % (name, timeout, (p.stdout + p.stderr)[-2000:]))
 
     def check_ledger(self):
         """(exit status, output) of bcadmin -c CLUSTER check-ledger."""

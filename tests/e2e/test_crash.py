@@ -55,24 +55,6 @@ class TestSettlementSurvivesKill(unittest.TestCase):
         self.assertEqual(p.returncode, 0, "devstack pid api1: %s" % p.stderr)
         return int(p.stdout.strip())
 
-    def restart_api1(self):
-        p = self.s.devstack_cmd("restart-host", "api1", timeout=180)
-        if p.returncode != 0:
-            log("restart-host api1 failed: %s" % (p.stdout + p.stderr)[-2000:])
-        c = Client(self.s.api_urls[0])
-        deadline = time.time() + 60
-        while True:
-            try:
-                r = c.get("/readyz", timeout=2)
-                if r.status == 200:
-                    return
-            except RequestFailed:
-                pass
-            if time.time() > deadline:
-                raise AssertionError("api1 (%s) not ready 60 s after restart-host: %s"
-                                     % (self.s.api_urls[0], (p.stdout + p.stderr)[-2000:]))
-            time.sleep(0.2)
-
     def post_and_kill(self, match, result, delay_ms):
         """Sends POST …/result to api1 on a raw socket and SIGKILLs api1 after delay_ms."""
         pid = self.api1_pid()
@@ -166,7 +148,7 @@ class TestSettlementSurvivesKill(unittest.TestCase):
                 r = Client(self.s.api_urls[1], admin().token).post("/v1/matches/%s/result" % m["id"], result)
                 self.assertEqual(r.expect_json(202, msg="same result again")["state"], "done")
             finally:
-                self.restart_api1()
+                self.s.restart_api("api1")
             assert_bets_settled_once(self, mbets, result)
 
         # balances: initial - stakes + payouts, in the API and in the rows; ledger invariant

@@ -156,7 +156,7 @@ def users_by_host(s, gname, n=12):
     return other, on_global, signup(co)
 
 
-class TestGlobalHostDown(unittest.TestCase):
+class GlobalBase(unittest.TestCase):
     def setUp(self):
         self.s = stack.get()
         self.s.require_dir()
@@ -164,6 +164,9 @@ class TestGlobalHostDown(unittest.TestCase):
         self.gname, self.gserver = global_host(self.s)
         for url in [self.s.api_url] + self.s.api_urls:  # a test before may have just restarted it
             wait_ready(url, UP, BACK_S)
+
+
+class TestGlobalHostDown(GlobalBase):
 
     def test_servers_stay_ready_and_serve_other_hosts(self):
         s = self.s
@@ -248,14 +251,7 @@ class NoMapServer:
         self.logf.close()
 
 
-class TestStartedWithoutMap(unittest.TestCase):
-    def setUp(self):
-        self.s = stack.get()
-        self.s.require_dir()
-        self.s.require_api()
-        self.gname, self.gserver = global_host(self.s)
-        for url in [self.s.api_url] + self.s.api_urls:  # a test before may have just restarted it
-            wait_ready(url, UP, BACK_S)
+class TestStartedWithoutMap(GlobalBase):
 
     def test_no_map_is_unavailable_not_a_missing_user(self):
         s = self.s

@@ -37,7 +37,7 @@ import unittest
 
 import stack
 from checks import assert_check_ledger, expected_settlement
-from client import Client, RequestFailed
+from client import Client
 from fixtures import admin, new_company, new_match, new_users, place_bet, wait_past_kickoff, wait_settled
 
 LEASE_S = 5  # SETTLE_LEASE_MS in api/api_settle_job.c
@@ -174,19 +174,7 @@ class TestSettlementTakeover(unittest.TestCase):
         return int(p.stdout.strip())
 
     def restart(self, name):
-        p = self.s.devstack_cmd("restart-host", name, timeout=180)
-        if p.returncode != 0:
-            log("restart-host %s failed: %s" % (name, (p.stdout + p.stderr)[-2000:]))
-        c = Client(self.s.api_urls[self.server_index(name)])
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if c.get("/readyz", timeout=2).status == 200:
-                    return
-            except RequestFailed:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("%s not ready 60 s after restart-host" % name)
+        self.s.restart_api(name)
 
     def claims(self, name, match):
         """[(bets settled before, bets, every bet read)] of the claims of match's job

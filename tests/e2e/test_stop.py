@@ -144,7 +144,7 @@ class TestStopUnderLoad(unittest.TestCase):
         if r.returncode != 0:
             self.skipTest("tools/devstack pid api1: %s" % r.stderr)
         pid = int(r.stdout.strip())
-        self.addCleanup(self.restart_api1)
+        self.addCleanup(self.s.restart_api, "api1")
         with Load(self.s.api_url, self.users, self.match) as load:
             time.sleep(1.0)
             os.kill(pid, signal.SIGTERM)
@@ -160,19 +160,6 @@ class TestStopUnderLoad(unittest.TestCase):
         bad = [a for a in load.answers if a[0] is None or a[0] >= 500]
         self.assertGreater(len(ok), 50)
         self.assertEqual(bad, [], "through HAProxy while api1 stopped: %s" % bad[:5])
-
-    def restart_api1(self):
-        p = self.s.devstack_cmd("restart-host", "api1", timeout=180)
-        c = Client(self.s.api_urls[0])
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if c.get("/readyz", timeout=2).status == 200:
-                    return
-            except RequestFailed:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("api1 not ready after restart-host: %s" % (p.stdout + p.stderr)[-2000:])
 
 
 if __name__ == "__main__":
