@@ -235,6 +235,16 @@ void api_h_metrics(struct api_req *req)
                     "betcity_db_timeouts_total{instance=\"%s\",host=\"%s\"} %" PRIu64
                     "\n",
                     name, hosts[i].name, hosts[i].timeouts);
+    fprintf(f, "# HELP betcity_db_stale_connections_total Idle pooled connections "
+               "found closed by their server (a restart, wait_timeout) and replaced "
+               "before use.\n"
+               "# TYPE betcity_db_stale_connections_total counter\n");
+    for (uint32_t i = 0; i < nhost; i++)
+        if (!hosts[i].replica)
+            fprintf(f,
+                    "betcity_db_stale_connections_total{instance=\"%s\",host=\"%s\"} "
+                    "%" PRIu64 "\n",
+                    name, hosts[i].name, hosts[i].stale);
     fprintf(f,
             "# HELP betcity_db_unavailable_total Requests answered 503 because of the "
             "database, by cause (timeout: a statement past its deadline; moved: a "

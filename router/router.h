@@ -405,6 +405,7 @@ struct router_host_stats {
     uint64_t queries;
     uint64_t errors;
     uint64_t timeouts;
+    uint64_t stale; /* idle connections the server had closed, closed unused */
 };
 /* Fills up to max entries (hosts, then replicas as the router met them); returns the
  * number of pools. */

@@ -106,6 +106,37 @@ void router__pool_destroy(struct router_pool *pool)
     free(pool);
 }
 
+/*
+ * Takes lane's first idle connection that its server has not closed
+ * meanwhile (a restart, wait_timeout); pool->lock held. Those found closed
+ * go onto *dead, for lane_close_idle() once the lock is released: a
+ * statement sent on one would fail, and a write is not sent again (it may
+ * have run), so its request would fail with it.
+ */
+static struct router_conn *lane_take_idle(struct router_pool *pool,
+                                          struct router_lane *lane,
+                                          struct router_conn **dead)
+{
+    struct router_conn *conn;
+
+    while ((conn = lane->idle) != NULL) {
+        lane->idle = conn->next;
+        lane->nidle--;
+        if (!sql_conn_peer_closed(conn->sql)) {
+            conn->reused = 1;
+            return conn;
+        }
+        atomic_fetch_add(&pool->stale, 1);
+        lane->nopen--;
+        conn->next = *dead;
+        *dead = conn;
+        pthread_cond_signal(&lane->freed);
+        if (lane == &pool->req)
+            router__waiters_wake(pool); /* a worker may open one now */
+    }
+    return NULL;
+}
+
 /* Takes the idle list of lane and wakes its waiters; pool->lock held. */
 static struct router_conn *lane_drop_idle(struct router_lane *lane)
 {
@@ -270,7 +301,7 @@ int router__conn_get(struct router *r, struct router_pool *pool,
     /* Batch work is not in a hurry: it queues for a connection longer. */
     int64_t deadline = router__now_ms() +
                        (lane->background ? r->batch_timeout_ms : r->connect_timeout_ms);
-    struct router_conn *conn;
+    struct router_conn *conn, *dead = NULL;
     struct sql_endpoint ep;
     uint64_t epoch;
     int rc;
@@ -280,14 +311,13 @@ int router__conn_get(struct router *r, struct router_pool *pool,
         if (pool->down_until_ms > router__now_ms()) {
             set_down_error(pool);
             pthread_mutex_unlock(&pool->lock);
+            lane_close_idle(dead);
             return BC_EDOWN;
         }
-        if (lane->idle != NULL) {
-            conn = lane->idle;
-            lane->idle = conn->next;
-            lane->nidle--;
+        conn = lane_take_idle(pool, lane, &dead);
+        if (conn != NULL) {
             pthread_mutex_unlock(&pool->lock);
-            conn->reused = 1;
+            lane_close_idle(dead);
             *out = conn;
             return 0;
         }
@@ -295,6 +325,7 @@ int router__conn_get(struct router *r, struct router_pool *pool,
             break;
         if (lane_wait(pool, lane, deadline) < 0) {
             pthread_mutex_unlock(&pool->lock);
+            lane_close_idle(dead);
             router__set_error("host %s: all %u %s connections busy", pool->name,
                               lane->max, lane->background ? "background" : "request");
             return BC_EPOOL;
@@ -305,6 +336,7 @@ int router__conn_get(struct router *r, struct router_pool *pool,
     ep = pool->ep;
     epoch = pool->epoch;
     pthread_mutex_unlock(&pool->lock);
+    lane_close_idle(dead);
 
     conn = calloc(1, sizeof(*conn));
     if (conn == NULL) {
@@ -376,7 +408,7 @@ void router__conn_put(struct router_conn *conn, int broken)
 
 int router__conn_try(struct router_pool *pool, struct router_conn **out)
 {
-    struct router_conn *conn;
+    struct router_conn *conn, *dead = NULL;
 
     pthread_mutex_lock(&pool->lock);
     if (pool->down_until_ms > router__now_ms()) {
@@ -384,17 +416,16 @@ int router__conn_try(struct router_pool *pool, struct router_conn **out)
         pthread_mutex_unlock(&pool->lock);
         return BC_EDOWN;
     }
-    conn = pool->req.idle;
+    conn = lane_take_idle(pool, &pool->req, &dead);
     if (conn == NULL) {
         (void)router__waiter_mark(pool);
         pthread_mutex_unlock(&pool->lock);
+        lane_close_idle(dead);
         router__set_error("host %s: no idle request connection", pool->name);
         return BC_EPOOL;
     }
-    pool->req.idle = conn->next;
-    pool->req.nidle--;
     pthread_mutex_unlock(&pool->lock);
-    conn->reused = 1;
+    lane_close_idle(dead);
     *out = conn;
     return 0;
 }
@@ -487,6 +518,7 @@ uint32_t router_stats(struct router *r, struct router_host_stats *out, uint32_t 
         s->queries = atomic_load(&p->queries);
         s->errors = atomic_load(&p->errors);
         s->timeouts = atomic_load(&p->timeouts);
+        s->stale = atomic_load(&p->stale);
     }
     return n;
 }

@@ -116,6 +116,7 @@ struct router_pool {
     atomic_uint nslow;      /* written under lock: request timeouts in a row */
 
     atomic_uint_fast64_t queries, errors, timeouts;
+    atomic_uint_fast64_t stale; /* idle connections found closed by the server */
 
     /* The machine it runs on, for its present epoch (router's machine_lock). */
     int machine_known;

@@ -162,6 +162,13 @@ const struct sql_endpoint *sql_conn_endpoint(const struct sql_conn *c);
 unsigned sql_conn_errno(const struct sql_conn *c);
 /* 1 when the last failure left the connection unusable (close it). */
 int sql_conn_broken(const struct sql_conn *c);
+/*
+ * 1 when the server has closed an idle connection (it restarted, or its
+ * wait_timeout ended the session): end of file, an error it sent before
+ * closing, or a reset is waiting on the socket. One non-blocking peek, no
+ * round trip; 0 when nothing is there, as on a live idle connection.
+ */
+int sql_conn_peer_closed(struct sql_conn *c);
 
 /*
  * Runs SQL text (several statements when the connection allows them) within

@@ -182,6 +182,21 @@ int sql_conn_broken(const struct sql_conn *c)
     return c->broken;
 }
 
+int sql_conn_peer_closed(struct sql_conn *c)
+{
+    my_socket fd = mysql_get_socket(&c->mysql);
+    char byte;
+    ssize_t n;
+
+    if (c->broken || fd < 0)
+        return 1;
+    /* Nothing is due on an idle connection: any byte is the server's goodbye. */
+    do
+        n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
 /*
  * Marks c unusable. Its socket is shut at once, so nothing done with it
  * before it is closed (freeing a half-read result) can wait on the peer.
