@@ -655,17 +655,27 @@ int api_standings_recompute(struct router *r)
     int64_t t0 = sql_now_ms(), t_groups = 0, t_users = 0;
     int rc;
 
-    rc = groups_load(r, &st);
-    t_groups = sql_now_ms();
-    if (rc == 0)
-        rc = router_exec(r, ROUTER_GLOBAL, &gen,
-                         "SELECT COALESCE(MAX(generation), 0) + 1 FROM %S.standings");
-    if (rc < 0)
+    /*
+     * One recomputation at a time. The first statement locks the table's
+     * lock row until the commit, so a second one (two settlements ending
+     * together, bcadmin) waits, then reads and numbers after what the first
+     * stored. Without it, one that read older sums could commit last and
+     * leave them served, and both could take one generation.
+     */
+    if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &st.txn)) < 0 ||
+        (rc = router_txn_exec(st.txn, NULL,
+                              "INSERT INTO %S.standings (kind, scope, generation, "
+                              "computed_at, body) VALUES ('recompute', 0, 0, "
+                              "UTC_TIMESTAMP(3), '') ON DUPLICATE KEY UPDATE "
+                              "computed_at = UTC_TIMESTAMP(3)")) < 0 ||
+        (rc = router_txn_exec(st.txn, &gen,
+                              "SELECT COALESCE(MAX(generation), 0) + 1 FROM "
+                              "%S.standings")) < 0)
         goto out;
     st.gen = strtoull(sql_cell(&gen, 0, 0), NULL, 10);
-
-    if ((rc = router_txn_begin(r, ROUTER_GLOBAL, &st.txn)) < 0 ||
-        (rc = api_lists_start(st.txn, st.gen, &st.lists)) < 0)
+    rc = groups_load(r, &st);
+    t_groups = sql_now_ms();
+    if (rc < 0 || (rc = api_lists_start(st.txn, st.gen, &st.lists)) < 0)
         goto out;
     rc = store_company_users(r, &st);
     /* The global ranking: the best of the companies' rankings. */

@@ -153,7 +153,8 @@ ALTER TABLE `{schema}`.settlements
 
 -- Standings as readers get them (JSON), recomputed after each settlement.
 -- kind: users (scope 0 = global, else company id), teams (company id),
--- companies (scope 0).
+-- companies (scope 0); and recompute (scope 0, generation 0, empty): the row
+-- a recomputation locks first, so that recomputations run one at a time.
 CREATE TABLE IF NOT EXISTS `{schema}`.standings (
     kind VARCHAR(16) NOT NULL,
     scope BIGINT NOT NULL,

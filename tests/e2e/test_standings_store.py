@@ -81,5 +81,31 @@ class TestListWriteRefused(unittest.TestCase):
         self.served_at_least(gen2)
 
 
+class TestOneAtATime(unittest.TestCase):
+    """Recomputations run one at a time (the lock row, kind 'recompute'): four
+    started at once each store a generation of their own, one after another,
+    and every list ends under the last. Before the lock, they read the
+    highest generation together and stored under the same number, and the
+    one that read the oldest sums could commit last."""
+
+    def test_concurrent_recomputations_each_store_a_generation(self):
+        s = stack.get()
+        s.require_dir()
+        table = "`%s`.standings" % s.global_schema()
+        (before,), = s.sql_global("SELECT COALESCE(MAX(generation), 0) FROM %s" % table)
+        procs = [subprocess.Popen([s.bcadmin, "-c", s.cluster, "recompute-standings"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+        for p in procs:
+            out, _ = p.communicate(timeout=300)
+            self.assertEqual(p.returncode, 0, out)
+        (after,), = s.sql_global("SELECT MAX(generation) FROM %s" % table)
+        # A settlement of another test may recompute meanwhile: at least 4.
+        self.assertGreaterEqual(int(after) - int(before), 4,
+                                "four recomputations stored fewer generations: some shared one")
+        (older,), = s.sql_global("SELECT COUNT(*) FROM %s WHERE kind <> 'recompute' AND generation <> %d"
+                                 % (table, int(after)))
+        self.assertEqual(int(older), 0, "lists of an older generation left beside the last")
+
+
 if __name__ == "__main__":
     unittest.main()
