@@ -123,7 +123,9 @@ END;
 -- balance never goes below zero), the bet, its ledger row and the key's
 -- record, in one transaction that commits before the answer row is sent.
 -- The answer is one row: 'placed' or 'replay' followed by the request hash
--- (a replay's) and the bet's columns, or 'closed' / 'balance' alone. Any
+-- (a replay's) and the bet's columns, or 'closed' / 'balance' alone. A
+-- request whose key a concurrent one committed while it waited for the
+-- user's row is that one's replay, not refused for the balance it spent. Any
 -- error (a fenced copy during a move, a read-only server after a failover, a
 -- deadlock, a duplicate key) rolls the transaction back and reaches the
 -- caller as it is. The bet id is composed as router_next_id() does
@@ -167,8 +169,23 @@ proc: BEGIN
     UPDATE `{schema}`.users SET balance = balance - p_stake
         WHERE id = p_user AND balance >= p_stake;
     IF ROW_COUNT() = 0 THEN
+        -- A request with the same key may have committed while this one
+        -- waited for the user's row, and its debit be why the balance is
+        -- short: then this one is its replay. A locking read sees that
+        -- commit; the plain read above, from before it, could not.
+        IF p_key IS NOT NULL THEN
+            SELECT MAX(request_hash), MAX(bet_id) INTO v_hash, v_bet
+                FROM `{schema}`.idempotency WHERE user_id = p_user AND idem_key = p_key
+                LOCK IN SHARE MODE;
+        END IF;
         ROLLBACK;
-        SELECT 'balance';
+        IF v_bet IS NOT NULL THEN
+            SELECT 'replay', v_hash, id, match_id, pick, stake, odds, status, payout,
+                   placed_at, settled_at
+                FROM `{schema}`.bets WHERE id = v_bet AND user_id = p_user;
+        ELSE
+            SELECT 'balance';
+        END IF;
         LEAVE proc;
     END IF;
     SET v_id = ((CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS UNSIGNED) - p_epoch_ms) << 23) |

@@ -386,19 +386,22 @@ class TestIdempotency(unittest.TestCase):
         self.assertNotEqual(bb["id"], ba["id"])
         self.assertEqual(b.balance(), b.initial_balance - 7)
 
+    def race(self, u, bodies, key):
+        """The bodies sent at once by u, all with key; their answers."""
+        barrier = threading.Barrier(len(bodies))
+
+        def go(body):
+            barrier.wait(timeout=30)
+            return u.client.post("/v1/bets", body, headers={"Idempotency-Key": key})
+
+        with concurrent.futures.ThreadPoolExecutor(len(bodies)) as ex:
+            return list(ex.map(go, bodies))
+
     def test_concurrent_retries_debit_once(self):
         u = signup(self.co)
         key = uniq("race")
         body = {"match_id": self.m["id"], "pick": "away", "stake": 25}
-        n = 20
-        barrier = threading.Barrier(n)
-
-        def go(_):
-            barrier.wait(timeout=30)
-            return u.client.post("/v1/bets", body, headers={"Idempotency-Key": key})
-
-        with concurrent.futures.ThreadPoolExecutor(n) as ex:
-            rs = list(ex.map(go, range(n)))
+        rs = self.race(u, [body] * 20, key)
         bad = [r.describe() for r in rs if r.status not in (200, 201)]
         if bad:
             self.fail("concurrent retries must get 201 or 200:\n" + "\n".join(bad[:10]))
@@ -406,6 +409,29 @@ class TestIdempotency(unittest.TestCase):
         self.assertEqual(len({r.json["id"] for r in rs}), 1, "all retries return the same bet")
         self.assertEqual(u.balance(), u.initial_balance - 25, "debited once")
         assert_ledger_ok(self, u)
+
+    def test_concurrent_retries_of_the_whole_balance_get_the_bet(self):
+        """Retries that waited for the first one's debit found the balance
+        short; each is that bet's replay (200), or, with another body, 422
+        idempotency_key_reused, never 422 insufficient_balance (the client
+        would take its placed bet for refused). Three users, 20 retries each."""
+        for _ in range(3):
+            u = signup(self.co)
+            key = uniq("whole")
+            bodies = [{"match_id": self.m["id"], "pick": "home", "stake": u.initial_balance},
+                      {"match_id": self.m["id"], "pick": "away", "stake": u.initial_balance}]
+            rs = self.race(u, [bodies[0]] * 14 + [bodies[1]] * 6, key)
+            placed = [r for r in rs if r.status == 201]
+            self.assertEqual(len(placed), 1, [r.describe() for r in rs if r.status != 200][:5])
+            won = placed[0].json
+            for r, body in zip(rs, [bodies[0]] * 14 + [bodies[1]] * 6):
+                if body["pick"] == won["pick"]:
+                    self.assertIn(r.status, (200, 201), r.describe())
+                    self.assertEqual(r.json["id"], won["id"], r.describe())
+                else:
+                    r.expect(422, "idempotency_key_reused")
+            self.assertEqual(u.balance(), 0, "debited once")
+            assert_ledger_ok(self, u)
 
 
 class TestConcurrentBets(unittest.TestCase):
