@@ -6,7 +6,8 @@
  *               [--quiet] [--set KEY=VALUE]...   (limits: --help lists the keys)
  *   betcity-api --routes
  *
- * Stops cleanly on SIGINT or SIGTERM.
+ * Stops cleanly on SIGINT or SIGTERM. SIGHUP reloads nothing (the config
+ * and limits are read at start, the shard map is polled): it is logged.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -291,6 +292,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     have_flusher = pthread_create(&flusher, NULL, log_flusher, NULL) == 0;
 
@@ -322,7 +324,10 @@ int main(int argc, char **argv)
     api_log("%s: listening on %s (%u event loops, %u workers, map %s%s%s)", api.name,
             listen, api.threads, api.workers,
             router_map(router) ? "loaded" : "not yet loaded", why[0] ? ": " : "", why);
-    sigwait(&set, &sig);
+    while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
+        api_log("%s: SIGHUP: nothing to reload (the config and --set limits are read "
+                "at start, the shard map is polled): restart the server to change them",
+                api.name);
     api_log("%s: %s: stopping", api.name, strsignal(sig));
     /* SIGTERM (a service manager's stop) drains; SIGINT (Ctrl-C) does not wait. */
     if (sig == SIGTERM && api.limits.stop_drain_ms > 0) {

@@ -35,12 +35,14 @@
 #include "tools/shardctl.h"
 #include "tools/shardctl_guard.h"
 
-static volatile sig_atomic_t stop_flag;
+static volatile sig_atomic_t stop_flag, hup_flag;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_flag = 1;
+    if (sig == SIGHUP)
+        hup_flag = 1;
+    else
+        stop_flag = 1;
 }
 
 void guard_log(const char *fmt, ...)
@@ -670,19 +672,27 @@ int shardctl_guard(const struct shardmap_conf *conf, int once, int require_repli
         fprintf(stderr, "shardctl guard: out of memory\n");
         return 1;
     }
+    /* Before the setup, which may wait on hosts: a stop then ends it too. */
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     rc = guard_setup(&g);
     if (once) {
         guard_deinit(&g);
         return rc < 0 ? 3 : 0;
     }
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
     guard_log("watching %u hosts: probe every %u ms, failover after %u ms%s", g.ngroup,
               conf->probe_ms, conf->down_after_ms,
               require_replica ? ", never without a replica" : "");
     while (!stop_flag) {
         int64_t t0 = sql_now_ms();
+
+        if (hup_flag) {
+            hup_flag = 0;
+            guard_log("SIGHUP: nothing to reload (the config is read at start): "
+                      "restart the guard to change it");
+        }
 
         guard_tick(&g);
         int64_t left = (int64_t)conf->probe_ms - (sql_now_ms() - t0);

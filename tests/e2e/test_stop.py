@@ -137,6 +137,24 @@ class TestStopUnderLoad(unittest.TestCase):
                 r.expect(200 if status == 201 else r.status)
                 self.assertIn(r.status, (200, 201), r.describe())
 
+    def test_sighup_reloads_nothing_and_the_server_serves_on(self):
+        """SIGHUP (a habit: "reload") used to kill the server; it is logged and
+        changes nothing."""
+        p, url, logname = self.start_server(drain_ms=0)
+        p.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while True:
+            with open(logname) as f:
+                text = f.read()
+            if "SIGHUP: nothing to reload" in text or p.poll() is not None:
+                break
+            self.assertLess(time.time(), deadline, "no log line 10 s after SIGHUP:\n" + text[-2000:])
+            time.sleep(0.1)
+        self.assertIsNone(p.poll(), "SIGHUP stopped the server:\n" + text[-2000:])
+        Client(url).get("/readyz", timeout=5).expect(200)
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(30), 0)
+
     def test_sigterm_of_api1_through_haproxy_loses_nothing(self):
         if len(self.s.api_urls) < 2:
             self.skipTest("needs two API servers")
