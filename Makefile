@@ -56,7 +56,7 @@ UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf \
               $(BUILD)/test_api_listen $(BUILD)/test_api_pwhash \
               $(BUILD)/test_api_log $(BUILD)/test_api_text $(BUILD)/test_api_batch \
               $(BUILD)/test_reshard \
-              $(BUILD)/test_sql $(BUILD)/test_netwire_queue
+              $(BUILD)/test_sql $(BUILD)/test_netwire_queue $(BUILD)/test_cache_near
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_router_txn_int $(BUILD)/test_router_op_int \
                      $(BUILD)/test_router_bg_int $(BUILD)/test_router_replica_int \
@@ -163,6 +163,8 @@ $(BUILD)/test_api_text: $(BUILD)/tests/unit/test_api_text.o $(API_LIB) $(CACHE_L
 $(BUILD)/test_api_batch: $(BUILD)/tests/unit/test_api_batch.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_api_hot: $(BUILD)/tests/unit/test_api_hot.o $(API_LIB) $(CACHE_LIB) $(ROUTER_LIB) $(CATALOG_LIB) $(SQL_LIB) $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
+$(BUILD)/test_cache_near: $(BUILD)/tests/unit/test_cache_near.o $(CACHE_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(API_LIBS) $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_cache_int: $(BUILD)/tests/integration/test_cache_int.o \
                         $(BUILD)/tests/integration/itest.o $(CACHE_LIB) $(SHARDMAP_LIB)

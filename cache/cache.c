@@ -244,7 +244,12 @@ static uint32_t near_slot(const char *key)
     return h % NEAR_SLOTS;
 }
 
-static int near_get(struct cache *c, const char *key, char **value, size_t *len)
+/*
+ * The near value of key, if any; *drops (unless NULL) gets the slot's drop
+ * count, which a near_put() of what the caller then reads must present.
+ */
+static int near_get(struct cache *c, const char *key, char **value, size_t *len,
+                    uint64_t *drops)
 {
     uint32_t slot = near_slot(key);
     struct near_entry *e = &c->near[slot];
@@ -252,6 +257,8 @@ static int near_get(struct cache *c, const char *key, char **value, size_t *len)
     int found = 0;
 
     pthread_mutex_lock(lock);
+    if (drops != NULL)
+        *drops = e->drops;
     if (e->key != NULL && strcmp(e->key, key) == 0 && e->expires_ms > cache__now_ms()) {
         *value = malloc(e->len + 1);
         if (*value != NULL) {
@@ -265,8 +272,13 @@ static int near_get(struct cache *c, const char *key, char **value, size_t *len)
     return found;
 }
 
+/*
+ * Keeps value near, unless the slot was dropped since near_get() gave drops:
+ * then an invalidation came after the value was read, and a reader that
+ * put it back would show it after its writer's own drop.
+ */
 static void near_put(struct cache *c, const char *key, const char *value, size_t len,
-                     int64_t expires_ms)
+                     int64_t expires_ms, uint64_t drops)
 {
     uint32_t slot = near_slot(key);
     struct near_entry *e = &c->near[slot];
@@ -281,6 +293,12 @@ static void near_put(struct cache *c, const char *key, const char *value, size_t
     memcpy(v, value, len);
     v[len] = '\0';
     pthread_mutex_lock(lock);
+    if (e->drops != drops) {
+        pthread_mutex_unlock(lock);
+        free(k);
+        free(v);
+        return;
+    }
     free(e->key);
     free(e->value);
     e->key = k;
@@ -296,6 +314,7 @@ static void near_drop(struct cache *c, const char *key)
     struct near_entry *e = &c->near[slot];
 
     pthread_mutex_lock(&c->near_lock[slot % NEAR_LOCKS]);
+    e->drops++;
     if (e->key != NULL && strcmp(e->key, key) == 0)
         e->expires_ms = 0;
     pthread_mutex_unlock(&c->near_lock[slot % NEAR_LOCKS]);
@@ -311,8 +330,9 @@ static int is_lease(const char *v, size_t len)
 
 /* Fills under the lease we hold: load, then cas against our marker. */
 static int fill_leased(struct cache *c, memcached_st *m, struct server *s,
-                       const char *key, const char *marker, int near, uint32_t ttl_s,
-                       cache_fill_fn fill, void *arg, char **value, size_t *len)
+                       const char *key, const char *marker, int near, uint64_t drops,
+                       uint32_t ttl_s, cache_fill_fn fill, void *arg, char **value,
+                       size_t *len)
 {
     const char *keys[1] = {key};
     size_t klen[1] = {strlen(key)};
@@ -349,7 +369,7 @@ static int fill_leased(struct cache *c, memcached_st *m, struct server *s,
          * read's start, not its end).
          */
         if (near)
-            near_put(c, key, *value, *len, t0 + CACHE_NEAR_MS);
+            near_put(c, key, *value, *len, t0 + CACHE_NEAR_MS, drops);
     } else if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND ||
                rc == MEMCACHED_NOTSTORED)
         atomic_fetch_add(&s->fill_races, 1); /* invalidated meanwhile: not stored */
@@ -360,7 +380,7 @@ static int fill_leased(struct cache *c, memcached_st *m, struct server *s,
 
 int cache_near(struct cache *c, const char *key, char **value, size_t *len)
 {
-    if (!near_get(c, key, value, len))
+    if (!near_get(c, key, value, len, NULL))
         return 0;
     atomic_fetch_add(&c->near_hits, 1);
     return 1;
@@ -376,8 +396,9 @@ int cache_get(struct cache *c, const char *key, int near, uint32_t ttl_s,
     uint64_t tok;
     int waited = 0;
     useconds_t pause_us = 1000;
+    uint64_t drops = 0;
 
-    if (near && near_get(c, key, value, len)) {
+    if (near && near_get(c, key, value, len, &drops)) {
         atomic_fetch_add(&c->near_hits, 1);
         return 0;
     }
@@ -395,7 +416,7 @@ int cache_get(struct cache *c, const char *key, int near, uint32_t ttl_s,
                 atomic_fetch_add(&s->lease_waits, 1);
             *value = v;
             if (near)
-                near_put(c, key, v, *len, cache__now_ms() + CACHE_NEAR_MS);
+                near_put(c, key, v, *len, cache__now_ms() + CACHE_NEAR_MS, drops);
             return 0;
         }
         if (v == NULL && is_failure(rc)) {
@@ -428,8 +449,8 @@ int cache_get(struct cache *c, const char *key, int near, uint32_t ttl_s,
         snprintf(marker, sizeof(marker), LEASE_PREFIX "%016" PRIx64, tok);
         rc = memcached_add(m, key, strlen(key), marker, strlen(marker), LEASE_TTL_S, 0);
         if (rc == MEMCACHED_SUCCESS)
-            return fill_leased(c, m, s, key, marker, near, ttl_s, fill, arg, value,
-                               len);
+            return fill_leased(c, m, s, key, marker, near, drops, ttl_s, fill, arg,
+                               value, len);
         if (is_failure(rc)) {
             cache__server_failed(s);
             return fill(arg, value, len);
@@ -460,6 +481,8 @@ void cache_delete(struct cache *c, const char *key)
     rc = memcached_delete(m, key, strlen(key), 0);
     if (is_failure(rc))
         cache__server_failed(s);
+    /* A read of memcached between the first drop and the delete kept the old value. */
+    near_drop(c, key);
 }
 
 void cache_maintain(struct cache *c)
@@ -469,6 +492,26 @@ void cache_maintain(struct cache *c)
         if (atomic_load(&s->flush_needed))
             (void)server_usable(s); /* its breaker open: nothing; closed: the flush */
     }
+}
+
+/*
+ * Generations. A lost one must never come back to a value that keys were
+ * stored under, or their old values would be served again. Those kept in
+ * memcached are even: made from the clock in microseconds, doubled, and
+ * bumped by 2. While the generation's memcached server is unusable, its
+ * readers use an odd one, of the clock's second (so that keys stored then
+ * serve for a second, not one request): bumps cannot reach it, so a change
+ * then shows within that second, and the even one made when the server
+ * is back (a microsecond of that second or later, doubled) is never one of
+ * them. Before, both came from the second: a generation lost and made again
+ * within the second of a change brought back keys stored before it.
+ */
+static uint64_t clock_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 struct gen_fill {
@@ -489,12 +532,15 @@ static int gen_fill(void *arg, char **value, size_t *len)
 uint64_t cache_generation(struct cache *c, const char *group, int near)
 {
     char key[CACHE_KEY_MAX + 1], *v = NULL;
-    /* A lost generation restarts from the clock: never back to an old one. */
-    struct gen_fill g = {.start = (uint64_t)time(NULL) * 1000};
-    uint64_t gen = 0;
+    uint64_t now = clock_us(), gen = 0;
+    struct gen_fill g = {.start = 2 * now};
+    struct server *s;
     size_t len;
 
     snprintf(key, sizeof(key), "bc:v1:gen:%s", group);
+    s = cache__server_of(c, client(c), key);
+    if (s != NULL && !server_usable(s))
+        return 2 * (now - now % 1000000) + 1; /* the odd one of this second */
     if (cache_get(c, key, near, 0, gen_fill, &g, &v, &len) == 0)
         gen = strtoull(v, NULL, 10);
     free(v);
@@ -515,11 +561,10 @@ void cache_bump(struct cache *c, const char *group)
     if (s == NULL || !server_usable(s))
         return;
     m = client(c);
-    rc = memcached_increment(m, key, strlen(key), 1, &out);
-    if (rc == MEMCACHED_NOTFOUND)
-        return; /* readers start a new one from the clock */
-    if (is_failure(rc))
+    rc = memcached_increment(m, key, strlen(key), 2, &out); /* even stays even */
+    if (is_failure(rc) && rc != MEMCACHED_NOTFOUND) /* not found: readers make one */
         cache__server_failed(s);
+    near_drop(c, key); /* a read since the first drop kept the old one */
 }
 
 int cache_mark(struct cache *c, const char *key, uint32_t ttl_s)

@@ -31,6 +31,7 @@ struct near_entry {
     char *value;
     size_t len;
     int64_t expires_ms;
+    uint64_t drops; /* near_drop()s of the slot: a read begun before one is not kept */
 };
 
 struct cache {

@@ -435,8 +435,12 @@ static void drive(struct cache_marker *mk, struct got *g, int want, int64_t max_
     }
 }
 
-/* A key that the cache puts on server i (ketama, as the cache's own client). */
-static void key_on(struct fixture *f, uint32_t i, char *key, size_t size)
+/*
+ * A key that the cache puts on server i (ketama, as the cache's own client):
+ * head, then the test's prefix and a number.
+ */
+static void key_on(struct fixture *f, uint32_t i, const char *head, char *key,
+                   size_t size)
 {
     memcached_st *m = memcached_create(NULL);
 
@@ -446,7 +450,7 @@ static void key_on(struct fixture *f, uint32_t i, char *key, size_t size)
     for (int k = 0;; k++) {
         memcached_return_t rc;
         const memcached_instance_st *inst;
-        snprintf(key, size, "%s:on%u:%d", f->prefix, i, k);
+        snprintf(key, size, "%s%s:on%u:%d", head, f->prefix, i, k);
         inst = memcached_server_by_key(m, key, strlen(key), &rc);
         assert_non_null(inst);
         if (memcached_server_port(inst) == f->conf.memcached[i].port &&
@@ -502,7 +506,7 @@ static void test_maintain_flushes_a_server_that_missed_deletes(void **state)
     struct cache_stats st;
     char key[128], got[64];
 
-    key_on(f, 0, key, sizeof(key));
+    key_on(f, 0, "", key, sizeof(key));
     itest_sigstop(pid);
     cache_delete(f->cache, key); /* times out */
     assert_int_equal(kill(pid, SIGCONT), 0);
@@ -527,6 +531,48 @@ static void test_maintain_flushes_a_server_that_missed_deletes(void **state)
     assert_true(raw_has(raw, key, got, sizeof(got)));
     assert_string_equal(got, "new");
     memcached_free(raw);
+}
+
+/*
+ * A generation whose memcached server is away is an odd one of the clock's
+ * second; the one made again once the server is back (flushed, so lost)
+ * is even. Read right through the moment it comes back, the two come from
+ * one second: before, both were that second's, and keys stored while the
+ * server was away (a change made then could not bump) came back with it.
+ */
+static void test_generation_lost_never_comes_back(void **state)
+{
+    struct fixture *f = *state;
+    const char *head = "bc:v1:gen:";
+    int pid = itest_pid("mc1");
+    uint64_t g, before, away = 0, back = 0;
+    struct cache_stats st;
+    char key[128];
+    int64_t end;
+
+    key_on(f, 0, head, key, sizeof(key));
+    before = cache_generation(f->cache, key + strlen(head), 0);
+    cache_bump(f->cache, key + strlen(head));
+    assert_true(cache_generation(f->cache, key + strlen(head), 0) > before);
+    itest_sigstop(pid);
+    (void)cache_generation(f->cache, key + strlen(head), 0); /* times out */
+    assert_int_equal(kill(pid, SIGCONT), 0);
+    for (end = itest_now_ms() + 3000; back == 0 && itest_now_ms() < end; usleep(200)) {
+        cache_stats(f->cache, &st);
+        int was_up = st.server[0].up;
+        g = cache_generation(f->cache, key + strlen(head), 0);
+        cache_stats(f->cache, &st);
+        if (!st.server[0].up)
+            away = g;
+        else if (!was_up)
+            back = g;
+    }
+    printf("generation while away %" PRIu64 ", made again %" PRIu64 "\n", away, back);
+    assert_true(away != 0 && back != 0);
+    assert_true(back != away); /* keys were stored under away */
+    assert_true(back > before);
+    assert_int_equal(away % 2, 1);
+    assert_int_equal(back % 2, 0);
 }
 
 static void test_marker_sets_flags_without_blocking(void **state)
@@ -583,8 +629,8 @@ static void test_marker_on_stopped_server_ends_in_its_timeout(void **state)
     char key[128], other[128];
     int64_t t0, ms;
 
-    key_on(f, 0, key, sizeof(key));
-    key_on(f, 1, other, sizeof(other));
+    key_on(f, 0, "", key, sizeof(key));
+    key_on(f, 1, "", other, sizeof(other));
     assert_int_equal(cache_marker_create(f->cache, &mk), 0);
     assert_int_equal(cache_mark_start(mk, key, 5, NULL), 0); /* connected */
     drive(mk, &g, 1, 2000);
@@ -677,6 +723,8 @@ int main(void)
             test_stopped_server_costs_no_timeout_per_request, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_maintain_flushes_a_server_that_missed_deletes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_generation_lost_never_comes_back, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_marker_sets_flags_without_blocking, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
