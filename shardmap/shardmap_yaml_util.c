@@ -85,9 +85,17 @@ void shardmap__yaml_error(struct shardmap__yaml *y, int line, const char *ctx,
     } else if (ctx != NULL || key != NULL) {
         append(y, "%s: ", ctx != NULL ? ctx : key);
     }
+    size_t from = y->errlen;
+
     va_start(ap, fmt);
     vappend(y, fmt, ap);
     va_end(ap);
+    /* Whatever of the file a message quotes, it stays one line of the report. */
+    for (size_t i = from; !y->nomem && i < y->errlen; i++) {
+        if ((unsigned char)y->err[i] < 0x20 || y->err[i] == 0x7f) {
+            y->err[i] = '?';
+        }
+    }
 }
 
 /* True for the plain scalars YAML reads as null. */
@@ -183,6 +191,23 @@ static int depth_check(struct shardmap__yaml *y, FILE *f)
         return -ENOMEM;
     yaml_parser_set_input_file(&parser, f);
     while (more && yaml_parser_parse(&parser, &ev)) {
+        const yaml_char_t *tag =
+            ev.type == YAML_SCALAR_EVENT           ? ev.data.scalar.tag
+            : ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.tag
+            : ev.type == YAML_MAPPING_START_EVENT  ? ev.data.mapping_start.tag
+                                                   : NULL;
+
+        /*
+         * The loaded document cannot tell "!!str 5" from a plain 5 (both
+         * are tagged str): a tag would be ignored, so none is taken.
+         */
+        if (tag != NULL) {
+            shardmap__yaml_error(y, (int)ev.start_mark.line + 1, NULL, NULL,
+                                 "the tag %.40s is not read: write the value plainly "
+                                 "(a quoted number is a string)",
+                                 (const char *)tag);
+            rc = BC_ECONFIG;
+        }
         if (ev.type == YAML_SEQUENCE_START_EVENT ||
             ev.type == YAML_MAPPING_START_EVENT) {
             if (++depth > YAML_DEPTH_MAX) {
@@ -210,15 +235,22 @@ int shardmap__yaml_open(struct shardmap__yaml *y, const char *path)
     yaml_document_t extra;
     yaml_node_t *root;
     struct stat st;
-    FILE *f;
-    int rc = 0;
+    FILE *f = NULL;
+    int rc = 0, fd;
 
     memset(y, 0, sizeof(*y));
     y->path = path;
-    f = fopen(path, "rb");
-    if (f == NULL) {
+    /*
+     * Without O_NONBLOCK, opening a FIFO waits for a writer, for good if none
+     * comes; cleared after the open, a FIFO without one reads as empty.
+     */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0 ||
+        (f = fdopen(fd, "rb")) == NULL) {
         rc = -errno;
         shardmap__yaml_error(y, 0, NULL, NULL, "cannot open: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
         return rc;
     }
     if (fstat(fileno(f), &st) < 0)

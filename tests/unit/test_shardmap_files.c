@@ -393,6 +393,60 @@ static void test_conf_memcached_limit(void **state)
     }
 }
 
+#define CONF_HEAD                                                                      \
+    "cluster:\n"                                                                       \
+    "  name: dev\n"                                                                    \
+    "  schema_prefix: %s\n"                                                            \
+    "  shards: 64\n"                                                                   \
+    "hosts:\n"                                                                         \
+    "  - {name: db1, addr: h, port: %s, user: bc}\n"
+
+/* A tag is refused where it stands: the loaded document could not tell "!!str 5"
+ * from 5. */
+static void test_conf_tags_refused(void **state)
+{
+    const char *ports[] = {"!!str 3306", "!!float 3306", "!!int 3306", "! 3306"};
+    char text[512];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
+        snprintf(text, sizeof(text), CONF_HEAD, "bc", ports[i]);
+        expect_only(KIND_CONF, text, 6, "the tag ");
+    }
+    snprintf(text, sizeof(text), CONF_HEAD "memcached: !!seq\n  - {addr: h, port: 1}\n",
+             "bc", "3306");
+    expect_only(KIND_CONF, text, 7, "the tag tag:yaml.org,2002:seq is not read");
+}
+
+/* A value quoted in a message keeps the report one line per error. */
+static void test_conf_messages_quote_no_control_characters(void **state)
+{
+    char text[512], path[64], *err;
+
+    (void)state;
+    snprintf(text, sizeof(text), CONF_HEAD, "\"b\\ncluster.yaml:1: forged\"", "3306");
+    err = load_bad(KIND_CONF, text, path);
+    assert_int_equal(count_lines(err), 1);
+    expect_err(err, path, 3, "cluster.schema_prefix: 'b?cluster.yaml:1: forged'");
+    free(err);
+}
+
+/* A FIFO nobody writes to reads as an empty file instead of hanging the open. */
+static void test_conf_fifo_without_writer(void **state)
+{
+    struct shardmap_conf conf;
+    char path[64], *err = NULL;
+
+    (void)state;
+    tmp_name(path);
+    unlink(path);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_int_equal(shardmap_conf_load(path, &conf, &err), BC_ECONFIG);
+    assert_non_null(err);
+    free(err);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -408,6 +462,9 @@ int main(void)
         cmocka_unit_test(test_plan_move_checks),
         cmocka_unit_test(test_plan_structure_errors),
         cmocka_unit_test(test_conf_memcached_limit),
+        cmocka_unit_test(test_conf_tags_refused),
+        cmocka_unit_test(test_conf_messages_quote_no_control_characters),
+        cmocka_unit_test(test_conf_fifo_without_writer),
     };
     return cmocka_run_group_tests_name("shardmap_files", tests, NULL, NULL);
 }
