@@ -310,6 +310,18 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* A mistyped command is a usage error (2), whatever the config. */
+    static const char *const known[] = {"check-ledger",      "check-standings",
+                                        "rebuild-standings", "recompute-standings",
+                                        "purge-idempotency", "create-admin"};
+    size_t k = 0;
+    while (k < sizeof(known) / sizeof(known[0]) && strcmp(argv[optind], known[k]) != 0)
+        k++;
+    if (k == sizeof(known) / sizeof(known[0])) {
+        fprintf(stderr, "bcadmin: unknown command '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
     if (path == NULL)
         path = ".stack/cluster.yaml";
     if (shardmap_conf_load(path, &conf, &err) < 0) {
@@ -369,7 +381,7 @@ int main(int argc, char **argv)
         if (rc < 0)
             fprintf(stderr, "bcadmin: purge-idempotency: %s\n", bc_strerror(rc));
         rc = rc < 0 ? 1 : 0;
-    } else if (strcmp(argv[optind], "create-admin") == 0) {
+    } else { /* create-admin: the last of known[] */
         if (email == NULL || password == NULL) {
             usage(stderr);
             rc = 2;
@@ -397,10 +409,6 @@ int main(int argc, char **argv)
                 rc = 1;
             }
         }
-    } else {
-        fprintf(stderr, "bcadmin: unknown command '%s'\n", argv[optind]);
-        usage(stderr);
-        rc = 2;
     }
     router_destroy(r);
     shardmap_conf_deinit(&conf);

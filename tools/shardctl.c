@@ -722,6 +722,15 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* A mistyped command is a usage error (2), whatever the config. */
+    if (!command_args_ok(argv[optind], argc - optind - 1, &mopts))
+        return 2;
+    if ((strcmp(argv[optind], "move") == 0 || strcmp(argv[optind], "verify") == 0) &&
+        shard_arg(argv[optind + 1]) == UINT32_MAX) {
+        fprintf(stderr, "shardctl %s: '%s' is not a shard number\n", argv[optind],
+                argv[optind + 1]);
+        return 2;
+    }
     if (path == NULL)
         path = ".stack/cluster.yaml";
     rc = shardmap_conf_load(path, &conf, &err);
@@ -734,15 +743,7 @@ int main(int argc, char **argv)
     so.json = json;
     so.tty = isatty(STDERR_FILENO);
     shardctl_reshard_signals();
-    if (!command_args_ok(argv[optind], argc - optind - 1, &mopts))
-        rc = 2;
-    else if ((strcmp(argv[optind], "move") == 0 ||
-              strcmp(argv[optind], "verify") == 0) &&
-             shard_arg(argv[optind + 1]) == UINT32_MAX) {
-        fprintf(stderr, "shardctl %s: '%s' is not a shard number\n", argv[optind],
-                argv[optind + 1]);
-        rc = 2;
-    } else if (strcmp(argv[optind], "move") == 0)
+    if (strcmp(argv[optind], "move") == 0)
         rc = shardctl_move(&conf, &so, shard_arg(argv[optind + 1]),
                            optind + 2 < argc ? argv[optind + 2] : NULL, &mopts);
     else if (strcmp(argv[optind], "verify") == 0)

@@ -107,5 +107,15 @@ class TestOneAtATime(unittest.TestCase):
         self.assertEqual(int(older), 0, "lists of an older generation left beside the last")
 
 
+class TestUsage(unittest.TestCase):
+    def test_unknown_command_is_a_usage_error_whatever_the_config(self):
+        s = stack.get()
+        for conf in (s.cluster, "/nonexistent/cluster.yaml"):
+            p = subprocess.run([s.bcadmin, "-c", conf, "recompute-standing"], capture_output=True, text=True,
+                               timeout=60)
+            self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+            self.assertIn("bcadmin: unknown command 'recompute-standing'", p.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()

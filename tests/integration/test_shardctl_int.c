@@ -527,6 +527,10 @@ static void test_unknown_command_is_named(void **state)
     assert_null(strstr(out, "no operands"));
     assert_int_equal(itest_shardctl(out, sizeof(out), "status extra"), 2);
     assert_non_null(strstr(out, "shardctl status: usage: no operands"));
+    /* A usage error whatever the config: checked before it is read. */
+    assert_int_equal(itest_shardctl(out, sizeof(out), "-c /nonexistent/c.yaml bogus"),
+                     2);
+    assert_non_null(strstr(out, "shardctl: unknown command 'bogus'"));
 }
 
 int main(void)
