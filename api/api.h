@@ -56,6 +56,7 @@ struct api_limits {
     uint32_t auth_refusal_held; /* of them waiting at once, at most (4096) */
     uint32_t work_queue;        /* requests queued or running on the workers (1024) */
     uint32_t work_per_user;     /* of them, a signed-in user's writes (4; 0: any) */
+    uint32_t work_parked_per_user; /* and more of his writes waiting (16; 0: any) */
     uint32_t loop_reads; /* GET /v1/me's read on the event loops (1; 0: workers) */
     uint32_t loop_bets;  /* POST /v1/bets's statement on the loops (1; 0: workers) */
     uint32_t read_batch; /* a loop's reads of one host sent as one statement (16) */

@@ -47,6 +47,15 @@
 
 #include "api/api_int.h"
 
+/*
+ * libmicrohttpd's memory a connection (read buffer, a record per header and
+ * parameter, the answer's header), resident once used. What HAProxy lets
+ * through (a URI of 4 KiB, 64 parameters, 8 KiB of 64 header fields) needs
+ * about 19 KiB: at 16 KiB it was refused, or closed unanswered after its
+ * handler ran (a write made, its answer lost). 39 MB at 1,000 connections.
+ */
+#define API_CONN_MEMORY (24 * 1024)
+
 struct api_server {
     struct api_conf conf;
     struct router *router;    /* ref */
@@ -306,17 +315,29 @@ static int hot_answer(struct api_req *req, enum MHD_Result *ret)
     return 1;
 }
 
+/* The key a request's work item takes turns by: a signed-in user's writes. */
+static uint64_t work_key(const struct api_req *req)
+{
+    return strcmp(api_routes[req->route].method, "GET") != 0 ? req->auth.user_id : 0;
+}
+
 /*
  * The request goes to a worker: a place in the pool (or 503 at once when
- * they are all taken), then its connection is suspended until the worker
+ * they are all taken, 429 when its user has work_parked_per_user writes
+ * waiting already), then its connection is suspended until the worker
  * answered.
  */
 static int work_place(struct api_req *req)
 {
-    if (api_work_reserve(req->srv->work) == 0)
+    int rc = api_work_reserve_key(req->srv->work, work_key(req));
+
+    if (rc == 0)
         return 0;
     api_add_header(req, "Retry-After", "1");
-    if (atomic_load(&req->srv->stopping))
+    if (rc == -EBUSY)
+        api_error(req, 429, "rate_limited",
+                  "too many of your changes are waiting for their turn; try again");
+    else if (atomic_load(&req->srv->stopping))
         api_error(req, 503, "unavailable", "the server is stopping; try again");
     else
         api_error(req, 503, "unavailable", "too many requests in progress; try again");
@@ -333,8 +354,7 @@ static void work_queue(struct api_req *req)
      * wait for his row's lock anyway, and a long queue on it would pass the
      * statement deadline. Reads are not keyed.
      */
-    req->work.key =
-        strcmp(api_routes[req->route].method, "GET") != 0 ? req->auth.user_id : 0;
+    req->work.key = work_key(req);
     api_work_submit(req->srv->work, &req->work);
 }
 
@@ -661,7 +681,8 @@ int api_server_create(const struct api_conf *conf, struct router *router,
                                 &srv->tarpit)) < 0)
         goto error;
     if ((rc = api_work_create(conf->workers, conf->limits.work_queue,
-                              conf->limits.work_per_user, &srv->work)) < 0)
+                              conf->limits.work_per_user,
+                              conf->limits.work_parked_per_user, &srv->work)) < 0)
         goto error;
     if ((rc = api_hot_create(&srv->hot)) < 0)
         goto error;
@@ -702,7 +723,7 @@ int api_server_create(const struct api_conf *conf, struct router *router,
             MHD_OPTION_NOTIFY_CONNECTION, api_conns_notify, srv->conns,
             MHD_OPTION_CONNECTION_LIMIT, per_loop ? per_loop : 1u,
             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
-            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONN_MEMORY,
             MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
             MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
         if (srv->loop[i] == NULL) {

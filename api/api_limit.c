@@ -265,6 +265,9 @@ static const struct conf_key {
      "requests queued or running on the workers; more are refused (503)"},
     {"work_per_user", K_U32, L(work_per_user), 0, 1 << 20,
      "a signed-in user's writes queued or running at once; the next wait (0: any)"},
+    {"work_parked_per_user", K_U32, L(work_parked_per_user), 0, 1 << 20,
+     "of a signed-in user's writes, those waiting behind work_per_user at once; "
+     "more are refused (429) (0: any)"},
     {"loop_reads", K_U32, L(loop_reads), 0, 1,
      "1: GET /v1/me reads on the event loops when a connection is idle; 0: on a "
      "worker"},
@@ -424,6 +427,7 @@ void api_limits_init(struct api_limits *l)
     l->auth_refusal_held = 4096;
     l->work_queue = 1024;
     l->work_per_user = 4;
+    l->work_parked_per_user = 16;
     l->loop_reads = 1;
     l->loop_bets = 1;
     l->read_batch = 16;

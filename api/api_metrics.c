@@ -409,12 +409,16 @@ void api_h_metrics(struct api_req *req)
             "# TYPE betcity_work_places gauge\n"
             "betcity_work_places{instance=\"%s\"} %u\n"
             "# HELP betcity_work_total Handler runs on the workers (done), requests "
-            "refused because every place was taken (refused).\n"
+            "refused because every place was taken (refused), writes refused because "
+            "their user had work_parked_per_user waiting (parked_refused, 429).\n"
             "# TYPE betcity_work_total counter\n"
             "betcity_work_total{instance=\"%s\",outcome=\"done\"} %" PRIu64 "\n"
-            "betcity_work_total{instance=\"%s\",outcome=\"refused\"} %" PRIu64 "\n",
+            "betcity_work_total{instance=\"%s\",outcome=\"refused\"} %" PRIu64 "\n"
+            "betcity_work_total{instance=\"%s\",outcome=\"parked_refused\"} %" PRIu64
+            "\n",
             name, ws.queued, name, ws.running, name, ws.parked, name, ws.places, name,
-            ws.threads, name, ws.depth, name, ws.done, name, ws.refused);
+            ws.threads, name, ws.depth, name, ws.done, name, ws.refused, name,
+            ws.park_refused);
     api_loop_stats(&answered, &to_worker, &marked, &mark_failed, &busy);
     fprintf(
         f,

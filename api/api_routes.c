@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/api_int.h"
 
@@ -331,11 +332,31 @@ static int route_matches(const struct api_route *r, const struct seg *seg, int n
     return r->seg[i] == NULL;
 }
 
+/*
+ * The path of a request target in absolute form ("http://host/v1/me", RFC
+ * 9112 3.2.2: what a request to a proxy carries, which a server must take
+ * too): what follows the authority ("/" when nothing does). Any other
+ * target is its own path.
+ */
+static const char *origin_path(const char *target)
+{
+    const char *p;
+
+    if (strncasecmp(target, "http://", 7) == 0)
+        p = target + 7;
+    else if (strncasecmp(target, "https://", 8) == 0)
+        p = target + 8;
+    else
+        return target;
+    p += strcspn(p, "/");
+    return *p == '/' ? p : "/";
+}
+
 int api_route_find(const char *method, const char *path, struct api_match *m)
 {
     struct seg seg[API_ROUTE_SEGS];
     uint64_t param[API_MAX_PARAMS] = {0};
-    int nseg = path_split(path, seg), found_path = 0;
+    int nseg = path_split(origin_path(path), seg), found_path = 0;
     size_t len = 0;
 
     memset(m, 0, sizeof(*m));

@@ -24,7 +24,11 @@
  * for the same row lock: more of them at once would only make the lock's
  * queue longer than the statement deadline (and three timeouts in a row
  * mark a host down for everyone on it); parked, they wait their turn
- * without a deadline, as they did in the listen queue before.
+ * without a deadline, as they did in the listen queue before. At most
+ * park_max of them: each holds a place, and one user's flood of writes
+ * (thousands of connections, or clients that send and hang up) took every
+ * place, so that other users' requests were refused; past it, the key's
+ * next reservations are (api_work_reserve_key()).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -37,6 +41,7 @@
 struct key_entry {
     uint64_t key;
     uint32_t active; /* admitted: queued or running, at most per_key */
+    uint32_t nparked;
     struct api_work_item *parked, *parked_tail;
     struct key_entry *next; /* in its bucket, or the free list */
 };
@@ -54,6 +59,7 @@ struct api_work {
     uint32_t running;   /* items on a thread */
     uint32_t nparked;   /* items waiting for their key's turn */
     uint32_t per_key;   /* 0: no bound */
+    uint32_t park_max;  /* parked items of one key (0: no bound) */
     /* Keys with items in the pool: at most one per place, so depth entries. */
     struct key_entry **bucket, *entries, *free_entries;
     uint32_t nbucket; /* a power of two */
@@ -61,7 +67,7 @@ struct api_work {
     int quit;         /* destroy(): threads leave once the queue is empty */
     uint32_t nthread;
     pthread_t *thread;
-    atomic_uint_fast64_t done, refused;
+    atomic_uint_fast64_t done, refused, park_refused;
 };
 
 /* The entry of key in the table, made when add (or NULL). Under lock. */
@@ -81,6 +87,7 @@ static struct key_entry *key_find(struct api_work *w, uint64_t key, int add)
     e->key = key;
     e->active = 0;
     e->parked = e->parked_tail = NULL;
+    e->nparked = 0;
     e->next = *b;
     *b = e;
     return e;
@@ -138,6 +145,7 @@ static void key_done(struct api_work *w, uint64_t key)
         e->parked = next->next;
         if (e->parked == NULL)
             e->parked_tail = NULL;
+        e->nparked--;
         w->nparked--;
         e->active++;
         queue_push(w, next, 1); /* it waited longer than what is queued */
@@ -181,7 +189,7 @@ static void *work_main(void *arg)
 }
 
 int api_work_create(uint32_t nthread, uint32_t depth, uint32_t per_key,
-                    struct api_work **out)
+                    uint32_t park_max, struct api_work **out)
 {
     struct api_work *w;
     int rc;
@@ -204,6 +212,7 @@ int api_work_create(uint32_t nthread, uint32_t depth, uint32_t per_key,
         return -ENOMEM;
     }
     w->per_key = per_key;
+    w->park_max = park_max;
     for (uint32_t i = 0; w->entries != NULL && i < depth; i++) {
         w->entries[i].next = w->free_entries;
         w->free_entries = &w->entries[i];
@@ -252,19 +261,29 @@ void api_work_destroy(struct api_work *w)
     free(w);
 }
 
-int api_work_reserve(struct api_work *w)
+int api_work_reserve_key(struct api_work *w, uint64_t key)
 {
+    struct key_entry *e;
     int rc = -EAGAIN;
 
     pthread_mutex_lock(&w->lock);
-    if (!w->stopping && w->places < w->depth) {
+    e = key != 0 && w->per_key > 0 && w->park_max > 0 ? key_find(w, key, 0) : NULL;
+    if (e != NULL && e->nparked >= w->park_max) {
+        rc = -EBUSY;
+    } else if (!w->stopping && w->places < w->depth) {
         w->places++;
         rc = 0;
     }
     pthread_mutex_unlock(&w->lock);
     if (rc < 0)
-        atomic_fetch_add_explicit(&w->refused, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(rc == -EBUSY ? &w->park_refused : &w->refused, 1,
+                                  memory_order_relaxed);
     return rc;
+}
+
+int api_work_reserve(struct api_work *w)
+{
+    return api_work_reserve_key(w, 0);
 }
 
 void api_work_submit(struct api_work *w, struct api_work_item *item)
@@ -282,6 +301,7 @@ void api_work_submit(struct api_work *w, struct api_work_item *item)
         else
             e->parked = item;
         e->parked_tail = item;
+        e->nparked++;
         w->nparked++;
     } else {
         if (e != NULL)
@@ -335,7 +355,9 @@ void api_work_stats(struct api_work *w, struct api_work_stats *st)
     st->running = w->running;
     st->parked = w->nparked;
     st->per_key = w->per_key;
+    st->park_max = w->park_max;
     pthread_mutex_unlock(&w->lock);
+    st->park_refused = atomic_load(&w->park_refused);
     st->done = atomic_load(&w->done);
     st->refused = atomic_load(&w->refused);
 }

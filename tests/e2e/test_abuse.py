@@ -133,6 +133,11 @@ _n = [0]
 _n_lock = threading.Lock()
 
 
+def loop_addr():
+    """A loopback address to connect from (127.0.x.y), one of many: HAProxy counts each apart."""
+    return "127.0.%d.%d" % (random.randrange(10, 250), random.randrange(1, 250))
+
+
 def fresh_addr():
     """A client address no other test used (10.77.x.y)."""
     with _n_lock:
@@ -668,6 +673,88 @@ class TestConnections(unittest.TestCase):
             r = api().get("/healthz" + query, headers={"Cookie": cookie, "X-Filler": "B" * 3000})
             self.assertEqual(r.status, 200, r.describe())
             self.assertEqual(r.json, {"status": "ok"}, r.describe())
+
+    def test_haproxy_bounds_the_header_fields(self):
+        """Header fields over 8 KiB in all, or more than 64: HAProxy answers
+        431 in the API's JSON. Each takes a record of a server's parser memory:
+        95 headers of 96 bytes (10 KiB) were closed unanswered after the
+        handler had run, so a write was made and its answer lost (502). All
+        of HAProxy's bounds at once (a URI of 4 KiB with 64 parameters, 8 KiB
+        of 64 fields) reach a server, which answers."""
+        def fields(n, size):
+            return {"X-H%02d" % i: "v" * size for i in range(n)}
+        for hdrs in (fields(95, 96), fields(65, 10), fields(2, 4500)):
+            start = time.monotonic()
+            r = api().get("/healthz", headers=hdrs)
+            r.expect(431, "headers_too_large", msg="%d fields" % len(hdrs))
+            self.assertLess(time.monotonic() - start, 1.0)
+        query = "?" + "&".join("p%d=%s" % (i, "v" * 55) for i in range(64))
+        # 58 of ours (6.9 KB), and the client's own (Host, Authorization, ...)
+        r = api().get("/v1/me" + query, headers=fields(58, 110))
+        r.expect(401, "unauthorized", msg="a request at every bound of HAProxy")
+        u = signup(new_company())
+        r = u.client.patch("/v1/me" + query, {"display_name": "Bounds"}, headers=fields(58, 110))
+        self.assertEqual(r.status, 200, r.describe())
+
+    def test_haproxy_408_for_a_stalled_body(self):
+        """A body that stops coming: HAProxy answers 408 in JSON within its
+        5 s, before any server holds the request (it used to reach a server,
+        and after HAProxy's 10 s the client got a 504 blaming the server and
+        asking for a retry)."""
+        s = connect(self.haproxy, src=loop_addr(), timeout=10)
+        t0 = time.time()
+        s.sendall(b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 50\r\n\r\n{\"email\"")
+        raw, closed = read_until_closed(s, 9)
+        s.close()
+        self.assertEqual(status_of(raw), 408, raw[:300])
+        self.assertIn(b'"code":"request_timeout"', body_of(raw), raw[:300])
+        self.assertIsNotNone(closed, "the connection stayed open")
+        self.assertLess(time.time() - t0, 7)
+
+    def test_haproxy_refuses_an_address_past_its_connections(self):
+        """An address with 1,000 connections open has its next ones refused
+        as they are accepted (closed, no answer), while other addresses are
+        served; its connections closed, it connects again. Before, the cap
+        was an HTTP 429 that left its connections open, so one address's idle
+        connections filled HAProxy's and locked everyone out."""
+        src = loop_addr()
+        held = []
+        try:
+            for _ in range(1000):
+                held.append(connect(self.haproxy, src=src, timeout=5))
+            # connected once in the kernel's queue: HAProxy counts them as it accepts them
+            time.sleep(1)
+            try:  # reset as it is accepted: during the connect, or right after it
+                extra = connect(self.haproxy, src=src, timeout=5)
+                try:
+                    extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                except OSError:
+                    pass
+                raw, closed = read_until_closed(extra, 2)
+                extra.close()
+            except ConnectionResetError:
+                raw, closed = b"", 0.0
+            self.assertEqual(raw, b"", "the 1,001st connection was answered: %r" % raw[:200])
+            self.assertIsNotNone(closed, "the 1,001st connection stayed open")
+            other = connect(self.haproxy, src=loop_addr(), timeout=5)
+            other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            raw, _ = read_until_closed(other, 3)
+            other.close()
+            self.assertEqual(status_of(raw), 200, raw[:200])
+        finally:
+            for c in held:
+                c.close()
+        deadline = time.time() + 5
+        while True:
+            c = connect(self.haproxy, src=src, timeout=5)
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            raw, _ = read_until_closed(c, 3)
+            c.close()
+            if status_of(raw) == 200 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertEqual(status_of(raw), 200, "the address was not served again: %r" % raw[:200])
 
     def test_haproxy_passes_the_device_cookie_to_the_login(self):
         """Through HAProxy the login still gets bc_device among other cookies

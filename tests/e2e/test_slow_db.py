@@ -284,6 +284,39 @@ class TestSlowDatabase(unittest.TestCase):
         all go through after the lock."""
         self.hold(12, HOLD_S, want_running=self.PER_USER, want_queued=0, nusers=1, want_parked=12 - self.PER_USER)
 
+    def test_one_users_waiting_writes_are_bounded(self):
+        """30 bets of one user at once while his row is locked: 4
+        (work_per_user) run, 16 (work_parked_per_user) wait, and the rest are
+        refused at once with 429 and Retry-After. Before, every one of them
+        waited, each holding a place of the pool: one account's flood of
+        writes took all 1,024, and other users got 503."""
+        s = stack.get()
+        s.require_dir()
+        url = s.api_urls[0]
+        u = signup(new_company())
+        c = u.client.at(url)
+        m = new_match()
+        before_refused = metric(url, "betcity_work_total", outcome="parked_refused")
+        self.assertIsNotNone(before_refused, "%s/metrics lacks betcity_work_total parked_refused" % url)
+        lock = RowLock(s, s.host_of_id(u.id), [u.id], HOLD_S)
+        try:
+            lock.wait_locked()
+            results = parallel(lambda i: c.post("/v1/bets", {"match_id": m["id"], "pick": "home", "stake": 1},
+                                                timeout=15), range(30), workers=30)
+        finally:
+            lock.wait()
+        refused = [r for r in results if r.status == 429]
+        for r in refused:
+            r.expect(429, "rate_limited")
+            self.assertEqual(r.header("Retry-After"), "1", r.describe())
+        others = [r for r in results if r.status != 429]
+        self.assertEqual([r.describe(200) for r in others if r.status != 201], [])
+        # two event loops may each admit one more before the other's is counted
+        self.assertTrue(30 - 4 - 16 - 2 <= len(refused) <= 30 - 4 - 16,
+                        "%d of 30 refused, %d placed" % (len(refused), len(others)))
+        self.assertEqual(metric(url, "betcity_work_total", outcome="parked_refused") - before_refused, len(refused))
+        self.assertEqual(u.initial_balance - c.get("/v1/me").expect_json(200)["balance"], len(others))
+
     def test_every_worker_held_odds_and_health_still_answer(self):
         """More held bets than workers, on an API server of this test's own
         whose bets run on workers (loop_bets=0; on the loops, a user's bets

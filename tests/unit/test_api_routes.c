@@ -158,6 +158,34 @@ static void test_routes_head_is_get(void **state)
     }
 }
 
+/*
+ * A target in absolute form (RFC 9112 3.2.2) is its path after the
+ * authority; a server must take it. Anything else not starting with '/' is
+ * no path.
+ */
+static void test_routes_absolute_form_is_its_path(void **state)
+{
+    static const char *const same[][2] = {
+        {"http://api.example/v1/matches/5", "/v1/matches/5"},
+        {"HTTPS://127.0.0.1:8080/healthz", "/healthz"},
+        {"http://x", "/"},
+        {"http://x/v1/x", "/v1/x"},
+    };
+    struct api_match a, b;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        int ra = api_route_find("GET", same[i][0], &a);
+        int rb = api_route_find("GET", same[i][1], &b);
+        assert_int_equal(ra, rb);
+        assert_int_equal(a.route, b.route);
+        assert_memory_equal(a.param, b.param, sizeof(a.param));
+    }
+    assert_int_equal(api_route_find("GET", "http://x/healthz", &a), 0);
+    assert_int_equal(api_route_find("GET", "ftp://x/healthz", &a), BC_ENOTFOUND);
+    assert_int_equal(api_route_find("GET", "x/healthz", &a), BC_ENOTFOUND);
+}
+
 /* What the dispatcher relies on, and docs/openapi.yaml with it. */
 static void test_routes_table_is_well_formed(void **state)
 {
@@ -312,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_routes_ids_at_the_limits),
         cmocka_unit_test(test_routes_wrong_method_405_with_allow),
         cmocka_unit_test(test_routes_head_is_get),
+        cmocka_unit_test(test_routes_absolute_form_is_its_path),
         cmocka_unit_test(test_routes_table_is_well_formed),
         cmocka_unit_test(test_routes_print_is_pinned),
         cmocka_unit_test(test_access_checks),

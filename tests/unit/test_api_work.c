@@ -4,7 +4,7 @@
  * the pool and come back, one place carries a second run, drain waits for
  * the places and refuses new ones, destroy joins the threads; items of one
  * key run at most per_key at once, the others parked in order and put first
- * when their turn comes.
+ * when their turn comes, at most park_max of them.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -164,7 +164,7 @@ static void test_work_runs_on_every_thread_at_once(void **state)
     shared_init(&sh);
     sh.block = 1;
     sh.release = 1;
-    assert_int_equal(api_work_create(8, 64, 0, &sh.w), 0);
+    assert_int_equal(api_work_create(8, 64, 0, 0, &sh.w), 0);
     submit_jobs(&sh, jobs, 12, 0);
     assert_true(wait_for(&sh, running_is, 8));
     api_work_stats(sh.w, &st);
@@ -191,7 +191,7 @@ static void test_work_fifo_on_one_thread(void **state)
 
     shared_init(&sh);
     sh.release = 1;
-    assert_int_equal(api_work_create(1, 20, 0, &sh.w), 0);
+    assert_int_equal(api_work_create(1, 20, 0, 0, &sh.w), 0);
     submit_jobs(&sh, jobs, 20, 0);
     assert_true(wait_for(&sh, finished_is, 20));
     api_work_destroy(sh.w);
@@ -209,7 +209,7 @@ static void test_work_places_are_bounded_and_come_back(void **state)
     struct api_work_stats st;
     (void)state;
 
-    assert_int_equal(api_work_create(2, 3, 0, &w), 0);
+    assert_int_equal(api_work_create(2, 3, 0, 0, &w), 0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(api_work_reserve(w), 0);
     assert_int_equal(api_work_reserve(w), -EAGAIN);
@@ -238,7 +238,7 @@ static void test_work_one_place_runs_twice(void **state)
 
     shared_init(&sh);
     sh.release = 1;
-    assert_int_equal(api_work_create(2, 4, 0, &sh.w), 0);
+    assert_int_equal(api_work_create(2, 4, 0, 0, &sh.w), 0);
     submit_jobs(&sh, jobs, 4, 1);
     assert_true(wait_for(&sh, finished_is, 4));
     api_work_drain(sh.w);
@@ -279,7 +279,7 @@ static void test_work_drain_waits_for_places(void **state)
     int64_t t0;
     (void)state;
 
-    assert_int_equal(api_work_create(1, 8, 0, &l.w), 0);
+    assert_int_equal(api_work_create(1, 8, 0, 0, &l.w), 0);
     l.n = 2;
     assert_int_equal(api_work_reserve(l.w), 0);
     assert_int_equal(api_work_reserve(l.w), 0);
@@ -317,7 +317,7 @@ static void test_work_key_runs_at_most_per_key(void **state)
     shared_init(&sh);
     sh.block = 1;
     sh.release = 1;
-    assert_int_equal(api_work_create(16, 64, 2, &sh.w), 0);
+    assert_int_equal(api_work_create(16, 64, 2, 0, &sh.w), 0);
     for (int i = 0; i < n; i++) {
         memset(&jobs[i], 0, sizeof(jobs[i]));
         jobs[i].item.run = job_run;
@@ -362,7 +362,7 @@ static void test_work_parked_items_keep_their_order(void **state)
 
     shared_init(&sh);
     sh.release = 1;
-    assert_int_equal(api_work_create(1, 8, 1, &sh.w), 0);
+    assert_int_equal(api_work_create(1, 8, 1, 0, &sh.w), 0);
     for (int i = 0; i < 5; i++) {
         memset(&jobs[i], 0, sizeof(jobs[i]));
         jobs[i].item.run = job_run;
@@ -392,7 +392,7 @@ static void test_work_parked_item_goes_first(void **state)
     shared_init(&sh);
     sh.block = 1;
     sh.release = 1;
-    assert_int_equal(api_work_create(1, 8, 1, &sh.w), 0);
+    assert_int_equal(api_work_create(1, 8, 1, 0, &sh.w), 0);
     for (int i = 0; i < 3; i++) {
         memset(&jobs[i], 0, sizeof(jobs[i]));
         jobs[i].item.run = job_run;
@@ -423,7 +423,7 @@ static void test_work_key_second_run_takes_its_turn(void **state)
 
     shared_init(&sh);
     sh.release = 1;
-    assert_int_equal(api_work_create(4, 8, 1, &sh.w), 0);
+    assert_int_equal(api_work_create(4, 8, 1, 0, &sh.w), 0);
     for (int i = 0; i < 4; i++) {
         memset(&jobs[i], 0, sizeof(jobs[i]));
         jobs[i].item.run = job_run;
@@ -445,14 +445,63 @@ static void test_work_key_second_run_takes_its_turn(void **state)
     shared_deinit(&sh);
 }
 
+/*
+ * At most park_max items of one key wait behind its per_key: the next
+ * reservation of that key is refused (-EBUSY) while other keys and unkeyed
+ * requests still get places; once the key's items ran, it reserves again.
+ */
+static void test_work_parked_items_of_a_key_are_bounded(void **state)
+{
+    struct shared sh;
+    struct job jobs[4];
+    struct api_work_stats st;
+    (void)state;
+
+    shared_init(&sh);
+    sh.block = 1;
+    sh.release = 1;
+    assert_int_equal(api_work_create(2, 16, 1, 2, &sh.w), 0);
+    for (int i = 0; i < 3; i++) { /* one runs, two parked */
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].item.run = job_run;
+        jobs[i].item.key = 3;
+        jobs[i].sh = &sh;
+        jobs[i].index = i;
+        assert_int_equal(api_work_reserve_key(sh.w, 3), 0);
+        api_work_submit(sh.w, &jobs[i].item);
+    }
+    assert_true(wait_for(&sh, running_is, 1));
+    assert_int_equal(api_work_reserve_key(sh.w, 3), -EBUSY);
+    assert_int_equal(api_work_reserve_key(sh.w, 3), -EBUSY);
+    memset(&jobs[3], 0, sizeof(jobs[3]));
+    jobs[3].item.run = job_run;
+    jobs[3].item.key = 2;
+    jobs[3].sh = &sh;
+    jobs[3].index = 3;
+    assert_int_equal(api_work_reserve_key(sh.w, 2), 0);
+    api_work_submit(sh.w, &jobs[3].item);
+    assert_int_equal(api_work_reserve(sh.w), 0); /* unkeyed: a place */
+    api_work_release(sh.w);
+    api_work_stats(sh.w, &st);
+    assert_int_equal(st.parked, 2);
+    assert_int_equal(st.park_max, 2);
+    assert_int_equal(st.park_refused, 2);
+    gate_open(&sh);
+    assert_true(wait_for(&sh, finished_is, 4));
+    assert_int_equal(api_work_reserve_key(sh.w, 3), 0);
+    api_work_release(sh.w);
+    api_work_destroy(sh.w);
+    shared_deinit(&sh);
+}
+
 /* Bad sizes are refused; destroy accepts NULL. */
 static void test_work_create_checks_sizes(void **state)
 {
     struct api_work *w = NULL;
     (void)state;
 
-    assert_int_equal(api_work_create(0, 8, 0, &w), -EINVAL);
-    assert_int_equal(api_work_create(8, 0, 0, &w), -EINVAL);
+    assert_int_equal(api_work_create(0, 8, 0, 0, &w), -EINVAL);
+    assert_int_equal(api_work_create(8, 0, 0, 0, &w), -EINVAL);
     assert_null(w);
     api_work_destroy(NULL);
     api_work_drain(NULL);
@@ -470,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_work_parked_items_keep_their_order),
         cmocka_unit_test(test_work_parked_item_goes_first),
         cmocka_unit_test(test_work_key_second_run_takes_its_turn),
+        cmocka_unit_test(test_work_parked_items_of_a_key_are_bounded),
         cmocka_unit_test(test_work_create_checks_sizes),
     };
 

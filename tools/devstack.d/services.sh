@@ -110,11 +110,17 @@ render_haproxy_cfg() {
         servers+="    server $name 127.0.0.1:$(port_of "$name")"$'\n'
     done
     [ -n "$servers" ] || die "HAProxy without API servers"
+    # Two descriptors a connection (client and server side), and some spare.
+    local fds maxconn=20000
+    fds=$(ulimit -Hn)
+    if [ "$fds" != unlimited ] && ((maxconn > (fds - 200) / 2)); then
+        maxconn=$(((fds - 200) / 2))
+    fi
     SERVERS_BLOCK=${servers%$'\n'} awk -v http="$(port_of haproxy)" \
-        -v stats="$(port_of haproxy_stats)" -v plc="$((2 * $(nproc)))" '
+        -v stats="$(port_of haproxy_stats)" -v plc="$((2 * $(nproc)))" -v mc="$maxconn" '
         /^[ \t]*#/ { print; next }
         $0 == "@SERVERS@" { print ENVIRON["SERVERS_BLOCK"]; next }
-        { gsub(/@HTTP_PORT@/, http); gsub(/@STATS_PORT@/, stats); gsub(/@POOL_LOW_CONN@/, plc); print }
+        { gsub(/@HTTP_PORT@/, http); gsub(/@STATS_PORT@/, stats); gsub(/@POOL_LOW_CONN@/, plc); gsub(/@MAXCONN@/, mc); print }
     ' "$HAPROXY_TEMPLATE" >"$out.tmp"
     if grep -v '^[[:space:]]*#' "$out.tmp" | grep -q '@[A-Z_]*@'; then
         die "$HAPROXY_TEMPLATE has a placeholder devstack does not fill: $(grep -v '^[[:space:]]*#' "$out.tmp" | grep -o '@[A-Z_]*@' | head -1)"
