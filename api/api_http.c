@@ -725,7 +725,8 @@ int api_server_create(const struct api_conf *conf, struct router *router,
             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60,
             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)API_CONN_MEMORY,
             MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER,
+            api_log_mhd, NULL, MHD_OPTION_END);
         if (srv->loop[i] == NULL) {
             rc = -EIO;
             goto error;

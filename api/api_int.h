@@ -480,6 +480,8 @@ struct router *api_server_router(struct api_server *srv);
 /* The server's background jobs (settlements): destroying the server joins them. */
 struct api_jobs *api_server_jobs(struct api_server *srv);
 void api_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* libmicrohttpd's logger (MHD_OPTION_EXTERNAL_LOGGER): api_log(), rate-bounded. */
+void api_log_mhd(void *cls, const char *fmt, va_list ap);
 
 /*
  * The server's purge of old Idempotency-Key records (api_purge.c): a job of

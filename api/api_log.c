@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -142,6 +143,50 @@ void api_log(const char *fmt, ...)
     vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
     va_end(ap);
     fprintf(stderr, "%s\n", buf);
+}
+
+/*
+ * libmicrohttpd's own messages, through api_log(), at most MHD_LINES_PER_S
+ * a second: a flood of connections past the limit made it write one line
+ * each (199,000 in 20 s, 12 MB of log). The lines dropped are counted, and
+ * their number written with the next line that passes.
+ */
+#define MHD_LINES_PER_S 10
+
+void api_log_mhd(void *cls, const char *fmt, va_list ap)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static time_t second;
+    static unsigned lines, dropped;
+    unsigned before = 0;
+    struct timespec ts;
+    char msg[512];
+    size_t n;
+
+    (void)cls;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    pthread_mutex_lock(&lock);
+    if (ts.tv_sec != second) {
+        second = ts.tv_sec;
+        lines = 0;
+    }
+    if (lines >= MHD_LINES_PER_S) {
+        dropped++;
+        pthread_mutex_unlock(&lock);
+        return;
+    }
+    lines++;
+    before = dropped;
+    dropped = 0;
+    pthread_mutex_unlock(&lock);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    if (before > 0)
+        api_log("libmicrohttpd: %s (and %u lines like it not written)", msg, before);
+    else
+        api_log("libmicrohttpd: %s", msg);
 }
 
 void api_log_escape(const char *in, char *out, size_t size)

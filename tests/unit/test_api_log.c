@@ -2,7 +2,7 @@
  * test_api_log.c: the per-thread access log buffers: lines from many
  * threads reach the file whole, each once, nothing before a flush (short
  * of a full buffer), everything after it, and a full buffer goes out by
- * itself.
+ * itself. libmicrohttpd's messages, at most 10 a second.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -86,10 +87,60 @@ static void test_lines_whole_and_once(void **state)
     api_access_log_release();
 }
 
+static void mhd_line(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    api_log_mhd(NULL, fmt, ap);
+    va_end(ap);
+}
+
+/*
+ * libmicrohttpd's messages are written at most 10 a second: 1,000 of them
+ * at once (a connection flood) give 10 lines, and the next second's first
+ * line says how many were not written.
+ */
+static void test_mhd_messages_bounded(void **state)
+{
+    char line[1024];
+    int saved = dup(STDERR_FILENO), n = 0, told = 0;
+    FILE *f = tmpfile();
+    struct timespec ts;
+
+    (void)state;
+    assert_non_null(f);
+    assert_true(saved >= 0);
+    fflush(stderr);
+    assert_true(dup2(fileno(f), STDERR_FILENO) >= 0);
+    /* at the start of a second, so that the 1,000 fall in one */
+    do
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    while (ts.tv_nsec > 500000000);
+    for (int i = 0; i < 1000; i++)
+        mhd_line("Server reached connection limit. Closing inbound connection.\n");
+    sleep(1);
+    mhd_line("one more\n");
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    rewind(f);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        n++;
+        assert_non_null(strstr(line, "libmicrohttpd: "));
+        if (strstr(line, "one more (and 990 lines like it not written)") != NULL)
+            told = 1;
+    }
+    fclose(f);
+    assert_int_equal(n, 11);
+    assert_true(told);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lines_whole_and_once),
+        cmocka_unit_test(test_mhd_messages_bounded),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
