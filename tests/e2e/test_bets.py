@@ -472,12 +472,15 @@ class TestConcurrentBets(unittest.TestCase):
         took = time.time() - t0
         created = [r for r in rs if r.status == 201]
         refused = [r for r in rs if r.status == 422 and r.error_code == "insufficient_balance"]
-        other = [r.describe(300) for r in rs if r not in created and r not in refused]
+        # one user's writes: 4 run, 16 wait, more are refused at once (work_parked_per_user)
+        busy = [r for r in rs if r.status == 429 and r.error_code == "rate_limited"
+                and r.header("Retry-After") == "1"]
+        other = [r.describe(300) for r in rs if r not in created and r not in refused and r not in busy]
         if other:
-            self.fail("answers other than 201 and 422 insufficient_balance (%d of %d, %.1f s):\n%s"
+            self.fail("answers other than 201, 422 insufficient_balance and 429 (%d of %d, %.1f s):\n%s"
                       % (len(other), n, took, "\n".join(other[:10])))
         self.assertEqual(len(created), accepted_max, "accepted bets (balance %d, stake %d)" % (bal, stake))
-        self.assertEqual(len(refused), n - accepted_max)
+        self.assertEqual(len(refused) + len(busy), n - accepted_max)
         final = u.balance()
         self.assertEqual(final, bal - accepted_max * stake)
         self.assertTrue(all(b >= 0 for b in seen_balances), "a balance went below zero: %s" % min(seen_balances))
