@@ -712,6 +712,18 @@ class TestConnections(unittest.TestCase):
         self.assertIsNotNone(closed, "the connection stayed open")
         self.assertLess(time.time() - t0, 7)
 
+    def test_haproxy_closes_an_idle_keep_alive_after_5_s(self):
+        """The next request's headers within 5 s of the last answer, as
+        documented (HAProxy's keep-alive timeout was 30 s, which a flood of
+        connections that each sent one request held open)."""
+        s = connect(self.haproxy, src=loop_addr(), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        raw, closed = read_until_closed(s, 9)
+        s.close()
+        self.assertEqual(status_of(raw), 200, raw[:200])
+        self.assertIsNotNone(closed, "an idle keep-alive connection stayed open 9 s")
+        self.assertTrue(4.0 < closed < 7.0, "closed %.1f s after the request" % closed)
+
     def test_haproxy_refuses_an_address_past_its_connections(self):
         """An address with 1,000 connections open has its next ones refused
         as they are accepted (closed, no answer), while other addresses are
