@@ -538,10 +538,15 @@ uint64_t cache_generation(struct cache *c, const char *group, int near)
     size_t len;
 
     snprintf(key, sizeof(key), "bc:v1:gen:%s", group);
-    s = cache__server_of(c, client(c), key);
-    if (s != NULL && !server_usable(s))
-        return 2 * (now - now % 1000000) + 1; /* the odd one of this second */
-    if (cache_get(c, key, near, 0, gen_fill, &g, &v, &len) == 0)
+    /* A near hit first: the common case costs no look-up of the server. */
+    if (!(near && cache_near(c, key, &v, &len))) {
+        s = cache__server_of(c, client(c), key);
+        if (s != NULL && !server_usable(s))
+            return 2 * (now - now % 1000000) + 1; /* the odd one of this second */
+        if (cache_get(c, key, near, 0, gen_fill, &g, &v, &len) < 0)
+            v = NULL;
+    }
+    if (v != NULL)
         gen = strtoull(v, NULL, 10);
     free(v);
     return gen;

@@ -139,18 +139,25 @@ static void gate_open(struct shared *sh)
     pthread_mutex_unlock(&sh->lock);
 }
 
-/* n jobs, each on a place of its own; each runs 1 + resubmit times. */
+/* One job of item key (0: none) on a place of its own; it runs 1 + resubmit times. */
+static void submit_job(struct shared *sh, struct job *job, int index, uint64_t key,
+                       int resubmit)
+{
+    memset(job, 0, sizeof(*job));
+    job->resubmit = resubmit;
+    job->item.run = job_run;
+    job->item.key = key;
+    job->sh = sh;
+    job->index = index;
+    assert_int_equal(api_work_reserve_key(sh->w, key), 0);
+    api_work_submit(sh->w, &job->item);
+}
+
+/* n jobs without a key, each on a place of its own; each runs 1 + resubmit times. */
 static void submit_jobs(struct shared *sh, struct job *jobs, int n, int resubmit)
 {
-    for (int i = 0; i < n; i++) {
-        memset(&jobs[i], 0, sizeof(jobs[i]));
-        jobs[i].resubmit = resubmit;
-        jobs[i].item.run = job_run;
-        jobs[i].sh = sh;
-        jobs[i].index = i;
-        assert_int_equal(api_work_reserve(sh->w), 0);
-        api_work_submit(sh->w, &jobs[i].item);
-    }
+    for (int i = 0; i < n; i++)
+        submit_job(sh, &jobs[i], i, 0, resubmit);
 }
 
 /* Items run on every thread at once, never more; the rest wait queued. */
@@ -318,15 +325,8 @@ static void test_work_key_runs_at_most_per_key(void **state)
     sh.block = 1;
     sh.release = 1;
     assert_int_equal(api_work_create(16, 64, 2, 0, &sh.w), 0);
-    for (int i = 0; i < n; i++) {
-        memset(&jobs[i], 0, sizeof(jobs[i]));
-        jobs[i].item.run = job_run;
-        jobs[i].item.key = keys[i];
-        jobs[i].sh = &sh;
-        jobs[i].index = i;
-        assert_int_equal(api_work_reserve(sh.w), 0);
-        api_work_submit(sh.w, &jobs[i].item);
-    }
+    for (int i = 0; i < n; i++)
+        submit_job(&sh, &jobs[i], i, keys[i], 0);
     /* 2 of key 1, 2 of key 2, both of key 0; 4 + 1 parked, none queued. */
     assert_true(wait_for(&sh, running_is, 6));
     assert_true(wait_for(&sh, parked_is, 5));
@@ -363,15 +363,8 @@ static void test_work_parked_items_keep_their_order(void **state)
     shared_init(&sh);
     sh.release = 1;
     assert_int_equal(api_work_create(1, 8, 1, 0, &sh.w), 0);
-    for (int i = 0; i < 5; i++) {
-        memset(&jobs[i], 0, sizeof(jobs[i]));
-        jobs[i].item.run = job_run;
-        jobs[i].item.key = 3;
-        jobs[i].sh = &sh;
-        jobs[i].index = i;
-        assert_int_equal(api_work_reserve(sh.w), 0);
-        api_work_submit(sh.w, &jobs[i].item);
-    }
+    for (int i = 0; i < 5; i++)
+        submit_job(&sh, &jobs[i], i, 3, 0);
     assert_true(wait_for(&sh, finished_is, 5));
     api_work_destroy(sh.w);
     assert_int_equal(sh.norder, 5);
@@ -393,15 +386,8 @@ static void test_work_parked_item_goes_first(void **state)
     sh.block = 1;
     sh.release = 1;
     assert_int_equal(api_work_create(1, 8, 1, 0, &sh.w), 0);
-    for (int i = 0; i < 3; i++) {
-        memset(&jobs[i], 0, sizeof(jobs[i]));
-        jobs[i].item.run = job_run;
-        jobs[i].item.key = keys[i];
-        jobs[i].sh = &sh;
-        jobs[i].index = i;
-        assert_int_equal(api_work_reserve(sh.w), 0);
-        api_work_submit(sh.w, &jobs[i].item);
-    }
+    for (int i = 0; i < 3; i++)
+        submit_job(&sh, &jobs[i], i, keys[i], 0);
     assert_true(wait_for(&sh, running_is, 1)); /* 0 runs, 1 parked, 2 queued */
     gate_open(&sh);
     assert_true(wait_for(&sh, finished_is, 3));
@@ -424,16 +410,8 @@ static void test_work_key_second_run_takes_its_turn(void **state)
     shared_init(&sh);
     sh.release = 1;
     assert_int_equal(api_work_create(4, 8, 1, 0, &sh.w), 0);
-    for (int i = 0; i < 4; i++) {
-        memset(&jobs[i], 0, sizeof(jobs[i]));
-        jobs[i].item.run = job_run;
-        jobs[i].item.key = 1;
-        jobs[i].sh = &sh;
-        jobs[i].index = i;
-        jobs[i].resubmit = 1;
-        assert_int_equal(api_work_reserve(sh.w), 0);
-        api_work_submit(sh.w, &jobs[i].item);
-    }
+    for (int i = 0; i < 4; i++)
+        submit_job(&sh, &jobs[i], i, 1, 1);
     assert_true(wait_for(&sh, finished_is, 4));
     api_work_drain(sh.w);
     api_work_stats(sh.w, &st);
@@ -461,25 +439,12 @@ static void test_work_parked_items_of_a_key_are_bounded(void **state)
     sh.block = 1;
     sh.release = 1;
     assert_int_equal(api_work_create(2, 16, 1, 2, &sh.w), 0);
-    for (int i = 0; i < 3; i++) { /* one runs, two parked */
-        memset(&jobs[i], 0, sizeof(jobs[i]));
-        jobs[i].item.run = job_run;
-        jobs[i].item.key = 3;
-        jobs[i].sh = &sh;
-        jobs[i].index = i;
-        assert_int_equal(api_work_reserve_key(sh.w, 3), 0);
-        api_work_submit(sh.w, &jobs[i].item);
-    }
+    for (int i = 0; i < 3; i++) /* one runs, two parked */
+        submit_job(&sh, &jobs[i], i, 3, 0);
     assert_true(wait_for(&sh, running_is, 1));
     assert_int_equal(api_work_reserve_key(sh.w, 3), -EBUSY);
     assert_int_equal(api_work_reserve_key(sh.w, 3), -EBUSY);
-    memset(&jobs[3], 0, sizeof(jobs[3]));
-    jobs[3].item.run = job_run;
-    jobs[3].item.key = 2;
-    jobs[3].sh = &sh;
-    jobs[3].index = 3;
-    assert_int_equal(api_work_reserve_key(sh.w, 2), 0);
-    api_work_submit(sh.w, &jobs[3].item);
+    submit_job(&sh, &jobs[3], 3, 2, 0);
     assert_int_equal(api_work_reserve(sh.w), 0); /* unkeyed: a place */
     api_work_release(sh.w);
     api_work_stats(sh.w, &st);
