@@ -293,6 +293,10 @@ static void bet_answer(struct api_req *req, const char *hash, int rc,
     } else if (outcome != NULL && strcmp(outcome, "balance") == 0) {
         api_error(req, 422, "insufficient_balance",
                   "the stake is more than your balance");
+    } else if (outcome != NULL && strcmp(outcome, "limit") == 0) {
+        api_error(req, 422, "balance_limit",
+                  "your balance and what your open bets can pay would pass "
+                  "1000000000000 Betcoins with this bet");
     } else if (outcome != NULL && rows->ncol == 11 && strcmp(outcome, "replay") == 0) {
         if (strcmp(sql_cell(rows, 0, 1), hash) != 0)
             api_error(req, 422, "idempotency_key_reused",

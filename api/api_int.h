@@ -522,7 +522,7 @@ struct api_settler *api_server_settler(struct api_server *srv);
  */
 struct api_batch_user {
     uint64_t id, company, team;
-    int64_t paid, points;
+    int64_t paid, points, owed; /* owed: the open payouts the batch closes */
     int found, admin;
 };
 /*

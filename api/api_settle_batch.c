@@ -42,10 +42,16 @@
     "CASE WHEN %s = 'cancelled' THEN stake WHEN pick = %s THEN "                       \
     "FLOOR(stake * odds / 100) ELSE 0 END"
 
-/* A locked bet: its id, user, stake and payout (PAYOUT, as the server computed it). */
+/* What an open bet could pay: place_bet's v_pay (etc/schema/shard.sql). */
+#define OWED "FLOOR(stake * odds / 100)"
+
+/*
+ * A locked bet: its id, user, stake, payout (PAYOUT, as the server computed
+ * it) and what it could pay (OWED, what place_bet added to open_payout).
+ */
 struct batch_bet {
     uint64_t id, user;
-    int64_t stake, paid;
+    int64_t stake, paid, owed;
 };
 
 static int bet_user_cmp(const void *a, const void *b)
@@ -77,9 +83,10 @@ static int cell_i64(const struct sql_rows *rows, uint32_t i, uint32_t col, int64
 }
 
 /*
- * The locked bets (ids: id, user_id, stake, payout) into bets, in id order,
- * and their distinct users into users, in id order, each with the sums of
- * the payouts and of the points (payout - stake) the batch gives him.
+ * The locked bets (ids: id, user_id, stake, payout, owed) into bets, in id
+ * order, and their distinct users into users, in id order, each with the
+ * sums of the payouts, of the points (payout - stake) the batch gives him
+ * and of his open payouts it closes.
  * Returns 0, -ENOMEM, or BC_EQUERY for a cell that is not a number.
  */
 static int batch_read(const struct sql_rows *ids, struct batch_bet **bets,
@@ -95,7 +102,8 @@ static int batch_read(const struct sql_rows *ids, struct batch_bet **bets,
     for (uint32_t i = 0; rc == 0 && i < ids->nrow; i++) {
         if (cell_i64(ids, i, 0, &id) < 0 || cell_i64(ids, i, 1, &user) < 0 ||
             cell_i64(ids, i, 2, &b[i].stake) < 0 ||
-            cell_i64(ids, i, 3, &b[i].paid) < 0) {
+            cell_i64(ids, i, 3, &b[i].paid) < 0 ||
+            cell_i64(ids, i, 4, &b[i].owed) < 0) {
             rc = BC_EQUERY;
             break;
         }
@@ -110,6 +118,7 @@ static int batch_read(const struct sql_rows *ids, struct batch_bet **bets,
                 u[n++].id = byu[i].user;
             u[n - 1].paid += byu[i].paid;
             u[n - 1].points += byu[i].paid - byu[i].stake;
+            u[n - 1].owed += byu[i].owed;
         }
     }
     free(byu);
@@ -166,7 +175,9 @@ static int batch_lock_users(struct router_txn *txn, struct api_batch_user *u, si
 /*
  * One ledger row per paying bet, in bet id order, and one credit of balance
  * and points per user, from the payouts the locking read computed: the
- * batch's bets are not read again.
+ * batch's bets are not read again. The same statement takes the bets' open
+ * payouts off (not below 0: bets placed before open_payout existed were
+ * never added to it).
  */
 static int batch_credit(struct router_txn *txn, const struct batch_bet *bets,
                         size_t nbet, const struct api_batch_user *u, size_t nuser,
@@ -187,11 +198,10 @@ static int batch_credit(struct router_txn *txn, const struct batch_bet *bets,
                  : -EINVAL;
     }
     for (size_t i = 0; i < nuser && rc == 0; i++) {
-        if (u[i].paid == 0 && u[i].points == 0)
-            continue;
-        char row[3 * 24 + 8];
-        int len = snprintf(row, sizeof(row), "%s(%" PRIu64 ",%" PRId64 ",%" PRId64 ")",
-                           credit.len > 0 ? "," : "", u[i].id, u[i].paid, u[i].points);
+        char row[4 * 24 + 8];
+        int len = snprintf(
+            row, sizeof(row), "%s(%" PRIu64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ")",
+            credit.len > 0 ? "," : "", u[i].id, u[i].paid, u[i].points, u[i].owed);
         rc = sql_buf_add(&credit, row, (size_t)len);
     }
     if (rc == 0 && ledger.len > 0)
@@ -202,9 +212,10 @@ static int batch_credit(struct router_txn *txn, const struct batch_bet *bets,
     if (rc == 0 && credit.len > 0)
         rc = router_txn_exec(
             txn, NULL,
-            "UPDATE %S.users u JOIN (WITH v (id, p, pts) AS (VALUES %R) "
-            "SELECT id, p, pts FROM v) b ON u.id = b.id SET u.balance = "
-            "u.balance + b.p, u.points = u.points + b.pts",
+            "UPDATE %S.users u JOIN (WITH v (id, p, pts, o) AS (VALUES %R) "
+            "SELECT id, p, pts, o FROM v) b ON u.id = b.id SET u.balance = "
+            "u.balance + b.p, u.points = u.points + b.pts, u.open_payout = "
+            "GREATEST(u.open_payout - b.o, 0)",
             credit.buf);
     sql_buf_deinit(&ledger);
     sql_buf_deinit(&credit);
@@ -259,7 +270,7 @@ int api_settle_batch(struct router *r, uint64_t match, const char *res,
      * looked from the match's first bet.
      */
     rc = router_txn_exec(txn, &ids,
-                         "SELECT id, user_id, stake, " PAYOUT
+                         "SELECT id, user_id, stake, " PAYOUT ", " OWED
                          " FROM %S.bets FORCE INDEX "
                          "(match_bets) WHERE match_id = %u AND id > %u AND status = "
                          "'open' ORDER BY id LIMIT %u FOR UPDATE",

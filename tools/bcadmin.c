@@ -7,9 +7,14 @@
  *   bcadmin -c cluster.yaml rebuild-standings
  *   bcadmin -c cluster.yaml purge-idempotency [--older-than SECONDS]
  *   bcadmin -c cluster.yaml recompute-standings
+ *   bcadmin -c cluster.yaml recount-open-payouts
  *
  * check-ledger verifies, on every shard, that every user's balance equals
- * initial_balance + the sum of his ledger deltas and is not negative.
+ * initial_balance + the sum of his ledger deltas and is not negative, and that
+ * his open_payout is what his open bets can pay (place_bet's limit counts it).
+ * recount-open-payouts sets every user's open_payout from his open bets, one
+ * transaction per shard that locks the shard's users (a cluster upgraded from
+ * before open_payout existed: docs/operations.md).
  * check-standings verifies, on every shard, that the standings aggregates
  * (standings_company, standings_team: see api/api_standings_agg.c) equal a full
  * recomputation from the shard's users, and every user's points the sum of payout -
@@ -45,12 +50,18 @@ static void usage(FILE *out)
                  "       bcadmin [-c CLUSTER.yaml] rebuild-standings\n"
                  "       bcadmin [-c CLUSTER.yaml] purge-idempotency [--older-than "
                  "SECONDS]\n"
-                 "       bcadmin [-c CLUSTER.yaml] recompute-standings\n");
+                 "       bcadmin [-c CLUSTER.yaml] recompute-standings\n"
+                 "       bcadmin [-c CLUSTER.yaml] recount-open-payouts\n");
 }
+
+/* What a shard's users' open bets can pay, as place_bet counts it (%s: the alias). */
+#define OPEN_PAYOUTS                                                                   \
+    "(SELECT user_id, SUM(FLOOR(stake * odds / 100)) AS o FROM %%S.bets WHERE status " \
+    "= 'open' GROUP BY user_id) %s ON %s.user_id = u.id"
 
 static int check_ledger(struct router *r)
 {
-    struct sql_rows bad = {0}, users = {0};
+    struct sql_rows bad = {0}, open = {0}, users = {0};
     uint64_t total = 0;
     int rc;
 
@@ -62,8 +73,20 @@ static int check_ledger(struct router *r)
             "FROM %S.users u LEFT JOIN (SELECT user_id, SUM(delta) AS d FROM "
             "%S.ledger GROUP BY user_id) l ON l.user_id = u.id WHERE "
             "u.balance <> u.initial_balance + COALESCE(l.d, 0) OR u.balance < 0");
+    if (rc == 0) {
+        char q[512];
+
+        snprintf(q, sizeof(q),
+                 "SELECT %%N, u.id, u.open_payout, COALESCE(b.o, 0) FROM %%S.users u "
+                 "LEFT JOIN " OPEN_PAYOUTS " WHERE u.open_payout <> COALESCE(b.o, 0)",
+                 "b", "b");
+        rc = router_scatter(r, &open, q);
+    }
     if (rc < 0) {
-        fprintf(stderr, "bcadmin: %s\n", router_last_error());
+        fprintf(stderr, "bcadmin: %s%s\n", router_last_error(),
+                rc == BC_EQUERY ? " (no open_payout? run shardctl init, then bcadmin "
+                                  "recount-open-payouts)"
+                                : "");
         goto out;
     }
     for (uint32_t i = 0; i < users.nrow; i++)
@@ -72,12 +95,17 @@ static int check_ledger(struct router *r)
         printf("VIOLATION shard %s user %s: balance %s, initial + ledger %s\n",
                sql_cell(&bad, i, 0), sql_cell(&bad, i, 1), sql_cell(&bad, i, 2),
                sql_cell(&bad, i, 3));
+    for (uint32_t i = 0; i < open.nrow && i < 20; i++)
+        printf("VIOLATION shard %s user %s: open_payout %s, his open bets can pay %s\n",
+               sql_cell(&open, i, 0), sql_cell(&open, i, 1), sql_cell(&open, i, 2),
+               sql_cell(&open, i, 3));
     printf("ledger: %" PRIu64 " users on %u shards checked, %u violations\n", total,
-           router_nshard(r), bad.nrow);
-    rc = bad.nrow == 0 ? 0 : 1;
+           router_nshard(r), bad.nrow + open.nrow);
+    rc = bad.nrow + open.nrow == 0 ? 0 : 1;
 out:
     sql_rows_free(&users);
     sql_rows_free(&bad);
+    sql_rows_free(&open);
     return rc < 0 ? 1 : rc;
 }
 
@@ -250,6 +278,73 @@ static int rebuild_standings(struct router *r)
     return 0;
 }
 
+/*
+ * One shard's open_payout made again from its open bets, in one transaction
+ * that first takes the fence check and an exclusive lock on every user row:
+ * bets (place_bet locks its user first) and settlement batches (they lock
+ * their users before they write them) wait for it or it for them, so the
+ * plain read of the bets that follows sees each one's last commit.
+ */
+static int recount_shard(struct router *r, uint32_t shard, uint64_t *nusers,
+                         uint64_t *changed)
+{
+    struct sql_rows rows = {0}, upd = {0};
+    struct router_txn *txn;
+    char q[512];
+    int rc;
+
+    if ((rc = router_txn_begin(r, shard, &txn)) < 0)
+        return rc;
+    rc = router_txn_exec(txn, NULL, "CALL %S.fence_check()");
+    if (rc == 0)
+        rc = router_txn_exec(txn, &rows, "SELECT COUNT(*) FROM %S.users FOR UPDATE");
+    snprintf(q, sizeof(q),
+             "UPDATE %%S.users u LEFT JOIN " OPEN_PAYOUTS
+             " SET u.open_payout = COALESCE(b.o, 0) WHERE u.open_payout <> "
+             "COALESCE(b.o, 0)",
+             "b", "b");
+    if (rc == 0)
+        rc = router_txn_exec(txn, &upd, q);
+    if (rc < 0) {
+        router_txn_rollback(txn);
+    } else {
+        *nusers = strtoull(sql_cell(&rows, 0, 0), NULL, 10);
+        *changed = upd.affected;
+        rc = router_txn_commit(txn);
+    }
+    sql_rows_free(&rows);
+    sql_rows_free(&upd);
+    return rc;
+}
+
+static int recount_open_payouts(struct router *r)
+{
+    uint64_t total = 0, changed = 0;
+
+    for (uint32_t s = 0; s < router_nshard(r); s++) {
+        int64_t deadline = 0;
+        uint64_t seen, n = 0, c = 0;
+        int rc, tries = 0;
+        do {
+            seen = router_map_version(r);
+            rc = recount_shard(r, s, &n, &c);
+            /* A deadlock with a settlement batch: that one retries, so may this. */
+        } while ((rc == BC_EMOVED && router_await_move(r, seen, &deadline) == 0) ||
+                 (rc == BC_ELOCKWAIT && ++tries < 5));
+        if (rc < 0) {
+            fprintf(stderr, "bcadmin: recount-open-payouts: shard %u: %s\n", s,
+                    router_last_error());
+            return 1;
+        }
+        total += n;
+        changed += c;
+    }
+    printf("open payouts: %" PRIu64 " users on %u shards recounted, %" PRIu64
+           " changed\n",
+           total, router_nshard(r), changed);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
@@ -311,9 +406,10 @@ int main(int argc, char **argv)
         return 2;
     }
     /* A mistyped command is a usage error (2), whatever the config. */
-    static const char *const known[] = {"check-ledger",      "check-standings",
-                                        "rebuild-standings", "recompute-standings",
-                                        "purge-idempotency", "create-admin"};
+    static const char *const known[] = {"check-ledger",         "check-standings",
+                                        "rebuild-standings",    "recompute-standings",
+                                        "recount-open-payouts", "purge-idempotency",
+                                        "create-admin"};
     size_t k = 0;
     while (k < sizeof(known) / sizeof(known[0]) && strcmp(argv[optind], known[k]) != 0)
         k++;
@@ -342,6 +438,8 @@ int main(int argc, char **argv)
         rc = check_standings(r);
     } else if (strcmp(argv[optind], "rebuild-standings") == 0) {
         rc = rebuild_standings(r);
+    } else if (strcmp(argv[optind], "recount-open-payouts") == 0) {
+        rc = recount_open_payouts(r);
     } else if (strcmp(argv[optind], "recompute-standings") == 0) {
         struct timespec t0, t1;
 

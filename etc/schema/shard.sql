@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS `{schema}`.users (
     initial_balance BIGINT NOT NULL,
     points BIGINT NOT NULL DEFAULT 0,
     created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    -- The most the user's open bets can pay (each FLOOR(stake * odds / 100)):
+    -- place_bet adds a bet's, its settlement takes it off. place_bet keeps
+    -- balance + open_payout within 10^12 (docs/api.md), so that no
+    -- settlement's credit, and no sum of a company's points, leaves 64 bits.
+    open_payout BIGINT NOT NULL DEFAULT 0,
     UNIQUE KEY email (email),
     KEY company_points (company_id, points)
 ) ENGINE=InnoDB;
@@ -115,15 +120,21 @@ BEGIN NOT ATOMIC
         ALTER TABLE `{schema}`.bets ADD KEY IF NOT EXISTS match_bets (match_id),
             DROP KEY match_open;
     END IF;
+    -- A shard made before 2026-12-07 has no open_payout: added as 0 (an
+    -- instant ALTER); `bcadmin recount-open-payouts` then counts the bets
+    -- already open (docs/operations.md, "Upgrading to the balance limit").
+    ALTER TABLE `{schema}`.users
+        ADD COLUMN IF NOT EXISTS open_payout BIGINT NOT NULL DEFAULT 0 AFTER created_at;
 END;
 
 -- POST /v1/bets in one round trip (api/api_bets.c): the Idempotency-Key's
 -- earlier answer, the settled check (a share lock on settled_matches, so no
 -- bet slips in after its match was settled here), the conditional debit (a
--- balance never goes below zero), the bet, its ledger row and the key's
+-- balance never goes below zero, nor balance + open_payout above 10^12), the
+-- bet, its ledger row and the key's
 -- record, in one transaction that commits before the answer row is sent.
 -- The answer is one row: 'placed' or 'replay' followed by the request hash
--- (a replay's) and the bet's columns, or 'closed' / 'balance' alone. A
+-- (a replay's) and the bet's columns, or 'closed' / 'balance' / 'limit' alone. A
 -- request whose key a concurrent one committed while it waited for the
 -- user's row is that one's replay, not refused for the balance it spent. Any
 -- error (a fenced copy during a move, a read-only server after a failover, a
@@ -142,6 +153,8 @@ proc: BEGIN
     DECLARE v_bet, v_id BIGINT UNSIGNED DEFAULT NULL;
     DECLARE v_settled INT DEFAULT 0;
     DECLARE v_hash CHAR(32) DEFAULT NULL;
+    -- The bet's payout if it wins (a cancelled match pays back the stake, less).
+    DECLARE v_pay BIGINT DEFAULT FLOOR(p_stake * p_odds / 100);
     DECLARE EXIT HANDLER FOR SQLEXCEPTION
     BEGIN
         ROLLBACK;
@@ -166,8 +179,13 @@ proc: BEGIN
         SELECT 'closed';
         LEAVE proc;
     END IF;
-    UPDATE `{schema}`.users SET balance = balance - p_stake
-        WHERE id = p_user AND balance >= p_stake;
+    -- The limit's test is written so that no term leaves 64 bits, whatever
+    -- a row holds: open_payout is checked against the room first.
+    UPDATE `{schema}`.users
+        SET balance = balance - p_stake, open_payout = open_payout + v_pay
+        WHERE id = p_user AND balance >= p_stake
+            AND open_payout <= 1000000000000 - v_pay
+            AND balance - p_stake <= 1000000000000 - v_pay - open_payout;
     IF ROW_COUNT() = 0 THEN
         -- A request with the same key may have committed while this one
         -- waited for the user's row, and its debit be why the balance is
@@ -184,7 +202,9 @@ proc: BEGIN
                    placed_at, settled_at
                 FROM `{schema}`.bets WHERE id = v_bet AND user_id = p_user;
         ELSE
-            SELECT 'balance';
+            -- The stake above the balance, or the limit: which, for the answer.
+            SELECT IF(COALESCE(MAX(balance), 0) < p_stake, 'balance', 'limit')
+                FROM `{schema}`.users WHERE id = p_user;
         END IF;
         LEAVE proc;
     END IF;

@@ -23,7 +23,7 @@ from client import Client, RequestFailed  # noqa: E402
 
 # Order: quick checks first; the test that kills an API server last.
 MODULES = ["test_health", "test_binlog", "test_fence", "test_auth", "test_abuse", "test_me", "test_companies",
-           "test_matches", "test_listing", "test_bets", "test_settlement", "test_standings", "test_standings_check",
+           "test_matches", "test_listing", "test_bets", "test_balance_limit", "test_settlement", "test_standings", "test_standings_check",
            "test_standings_bounded", "test_standings_store", "test_placement", "test_robustness", "test_slow_db",
            "test_me_loop", "test_bet_loop", "test_hot", "test_cache", "test_cache_faults", "test_global_down",
            "test_settle_cursor", "test_settle_takeover", "test_crash", "test_stop", "test_settle_host_down"]

@@ -98,7 +98,8 @@ class TestSettlementCursor(unittest.TestCase):
             "INSERT INTO {s}.bets (id, user_id, match_id, pick, stake, odds, placed_at, payout, settled_at) "
             "VALUES ({b}, {u}, {m}, 'home', {k}, {o}, NOW(3), 0, NOW(3)); "
             "INSERT INTO {s}.ledger (user_id, delta, reason, bet_id) VALUES ({u}, -{k}, 'bet', {b}); "
-            "UPDATE {s}.users SET balance = balance - {k} WHERE id = {u}; COMMIT; SELECT 'inserted';"
+            "UPDATE {s}.users SET balance = balance - {k}, open_payout = open_payout + FLOOR({k} * {o} / 100) "
+            "WHERE id = {u}; COMMIT; SELECT 'inserted';"
         ).format(s=sch, u=user, m=mid, g=gate, b=below, k=STAKE, o=int(round(ODDS[0] * 100)))
         sess = None
         try:

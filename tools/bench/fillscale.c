@@ -189,7 +189,7 @@ static int run_text(struct worker *w)
  * escape. */
 static int insert_rows(struct worker *w, const char *schema, const uint32_t *users,
                        uint32_t nu, const uint64_t *uid, const int64_t *spent,
-                       const struct fill_bet *bets, uint64_t nb)
+                       const int64_t *owed, const struct fill_bet *bets, uint64_t nb)
 {
     const struct scale *s = w->s;
     uint64_t company, team;
@@ -201,16 +201,16 @@ static int insert_rows(struct worker *w, const char *schema, const uint32_t *use
         rc = sb_printf(&w->sql,
                        "INSERT INTO `%s`.users (id, email, password_hash, "
                        "display_name, company_id, team_id, role, balance, "
-                       "initial_balance) VALUES ",
+                       "initial_balance, open_payout) VALUES ",
                        schema);
         for (uint32_t k = c; k < end && rc == 0; k++) {
             scale_seat_of(s, users[k], &company, &team);
             rc = sb_printf(&w->sql,
                            "%s(%" PRIu64 ", 'scale-%" PRIu32 "@scale.invalid', '%s', "
                            "'Scale %" PRIu32 "', %" PRIu64 ", NULLIF(%" PRIu64
-                           ", 0), 'member', %" PRId64 ", %" PRId64 ")",
+                           ", 0), 'member', %" PRId64 ", %" PRId64 ", %" PRId64 ")",
                            k > c ? "," : "", uid[k], users[k], s->hash, users[k],
-                           company, team, s->balance - spent[k], s->balance);
+                           company, team, s->balance - spent[k], s->balance, owed[k]);
         }
         if (rc == 0)
             rc = run_text(w);
@@ -255,7 +255,7 @@ static int fill_shard(struct worker *w, uint32_t shard)
     const uint32_t *users = s->by_shard + s->first[shard];
     uint32_t nu = s->first[shard + 1] - s->first[shard];
     uint64_t nb = 0, b = 0, *uid = NULL;
-    int64_t *spent = NULL;
+    int64_t *spent = NULL, *owed = NULL; /* a user's stakes; his open payouts */
     struct fill_bet *bets = NULL;
     char schema[SHARDMAP_SCHEMA_MAX];
     int rc = -ENOMEM;
@@ -267,8 +267,9 @@ static int fill_shard(struct worker *w, uint32_t shard)
         nb += 1 + scale_extra_bets(s, users[k]);
     uid = calloc(nu, sizeof(*uid));
     spent = calloc(nu, sizeof(*spent));
+    owed = calloc(nu, sizeof(*owed));
     bets = calloc(nb, sizeof(*bets));
-    if (uid == NULL || spent == NULL || bets == NULL)
+    if (uid == NULL || spent == NULL || owed == NULL || bets == NULL)
         goto out;
     if ((rc = idgen_init(w, schema, shard, nu + nb)) < 0)
         goto out;
@@ -286,6 +287,7 @@ static int fill_shard(struct worker *w, uint32_t shard)
             x->pick = (uint8_t)(fill_rng_next(&w->rng) % 3);
             x->stake = 1 + (int64_t)(fill_rng_next(&w->rng) % (uint64_t)s->max_stake);
             spent[k] += x->stake;
+            owed[k] += x->stake * s->matches[x->match].odds[x->pick] / 100;
             rc = idgen_next(&w->ids, &x->id);
         }
     }
@@ -293,7 +295,7 @@ static int fill_shard(struct worker *w, uint32_t shard)
         goto out;
     if ((rc = sql_exec(w->c, NULL, "START TRANSACTION")) < 0)
         goto out;
-    rc = insert_rows(w, schema, users, nu, uid, spent, bets, nb);
+    rc = insert_rows(w, schema, users, nu, uid, spent, owed, bets, nb);
     if (rc == 0)
         rc = sql_exec(w->c, NULL, "COMMIT");
     else if (!sql_conn_broken(w->c))
@@ -310,6 +312,7 @@ out:
              sql_last_error()[0] ? ": " : "", sql_last_error());
     free(uid);
     free(spent);
+    free(owed);
     free(bets);
     return rc;
 }

@@ -58,6 +58,7 @@
 struct fill_user {
     uint64_t id, num; /* e-mail fill-<shard>-<num>@fill.invalid */
     int64_t spent;    /* sum of its stakes */
+    int64_t owed;     /* what its open bets can pay (users.open_payout) */
 };
 
 struct fill_match {
@@ -291,21 +292,22 @@ static int fill_group(struct fill *f, uint64_t k0, uint64_t k1)
         if ((rc = idgen_next(&f->ids, &bets[i].id)) < 0)
             goto out;
         f->users[k].spent += bets[i].stake;
+        f->users[k].owed += bets[i].stake * f->match.odds[bets[i].pick] / 100;
     }
     if ((rc = router_txn_begin(f->r, f->shard, &txn)) < 0)
         goto out;
     f->sql.len = 0;
     rc = sb_printf(&f->sql, "INSERT INTO %%S.users (id, email, password_hash, "
                             "display_name, company_id, role, balance, "
-                            "initial_balance) VALUES ");
+                            "initial_balance, open_payout) VALUES ");
     for (k = k0; k < k1 && rc == 0; k++)
         rc = sb_printf(&f->sql,
                        "%s(%" PRIu64 ", 'fill-%u-%" PRIu64 "@fill.invalid', '%s', "
                        "'Fill %u-%" PRIu64 "', %" PRIu64 ", 'member', %" PRId64
-                       ", %" PRId64 ")",
+                       ", %" PRId64 ", %" PRId64 ")",
                        k > k0 ? "," : "", f->users[k].id, f->shard, f->users[k].num,
                        f->hash, f->shard, f->users[k].num, f->company,
-                       f->balance - f->users[k].spent, f->balance);
+                       f->balance - f->users[k].spent, f->balance, f->users[k].owed);
     if (rc == 0)
         rc = router_txn_exec(txn, NULL, f->sql.s);
     /* The company's members in the shard's standings aggregates, as a signup's. */

@@ -14,7 +14,9 @@
  *              the bet and ledger rows, the commit). 1 round trip. This
  *              measures the API's own statement without the API.
  * bet-min      the least a correct bet needs, statement by statement: START
- *              TRANSACTION; the conditional balance UPDATE; the bet INSERT,
+ *              TRANSACTION; the conditional balance UPDATE (as place_bet's:
+ *              the balance covers the stake, the open payout is counted and
+ *              the balance limit kept, docs/api.md); the bet INSERT,
  *              whose id is made inside it from the shard's sequence and clock
  *              (the layout of router_next_id) and kept in a session variable;
  *              the ledger INSERT with that id; COMMIT. 5 round trips, no
@@ -408,7 +410,7 @@ static int op_bet_min(struct worker *w, MYSQL *shard, MYSQL *global,
 {
     const struct bench *b = w->b;
     unsigned p = seq % 3;
-    char sql[2048], debit[256], bet[768], ledger[256], id_expr[256], placed[64];
+    char sql[2048], debit[512], bet[768], ledger[256], id_expr[256], placed[64];
     uint64_t affected[5] = {0};
 
     if (bet_match(w, global) < 0)
@@ -420,10 +422,14 @@ static int op_bet_min(struct worker *w, MYSQL *shard, MYSQL *global,
              SHARDMAP_ID_EPOCH_MS, SHARDMAP_ID_SHARD_BITS + SHARDMAP_ID_SEQ_BITS,
              id_shard(t->user_id), SHARDMAP_ID_SEQ_BITS, t->schema,
              (1u << SHARDMAP_ID_SEQ_BITS) - 1);
+    /* The debit as place_bet's: the open payout counted, the balance limit kept. */
     snprintf(debit, sizeof(debit),
-             "UPDATE `%s`.users SET balance = balance - 1 WHERE id = %" PRIu64
-             " AND balance >= 1",
-             t->schema, t->user_id);
+             "UPDATE `%s`.users SET balance = balance - 1, open_payout = open_payout + "
+             "%llu DIV 100 WHERE id = %" PRIu64 " AND balance >= 1 AND open_payout <= "
+             "1000000000000 - %llu DIV 100 AND balance - 1 <= 1000000000000 - %llu DIV "
+             "100 - open_payout",
+             t->schema, w->match_odds[p], t->user_id, w->match_odds[p],
+             w->match_odds[p]);
     snprintf(bet, sizeof(bet),
              "INSERT INTO `%s`.bets (id, user_id, match_id, pick, stake, odds, "
              "placed_at, payout, settled_at) %s%s, %" PRIu64 ", %" PRIu64
