@@ -229,6 +229,43 @@ static void test_init_brings_old_shards_to_match_bets(void **state)
     shardmap_conf_deinit(&conf);
 }
 
+/*
+ * A shard made before 2026-12-07 has no users.open_payout (the balance
+ * limit's count); init adds it as 0, keeps the users, and the second time
+ * changes nothing.
+ */
+static void test_init_gives_old_shards_open_payout(void **state)
+{
+    struct shardmap_conf conf;
+    MYSQL *m;
+    char sql[1024], has[512], schema[SHARDMAP_SCHEMA_MAX];
+    int64_t rows;
+    (void)state;
+
+    itest_conf(&conf);
+    m = shard0_host(&conf, schema);
+    snprintf(sql, sizeof(sql), "ALTER TABLE %s.users DROP COLUMN open_payout", schema);
+    must_query(m, sql);
+    snprintf(has, sizeof(has),
+             "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = "
+             "'%s' AND TABLE_NAME = 'users' AND COLUMN_NAME = 'open_payout'",
+             schema);
+    assert_int_equal(itest_scalar(m, has), 0);
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s.users", schema);
+    rows = itest_scalar(m, sql);
+
+    assert_int_equal(itest_shardctl(out, sizeof(out), "init"), 0);
+    assert_int_equal(itest_scalar(m, has), 1);
+    assert_int_equal(itest_shardctl(out, sizeof(out), "init"), 0);
+    assert_int_equal(itest_scalar(m, has), 1);
+    assert_int_equal(itest_scalar(m, sql), rows);
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s.users WHERE open_payout <> 0",
+             schema);
+    assert_int_equal(itest_scalar(m, sql), 0);
+    mysql_close(m);
+    shardmap_conf_deinit(&conf);
+}
+
 /* A copy of the stack's cluster file through sed script (into path, a mkstemp
  * template). */
 static void edited_cluster(char *path, const char *script)
@@ -540,6 +577,7 @@ int main(void)
         cmocka_unit_test(test_init_twice_is_safe),
         cmocka_unit_test(test_init_brings_old_shards_to_binary_keys),
         cmocka_unit_test(test_init_brings_old_shards_to_match_bets),
+        cmocka_unit_test(test_init_gives_old_shards_open_payout),
         cmocka_unit_test(test_init_refuses_another_shard_count),
         cmocka_unit_test(test_status_shows_healthy_hosts),
         cmocka_unit_test(test_status_with_every_host_down_exits_3),
