@@ -715,12 +715,18 @@ struct api_user {
 int api_user_load(struct router *router, uint64_t id, struct api_user *user);
 json_t *api_user_json(const struct api_user *u);
 
+/* A password's length in characters (docs/api.md: weak_password). */
+#define API_PASSWORD_MIN 8
+#define API_PASSWORD_MAX 256
+
 /* A hash job of a request (api_req_hash()): what it hashes and what it keeps. */
 struct api_pwhash_job {
     enum api_pwhash_op op;
     char hash[API_PWHASH_STRBYTES]; /* VERIFY: the stored hash; HASH: the result */
-    char password[257];             /* wiped once used */
-    int rc;                         /* 0; -EACCES (no match); -ENOMEM */
+    /* The longest password allowed, in UTF-8 (4 bytes a character at most),
+     * whole: a password is never cut. Wiped once used. */
+    char password[API_PASSWORD_MAX * 4 + 1];
+    int rc;                                   /* 0; -EACCES (no match); -ENOMEM */
     void (*done)(struct api_pwhash_job *job); /* called on the hash thread */
     void *arg;                                /* of done */
     struct api_user user;                     /* the handler's, kept across */

@@ -411,21 +411,31 @@ size_t api_text_chars(const char *s, size_t len)
     return chars;
 }
 
+/*
+ * The marks that end an emoji or a flag count only after what they end: a
+ * visible character or marks after one. So a name neither starts with them
+ * nor is made only of them, and none after white space ends it.
+ */
 size_t api_text_trim(const char *s, size_t *start)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, end = 0, n, len = strlen(s);
-    int inner = 0;
+    int inner = 0, attached = 0, mark;
 
     *start = len;
     while (i < len) {
         uint32_t c = utf8_at(u, len, i, &n);
 
-        if (!blank(c)) {
+        if (ignorable(c, &mark) && mark) {
+            if (attached)
+                end = i + n;
+        } else if (!blank(c)) {
             if (!inner)
                 *start = i;
-            inner = 1;
+            inner = attached = 1;
             end = i + n;
+        } else {
+            attached = 0;
         }
         i += n;
     }

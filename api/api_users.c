@@ -96,6 +96,18 @@ static int email_canon(const char *in, char *out, size_t size)
 }
 
 /*
+ * A password of 8 to 256 characters (docs/api.md), whole in a hash job's
+ * buffer: 256 characters of valid UTF-8 take 1,024 bytes at most.
+ */
+static int password_fits(const char *password)
+{
+    size_t len = strlen(password), chars = api_text_chars(password, len);
+
+    return chars >= API_PASSWORD_MIN && chars <= API_PASSWORD_MAX &&
+           len < sizeof(((struct api_pwhash_job *)0)->password);
+}
+
+/*
  * Trims a display name (api_text_trim()) into out: NULL, or the rule it
  * breaks (api_text_problem()), out untouched.
  */
@@ -230,8 +242,7 @@ void api_h_signup(struct api_req *req)
         api_rate_check(req, "account", u.email) < 0)
         goto out;
     password = api_str(body, "password", "");
-    if (api_text_chars(password, strlen(password)) < 8 ||
-        api_text_chars(password, strlen(password)) > 256) {
+    if (!password_fits(password)) {
         api_error(req, 422, "weak_password", "password must have 8 to 256 characters");
         goto out;
     }
@@ -323,11 +334,11 @@ void api_h_login(struct api_req *req)
     struct api_pwhash_job *job;
     struct api_user u = {0};
     char email[256], id[24];
-    const char *device;
+    const char *device, *password;
     json_t *body = req->json;
     uint64_t device_user = 0;
     uint32_t shard;
-    int rc, valid, known;
+    int rc, valid, known, fits;
 
     if (api_body_check(req, spec) < 0)
         return;
@@ -361,8 +372,14 @@ void api_h_login(struct api_req *req)
     if ((job = api_req_hash(req, login_answer, known)) == NULL)
         goto out;
     job->op = API_PWHASH_VERIFY;
-    snprintf(job->password, sizeof(job->password), "%s", api_str(body, "password", ""));
-    if (rows.nrow == 1) {
+    /*
+     * A password no signup takes matches no account: it is checked against
+     * the dummy hash (the same time as any other), never cut to fit.
+     */
+    password = api_str(body, "password", "");
+    fits = password_fits(password);
+    snprintf(job->password, sizeof(job->password), "%s", fits ? password : "");
+    if (rows.nrow == 1 && fits) {
         snprintf(job->hash, sizeof(job->hash), "%s", sql_cell(&rows, 0, 9));
         job->user = u;
         job->have_user = 1;
@@ -720,9 +737,7 @@ int api_create_platform_admin(struct router *router, const char *email,
     int rc;
 
     /* The signup's rules (a display name is trimmed, 1..100 characters). */
-    if (email_canon(email, u.email, sizeof(u.email)) < 0 ||
-        api_text_chars(password, strlen(password)) < 8 ||
-        api_text_chars(password, strlen(password)) > 256 ||
+    if (email_canon(email, u.email, sizeof(u.email)) < 0 || !password_fits(password) ||
         name_clean(display_name, u.display_name, sizeof(u.display_name), 100) != NULL)
         return -EINVAL;
     api_join_code(code);

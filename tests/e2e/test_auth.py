@@ -3,6 +3,7 @@ the token a connection keeps verified)."""
 
 import http.client
 import re
+import subprocess
 import time
 import unittest
 import urllib.parse
@@ -154,6 +155,27 @@ class TestLogin(unittest.TestCase):
                         ).expect(401, "bad_credentials")
         self.assertEqual(r1.json, r2.json, "unknown e-mail must get the same answer as a wrong password")
         api().post("/v1/auth/login", {"email": self.u.email, "password": ""}).expect(401, "bad_credentials")
+
+    def test_long_passwords_are_checked_whole(self):
+        # 256 characters of any script are allowed (up to 1,024 bytes of
+        # UTF-8), and a login checks the whole of them: never a prefix.
+        login = lambda email, pw: api().post("/v1/auth/login", {"email": email, "password": pw})
+        emoji, accents, plain = "\U0001f600" * 100, "\u00e9" * 200, "a" * 256
+        for pw, wrong in ((emoji, (emoji[:64], emoji[:64] + "x", emoji[:99])),
+                          (accents, (accents[:128] + "totally different", accents[:128])),
+                          (plain, (plain + "zzzz", plain[:255] + "b"))):
+            u = signup(self.co, password=pw)
+            login(u.email, pw).expect(200, msg="the whole password (%d bytes)" % len(pw.encode()))
+            for w in wrong:
+                login(u.email, w).expect(401, "bad_credentials", msg="%d characters of another password" % len(w))
+        # bcadmin's admins are held to the same rule and log in with it
+        s = stack.get()
+        email = "%s@e2e.example" % uniq("longpw")
+        p = subprocess.run([s.bcadmin, "-c", s.cluster, "create-admin", "--email", email, "--password",
+                            "\U0001f600" * 70], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        login(email, "\U0001f600" * 70).expect(200, msg="an admin with a 280-byte password")
+        login(email, "\U0001f600" * 64).expect(401, "bad_credentials")
 
     def test_login_missing_field(self):
         r = api().post("/v1/auth/login", {"email": self.u.email}).expect(400, "invalid_field")

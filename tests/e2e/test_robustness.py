@@ -220,12 +220,21 @@ class TestTextRules(unittest.TestCase):
         self.assertEqual(r["display_name"], "Ann")
         r = u.client.patch("/v1/me", {"display_name": "Ann \u2764\ufe0f"}).expect_json(200)
         self.assertEqual(r["display_name"], "Ann \u2764\ufe0f")  # an emoji's selector stays
+        # ...only after what it ends: selectors and tags alone, or first, are invisible
+        for bad in ("\ufe0f", "\U000e0067\U000e007f", "\U000e0100", "\ufe0f\ufe0f"):
+            u.client.patch("/v1/me", {"display_name": bad}).expect(422, "invalid_display_name", msg=repr(bad))
+            signup_body = {"company": co["slug"], "join_code": co["join_code"], "display_name": bad,
+                           "email": "%s@e2e.example" % uniq("inv"), "password": "correct-horse-9"}
+            api().post("/v1/auth/signup", signup_body).expect(422, "invalid_display_name", msg=repr(bad))
+        r = u.client.patch("/v1/me", {"display_name": "\ufe0fAda Adams"}).expect_json(200)
+        self.assertEqual(r["display_name"], "Ada Adams")  # trimmed, as a leading U+200B would be
         a = admin()
         path = "/v1/companies/%s/teams" % co["id"]
         t = a.post(path, {"name": uniq("\u4e2d") + "\u4e2d" * 30}).expect_json(201)
         self.assertEqual(len(t["name"]) > 30, True)
-        for bad in ("a\u0085b", "\u00a0x", "x\u3000", "\u200bx"):
+        for bad in ("a\u0085b", "\u00a0x", "x\u3000", "\u200bx", "\ufe0f\ufe0f", "\ufe0fZebra"):
             a.post(path, {"name": bad}).expect(422, "invalid_name", msg=repr(bad))
+        a.patch("/v1/companies/%s" % co["id"], {"name": "\ufe0f"}).expect(422, "invalid_name")
         # each refusal says which rule the text broke, not only its length
         for body, path_, code, want in (
                 ({"display_name": "tab\tin"}, "/v1/me", "invalid_display_name",

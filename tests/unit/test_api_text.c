@@ -250,6 +250,18 @@ static void test_valid_text(void **state)
     assert_true(api_valid_text("Ann \U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e"
                                "\U000e0067\U000e007f",
                                20)); /* 11 characters */
+    /* Those marks end what they follow: none starts a name or is one alone. */
+    assert_false(api_valid_text("\ufe0f", 10));
+    assert_false(api_valid_text("\ufe0f\ufe0f", 10));
+    assert_false(api_valid_text("\U000e0067\U000e007f", 10));
+    assert_false(api_valid_text("\U000e0100", 10));
+    assert_false(api_valid_text("\ufe0fAnn", 10));
+    assert_false(
+        api_valid_text("Ann \ufe0f", 10)); /* after white space: ends nothing */
+    assert_true(api_valid_text("A\ufe0f\ufe0f", 10));
+    assert_int_equal(api_text_trim("\ufe0f\U000e0067", &start), 0);
+    assert_int_equal(api_text_trim("\ufe0fAda \ufe0f", &start), 3); /* "Ada" */
+    assert_int_equal(start, 3);
 
     assert_int_equal(api_text_trim(" \u00a0 Ana \u200b\t", &start), 3);
     assert_int_equal(start, 4);
