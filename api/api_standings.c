@@ -275,10 +275,14 @@ static int store_text(struct standings *st, const char *kind, uint64_t scope,
     return api_lists_add(st->lists, kind, scope, text, len);
 }
 
-/* The same for a list in jansson (stolen). */
+/*
+ * The same for a list in jansson (stolen). Averages have two decimals and up
+ * to 13 digits before them (points stay within 10^12, the balance limit):
+ * 15 significant digits, all a double holds exactly (10 cut them short).
+ */
 static int store(struct standings *st, const char *kind, uint64_t scope, json_t *items)
 {
-    char *text = json_dumps(items, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    char *text = json_dumps(items, JSON_COMPACT | JSON_REAL_PRECISION(15));
     int rc;
 
     json_decref(items);

@@ -37,7 +37,8 @@ static int standings_fill(struct api_req *req, const char *kind, uint64_t scope,
                          "computed_at", api_time_json(sql_cell(&rows, 0, 1)));
     }
     sql_rows_free(&rows);
-    *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    /* 15 digits: the averages as stored (api_standings.c, store()). */
+    *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(body);
     return *text ? 0 : -ENOMEM;
 }

@@ -10,7 +10,9 @@ import unittest
 
 import stack
 from checks import assert_check_ledger, assert_ledger_ok
-from fixtures import new_company, new_match, place_bet, settle, signup, wait_past_kickoff
+import time
+
+from fixtures import new_company, new_match, new_team, place_bet, settle, signup, wait_past_kickoff
 
 LIMIT = 10 ** 12
 
@@ -83,6 +85,35 @@ class TestBalanceLimit(unittest.TestCase):
         self.assertEqual(open_payout(u), 0)
         self.assertEqual(u.balance(), u.initial_balance, "both stakes paid back")
         assert_check_ledger(self)
+
+    def test_averages_keep_their_decimals_at_the_limit(self):
+        # Points up to 10^12 make averages of 12-13 digits and two decimals:
+        # the standings show them all (10 significant digits gave "1e+11").
+        co = new_company()
+        team = new_team(co)
+        rich, poor = signup(co, team_id=team["id"]), signup(co, team_id=team["id"])
+        set_balance(rich, 3 * 10 ** 11)
+        m = new_match(kickoff_in=4, odds=(3.00, 3.30, 4.00))
+        place_bet(rich, m, "home", 10 ** 11)  # pays 3 * 10^11: points + 2 * 10^11
+        place_bet(poor, m, "away", 1)  # lost: points - 1
+        reader = poor.client
+        before = reader.get("/v1/standings/companies").expect_json(200)["generation"]
+        wait_past_kickoff(m)
+        settle(m, {"home_goals": 1, "away_goals": 0})
+        deadline = time.time() + 30
+        while reader.get("/v1/standings/companies").expect_json(200)["generation"] <= before:
+            self.assertLess(time.time(), deadline, "standings not recomputed 30 s after the settlement")
+            time.sleep(0.2)
+        want = 99999999999.5  # (2 * 10^11 - 1) / 2
+        r = reader.get("/v1/standings/teams?company=%s" % co["id"])
+        mine = [t for t in r.expect_json(200)["items"] if t["team_id"] == team["id"]]
+        self.assertEqual(len(mine), 1, r.describe())
+        self.assertEqual((mine[0]["points"], mine[0]["average"]), (2 * 10 ** 11 - 1, want), mine[0])
+        self.assertIn('"average":99999999999.5', r.text, "the average as the server wrote it")
+        r = reader.get("/v1/standings/companies")
+        mine = [c for c in r.expect_json(200)["items"] if c["company_id"] == co["id"]]
+        self.assertEqual(len(mine), 1, "the company is first by its average")
+        self.assertEqual(mine[0]["average"], want, mine[0])
 
     def test_check_ledger_finds_a_wrong_open_payout_and_recount_mends_it(self):
         u = signup(self.co)

@@ -231,19 +231,34 @@ static void test_init_brings_old_shards_to_match_bets(void **state)
 
 /*
  * A shard made before 2026-12-07 has no users.open_payout (the balance
- * limit's count); init adds it as 0, keeps the users, and the second time
- * changes nothing.
+ * limit's count): init adds it as 0, keeps the users, and the second time
+ * changes nothing; `bcadmin recount-open-payouts` then counts the bets open
+ * before (docs/operations.md, "Upgrading to the balance limit").
  */
-static void test_init_gives_old_shards_open_payout(void **state)
+static void test_init_and_recount_give_old_shards_open_payout(void **state)
 {
     struct shardmap_conf conf;
     MYSQL *m;
-    char sql[1024], has[512], schema[SHARDMAP_SCHEMA_MAX];
+    char sql[1024], has[512], schema[SHARDMAP_SCHEMA_MAX], cmd[1024];
+    const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
     int64_t rows;
     (void)state;
 
     itest_conf(&conf);
     m = shard0_host(&conf, schema);
+    /* A user with an open bet that can pay 25 (10 at 2.50). */
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO %s.users (id, email, password_hash, display_name, "
+             "company_id, balance, initial_balance, open_payout) VALUES (-9, "
+             "'open-payout@x.test', '', 'o', -9, 990, 1000, 25)",
+             schema);
+    must_query(m, sql);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO %s.bets (id, user_id, match_id, pick, stake, odds, "
+             "placed_at, payout, settled_at) VALUES (-9, -9, -9, 'home', 10, 250, "
+             "NOW(3), 0, NOW(3))",
+             schema);
+    must_query(m, sql);
     snprintf(sql, sizeof(sql), "ALTER TABLE %s.users DROP COLUMN open_payout", schema);
     must_query(m, sql);
     snprintf(has, sizeof(has),
@@ -259,9 +274,26 @@ static void test_init_gives_old_shards_open_payout(void **state)
     assert_int_equal(itest_shardctl(out, sizeof(out), "init"), 0);
     assert_int_equal(itest_scalar(m, has), 1);
     assert_int_equal(itest_scalar(m, sql), rows);
-    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s.users WHERE open_payout <> 0",
+    snprintf(sql, sizeof(sql), "SELECT open_payout FROM %s.users WHERE id = -9",
              schema);
     assert_int_equal(itest_scalar(m, sql), 0);
+
+    snprintf(cmd, sizeof(cmd),
+             "%s/bcadmin -c \"$BC_CLUSTER\" recount-open-payouts >/dev/null 2>&1",
+             build);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(itest_scalar(m, sql), 25);
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(*) FROM %s.users u LEFT JOIN (SELECT user_id, "
+             "SUM(FLOOR(stake * odds / 100)) AS o FROM %s.bets WHERE status = 'open' "
+             "GROUP BY user_id) b ON b.user_id = u.id WHERE u.open_payout <> "
+             "COALESCE(b.o, 0)",
+             schema, schema);
+    assert_int_equal(itest_scalar(m, sql), 0);
+    snprintf(sql, sizeof(sql), "DELETE FROM %s.bets WHERE id = -9", schema);
+    must_query(m, sql);
+    snprintf(sql, sizeof(sql), "DELETE FROM %s.users WHERE id = -9", schema);
+    must_query(m, sql);
     mysql_close(m);
     shardmap_conf_deinit(&conf);
 }
@@ -577,7 +609,7 @@ int main(void)
         cmocka_unit_test(test_init_twice_is_safe),
         cmocka_unit_test(test_init_brings_old_shards_to_binary_keys),
         cmocka_unit_test(test_init_brings_old_shards_to_match_bets),
-        cmocka_unit_test(test_init_gives_old_shards_open_payout),
+        cmocka_unit_test(test_init_and_recount_give_old_shards_open_payout),
         cmocka_unit_test(test_init_refuses_another_shard_count),
         cmocka_unit_test(test_status_shows_healthy_hosts),
         cmocka_unit_test(test_status_with_every_host_down_exits_3),
