@@ -5,14 +5,16 @@
  * Each move has a context with three connections of its own: the global
  * host's (the shard's session lock and the move's records, through the
  * catalog), the source's and the target's (long deadlines: a copy or a
- * comparison may take minutes). What a move writes on the source (the
- * fence triggers) stays out of its binlog (sql_log_bin = 0): the target's
- * replication connection reads that binlog, and must not fence the copy.
- * Hosts with replicas (cluster.yaml replicas:) log the rest, so that their
- * replicas follow the move: the target's copy (schema, rows, and what its
- * replication connection applies, with log_slave_updates) reaches the
- * target's replicas, semi-synchronously, before the cut-over; the source's
- * DROP reaches the source's. Without replicas nothing is logged, as before.
+ * comparison may take minutes). Hosts with replicas (cluster.yaml
+ * replicas:) log what a move writes, so that their replicas follow the
+ * move: the target's copy (schema, rows, and what its replication
+ * connection applies, with log_slave_updates) reaches the target's
+ * replicas, semi-synchronously, before the cut-over; the source's fence and
+ * unfence (its shard_state row) reach the source's, so that a replica
+ * promoted in a cut-over is fenced as its primary was, and one promoted
+ * after it is not; the source's DROP reaches the source's. The target's
+ * replication connection ignores the source's shard_state (it would fence
+ * or unfence the copy). Without replicas nothing is logged, as before.
  * See docs/operations.md.
  */
 #include <errno.h>
@@ -33,12 +35,8 @@
 #define POS_WAIT_S 5          /* for the target to apply the last writes */
 #define UNTIL_WAIT_MS 120000  /* for the applier to reach a snapshot */
 
-struct db_backend {
-    const struct shardmap_conf *conf; /* ref */
-};
-
 struct db_ctx {
-    struct db_backend *be;
+    struct reshard_db *be;
     const struct reshard_opts *opts; /* ref */
     uint32_t shard;
     char schema[SHARDMAP_SCHEMA_MAX];
@@ -66,9 +64,8 @@ static int open_conn(const struct sql_endpoint *ep, uint32_t query_ms,
     return sql_conn_open(ep, &o, out);
 }
 
-/* A connection to the global host with a catalog over it. */
-static int open_global(const struct shardmap_conf *conf, struct sql_conn **g,
-                       struct catalog *cat)
+int reshard__open_global(const struct shardmap_conf *conf, struct sql_conn **g,
+                         struct catalog *cat)
 {
     struct sql_endpoint ep;
     struct sql_executor ex;
@@ -95,7 +92,7 @@ static int open_global(const struct shardmap_conf *conf, struct sql_conn **g,
 static int db_begin(void *bep, uint32_t shard, const struct reshard_opts *opts,
                     void **out)
 {
-    struct db_backend *be = bep;
+    struct reshard_db *be = bep;
     const struct shardmap_conf *conf = be->conf;
     struct db_ctx *c;
     int rc;
@@ -112,7 +109,7 @@ static int db_begin(void *bep, uint32_t shard, const struct reshard_opts *opts,
     c->shard = shard;
     snprintf(c->schema, sizeof(c->schema), "%s_%04u", conf->schema_prefix, shard);
     snprintf(c->chan, sizeof(c->chan), "%s_move_%04u", conf->schema_prefix, shard);
-    if ((rc = open_global(conf, &c->g, &c->cat)) < 0) {
+    if ((rc = reshard__open_global(conf, &c->g, &c->cat)) < 0) {
         free(c);
         return rc;
     }
@@ -399,10 +396,19 @@ static int db_replicate(void *ctx, const struct catalog_move *mv)
                           "move the shard again once that move finished",
                           msg, c->from.name, c->to.name, c->shard);
         }
-        /* The connection's name is an identifier here (checked). */
+        /*
+         * The connection's name is an identifier here (checked). The
+         * source's fence is not the copy's (the top of this file).
+         */
         if (rc == 0)
             rc = sql_exec(c->dst, NULL, "SET GLOBAL %R.replicate_do_db = %s",
                           sql_ident_ok(c->chan) ? c->chan : "invalid name", c->schema);
+        if (rc == 0) {
+            char table[SHARDMAP_SCHEMA_MAX + 16];
+            snprintf(table, sizeof(table), "%s.shard_state", c->schema);
+            rc = sql_exec(c->dst, NULL, "SET GLOBAL %R.replicate_ignore_table = %s",
+                          sql_ident_ok(c->chan) ? c->chan : "invalid name", table);
+        }
     }
     if (rc < 0)
         return rc;
@@ -554,6 +560,29 @@ out:
     return rc;
 }
 
+/* The source session's binlog on (1) where the source has replicas, or off (0). */
+static int source_log(struct db_ctx *c, int on)
+{
+    if (!has_replicas(c->be->conf, c->from.name))
+        return 0;
+    return sql_exec(c->src, NULL, "SET SESSION sql_log_bin = %d", (int64_t)on);
+}
+
+/* The source's fence set (1) or lifted (0), logged (the top of this file). */
+static int source_fence(struct db_ctx *c, int fenced)
+{
+    int rc = source_log(c, 1);
+
+    if (rc == 0)
+        rc =
+            sql_exec(c->src, NULL,
+                     "SET SESSION innodb_lock_wait_timeout = %d; UPDATE %I.shard_state "
+                     "SET fenced = %d WHERE id = 1",
+                     (int64_t)FENCE_WAIT_S, c->schema, (int64_t)fenced);
+    (void)source_log(c, 0);
+    return rc;
+}
+
 static int db_fence(void *ctx)
 {
     struct db_ctx *c = ctx;
@@ -566,11 +595,7 @@ static int db_fence(void *ctx)
      * The fence waits for the share locks of every transaction that wrote
      * to the shard; from its commit on, no write commits on the source.
      */
-    return sql_exec(
-        c->src, NULL,
-        "SET SESSION innodb_lock_wait_timeout = %d; UPDATE %I.shard_state SET "
-        "fenced = 1 WHERE id = 1",
-        (int64_t)FENCE_WAIT_S, c->schema);
+    return source_fence(c, 1);
 }
 
 static int db_drain(void *ctx)
@@ -626,10 +651,7 @@ static int db_switch_target(void *ctx)
 
 static int db_unfence_source(void *ctx)
 {
-    struct db_ctx *c = ctx;
-
-    return sql_exec(c->src, NULL, "UPDATE %I.shard_state SET fenced = 0 WHERE id = 1",
-                    c->schema);
+    return source_fence(ctx, 0);
 }
 
 static int db_compare_at_fence(void *ctx, struct reshard_compare *res)
@@ -665,12 +687,9 @@ static int db_drop_source(void *ctx)
     int rc;
 
     /* Logged where replicas must drop it too (the move's connection is gone). */
-    if (!has_replicas(c->be->conf, c->from.name))
-        return sql_exec(c->src, NULL, "DROP DATABASE IF EXISTS %I", c->schema);
-    rc = sql_exec(c->src, NULL, "SET SESSION sql_log_bin = 1");
-    if (rc == 0)
+    if ((rc = source_log(c, 1)) == 0)
         rc = sql_exec(c->src, NULL, "DROP DATABASE IF EXISTS %I", c->schema);
-    (void)sql_exec(c->src, NULL, "SET SESSION sql_log_bin = 0");
+    (void)source_log(c, 0);
     return rc;
 }
 
@@ -679,64 +698,6 @@ static int db_drop_target(void *ctx)
     struct db_ctx *c = ctx;
 
     return sql_exec(c->dst, NULL, "DROP DATABASE IF EXISTS %I", c->schema);
-}
-
-/* ---- the cluster -------------------------------------------------------------------
- */
-
-typedef int (*cluster_fn)(struct catalog *cat, const void *arg, int *out);
-
-/* Runs fn on a catalog over a short connection of its own. */
-static int with_catalog(struct db_backend *be, cluster_fn fn, const void *arg, int *out)
-{
-    struct sql_conn *g = NULL;
-    struct catalog cat;
-    int rc = open_global(be->conf, &g, &cat);
-
-    if (rc < 0)
-        return rc;
-    rc = fn(&cat, arg, out);
-    catalog_deinit(&cat);
-    sql_conn_close(g);
-    return rc;
-}
-
-static int plan_fn(struct catalog *cat, const void *arg, int *out)
-{
-    (void)out;
-    return catalog_check_plan(cat, arg);
-}
-
-static int add_fn(struct catalog *cat, const void *arg, int *out)
-{
-    /* db_add_host()'s h, writable: it gets the address the map took. */
-    return catalog_host_add(cat, (struct shardmap_host_conf *)arg, out);
-}
-
-static int remove_fn(struct catalog *cat, const void *arg, int *out)
-{
-    return catalog_host_remove_empty(cat, arg, out);
-}
-
-static int db_check_plan(void *be, const struct shardmap_plan *plan)
-{
-    return with_catalog(be, plan_fn, plan, NULL);
-}
-
-static int db_add_host(void *be, struct shardmap_host_conf *h, int *added)
-{
-    return with_catalog(be, add_fn, h, added);
-}
-
-static int db_remove_host(void *bep, const char *name, int *removed)
-{
-    struct db_backend *be = bep;
-
-    *removed = 0;
-    /* The global host holds the catalog itself: it never leaves the map. */
-    if (strcmp(name, be->conf->global_host) == 0)
-        return 0;
-    return with_catalog(be, remove_fn, name, removed);
 }
 
 static const struct reshard_backend_ops db_ops = {
@@ -768,15 +729,15 @@ static const struct reshard_backend_ops db_ops = {
     .drop_channel = db_drop_channel,
     .drop_source = db_drop_source,
     .drop_target = db_drop_target,
-    .check_plan = db_check_plan,
-    .add_host = db_add_host,
-    .remove_host = db_remove_host,
+    .check_plan = reshard__db_check_plan,
+    .add_host = reshard__db_add_host,
+    .remove_host = reshard__db_remove_host,
 };
 
 int reshard_backend_db_create(const struct shardmap_conf *conf,
                               struct reshard_backend *out)
 {
-    struct db_backend *be = calloc(1, sizeof(*be));
+    struct reshard_db *be = calloc(1, sizeof(*be));
 
     if (be == NULL)
         return -ENOMEM;

@@ -83,4 +83,19 @@ int reshard__compare(const struct reshard_opts *opts, uint32_t shard, const char
 /* Opens a connection holding a consistent snapshot (REPEATABLE READ). */
 int reshard__snapshot(const struct sql_endpoint *ep, struct sql_conn **out);
 
+/* The real backend (reshard_db.c): the cluster's config. */
+struct reshard_db {
+    const struct shardmap_conf *conf; /* ref */
+};
+/*
+ * A connection to the global host's writable server with a catalog over it,
+ * the shard count checked and the catalog's tables installed (reshard_db.c).
+ */
+int reshard__open_global(const struct shardmap_conf *conf, struct sql_conn **g,
+                         struct catalog *cat);
+/* The backend's cluster operations (reshard_db_cluster.c), as its ops name them. */
+int reshard__db_check_plan(void *be, const struct shardmap_plan *plan);
+int reshard__db_add_host(void *be, struct shardmap_host_conf *h, int *added);
+int reshard__db_remove_host(void *be, const char *name, int *removed);
+
 #endif

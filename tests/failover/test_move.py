@@ -142,5 +142,92 @@ class TestMoveOnReplicas(unittest.TestCase):
         fo.wait_settled(30)
 
 
+def fence_of(server, shard):
+    """shard_state.fenced of the shard's schema on one server, as text."""
+    rows = h.sql_server(server, "SELECT fenced FROM `%s`.shard_state WHERE id = 1" % h.schema(shard))
+    return rows[0][0] if rows else None
+
+
+def bet_within(client, match_id, seconds):
+    """A bet placed within seconds (503s retried): its id, or the last failure."""
+    deadline, last = time.time() + seconds, None
+    while time.time() < deadline:
+        try:
+            return h.bet(client, match_id), None
+        except AssertionError as e:
+            last = str(e).split("\n")[0]
+        time.sleep(0.3)
+    return None, last
+
+
+class TestFenceAcrossFailover(unittest.TestCase):
+    """A move killed inside its cut-over, fenced, then its source host failed
+    over: the promoted replica holds the fence as its primary did (the
+    source's fence is logged where the source has replicas), so the shard
+    waits for the operator (`move --abort`) whichever server is primary.
+    After the abort, the old primary's restart and a switchover back to it,
+    the shard takes bets: the unfence reached every server of the host. The
+    fence was not logged before: the promoted replica took writes the moment
+    it was promoted, and after a switchover back the old primary's fence,
+    never lifted, refused every write of the shard for good."""
+
+    def test_fence_follows_the_source_through_a_failover_and_back(self):
+        fo.wait_settled(30)
+        m = h.shard_map()
+        ghost = h.global_host()
+        src = sorted(set(m.values()) - {ghost})[0]
+        dst = h.other_host(src, sorted(set(m.values())))
+        S = h.pick_shards(1, on_host=src)[0]
+
+        def cleanup():
+            fo.recover()
+            # A move the test left unfinished (it failed before its abort).
+            h.shardctl("move", str(S), "--abort", timeout=120)
+        self.addCleanup(cleanup)
+        co, match = h.new_company(), h.new_match()
+        h.fillshard(S, 5, 5, match=match["id"], company=co["id"])
+        (uid, cid), = h.users_of(S, co["id"])
+        client = h.member_client(uid, cid)
+        old, rep = h.primary_of(src), fo.replica_of(src)
+
+        mv = h.move_proc(S, dst, hold="fenced")
+        h.wait_hold(mv, "fenced")
+        deadline = time.time() + 10
+        while fence_of(rep, S) != "1" and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertEqual((fence_of(old, S), fence_of(rep, S)), ("1", "1"),
+                         "shard %d fenced on %s's primary %s, its replica %s (10 s)" % (S, src, old, rep))
+        mv.kill9()
+        fo.kill9(old)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                if h.primary_of(src, timeout=0) == rep:
+                    break
+            except AssertionError:
+                pass
+            time.sleep(0.3)
+        self.assertEqual(h.primary_of(src), rep, "no failover of %s to %s:\n%s" % (src, rep, fo.guard_log_tail()))
+        self.assertEqual(fence_of(rep, S), "1", "the promoted replica lost the cut-over's fence")
+
+        r = h.shardctl("move", str(S), "--abort", timeout=120)
+        self.assertEqual(r.rc, 0, "move %d --abort after the failover:\n%s" % (S, r.describe()))
+        self.assertEqual(h.shard_row(S)[0], src, "the aborted move left shard %d on %s" % (S, src))
+        bid, why = bet_within(client, match["id"], 10)
+        self.assertIsNotNone(bid, "no bet on shard %d after the abort: %s" % (S, why))
+
+        fo.restart(old)
+        fo.wait_settled(30)
+        r = h.shardctl("switchover", src, timeout=60)
+        self.assertEqual(r.rc, 0, "switchover %s back to %s:\n%s" % (src, old, r.describe()))
+        self.assertEqual(h.primary_of(src), old)
+        bid, why = bet_within(client, match["id"], 10)
+        self.assertIsNotNone(bid, "no bet on shard %d after the switchover back to %s: %s" % (S, old, why))
+        self.assertEqual((fence_of(old, S), fence_of(rep, S)), ("0", "0"))
+        rc, out = h.check_ledger()
+        self.assertEqual(rc, 0, "bcadmin check-ledger:\n%s" % h.tail(out))
+        fo.wait_settled(30)
+
+
 if __name__ == "__main__":
     unittest.main()
