@@ -34,6 +34,7 @@
 #define FENCE_WAIT_S 2        /* for transactions in flight on the source */
 #define POS_WAIT_S 5          /* for the target to apply the last writes */
 #define UNTIL_WAIT_MS 120000  /* for the applier to reach a snapshot */
+#define IO_RETRY_MS 60000     /* a stopped I/O thread started again this long */
 
 struct db_ctx {
     struct reshard_db *be;
@@ -46,6 +47,7 @@ struct db_ctx {
     struct sql_endpoint from, to;
     struct sql_conn *src, *dst;
     struct sql_conn *snap; /* the target as of the fence, for the comparison */
+    int64_t io_down_ms;    /* since when the replication's I/O thread is stopped */
 };
 
 static const char *db_last_error(void *ctx)
@@ -456,8 +458,41 @@ static int db_lag(void *ctx, struct reshard_lag *lag)
         return rc;
     if (st.last_sql_error[0] != '\0')
         return replication_error(c, &st);
+    /*
+     * The source host failed over since the connection was made: it reads
+     * the old primary (dead, or a replica now) at positions of that server's
+     * binlog, which no other server's continue.
+     */
+    if (strcmp(st.master_host, c->from.addr) != 0 || st.master_port != c->from.port) {
+        sql_set_error("the source host %s failed over since this move's replication "
+                      "began: %s replicates from %s:%u, and the primary is now %s:%u, "
+                      "whose binlog positions are its own; roll the move back with "
+                      "shardctl move %u --abort, then move the shard again",
+                      c->from.name, c->to.name, st.master_host,
+                      (unsigned)st.master_port, c->from.addr, (unsigned)c->from.port,
+                      c->shard);
+        return BC_EMISMATCH;
+    }
     if (!st.sql_running)
         sql_exec(c->dst, NULL, "START SLAVE %s", c->chan);
+    /*
+     * MariaDB stops the I/O thread on some errors (an event it read damaged)
+     * instead of retrying: started again, for IO_RETRY_MS at most.
+     */
+    if (st.io_stopped && st.last_io_error[0] != '\0') {
+        if (c->io_down_ms == 0)
+            c->io_down_ms = sql_now_ms();
+        if (sql_now_ms() - c->io_down_ms > IO_RETRY_MS) {
+            sql_set_error("replication on %s: its I/O thread stopped and did not "
+                          "start again in %d s: %s; roll the move back with shardctl "
+                          "move %u --abort, then move the shard again",
+                          c->to.name, IO_RETRY_MS / 1000, st.last_io_error, c->shard);
+            return BC_EQUERY;
+        }
+        sql_exec(c->dst, NULL, "START SLAVE %s IO_THREAD", c->chan);
+    } else if (st.io_running) {
+        c->io_down_ms = 0;
+    }
     if (st.last_io_error[0] != '\0')
         reshard__note(c->opts, c->shard, "shard %u: replication I/O: %s (retrying)",
                       c->shard, st.last_io_error);

@@ -21,6 +21,7 @@ struct reshard_move {
     int prechecked;     /* compared in catch-up by this run */
     int cleanup_hooked; /* the cleanup hook ran in this run */
     int verify_failed;  /* the comparison at the fence found differences */
+    int grace_waited;   /* this run waited out the grace period */
     int64_t started_ms;
 };
 

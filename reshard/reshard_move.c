@@ -407,8 +407,13 @@ static int step_cutover(struct reshard_move *m)
                      "the map says the shard is on %s, not on the move's source: not "
                      "cutting over")) < 0)
         return rc;
-    /* A resumed cut-over: replication may have been stopped before the crash. */
+    /*
+     * A resumed cut-over: replication may have been stopped before the crash,
+     * or be one that can never catch up (an error, a source failed over).
+     */
     m->ops->start_replication(m->ctx);
+    if ((rc = m->ops->lag(m->ctx, &(struct reshard_lag){0})) < 0)
+        return fail(m, rc, "replication");
     m->ops->set_state(m->ctx, SHARDMAP_STATE_FENCED);
     for (int attempt = 1; attempt <= CUTOVER_ATTEMPTS; attempt++) {
         rc = cutover_once(m, attempt);
@@ -539,13 +544,28 @@ static int step_verified(struct reshard_move *m)
     reshard__note(&m->opts, m->shard, "shard %u: dropping the source copy in %u s",
                   m->shard, m->opts.grace_s);
     sleep_ms(m->opts.grace_s * 1000u);
+    m->grace_waited = 1;
     return 0;
 }
 
-/* cleanup: the grace period ran (or a resumed run skips what is left of it). */
+/*
+ * cleanup: the grace period ran in this run, or in one that stopped during
+ * it: a resumed run waits a whole one again (how much of it passed is not
+ * recorded), since a server with a map from before the flip may still be
+ * reading the source until it ends.
+ */
 static int step_cleanup(struct reshard_move *m)
 {
     cleanup_hook(m);
+    if (!m->grace_waited && !m->keep_source && m->opts.grace_s > 0) {
+        reshard__note(
+            &m->opts, m->shard,
+            "shard %u: dropping the source copy in %u s (a whole grace period: "
+            "the run before stopped during it)",
+            m->shard, m->opts.grace_s);
+        sleep_ms(m->opts.grace_s * 1000u);
+        m->grace_waited = 1;
+    }
     return finish(m);
 }
 

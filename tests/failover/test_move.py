@@ -229,5 +229,59 @@ class TestFenceAcrossFailover(unittest.TestCase):
         fo.wait_settled(30)
 
 
+
+class TestSourceFailoverInCatchup(unittest.TestCase):
+    """A move killed in catch-up, then its source host failed over: the
+    move's replication connection reads the old primary, at positions of its
+    binlog that the new primary's do not continue. The re-run the runbook
+    gives for `catchup` says so at once (exit 1, "failed over", what to do)
+    instead of waiting for ever on a lag measured against another server's
+    binlog; `--abort` rolls it back and a new move of the shard succeeds."""
+
+    def test_rerun_after_a_source_failover_fails_at_once_and_abort_recovers(self):
+        fo.wait_settled(30)
+        m = h.shard_map()
+        ghost = h.global_host()
+        src = sorted(set(m.values()) - {ghost})[0]
+        dst = h.other_host(src, sorted(set(m.values())))
+        S = h.pick_shards(1, on_host=src)[0]
+
+        def cleanup():
+            fo.recover()
+            h.shardctl("move", str(S), "--abort", timeout=120)
+        self.addCleanup(cleanup)
+        old, rep = h.primary_of(src), fo.replica_of(src)
+        mv = h.move_proc(S, dst, hold="catchup")
+        h.wait_hold(mv, "catchup")
+        mv.kill9()
+        fo.kill9(old)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                if h.primary_of(src, timeout=0) == rep:
+                    break
+            except AssertionError:
+                pass
+            time.sleep(0.3)
+        self.assertEqual(h.primary_of(src), rep, "no failover of %s to %s:\n%s" % (src, rep, fo.guard_log_tail()))
+
+        t0 = time.time()
+        r = h.shardctl("move", str(S), dst, timeout=60)
+        took = time.time() - t0
+        self.assertNotEqual(r.rc, 0, "the re-run after the source's failover succeeded?\n%s" % r.describe())
+        self.assertLess(took, 20, "the re-run took %.1f s to fail" % took)
+        self.assertIn("failed over", r.out + r.err, r.describe())
+        self.assertIn("--abort", r.out + r.err, r.describe())
+        r = h.shardctl("move", str(S), "--abort", timeout=120)
+        self.assertEqual(r.rc, 0, "move %d --abort:\n%s" % (S, r.describe()))
+        fo.restart(old)
+        fo.wait_settled(30)
+        r = h.shardctl("move", str(S), dst, "--grace", "1", timeout=180)
+        self.assertEqual(r.rc, 0, "a new move of shard %d after the abort:\n%s" % (S, r.describe()))
+        self.assertEqual(h.shard_row(S)[0], dst)
+        rc, out = h.check_ledger()
+        self.assertEqual(rc, 0, "bcadmin check-ledger:\n%s" % h.tail(out))
+
+
 if __name__ == "__main__":
     unittest.main()

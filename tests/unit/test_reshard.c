@@ -132,6 +132,30 @@ static void test_resume_from_each_phase(void **state)
     }
 }
 
+/*
+ * Resumed in cleanup, the source waits out a whole grace period again
+ * before it is dropped (the run before may have stopped right after the
+ * flip, while servers with the old map still read the source).
+ */
+static void test_resume_in_cleanup_waits_the_grace_period(void **state)
+{
+    struct world *w = *state;
+    struct timespec t0, t1;
+
+    w->o.grace_s = 1;
+    snprintf(w->f.fail_op, sizeof(w->f.fail_op), "drop_source");
+    assert_true(reshard_move(&w->b, 5, "db1", 0, &w->o) < 0);
+    assert_string_equal(w->f.moves[0].phase, "cleanup");
+    clear_logs(&w->f);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(reshard_move(&w->b, 5, NULL, 0, &w->o), RESHARD_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 >=
+                950);
+    assert_string_equal(w->f.moves[0].phase, "done");
+    assert_non_null(strstr(w->f.log, "drop_source"));
+}
+
 /* Resumed after the flip, the comparison recorded in catch-up stands. */
 static void test_resume_after_flip_reports_recorded_comparison(void **state)
 {
@@ -554,6 +578,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_step_records_one_phase_at_a_time,
                                         fake_setup, fake_teardown),
         cmocka_unit_test(test_resume_from_each_phase),
+        cmocka_unit_test_setup_teardown(test_resume_in_cleanup_waits_the_grace_period,
+                                        fake_setup, fake_teardown),
         cmocka_unit_test_setup_teardown(
             test_resume_after_flip_reports_recorded_comparison, fake_setup,
             fake_teardown),
