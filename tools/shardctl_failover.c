@@ -270,6 +270,7 @@ static void fence_or_rejoin(struct guard *g, struct guard_group *gr,
         mark_rebuild(g, gr, s, note);
         return;
     }
+    guard_drop_move_connections(g, gr, s);
     if (guard_replicate(g, gr, s, p) < 0)
         return;
     if (guard_catalog(g, &cat) == 0 &&
@@ -520,14 +521,13 @@ static void tick_group(struct guard *g, struct guard_group *gr, int may_correct,
             mark_rebuild(g, gr, s, s->repl.last_io_error);
             continue;
         }
+        if (guard_relay_log_retry(gr, s)) /* 1595: started again */
+            continue;
         /* Replication errors, each said once (the operator fixes or rebuilds). */
         unsigned err =
             s->repl.last_io_errno ? s->repl.last_io_errno : s->repl.last_sql_errno;
-        /*
-         * Stopped with no error (STOP SLAVE by hand, or only its SQL thread
-         * to hold it back): said once, not undone; its primary's writes wait
-         * for an acknowledgement meanwhile if it was the only replica.
-         */
+        /* Stopped with no error (by hand): said once, not undone; its primary's
+         * writes wait for an acknowledgement if it was the only replica. */
         if (err == 0 && (s->repl.io_stopped || !s->repl.sql_running))
             err = UINT_MAX; /* not an IO thread still connecting */
         if (err == UINT_MAX && err != gr->reported_errno[k])

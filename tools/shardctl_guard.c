@@ -31,6 +31,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <mysqld_error.h>
+
 #include "catalog/catalog.h"
 #include "tools/shardctl.h"
 #include "tools/shardctl_guard.h"
@@ -457,6 +459,45 @@ int guard_replicate(struct guard *g, struct guard_group *gr, struct guard_server
         guard_log("%s: %s replicates from %s (%s:%u)", gr->host, s->name, p->name,
                   p->addr, p->port);
     return rc;
+}
+
+void guard_drop_move_connections(struct guard *g, struct guard_group *gr,
+                                 struct guard_server *s)
+{
+    struct sql_rows rows = {0};
+    size_t n = strlen(g->conf->schema_prefix);
+
+    if (guard_exec(s, &rows, "SHOW ALL SLAVES STATUS") < 0)
+        return;
+    for (uint32_t i = 0; i < rows.nrow; i++) {
+        const char *name = sql_cell(&rows, i, 0);
+
+        if (name == NULL || strncmp(name, g->conf->schema_prefix, n) != 0 ||
+            strncmp(name + n, "_move_", 6) != 0)
+            continue;
+        if (guard_exec(s, NULL, "STOP SLAVE %s; RESET SLAVE %s ALL", name, name) == 0)
+            guard_log("%s: %s: the replication connection %s of a move into it, "
+                      "from before its failover, removed",
+                      gr->host, s->name, name);
+        else
+            guard_log("%s: %s: cannot remove the replication connection %s of a move "
+                      "into it (%s): remove it by hand (STOP SLAVE '%s'; RESET SLAVE "
+                      "'%s' ALL)",
+                      gr->host, s->name, name, sql_last_error(), name, name);
+    }
+    sql_rows_free(&rows);
+}
+
+int guard_relay_log_retry(struct guard_group *gr, struct guard_server *s)
+{
+    if (s->repl.last_io_errno != ER_SLAVE_RELAY_LOG_WRITE_FAILURE ||
+        !s->repl.io_stopped)
+        return 0;
+    if (guard_exec(s, NULL, "STOP SLAVE; START SLAVE") < 0)
+        return 0;
+    guard_log("%s: replica %s: %s: its replication started again", gr->host, s->name,
+              s->repl.last_io_error);
+    return 1;
 }
 
 /*

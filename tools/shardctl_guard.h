@@ -84,6 +84,22 @@ void guard_deinit(struct guard *g);
 int guard_connect(struct guard *g, struct guard_group *gr, struct guard_server *s);
 void guard_drop(struct guard_server *s);
 int guard_exec(struct guard_server *s, struct sql_rows *rows, const char *fmt, ...);
+/*
+ * Removes from s, an old primary about to replicate again, the replication
+ * connections of moves into it (<prefix>_move_NNNN): the new primary has
+ * none of them (a re-run says so; --abort and a new move finish the shard),
+ * and one left would restart with the server without its filter and apply
+ * its source's whole binlog, the source's DROP of the moved shard too.
+ */
+void guard_drop_move_connections(struct guard *g, struct guard_group *gr,
+                                 struct guard_server *s);
+/*
+ * A replica whose I/O thread stopped on a relay log write failure (1595:
+ * MariaDB's, seen when another replication connection of the server was
+ * reset): its replication started again, which recovers it (the events are
+ * fetched again from the position applied). 1 when it did so.
+ */
+int guard_relay_log_retry(struct guard_group *gr, struct guard_server *s);
 int guard_probe(struct guard *g, struct guard_group *gr, struct guard_server *s);
 /* The deadline of a probe, and of each statement on a primary's aux. */
 uint32_t guard_probe_ms(const struct guard *g);

@@ -283,5 +283,86 @@ class TestSourceFailoverInCatchup(unittest.TestCase):
         self.assertEqual(rc, 0, "bcadmin check-ledger:\n%s" % h.tail(out))
 
 
+
+class TestTargetFailoverDropsTheMoveConnection(unittest.TestCase):
+    """A move killed in catch-up, then its target host failed over: the old
+    target primary holds the move's replication connection, which its new
+    primary lacks (the re-run says so; `--abort` rolls the move back). When
+    the old primary comes back and rejoins as a replica, the guard removes
+    that connection: left, it would restart with the server without its
+    filter and apply the source's whole binlog, the source's DROP of a moved
+    shard too. Its own replication then settles as usual."""
+
+    def test_rejoined_old_target_keeps_no_move_connection(self):
+        fo.wait_settled(30)
+        m = h.shard_map()
+        ghost = h.global_host()
+        src, dst = sorted(set(m.values()) - {ghost})[:2]
+        S = h.pick_shards(1, on_host=src)[0]
+        chan = "%s_move_%04d" % (h.stack.get().prefix, S)
+
+        def cleanup():
+            fo.recover()
+            h.shardctl("move", str(S), "--abort", timeout=120)
+        self.addCleanup(cleanup)
+        old, rep = h.primary_of(dst), fo.replica_of(dst)
+        mv = h.move_proc(S, dst, hold="catchup")
+        h.wait_hold(mv, "catchup")
+        mv.kill9()
+
+        def connections(server):
+            return [r[0] for r in h.sql_server(server, "SHOW ALL SLAVES STATUS")]
+        self.assertIn(chan, connections(old), "the move's connection on the target's primary %s" % old)
+        fo.kill9(old)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                if h.primary_of(dst, timeout=0) == rep:
+                    break
+            except AssertionError:
+                pass
+            time.sleep(0.3)
+        self.assertEqual(h.primary_of(dst), rep, "no failover of %s to %s:\n%s" % (dst, rep, fo.guard_log_tail()))
+        r = h.shardctl("move", str(S), "--abort", timeout=120)
+        self.assertEqual(r.rc, 0, "move %d --abort after the target's failover:\n%s" % (S, r.describe()))
+        fo.restart(old)
+        fo.wait_settled(30)
+        self.assertNotIn(chan, connections(old), "the rejoined old primary %s keeps the move's connection:\n%s"
+                         % (old, fo.guard_log_tail()))
+        self.assertEqual(h.shard_row(S)[0], src)
+
+
+
+class TestRelayLogFailureRecovered(unittest.TestCase):
+    """Removing a named replication connection from a replica (RESET SLAVE
+    'x' ALL, as an operator cleans up a move's connection by hand) stopped
+    the replica's own replication in MariaDB with a relay log write failure
+    (1595) in drills; the guard now starts it again (logged), so the host's
+    writes, which wait for that replica's acknowledgement, go on."""
+
+    def test_guard_restarts_a_replica_after_a_relay_log_write_failure(self):
+        fo.wait_settled(30)
+        self.addCleanup(fo.recover)
+        host = sorted(set(h.shard_map().values()) - {h.global_host()})[0]
+        rep = fo.replica_of(host)
+        other = h.primary_of(h.global_host())
+        cnf = h.server_cnf(other)
+        port = fo._cnf_value(cnf, "port")
+        user, password = fo._cnf_value(cnf, "user"), fo._cnf_value(cnf, "password")
+        size = fo.guard_log_size()
+        chan = "%s_move_9999" % h.stack.get().prefix
+        h.sql_server(rep, "CHANGE MASTER '%s' TO MASTER_HOST = '127.0.0.1', MASTER_PORT = %s, MASTER_USER = '%s', "
+                     "MASTER_PASSWORD = '%s', MASTER_USE_GTID = no, MASTER_LOG_FILE = 'none.000001', "
+                     "MASTER_LOG_POS = 4; SET GLOBAL %s.replicate_do_db = 'no_such_schema'; START SLAVE '%s'"
+                     % (chan, port, user, password, chan, chan))
+        time.sleep(1)
+        h.sql_server(rep, "STOP SLAVE '%s'; RESET SLAVE '%s' ALL" % (chan, chan))
+        st = fo.wait_settled(15)
+        self.assertTrue(st[rep]["replicating"], "replica %s after the reset: %s\nguard log:\n%s"
+                        % (rep, st[rep], fo.guard_log_since(size)))
+        fo.log("relay log write failure after the reset: %s" % (
+            "yes, started again by the guard" if "started again" in fo.guard_log_since(size) else "no"))
+
+
 if __name__ == "__main__":
     unittest.main()
