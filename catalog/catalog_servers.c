@@ -194,11 +194,13 @@ int catalog_server_set_note(struct catalog *cat, const char *server, const char 
 /*
  * Of the global host's servers the config lists (its first primary and its
  * replicas) that answer, the one whose catalog has the highest map version,
- * writable ones only when writable; *server names it. 0, or BC_EDOWN.
+ * writable ones only when writable; *server names it. 0, or BC_EDOWN with
+ * the last server's error in why (a refused password is no server down).
  */
 static int global_newest(const struct shardmap_conf *conf,
                          const struct shardmap_host_conf *h, int writable,
-                         struct sql_endpoint *ep, const char **server)
+                         struct sql_endpoint *ep, const char **server, char *why,
+                         size_t whylen)
 {
     static const struct sql_conn_opts opts = {.connect_timeout_ms = 500,
                                               .query_timeout_ms = 1000};
@@ -218,8 +220,10 @@ static int global_newest(const struct shardmap_conf *conf,
         char v[32];
 
         if (sql_endpoint_of(conf, h->name, addr, port, &cand) != 0 ||
-            sql_conn_open(&cand, &opts, &c) != 0)
+            sql_conn_open(&cand, &opts, &c) != 0) {
+            snprintf(why, whylen, "; last: %s", sql_last_error());
             continue;
+        }
         if (sql_value(c, v, sizeof(v), "%R", sql) == 1 &&
             (!found || strtoull(v, NULL, 10) > best)) {
             best = strtoull(v, NULL, 10);
@@ -253,10 +257,12 @@ int catalog_global_endpoint(const struct shardmap_conf *conf, struct sql_endpoin
         return BC_EHOST;
     if (h->nreplica == 0)
         return sql_endpoint_of(conf, h->name, NULL, 0, ep);
-    if (global_newest(conf, h, 1, ep, NULL) < 0) {
+    char why[600] = "";
+
+    if (global_newest(conf, h, 1, ep, NULL, why, sizeof(why)) < 0) {
         sql_set_error("no writable server of the global host %s answers (its primary "
-                      "is down or being switched; see shardctl status)",
-                      h->name);
+                      "is down or being switched, see shardctl status%s)",
+                      h->name, why);
         return BC_EDOWN;
     }
     return 0;
@@ -269,9 +275,11 @@ int catalog_global_newest(const struct shardmap_conf *conf, struct sql_endpoint 
 
     if (h == NULL)
         return BC_EHOST;
-    if (global_newest(conf, h, 0, ep, server) < 0) {
-        sql_set_error("no server of the global host %s answers with a catalog",
-                      h->name);
+    char why[600] = "";
+
+    if (global_newest(conf, h, 0, ep, server, why, sizeof(why)) < 0) {
+        sql_set_error("no server of the global host %s answers with a catalog%s",
+                      h->name, why);
         return BC_EDOWN;
     }
     return 0;
