@@ -213,7 +213,11 @@ static int step_prepare(struct reshard_move *m)
 
     if (live < 0)
         return fail(m, live, NULL);
-    if (live)
+    /*
+     * Refused, the record ends here (aborted, nothing done): left unfinished,
+     * its --abort would drop the very copy this refused to overwrite.
+     */
+    if (live && record(m, RESHARD_ABORTED, 0) == 0)
         return reshard__fail(
             &m->opts, m->shard, BC_EEXISTS,
             "%s already has a copy of shard %u that is not a fenced, "

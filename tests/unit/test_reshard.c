@@ -292,8 +292,13 @@ static void test_live_copy_on_target_is_refused(void **state)
 
     w->f.target_copy[2] = 2;
     assert_int_equal(reshard_move(&w->b, 2, "db2", 0, &w->o), BC_EEXISTS);
-    assert_string_equal(w->f.moves[0].phase, "prepare");
+    /* Recorded as aborted: no unfinished move whose --abort would drop it. */
+    assert_string_equal(w->f.moves[0].phase, "aborted");
     assert_null(strstr(w->f.log, "copy"));
+    clear_logs(&w->f);
+    assert_int_equal(reshard_move(&w->b, 2, NULL, 1, &w->o), RESHARD_NOTHING);
+    assert_null(strstr(w->f.log, "drop_target"));
+    assert_int_equal(w->f.target_copy[2], 2);
 }
 
 static void test_cutover_retries_busy_fence_and_slow_drain(void **state)
@@ -501,10 +506,14 @@ static void test_rebalance_failed_move_keeps_others(void **state)
     assert_string_equal(w->f.map[0], "db3");
     assert_string_equal(w->f.map[1], "db2");
     assert_string_equal(w->f.map[2], "db3");
-    /* Shard 1's record waits (prepare): db2 -> db3 takes no other move. */
-    assert_string_equal(w->f.map[3], "db2");
+    /*
+     * Shard 1's refused move is recorded aborted (no replication of it runs,
+     * so db2 -> db3 may take the next one): shard 3 moves.
+     */
     for (uint32_t i = 0; i < w->f.nmove; i++)
-        assert_int_not_equal(w->f.moves[i].shard, 3);
+        if (w->f.moves[i].shard == 1)
+            assert_string_equal(w->f.moves[i].phase, "aborted");
+    assert_string_equal(w->f.map[3], "db3");
     assert_int_equal(w->f.nhost, 3); /* db3 stays: nothing was drained */
     shardmap_plan_deinit(&plan);
 }
