@@ -22,6 +22,7 @@ struct reshard_move {
     int cleanup_hooked; /* the cleanup hook ran in this run */
     int verify_failed;  /* the comparison at the fence found differences */
     int grace_waited;   /* this run waited out the grace period */
+    int64_t pause_ms;   /* the longest write pause of this run's failed cut-overs */
     int64_t started_ms;
 };
 

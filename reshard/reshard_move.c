@@ -369,6 +369,9 @@ static int cutover_once(struct reshard_move *m, int attempt)
                       "%d s; writes resume on the source",
                       m->shard, attempt, DRAIN_WAIT_S);
         rc = m->ops->unfence_source(m->ctx);
+        /* The writes' pause is the longest of the attempts', not the last's. */
+        if (now_ms() - t0 > m->pause_ms)
+            m->pause_ms = now_ms() - t0;
         return rc < 0 ? fail(m, rc, "unfencing the source") : 0;
     }
     if (rc < 0)
@@ -379,13 +382,20 @@ static int cutover_once(struct reshard_move *m, int attempt)
     t_switched = now_ms();
     /* The flip: the map and the move's phase in one transaction. */
     snprintf(rec.phase, sizeof(rec.phase), "%s", reshard_phase_name(RESHARD_SWITCHED));
-    rec.pause_ms = now_ms() - t0;
+    rec.pause_ms = now_ms() - t0 > m->pause_ms ? now_ms() - t0 : m->pause_ms;
     if ((rc = m->ops->flip(m->ctx, &rec)) < 0) {
         fail(m, rc, "flipping the map");
         m->ops->start_replication(m->ctx);
         return unfence(m, rc);
     }
     rec.pause_ms = now_ms() - t0;
+    if (m->pause_ms > rec.pause_ms) {
+        reshard__note(&m->opts, m->shard,
+                      "shard %u: an earlier cut-over attempt paused writes %" PRId64
+                      " ms, the longest",
+                      m->shard, m->pause_ms);
+        rec.pause_ms = m->pause_ms;
+    }
     m->rec = rec;
     m->phase = RESHARD_SWITCHED;
     ev.cutover.pause_ms = rec.pause_ms;
@@ -604,6 +614,12 @@ int reshard_move_run(struct reshard_move *m)
         reshard__note(&m->opts, m->shard,
                       "shard %u: resuming move #%" PRIu64 " (%s -> %s) at %s", m->shard,
                       m->rec.id, m->rec.src, m->rec.dst, reshard_phase_name(m->phase));
+    if (m->resumed && m->phase == RESHARD_CUTOVER)
+        reshard__note(&m->opts, m->shard,
+                      "shard %u: the interrupted run may have left the source fenced: "
+                      "its writes then waited since, longer than the pause this run "
+                      "reports",
+                      m->shard);
     while ((rc = reshard_move_step(m)) > 0)
         ;
     if (rc < 0)

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -383,7 +384,9 @@ static int f_drain(void *ctx)
     if (rc < 0)
         return rc;
     if (c->f->drain_slow > 0) {
+        struct timespec ts = {0, 60 * 1000000L}; /* a slow drain takes time */
         c->f->drain_slow--;
+        nanosleep(&ts, NULL);
         return BC_ETIMEOUT;
     }
     return 0;

@@ -312,6 +312,8 @@ static void test_cutover_retries_busy_fence_and_slow_drain(void **state)
     assert_non_null(strstr(w->f.events, "CUTOVER(4)"));
     /* The slow drain gave the writes back before the next attempt. */
     assert_non_null(strstr(w->f.log, "drain unfence_source fence drain switch_target"));
+    /* The pause recorded is the longest attempt's (60 ms), not the last's. */
+    assert_true(w->f.moves[0].pause_ms >= 55);
 }
 
 static void test_cutover_gives_up_after_five_attempts(void **state)
