@@ -294,8 +294,8 @@ int reshard_verify(const struct reshard_backend *b, uint32_t shard, const char *
         }
         if (against != NULL && strcmp(against, rec.dst) == 0) {
             rc = reshard__fail(opts, shard, -EINVAL,
-                               "shard %u lives on %s: --against names the host of "
-                               "another copy of it",
+                               "shard %u lives on %s: no copy there to compare "
+                               "(--against names the host of another copy of it)",
                                shard, rec.dst);
             goto out;
         }

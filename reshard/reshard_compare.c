@@ -471,8 +471,9 @@ static int both_have_schema(struct compare *v)
             return reshard__context_error(rc, "looking for %s", v->schema);
         if (!have) {
             /* verify --against: the source is that host, the target the live one */
-            sql_set_error("no schema %s on the %s host: no copy there to compare",
-                          v->schema, i == 0 ? "source" : "target");
+            sql_set_error("no schema %s on %s: no copy there to compare", v->schema,
+                          i == 0 ? "the source (or the host --against names)"
+                                 : "the target (or the live host)");
             return -EINVAL;
         }
     }

@@ -418,6 +418,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (strcmp(argv[optind], "create-admin") == 0 && (email == NULL || password == NULL)) {
+        usage(stderr); /* a usage error (2) too, whatever the config */
+        return 2;
+    }
     if (path == NULL)
         path = ".stack/cluster.yaml";
     if (shardmap_conf_load(path, &conf, &err) < 0) {

@@ -40,7 +40,7 @@ class TestCommandLine(unittest.TestCase):
         # no copy to compare: the live host itself, a host that holds no copy
         # (both said "equal: 0 tables" or compared the copy with itself)
         self.expect(["verify", 1, "--against", before[1]], 2,
-                    "shard 1 lives on %s: --against names the host of another copy" % before[1])
+                    "shard 1 lives on %s: no copy there to compare" % before[1])
         self.expect(["verify", 1, "--against", h.other_host(before[1], among=sorted(set(before.values())))],
                     2, "no copy there to compare")
         self.expect(["move", 1, "--abort"], 0, "no unfinished move")
