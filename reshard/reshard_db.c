@@ -473,11 +473,10 @@ static int db_lag(void *ctx, struct reshard_lag *lag)
                       c->shard);
         return BC_EMISMATCH;
     }
-    if (!st.sql_running)
-        sql_exec(c->dst, NULL, "START SLAVE %s", c->chan);
     /*
-     * MariaDB stops the I/O thread on some errors (an event it read damaged)
-     * instead of retrying: started again, for IO_RETRY_MS at most.
+     * A stopped thread is started again (by hand, or MariaDB's I/O thread on
+     * an error it does not retry, such as a damaged event): an I/O thread
+     * for IO_RETRY_MS at most.
      */
     if (st.io_stopped && st.last_io_error[0] != '\0') {
         if (c->io_down_ms == 0)
@@ -489,10 +488,11 @@ static int db_lag(void *ctx, struct reshard_lag *lag)
                           c->to.name, IO_RETRY_MS / 1000, st.last_io_error, c->shard);
             return BC_EQUERY;
         }
-        sql_exec(c->dst, NULL, "START SLAVE %s IO_THREAD", c->chan);
     } else if (st.io_running) {
         c->io_down_ms = 0;
     }
+    if (!st.sql_running || st.io_stopped)
+        sql_exec(c->dst, NULL, "START SLAVE %s", c->chan);
     if (st.last_io_error[0] != '\0')
         reshard__note(c->opts, c->shard, "shard %u: replication I/O: %s (retrying)",
                       c->shard, st.last_io_error);

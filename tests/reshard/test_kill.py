@@ -201,6 +201,30 @@ class TestAbortAfterKill(MoveCase):
         self.assertEqual(h.count(dst, S), base + len(placed))
 
 
+class TestStoppedIOThread(MoveCase):
+    def test_rerun_starts_a_stopped_io_thread_again(self):
+        """A move killed in catch-up whose replication's I/O thread was then
+        stopped (by hand, or by MariaDB on an error it does not retry): the
+        re-run starts it again and finishes, where it used to wait for ever
+        on a lag that never moved."""
+        S = self.shards[0]
+        self.addCleanup(h.settle, S)
+        src = h.shard_map()[S]
+        dst = h.other_host(src, sorted(set(h.shard_map().values())))
+        c = self.client(S, src)
+        mv = h.move_proc(S, dst, *GRACE, hold="catchup")
+        h.wait_hold(mv, "catchup", HOLD_TIMEOUT)
+        mv.kill9()
+        chan = "%s_move_%04d" % (h.stack.get().prefix, S)
+        h.sql(dst, "STOP SLAVE '%s' IO_THREAD" % chan)
+        placed = self.bets(c, 3)
+        r = h.shardctl("move", S, dst, "--json", *GRACE, timeout=60)
+        self.assertEqual(r.rc, 0, "the re-run with the I/O thread stopped:\n%s" % r.describe())
+        self.assertEqual(h.shard_row(S), (dst, 0))
+        self.assertEqual(h.ids_present(dst, S, placed), set(placed), "bets placed while it was stopped")
+        self.assert_ledger("after the move")
+
+
 class TestSecondMoveRefused(MoveCase):
     def test_second_move_of_a_shard_is_refused(self):
         S = self.shards[0]
