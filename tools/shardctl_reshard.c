@@ -201,7 +201,10 @@ static void render_json(struct sc_out *o, const struct reshard_event *ev)
         json_event(o, ev->kind == RESHARD_EV_HOST_ADDED ? "host_added" : "host_removed",
                    "\"host\":\"%s\"", ev->text);
         break;
-    case RESHARD_EV_NOTE:
+    case RESHARD_EV_NOTE: /* what the text output says, e.g. a replication I/O error */
+        sc_json_str(a, sizeof(a), ev->text);
+        json_event(o, "note", "\"message\":\"%s\"", a);
+        break;
     case RESHARD_EV_VERIFY_PROGRESS:
         break;
     }
