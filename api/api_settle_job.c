@@ -86,6 +86,12 @@
 /* A failing shard is tried again after 200 ms (+ up to half), doubling up to 5 s. */
 #define SETTLE_BACKOFF_MIN_MS 200
 #define SETTLE_BACKOFF_MAX_MS 5000
+/*
+ * A host's failed batches are logged each shard's first time, then one line
+ * in SETTLE_LOG_MS with the count of those not logged: a host down for an
+ * hour wrote 12,000 lines a settlement.
+ */
+#define SETTLE_LOG_MS 10000
 /* The settler's own job key: match ids start at 1. */
 #define SETTLER_KEY 0
 
@@ -135,6 +141,8 @@ struct settle_host {
     int64_t *next_ms;  /* owned: when a failed shard is tried again; 0 done */
     uint32_t *backoff; /* owned */
     uint64_t *settled; /* owned: bets this run settled on each shard */
+    int64_t logged_ms; /* the last retry logged (SETTLE_LOG_MS apart) */
+    uint32_t unlogged; /* retries not logged since */
 };
 
 static int run_stopping(struct settle_run *run)
@@ -292,10 +300,18 @@ static void *host_main(void *arg)
                  */
                 uint32_t ms =
                     h->backoff[i] + randombytes_uniform(h->backoff[i] / 2 + 1);
-                api_log("settlement %" PRIu64 ": shard %u (host %s) failed: %s (%s); "
-                        "again in %u ms, the host's other shards go on",
-                        run->match, h->shard[i], h->name, bc_strerror(rc),
-                        router_last_error(), ms);
+                if (h->backoff[i] == SETTLE_BACKOFF_MIN_MS ||
+                    now - h->logged_ms >= SETTLE_LOG_MS) {
+                    api_log("settlement %" PRIu64 ": shard %u (host %s) failed: %s "
+                            "(%s); again in %u ms, the host's other shards go on "
+                            "(%u failures of its shards not logged since)",
+                            run->match, h->shard[i], h->name, bc_strerror(rc),
+                            router_last_error(), ms, h->unlogged);
+                    h->logged_ms = now;
+                    h->unlogged = 0;
+                } else {
+                    h->unlogged++;
+                }
                 h->next_ms[i] = sql_now_ms() + ms;
                 if (ms < wait)
                     wait = ms;

@@ -85,11 +85,14 @@ int guard_connect(struct guard *g, struct guard_group *gr, struct guard_server *
 void guard_drop(struct guard_server *s);
 int guard_exec(struct guard_server *s, struct sql_rows *rows, const char *fmt, ...);
 /*
- * Removes from s, an old primary about to replicate again, the replication
+ * Removes from s, an old primary that replicates again, the replication
  * connections of moves into it (<prefix>_move_NNNN): the new primary has
  * none of them (a re-run says so; --abort and a new move finish the shard),
  * and one left would restart with the server without its filter and apply
  * its source's whole binlog, the source's DROP of the moved shard too.
+ * Called once s replicates, so that its position is chosen as it was with
+ * them there (guard_replicate()); a relay log write failure that the
+ * removal may cause is then undone (guard_relay_log_retry()).
  */
 void guard_drop_move_connections(struct guard *g, struct guard_group *gr,
                                  struct guard_server *s);

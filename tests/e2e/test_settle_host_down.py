@@ -53,6 +53,7 @@ class TestSettleWithAHostDown(unittest.TestCase):
             place_bet(u, m, "home", 10)
         p = self.s.devstack_cmd("kill", down)
         self.assertEqual(p.returncode, 0, p.stderr)
+        t_kill = time.time()
         self.addCleanup(self.restart, down)
         wait_past_kickoff(m)
         admin().post("/v1/matches/%s/result" % m["id"], {"home_goals": 1, "away_goals": 0}).expect(202)
@@ -68,6 +69,19 @@ class TestSettleWithAHostDown(unittest.TestCase):
         self.assertEqual(len(paid), len(others), "paid on the hosts that answer: %d of %d; settlement %s"
                          % (len(paid), len(others), j))
         self.assertEqual(j["state"], "running", j)
+        # Each down shard's failure is logged once, then a line in 10 s per
+        # host (with a count): every retry was a line (12,000 an hour).
+        time.sleep(3)
+        n_down = sum(1 for h in hosts.values() if h == down)
+        t_down = time.time() - t_kill
+        lines = []
+        for name in ("api1", "api2"):
+            path = "%s/%s/api.log" % (self.s.dir, name)
+            with open(path, errors="replace") as f:
+                lines += [ln for ln in f if "settlement %s: shard" % m["id"] in ln and " failed: " in ln]
+        self.assertLessEqual(len(lines), n_down + int(t_down / 10) + 2,
+                             "%d lines of failed batches in %.0f s for %d shards of %s:\n%s"
+                             % (len(lines), t_down, n_down, down, "".join(lines[-5:])))
         self.restart(down)
         done = wait_settled(m, timeout=90)
         self.assertEqual(done["shards_done"], done["shards_total"], done)
