@@ -173,6 +173,7 @@ static void mark_rebuild(struct guard *g, struct guard_group *gr,
     snprintf(note, sizeof(note), "rebuild it from a backup of the primary: %.200s",
              why);
     (void)guard_exec(s, NULL, "STOP SLAVE; SET GLOBAL read_only = 1");
+    guard_drop_move_connections(g, gr, s); /* nothing of its own replicates now */
     if (guard_catalog(g, &cat) == 0 &&
         catalog_server_set_role(&cat, s->name, CATALOG_ROLE_REBUILD, note) == 0) {
         s->role = CATALOG_ROLE_REBUILD;
