@@ -418,7 +418,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (strcmp(argv[optind], "create-admin") == 0 && (email == NULL || password == NULL)) {
+    if (strcmp(argv[optind], "create-admin") == 0 &&
+        (email == NULL || password == NULL)) {
         usage(stderr); /* a usage error (2) too, whatever the config */
         return 2;
     }
