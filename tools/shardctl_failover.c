@@ -271,9 +271,9 @@ static void fence_or_rejoin(struct guard *g, struct guard_group *gr,
         mark_rebuild(g, gr, s, note);
         return;
     }
+    guard_drop_move_connections(g, gr, s); /* before: nothing else replicates */
     if (guard_replicate(g, gr, s, p) < 0)
         return;
-    guard_drop_move_connections(g, gr, s); /* after: the position as before */
     if (guard_catalog(g, &cat) == 0 &&
         catalog_server_set_role(&cat, s->name, CATALOG_ROLE_REPLICA, "rejoined") == 0) {
         s->role = CATALOG_ROLE_REPLICA;

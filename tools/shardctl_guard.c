@@ -447,8 +447,10 @@ int guard_replicate(struct guard *g, struct guard_group *gr, struct guard_server
      * replication connection stopped: with a move's running, current_pos.
      */
     const char *use = "slave_pos";
-    if (guard_exec(s, NULL, "SET GLOBAL gtid_slave_pos = @@global.gtid_binlog_pos") < 0)
+    if (s->moves_dropped || /* as with them running (guard_drop_move_connections) */
+        guard_exec(s, NULL, "SET GLOBAL gtid_slave_pos = @@global.gtid_binlog_pos") < 0)
         use = "current_pos";
+    s->moves_dropped = 0;
     rc =
         guard_exec(s, NULL,
                    "CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %u, "
@@ -461,21 +463,23 @@ int guard_replicate(struct guard *g, struct guard_group *gr, struct guard_server
     return rc;
 }
 
-void guard_drop_move_connections(struct guard *g, struct guard_group *gr,
-                                 struct guard_server *s)
+int guard_drop_move_connections(struct guard *g, struct guard_group *gr,
+                                struct guard_server *s)
 {
     struct sql_rows rows = {0};
     size_t n = strlen(g->conf->schema_prefix);
+    int dropped = 0;
 
     if (guard_exec(s, &rows, "SHOW ALL SLAVES STATUS") < 0)
-        return;
+        return 0;
     for (uint32_t i = 0; i < rows.nrow; i++) {
         const char *name = sql_cell(&rows, i, 0);
 
         if (name == NULL || strncmp(name, g->conf->schema_prefix, n) != 0 ||
             strncmp(name + n, "_move_", 6) != 0)
             continue;
-        if (guard_exec(s, NULL, "STOP SLAVE %s; RESET SLAVE %s ALL", name, name) == 0)
+        if (guard_exec(s, NULL, "STOP SLAVE %s; RESET SLAVE %s ALL", name, name) == 0 &&
+            ++dropped)
             guard_log("%s: %s: the replication connection %s of a move into it, "
                       "from before its failover, removed",
                       gr->host, s->name, name);
@@ -486,6 +490,8 @@ void guard_drop_move_connections(struct guard *g, struct guard_group *gr,
                       gr->host, s->name, name, sql_last_error(), name, name);
     }
     sql_rows_free(&rows);
+    s->moves_dropped |= dropped > 0;
+    return dropped;
 }
 
 int guard_relay_log_retry(struct guard_group *gr, struct guard_server *s)

@@ -42,7 +42,8 @@ struct guard_server {
      */
     int64_t wait_ms;
     char wait_pos[512];
-    int replicating; /* has a default replication connection */
+    int replicating;   /* has a default replication connection */
+    int moves_dropped; /* move connections were dropped: replicate from current_pos */
     struct sql_replica_status repl;
     char binlog_pos[512];  /* @@gtid_binlog_pos */
     char current_pos[512]; /* @@gtid_current_pos */
@@ -85,17 +86,18 @@ int guard_connect(struct guard *g, struct guard_group *gr, struct guard_server *
 void guard_drop(struct guard_server *s);
 int guard_exec(struct guard_server *s, struct sql_rows *rows, const char *fmt, ...);
 /*
- * Removes from s, an old primary that replicates again, the replication
- * connections of moves into it (<prefix>_move_NNNN): the new primary has
- * none of them (a re-run says so; --abort and a new move finish the shard),
- * and one left would restart with the server without its filter and apply
- * its source's whole binlog, the source's DROP of the moved shard too.
- * Called once s replicates, so that its position is chosen as it was with
- * them there (guard_replicate()); a relay log write failure that the
- * removal may cause is then undone (guard_relay_log_retry()).
+ * Removes from s, an old primary about to replicate again (or marked for
+ * rebuild), the replication connections of moves into it
+ * (<prefix>_move_NNNN): the new primary has none of them (a re-run says
+ * so; --abort and a new move finish the shard), and one left would restart
+ * with the server without its filter and apply its source's whole binlog,
+ * the source's DROP of the moved shard too. Before its own replication
+ * starts (removing one while another runs broke that one's relay log in
+ * drills); s->moves_dropped then makes guard_replicate() take the position
+ * it took with them there (current_pos). The number removed.
  */
-void guard_drop_move_connections(struct guard *g, struct guard_group *gr,
-                                 struct guard_server *s);
+int guard_drop_move_connections(struct guard *g, struct guard_group *gr,
+                                struct guard_server *s);
 /*
  * A replica whose I/O thread stopped on a relay log write failure (1595:
  * MariaDB's, seen when another replication connection of the server was
