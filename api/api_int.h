@@ -253,6 +253,8 @@ int api_body_check(struct api_req *req, const struct api_field *spec);
  * after replying 415 or 422.
  */
 int api_body_image(struct api_req *req);
+
+/* ---- text rules (api_text.c) ---- */
 /*
  * Names and labels (UTF-8, as JSON strings are): 1..max characters (code
  * points), no control character (C0, DEL, C1) or bidirectional control
