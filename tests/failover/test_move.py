@@ -160,6 +160,38 @@ def bet_within(client, match_id, seconds):
     return None, last
 
 
+def shard_to_move(tc, both_off_global=False):
+    """(source host, target host, shard of the source) for a move test, the
+    stack settled first; cleanup restores the servers, then rolls back a
+    move the test left unfinished (it failed before its own abort)."""
+    fo.wait_settled(30)
+    hosts = sorted(set(h.shard_map().values()))
+    off = [x for x in hosts if x != h.global_host()]
+    src = off[0]
+    dst = off[1] if both_off_global else h.other_host(src, hosts)
+    S = h.pick_shards(1, on_host=src)[0]
+
+    def cleanup():
+        fo.recover()
+        h.shardctl("move", str(S), "--abort", timeout=120)
+    tc.addCleanup(cleanup)
+    return src, dst, S
+
+
+def wait_promoted(tc, host, replica, timeout=15):
+    """Waits until the guard made replica the primary of host (a failover)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if h.primary_of(host, timeout=0) == replica:
+                return
+        except AssertionError:
+            pass
+        time.sleep(0.3)
+    tc.assertEqual(h.primary_of(host), replica, "no failover of %s to %s:\n%s"
+                   % (host, replica, fo.guard_log_tail()))
+
+
 class TestFenceAcrossFailover(unittest.TestCase):
     """A move killed inside its cut-over, fenced, then its source host failed
     over: the promoted replica holds the fence as its primary did (the
@@ -172,18 +204,7 @@ class TestFenceAcrossFailover(unittest.TestCase):
     never lifted, refused every write of the shard for good."""
 
     def test_fence_follows_the_source_through_a_failover_and_back(self):
-        fo.wait_settled(30)
-        m = h.shard_map()
-        ghost = h.global_host()
-        src = sorted(set(m.values()) - {ghost})[0]
-        dst = h.other_host(src, sorted(set(m.values())))
-        S = h.pick_shards(1, on_host=src)[0]
-
-        def cleanup():
-            fo.recover()
-            # A move the test left unfinished (it failed before its abort).
-            h.shardctl("move", str(S), "--abort", timeout=120)
-        self.addCleanup(cleanup)
+        src, dst, S = shard_to_move(self)
         co, match = h.new_company(), h.new_match()
         h.fillshard(S, 5, 5, match=match["id"], company=co["id"])
         (uid, cid), = h.users_of(S, co["id"])
@@ -199,15 +220,7 @@ class TestFenceAcrossFailover(unittest.TestCase):
                          "shard %d fenced on %s's primary %s, its replica %s (10 s)" % (S, src, old, rep))
         mv.kill9()
         fo.kill9(old)
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                if h.primary_of(src, timeout=0) == rep:
-                    break
-            except AssertionError:
-                pass
-            time.sleep(0.3)
-        self.assertEqual(h.primary_of(src), rep, "no failover of %s to %s:\n%s" % (src, rep, fo.guard_log_tail()))
+        wait_promoted(self, src, rep)
         self.assertEqual(fence_of(rep, S), "1", "the promoted replica lost the cut-over's fence")
 
         r = h.shardctl("move", str(S), "--abort", timeout=120)
@@ -239,31 +252,13 @@ class TestSourceFailoverInCatchup(unittest.TestCase):
     binlog; `--abort` rolls it back and a new move of the shard succeeds."""
 
     def test_rerun_after_a_source_failover_fails_at_once_and_abort_recovers(self):
-        fo.wait_settled(30)
-        m = h.shard_map()
-        ghost = h.global_host()
-        src = sorted(set(m.values()) - {ghost})[0]
-        dst = h.other_host(src, sorted(set(m.values())))
-        S = h.pick_shards(1, on_host=src)[0]
-
-        def cleanup():
-            fo.recover()
-            h.shardctl("move", str(S), "--abort", timeout=120)
-        self.addCleanup(cleanup)
+        src, dst, S = shard_to_move(self)
         old, rep = h.primary_of(src), fo.replica_of(src)
         mv = h.move_proc(S, dst, hold="catchup")
         h.wait_hold(mv, "catchup")
         mv.kill9()
         fo.kill9(old)
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                if h.primary_of(src, timeout=0) == rep:
-                    break
-            except AssertionError:
-                pass
-            time.sleep(0.3)
-        self.assertEqual(h.primary_of(src), rep, "no failover of %s to %s:\n%s" % (src, rep, fo.guard_log_tail()))
+        wait_promoted(self, src, rep)
 
         t0 = time.time()
         r = h.shardctl("move", str(S), dst, timeout=60)
@@ -294,17 +289,8 @@ class TestTargetFailoverDropsTheMoveConnection(unittest.TestCase):
     shard too. Its own replication then settles as usual."""
 
     def test_rejoined_old_target_keeps_no_move_connection(self):
-        fo.wait_settled(30)
-        m = h.shard_map()
-        ghost = h.global_host()
-        src, dst = sorted(set(m.values()) - {ghost})[:2]
-        S = h.pick_shards(1, on_host=src)[0]
+        src, dst, S = shard_to_move(self, both_off_global=True)
         chan = "%s_move_%04d" % (h.stack.get().prefix, S)
-
-        def cleanup():
-            fo.recover()
-            h.shardctl("move", str(S), "--abort", timeout=120)
-        self.addCleanup(cleanup)
         old, rep = h.primary_of(dst), fo.replica_of(dst)
         mv = h.move_proc(S, dst, hold="catchup")
         h.wait_hold(mv, "catchup")
@@ -314,15 +300,7 @@ class TestTargetFailoverDropsTheMoveConnection(unittest.TestCase):
             return [r[0] for r in h.sql_server(server, "SHOW ALL SLAVES STATUS")]
         self.assertIn(chan, connections(old), "the move's connection on the target's primary %s" % old)
         fo.kill9(old)
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                if h.primary_of(dst, timeout=0) == rep:
-                    break
-            except AssertionError:
-                pass
-            time.sleep(0.3)
-        self.assertEqual(h.primary_of(dst), rep, "no failover of %s to %s:\n%s" % (dst, rep, fo.guard_log_tail()))
+        wait_promoted(self, dst, rep)
         r = h.shardctl("move", str(S), "--abort", timeout=120)
         self.assertEqual(r.rc, 0, "move %d --abort after the target's failover:\n%s" % (S, r.describe()))
         fo.restart(old)
