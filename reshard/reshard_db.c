@@ -33,22 +33,6 @@
 #define HOST_QUERY_MS 3600000 /* a copy's statements, comparisons */
 #define FENCE_WAIT_S 2        /* for transactions in flight on the source */
 #define POS_WAIT_S 5          /* for the target to apply the last writes */
-#define UNTIL_WAIT_MS 120000  /* for the applier to reach a snapshot */
-#define IO_RETRY_MS 60000     /* a stopped I/O thread started again this long */
-
-struct db_ctx {
-    struct reshard_db *be;
-    const struct reshard_opts *opts; /* ref */
-    uint32_t shard;
-    char schema[SHARDMAP_SCHEMA_MAX];
-    char chan[SHARDMAP_SCHEMA_MAX]; /* the target's replication connection */
-    struct sql_conn *g;             /* the global host: lock and records */
-    struct catalog cat;
-    struct sql_endpoint from, to;
-    struct sql_conn *src, *dst;
-    struct sql_conn *snap; /* the target as of the fence, for the comparison */
-    int64_t io_down_ms;    /* since when the replication's I/O thread is stopped */
-};
 
 static const char *db_last_error(void *ctx)
 {
@@ -96,7 +80,7 @@ static int db_begin(void *bep, uint32_t shard, const struct reshard_opts *opts,
 {
     struct reshard_db *be = bep;
     const struct shardmap_conf *conf = be->conf;
-    struct db_ctx *c;
+    struct reshard_db_ctx *c;
     int rc;
 
     if (shard >= conf->nshard) {
@@ -121,7 +105,7 @@ static int db_begin(void *bep, uint32_t shard, const struct reshard_opts *opts,
 
 static void db_end(void *ctx)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
 
     if (c == NULL)
         return;
@@ -137,21 +121,21 @@ static void db_end(void *ctx)
 
 static int db_lock(void *ctx, int *got)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
 
     return catalog_lock_shard(&c->cat, c->shard, got);
 }
 
 static int db_load(void *ctx, struct catalog_move *mv)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
 
     return catalog_move_active(&c->cat, c->shard, mv);
 }
 
 static int db_shard_host(void *ctx, char host[SHARDMAP_NAME_MAX])
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
 
     return catalog_shard_host(&c->cat, c->shard, host);
 }
@@ -159,7 +143,7 @@ static int db_shard_host(void *ctx, char host[SHARDMAP_NAME_MAX])
 static int db_pair_busy(void *ctx, const struct catalog_move *mv,
                         struct catalog_move *other)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
 
     return catalog_move_between(&c->cat, mv->src, mv->dst, mv->shard, other);
 }
@@ -167,7 +151,7 @@ static int db_pair_busy(void *ctx, const struct catalog_move *mv,
 /* The check of pair_busy again, with the insert, under one lock for all tools. */
 static int db_create(void *ctx, struct catalog_move *mv)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
     struct catalog_move other;
     char msg[512];
     int rc;
@@ -191,28 +175,28 @@ static int db_create(void *ctx, struct catalog_move *mv)
 
 static int db_save(void *ctx, const struct catalog_move *mv, unsigned fields)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
 
     return catalog_move_save(&c->cat, mv, fields);
 }
 
 static int db_set_state(void *ctx, enum shardmap_state state)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
 
     return catalog_shard_set_state(&c->cat, c->shard, state);
 }
 
 static int db_flip(void *ctx, const struct catalog_move *mv)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
 
     return catalog_move_flip(&c->cat, mv);
 }
 
 static int db_kept_source(void *ctx, char host[SHARDMAP_NAME_MAX])
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
 
     return catalog_move_kept_source(&c->cat, c->shard, host);
 }
@@ -221,7 +205,7 @@ static int db_kept_source(void *ctx, char host[SHARDMAP_NAME_MAX])
  */
 
 /* Address from the catalog's hosts, the account by the config's rule. */
-static int resolve(struct db_ctx *c, const char *name, struct sql_endpoint *ep)
+static int resolve(struct reshard_db_ctx *c, const char *name, struct sql_endpoint *ep)
 {
     struct catalog_host h;
     int rc = catalog_host_get(&c->cat, name, &h);
@@ -247,7 +231,7 @@ static int has_replicas(const struct shardmap_conf *conf, const char *name)
 
 static int db_attach(void *ctx, const struct catalog_move *mv)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
     int rc;
 
     if ((rc = resolve(c, mv->src, &c->from)) < 0 ||
@@ -277,7 +261,7 @@ static int schema_exists(struct sql_conn *conn, const char *schema)
 
 static int db_target_live(void *ctx)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
     char fenced[8];
     int rc = schema_exists(c->dst, c->schema);
 
@@ -304,7 +288,7 @@ static int db_target_live(void *ctx)
  */
 static int db_drop_channel(void *ctx)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
     struct sql_replica_status st;
     int rc = sql_replica_status(c->dst, c->chan, &st);
 
@@ -321,7 +305,7 @@ static int db_drop_channel(void *ctx)
 }
 
 /* Copies the shard's sequence position: ids made on the target stay unique. */
-static int copy_sequence(struct db_ctx *c)
+static int copy_sequence(struct reshard_db_ctx *c)
 {
     char next[32];
     int rc = sql_value(c->src, next, sizeof(next),
@@ -337,7 +321,7 @@ static int copy_sequence(struct db_ctx *c)
 
 static int db_copy(void *ctx, struct catalog_move *mv)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
     struct reshard__copy cp = {.opts = c->opts, .shard = c->shard, .schema = c->schema};
     int rc;
 
@@ -360,243 +344,8 @@ static int db_copy(void *ctx, struct catalog_move *mv)
     return 0;
 }
 
-static int db_replicate(void *ctx, const struct catalog_move *mv)
-{
-    struct db_ctx *c = ctx;
-    struct sql_replica_status st;
-    int rc;
-
-    /*
-     * The target copy is fenced until the cut-over unfences it: a server
-     * with a map old enough to point here (the host once held the shard)
-     * must not write into a copy that is not the shard yet. Replicated row
-     * events do not fire the triggers, so replication is not fenced.
-     */
-    if ((rc = reshard_shard_install(c->dst, c->schema, c->shard, 1)) < 0 ||
-        (rc =
-             sql_exec(c->dst, NULL, "UPDATE %I.shard_state SET fenced = 1 WHERE id = 1",
-                      c->schema)) < 0)
-        return rc;
-    /* A run that died right after CHANGE MASTER left the connection: keep it. */
-    rc = sql_replica_status(c->dst, c->chan, &st);
-    if (rc == BC_ENOTFOUND) {
-        rc = sql_exec(
-            c->dst, NULL,
-            "CHANGE MASTER %s TO MASTER_HOST = %s, MASTER_PORT = %u, "
-            "MASTER_USER = %s, MASTER_PASSWORD = %s, MASTER_LOG_FILE = %s, "
-            "MASTER_LOG_POS = %u, MASTER_USE_GTID = no, MASTER_CONNECT_RETRY = 1",
-            c->chan, c->from.addr, (uint64_t)c->from.port, c->from.user,
-            c->from.password, mv->binlog_file, mv->binlog_pos);
-        if (rc == BC_EQUERY && sql_conn_errno(c->dst) == ER_CONNECTION_ALREADY_EXISTS) {
-            char msg[512];
-            snprintf(msg, sizeof(msg), "%s", sql_last_error());
-            /* Refused up front since (pair_busy); a record from before that. */
-            sql_set_error("%s: another move's replication from %s into %s is "
-                          "there (shardctl status lists the unfinished moves), and "
-                          "this move's, from an older snapshot, could not follow it: "
-                          "roll this move back with shardctl move %u --abort, and "
-                          "move the shard again once that move finished",
-                          msg, c->from.name, c->to.name, c->shard);
-        }
-        /*
-         * The connection's name is an identifier here (checked). The
-         * source's fence is not the copy's (the top of this file).
-         */
-        if (rc == 0)
-            rc = sql_exec(c->dst, NULL, "SET GLOBAL %R.replicate_do_db = %s",
-                          sql_ident_ok(c->chan) ? c->chan : "invalid name", c->schema);
-        if (rc == 0) {
-            char table[SHARDMAP_SCHEMA_MAX + 16];
-            snprintf(table, sizeof(table), "%s.shard_state", c->schema);
-            rc = sql_exec(c->dst, NULL, "SET GLOBAL %R.replicate_ignore_table = %s",
-                          sql_ident_ok(c->chan) ? c->chan : "invalid name", table);
-        }
-    }
-    if (rc < 0)
-        return rc;
-    return sql_exec(c->dst, NULL, "START SLAVE %s", c->chan);
-}
-
-/*
- * A replication connection stopped by an error: BC_EQUERY and its message.
- * ER_GTID_STRICT_OUT_OF_ORDER: the target already logged later transactions
- * of the source's GTID domain than the move's snapshot (another move's
- * connection applied and logged them); this one can never go on.
- */
-static int replication_error(struct db_ctx *c, const struct sql_replica_status *st)
-{
-    if (st->last_sql_errno == ER_GTID_STRICT_OUT_OF_ORDER)
-        sql_set_error("replication on %s stopped: %s: %s already logged later "
-                      "transactions from %s than this move's snapshot (another move "
-                      "between the two hosts brought them), so this move cannot "
-                      "continue; roll it back with shardctl move %u --abort, then "
-                      "move it again",
-                      c->to.name, st->last_sql_error, c->to.name, c->from.name,
-                      c->shard);
-    else
-        sql_set_error("replication on %s stopped: %s", c->to.name, st->last_sql_error);
-    return BC_EQUERY;
-}
-
-static int db_start_replication(void *ctx)
-{
-    struct db_ctx *c = ctx;
-
-    return sql_exec(c->dst, NULL, "START SLAVE %s", c->chan);
-}
-
-static int db_lag(void *ctx, struct reshard_lag *lag)
-{
-    struct db_ctx *c = ctx;
-    struct sql_replica_status st;
-    struct sql_binlog_pos m;
-    int rc = sql_replica_status(c->dst, c->chan, &st);
-
-    if (rc == BC_ENOTFOUND)
-        sql_set_error("the target has no replication connection for the move");
-    if (rc < 0)
-        return rc;
-    if (st.last_sql_error[0] != '\0')
-        return replication_error(c, &st);
-    /*
-     * The source host failed over since the connection was made: it reads
-     * the old primary (dead, or a replica now) at positions of that server's
-     * binlog, which no other server's continue.
-     */
-    if (strcmp(st.master_host, c->from.addr) != 0 || st.master_port != c->from.port) {
-        sql_set_error("the source host %s failed over since this move's replication "
-                      "began: %s replicates from %s:%u, and the primary is now %s:%u, "
-                      "whose binlog positions are its own; roll the move back with "
-                      "shardctl move %u --abort, then move the shard again",
-                      c->from.name, c->to.name, st.master_host,
-                      (unsigned)st.master_port, c->from.addr, (unsigned)c->from.port,
-                      c->shard);
-        return BC_EMISMATCH;
-    }
-    /*
-     * A stopped thread is started again (by hand, or MariaDB's I/O thread on
-     * an error it does not retry, such as a damaged event): an I/O thread
-     * for IO_RETRY_MS at most.
-     */
-    if (st.io_stopped && st.last_io_error[0] != '\0') {
-        if (c->io_down_ms == 0)
-            c->io_down_ms = sql_now_ms();
-        if (sql_now_ms() - c->io_down_ms > IO_RETRY_MS) {
-            sql_set_error("replication on %s: its I/O thread stopped and did not "
-                          "start again in %d s: %s; roll the move back with shardctl "
-                          "move %u --abort, then move the shard again",
-                          c->to.name, IO_RETRY_MS / 1000, st.last_io_error, c->shard);
-            return BC_EQUERY;
-        }
-    } else if (st.io_running) {
-        c->io_down_ms = 0;
-    }
-    if (!st.sql_running || st.io_stopped)
-        sql_exec(c->dst, NULL, "START SLAVE %s", c->chan);
-    if (st.last_io_error[0] != '\0')
-        reshard__note(c->opts, c->shard, "shard %u: replication I/O: %s (retrying)",
-                      c->shard, st.last_io_error);
-    if ((rc = sql_master_pos(c->src, &m)) < 0)
-        return rc;
-    lag->behind_s = st.behind_s;
-    lag->bytes = strcmp(m.file, st.exec.file) == 0
-                     ? (int64_t)(m.pos > st.exec.pos ? m.pos - st.exec.pos : 0)
-                     : -1;
-    return 0;
-}
-
-/*
- * The applier again, without the UNTIL condition: an applier that idles at
- * its UNTIL position still runs, and START SLAVE on a running thread would
- * leave the condition set (it would stop at the next event).
- */
-static int restart_applier(struct db_ctx *c)
-{
-    sql_exec(c->dst, NULL, "STOP SLAVE %s SQL_THREAD", c->chan);
-    return sql_exec(c->dst, NULL, "START SLAVE %s SQL_THREAD", c->chan);
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-
-    nanosleep(&ts, NULL);
-}
-
-/* Waits until the stopped-at-UNTIL applier stands exactly at pos. */
-static int wait_until(struct db_ctx *c, const struct sql_binlog_pos *pos)
-{
-    for (int64_t until = sql_now_ms() + UNTIL_WAIT_MS;; sleep_ms(20)) {
-        struct sql_replica_status st;
-        int rc = sql_replica_status(c->dst, c->chan, &st), r;
-
-        if (rc < 0)
-            return rc;
-        /*
-         * The applier checks UNTIL before each event: once it stands at the
-         * position it executes nothing more, stopped or idle. It was stopped
-         * before the snapshot, so it cannot be past it.
-         */
-        r = strcmp(st.exec.file, pos->file);
-        if (r == 0 && st.exec.pos == pos->pos)
-            return 0;
-        if (r > 0 || (r == 0 && st.exec.pos > pos->pos)) {
-            sql_set_error("the target's applier went past the source snapshot");
-            return BC_EQUERY;
-        }
-        if (!st.sql_running && st.last_sql_error[0] != '\0')
-            return replication_error(c, &st);
-        if (sql_now_ms() > until) {
-            sql_set_error("the target did not reach the source snapshot in %d s",
-                          UNTIL_WAIT_MS / 1000);
-            return BC_ETIMEOUT;
-        }
-    }
-}
-
-/*
- * A move in catch-up: the target's applier is stopped, the source snapshot
- * taken, the applier run UNTIL exactly the snapshot's binlog position, and
- * the target snapshot taken there; then replication goes on. Both sides then
- * show the same moment, while clients keep writing.
- */
-static int db_compare_in_flight(void *ctx, struct reshard_compare *res)
-{
-    struct db_ctx *c = ctx;
-    struct sql_conn *a = NULL, *b = NULL;
-    struct sql_binlog_pos pos;
-    int rc;
-
-    if ((rc = sql_exec(c->dst, NULL, "STOP SLAVE %s SQL_THREAD", c->chan)) < 0)
-        return rc;
-    if ((rc = reshard__snapshot(&c->from, &a)) < 0 ||
-        (rc = sql_snapshot_pos(a, &pos)) < 0)
-        goto out;
-    rc = sql_exec(
-        c->dst, NULL,
-        "START SLAVE %s SQL_THREAD UNTIL MASTER_LOG_FILE = %s, MASTER_LOG_POS = %u",
-        c->chan, pos.file, pos.pos);
-    if (rc < 0 || (rc = wait_until(c, &pos)) < 0 ||
-        (rc = reshard__snapshot(&c->to, &b)) < 0)
-        goto out;
-    if ((rc = restart_applier(c)) < 0)
-        goto out;
-    rc = reshard__compare(c->opts, c->shard, "catchup", a, b, c->schema, res);
-out:
-    if (rc < 0) {
-        /* Keep the move's message; the applier must run again either way. */
-        char msg[512];
-        snprintf(msg, sizeof(msg), "%s", sql_last_error());
-        restart_applier(c);
-        sql_set_error("%s", msg);
-    }
-    sql_conn_close(a);
-    sql_conn_close(b);
-    return rc;
-}
-
 /* The source session's binlog on (1) where the source has replicas, or off (0). */
-static int source_log(struct db_ctx *c, int on)
+static int source_log(struct reshard_db_ctx *c, int on)
 {
     if (!has_replicas(c->be->conf, c->from.name))
         return 0;
@@ -604,7 +353,7 @@ static int source_log(struct db_ctx *c, int on)
 }
 
 /* The source's fence set (1) or lifted (0), logged (the top of this file). */
-static int source_fence(struct db_ctx *c, int fenced)
+static int source_fence(struct reshard_db_ctx *c, int fenced)
 {
     int rc = source_log(c, 1);
 
@@ -620,7 +369,7 @@ static int source_fence(struct db_ctx *c, int fenced)
 
 static int db_fence(void *ctx)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
 
     /* Connected before the pause: the snapshot for the comparison. */
     if (!c->opts->no_verify && c->snap == NULL &&
@@ -635,7 +384,7 @@ static int db_fence(void *ctx)
 
 static int db_drain(void *ctx)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
     struct sql_binlog_pos pos;
     char waited[32];
     int rc;
@@ -652,7 +401,7 @@ static int db_drain(void *ctx)
             return rc;
         if (rc == 1)
             break;
-        if ((rc = db_lag(c, &lag)) < 0)
+        if ((rc = reshard__db_lag(c, &lag)) < 0)
             return rc;
         if (tries == 1) {
             sql_set_error("replication is not running on the target");
@@ -664,7 +413,7 @@ static int db_drain(void *ctx)
 
 static int db_switch_target(void *ctx)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
     int rc;
 
     if ((rc = sql_exec(c->dst, NULL, "STOP SLAVE %s", c->chan)) < 0 ||
@@ -691,7 +440,7 @@ static int db_unfence_source(void *ctx)
 
 static int db_compare_at_fence(void *ctx, struct reshard_compare *res)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
     int rc;
 
     if (c->snap == NULL)
@@ -704,7 +453,7 @@ static int db_compare_at_fence(void *ctx, struct reshard_compare *res)
 
 static int db_compare_copies(void *ctx, struct reshard_compare *res)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
     struct sql_conn *a = NULL, *b = NULL;
     int rc;
 
@@ -718,7 +467,7 @@ static int db_compare_copies(void *ctx, struct reshard_compare *res)
 
 static int db_drop_source(void *ctx)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
     int rc;
 
     /* Logged where replicas must drop it too (the move's connection is gone). */
@@ -730,7 +479,7 @@ static int db_drop_source(void *ctx)
 
 static int db_drop_target(void *ctx)
 {
-    struct db_ctx *c = ctx;
+    struct reshard_db_ctx *c = ctx;
 
     return sql_exec(c->dst, NULL, "DROP DATABASE IF EXISTS %I", c->schema);
 }
@@ -751,10 +500,10 @@ static const struct reshard_backend_ops db_ops = {
     .attach = db_attach,
     .target_live = db_target_live,
     .copy = db_copy,
-    .replicate = db_replicate,
-    .start_replication = db_start_replication,
-    .lag = db_lag,
-    .compare_in_flight = db_compare_in_flight,
+    .replicate = reshard__db_replicate,
+    .start_replication = reshard__db_start_replication,
+    .lag = reshard__db_lag,
+    .compare_in_flight = reshard__db_compare_in_flight,
     .fence = db_fence,
     .drain = db_drain,
     .switch_target = db_switch_target,

@@ -89,6 +89,27 @@ int reshard__snapshot(const struct sql_endpoint *ep, struct sql_conn **out);
 struct reshard_db {
     const struct shardmap_conf *conf; /* ref */
 };
+/* A move's context in the real backend (reshard_db.c). */
+struct reshard_db_ctx {
+    struct reshard_db *be;
+    const struct reshard_opts *opts; /* ref */
+    uint32_t shard;
+    char schema[SHARDMAP_SCHEMA_MAX];
+    char chan[SHARDMAP_SCHEMA_MAX]; /* the target's replication connection */
+    struct sql_conn *g;             /* the global host: lock and records */
+    struct catalog cat;
+    struct sql_endpoint from, to;
+    struct sql_conn *src, *dst;
+    struct sql_conn *snap; /* the target as of the fence, for the comparison */
+    int64_t io_down_ms;    /* since when the replication's I/O thread is stopped */
+};
+
+/* The target's replication connection (reshard_db_repl.c): backend ops. */
+int reshard__db_replicate(void *ctx, const struct catalog_move *mv);
+int reshard__db_start_replication(void *ctx);
+int reshard__db_lag(void *ctx, struct reshard_lag *lag);
+int reshard__db_compare_in_flight(void *ctx, struct reshard_compare *res);
+
 /*
  * A connection to the global host's writable server with a catalog over it,
  * the shard count checked and the catalog's tables installed (reshard_db.c).

@@ -295,6 +295,7 @@ struct sql_replica_status {
     unsigned last_sql_errno;    /* Last_SQL_Errno */
     char last_io_error[512];
     char last_sql_error[512];
+    char do_db[512]; /* Replicate_Do_DB: the connection's filter */
 };
 /*
  * SHOW SLAVE 'channel' STATUS (channel "" for the default connection).

@@ -116,6 +116,8 @@ static int replica_row(void *arg, const struct sql_stream_row *row)
             snprintf(st->last_io_error, sizeof(st->last_io_error), "%s", v ? v : "");
         else if (strcasecmp(name, "Last_SQL_Error") == 0)
             snprintf(st->last_sql_error, sizeof(st->last_sql_error), "%s", v ? v : "");
+        else if (strcasecmp(name, "Replicate_Do_DB") == 0)
+            snprintf(st->do_db, sizeof(st->do_db), "%s", v ? v : "");
     }
     snprintf(st->exec.file, sizeof(st->exec.file), "%s", file ? file : "");
     st->exec.pos = pos != NULL ? strtoull(pos, NULL, 10) : 0;

@@ -225,6 +225,46 @@ class TestStoppedIOThread(MoveCase):
         self.assert_ledger("after the move")
 
 
+class TestTargetRestarted(MoveCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # A second shard on the same source, with rows of its own: its writes
+        # are in the source's binlog beside the moving shard's.
+        cls.other = h.pick_shards(1, on_host=h.shard_map()[cls.shards[0]])[0]
+        h.fillshard(cls.other, 20, 40, match=cls.match["id"], company=cls.co["id"])
+
+    def test_rerun_after_the_target_restarted_filters_again(self):
+        """A move killed in catch-up whose target MariaDB then restarted: the
+        server starts the move's replication connection again by itself, but
+        without its filter (a SET GLOBAL filter is not kept), so it reads the
+        source's other shards too and stops on the first of their events
+        (their tables are not there). The re-run sets the filter again and
+        finishes; the other shard's writes never reach the target."""
+        S, O = self.shards[0], self.other
+        self.addCleanup(h.settle, S)
+        src = h.shard_map()[S]
+        dst = h.other_host(src, sorted(set(h.shard_map().values())))
+        server = h.primary_of(dst)
+        c, co = self.client(S, src), self.client(O, src)
+        mv = h.move_proc(S, dst, *GRACE, hold="catchup")
+        h.wait_hold(mv, "catchup", HOLD_TIMEOUT)
+        mv.kill9()
+        s = h.stack.get()
+        for cmd in ("kill", "restart-host"):
+            r = h.run([s.devstack, cmd, server, "--dir", s.dir], timeout=180, via_files=True)
+            self.assertEqual(r.rc, 0, "devstack %s %s:\n%s" % (cmd, server, r.describe()))
+        placed = self.bets(c, 3)
+        others = self.bets(co, 3)
+        r = h.shardctl("move", S, dst, "--json", *GRACE, timeout=120)
+        self.assertEqual(r.rc, 0, "the re-run after %s restarted:\n%s" % (server, r.describe()))
+        self.assertEqual(h.shard_row(S), (dst, 0))
+        self.assertEqual(h.ids_present(dst, S, placed), set(placed), "bets placed after the restart")
+        self.assertFalse(h.schema_exists(dst, O), "shard %d's schema reached %s" % (O, dst))
+        self.assertEqual(h.ids_present(src, O, others), set(others), "the other shard's bets on %s" % src)
+        self.assert_ledger("after the move")
+
+
 class TestSecondMoveRefused(MoveCase):
     def test_second_move_of_a_shard_is_refused(self):
         S = self.shards[0]
