@@ -169,7 +169,8 @@ int main(int argc, char **argv)
     struct cache *cache = NULL;
     struct api_server *srv = NULL;
     char *err = NULL, *end, why[256];
-    int c, poll = 1, quiet = 0, routes = 0, rc, sig;
+    int c, poll = 1, quiet = 0, routes = 0, rc, sig, nset = 0;
+    const char *sets[64]; /* the --set options so far, for a key given twice */
     unsigned long v;
     sigset_t set;
 
@@ -231,6 +232,21 @@ int main(int argc, char **argv)
                 fprintf(stderr, "betcity-api: --set %s\n", msg);
                 return 2;
             }
+            /* A key given twice is a mistake in a unit file, not an override. */
+            for (int i = 0; i < nset; i++)
+                if (strncmp(sets[i], optarg, (size_t)(eq - optarg) + 1) == 0) {
+                    fprintf(stderr,
+                            "betcity-api: --set %s: the key %s was set before "
+                            "(--set %s); give each key once\n",
+                            optarg, key, sets[i]);
+                    return 2;
+                }
+            if (nset == (int)(sizeof(sets) / sizeof(sets[0]))) {
+                fprintf(stderr, "betcity-api: more than %zu --set options\n",
+                        sizeof(sets) / sizeof(sets[0]));
+                return 2;
+            }
+            sets[nset++] = optarg;
             break;
         }
         case 'r':

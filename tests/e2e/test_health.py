@@ -67,7 +67,9 @@ class TestCommandLine(unittest.TestCase):
         for args, want in ((["--threads", "0"], "--threads wants 1..256"),
                            (["--set", "trusted_proxies=10.0.0.1,"], "an empty item"),
                            (["--set", "conn_per_addr=0x10"], "wants a whole number"),
-                           (["--set", "nokey"], "--set wants KEY=VALUE")):
+                           (["--set", "nokey"], "--set wants KEY=VALUE"),
+                           (["--set", "conn_per_addr=10", "--set", "conn_per_addr=20"],
+                            "--set conn_per_addr=20: the key conn_per_addr was set before")):
             p = self.run_api(*(args + ["--routes"]))
             self.assertEqual(p.returncode, 2, "%s: %s" % (args, p.stdout))
             self.assertIn(want, p.stderr, args)
