@@ -253,6 +253,12 @@ int sql_stream(struct sql_conn *c, sql_row_fn fn, void *arg, const char *fmt, ..
 
 /* Message of the last error on this thread. */
 const char *sql_last_error(void);
+/*
+ * 1 when this thread's last sql_conn_open() was refused by the server for
+ * its account (a wrong user or password: the server answers, so it is not
+ * down), 0 otherwise.
+ */
+int sql_last_denied(void);
 void sql_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- an executor: anything that runs SQL text -------------------------------- */

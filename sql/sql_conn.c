@@ -114,12 +114,20 @@ static void conn_shut(struct sql_conn *c)
     mysql_close(&c->mysql);
 }
 
+static __thread int last_denied;
+
+int sql_last_denied(void)
+{
+    return last_denied;
+}
+
 int sql_conn_open(const struct sql_endpoint *ep, const struct sql_conn_opts *opts,
                   struct sql_conn **out)
 {
     struct sql_conn *c;
     int rc;
 
+    last_denied = 0;
     sql__lib_init();
     c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -146,6 +154,8 @@ int sql_conn_open(const struct sql_endpoint *ep, const struct sql_conn_opts *opt
         else
             sql_set_error("host %s (%s:%u): %s", ep->name, ep->addr, ep->port,
                           mysql_error(&c->mysql));
+        last_denied = rc != -1 && (mysql_errno(&c->mysql) == ER_ACCESS_DENIED_ERROR ||
+                                   mysql_errno(&c->mysql) == ER_DBACCESS_DENIED_ERROR);
         conn_shut(c);
         free(c);
         return rc == -1 ? BC_ETIMEOUT : BC_EDOWN;

@@ -469,15 +469,25 @@ static void test_status_with_every_host_down_exits_3(void **state)
     unlink(path);
 }
 
-/* A host marked down says what marked it: a wrong password is no dead server. */
+/*
+ * A host marked down says what marked it: a wrong password is no dead
+ * server, and not exit 3 (a host down) but 1, for status, plan and move.
+ */
 static void test_a_wrong_password_is_named(void **state)
 {
     char path[] = "/tmp/bc-pw-XXXXXX";
+    const char *const cmds[] = {
+        "status", "plan --add-host db4=127.0.0.1:3999 -o /dev/null", "move 3 db2"};
     (void)state;
 
     edited_cluster(path, "s/^    ops_password: .*$/    ops_password: \"wrong\"/");
-    assert_int_not_equal(itest_shardctl(out, sizeof(out), "-c %s status", path), 0);
-    assert_non_null(strstr(out, "Access denied"));
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        int rc = itest_shardctl(out, sizeof(out), "-c %s %s", path, cmds[i]);
+        if (rc != 1 || strstr(out, "Access denied") == NULL)
+            fail_msg("shardctl %s with a wrong ops_password: exit %d (want 1, with "
+                     "the server's \"Access denied\"):\n%s",
+                     cmds[i], rc, out);
+    }
     unlink(path);
 }
 
