@@ -40,6 +40,14 @@
 #define TRIM_PEAK 256                  /* connections at once: a flood */
 #define TRIM_EVERY_US (10 * 1000000LL) /* at most one trim in 10 s */
 
+/*
+ * A connection's body phase ends once: the loop takes the complete body
+ * (BODY_IN -> BODY_NONE), or the reaper answers 408 at its deadline
+ * (BODY_IN -> BODY_REAPED), whichever swaps first. A request whose body
+ * the reaper timed out is never handled: its client got a 408.
+ */
+enum { BODY_NONE, BODY_IN, BODY_REAPED };
+
 struct api_conn {
     struct api_conn *prev, *next; /* in the list, under its lock */
     int fd;
@@ -48,6 +56,7 @@ struct api_conn {
     int reaped;       /* its socket was shut down */
     int worker;       /* its worker thread's slot, or -1 */
     atomic_llong due; /* monotonic us; 0: no deadline */
+    atomic_int body;  /* BODY_*: reading a body, and who ended that */
     /*
      * The storage of the connection's request: libmicrohttpd carries one
      * request at a time on a connection, and completes it before the next
@@ -87,6 +96,36 @@ static int64_t mono_us(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * A body not complete within body_timeout_ms gets a 408 before the socket is
+ * shut down, where a proxy in front (HAProxy forwards such an early answer)
+ * would otherwise answer a 502 or 504 that blames the server and asks for a
+ * retry. Nothing was sent on the connection yet: its request was not
+ * handled, and cannot be (k->body).
+ */
+static void answer_timeout(struct api_conns *c, struct api_conn *k)
+{
+    char date[64], msg[512];
+    time_t now = time(NULL);
+    struct tm tm;
+    char body[160];
+    int blen, len;
+
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    blen = snprintf(body, sizeof(body),
+                    "{\"error\":{\"code\":\"request_timeout\",\"message\":\"the "
+                    "request body was not complete within %u ms\"}}",
+                    c->lim.body_timeout_ms);
+    len = snprintf(msg, sizeof(msg),
+                   "HTTP/1.1 408 Request Timeout\r\nDate: %s\r\nContent-Type: "
+                   "application/json\r\nX-Content-Type-Options: nosniff\r\n"
+                   "Connection: close\r\nContent-Length: %d\r\n\r\n%s",
+                   date, blen, body);
+    if (len > 0 && (size_t)len < sizeof(msg))
+        (void)send(k->fd, msg, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 static void *reaper_main(void *arg)
@@ -131,6 +170,12 @@ static void *reaper_main(void *arg)
                 /* Unless the connection's state just set a new deadline. */
                 atomic_compare_exchange_strong(&k->due, &due, now + REAP_MS * 1000);
                 continue;
+            }
+            if (atomic_load(&k->body) != BODY_NONE) {
+                int in = BODY_IN;
+                if (!atomic_compare_exchange_strong(&k->body, &in, BODY_REAPED))
+                    continue; /* the body came in meanwhile */
+                answer_timeout(c, k);
             }
             shutdown(k->fd, SHUT_RDWR);
             k->reaped = 1;
@@ -300,19 +345,26 @@ static struct api_conn *conn_of(struct MHD_Connection *conn)
     return info != NULL ? info->socket_context : NULL;
 }
 
-void api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
-                    enum api_conn_phase phase)
+int api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
+                   enum api_conn_phase phase)
 {
     struct api_conn *k = conn_of(conn);
     int64_t ms = 0;
+    int in = BODY_IN;
 
     if (k == NULL)
-        return;
-    if (phase == API_CONN_BODY)
+        return 0;
+    if (phase == API_CONN_BODY) {
         ms = c->lim.body_timeout_ms;
-    else if (phase == API_CONN_IDLE)
+        atomic_store(&k->body, BODY_IN);
+    } else if (!atomic_compare_exchange_strong(&k->body, &in, BODY_NONE) &&
+               in == BODY_REAPED) {
+        return -1;
+    }
+    if (phase == API_CONN_IDLE)
         ms = c->lim.idle_timeout_ms;
     atomic_store(&k->due, ms ? mono_us() + ms * 1000 : 0);
+    return 0;
 }
 
 struct api_req *api_conn_req(struct api_conns *c, struct MHD_Connection *conn)

@@ -464,7 +464,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
             *upload_size = 0;
             return MHD_YES;
         }
-        api_conn_phase(srv->conns, conn, API_CONN_BUSY);
+        if (api_conn_phase(srv->conns, conn, API_CONN_BUSY) < 0)
+            return MHD_NO; /* answered 408 at the body's deadline */
         return queue_response(req);
     }
     if (*upload_size > 0) {
@@ -491,7 +492,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         *upload_size = 0;
         return MHD_YES;
     }
-    api_conn_phase(srv->conns, conn, API_CONN_BUSY);
+    if (api_conn_phase(srv->conns, conn, API_CONN_BUSY) < 0)
+        return MHD_NO; /* answered 408 at the body's deadline: never handled */
     api_conn_handler(srv->conns, conn, 1);
     if (!api_dispatch(req)) {
         enum MHD_Result ret;

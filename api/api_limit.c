@@ -436,7 +436,8 @@ void api_limits_init(struct api_limits *l)
     l->background_cores_pct = 50;
     l->conn_per_addr = 64;
     l->header_timeout_ms = 800;
-    l->body_timeout_ms = 10000;
+    /* Below HAProxy's 10 s timeout server, so that its 408 gets through. */
+    l->body_timeout_ms = 8000;
     l->idle_timeout_ms = 15000;
     l->stop_drain_ms = 2500;
     rc = nets_parse("trusted_proxies", "127.0.0.1", &l->trusted, err, sizeof(err));

@@ -33,9 +33,13 @@ void api_conns_destroy(struct api_conns *c); /* after MHD_stop_daemon; accepts N
 enum MHD_Result api_conns_accept(void *cls, const struct sockaddr *addr, socklen_t len);
 void api_conns_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                       enum MHD_ConnectionNotificationCode toe);
-/* Sets the connection's deadline for its new phase. Lock-free. */
-void api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
-                    enum api_conn_phase phase);
+/*
+ * Sets the connection's deadline for its new phase. Lock-free. -1 when its
+ * body phase ended in a 408 already (the body came too late): the request
+ * must not be handled, and the connection is closed (MHD_NO). 0 otherwise.
+ */
+int api_conn_phase(struct api_conns *c, struct MHD_Connection *conn,
+                   enum api_conn_phase phase);
 /*
  * A handler starts (enter 1) or ends (0) on conn's event-loop thread (the
  * handlers that do no I/O, and the dispatcher's own checks): while one runs

@@ -750,6 +750,37 @@ class TestConnections(unittest.TestCase):
         self.assertIsNotNone(closed, "the connection stayed open")
         self.assertLess(time.time() - t0, 7)
 
+    def test_server_408_for_a_large_body_stalled_past_haproxy(self):
+        """A body over HAProxy's first 16 KiB that stops coming: HAProxy hands
+        the request to a server, whose reaper answers a JSON 408 at the
+        body's deadline (8 s), and HAProxy forwards it. It used to be
+        HAProxy's 504 after its 10 s timeout, which blamed the server and
+        asked for a retry; a bet whose body came at last is never placed."""
+        u = signup(new_company())
+        s = connect(self.haproxy, src=loop_addr(), timeout=15)
+        t0 = time.time()
+        head = ("POST /v1/bets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                "Content-Type: application/json\r\nContent-Length: 40000\r\n\r\n" % u.client.token)
+        s.sendall(head.encode() + b'{"match_id":"1",' + b" " * 20000)
+        raw, took = b"", None
+        s.settimeout(0.05)
+        while time.time() - t0 < 13 and took is None:
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                continue
+            if not b:
+                break
+            raw += b
+            if b"\r\n\r\n" in raw and body_of(raw).endswith(b"}}"):
+                took = time.time() - t0
+        s.close()
+        self.assertEqual(status_of(raw), 408, raw[:400])
+        self.assertIn(b'"code":"request_timeout"', body_of(raw), raw[:400])
+        self.assertIn(b"not complete within 8000 ms", body_of(raw), raw[:400])
+        self.assertTrue(took is not None and 7.5 < took < 9.8, "answered after %s s" % took)
+        self.assertEqual(u.client.get("/v1/me/bets").expect_json(200)["items"], [], "a bet was placed")
+
     def test_haproxy_closes_an_idle_keep_alive_after_5_s(self):
         """The next request's headers within 5 s of the last answer, as
         documented (HAProxy's keep-alive timeout was 30 s, which a flood of
