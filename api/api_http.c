@@ -251,13 +251,13 @@ static void work_run(struct api_work_item *item)
         }
     } else if (req->status == 0) {
         /* The hash is done: the handler's second half answers. */
-        api_pwhash_release(srv->pwhash, req->client_ip, req->job->known);
+        api_pwhash_release(srv->pwhash, req->client_ip, req->job->place);
         req->then(req);
         free(req->job);
         req->job = NULL;
     }
     if (req->job != NULL) { /* the handler answered after all */
-        api_pwhash_release(srv->pwhash, req->client_ip, req->job->known);
+        api_pwhash_release(srv->pwhash, req->client_ip, req->job->place);
         free(req->job);
         req->job = NULL;
     }
@@ -512,7 +512,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         api_dispatch_rest(req); /* a handler without I/O: here, on the loop */
         if (req->job != NULL) {
             /* Such a handler never asks for a hash: it would need a worker. */
-            api_pwhash_release(srv->pwhash, req->client_ip, req->job->known);
+            api_pwhash_release(srv->pwhash, req->client_ip, req->job->place);
             free(req->job);
             req->job = NULL;
             api_error(req, 500, "internal", "a hash asked for on the event loop");

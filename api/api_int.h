@@ -734,7 +734,7 @@ struct api_pwhash_job {
     struct api_user user;                     /* the handler's, kept across */
     int have_user;
     uint32_t addr;               /* the client address of its place */
-    int known;                   /* its place is a known device's */
+    int place;                   /* its place's kind (enum api_pwhash_place) */
     struct api_pwhash_job *next; /* private: the queue's */
 };
 /*

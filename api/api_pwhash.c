@@ -17,11 +17,19 @@
  * those, so the account's owner signing in from a device he has used
  * before waits for the jobs already running and no others.
  *
+ * An address whose logins failed lately (twice within 10 s, or more spread
+ * out: the count loses half every 10 s) is failing: its jobs run after the plain ones,
+ * and it takes no place of the last quarter of them. So a flood of bad logins from many
+ * addresses leaves room for a login from a new device at another address,
+ * which runs next (where it used to find the queue full, or its wait
+ * behind the whole flood too long, and got a 503).
+ *
  * api_password_hash() and api_password_verify() are the same work run on
  * the caller's thread, for tools (bcadmin) and server start-up; at most
  * HASH_SLOTS of those run at once per process.
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
@@ -101,6 +109,23 @@ struct addr_count {
     uint32_t n; /* 0: free */
 };
 
+/*
+ * Failed logins per client address, forgotten over time: a table of
+ * FAIL_SLOTS, FAIL_PROBE slots looked at per address; a new address takes
+ * the free or most forgotten of them (an address that fails more than
+ * others stays).
+ */
+#define FAIL_BITS 12
+#define FAIL_SLOTS (1u << FAIL_BITS)
+#define FAIL_PROBE 8
+#define FAIL_HALF_US 10000000.0 /* half of the count forgotten in 10 s */
+#define FAIL_FROM 1.5           /* failing: two failures within 10 s, or more */
+struct addr_fail {
+    uint32_t addr;
+    double n;     /* 0: free */
+    int64_t t_us; /* when n was */
+};
+
 struct api_pwhash {
     pthread_mutex_t lock;
     struct addr_count *by_addr; /* 2 * depth slots, open addressing */
@@ -114,10 +139,12 @@ struct api_pwhash {
     struct api_pwhash_job *head, *tail;
     uint32_t depth;    /* reservations allowed at once */
     uint32_t inflight; /* reserved, queued or running */
+    uint32_t failing;  /* of them, failing addresses' places */
     uint32_t known;    /* known devices' places, beside depth */
     uint32_t known_inflight;
-    int stopping; /* drain(): no new reservation */
-    int quit;     /* destroy(): threads leave once the queue is empty */
+    struct addr_fail *fails; /* FAIL_SLOTS */
+    int stopping;            /* drain(): no new reservation */
+    int quit;                /* destroy(): threads leave once the queue is empty */
     uint32_t nthread;
     pthread_t *thread;
     char dummy[API_PWHASH_STRBYTES]; /* hash of a random password */
@@ -128,25 +155,28 @@ static struct addr_count *addr_slot(struct api_pwhash *q, uint32_t addr);
 
 /*
  * The queued job to run next, unlinked: the oldest of a known device's, or
- * else the oldest of the address holding the fewest places (reserved,
- * queued or running). A flood from one address keeps its share of places,
- * but another address's login runs next, not behind the flood's queued
- * jobs. O(queue) under the lock, for a job of ~25 ms. NULL when the queue
- * is empty.
+ * else the oldest plain one of the address holding the fewest places
+ * (reserved, queued or running), or else the failing ones the same way. A
+ * flood from one address keeps its share of places, but another address's
+ * login runs next, not behind the flood's queued jobs; and a flood of bad
+ * logins from many addresses runs after everyone else's. O(queue) under
+ * the lock, for a job of ~25 ms. NULL when the queue is empty.
  */
 static struct api_pwhash_job *take_job(struct api_pwhash *q)
 {
     struct api_pwhash_job *job, *prev = NULL, *best = NULL, *best_prev = NULL;
-    uint32_t best_n = UINT32_MAX;
+    uint64_t best_n = UINT64_MAX;
 
     for (job = q->head; job != NULL; prev = job, job = job->next) {
-        if (job->known) {
+        if (job->place == API_PWHASH_KNOWN) {
             best = job;
             best_prev = prev;
             break;
         }
         struct addr_count *c = addr_slot(q, job->addr);
-        uint32_t n = c != NULL && c->addr == job->addr ? c->n : 0;
+        uint64_t n = c != NULL && c->addr == job->addr ? c->n : 0;
+        if (job->place == API_PWHASH_FAILING)
+            n += (uint64_t)1 << 32; /* after every plain one */
         if (n < best_n) {
             best = job;
             best_prev = prev;
@@ -184,7 +214,7 @@ static void *hash_main(void *arg)
         pthread_mutex_unlock(&q->lock);
 
         int64_t t0 = mono_us(), dt;
-        int known = job->known;
+        int known = job->place == API_PWHASH_KNOWN;
         if (job->op == API_PWHASH_HASH)
             job->rc = pw_hash(job->password, job->hash);
         else
@@ -219,7 +249,9 @@ int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t known,
     q->thread = calloc(nthread, sizeof(*q->thread));
     q->naddr_slot = 2 * depth;
     q->by_addr = calloc(q->naddr_slot, sizeof(*q->by_addr));
-    if (q->thread == NULL || q->by_addr == NULL) {
+    q->fails = calloc(FAIL_SLOTS, sizeof(*q->fails));
+    if (q->thread == NULL || q->by_addr == NULL || q->fails == NULL) {
+        free(q->fails);
         free(q->by_addr);
         free(q->thread);
         free(q);
@@ -233,6 +265,7 @@ int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t known,
     sodium_bin2hex(hex, sizeof(hex), pw, sizeof(pw));
     int64_t t0 = mono_us();
     if ((rc = pw_hash(hex, q->dummy)) < 0) {
+        free(q->fails);
         free(q->by_addr);
         free(q->thread);
         free(q);
@@ -278,6 +311,7 @@ void api_pwhash_destroy(struct api_pwhash *q)
     pthread_cond_destroy(&q->idle);
     pthread_cond_destroy(&q->work);
     pthread_mutex_destroy(&q->lock);
+    free(q->fails);
     free(q->by_addr);
     free(q->thread);
     free(q);
@@ -286,7 +320,7 @@ void api_pwhash_destroy(struct api_pwhash *q)
 /* The address's counter: found, or a free slot (n == 0). Under lock. */
 static struct addr_count *addr_slot(struct api_pwhash *q, uint32_t addr)
 {
-    uint32_t h = (addr * 2654435761u) % q->naddr_slot;
+    uint32_t h = (uint32_t)(((uint64_t)(addr * 2654435761u) * q->naddr_slot) >> 32);
     struct addr_count *free_slot = NULL;
 
     /* At most depth counters are in use: a free slot is always there. */
@@ -300,10 +334,48 @@ static struct addr_count *addr_slot(struct api_pwhash *q, uint32_t addr)
     return free_slot;
 }
 
+/* What is left of the address's failed logins now. Under lock. */
+static struct addr_fail *fail_slot(struct api_pwhash *q, uint32_t addr, int64_t now,
+                                   int add)
+{
+    /* The product's top bits: its low ones follow the address's low ones alone. */
+    uint32_t h = (addr * 2654435761u) >> (32 - FAIL_BITS);
+    struct addr_fail *take = NULL;
+
+    for (uint32_t i = 0; i < FAIL_PROBE; i++) {
+        struct addr_fail *f = &q->fails[(h + i) % FAIL_SLOTS];
+        if (f->n > 0) {
+            f->n *= exp2(-(double)(now - f->t_us) / FAIL_HALF_US);
+            f->t_us = now;
+            if (f->n < 0.01)
+                f->n = 0;
+        }
+        if (f->n > 0 && f->addr == addr)
+            return f;
+        if (take == NULL || f->n < take->n)
+            take = f;
+    }
+    if (!add)
+        return NULL;
+    take->addr = addr;
+    take->n = 0;
+    take->t_us = now;
+    return take;
+}
+
+void api_pwhash_failed(struct api_pwhash *q, uint32_t addr)
+{
+    pthread_mutex_lock(&q->lock);
+    fail_slot(q, addr, mono_us(), 1)->n += 1;
+    pthread_mutex_unlock(&q->lock);
+}
+
 int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr, int known)
 {
     struct addr_count *c;
-    int rc = -EAGAIN;
+    struct addr_fail *f;
+    uint32_t limit = q->depth, ahead;
+    int rc = -EAGAIN, place = API_PWHASH_PLAIN;
 
     pthread_mutex_lock(&q->lock);
     /*
@@ -314,25 +386,41 @@ int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr, int known)
     if (known && !q->stopping && q->known_inflight < q->known) {
         q->known_inflight++;
         pthread_mutex_unlock(&q->lock);
-        return 1;
+        return API_PWHASH_KNOWN;
     }
     c = addr_slot(q, addr);
     /*
+     * The jobs that would run before this one: for a plain place the other
+     * plain ones and the known ones (of the failing ones, those running
+     * when it is queued, which the + 1 below stands for); for a failing
+     * address's, all. A failing address never takes the last quarter of the
+     * places.
+     */
+    f = fail_slot(q, addr, mono_us(), 0);
+    if (f != NULL && f->n >= FAIL_FROM) {
+        place = API_PWHASH_FAILING;
+        ahead = q->inflight + q->known_inflight;
+        limit = q->depth - q->depth / 4;
+    } else {
+        ahead = q->inflight - q->failing + q->known_inflight;
+    }
+    /*
      * Refused at once when the queue is full, or when the wait behind the
-     * jobs in it would be longer than max_wait_us; and beyond its share
+     * jobs ahead would be longer than max_wait_us; and beyond its share
      * (per_addr) an address gets a place only while that wait is at most
      * half of max_wait_us: a burst from one address (an office behind one
      * NAT, a test suite) goes through an idle queue, while one address's
      * flood never takes more than half of the wait the others may have.
      */
-    double wait_us = (double)(q->inflight / q->nthread + 1) * q->job_us;
-    if (!q->stopping && q->inflight < q->depth && c != NULL &&
+    double wait_us = (double)(ahead / q->nthread + 1) * q->job_us;
+    if (!q->stopping && q->inflight < limit && c != NULL &&
         wait_us <= (double)q->max_wait_us &&
         (c->n < q->per_addr || wait_us <= (double)q->max_wait_us / 2)) {
         c->addr = addr;
         c->n++;
         q->inflight++;
-        rc = 0;
+        q->failing += place == API_PWHASH_FAILING;
+        rc = place;
     }
     pthread_mutex_unlock(&q->lock);
     if (rc < 0)
@@ -340,18 +428,19 @@ int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr, int known)
     return rc;
 }
 
-void api_pwhash_release(struct api_pwhash *q, uint32_t addr, int known)
+void api_pwhash_release(struct api_pwhash *q, uint32_t addr, int place)
 {
     struct addr_count *c;
 
     pthread_mutex_lock(&q->lock);
-    if (known) {
+    if (place == API_PWHASH_KNOWN) {
         q->known_inflight--;
     } else {
         c = addr_slot(q, addr);
         if (c != NULL && c->n > 0 && c->addr == addr)
             c->n--;
         q->inflight--;
+        q->failing -= place == API_PWHASH_FAILING;
     }
     if (q->inflight + q->known_inflight == 0)
         pthread_cond_broadcast(&q->idle);
@@ -404,8 +493,9 @@ struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api
                                     int known)
 {
     struct api_pwhash_job *job;
+    int place;
 
-    if ((known = api_pwhash_reserve(api_server_pwhash(req->srv), req->client_ip,
+    if ((place = api_pwhash_reserve(api_server_pwhash(req->srv), req->client_ip,
                                     known)) < 0) {
         api_add_header(req, "Retry-After", "1");
         api_error(req, 503, "unavailable",
@@ -414,14 +504,14 @@ struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api
     }
     job = calloc(1, sizeof(*job));
     if (job == NULL) {
-        api_pwhash_release(api_server_pwhash(req->srv), req->client_ip, known);
+        api_pwhash_release(api_server_pwhash(req->srv), req->client_ip, place);
         api_error(req, 503, "unavailable", "out of memory");
         return NULL;
     }
     job->done = hash_done;
     job->arg = req;
     job->addr = req->client_ip;
-    job->known = known;
+    job->place = place;
     req->job = job;
     req->then = then;
     return job;

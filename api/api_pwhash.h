@@ -29,28 +29,42 @@ int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t known,
 void api_pwhash_drain(struct api_pwhash *q);
 /* Drains, then joins the threads and frees q. Accepts NULL. */
 void api_pwhash_destroy(struct api_pwhash *q);
+/* The kinds of place in the queue (api_pwhash_reserve()). */
+enum api_pwhash_place {
+    API_PWHASH_PLAIN,  /* a place as any */
+    API_PWHASH_KNOWN,  /* a known device's: its job runs first */
+    API_PWHASH_FAILING /* of an address whose logins failed lately: runs last */
+};
 /*
- * A place in the queue for a client address (network order): 0, or -EAGAIN
- * when full, the address has its share, the wait would be too long, or
- * draining. known: a login from a device its account has signed in from
+ * A place in the queue for a client address (network order): its kind, or
+ * -EAGAIN when full, the address has its share, the wait would be too long,
+ * or draining. known: a login from a device its account has signed in from
  * (a device token, api_device_check()), which takes one of the known places
- * whatever the other places hold (1; its job is then known, and runs before
+ * whatever the other places hold (API_PWHASH_KNOWN; its job runs before
  * every other queued job), or when they are all held, a place as others do.
- * Never waits; takes the queue's lock.
+ * An address with logins that failed lately (api_pwhash_failed()) gets an
+ * API_PWHASH_FAILING place: its jobs run after the plain ones, and it never
+ * takes the last quarter of the places, so that a flood of bad logins from
+ * many addresses leaves room for other people's, which go first. Never
+ * waits; takes the queue's lock.
  */
 int api_pwhash_reserve(struct api_pwhash *q, uint32_t addr, int known);
+/* Gives the place back once its job is done (or was never submitted). */
+void api_pwhash_release(struct api_pwhash *q, uint32_t addr, int place);
 /*
- * Gives the place back once its job is done (or was never submitted); known:
- * the place was a known one (api_pwhash_reserve() answered 1).
+ * A login from addr failed (a wrong password, an unknown e-mail): counted
+ * for the address, and forgotten over time (half of it every 10 s); from
+ * 1.5 on (two failures within 10 s), its places are API_PWHASH_FAILING ones.
  */
-void api_pwhash_release(struct api_pwhash *q, uint32_t addr, int known);
+void api_pwhash_failed(struct api_pwhash *q, uint32_t addr);
 /*
- * Queues job on a place reserved for job->addr (job->known: a known place).
+ * Queues job on a place reserved for job->addr (job->place: its kind).
  * The hash threads take first the oldest job of a known device, then the
- * oldest job of the address with the fewest places held, so that one
- * address's queued jobs never wait ahead of another's. A thread runs it,
- * wipes its password, and calls job->done(job) on that thread; the job is
- * the caller's again from then on, who releases the place.
+ * oldest plain job of the address with the fewest places held, then the
+ * failing ones the same way, so that one address's queued jobs never wait
+ * ahead of another's. A thread runs it, wipes its password, and calls
+ * job->done(job) on that thread; the job is the caller's again from then
+ * on, who releases the place.
  */
 void api_pwhash_submit(struct api_pwhash *q, struct api_pwhash_job *job);
 /* The hash of a random password: what unknown e-mails verify against. */

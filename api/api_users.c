@@ -397,6 +397,8 @@ static void login_answer(struct api_req *req)
     struct api_pwhash_job *job = req->job;
 
     if (!job->have_user || job->rc < 0) {
+        /* Its address's next hashes wait behind others' while it fails. */
+        api_pwhash_failed(api_server_pwhash(req->srv), job->addr);
         api_error(req, 401, "bad_credentials", "wrong email or password");
         return;
     }

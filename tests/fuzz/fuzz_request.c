@@ -236,7 +236,7 @@ static void serve(struct api_req *req, struct input *in, const struct api_route 
          * handler's second half answers.
          */
         struct api_pwhash_job *job = req->job;
-        api_pwhash_release(api_server_pwhash(srv), req->client_ip, job->known);
+        api_pwhash_release(api_server_pwhash(srv), req->client_ip, job->place);
         if (req->status == 0) {
             job->rc = job->op == API_PWHASH_VERIFY ? -EACCES : 0;
             if (job->op != API_PWHASH_VERIFY)

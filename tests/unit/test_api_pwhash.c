@@ -5,7 +5,8 @@
  * one address's jobs keep their order; a known device's job gets a place
  * when the others are full and runs before them; a hash verifies against its password
  * and not another, and the password is wiped; the queue's depth and a drain
- * refuse reservations.
+ * refuse reservations; an address whose logins failed runs after the
+ * others and leaves them the last quarter of the places.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -35,7 +36,7 @@ static int ndone;
 /* On the hash thread: the job's place in the order of completion. */
 static void on_done(struct api_pwhash_job *job)
 {
-    api_pwhash_release(queue, job->addr, job->known);
+    api_pwhash_release(queue, job->addr, job->place);
     pthread_mutex_lock(&done_lock);
     if (ndone < NJOB)
         order[ndone++] = job;
@@ -156,7 +157,7 @@ static void test_known_device_runs_first(void **state)
     assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 0), -EAGAIN); /* full */
     job_init(&jobs[NJOB - 1], API_PWHASH_VERIFY, ADDR_B, "wrong",
              api_pwhash_dummy(queue));
-    jobs[NJOB - 1].known = 1;
+    jobs[NJOB - 1].place = API_PWHASH_KNOWN;
     assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 1), 1);
     begun = submit_all(jobs);
     wait_done(NJOB);
@@ -232,6 +233,88 @@ static void test_depth_and_drain_refuse(void **state)
     assert_int_equal(known, 0);
 }
 
+/*
+ * An address with two failed logins gets failing places: its jobs run
+ * after every plain one, even where it holds fewer places (one against
+ * three), and it takes none of the last quarter of the places, which stay
+ * for the others. One failed login is not enough.
+ */
+static void test_failing_address_runs_last_and_leaves_room(void **state)
+{
+    struct api_pwhash_job jobs[5];
+    const uint32_t addr_c = ADDR_A + (3u << 24);
+    int c_at = -1;
+
+    (void)state;
+    assert_int_equal(api_pwhash_create(1, 16, 0, 16, 600000, 0, &queue), 0);
+    api_pwhash_failed(queue, addr_c);
+    assert_int_equal(api_pwhash_reserve(queue, addr_c, 0), API_PWHASH_PLAIN);
+    api_pwhash_release(queue, addr_c, API_PWHASH_PLAIN);
+    api_pwhash_failed(queue, addr_c);
+    /* A's job runs first (the thread takes it at once), then C's and B's queue. */
+    job_init(&jobs[0], API_PWHASH_VERIFY, ADDR_A, "wrong", api_pwhash_dummy(queue));
+    job_init(&jobs[1], API_PWHASH_VERIFY, addr_c, "wrong", api_pwhash_dummy(queue));
+    for (int i = 2; i < 5; i++)
+        job_init(&jobs[i], API_PWHASH_VERIFY, ADDR_B, "wrong", api_pwhash_dummy(queue));
+    for (int i = 0; i < 5; i++) {
+        jobs[i].place = api_pwhash_reserve(queue, jobs[i].addr, 0);
+        assert_int_equal(jobs[i].place, i == 1 ? API_PWHASH_FAILING : API_PWHASH_PLAIN);
+    }
+    for (int i = 0; i < 5; i++)
+        api_pwhash_submit(queue, &jobs[i]);
+    wait_done(5);
+    for (int i = 0; i < 5; i++)
+        if (order[i] == &jobs[1])
+            c_at = i;
+    assert_int_equal(c_at, 4);
+
+    /*
+     * 16 places: a failing address gets 12 of them, the others the rest.
+     * Every place is given back before the checks (the teardown waits for
+     * them).
+     */
+    int c_places[13], b_places[5];
+    for (int i = 0; i < 13; i++)
+        c_places[i] = api_pwhash_reserve(queue, addr_c, 0);
+    for (int i = 0; i < 5; i++)
+        b_places[i] = api_pwhash_reserve(queue, ADDR_B, 0);
+    for (int i = 0; i < 13; i++)
+        if (c_places[i] >= 0)
+            api_pwhash_release(queue, addr_c, c_places[i]);
+    for (int i = 0; i < 5; i++)
+        if (b_places[i] >= 0)
+            api_pwhash_release(queue, ADDR_B, b_places[i]);
+    for (int i = 0; i < 13; i++)
+        assert_int_equal(c_places[i], i < 12 ? API_PWHASH_FAILING : -EAGAIN);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(b_places[i], i < 4 ? API_PWHASH_PLAIN : -EAGAIN);
+}
+
+/*
+ * 64 addresses of one /24 (127.0.0.2 ... 127.0.0.65, a flood's), each with
+ * two failed logins: every one of them is failing. (Their counts once
+ * shared a few slots of the table, which kept forgetting them.)
+ */
+static void test_many_failing_addresses_are_all_remembered(void **state)
+{
+    (void)state;
+    assert_int_equal(api_pwhash_create(1, 128, 0, 2, 600000, 0, &queue), 0);
+    for (uint32_t i = 0; i < 64; i++) {
+        api_pwhash_failed(queue, ADDR_A + (i << 24));
+        api_pwhash_failed(queue, ADDR_A + (i << 24));
+    }
+    int place[64];
+    for (uint32_t i = 0; i < 64; i++)
+        place[i] = api_pwhash_reserve(queue, ADDR_A + (i << 24), 0);
+    for (uint32_t i = 0; i < 64; i++) /* all back first: the teardown waits for them */
+        if (place[i] >= 0)
+            api_pwhash_release(queue, ADDR_A + (i << 24), place[i]);
+    for (uint32_t i = 0; i < 64; i++)
+        if (place[i] != API_PWHASH_FAILING)
+            fail_msg("127.0.0.%u: place %d, want %d (failing)", 2 + i, place[i],
+                     API_PWHASH_FAILING);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +322,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_known_device_runs_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hash_and_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_depth_and_drain_refuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failing_address_runs_last_and_leaves_room,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_failing_addresses_are_all_remembered,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
