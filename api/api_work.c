@@ -28,7 +28,8 @@
  * park_max of them: each holds a place, and one user's flood of writes
  * (thousands of connections, or clients that send and hang up) took every
  * place, so that other users' requests were refused; past it, the key's
- * next reservations are (api_work_reserve_key()).
+ * next reservations are (api_work_reserve_key()), and so are those that
+ * would be parked once three quarters of the places are taken.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -268,7 +269,16 @@ int api_work_reserve_key(struct api_work *w, uint64_t key)
 
     pthread_mutex_lock(&w->lock);
     e = key != 0 && w->per_key > 0 && w->park_max > 0 ? key_find(w, key, 0) : NULL;
-    if (e != NULL && e->nparked >= w->park_max) {
+    /*
+     * One that would be parked (its key has per_key items admitted) takes
+     * no place of the pool's last quarter: those stay for requests that run
+     * at once, so that accounts flooding writes (each up to per_key running
+     * and park_max parked: 52 of them took all 1,024 places) leave the
+     * others room.
+     */
+    if (e != NULL &&
+        (e->nparked >= w->park_max ||
+         (e->active >= w->per_key && w->places >= w->depth - w->depth / 4))) {
         rc = -EBUSY;
     } else if (!w->stopping && w->places < w->depth) {
         w->places++;

@@ -459,6 +459,42 @@ static void test_work_parked_items_of_a_key_are_bounded(void **state)
     shared_deinit(&sh);
 }
 
+/*
+ * A reservation that would be parked (its key has per_key items admitted)
+ * takes no place of the last quarter: with 8 places, key 3's parked items
+ * stop at 6 places taken, and the last 2 go to requests that run at once.
+ */
+static void test_work_parked_items_leave_the_last_quarter(void **state)
+{
+    struct shared sh;
+    struct job jobs[8];
+    int got[4];
+    (void)state;
+
+    shared_init(&sh);
+    sh.block = 1;
+    sh.release = 1;
+    assert_int_equal(api_work_create(1, 8, 1, 16, &sh.w), 0);
+    for (int i = 0; i < 6; i++) /* one runs, five parked: 6 places */
+        submit_job(&sh, &jobs[i], i, 3, 0);
+    assert_true(wait_for(&sh, running_is, 1));
+    got[0] = api_work_reserve_key(sh.w, 3); /* it would be parked: refused */
+    got[1] = api_work_reserve_key(sh.w, 4); /* runs at once: a place */
+    got[2] = api_work_reserve(sh.w);        /* unkeyed: the last place */
+    got[3] = api_work_reserve(sh.w);        /* none left */
+    for (int i = 1; i < 3; i++)
+        if (got[i] == 0)
+            api_work_release(sh.w);
+    gate_open(&sh);
+    assert_true(wait_for(&sh, finished_is, 6));
+    assert_int_equal(got[0], -EBUSY);
+    assert_int_equal(got[1], 0);
+    assert_int_equal(got[2], 0);
+    assert_int_equal(got[3], -EAGAIN);
+    api_work_destroy(sh.w);
+    shared_deinit(&sh);
+}
+
 /* Bad sizes are refused; destroy accepts NULL. */
 static void test_work_create_checks_sizes(void **state)
 {
@@ -485,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_work_parked_item_goes_first),
         cmocka_unit_test(test_work_key_second_run_takes_its_turn),
         cmocka_unit_test(test_work_parked_items_of_a_key_are_bounded),
+        cmocka_unit_test(test_work_parked_items_leave_the_last_quarter),
         cmocka_unit_test(test_work_create_checks_sizes),
     };
 
