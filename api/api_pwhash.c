@@ -17,12 +17,13 @@
  * those, so the account's owner signing in from a device he has used
  * before waits for the jobs already running and no others.
  *
- * An address whose logins failed lately (twice within 10 s, or more spread
- * out: the count loses half every 10 s) is failing: its jobs run after the plain ones,
- * and it takes no place of the last quarter of them. So a flood of bad logins from many
- * addresses leaves room for a login from a new device at another address,
- * which runs next (where it used to find the queue full, or its wait
- * behind the whole flood too long, and got a 503).
+ * An address whose logins failed lately (twice within 10 s, or more
+ * spread out: the count loses half every 10 s) is failing: its jobs run
+ * after the plain ones, and it takes no place of the last quarter of them.
+ * So a flood of bad logins from many addresses leaves room for a login
+ * from a new device at another address, which runs next (where it used to
+ * find the queue full, or its wait behind the whole flood too long, and
+ * got a 503).
  *
  * api_password_hash() and api_password_verify() are the same work run on
  * the caller's thread, for tools (bcadmin) and server start-up; at most
