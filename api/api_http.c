@@ -557,10 +557,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
     struct api_req *req = *ctx;
     char method[64], url[512];
     int64_t us;
+    int reaped;
 
     if (req == NULL)
         return;
-    api_conn_phase(srv->conns, conn, API_CONN_IDLE);
+    /* A body the reaper timed out: its 408 is the request's answer. */
+    reaped = api_conn_phase(srv->conns, conn, API_CONN_IDLE) < 0;
+    if (reaped && req->status == 0)
+        req->status = 408;
     us = now_us() - req->start_us;
     api_metrics_observe(srv->metrics, req->route, req->status, us);
     if (srv->conf.access_log != NULL) {
@@ -570,7 +574,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
         api_access_log(srv->conf.access_log, "%s %s %s %s %d %.3fms%s\n",
                        srv->conf.name, req->client, method, url, req->status,
                        (double)us / 1000.0,
-                       toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted");
+                       toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? ""
+                       : reaped                                   ? " body timed out"
+                                                                  : " aborted");
     }
     /* The server's refusal is not the client's failure (api_rate_refund()). */
     if (req->status >= 500)
@@ -676,8 +682,8 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         goto error;
     if ((rc = api_pwhash_create(conf->limits.hash_threads, conf->limits.hash_queue,
                                 conf->limits.hash_known, conf->limits.hash_per_addr,
-                                conf->limits.hash_max_wait_ms, conf->limits.hash_nice,
-                                &srv->pwhash)) < 0 ||
+                                conf->limits.hash_max_wait_ms, API_PWHASH_AGE_MS,
+                                conf->limits.hash_nice, &srv->pwhash)) < 0 ||
         (rc = api_tarpit_create(conf->limits.auth_refusal_delay_ms,
                                 conf->limits.auth_refusal_held, refusal_resume,
                                 &srv->tarpit)) < 0)

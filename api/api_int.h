@@ -736,6 +736,7 @@ struct api_pwhash_job {
     uint32_t addr;               /* the client address of its place */
     int place;                   /* its place's kind (enum api_pwhash_place) */
     struct api_pwhash_job *next; /* private: the queue's */
+    int64_t queued_us;           /* private: when it was queued */
 };
 /*
  * The caller's effective role, read from his row once per request (so a

@@ -34,6 +34,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -133,10 +134,17 @@ struct api_pwhash {
     uint32_t naddr_slot;
     uint32_t per_addr;    /* jobs in flight per address, at most */
     uint32_t max_wait_us; /* refuse when the expected wait is longer */
-    uint32_t nice;        /* added to the threads' nice value */
-    double job_us;        /* moving average of one job's run time */
-    pthread_cond_t work;  /* a job queued, or stopping */
-    pthread_cond_t idle;  /* inflight fell to 0 */
+    /*
+     * A plain job queued this long runs before the younger ones of
+     * addresses that hold fewer places (0: never): the fewest-places order
+     * alone let an address's two logins at once wait behind a whole flood
+     * of one-login addresses.
+     */
+    int64_t age_us;
+    uint32_t nice;       /* added to the threads' nice value */
+    double job_us;       /* moving average of one job's run time */
+    pthread_cond_t work; /* a job queued, or stopping */
+    pthread_cond_t idle; /* inflight fell to 0 */
     struct api_pwhash_job *head, *tail;
     uint32_t depth;    /* reservations allowed at once */
     uint32_t inflight; /* reserved, queued or running */
@@ -157,16 +165,19 @@ static struct addr_count *addr_slot(struct api_pwhash *q, uint32_t addr);
 /*
  * The queued job to run next, unlinked: the oldest of a known device's, or
  * else the oldest plain one of the address holding the fewest places
- * (reserved, queued or running), or else the failing ones the same way. A
- * flood from one address keeps its share of places, but another address's
- * login runs next, not behind the flood's queued jobs; and a flood of bad
- * logins from many addresses runs after everyone else's. O(queue) under
- * the lock, for a job of ~25 ms. NULL when the queue is empty.
+ * (reserved, queued or running), a plain job queued age_us ago counting
+ * as one of an address with none, or else the failing ones the
+ * same way (without the age). A flood from one address keeps its share of
+ * places, but another address's login runs next, not behind the flood's
+ * queued jobs; and a flood of bad logins from many addresses runs after
+ * everyone else's. O(queue) under the lock, for a job of ~25 ms. NULL when
+ * the queue is empty.
  */
 static struct api_pwhash_job *take_job(struct api_pwhash *q)
 {
     struct api_pwhash_job *job, *prev = NULL, *best = NULL, *best_prev = NULL;
     uint64_t best_n = UINT64_MAX;
+    int64_t old = q->age_us > 0 ? mono_us() - q->age_us : INT64_MIN;
 
     for (job = q->head; job != NULL; prev = job, job = job->next) {
         if (job->place == API_PWHASH_KNOWN) {
@@ -178,6 +189,8 @@ static struct api_pwhash_job *take_job(struct api_pwhash *q)
         uint64_t n = c != NULL && c->addr == job->addr ? c->n : 0;
         if (job->place == API_PWHASH_FAILING)
             n += (uint64_t)1 << 32; /* after every plain one */
+        else if (job->queued_us <= old)
+            n = 0; /* waited long enough: the oldest such runs first */
         if (n < best_n) {
             best = job;
             best_prev = prev;
@@ -235,8 +248,8 @@ static void *hash_main(void *arg)
 }
 
 int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t known,
-                      uint32_t per_addr, uint32_t max_wait_ms, uint32_t nice,
-                      struct api_pwhash **out)
+                      uint32_t per_addr, uint32_t max_wait_ms, uint32_t age_ms,
+                      uint32_t nice, struct api_pwhash **out)
 {
     struct api_pwhash *q;
     unsigned char pw[16];
@@ -260,6 +273,7 @@ int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t known,
     }
     q->per_addr = per_addr;
     q->max_wait_us = max_wait_ms * 1000;
+    q->age_us = (int64_t)age_ms * 1000;
     q->nice = nice;
     /* What a login of an unknown e-mail verifies against: the same work. */
     randombytes_buf(pw, sizeof(pw));
@@ -451,6 +465,7 @@ void api_pwhash_release(struct api_pwhash *q, uint32_t addr, int place)
 void api_pwhash_submit(struct api_pwhash *q, struct api_pwhash_job *job)
 {
     job->next = NULL;
+    job->queued_us = mono_us();
     pthread_mutex_lock(&q->lock);
     if (q->tail != NULL)
         q->tail->next = job;

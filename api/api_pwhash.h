@@ -18,13 +18,16 @@ struct api_pwhash_job; /* api_int.h: a request's job */
  * running), at most per_addr of them for one client address, refusing a job
  * whose expected wait (jobs ahead / threads * a job's moving average time)
  * is over max_wait_ms; and known places more, for the logins of known
- * devices only (api_pwhash_reserve()). The threads add nice to their nice
- * value (api_thread_nice()); hashes a random password for api_pwhash_dummy()
+ * devices only (api_pwhash_reserve()). A plain job queued age_ms ago runs
+ * before younger ones (api_pwhash_submit(); 0: never; the server's is
+ * API_PWHASH_AGE_MS). The threads add nice to their nice value
+ * (api_thread_nice()); hashes a random password for api_pwhash_dummy()
  * (~25 ms). 0 or -errno.
  */
+#define API_PWHASH_AGE_MS 200
 int api_pwhash_create(uint32_t nthread, uint32_t depth, uint32_t known,
-                      uint32_t per_addr, uint32_t max_wait_ms, uint32_t nice,
-                      struct api_pwhash **out);
+                      uint32_t per_addr, uint32_t max_wait_ms, uint32_t age_ms,
+                      uint32_t nice, struct api_pwhash **out);
 /* Refuses new reservations and waits until every reserved job is done. */
 void api_pwhash_drain(struct api_pwhash *q);
 /* Drains, then joins the threads and frees q. Accepts NULL. */
@@ -60,11 +63,12 @@ void api_pwhash_failed(struct api_pwhash *q, uint32_t addr);
 /*
  * Queues job on a place reserved for job->addr (job->place: its kind).
  * The hash threads take first the oldest job of a known device, then the
- * oldest plain job of the address with the fewest places held, then the
- * failing ones the same way, so that one address's queued jobs never wait
- * ahead of another's. A thread runs it, wipes its password, and calls
- * job->done(job) on that thread; the job is the caller's again from then
- * on, who releases the place.
+ * oldest plain job of the address with the fewest places held (a plain job
+ * queued age_ms ago as one of an address with none), then the failing ones
+ * the same way, so that one address's queued jobs never wait ahead of
+ * another's, nor for ever behind a flood of other addresses' first jobs. A thread runs
+ * it, wipes its password, and calls job->done(job) on that thread; the job is the
+ * caller's again from then on, who releases the place.
  */
 void api_pwhash_submit(struct api_pwhash *q, struct api_pwhash_job *job);
 /* The hash of a random password: what unknown e-mails verify against. */

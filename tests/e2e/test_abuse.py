@@ -757,6 +757,9 @@ class TestConnections(unittest.TestCase):
         HAProxy's 504 after its 10 s timeout, which blamed the server and
         asked for a retry; a bet whose body came at last is never placed."""
         u = signup(new_company())
+        st = stack.get()
+        logs = [os.path.join(st.dir, "api%d" % i, "api.log") for i in (1, 2)] if st.dir else []
+        sizes = {p: os.path.getsize(p) for p in logs if os.path.isfile(p)}
         s = connect(self.haproxy, src=loop_addr(), timeout=15)
         t0 = time.time()
         head = ("POST /v1/bets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
@@ -780,6 +783,18 @@ class TestConnections(unittest.TestCase):
         self.assertIn(b"not complete within 8000 ms", body_of(raw), raw[:400])
         self.assertTrue(took is not None and 7.5 < took < 9.8, "answered after %s s" % took)
         self.assertEqual(u.client.get("/v1/me/bets").expect_json(200)["items"], [], "a bet was placed")
+        # logged and counted as the 408 it was (it was "0 ... aborted")
+        deadline, lines = time.time() + 3, []
+        while sizes and not lines and time.time() < deadline:
+            for p, size in sizes.items():
+                with open(p, "rb") as f:
+                    f.seek(size)
+                    lines += [ln for ln in f.read().decode("utf-8", "replace").split("\n")
+                              if "POST /v1/bets " in ln and "body timed out" in ln]
+            time.sleep(0.1)
+        if sizes:
+            self.assertEqual(len(lines), 1, "the API servers' access log lines: %r" % lines)
+            self.assertIn("POST /v1/bets 408 ", lines[0])
 
     def test_haproxy_closes_an_idle_keep_alive_after_5_s(self):
         """The next request's headers within 5 s of the last answer, as

@@ -58,6 +58,38 @@ static void wait_done(int n)
     assert_int_equal(ndone, n);
 }
 
+/* Any number of jobs: their order of completion, at most 64. */
+static struct api_pwhash_job *order_any[64];
+static int ndone_any;
+
+static void on_done_any(struct api_pwhash_job *job)
+{
+    api_pwhash_release(queue, job->addr, job->place);
+    pthread_mutex_lock(&done_lock);
+    if (ndone_any < 64)
+        order_any[ndone_any++] = job;
+    pthread_cond_broadcast(&done_cond);
+    pthread_mutex_unlock(&done_lock);
+}
+
+/* Waits (at most 300 s) for n of them; copies their order; how many came. */
+static int wait_any(struct api_pwhash_job **out, int n)
+{
+    struct timespec end;
+    int got;
+
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += 300;
+    pthread_mutex_lock(&done_lock);
+    while (ndone_any < n)
+        if (pthread_cond_timedwait(&done_cond, &done_lock, &end) != 0)
+            break;
+    got = ndone_any;
+    memcpy(out, order_any, (size_t)got * sizeof(*out));
+    pthread_mutex_unlock(&done_lock);
+    return got;
+}
+
 static void job_init(struct api_pwhash_job *job, enum api_pwhash_op op, uint32_t addr,
                      const char *password, const char *hash)
 {
@@ -90,6 +122,7 @@ static int setup(void **state)
 {
     (void)state;
     ndone = 0;
+    ndone_any = 0;
     memset(order, 0, sizeof(order));
     return 0;
 }
@@ -114,7 +147,7 @@ static void test_other_address_runs_next(void **state)
     int b_at = -1, last_a = -1, begun;
 
     (void)state;
-    assert_int_equal(api_pwhash_create(1, 16, 0, 16, 600000, 0, &queue), 0);
+    assert_int_equal(api_pwhash_create(1, 16, 0, 16, 600000, 0, 0, &queue), 0);
     for (int i = 0; i < NJOB; i++) {
         uint32_t addr = i < NJOB - 1 ? ADDR_A : ADDR_B;
         job_init(&jobs[i], API_PWHASH_VERIFY, addr, "wrong", api_pwhash_dummy(queue));
@@ -148,7 +181,7 @@ static void test_known_device_runs_first(void **state)
     int known_at = -1, begun;
 
     (void)state;
-    assert_int_equal(api_pwhash_create(1, NJOB - 1, 2, 1, 600000, 0, &queue), 0);
+    assert_int_equal(api_pwhash_create(1, NJOB - 1, 2, 1, 600000, 0, 0, &queue), 0);
     for (int i = 0; i < NJOB - 1; i++) {
         uint32_t addr = ADDR_A + ((uint32_t)i << 24);
         job_init(&jobs[i], API_PWHASH_VERIFY, addr, "wrong", api_pwhash_dummy(queue));
@@ -179,7 +212,7 @@ static void test_hash_and_verify(void **state)
     struct api_pwhash_job h, good, bad;
 
     (void)state;
-    assert_int_equal(api_pwhash_create(2, 8, 0, 8, 600000, 0, &queue), 0);
+    assert_int_equal(api_pwhash_create(2, 8, 0, 8, 600000, 0, 0, &queue), 0);
     job_init(&h, API_PWHASH_HASH, ADDR_A, "correct horse", NULL);
     assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 0), 0);
     api_pwhash_submit(queue, &h);
@@ -207,7 +240,7 @@ static void test_depth_and_drain_refuse(void **state)
     uint64_t inflight, done, refused, known;
 
     (void)state;
-    assert_int_equal(api_pwhash_create(1, 2, 1, 2, 600000, 0, &queue), 0);
+    assert_int_equal(api_pwhash_create(1, 2, 1, 2, 600000, 0, 0, &queue), 0);
     assert_int_equal(api_pwhash_reserve(queue, ADDR_A, 0), 0);
     assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 0), 0);
     assert_int_equal(api_pwhash_reserve(queue, ADDR_B, 0), -EAGAIN);
@@ -246,7 +279,7 @@ static void test_failing_address_runs_last_and_leaves_room(void **state)
     int c_at = -1;
 
     (void)state;
-    assert_int_equal(api_pwhash_create(1, 16, 0, 16, 600000, 0, &queue), 0);
+    assert_int_equal(api_pwhash_create(1, 16, 0, 16, 600000, 0, 0, &queue), 0);
     api_pwhash_failed(queue, addr_c);
     assert_int_equal(api_pwhash_reserve(queue, addr_c, 0), API_PWHASH_PLAIN);
     api_pwhash_release(queue, addr_c, API_PWHASH_PLAIN);
@@ -298,7 +331,7 @@ static void test_failing_address_runs_last_and_leaves_room(void **state)
 static void test_many_failing_addresses_are_all_remembered(void **state)
 {
     (void)state;
-    assert_int_equal(api_pwhash_create(1, 128, 0, 2, 600000, 0, &queue), 0);
+    assert_int_equal(api_pwhash_create(1, 128, 0, 2, 600000, 0, 0, &queue), 0);
     for (uint32_t i = 0; i < 64; i++) {
         api_pwhash_failed(queue, ADDR_A + (i << 24));
         api_pwhash_failed(queue, ADDR_A + (i << 24));
@@ -315,6 +348,48 @@ static void test_many_failing_addresses_are_all_remembered(void **state)
                      API_PWHASH_FAILING);
 }
 
+/*
+ * An address that queued two jobs at once (it holds two places) while a
+ * flood of one-job addresses queues behind them: by the fewest places
+ * alone, its two waited until every one of the flood's had run. Queued
+ * age_ms (the server's: 200 ms; 1 here), they run before the younger ones.
+ */
+static void test_two_at_once_do_not_wait_behind_a_flood(void **state)
+{
+    enum { NFLOOD = 30, N = NFLOOD + 3 };
+    struct api_pwhash_job *jobs = calloc(N, sizeof(*jobs));
+    struct api_pwhash_job *seen[N];
+    int places[N], at[2] = {-1, -1}, n = 0;
+
+    (void)state;
+    assert_non_null(jobs);
+    /* Queued 1 ms: by the time the first job is done, every one is. */
+    assert_int_equal(api_pwhash_create(1, 64, 0, 2, 600000, 1, 0, &queue), 0);
+    /* 0: keeps the thread busy; 1, 2: address B's two; then the flood. */
+    for (int i = 0; i < N; i++) {
+        uint32_t addr = i == 0 ? ADDR_A : i < 3 ? ADDR_B : ADDR_A + ((uint32_t)i << 24);
+        job_init(&jobs[i], API_PWHASH_VERIFY, addr, "wrong", api_pwhash_dummy(queue));
+        jobs[i].done = on_done_any;
+        places[i] = api_pwhash_reserve(queue, addr, 0);
+        jobs[i].place = places[i];
+    }
+    for (int i = 0; i < N; i++)
+        if (places[i] >= 0)
+            api_pwhash_submit(queue, &jobs[i]);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(places[i], API_PWHASH_PLAIN);
+    n = wait_any(seen, N);
+    assert_int_equal(n, N);
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < 2; k++)
+            if (seen[i] == &jobs[1 + k])
+                at[k] = i;
+    /* Right after the first; by the fewest places alone, last (31, 32). */
+    assert_int_equal(at[0], 1);
+    assert_int_equal(at[1], 2);
+    free(jobs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +400,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failing_address_runs_last_and_leaves_room,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_failing_addresses_are_all_remembered,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_at_once_do_not_wait_behind_a_flood,
                                         setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
