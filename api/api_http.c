@@ -76,7 +76,7 @@ struct api_server {
     atomic_int stopping;         /* api_server_drain() began */
 };
 
-static int64_t now_us(void)
+int64_t api_now_us(void)
 {
     struct timespec ts;
 
@@ -155,38 +155,12 @@ uint16_t api_server_port(const struct api_server *srv)
     return api_listen_port(srv->listener);
 }
 
-int api_rate_check(struct api_req *req, const char *which, const char *key)
+struct api_limit *api_server_bucket(struct api_server *srv, const char *which)
 {
-    struct api_server *srv = req->srv;
-    struct api_limit *l = strcmp(which, "login_addr") == 0    ? srv->login_addr
-                          : strcmp(which, "signup_addr") == 0 ? srv->signup_addr
-                          : strcmp(which, "device") == 0      ? srv->device
-                                                              : srv->account;
-    uint32_t retry_s = 1;
-
-    if (api_limit_take(l, key, now_us(), &retry_s) == 0) {
-        if (l == srv->account) {
-            free(req->account);
-            req->account = strdup(key); /* NULL: the token is not given back */
-        }
-        return 0;
-    }
-    api_add_header(req, "Retry-After", "%u", retry_s);
-    api_error(req, 429, "rate_limited", "too many attempts %s; try again in %u s",
-              l == srv->account  ? "for this account"
-              : l == srv->device ? "from this device"
-                                 : "from your address",
-              retry_s);
-    return -EAGAIN;
-}
-
-void api_rate_refund(struct api_req *req)
-{
-    if (req->account == NULL)
-        return;
-    api_limit_give(req->srv->account, req->account, now_us());
-    free(req->account);
-    req->account = NULL;
+    return strcmp(which, "login_addr") == 0    ? srv->login_addr
+           : strcmp(which, "signup_addr") == 0 ? srv->signup_addr
+           : strcmp(which, "device") == 0      ? srv->device
+                                               : srv->account;
 }
 
 struct MHD_Response *api_response_make(const char *type, char *body, size_t len)
@@ -307,7 +281,7 @@ static int hot_answer(struct api_req *req, enum MHD_Result *ret)
     struct hot_answer a = {req, MHD_NO};
 
     if (req->cache == NULL ||
-        !api_hot_use(req->srv->hot, req->param[0], now_us() / 1000, hot_queue, &a))
+        !api_hot_use(req->srv->hot, req->param[0], api_now_us() / 1000, hot_queue, &a))
         return 0;
     req->status = MHD_HTTP_OK;
     req->queued = 1;
@@ -425,7 +399,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         req->loop = api_loop_self();
         req->method = method;
         req->url = url;
-        req->start_us = now_us();
+        req->start_us = api_now_us();
         /* Found once, at the headers: the route sets the body's limit. */
         req->found = api_route_find(method, url, &m);
         req->route = m.route;
@@ -565,7 +539,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **ctx,
     reaped = api_conn_phase(srv->conns, conn, API_CONN_IDLE) < 0;
     if (reaped && req->status == 0)
         req->status = 408;
-    us = now_us() - req->start_us;
+    us = api_now_us() - req->start_us;
     api_metrics_observe(srv->metrics, req->route, req->status, us);
     if (srv->conf.access_log != NULL) {
         /* The URL is decoded: a %0A in it must not start a line of its own. */

@@ -446,6 +446,11 @@ int api_rw_mark(struct api_req *req, char *key, size_t size, uint32_t *ttl_s);
 struct api_pwhash_job *api_req_hash(struct api_req *req, void (*then)(struct api_req *),
                                     int known);
 struct api_pwhash *api_server_pwhash(struct api_server *srv);
+/* Microseconds of CLOCK_MONOTONIC. */
+int64_t api_now_us(void);
+/* The server's bucket table which ("login_addr", "signup_addr", "device"; else
+ * "account"). */
+struct api_limit *api_server_bucket(struct api_server *srv, const char *which);
 struct api_tarpit *api_server_tarpit(struct api_server *srv);
 /*
  * A request whose connection is suspended already (its loop could not run

@@ -1,6 +1,7 @@
 /*
- * api_limit.c: token buckets for logins and signups, the networks the
- * server trusts (proxies, metrics scrapers), and the keys of api_conf_set().
+ * api_limit.c: token buckets for logins and signups (and a request's check
+ * of one, api_rate_check()), the networks the server trusts (proxies,
+ * metrics scrapers), and the keys of api_conf_set().
  *
  * A table holds a fixed number of buckets, found by a keyed hash of their
  * key (an address or an e-mail) in a window of PROBE slots. A key not in its
@@ -446,4 +447,35 @@ void api_limits_init(struct api_limits *l)
                         sizeof(err));
     if (rc != 0)
         abort(); /* the defaults above are constant text */
+}
+
+int api_rate_check(struct api_req *req, const char *which, const char *key)
+{
+    struct api_limit *l = api_server_bucket(req->srv, which);
+    struct api_limit *account = api_server_bucket(req->srv, "account");
+    uint32_t retry_s = 1;
+
+    if (api_limit_take(l, key, api_now_us(), &retry_s) == 0) {
+        if (l == account) {
+            free(req->account);
+            req->account = strdup(key); /* NULL: the token is not given back */
+        }
+        return 0;
+    }
+    api_add_header(req, "Retry-After", "%u", retry_s);
+    api_error(req, 429, "rate_limited", "too many attempts %s; try again in %u s",
+              l == account                                 ? "for this account"
+              : l == api_server_bucket(req->srv, "device") ? "from this device"
+                                                           : "from your address",
+              retry_s);
+    return -EAGAIN;
+}
+
+void api_rate_refund(struct api_req *req)
+{
+    if (req->account == NULL)
+        return;
+    api_limit_give(api_server_bucket(req->srv, "account"), req->account, api_now_us());
+    free(req->account);
+    req->account = NULL;
 }

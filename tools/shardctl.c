@@ -338,11 +338,8 @@ static int cmd_status(struct shardmap_conf *conf, int json)
                     conf->schema_prefix, conf->global_host, why);
             router_destroy(r);
             free(cm);
-            /*
-             * A global host that does not answer is a host down (exit 3);
-             * one that refused the account answered.
-             */
-            return (rc == BC_EDOWN || rc == BC_ETIMEOUT) && !sql_last_denied() ? 3 : 1;
+            /* A global host that does not answer is a host down (exit 3). */
+            return sc_exit_of(rc);
         }
         cat = &copy;
         down++; /* the global host has no writable server that answers */
@@ -479,7 +476,13 @@ static int plan_map(const struct shardmap_conf *conf, struct router *r,
     fprintf(stderr, "shardctl: no shard map in %s on %s: %s\n", cat->schema,
             conf->global_host, rc < 0 ? sql_last_error() : "run shardctl init");
     /* A global host that does not answer is a host down, as for status. */
-    return (rc == BC_EDOWN || rc == BC_ETIMEOUT) && !sql_last_denied() ? 3 : 1;
+    return sc_exit_of(rc);
+}
+
+int sc_exit_of(int rc)
+{
+    return (rc == BC_EDOWN || rc == BC_ETIMEOUT) && !sql_last_denied() ? SC_DOWN
+                                                                       : SC_ERROR;
 }
 
 static int cmd_plan(struct shardmap_conf *conf, const char *add, const char *remove,

@@ -28,6 +28,11 @@ enum {
     SC_DIFFER = 4,
     SC_REFUSED = 5,
 };
+/*
+ * SC_DOWN for a status of a server that did not answer (down, timed out),
+ * SC_ERROR for any other, one that refused the account included (it answered).
+ */
+int sc_exit_of(int rc);
 
 /* How the move engine's events are shown (shardctl_reshard.c). */
 struct sc_out {

@@ -374,8 +374,8 @@ static int exit_code(int rc)
     case BC_ESHARD:
     case BC_EHOST: /* no such host in the map: a bad operand */
         return SC_USAGE;
-    case BC_EDOWN: /* not when it answered, refusing the account */
-        return sql_last_denied() ? SC_ERROR : SC_DOWN;
+    case BC_EDOWN:
+        return sc_exit_of(rc);
     default:
         return SC_ERROR;
     }
@@ -464,8 +464,7 @@ int shardctl_moves(const struct shardmap_conf *conf, struct sc_out *out)
     if ((rc = catalog_global_endpoint(conf, &ep)) < 0 ||
         (rc = sql_conn_open(&ep, &co, &g)) < 0) {
         fprintf(stderr, "shardctl: %s\n", sql_last_error());
-        return (rc == BC_EDOWN || rc == BC_ETIMEOUT) && !sql_last_denied() ? SC_DOWN
-                                                                           : SC_ERROR;
+        return sc_exit_of(rc);
     }
     sql_conn_executor(g, &ex);
     catalog_init(&cat, conf, &ex);
