@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -687,6 +688,13 @@ int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
     l->running = 1;
     *out = l;
     return 0;
+}
+
+int api_loop_sched_batch(struct api_loop *l)
+{
+    struct sched_param p = {.sched_priority = 0};
+
+    return -pthread_setschedparam(l->thread, SCHED_BATCH, &p);
 }
 
 void api_loop_finish(struct api_loop *l)

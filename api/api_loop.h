@@ -90,6 +90,13 @@ struct api_req *api_conn_req(struct api_conns *c, struct MHD_Connection *conn);
 struct api_loop;
 int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
                    struct router *router, struct api_loop **out);
+/*
+ * Puts the loop's thread under Linux's SCHED_BATCH policy (its nice value
+ * kept): woken by a socket, it no longer preempts the thread running on its
+ * CPU, and runs at that thread's next turn with every event that came
+ * meanwhile. 0, or -errno (the thread keeps its policy).
+ */
+int api_loop_sched_batch(struct api_loop *l);
 void api_loop_finish(struct api_loop *l);
 void api_loop_stop(struct api_loop *l);
 /*

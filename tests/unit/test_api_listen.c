@@ -3,16 +3,20 @@
  * loops evenly, whatever their socket numbers, keeps doing so as
  * connections close, and the server stops with connections open. A port
  * another socket listens on is refused, SO_REUSEPORT or not; a restart
- * binds its port at once.
+ * binds its port at once. The loops run under SCHED_BATCH unless
+ * loop_sched_batch is 0.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -204,6 +208,71 @@ static void test_restart_binds_at_once(void **state)
     api_server_destroy(second);
 }
 
+/* The scheduling policies of this process's "bc-loop" threads, in policy[]. */
+static int loop_scan(int *policy, int max)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        char path[300], comm[32] = "";
+        FILE *f;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        if ((f = fopen(path, "r")) == NULL)
+            continue; /* a thread that ended meanwhile */
+        if (fgets(comm, sizeof(comm), f) != NULL && strcmp(comm, "bc-loop\n") == 0 &&
+            n < max)
+            policy[n++] = sched_getscheduler((pid_t)atoi(e->d_name));
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Once want loops have named themselves (each does as it starts). */
+static void loop_policies(int *policy, int want)
+{
+    int n = 0;
+
+    for (int tries = 0; tries < 500 && (n = loop_scan(policy, want + 1)) != want;
+         tries++) {
+        struct timespec ts = {.tv_nsec = 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(n, want);
+}
+
+static void test_loops_run_under_sched_batch(void **state)
+{
+    struct api_conf conf;
+    struct api_server *srv;
+    int policy[4];
+    (void)state;
+
+    srv = server(3);
+    loop_policies(policy, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(policy[i], SCHED_BATCH);
+    api_server_destroy(srv);
+
+    /* loop_sched_batch=0: the policy of the thread that made them. */
+    api_conf_init(&conf);
+    conf.port = 0;
+    conf.threads = 2;
+    conf.limits.loop_sched_batch = 0;
+    memset(conf.secret, 3, sizeof(conf.secret));
+    assert_int_equal(api_server_create(&conf, NULL, &srv), 0);
+    loop_policies(policy, 2);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(policy[i], sched_getscheduler(0));
+    api_server_destroy(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -211,6 +280,7 @@ int main(void)
         cmocka_unit_test(test_port_in_use_is_refused),
         cmocka_unit_test(test_running_server_keeps_its_port),
         cmocka_unit_test(test_restart_binds_at_once),
+        cmocka_unit_test(test_loops_run_under_sched_batch),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
