@@ -337,7 +337,7 @@ static enum MHD_Result to_worker(struct api_req *req)
     if (work_place(req) < 0)
         return queue_response(req);
     /* Suspended first: the worker's resume never comes before it. */
-    MHD_suspend_connection(req->conn);
+    api_loop_suspend(req->loop, req->conn);
     work_queue(req);
     return MHD_YES;
 }
@@ -717,15 +717,10 @@ int api_server_create(const struct api_conf *conf, struct router *router,
         }
     }
     api_conns_set_loops(srv->conns, srv->loop, srv->nloop);
-    for (uint32_t i = 0; i < srv->nloop; i++) {
-        if ((rc = api_loop_start(srv->loop[i], srv->conf.cache, router, &srv->lp[i])) <
-            0)
+    for (uint32_t i = 0; i < srv->nloop; i++)
+        if ((rc = api_loop_start(srv->loop[i], srv->conf.cache, router,
+                                 conf->limits.loop_batch_wakes, &srv->lp[i])) < 0)
             goto error;
-        if (conf->limits.loop_sched_batch &&
-            (rc = api_loop_sched_batch(srv->lp[i])) < 0)
-            api_log("event loop: SCHED_BATCH: %s (the default policy kept)",
-                    strerror(-rc));
-    }
     if ((rc = api_listen_run(srv->listener, srv->lp, srv->nloop, srv->conns)) < 0)
         goto error;
     *out = srv;

@@ -306,11 +306,13 @@ static const struct conf_key {
     {"loop_bets", K_U32, L(loop_bets), 0, 1,
      "1: POST /v1/bets runs its statement on the event loops when a connection is "
      "idle and the match is in the near-cache; 0: on a worker"},
-    {"loop_sched_batch", K_U32, L(loop_sched_batch), 0, 1,
-     "1: the event loops run under Linux's SCHED_BATCH policy: a loop woken by a "
-     "socket does not preempt the thread on its CPU but runs at that thread's next "
-     "turn, with what came meanwhile; on CPUs shared with HAProxy or the databases "
-     "the loops and HAProxy then wake fewer times a request; 0: the default policy"},
+    {"loop_batch_wakes", K_U32, L(loop_batch_wakes), 0, 1000000,
+     "an event loop woken this many times a second or more, with none of its "
+     "connections waiting for an answer, runs under Linux's SCHED_BATCH policy "
+     "until it is woken less than a quarter as often: a socket's wake-up then "
+     "does not preempt the thread on its CPU, and the loop takes what came "
+     "meanwhile at that thread's next turn; on CPUs shared with HAProxy, the "
+     "loops and HAProxy wake fewer times a request (0: never)"},
     {"conn_per_addr", K_U32, L(conn_per_addr), 1, 1 << 20,
      "connections per client address (trusted proxies apart)"},
     {"header_timeout_ms", K_U32, L(header_timeout_ms), 100, 600000,
@@ -436,7 +438,7 @@ void api_limits_init(struct api_limits *l)
     l->work_parked_per_user = 16;
     l->loop_reads = 1;
     l->loop_bets = 1;
-    l->loop_sched_batch = 1;
+    l->loop_batch_wakes = 1000;
     l->read_batch = 16;
     l->background_nice = 10;
     l->settle_batch_bets = API_SETTLE_BATCH_BETS;

@@ -46,10 +46,19 @@ struct api_loop *api_loop_self(void)
     return this_loop;
 }
 
+void api_loop_suspend(struct api_loop *l, struct MHD_Connection *conn)
+{
+    if (l != NULL)
+        atomic_fetch_add_explicit(&l->suspended, 1, memory_order_relaxed);
+    MHD_suspend_connection(conn);
+}
+
 void api_loop_resume(struct api_loop *l, struct MHD_Connection *conn)
 {
     uint64_t one = 1;
 
+    if (l != NULL)
+        atomic_fetch_sub_explicit(&l->suspended, 1, memory_order_relaxed);
     MHD_resume_connection(conn);
     if (l == this_loop)
         l->run = 1;
@@ -375,7 +384,7 @@ int api_loop__vquery(struct api_req *req, api_loop_done done, uint32_t shard,
         w->due_ms = sql_now_ms() + PENDING_MS;
         pend_push(l, w, 0);
         req->where = API_ON_LOOP_DB;
-        MHD_suspend_connection(req->conn);
+        api_loop_suspend(l, req->conn);
         return 1;
     }
     if (rc < 0) {
@@ -391,7 +400,7 @@ int api_loop__vquery(struct api_req *req, api_loop_done done, uint32_t shard,
     /* Suspended first: the answer may come at once (wait_answer() resumes it). */
     req->where = API_ON_LOOP_DB;
     if (!retry)
-        MHD_suspend_connection(req->conn);
+        api_loop_suspend(l, req->conn);
     wait_update(l, w);
     return 1;
 }
@@ -566,16 +575,24 @@ static void *loop_main(void *arg)
 
     pthread_setname_np(pthread_self(), "bc-loop");
     this_loop = l;
+    if (sched_getscheduler(0) != SCHED_OTHER)
+        l->busy_wakes = 0; /* a policy of the operator's (chrt): kept */
     /* Without a slot (-ENOSPC) it waits only for its own statements. */
     if (l->router != NULL)
         (void)router_waiter_add(l->router, l->wake_fd);
     for (;;) {
         if (atomic_load(&l->finishing) && finished(l))
             break;
-        int t = l->run ? 0 : next_timeout(l, sql_now_ms());
+        int64_t now = sql_now_ms();
+        if (l->busy_wakes > 0)
+            api_loop__sched_follow(l, now);
+        int t = l->run ? 0 : next_timeout(l, now);
+        if (l->batched && (t < 0 || t > API_LOOP_SCHED_WINDOW_MS))
+            t = API_LOOP_SCHED_WINDOW_MS; /* a quiet window ends the batches */
         if (atomic_load(&l->finishing) && (t < 0 || t > 50))
             t = 50; /* looks at finished() often */
         int n = epoll_wait(l->ep, ev, EVENTS, t);
+        l->wakes += n > 0;
         int run = n == 0; /* the daemon's timer came (or a statement's) */
         int marks = 0;
 
@@ -635,7 +652,7 @@ static void *loop_main(void *arg)
         api_add_header(req, "Retry-After", "1");
         api_error(req, 503, "unavailable", "the server is stopping; try again");
         req->where = API_WORKER_ANSWERED;
-        MHD_resume_connection(req->conn);
+        api_loop_resume(l, req->conn);
     }
     /* Answered writes whose mark is still out: their answers leave now. */
     while ((w = l->marks) != NULL) {
@@ -655,7 +672,7 @@ static int watch(struct api_loop *l, int fd, int *tag)
 }
 
 int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
-                   struct router *router, struct api_loop **out)
+                   struct router *router, uint32_t batch_wakes, struct api_loop **out)
 {
     const union MHD_DaemonInfo *info =
         MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_EPOLL_FD);
@@ -670,6 +687,7 @@ int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
     l->router = router;
     l->mhd_fd = info->epoll_fd;
     l->mark_fd = -1;
+    api_loop__sched_init(l, batch_wakes);
     l->ep = epoll_create1(EPOLL_CLOEXEC);
     l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&l->lock, NULL);
@@ -688,13 +706,6 @@ int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
     l->running = 1;
     *out = l;
     return 0;
-}
-
-int api_loop_sched_batch(struct api_loop *l)
-{
-    struct sched_param p = {.sched_priority = 0};
-
-    return -pthread_setschedparam(l->thread, SCHED_BATCH, &p);
 }
 
 void api_loop_finish(struct api_loop *l)

@@ -86,19 +86,27 @@ struct api_req *api_conn_req(struct api_conns *c, struct MHD_Connection *conn);
  * those in flight are answered, without waiting; stop finishes it, answers
  * what is left after 5 s (503, their connections closed) and joins it. The
  * daemon is the caller's: stopped after api_loop_stop(). Both accept NULL.
+ *
+ * batch_wakes > 0: while the loop is busy (woken batch_wakes times a second
+ * or more, until less than a quarter of that) and none of its connections
+ * is suspended (none waits for a
+ * statement, a worker, a hash or a mark), the thread runs under Linux's
+ * SCHED_BATCH policy: woken by a socket, it does not preempt the thread on
+ * its CPU but runs at that thread's next turn with what came meanwhile.
+ * Otherwise it runs under SCHED_OTHER, so that a request or an answer it
+ * waits for is taken at once. A thread started under another policy keeps
+ * it.
  */
 struct api_loop;
 int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
-                   struct router *router, struct api_loop **out);
-/*
- * Puts the loop's thread under Linux's SCHED_BATCH policy (its nice value
- * kept): woken by a socket, it no longer preempts the thread running on its
- * CPU, and runs at that thread's next turn with every event that came
- * meanwhile. 0, or -errno (the thread keeps its policy).
- */
-int api_loop_sched_batch(struct api_loop *l);
+                   struct router *router, uint32_t batch_wakes, struct api_loop **out);
 void api_loop_finish(struct api_loop *l);
 void api_loop_stop(struct api_loop *l);
+/*
+ * Suspends a request's connection of loop l (the request's loop) until
+ * api_loop_resume(): the loop counts it (batch_wakes above).
+ */
+void api_loop_suspend(struct api_loop *l, struct MHD_Connection *conn);
 /*
  * Hands a new connection to the loop, from the acceptor's thread: the loop
  * adds it to its daemon (MHD_add_connection() must run on the loop's own

@@ -104,7 +104,7 @@ int api_loop_read(struct api_req *req, api_loop_done done, uint32_t shard,
     w->next = l->reads; /* started when the turn ends: api_loop__start_reads() */
     l->reads = w;
     req->where = API_ON_LOOP_DB;
-    MHD_suspend_connection(req->conn);
+    api_loop_suspend(l, req->conn);
     return 1;
 }
 

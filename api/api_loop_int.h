@@ -73,6 +73,12 @@ struct api_loop {
     int mark_fd;                 /* its descriptor (the marker's) */
     struct api_loop_wait *marks; /* answered, waiting for their mark */
     struct api_loop_wait *reads; /* api_loop_read()s of this turn, not started */
+    atomic_int suspended;        /* its connections suspended (api_loop_suspend()) */
+    uint32_t busy_wakes; /* a window's wake-ups from which it is busy (0: off) */
+    int batched;         /* the thread's: under SCHED_BATCH now */
+    int busy;            /* the thread's: woken often lately */
+    uint32_t wakes;      /* the thread's: wake-ups in this window */
+    int64_t window_ms;   /* the thread's: when this window began */
 };
 
 /* api_loop.c. A statement's record done with: its turn, text and batch freed. */
@@ -88,6 +94,12 @@ void api_loop__started(struct api_loop *l, struct api_loop_wait *w, uint32_t n);
  * runs on a worker.
  */
 void api_loop__not_started(struct api_loop *l, struct api_loop_wait *w, int rc);
+/* api_loop_sched.c. A loop's wake-ups are counted over windows of this. */
+#define API_LOOP_SCHED_WINDOW_MS 50
+/* Sets l's busy threshold from api_loop_start()'s batch_wakes (0: off). */
+void api_loop__sched_init(struct api_loop *l, uint32_t batch_wakes);
+/* The loop thread's policy for its next wait (now: sql_now_ms()). */
+void api_loop__sched_follow(struct api_loop *l, int64_t now);
 /* api_loop_batch.c: the turn's api_loop_read()s, started by host. */
 void api_loop__start_reads(struct api_loop *l);
 

@@ -81,9 +81,10 @@ def api1_cmdline(s):
 
 
 class OwnServer:
-    """An API server of this test's own, with the given --set options."""
+    """An API server of this test's own, with the given --set options (and
+    extra arguments after them)."""
 
-    def __init__(self, sets):
+    def __init__(self, sets, extra=()):
         s = stack.get()
         s.require_dir()
         argv = api1_cmdline(s)
@@ -102,6 +103,7 @@ class OwnServer:
         out += ["--listen", "127.0.0.1:%d" % self.port, "--name", "abuse"]
         for k, v in sets.items():
             out += ["--set", "%s=%s" % (k, v)]
+        out += list(extra)
         self.log = os.path.join(s.dir, "abuse-api.log")
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen(out, stdout=self.logf, stderr=self.logf, stdin=subprocess.DEVNULL)

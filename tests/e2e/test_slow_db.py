@@ -25,6 +25,7 @@ Needs BC_STACK_DIR (the shard host's client.cnf). Prints its figures (lines
 "[slow-db] …").
 """
 
+import os
 import subprocess
 import sys
 import threading
@@ -372,6 +373,88 @@ class TestSlowDatabase(unittest.TestCase):
                          "the user's bets on the match after a 503 and the same key again")
         log("a bet held by a row lock answered 503 after %.2f s (the deadline); the same key again answered "
             "%d (%s)" % (took, again.status, "it was placed after all" if again.status == 200 else "placed now"))
+
+
+def loop_tids(pid):
+    """The thread ids of pid's event loops ("bc-loop")."""
+    tids = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().strip() == "bc-loop":
+                    tids.append(int(tid))
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return tids
+
+
+class TestLoopPolicy(unittest.TestCase):
+    """A busy event loop runs under SCHED_BATCH (docs/api.md,
+    `loop_batch_wakes`); while one of its connections waits for an answer
+    (here a bet on its row lock) it runs under SCHED_OTHER, so that the
+    answer is taken at once on CPUs busy with other work."""
+
+    def test_a_busy_loop_waiting_for_the_database_is_not_batched(self):
+        from test_abuse import OwnServer
+        s = stack.get()
+        s.require_dir()
+        co = new_company()
+        u = signup(co)
+        m = new_match()
+        own = OwnServer({"loop_batch_wakes": 20}, extra=["--threads", "1"])
+        stop = threading.Event()
+        served = [0]
+
+        def burst():  # GET /healthz on one keep-alive connection, one after another
+            c = Client(own.url)
+            while not stop.is_set():
+                c.get("/healthz", timeout=5).expect(200, msg="GET /healthz")
+                served[0] += 1
+
+        try:
+            tids = loop_tids(own.proc.pid)
+            self.assertEqual(len(tids), 1, "event loops of a server with --threads 1")
+            policy = lambda: os.sched_getscheduler(tids[0])  # noqa: E731
+            deadline = time.time() + 5  # (the readiness checks just woke it)
+            while policy() != os.SCHED_OTHER and time.time() < deadline:
+                time.sleep(0.01)
+            self.assertEqual(policy(), os.SCHED_OTHER, "a quiet loop")
+            client = u.client.at(own.url)
+            client.post("/v1/bets", {"match_id": m["id"], "pick": "draw", "stake": 1}).expect(201, msg="first bet")
+            t = threading.Thread(target=burst)
+            t.start()
+            deadline = time.time() + 10
+            while policy() != os.SCHED_BATCH and time.time() < deadline:
+                time.sleep(0.01)
+            self.assertEqual(policy(), os.SCHED_BATCH, "a busy loop (%d requests served)" % served[0])
+
+            lock = RowLock(s, s.host_of_id(u.id), [u.id], 0.6)
+            lock.wait_locked()
+            result = {}
+            bet = threading.Thread(target=lambda: result.update(r=client.post(
+                "/v1/bets", {"match_id": m["id"], "pick": "home", "stake": 1})))
+            bet.start()
+            seen = {os.SCHED_OTHER: 0, os.SCHED_BATCH: 0}
+            while bet.is_alive():
+                seen[policy()] = seen.get(policy(), 0) + 1
+                time.sleep(0.01)
+            bet.join()
+            lock.wait()
+            result["r"].expect(201, msg="the bet held by the row lock")
+            deadline = time.time() + 10
+            while policy() != os.SCHED_BATCH and time.time() < deadline:
+                time.sleep(0.01)
+            after = policy()
+            stop.set()
+            t.join()
+            log("loop policy while a bet waited for its row lock: %d looks SCHED_OTHER, %d SCHED_BATCH; "
+                "%d health checks served" % (seen[os.SCHED_OTHER], seen[os.SCHED_BATCH], served[0]))
+            # The bet reaches the server a moment after the lock is taken.
+            self.assertGreaterEqual(seen[os.SCHED_OTHER], 20, "looks under SCHED_OTHER while the bet waited")
+            self.assertEqual(after, os.SCHED_BATCH, "busy again once the bet was answered")
+        finally:
+            stop.set()
+            own.stop()
 
 
 if __name__ == "__main__":

@@ -3,16 +3,18 @@
  * loops evenly, whatever their socket numbers, keeps doing so as
  * connections close, and the server stops with connections open. A port
  * another socket listens on is refused, SO_REUSEPORT or not; a restart
- * binds its port at once. The loops run under SCHED_BATCH unless
- * loop_sched_batch is 0.
+ * binds its port at once. A busy loop runs under SCHED_BATCH, a quiet one
+ * under SCHED_OTHER; with loop_batch_wakes=0 always the latter.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -208,69 +210,129 @@ static void test_restart_binds_at_once(void **state)
     api_server_destroy(second);
 }
 
-/* The scheduling policies of this process's "bc-loop" threads, in policy[]. */
-static int loop_scan(int *policy, int max)
-{
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    int n = 0;
-
-    assert_non_null(d);
-    while ((e = readdir(d)) != NULL) {
-        char path[300], comm[32] = "";
-        FILE *f;
-
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-        if ((f = fopen(path, "r")) == NULL)
-            continue; /* a thread that ended meanwhile */
-        if (fgets(comm, sizeof(comm), f) != NULL && strcmp(comm, "bc-loop\n") == 0 &&
-            n < max)
-            policy[n++] = sched_getscheduler((pid_t)atoi(e->d_name));
-        fclose(f);
-    }
-    closedir(d);
-    return n;
-}
-
-/* Once want loops have named themselves (each does as it starts). */
-static void loop_policies(int *policy, int want)
+/* The thread ids of this process's "bc-loop" threads, once want have named themselves.
+ */
+static void loop_tids(pid_t *tid, int want)
 {
     int n = 0;
 
-    for (int tries = 0; tries < 500 && (n = loop_scan(policy, want + 1)) != want;
-         tries++) {
+    for (int tries = 0; tries < 500 && n != want; tries++) {
+        DIR *d = opendir("/proc/self/task");
+        struct dirent *e;
         struct timespec ts = {.tv_nsec = 10 * 1000000L};
-        nanosleep(&ts, NULL);
+
+        assert_non_null(d);
+        n = 0;
+        while ((e = readdir(d)) != NULL) {
+            char path[300], comm[32] = "";
+            FILE *f;
+
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+            if ((f = fopen(path, "r")) == NULL)
+                continue; /* a thread that ended meanwhile */
+            if (fgets(comm, sizeof(comm), f) != NULL &&
+                strcmp(comm, "bc-loop\n") == 0 && n < want)
+                tid[n++] = (pid_t)atoi(e->d_name);
+            fclose(f);
+        }
+        closedir(d);
+        if (n != want)
+            nanosleep(&ts, NULL);
     }
     assert_int_equal(n, want);
 }
 
-static void test_loops_run_under_sched_batch(void **state)
+struct burst {
+    uint16_t port;
+    atomic_int stop;
+    int requests;
+};
+
+/* GET /healthz on new connections, one after another, until stop. */
+static void *burst_main(void *arg)
+{
+    struct burst *b = arg;
+    static const char req[] =
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+    while (!atomic_load(&b->stop)) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(b->port)};
+        char buf[512];
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+            write(fd, req, sizeof(req) - 1) != (ssize_t)(sizeof(req) - 1)) {
+            if (fd >= 0)
+                close(fd);
+            break;
+        }
+        while (read(fd, buf, sizeof(buf)) > 0)
+            ;
+        close(fd);
+        b->requests++;
+    }
+    return NULL;
+}
+
+/*
+ * The policies the loop of a server of one loop had while a client sent it
+ * requests for 400 ms (*batch: SCHED_BATCH seen), and once it was quiet
+ * (*after, a second later at most).
+ */
+static void policies_under_burst(uint32_t batch_wakes, int *batch, int *after)
 {
     struct api_conf conf;
     struct api_server *srv;
-    int policy[4];
-    (void)state;
+    struct burst b = {.requests = 0};
+    pthread_t thread;
+    pid_t tid = 0;
 
-    srv = server(3);
-    loop_policies(policy, 3);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(policy[i], SCHED_BATCH);
-    api_server_destroy(srv);
-
-    /* loop_sched_batch=0: the policy of the thread that made them. */
     api_conf_init(&conf);
     conf.port = 0;
-    conf.threads = 2;
-    conf.limits.loop_sched_batch = 0;
+    conf.threads = 1;
+    conf.limits.loop_batch_wakes = batch_wakes;
     memset(conf.secret, 3, sizeof(conf.secret));
     assert_int_equal(api_server_create(&conf, NULL, &srv), 0);
-    loop_policies(policy, 2);
-    for (int i = 0; i < 2; i++)
-        assert_int_equal(policy[i], sched_getscheduler(0));
+    loop_tids(&tid, 1);
+    assert_int_equal(sched_getscheduler(tid), SCHED_OTHER); /* quiet */
+    b.port = api_server_port(srv);
+    atomic_init(&b.stop, 0);
+    assert_int_equal(pthread_create(&thread, NULL, burst_main, &b), 0);
+    *batch = 0;
+    for (int i = 0; i < 80; i++) {
+        struct timespec ts = {.tv_nsec = 5 * 1000000L};
+        *batch |= sched_getscheduler(tid) == SCHED_BATCH;
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&b.stop, 1);
+    pthread_join(thread, NULL);
+    assert_true(b.requests > 10);
+    for (int i = 0; i < 100 && (*after = sched_getscheduler(tid)) != SCHED_OTHER; i++) {
+        struct timespec ts = {.tv_nsec = 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     api_server_destroy(srv);
+}
+
+static void test_busy_loop_runs_under_sched_batch(void **state)
+{
+    int batch, after;
+    (void)state;
+
+    /*
+     * Quiet: SCHED_OTHER; busy: SCHED_BATCH; quiet again: SCHED_OTHER. Busy
+     * from 20 wake-ups a second (one a window): under valgrind too.
+     */
+    policies_under_burst(20, &batch, &after);
+    assert_true(batch);
+    assert_int_equal(after, SCHED_OTHER);
+    /* loop_batch_wakes=0: never. */
+    policies_under_burst(0, &batch, &after);
+    assert_false(batch);
+    assert_int_equal(after, SCHED_OTHER);
 }
 
 int main(void)
@@ -280,7 +342,7 @@ int main(void)
         cmocka_unit_test(test_port_in_use_is_refused),
         cmocka_unit_test(test_running_server_keeps_its_port),
         cmocka_unit_test(test_restart_binds_at_once),
-        cmocka_unit_test(test_loops_run_under_sched_batch),
+        cmocka_unit_test(test_busy_loop_runs_under_sched_batch),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
