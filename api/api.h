@@ -59,9 +59,8 @@ struct api_limits {
     uint32_t work_parked_per_user; /* and more of his writes waiting (16; 0: any) */
     uint32_t loop_reads; /* GET /v1/me's read on the event loops (1; 0: workers) */
     uint32_t loop_bets;  /* POST /v1/bets's statement on the loops (1; 0: workers) */
-    uint32_t
-        loop_batch_wakes; /* a loop woken this often a second: SCHED_BATCH (1000) */
-    uint32_t read_batch;  /* a loop's reads of one host sent as one statement (16) */
+    uint32_t loop_batch_wakes; /* wake-ups a second of a busy loop (1000) */
+    uint32_t read_batch; /* a loop's reads of one host sent as one statement (16) */
     uint32_t settle_pause_pct;  /* a settlement batch's time a host then pauses (0) */
     uint32_t settle_batches;    /* settlement batches at once (0: one per host) */
     uint32_t settle_batch_bets; /* bets a settlement transaction takes at most (250) */

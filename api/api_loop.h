@@ -89,13 +89,12 @@ struct api_req *api_conn_req(struct api_conns *c, struct MHD_Connection *conn);
  *
  * batch_wakes > 0: while the loop is busy (woken batch_wakes times a second
  * or more, until less than a quarter of that) and none of its connections
- * is suspended (none waits for a
- * statement, a worker, a hash or a mark), the thread runs under Linux's
- * SCHED_BATCH policy: woken by a socket, it does not preempt the thread on
- * its CPU but runs at that thread's next turn with what came meanwhile.
- * Otherwise it runs under SCHED_OTHER, so that a request or an answer it
- * waits for is taken at once. A thread started under another policy keeps
- * it.
+ * is suspended (none waits for a statement, a worker, a hash or a mark),
+ * the thread runs under Linux's SCHED_BATCH policy: woken by a socket, it
+ * does not preempt the thread on its CPU but runs at that thread's next
+ * turn with what came meanwhile. Otherwise it runs under SCHED_OTHER, so
+ * that a request or an answer it waits for is taken at once. A thread
+ * started under another policy keeps it.
  */
 struct api_loop;
 int api_loop_start(struct MHD_Daemon *daemon, struct cache *cache,
