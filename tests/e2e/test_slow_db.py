@@ -449,8 +449,10 @@ class TestLoopPolicy(unittest.TestCase):
             t.join()
             log("loop policy while a bet waited for its row lock: %d looks SCHED_OTHER, %d SCHED_BATCH; "
                 "%d health checks served" % (seen[os.SCHED_OTHER], seen[os.SCHED_BATCH], served[0]))
-            # The bet reaches the server a moment after the lock is taken.
-            self.assertGreaterEqual(seen[os.SCHED_OTHER], 20, "looks under SCHED_OTHER while the bet waited")
+            # The bet reaches the server a moment after the lock is taken (on a
+            # loaded machine, a good part of the hold later): a loop that does
+            # not count its waiting connections is never seen under SCHED_OTHER.
+            self.assertGreaterEqual(seen[os.SCHED_OTHER], 5, "looks under SCHED_OTHER while the bet waited")
             self.assertEqual(after, os.SCHED_BATCH, "busy again once the bet was answered")
         finally:
             stop.set()
