@@ -436,7 +436,8 @@ class TestLoopPolicy(unittest.TestCase):
             bet.start()
             seen = {os.SCHED_OTHER: 0, os.SCHED_BATCH: 0}
             while bet.is_alive():
-                seen[policy()] = seen.get(policy(), 0) + 1
+                now = policy()
+                seen[now] = seen.get(now, 0) + 1
                 time.sleep(0.01)
             bet.join()
             lock.wait()
