@@ -677,6 +677,7 @@ int api_server_create(const struct api_conf *conf, struct router *router,
     if (router != NULL) {
         router_set_background_hosts(router, conf->limits.background_hosts);
         router_set_background_cores(router, conf->limits.background_cores_pct);
+        router_set_background_idle(router, (int)conf->limits.background_idle);
     }
     /* Every server settles: it runs the jobs nobody holds, whoever took the result. */
     if (router != NULL && (rc = api_settler_create(srv, &srv->settler)) < 0)

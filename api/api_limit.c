@@ -303,6 +303,11 @@ static const struct conf_key {
      "share (%) of its cores (@@thread_pool_size) at once; below one core, one at "
      "a time for that share of the time (0: no limit); a host alone on its "
      "machine is not slowed"},
+    {"background_idle", K_U32, L(background_idle), 0, 1,
+     "1: a background connection to a host on this machine gets its MariaDB "
+     "thread under SCHED_IDLE, where that is safe (the host's thread_cache_size "
+     "0, this process allowed): requests' threads take a core from its batches at "
+     "once; 0: never"},
     {"loop_bets", K_U32, L(loop_bets), 0, 1,
      "1: POST /v1/bets runs its statement on the event loops when a connection is "
      "idle and the match is in the near-cache; 0: on a worker"},
@@ -443,6 +448,7 @@ void api_limits_init(struct api_limits *l)
     l->background_nice = 10;
     l->settle_batch_bets = API_SETTLE_BATCH_BETS;
     l->background_cores_pct = 50;
+    l->background_idle = 1;
     l->conn_per_addr = 64;
     l->header_timeout_ms = 800;
     /* Below HAProxy's 10 s timeout server, so that its 408 gets through. */

@@ -257,7 +257,8 @@ void api_h_metrics(struct api_req *req)
             "betcity_db_unavailable_total{instance=\"%s\",cause=\"%s\"} %" PRIu64 "\n",
             name, c < NCAUSE ? db_causes[c].cause : "other",
             (uint64_t)atomic_load_explicit(&m->unavailable[c], memory_order_relaxed));
-    fprintf(f, "# HELP betcity_db_pool_connections Connections per host (open, idle).\n"
+    fprintf(f, "# HELP betcity_db_pool_connections Connections per host (open, idle; "
+               "background: open in the background pool).\n"
                "# TYPE betcity_db_pool_connections gauge\n");
     for (uint32_t i = 0; i < nhost; i++)
         if (!hosts[i].replica)
@@ -268,6 +269,21 @@ void api_h_metrics(struct api_req *req)
                     "\"idle\"} %u\n",
                     name, hosts[i].name, hosts[i].open, name, hosts[i].name,
                     hosts[i].idle);
+    for (uint32_t i = 0; i < nhost; i++)
+        if (!hosts[i].replica)
+            fprintf(f,
+                    "betcity_db_pool_connections{instance=\"%s\",host=\"%s\",state="
+                    "\"background\"} %u\n",
+                    name, hosts[i].name, hosts[i].bg_open);
+    fprintf(f, "# HELP betcity_db_background_idle_threads Background connections whose "
+               "MariaDB thread runs under SCHED_IDLE (background_idle).\n"
+               "# TYPE betcity_db_background_idle_threads gauge\n");
+    for (uint32_t i = 0; i < nhost; i++)
+        if (!hosts[i].replica)
+            fprintf(
+                f,
+                "betcity_db_background_idle_threads{instance=\"%s\",host=\"%s\"} %u\n",
+                name, hosts[i].name, hosts[i].bg_lowered);
     fprintf(f, "# HELP betcity_db_host_up 1 while the host is not marked down.\n"
                "# TYPE betcity_db_host_up gauge\n");
     for (uint32_t i = 0; i < nhost; i++)

@@ -168,6 +168,18 @@ void router_set_background_hosts(struct router *router, uint32_t n);
  */
 void router_set_background_cores(struct router *router, uint32_t pct);
 /*
+ * On (1): a background connection to a host that runs on this machine gets
+ * its server thread under SCHED_IDLE when it opens (router_lower.c), so
+ * that the host's threads of requests, and this machine's other processes,
+ * take a CPU at once from its batches. Done only where it is safe: the
+ * server's pid file names a running mariadbd (or mysqld) here with that
+ * thread, its thread_cache_size is 0 (the thread ends with the connection
+ * and never serves another), and this process may change the thread's
+ * policy (the same user, or CAP_SYS_NICE). Elsewhere nothing changes and
+ * router_stats() says why. Default 0: off.
+ */
+void router_set_background_idle(struct router *router, int on);
+/*
  * Waits for a place among the background statements of the machine of
  * shard's host; 0 with *token to give back to router_machine_leave(), or
  * -ECANCELED when stopping(arg) said so first (asked every 100 ms). A host
@@ -178,8 +190,10 @@ int router_machine_enter(struct router *router, uint32_t shard, int (*stopping)(
 void router_machine_leave(struct router *router, int token);
 /*
  * The machines as known so far, for a log line: "vm: 2 cores, 1 at once (at
- * most 1 seen, 840 waits, 0 held over 1000 ms), hosts db1 db2 db3"; ""
- * before any background work. Returns the length written.
+ * most 1 seen, 840 waits, 0 held over 1000 ms), hosts db1 (2 threads idle)
+ * db2 ..." (with router_set_background_idle() on: each host's background
+ * threads under SCHED_IDLE, or why not); "" before any background work.
+ * Returns the length written.
  */
 size_t router_machines_describe(struct router *router, char *buf, size_t size);
 
@@ -405,7 +419,9 @@ struct router_host_stats {
     uint64_t queries;
     uint64_t errors;
     uint64_t timeouts;
-    uint64_t stale; /* idle connections the server had closed, closed unused */
+    uint64_t stale;      /* idle connections the server had closed, closed unused */
+    uint32_t bg_lowered; /* of bg_open, those whose server thread is SCHED_IDLE */
+    char lower_why[160]; /* why the last background connection was not ("" if it was) */
 };
 /* Fills up to max entries (hosts, then replicas as the router met them); returns the
  * number of pools. */

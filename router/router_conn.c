@@ -79,6 +79,8 @@ struct router_pool *router__pool_create(const char *name, const char *addr,
 
 static void conn_close(struct router_conn *conn)
 {
+    if (conn->lowered)
+        router__conn_unlower(conn);
     sql_conn_close(conn->sql);
     free(conn);
 }
@@ -370,6 +372,8 @@ int router__conn_get(struct router *r, struct router_pool *pool,
         rc = BC_EDOWN;
         goto error;
     }
+    if (lane->background)
+        router__conn_lower(r, conn);
     *out = conn;
     return 0;
 error:
@@ -514,7 +518,9 @@ uint32_t router_stats(struct router *r, struct router_host_stats *out, uint32_t 
         s->idle = p->req.nidle;
         s->bg_open = p->bg.nopen;
         s->bg_idle = p->bg.nidle;
+        snprintf(s->lower_why, sizeof(s->lower_why), "%s", p->lower_why);
         pthread_mutex_unlock(&p->lock);
+        s->bg_lowered = atomic_load(&p->bg_lowered);
         s->queries = atomic_load(&p->queries);
         s->errors = atomic_load(&p->errors);
         s->timeouts = atomic_load(&p->timeouts);

@@ -68,6 +68,8 @@ struct router_conn {
     struct router_conn *next; /* idle list */
     uint64_t epoch;           /* the pool's epoch when it was opened */
     int reused;               /* came from the idle list */
+    int lowered; /* its server thread put under SCHED_IDLE (router_lower.c) */
+    long server_pid, server_tid; /* that thread, when lowered */
 };
 
 /*
@@ -117,6 +119,13 @@ struct router_pool {
 
     atomic_uint_fast64_t queries, errors, timeouts;
     atomic_uint_fast64_t stale; /* idle connections found closed by the server */
+    /*
+     * Background connections whose server thread runs under SCHED_IDLE
+     * (router_lower.c), and why the last one was not lowered ("" if it was;
+     * guarded by lock).
+     */
+    atomic_uint bg_lowered;
+    char lower_why[160];
 
     /* The machine it runs on, for its present epoch (router's machine_lock). */
     int machine_known;
@@ -171,6 +180,7 @@ struct router {
     char heartbeat_sql[160];  /* measures a replica's lag */
     atomic_uint bg_hosts;     /* hosts a background scatter asks at once (0: all) */
     atomic_uint bg_cores_pct; /* of a machine's cores, its hosts' background work */
+    atomic_int bg_lower;      /* background server threads under SCHED_IDLE (0: off) */
     pthread_mutex_t machine_lock;
     pthread_cond_t machine_freed; /* a place was left */
     struct router_machine machines[SHARDMAP_MAX_HOSTS];
@@ -292,6 +302,14 @@ void router__machines_deinit(struct router *r);
  */
 int router__machine_enter(struct router *r, struct router_pool *pool, uint32_t min_pct,
                           int (*stopping)(void *), void *arg, int *token);
+
+/* router_lower.c */
+/* A background connection just opened: its server thread under SCHED_IDLE if on and
+ * safe. */
+void router__conn_lower(struct router *r, struct router_conn *conn);
+/* A lowered connection about to close: its thread back to SCHED_OTHER if still there.
+ */
+void router__conn_unlower(struct router_conn *conn);
 
 /* router.c */
 /*

@@ -42,6 +42,7 @@ void router__machines_init(struct router *r)
     pthread_mutex_init(&r->machine_lock, NULL);
     pthread_cond_init(&r->machine_freed, NULL);
     atomic_init(&r->bg_cores_pct, ROUTER_BG_CORES_PCT);
+    atomic_init(&r->bg_lower, 0);
 }
 
 void router__machines_deinit(struct router *r)
@@ -256,6 +257,25 @@ int router_machine_enter(struct router *r, uint32_t shard, int (*stopping)(void 
     return router__machine_enter(r, pool, 0, stopping, arg, token);
 }
 
+/*
+ * " (2 threads idle)", or why its last background connection's thread is
+ * not (router_lower.c), into buf; the length written. Takes the pool's lock
+ * (under machine_lock: never the other way round).
+ */
+static size_t describe_lowered(struct router_pool *pool, char *buf, size_t size)
+{
+    unsigned idle = atomic_load(&pool->bg_lowered);
+    int n;
+
+    pthread_mutex_lock(&pool->lock);
+    n = idle > 0 ? snprintf(buf, size, " (%u thread%s idle)", idle, idle > 1 ? "s" : "")
+        : pool->lower_why[0] != '\0'
+            ? snprintf(buf, size, " (threads not idle: %s)", pool->lower_why)
+            : 0;
+    pthread_mutex_unlock(&pool->lock);
+    return n <= 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
 size_t router_machines_describe(struct router *r, char *buf, size_t size)
 {
     uint32_t pct = atomic_load(&r->bg_cores_pct);
@@ -283,10 +303,12 @@ size_t router_machines_describe(struct router *r, char *buf, size_t size)
                                i > 0 ? "; " : "", mc->name, mc->ncpu);
         len += n > 0 ? (size_t)n : 0;
         for (unsigned p = 0; p < atomic_load(&r->npool) && len < size; p++) {
-            const struct router_pool *pool = r->pools[p];
+            struct router_pool *pool = r->pools[p];
             if (pool->machine_known && pool->machine == (int)i) {
                 n = snprintf(buf + len, size - len, " %s", pool->name);
                 len += n > 0 ? (size_t)n : 0;
+                if (len < size && atomic_load(&r->bg_lower))
+                    len += describe_lowered(pool, buf + len, size - len);
             }
         }
     }

@@ -255,6 +255,12 @@ void router_set_background_cores(struct router *router, uint32_t pct)
     (void)pct;
 }
 
+void router_set_background_idle(struct router *router, int on)
+{
+    (void)router;
+    (void)on;
+}
+
 int router_machine_enter(struct router *router, uint32_t shard, int (*stopping)(void *),
                          void *arg, int *token)
 {
