@@ -215,7 +215,7 @@ def settle_on_own_server(test, settings, nusers, check=None):
     settlement (the server that takes a result wakes its own settler at
     once); every bet is then settled exactly once. Returns the job's last
     log line (settle_done_line) of a run by that server, after check(company,
-    [(user, bet)]) when given; skips the test when another server claimed the
+    [(user, bet)], the server: test_abuse.OwnServer) when given; skips the test when another server claimed the
     job three times."""
     from test_abuse import OwnServer
     s = stack.get()
@@ -236,7 +236,7 @@ def settle_on_own_server(test, settings, nusers, check=None):
             test.assertIsNotNone(line, "no log line of settlement %s's end" % m["id"])
             if line.group(1).startswith("abuse/"):
                 if check is not None:
-                    check(co, bets)
+                    check(co, bets, own)
                 return line  # run by the server of its own
         test.skipTest("another server claimed the settlement three times")
     finally:
@@ -286,7 +286,7 @@ class TestBackgroundHosts(unittest.TestCase):
         times that), and they still see every shard: every bet is paid once,
         the job counts them all, and the company's ranking, recomputed by
         that server, gives each member his bet's points."""
-        def ranked(co, bets):
+        def ranked(co, bets, own):
             points = {u.id: expected_settlement(b, RESULTS["home"])[1] - b["stake"] for u, b in bets}
             got = bets[0][0].client.get("/v1/standings/users", query={"company": co["id"]}).expect_json(200)
             self.assertEqual({x["user_id"]: x["points"] for x in got["items"]}, points, got)
@@ -322,7 +322,8 @@ class TestMachineShare(unittest.TestCase):
         self.assertGreaterEqual(seen, 1, line.string)
         # Its batches one place each; the standings' recomputation's scans one a core.
         self.assertLessEqual(seen, max(places, cores), line.string)
-        hosts = hit.group(6).split()
+        # Each host with its background threads' note (TestBackgroundIdle) apart.
+        hosts = re.sub(r" \([^)]*\)", "", hit.group(6)).split()
         self.assertEqual(len(hosts), len(set(hosts)), line.string)
         self.assertGreaterEqual(len(hosts), 3, line.string)
         assert_check_ledger(self)
@@ -333,6 +334,117 @@ class TestMachineShare(unittest.TestCase):
         line = settle_on_own_server(self, {"background_cores_pct": 0}, 12)
         self.assertRegex(line.string, r"machines: \)\s*$")
         assert_check_ledger(self)
+
+
+def own_connections(pid):
+    """{local port: None} of the process's TCP connections (its sockets in
+    /proc/PID/fd matched with /proc/PID/net/tcp*)."""
+    import os
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = set()
+    for name in ("tcp", "tcp6"):
+        with open("/proc/%d/net/%s" % (pid, name)) as f:
+            for line in f.readlines()[1:]:
+                p = line.split()
+                if p[9] in inodes:
+                    ports.add(int(p[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def idle_gauges(url):
+    """({host: betcity_db_background_idle_threads}, {host: open connections
+    of its background pool}) of a server's /metrics."""
+    import re
+    from client import Client
+    text = Client(url).get("/metrics").expect(200).body.decode()
+    idle = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'^betcity_db_background_idle_threads\{instance="[^"]*",host="([^"]+)"\} (\d+)$', text, re.M)}
+    bg = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'^betcity_db_pool_connections\{instance="[^"]*",host="([^"]+)",state="background"\} (\d+)$',
+        text, re.M)}
+    return idle, bg
+
+
+def server_threads(pid):
+    """{host: [policy of the MariaDB thread of each of the process's
+    connections to it]} (information_schema.PROCESSLIST's client port and
+    TID; a connection that closed meanwhile is left out)."""
+    import os
+    s = stack.get()
+    ports = own_connections(pid)
+    out = {}
+    for host in s.host_cnfs():
+        out[host] = []
+        for client, tid in s.sql(host, "SELECT HOST, TID FROM information_schema.PROCESSLIST "
+                                       "WHERE TID IS NOT NULL"):
+            if ":" in (client or "") and int(client.rsplit(":", 1)[1]) in ports:
+                try:
+                    out[host].append(os.sched_getscheduler(int(tid)))
+                except OSError:
+                    pass  # its connection closed meanwhile
+    return out
+
+
+class TestBackgroundIdle(unittest.TestCase):
+    def settle_and_look(self, settings):
+        """A settlement run by a server of its own with settings; then, while
+        it runs on, its gauges and the policies of its connections' MariaDB
+        threads (once two looks at its gauges around the one at the threads
+        agree), and the job's last log line."""
+        import time
+        seen = {}
+
+        def look(co, bets, own):
+            for _ in range(50):
+                before = idle_gauges(own.url)
+                threads = server_threads(own.proc.pid)
+                if idle_gauges(own.url) == before:
+                    seen["gauges"], seen["threads"] = before, threads
+                    return
+                time.sleep(0.1)
+            self.fail("the server's background connections kept changing")
+
+        line = settle_on_own_server(self, settings, 12, check=look)
+        return seen["gauges"], seen["threads"], line
+
+    def test_background_threads_run_under_sched_idle(self):
+        """By default (background_idle 1, the stack's hosts on this machine
+        with thread_cache_size 0): the MariaDB threads of the background
+        connections of the server that ran a settlement are under
+        SCHED_IDLE, as many as its gauge counts on each host, and those of
+        its other connections (its requests') are not; the job's last log
+        line says so of each host."""
+        import os
+        (gauges, bg), threads, line = self.settle_and_look({})
+        self.assertGreaterEqual(sum(gauges.values()), 1, (gauges, threads))
+        for host, policies in threads.items():
+            self.assertEqual(policies.count(os.SCHED_IDLE), gauges.get(host, 0), (host, gauges, threads))
+            # Only background connections' threads (its requests' pool stays as it is).
+            self.assertLessEqual(gauges.get(host, 0), bg.get(host, 0), (host, gauges, bg))
+            self.assertEqual(set(policies) - {os.SCHED_IDLE, os.SCHED_OTHER}, set(), (host, threads))
+        # Its requests' connections too (the result's post, the settlement's polls).
+        self.assertGreater(sum(len(p) for p in threads.values()), sum(gauges.values()), threads)
+        self.assertRegex(line.string, r"hosts .*\(\d+ threads? idle\)")
+        assert_check_ledger(self)
+
+    def test_off_at_zero(self):
+        """background_idle=0: none of the server's connections' threads is
+        under SCHED_IDLE, its gauges say 0, the log line notes nothing."""
+        import os
+        (gauges, bg), threads, line = self.settle_and_look({"background_idle": 0})
+        self.assertEqual(set(gauges.values()), {0}, gauges)
+        self.assertGreaterEqual(sum(bg.values()), 1, bg)
+        self.assertGreaterEqual(sum(len(p) for p in threads.values()), 2, threads)
+        for host, policies in threads.items():
+            self.assertNotIn(os.SCHED_IDLE, policies, (host, threads))
+        self.assertNotRegex(line.string, r"idle\)")
 
 
 def thread_nices(pid):
