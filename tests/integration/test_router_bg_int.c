@@ -2,10 +2,12 @@
  * test_router_bg_int.c: how many hosts a background scatter asks at once,
  * timed on the test stack's servers' own clocks: router_set_background_hosts()
  * and the places of hosts that share a machine (router_set_background_cores(),
- * router_machine_enter()).
+ * router_machine_enter()); background connections' server threads under
+ * SCHED_IDLE (router_set_background_idle()).
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -241,11 +243,91 @@ static void test_background_hosts_of_one_machine_take_turns(void **state)
     router_set_background_cores(f->router, 0);
 }
 
+/* The policy of the server thread of the connection a statement on shard 0 takes. */
+static int thread_policy(struct router *r, int mode)
+{
+    struct sql_rows rows = {0};
+    int policy;
+
+    router_background(mode);
+    assert_int_equal(
+        router_exec(r, 0, &rows,
+                    "SELECT TID FROM information_schema.PROCESSLIST WHERE ID = "
+                    "CONNECTION_ID()"),
+        0);
+    router_background(0);
+    assert_int_equal(rows.nrow, 1);
+    policy = sched_getscheduler((pid_t)strtol(sql_cell(&rows, 0, 0), NULL, 10));
+    sql_rows_free(&rows);
+    assert_true(policy >= 0);
+    return policy;
+}
+
+/* Shard 0's host's stats in r. */
+static struct router_host_stats host_stats(struct router *r, const char *host)
+{
+    static struct router_host_stats st[64];
+    uint32_t n = router_stats(r, st, 64);
+
+    for (uint32_t i = 0; i < n; i++)
+        if (!st[i].replica && strcmp(st[i].name, host) == 0)
+            return st[i];
+    fail_msg("no stats for host %s", host);
+    return st[0];
+}
+
+/*
+ * router_set_background_idle(): the stack's hosts run on this machine as
+ * this user, with thread_cache_size 0 (devstack), so a new background
+ * connection's server thread goes under SCHED_IDLE and a request
+ * connection's does not; off, neither does. With the host's thread cache
+ * on, a thread could outlive its connection: nothing is lowered, and the
+ * stats say why.
+ */
+static void test_background_threads_idle_only_where_safe(void **state)
+{
+    struct fixture *f = *state;
+    const struct shardmap *map = router_map(f->router);
+    const char *host = map->nodes[map->node_of[0]].name;
+    MYSQL *m = itest_mysql(&f->conf, host);
+    struct router *r;
+    struct router_host_stats st;
+
+    assert_int_equal(itest_scalar(m, "SELECT @@thread_cache_size"), 0);
+
+    assert_int_equal(router_create(&f->conf, &r), 0);
+    router_set_background_idle(r, 1);
+    assert_int_equal(thread_policy(r, ROUTER_BACKGROUND), SCHED_IDLE);
+    assert_int_equal(thread_policy(r, 0), SCHED_OTHER);
+    st = host_stats(r, host);
+    assert_int_equal(st.bg_lowered, 1);
+    assert_string_equal(st.lower_why, "");
+    router_destroy(r);
+
+    assert_int_equal(router_create(&f->conf, &r), 0);
+    assert_int_equal(thread_policy(r, ROUTER_BACKGROUND), SCHED_OTHER);
+    assert_int_equal(host_stats(r, host).bg_lowered, 0);
+    router_destroy(r);
+
+    assert_int_equal(mysql_query(m, "SET GLOBAL thread_cache_size = 8"), 0);
+    assert_int_equal(router_create(&f->conf, &r), 0);
+    router_set_background_idle(r, 1);
+    assert_int_equal(thread_policy(r, ROUTER_BACKGROUND), SCHED_OTHER);
+    st = host_stats(r, host);
+    assert_int_equal(st.bg_lowered, 0);
+    print_message("thread cache on: %s\n", st.lower_why);
+    assert_non_null(strstr(st.lower_why, "thread_cache_size is 8, not 0"));
+    router_destroy(r);
+    assert_int_equal(mysql_query(m, "SET GLOBAL thread_cache_size = 0"), 0);
+    mysql_close(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_background_scatter_hosts_at_once),
         cmocka_unit_test(test_background_hosts_of_one_machine_take_turns),
+        cmocka_unit_test(test_background_threads_idle_only_where_safe),
     };
     return cmocka_run_group_tests_name("router_background_integration", tests,
                                        rtest_setup, rtest_teardown);
