@@ -172,10 +172,10 @@ void router_set_background_cores(struct router *router, uint32_t pct);
  * its server thread under SCHED_IDLE when it opens (router_lower.c), so
  * that the host's threads of requests, and this machine's other processes,
  * take a CPU at once from its batches. Done only where it is safe: the
- * server's pid file names a running mariadbd (or mysqld) here with that
- * thread, its thread_cache_size is 0 (the thread ends with the connection
- * and never serves another), and this process may change the thread's
- * policy (the same user, or CAP_SYS_NICE). Elsewhere nothing changes and
+ * server's @@hostname is this machine's, its pid file names a running
+ * mariadbd (or mysqld) here with that thread, its thread_cache_size is 0 (the thread
+ * ends with the connection and never serves another), and this process may change the
+ * thread's policy (the same user, or CAP_SYS_NICE). Elsewhere nothing changes and
  * router_stats() says why. Default 0: off.
  */
 void router_set_background_idle(struct router *router, int on);

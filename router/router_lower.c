@@ -16,10 +16,11 @@
  *
  * It is done only where it cannot touch another thread, or a connection
  * that is not ours:
- *  - the server's pid file (@@pid_file) names, on this machine, a process
- *    called mariadbd or mysqld that has the connection's thread (TID of
- *    information_schema.PROCESSLIST): a host on another machine, or in
- *    another PID namespace, is left alone;
+ *  - the server's @@hostname is this machine's, and its pid file
+ *    (@@pid_file) names here a process called mariadbd or mysqld that has
+ *    the connection's thread (TID of information_schema.PROCESSLIST): a
+ *    host on another machine, or in another PID namespace or container, is
+ *    left alone;
  *  - its @@thread_cache_size is 0: the thread ends with the connection and
  *    never serves another, so a lowered thread cannot outlive a background
  *    connection, not even one of a server killed with -9 (a connection that
@@ -46,7 +47,7 @@
 
 #define LOWER_SQL                                                                      \
     "SELECT @@pid_file, @@thread_cache_size, (SELECT TID FROM "                        \
-    "information_schema.PROCESSLIST WHERE ID = CONNECTION_ID())"
+    "information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()), @@hostname"
 
 void router_set_background_idle(struct router *r, int on)
 {
@@ -107,7 +108,8 @@ void router__conn_lower(struct router *r, struct router_conn *conn)
     struct router_pool *pool = conn->pool;
     struct sql_rows rows = {0};
     struct sched_param none = {0};
-    const char *file, *cache, *tid_s;
+    const char *file, *cache, *tid_s, *name;
+    char here[256] = "";
     long pid, tid;
 
     if (!atomic_load(&r->bg_lower))
@@ -119,11 +121,19 @@ void router__conn_lower(struct router *r, struct router_conn *conn)
     file = sql_cell(&rows, 0, 0);
     cache = sql_cell(&rows, 0, 1);
     tid_s = sql_cell(&rows, 0, 2);
+    name = sql_cell(&rows, 0, 3);
     if (cache == NULL || strcmp(cache, "0") != 0) {
         lower_note(pool,
                    "its thread_cache_size is %s, not 0: a thread ends "
                    "with its connection only at 0",
                    cache ? cache : "unknown");
+        goto out;
+    }
+    if (gethostname(here, sizeof(here) - 1) < 0 || name == NULL ||
+        strcmp(name, here) != 0) {
+        lower_note(pool,
+                   "not on this machine (the server's host name is %s, this one's %s)",
+                   name ? name : "unknown", here);
         goto out;
     }
     tid = tid_s ? strtol(tid_s, NULL, 10) : 0;
