@@ -13,7 +13,7 @@ BUILD ?= build$(if $(SANITIZE),-san)
 STACK_DIR ?= $(CURDIR)/.stack
 
 PKGS := mariadb yaml-0.1 libxxhash
-API_PKGS := jansson libmicrohttpd libsodium libmemcached
+API_PKGS := jansson libmicrohttpd libsodium libmemcached zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(API_PKGS) cmocka 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 API_LIBS := $(shell pkg-config --libs $(API_PKGS) 2>/dev/null) -lm

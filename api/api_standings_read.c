@@ -2,15 +2,69 @@
  * api_standings_read.c: the standings endpoints. Each answers the list the
  * last recomputation stored (api_standings.c) through the cache, keyed by
  * the "standings" generation: one primary-key read of the global schema a
- * cold key, however many readers wait.
+ * cold key, however many readers wait. A list is stored deflated
+ * (api_standings_store.c), or as plain text in body by the servers before
+ * that change: both are read.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "api/api_int.h"
+
+/* Largest list inflated: the plain column's own limit (MEDIUMTEXT). */
+#define LIST_MAX (16u * 1024 * 1024)
+
+/*
+ * The deflated list z (n bytes) inflated into a new NUL-terminated string:
+ * 0, -ENOMEM, or -EBADMSG when it is not a zlib stream of at most LIST_MAX
+ * bytes (a damaged row).
+ */
+static int inflate_list(const char *z, unsigned long n, char **out)
+{
+    z_stream zs = {.next_in = (Bytef *)z, .avail_in = (uInt)n};
+    size_t cap = n * 8 + 64, len = 0;
+    char *buf = malloc(cap);
+    int zrc = Z_OK;
+
+    *out = NULL;
+    if (buf == NULL)
+        return -ENOMEM;
+    if (inflateInit(&zs) != Z_OK) {
+        free(buf);
+        return -ENOMEM;
+    }
+    while (zrc == Z_OK) {
+        if (len + 1 >= cap) {
+            char *b = cap >= LIST_MAX ? NULL : realloc(buf, cap * 2);
+            if (b == NULL) {
+                zrc = cap >= LIST_MAX ? Z_DATA_ERROR : Z_MEM_ERROR;
+                break;
+            }
+            buf = b;
+            cap *= 2;
+        }
+        zs.next_out = (Bytef *)buf + len;
+        zs.avail_out = (uInt)(cap - 1 - len);
+        zrc = inflate(&zs, Z_NO_FLUSH);
+        len = cap - 1 - zs.avail_out;
+        if (zrc == Z_BUF_ERROR && zs.avail_out > 0)
+            zrc = Z_DATA_ERROR; /* the input ended before the stream did */
+        else if (zrc == Z_BUF_ERROR)
+            zrc = Z_OK;
+    }
+    inflateEnd(&zs);
+    if (zrc != Z_STREAM_END || zs.avail_in != 0) {
+        free(buf);
+        return zrc == Z_MEM_ERROR ? -ENOMEM : -EBADMSG;
+    }
+    buf[len] = '\0';
+    *out = buf;
+    return 0;
+}
 
 /* The stored list as its response body; id = scope, kind from the key. */
 static int standings_fill(struct api_req *req, const char *kind, uint64_t scope,
@@ -18,24 +72,32 @@ static int standings_fill(struct api_req *req, const char *kind, uint64_t scope,
 {
     struct sql_rows rows = {0};
     json_t *body, *items;
+    char *plain = NULL;
     int rc;
 
-    rc = router_exec(
-        req->router, ROUTER_GLOBAL, &rows,
-        "SELECT generation, computed_at, body FROM %S.standings WHERE kind = %s "
-        "AND scope = %u",
-        kind, scope);
+    rc = router_exec(req->router, ROUTER_GLOBAL, &rows,
+                     "SELECT generation, computed_at, body, body_deflate FROM "
+                     "%S.standings WHERE kind = %s AND scope = %u",
+                     kind, scope);
     if (rc < 0)
         return rc;
+    if (rows.nrow > 0 && sql_cell(&rows, 0, 3) != NULL &&
+        (rc = inflate_list(sql_cell(&rows, 0, 3), rows.len[3], &plain)) < 0) {
+        api_log("standings: the stored list %s %" PRIu64 " does not inflate (%s)", kind,
+                scope, rc == -ENOMEM ? "out of memory" : "not a zlib stream of a list");
+        sql_rows_free(&rows);
+        return rc;
+    }
     if (rows.nrow == 0) {
         body = json_pack("{s:[],s:i,s:n}", "items", "generation", 0, "computed_at");
     } else {
-        items = json_loads(sql_cell(&rows, 0, 2), 0, NULL);
+        items = json_loads(plain ? plain : sql_cell(&rows, 0, 2), 0, NULL);
         body = json_pack("{s:o,s:I,s:o}", "items", items ? items : json_array(),
                          "generation",
                          (json_int_t)strtoll(sql_cell(&rows, 0, 0), NULL, 10),
                          "computed_at", api_time_json(sql_cell(&rows, 0, 1)));
     }
+    free(plain);
     sql_rows_free(&rows);
     /* 15 digits: the averages as stored (api_standings.c, store()). */
     *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;

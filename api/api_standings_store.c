@@ -4,12 +4,23 @@
  *
  * A recomputation makes its lists (JSON text) while it reads the shards,
  * and writes them under its new generation in one transaction on the global
- * host: multi-row REPLACEs of about STORE_BYTES each. Each REPLACE is sent
- * by a thread of the writer's own while the recomputation goes on to its
- * next scatter, so that the writes (a tenth to a fifth of a recomputation
- * on the 1,000,000-user bench) no longer come after the reads. Two buffers:
- * the one being filled and the one being written; a full buffer waits for
- * the previous write, so at most two statements' worth of lists are held.
+ * host: multi-row REPLACEs of about STORE_BYTES of lists each. Each REPLACE
+ * is made and sent by a thread of the writer's own while the recomputation
+ * goes on to its next scatter, so that the writes (a tenth to a fifth of a
+ * recomputation on the 1,000,000-user bench) no longer come after the
+ * reads. Two buffers: the one being filled and the one being written; a
+ * full buffer waits for the previous write, so at most two statements'
+ * worth of lists are held.
+ *
+ * The thread stores each list deflated (zlib, its fastest level) in
+ * body_deflate, body left empty: JSON of names and numbers shrinks about
+ * 8 times (15 MB of lists a recomputation at 1,000,000 users: 1.75 MB).
+ * Every byte stored is also written to the redo log and to the binlog at
+ * the commit, under the binlog's lock that every other commit of the host
+ * waits for, and sent to each replica; the full text held that lock long
+ * enough to make the bets of the global host's users wait tens of
+ * milliseconds at the end of every recomputation (docs/benchmarks.md,
+ * "Run 169"). Readers inflate (api_standings_read.c).
  *
  * The transaction belongs to one thread at a time: the writer's thread from
  * a flush until the write is done, the caller's otherwise (api_lists_finish
@@ -20,17 +31,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "api/api_int.h"
 
-/* Bytes of lists one statement writes (the server takes 16 MiB by default). */
-#define STORE_BYTES (1024 * 1024)
+/* Bytes of lists (before deflating) one statement writes. */
+#define STORE_BYTES (2 * 1024 * 1024)
+
+/*
+ * A list queued in a buffer: this header, then its len bytes of text. The
+ * kind is one of the recomputation's own names (users, teams, companies).
+ */
+struct queued {
+    char kind[16];
+    uint64_t scope;
+    size_t len;
+};
 
 struct api_lists {
     struct router_txn *txn;
     uint64_t gen;
-    struct sql_buf out;     /* being filled: VALUES rows of a REPLACE */
+    struct sql_buf out;     /* being filled: lists queued (struct queued, text) */
     struct sql_buf writing; /* handed to the thread */
+    struct sql_buf sql;     /* the thread's: the REPLACE of writing's lists */
+    unsigned char *packed;  /* the thread's: one list deflated */
+    size_t packed_cap;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -41,6 +66,52 @@ struct api_lists {
     uint32_t stores;
     int64_t store_ms;
 };
+
+/* The one list at p (len bytes) deflated into l->packed (*n bytes): 0, -ENOMEM or -EIO.
+ */
+static int deflate_list(struct api_lists *l, const char *p, size_t len, size_t *n)
+{
+    uLongf size = compressBound((uLong)len);
+
+    if (size > l->packed_cap) {
+        unsigned char *b = realloc(l->packed, size);
+        if (b == NULL)
+            return -ENOMEM;
+        l->packed = b;
+        l->packed_cap = size;
+    }
+    if (compress2(l->packed, &size, (const Bytef *)p, (uLong)len, Z_BEST_SPEED) != Z_OK)
+        return -EIO;
+    *n = size;
+    return 0;
+}
+
+/*
+ * l->sql: the VALUES rows of the lists queued in l->writing, each deflated
+ * (body empty). 0, -ENOMEM, or -EIO when zlib fails.
+ */
+static int make_rows(struct api_lists *l)
+{
+    size_t off = 0;
+    int rc = 0;
+
+    l->sql.len = 0;
+    while (rc == 0 && off < l->writing.len) {
+        struct queued q;
+        const char *text;
+        size_t n;
+
+        memcpy(&q, l->writing.buf + off, sizeof(q));
+        text = l->writing.buf + off + sizeof(q);
+        off += sizeof(q) + q.len;
+        if ((rc = deflate_list(l, text, q.len, &n)) < 0)
+            return rc;
+        rc = sql_format(&l->sql, NULL, 0, "%R(%s, %u, %u, UTC_TIMESTAMP(3), '', %x)",
+                        l->sql.len ? "," : "", q.kind, q.scope, l->gen,
+                        (const char *)l->packed, n);
+    }
+    return rc;
+}
 
 static void *writer_main(void *arg)
 {
@@ -54,10 +125,15 @@ static void *writer_main(void *arg)
             break;
         pthread_mutex_unlock(&l->lock);
         int64_t t = sql_now_ms();
-        int rc = router_txn_exec(l->txn, NULL,
+        int rc = make_rows(l);
+        if (rc == 0)
+            rc = router_txn_exec(l->txn, NULL,
                                  "REPLACE INTO %S.standings (kind, scope, generation, "
-                                 "computed_at, body) VALUES %R",
-                                 l->writing.buf);
+                                 "computed_at, body, body_deflate) VALUES %R",
+                                 l->sql.buf);
+        else
+            sql_set_error("cannot deflate the standings' lists: %s",
+                          rc == -ENOMEM ? "out of memory" : "zlib failed");
         t = sql_now_ms() - t;
         pthread_mutex_lock(&l->lock);
         if (rc < 0 && l->rc == 0) {
@@ -134,9 +210,15 @@ static int flush(struct api_lists *l)
 int api_lists_add(struct api_lists *l, const char *kind, uint64_t scope,
                   const char *text, size_t len)
 {
-    int rc = sql_format(&l->out, NULL, 0, "%R(%s, %u, %u, UTC_TIMESTAMP(3), %b)",
-                        l->out.len ? "," : "", kind, scope, l->gen, text, len);
+    struct queued q = {.scope = scope, .len = len};
+    int rc;
 
+    if (strlen(kind) >= sizeof(q.kind))
+        return -EINVAL;
+    strcpy(q.kind, kind);
+    rc = sql_buf_add(&l->out, (const char *)&q, sizeof(q));
+    if (rc == 0)
+        rc = sql_buf_add(&l->out, text, len);
     if (rc == 0 && l->out.len >= STORE_BYTES)
         rc = flush(l);
     return rc;
@@ -165,5 +247,7 @@ void api_lists_destroy(struct api_lists *l)
     pthread_mutex_destroy(&l->lock);
     sql_buf_deinit(&l->out);
     sql_buf_deinit(&l->writing);
+    sql_buf_deinit(&l->sql);
+    free(l->packed);
     free(l);
 }

@@ -155,14 +155,20 @@ ALTER TABLE `{schema}`.settlements
 -- kind: users (scope 0 = global, else company id), teams (company id),
 -- companies (scope 0); and recompute (scope 0, generation 0, empty): the row
 -- a recomputation locks first, so that recomputations run one at a time.
+-- A list is stored deflated (zlib) in body_deflate, body then empty; rows
+-- from before that column keep their text in body, and are read as well.
 CREATE TABLE IF NOT EXISTS `{schema}`.standings (
     kind VARCHAR(16) NOT NULL,
     scope BIGINT NOT NULL,
     generation BIGINT UNSIGNED NOT NULL,
     computed_at DATETIME(3) NOT NULL,
     body MEDIUMTEXT NOT NULL,
+    body_deflate MEDIUMBLOB NULL,
     PRIMARY KEY (kind, scope)
 ) ENGINE=InnoDB;
+-- Clusters made before the lists were stored deflated (a no-op after that).
+ALTER TABLE `{schema}`.standings
+    ADD COLUMN IF NOT EXISTS body_deflate MEDIUMBLOB NULL AFTER body;
 
 -- ---- resharding ------------------------------------------------------------
 
