@@ -126,7 +126,10 @@ static int fill_companies(struct api_req *req, uint64_t scope, char **text)
  * The generation itself is read from memcached each time, not from the
  * near-cache: a settlement's standings show on every server as soon as its
  * job is done, not up to CACHE_NEAR_MS later on the servers that did not
- * run it (one memcached get a request).
+ * run it (one memcached get a request). "standings2": the lists as servers
+ * that read deflated rows have them; a server from before that change, in
+ * a rolling upgrade, reads such a row as an empty list, and caches it
+ * under its own key, not this one.
  */
 static void standings_reply(struct api_req *req, const char *kind, uint64_t scope,
                             api_fill_fn fill)
@@ -135,7 +138,7 @@ static void standings_reply(struct api_req *req, const char *kind, uint64_t scop
     uint64_t gen = req->cache ? cache_generation(req->cache, "standings", 0) : 0;
     int rc;
 
-    snprintf(key, sizeof(key), "bc:v1:standings:%s:%" PRIu64 ":g%" PRIu64, kind, scope,
+    snprintf(key, sizeof(key), "bc:v1:standings2:%s:%" PRIu64 ":g%" PRIu64, kind, scope,
              gen);
     rc = api_cached_text(req, key, 1, 3600, fill, scope, &text);
     if (rc < 0)
