@@ -20,7 +20,11 @@
  * waits for, and sent to each replica; the full text held that lock long
  * enough to make the bets of the global host's users wait tens of
  * milliseconds at the end of every recomputation (docs/benchmarks.md,
- * "Run 169"). Readers inflate (api_standings_read.c).
+ * "Run 169"). MariaDB also copies each statement's text into the binlog
+ * beside its rows (binlog_annotate_row_events, on by default, and only an
+ * administrator may turn it off for a session), so the deflated bytes go
+ * as an escaped _binary string, about their own size, not as hex, twice
+ * it. Readers inflate (api_standings_read.c).
  *
  * The transaction belongs to one thread at a time: the writer's thread from
  * a flush until the write is done, the caller's otherwise (api_lists_finish
@@ -106,9 +110,9 @@ static int make_rows(struct api_lists *l)
         off += sizeof(q) + q.len;
         if ((rc = deflate_list(l, text, q.len, &n)) < 0)
             return rc;
-        rc = sql_format(&l->sql, NULL, 0, "%R(%s, %u, %u, UTC_TIMESTAMP(3), '', %x)",
-                        l->sql.len ? "," : "", q.kind, q.scope, l->gen,
-                        (const char *)l->packed, n);
+        rc = sql_format(
+            &l->sql, NULL, 0, "%R(%s, %u, %u, UTC_TIMESTAMP(3), '', _binary %b)",
+            l->sql.len ? "," : "", q.kind, q.scope, l->gen, (const char *)l->packed, n);
     }
     return rc;
 }
