@@ -15,16 +15,16 @@
  * The thread stores each list deflated (zlib, its fastest level) in
  * body_deflate, body left empty: JSON of names and numbers shrinks about
  * 8 times (15 MB of lists a recomputation at 1,000,000 users: 1.75 MB).
- * Every byte stored is also written to the redo log and to the binlog at
- * the commit, under the binlog's lock that every other commit of the host
- * waits for, and sent to each replica; the full text held that lock long
- * enough to make the bets of the global host's users wait tens of
- * milliseconds at the end of every recomputation (docs/benchmarks.md,
- * "Run 169"). MariaDB also copies each statement's text into the binlog
- * beside its rows (binlog_annotate_row_events, on by default, and only an
- * administrator may turn it off for a session), so the deflated bytes go
- * as an escaped _binary string, about their own size, not as hex, twice
- * it. Readers inflate (api_standings_read.c).
+ * Every byte stored is also written to the redo log, copied into the
+ * binlog at the commit (under the lock every other commit of the host
+ * waits for) and sent to each replica. MariaDB also copies each
+ * statement's text into the binlog beside its rows
+ * (binlog_annotate_row_events, on by default, and only an administrator
+ * may turn it off for a session), so the deflated bytes go as an escaped
+ * _binary string, about their own size, not as hex, twice it: 3.7 MB of
+ * binlog a recomputation at 1,000,000 users instead of 32.8 MB with the
+ * text (docs/benchmarks.md, "Run 169"). Readers inflate
+ * (api_standings_read.c).
  *
  * The transaction belongs to one thread at a time: the writer's thread from
  * a flush until the write is done, the caller's otherwise (api_lists_finish
