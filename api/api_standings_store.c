@@ -71,7 +71,9 @@ struct api_lists {
     int64_t store_ms;
 };
 
-/* The one list at p (len bytes) deflated into l->packed (*n bytes): 0, -ENOMEM or -EIO.
+/*
+ * The one list at p (len bytes) deflated into l->packed (*n bytes): 0,
+ * -ENOMEM or -EIO.
  */
 static int deflate_list(struct api_lists *l, const char *p, size_t len, size_t *n)
 {
