@@ -55,7 +55,7 @@ UNIT_TESTS := $(BUILD)/test_shardmap $(BUILD)/test_shardmap_conf \
               $(BUILD)/test_api_work $(BUILD)/test_api_tarpit $(BUILD)/test_api_hot \
               $(BUILD)/test_api_listen $(BUILD)/test_api_pwhash \
               $(BUILD)/test_api_log $(BUILD)/test_api_text $(BUILD)/test_api_batch \
-              $(BUILD)/test_reshard \
+              $(BUILD)/test_reshard $(BUILD)/test_router_lower \
               $(BUILD)/test_sql $(BUILD)/test_netwire_queue $(BUILD)/test_cache_near
 INTEGRATION_TESTS := $(BUILD)/test_shardctl_int $(BUILD)/test_router_int \
                      $(BUILD)/test_router_txn_int $(BUILD)/test_router_op_int \
@@ -136,6 +136,9 @@ $(BUILD)/test_shardmap: $(BUILD)/tests/unit/test_shardmap.o $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_shardmap_conf $(BUILD)/test_shardmap_files: $(BUILD)/%: $(BUILD)/tests/unit/%.o \
     $(BUILD)/tests/unit/yaml_fix.o $(SHARDMAP_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
+$(BUILD)/test_router_lower: $(BUILD)/tests/unit/test_router_lower.o $(ROUTER_LIB) $(CATALOG_LIB) \
+    $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)
 $(BUILD)/test_sql: $(BUILD)/tests/unit/test_sql.o $(SQL_LIB) $(SHARDMAP_LIB)
 	$(CC) $(LDFLAGS) -Wl,--wrap=malloc -o $@ $^ $(PKG_LIBS) $(CMOCKA_LIBS)

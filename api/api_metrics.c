@@ -284,6 +284,16 @@ void api_h_metrics(struct api_req *req)
                 f,
                 "betcity_db_background_idle_threads{instance=\"%s\",host=\"%s\"} %u\n",
                 name, hosts[i].name, hosts[i].bg_lowered);
+    fprintf(f, "# HELP betcity_db_background_idle_cgroup_threads Of those, the ones "
+               "also in an idle cpu cgroup, which the other processes' threads "
+               "preempt at once.\n"
+               "# TYPE betcity_db_background_idle_cgroup_threads gauge\n");
+    for (uint32_t i = 0; i < nhost; i++)
+        if (!hosts[i].replica)
+            fprintf(f,
+                    "betcity_db_background_idle_cgroup_threads{instance=\"%s\",host="
+                    "\"%s\"} %u\n",
+                    name, hosts[i].name, hosts[i].bg_grouped);
     fprintf(f, "# HELP betcity_db_host_up 1 while the host is not marked down.\n"
                "# TYPE betcity_db_host_up gauge\n");
     for (uint32_t i = 0; i < nhost; i++)

@@ -422,6 +422,8 @@ struct router_host_stats {
     uint64_t stale;      /* idle connections the server had closed, closed unused */
     uint32_t bg_lowered; /* of bg_open, those whose server thread is SCHED_IDLE */
     char lower_why[160]; /* why the last background connection was not ("" if it was) */
+    uint32_t bg_grouped; /* of bg_lowered, those also in an idle cpu cgroup */
+    char group_why[160]; /* why the last lowered one was not ("" if it was) */
 };
 /* Fills up to max entries (hosts, then replicas as the router met them); returns the
  * number of pools. */

@@ -519,8 +519,10 @@ uint32_t router_stats(struct router *r, struct router_host_stats *out, uint32_t 
         s->bg_open = p->bg.nopen;
         s->bg_idle = p->bg.nidle;
         snprintf(s->lower_why, sizeof(s->lower_why), "%s", p->lower_why);
+        snprintf(s->group_why, sizeof(s->group_why), "%s", p->group_why);
         pthread_mutex_unlock(&p->lock);
         s->bg_lowered = atomic_load(&p->bg_lowered);
+        s->bg_grouped = atomic_load(&p->bg_grouped);
         s->queries = atomic_load(&p->queries);
         s->errors = atomic_load(&p->errors);
         s->timeouts = atomic_load(&p->timeouts);

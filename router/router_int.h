@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "catalog/catalog.h"
@@ -69,6 +70,7 @@ struct router_conn {
     uint64_t epoch;           /* the pool's epoch when it was opened */
     int reused;               /* came from the idle list */
     int lowered; /* its server thread put under SCHED_IDLE (router_lower.c) */
+    int grouped; /* and into an idle cpu cgroup */
     long server_pid, server_tid; /* that thread, when lowered */
 };
 
@@ -126,6 +128,9 @@ struct router_pool {
      */
     atomic_uint bg_lowered;
     char lower_why[160];
+    /* Of them, those also in an idle cpu cgroup, and why the last one was not. */
+    atomic_uint bg_grouped;
+    char group_why[160];
 
     /* The machine it runs on, for its present epoch (router's machine_lock). */
     int machine_known;
@@ -310,6 +315,13 @@ void router__conn_lower(struct router *r, struct router_conn *conn);
 /* A lowered connection about to close: its thread back to SCHED_OTHER if still there.
  */
 void router__conn_unlower(struct router_conn *conn);
+/*
+ * The mount point of the cgroup v1 hierarchy with the cpu controller, from
+ * /proc/self/mountinfo's lines; the cpu cgroup ("/...") of a thread, from
+ * /proc/PID/task/TID/cgroup's. 0, or -ENOENT (none) or -ENAMETOOLONG.
+ */
+int router__cpu_mount(FILE *mountinfo, char *out, size_t size);
+int router__cpu_cgroup(FILE *cgroup, char *out, size_t size);
 
 /* router.c */
 /*

@@ -29,17 +29,35 @@
  *  - sched_setscheduler() lets us (the same user, or CAP_SYS_NICE; the
  *    packaged units run the API as its own user: nothing is lowered there).
  *
+ * SCHED_IDLE alone ranks the thread below the other threads of its own
+ * group of the scheduler only: the MariaDB server's. Linux schedules a
+ * process started in a session of its own (setsid(), as every daemon is)
+ * as a group of its own when sched_autogroup_enabled is on (Debian's
+ * default), and groups share a core by weight: a batch's thread under
+ * SCHED_IDLE then still holds a core against HAProxy, an event loop or
+ * another host's thread for up to a time slice, and the requests' p99 on
+ * the bench machine were 2-4 times their figure with a single core
+ * spinning under SCHED_IDLE (docs/benchmarks.md, "SCHED_IDLE and the
+ * scheduler's groups"). So the thread also goes into a child of its cpu
+ * cgroup made idle (cpu.idle 1, Linux 5.15 on): GROUP_NAME, which its
+ * siblings (the root's: every autogroup) preempt at once. Only in a
+ * cgroup v1 cpu hierarchy, where a thread may leave its process's group;
+ * under cgroup v2 alone it keeps SCHED_IDLE only, and router_stats() says
+ * why.
+ *
  * A thread under SCHED_IDLE still runs when the machine's cores are busy,
  * slowly: with two processes spinning on both cores, a 127,000-bet
  * settlement took 12-15 s against 7-10 s (docs/benchmarks.md), and the
  * rows a batch holds are held that much longer.
  */
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -48,6 +66,9 @@
 #define LOWER_SQL                                                                      \
     "SELECT @@pid_file, @@thread_cache_size, (SELECT TID FROM "                        \
     "information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()), @@hostname"
+
+/* The idle child cgroup, in the cpu hierarchy under the thread's own. */
+#define GROUP_NAME "betcity-background"
 
 void router_set_background_idle(struct router *r, int on)
 {
@@ -103,6 +124,181 @@ static int server_thread(long pid, long tid)
     return access(path, F_OK) == 0;
 }
 
+int router__cpu_mount(FILE *mountinfo, char *out, size_t size)
+{
+    char line[1024];
+
+    /* "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE SOURCE SUPEROPTS" */
+    while (fgets(line, sizeof(line), mountinfo) != NULL) {
+        char *dash = strstr(line, " - "), *save = NULL, *field, *mnt = NULL;
+        char fstype[32] = "", super[256] = "";
+
+        if (dash == NULL || sscanf(dash + 3, "%31s %*s %255s", fstype, super) != 2 ||
+            strcmp(fstype, "cgroup") != 0)
+            continue;
+        *dash = '\0';
+        field = strtok_r(line, " ", &save);
+        for (int i = 1; field != NULL && i < 5; i++)
+            mnt = field = strtok_r(NULL, " ", &save);
+        if (mnt == NULL)
+            continue;
+        for (char *opt = strtok_r(super, ",", &save); opt != NULL;
+             opt = strtok_r(NULL, ",", &save))
+            if (strcmp(opt, "cpu") == 0) {
+                int n = snprintf(out, size, "%s", mnt);
+                return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+            }
+    }
+    return -ENOENT;
+}
+
+int router__cpu_cgroup(FILE *cgroup, char *out, size_t size)
+{
+    char line[1024];
+
+    /* "ID:CONTROLLERS:PATH"; CONTROLLERS a comma-separated list. */
+    while (fgets(line, sizeof(line), cgroup) != NULL) {
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        char *save = NULL;
+
+        if (c2 == NULL)
+            continue;
+        *c2 = '\0';
+        c2[1 + strcspn(c2 + 1, "\n")] = '\0';
+        for (char *ctl = strtok_r(c1 + 1, ",", &save); ctl != NULL;
+             ctl = strtok_r(NULL, ",", &save))
+            if (strcmp(ctl, "cpu") == 0) {
+                int n = snprintf(out, size, "%s", c2 + 1);
+                return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+            }
+    }
+    return -ENOENT;
+}
+
+static void say(char *why, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Why, into why: truncated at size (a pool's note). */
+static void say(char *why, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, size, fmt, ap);
+    va_end(ap);
+}
+
+/* Writes text into path (a cgroup file); 0 or -errno. */
+static int write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    int rc = 0;
+
+    if (f == NULL)
+        return -errno;
+    if (fputs(text, f) == EOF)
+        rc = -errno;
+    if (fclose(f) == EOF && rc == 0)
+        rc = -errno;
+    return rc;
+}
+
+/*
+ * The directory of the thread's cpu cgroup (v1) into dir; 0, or -errno with
+ * why into why.
+ */
+static int thread_group(long pid, long tid, char *dir, size_t size, char *why,
+                        size_t why_size)
+{
+    char mnt[PATH_MAX], path[64], group[PATH_MAX] = "";
+    FILE *f;
+    int rc, n;
+
+    if ((f = fopen("/proc/self/mountinfo", "r")) == NULL)
+        return say(why, why_size, "no /proc/self/mountinfo"), -errno;
+    rc = router__cpu_mount(f, mnt, sizeof(mnt));
+    fclose(f);
+    if (rc < 0) {
+        say(why, why_size,
+            "no cgroup v1 cpu hierarchy (under cgroup v2 a thread "
+            "cannot leave its process's group)");
+        return rc;
+    }
+    snprintf(path, sizeof(path), "/proc/%ld/task/%ld/cgroup", pid, tid);
+    if ((f = fopen(path, "r")) == NULL)
+        return say(why, why_size, "cannot read %s", path), -ENOENT;
+    rc = router__cpu_cgroup(f, group, sizeof(group));
+    fclose(f);
+    if (rc < 0)
+        return say(why, why_size, "%s names no cpu cgroup", path), rc;
+    n = snprintf(dir, size, "%s%s", mnt, strcmp(group, "/") == 0 ? "" : group);
+    return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+}
+
+/*
+ * Puts the thread into GROUP_NAME under its cpu cgroup, made idle; 0, or
+ * -errno with why into why. The group is shared by every API server here
+ * and removed by the one that takes its last thread out (group_unlower()):
+ * removed between our mkdir and our writes, it is made again.
+ */
+static int group_lower(long pid, long tid, char *why, size_t why_size)
+{
+    char dir[PATH_MAX], idle[PATH_MAX + 64], file[PATH_MAX + 96], id[32];
+    int rc;
+
+    if ((rc = thread_group(pid, tid, dir, sizeof(dir), why, why_size)) < 0)
+        return rc;
+    snprintf(idle, sizeof(idle), "%s/" GROUP_NAME, dir);
+    snprintf(id, sizeof(id), "%ld\n", tid);
+    for (int tries = 0; tries < 3; tries++) {
+        if (mkdir(idle, 0755) < 0 && errno != EEXIST) {
+            rc = -errno;
+            say(why, why_size, "cannot make %s: %s", idle, strerror(-rc));
+            return rc;
+        }
+        snprintf(file, sizeof(file), "%s/cpu.idle", idle);
+        if ((rc = write_file(file, "1\n")) == -ENOENT && access(idle, F_OK) < 0)
+            continue; /* removed meanwhile */
+        if (rc < 0) {
+            say(why, why_size, "cannot write %s: %s%s", file, strerror(-rc),
+                rc == -ENOENT ? " (Linux before 5.15)" : "");
+            return rc;
+        }
+        snprintf(file, sizeof(file), "%s/tasks", idle);
+        if ((rc = write_file(file, id)) == -ENOENT && access(idle, F_OK) < 0)
+            continue;
+        break;
+    }
+    if (rc < 0)
+        say(why, why_size, "cannot move thread %ld into %s: %s", tid, idle,
+            strerror(-rc));
+    return rc;
+}
+
+/*
+ * The thread back into the cgroup above GROUP_NAME, if it is in one; then
+ * GROUP_NAME removed if that left it empty (EBUSY when it is not: others'
+ * threads are in it).
+ */
+static void group_unlower(long pid, long tid)
+{
+    char dir[PATH_MAX], why[8], file[PATH_MAX + 16], id[32];
+    size_t len, name = strlen("/" GROUP_NAME);
+
+    if (thread_group(pid, tid, dir, sizeof(dir), why, sizeof(why)) < 0)
+        return;
+    len = strlen(dir);
+    if (len <= name || strcmp(dir + len - name, "/" GROUP_NAME) != 0)
+        return;
+    dir[len - name] = '\0';
+    snprintf(file, sizeof(file), "%s/tasks", dir);
+    snprintf(id, sizeof(id), "%ld\n", tid);
+    if (write_file(file, id) == 0) {
+        dir[len - name] = '/';
+        (void)rmdir(dir);
+    }
+}
+
 void router__conn_lower(struct router *r, struct router_conn *conn)
 {
     struct router_pool *pool = conn->pool;
@@ -155,6 +351,16 @@ void router__conn_lower(struct router *r, struct router_conn *conn)
     conn->server_tid = tid;
     atomic_fetch_add(&pool->bg_lowered, 1);
     lower_note(pool, "%s", "");
+    {
+        char why[sizeof(pool->group_why)] = "";
+
+        conn->grouped = group_lower(pid, tid, why, sizeof(why)) == 0;
+        if (conn->grouped)
+            atomic_fetch_add(&pool->bg_grouped, 1);
+        pthread_mutex_lock(&pool->lock);
+        snprintf(pool->group_why, sizeof(pool->group_why), "%s", why);
+        pthread_mutex_unlock(&pool->lock);
+    }
 out:
     sql_rows_free(&rows);
 }
@@ -169,8 +375,14 @@ void router__conn_unlower(struct router_conn *conn)
      * the server still has that thread, whose number could otherwise be
      * another's by now.
      */
-    if (server_thread(conn->server_pid, conn->server_tid))
+    if (server_thread(conn->server_pid, conn->server_tid)) {
+        if (conn->grouped)
+            group_unlower(conn->server_pid, conn->server_tid);
         (void)sched_setscheduler((pid_t)conn->server_tid, SCHED_OTHER, &none);
+    }
+    if (conn->grouped)
+        atomic_fetch_sub(&conn->pool->bg_grouped, 1);
+    conn->grouped = 0;
     conn->lowered = 0;
     atomic_fetch_sub(&conn->pool->bg_lowered, 1);
 }

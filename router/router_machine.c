@@ -258,20 +258,29 @@ int router_machine_enter(struct router *r, uint32_t shard, int (*stopping)(void 
 }
 
 /*
- * " (2 threads idle)", or why its last background connection's thread is
- * not (router_lower.c), into buf; the length written. Takes the pool's lock
+ * " (2 threads idle, in an idle cgroup)", " (2 threads idle; not in an idle
+ * cgroup: why)", or why its last background connection's thread is not idle
+ * (router_lower.c), into buf; the length written. Takes the pool's lock
  * (under machine_lock: never the other way round).
  */
 static size_t describe_lowered(struct router_pool *pool, char *buf, size_t size)
 {
     unsigned idle = atomic_load(&pool->bg_lowered);
+    unsigned grouped = atomic_load(&pool->bg_grouped);
     int n;
 
     pthread_mutex_lock(&pool->lock);
-    n = idle > 0 ? snprintf(buf, size, " (%u thread%s idle)", idle, idle > 1 ? "s" : "")
-        : pool->lower_why[0] != '\0'
-            ? snprintf(buf, size, " (threads not idle: %s)", pool->lower_why)
-            : 0;
+    if (idle > 0 && grouped >= idle)
+        n = snprintf(buf, size, " (%u thread%s idle, in an idle cgroup)", idle,
+                     idle > 1 ? "s" : "");
+    else if (idle > 0)
+        n = snprintf(buf, size, " (%u thread%s idle; %u not in an idle cgroup: %s)",
+                     idle, idle > 1 ? "s" : "", idle - grouped,
+                     pool->group_why[0] != '\0' ? pool->group_why : "unknown");
+    else if (pool->lower_why[0] != '\0')
+        n = snprintf(buf, size, " (threads not idle: %s)", pool->lower_why);
+    else
+        n = 0;
     pthread_mutex_unlock(&pool->lock);
     return n <= 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }

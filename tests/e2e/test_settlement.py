@@ -372,11 +372,49 @@ def idle_gauges(url):
     return idle, bg
 
 
-def server_threads(pid):
+def cpu_mount():
+    """The mount point of the cgroup v1 hierarchy with the cpu controller,
+    or None (cgroup v2 alone)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            head, _, tail = line.partition(" - ")
+            fields = tail.split()
+            if len(fields) >= 3 and fields[0] == "cgroup" and "cpu" in fields[2].split(","):
+                return head.split()[4]
+    return None
+
+
+def cpu_cgroup(tid):
+    """The thread's cpu cgroup ("/..."), or None (cgroup v2 alone)."""
+    with open("/proc/%d/cgroup" % tid) as f:
+        for line in f:
+            _, ctls, path = line.rstrip("\n").split(":", 2)
+            if "cpu" in ctls.split(","):
+                return path
+    return None
+
+
+def group_idle(group):
+    """The cpu.idle of a cpu cgroup ("/..."), or None (none, or no such file)."""
+    import os
+    mount = cpu_mount()
+    if mount is None or group is None:
+        return None
+    try:
+        with open(os.path.join(mount + group, "cpu.idle")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def server_threads(pid, groups=None):
     """{host: [policy of the MariaDB thread of each of the process's
     connections to it]} (information_schema.PROCESSLIST's client port and
-    TID; a connection that closed meanwhile is left out)."""
+    TID; a connection that closed meanwhile is left out); each thread's cpu
+    cgroup into groups ({tid: (policy, path, its cpu.idle)}) too, read at
+    the same time."""
     import os
+    groups = {} if groups is None else groups
     s = stack.get()
     ports = own_connections(pid)
     out = {}
@@ -386,7 +424,10 @@ def server_threads(pid):
                                        "WHERE TID IS NOT NULL"):
             if ":" in (client or "") and int(client.rsplit(":", 1)[1]) in ports:
                 try:
-                    out[host].append(os.sched_getscheduler(int(tid)))
+                    policy = os.sched_getscheduler(int(tid))
+                    group = cpu_cgroup(int(tid))
+                    out[host].append(policy)
+                    groups[int(tid)] = (policy, group, group_idle(group))
                 except OSError:
                     pass  # its connection closed meanwhile
     return out
@@ -404,15 +445,16 @@ class TestBackgroundIdle(unittest.TestCase):
         def look(co, bets, own):
             for _ in range(50):
                 before = idle_gauges(own.url)
-                threads = server_threads(own.proc.pid)
+                groups = {}
+                threads = server_threads(own.proc.pid, groups)
                 if idle_gauges(own.url) == before:
-                    seen["gauges"], seen["threads"] = before, threads
+                    seen["gauges"], seen["threads"], seen["groups"] = before, threads, groups
                     return
                 time.sleep(0.1)
             self.fail("the server's background connections kept changing")
 
         line = settle_on_own_server(self, settings, 12, check=look)
-        return seen["gauges"], seen["threads"], line
+        return seen["gauges"], seen["threads"], line, seen["groups"]
 
     def test_background_threads_run_under_sched_idle(self):
         """By default (background_idle 1, the stack's hosts on this machine
@@ -422,7 +464,7 @@ class TestBackgroundIdle(unittest.TestCase):
         its other connections (its requests') are not; the job's last log
         line says so of each host."""
         import os
-        (gauges, bg), threads, line = self.settle_and_look({})
+        (gauges, bg), threads, line, groups = self.settle_and_look({})
         self.assertGreaterEqual(sum(gauges.values()), 1, (gauges, threads))
         for host, policies in threads.items():
             self.assertEqual(policies.count(os.SCHED_IDLE), gauges.get(host, 0), (host, gauges, threads))
@@ -431,20 +473,35 @@ class TestBackgroundIdle(unittest.TestCase):
             self.assertEqual(set(policies) - {os.SCHED_IDLE, os.SCHED_OTHER}, set(), (host, threads))
         # Its requests' connections too (the result's post, the settlement's polls).
         self.assertGreater(sum(len(p) for p in threads.values()), sum(gauges.values()), threads)
-        self.assertRegex(line.string, r"hosts .*\(\d+ threads? idle\)")
+        # The lowered threads also in an idle cpu cgroup (where a thread may
+        # leave its process's: a cgroup v1 cpu hierarchy), the others not.
+        mount = cpu_mount()
+        idle = [g for g in groups.values() if g[1] is not None and g[1].endswith("/betcity-background")]
+        if mount is None:
+            self.assertEqual(idle, [], groups)
+            self.assertRegex(line.string, r"hosts .*\(\d+ threads? idle; \d+ not in an idle cgroup: "
+                                          r"no cgroup v1 cpu hierarchy")
+        else:
+            self.assertEqual(len(idle), sum(gauges.values()), (groups, gauges))
+            for policy, group, flag in idle:
+                self.assertEqual((policy, flag), (os.SCHED_IDLE, "1"), group)
+            self.assertRegex(line.string, r"hosts .*\(\d+ threads? idle, in an idle cgroup\)")
+            self.assertNotRegex(line.string, r"not in an idle cgroup")
         assert_check_ledger(self)
 
     def test_off_at_zero(self):
         """background_idle=0: none of the server's connections' threads is
         under SCHED_IDLE, its gauges say 0, the log line notes nothing."""
         import os
-        (gauges, bg), threads, line = self.settle_and_look({"background_idle": 0})
+        (gauges, bg), threads, line, groups = self.settle_and_look({"background_idle": 0})
         self.assertEqual(set(gauges.values()), {0}, gauges)
         self.assertGreaterEqual(sum(bg.values()), 1, bg)
         self.assertGreaterEqual(sum(len(p) for p in threads.values()), 2, threads)
         for host, policies in threads.items():
             self.assertNotIn(os.SCHED_IDLE, policies, (host, threads))
-        self.assertNotRegex(line.string, r"idle\)")
+        self.assertEqual([g for g in groups.values() if g[1] and g[1].endswith("/betcity-background")], [],
+                         groups)
+        self.assertNotRegex(line.string, r"idle\)|idle cgroup")
 
 
 def thread_nices(pid):

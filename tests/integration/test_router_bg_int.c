@@ -243,7 +243,62 @@ static void test_background_hosts_of_one_machine_take_turns(void **state)
     router_set_background_cores(f->router, 0);
 }
 
-/* The policy of the server thread of the connection a statement on shard 0 takes. */
+/*
+ * Whether this machine has a cgroup v1 hierarchy with the cpu controller
+ * (a "cgroup" line of /proc/self/mountinfo whose super options name cpu).
+ */
+static int have_cpu_v1(void)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    char line[1024];
+    int found = 0;
+
+    assert_non_null(f);
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        char *dash = strstr(line, " - cgroup ");
+        char *opts = dash ? strrchr(dash, ' ') : NULL;
+
+        if (opts != NULL) {
+            char *save = NULL;
+            opts[strcspn(opts, "\n")] = '\0';
+            for (char *o = strtok_r(opts + 1, ",", &save); o != NULL && !found;
+                 o = strtok_r(NULL, ",", &save))
+                found = strcmp(o, "cpu") == 0;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* The cpu cgroup of thread tid ("/..."), into out ("" when none). */
+static void thread_cpu_group(long tid, char *out, size_t size)
+{
+    char path[64], line[512];
+    FILE *f;
+
+    out[0] = '\0';
+    snprintf(path, sizeof(path), "/proc/%ld/cgroup", tid);
+    assert_non_null(f = fopen(path, "r"));
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (c2 == NULL)
+            continue;
+        *c2 = '\0';
+        if (strcmp(c1 + 1, "cpu") == 0 || strncmp(c1 + 1, "cpu,", 4) == 0 ||
+            strstr(c1 + 1, ",cpu,") != NULL) {
+            c2[1 + strcspn(c2 + 1, "\n")] = '\0';
+            snprintf(out, size, "%s", c2 + 1);
+        }
+    }
+    fclose(f);
+}
+
+static char last_group[512]; /* thread_policy()'s thread's cpu cgroup */
+
+/*
+ * The policy of the server thread of the connection a statement on shard 0
+ * takes; its cpu cgroup into last_group.
+ */
 static int thread_policy(struct router *r, int mode)
 {
     struct sql_rows rows = {0};
@@ -258,6 +313,8 @@ static int thread_policy(struct router *r, int mode)
     router_background(0);
     assert_int_equal(rows.nrow, 1);
     policy = sched_getscheduler((pid_t)strtol(sql_cell(&rows, 0, 0), NULL, 10));
+    thread_cpu_group(strtol(sql_cell(&rows, 0, 0), NULL, 10), last_group,
+                     sizeof(last_group));
     sql_rows_free(&rows);
     assert_true(policy >= 0);
     return policy;
@@ -298,15 +355,32 @@ static void test_background_threads_idle_only_where_safe(void **state)
     assert_int_equal(router_create(&f->conf, &r), 0);
     router_set_background_idle(r, 1);
     assert_int_equal(thread_policy(r, ROUTER_BACKGROUND), SCHED_IDLE);
+    /* And in the idle cgroup, where a thread can be moved alone (cgroup v1). */
+    if (have_cpu_v1()) {
+        print_message("background thread's cpu cgroup: %s\n", last_group);
+        assert_non_null(strstr(last_group, "/betcity-background"));
+    } else {
+        assert_null(strstr(last_group, "betcity-background"));
+    }
     assert_int_equal(thread_policy(r, 0), SCHED_OTHER);
+    assert_null(strstr(last_group, "betcity-background"));
     st = host_stats(r, host);
     assert_int_equal(st.bg_lowered, 1);
     assert_string_equal(st.lower_why, "");
+    if (have_cpu_v1()) {
+        assert_int_equal(st.bg_grouped, 1);
+        assert_string_equal(st.group_why, "");
+    } else {
+        assert_int_equal(st.bg_grouped, 0);
+        assert_non_null(strstr(st.group_why, "no cgroup v1 cpu hierarchy"));
+    }
     router_destroy(r);
 
     assert_int_equal(router_create(&f->conf, &r), 0);
     assert_int_equal(thread_policy(r, ROUTER_BACKGROUND), SCHED_OTHER);
+    assert_null(strstr(last_group, "betcity-background"));
     assert_int_equal(host_stats(r, host).bg_lowered, 0);
+    assert_int_equal(host_stats(r, host).bg_grouped, 0);
     router_destroy(r);
 
     assert_int_equal(mysql_query(m, "SET GLOBAL thread_cache_size = 8"), 0);
