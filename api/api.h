@@ -69,6 +69,7 @@ struct api_limits {
     uint32_t background_cores_pct; /* of a machine's cores, its hosts' background work
                                       (50; 0: no limit) */
     uint32_t background_idle;      /* background server threads under SCHED_IDLE (1) */
+    uint32_t standings_per_core;   /* the recomputation's scans at a core a place (1) */
     uint32_t conn_per_addr;        /* connections per address, proxies apart (64) */
     uint32_t header_timeout_ms;    /* connect to complete headers (800) */
     uint32_t body_timeout_ms;      /* headers to complete body (10000) */

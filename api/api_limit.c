@@ -303,6 +303,11 @@ static const struct conf_key {
      "share (%) of its cores (@@thread_pool_size) at once; below one core, one at "
      "a time for that share of the time (0: no limit); a host alone on its "
      "machine is not slowed"},
+    {"standings_per_core", K_U32, L(standings_per_core), 0, 1,
+     "1: the standings' recomputation that ends a settlement scans as many hosts "
+     "of a machine at once as it has cores; 0: at the settlement batches' share "
+     "(background_cores_pct): requests on the cores the hosts share wait less "
+     "meanwhile, and the standings show the settlement later"},
     {"background_idle", K_U32, L(background_idle), 0, 1,
      "1: a background connection to a host on this machine gets its MariaDB "
      "thread under SCHED_IDLE, where that is safe (the host's thread_cache_size "
@@ -449,6 +454,7 @@ void api_limits_init(struct api_limits *l)
     l->settle_batch_bets = API_SETTLE_BATCH_BETS;
     l->background_cores_pct = 50;
     l->background_idle = 1;
+    l->standings_per_core = 1;
     l->conn_per_addr = 64;
     l->header_timeout_ms = 800;
     /* Below HAProxy's 10 s timeout server, so that its 408 gets through. */

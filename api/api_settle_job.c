@@ -104,6 +104,7 @@ struct api_settler {
     uint32_t pause_pct;                  /* limits' settle_pause_pct */
     uint32_t batches_max;                /* limits' settle_batches (0: no cap) */
     uint32_t batch_bets;                 /* limits' settle_batch_bets */
+    int standings_mode;                  /* the recomputation's router_background() */
     pthread_mutex_t lock;                /* guards nbatch and runs' batches_peak */
     pthread_cond_t freed;                /* a batch ended */
     uint32_t nbatch;                     /* batches in flight, of every run */
@@ -470,11 +471,11 @@ static void *standings_main(void *arg)
     struct standings_job *sj = arg;
 
     /*
-     * Its scans take a machine's places at one a core, not at the batches'
-     * share: a second or two that every reader waits for (docs/architecture.md,
-     * "Hosts that share a machine").
+     * Its scans take the machine's places at the batches' share, or at one a
+     * core with standings_per_core (docs/architecture.md, "Hosts that share
+     * a machine").
      */
-    router_background(ROUTER_BACKGROUND_PER_CORE);
+    router_background(sj->run->settler->standings_mode);
     sj->rc = api_standings_recompute(sj->run->router);
     if (atomic_fetch_sub(&sj->run->nworking, 1) == 1)
         api_jobs_kick(sj->run->settler->jobs);
@@ -747,6 +748,9 @@ int api_settler_create(struct api_server *srv, struct api_settler **out)
     s->pause_pct = api_server_conf(srv)->limits.settle_pause_pct;
     s->batches_max = api_server_conf(srv)->limits.settle_batches;
     s->batch_bets = api_server_conf(srv)->limits.settle_batch_bets;
+    s->standings_mode = api_server_conf(srv)->limits.standings_per_core
+                            ? ROUTER_BACKGROUND_PER_CORE
+                            : ROUTER_BACKGROUND;
     pthread_mutex_init(&s->lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
