@@ -176,7 +176,12 @@ void router_set_background_cores(struct router *router, uint32_t pct);
  * mariadbd (or mysqld) here with that thread, its thread_cache_size is 0 (the thread
  * ends with the connection and never serves another), and this process may change the
  * thread's policy (the same user, or CAP_SYS_NICE). Elsewhere nothing changes and
- * router_stats() says why. Default 0: off.
+ * router_stats() says why. The thread also goes into an idle child of its
+ * cpu cgroup (betcity-background, cpu.idle 1) where a cgroup v1 cpu
+ * hierarchy lets a thread leave its process's group: SCHED_IDLE alone ranks
+ * it below its own server's threads only, not below other processes
+ * (each daemon is a scheduler group of its own under sched_autogroup).
+ * Default 0: off.
  */
 void router_set_background_idle(struct router *router, int on);
 /*

@@ -76,6 +76,14 @@ cmd_stop() {
     stop_servers "${DB_SERVERS[@]}" "${MC_SERVERS[@]}" ||
         die "some processes of the stack in $DIR survived SIGKILL"
     ((NETNS == 0)) || netns_down_all
+    # The idle cpu cgroup the API servers put their background connections'
+    # MariaDB threads in (router/router_lower.c): the last of them out
+    # removes it, but not if it was killed. Removed only when empty (rmdir);
+    # another stack's servers on this machine make it again when they need it.
+    local group
+    for group in /sys/fs/cgroup/cpu/betcity-background /sys/fs/cgroup/cpu,cpuacct/betcity-background; do
+        [ ! -d "$group" ] || rmdir "$group" 2>/dev/null || true
+    done
     say "stack in $DIR stopped"
     if ((CLEAN)); then
         if [ -e "$DIR/.devstack" ]; then
