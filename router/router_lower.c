@@ -214,8 +214,11 @@ static int thread_group(long pid, long tid, char *dir, size_t size, char *why,
     FILE *f;
     int rc, n;
 
-    if ((f = fopen("/proc/self/mountinfo", "r")) == NULL)
-        return say(why, why_size, "no /proc/self/mountinfo"), -errno;
+    if ((f = fopen("/proc/self/mountinfo", "r")) == NULL) {
+        rc = -errno;
+        say(why, why_size, "no /proc/self/mountinfo");
+        return rc;
+    }
     rc = router__cpu_mount(f, mnt, sizeof(mnt));
     fclose(f);
     if (rc < 0) {
@@ -246,8 +249,13 @@ static int group_lower(long pid, long tid, char *why, size_t why_size)
     char dir[PATH_MAX], idle[PATH_MAX + 64], file[PATH_MAX + 96], id[32];
     int rc;
 
+    size_t len, name = strlen("/" GROUP_NAME);
+
     if ((rc = thread_group(pid, tid, dir, sizeof(dir), why, why_size)) < 0)
         return rc;
+    len = strlen(dir);
+    if (len > name && strcmp(dir + len - name, "/" GROUP_NAME) == 0)
+        dir[len - name] = '\0'; /* in it already: not one inside it */
     snprintf(idle, sizeof(idle), "%s/" GROUP_NAME, dir);
     snprintf(id, sizeof(id), "%ld\n", tid);
     for (int tries = 0; tries < 3; tries++) {
