@@ -328,6 +328,27 @@ class TestMachineShare(unittest.TestCase):
         self.assertGreaterEqual(len(hosts), 3, line.string)
         assert_check_ledger(self)
 
+    def test_recomputation_at_the_batches_share(self):
+        """standings_per_core=0: the standings' recomputation takes the
+        machine's places at the batches' share, not a core's worth a place,
+        so never more of the machine's statements ran at once than its
+        places (the job's last log line); the standings show every user's
+        settled points, every bet is paid once, the ledger whole."""
+        import re
+
+        def ranked(co, bets, own):
+            points = {u.id: expected_settlement(b, RESULTS["home"])[1] - b["stake"] for u, b in bets}
+            got = bets[0][0].client.get("/v1/standings/users", query={"company": co["id"]}).expect_json(200)
+            self.assertEqual({x["user_id"]: x["points"] for x in got["items"]}, points, got)
+
+        line = settle_on_own_server(self, {"standings_per_core": 0}, 24, check=ranked)
+        hit = re.search(r"machines: \S+: (\d+) cores, (\d+) at once.*\(at most (\d+) seen,", line.string)
+        self.assertIsNotNone(hit, line.string)
+        places, seen = int(hit.group(2)), int(hit.group(3))
+        self.assertGreaterEqual(seen, 1, line.string)
+        self.assertLessEqual(seen, places, line.string)
+        assert_check_ledger(self)
+
     def test_off_at_zero(self):
         """background_cores_pct=0: no places, no machine asked (the line
         names none); every bet is still paid once."""
