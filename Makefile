@@ -211,6 +211,7 @@ test: deps
 	$(MAKE) format-check
 	tests/hardening/check $(BUILD)/betcity-api $(BUILD)/shardctl $(BUILD)/bcadmin
 	tests/devstack/claims
+	tests/devstack/run-fails
 	$(MAKE) openapi
 	$(MAKE) unit
 	$(MAKE) SANITIZE=address,undefined all

@@ -404,9 +404,21 @@ EOF
     echo "Ctrl-C (or SIGTERM, from a script: a job started with & ignores SIGINT) stops the whole stack."
 }
 
+# cmd_run's start failed (a die() in it exits): stop what it started, so
+# that a failed `make run` leaves no server running.
+run_start_failed() {
+    local status=$?
+    trap - EXIT
+    warn "the start failed: stopping what it started in $DIR"
+    cmd_stop >/dev/null 2>&1 || warn "some servers of $DIR did not stop"
+    exit "$status"
+}
+
 cmd_run() {
     trap run_exit INT TERM
+    trap run_start_failed EXIT
     cmd_start
+    trap - EXIT
     if [ ! -f "$DIR/urls.env" ]; then
         warn "warning: no API servers ($API_BIN is not built): nothing to seed"
         echo "Ctrl-C stops the stack."
