@@ -82,10 +82,16 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Each "HTTP/1.x NNN" of the answer (pipelined requests get several). */
+/*
+ * Each "HTTP/1.x NNN" of the answer (pipelined requests get several): a
+ * final status from 200 to 599 but 500, or an interim 100 (Continue, for a
+ * request that said "Expect: 100-continue", RFC 9110 15.2.1) with a final
+ * one after it.
+ */
 static void check_answer(const char *resp, size_t len)
 {
     const char *p = resp;
+    int interim = 0;
 
     if (len == 0)
         return; /* closed without an answer: allowed for garbage */
@@ -94,11 +100,17 @@ static void check_answer(const char *resp, size_t len)
     while ((p = strstr(p, "HTTP/1.")) != NULL && p + 12 <= resp + len) {
         int status = atoi(p + 9);
         if (p == resp || p[-1] == '\n') {
-            if (status < 200 || status > 599 || status == 500)
+            if (status == 100)
+                interim = 1;
+            else if (status < 200 || status > 599 || status == 500)
                 fuzz_fail("status %d", status);
+            else
+                interim = 0;
         }
         p += 7;
     }
+    if (interim)
+        fuzz_fail("a 100 (Continue) with no final status after it");
 }
 
 /*
