@@ -238,6 +238,17 @@ static int thread_group(long pid, long tid, char *dir, size_t size, char *why,
     return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
 }
 
+/* Cuts "/" GROUP_NAME off the end of cgroup path dir: 1 if it was there, or 0. */
+static int group_strip(char *dir)
+{
+    size_t len = strlen(dir), name = strlen("/" GROUP_NAME);
+
+    if (len <= name || strcmp(dir + len - name, "/" GROUP_NAME) != 0)
+        return 0;
+    dir[len - name] = '\0';
+    return 1;
+}
+
 /*
  * Puts the thread into GROUP_NAME under its cpu cgroup, made idle; 0, or
  * -errno with why into why. The group is shared by every API server here
@@ -249,13 +260,9 @@ static int group_lower(long pid, long tid, char *why, size_t why_size)
     char dir[PATH_MAX], idle[PATH_MAX + 64], file[PATH_MAX + 96], id[32];
     int rc;
 
-    size_t len, name = strlen("/" GROUP_NAME);
-
     if ((rc = thread_group(pid, tid, dir, sizeof(dir), why, why_size)) < 0)
         return rc;
-    len = strlen(dir);
-    if (len > name && strcmp(dir + len - name, "/" GROUP_NAME) == 0)
-        dir[len - name] = '\0'; /* in it already: not one inside it */
+    (void)group_strip(dir); /* in it already: not one inside it */
     snprintf(idle, sizeof(idle), "%s/" GROUP_NAME, dir);
     snprintf(id, sizeof(id), "%ld\n", tid);
     for (int tries = 0; tries < 3; tries++) {
@@ -291,19 +298,15 @@ static int group_lower(long pid, long tid, char *why, size_t why_size)
 static void group_unlower(long pid, long tid)
 {
     char dir[PATH_MAX], why[8], file[PATH_MAX + 16], id[32];
-    size_t len, name = strlen("/" GROUP_NAME);
 
-    if (thread_group(pid, tid, dir, sizeof(dir), why, sizeof(why)) < 0)
+    if (thread_group(pid, tid, dir, sizeof(dir), why, sizeof(why)) < 0 ||
+        !group_strip(dir))
         return;
-    len = strlen(dir);
-    if (len <= name || strcmp(dir + len - name, "/" GROUP_NAME) != 0)
-        return;
-    dir[len - name] = '\0';
     snprintf(file, sizeof(file), "%s/tasks", dir);
     snprintf(id, sizeof(id), "%ld\n", tid);
     if (write_file(file, id) == 0) {
-        dir[len - name] = '/';
-        (void)rmdir(dir);
+        snprintf(file, sizeof(file), "%s/" GROUP_NAME, dir);
+        (void)rmdir(file);
     }
 }
 

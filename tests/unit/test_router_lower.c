@@ -19,27 +19,21 @@
 
 #include "router/router_int.h"
 
-static int mount_of(const char *text, char *out, size_t size)
+/* parse (router__cpu_mount or router__cpu_cgroup) over text as a file. */
+static int parse_text(int (*parse)(FILE *, char *, size_t), const char *text, char *out,
+                      size_t size)
 {
     FILE *f = fmemopen((void *)text, strlen(text), "r");
     int rc;
 
     assert_non_null(f);
-    rc = router__cpu_mount(f, out, size);
+    rc = parse(f, out, size);
     fclose(f);
     return rc;
 }
 
-static int group_of(const char *text, char *out, size_t size)
-{
-    FILE *f = fmemopen((void *)text, strlen(text), "r");
-    int rc;
-
-    assert_non_null(f);
-    rc = router__cpu_cgroup(f, out, size);
-    fclose(f);
-    return rc;
-}
+#define mount_of(text, out, size) parse_text(router__cpu_mount, text, out, size)
+#define group_of(text, out, size) parse_text(router__cpu_cgroup, text, out, size)
 
 static void test_mount_cpu_alone(void **state)
 {
