@@ -168,23 +168,92 @@ def proc_cpu_s(pid):
         return None
 
 
+def thread_cpu_s(pid):
+    """{tid: (name, cpu cgroup, CPU time s)} of each thread of pid; {} when it
+    is gone. The cgroup is the thread's in the cgroup v1 cpu hierarchy ("" on
+    cgroup v2)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for t in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                st = f.read()
+            with open("/proc/%d/task/%s/cgroup" % (pid, t)) as f:
+                cg = next((line.split(":", 2)[2].strip() for line in f
+                           if "cpu" in line.split(":")[1].split(",")), "")
+        except (OSError, IndexError):
+            continue
+        fields = st.rsplit(")", 1)[1].split()
+        out[int(t)] = (st[st.index("(") + 1:st.rindex(")")], cg, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
+# The kinds of threads cpu_use() counts apart: a MariaDB server's by its cpu
+# cgroup (the router's idle one for the background connections' threads), an
+# API server's by the names it gives them (api_jobs.c, api_loop.c, api_work.c).
+DB_THREADS = ("idle cgroup", "other")
+API_THREADS = (("bc-job", "jobs"), ("bc-loop", "loops"), ("bc-work", "workers"))
+
+
+def thread_kind(name, comm, cgroup):
+    if name.startswith("db"):
+        return DB_THREADS[0] if cgroup.endswith("/betcity-background") else DB_THREADS[1]
+    return next((kind for prefix, kind in API_THREADS if comm.startswith(prefix)), "the rest")
+
+
 def cpu_snapshot(pids):
     """The CPU time so far of each of pids ({name: pid}) and of the machine
-    (/proc/stat: user, system, idle, steal, … of all CPUs), s."""
+    (/proc/stat: user, system, idle, steal, … of all CPUs), s; and of each
+    thread of the MariaDB and API servers."""
     with open("/proc/stat") as f:
         machine = [int(x) / CLK_TCK for x in f.readline().split()[1:1 + len(MACHINE_CPU)]]
     return {"t": time.time(), "procs": {n: proc_cpu_s(p) for n, p in pids.items()},
+            "threads": {n: thread_cpu_s(p) for n, p in pids.items() if n.startswith(("db", "api"))},
             "machine": dict(zip(MACHINE_CPU, machine))}
 
 
+def threads_use(a, b, procs, dt):
+    """Cores of each kind of thread (thread_kind(), by its cgroup and name at
+    b) of each MariaDB and API server between two snapshots, and "ended": its
+    threads that ended meanwhile (the process's time less its threads')."""
+    out = {}
+    for n, tb in b.get("threads", {}).items():
+        ta = a.get("threads", {}).get(n)
+        if ta is None or n not in procs:
+            continue
+        kinds = {}
+        for tid, (comm, cg, s) in tb.items():
+            before = ta[tid][2] if tid in ta and ta[tid][0] == comm else 0.0
+            k = thread_kind(n, comm, cg)
+            kinds[k] = kinds.get(k, 0.0) + (s - before) / dt
+        ended = procs[n] - sum(kinds.values())
+        out[n] = {k: round(v, 3) for k, v in kinds.items()}
+        out[n]["ended"] = round(max(ended, 0.0), 3)
+    return out
+
+
+def threads_text(th):
+    """threads_use()'s figures as text: each server's kinds of threads, in
+    the order of DB_THREADS or API_THREADS, and those that ended."""
+    parts = []
+    for n in sorted(th):
+        kinds = DB_THREADS if n.startswith("db") else [k for _, k in API_THREADS] + ["the rest"]
+        parts.append("%s %s (%.2f)" % (n, " / ".join("%.2f" % th[n].get(k, 0.0) for k in kinds), th[n]["ended"]))
+    return "; ".join(parts)
+
+
 def cpu_use(a, b):
-    """Cores in use between two cpu_snapshot()s: each process's, and the
-    machine's busy (everything but idle, iowait and steal), steal and idle."""
+    """Cores in use between two cpu_snapshot()s: each process's, the MariaDB
+    and API servers' by kind of thread (threads_use()), and the machine's
+    busy (everything but idle, iowait and steal), steal and idle."""
     dt = max(b["t"] - a["t"], 1e-3)
     procs = {n: round((b["procs"][n] - a["procs"][n]) / dt, 3) for n in a["procs"]
              if a["procs"][n] is not None and b["procs"].get(n) is not None}
     m = {k: (b["machine"][k] - a["machine"][k]) / dt for k in MACHINE_CPU}
-    return {"seconds": round(dt, 1), "procs": procs,
+    return {"seconds": round(dt, 1), "procs": procs, "threads": threads_use(a, b, procs, dt),
             "machine": {"busy": round(sum(v for k, v in m.items() if k not in ("idle", "iowait", "steal")), 3),
                         "steal": round(m["steal"], 3), "idle": round(m["idle"] + m["iowait"], 3)}}
 
