@@ -158,12 +158,17 @@ def stack_pids(d):
     return out
 
 
+def stat_cpu(text):
+    """(name, utime + stime in s) of a /proc/.../stat file's text."""
+    fields = text.rsplit(")", 1)[1].split()
+    return text[text.index("(") + 1:text.rindex(")")], (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def proc_cpu_s(pid):
     """CPU time of a process (utime + stime of all its threads), s; None when it is gone."""
     try:
         with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+            return stat_cpu(f.read())[1]
     except (OSError, ValueError, IndexError):
         return None
 
@@ -180,14 +185,13 @@ def thread_cpu_s(pid):
     for t in tids:
         try:
             with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
-                st = f.read()
+                comm, cpu = stat_cpu(f.read())
             with open("/proc/%d/task/%s/cgroup" % (pid, t)) as f:
                 cg = next((line.split(":", 2)[2].strip() for line in f
                            if "cpu" in line.split(":")[1].split(",")), "")
-        except (OSError, IndexError):
+        except (OSError, ValueError, IndexError):
             continue
-        fields = st.rsplit(")", 1)[1].split()
-        out[int(t)] = (st[st.index("(") + 1:st.rindex(")")], cg, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+        out[int(t)] = (comm, cg, cpu)
     return out
 
 
@@ -196,12 +200,13 @@ def thread_cpu_s(pid):
 # API server's by the names it gives them (api_jobs.c, api_loop.c, api_work.c).
 DB_THREADS = ("idle cgroup", "other")
 API_THREADS = (("bc-job", "jobs"), ("bc-loop", "loops"), ("bc-work", "workers"))
+API_KINDS = tuple(kind for _, kind in API_THREADS) + ("the rest",)
 
 
 def thread_kind(name, comm, cgroup):
     if name.startswith("db"):
         return DB_THREADS[0] if cgroup.endswith("/betcity-background") else DB_THREADS[1]
-    return next((kind for prefix, kind in API_THREADS if comm.startswith(prefix)), "the rest")
+    return next((kind for prefix, kind in API_THREADS if comm.startswith(prefix)), API_KINDS[-1])
 
 
 def cpu_snapshot(pids):
@@ -237,10 +242,10 @@ def threads_use(a, b, procs, dt):
 
 def threads_text(th):
     """threads_use()'s figures as text: each server's kinds of threads, in
-    the order of DB_THREADS or API_THREADS, and those that ended."""
+    the order of DB_THREADS or API_KINDS, and those that ended."""
     parts = []
     for n in sorted(th):
-        kinds = DB_THREADS if n.startswith("db") else [k for _, k in API_THREADS] + ["the rest"]
+        kinds = DB_THREADS if n.startswith("db") else API_KINDS
         parts.append("%s %s (%.2f)" % (n, " / ".join("%.2f" % th[n].get(k, 0.0) for k in kinds), th[n]["ended"]))
     return "; ".join(parts)
 
